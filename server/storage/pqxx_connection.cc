@@ -1,0 +1,748 @@
+#include "server/storage/pqxx_connection.h"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <optional>
+#include <pqxx/pqxx>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "server/storage/sql_error.h"
+#include "server/storage/value_text.h"
+
+namespace sessionbroker::storage {
+
+// Names (and, for arrays, element types) of the types that are not built in,
+// as the server reported them. Shared by every connection of a connector; a
+// type's OID names the same type for the life of the database.
+// Thread-safe.
+class PqxxTypeCache final {
+ public:
+  struct Entry {
+    std::string name;          // pg_type.typname; empty if the server did not know the OID
+    uint32_t element_oid = 0;  // for array types: the element type (a domain's base type)
+  };
+
+  std::optional<Entry> Find(uint32_t oid) const {
+    absl::MutexLock lock(&mu_);
+    const auto it = entries_.find(oid);
+    if (it == entries_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  void Insert(uint32_t oid, Entry entry) {
+    absl::MutexLock lock(&mu_);
+    entries_.insert_or_assign(oid, std::move(entry));
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::unordered_map<uint32_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
+};
+
+namespace {
+
+// Makes every connection render values the same way, whatever the server's or
+// role's defaults: ISO dates, ISO 8601 intervals, UTC timestamps, and floats
+// printed with the shortest text that round-trips exactly. One round trip
+// (simple protocol, several statements).
+constexpr char kBaselineSettingsSql[] =
+    "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
+    "SET extra_float_digits = 3";
+
+// Names a result's non-built-in types. For arrays it also gives the element
+// type to decode with (a domain's base type, since the server reports domain
+// values with their base type's OID anyway).
+constexpr char kTypeLookupSql[] =
+    "SELECT t.oid, t.typname, "
+    "CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 "
+    "THEN CASE WHEN e.typtype = 'd' THEN e.typbasetype ELSE e.oid END ELSE 0 END "
+    "FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem "
+    "WHERE t.oid = ANY($1::pg_catalog.oid[])";
+
+// libpqxx 6.4 keeps result::cmd_status() (PQcmdStatus, the command tag)
+// private, with no public accessor and no way to reach the PGresult. Access
+// checks do not apply to the names in an explicit instantiation
+// ([temp.explicit]), which lets the friend below hand out a pointer to it;
+// the member is exported from libpqxx.so, so this links against the stock
+// library.
+using CmdStatusFn = const char* (pqxx::result::*)() const noexcept;
+struct CmdStatusTag {
+  friend CmdStatusFn GetCmdStatus(CmdStatusTag);
+};
+template <CmdStatusFn kMember>
+struct CmdStatusAccess {
+  friend CmdStatusFn GetCmdStatus(CmdStatusTag) { return kMember; }
+};
+template struct CmdStatusAccess<&pqxx::result::cmd_status>;
+
+std::string CommandTag(const pqxx::result& result) {
+  const char* tag = (result.*GetCmdStatus(CmdStatusTag{}))();
+  return tag == nullptr ? std::string() : std::string(tag);
+}
+
+bool IsSqlState(absl::string_view s) {
+  if (s.size() != 5) return false;
+  for (const char c : s) {
+    if (!absl::ascii_isdigit(static_cast<unsigned char>(c)) &&
+        !absl::ascii_isupper(static_cast<unsigned char>(c))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool IsFieldLabel(absl::string_view s) {
+  if (s.empty()) return false;
+  for (const char c : s) {
+    if (c != ' ' && !absl::ascii_isupper(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
+void AppendPiece(absl::string_view piece, std::string* out) {
+  piece = absl::StripAsciiWhitespace(piece);
+  if (piece.empty()) return;
+  if (!out->empty()) out->push_back(' ');
+  out->append(piece.data(), piece.size());
+}
+
+struct ServerError {
+  std::string sqlstate;  // empty if the text carries none
+  std::string message;   // one line
+};
+
+// Turns libpq's error text into one readable line and the SQLSTATE. The
+// connection uses verbose error messages, the only way to learn the SQLSTATE
+// of the errors libpqxx 6.4 throws without one (broken_connection for every
+// class 08 state, the transaction_rollback family). Verbose text is
+//   ERROR:  23505: duplicate key value violates unique constraint "t_pkey"
+//   DETAIL:  Key (id)=(1) already exists.
+//   SCHEMA NAME:  public
+//   ...
+//   LOCATION:  _bt_check_unique, nbtinsert.c:664
+// and a field may continue on following lines. Only the primary message,
+// DETAIL and HINT are kept: the rest is for server developers, and LINE/caret
+// lines only make sense in a terminal. Text without a severity prefix (libpq's
+// own messages) is kept whole, its lines joined.
+ServerError ParseLibpqMessage(absl::string_view text) {
+  ServerError out;
+  std::string detail;
+  std::string hint;
+  std::string* field = &out.message;
+  bool first = true;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
+    const size_t colon = line.find(":  ");
+    if (first) {
+      first = false;
+      // "SEVERITY:  " (the severity word may be translated, but has no spaces).
+      if (colon != absl::string_view::npos && colon > 0 &&
+          line.substr(0, colon).find(' ') == absl::string_view::npos) {
+        line.remove_prefix(colon + 3);
+        if (line.size() >= 7 && IsSqlState(line.substr(0, 5)) && line.substr(5, 2) == ": ") {
+          out.sqlstate = std::string(line.substr(0, 5));
+          line.remove_prefix(7);
+        }
+      }
+      AppendPiece(line, &out.message);
+      continue;
+    }
+    if (colon != absl::string_view::npos && IsFieldLabel(line.substr(0, colon))) {
+      const absl::string_view label = line.substr(0, colon);
+      field = label == "DETAIL" ? &detail : label == "HINT" ? &hint : nullptr;
+      if (field != nullptr) AppendPiece(line.substr(colon + 3), field);
+      continue;
+    }
+    if (absl::StartsWith(line, "LINE ") || absl::StripAsciiWhitespace(line) == "^") {
+      field = nullptr;  // the statement excerpt and its caret
+      continue;
+    }
+    if (field != nullptr) AppendPiece(line, field);
+  }
+  if (!detail.empty()) absl::StrAppend(&out.message, "; DETAIL: ", detail);
+  if (!hint.empty()) absl::StrAppend(&out.message, "; HINT: ", hint);
+  return out;
+}
+
+// The same status with another code and a prefix on its message, keeping its
+// payloads (the SQLSTATE).
+absl::Status Recode(const absl::Status& status, absl::StatusCode code, absl::string_view prefix) {
+  absl::Status out(code, absl::StrCat(prefix, status.message()));
+  status.ForEachPayload(
+      [&out](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
+}
+
+absl::Status WithPrefix(const absl::Status& status, absl::string_view prefix) {
+  return Recode(status, status.code(), prefix);
+}
+
+absl::Status FromServerError(const ServerError& error) {
+  return SqlError(error.sqlstate, error.message);
+}
+
+// libpqxx 6.4 often reports a lost connection only as "not connected" (the
+// server's own farewell, e.g. 57P01 for a terminated session, does not reach
+// the exception), so the message lists the usual causes.
+absl::Status LostConnection(const absl::Status& cause) {
+  return Recode(cause, absl::StatusCode::kUnavailable,
+                "lost the connection to PostgreSQL (server restart, terminated session or "
+                "network failure); a write that was running may or may not have been applied: ");
+}
+
+absl::Status BrokenError() {
+  return absl::UnavailableError(
+      "this PostgreSQL connection is broken (it was lost or left in an unknown state by an "
+      "earlier failure) and cannot be used again");
+}
+
+// Parameter texts; nullopt is SQL NULL.
+using ParamTexts = std::vector<std::optional<std::string>>;
+
+absl::StatusOr<ParamTexts> EncodeParams(const std::vector<Value>& params) {
+  ParamTexts out;
+  out.reserve(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    absl::StatusOr<std::optional<std::string>> text = ParameterText(params[i]);
+    if (!text.ok()) return WithPrefix(text.status(), absl::StrCat("parameter $", i + 1, ": "));
+    out.push_back(*std::move(text));
+  }
+  return out;
+}
+
+// The list exec_params takes: libpqxx sends each `const char*` as a
+// text-format parameter, and a null pointer as SQL NULL. Valid while `texts`
+// is neither changed nor destroyed.
+std::vector<const char*> Pointers(const ParamTexts& texts) {
+  std::vector<const char*> out;
+  out.reserve(texts.size());
+  for (const std::optional<std::string>& text : texts) {
+    out.push_back(text.has_value() ? text->c_str() : nullptr);
+  }
+  return out;
+}
+
+// libpq conninfo handling for messages and for the default connect_timeout.
+// Only what the broker needs: finding the password (to keep it out of every
+// message) and whether connect_timeout is set.
+struct ConninfoParts {
+  std::string redacted;  // the conninfo without its password
+  std::string password;
+  bool has_connect_timeout = false;
+  bool is_url = false;
+};
+
+void RedactUrlQuery(absl::string_view query, ConninfoParts* parts) {
+  std::vector<absl::string_view> kept;
+  for (absl::string_view param : absl::StrSplit(query, '&')) {
+    if (absl::StartsWith(param, "password=")) {
+      parts->password = std::string(param.substr(9));
+      continue;
+    }
+    if (absl::StartsWith(param, "connect_timeout=")) parts->has_connect_timeout = true;
+    kept.push_back(param);
+  }
+  if (!kept.empty()) absl::StrAppend(&parts->redacted, "?", absl::StrJoin(kept, "&"));
+}
+
+// postgresql://[user[:password]@][host][:port][,...][/dbname][?param=value&...]
+ConninfoParts ParseUrl(absl::string_view url) {
+  ConninfoParts parts;
+  parts.is_url = true;
+  const size_t authority_start = url.find("://") + 3;
+  size_t authority_end = url.find_first_of("/?", authority_start);
+  if (authority_end == absl::string_view::npos) authority_end = url.size();
+  absl::string_view authority = url.substr(authority_start, authority_end - authority_start);
+  parts.redacted = std::string(url.substr(0, authority_start));
+  const size_t at = authority.rfind('@');
+  if (at != absl::string_view::npos) {
+    const absl::string_view userinfo = authority.substr(0, at);
+    const size_t colon = userinfo.find(':');
+    if (colon != absl::string_view::npos) {
+      parts.password = std::string(userinfo.substr(colon + 1));
+      absl::StrAppend(&parts.redacted, userinfo.substr(0, colon), authority.substr(at));
+    } else {
+      absl::StrAppend(&parts.redacted, authority);
+    }
+  } else {
+    absl::StrAppend(&parts.redacted, authority);
+  }
+  absl::string_view rest = url.substr(authority_end);
+  const size_t q = rest.find('?');
+  absl::StrAppend(&parts.redacted, rest.substr(0, q));
+  if (q != absl::string_view::npos) RedactUrlQuery(rest.substr(q + 1), &parts);
+  return parts;
+}
+
+// key = value pairs; a value may be single-quoted, and a backslash escapes
+// the next character.
+ConninfoParts ParseKeyValues(absl::string_view s) {
+  ConninfoParts parts;
+  std::vector<std::string> kept;
+  size_t i = 0;
+  auto skip_space = [&] {
+    while (i < s.size() && absl::ascii_isspace(static_cast<unsigned char>(s[i]))) ++i;
+  };
+  while (true) {
+    skip_space();
+    if (i >= s.size()) break;
+    const size_t key_start = i;
+    while (i < s.size() && s[i] != '=' && !absl::ascii_isspace(static_cast<unsigned char>(s[i]))) {
+      ++i;
+    }
+    const absl::string_view key = s.substr(key_start, i - key_start);
+    skip_space();
+    if (i >= s.size() || s[i] != '=') {
+      // Not something libpq accepts either; show nothing of it.
+      return ConninfoParts{"(an unparseable connection string)", "", false, false};
+    }
+    ++i;
+    skip_space();
+    const size_t value_start = i;
+    std::string value;
+    if (i < s.size() && s[i] == '\'') {
+      ++i;
+      while (i < s.size() && s[i] != '\'') {
+        if (s[i] == '\\' && i + 1 < s.size()) ++i;
+        value.push_back(s[i++]);
+      }
+      if (i < s.size()) ++i;  // closing quote
+    } else {
+      while (i < s.size() && !absl::ascii_isspace(static_cast<unsigned char>(s[i]))) {
+        if (s[i] == '\\' && i + 1 < s.size()) ++i;
+        value.push_back(s[i++]);
+      }
+    }
+    if (key == "password") {
+      parts.password = value;
+      continue;
+    }
+    if (key == "connect_timeout") parts.has_connect_timeout = true;
+    kept.push_back(absl::StrCat(key, "=", s.substr(value_start, i - value_start)));
+  }
+  parts.redacted = absl::StrJoin(kept, " ");
+  return parts;
+}
+
+ConninfoParts ParseConninfo(absl::string_view conninfo) {
+  if (absl::StartsWith(conninfo, "postgresql://") || absl::StartsWith(conninfo, "postgres://")) {
+    return ParseUrl(conninfo);
+  }
+  return ParseKeyValues(conninfo);
+}
+
+std::string WithConnectTimeout(const std::string& conninfo, const ConninfoParts& parts,
+                               int timeout_seconds) {
+  if (parts.has_connect_timeout || timeout_seconds <= 0) return conninfo;
+  if (parts.is_url) {
+    return absl::StrCat(conninfo, conninfo.find('?') == std::string::npos ? "?" : "&",
+                        "connect_timeout=", timeout_seconds);
+  }
+  return absl::StrCat(conninfo, " connect_timeout=", timeout_seconds);
+}
+
+// libpq does not echo passwords in its messages, except when it quotes a
+// malformed part of a URL; this is the belt to that pair of braces. Very short
+// passwords are left alone so that a message is not shredded by them.
+std::string ScrubPassword(std::string message, const std::string& password) {
+  constexpr size_t kMinScrubbedLength = 4;
+  if (password.size() < kMinScrubbedLength) return message;
+  absl::StrReplaceAll({{password, "********"}}, &message);
+  return message;
+}
+
+void ApplyBaselineSettings(pqxx::connection_base& conn) {
+  pqxx::nontransaction tx(conn);
+  tx.exec(kBaselineSettingsSql);
+}
+
+// One PostgreSQL connection. See pqxx_connection.h for the contract.
+class PqxxConnection final : public DbConnection {
+ public:
+  // `conn` is open, with reactivation inhibited, verbose errors and the
+  // baseline settings applied; `quiet` is registered on it.
+  PqxxConnection(std::unique_ptr<pqxx::connection> conn,
+                 std::unique_ptr<pqxx::quiet_errorhandler> quiet,
+                 std::shared_ptr<PqxxTypeCache> types)
+      : conn_(std::move(conn)),
+        quiet_(std::move(quiet)),
+        types_(std::move(types)),
+        backend_pid_(conn_->backendpid()) {}
+
+  ~PqxxConnection() override {
+    // Waits for a Cancel() in progress; the members then close the connection.
+    absl::MutexLock lock(&close_mu_);
+    closed_ = true;
+  }
+
+  PqxxConnection(const PqxxConnection&) = delete;
+  PqxxConnection& operator=(const PqxxConnection&) = delete;
+
+  absl::StatusOr<QueryResult> Execute(const Statement& statement,
+                                      const ExecuteOptions& options) override {
+    if (IsBroken()) return BrokenError();
+    absl::StatusOr<ParamTexts> params = EncodeParams(statement.params);
+    if (!params.ok()) return params.status();
+    size_t result_bytes = 0;
+    try {
+      // exec_params uses the extended protocol even without parameters, so
+      // the server refuses a string holding several statements.
+      pqxx::nontransaction tx(*conn_);
+      const pqxx::result result =
+          tx.exec_params(statement.sql, pqxx::prepare::make_dynamic_params(Pointers(*params)));
+      return ConvertResult(tx, result, options.max_result_bytes, &result_bytes);
+    } catch (...) {
+      return StatusFromException();
+    }
+  }
+
+  absl::StatusOr<std::vector<QueryResult>> ExecuteBatch(absl::Span<const Statement> statements,
+                                                        const ExecuteOptions& options) override {
+    if (IsBroken()) return BrokenError();
+    const size_t n = statements.size();
+    auto statement_prefix = [n](size_t k) {
+      return absl::StrCat("statement ", k + 1, " of ", n, ": ");
+    };
+    std::vector<ParamTexts> params;
+    params.reserve(n);
+    for (size_t k = 0; k < n; ++k) {
+      absl::StatusOr<ParamTexts> p = EncodeParams(statements[k].params);
+      if (!p.ok()) return WithPrefix(p.status(), statement_prefix(k));
+      params.push_back(*std::move(p));
+    }
+    std::vector<QueryResult> results;
+    results.reserve(n);
+    size_t result_bytes = 0;
+    size_t k = 0;  // the statement running; n while committing
+    try {
+      pqxx::work tx(*conn_);
+      for (; k < n; ++k) {
+        const pqxx::result result = tx.exec_params(
+            statements[k].sql, pqxx::prepare::make_dynamic_params(Pointers(params[k])));
+        absl::StatusOr<QueryResult> converted =
+            ConvertResult(tx, result, options.max_result_bytes, &result_bytes);
+        // Leaving the scope rolls the transaction back.
+        if (!converted.ok()) return WithPrefix(converted.status(), statement_prefix(k));
+        results.push_back(*std::move(converted));
+      }
+      tx.commit();
+    } catch (...) {
+      const absl::Status status = StatusFromException();
+      return WithPrefix(
+          status, k < n ? statement_prefix(k) : absl::StrCat("commit of ", n, " statements: "));
+    }
+    return results;
+  }
+
+  absl::Status Ping() override {
+    if (IsBroken()) return BrokenError();
+    try {
+      // An empty query over the simple protocol: the cheapest round trip, and
+      // one that succeeds even inside a failed transaction (which is the
+      // session's business, not a sign of a bad connection).
+      pqxx::nontransaction tx(*conn_);
+      tx.exec("");
+      return absl::OkStatus();
+    } catch (...) {
+      const absl::Status status = StatusFromException();
+      MarkBroken();
+      return WithPrefix(status, "ping failed: ");
+    }
+  }
+
+  absl::Status ResetSession() override {
+    if (IsBroken()) return BrokenError();
+    try {
+      pqxx::nontransaction tx(*conn_);
+      // Always: the broker cannot see whether a caller's BEGIN left a
+      // transaction open (libpqxx 6.4 does not expose PQtransactionStatus).
+      // Without one the server only warns, and the warning is discarded.
+      tx.exec("ROLLBACK");
+      // Refused inside a transaction block or a multi-statement string,
+      // hence its own round trip.
+      tx.exec("DISCARD ALL");
+      tx.exec(kBaselineSettingsSql);
+      return absl::OkStatus();
+    } catch (...) {
+      const absl::Status status = StatusFromException();
+      MarkBroken();
+      return WithPrefix(status, "resetting the session failed: ");
+    }
+  }
+
+  void Cancel() override {
+    absl::MutexLock lock(&close_mu_);
+    if (closed_) return;
+    try {
+      conn_->cancel_query();
+    } catch (...) {
+      // Best effort: the statement's deadline still ends the wait for it.
+    }
+  }
+
+  bool IsBroken() const override { return broken_.load(std::memory_order_acquire); }
+
+  int BackendPid() const override { return backend_pid_; }
+
+ private:
+  absl::StatusOr<QueryResult> ConvertResult(pqxx::transaction_base& tx, const pqxx::result& result,
+                                            size_t max_bytes, size_t* used_bytes) {
+    QueryResult out;
+    out.command_tag = CommandTag(result);
+    const pqxx::row::size_type num_columns = result.columns();
+    if (out.command_tag.empty() && num_columns > 0) {
+      // Only COPY ... FROM STDIN / TO STDOUT leaves a result with columns but
+      // no command tag: libpq is now in copy mode, which its next exec call
+      // ends (failing the COPY); nothing of it can be returned.
+      return absl::UnimplementedError(
+          "COPY FROM STDIN / TO STDOUT is not supported through the broker; use INSERT ... VALUES "
+          "or SELECT");
+    }
+    out.columns.resize(num_columns);
+    std::vector<uint32_t> element_oids(num_columns);
+    bool any_unknown = false;
+    for (pqxx::row::size_type c = 0; c < num_columns; ++c) {
+      Column& column = out.columns[c];
+      column.name = result.column_name(c);
+      column.type_oid = result.column_type(c);
+      column.type_name = std::string(TypeName(column.type_oid));
+      element_oids[c] = ArrayElementType(column.type_oid);
+      any_unknown = any_unknown || column.type_name.empty();
+    }
+    if (any_unknown) NameUnknownTypes(tx, &out.columns, &element_oids);
+
+    const pqxx::result::size_type num_rows = result.size();
+    out.rows.reserve(num_rows);
+    for (pqxx::result::size_type r = 0; r < num_rows; ++r) {
+      const pqxx::row row = result[r];
+      std::vector<Value> values;
+      values.reserve(num_columns);
+      for (pqxx::row::size_type c = 0; c < num_columns; ++c) {
+        const pqxx::field field = row[c];
+        if (field.is_null()) {
+          values.push_back(Value::Null());
+        } else {
+          const absl::string_view text(field.c_str(), field.size());
+          absl::StatusOr<Value> value = element_oids[c] != 0
+                                            ? ArrayFromText(element_oids[c], text)
+                                            : ScalarFromText(out.columns[c].type_oid, text);
+          if (!value.ok()) {
+            return WithPrefix(value.status(),
+                              absl::StrCat("column \"", out.columns[c].name, "\": "));
+          }
+          values.push_back(*std::move(value));
+        }
+        *used_bytes += ResultBytes(values.back());
+        if (max_bytes > 0 && *used_bytes > max_bytes) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "result exceeds ", max_bytes,
+              " bytes (BROKER_MAX_RESULT_BYTES); add a LIMIT or page with WHERE/ORDER BY"));
+        }
+      }
+      out.rows.push_back(std::move(values));
+    }
+    out.rows_affected = static_cast<int64_t>(result.affected_rows());
+    return out;
+  }
+
+  // Fills in the names of non-built-in types (enums, domains' arrays,
+  // composite and extension types) from the shared cache, asking the server
+  // for the ones nobody has seen yet. Runs in the caller's transaction, as
+  // libpqxx allows only one at a time; if the lookup fails the names stay
+  // empty and the values are still returned (as text).
+  void NameUnknownTypes(pqxx::transaction_base& tx, std::vector<Column>* columns,
+                        std::vector<uint32_t>* element_oids) {
+    std::vector<uint32_t> missing;
+    for (const Column& column : *columns) {
+      if (column.type_name.empty() && !types_->Find(column.type_oid).has_value()) {
+        missing.push_back(column.type_oid);
+      }
+    }
+    if (!missing.empty()) {
+      try {
+        const pqxx::result found =
+            tx.exec_params(kTypeLookupSql, absl::StrCat("{", absl::StrJoin(missing, ","), "}"));
+        for (const pqxx::row& row : found) {
+          types_->Insert(row[0].as<uint32_t>(),
+                         PqxxTypeCache::Entry{row[1].c_str(), row[2].as<uint32_t>()});
+        }
+        // Unknown to the server too (dropped since): remember that as well.
+        for (const uint32_t oid : missing) {
+          if (!types_->Find(oid).has_value()) types_->Insert(oid, PqxxTypeCache::Entry{});
+        }
+      } catch (const pqxx::sql_error&) {
+        // The names stay empty; the statement itself succeeded.
+      } catch (const pqxx::transaction_rollback&) {
+        // Likewise.
+      }
+    }
+    for (size_t c = 0; c < columns->size(); ++c) {
+      Column& column = (*columns)[c];
+      if (!column.type_name.empty()) continue;
+      if (std::optional<PqxxTypeCache::Entry> entry = types_->Find(column.type_oid)) {
+        column.type_name = entry->name;
+        (*element_oids)[c] = entry->element_oid;
+      }
+    }
+  }
+
+  // Turns the exception being handled into a status; marks the connection
+  // broken when it is lost or its state is unknown. Call only from a catch
+  // block (the transaction objects of the try block are gone by then).
+  absl::Status StatusFromException() {
+    absl::Status status;
+    bool state_unknown = false;
+    try {
+      throw;
+    } catch (const pqxx::in_doubt_error& e) {
+      MarkBroken();
+      return absl::UnknownError(absl::StrCat(
+          "the connection to PostgreSQL was lost during COMMIT, so whether the transaction was "
+          "applied is unknown; check before retrying: ",
+          ParseLibpqMessage(e.what()).message));
+    } catch (const pqxx::broken_connection& e) {
+      const ServerError error = ParseLibpqMessage(e.what());
+      // libpqxx 6.4 throws broken_connection for every class 08 SQLSTATE, also
+      // when a healthy connection merely relays the server's complaint (a
+      // parameter count mismatch is 08P01): only a closed one is lost.
+      if (error.sqlstate.empty() || !conn_->is_open()) {
+        MarkBroken();
+        return LostConnection(FromServerError(error));
+      }
+      status = FromServerError(error);
+    } catch (const pqxx::sql_error& e) {
+      ServerError error = ParseLibpqMessage(e.what());
+      if (!e.sqlstate().empty()) error.sqlstate = e.sqlstate();
+      status = FromServerError(error);
+    } catch (const pqxx::serialization_failure& e) {
+      status = FromRollback(e.what(), "40001");
+    } catch (const pqxx::deadlock_detected& e) {
+      status = FromRollback(e.what(), "40P01");
+    } catch (const pqxx::statement_completion_unknown& e) {
+      status = FromRollback(e.what(), "40003");
+    } catch (const pqxx::transaction_rollback& e) {
+      status = FromRollback(e.what(), "40000");
+    } catch (const pqxx::usage_error& e) {
+      // libpqxx's view of the connection no longer matches what the code
+      // did with it: do not trust either again.
+      state_unknown = true;
+      status = absl::InternalError(absl::StrCat("libpqxx usage error: ", e.what()));
+    } catch (const pqxx::internal_error& e) {
+      state_unknown = true;
+      status = absl::InternalError(absl::StrCat("libpqxx internal error: ", e.what()));
+    } catch (const pqxx::failure& e) {
+      const ServerError error = ParseLibpqMessage(e.what());
+      status = error.sqlstate.empty()
+                   ? absl::InternalError(absl::StrCat("libpqxx: ", error.message))
+                   : FromServerError(error);
+    } catch (const std::bad_alloc&) {
+      status = absl::ResourceExhaustedError("out of memory while handling a PostgreSQL result");
+    } catch (const std::exception& e) {
+      status = absl::InternalError(absl::StrCat("unexpected error from libpqxx: ", e.what()));
+    } catch (...) {
+      state_unknown = true;
+      status = absl::InternalError("unexpected non-standard exception from libpqxx");
+    }
+    if (!conn_->is_open()) {
+      MarkBroken();
+      return LostConnection(status);
+    }
+    if (state_unknown) MarkBroken();
+    return status;
+  }
+
+  // libpqxx 6.4's transaction_rollback family carries no SQLSTATE; the
+  // verbose message does, and the exception type names it otherwise.
+  static absl::Status FromRollback(const char* what, const char* sqlstate_of_type) {
+    ServerError error = ParseLibpqMessage(what);
+    if (error.sqlstate.empty()) error.sqlstate = sqlstate_of_type;
+    return FromServerError(error);
+  }
+
+  // Closes the socket at once, so the server ends the session (rolling back
+  // whatever it held) without waiting for the pool to drop the object.
+  void MarkBroken() {
+    broken_.store(true, std::memory_order_release);
+    absl::MutexLock lock(&close_mu_);
+    if (closed_) return;
+    closed_ = true;
+    conn_->disconnect();
+  }
+
+  // Declared before quiet_ so that the error handler is unregistered first.
+  const std::unique_ptr<pqxx::connection> conn_;
+  const std::unique_ptr<pqxx::quiet_errorhandler> quiet_;
+  const std::shared_ptr<PqxxTypeCache> types_;
+  const int backend_pid_;
+  std::atomic<bool> broken_{false};
+
+  // Orders Cancel() (any thread) against closing the connection (the owner
+  // thread, or destruction): cancel_query() reads the libpq connection.
+  absl::Mutex close_mu_;
+  bool closed_ ABSL_GUARDED_BY(close_mu_) = false;
+};
+
+}  // namespace
+
+PqxxConnector::PqxxConnector(std::string conninfo)
+    : PqxxConnector(std::move(conninfo), Options()) {}
+
+PqxxConnector::PqxxConnector(std::string conninfo, Options options)
+    : types_(std::make_shared<PqxxTypeCache>()) {
+  ConninfoParts parts = ParseConninfo(conninfo);
+  conninfo_ = WithConnectTimeout(conninfo, parts, options.connect_timeout_seconds);
+  redacted_ = std::move(parts.redacted);
+  password_ = std::move(parts.password);
+}
+
+PqxxConnector::~PqxxConnector() = default;
+
+absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
+  const std::string where =
+      redacted_.empty() ? std::string("the default address (libpq defaults and PG* variables)")
+                        : redacted_;
+  try {
+    auto conn = std::make_unique<pqxx::connection>(conninfo_);
+    // A connection that libpqxx silently re-opened would have lost its
+    // session state (and any transaction) without anyone noticing.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    conn->inhibit_reactivation(true);
+#pragma GCC diagnostic pop
+    // Notices and warnings (e.g. "there is no transaction in progress" from
+    // ResetSession) would otherwise go to stderr.
+    auto quiet = std::make_unique<pqxx::quiet_errorhandler>(*conn);
+    conn->set_verbosity(pqxx::connection_base::verbose);
+    ApplyBaselineSettings(*conn);
+    return std::unique_ptr<DbConnection>(
+        std::make_unique<PqxxConnection>(std::move(conn), std::move(quiet), types_));
+  } catch (const pqxx::broken_connection& e) {
+    return absl::UnavailableError(ScrubPassword(
+        absl::StrCat("cannot connect to PostgreSQL at ", where, ": ",
+                     ParseLibpqMessage(e.what()).message,
+                     "; check that the server is running and accepts connections at that host "
+                     "and port, and that the user, password and database name are right"),
+        password_));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(ScrubPassword(
+        absl::StrCat("connected to PostgreSQL at ", where,
+                     " but could not set up the session: ", ParseLibpqMessage(e.what()).message),
+        password_));
+  }
+}
+
+}  // namespace sessionbroker::storage

@@ -1,0 +1,91 @@
+#include "server/storage/sql_error.h"
+
+#include <string>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "absl/types/optional.h"
+
+namespace sessionbroker::storage {
+namespace {
+
+using absl::StatusCode;
+
+// The code for a SQLSTATE class (its first two characters) when no specific
+// SQLSTATE of that class has a rule of its own.
+StatusCode CodeForClass(absl::string_view cls) {
+  // Integrity constraint violations, cardinality violations (21), invalid
+  // transaction state (25, including writes in a read-only transaction),
+  // object-not-in-prerequisite-state (55) and PL/pgSQL errors (P0, including
+  // RAISE EXCEPTION) all mean "the data or the session is not in a state that
+  // lets this statement succeed": retrying the same statement will not help.
+  if (cls == "23" || cls == "21" || cls == "25" || cls == "55" || cls == "P0") {
+    return StatusCode::kFailedPrecondition;
+  }
+  // Serialization failures and deadlocks: the whole transaction may succeed if
+  // retried.
+  if (cls == "40") return StatusCode::kAborted;
+  // Connection exceptions: the database is (or was) unreachable.
+  if (cls == "08") return StatusCode::kUnavailable;
+  // Invalid authorization.
+  if (cls == "28") return StatusCode::kPermissionDenied;
+  // Syntax errors and access rule violations (42), data exceptions (22),
+  // invalid catalog/schema names (3D, 3F): the statement itself is wrong.
+  if (cls == "42" || cls == "22" || cls == "3D" || cls == "3F") {
+    return StatusCode::kInvalidArgument;
+  }
+  if (cls == "0A") return StatusCode::kUnimplemented;
+  // Insufficient resources (53) and program limits exceeded (54).
+  if (cls == "53" || cls == "54") return StatusCode::kResourceExhausted;
+  if (cls == "XX") return StatusCode::kInternal;
+  return StatusCode::kUnknown;
+}
+
+}  // namespace
+
+absl::StatusCode CodeForSqlState(absl::string_view sqlstate) {
+  if (sqlstate.size() != 5) return StatusCode::kUnknown;
+  // Specific SQLSTATEs whose meaning differs from the rest of their class.
+  if (sqlstate == "23505") return StatusCode::kAlreadyExists;  // unique_violation
+  // statement_completion_unknown: the statement may or may not have taken
+  // effect, so ABORTED (which invites a blind retry) would be wrong.
+  if (sqlstate == "40003") return StatusCode::kUnknown;
+  if (sqlstate == "55P03")
+    return StatusCode::kAborted;  // lock_not_available (NOWAIT, lock_timeout)
+  // query_canceled: a statement_timeout or a cancel request, both of which the
+  // broker issues when a deadline passes.
+  if (sqlstate == "57014") return StatusCode::kDeadlineExceeded;
+  // admin_shutdown, crash_shutdown, cannot_connect_now: the server is going
+  // away or not yet accepting work.
+  if (sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03") {
+    return StatusCode::kUnavailable;
+  }
+  // The server reports a protocol violation on a live connection when the
+  // request itself is malformed, above all when the number of parameters does
+  // not match the $n placeholders. That is the caller's mistake, and
+  // UNAVAILABLE (class 08) would invite endless retries. A connection that
+  // really is lost is reported as UNAVAILABLE by the adapter whatever the
+  // SQLSTATE.
+  if (sqlstate == "08P01") return StatusCode::kInvalidArgument;
+  if (sqlstate == "42501") return StatusCode::kPermissionDenied;  // insufficient_privilege
+  return CodeForClass(sqlstate.substr(0, 2));
+}
+
+absl::Status SqlError(absl::string_view sqlstate, absl::string_view message) {
+  while (!message.empty() && (message.back() == '\n' || message.back() == '\r')) {
+    message.remove_suffix(1);
+  }
+  if (sqlstate.empty()) return absl::Status(StatusCode::kUnknown, message);
+  absl::Status status(CodeForSqlState(sqlstate),
+                      absl::StrCat(message, " [SQLSTATE ", sqlstate, "]"));
+  status.SetPayload(kSqlStatePayloadUrl, absl::Cord(sqlstate));
+  return status;
+}
+
+std::optional<std::string> SqlStateOf(const absl::Status& status) {
+  absl::optional<absl::Cord> payload = status.GetPayload(kSqlStatePayloadUrl);
+  if (!payload.has_value()) return std::nullopt;
+  return std::string(*payload);
+}
+
+}  // namespace sessionbroker::storage

@@ -1,0 +1,991 @@
+// The libpqxx adapter against a real PostgreSQL (SB_TEST_DATABASE_URL, a
+// superuser connection: some tests create roles and types). Every test uses
+// temporary tables or uniquely named objects, so tests can run in any order
+// and in parallel processes.
+#include "server/storage/pqxx_connection.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/storage/sql_error.h"
+#include "tests/support/test_env.h"
+
+namespace sessionbroker::storage {
+
+void PrintTo(const Value& v, std::ostream* os) { *os << DebugString(v); }
+
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+using Clock = std::chrono::steady_clock;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// A name no other test (or test process) uses.
+std::string UniqueName(absl::string_view prefix) {
+  static std::atomic<int> counter{0};
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  return absl::StrCat(prefix, "_", getpid(), "_", counter++, "_",
+                      std::chrono::duration_cast<std::chrono::microseconds>(now).count() % 1000000);
+}
+
+Value Ints(std::initializer_list<int64_t> items) {
+  std::vector<Value> out;
+  for (int64_t i : items) out.push_back(Value::Int64(i));
+  return Value::Array(std::move(out));
+}
+
+Value Strings(std::initializer_list<const char*> items) {
+  std::vector<Value> out;
+  for (const char* s : items) out.push_back(s == nullptr ? Value::Null() : Value::String(s));
+  return Value::Array(std::move(out));
+}
+
+std::string AllBytes() {
+  std::string out;
+  for (int i = 0; i < 256; ++i) out.push_back(static_cast<char>(i));
+  return out;
+}
+
+class PqxxConnectionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    url_ = testing::TestDatabaseUrl();
+    ASSERT_FALSE(url_.empty());
+    connector_ = std::make_unique<PqxxConnector>(url_);
+    conn_ = Connect();
+    ASSERT_NE(conn_, nullptr);
+  }
+
+  void TearDown() override {
+    if (cleanup_.empty()) return;
+    std::unique_ptr<DbConnection> admin = Connect();
+    if (admin == nullptr) return;
+    for (auto it = cleanup_.rbegin(); it != cleanup_.rend(); ++it) {
+      absl::StatusOr<QueryResult> r = admin->Execute(Statement{*it, {}}, ExecuteOptions{});
+      EXPECT_TRUE(r.ok()) << *it << ": " << r.status();
+    }
+  }
+
+  std::unique_ptr<DbConnection> Connect() {
+    absl::StatusOr<std::unique_ptr<DbConnection>> conn = connector_->Connect();
+    EXPECT_TRUE(conn.ok()) << conn.status();
+    return conn.ok() ? *std::move(conn) : nullptr;
+  }
+
+  // Runs `sql` on the test's admin connection at the end of the test.
+  void CleanUpWith(std::string sql) { cleanup_.push_back(std::move(sql)); }
+
+  static absl::StatusOr<QueryResult> Run(DbConnection& conn, const std::string& sql,
+                                         std::vector<Value> params = {},
+                                         ExecuteOptions options = {}) {
+    return conn.Execute(Statement{sql, std::move(params)}, options);
+  }
+
+  static QueryResult Must(DbConnection& conn, const std::string& sql,
+                          std::vector<Value> params = {}) {
+    absl::StatusOr<QueryResult> r = Run(conn, sql, std::move(params));
+    EXPECT_TRUE(r.ok()) << sql << ": " << r.status();
+    return r.ok() ? *std::move(r) : QueryResult{};
+  }
+
+  // The first column of the first row.
+  static Value Scalar(DbConnection& conn, const std::string& sql, std::vector<Value> params = {}) {
+    QueryResult r = Must(conn, sql, std::move(params));
+    if (r.rows.empty() || r.rows[0].empty()) {
+      ADD_FAILURE() << sql << " returned no value";
+      return Value::String("<no value>");
+    }
+    return r.rows[0][0];
+  }
+
+  static absl::Status RunStatus(DbConnection& conn, const std::string& sql,
+                                std::vector<Value> params = {}) {
+    return Run(conn, sql, std::move(params)).status();
+  }
+
+  std::string url_;
+  std::unique_ptr<PqxxConnector> connector_;
+  std::unique_ptr<DbConnection> conn_;
+  std::vector<std::string> cleanup_;
+};
+
+// ---- connecting and baseline settings ----
+
+TEST_F(PqxxConnectionTest, NewConnectionHasBaselineSettings) {
+  EXPECT_EQ(Scalar(*conn_, "SHOW DateStyle"), Value::String("ISO, YMD"));
+  EXPECT_EQ(Scalar(*conn_, "SHOW IntervalStyle"), Value::String("iso_8601"));
+  EXPECT_EQ(Scalar(*conn_, "SHOW TimeZone"), Value::String("UTC"));
+  EXPECT_EQ(Scalar(*conn_, "SHOW extra_float_digits"), Value::String("3"));
+}
+
+TEST_F(PqxxConnectionTest, BackendPidMatchesTheServer) {
+  EXPECT_GT(conn_->BackendPid(), 0);
+  EXPECT_EQ(Scalar(*conn_, "SELECT pg_backend_pid()"), Value::Int64(conn_->BackendPid()));
+}
+
+TEST_F(PqxxConnectionTest, UnreachableDatabaseIsUnavailableAndNeverShowsThePassword) {
+  const int port = testing::FreePort();
+  PqxxConnector connector(absl::StrCat("postgresql://bob:S3cretPw@127.0.0.1:", port, "/nodb"));
+  const auto start = Clock::now();
+  absl::StatusOr<std::unique_ptr<DbConnection>> conn = connector.Connect();
+  ASSERT_FALSE(conn.ok());
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(15));
+  EXPECT_EQ(conn.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(conn.status().message(),
+              AllOf(HasSubstr("127.0.0.1"), HasSubstr(absl::StrCat(port)), HasSubstr("nodb"),
+                    HasSubstr("bob"), HasSubstr("check that the server is running"),
+                    Not(HasSubstr("S3cretPw"))));
+}
+
+TEST_F(PqxxConnectionTest, UnreachableKeyValueConninfoNeverShowsThePassword) {
+  const int port = testing::FreePort();
+  PqxxConnector connector(
+      absl::StrCat("host=127.0.0.1 port=", port, " dbname=nodb user=bob password='S3cret pw'"));
+  absl::StatusOr<std::unique_ptr<DbConnection>> conn = connector.Connect();
+  ASSERT_FALSE(conn.ok());
+  EXPECT_EQ(conn.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(conn.status().message(),
+              AllOf(HasSubstr("host=127.0.0.1"), HasSubstr(absl::StrCat("port=", port)),
+                    HasSubstr("dbname=nodb"), Not(HasSubstr("S3cret"))));
+}
+
+TEST_F(PqxxConnectionTest, MalformedUrlNeverShowsThePassword) {
+  PqxxConnector connector("postgresql://bob:Pass%zzword@127.0.0.1:1/db");
+  absl::StatusOr<std::unique_ptr<DbConnection>> conn = connector.Connect();
+  ASSERT_FALSE(conn.ok());
+  EXPECT_EQ(conn.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(conn.status().message(), Not(HasSubstr("Pass%zzword")));
+}
+
+TEST_F(PqxxConnectionTest, ConnectionsOutliveTheirConnector) {
+  auto connector = std::make_unique<PqxxConnector>(url_);
+  absl::StatusOr<std::unique_ptr<DbConnection>> conn = connector->Connect();
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  connector.reset();
+  EXPECT_EQ(Scalar(**conn, "SELECT 41 + 1"), Value::Int64(42));
+}
+
+// ---- values out: kinds, OIDs and type names ----
+
+TEST_F(PqxxConnectionTest, ReturnsColumnNamesTypeOidsAndTypeNames) {
+  QueryResult r = Must(*conn_, "SELECT 1::int4 AS a, 'x'::text AS b, ARRAY[1]::int8[] AS c");
+  ASSERT_EQ(r.columns.size(), 3u);
+  EXPECT_EQ(r.columns[0].name, "a");
+  EXPECT_EQ(r.columns[0].type_oid, 23u);
+  EXPECT_EQ(r.columns[0].type_name, "int4");
+  EXPECT_EQ(r.columns[1].name, "b");
+  EXPECT_EQ(r.columns[1].type_oid, 25u);
+  EXPECT_EQ(r.columns[1].type_name, "text");
+  EXPECT_EQ(r.columns[2].type_oid, 1016u);
+  EXPECT_EQ(r.columns[2].type_name, "_int8");
+}
+
+TEST_F(PqxxConnectionTest, DecodesScalarValuesWithTheirKinds) {
+  QueryResult r =
+      Must(*conn_,
+           "SELECT true, (-32768)::int2, 2147483647::int4, (-9223372036854775808)::int8, "
+           "4294967295::oid, 0.1::float8, 0.1::float4, "
+           "12345678901234567890.123456789::numeric, 'héllo'::text, 'ab'::varchar(9), "
+           "'ab'::char(4), 'nm'::name, 'x'::\"char\", '\\x00ff80'::bytea, "
+           "'{\"a\": [1, 2]}'::json, '{\"b\":1, \"a\":2}'::jsonb");
+  ASSERT_EQ(r.rows.size(), 1u);
+  const std::vector<Value> expected = {
+      Value::Bool(true),
+      Value::Int64(-32768),
+      Value::Int64(2147483647),
+      Value::Int64(std::numeric_limits<int64_t>::min()),
+      Value::Int64(4294967295),
+      Value::Double(0.1),
+      Value::Double(0.1),
+      Value::Numeric("12345678901234567890.123456789"),
+      Value::String("héllo"),
+      Value::String("ab"),
+      Value::String("ab  "),
+      Value::String("nm"),
+      Value::String("x"),
+      Value::Bytes(std::string("\x00\xff\x80", 3)),
+      Value::Json(R"({"a": [1, 2]})"),
+      Value::Json(R"({"a": 2, "b": 1})"),
+  };
+  EXPECT_EQ(r.rows[0], expected);
+}
+
+TEST_F(PqxxConnectionTest, DecodesFloatSpecialValues) {
+  QueryResult r = Must(*conn_,
+                       "SELECT 'NaN'::float8, 'Infinity'::float8, '-Infinity'::float4, "
+                       "'-0'::float8, 1e308::float8, 4.9e-324::float8");
+  ASSERT_EQ(r.rows.size(), 1u);
+  EXPECT_TRUE(std::isnan(r.rows[0][0].double_value));
+  EXPECT_EQ(r.rows[0][1], Value::Double(kInf));
+  EXPECT_EQ(r.rows[0][2], Value::Double(-kInf));
+  EXPECT_EQ(r.rows[0][3], Value::Double(-0.0));
+  EXPECT_EQ(r.rows[0][4], Value::Double(1e308));
+  EXPECT_EQ(r.rows[0][5], Value::Double(4.9e-324));
+}
+
+TEST_F(PqxxConnectionTest, RendersDateTimeTypesInUtcIsoForm) {
+  QueryResult r = Must(*conn_,
+                       "SELECT 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, '2024-02-29'::date, "
+                       "'12:34:56.789'::time, '12:34:56+02'::timetz, "
+                       "'2024-02-29 12:34:56.789'::timestamp, "
+                       "'2024-02-29 12:34:56.789+02'::timestamptz, "
+                       "'1 year 2 months 3 days 04:05:06'::interval");
+  ASSERT_EQ(r.rows.size(), 1u);
+  const std::vector<Value> expected = {
+      Value::String("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+      Value::String("2024-02-29"),
+      Value::String("12:34:56.789"),
+      Value::String("12:34:56+02"),
+      Value::String("2024-02-29 12:34:56.789"),
+      Value::String("2024-02-29 10:34:56.789+00"),
+      Value::String("P1Y2M3DT4H5M6S"),
+  };
+  EXPECT_EQ(r.rows[0], expected);
+}
+
+TEST_F(PqxxConnectionTest, NullOfEveryTypeIsNullWithTheColumnsType) {
+  const std::vector<std::pair<std::string, uint32_t>> types = {
+      {"bool", 16},          {"int2", 21},       {"int4", 23},      {"int8", 20},
+      {"float4", 700},       {"float8", 701},    {"numeric", 1700}, {"text", 25},
+      {"varchar", 1043},     {"bpchar", 1042},   {"name", 19},      {"bytea", 17},
+      {"uuid", 2950},        {"date", 1082},     {"time", 1083},    {"timestamp", 1114},
+      {"timestamptz", 1184}, {"interval", 1186}, {"json", 114},     {"jsonb", 3802},
+      {"_int4", 1007},       {"_text", 1009},    {"_bytea", 1001},  {"_jsonb", 3807}};
+  std::string sql = "SELECT ";
+  for (size_t i = 0; i < types.size(); ++i) {
+    absl::StrAppend(&sql, i > 0 ? ", " : "", "NULL::", types[i].first);
+  }
+  QueryResult r = Must(*conn_, sql);
+  ASSERT_EQ(r.rows.size(), 1u);
+  ASSERT_EQ(r.columns.size(), types.size());
+  for (size_t i = 0; i < types.size(); ++i) {
+    EXPECT_EQ(r.columns[i].type_oid, types[i].second) << types[i].first;
+    EXPECT_EQ(r.columns[i].type_name, types[i].first);
+    EXPECT_EQ(r.rows[0][i], Value::Null()) << types[i].first;
+  }
+}
+
+// ---- parameters in, values out: SELECT $1::type ----
+
+struct RoundTrip {
+  std::string type;  // the cast
+  Value param;
+  Value expected;
+  uint32_t oid;
+  std::string type_name;
+};
+
+std::vector<RoundTrip> RoundTrips() {
+  const Value all_bytes = Value::Bytes(AllBytes());
+  const Value tricky_texts = Strings(
+      {"a,b", "say \"hi\"", "back\\slash", "{braces}", "", " sp ", "NULL", nullptr, "héllo"});
+  return {
+      {"bool", Value::Bool(true), Value::Bool(true), 16, "bool"},
+      {"bool", Value::Bool(false), Value::Bool(false), 16, "bool"},
+      {"int2", Value::Int64(-32768), Value::Int64(-32768), 21, "int2"},
+      {"int4", Value::Int64(2147483647), Value::Int64(2147483647), 23, "int4"},
+      {"int8", Value::Int64(std::numeric_limits<int64_t>::min()),
+       Value::Int64(std::numeric_limits<int64_t>::min()), 20, "int8"},
+      {"float4", Value::Double(0.1), Value::Double(0.1), 700, "float4"},
+      {"float4", Value::Double(-kInf), Value::Double(-kInf), 700, "float4"},
+      {"float8", Value::Double(0.1 + 0.2), Value::Double(0.1 + 0.2), 701, "float8"},
+      {"float8", Value::Double(std::numeric_limits<double>::denorm_min()),
+       Value::Double(std::numeric_limits<double>::denorm_min()), 701, "float8"},
+      {"float8", Value::Double(std::numeric_limits<double>::max()),
+       Value::Double(std::numeric_limits<double>::max()), 701, "float8"},
+      {"float8", Value::Double(-0.0), Value::Double(-0.0), 701, "float8"},
+      {"float8", Value::Double(std::nan("")), Value::Double(std::nan("")), 701, "float8"},
+      {"float8", Value::Double(kInf), Value::Double(kInf), 701, "float8"},
+      {"numeric", Value::Numeric("12345678901234567890.123456789"),
+       Value::Numeric("12345678901234567890.123456789"), 1700, "numeric"},
+      {"numeric", Value::Numeric("-0.000100"), Value::Numeric("-0.000100"), 1700, "numeric"},
+      {"text", Value::String("it's \"quoted\" \\ {x}, y"),
+       Value::String("it's \"quoted\" \\ {x}, y"), 25, "text"},
+      {"varchar(20)", Value::String("héllo"), Value::String("héllo"), 1043, "varchar"},
+      {"char(5)", Value::String("ab"), Value::String("ab   "), 1042, "bpchar"},
+      {"name", Value::String("some_name"), Value::String("some_name"), 19, "name"},
+      {"bytea", all_bytes, all_bytes, 17, "bytea"},
+      {"bytea", Value::Bytes(""), Value::Bytes(""), 17, "bytea"},
+      {"uuid", Value::String("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+       Value::String("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), 2950, "uuid"},
+      {"date", Value::String("2024-02-29"), Value::String("2024-02-29"), 1082, "date"},
+      {"time", Value::String("23:59:59.999999"), Value::String("23:59:59.999999"), 1083, "time"},
+      {"timestamp", Value::String("2024-02-29 12:34:56.789"),
+       Value::String("2024-02-29 12:34:56.789"), 1114, "timestamp"},
+      {"timestamptz", Value::String("2024-02-29 12:34:56.789+02"),
+       Value::String("2024-02-29 10:34:56.789+00"), 1184, "timestamptz"},
+      {"interval", Value::String("P1Y2M3DT4H5M6S"), Value::String("P1Y2M3DT4H5M6S"), 1186,
+       "interval"},
+      {"interval", Value::String("1 day 02:00:00"), Value::String("P1DT2H"), 1186, "interval"},
+      {"json", Value::Json(R"({"b": 1,  "a": [true, null]})"),
+       Value::Json(R"({"b": 1,  "a": [true, null]})"), 114, "json"},
+      {"jsonb", Value::Json(R"({"b":1,"a":[true,null]})"),
+       Value::Json(R"({"a": [true, null], "b": 1})"), 3802, "jsonb"},
+      // Arrays.
+      {"bool[]", Value::Array({Value::Bool(true), Value::Null(), Value::Bool(false)}),
+       Value::Array({Value::Bool(true), Value::Null(), Value::Bool(false)}), 1000, "_bool"},
+      {"int2[]", Ints({1, -2}), Ints({1, -2}), 1005, "_int2"},
+      {"int4[]", Value::Array({Value::Int64(1), Value::Null(), Value::Int64(3)}),
+       Value::Array({Value::Int64(1), Value::Null(), Value::Int64(3)}), 1007, "_int4"},
+      {"int8[]", Value::Array({Ints({1, 2}), Ints({3, 4})}),
+       Value::Array({Ints({1, 2}), Ints({3, 4})}), 1016, "_int8"},
+      {"int4[]", Value::Array({}), Value::Array({}), 1007, "_int4"},
+      {"float4[]", Value::Array({Value::Double(0.5), Value::Double(kInf)}),
+       Value::Array({Value::Double(0.5), Value::Double(kInf)}), 1021, "_float4"},
+      {"float8[]",
+       Value::Array({Value::Double(0.1), Value::Double(std::nan("")), Value::Double(-kInf)}),
+       Value::Array({Value::Double(0.1), Value::Double(std::nan("")), Value::Double(-kInf)}), 1022,
+       "_float8"},
+      {"numeric[]", Value::Array({Value::Numeric("1.50"), Value::Null()}),
+       Value::Array({Value::Numeric("1.50"), Value::Null()}), 1231, "_numeric"},
+      {"text[]", tricky_texts, tricky_texts, 1009, "_text"},
+      {"text[]", Strings({}), Strings({}), 1009, "_text"},
+      {"text[]", Value::Array({Strings({"a", "b"}), Strings({"c,", nullptr})}),
+       Value::Array({Strings({"a", "b"}), Strings({"c,", nullptr})}), 1009, "_text"},
+      {"varchar[]", Strings({"x y", nullptr}), Strings({"x y", nullptr}), 1015, "_varchar"},
+      {"char(2)[]", Strings({"a", "bc"}), Strings({"a ", "bc"}), 1014, "_bpchar"},
+      {"name[]", Strings({"n1", "n 2"}), Strings({"n1", "n 2"}), 1003, "_name"},
+      {"bytea[]", Value::Array({all_bytes, Value::Bytes(""), Value::Null()}),
+       Value::Array({all_bytes, Value::Bytes(""), Value::Null()}), 1001, "_bytea"},
+      {"uuid[]", Strings({"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"}),
+       Strings({"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"}), 2951, "_uuid"},
+      {"date[]", Strings({"2024-02-29", nullptr}), Strings({"2024-02-29", nullptr}), 1182, "_date"},
+      {"time[]", Strings({"01:02:03"}), Strings({"01:02:03"}), 1183, "_time"},
+      {"timestamp[]", Strings({"2024-02-29 12:34:56"}), Strings({"2024-02-29 12:34:56"}), 1115,
+       "_timestamp"},
+      {"timestamptz[]", Strings({"2024-02-29 12:34:56-01"}), Strings({"2024-02-29 13:34:56+00"}),
+       1185, "_timestamptz"},
+      {"interval[]", Strings({"PT1M", "1 day"}), Strings({"PT1M", "P1D"}), 1187, "_interval"},
+      {"json[]", Value::Array({Value::Json(R"({"a": "x,\"y\""})"), Value::Null()}),
+       Value::Array({Value::Json(R"({"a": "x,\"y\""})"), Value::Null()}), 199, "_json"},
+      {"jsonb[]", Value::Array({Value::Json(R"([1,{"k":"v"}])")}),
+       Value::Array({Value::Json(R"([1, {"k": "v"}])")}), 3807, "_jsonb"},
+  };
+}
+
+TEST_F(PqxxConnectionTest, EveryTypeRoundTripsThroughATypedParameter) {
+  for (const RoundTrip& t : RoundTrips()) {
+    SCOPED_TRACE(absl::StrCat(t.type, " ", DebugString(t.param)));
+    QueryResult r = Must(*conn_, absl::StrCat("SELECT $1::", t.type, " AS v"), {t.param});
+    ASSERT_EQ(r.rows.size(), 1u);
+    EXPECT_EQ(r.columns[0].type_oid, t.oid);
+    EXPECT_EQ(r.columns[0].type_name, t.type_name);
+    EXPECT_EQ(r.rows[0][0], t.expected);
+  }
+}
+
+TEST_F(PqxxConnectionTest, NullParameterOfEveryTypeIsNull) {
+  for (const RoundTrip& t : RoundTrips()) {
+    SCOPED_TRACE(t.type);
+    EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT $1::", t.type), {Value::Null()}), Value::Null());
+  }
+}
+
+TEST_F(PqxxConnectionTest, UntypedParametersTakeTheirTypeFromContext) {
+  // Nothing says what $1 is: the server treats it as text.
+  QueryResult r = Must(*conn_, "SELECT $1 AS v", {Value::Int64(5)});
+  ASSERT_EQ(r.rows.size(), 1u);
+  EXPECT_EQ(r.columns[0].type_name, "text");
+  EXPECT_EQ(r.rows[0][0], Value::String("5"));
+  // Next to an int4, it is an int4.
+  EXPECT_EQ(Scalar(*conn_, "SELECT $1 + 1", {Value::Int64(41)}), Value::Int64(42));
+  // A cast forces the type.
+  EXPECT_EQ(Scalar(*conn_, "SELECT $1::int8 * 2", {Value::Int64(4000000000)}),
+            Value::Int64(8000000000));
+  // A bytea context parses the hex form.
+  EXPECT_EQ(Scalar(*conn_, "SELECT length($1::bytea)", {Value::Bytes(std::string(3, '\0'))}),
+            Value::Int64(3));
+}
+
+TEST_F(PqxxConnectionTest, EveryTypeRoundTripsThroughATableWithUntypedParameters) {
+  Must(*conn_,
+       "CREATE TEMP TABLE rt (b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, "
+       "n numeric, t text, vc varchar(20), c char(5), nm name, by bytea, u uuid, d date, "
+       "tm time, ts timestamp, tz timestamptz, iv interval, j json, jb jsonb, ai int4[], "
+       "at text[], ab bytea[], a2 int8[], af float8[], atz timestamptz[], aj jsonb[])");
+  const std::vector<Value> row = {
+      Value::Bool(true),
+      Value::Int64(-7),
+      Value::Int64(123456),
+      Value::Int64(std::numeric_limits<int64_t>::max()),
+      Value::Double(1.5),
+      Value::Double(std::nan("")),
+      Value::Numeric("12345678901234567890.123456789"),
+      Value::String("tab\there, \"quotes\" and \\"),
+      Value::String("héllo"),
+      Value::String("abc"),
+      Value::String("nm"),
+      Value::Bytes(AllBytes()),
+      Value::String("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+      Value::String("2024-02-29"),
+      Value::String("12:34:56.789"),
+      Value::String("2024-02-29 12:34:56.789"),
+      Value::String("2024-02-29 12:34:56.789+02"),
+      Value::String("P1Y2M3DT4H5M6S"),
+      Value::Json(R"({"a": [1, 2]})"),
+      Value::Json(R"({"b":1,"a":2})"),
+      Value::Array({Value::Int64(1), Value::Null()}),
+      Strings({"a,b", "{}", "\"", "\\", "", nullptr}),
+      Value::Array({Value::Bytes(std::string("\x00\xff", 2)), Value::Null()}),
+      Value::Array({Ints({1, 2}), Ints({3, 4})}),
+      Value::Array({Value::Double(kInf), Value::Double(-0.0)}),
+      Strings({"2024-01-01 00:00:00+05"}),
+      Value::Array({Value::Json(R"({"k": [1]})")}),
+  };
+  std::vector<std::string> placeholders;
+  for (size_t i = 1; i <= row.size(); ++i) placeholders.push_back(absl::StrCat("$", i));
+  const std::string insert =
+      absl::StrCat("INSERT INTO rt VALUES (", absl::StrJoin(placeholders, ", "), ")");
+  QueryResult inserted = Must(*conn_, insert, row);
+  EXPECT_EQ(inserted.rows_affected, 1);
+  EXPECT_EQ(inserted.command_tag, "INSERT 0 1");
+  Must(*conn_, insert, std::vector<Value>(row.size(), Value::Null()));
+
+  QueryResult r = Must(*conn_, "SELECT * FROM rt ORDER BY b NULLS LAST");
+  ASSERT_EQ(r.rows.size(), 2u);
+  std::vector<Value> expected = row;
+  expected[9] = Value::String("abc  ");                        // char(5) pads
+  expected[16] = Value::String("2024-02-29 10:34:56.789+00");  // UTC
+  expected[19] = Value::Json(R"({"a": 2, "b": 1})");           // jsonb normalizes
+  expected[25] = Strings({"2023-12-31 19:00:00+00"});
+  EXPECT_EQ(r.rows[0], expected);
+  EXPECT_EQ(r.rows[1], std::vector<Value>(row.size(), Value::Null()));
+  ASSERT_EQ(r.columns.size(), row.size());
+  EXPECT_EQ(r.columns[11].name, "by");
+  EXPECT_EQ(r.columns[11].type_name, "bytea");
+  EXPECT_EQ(r.columns[26].type_name, "_jsonb");
+}
+
+TEST_F(PqxxConnectionTest, NamesUserDefinedTypesAndDecodesTheirArrays) {
+  const std::string mood = UniqueName("sb_mood");
+  const std::string posint = UniqueName("sb_posint");
+  Must(*conn_, absl::StrCat("CREATE TYPE ", mood, " AS ENUM ('sad', 'ok')"));
+  CleanUpWith(absl::StrCat("DROP TYPE ", mood));
+  Must(*conn_, absl::StrCat("CREATE DOMAIN ", posint, " AS int4 CHECK (VALUE > 0)"));
+  CleanUpWith(absl::StrCat("DROP DOMAIN ", posint));
+
+  QueryResult r = Must(*conn_, absl::StrCat("SELECT 'ok'::", mood, ", ARRAY['sad', NULL]::", mood,
+                                            "[], 5::", posint, ", ARRAY[1, 2]::", posint, "[]"));
+  ASSERT_EQ(r.rows.size(), 1u);
+  EXPECT_EQ(r.columns[0].type_name, mood);
+  EXPECT_EQ(r.rows[0][0], Value::String("ok"));
+  EXPECT_EQ(r.columns[1].type_name, "_" + mood);
+  EXPECT_EQ(r.rows[0][1], Strings({"sad", nullptr}));
+  // The server reports a domain's values with its base type.
+  EXPECT_EQ(r.columns[2].type_name, "int4");
+  EXPECT_EQ(r.rows[0][2], Value::Int64(5));
+  EXPECT_EQ(r.columns[3].type_name, "_" + posint);
+  EXPECT_EQ(r.rows[0][3], Ints({1, 2}));
+
+  // Another connection of the same connector finds the names in the cache.
+  std::unique_ptr<DbConnection> other = Connect();
+  ASSERT_NE(other, nullptr);
+  QueryResult again = Must(*other, absl::StrCat("SELECT ARRAY['ok']::", mood, "[]"));
+  ASSERT_EQ(again.rows.size(), 1u);
+  EXPECT_EQ(again.columns[0].type_name, "_" + mood);
+  EXPECT_EQ(again.rows[0][0], Strings({"ok"}));
+}
+
+// ---- command tags and counts ----
+
+TEST_F(PqxxConnectionTest, ReportsCommandTagAndRowsAffected) {
+  QueryResult created = Must(*conn_, "CREATE TEMP TABLE tags (id int)");
+  EXPECT_EQ(created.command_tag, "CREATE TABLE");
+  EXPECT_EQ(created.rows_affected, 0);
+  EXPECT_TRUE(created.columns.empty());
+
+  QueryResult inserted = Must(*conn_, "INSERT INTO tags SELECT generate_series(1, 3)");
+  EXPECT_EQ(inserted.command_tag, "INSERT 0 3");
+  EXPECT_EQ(inserted.rows_affected, 3);
+
+  QueryResult updated =
+      Must(*conn_, "UPDATE tags SET id = id + 10 WHERE id > $1", {Value::Int64(1)});
+  EXPECT_EQ(updated.command_tag, "UPDATE 2");
+  EXPECT_EQ(updated.rows_affected, 2);
+
+  QueryResult returning = Must(*conn_, "DELETE FROM tags WHERE id > 10 RETURNING id");
+  EXPECT_EQ(returning.command_tag, "DELETE 2");
+  EXPECT_EQ(returning.rows_affected, 2);
+  EXPECT_EQ(returning.rows.size(), 2u);
+
+  QueryResult selected = Must(*conn_, "SELECT * FROM tags");
+  EXPECT_EQ(selected.command_tag, "SELECT 1");
+  EXPECT_EQ(selected.rows_affected, 1);
+
+  QueryResult set = Must(*conn_, "SET application_name = 'x'");
+  EXPECT_EQ(set.command_tag, "SET");
+}
+
+TEST_F(PqxxConnectionTest, RefusesSeveralStatementsInOneString) {
+  Must(*conn_, "CREATE TEMP TABLE multi (id int)");
+  absl::Status s = RunStatus(*conn_, "INSERT INTO multi VALUES (1); DROP TABLE multi");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SqlStateOf(s), "42601");
+  EXPECT_THAT(s.message(), HasSubstr("cannot insert multiple commands"));
+  EXPECT_EQ(Scalar(*conn_, "SELECT count(*) FROM multi"), Value::Int64(0));
+}
+
+TEST_F(PqxxConnectionTest, CopyIsRefusedAndLeavesTheConnectionUsable) {
+  Must(*conn_, "CREATE TEMP TABLE copied (id int)");
+  absl::Status out = RunStatus(*conn_, "COPY (SELECT 1) TO STDOUT");
+  EXPECT_EQ(out.code(), absl::StatusCode::kUnimplemented) << out;
+  EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
+  absl::Status in = RunStatus(*conn_, "COPY copied FROM STDIN");
+  EXPECT_EQ(in.code(), absl::StatusCode::kUnimplemented) << in;
+  EXPECT_EQ(Scalar(*conn_, "SELECT count(*) FROM copied"), Value::Int64(0));
+  EXPECT_FALSE(conn_->IsBroken());
+}
+
+// ---- errors ----
+
+void ExpectSqlError(const absl::Status& s, absl::StatusCode code, const std::string& sqlstate) {
+  EXPECT_EQ(s.code(), code) << s;
+  EXPECT_EQ(SqlStateOf(s), sqlstate) << s;
+  EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("[SQLSTATE ", sqlstate, "]")));
+  // One readable line, without libpq's severity prefix or source location.
+  EXPECT_THAT(s.message(), AllOf(Not(HasSubstr("\n")), Not(HasSubstr("ERROR:")),
+                                 Not(HasSubstr("LOCATION")), Not(HasSubstr("SCHEMA NAME"))));
+}
+
+TEST_F(PqxxConnectionTest, SyntaxErrorIsInvalidArgument) {
+  absl::Status s = RunStatus(*conn_, "SELEC 1");
+  ExpectSqlError(s, absl::StatusCode::kInvalidArgument, "42601");
+  EXPECT_THAT(s.message(), StartsWith("syntax error at or near \"SELEC\""));
+}
+
+TEST_F(PqxxConnectionTest, UndefinedTableIsInvalidArgument) {
+  ExpectSqlError(RunStatus(*conn_, "SELECT * FROM no_such_table_sb"),
+                 absl::StatusCode::kInvalidArgument, "42P01");
+}
+
+TEST_F(PqxxConnectionTest, DivisionByZeroIsInvalidArgument) {
+  ExpectSqlError(RunStatus(*conn_, "SELECT 1 / $1::int", {Value::Int64(0)}),
+                 absl::StatusCode::kInvalidArgument, "22012");
+}
+
+TEST_F(PqxxConnectionTest, UniqueViolationIsAlreadyExistsWithDetail) {
+  Must(*conn_, "CREATE TEMP TABLE uniq (id int PRIMARY KEY)");
+  Must(*conn_, "INSERT INTO uniq VALUES (1)");
+  absl::Status s = RunStatus(*conn_, "INSERT INTO uniq VALUES ($1)", {Value::Int64(1)});
+  ExpectSqlError(s, absl::StatusCode::kAlreadyExists, "23505");
+  EXPECT_EQ(s.message(),
+            "duplicate key value violates unique constraint \"uniq_pkey\"; DETAIL: Key (id)=(1) "
+            "already exists. [SQLSTATE 23505]");
+}
+
+TEST_F(PqxxConnectionTest, ConstraintViolationsAreFailedPrecondition) {
+  Must(*conn_, "CREATE TEMP TABLE parent (id int PRIMARY KEY)");
+  Must(*conn_, "CREATE TEMP TABLE child (id int NOT NULL REFERENCES parent, n int CHECK (n > 0))");
+  Must(*conn_, "INSERT INTO parent VALUES (1)");
+  ExpectSqlError(RunStatus(*conn_, "INSERT INTO child VALUES (2, 1)"),
+                 absl::StatusCode::kFailedPrecondition, "23503");
+  ExpectSqlError(RunStatus(*conn_, "INSERT INTO child VALUES (1, -1)"),
+                 absl::StatusCode::kFailedPrecondition, "23514");
+  ExpectSqlError(RunStatus(*conn_, "INSERT INTO child VALUES (NULL, 1)"),
+                 absl::StatusCode::kFailedPrecondition, "23502");
+}
+
+TEST_F(PqxxConnectionTest, RaisedRollbackStatesAreAborted) {
+  // libpqxx 6.4 throws these without a SQLSTATE; the adapter must still find it.
+  absl::Status serialization =
+      RunStatus(*conn_, "DO $$BEGIN RAISE EXCEPTION 'forced' USING ERRCODE = '40001'; END$$");
+  ExpectSqlError(serialization, absl::StatusCode::kAborted, "40001");
+  EXPECT_THAT(serialization.message(), StartsWith("forced"));
+  ExpectSqlError(RunStatus(*conn_, "DO $$BEGIN RAISE EXCEPTION USING ERRCODE = '40P01'; END$$"),
+                 absl::StatusCode::kAborted, "40P01");
+  ExpectSqlError(RunStatus(*conn_, "DO $$BEGIN RAISE EXCEPTION USING ERRCODE = '40003'; END$$"),
+                 absl::StatusCode::kUnknown, "40003");
+  ExpectSqlError(RunStatus(*conn_, "DO $$BEGIN RAISE EXCEPTION 'plain'; END$$"),
+                 absl::StatusCode::kFailedPrecondition, "P0001");
+  EXPECT_FALSE(conn_->IsBroken());
+}
+
+TEST_F(PqxxConnectionTest, RaisedClass08ErrorOnALiveConnectionKeepsTheConnection) {
+  // libpqxx 6.4 throws broken_connection for every class 08 SQLSTATE.
+  absl::Status s =
+      RunStatus(*conn_, "DO $$BEGIN RAISE EXCEPTION 'remote gone' USING ERRCODE = '08006'; END$$");
+  ExpectSqlError(s, absl::StatusCode::kUnavailable, "08006");
+  EXPECT_FALSE(conn_->IsBroken());
+  EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
+}
+
+TEST_F(PqxxConnectionTest, RealSerializationFailureIsAborted) {
+  const std::string table = UniqueName("sb_serial");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int PRIMARY KEY, v int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  Must(*conn_, absl::StrCat("INSERT INTO ", table, " VALUES (1, 0)"));
+  std::unique_ptr<DbConnection> other = Connect();
+  ASSERT_NE(other, nullptr);
+
+  Must(*conn_, "BEGIN ISOLATION LEVEL REPEATABLE READ");
+  Must(*conn_, absl::StrCat("SELECT v FROM ", table));  // takes the snapshot
+  Must(*other, absl::StrCat("UPDATE ", table, " SET v = 1 WHERE id = 1"));
+  ExpectSqlError(RunStatus(*conn_, absl::StrCat("UPDATE ", table, " SET v = 2 WHERE id = 1")),
+                 absl::StatusCode::kAborted, "40001");
+  Must(*conn_, "ROLLBACK");
+}
+
+TEST_F(PqxxConnectionTest, RealDeadlockIsAborted) {
+  const std::string table = UniqueName("sb_deadlock");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int PRIMARY KEY, v int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  Must(*conn_, absl::StrCat("INSERT INTO ", table, " VALUES (1, 0), (2, 0)"));
+  std::unique_ptr<DbConnection> a = Connect();
+  std::unique_ptr<DbConnection> b = Connect();
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  const std::string update = absl::StrCat("UPDATE ", table, " SET v = v + 1 WHERE id = $1");
+  for (DbConnection* c : {a.get(), b.get()}) {
+    Must(*c, "SET lock_timeout = '20s'");  // a bound, should detection ever fail
+    Must(*c, "BEGIN");
+  }
+  Must(*a, update, {Value::Int64(1)});
+  Must(*b, update, {Value::Int64(2)});
+
+  absl::Status a_status;
+  std::thread a_thread([&] {
+    a_status = RunStatus(*a, update, {Value::Int64(2)});  // waits for b
+    if (!a_status.ok()) Must(*a, "ROLLBACK");
+  });
+  // Let a start waiting for b's lock before b closes the cycle.
+  std::unique_ptr<DbConnection> watcher = Connect();
+  ASSERT_NE(watcher, nullptr);
+  for (int i = 0; i < 200; ++i) {
+    if (Scalar(*watcher, "SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted",
+               {Value::Int64(a->BackendPid())}) != Value::Int64(0)) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const absl::Status b_status = RunStatus(*b, update, {Value::Int64(1)});
+  if (!b_status.ok()) Must(*b, "ROLLBACK");
+  a_thread.join();
+  Must(*a, "ROLLBACK");
+  Must(*b, "ROLLBACK");
+
+  // Exactly one of them is the deadlock victim.
+  ASSERT_NE(a_status.ok(), b_status.ok()) << a_status << " / " << b_status;
+  ExpectSqlError(a_status.ok() ? b_status : a_status, absl::StatusCode::kAborted, "40P01");
+  EXPECT_THAT((a_status.ok() ? b_status : a_status).message(), HasSubstr("deadlock detected"));
+}
+
+TEST_F(PqxxConnectionTest, InsufficientPrivilegeIsPermissionDenied) {
+  const std::string role = UniqueName("sb_norights");
+  const std::string table = UniqueName("sb_secret");
+  Must(*conn_, absl::StrCat("CREATE ROLE ", role, " NOLOGIN"));
+  CleanUpWith(absl::StrCat("DROP ROLE ", role));
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (x int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+
+  absl::StatusOr<std::vector<QueryResult>> batch =
+      conn_->ExecuteBatch({Statement{absl::StrCat("SET ROLE ", role), {}},
+                           Statement{absl::StrCat("SELECT * FROM ", table), {}}},
+                          ExecuteOptions{});
+  ASSERT_FALSE(batch.ok());
+  ExpectSqlError(batch.status(), absl::StatusCode::kPermissionDenied, "42501");
+  EXPECT_THAT(batch.status().message(), StartsWith("statement 2 of 2: permission denied"));
+  // SET ROLE was rolled back with the batch.
+  EXPECT_EQ(Scalar(*conn_, "SELECT current_user = session_user"), Value::Bool(true));
+}
+
+TEST_F(PqxxConnectionTest, WrongParameterCountIsInvalidArgumentAndKeepsTheConnection) {
+  absl::Status too_few = RunStatus(*conn_, "SELECT $1::int + $2::int", {Value::Int64(1)});
+  ExpectSqlError(too_few, absl::StatusCode::kInvalidArgument, "08P01");
+  EXPECT_THAT(too_few.message(), HasSubstr("bind message supplies 1 parameters"));
+  absl::Status too_many = RunStatus(*conn_, "SELECT 1", {Value::Int64(1)});
+  ExpectSqlError(too_many, absl::StatusCode::kInvalidArgument, "08P01");
+  EXPECT_FALSE(conn_->IsBroken());
+  EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
+}
+
+TEST_F(PqxxConnectionTest, UnsendableParameterIsInvalidArgumentBeforeReachingTheServer) {
+  absl::Status s = RunStatus(*conn_, "SELECT $1::int, $2::text",
+                             {Value::Int64(1), Value::String(std::string("a\0b", 3))});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), StartsWith("parameter $2: "));
+  EXPECT_FALSE(conn_->IsBroken());
+}
+
+// ---- cancellation and lost connections ----
+
+// Waits until `pid` runs a statement containing `text`.
+void AwaitActive(DbConnection& watcher, int pid, const std::string& text) {
+  for (int i = 0; i < 500; ++i) {
+    absl::StatusOr<QueryResult> r = watcher.Execute(
+        Statement{"SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' "
+                  "AND strpos(query, $2) > 0",
+                  {Value::Int64(pid), Value::String(text)}},
+        ExecuteOptions{});
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (r->rows.at(0).at(0) == Value::Int64(1)) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  FAIL() << "backend " << pid << " never ran " << text;
+}
+
+TEST_F(PqxxConnectionTest, CancelStopsARunningStatementAndKeepsTheConnection) {
+  std::unique_ptr<DbConnection> watcher = Connect();
+  ASSERT_NE(watcher, nullptr);
+  std::thread canceller([&] {
+    AwaitActive(*watcher, conn_->BackendPid(), "pg_sleep(30)");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    conn_->Cancel();
+  });
+  const auto start = Clock::now();
+  absl::Status s = RunStatus(*conn_, "SELECT pg_sleep(30)");
+  const auto elapsed = Clock::now() - start;
+  canceller.join();
+  ExpectSqlError(s, absl::StatusCode::kDeadlineExceeded, "57014");
+  EXPECT_LT(elapsed, std::chrono::seconds(5));
+  EXPECT_FALSE(conn_->IsBroken());
+  EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
+}
+
+TEST_F(PqxxConnectionTest, CancelWhileIdleIsHarmless) {
+  conn_->Cancel();
+  conn_->Cancel();
+  EXPECT_FALSE(conn_->IsBroken());
+  EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
+}
+
+TEST_F(PqxxConnectionTest, CancelInsideABatchRollsItBack) {
+  const std::string table = UniqueName("sb_cancel_batch");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  std::unique_ptr<DbConnection> watcher = Connect();
+  ASSERT_NE(watcher, nullptr);
+  std::thread canceller([&] {
+    AwaitActive(*watcher, conn_->BackendPid(), "pg_sleep(30)");
+    conn_->Cancel();
+  });
+  absl::StatusOr<std::vector<QueryResult>> batch =
+      conn_->ExecuteBatch({Statement{absl::StrCat("INSERT INTO ", table, " VALUES (1)"), {}},
+                           Statement{"SELECT pg_sleep(30)", {}}},
+                          ExecuteOptions{});
+  canceller.join();
+  ASSERT_FALSE(batch.ok());
+  ExpectSqlError(batch.status(), absl::StatusCode::kDeadlineExceeded, "57014");
+  EXPECT_THAT(batch.status().message(), StartsWith("statement 2 of 2: "));
+  EXPECT_EQ(Scalar(*watcher, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(0));
+  EXPECT_FALSE(conn_->IsBroken());
+}
+
+TEST_F(PqxxConnectionTest, TerminatedIdleConnectionIsUnavailableAndBroken) {
+  std::unique_ptr<DbConnection> admin = Connect();
+  ASSERT_NE(admin, nullptr);
+  // The timeout makes pg_terminate_backend wait until the backend is gone.
+  EXPECT_EQ(Scalar(*admin, "SELECT pg_terminate_backend($1::int, 10000)",
+                   {Value::Int64(conn_->BackendPid())}),
+            Value::Bool(true));
+  absl::Status s = RunStatus(*conn_, "SELECT 1");
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_THAT(s.message(), StartsWith("lost the connection to PostgreSQL"));
+  EXPECT_TRUE(conn_->IsBroken());
+  // Everything afterwards fails fast, and nothing crashes.
+  EXPECT_EQ(RunStatus(*conn_, "SELECT 1").code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(conn_->Ping().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(conn_->ResetSession().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(conn_->ExecuteBatch({Statement{"SELECT 1", {}}}, ExecuteOptions{}).status().code(),
+            absl::StatusCode::kUnavailable);
+  conn_->Cancel();
+}
+
+TEST_F(PqxxConnectionTest, ConnectionTerminatedMidStatementIsUnavailableAndBroken) {
+  std::unique_ptr<DbConnection> admin = Connect();
+  ASSERT_NE(admin, nullptr);
+  std::thread terminator([&] {
+    AwaitActive(*admin, conn_->BackendPid(), "pg_sleep(30)");
+    Must(*admin, "SELECT pg_terminate_backend($1::int)", {Value::Int64(conn_->BackendPid())});
+  });
+  const auto start = Clock::now();
+  absl::Status s = RunStatus(*conn_, "SELECT pg_sleep(30)");
+  terminator.join();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(10));
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  EXPECT_TRUE(conn_->IsBroken());
+}
+
+TEST_F(PqxxConnectionTest, PingWorksAndSurvivesAFailedTransaction) {
+  EXPECT_TRUE(conn_->Ping().ok());
+  Must(*conn_, "BEGIN");
+  EXPECT_FALSE(RunStatus(*conn_, "SELECT 1 / 0").ok());
+  EXPECT_TRUE(conn_->Ping().ok());
+  EXPECT_FALSE(conn_->IsBroken());
+  EXPECT_TRUE(conn_->ResetSession().ok());
+  EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
+}
+
+// ---- batches ----
+
+TEST_F(PqxxConnectionTest, BatchAppliesAllStatementsAndReturnsEachResult) {
+  const std::string table = UniqueName("sb_batch_ok");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int PRIMARY KEY, name text)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  absl::StatusOr<std::vector<QueryResult>> batch = conn_->ExecuteBatch(
+      {Statement{absl::StrCat("INSERT INTO ", table, " VALUES ($1, $2)"),
+                 {Value::Int64(1), Value::String("one")}},
+       Statement{absl::StrCat("INSERT INTO ", table, " VALUES ($1, $2), ($3, $4) RETURNING id"),
+                 {Value::Int64(2), Value::String("two"), Value::Int64(3), Value::Null()}},
+       Statement{absl::StrCat("SELECT count(*) FROM ", table), {}}},
+      ExecuteOptions{});
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->size(), 3u);
+  EXPECT_EQ((*batch)[0].command_tag, "INSERT 0 1");
+  EXPECT_EQ((*batch)[1].rows_affected, 2);
+  EXPECT_EQ((*batch)[1].rows,
+            (std::vector<std::vector<Value>>{{Value::Int64(2)}, {Value::Int64(3)}}));
+  EXPECT_EQ((*batch)[2].rows.at(0).at(0), Value::Int64(3));
+  std::unique_ptr<DbConnection> other = Connect();
+  ASSERT_NE(other, nullptr);
+  EXPECT_EQ(Scalar(*other, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(3));
+}
+
+TEST_F(PqxxConnectionTest, BatchIsAllOrNothing) {
+  const std::string table = UniqueName("sb_batch_fail");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int PRIMARY KEY)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  const std::string insert = absl::StrCat("INSERT INTO ", table, " VALUES ($1)");
+  absl::StatusOr<std::vector<QueryResult>> batch = conn_->ExecuteBatch(
+      {Statement{insert, {Value::Int64(1)}}, Statement{insert, {Value::Int64(2)}},
+       Statement{insert, {Value::Int64(1)}}},
+      ExecuteOptions{});
+  ASSERT_FALSE(batch.ok());
+  ExpectSqlError(batch.status(), absl::StatusCode::kAlreadyExists, "23505");
+  EXPECT_THAT(batch.status().message(), StartsWith("statement 3 of 3: duplicate key value"));
+  std::unique_ptr<DbConnection> other = Connect();
+  ASSERT_NE(other, nullptr);
+  EXPECT_EQ(Scalar(*other, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(0));
+  // The connection is back in autocommit and fine.
+  EXPECT_FALSE(conn_->IsBroken());
+  Must(*conn_, insert, {Value::Int64(7)});
+  EXPECT_EQ(Scalar(*other, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(1));
+}
+
+TEST_F(PqxxConnectionTest, BatchWithUnsendableParameterRunsNothing) {
+  const std::string table = UniqueName("sb_batch_param");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (t text)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  const std::string insert = absl::StrCat("INSERT INTO ", table, " VALUES ($1)");
+  absl::StatusOr<std::vector<QueryResult>> batch =
+      conn_->ExecuteBatch({Statement{insert, {Value::String("ok")}},
+                           Statement{insert, {Value::String(std::string("\0", 1))}}},
+                          ExecuteOptions{});
+  ASSERT_FALSE(batch.ok());
+  EXPECT_EQ(batch.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(batch.status().message(), StartsWith("statement 2 of 2: parameter $1: "));
+  EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(0));
+}
+
+TEST_F(PqxxConnectionTest, EmptyBatchSucceeds) {
+  absl::StatusOr<std::vector<QueryResult>> batch = conn_->ExecuteBatch({}, ExecuteOptions{});
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_TRUE(batch->empty());
+}
+
+// ---- result cap ----
+
+TEST_F(PqxxConnectionTest, ResultOverTheCapIsResourceExhausted) {
+  const std::string sql = "SELECT repeat('x', 1000) FROM generate_series(1, 100)";
+  absl::Status s = Run(*conn_, sql, {}, ExecuteOptions{10000}).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("result exceeds 10000 bytes"), HasSubstr("LIMIT")));
+  EXPECT_FALSE(conn_->IsBroken());
+  absl::StatusOr<QueryResult> under = Run(*conn_, sql, {}, ExecuteOptions{200000});
+  ASSERT_TRUE(under.ok()) << under.status();
+  EXPECT_EQ(under->rows.size(), 100u);
+  absl::StatusOr<QueryResult> unlimited = Run(*conn_, sql, {}, ExecuteOptions{0});
+  ASSERT_TRUE(unlimited.ok()) << unlimited.status();
+}
+
+TEST_F(PqxxConnectionTest, ResultCapCoversTheWholeBatch) {
+  const Statement big{"SELECT repeat('x', 600)", {}};
+  absl::StatusOr<std::vector<QueryResult>> batch =
+      conn_->ExecuteBatch({big, big}, ExecuteOptions{1000});
+  ASSERT_FALSE(batch.ok());
+  EXPECT_EQ(batch.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(batch.status().message(), StartsWith("statement 2 of 2: result exceeds 1000 bytes"));
+}
+
+// ---- ResetSession: nothing leaks to the next user ----
+
+TEST_F(PqxxConnectionTest, ResetSessionRollsBackAnOpenTransaction) {
+  const std::string table = UniqueName("sb_reset_tx");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  Must(*conn_, "BEGIN");
+  Must(*conn_, absl::StrCat("INSERT INTO ", table, " VALUES (1)"));
+  // The INSERT gave the open transaction an id.
+  const std::string xid_assigned = "SELECT pg_current_xact_id_if_assigned() IS NOT NULL";
+  EXPECT_EQ(Scalar(*conn_, xid_assigned), Value::Bool(true));
+  ASSERT_TRUE(conn_->ResetSession().ok());
+  // Now each statement is a transaction of its own, and a SELECT needs no id.
+  EXPECT_EQ(Scalar(*conn_, xid_assigned), Value::Bool(false));
+  EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(0));
+  // A new BEGIN works as usual (no transaction was left behind).
+  Must(*conn_, "BEGIN");
+  Must(*conn_, "ROLLBACK");
+}
+
+TEST_F(PqxxConnectionTest, ResetSessionClearsSettingsTempTablesPreparedStatementsAndRole) {
+  const Value search_path = Scalar(*conn_, "SHOW search_path");
+  Must(*conn_, "SET search_path = pg_catalog");
+  Must(*conn_, "SET TimeZone = 'America/New_York'");
+  Must(*conn_, "SET IntervalStyle = 'postgres'");
+  Must(*conn_, "SET DateStyle = 'SQL, DMY'");
+  Must(*conn_, "SET extra_float_digits = 0");
+  Must(*conn_, "SET statement_timeout = '1s'");
+  Must(*conn_, "CREATE TEMP TABLE leaked (id int)");
+  Must(*conn_, "PREPARE leaked_stmt AS SELECT 1");
+  Must(*conn_, "SET ROLE pg_read_all_data");
+
+  ASSERT_TRUE(conn_->ResetSession().ok());
+  EXPECT_EQ(Scalar(*conn_, "SHOW search_path"), search_path);
+  EXPECT_EQ(Scalar(*conn_, "SHOW statement_timeout"), Value::String("0"));
+  EXPECT_EQ(Scalar(*conn_, "SELECT to_regclass('pg_temp.leaked') IS NULL"), Value::Bool(true));
+  EXPECT_EQ(Scalar(*conn_, "SELECT count(*) FROM pg_prepared_statements"), Value::Int64(0));
+  EXPECT_EQ(Scalar(*conn_, "SELECT current_user = session_user"), Value::Bool(true));
+  // The baseline settings are back, not the server defaults.
+  EXPECT_EQ(Scalar(*conn_, "SHOW TimeZone"), Value::String("UTC"));
+  EXPECT_EQ(Scalar(*conn_, "SHOW IntervalStyle"), Value::String("iso_8601"));
+  EXPECT_EQ(Scalar(*conn_, "SHOW DateStyle"), Value::String("ISO, YMD"));
+  EXPECT_EQ(Scalar(*conn_, "SHOW extra_float_digits"), Value::String("3"));
+}
+
+TEST_F(PqxxConnectionTest, ResetSessionReleasesAdvisoryLocks) {
+  std::unique_ptr<DbConnection> other = Connect();
+  ASSERT_NE(other, nullptr);
+  const std::string count_locks =
+      "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1";
+  const Value pid = Value::Int64(conn_->BackendPid());
+  Must(*conn_, "SELECT pg_advisory_lock(4242)");
+  EXPECT_EQ(Scalar(*other, count_locks, {pid}), Value::Int64(1));
+  ASSERT_TRUE(conn_->ResetSession().ok());
+  EXPECT_EQ(Scalar(*other, count_locks, {pid}), Value::Int64(0));
+}
+
+TEST_F(PqxxConnectionTest, ResetSessionOnACleanSessionSucceeds) {
+  EXPECT_TRUE(conn_->ResetSession().ok());
+  EXPECT_TRUE(conn_->ResetSession().ok());
+  EXPECT_FALSE(conn_->IsBroken());
+}
+
+}  // namespace
+}  // namespace sessionbroker::storage
