@@ -1,0 +1,212 @@
+// ConnectionPool: the bounded set of PostgreSQL connections every call
+// borrows from. The knobs are SQLAlchemy QueuePool's (pool_size, max_overflow,
+// timeout, recycle, pre_ping); the behaviour is:
+//
+//  * at most pool_size + max_overflow connections exist at any moment
+//    (idle + in use + being opened);
+//  * idle connections are reused LIFO (warm ones stay warm, extras age out);
+//  * a returned connection goes straight to the oldest waiter (FIFO, no
+//    wake-and-race); with no waiter it is kept if fewer than pool_size are
+//    idle, and closed otherwise (overflow is given back);
+//  * waiting never blocks a thread: Acquire() queues a request with a deadline
+//    and returns; at most max_waiters may queue, beyond that Acquire fails at
+//    once with RESOURCE_EXHAUSTED;
+//  * a connection older than its recycle age (recycle, minus up to
+//    recycle_jitter of it, drawn per connection so they do not all expire
+//    together) is closed instead of reused; a connection idle for at least
+//    pre_ping_after is pinged before it is handed out; a broken one is closed
+//    and replaced, never handed out again.
+//
+// Callbacks run on the Executor (where blocking database work is allowed);
+// deadlines come from the TimerQueue and the injected Clock.
+//
+// Thread-safe. The pool must outlive every PooledConnection it hands out and
+// every task it posted: Close() it, then drain the executor and stop the
+// timer queue, then destroy it (BrokerServer::Shutdown does this).
+#ifndef SESSIONBROKER_SERVER_CORE_CONNECTION_POOL_H_
+#define SESSIONBROKER_SERVER_CORE_CONNECTION_POOL_H_
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/core/clock.h"
+#include "server/core/executor.h"
+#include "server/core/mutex.h"
+#include "server/core/timer_queue.h"
+#include "server/storage/db_connection.h"
+
+namespace sessionbroker::core {
+
+struct PoolOptions {
+  int pool_size = 5;
+  int max_overflow = 10;
+  absl::Duration timeout = absl::Seconds(30);
+  // Connections older than this are closed instead of reused;
+  // absl::InfiniteDuration() disables recycling (DB_POOL_RECYCLE=-1).
+  absl::Duration recycle = absl::Seconds(3600);
+  // Each connection's recycle age is recycle * (1 - U[0, recycle_jitter)).
+  double recycle_jitter = 0.1;
+  bool pre_ping = true;
+  absl::Duration pre_ping_after = absl::Seconds(1);
+  int max_waiters = 1000;
+
+  int max_connections() const { return pool_size + max_overflow; }
+};
+
+// Counters since start and the pool's current shape.
+struct PoolStats {
+  int open = 0;      // idle + in use + opening
+  int idle = 0;
+  int in_use = 0;
+  int opening = 0;
+  int overflow_in_use = 0;  // max(0, open - pool_size)
+  int waiters = 0;
+  absl::Duration oldest_wait;
+  int64_t connects = 0;
+  int64_t connect_failures = 0;
+  int64_t checkouts = 0;
+  int64_t checkout_timeouts = 0;
+  int64_t waiter_rejections = 0;
+  int64_t recycled = 0;
+  int64_t invalidated = 0;  // broken connections discarded
+  int64_t pre_ping_failures = 0;
+  int64_t overflow_closed = 0;
+};
+
+class ConnectionPool;
+
+// A checked-out connection. Move-only; returns the connection to its pool
+// when destroyed (or on Release()). Use from one thread at a time.
+class PooledConnection final {
+ public:
+  PooledConnection() = default;
+  PooledConnection(PooledConnection&& other) noexcept;
+  PooledConnection& operator=(PooledConnection&& other) noexcept;
+  PooledConnection(const PooledConnection&) = delete;
+  PooledConnection& operator=(const PooledConnection&) = delete;
+  ~PooledConnection();
+
+  storage::DbConnection& operator*() const { return *slot_->db; }
+  storage::DbConnection* operator->() const { return slot_->db.get(); }
+  storage::DbConnection* get() const { return slot_ ? slot_->db.get() : nullptr; }
+  explicit operator bool() const { return slot_ != nullptr; }
+
+  // The connection must not be reused (its state is unknown): it is closed on
+  // return. Connections that report IsBroken() are discarded anyway.
+  void MarkBroken() { broken_ = true; }
+
+  // Gives the connection back now.
+  void Release();
+
+ private:
+  friend class ConnectionPool;
+  struct Slot {
+    std::unique_ptr<storage::DbConnection> db;
+    absl::Time created;
+    absl::Time recycle_at;  // InfiniteFuture when recycling is off
+    absl::Time last_used;
+  };
+  PooledConnection(ConnectionPool* pool, std::unique_ptr<Slot> slot)
+      : pool_(pool), slot_(std::move(slot)) {}
+
+  ConnectionPool* pool_ = nullptr;
+  std::unique_ptr<Slot> slot_;
+  bool broken_ = false;
+};
+
+struct AcquireRequest {
+  // When the caller gives up. The pool waits until the earlier of this and
+  // now + PoolOptions::timeout.
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+class ConnectionPool final {
+ public:
+  using WaitId = uint64_t;  // 0 = nothing to cancel
+  using Callback = absl::AnyInvocable<void(absl::StatusOr<PooledConnection>) &&>;
+
+  ConnectionPool(PoolOptions options, storage::DbConnector& connector, Executor& executor,
+                 TimerQueue& timers, const Clock& clock);
+  ~ConnectionPool();
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
+
+  // Never blocks. `done` runs exactly once, on the executor, with a connection
+  // or with: RESOURCE_EXHAUSTED (pool timeout, or too many waiters),
+  // DEADLINE_EXCEEDED (the request's own deadline came first), UNAVAILABLE
+  // (cannot connect, or the pool is closed), CANCELLED (CancelWait).
+  // Returns an id for CancelWait when the request had to queue, else 0.
+  WaitId Acquire(const AcquireRequest& request, Callback done);
+
+  // Withdraws a queued request (its caller went away): its callback runs with
+  // CANCELLED. No effect if it was already served.
+  void CancelWait(WaitId id);
+
+  // Refuses new requests (UNAVAILABLE), fails queued ones, closes idle
+  // connections; connections in use are closed when they come back.
+  void Close();
+
+  PoolStats Stats() const;
+  const PoolOptions& options() const { return options_; }
+
+ private:
+  friend class PooledConnection;
+  using Slot = PooledConnection::Slot;
+
+  struct Waiter {
+    WaitId id;
+    absl::Time enqueued;
+    absl::Time deadline;
+    bool caller_deadline;  // the request's deadline, not the pool timeout, bounds it
+    TimerQueue::TimerId timer = 0;
+    Callback done;
+  };
+
+  // Runs on the executor: validates an idle connection (recycle age,
+  // pre-ping), replacing it if needed, then calls `done`.
+  void CheckOut(std::unique_ptr<Slot> slot, Callback done);
+  // Runs on the executor: opens a connection into a slot already counted in
+  // open_, then calls `done`.
+  void OpenAndDeliver(Callback done);
+  void Return(std::unique_ptr<Slot> slot, bool broken);
+  void Discard(std::unique_ptr<Slot> slot);  // closes a connection counted in open_
+  void ExpireWaiter(WaitId id);
+  // With a connection slot free (open_ < max), starts opening one for the
+  // oldest waiter. Returns the waiter to serve, if any.
+  bool TakeWaiterForNewConnectionLocked(Waiter* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ServeNewConnection(Waiter waiter);
+  absl::Time RecycleAtLocked(absl::Time created) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status TimeoutStatusLocked(const Waiter& w, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Deliver(Callback done, absl::StatusOr<PooledConnection> result);
+
+  const PoolOptions options_;
+  storage::DbConnector& connector_;
+  Executor& executor_;
+  TimerQueue& timers_;
+  const Clock& clock_;
+
+  mutable Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::unique_ptr<Slot>> idle_ ABSL_GUARDED_BY(mu_);  // back = most recently used
+  int open_ ABSL_GUARDED_BY(mu_) = 0;
+  int opening_ ABSL_GUARDED_BY(mu_) = 0;
+  std::list<Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // front = oldest
+  absl::flat_hash_map<WaitId, std::list<Waiter>::iterator> waiter_index_ ABSL_GUARDED_BY(mu_);
+  WaitId next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  PoolStats counters_ ABSL_GUARDED_BY(mu_);  // only the counter fields are used
+};
+
+}  // namespace sessionbroker::core
+
+#endif  // SESSIONBROKER_SERVER_CORE_CONNECTION_POOL_H_

@@ -1,0 +1,98 @@
+#include "server/core/health_checker.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "spdlog/spdlog.h"
+
+namespace sessionbroker::core {
+
+HealthChecker::HealthChecker(ConnectionPool& pool, TimerQueue& timers, const Clock& clock,
+                             absl::Duration interval, Listener listener)
+    : pool_(pool),
+      timers_(timers),
+      clock_(clock),
+      interval_(interval),
+      listener_(std::move(listener)) {}
+
+HealthChecker::~HealthChecker() { Stop(); }
+
+void HealthChecker::Start() { Probe(); }
+
+void HealthChecker::Stop() {
+  TimerQueue::TimerId next;
+  {
+    MutexLock lock(&mu_);
+    stopped_ = true;
+    next = std::exchange(next_, 0);
+  }
+  if (next != 0) timers_.CancelAndWait(next);
+}
+
+void HealthChecker::Probe() {
+  {
+    MutexLock lock(&mu_);
+    if (stopped_) return;
+    next_ = 0;
+  }
+  // Wait for a connection no longer than one interval (and at most 5 s): a
+  // probe must finish before the next one is due.
+  const absl::Time deadline = clock_.Now() + std::min(interval_, absl::Seconds(5));
+  pool_.Acquire(AcquireRequest{deadline}, [this](absl::StatusOr<PooledConnection> conn) {
+    absl::Status status;
+    if (conn.ok()) {
+      status = (*conn)->Ping();
+      if (!status.ok()) conn->MarkBroken();
+      conn->Release();
+    } else {
+      status = conn.status();
+    }
+    Report(status);
+    MutexLock lock(&mu_);
+    if (!stopped_) next_ = timers_.Schedule(clock_.Now() + interval_, [this] { Probe(); });
+  });
+}
+
+void HealthChecker::Report(const absl::Status& status) {
+  const bool saturated = status.code() == absl::StatusCode::kResourceExhausted ||
+                         status.code() == absl::StatusCode::kDeadlineExceeded;
+  bool changed;
+  bool serving;
+  {
+    MutexLock lock(&mu_);
+    if (stopped_) return;
+    if (!status.ok()) {
+      last_error_ = status;
+      last_error_time_ = clock_.Now();
+    }
+    if (saturated && reported_) return;  // a busy pool says nothing about the database
+    serving = status.ok();
+    changed = !reported_ || serving != serving_;
+    reported_ = true;
+    serving_ = serving;
+  }
+  if (!changed) return;
+  if (serving) {
+    spdlog::info("health: database reachable, SERVING");
+  } else {
+    spdlog::error("health: database unreachable, NOT_SERVING: {}", status.ToString());
+  }
+  listener_(serving);
+}
+
+bool HealthChecker::serving() const {
+  MutexLock lock(&mu_);
+  return serving_;
+}
+
+absl::Status HealthChecker::last_error() const {
+  MutexLock lock(&mu_);
+  return last_error_;
+}
+
+absl::Time HealthChecker::last_error_time() const {
+  MutexLock lock(&mu_);
+  return last_error_time_;
+}
+
+}  // namespace sessionbroker::core

@@ -1,0 +1,107 @@
+// StatementRunner: runs a one-shot statement (autocommit) or an atomic batch
+// on a pooled connection, on behalf of one RPC.
+//
+//  * Requests are checked before any database work (empty SQL, several
+//    statements in one string, transaction control, placeholder/parameter
+//    count mismatch → INVALID_ARGUMENT).
+//  * The call's deadline bounds the pool wait and the statement: when it
+//    passes mid-statement, a cancel request goes to PostgreSQL, the statement
+//    stops, the caller gets DEADLINE_EXCEEDED and the connection is reused.
+//    BROKER_MAX_STATEMENT_DURATION caps statements of callers with no
+//    deadline. RunningCall::Cancel() (the RPC was cancelled) does the same
+//    and yields CANCELLED.
+//  * Statements that may leave session state behind (SET, temp tables,
+//    PREPARE, advisory locks, ...; see SqlInfo) get the connection reset
+//    before it goes back to the pool, so no caller sees another's state.
+//
+// Thread-safe; the pool, timers and clock must outlive it.
+#ifndef SESSIONBROKER_SERVER_CORE_STATEMENT_RUNNER_H_
+#define SESSIONBROKER_SERVER_CORE_STATEMENT_RUNNER_H_
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/core/clock.h"
+#include "server/core/connection_pool.h"
+#include "server/core/timer_queue.h"
+#include "server/storage/value.h"
+
+namespace sessionbroker::core {
+
+struct RunnerOptions {
+  size_t max_result_bytes = 4 << 20;
+  // Upper bound on a statement's (or batch's) run time whatever the deadline.
+  absl::Duration max_statement_duration = absl::Minutes(5);
+  // Log every statement's text and duration (never parameter values).
+  bool echo = false;
+};
+
+struct RunRequest {
+  std::vector<storage::Statement> statements;
+  // true: all statements in one transaction. false: exactly one statement,
+  // autocommit.
+  bool batch = false;
+  // The caller's deadline (absl::InfiniteFuture() when it has none).
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// Statement counters since start, for metrics.
+struct RunnerStats {
+  int64_t statements = 0;
+  int64_t statement_errors = 0;
+  int64_t cancellations = 0;  // by deadline or by the caller
+  int64_t session_resets = 0;
+};
+
+// A call in progress; lets the transport cancel it. Thread-safe.
+class RunningCall {
+ public:
+  virtual ~RunningCall() = default;
+  // The caller went away: stop waiting, or cancel the running statement.
+  // Never blocks.
+  virtual void Cancel() = 0;
+};
+
+class StatementRunner final {
+ public:
+  using Results = std::vector<storage::QueryResult>;
+  using Callback = absl::AnyInvocable<void(absl::StatusOr<Results>) &&>;
+
+  StatementRunner(ConnectionPool& pool, TimerQueue& timers, const Clock& clock,
+                  RunnerOptions options);
+  StatementRunner(const StatementRunner&) = delete;
+  StatementRunner& operator=(const StatementRunner&) = delete;
+
+  // Checks a request without touching the database.
+  static absl::Status Validate(const RunRequest& request);
+
+  // Starts the work and returns at once. `done` runs exactly once: inline when
+  // the request is invalid, otherwise on an executor thread. The connection is
+  // back in the pool before `done` runs.
+  std::shared_ptr<RunningCall> Run(RunRequest request, Callback done);
+
+  RunnerStats Stats() const;
+
+ private:
+  class Call;
+  friend class Call;
+
+  ConnectionPool& pool_;
+  TimerQueue& timers_;
+  const Clock& clock_;
+  const RunnerOptions options_;
+  std::atomic<int64_t> statements_{0};
+  std::atomic<int64_t> statement_errors_{0};
+  std::atomic<int64_t> cancellations_{0};
+  std::atomic<int64_t> session_resets_{0};
+};
+
+}  // namespace sessionbroker::core
+
+#endif  // SESSIONBROKER_SERVER_CORE_STATEMENT_RUNNER_H_

@@ -1,0 +1,110 @@
+// Test doubles for the storage boundary and the executor: a FakeConnector
+// whose connections count themselves (so a test can check the pool's bound at
+// every instant), fail on demand, and record what was run; and a
+// ManualExecutor that runs posted tasks only when the test says so.
+// FakeConnector and FakeConnection are thread-safe.
+#ifndef SESSIONBROKER_TESTS_SUPPORT_FAKE_DB_H_
+#define SESSIONBROKER_TESTS_SUPPORT_FAKE_DB_H_
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "server/core/executor.h"
+#include "server/core/mutex.h"
+#include "server/storage/db_connection.h"
+
+namespace sessionbroker::testing {
+
+class FakeConnector;
+
+class FakeConnection final : public storage::DbConnection {
+ public:
+  FakeConnection(FakeConnector* owner, int id);
+  ~FakeConnection() override;
+
+  absl::StatusOr<storage::QueryResult> Execute(const storage::Statement& statement,
+                                               const storage::ExecuteOptions& options) override;
+  absl::StatusOr<std::vector<storage::QueryResult>> ExecuteBatch(
+      absl::Span<const storage::Statement> statements,
+      const storage::ExecuteOptions& options) override;
+  absl::Status Ping() override;
+  absl::Status ResetSession() override;
+  void Cancel() override;
+  bool IsBroken() const override { return broken_.load(); }
+  int BackendPid() const override { return id_; }
+
+  int id() const { return id_; }
+  // While set, Execute blocks until Cancel() and then fails like a cancelled
+  // PostgreSQL statement (SQLSTATE 57014).
+  void set_block_until_cancel(bool b) { block_until_cancel_.store(b); }
+  // Blocks until a statement is executing (for tests that cancel it).
+  void WaitUntilExecuting();
+  void set_broken(bool b) { broken_.store(b); }
+  void set_ping_fails(bool b) { ping_fails_.store(b); }
+  int pings() const { return pings_.load(); }
+  int resets() const { return resets_.load(); }
+  int cancels() const { return cancels_.load(); }
+
+ private:
+  FakeConnector* const owner_;
+  const int id_;
+  std::atomic<bool> broken_{false};
+  std::atomic<bool> ping_fails_{false};
+  std::atomic<int> pings_{0};
+  std::atomic<int> resets_{0};
+  std::atomic<int> cancels_{0};
+  std::atomic<bool> block_until_cancel_{false};
+  core::Mutex mu_;
+  core::CondVar changed_;
+  bool executing_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancel_pending_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+class FakeConnector final : public storage::DbConnector {
+ public:
+  absl::StatusOr<std::unique_ptr<storage::DbConnection>> Connect() override;
+
+  // While set, Connect() fails with UNAVAILABLE.
+  void set_fail_connects(bool b) { fail_connects_.store(b); }
+
+  int connects() const { return connects_.load(); }   // successful ones
+  int live() const { return live_.load(); }           // open right now
+  int max_live() const { return max_live_.load(); }   // highest `live` ever seen
+  // Every connection ever opened, by id (1, 2, ...); pointers stay valid while open.
+  FakeConnection* connection(int id);
+
+ private:
+  friend class FakeConnection;
+  void Closed(int id);
+
+  std::atomic<bool> fail_connects_{false};
+  std::atomic<int> connects_{0};
+  std::atomic<int> live_{0};
+  std::atomic<int> max_live_{0};
+  core::Mutex mu_;
+  std::vector<FakeConnection*> by_id_ ABSL_GUARDED_BY(mu_);  // index id-1; null once closed
+};
+
+// Runs posted tasks only in RunAll()/RunOne(), on the calling thread.
+class ManualExecutor final : public core::Executor {
+ public:
+  void Post(absl::AnyInvocable<void() &&> task) override;
+  // Runs tasks (including ones posted while running) until none is left.
+  // Returns how many ran.
+  int RunAll();
+  bool RunOne();
+  size_t queued() const;
+
+ private:
+  mutable core::Mutex mu_;
+  std::deque<absl::AnyInvocable<void() &&>> tasks_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace sessionbroker::testing
+
+#endif  // SESSIONBROKER_TESTS_SUPPORT_FAKE_DB_H_
