@@ -1,0 +1,104 @@
+#include "server/broker_server.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/core/clock.h"
+#include "server/storage/pqxx_connection.h"
+#include "spdlog/spdlog.h"
+
+namespace sessionbroker {
+
+BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
+  core::Clock& clock = core::RealClock::Get();
+  connector_ = std::make_unique<storage::PqxxConnector>(config_.database_url);
+  timers_ = std::make_unique<core::TimerQueue>(clock);
+  // One worker per connection the pool may open (each runs one statement at a
+  // time), plus one so that completions and health probes never queue behind
+  // a full pool.
+  executor_ = std::make_unique<core::ThreadPoolExecutor>(config_.pool.max_connections() + 1,
+                                                         "sb-worker");
+  pool_ = std::make_unique<core::ConnectionPool>(config_.pool, *connector_, *executor_, *timers_,
+                                                 clock);
+  core::RunnerOptions runner_options;
+  runner_options.max_result_bytes = config_.max_result_bytes;
+  runner_options.max_statement_duration = config_.max_statement_duration;
+  runner_options.echo = config_.echo;
+  runner_ = std::make_unique<core::StatementRunner>(*pool_, *timers_, clock, runner_options);
+  service_ = std::make_unique<transport::SessionBrokerService>(*runner_, config_.max_result_bytes);
+  health_ = std::make_unique<core::HealthChecker>(
+      *pool_, *timers_, clock, config_.health_check_interval,
+      [this](bool serving) { SetServing(serving); });
+}
+
+BrokerServer::~BrokerServer() { Shutdown(); }
+
+absl::Status BrokerServer::Start() {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config_.listen_addr, grpc::InsecureServerCredentials(), &port_);
+  builder.RegisterService(service_.get());
+  // Requests may carry large parameter sets; responses are capped separately
+  // by BROKER_MAX_RESULT_BYTES.
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  builder.SetMaxSendMessageSize(static_cast<int>(
+      std::min<size_t>(config_.max_result_bytes + (1 << 20), size_t{1} << 30)));
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port_ == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "could not listen on ", config_.listen_addr,
+        " (BROKER_LISTEN_ADDR): the address is in use or not available on this host"));
+  }
+  // NOT_SERVING until the first probe reaches the database.
+  server_->GetHealthCheckService()->SetServingStatus("", false);
+  server_->GetHealthCheckService()->SetServingStatus(kServiceName, false);
+  timers_->Start();
+  health_->Start();
+  spdlog::info(
+      "session broker listening on {} (port {}); database {}; pool size={} overflow={} "
+      "timeout={} recycle={} pre_ping={} max_waiters={}",
+      config_.listen_addr, port_, RedactUrl(config_.database_url), config_.pool.pool_size,
+      config_.pool.max_overflow, absl::FormatDuration(config_.pool.timeout),
+      absl::FormatDuration(config_.pool.recycle), config_.pool.pre_ping, config_.pool.max_waiters);
+  return absl::OkStatus();
+}
+
+void BrokerServer::SetServing(bool serving) {
+  if (server_ == nullptr) return;
+  // After Shutdown() of the health service, updates are ignored by gRPC.
+  server_->GetHealthCheckService()->SetServingStatus("", serving);
+  server_->GetHealthCheckService()->SetServingStatus(kServiceName, serving);
+}
+
+void BrokerServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (server_ != nullptr) {
+    spdlog::info("shutting down: NOT_SERVING, refusing new calls, {} in flight, grace {}",
+                 service_->in_flight(), absl::FormatDuration(config_.shutdown_grace));
+    // Sets every service NOT_SERVING and ignores later updates.
+    server_->GetHealthCheckService()->Shutdown();
+    service_->StartDraining();
+    const absl::Time grace_end = absl::Now() + config_.shutdown_grace;
+    if (!service_->WaitForIdle(grace_end)) {
+      spdlog::warn("grace period over with {} calls still running; cancelling them",
+                   service_->in_flight());
+    }
+    // Cancels whatever is left; the runner sees the cancellations and stops
+    // the statements in PostgreSQL.
+    server_->Shutdown(std::chrono::system_clock::now());
+    health_->Stop();
+  } else {
+    health_->Stop();
+  }
+  pool_->Close();
+  executor_->Shutdown();  // runs every pending completion, then joins
+  if (server_ != nullptr) server_->Wait();
+  timers_->Stop();
+  spdlog::info("shutdown complete");
+}
+
+}  // namespace sessionbroker

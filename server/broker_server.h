@@ -1,0 +1,61 @@
+// BrokerServer: wires the parts together (connector, pool, runner, health,
+// gRPC server with the SessionBroker service, grpc.health.v1 and reflection)
+// and owns them. Start() binds and serves; Shutdown() drains:
+//   1. health goes NOT_SERVING and new calls are refused with UNAVAILABLE;
+//   2. calls in flight get up to the grace period to finish;
+//   3. the gRPC server stops (cancelling what is left), the pool closes every
+//      connection, worker threads end.
+// Not thread-safe: Start and Shutdown are called from main.
+#ifndef SESSIONBROKER_SERVER_BROKER_SERVER_H_
+#define SESSIONBROKER_SERVER_BROKER_SERVER_H_
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "grpcpp/grpcpp.h"
+#include "server/config.h"
+#include "server/core/connection_pool.h"
+#include "server/core/executor.h"
+#include "server/core/health_checker.h"
+#include "server/core/statement_runner.h"
+#include "server/core/timer_queue.h"
+#include "server/storage/db_connection.h"
+#include "server/transport/session_broker_service.h"
+
+namespace sessionbroker {
+
+inline constexpr char kServiceName[] = "sessionbroker.v1.SessionBroker";
+
+class BrokerServer final {
+ public:
+  explicit BrokerServer(Config config);
+  ~BrokerServer();
+  BrokerServer(const BrokerServer&) = delete;
+  BrokerServer& operator=(const BrokerServer&) = delete;
+
+  // Binds the listening address and starts serving; UNAVAILABLE if it cannot
+  // bind.
+  absl::Status Start();
+  void Shutdown();
+
+  int port() const { return port_; }
+
+ private:
+  void SetServing(bool serving);
+
+  const Config config_;
+  std::unique_ptr<storage::DbConnector> connector_;
+  std::unique_ptr<core::TimerQueue> timers_;
+  std::unique_ptr<core::ThreadPoolExecutor> executor_;
+  std::unique_ptr<core::ConnectionPool> pool_;
+  std::unique_ptr<core::StatementRunner> runner_;
+  std::unique_ptr<core::HealthChecker> health_;
+  std::unique_ptr<transport::SessionBrokerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace sessionbroker
+
+#endif  // SESSIONBROKER_SERVER_BROKER_SERVER_H_

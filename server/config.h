@@ -1,0 +1,52 @@
+// Broker configuration, 12-factor style: every setting is an environment
+// variable; a .env file (KEY=VALUE lines) fills in what the environment does
+// not set. LoadConfig validates everything up front and names the offending
+// variable, so a bad value stops the broker at start, not at first use.
+// Plain data and pure functions; thread-compatible.
+#ifndef SESSIONBROKER_SERVER_CONFIG_H_
+#define SESSIONBROKER_SERVER_CONFIG_H_
+
+#include <cstddef>
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/core/connection_pool.h"
+
+namespace sessionbroker {
+
+struct Config {
+  std::string database_url;                      // DATABASE_URL (required)
+  std::string listen_addr = "127.0.0.1:50051";   // BROKER_LISTEN_ADDR
+  core::PoolOptions pool;                         // DB_POOL_* / DB_MAX_OVERFLOW
+  bool echo = false;                              // DB_ECHO
+  size_t max_result_bytes = 4 << 20;              // BROKER_MAX_RESULT_BYTES
+  absl::Duration max_statement_duration = absl::Minutes(5);  // BROKER_MAX_STATEMENT_DURATION
+  absl::Duration health_check_interval = absl::Seconds(2);    // BROKER_HEALTH_CHECK_INTERVAL
+  absl::Duration shutdown_grace = absl::Seconds(15);          // BROKER_SHUTDOWN_GRACE_SECONDS
+  std::string log_level = "info";                 // LOG_LEVEL
+  std::string log_format = "text";                // LOG_FORMAT: text | json
+};
+
+using EnvMap = std::map<std::string, std::string>;
+
+// Parses .env text: KEY=VALUE per line, '#' comments, blank lines, optional
+// "export ", values optionally in single or double quotes. INVALID_ARGUMENT
+// naming the line for anything else.
+absl::StatusOr<EnvMap> ParseEnvFile(const std::string& text);
+
+// The process environment over the .env file at `path` (a missing file is
+// fine; an unreadable or malformed one is an error).
+absl::StatusOr<EnvMap> ReadEnvironment(const std::string& dotenv_path);
+
+// Builds and validates the configuration. Errors are INVALID_ARGUMENT with a
+// message that names the variable, the bad value and what is accepted.
+absl::StatusOr<Config> LoadConfig(const EnvMap& env);
+
+// The database URL with any password replaced by "***", for logs.
+std::string RedactUrl(const std::string& url);
+
+}  // namespace sessionbroker
+
+#endif  // SESSIONBROKER_SERVER_CONFIG_H_

@@ -1,0 +1,52 @@
+// The session broker's entry point: read configuration, wire, serve until
+// SIGINT/SIGTERM, drain, exit 0. Configuration errors exit 2; failing to
+// start (e.g. the port is taken) exits 1.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "server/broker_server.h"
+#include "server/config.h"
+#include "server/logging.h"
+#include "spdlog/spdlog.h"
+
+int main(int argc, char** argv) {
+  // Block the shutdown signals in every thread (threads inherit the mask);
+  // main takes them synchronously with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  const char* env_file = std::getenv("BROKER_ENV_FILE");
+  absl::StatusOr<sessionbroker::EnvMap> env =
+      sessionbroker::ReadEnvironment(env_file != nullptr ? env_file : ".env");
+  if (!env.ok()) {
+    std::fprintf(stderr, "session-broker: configuration error: %s\n",
+                 std::string(env.status().message()).c_str());
+    return 2;
+  }
+  absl::StatusOr<sessionbroker::Config> config = sessionbroker::LoadConfig(*env);
+  if (!config.ok()) {
+    std::fprintf(stderr, "session-broker: configuration error: %s\n",
+                 std::string(config.status().message()).c_str());
+    return 2;
+  }
+  sessionbroker::InitLogging(config->log_level, config->log_format);
+
+  sessionbroker::BrokerServer server(*std::move(config));
+  if (absl::Status started = server.Start(); !started.ok()) {
+    spdlog::critical("cannot start: {}", started.ToString());
+    return 1;
+  }
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  spdlog::info("received {}", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  server.Shutdown();
+  return 0;
+}

@@ -1,0 +1,20 @@
+// The one place where an absl::Status becomes a grpc::Status. absl status
+// codes are the google.rpc codes, so the code carries over unchanged; the
+// SQLSTATE a status carries (storage/sql_error.h) is added to the trailing
+// metadata as "sqlstate". Thread-safe.
+#ifndef SESSIONBROKER_SERVER_TRANSPORT_STATUS_MAPPING_H_
+#define SESSIONBROKER_SERVER_TRANSPORT_STATUS_MAPPING_H_
+
+#include "absl/status/status.h"
+#include "grpcpp/grpcpp.h"
+
+namespace sessionbroker::transport {
+
+inline constexpr char kSqlStateMetadataKey[] = "sqlstate";
+
+// `context` may be null (no metadata is added then).
+grpc::Status ToGrpcStatus(const absl::Status& status, grpc::ServerContextBase* context);
+
+}  // namespace sessionbroker::transport
+
+#endif  // SESSIONBROKER_SERVER_TRANSPORT_STATUS_MAPPING_H_

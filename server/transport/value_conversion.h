@@ -1,0 +1,33 @@
+// Conversion between the wire types (sessionbroker.v1 protos) and the domain
+// types the core and storage use. Pure functions; thread-safe.
+#ifndef SESSIONBROKER_SERVER_TRANSPORT_VALUE_CONVERSION_H_
+#define SESSIONBROKER_SERVER_TRANSPORT_VALUE_CONVERSION_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "google/protobuf/repeated_ptr_field.h"
+#include "sessionbroker/v1/broker.pb.h"
+#include "server/storage/value.h"
+
+namespace sessionbroker::transport {
+
+// INVALID_ARGUMENT, naming `where` (e.g. "params[2]"), when a value has no
+// case set or arrays nest deeper than PostgreSQL allows.
+absl::StatusOr<storage::Value> ValueFromProto(const v1::Value& value, absl::string_view where);
+
+// `where_prefix` is prepended to each parameter's position (e.g.
+// "statements[1].").
+absl::StatusOr<std::vector<storage::Value>> ParamsFromProto(
+    const google::protobuf::RepeatedPtrField<v1::Value>& params, absl::string_view where_prefix);
+
+// Moves the value's strings into the proto.
+void ValueToProto(storage::Value&& value, v1::Value* out);
+void ResultToProto(storage::QueryResult&& result, v1::ExecuteResponse* out);
+
+}  // namespace sessionbroker::transport
+
+#endif  // SESSIONBROKER_SERVER_TRANSPORT_VALUE_CONVERSION_H_

@@ -1,0 +1,533 @@
+// End-to-end: the session-broker binary, a real PostgreSQL, generated C++
+// stubs. Each test starts its own broker (a second or less) with the knobs it
+// needs, and inspects the database directly (pg_stat_activity, pg_locks) to
+// check what the broker claims.
+#include <signal.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "server/storage/pqxx_connection.h"
+#include "sessionbroker/v1/broker.grpc.pb.h"
+#include "tests/support/broker_process.h"
+#include "tests/support/grpc_wire.h"
+#include "tests/support/test_env.h"
+
+namespace sessionbroker::testing {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::HasSubstr;
+using ::testing::Le;
+
+constexpr char kService[] = "sessionbroker.v1.SessionBroker";
+
+v1::Value Int(int64_t v) {
+  v1::Value out;
+  out.set_int64_value(v);
+  return out;
+}
+v1::Value Str(const std::string& v) {
+  v1::Value out;
+  out.set_string_value(v);
+  return out;
+}
+
+struct CallResult {
+  grpc::Status status;
+  v1::ExecuteResponse response;
+  std::string sqlstate;  // trailing metadata, if any
+};
+
+std::string SqlStateOf(const grpc::ClientContext& context) {
+  auto it = context.GetServerTrailingMetadata().find("sqlstate");
+  if (it == context.GetServerTrailingMetadata().end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
+class BrokerE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_url_ = TestDatabaseUrl();
+    ASSERT_FALSE(base_url_.empty());
+    // A distinct application_name lets the test count exactly this broker's
+    // connections in pg_stat_activity.
+    app_name_ = absl::StrCat("sb_e2e_", getpid(), "_", ++counter_);
+    broker_url_ = absl::StrCat(base_url_, absl::StrContains(base_url_, "?") ? "&" : "?",
+                               "application_name=", app_name_);
+    storage::PqxxConnector connector(base_url_);
+    auto admin = connector.Connect();
+    ASSERT_TRUE(admin.ok()) << admin.status();
+    admin_ = *std::move(admin);
+  }
+
+  void StartBroker(std::map<std::string, std::string> env = {}) {
+    broker_ = std::make_unique<BrokerProcess>(broker_url_, std::move(env));
+    ASSERT_TRUE(broker_->WaitUntilServing()) << "broker did not become SERVING:\n"
+                                             << broker_->Log();
+    stub_ = v1::SessionBroker::NewStub(broker_->channel());
+  }
+
+  CallResult Execute(const std::string& sql, std::vector<v1::Value> params = {},
+                     absl::Duration timeout = absl::Seconds(20),
+                     v1::SessionBroker::Stub* stub = nullptr) {
+    v1::ExecuteRequest request;
+    request.set_sql(sql);
+    for (v1::Value& p : params) *request.add_params() = std::move(p);
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    CallResult out;
+    out.status = (stub ? stub : stub_.get())->Execute(&context, request, &out.response);
+    out.sqlstate = SqlStateOf(context);
+    return out;
+  }
+
+  // Runs SQL directly on the admin connection (not through the broker).
+  storage::QueryResult Admin(const std::string& sql, std::vector<storage::Value> params = {}) {
+    auto r = admin_->Execute(storage::Statement{sql, std::move(params)}, {});
+    EXPECT_TRUE(r.ok()) << sql << ": " << r.status();
+    return r.ok() ? *std::move(r) : storage::QueryResult{};
+  }
+
+  int64_t AdminCount(const std::string& sql, std::vector<storage::Value> params = {}) {
+    storage::QueryResult r = Admin(sql, std::move(params));
+    if (r.rows.size() != 1 || r.rows[0].size() != 1) return -1;
+    return r.rows[0][0].int64_value;
+  }
+
+  int64_t BrokerConnections() {
+    return AdminCount("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                      {storage::Value::String(app_name_)});
+  }
+
+  std::string base_url_;
+  std::string app_name_;
+  std::string broker_url_;
+  std::unique_ptr<storage::DbConnection> admin_;
+  std::unique_ptr<BrokerProcess> broker_;
+  std::unique_ptr<v1::SessionBroker::Stub> stub_;
+  static inline int counter_ = 0;
+};
+
+TEST_F(BrokerE2eTest, ExecuteReturnsTypedColumnsAndRows) {
+  StartBroker();
+  CallResult r = Execute(
+      "SELECT 42::int4 AS answer, 'hi'::text AS greeting, NULL::int8 AS nothing, "
+      "1.5::float8 AS ratio, 12.50::numeric AS price, true AS yes");
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_EQ(r.response.columns_size(), 6);
+  EXPECT_EQ(r.response.columns(0).name(), "answer");
+  EXPECT_EQ(r.response.columns(0).type_oid(), 23u);
+  EXPECT_EQ(r.response.columns(0).type_name(), "int4");
+  EXPECT_EQ(r.response.columns(4).type_name(), "numeric");
+  ASSERT_EQ(r.response.rows_size(), 1);
+  const v1::Row& row = r.response.rows(0);
+  EXPECT_EQ(row.values(0).int64_value(), 42);
+  EXPECT_EQ(row.values(1).string_value(), "hi");
+  EXPECT_TRUE(row.values(2).has_null_value());
+  EXPECT_EQ(row.values(3).double_value(), 1.5);
+  EXPECT_EQ(row.values(4).numeric_value(), "12.50");
+  EXPECT_TRUE(row.values(5).bool_value());
+  EXPECT_EQ(r.response.command_tag(), "SELECT 1");
+  EXPECT_EQ(r.response.rows_affected(), 1);
+}
+
+TEST_F(BrokerE2eTest, ParametersAreBoundNotSpliced) {
+  StartBroker();
+  const std::string table = absl::StrCat("e2e_params_", app_name_);
+  ASSERT_TRUE(Execute(absl::StrCat("CREATE TABLE ", table, " (id int8 PRIMARY KEY, name text)"))
+                  .status.ok());
+  // A value that would break (or inject into) SQL if it were spliced in.
+  const std::string evil = "x'); DROP TABLE " + table + "; --";
+  CallResult insert =
+      Execute(absl::StrCat("INSERT INTO ", table, " VALUES ($1, $2)"), {Int(7), Str(evil)});
+  ASSERT_TRUE(insert.status.ok()) << insert.status.error_message();
+  EXPECT_EQ(insert.response.command_tag(), "INSERT 0 1");
+  EXPECT_EQ(insert.response.rows_affected(), 1);
+  CallResult select =
+      Execute(absl::StrCat("SELECT name FROM ", table, " WHERE id = $1"), {Int(7)});
+  ASSERT_TRUE(select.status.ok()) << select.status.error_message();
+  ASSERT_EQ(select.response.rows_size(), 1);
+  EXPECT_EQ(select.response.rows(0).values(0).string_value(), evil);
+  Execute(absl::StrCat("DROP TABLE ", table));
+}
+
+TEST_F(BrokerE2eTest, ExecuteBatchAppliesAllStatementsAtomically) {
+  StartBroker();
+  const std::string table = absl::StrCat("e2e_batch_", app_name_);
+  ASSERT_TRUE(Execute(absl::StrCat("CREATE TABLE ", table, " (id int PRIMARY KEY)")).status.ok());
+  v1::ExecuteBatchRequest ok_batch;
+  for (int id : {1, 2}) {
+    v1::Statement* s = ok_batch.add_statements();
+    s->set_sql(absl::StrCat("INSERT INTO ", table, " VALUES ($1)"));
+    *s->add_params() = Int(id);
+  }
+  ok_batch.add_statements()->set_sql(absl::StrCat("SELECT count(*) FROM ", table));
+  {
+    grpc::ClientContext context;
+    v1::ExecuteBatchResponse response;
+    grpc::Status status = stub_->ExecuteBatch(&context, ok_batch, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.results_size(), 3);
+    EXPECT_EQ(response.results(0).command_tag(), "INSERT 0 1");
+    // The third statement sees the first two: one transaction, in order.
+    EXPECT_EQ(response.results(2).rows(0).values(0).int64_value(), 2);
+  }
+  // A batch whose last statement fails leaves nothing of the others behind.
+  v1::ExecuteBatchRequest bad_batch;
+  for (int id : {3, 4, 1}) {
+    v1::Statement* s = bad_batch.add_statements();
+    s->set_sql(absl::StrCat("INSERT INTO ", table, " VALUES ($1)"));
+    *s->add_params() = Int(id);
+  }
+  grpc::ClientContext context;
+  v1::ExecuteBatchResponse response;
+  grpc::Status status = stub_->ExecuteBatch(&context, bad_batch, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(status.error_message(), AllOf(HasSubstr("statement 3 of 3"), HasSubstr("23505")));
+  EXPECT_EQ(SqlStateOf(context), "23505");
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", table)), 2);
+  Execute(absl::StrCat("DROP TABLE ", table));
+}
+
+TEST_F(BrokerE2eTest, SqlErrorsMapToStatusCodesWithSqlstateMetadata) {
+  StartBroker();
+  CallResult syntax = Execute("SELEC 1");
+  EXPECT_EQ(syntax.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(syntax.sqlstate, "42601");
+  EXPECT_THAT(syntax.status.error_message(), HasSubstr("SQLSTATE 42601"));
+
+  CallResult missing = Execute("SELECT * FROM no_such_table_e2e");
+  EXPECT_EQ(missing.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(missing.sqlstate, "42P01");
+
+  CallResult division = Execute("SELECT 1 / 0");
+  EXPECT_EQ(division.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(division.sqlstate, "22012");
+
+  CallResult check = Execute("SELECT 'abc'::int");
+  EXPECT_EQ(check.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(check.sqlstate, "22P02");
+}
+
+TEST_F(BrokerE2eTest, InvalidRequestsAreRefusedBeforeReachingTheDatabase) {
+  StartBroker();
+  CallResult empty = Execute("  -- nothing\n ");
+  EXPECT_EQ(empty.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(empty.status.error_message(), HasSubstr("empty"));
+
+  CallResult count = Execute("SELECT $1::int + $2::int", {Int(1)});
+  EXPECT_EQ(count.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(count.status.error_message(), HasSubstr("$2"));
+
+  CallResult two = Execute("SELECT 1; SELECT 2");
+  EXPECT_EQ(two.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  CallResult begin = Execute("BEGIN");
+  EXPECT_EQ(begin.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(begin.status.error_message(), HasSubstr("BEGIN"));
+
+  CallResult unset = Execute("SELECT $1::text", {v1::Value()});
+  EXPECT_EQ(unset.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(unset.status.error_message(), HasSubstr("params[0]"));
+  // None of them produced a SQLSTATE: the database never saw them.
+  for (const CallResult* r : {&empty, &count, &two, &begin, &unset}) EXPECT_EQ(r->sqlstate, "");
+}
+
+TEST_F(BrokerE2eTest, PoolTimeoutFailsWithResourceExhaustedWithinItsBound) {
+  StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}, {"DB_POOL_TIMEOUT", "0.5"}});
+  std::thread holder([&] { Execute("SELECT pg_sleep(3)", {}, absl::Seconds(20), nullptr); });
+  // Wait until the holder's statement is running.
+  for (int i = 0; i < 200 && AdminCount("SELECT count(*) FROM pg_stat_activity WHERE "
+                                        "application_name = $1 AND query LIKE 'SELECT pg_sleep%' "
+                                        "AND state = 'active'",
+                                        {storage::Value::String(app_name_)}) == 0;
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  auto stub = v1::SessionBroker::NewStub(broker_->NewChannel());
+  const absl::Time start = absl::Now();
+  CallResult waited = Execute("SELECT 1", {}, absl::Seconds(20), stub.get());
+  const absl::Duration took = absl::Now() - start;
+  holder.join();
+  EXPECT_EQ(waited.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(waited.status.error_message(), HasSubstr("DB_POOL_TIMEOUT"));
+  // The pool timeout is 0.5 s; the connection was busy for 3 s.
+  EXPECT_GE(took, absl::Milliseconds(450));
+  EXPECT_LT(took, absl::Milliseconds(2500));
+}
+
+TEST_F(BrokerE2eTest, CallerDeadlineShorterThanPoolTimeoutGivesDeadlineExceeded) {
+  StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}, {"DB_POOL_TIMEOUT", "30"}});
+  std::thread holder([&] { Execute("SELECT pg_sleep(2)"); });
+  absl::SleepFor(absl::Milliseconds(300));
+  auto stub = v1::SessionBroker::NewStub(broker_->NewChannel());
+  CallResult waited = Execute("SELECT 1", {}, absl::Milliseconds(300), stub.get());
+  holder.join();
+  EXPECT_EQ(waited.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(BrokerE2eTest, DeadlineCancelsRunningQueryAndConnectionIsReused) {
+  StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}});
+  CallResult pid_before = Execute("SELECT pg_backend_pid()");
+  ASSERT_TRUE(pid_before.status.ok());
+  const absl::Time start = absl::Now();
+  CallResult slow = Execute("SELECT pg_sleep(30)", {}, absl::Milliseconds(200));
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(slow.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(took, absl::Seconds(10));
+  // The statement is gone from the server, not left running.
+  for (int i = 0; i < 100 && AdminCount("SELECT count(*) FROM pg_stat_activity WHERE "
+                                        "application_name = $1 AND state = 'active'",
+                                        {storage::Value::String(app_name_)}) > 0;
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(AdminCount("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND "
+                       "query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                       {storage::Value::String(app_name_)}),
+            0);
+  // The same (only) connection serves the next call: it was cancelled, not lost.
+  CallResult pid_after = Execute("SELECT pg_backend_pid()");
+  ASSERT_TRUE(pid_after.status.ok()) << pid_after.status.error_message();
+  EXPECT_EQ(pid_after.response.rows(0).values(0).int64_value(),
+            pid_before.response.rows(0).values(0).int64_value());
+}
+
+TEST_F(BrokerE2eTest, CancelledCallCancelsQueryInPostgres) {
+  StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}});
+  v1::ExecuteRequest request;
+  request.set_sql("SELECT pg_sleep(30)");
+  grpc::ClientContext context;
+  v1::ExecuteResponse response;
+  std::thread canceller([&] {
+    for (int i = 0; i < 200 && AdminCount("SELECT count(*) FROM pg_stat_activity WHERE "
+                                          "application_name = $1 AND state = 'active'",
+                                          {storage::Value::String(app_name_)}) == 0;
+         ++i) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    context.TryCancel();
+  });
+  grpc::Status status = stub_->Execute(&context, request, &response);
+  canceller.join();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
+  bool stopped = false;
+  for (int i = 0; i < 250 && !stopped; ++i) {
+    stopped = AdminCount("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND "
+                         "query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                         {storage::Value::String(app_name_)}) == 0;
+    if (!stopped) absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_TRUE(stopped) << "pg_sleep(30) still running after the call was cancelled";
+  EXPECT_TRUE(Execute("SELECT 1").status.ok());
+}
+
+TEST_F(BrokerE2eTest, ConnectionBoundHoldsUnderFiftyConcurrentCallers) {
+  StartBroker({{"DB_POOL_SIZE", "3"}, {"DB_MAX_OVERFLOW", "2"}});
+  constexpr int kCallers = 50;
+  std::atomic<int> failures{0};
+  std::atomic<int64_t> max_seen{0};
+  std::vector<std::thread> callers;
+  // Several channels, as several client services would have.
+  std::vector<std::unique_ptr<v1::SessionBroker::Stub>> stubs;
+  for (int i = 0; i < 5; ++i) stubs.push_back(v1::SessionBroker::NewStub(broker_->NewChannel()));
+  for (int i = 0; i < kCallers; ++i) {
+    callers.emplace_back([&, i] {
+      for (int round = 0; round < 3; ++round) {
+        // Each statement counts, from inside the database, how many
+        // connections this broker holds at that moment.
+        CallResult r = Execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+            "AND pg_sleep(0.02) IS NOT NULL",
+            {Str(app_name_)}, absl::Seconds(60), stubs[i % stubs.size()].get());
+        if (!r.status.ok()) {
+          failures.fetch_add(1);
+          continue;
+        }
+        const int64_t seen = r.response.rows(0).values(0).int64_value();
+        int64_t prev = max_seen.load();
+        while (seen > prev && !max_seen.compare_exchange_weak(prev, seen)) {
+        }
+      }
+    });
+  }
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> max_polled{0};
+  std::thread poller([&] {
+    storage::PqxxConnector connector(base_url_);
+    auto conn = connector.Connect();
+    if (!conn.ok()) return;
+    while (!done.load()) {
+      auto r = (*conn)->Execute(
+          storage::Statement{"SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                             {storage::Value::String(app_name_)}},
+          {});
+      if (r.ok()) max_polled = std::max<int64_t>(max_polled.load(), r->rows[0][0].int64_value);
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+  });
+  for (std::thread& t : callers) t.join();
+  done = true;
+  poller.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_THAT(max_seen.load(), Le(5));
+  EXPECT_THAT(max_polled.load(), Le(5));
+  EXPECT_GE(max_seen.load(), 2) << "the load never needed more than one connection?";
+}
+
+TEST_F(BrokerE2eTest, WaiterLimitRejectsAtOnceWithResourceExhausted) {
+  StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}, {"DB_POOL_MAX_WAITERS", "1"}});
+  std::thread holder([&] { Execute("SELECT pg_sleep(2)"); });
+  absl::SleepFor(absl::Milliseconds(300));
+  auto stub2 = v1::SessionBroker::NewStub(broker_->NewChannel());
+  std::thread waiter([&] { Execute("SELECT 1", {}, absl::Seconds(20), stub2.get()); });
+  absl::SleepFor(absl::Milliseconds(300));
+  auto stub3 = v1::SessionBroker::NewStub(broker_->NewChannel());
+  CallResult rejected = Execute("SELECT 1", {}, absl::Seconds(20), stub3.get());
+  holder.join();
+  waiter.join();
+  EXPECT_EQ(rejected.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(rejected.status.error_message(), HasSubstr("DB_POOL_MAX_WAITERS"));
+}
+
+TEST_F(BrokerE2eTest, NoSessionStateLeaksToTheNextCaller) {
+  // One connection: every call below runs on the same backend.
+  StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}});
+  const int64_t pid = Execute("SELECT pg_backend_pid()").response.rows(0).values(0).int64_value();
+  const std::string default_path =
+      Execute("SHOW search_path").response.rows(0).values(0).string_value();
+
+  ASSERT_TRUE(Execute("SET search_path TO pg_catalog").status.ok());
+  EXPECT_EQ(Execute("SHOW search_path").response.rows(0).values(0).string_value(), default_path);
+
+  ASSERT_TRUE(Execute("SELECT set_config('search_path', 'information_schema', false)").status.ok());
+  EXPECT_EQ(Execute("SHOW search_path").response.rows(0).values(0).string_value(), default_path);
+
+  ASSERT_TRUE(Execute("CREATE TEMP TABLE leaked_temp (x int)").status.ok());
+  CallResult temp = Execute("SELECT to_regclass('pg_temp.leaked_temp') IS NULL");
+  ASSERT_TRUE(temp.status.ok()) << temp.status.error_message();
+  EXPECT_TRUE(temp.response.rows(0).values(0).bool_value());
+
+  ASSERT_TRUE(Execute("PREPARE leaked_plan AS SELECT 1").status.ok());
+  CallResult prepared = Execute("SELECT count(*) FROM pg_prepared_statements");
+  EXPECT_EQ(prepared.response.rows(0).values(0).int64_value(), 0);
+
+  ASSERT_TRUE(Execute("SELECT pg_advisory_lock(424242)").status.ok());
+  EXPECT_EQ(AdminCount("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                       "objid = 424242"),
+            0);
+
+  CallResult begin = Execute("BEGIN");
+  EXPECT_EQ(begin.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // Each call runs in a transaction of its own: no transaction was left open.
+  CallResult xid1 = Execute("SELECT txid_current()");
+  CallResult xid2 = Execute("SELECT txid_current()");
+  ASSERT_TRUE(xid1.status.ok() && xid2.status.ok());
+  EXPECT_NE(xid1.response.rows(0).values(0).int64_value(),
+            xid2.response.rows(0).values(0).int64_value())
+      << "two calls shared one transaction";
+
+  // All of the above ran on the one connection, which is still the same one.
+  EXPECT_EQ(Execute("SELECT pg_backend_pid()").response.rows(0).values(0).int64_value(), pid);
+  EXPECT_EQ(AdminCount("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND "
+                       "state LIKE 'idle in transaction%'",
+                       {storage::Value::String(app_name_)}),
+            0);
+}
+
+TEST_F(BrokerE2eTest, OversizedResultFailsWithResourceExhausted) {
+  StartBroker({{"BROKER_MAX_RESULT_BYTES", "100000"}});
+  CallResult big = Execute("SELECT repeat('x', 1000) FROM generate_series(1, 1000)");
+  EXPECT_EQ(big.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(big.status.error_message(),
+              AllOf(HasSubstr("BROKER_MAX_RESULT_BYTES"), HasSubstr("LIMIT")));
+  EXPECT_TRUE(Execute("SELECT repeat('x', 1000) FROM generate_series(1, 10)").status.ok());
+}
+
+TEST_F(BrokerE2eTest, ReflectionListsAndDescribesTheServices) {
+  StartBroker();
+  absl::StatusOr<std::vector<std::string>> services = ReflectionListServices(broker_->channel());
+  ASSERT_TRUE(services.ok()) << services.status();
+  EXPECT_THAT(*services, Contains(kService));
+  EXPECT_THAT(*services, Contains("grpc.health.v1.Health"));
+  absl::StatusOr<std::vector<std::string>> methods =
+      ReflectionDescribeService(broker_->channel(), kService);
+  ASSERT_TRUE(methods.ok()) << methods.status();
+  EXPECT_THAT(*methods, Contains("Execute"));
+  EXPECT_THAT(*methods, Contains("ExecuteBatch"));
+}
+
+TEST_F(BrokerE2eTest, HealthFollowsTheDatabase) {
+  PrivateCluster cluster;
+  ASSERT_TRUE(cluster.Start());
+  broker_ = std::make_unique<BrokerProcess>(cluster.url(), std::map<std::string, std::string>{});
+  ASSERT_TRUE(broker_->WaitUntilServing()) << broker_->Log();
+  EXPECT_EQ(*HealthCheck(broker_->channel(), kService), ServingStatus::kServing);
+  HealthWatch watch(broker_->channel(), kService);
+  EXPECT_EQ(*watch.Next(absl::Seconds(5)), ServingStatus::kServing);
+
+  ASSERT_TRUE(cluster.Stop());
+  EXPECT_TRUE(WaitForHealth(broker_->channel(), "", ServingStatus::kNotServing, absl::Seconds(15)))
+      << broker_->Log();
+  EXPECT_EQ(*HealthCheck(broker_->channel(), kService), ServingStatus::kNotServing);
+  absl::StatusOr<ServingStatus> watched = watch.Next(absl::Seconds(10));
+  ASSERT_TRUE(watched.ok()) << watched.status();
+  EXPECT_EQ(*watched, ServingStatus::kNotServing);
+  auto stub = v1::SessionBroker::NewStub(broker_->channel());
+  CallResult down = Execute("SELECT 1", {}, absl::Seconds(10), stub.get());
+  EXPECT_EQ(down.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  ASSERT_TRUE(cluster.Start());
+  EXPECT_TRUE(WaitForHealth(broker_->channel(), "", ServingStatus::kServing, absl::Seconds(15)))
+      << broker_->Log();
+  EXPECT_TRUE(Execute("SELECT 1", {}, absl::Seconds(10), stub.get()).status.ok());
+  broker_.reset();  // before the cluster goes away
+}
+
+TEST_F(BrokerE2eTest, SigtermFinishesInFlightCallsRefusesNewOnesAndExitsZero) {
+  StartBroker();
+  CallResult in_flight;
+  std::thread call([&] { in_flight = Execute("SELECT pg_sleep(1.0), 'done'::text"); });
+  for (int i = 0; i < 200 && AdminCount("SELECT count(*) FROM pg_stat_activity WHERE "
+                                        "application_name = $1 AND state = 'active'",
+                                        {storage::Value::String(app_name_)}) == 0;
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  kill(broker_->pid(), SIGTERM);
+  absl::SleepFor(absl::Milliseconds(200));
+  auto stub = v1::SessionBroker::NewStub(broker_->NewChannel());
+  CallResult refused = Execute("SELECT 1", {}, absl::Seconds(5), stub.get());
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  call.join();
+  EXPECT_TRUE(in_flight.status.ok()) << in_flight.status.error_message();
+  const std::optional<int> code = broker_->WaitForExit(absl::Seconds(20));
+  ASSERT_TRUE(code.has_value()) << broker_->Log();
+  EXPECT_EQ(*code, 0) << broker_->Log();
+  // Every connection was closed on the way out.
+  for (int i = 0; i < 100 && BrokerConnections() > 0; ++i) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(BrokerConnections(), 0);
+}
+
+TEST_F(BrokerE2eTest, BadConfigurationExitsNonZeroNamingTheVariable) {
+  BrokerProcess broker(broker_url_, {{"DB_POOL_SIZE", "lots"}});
+  const std::optional<int> code = broker.WaitForExit(absl::Seconds(10));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 2);
+  EXPECT_THAT(broker.Log(), HasSubstr("DB_POOL_SIZE"));
+}
+
+}  // namespace
+}  // namespace sessionbroker::testing

@@ -1,0 +1,75 @@
+// Runs the real session-broker binary for end-to-end tests: a free port, the
+// test database, extra environment per test; waits until it serves; stops it
+// (SIGKILL if need be) when the object goes away, so a failing test never
+// leaves a broker behind. Also a private PostgreSQL cluster (scripts/pg) for
+// tests that stop the database.
+#ifndef SESSIONBROKER_TESTS_SUPPORT_BROKER_PROCESS_H_
+#define SESSIONBROKER_TESTS_SUPPORT_BROKER_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+
+namespace sessionbroker::testing {
+
+class BrokerProcess final {
+ public:
+  // Starts the broker with DATABASE_URL=`database_url`, a free
+  // BROKER_LISTEN_ADDR, no .env, and `env` on top.
+  BrokerProcess(const std::string& database_url, std::map<std::string, std::string> env = {});
+  ~BrokerProcess();
+  BrokerProcess(const BrokerProcess&) = delete;
+  BrokerProcess& operator=(const BrokerProcess&) = delete;
+
+  // Waits until the gRPC port accepts connections and health reports SERVING.
+  bool WaitUntilServing(absl::Duration timeout = absl::Seconds(20));
+
+  // Sends `signal`; returns the exit code once it exits (nullopt on timeout or
+  // if it died from a signal).
+  std::optional<int> SignalAndWait(int signal, absl::Duration timeout);
+  // Waits for exit without signalling.
+  std::optional<int> WaitForExit(absl::Duration timeout);
+
+  std::string address() const { return address_; }
+  std::shared_ptr<grpc::Channel> NewChannel() const;
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  // What the broker wrote to stdout/stderr so far.
+  std::string Log() const;
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::string address_;
+  std::string log_path_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::optional<int> exit_code_;
+  bool exited_ = false;
+};
+
+// A private PostgreSQL cluster in a temporary directory, via scripts/pg.
+// Stopped and removed on destruction.
+class PrivateCluster final {
+ public:
+  PrivateCluster();
+  ~PrivateCluster();
+  bool Start();  // also restarts it after Stop(); url() is valid after
+  bool Stop();
+  const std::string& url() const { return url_; }
+
+ private:
+  std::string dir_;
+  std::string url_;
+};
+
+// Runs a shell command, returns its exit code and stdout.
+int RunCommand(const std::string& command, std::string* output = nullptr);
+
+}  // namespace sessionbroker::testing
+
+#endif  // SESSIONBROKER_TESTS_SUPPORT_BROKER_PROCESS_H_
