@@ -26,7 +26,11 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   runner_options.max_result_bytes = config_.max_result_bytes;
   runner_options.max_statement_duration = config_.max_statement_duration;
   runner_options.echo = config_.echo;
-  runner_ = std::make_unique<core::StatementRunner>(*pool_, *timers_, clock, runner_options);
+  // Cancel requests get threads of their own: each is a round trip to
+  // PostgreSQL, and none may wait behind statements or delay timers.
+  cancel_executor_ = std::make_unique<core::ThreadPoolExecutor>(2, "sb-cancel");
+  runner_ = std::make_unique<core::StatementRunner>(*pool_, *timers_, *cancel_executor_, clock,
+                                                    runner_options);
   service_ = std::make_unique<transport::SessionBrokerService>(*runner_, config_.max_result_bytes);
   health_ = std::make_unique<core::HealthChecker>(
       *pool_, *timers_, clock, config_.health_check_interval,
@@ -40,6 +44,10 @@ absl::Status BrokerServer::Start() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen_addr, grpc::InsecureServerCredentials(), &port_);
+  // gRPC sets SO_REUSEPORT by default, which lets a second broker bind the
+  // same port and silently split traffic (and double the connections the
+  // database sees). One address, one broker.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(service_.get());
   // Requests may carry large parameter sets; responses are capped separately
   // by BROKER_MAX_RESULT_BYTES.
@@ -96,6 +104,7 @@ void BrokerServer::Shutdown() {
   }
   pool_->Close();
   executor_->Shutdown();  // runs every pending completion, then joins
+  cancel_executor_->Shutdown();
   if (server_ != nullptr) server_->Wait();
   timers_->Stop();
   spdlog::info("shutdown complete");

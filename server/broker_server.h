@@ -39,6 +39,7 @@ class BrokerServer final {
   void Shutdown();
 
   int port() const { return port_; }
+  absl::Duration shutdown_grace() const { return config_.shutdown_grace; }
 
  private:
   void SetServing(bool serving);
@@ -47,6 +48,7 @@ class BrokerServer final {
   std::unique_ptr<storage::DbConnector> connector_;
   std::unique_ptr<core::TimerQueue> timers_;
   std::unique_ptr<core::ThreadPoolExecutor> executor_;
+  std::unique_ptr<core::ThreadPoolExecutor> cancel_executor_;
   std::unique_ptr<core::ConnectionPool> pool_;
   std::unique_ptr<core::StatementRunner> runner_;
   std::unique_ptr<core::HealthChecker> health_;

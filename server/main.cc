@@ -7,6 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
+
+#include "absl/time/time.h"
 
 #include "server/broker_server.h"
 #include "server/config.h"
@@ -46,7 +49,19 @@ int main(int argc, char** argv) {
   }
   int signal_number = 0;
   sigwait(&signals, &signal_number);
-  spdlog::info("received {}", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  spdlog::info("received {}; draining (send it again to exit at once)",
+               signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  // A second signal, or a drain that outlives the grace period by far (a
+  // database that no longer answers cancel requests), ends the process.
+  const absl::Duration hard_limit = server.shutdown_grace() + absl::Seconds(10);
+  std::thread([signals, hard_limit] {
+    const timespec timeout = absl::ToTimespec(hard_limit);
+    const int again = sigtimedwait(&signals, nullptr, &timeout);
+    spdlog::critical(again > 0 ? "second signal: exiting without finishing the drain"
+                               : "drain did not finish in time: exiting");
+    spdlog::shutdown();
+    std::_Exit(1);
+  }).detach();
   server.Shutdown();
   return 0;
 }

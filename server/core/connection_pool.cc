@@ -68,6 +68,9 @@ ConnectionPool::WaitId ConnectionPool::Acquire(const AcquireRequest& request, Ca
       ++open_;
       ++opening_;
       open_new = true;
+    } else if (!request.wait) {
+      error = absl::ResourceExhaustedError(
+          absl::StrCat("all ", open_, " database connections are in use"));
     } else if (static_cast<int>(waiters_.size()) >= options_.max_waiters) {
       ++counters_.waiter_rejections;
       error = absl::ResourceExhaustedError(absl::StrCat(

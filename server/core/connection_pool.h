@@ -127,6 +127,10 @@ struct AcquireRequest {
   // When the caller gives up. The pool waits until the earlier of this and
   // now + PoolOptions::timeout.
   absl::Time deadline = absl::InfiniteFuture();
+  // false: never queue; fail at once with RESOURCE_EXHAUSTED when no
+  // connection can be had right away (health probes must not take a place
+  // in the waiter queue that callers are bounded by).
+  bool wait = true;
 };
 
 class ConnectionPool final {

@@ -35,10 +35,11 @@ void HealthChecker::Probe() {
     if (stopped_) return;
     next_ = 0;
   }
-  // Wait for a connection no longer than one interval (and at most 5 s): a
-  // probe must finish before the next one is due.
-  const absl::Time deadline = clock_.Now() + std::min(interval_, absl::Seconds(5));
-  pool_.Acquire(AcquireRequest{deadline}, [this](absl::StatusOr<PooledConnection> conn) {
+  // A probe never queues: with every connection busy it learns nothing and
+  // leaves the state as it is.
+  AcquireRequest request;
+  request.wait = false;
+  pool_.Acquire(request, [this](absl::StatusOr<PooledConnection> conn) {
     absl::Status status;
     if (conn.ok()) {
       status = (*conn)->Ping();

@@ -35,8 +35,10 @@ bool IsIdentCont(char c) { return IsIdentStart(c) || IsDigit(c) || c == '$'; }
 // A dollar-quote tag is like an identifier but cannot contain `$`.
 bool IsDollarTagCont(char c) { return IsIdentStart(c) || IsDigit(c); }
 
-// Functions whose effects outlive the statement that calls them.
+// Names whose use may outlive the statement: functions with session-level
+// effects, and pg_settings, whose UPDATE rule runs a session-level SET.
 constexpr absl::string_view kSessionStateFunctions[] = {
+    "pg_settings",
     "set_config",
     "pg_advisory_lock",
     "pg_advisory_lock_shared",
@@ -340,6 +342,10 @@ class Classifier {
     // Rules that hold wherever the word appears. TEMP/TEMPORARY only as a
     // bare keyword: a quoted "temp" is an ordinary name.
     if (is_word) {
+      if (in_copy_ && (absl::EqualsIgnoreCase(text, "STDIN") ||
+                       absl::EqualsIgnoreCase(text, "STDOUT"))) {
+        info_.copy_stdio = true;
+      }
       if (absl::EqualsIgnoreCase(text, "TEMP") ||
           absl::EqualsIgnoreCase(text, "TEMPORARY") ||
           IsSessionStateName(text)) {
@@ -353,6 +359,7 @@ class Classifier {
   // The first word of a statement (after any `(`).
   void OnFirstWord(absl::string_view word) {
     if (statements_ == 1) info_.first_keyword = absl::AsciiStrToUpper(word);
+    in_copy_ = absl::EqualsIgnoreCase(word, "COPY");
     if (IsOneOf(word, kTransactionControlStatements)) {
       info_.transaction_control = true;
     } else if (IsOneOf(word, kSessionStateStatements)) {
@@ -368,6 +375,7 @@ class Classifier {
   void EndStatement() {
     if (!in_statement_) return;
     in_statement_ = false;
+    in_copy_ = false;
     // A statement cut short after SET or PREPARE is a syntax error; flag it
     // anyway rather than reason about what it might have been.
     if (expect_ == Expect::kSetScope || expect_ == Expect::kPrepareName ||
@@ -380,6 +388,7 @@ class Classifier {
   SqlInfo info_;
   int statements_ = 0;  // Non-empty statements seen so far.
   bool in_statement_ = false;
+  bool in_copy_ = false;  // the current statement starts with COPY
   Expect expect_ = Expect::kFirstWord;
 };
 

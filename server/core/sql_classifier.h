@@ -63,6 +63,9 @@ struct SqlInfo {
   // Transaction-scoped variants (pg_advisory_xact_lock, SET LOCAL) are not
   // session state. Keywords and names compare case-insensitively.
   bool changes_session_state = false;
+  // A COPY ... FROM STDIN / TO STDOUT: it streams data over the connection's
+  // copy sub-protocol, which the broker does not offer.
+  bool copy_stdio = false;
 };
 
 SqlInfo ClassifySql(absl::string_view sql);

@@ -43,6 +43,11 @@ absl::StatusOr<bool> Check(const RunRequest& request) {
           "(autocommit) and ExecuteBatch wraps all its statements in one transaction, so the "
           "broker controls transactions"));
     }
+    if (info.copy_stdio) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "COPY ... FROM STDIN / TO STDOUT streams data over a protocol the broker does "
+                 "not offer; use INSERT ... VALUES with parameters, or SELECT"));
+    }
     if (info.max_placeholder != static_cast<int>(s.params.size())) {
       return absl::InvalidArgumentError(
           info.max_placeholder == 0
@@ -60,8 +65,8 @@ absl::StatusOr<bool> Check(const RunRequest& request) {
 }  // namespace
 
 // One call's progress: waiting for a connection, running, finished. The mutex
-// orders cancellation against completion, so a cancel request can never hit
-// a connection after it went back to the pool.
+// and the in-flight count order cancellation against completion, so a cancel
+// request can never hit a connection after it went back to the pool.
 class StatementRunner::Call final : public RunningCall,
                                     public std::enable_shared_from_this<Call> {
  public:
@@ -102,23 +107,47 @@ class StatementRunner::Call final : public RunningCall,
       running = phase_ == Phase::kRunning;
     }
     if (wait != 0) runner_.pool_.CancelWait(wait);
-    if (running) {
-      // Sending a cancel request opens a socket to PostgreSQL: not on the
-      // caller's (gRPC) thread; the timer thread does it right away.
-      auto self = shared_from_this();
-      runner_.timers_.Schedule(runner_.clock_.Now(),
-                               [self] { self->SendCancel(Reason::kCaller); });
-    }
+    if (running) RequestCancel(Reason::kCaller);
   }
 
  private:
   enum class Phase { kWaiting, kRunning, kFinished };
 
+  // Never blocks: a cancel request opens a socket to PostgreSQL, so it is
+  // sent from the runner's cancel executor, not from a gRPC or timer thread.
+  void RequestCancel(Reason reason) {
+    auto self = shared_from_this();
+    runner_.cancel_executor_.Post([self, reason] { self->SendCancel(reason); });
+  }
+
   void SendCancel(Reason reason) {
+    storage::DbConnection* conn;
+    {
+      MutexLock lock(&mu_);
+      if (phase_ != Phase::kRunning) return;
+      if (reason_ == Reason::kNone) reason_ = reason;
+      conn = running_on_;
+      ++cancels_in_flight_;  // completion waits for it before reusing conn
+    }
+    conn->Cancel();
     MutexLock lock(&mu_);
-    if (phase_ != Phase::kRunning || reason_ != Reason::kNone) return;
-    reason_ = reason;
-    running_on_->Cancel();  // under mu_: completion waits until it is sent
+    --cancels_in_flight_;
+    cancel_sent_.SignalAll();
+    // PostgreSQL ignores a cancel that arrives between two statements; the
+    // connection's own cancel flag stops the next one, and a repeat every
+    // second covers a statement that started just as the request went out.
+    if (phase_ == Phase::kRunning && resend_timer_ == 0) {
+      auto self = shared_from_this();
+      resend_timer_ = runner_.timers_.Schedule(runner_.clock_.Now() + absl::Seconds(1), [self] {
+        Reason again;
+        {
+          MutexLock lock(&self->mu_);
+          self->resend_timer_ = 0;
+          again = self->reason_;
+        }
+        self->RequestCancel(again);
+      });
+    }
   }
 
   void OnConnection(absl::StatusOr<PooledConnection> acquired) {
@@ -155,7 +184,7 @@ class StatementRunner::Call final : public RunningCall,
     if (deadline != absl::InfiniteFuture()) {
       auto self = shared_from_this();
       const Reason why = caller_first ? Reason::kDeadline : Reason::kMaxDuration;
-      timer = runner_.timers_.Schedule(deadline, [self, why] { self->SendCancel(why); });
+      timer = runner_.timers_.Schedule(deadline, [self, why] { self->RequestCancel(why); });
     }
 
     storage::ExecuteOptions options;
@@ -174,13 +203,19 @@ class StatementRunner::Call final : public RunningCall,
     }
 
     Reason reason;
+    TimerQueue::TimerId resend;
     {
       MutexLock lock(&mu_);
       phase_ = Phase::kFinished;
+      // No cancel may touch the connection once it is back in the pool.
+      while (cancels_in_flight_ > 0) cancel_sent_.Wait(&mu_);
       running_on_ = nullptr;
       reason = reason_;
+      resend = std::exchange(resend_timer_, 0);
     }
     if (timer != 0) runner_.timers_.Cancel(timer);
+    if (resend != 0) runner_.timers_.Cancel(resend);
+    conn->ClearCancel();
     const absl::Duration took = runner_.clock_.Now() - started;
 
     if (!out.ok() && reason != Reason::kNone) {
@@ -211,23 +246,25 @@ class StatementRunner::Call final : public RunningCall,
     const std::optional<std::string> sqlstate = storage::SqlStateOf(status);
     if (!sqlstate.has_value() || *sqlstate != kQueryCanceled) return status;
     const std::string after = absl::FormatDuration(absl::Trunc(took, absl::Milliseconds(1)));
+    // The server's own message goes last: in a batch it names the statement
+    // that was stopped.
     absl::Status explained;
     switch (reason) {
       case Reason::kDeadline:
         explained = absl::DeadlineExceededError(absl::StrCat(
-            "the call's deadline passed while the statement was running (after ", after,
-            "), so PostgreSQL cancelled it; nothing of it was committed [SQLSTATE 57014]"));
+            "the call's deadline passed while its SQL was running (after ", after,
+            "), so PostgreSQL cancelled it and nothing of it was committed: ", status.message()));
         break;
       case Reason::kMaxDuration:
         explained = absl::DeadlineExceededError(absl::StrCat(
-            "the statement ran longer than BROKER_MAX_STATEMENT_DURATION (",
+            "the SQL ran longer than BROKER_MAX_STATEMENT_DURATION (",
             absl::FormatDuration(runner_.options_.max_statement_duration),
-            ") and PostgreSQL cancelled it [SQLSTATE 57014]"));
+            "), so PostgreSQL cancelled it and nothing of it was committed: ", status.message()));
         break;
       case Reason::kCaller:
         explained = absl::CancelledError(absl::StrCat(
-            "the call was cancelled, so PostgreSQL cancelled its statement (after ", after,
-            ") [SQLSTATE 57014]"));
+            "the call was cancelled, so PostgreSQL cancelled its SQL (after ", after,
+            ") and nothing of it was committed: ", status.message()));
         break;
       case Reason::kNone:
         return status;
@@ -264,11 +301,19 @@ class StatementRunner::Call final : public RunningCall,
   bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
   Reason reason_ ABSL_GUARDED_BY(mu_) = Reason::kNone;
   storage::DbConnection* running_on_ ABSL_GUARDED_BY(mu_) = nullptr;
+  int cancels_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  CondVar cancel_sent_;
+  TimerQueue::TimerId resend_timer_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-StatementRunner::StatementRunner(ConnectionPool& pool, TimerQueue& timers, const Clock& clock,
+StatementRunner::StatementRunner(ConnectionPool& pool, TimerQueue& timers,
+                                 Executor& cancel_executor, const Clock& clock,
                                  RunnerOptions options)
-    : pool_(pool), timers_(timers), clock_(clock), options_(std::move(options)) {}
+    : pool_(pool),
+      timers_(timers),
+      cancel_executor_(cancel_executor),
+      clock_(clock),
+      options_(std::move(options)) {}
 
 absl::Status StatementRunner::Validate(const RunRequest& request) {
   return Check(request).status();

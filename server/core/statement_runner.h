@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "server/core/clock.h"
 #include "server/core/connection_pool.h"
+#include "server/core/executor.h"
 #include "server/core/timer_queue.h"
 #include "server/storage/value.h"
 
@@ -73,8 +74,10 @@ class StatementRunner final {
   using Results = std::vector<storage::QueryResult>;
   using Callback = absl::AnyInvocable<void(absl::StatusOr<Results>) &&>;
 
-  StatementRunner(ConnectionPool& pool, TimerQueue& timers, const Clock& clock,
-                  RunnerOptions options);
+  // `cancel_executor` sends cancel requests to PostgreSQL (a network round
+  // trip each), away from gRPC and timer threads.
+  StatementRunner(ConnectionPool& pool, TimerQueue& timers, Executor& cancel_executor,
+                  const Clock& clock, RunnerOptions options);
   StatementRunner(const StatementRunner&) = delete;
   StatementRunner& operator=(const StatementRunner&) = delete;
 
@@ -94,6 +97,7 @@ class StatementRunner final {
 
   ConnectionPool& pool_;
   TimerQueue& timers_;
+  Executor& cancel_executor_;
   const Clock& clock_;
   const RunnerOptions options_;
   std::atomic<int64_t> statements_{0};

@@ -20,10 +20,11 @@
 namespace sessionbroker::storage {
 
 struct ExecuteOptions {
-  // A result whose rows would take more than this many bytes fails with
-  // RESOURCE_EXHAUSTED instead of being returned (0 = unlimited). Counted as the
-  // payload size of every cell plus a small per-cell overhead, while converting,
-  // so an oversized result is abandoned early.
+  // A result that would take more than this many bytes on the wire fails with
+  // RESOURCE_EXHAUSTED instead of being returned (0 = unlimited). Counted
+  // while converting, as an upper bound of the serialized response (cells,
+  // rows, column metadata, command tag), so an oversized result is abandoned
+  // early and an oversized batch fails before COMMIT.
   size_t max_result_bytes = 0;
 };
 
@@ -52,9 +53,19 @@ class DbConnection {
   // re-applies the broker's baseline settings.
   virtual absl::Status ResetSession() = 0;
 
-  // Asks the server to cancel the statement now running on this connection, if
-  // any. Thread-safe; returns without waiting for the statement to stop.
+  // Stops the work in progress: asks the server to cancel the statement now
+  // running, if any, and makes every later Execute/ExecuteBatch step on this
+  // connection (the next statement of a batch, its COMMIT, a new call) fail
+  // at once with SQLSTATE 57014 instead of starting, until ClearCancel(). So
+  // a cancel that reaches the server between two statements, where
+  // PostgreSQL ignores it, still stops the batch, which is rolled back.
+  // Thread-safe; sends the request and returns without waiting for the
+  // statement to stop.
   virtual void Cancel() = 0;
+
+  // Forgets an earlier Cancel(). Called by the owner once no further Cancel()
+  // can arrive for the finished work, before the connection is reused.
+  virtual void ClearCancel() = 0;
 
   // True once the connection is known to be unusable (lost, or failed in a way
   // that leaves its state unknown). A broken connection is never reused.

@@ -6,6 +6,7 @@
 #include <new>
 #include <optional>
 #include <pqxx/pqxx>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -66,13 +67,18 @@ constexpr char kBaselineSettingsSql[] =
 
 // Names a result's non-built-in types. For arrays it also gives the element
 // type to decode with (a domain's base type, since the server reports domain
-// values with their base type's OID anyway).
+// values with their base type's OID anyway). Every name is qualified, also the
+// operators, so that nothing on the session's search_path can change what it
+// runs.
 constexpr char kTypeLookupSql[] =
     "SELECT t.oid, t.typname, "
-    "CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 "
-    "THEN CASE WHEN e.typtype = 'd' THEN e.typbasetype ELSE e.oid END ELSE 0 END "
-    "FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem "
-    "WHERE t.oid = ANY($1::pg_catalog.oid[])";
+    "CASE WHEN t.typcategory OPERATOR(pg_catalog.=) 'A' "
+    "AND t.typelem OPERATOR(pg_catalog.<>) 0::pg_catalog.oid "
+    "THEN CASE WHEN e.typtype OPERATOR(pg_catalog.=) 'd' THEN e.typbasetype ELSE e.oid END "
+    "ELSE 0::pg_catalog.oid END "
+    "FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e "
+    "ON e.oid OPERATOR(pg_catalog.=) t.typelem "
+    "WHERE t.oid OPERATOR(pg_catalog.=) ANY($1::pg_catalog.oid[])";
 
 // libpqxx 6.4 keeps result::cmd_status() (PQcmdStatus, the command tag)
 // private, with no public accessor and no way to reach the PGresult. Access
@@ -236,13 +242,13 @@ std::vector<const char*> Pointers(const ParamTexts& texts) {
   return out;
 }
 
-// libpq conninfo handling for messages and for the default connect_timeout.
-// Only what the broker needs: finding the password (to keep it out of every
-// message) and whether connect_timeout is set.
+// libpq conninfo handling for messages and for the defaults of
+// PqxxConnector::Options. Only what the broker needs: finding the password (to
+// keep it out of every message) and which parameters are set.
 struct ConninfoParts {
   std::string redacted;  // the conninfo without its password
   std::string password;
-  bool has_connect_timeout = false;
+  std::set<std::string> keys;  // the parameters it sets (in a URL: in its query)
   bool is_url = false;
 };
 
@@ -253,7 +259,7 @@ void RedactUrlQuery(absl::string_view query, ConninfoParts* parts) {
       parts->password = std::string(param.substr(9));
       continue;
     }
-    if (absl::StartsWith(param, "connect_timeout=")) parts->has_connect_timeout = true;
+    parts->keys.insert(std::string(param.substr(0, param.find('='))));
     kept.push_back(param);
   }
   if (!kept.empty()) absl::StrAppend(&parts->redacted, "?", absl::StrJoin(kept, "&"));
@@ -308,7 +314,7 @@ ConninfoParts ParseKeyValues(absl::string_view s) {
     skip_space();
     if (i >= s.size() || s[i] != '=') {
       // Not something libpq accepts either; show nothing of it.
-      return ConninfoParts{"(an unparseable connection string)", "", false, false};
+      return ConninfoParts{"(an unparseable connection string)", "", {}, false};
     }
     ++i;
     skip_space();
@@ -331,7 +337,7 @@ ConninfoParts ParseKeyValues(absl::string_view s) {
       parts.password = value;
       continue;
     }
-    if (key == "connect_timeout") parts.has_connect_timeout = true;
+    parts.keys.insert(std::string(key));
     kept.push_back(absl::StrCat(key, "=", s.substr(value_start, i - value_start)));
   }
   parts.redacted = absl::StrJoin(kept, " ");
@@ -345,14 +351,32 @@ ConninfoParts ParseConninfo(absl::string_view conninfo) {
   return ParseKeyValues(conninfo);
 }
 
-std::string WithConnectTimeout(const std::string& conninfo, const ConninfoParts& parts,
-                               int timeout_seconds) {
-  if (parts.has_connect_timeout || timeout_seconds <= 0) return conninfo;
-  if (parts.is_url) {
-    return absl::StrCat(conninfo, conninfo.find('?') == std::string::npos ? "?" : "&",
-                        "connect_timeout=", timeout_seconds);
+std::string WithDefaults(const std::string& conninfo, const ConninfoParts& parts,
+                         const PqxxConnector::Options& options) {
+  const std::pair<const char*, int> defaults[] = {
+      {"connect_timeout", options.connect_timeout_seconds},
+      {"keepalives", 1},
+      {"keepalives_idle", options.keepalives_idle_seconds},
+      {"keepalives_interval", options.keepalives_interval_seconds},
+      {"keepalives_count", options.keepalives_count},
+      {"tcp_user_timeout", options.tcp_user_timeout_ms},
+  };
+  std::string out = conninfo;
+  for (const auto& [key, value] : defaults) {
+    if (value <= 0 || parts.keys.count(key) > 0) continue;
+    if (parts.is_url) {
+      const char* separator = "&";
+      if (out.find('?') == std::string::npos) {
+        separator = "?";
+      } else if (out.back() == '?' || out.back() == '&') {
+        separator = "";
+      }
+      absl::StrAppend(&out, separator, key, "=", value);
+    } else {
+      absl::StrAppend(&out, out.empty() ? "" : " ", key, "=", value);
+    }
   }
-  return absl::StrCat(conninfo, " connect_timeout=", timeout_seconds);
+  return out;
 }
 
 // libpq does not echo passwords in its messages, except when it quotes a
@@ -397,6 +421,8 @@ class PqxxConnection final : public DbConnection {
     if (IsBroken()) return BrokenError();
     absl::StatusOr<ParamTexts> params = EncodeParams(statement.params);
     if (!params.ok()) return params.status();
+    if (Cancelled()) return CancelledError();
+    absl::StatusOr<QueryResult> out;
     size_t result_bytes = 0;
     try {
       // exec_params uses the extended protocol even without parameters, so
@@ -404,58 +430,40 @@ class PqxxConnection final : public DbConnection {
       pqxx::nontransaction tx(*conn_);
       const pqxx::result result =
           tx.exec_params(statement.sql, pqxx::prepare::make_dynamic_params(Pointers(*params)));
-      return ConvertResult(tx, result, options.max_result_bytes, &result_bytes);
+      out = ConvertResult(tx, result, /*in_batch=*/false, options.max_result_bytes, &result_bytes);
     } catch (...) {
       return StatusFromException();
     }
+    // Only now that no transaction object uses the connection.
+    if (close_after_call_) MarkBroken();
+    return out;
   }
 
   absl::StatusOr<std::vector<QueryResult>> ExecuteBatch(absl::Span<const Statement> statements,
                                                         const ExecuteOptions& options) override {
     if (IsBroken()) return BrokenError();
     const size_t n = statements.size();
-    auto statement_prefix = [n](size_t k) {
-      return absl::StrCat("statement ", k + 1, " of ", n, ": ");
-    };
     std::vector<ParamTexts> params;
     params.reserve(n);
     for (size_t k = 0; k < n; ++k) {
       absl::StatusOr<ParamTexts> p = EncodeParams(statements[k].params);
-      if (!p.ok()) return WithPrefix(p.status(), statement_prefix(k));
+      if (!p.ok()) return WithPrefix(p.status(), StatementPrefix(k, n));
       params.push_back(*std::move(p));
     }
-    std::vector<QueryResult> results;
-    results.reserve(n);
-    size_t result_bytes = 0;
-    size_t k = 0;  // the statement running; n while committing
-    try {
-      pqxx::work tx(*conn_);
-      for (; k < n; ++k) {
-        const pqxx::result result = tx.exec_params(
-            statements[k].sql, pqxx::prepare::make_dynamic_params(Pointers(params[k])));
-        absl::StatusOr<QueryResult> converted =
-            ConvertResult(tx, result, options.max_result_bytes, &result_bytes);
-        // Leaving the scope rolls the transaction back.
-        if (!converted.ok()) return WithPrefix(converted.status(), statement_prefix(k));
-        results.push_back(*std::move(converted));
-      }
-      tx.commit();
-    } catch (...) {
-      const absl::Status status = StatusFromException();
-      return WithPrefix(
-          status, k < n ? statement_prefix(k) : absl::StrCat("commit of ", n, " statements: "));
-    }
+    if (Cancelled()) return WithPrefix(CancelledError(), StatementPrefix(0, n));
+    absl::StatusOr<std::vector<QueryResult>> results = RunBatch(statements, params, options);
+    if (!results.ok()) EndFailedBatch();
     return results;
   }
 
   absl::Status Ping() override {
     if (IsBroken()) return BrokenError();
     try {
-      // An empty query over the simple protocol: the cheapest round trip, and
-      // one that succeeds even inside a failed transaction (which is the
-      // session's business, not a sign of a bad connection).
+      // A real statement rather than an empty query: it fails in a session
+      // stuck in a failed transaction (25P02), which would fail every
+      // statement of the connection's next user.
       pqxx::nontransaction tx(*conn_);
-      tx.exec("");
+      tx.exec("SELECT 1");
       return absl::OkStatus();
     } catch (...) {
       const absl::Status status = StatusFromException();
@@ -485,33 +493,155 @@ class PqxxConnection final : public DbConnection {
   }
 
   void Cancel() override {
+    // First, so that a request reaching the server between two statements
+    // (where PostgreSQL ignores it) still stops the next one.
+    cancelled_.store(true, std::memory_order_release);
     absl::MutexLock lock(&close_mu_);
     if (closed_) return;
     try {
       conn_->cancel_query();
     } catch (...) {
-      // Best effort: the statement's deadline still ends the wait for it.
+      // Best effort: the flag stops the next step, and the statement's
+      // deadline still ends the wait for this one.
     }
   }
+
+  void ClearCancel() override { cancelled_.store(false, std::memory_order_release); }
 
   bool IsBroken() const override { return broken_.load(std::memory_order_acquire); }
 
   int BackendPid() const override { return backend_pid_; }
 
  private:
+  static std::string StatementPrefix(size_t k, size_t n) {
+    return absl::StrCat("statement ", k + 1, " of ", n, ": ");
+  }
+
+  bool Cancelled() const { return cancelled_.load(std::memory_order_acquire); }
+
+  // What the server would have said had the cancel request hit a statement.
+  static absl::Status CancelledError() {
+    return SqlError("57014", "canceling statement due to user request");
+  }
+
+  // The batch proper: BEGIN, the statements, COMMIT. On failure the
+  // transaction may still be open (aborted or not); the caller ends it.
+  //
+  // BEGIN and COMMIT are sent as plain statements rather than through
+  // pqxx::work, whose commit() cannot tell a COMMIT from the ROLLBACK that
+  // PostgreSQL silently answers for an aborted transaction.
+  absl::StatusOr<std::vector<QueryResult>> RunBatch(absl::Span<const Statement> statements,
+                                                    const std::vector<ParamTexts>& params,
+                                                    const ExecuteOptions& options) {
+    const size_t n = statements.size();
+    const std::string commit_prefix = absl::StrCat("commit of ", n, " statements: ");
+    std::vector<QueryResult> results;
+    results.reserve(n);
+    size_t result_bytes = 0;
+    size_t k = 0;  // the statement running; n while committing
+    bool committing = false;
+    try {
+      pqxx::nontransaction tx(*conn_);
+      tx.exec("BEGIN");
+      for (; k < n; ++k) {
+        if (Cancelled()) return WithPrefix(CancelledError(), StatementPrefix(k, n));
+        const pqxx::result result = tx.exec_params(
+            statements[k].sql, pqxx::prepare::make_dynamic_params(Pointers(params[k])));
+        absl::StatusOr<QueryResult> converted =
+            ConvertResult(tx, result, /*in_batch=*/true, options.max_result_bytes, &result_bytes);
+        if (!converted.ok()) return WithPrefix(converted.status(), StatementPrefix(k, n));
+        if (absl::Status ended = CheckTransactionNotEnded(converted->command_tag); !ended.ok()) {
+          return WithPrefix(ended, StatementPrefix(k, n));
+        }
+        results.push_back(*std::move(converted));
+      }
+      if (Cancelled()) return WithPrefix(CancelledError(), commit_prefix);
+      committing = true;
+      const pqxx::result commit = tx.exec("COMMIT");
+      if (CommandTag(commit) != "COMMIT") {
+        // Only an error the adapter did not see can get here; the server has
+        // ended the transaction either way.
+        return absl::AbortedError(
+            absl::StrCat(commit_prefix,
+                         "PostgreSQL rolled the transaction back instead of committing it (an "
+                         "earlier error had aborted it); nothing of the batch was applied"));
+      }
+    } catch (...) {
+      const absl::Status status = StatusFromException();
+      if (committing && IsBroken() && status.code() == absl::StatusCode::kUnavailable) {
+        return Recode(status, absl::StatusCode::kUnknown,
+                      absl::StrCat(commit_prefix,
+                                   "the connection was lost during COMMIT, so whether the "
+                                   "transaction was applied is unknown; check before retrying: "));
+      }
+      return WithPrefix(status, k < n ? StatementPrefix(k, n) : commit_prefix);
+    }
+    return results;
+  }
+
+  // A statement of a batch must not end the batch's transaction: what ran
+  // after it would be committed statement by statement (or not at all), and
+  // the final COMMIT would succeed with a warning.
+  static absl::Status CheckTransactionNotEnded(absl::string_view command_tag) {
+    const char* consequence = nullptr;
+    if (command_tag == "COMMIT") {
+      consequence = "; the statements before it had already been committed by it";
+    } else if (command_tag == "PREPARE TRANSACTION") {
+      consequence =
+          "; the statements before it had been prepared as a two-phase transaction by it (see "
+          "pg_prepared_xacts)";
+    } else if (command_tag == "ROLLBACK") {
+      consequence = "; nothing of the batch was applied";
+    } else {
+      return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        command_tag,
+        " is not allowed in a batch: the broker begins and commits a batch's transaction itself, "
+        "so the batch was stopped here",
+        consequence));
+  }
+
+  // Leaves the session outside any transaction after a failed batch, or the
+  // connection broken: a session left inside a transaction (aborted or not)
+  // would make its next user's statements fail, or join them to this
+  // transaction. A second try covers a cancel request that was still on its
+  // way when the batch stopped and hit the first ROLLBACK.
+  void EndFailedBatch() {
+    if (close_after_call_) MarkBroken();
+    for (int attempt = 0; attempt < 2 && !IsBroken(); ++attempt) {
+      try {
+        pqxx::nontransaction tx(*conn_);
+        // Without an open transaction the server only warns (discarded).
+        tx.exec("ROLLBACK");
+        return;
+      } catch (...) {
+        StatusFromException().IgnoreError();
+      }
+    }
+    MarkBroken();
+  }
+
+  // `in_batch`: the statement ran inside the batch's transaction, which a
+  // failure of the adapter's own queries must not abort.
   absl::StatusOr<QueryResult> ConvertResult(pqxx::transaction_base& tx, const pqxx::result& result,
-                                            size_t max_bytes, size_t* used_bytes) {
+                                            bool in_batch, size_t max_bytes, size_t* used_bytes) {
     QueryResult out;
     out.command_tag = CommandTag(result);
-    const pqxx::row::size_type num_columns = result.columns();
-    if (out.command_tag.empty() && num_columns > 0) {
-      // Only COPY ... FROM STDIN / TO STDOUT leaves a result with columns but
-      // no command tag: libpq is now in copy mode, which its next exec call
-      // ends (failing the COPY); nothing of it can be returned.
+    if (out.command_tag.empty()) {
+      // Every completed statement has a command tag. A result without one is
+      // the start of COPY ... FROM STDIN / TO STDOUT (libpq is now in copy
+      // mode, which the next call would have to end: draining all of a COPY
+      // TO, or failing a COPY FROM) or an empty query; libpqxx 6.4 does not
+      // tell them apart. Closing the connection is the one way out that
+      // costs nothing now and cannot leave a half-done COPY behind.
+      close_after_call_ = true;
       return absl::UnimplementedError(
-          "COPY FROM STDIN / TO STDOUT is not supported through the broker; use INSERT ... VALUES "
-          "or SELECT");
+          "COPY FROM STDIN / TO STDOUT is not supported through the broker (use INSERT ... "
+          "VALUES or SELECT), and neither is an empty statement; the statement produced no "
+          "command tag, so its connection was closed");
     }
+    const pqxx::row::size_type num_columns = result.columns();
     out.columns.resize(num_columns);
     std::vector<uint32_t> element_oids(num_columns);
     bool any_unknown = false;
@@ -523,11 +653,27 @@ class PqxxConnection final : public DbConnection {
       element_oids[c] = ArrayElementType(column.type_oid);
       any_unknown = any_unknown || column.type_name.empty();
     }
-    if (any_unknown) NameUnknownTypes(tx, &out.columns, &element_oids);
+    if (any_unknown) NameUnknownTypes(tx, in_batch, &out.columns, &element_oids);
 
+    // Counted as the result is converted, so an oversized one is abandoned
+    // early (see value_text.h for why the count bounds the response).
+    auto over_cap = [&](size_t bytes) {
+      *used_bytes += bytes;
+      return max_bytes > 0 && *used_bytes > max_bytes;
+    };
+    auto too_large = [&] {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "result exceeds ", max_bytes,
+          " bytes (BROKER_MAX_RESULT_BYTES); add a LIMIT or page with WHERE/ORDER BY",
+          in_batch ? "; the batch was rolled back"
+                   : "; the statement itself ran to completion and, outside a batch, its "
+                     "changes were committed"));
+    };
+    if (over_cap(ResultHeaderBytes(out))) return too_large();
     const pqxx::result::size_type num_rows = result.size();
     out.rows.reserve(num_rows);
     for (pqxx::result::size_type r = 0; r < num_rows; ++r) {
+      if (over_cap(kResultRowOverheadBytes)) return too_large();
       const pqxx::row row = result[r];
       std::vector<Value> values;
       values.reserve(num_columns);
@@ -546,12 +692,7 @@ class PqxxConnection final : public DbConnection {
           }
           values.push_back(*std::move(value));
         }
-        *used_bytes += ResultBytes(values.back());
-        if (max_bytes > 0 && *used_bytes > max_bytes) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "result exceeds ", max_bytes,
-              " bytes (BROKER_MAX_RESULT_BYTES); add a LIMIT or page with WHERE/ORDER BY"));
-        }
+        if (over_cap(ResultBytes(values.back()))) return too_large();
       }
       out.rows.push_back(std::move(values));
     }
@@ -561,10 +702,14 @@ class PqxxConnection final : public DbConnection {
 
   // Fills in the names of non-built-in types (enums, domains' arrays,
   // composite and extension types) from the shared cache, asking the server
-  // for the ones nobody has seen yet. Runs in the caller's transaction, as
-  // libpqxx allows only one at a time; if the lookup fails the names stay
-  // empty and the values are still returned (as text).
-  void NameUnknownTypes(pqxx::transaction_base& tx, std::vector<Column>* columns,
+  // for the ones nobody has seen yet. Runs on the caller's transaction object,
+  // as libpqxx allows only one at a time. If the lookup fails the names stay
+  // empty and the values are still returned (as text): in autocommit the
+  // failed lookup is a transaction of its own; inside a batch it runs under a
+  // savepoint, so that its failure does not abort the batch's transaction
+  // (whose COMMIT would then roll back). Undoing the savepoint does fail the
+  // batch if it fails.
+  void NameUnknownTypes(pqxx::transaction_base& tx, bool in_batch, std::vector<Column>* columns,
                         std::vector<uint32_t>* element_oids) {
     std::vector<uint32_t> missing;
     for (const Column& column : *columns) {
@@ -573,6 +718,8 @@ class PqxxConnection final : public DbConnection {
       }
     }
     if (!missing.empty()) {
+      if (in_batch) tx.exec("SAVEPOINT sessionbroker_type_lookup");
+      bool failed = false;
       try {
         const pqxx::result found =
             tx.exec_params(kTypeLookupSql, absl::StrCat("{", absl::StrJoin(missing, ","), "}"));
@@ -585,9 +732,14 @@ class PqxxConnection final : public DbConnection {
           if (!types_->Find(oid).has_value()) types_->Insert(oid, PqxxTypeCache::Entry{});
         }
       } catch (const pqxx::sql_error&) {
-        // The names stay empty; the statement itself succeeded.
+        failed = true;
       } catch (const pqxx::transaction_rollback&) {
-        // Likewise.
+        failed = true;
+      }
+      if (in_batch) {
+        tx.exec(failed ? "ROLLBACK TO SAVEPOINT sessionbroker_type_lookup; "
+                         "RELEASE SAVEPOINT sessionbroker_type_lookup"
+                       : "RELEASE SAVEPOINT sessionbroker_type_lookup");
       }
     }
     for (size_t c = 0; c < columns->size(); ++c) {
@@ -689,6 +841,11 @@ class PqxxConnection final : public DbConnection {
   const std::shared_ptr<PqxxTypeCache> types_;
   const int backend_pid_;
   std::atomic<bool> broken_{false};
+  // Set by Cancel() (any thread), cleared by ClearCancel().
+  std::atomic<bool> cancelled_{false};
+  // Set when a result may have left libpq in copy mode: the call then closes
+  // the connection, once no transaction object uses it. Owner thread only.
+  bool close_after_call_ = false;
 
   // Orders Cancel() (any thread) against closing the connection (the owner
   // thread, or destruction): cancel_query() reads the libpq connection.
@@ -704,12 +861,17 @@ PqxxConnector::PqxxConnector(std::string conninfo)
 PqxxConnector::PqxxConnector(std::string conninfo, Options options)
     : types_(std::make_shared<PqxxTypeCache>()) {
   ConninfoParts parts = ParseConninfo(conninfo);
-  conninfo_ = WithConnectTimeout(conninfo, parts, options.connect_timeout_seconds);
+  conninfo_ = WithDefaults(conninfo, parts, options);
   redacted_ = std::move(parts.redacted);
   password_ = std::move(parts.password);
 }
 
 PqxxConnector::~PqxxConnector() = default;
+
+std::string ConninfoWithDefaults(const std::string& conninfo,
+                                 const PqxxConnector::Options& options) {
+  return WithDefaults(conninfo, ParseConninfo(conninfo), options);
+}
 
 absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
   const std::string where =

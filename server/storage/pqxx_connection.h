@@ -11,6 +11,20 @@
 //    (IsBroken) and every call on it returns UNAVAILABLE.
 //  - ExecuteBatch runs in its own BEGIN/COMMIT, so it must not be called while
 //    the session has a transaction open (its COMMIT would end that one too).
+//    It returns OK only if PostgreSQL answered its COMMIT with COMMIT; a
+//    statement of the batch that ends the transaction itself (COMMIT,
+//    ROLLBACK, PREPARE TRANSACTION) fails the batch. After a failed batch the
+//    session is outside any transaction (a ROLLBACK is sent), or the
+//    connection is broken.
+//  - Cancel() is sticky, as DbConnection says: after it, Execute and
+//    ExecuteBatch fail with SQLSTATE 57014 before starting any statement or
+//    COMMIT, until ClearCancel().
+//  - A statement whose result has no command tag (COPY ... FROM STDIN / TO
+//    STDOUT, or an empty statement) fails with UNIMPLEMENTED and leaves the
+//    connection broken: libpq may be in the middle of a COPY, which the next
+//    call would have to drain or abort.
+//  - Ping() runs SELECT 1, so a session stuck in a failed transaction fails
+//    it (and the connection is then broken).
 //  - Errors follow sql_error.h; a lost connection is UNAVAILABLE whatever the
 //    SQLSTATE, and a COMMIT whose outcome is unknown is UNKNOWN.
 //
@@ -36,11 +50,32 @@ class PqxxTypeCache;
 
 class PqxxConnector final : public DbConnector {
  public:
+  // Defaults added to the conninfo, each only if the conninfo does not set
+  // that parameter itself; 0 (or less) adds nothing for it. keepalives=1
+  // (libpq's own default) is added too, to state what the others rely on.
   struct Options {
-    // Used as libpq's connect_timeout unless the conninfo sets one: without a
-    // timeout a host that drops packets blocks Connect() for minutes, and no
-    // deadline of the broker can interrupt it.
+    // libpq's connect_timeout: without a timeout a host that drops packets
+    // blocks Connect() for minutes, and no deadline of the broker can
+    // interrupt it.
     int connect_timeout_seconds = 10;
+    // TCP keepalive (libpq's keepalives=1, keepalives_idle,
+    // keepalives_interval, keepalives_count) and tcp_user_timeout (libpq 12+,
+    // milliseconds; Linux). A server that vanished without closing the socket
+    // (host down, network partition, a NAT or load balancer that forgot the
+    // flow) otherwise leaves a read blocked until the kernel gives up: over
+    // two hours with Linux's keepalive defaults, about 15 minutes of
+    // retransmissions for unacknowledged data. The blocked read holds its
+    // worker and connection past every deadline of the broker, whose cancel
+    // request cannot reach the server either. With these defaults a dead
+    // peer is noticed within about a minute (30 s idle, then 3 probes 10 s
+    // apart; data unacknowledged for 60 s), the call fails with UNAVAILABLE
+    // and the connection is broken. A long statement on a live server is not
+    // affected: the server's kernel answers the probes. Ignored for
+    // Unix-domain sockets.
+    int keepalives_idle_seconds = 30;
+    int keepalives_interval_seconds = 10;
+    int keepalives_count = 3;
+    int tcp_user_timeout_ms = 60000;
   };
 
   // `conninfo` is a libpq connection string: a URL
@@ -60,11 +95,18 @@ class PqxxConnector final : public DbConnector {
 
  private:
   // Set once by the constructor.
-  std::string conninfo_;  // as given, plus connect_timeout
+  std::string conninfo_;  // ConninfoWithDefaults(as given, options)
   std::string redacted_;  // for messages: without the password
   std::string password_;  // scrubbed from libpq's messages, never shown
   const std::shared_ptr<PqxxTypeCache> types_;
 };
+
+// The connection string Connect() gives libpq: `conninfo` plus each default of
+// `options` it does not set itself, in its own syntax (URL query parameters or
+// key=value pairs). It holds the password if `conninfo` does, so it is for
+// tests, never for messages or logs.
+std::string ConninfoWithDefaults(const std::string& conninfo,
+                                 const PqxxConnector::Options& options);
 
 }  // namespace sessionbroker::storage
 

@@ -476,4 +476,12 @@ size_t ResultBytes(const Value& value) {
   return kResultCellOverheadBytes + payload;
 }
 
+size_t ResultHeaderBytes(const QueryResult& result) {
+  size_t bytes = kResultOverheadBytes + result.command_tag.size();
+  for (const Column& column : result.columns) {
+    bytes += kResultColumnOverheadBytes + column.name.size() + column.type_name.size();
+  }
+  return bytes;
+}
+
 }  // namespace sessionbroker::storage

@@ -77,12 +77,39 @@ absl::StatusOr<Value> ArrayFromText(uint32_t element_oid, absl::string_view text
 // (send binary data as bytes), or an unknown kind.
 absl::StatusOr<std::optional<std::string>> ParameterText(const Value& value);
 
-// What one value costs against ExecuteOptions::max_result_bytes: its payload
-// (1 byte for bool, 8 for int64 and double, the text length for the
-// string-like kinds, the sum of the elements for arrays) plus
-// kResultCellOverheadBytes for the value itself and for every array element.
+// Result-size accounting for ExecuteOptions::max_result_bytes. Each figure is
+// an upper bound of what its part takes in the serialized response
+// (protobuf): a length-delimited field costs at most 6 bytes of framing (a
+// one-byte tag and a length varint of at most 5 bytes, protobuf messages being
+// under 2 GiB) and a varint at most 10 bytes. So a result that passes the cap
+// here never exceeds it on the wire, and one that would is refused while it is
+// converted, before a batch commits. Summing a few integers per row and per
+// value keeps the count cheap.
+
+// One value, or one element of an array: its entry in a Row or ArrayValue and
+// its oneof field (12 bytes of framing at most), with room for an int64's
+// varint (up to 10 bytes, counted as 8 of payload).
 inline constexpr size_t kResultCellOverheadBytes = 16;
+// One row's entry in the response (6 bytes at most): a row without columns
+// still costs this much.
+inline constexpr size_t kResultRowOverheadBytes = 8;
+// One column's entry, the framing of its name and type name, and its type OID
+// (24 bytes at most), on top of the name and type name themselves.
+inline constexpr size_t kResultColumnOverheadBytes = 32;
+// One result's entry in a batch response, its rows_affected and the framing of
+// its command tag (23 bytes at most), on top of the command tag itself.
+inline constexpr size_t kResultOverheadBytes = 32;
+
+// What one value costs: its payload (1 byte for bool, 8 for int64 and double,
+// the text length for the string-like kinds, the sum of the elements for
+// arrays) plus kResultCellOverheadBytes for the value itself and for every
+// array element.
 size_t ResultBytes(const Value& value);
+
+// What a result costs apart from its rows (which it ignores):
+// kResultOverheadBytes plus its command tag, and for each column
+// kResultColumnOverheadBytes plus its name and type name.
+size_t ResultHeaderBytes(const QueryResult& result);
 
 }  // namespace sessionbroker::storage
 

@@ -13,6 +13,9 @@
 namespace sessionbroker::transport {
 namespace {
 
+constexpr char kDrainingMessage[] =
+    "the broker is shutting down; retry on another instance";
+
 absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   const auto deadline = context.deadline();
   if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
@@ -55,6 +58,9 @@ class SessionBrokerService::RunReactor final : public grpc::ServerUnaryReactor {
     FinishOnce(absl::OkStatus(), /*from_start=*/true);
   }
 
+  // Ends the call without running anything.
+  void FinishNow(absl::Status status) { Finish(ToGrpcStatus(status, context_)); }
+
   void OnCancel() override {
     std::shared_ptr<core::RunningCall> call;
     {
@@ -95,6 +101,11 @@ class SessionBrokerService::RunReactor final : public grpc::ServerUnaryReactor {
 SessionBrokerService::SessionBrokerService(core::StatementRunner& runner, size_t max_result_bytes)
     : runner_(runner), max_result_bytes_(max_result_bytes) {}
 
+grpc::ServerUnaryReactor* SessionBrokerService::RejectDraining(
+    grpc::CallbackServerContext* context) {
+  return Reject(context, absl::UnavailableError(kDrainingMessage));
+}
+
 grpc::ServerUnaryReactor* SessionBrokerService::Reject(grpc::CallbackServerContext* context,
                                                        const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -105,10 +116,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::Reject(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerContext* context,
                                                         const v1::ExecuteRequest* request,
                                                         v1::ExecuteResponse* response) {
-  if (draining_.load()) {
-    return Reject(context, absl::UnavailableError(
-                               "the broker is shutting down; retry on another instance"));
-  }
+  if (draining_.load()) return RejectDraining(context);
   core::RunRequest run;
   run.deadline = DeadlineOf(*context);
   absl::StatusOr<std::vector<storage::Value>> params = ParamsFromProto(request->params(), "");
@@ -117,6 +125,12 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   // Invalid SQL requests (empty, several statements, placeholder count) are
   // refused by the runner before it touches the pool.
   auto* reactor = new RunReactor(*this, context);
+  // Counted in flight first, checked second: StartDraining() either sees
+  // this call in WaitForIdle or this call sees the drain.
+  if (draining_.load()) {
+    reactor->FinishNow(absl::UnavailableError(kDrainingMessage));
+    return reactor;
+  }
   reactor->Start(std::move(run),
                  [this, response](core::StatementRunner::Results&& results) -> absl::Status {
                    ResultToProto(std::move(results.front()), response);
@@ -133,10 +147,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(
     grpc::CallbackServerContext* context, const v1::ExecuteBatchRequest* request,
     v1::ExecuteBatchResponse* response) {
-  if (draining_.load()) {
-    return Reject(context, absl::UnavailableError(
-                               "the broker is shutting down; retry on another instance"));
-  }
+  if (draining_.load()) return RejectDraining(context);
   core::RunRequest run;
   run.batch = true;
   run.deadline = DeadlineOf(*context);
@@ -149,6 +160,12 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(
     run.statements.push_back(storage::Statement{s.sql(), *std::move(params)});
   }
   auto* reactor = new RunReactor(*this, context);
+  // Counted in flight first, checked second: StartDraining() either sees
+  // this call in WaitForIdle or this call sees the drain.
+  if (draining_.load()) {
+    reactor->FinishNow(absl::UnavailableError(kDrainingMessage));
+    return reactor;
+  }
   reactor->Start(std::move(run),
                  [this, response](core::StatementRunner::Results&& results) -> absl::Status {
                    for (storage::QueryResult& r : results) {

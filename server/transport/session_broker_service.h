@@ -42,6 +42,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   // Finishes at once with `status` (no database work was started).
   grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
                                    const absl::Status& status);
+  grpc::ServerUnaryReactor* RejectDraining(grpc::CallbackServerContext* context);
   void CallStarted();
   void CallDone();
 

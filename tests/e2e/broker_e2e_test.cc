@@ -106,6 +106,19 @@ class BrokerE2eTest : public ::testing::Test {
     return r.rows[0][0].int64_value;
   }
 
+  // Waits until `n` statements of this broker run in PostgreSQL.
+  void WaitForActiveStatements(int64_t n) {
+    for (int i = 0; i < 500; ++i) {
+      if (AdminCount("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND "
+                     "state = 'active'",
+                     {storage::Value::String(app_name_)}) >= n) {
+        return;
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ADD_FAILURE() << "the broker's statements never became active";
+  }
+
   int64_t BrokerConnections() {
     return AdminCount("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
                       {storage::Value::String(app_name_)});
@@ -271,7 +284,7 @@ TEST_F(BrokerE2eTest, PoolTimeoutFailsWithResourceExhaustedWithinItsBound) {
 TEST_F(BrokerE2eTest, CallerDeadlineShorterThanPoolTimeoutGivesDeadlineExceeded) {
   StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}, {"DB_POOL_TIMEOUT", "30"}});
   std::thread holder([&] { Execute("SELECT pg_sleep(2)"); });
-  absl::SleepFor(absl::Milliseconds(300));
+  WaitForActiveStatements(1);
   auto stub = v1::SessionBroker::NewStub(broker_->NewChannel());
   CallResult waited = Execute("SELECT 1", {}, absl::Milliseconds(300), stub.get());
   holder.join();
@@ -303,6 +316,28 @@ TEST_F(BrokerE2eTest, DeadlineCancelsRunningQueryAndConnectionIsReused) {
   ASSERT_TRUE(pid_after.status.ok()) << pid_after.status.error_message();
   EXPECT_EQ(pid_after.response.rows(0).values(0).int64_value(),
             pid_before.response.rows(0).values(0).int64_value());
+}
+
+TEST_F(BrokerE2eTest, DeadlineStopsABatchBetweenStatementsAndCommitsNothing) {
+  StartBroker();
+  const std::string table = absl::StrCat("e2e_batch_deadline_", app_name_);
+  ASSERT_TRUE(Execute(absl::StrCat("CREATE TABLE ", table, " (id int)")).status.ok());
+  // Many short statements: the deadline mostly lands between two of them,
+  // where PostgreSQL itself ignores a cancel request.
+  v1::ExecuteBatchRequest batch;
+  batch.add_statements()->set_sql(absl::StrCat("INSERT INTO ", table, " VALUES (1)"));
+  for (int i = 0; i < 300; ++i) {
+    batch.add_statements()->set_sql("SELECT pg_sleep(0.005)");
+  }
+  batch.add_statements()->set_sql(absl::StrCat("INSERT INTO ", table, " VALUES (2)"));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(300)));
+  v1::ExecuteBatchResponse response;
+  grpc::Status status = stub_->ExecuteBatch(&context, batch, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", table)), 0);
+  // The connection is fine afterwards.
+  EXPECT_TRUE(Execute(absl::StrCat("DROP TABLE ", table)).status.ok());
 }
 
 TEST_F(BrokerE2eTest, CancelledCallCancelsQueryInPostgres) {
@@ -389,17 +424,22 @@ TEST_F(BrokerE2eTest, ConnectionBoundHoldsUnderFiftyConcurrentCallers) {
 
 TEST_F(BrokerE2eTest, WaiterLimitRejectsAtOnceWithResourceExhausted) {
   StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}, {"DB_POOL_MAX_WAITERS", "1"}});
-  std::thread holder([&] { Execute("SELECT pg_sleep(2)"); });
-  absl::SleepFor(absl::Milliseconds(300));
+  std::thread holder([&] { Execute("SELECT pg_sleep(3)"); });
+  WaitForActiveStatements(1);
   auto stub2 = v1::SessionBroker::NewStub(broker_->NewChannel());
-  std::thread waiter([&] { Execute("SELECT 1", {}, absl::Seconds(20), stub2.get()); });
-  absl::SleepFor(absl::Milliseconds(300));
+  CallResult waited;
+  std::thread waiter([&] { waited = Execute("SELECT 1", {}, absl::Seconds(20), stub2.get()); });
+  // The waiter cannot be observed from outside; give it time to queue (the
+  // holder keeps the connection for 3 s).
+  absl::SleepFor(absl::Milliseconds(500));
   auto stub3 = v1::SessionBroker::NewStub(broker_->NewChannel());
   CallResult rejected = Execute("SELECT 1", {}, absl::Seconds(20), stub3.get());
   holder.join();
   waiter.join();
   EXPECT_EQ(rejected.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(rejected.status.error_message(), HasSubstr("DB_POOL_MAX_WAITERS"));
+  EXPECT_TRUE(waited.status.ok()) << "the queued caller is served once the holder is done: "
+                                  << waited.status.error_message();
 }
 
 TEST_F(BrokerE2eTest, NoSessionStateLeaksToTheNextCaller) {
@@ -414,6 +454,13 @@ TEST_F(BrokerE2eTest, NoSessionStateLeaksToTheNextCaller) {
 
   ASSERT_TRUE(Execute("SELECT set_config('search_path', 'information_schema', false)").status.ok());
   EXPECT_EQ(Execute("SHOW search_path").response.rows(0).values(0).string_value(), default_path);
+
+  ASSERT_TRUE(Execute("UPDATE pg_settings SET setting = 'pg_catalog' WHERE name = 'search_path'")
+                  .status.ok());
+  EXPECT_EQ(Execute("SHOW search_path").response.rows(0).values(0).string_value(), default_path);
+
+  CallResult copy = Execute("COPY (SELECT 1) TO STDOUT");
+  EXPECT_EQ(copy.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
   ASSERT_TRUE(Execute("CREATE TEMP TABLE leaked_temp (x int)").status.ok());
   CallResult temp = Execute("SELECT to_regclass('pg_temp.leaked_temp') IS NULL");

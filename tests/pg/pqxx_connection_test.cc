@@ -175,6 +175,49 @@ TEST_F(PqxxConnectionTest, MalformedUrlNeverShowsThePassword) {
   EXPECT_THAT(conn.status().message(), Not(HasSubstr("Pass%zzword")));
 }
 
+// BEGIN conninfo defaults
+TEST(ConninfoWithDefaultsTest, AddsTimeoutAndKeepaliveDefaultsToAUrl) {
+  const PqxxConnector::Options defaults;
+  EXPECT_EQ(ConninfoWithDefaults("postgresql://bob:pw@db.example:5432/app", defaults),
+            "postgresql://bob:pw@db.example:5432/app?connect_timeout=10&keepalives=1&"
+            "keepalives_idle=30&keepalives_interval=10&keepalives_count=3&tcp_user_timeout=60000");
+  // After the caller's own query parameters; the ones it sets stay as they are.
+  EXPECT_EQ(ConninfoWithDefaults("postgres://h/app?sslmode=require&keepalives_idle=5&"
+                                 "tcp_user_timeout=1000",
+                                 defaults),
+            "postgres://h/app?sslmode=require&keepalives_idle=5&tcp_user_timeout=1000&"
+            "connect_timeout=10&keepalives=1&keepalives_interval=10&keepalives_count=3");
+  EXPECT_EQ(ConninfoWithDefaults("postgresql://h/app?", defaults),
+            "postgresql://h/app?connect_timeout=10&keepalives=1&keepalives_idle=30&"
+            "keepalives_interval=10&keepalives_count=3&tcp_user_timeout=60000");
+}
+
+TEST(ConninfoWithDefaultsTest, AddsTimeoutAndKeepaliveDefaultsToKeyValuePairs) {
+  const PqxxConnector::Options defaults;
+  EXPECT_EQ(ConninfoWithDefaults("host=h dbname=app keepalives = 0 connect_timeout=3 "
+                                 "password='a b'",
+                                 defaults),
+            "host=h dbname=app keepalives = 0 connect_timeout=3 password='a b' "
+            "keepalives_idle=30 keepalives_interval=10 keepalives_count=3 tcp_user_timeout=60000");
+  // libpq's defaults and PG* variables, plus ours.
+  EXPECT_EQ(ConninfoWithDefaults("", defaults),
+            "connect_timeout=10 keepalives=1 keepalives_idle=30 keepalives_interval=10 "
+            "keepalives_count=3 tcp_user_timeout=60000");
+}
+
+TEST(ConninfoWithDefaultsTest, ZeroOptionsAddNothingButKeepalives) {
+  PqxxConnector::Options none;
+  none.connect_timeout_seconds = 0;
+  none.keepalives_idle_seconds = 0;
+  none.keepalives_interval_seconds = 0;
+  none.keepalives_count = 0;
+  none.tcp_user_timeout_ms = 0;
+  EXPECT_EQ(ConninfoWithDefaults("host=h", none), "host=h keepalives=1");
+  EXPECT_EQ(ConninfoWithDefaults("postgresql://h/db?keepalives=0", none),
+            "postgresql://h/db?keepalives=0");
+}
+// END conninfo defaults
+
 TEST_F(PqxxConnectionTest, ConnectionsOutliveTheirConnector) {
   auto connector = std::make_unique<PqxxConnector>(url_);
   absl::StatusOr<std::unique_ptr<DbConnection>> conn = connector->Connect();
@@ -543,15 +586,43 @@ TEST_F(PqxxConnectionTest, RefusesSeveralStatementsInOneString) {
   EXPECT_EQ(Scalar(*conn_, "SELECT count(*) FROM multi"), Value::Int64(0));
 }
 
-TEST_F(PqxxConnectionTest, CopyIsRefusedAndLeavesTheConnectionUsable) {
-  Must(*conn_, "CREATE TEMP TABLE copied (id int)");
-  absl::Status out = RunStatus(*conn_, "COPY (SELECT 1) TO STDOUT");
+TEST_F(PqxxConnectionTest, CopyToStdoutIsRefusedAndTheConnectionIsNeverReused) {
+  absl::Status out =
+      RunStatus(*conn_,
+                "COPY (SELECT g, repeat('x', 100) FROM generate_series(1, 100000) g) "
+                "TO STDOUT");
   EXPECT_EQ(out.code(), absl::StatusCode::kUnimplemented) << out;
-  EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
-  absl::Status in = RunStatus(*conn_, "COPY copied FROM STDIN");
+  EXPECT_THAT(out.message(), HasSubstr("COPY FROM STDIN / TO STDOUT is not supported"));
+  // libpq is mid-COPY: the connection must not reach another caller.
+  EXPECT_TRUE(conn_->IsBroken());
+  EXPECT_EQ(RunStatus(*conn_, "SELECT 1").code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(conn_->Ping().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(PqxxConnectionTest, CopyFromStdinIsRefusedEvenWithoutColumnsAndInABatch) {
+  const std::string table = UniqueName("sb_copy_in");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  std::unique_ptr<DbConnection> watcher = Connect();
+  ASSERT_NE(watcher, nullptr);
+
+  // A table without columns gives a COPY result with neither columns nor tag.
+  Must(*conn_, "CREATE TEMP TABLE no_columns ()");
+  absl::Status in = RunStatus(*conn_, "COPY no_columns FROM STDIN");
   EXPECT_EQ(in.code(), absl::StatusCode::kUnimplemented) << in;
-  EXPECT_EQ(Scalar(*conn_, "SELECT count(*) FROM copied"), Value::Int64(0));
-  EXPECT_FALSE(conn_->IsBroken());
+  EXPECT_TRUE(conn_->IsBroken());
+
+  std::unique_ptr<DbConnection> conn = Connect();
+  ASSERT_NE(conn, nullptr);
+  absl::StatusOr<std::vector<QueryResult>> batch =
+      conn->ExecuteBatch({Statement{absl::StrCat("INSERT INTO ", table, " VALUES (1)"), {}},
+                          Statement{absl::StrCat("COPY ", table, " FROM STDIN"), {}}},
+                         ExecuteOptions{});
+  ASSERT_FALSE(batch.ok());
+  EXPECT_EQ(batch.status().code(), absl::StatusCode::kUnimplemented) << batch.status();
+  EXPECT_THAT(batch.status().message(), StartsWith("statement 2 of 2: "));
+  EXPECT_TRUE(conn->IsBroken());
+  EXPECT_EQ(Scalar(*watcher, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(0));
 }
 
 // ---- errors ----
@@ -756,13 +827,84 @@ TEST_F(PqxxConnectionTest, CancelStopsARunningStatementAndKeepsTheConnection) {
   ExpectSqlError(s, absl::StatusCode::kDeadlineExceeded, "57014");
   EXPECT_LT(elapsed, std::chrono::seconds(5));
   EXPECT_FALSE(conn_->IsBroken());
+  conn_->ClearCancel();
   EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
 }
 
-TEST_F(PqxxConnectionTest, CancelWhileIdleIsHarmless) {
+TEST_F(PqxxConnectionTest, CancelRefusesEveryLaterCallUntilClearCancel) {
+  const std::string table = UniqueName("sb_cancel_sticky");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  const std::string insert = absl::StrCat("INSERT INTO ", table, " VALUES ($1)");
   conn_->Cancel();
   conn_->Cancel();
+
+  absl::Status s = RunStatus(*conn_, insert, {Value::Int64(1)});
+  ExpectSqlError(s, absl::StatusCode::kDeadlineExceeded, "57014");
+  absl::StatusOr<std::vector<QueryResult>> batch =
+      conn_->ExecuteBatch({Statement{insert, {Value::Int64(2)}}}, ExecuteOptions{});
+  ASSERT_FALSE(batch.ok());
+  ExpectSqlError(batch.status(), absl::StatusCode::kDeadlineExceeded, "57014");
+  EXPECT_THAT(batch.status().message(), StartsWith("statement 1 of 1: "));
   EXPECT_FALSE(conn_->IsBroken());
+
+  conn_->ClearCancel();
+  // Neither statement ran; now they do.
+  EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(0));
+  Must(*conn_, insert, {Value::Int64(3)});
+  ASSERT_TRUE(conn_->ExecuteBatch({Statement{insert, {Value::Int64(4)}}}, ExecuteOptions{}).ok());
+  EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(2));
+}
+
+// What a connection's session is doing, as the server sees it ("idle",
+// "idle in transaction", "idle in transaction (aborted)", ...).
+std::string SessionState(DbConnection& watcher, int pid) {
+  absl::StatusOr<QueryResult> r = watcher.Execute(
+      Statement{"SELECT state FROM pg_stat_activity WHERE pid = $1", {Value::Int64(pid)}},
+      ExecuteOptions{});
+  if (!r.ok() || r->rows.size() != 1) return absl::StrCat("<unknown: ", r.status().ToString(), ">");
+  return r->rows[0][0].text;
+}
+
+TEST_F(PqxxConnectionTest, CancelStopsALongBatchBetweenStatementsAndCommitsNothing) {
+  // Most of the time goes to round trips, when the server is idle and would
+  // ignore a cancel request: the flag must stop the batch anyway.
+  const std::string table = UniqueName("sb_cancel_long");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  constexpr int kStatements = 5000;
+  std::vector<Statement> statements;
+  for (int i = 0; i < kStatements; ++i) {
+    statements.push_back(
+        Statement{absl::StrCat("INSERT INTO ", table, " VALUES ($1)"), {Value::Int64(i)}});
+  }
+  std::unique_ptr<DbConnection> watcher = Connect();
+  ASSERT_NE(watcher, nullptr);
+  std::thread canceller([&] {
+    // Until the batch has started inserting.
+    for (int i = 0; i < 500; ++i) {
+      absl::StatusOr<QueryResult> r =
+          watcher->Execute(Statement{"SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND "
+                                     "strpos(query, $2) > 0",
+                                     {Value::Int64(conn_->BackendPid()), Value::String(table)}},
+                           ExecuteOptions{});
+      if (r.ok() && r->rows.at(0).at(0) == Value::Int64(1)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    conn_->Cancel();
+  });
+  absl::StatusOr<std::vector<QueryResult>> batch =
+      conn_->ExecuteBatch(statements, ExecuteOptions{});
+  canceller.join();
+  ASSERT_FALSE(batch.ok()) << "the batch finished before the cancel";
+  ExpectSqlError(batch.status(), absl::StatusCode::kDeadlineExceeded, "57014");
+  EXPECT_THAT(batch.status().message(),
+              AllOf(StartsWith("statement "), HasSubstr(absl::StrCat(" of ", kStatements, ": "))));
+  EXPECT_EQ(Scalar(*watcher, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(0));
+  EXPECT_FALSE(conn_->IsBroken());
+  EXPECT_EQ(SessionState(*watcher, conn_->BackendPid()), "idle");
+  conn_->ClearCancel();
   EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
 }
 
@@ -823,14 +965,20 @@ TEST_F(PqxxConnectionTest, ConnectionTerminatedMidStatementIsUnavailableAndBroke
   EXPECT_TRUE(conn_->IsBroken());
 }
 
-TEST_F(PqxxConnectionTest, PingWorksAndSurvivesAFailedTransaction) {
+TEST_F(PqxxConnectionTest, PingWorksOnAHealthySession) {
   EXPECT_TRUE(conn_->Ping().ok());
-  Must(*conn_, "BEGIN");
-  EXPECT_FALSE(RunStatus(*conn_, "SELECT 1 / 0").ok());
   EXPECT_TRUE(conn_->Ping().ok());
   EXPECT_FALSE(conn_->IsBroken());
-  EXPECT_TRUE(conn_->ResetSession().ok());
   EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
+}
+
+TEST_F(PqxxConnectionTest, PingFailsInsideAFailedTransactionAndBreaksTheConnection) {
+  Must(*conn_, "BEGIN");
+  EXPECT_FALSE(RunStatus(*conn_, "SELECT 1 / 0").ok());
+  const absl::Status ping = conn_->Ping();
+  EXPECT_FALSE(ping.ok());
+  EXPECT_THAT(ping.message(), StartsWith("ping failed: "));
+  EXPECT_TRUE(conn_->IsBroken());
 }
 
 // ---- batches ----
@@ -879,6 +1027,93 @@ TEST_F(PqxxConnectionTest, BatchIsAllOrNothing) {
   EXPECT_EQ(Scalar(*other, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(1));
 }
 
+TEST_F(PqxxConnectionTest, FailedBatchLeavesTheSessionOutsideAnyTransaction) {
+  std::unique_ptr<DbConnection> watcher = Connect();
+  ASSERT_NE(watcher, nullptr);
+  const Statement ok{"SELECT 1", {}};
+  const std::vector<std::vector<Statement>> failing = {
+      {ok, Statement{"SELECT 1 / 0", {}}},
+      {ok, Statement{"SELECT repeat('x', 5000)", {}}},  // over the cap below
+      {ok, Statement{"SELECT * FROM no_such_table_sb", {}}, ok},
+  };
+  for (const std::vector<Statement>& statements : failing) {
+    SCOPED_TRACE(statements[1].sql);
+    EXPECT_FALSE(conn_->ExecuteBatch(statements, ExecuteOptions{1000}).ok());
+    EXPECT_FALSE(conn_->IsBroken());
+    EXPECT_EQ(SessionState(*watcher, conn_->BackendPid()), "idle");
+    EXPECT_TRUE(conn_->Ping().ok());
+  }
+}
+
+TEST_F(PqxxConnectionTest, BatchStatementThatEndsTheTransactionFailsTheBatch) {
+  const std::string table = UniqueName("sb_batch_txctl");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  std::unique_ptr<DbConnection> watcher = Connect();
+  ASSERT_NE(watcher, nullptr);
+  const std::string count = absl::StrCat("SELECT count(*) FROM ", table);
+  auto insert = [&](int id) {
+    return Statement{absl::StrCat("INSERT INTO ", table, " VALUES (", id, ")"), {}};
+  };
+
+  // Without the check, the second INSERT would run in autocommit and the
+  // batch would report success.
+  absl::StatusOr<std::vector<QueryResult>> rolled_back =
+      conn_->ExecuteBatch({insert(1), Statement{"ROLLBACK", {}}, insert(2)}, ExecuteOptions{});
+  ASSERT_FALSE(rolled_back.ok());
+  EXPECT_EQ(rolled_back.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(rolled_back.status().message(),
+              StartsWith("statement 2 of 3: ROLLBACK is not allowed in a batch"));
+  EXPECT_EQ(Scalar(*watcher, count), Value::Int64(0));
+
+  absl::StatusOr<std::vector<QueryResult>> committed =
+      conn_->ExecuteBatch({insert(1), Statement{"COMMIT", {}}, insert(2)}, ExecuteOptions{});
+  ASSERT_FALSE(committed.ok());
+  EXPECT_EQ(committed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(committed.status().message(),
+              AllOf(StartsWith("statement 2 of 3: COMMIT is not allowed in a batch"),
+                    HasSubstr("already been committed")));
+  EXPECT_EQ(Scalar(*watcher, count), Value::Int64(1));
+  EXPECT_FALSE(conn_->IsBroken());
+  EXPECT_EQ(SessionState(*watcher, conn_->BackendPid()), "idle");
+}
+
+TEST_F(PqxxConnectionTest, BatchCommitsWhenNamingAResultTypeFails) {
+  // The type's name cannot be sent in LATIN1, so looking it up fails after
+  // the statement itself succeeded. That must neither abort the batch's
+  // transaction (turning its COMMIT into a silent ROLLBACK) nor fail it.
+  ASSERT_EQ(Scalar(*conn_, "SHOW server_encoding"), Value::String("UTF8"))
+      << "this test needs a UTF8 database";
+  const std::string type = UniqueName("sb_mood") + "_\u65e5\u672c";
+  const std::string table = UniqueName("sb_lookup_fails");
+  Must(*conn_, absl::StrCat("CREATE TYPE \"", type, "\" AS ENUM ('ok')"));
+  CleanUpWith(absl::StrCat("DROP TYPE \"", type, "\""));
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int, v \"", type, "\")"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  Must(*conn_, absl::StrCat("INSERT INTO ", table, " VALUES (0, 'ok')"));
+
+  absl::StatusOr<std::vector<QueryResult>> batch =
+      conn_->ExecuteBatch({Statement{"SET LOCAL client_encoding = 'LATIN1'", {}},
+                           Statement{absl::StrCat("INSERT INTO ", table, " VALUES (1, 'ok')"), {}},
+                           Statement{absl::StrCat("SELECT v FROM ", table, " WHERE id = 0"), {}}},
+                          ExecuteOptions{});
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->size(), 3u);
+  const QueryResult& selected = (*batch)[2];
+  ASSERT_EQ(selected.columns.size(), 1u);
+  EXPECT_EQ(selected.columns[0].type_name, "");  // unknown, but the values are there
+  EXPECT_EQ(selected.rows, (std::vector<std::vector<Value>>{{Value::String("ok")}}));
+  std::unique_ptr<DbConnection> other = Connect();
+  ASSERT_NE(other, nullptr);
+  EXPECT_EQ(Scalar(*other, absl::StrCat("SELECT count(*) FROM ", table, " WHERE id = 1")),
+            Value::Int64(1));
+  // SET LOCAL ended with the batch, and the name is found now.
+  EXPECT_EQ(Scalar(*conn_, "SHOW client_encoding"), Value::String("UTF8"));
+  QueryResult again = Must(*conn_, absl::StrCat("SELECT v FROM ", table, " WHERE id = 0"));
+  ASSERT_EQ(again.columns.size(), 1u);
+  EXPECT_EQ(again.columns[0].type_name, type);
+}
+
 TEST_F(PqxxConnectionTest, BatchWithUnsendableParameterRunsNothing) {
   const std::string table = UniqueName("sb_batch_param");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (t text)"));
@@ -913,6 +1148,48 @@ TEST_F(PqxxConnectionTest, ResultOverTheCapIsResourceExhausted) {
   EXPECT_EQ(under->rows.size(), 100u);
   absl::StatusOr<QueryResult> unlimited = Run(*conn_, sql, {}, ExecuteOptions{0});
   ASSERT_TRUE(unlimited.ok()) << unlimited.status();
+}
+
+TEST_F(PqxxConnectionTest, OverCapStatementSaysItRanAndWasCommitted) {
+  const std::string table = UniqueName("sb_cap_returning");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int, t text)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  absl::Status s = Run(*conn_,
+                       absl::StrCat("INSERT INTO ", table,
+                                    " SELECT g, repeat('x', 1000) FROM generate_series(1, 100) g "
+                                    "RETURNING *"),
+                       {}, ExecuteOptions{10000})
+                       .status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_THAT(s.message(),
+              AllOf(HasSubstr("BROKER_MAX_RESULT_BYTES"), HasSubstr("LIMIT"),
+                    HasSubstr("the statement itself ran to completion and, outside a batch, its "
+                              "changes were committed")));
+  EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(100));
+}
+
+TEST_F(PqxxConnectionTest, BatchOverTheCapFailsBeforeCommitting) {
+  const std::string table = UniqueName("sb_cap_batch");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  const Statement insert{absl::StrCat("INSERT INTO ", table, " VALUES (1)"), {}};
+  // Big values, and rows without columns: 60000 of them take 120000 bytes in
+  // the response even though they hold no value at all.
+  const std::vector<std::pair<Statement, size_t>> over_cap = {
+      {Statement{"SELECT repeat('x', 1000) FROM generate_series(1, 100)", {}}, 10000},
+      {Statement{"SELECT FROM generate_series(1, 60000)", {}}, 100000},
+  };
+  for (const auto& [select, cap] : over_cap) {
+    SCOPED_TRACE(select.sql);
+    absl::StatusOr<std::vector<QueryResult>> batch =
+        conn_->ExecuteBatch({insert, select}, ExecuteOptions{cap});
+    ASSERT_FALSE(batch.ok());
+    EXPECT_EQ(batch.status().code(), absl::StatusCode::kResourceExhausted) << batch.status();
+    EXPECT_THAT(batch.status().message(),
+                AllOf(StartsWith(absl::StrCat("statement 2 of 2: result exceeds ", cap)),
+                      HasSubstr("rolled back")));
+    EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(0));
+  }
 }
 
 TEST_F(PqxxConnectionTest, ResultCapCoversTheWholeBatch) {

@@ -21,12 +21,22 @@
 extern char** environ;
 
 namespace sessionbroker::testing {
+namespace {
+
+// ./scripts/dev test points TMPDIR at its own scratch directory, which it
+// removes (stopping any cluster left there) even if a test is killed.
+std::string TempDir() {
+  const char* dir = std::getenv("TMPDIR");
+  return dir != nullptr && *dir != '\0' ? dir : "/tmp";
+}
+
+}  // namespace
 
 BrokerProcess::BrokerProcess(const std::string& database_url,
                              std::map<std::string, std::string> env) {
   address_ = absl::StrCat("127.0.0.1:", FreePort());
-  char log_template[] = "/tmp/sb-broker-log.XXXXXX";
-  const int log_fd = mkstemp(log_template);
+  std::string log_template = TempDir() + "/sb-broker-log.XXXXXX";
+  const int log_fd = mkstemp(log_template.data());
   log_path_ = log_template;
 
   std::map<std::string, std::string> vars;
@@ -134,8 +144,8 @@ int RunCommand(const std::string& command, std::string* output) {
 }
 
 PrivateCluster::PrivateCluster() {
-  char dir_template[] = "/tmp/sb-e2e-pg.XXXXXX";
-  dir_ = mkdtemp(dir_template);
+  std::string dir_template = TempDir() + "/sb-e2e-pg.XXXXXX";
+  dir_ = mkdtemp(dir_template.data());
   // The cluster runs as the postgres user when tests run as root: it must be
   // able to reach the directory.
   chmod(dir_.c_str(), 0755);

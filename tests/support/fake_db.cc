@@ -13,14 +13,15 @@ FakeConnection::~FakeConnection() { owner_->Closed(id_); }
 absl::StatusOr<storage::QueryResult> FakeConnection::Execute(const storage::Statement& statement,
                                                              const storage::ExecuteOptions&) {
   if (broken_.load()) return absl::UnavailableError("fake connection is broken");
-  if (block_until_cancel_.load()) {
+  {
     core::MutexLock lock(&mu_);
-    executing_ = true;
-    changed_.SignalAll();
-    while (!cancel_pending_) changed_.Wait(&mu_);
-    cancel_pending_ = false;
-    executing_ = false;
-    return storage::SqlError("57014", "canceling statement due to user request");
+    if (block_until_cancel_.load()) {
+      executing_ = true;
+      changed_.SignalAll();
+      while (!cancelled_) changed_.Wait(&mu_);
+      executing_ = false;
+    }
+    if (cancelled_) return storage::SqlError("57014", "canceling statement due to user request");
   }
   storage::QueryResult result;
   result.command_tag = "SELECT 1";
@@ -43,11 +44,18 @@ absl::StatusOr<std::vector<storage::QueryResult>> FakeConnection::ExecuteBatch(
 
 void FakeConnection::Cancel() {
   cancels_.fetch_add(1);
-  core::MutexLock lock(&mu_);
-  if (executing_) {
-    cancel_pending_ = true;
-    changed_.SignalAll();
+  if (ignore_cancels_.load() > 0) {
+    ignore_cancels_.fetch_sub(1);
+    return;
   }
+  core::MutexLock lock(&mu_);
+  cancelled_ = true;
+  changed_.SignalAll();
+}
+
+void FakeConnection::ClearCancel() {
+  core::MutexLock lock(&mu_);
+  cancelled_ = false;
 }
 
 void FakeConnection::WaitUntilExecuting() {

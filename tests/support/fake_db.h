@@ -35,13 +35,17 @@ class FakeConnection final : public storage::DbConnection {
   absl::Status Ping() override;
   absl::Status ResetSession() override;
   void Cancel() override;
+  void ClearCancel() override;
   bool IsBroken() const override { return broken_.load(); }
   int BackendPid() const override { return id_; }
 
   int id() const { return id_; }
-  // While set, Execute blocks until Cancel() and then fails like a cancelled
-  // PostgreSQL statement (SQLSTATE 57014).
+  // While set, Execute blocks until Cancel(). After Cancel() and until
+  // ClearCancel(), Execute fails like a cancelled PostgreSQL statement
+  // (SQLSTATE 57014), as the real adapter does.
   void set_block_until_cancel(bool b) { block_until_cancel_.store(b); }
+  // The next `n` Cancel() calls are counted but have no effect.
+  void set_ignore_cancels(int n) { ignore_cancels_.store(n); }
   // Blocks until a statement is executing (for tests that cancel it).
   void WaitUntilExecuting();
   void set_broken(bool b) { broken_.store(b); }
@@ -59,10 +63,11 @@ class FakeConnection final : public storage::DbConnection {
   std::atomic<int> resets_{0};
   std::atomic<int> cancels_{0};
   std::atomic<bool> block_until_cancel_{false};
+  std::atomic<int> ignore_cancels_{0};
   core::Mutex mu_;
   core::CondVar changed_;
   bool executing_ ABSL_GUARDED_BY(mu_) = false;
-  bool cancel_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 class FakeConnector final : public storage::DbConnector {

@@ -128,6 +128,10 @@ TEST(ConfigTest, RedactUrlHidesPasswords) {
   EXPECT_EQ(RedactUrl("host=db user=app password=secret"), "host=db user=app password=***");
   EXPECT_EQ(RedactUrl("postgresql://db/app?user=app&password=secret&sslmode=require"),
             "postgresql://db/app?user=app&password=***&sslmode=require");
+  EXPECT_EQ(RedactUrl("host=db password = s3cretpw user=app"),
+            "host=db password=*** user=app");
+  EXPECT_EQ(RedactUrl("host=db password='a b\\'c' user=app"), "host=db password=*** user=app");
+  EXPECT_EQ(RedactUrl("postgresql://app:p@ss@db/app"), "postgresql://app:***@db/app");
 }
 
 }  // namespace

@@ -1084,6 +1084,7 @@ class CloseHookConnector final : public storage::DbConnector {
     absl::Status Ping() override { return absl::OkStatus(); }
     absl::Status ResetSession() override { return absl::OkStatus(); }
     void Cancel() override {}
+    void ClearCancel() override {}
     bool IsBroken() const override { return false; }
     int BackendPid() const override { return 0; }
 

@@ -589,6 +589,8 @@ INSTANTIATE_TEST_SUITE_P(
         NamedSql{"DoBlockCodeIsOpaque",
                  "DO $$ BEGIN PERFORM 1; END $$"},
         NamedSql{"CallProcedureIsOpaque", "CALL my_proc(1)"},
+        NamedSql{"UpdatePgSettingsRunsASessionSet",
+                 "UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'"},
         NamedSql{"ResetAll", "reset all"},
         NamedSql{"Prepare", "PREPARE p(int) AS SELECT $1"},
         NamedSql{"PrepareAlone", "PREPARE"},
@@ -730,6 +732,20 @@ TEST(SqlClassifierTest, CreateTempTableHasKeywordCreate) {
   const SqlInfo info = ClassifySql("create temp table t (a int)");
   EXPECT_TRUE(info.changes_session_state);
   EXPECT_EQ(info.first_keyword, "CREATE");
+}
+
+
+TEST(SqlClassifierCopyTest, CopyToStdoutAndFromStdinAreFlagged) {
+  EXPECT_TRUE(ClassifySql("COPY t TO STDOUT").copy_stdio);
+  EXPECT_TRUE(ClassifySql("copy t (a, b) from stdin with (format csv)").copy_stdio);
+  EXPECT_TRUE(ClassifySql("COPY (SELECT 1) TO STDOUT").copy_stdio);
+}
+
+TEST(SqlClassifierCopyTest, CopyToAFileOrAWordStdinElsewhereIsNotFlagged) {
+  EXPECT_FALSE(ClassifySql("COPY t TO '/tmp/t.csv'").copy_stdio);
+  EXPECT_FALSE(ClassifySql("SELECT stdin FROM t").copy_stdio);
+  EXPECT_FALSE(ClassifySql("COPY t TO '/tmp/x'; SELECT stdout FROM t").copy_stdio);
+  EXPECT_FALSE(ClassifySql("COPY t FROM 'stdin.csv'").copy_stdio);
 }
 
 }  // namespace

@@ -36,7 +36,8 @@ class StatementRunnerTest : public ::testing::Test {
     options.max_overflow = 0;
     options.pre_ping = false;
     pool_ = std::make_unique<ConnectionPool>(options, connector_, executor_, timers_, clock_);
-    runner_ = std::make_unique<StatementRunner>(*pool_, timers_, clock_, RunnerOptions{});
+    runner_ = std::make_unique<StatementRunner>(*pool_, timers_, executor_, clock_,
+                                                RunnerOptions{});
   }
   ~StatementRunnerTest() override {
     pool_->Close();
@@ -71,6 +72,7 @@ TEST_F(StatementRunnerTest, RunsOneStatementAndReturnsItsResult) {
 TEST_F(StatementRunnerTest, InvalidRequestsFailInlineWithoutTouchingThePool) {
   const std::vector<RunRequest> invalid = {
       One(""), One("  /* only a comment */ ;"), One("SELECT 1; SELECT 2"), One("BEGIN"),
+      One("COPY t TO STDOUT"), One("COPY t FROM STDIN"),
       One("COMMIT"), One("SELECT $1"), One("SELECT 1", {storage::Value::Int64(1)}),
       RunRequest{{}, /*batch=*/true, absl::InfiniteFuture()}};
   for (const RunRequest& request : invalid) {
@@ -156,11 +158,12 @@ class StatementRunnerCancelTest : public ::testing::Test {
     pool_ = std::make_unique<ConnectionPool>(options, connector_, executor_, timers_, clock_);
     RunnerOptions runner_options;
     runner_options.max_statement_duration = absl::Minutes(5);
-    runner_ = std::make_unique<StatementRunner>(*pool_, timers_, clock_, runner_options);
+    runner_ = std::make_unique<StatementRunner>(*pool_, timers_, cancels_, clock_, runner_options);
   }
   ~StatementRunnerCancelTest() override {
     pool_->Close();
     executor_.Shutdown();
+    cancels_.Shutdown();
   }
 
   // Starts `request`, returns once its statement blocks in the fake.
@@ -198,6 +201,7 @@ class StatementRunnerCancelTest : public ::testing::Test {
   FakeClock clock_;
   TimerQueue timers_{clock_};
   ThreadPoolExecutor executor_{2, "test-worker"};
+  ThreadPoolExecutor cancels_{1, "test-cancel"};
   FakeConnector connector_;
   std::unique_ptr<ConnectionPool> pool_;
   std::unique_ptr<StatementRunner> runner_;
@@ -243,6 +247,45 @@ TEST_F(StatementRunnerCancelTest, CallerCancellationCancelsTheStatementAndKeepsT
   for (int i = 0; i < 1000 && pool_->Stats().idle != 1; ++i) absl::SleepFor(absl::Milliseconds(1));
   EXPECT_EQ(pool_->Stats().idle, 1);
   EXPECT_EQ(pool_->Stats().invalidated, 0);
+}
+
+TEST_F(StatementRunnerCancelTest, ConnectionCancelFlagIsClearedBeforeTheNextCaller) {
+  std::shared_ptr<RunningCall> call = StartBlocking(One("SELECT pg_sleep(30)"));
+  call->Cancel();
+  ASSERT_EQ(Wait().status().code(), absl::StatusCode::kCancelled);
+  connector_.connection(1)->set_block_until_cancel(false);
+  {
+    MutexLock lock(&mu_);
+    result_.reset();
+  }
+  runner_->Run(One("SELECT 1"), [this](absl::StatusOr<Results> r) {
+    MutexLock lock(&mu_);
+    result_ = std::move(r);
+    done_.SignalAll();
+  });
+  absl::StatusOr<Results> next = Wait();
+  EXPECT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(connector_.connects(), 1) << "the same connection serves the next call";
+}
+
+TEST_F(StatementRunnerCancelTest, CancelIsRepeatedWhileTheStatementKeepsRunning) {
+  RunRequest request = One("SELECT pg_sleep(30)");
+  request.deadline = clock_.Now() + absl::Milliseconds(100);
+  // A connection that ignores the first cancel request, as PostgreSQL does
+  // when it arrives between two statements.
+  StartBlocking(std::move(request));
+  connector_.connection(1)->set_ignore_cancels(1);
+  clock_.Advance(absl::Milliseconds(100));
+  timers_.RunDue();
+  for (int i = 0; i < 5000 && connector_.connection(1)->cancels() < 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(connector_.connection(1)->cancels(), 1);
+  clock_.Advance(absl::Seconds(1));
+  timers_.RunDue();
+  absl::StatusOr<Results> r = Wait();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(connector_.connection(1)->cancels(), 2);
 }
 
 }  // namespace

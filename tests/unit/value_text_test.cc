@@ -317,6 +317,41 @@ TEST(ResultBytesTest, CountsPayloadPlusPerCellOverhead) {
   EXPECT_EQ(ResultBytes(Ints({1, 2})), 3 * kResultCellOverheadBytes + 16);
 }
 
+// The worst case protobuf encodings the constants must cover (tag bytes,
+// length varints of at most 5 bytes, int64 varints of up to 10).
+TEST(ResultBytesTest, CoversTheLargestEncodingOfEachValue) {
+  // Row entry (tag + length) + oneof tag + 10-byte varint of a negative int64.
+  EXPECT_GE(ResultBytes(Value::Int64(-1)), 1u + 1u + 1u + 10u);
+  // Row entry (tag + 5-byte length) + oneof tag + 5-byte length + payload.
+  const std::string big(1 << 20, 'x');
+  EXPECT_GE(ResultBytes(Value::String(big)), 6u + 6u + big.size());
+  // Each element is framed like a value of its own.
+  EXPECT_GE(ResultBytes(Value::Array({Value::Null(), Value::Null()})), 6u + 6u + 2 * (6u + 2u));
+}
+
+TEST(ResultHeaderBytesTest, CountsCommandTagAndEachColumnsNames) {
+  QueryResult result;
+  result.command_tag = "SELECT 2";
+  EXPECT_EQ(ResultHeaderBytes(result), kResultOverheadBytes + 8);
+  result.columns.push_back(Column{"name", 25, "text"});
+  result.columns.push_back(Column{"", 1234, ""});
+  EXPECT_EQ(ResultHeaderBytes(result),
+            kResultOverheadBytes + 8 + 2 * kResultColumnOverheadBytes + 4 + 4);
+  // Rows are not part of it.
+  result.rows.push_back({Value::String("abc"), Value::Null()});
+  EXPECT_EQ(ResultHeaderBytes(result),
+            kResultOverheadBytes + 8 + 2 * kResultColumnOverheadBytes + 4 + 4);
+}
+
+TEST(ResultHeaderBytesTest, OverheadsCoverTheirLargestEncoding) {
+  // A batch's result entry (6) + rows_affected (1 + 10) + command tag framing (6).
+  EXPECT_GE(kResultOverheadBytes, 23u);
+  // Column entry (6) + name framing (6) + type_oid (1 + 5) + type_name framing (6).
+  EXPECT_GE(kResultColumnOverheadBytes, 24u);
+  // A row entry (6), even for a row without columns.
+  EXPECT_GE(kResultRowOverheadBytes, 6u);
+}
+
 TEST(ValueTest, EqualityTreatsNanAsEqualAndSignedZerosAsDifferent) {
   EXPECT_EQ(Value::Double(std::nan("")), Value::Double(std::nan("")));
   EXPECT_NE(Value::Double(0.0), Value::Double(-0.0));
