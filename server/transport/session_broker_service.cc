@@ -36,8 +36,7 @@ absl::Status TooLarge(size_t bytes, size_t limit) {
 // always finds it and the reactor cannot be deleted under Start().
 class SessionBrokerService::RunReactor final : public grpc::ServerUnaryReactor {
  public:
-  // Fills the response from the results; may fail (size limit).
-  using Fill = absl::AnyInvocable<absl::Status(core::StatementRunner::Results&&)>;
+  using Fill = RunFill;
 
   RunReactor(SessionBrokerService& service, grpc::CallbackServerContext* context)
       : service_(service), context_(context) {
@@ -124,24 +123,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   run.statements.push_back(storage::Statement{request->sql(), *std::move(params)});
   // Invalid SQL requests (empty, several statements, placeholder count) are
   // refused by the runner before it touches the pool.
-  auto* reactor = new RunReactor(*this, context);
-  // Counted in flight first, checked second: StartDraining() either sees
-  // this call in WaitForIdle or this call sees the drain.
-  if (draining_.load()) {
-    reactor->FinishNow(absl::UnavailableError(kDrainingMessage));
-    return reactor;
-  }
-  reactor->Start(std::move(run),
-                 [this, response](core::StatementRunner::Results&& results) -> absl::Status {
-                   ResultToProto(std::move(results.front()), response);
-                   const size_t bytes = response->ByteSizeLong();
-                   if (bytes > max_result_bytes_) {
-                     response->Clear();
-                     return TooLarge(bytes, max_result_bytes_);
-                   }
-                   return absl::OkStatus();
-                 });
-  return reactor;
+  return StartRun(context, std::move(run),
+                  [this, response](core::StatementRunner::Results&& results) {
+                    ResultToProto(std::move(results.front()), response);
+                    return CapResponse(response);
+                  });
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(
@@ -159,6 +145,17 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(
     if (!params.ok()) return Reject(context, params.status());
     run.statements.push_back(storage::Statement{s.sql(), *std::move(params)});
   }
+  return StartRun(context, std::move(run),
+                  [this, response](core::StatementRunner::Results&& results) {
+                    for (storage::QueryResult& r : results) {
+                      ResultToProto(std::move(r), response->add_results());
+                    }
+                    return CapResponse(response);
+                  });
+}
+
+grpc::ServerUnaryReactor* SessionBrokerService::StartRun(grpc::CallbackServerContext* context,
+                                                         core::RunRequest run, RunFill fill) {
   auto* reactor = new RunReactor(*this, context);
   // Counted in flight first, checked second: StartDraining() either sees
   // this call in WaitForIdle or this call sees the drain.
@@ -166,19 +163,17 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(
     reactor->FinishNow(absl::UnavailableError(kDrainingMessage));
     return reactor;
   }
-  reactor->Start(std::move(run),
-                 [this, response](core::StatementRunner::Results&& results) -> absl::Status {
-                   for (storage::QueryResult& r : results) {
-                     ResultToProto(std::move(r), response->add_results());
-                   }
-                   const size_t bytes = response->ByteSizeLong();
-                   if (bytes > max_result_bytes_) {
-                     response->Clear();
-                     return TooLarge(bytes, max_result_bytes_);
-                   }
-                   return absl::OkStatus();
-                 });
+  reactor->Start(std::move(run), std::move(fill));
   return reactor;
+}
+
+absl::Status SessionBrokerService::CapResponse(google::protobuf::Message* response) const {
+  // The storage layer already refused results whose upper-bound estimate is
+  // over the limit; this checks the exact size of what will be sent.
+  const size_t bytes = response->ByteSizeLong();
+  if (bytes <= max_result_bytes_) return absl::OkStatus();
+  response->Clear();
+  return TooLarge(bytes, max_result_bytes_);
 }
 
 void SessionBrokerService::StartDraining() { draining_.store(true); }

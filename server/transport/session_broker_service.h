@@ -12,7 +12,10 @@
 #include <atomic>
 #include <cstddef>
 
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "google/protobuf/message.h"
 #include "grpcpp/grpcpp.h"
 #include "server/core/mutex.h"
 #include "server/core/statement_runner.h"
@@ -39,6 +42,14 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
  private:
   class RunReactor;
 
+  // Fills the response from the results; may fail (size limit).
+  using RunFill = absl::AnyInvocable<absl::Status(core::StatementRunner::Results&&)>;
+
+  // Creates the reactor that runs `run` and completes the call.
+  grpc::ServerUnaryReactor* StartRun(grpc::CallbackServerContext* context, core::RunRequest run,
+                                     RunFill fill);
+  // RESOURCE_EXHAUSTED (and an empty response) if it is over the size limit.
+  absl::Status CapResponse(google::protobuf::Message* response) const;
   // Finishes at once with `status` (no database work was started).
   grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
                                    const absl::Status& status);
