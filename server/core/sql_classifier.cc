@@ -40,6 +40,7 @@ bool IsDollarTagCont(char c) { return IsIdentStart(c) || IsDigit(c); }
 constexpr absl::string_view kSessionStateFunctions[] = {
     "pg_settings",
     "set_config",
+    "setseed",
     "pg_advisory_lock",
     "pg_advisory_lock_shared",
     "pg_try_advisory_lock",

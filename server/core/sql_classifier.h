@@ -56,10 +56,11 @@ struct SqlInfo {
   // - the keyword TEMP/TEMPORARY anywhere outside literals, comments and
   //   quoted identifiers (so a column named temp is a false positive);
   // - any name, quoted or not, that starts with pg_temp (pg_temp.t,
-  //   pg_temp_3.t) or is set_config, pg_advisory_lock,
-  //   pg_advisory_lock_shared, pg_try_advisory_lock,
-  //   pg_try_advisory_lock_shared, dblink_connect, dblink_connect_u, lo_open
-  //   (schema-qualified or not, called or merely named).
+  //   pg_temp_3.t) or is pg_settings (its UPDATE rule runs a SET),
+  //   set_config, setseed, pg_advisory_lock, pg_advisory_lock_shared,
+  //   pg_try_advisory_lock, pg_try_advisory_lock_shared, dblink_connect,
+  //   dblink_connect_u, lo_open (schema-qualified or not, called or merely
+  //   named).
   // Transaction-scoped variants (pg_advisory_xact_lock, SET LOCAL) are not
   // session state. Keywords and names compare case-insensitively.
   bool changes_session_state = false;

@@ -589,6 +589,7 @@ INSTANTIATE_TEST_SUITE_P(
         NamedSql{"DoBlockCodeIsOpaque",
                  "DO $$ BEGIN PERFORM 1; END $$"},
         NamedSql{"CallProcedureIsOpaque", "CALL my_proc(1)"},
+        NamedSql{"SetseedSeedsTheSessionsRandom", "SELECT setseed(0.5)"},
         NamedSql{"UpdatePgSettingsRunsASessionSet",
                  "UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'"},
         NamedSql{"ResetAll", "reset all"},
