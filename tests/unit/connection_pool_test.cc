@@ -60,6 +60,14 @@ class ConnectionPoolTest : public ::testing::Test {
     return o;
   }
 
+  // One connection and no overflow: the second caller must wait.
+  static PoolOptions SingleConnection() {
+    PoolOptions o = Options();
+    o.pool_size = 1;
+    o.max_overflow = 0;
+    return o;
+  }
+
   void MakePool(const PoolOptions& options) {
     pool_ = std::make_unique<ConnectionPool>(options, connector_, executor_, timers_, clock_);
   }
@@ -295,9 +303,7 @@ TEST_F(ConnectionPoolTest, ReturnedConnectionIsKeptWhileFewerThanPoolSizeAreIdle
 // ---- Waiters: FIFO, limits ----
 
 TEST_F(ConnectionPoolTest, WaitersAreServedInArrivalOrder) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   MakePool(o);
   const int holder = Acquire();
   RunAll();
@@ -329,9 +335,7 @@ TEST_F(ConnectionPoolTest, WaitersAreServedInArrivalOrder) {
 }
 
 TEST_F(ConnectionPoolTest, WaiterIsServedBeforeNewcomer) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   MakePool(o);
   const int holder = Acquire();
   RunAll();
@@ -354,9 +358,7 @@ TEST_F(ConnectionPoolTest, WaiterIsServedBeforeNewcomer) {
 }
 
 TEST_F(ConnectionPoolTest, WaiterBeyondMaxWaitersIsRejectedAtOnce) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   o.max_waiters = 2;
   MakePool(o);
   const int holder = Acquire();
@@ -386,9 +388,7 @@ TEST_F(ConnectionPoolTest, WaiterBeyondMaxWaitersIsRejectedAtOnce) {
 // ---- Timeouts and deadlines ----
 
 TEST_F(ConnectionPoolTest, WaiterFailsWithResourceExhaustedExactlyWhenThePoolTimeoutPasses) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   o.timeout = absl::Seconds(5);
   MakePool(o);
   const int holder = Acquire();
@@ -412,9 +412,7 @@ TEST_F(ConnectionPoolTest, WaiterFailsWithResourceExhaustedExactlyWhenThePoolTim
 }
 
 TEST_F(ConnectionPoolTest, RequestDeadlineBeforeThePoolTimeoutGivesDeadlineExceeded) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   o.timeout = absl::Seconds(5);
   MakePool(o);
   Acquire();
@@ -430,9 +428,7 @@ TEST_F(ConnectionPoolTest, RequestDeadlineBeforeThePoolTimeoutGivesDeadlineExcee
 }
 
 TEST_F(ConnectionPoolTest, PoolTimeoutBeforeTheRequestDeadlineGivesResourceExhausted) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   o.timeout = absl::Seconds(5);
   MakePool(o);
   Acquire();
@@ -464,9 +460,7 @@ TEST_F(ConnectionPoolTest, DeadlineAlreadyPastFailsAtOnceWithDeadlineExceeded) {
 }
 
 TEST_F(ConnectionPoolTest, ServedWaiterIsNotTimedOutLater) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   o.timeout = absl::Seconds(5);
   MakePool(o);
   const int holder = Acquire();
@@ -487,9 +481,7 @@ TEST_F(ConnectionPoolTest, ServedWaiterIsNotTimedOutLater) {
 // ---- CancelWait ----
 
 TEST_F(ConnectionPoolTest, CancelledWaiterGetsCancelledAndTheNextWaiterIsServed) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   MakePool(o);
   const int holder = Acquire();
   const int w1 = Acquire();
@@ -511,9 +503,7 @@ TEST_F(ConnectionPoolTest, CancelledWaiterGetsCancelledAndTheNextWaiterIsServed)
 }
 
 TEST_F(ConnectionPoolTest, CancelWaitOfAServedRequestIsANoOp) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   MakePool(o);
   const int holder = Acquire();
   const int waiter = Acquire();
@@ -531,9 +521,7 @@ TEST_F(ConnectionPoolTest, CancelWaitOfAServedRequestIsANoOp) {
 }
 
 TEST_F(ConnectionPoolTest, CancelWaitOfATimedOutRequestIsANoOp) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   o.timeout = absl::Seconds(5);
   MakePool(o);
   Acquire();
@@ -839,9 +827,7 @@ TEST_F(ConnectionPoolTest, MarkBrokenClosesTheConnectionOnReturn) {
 }
 
 TEST_F(ConnectionPoolTest, WaiterGetsAFreshConnectionWhenABrokenOneIsDiscarded) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   MakePool(o);
   const int holder = Acquire();
   const int waiter = Acquire();
@@ -872,9 +858,7 @@ TEST_F(ConnectionPoolTest, AcquireFailsWithUnavailableWhenConnectFails) {
 }
 
 TEST_F(ConnectionPoolTest, QueuedWaitersFailFastWhenConnectsFail) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   o.timeout = absl::Seconds(30);
   MakePool(o);
   connector_.set_fail_connects(true);
@@ -917,9 +901,7 @@ TEST_F(ConnectionPoolTest, SlotsComeBackAfterConnectFailures) {
 // ---- Close ----
 
 TEST_F(ConnectionPoolTest, CloseFailsQueuedWaitersWithUnavailable) {
-  PoolOptions o = Options();
-  o.pool_size = 1;
-  o.max_overflow = 0;
+  PoolOptions o = SingleConnection();
   MakePool(o);
   Acquire();
   const int waiter = Acquire();
