@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "server/storage/pqxx_connection.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
+#include "tests/support/broker_fixture.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/grpc_wire.h"
 #include "tests/support/test_env.h"
@@ -31,107 +32,7 @@ using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Le;
 
-constexpr char kService[] = "sessionbroker.v1.SessionBroker";
-
-v1::Value Int(int64_t v) {
-  v1::Value out;
-  out.set_int64_value(v);
-  return out;
-}
-v1::Value Str(const std::string& v) {
-  v1::Value out;
-  out.set_string_value(v);
-  return out;
-}
-
-struct CallResult {
-  grpc::Status status;
-  v1::ExecuteResponse response;
-  std::string sqlstate;  // trailing metadata, if any
-};
-
-std::string SqlStateOf(const grpc::ClientContext& context) {
-  auto it = context.GetServerTrailingMetadata().find("sqlstate");
-  if (it == context.GetServerTrailingMetadata().end()) return "";
-  return std::string(it->second.data(), it->second.size());
-}
-
-class BrokerE2eTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    base_url_ = TestDatabaseUrl();
-    ASSERT_FALSE(base_url_.empty());
-    // A distinct application_name lets the test count exactly this broker's
-    // connections in pg_stat_activity.
-    app_name_ = absl::StrCat("sb_e2e_", getpid(), "_", ++counter_);
-    broker_url_ = absl::StrCat(base_url_, absl::StrContains(base_url_, "?") ? "&" : "?",
-                               "application_name=", app_name_);
-    storage::PqxxConnector connector(base_url_);
-    auto admin = connector.Connect();
-    ASSERT_TRUE(admin.ok()) << admin.status();
-    admin_ = *std::move(admin);
-  }
-
-  void StartBroker(std::map<std::string, std::string> env = {}) {
-    broker_ = std::make_unique<BrokerProcess>(broker_url_, std::move(env));
-    ASSERT_TRUE(broker_->WaitUntilServing()) << "broker did not become SERVING:\n"
-                                             << broker_->Log();
-    stub_ = v1::SessionBroker::NewStub(broker_->channel());
-  }
-
-  CallResult Execute(const std::string& sql, std::vector<v1::Value> params = {},
-                     absl::Duration timeout = absl::Seconds(20),
-                     v1::SessionBroker::Stub* stub = nullptr) {
-    v1::ExecuteRequest request;
-    request.set_sql(sql);
-    for (v1::Value& p : params) *request.add_params() = std::move(p);
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-    CallResult out;
-    out.status = (stub ? stub : stub_.get())->Execute(&context, request, &out.response);
-    out.sqlstate = SqlStateOf(context);
-    return out;
-  }
-
-  // Runs SQL directly on the admin connection (not through the broker).
-  storage::QueryResult Admin(const std::string& sql, std::vector<storage::Value> params = {}) {
-    auto r = admin_->Execute(storage::Statement{sql, std::move(params)}, {});
-    EXPECT_TRUE(r.ok()) << sql << ": " << r.status();
-    return r.ok() ? *std::move(r) : storage::QueryResult{};
-  }
-
-  int64_t AdminCount(const std::string& sql, std::vector<storage::Value> params = {}) {
-    storage::QueryResult r = Admin(sql, std::move(params));
-    if (r.rows.size() != 1 || r.rows[0].size() != 1) return -1;
-    return r.rows[0][0].int64_value;
-  }
-
-  // Waits until `n` statements of this broker run in PostgreSQL.
-  void WaitForActiveStatements(int64_t n) {
-    for (int i = 0; i < 500; ++i) {
-      if (AdminCount("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND "
-                     "state = 'active'",
-                     {storage::Value::String(app_name_)}) >= n) {
-        return;
-      }
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    ADD_FAILURE() << "the broker's statements never became active";
-  }
-
-  int64_t BrokerConnections() {
-    return AdminCount("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-                      {storage::Value::String(app_name_)});
-  }
-
-  std::string base_url_;
-  std::string app_name_;
-  std::string broker_url_;
-  std::unique_ptr<storage::DbConnection> admin_;
-  std::unique_ptr<BrokerProcess> broker_;
-  std::unique_ptr<v1::SessionBroker::Stub> stub_;
-  static inline int counter_ = 0;
-};
+using BrokerE2eTest = BrokerFixture;
 
 TEST_F(BrokerE2eTest, ExecuteReturnsTypedColumnsAndRows) {
   StartBroker();
