@@ -161,6 +161,9 @@ class ConnectionPool final {
 
   PoolStats Stats() const;
   const PoolOptions& options() const { return options_; }
+  // Where the pool runs its callbacks, and where work on a checked-out
+  // connection may block.
+  Executor& executor() const { return executor_; }
 
  private:
   friend class PooledConnection;

@@ -15,20 +15,40 @@ namespace {
 
 constexpr absl::string_view kQueryCanceled = "57014";
 
+using Op = RunRequest::Op;
+
+bool TakesStatements(Op op) {
+  return op == Op::kExecute || op == Op::kBatch || op == Op::kInTransaction;
+}
+
+bool RunsOnGivenConnection(Op op) {
+  return op == Op::kInTransaction || op == Op::kCommit || op == Op::kRollback;
+}
+
 // Checks the request; on success tells whether the connection must be reset
 // afterwards because a statement may leave session state behind.
 absl::StatusOr<bool> Check(const RunRequest& request) {
-  if (request.statements.empty()) {
-    return absl::InvalidArgumentError(request.batch ? "statements is empty: give at least one"
-                                                    : "no statement given");
+  if (RunsOnGivenConnection(request.op) && !request.connection) {
+    return absl::FailedPreconditionError("no transaction is open (no connection was given)");
   }
-  if (!request.batch && request.statements.size() != 1) {
+  if (!TakesStatements(request.op)) {
+    if (!request.statements.empty()) {
+      return absl::InvalidArgumentError("BEGIN, COMMIT and ROLLBACK take no statements");
+    }
+    return false;
+  }
+  const bool several_allowed = request.op != Op::kExecute;
+  if (request.statements.empty()) {
+    return absl::InvalidArgumentError(several_allowed ? "statements is empty: give at least one"
+                                                      : "no statement given");
+  }
+  if (!several_allowed && request.statements.size() != 1) {
     return absl::InvalidArgumentError("Execute runs exactly one statement");
   }
   bool needs_reset = false;
   for (size_t i = 0; i < request.statements.size(); ++i) {
     const storage::Statement& s = request.statements[i];
-    const std::string where = request.batch ? absl::StrCat("statements[", i, "]: ") : "";
+    const std::string where = several_allowed ? absl::StrCat("statements[", i, "]: ") : "";
     const SqlInfo info = ClassifySql(s.sql);
     if (info.empty) return absl::InvalidArgumentError(absl::StrCat(where, "sql is empty"));
     if (info.multiple_statements) {
@@ -40,8 +60,9 @@ absl::StatusOr<bool> Check(const RunRequest& request) {
       return absl::InvalidArgumentError(absl::StrCat(
           where, info.first_keyword,
           " is not allowed here: Execute runs each statement in its own transaction "
-          "(autocommit) and ExecuteBatch wraps all its statements in one transaction, so the "
-          "broker controls transactions"));
+          "(autocommit), ExecuteBatch wraps all its statements in one transaction, and a "
+          "session's transactions are opened and ended with BeginTransaction, Commit and "
+          "Rollback, so the broker controls transactions"));
     }
     if (info.copy_stdio) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -66,13 +87,14 @@ absl::StatusOr<bool> Check(const RunRequest& request) {
 
 // One call's progress: waiting for a connection, running, finished. The mutex
 // and the in-flight count order cancellation against completion, so a cancel
-// request can never hit a connection after it went back to the pool.
+// request can never hit a connection after it went back to the pool (or to
+// the session that owns it).
 class StatementRunner::Call final : public RunningCall,
                                     public std::enable_shared_from_this<Call> {
  public:
-  enum class Reason { kNone, kDeadline, kMaxDuration, kCaller };
+  enum class Reason { kNone, kDeadline, kMaxDuration, kCaller, kAborted };
 
-  Call(StatementRunner& runner, RunRequest request, Callback done, bool needs_reset)
+  Call(StatementRunner& runner, RunRequest request, StepCallback done, bool needs_reset)
       : runner_(runner),
         request_(std::move(request)),
         done_(std::move(done)),
@@ -80,6 +102,14 @@ class StatementRunner::Call final : public RunningCall,
 
   void Start() {
     auto self = shared_from_this();
+    if (RunsOnGivenConnection(request_.op)) {
+      // The connection is ours already; the work blocks, so it runs where
+      // pooled work runs.
+      runner_.pool_.executor().Post([self] {
+        self->OnConnection(std::move(self->request_.connection));
+      });
+      return;
+    }
     const ConnectionPool::WaitId id = runner_.pool_.Acquire(
         AcquireRequest{request_.deadline},
         [self](absl::StatusOr<PooledConnection> conn) mutable {
@@ -90,28 +120,35 @@ class StatementRunner::Call final : public RunningCall,
       MutexLock lock(&mu_);
       if (phase_ == Phase::kWaiting) {
         wait_id_ = id;
-        cancel_now = cancel_requested_;
+        cancel_now = reason_ != Reason::kNone;
       }
     }
     if (cancel_now) runner_.pool_.CancelWait(id);
   }
 
-  void Cancel() override {
+  void Cancel() override { Stop(Reason::kCaller, absl::Status()); }
+  void Abort(absl::Status why) override { Stop(Reason::kAborted, std::move(why)); }
+
+ private:
+  enum class Phase { kWaiting, kRunning, kFinished };
+
+  void Stop(Reason reason, absl::Status why) {
     ConnectionPool::WaitId wait = 0;
     bool running = false;
     {
       MutexLock lock(&mu_);
-      if (phase_ == Phase::kFinished || cancel_requested_) return;
-      cancel_requested_ = true;
+      if (phase_ == Phase::kFinished || stop_requested_) return;
+      stop_requested_ = true;
+      if (reason_ == Reason::kNone) {
+        reason_ = reason;
+        abort_status_ = std::move(why);
+      }
       if (phase_ == Phase::kWaiting) wait = wait_id_;
       running = phase_ == Phase::kRunning;
     }
     if (wait != 0) runner_.pool_.CancelWait(wait);
-    if (running) RequestCancel(Reason::kCaller);
+    if (running) RequestCancel(reason);
   }
-
- private:
-  enum class Phase { kWaiting, kRunning, kFinished };
 
   // Never blocks: a cancel request opens a socket to PostgreSQL, so it is
   // sent from the runner's cancel executor, not from a gRPC or timer thread.
@@ -150,31 +187,92 @@ class StatementRunner::Call final : public RunningCall,
     }
   }
 
+  // The step's work on `conn`; the caller has armed the deadline.
+  absl::StatusOr<Results> Work(storage::DbConnection& conn) {
+    storage::ExecuteOptions options;
+    options.max_result_bytes = runner_.options_.max_result_bytes;
+    switch (request_.op) {
+      case Op::kExecute:
+        if (request_.transaction.IsPlain()) {
+          absl::StatusOr<storage::QueryResult> one = conn.Execute(request_.statements[0], options);
+          if (!one.ok()) return one.status();
+          Results out;
+          out.push_back(*std::move(one));
+          return out;
+        }
+        [[fallthrough]];
+      case Op::kBatch:
+        options.transaction = request_.transaction;
+        return conn.ExecuteBatch(request_.statements, options);
+      case Op::kBegin:
+        if (absl::Status begun = conn.Begin(request_.transaction); !begun.ok()) return begun;
+        return Results{};
+      case Op::kInTransaction: {
+        options.in_transaction = true;
+        Results out;
+        const size_t n = request_.statements.size();
+        for (size_t k = 0; k < n; ++k) {
+          absl::StatusOr<storage::QueryResult> one = conn.Execute(request_.statements[k], options);
+          if (!one.ok()) {
+            if (n == 1) return one.status();
+            return storage::WithPrefix(one.status(),
+                                       absl::StrCat("statement ", k + 1, " of ", n, ": "));
+          }
+          out.push_back(*std::move(one));
+        }
+        return out;
+      }
+      case Op::kCommit:
+        if (absl::Status committed = conn.Commit(); !committed.ok()) return committed;
+        return Results{};
+      case Op::kRollback:
+        if (absl::Status rolled_back = conn.Rollback(); !rolled_back.ok()) return rolled_back;
+        return Results{};
+    }
+    return absl::InternalError("unknown step");
+  }
+
   void OnConnection(absl::StatusOr<PooledConnection> acquired) {
     if (!acquired.ok()) {
-      Finish(acquired.status());
+      absl::Status status = acquired.status();
+      {
+        MutexLock lock(&mu_);
+        if (reason_ == Reason::kAborted) status = abort_status_;
+      }
+      Finish(std::move(status), PooledConnection());
       return;
     }
     PooledConnection conn = *std::move(acquired);
-    bool cancelled;
+    bool stopped;
+    absl::Status abort_status;
     {
       MutexLock lock(&mu_);
-      cancelled = cancel_requested_;
-      phase_ = cancelled ? Phase::kFinished : Phase::kRunning;
-      if (!cancelled) running_on_ = conn.get();
+      stopped = stop_requested_;
+      phase_ = stopped ? Phase::kFinished : Phase::kRunning;
+      if (!stopped) running_on_ = conn.get();
+      if (reason_ == Reason::kAborted) abort_status = abort_status_;
     }
-    if (cancelled) {
-      conn.Release();
-      Finish(absl::CancelledError("the call was cancelled before its statement started"));
+    if (stopped && request_.op != Op::kRollback) {
+      ReleaseAfterFailure(std::move(conn));
+      Finish(abort_status.ok()
+                 ? absl::CancelledError("the call was cancelled before its statement started")
+                 : abort_status,
+             PooledConnection());
       return;
     }
 
     const absl::Time started = runner_.clock_.Now();
-    if (started >= request_.deadline) {
+    if (started >= request_.deadline && request_.op != Op::kRollback) {
       // A slow connect can hand over a connection after the caller gave up.
-      conn.Release();
+      {
+        MutexLock lock(&mu_);
+        phase_ = Phase::kFinished;
+        running_on_ = nullptr;
+      }
+      ReleaseAfterFailure(std::move(conn));
       Finish(absl::DeadlineExceededError(
-          "the call's deadline passed while a database connection was being opened"));
+                 "the call's deadline passed while a database connection was being opened"),
+             PooledConnection());
       return;
     }
     const absl::Time cap = started + runner_.options_.max_statement_duration;
@@ -187,20 +285,7 @@ class StatementRunner::Call final : public RunningCall,
       timer = runner_.timers_.Schedule(deadline, [self, why] { self->RequestCancel(why); });
     }
 
-    storage::ExecuteOptions options;
-    options.max_result_bytes = runner_.options_.max_result_bytes;
-    absl::StatusOr<Results> out;
-    if (request_.batch) {
-      out = conn->ExecuteBatch(request_.statements, options);
-    } else {
-      absl::StatusOr<storage::QueryResult> one = conn->Execute(request_.statements[0], options);
-      if (one.ok()) {
-        out = Results{};
-        out->push_back(*std::move(one));
-      } else {
-        out = one.status();
-      }
-    }
+    absl::StatusOr<Results> out = Work(*conn);
 
     Reason reason;
     TimerQueue::TimerId resend;
@@ -211,6 +296,7 @@ class StatementRunner::Call final : public RunningCall,
       while (cancels_in_flight_ > 0) cancel_sent_.Wait(&mu_);
       running_on_ = nullptr;
       reason = reason_;
+      abort_status = abort_status_;
       resend = std::exchange(resend_timer_, 0);
     }
     if (timer != 0) runner_.timers_.Cancel(timer);
@@ -219,30 +305,61 @@ class StatementRunner::Call final : public RunningCall,
     const absl::Duration took = runner_.clock_.Now() - started;
 
     if (!out.ok() && reason != Reason::kNone) {
-      out = Explain(out.status(), reason, took);
+      out = Explain(out.status(), reason, abort_status, took);
     }
-    runner_.statements_.fetch_add(static_cast<int64_t>(request_.statements.size()),
-                                  std::memory_order_relaxed);
-    if (!out.ok()) runner_.statement_errors_.fetch_add(1, std::memory_order_relaxed);
+    if (TakesStatements(request_.op)) {
+      runner_.statements_.fetch_add(static_cast<int64_t>(request_.statements.size()),
+                                    std::memory_order_relaxed);
+      if (!out.ok()) runner_.statement_errors_.fetch_add(1, std::memory_order_relaxed);
+    }
     if (reason != Reason::kNone) runner_.cancellations_.fetch_add(1, std::memory_order_relaxed);
+    if (runner_.options_.echo) Echo(took, out);
 
-    if (needs_reset_ && !conn->IsBroken()) {
-      runner_.session_resets_.fetch_add(1, std::memory_order_relaxed);
-      const absl::Status reset = conn->ResetSession();
-      if (!reset.ok()) {
-        spdlog::warn("discarding connection pid={}: session reset failed: {}", conn->BackendPid(),
-                     reset.ToString());
+    const bool keep =
+        out.ok() && (request_.op == Op::kBegin || request_.op == Op::kInTransaction);
+    if (keep) {
+      Finish(std::move(out), std::move(conn));
+      return;
+    }
+    if (!out.ok() && request_.op == Op::kInTransaction && !conn->IsBroken()) {
+      // The transaction is aborted on the server; end it before the
+      // connection goes anywhere.
+      if (const absl::Status rolled_back = conn->Rollback(); !rolled_back.ok()) {
         conn.MarkBroken();
       }
     }
-    if (runner_.options_.echo) Echo(took, out);
+    ResetIfNeeded(conn);
     conn.Release();
-    Finish(std::move(out));
+    Finish(std::move(out), PooledConnection());
+  }
+
+  // A connection the step did not use (or whose transaction it must give
+  // up): ends a transaction it may hold, resets it if needed, returns it.
+  void ReleaseAfterFailure(PooledConnection conn) {
+    if (RunsOnGivenConnection(request_.op) && !conn->IsBroken()) {
+      if (const absl::Status rolled_back = conn->Rollback(); !rolled_back.ok()) {
+        conn.MarkBroken();
+      }
+    }
+    ResetIfNeeded(conn);
+    conn.Release();
+  }
+
+  void ResetIfNeeded(PooledConnection& conn) {
+    if (!(needs_reset_ || request_.reset_on_release) || conn->IsBroken()) return;
+    runner_.session_resets_.fetch_add(1, std::memory_order_relaxed);
+    const absl::Status reset = conn->ResetSession();
+    if (!reset.ok()) {
+      spdlog::warn("discarding connection pid={}: session reset failed: {}", conn->BackendPid(),
+                   reset.ToString());
+      conn.MarkBroken();
+    }
   }
 
   // A statement stopped by our cancel request reports SQLSTATE 57014
   // ("canceling statement due to user request"); say why it really stopped.
-  absl::Status Explain(const absl::Status& status, Reason reason, absl::Duration took) const {
+  absl::Status Explain(const absl::Status& status, Reason reason, const absl::Status& aborted,
+                       absl::Duration took) const {
     const std::optional<std::string> sqlstate = storage::SqlStateOf(status);
     if (!sqlstate.has_value() || *sqlstate != kQueryCanceled) return status;
     const std::string after = absl::FormatDuration(absl::Trunc(took, absl::Milliseconds(1)));
@@ -266,6 +383,9 @@ class StatementRunner::Call final : public RunningCall,
             "the call was cancelled, so PostgreSQL cancelled its SQL (after ", after,
             ") and nothing of it was committed: ", status.message()));
         break;
+      case Reason::kAborted:
+        explained = aborted;
+        break;
       case Reason::kNone:
         return status;
     }
@@ -275,31 +395,44 @@ class StatementRunner::Call final : public RunningCall,
 
   void Echo(absl::Duration took, const absl::StatusOr<Results>& out) const {
     const double ms = absl::ToDoubleMilliseconds(took);
+    const std::string status = out.ok() ? "OK" : absl::StatusCodeToString(out.status().code());
+    if (!TakesStatements(request_.op)) {
+      const char* what = request_.op == Op::kBegin    ? "BEGIN"
+                         : request_.op == Op::kCommit ? "COMMIT"
+                                                      : "ROLLBACK";
+      spdlog::info("sql: {} | took_ms={:.3f} status={}", what, ms, status);
+      return;
+    }
     for (const storage::Statement& s : request_.statements) {
       // Parameter values are never logged: they may hold secrets.
       spdlog::info("sql: {} | params={} took_ms={:.3f} status={}", s.sql, s.params.size(), ms,
-                   out.ok() ? "OK" : absl::StatusCodeToString(out.status().code()));
+                   status);
     }
   }
 
-  void Finish(absl::StatusOr<Results> out) {
+  void Finish(absl::StatusOr<Results> out, PooledConnection conn) {
     {
       MutexLock lock(&mu_);
       phase_ = Phase::kFinished;
     }
-    std::move(done_)(std::move(out));
+    RunOutcome outcome;
+    outcome.results = std::move(out);
+    outcome.connection = std::move(conn);
+    outcome.changed_session_state = needs_reset_;
+    std::move(done_)(std::move(outcome));
   }
 
   StatementRunner& runner_;
-  const RunRequest request_;
-  Callback done_;
+  RunRequest request_;
+  StepCallback done_;
   const bool needs_reset_;
 
   Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kWaiting;
   ConnectionPool::WaitId wait_id_ ABSL_GUARDED_BY(mu_) = 0;
-  bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
   Reason reason_ ABSL_GUARDED_BY(mu_) = Reason::kNone;
+  absl::Status abort_status_ ABSL_GUARDED_BY(mu_);
   storage::DbConnection* running_on_ ABSL_GUARDED_BY(mu_) = nullptr;
   int cancels_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   CondVar cancel_sent_;
@@ -320,9 +453,19 @@ absl::Status StatementRunner::Validate(const RunRequest& request) {
 }
 
 std::shared_ptr<RunningCall> StatementRunner::Run(RunRequest request, Callback done) {
+  return RunStep(std::move(request), [done = std::move(done)](RunOutcome outcome) mutable {
+    std::move(done)(std::move(outcome.results));
+  });
+}
+
+std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCallback done) {
   absl::StatusOr<bool> needs_reset = Check(request);
   if (!needs_reset.ok()) {
-    std::move(done)(needs_reset.status());
+    RunOutcome outcome;
+    outcome.results = needs_reset.status();
+    // A given connection is not the runner's to keep: hand it back untouched.
+    outcome.connection = std::move(request.connection);
+    std::move(done)(std::move(outcome));
     return nullptr;
   }
   auto call = std::make_shared<Call>(*this, std::move(request), std::move(done), *needs_reset);

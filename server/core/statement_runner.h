@@ -13,6 +13,10 @@
 //  * Statements that may leave session state behind (SET, temp tables,
 //    PREPARE, advisory locks, ...; see SqlInfo) get the connection reset
 //    before it goes back to the pool, so no caller sees another's state.
+//  * Sessions (SessionManager) run their transactions as steps: kBegin takes
+//    a connection and hands it back inside its transaction, kInTransaction
+//    and kCommit/kRollback run on that connection. Each step gets the same
+//    deadline and cancellation handling as a one-shot call.
 //
 // Thread-safe; the pool, timers and clock must outlive it.
 #ifndef SESSIONBROKER_SERVER_CORE_STATEMENT_RUNNER_H_
@@ -44,12 +48,49 @@ struct RunnerOptions {
 };
 
 struct RunRequest {
+  enum class Op {
+    // Exactly one statement: autocommit, or, when `transaction` is not plain
+    // (a session's settings or read-only flag), in a one-statement
+    // transaction begun with it.
+    kExecute,
+    // All statements in one transaction begun with `transaction`.
+    kBatch,
+    // Opens a transaction (`transaction`) on a pooled connection and hands
+    // the connection back to the caller in RunOutcome::connection.
+    kBegin,
+    // The statements, in order, inside the transaction open on `connection`;
+    // on success the connection comes back in RunOutcome::connection, on
+    // failure the transaction is rolled back and the connection returned to
+    // the pool.
+    kInTransaction,
+    // Commits / rolls back the transaction open on `connection`, then
+    // returns the connection to the pool.
+    kCommit,
+    kRollback,
+  };
+  Op op = Op::kExecute;
   std::vector<storage::Statement> statements;
-  // true: all statements in one transaction. false: exactly one statement,
-  // autocommit.
-  bool batch = false;
   // The caller's deadline (absl::InfiniteFuture() when it has none).
   absl::Time deadline = absl::InfiniteFuture();
+  // How the transaction begins (kExecute, kBatch, kBegin).
+  storage::TransactionOptions transaction;
+  // kInTransaction, kCommit, kRollback: the connection holding the open
+  // transaction (from an earlier kBegin/kInTransaction outcome).
+  PooledConnection connection;
+  // Reset the connection's session when it goes back to the pool: an
+  // earlier step of the transaction changed session state.
+  bool reset_on_release = false;
+};
+
+// What a step produced.
+struct RunOutcome {
+  absl::StatusOr<std::vector<storage::QueryResult>> results;
+  // kBegin and kInTransaction that succeeded: the connection, still inside
+  // its transaction. Otherwise empty: the connection is back in the pool.
+  PooledConnection connection;
+  // The statements may have left session state behind (SET, temp tables,
+  // ...); an owner keeping the connection passes reset_on_release later.
+  bool changed_session_state = false;
 };
 
 // Statement counters since start, for metrics.
@@ -64,15 +105,19 @@ struct RunnerStats {
 class RunningCall {
  public:
   virtual ~RunningCall() = default;
-  // The caller went away: stop waiting, or cancel the running statement.
-  // Never blocks.
+  // The caller went away: stop waiting, or cancel the running statement; the
+  // call ends with CANCELLED. Never blocks.
   virtual void Cancel() = 0;
+  // Like Cancel(), on the broker's behalf (a session deadline fired): the
+  // call ends with `why` (the SQLSTATE of a cancelled statement is kept).
+  virtual void Abort(absl::Status why) = 0;
 };
 
 class StatementRunner final {
  public:
   using Results = std::vector<storage::QueryResult>;
   using Callback = absl::AnyInvocable<void(absl::StatusOr<Results>) &&>;
+  using StepCallback = absl::AnyInvocable<void(RunOutcome) &&>;
 
   // `cancel_executor` sends cancel requests to PostgreSQL (a network round
   // trip each), away from gRPC and timer threads.
@@ -86,8 +131,12 @@ class StatementRunner final {
 
   // Starts the work and returns at once. `done` runs exactly once: inline when
   // the request is invalid, otherwise on an executor thread. The connection is
-  // back in the pool before `done` runs.
+  // back in the pool before `done` runs. For kExecute and kBatch.
   std::shared_ptr<RunningCall> Run(RunRequest request, Callback done);
+
+  // Like Run, for every Op; the outcome may hand a connection back (see
+  // RunRequest::Op). Work on a given connection runs on the pool's executor.
+  std::shared_ptr<RunningCall> RunStep(RunRequest request, StepCallback done);
 
   RunnerStats Stats() const;
 

@@ -10,6 +10,8 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -19,6 +21,26 @@
 
 namespace sessionbroker::storage {
 
+// How a transaction begins: its characteristics, and settings that apply to
+// it alone (SET LOCAL semantics: they end with the transaction, so they never
+// reach another user of the connection).
+struct TransactionOptions {
+  enum class Isolation { kDefault, kReadCommitted, kRepeatableRead, kSerializable };
+  Isolation isolation = Isolation::kDefault;
+  bool read_only = false;
+  // Only meaningful with kSerializable and read_only.
+  bool deferrable = false;
+  // PostgreSQL setting name -> value, applied right after BEGIN. Names must
+  // have been checked by the caller (session_settings.h); values are sent as
+  // quoted literals and checked by PostgreSQL.
+  std::vector<std::pair<std::string, std::string>> settings;
+
+  // BEGIN with nothing to add: a plain BEGIN.
+  bool IsPlain() const {
+    return isolation == Isolation::kDefault && !read_only && !deferrable && settings.empty();
+  }
+};
+
 struct ExecuteOptions {
   // A result that would take more than this many bytes on the wire fails with
   // RESOURCE_EXHAUSTED instead of being returned (0 = unlimited). Counted
@@ -26,6 +48,11 @@ struct ExecuteOptions {
   // rows, column metadata, command tag), so an oversized result is abandoned
   // early and an oversized batch fails before COMMIT.
   size_t max_result_bytes = 0;
+  // ExecuteBatch: how its transaction begins.
+  TransactionOptions transaction;
+  // Execute: the statement runs inside a transaction begun with Begin(), so
+  // its effects are not committed yet (only changes what errors say).
+  bool in_transaction = false;
 };
 
 class DbConnection {
@@ -43,6 +70,22 @@ class DbConnection {
   // the statement's index). Nothing is applied unless everything is.
   virtual absl::StatusOr<std::vector<QueryResult>> ExecuteBatch(
       absl::Span<const Statement> statements, const ExecuteOptions& options) = 0;
+
+  // Opens a transaction (BEGIN with `options`) that later Execute calls join,
+  // until Commit() or Rollback(). On failure no transaction is left open, or
+  // the connection is broken. Honours Cancel() like Execute.
+  virtual absl::Status Begin(const TransactionOptions& options) = 0;
+
+  // Commits the transaction opened by Begin(). OK only if PostgreSQL
+  // committed it: a transaction an earlier error had aborted is rolled back
+  // and reported as ABORTED; a connection lost during COMMIT is UNKNOWN (the
+  // outcome cannot be known). Afterwards no transaction is open, or the
+  // connection is broken. Honours Cancel() (then nothing is committed).
+  virtual absl::Status Commit() = 0;
+
+  // Rolls back the open transaction, if any. Ignores Cancel(): a cancelled
+  // transaction must still be ended.
+  virtual absl::Status Rollback() = 0;
 
   // A cheap round trip proving the connection still works.
   virtual absl::Status Ping() = 0;

@@ -184,19 +184,6 @@ ServerError ParseLibpqMessage(absl::string_view text) {
   return out;
 }
 
-// The same status with another code and a prefix on its message, keeping its
-// payloads (the SQLSTATE).
-absl::Status Recode(const absl::Status& status, absl::StatusCode code, absl::string_view prefix) {
-  absl::Status out(code, absl::StrCat(prefix, status.message()));
-  status.ForEachPayload(
-      [&out](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
-  return out;
-}
-
-absl::Status WithPrefix(const absl::Status& status, absl::string_view prefix) {
-  return Recode(status, status.code(), prefix);
-}
-
 absl::Status FromServerError(const ServerError& error) {
   return SqlError(error.sqlstate, error.message);
 }
@@ -430,7 +417,8 @@ class PqxxConnection final : public DbConnection {
       pqxx::nontransaction tx(*conn_);
       const pqxx::result result =
           tx.exec_params(statement.sql, pqxx::prepare::make_dynamic_params(Pointers(*params)));
-      out = ConvertResult(tx, result, /*in_batch=*/false, options.max_result_bytes, &result_bytes);
+      out = ConvertResult(tx, result, /*in_batch=*/options.in_transaction,
+                          options.max_result_bytes, &result_bytes);
     } catch (...) {
       return StatusFromException();
     }
@@ -454,6 +442,61 @@ class PqxxConnection final : public DbConnection {
     absl::StatusOr<std::vector<QueryResult>> results = RunBatch(statements, params, options);
     if (!results.ok()) EndFailedBatch();
     return results;
+  }
+
+  absl::Status Begin(const TransactionOptions& options) override {
+    if (IsBroken()) return BrokenError();
+    if (Cancelled()) return WithPrefix(CancelledError(), "BEGIN: ");
+    try {
+      pqxx::nontransaction tx(*conn_);
+      tx.exec(BeginSql(tx, options));
+      return absl::OkStatus();
+    } catch (...) {
+      const absl::Status status = StatusFromException();
+      // A failed setting leaves the transaction open and aborted.
+      EndFailedBatch();
+      return WithPrefix(status, "BEGIN: ");
+    }
+  }
+
+  absl::Status Commit() override {
+    if (IsBroken()) return BrokenError();
+    if (Cancelled()) {
+      EndFailedBatch();
+      return WithPrefix(CancelledError(), "COMMIT: ");
+    }
+    try {
+      pqxx::nontransaction tx(*conn_);
+      const pqxx::result commit = tx.exec("COMMIT");
+      if (CommandTag(commit) != "COMMIT") {
+        return absl::AbortedError(
+            "COMMIT: PostgreSQL rolled the transaction back instead of committing it (an earlier "
+            "statement had failed and aborted it); nothing of the transaction was applied");
+      }
+      return absl::OkStatus();
+    } catch (...) {
+      const absl::Status status = StatusFromException();
+      if (IsBroken() && status.code() == absl::StatusCode::kUnavailable) {
+        return Recode(status, absl::StatusCode::kUnknown,
+                      "COMMIT: the connection was lost during COMMIT, so whether the transaction "
+                      "was applied is unknown; check before retrying: ");
+      }
+      // A failed COMMIT (a deferred constraint, a serialization failure) has
+      // ended the transaction; the ROLLBACK only makes sure.
+      EndFailedBatch();
+      return WithPrefix(status, "COMMIT: ");
+    }
+  }
+
+  absl::Status Rollback() override {
+    if (IsBroken()) return BrokenError();
+    EndFailedBatch();
+    if (IsBroken()) {
+      return absl::UnavailableError(
+          "ROLLBACK failed and the connection was closed; the server rolls the transaction back "
+          "when its connection closes, so nothing of it was applied");
+    }
+    return absl::OkStatus();
   }
 
   absl::Status Ping() override {
@@ -519,6 +562,39 @@ class PqxxConnection final : public DbConnection {
 
   bool Cancelled() const { return cancelled_.load(std::memory_order_acquire); }
 
+  // One simple-protocol string (one round trip): BEGIN with the transaction's
+  // characteristics, then its settings as SET LOCAL would set them. Names were
+  // checked against the allow-list by the caller; both names and values go in
+  // as quoted literals, so neither can change what runs.
+  static std::string BeginSql(pqxx::transaction_base& tx, const TransactionOptions& options) {
+    std::string sql = "BEGIN";
+    switch (options.isolation) {
+      case TransactionOptions::Isolation::kDefault:
+        break;
+      case TransactionOptions::Isolation::kReadCommitted:
+        sql += " ISOLATION LEVEL READ COMMITTED";
+        break;
+      case TransactionOptions::Isolation::kRepeatableRead:
+        sql += " ISOLATION LEVEL REPEATABLE READ";
+        break;
+      case TransactionOptions::Isolation::kSerializable:
+        sql += " ISOLATION LEVEL SERIALIZABLE";
+        break;
+    }
+    if (options.read_only) sql += " READ ONLY";
+    if (options.deferrable) sql += " DEFERRABLE";
+    if (!options.settings.empty()) {
+      sql += "; SELECT ";
+      const char* sep = "";
+      for (const auto& [name, value] : options.settings) {
+        absl::StrAppend(&sql, sep, "pg_catalog.set_config(", tx.quote(name), ", ",
+                        tx.quote(value), ", true)");
+        sep = ", ";
+      }
+    }
+    return sql;
+  }
+
   // What the server would have said had the cancel request hit a statement.
   static absl::Status CancelledError() {
     return SqlError("57014", "canceling statement due to user request");
@@ -539,10 +615,13 @@ class PqxxConnection final : public DbConnection {
     results.reserve(n);
     size_t result_bytes = 0;
     size_t k = 0;  // the statement running; n while committing
+    bool beginning = true;
     bool committing = false;
     try {
       pqxx::nontransaction tx(*conn_);
-      tx.exec("BEGIN");
+      tx.exec(options.transaction.IsPlain() ? std::string("BEGIN")
+                                            : BeginSql(tx, options.transaction));
+      beginning = false;
       for (; k < n; ++k) {
         if (Cancelled()) return WithPrefix(CancelledError(), StatementPrefix(k, n));
         const pqxx::result result = tx.exec_params(
@@ -574,6 +653,7 @@ class PqxxConnection final : public DbConnection {
                                    "the connection was lost during COMMIT, so whether the "
                                    "transaction was applied is unknown; check before retrying: "));
       }
+      if (beginning) return WithPrefix(status, "BEGIN: ");
       return WithPrefix(status, k < n ? StatementPrefix(k, n) : commit_prefix);
     }
     return results;
@@ -665,7 +745,7 @@ class PqxxConnection final : public DbConnection {
       return absl::ResourceExhaustedError(absl::StrCat(
           "result exceeds ", max_bytes,
           " bytes (BROKER_MAX_RESULT_BYTES); add a LIMIT or page with WHERE/ORDER BY",
-          in_batch ? "; the batch was rolled back"
+          in_batch ? "; its transaction was rolled back"
                    : "; the statement itself ran to completion and, outside a batch, its "
                      "changes were committed"));
     };

@@ -88,4 +88,15 @@ std::optional<std::string> SqlStateOf(const absl::Status& status) {
   return std::string(*payload);
 }
 
+absl::Status Recode(const absl::Status& status, absl::StatusCode code, absl::string_view prefix) {
+  absl::Status out(code, absl::StrCat(prefix, status.message()));
+  status.ForEachPayload(
+      [&out](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
+}
+
+absl::Status WithPrefix(const absl::Status& status, absl::string_view prefix) {
+  return Recode(status, status.code(), prefix);
+}
+
 }  // namespace sessionbroker::storage

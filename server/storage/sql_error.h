@@ -27,6 +27,11 @@ absl::Status SqlError(absl::string_view sqlstate, absl::string_view message);
 // The SQLSTATE a status carries, if any.
 std::optional<std::string> SqlStateOf(const absl::Status& status);
 
+// The same status with another code and a prefix on its message, keeping its
+// payloads (the SQLSTATE).
+absl::Status Recode(const absl::Status& status, absl::StatusCode code, absl::string_view prefix);
+absl::Status WithPrefix(const absl::Status& status, absl::string_view prefix);
+
 }  // namespace sessionbroker::storage
 
 #endif  // SESSIONBROKER_SERVER_STORAGE_SQL_ERROR_H_

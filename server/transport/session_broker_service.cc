@@ -135,7 +135,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(
     v1::ExecuteBatchResponse* response) {
   if (draining_.load()) return RejectDraining(context);
   core::RunRequest run;
-  run.batch = true;
+  run.op = core::RunRequest::Op::kBatch;
   run.deadline = DeadlineOf(*context);
   run.statements.reserve(request->statements_size());
   for (int i = 0; i < request->statements_size(); ++i) {

@@ -30,6 +30,12 @@ void PrintTo(const Value& v, std::ostream* os) { *os << DebugString(v); }
 
 namespace {
 
+ExecuteOptions CappedAt(size_t max_result_bytes) {
+  ExecuteOptions options;
+  options.max_result_bytes = max_result_bytes;
+  return options;
+}
+
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -1038,7 +1044,7 @@ TEST_F(PqxxConnectionTest, FailedBatchLeavesTheSessionOutsideAnyTransaction) {
   };
   for (const std::vector<Statement>& statements : failing) {
     SCOPED_TRACE(statements[1].sql);
-    EXPECT_FALSE(conn_->ExecuteBatch(statements, ExecuteOptions{1000}).ok());
+    EXPECT_FALSE(conn_->ExecuteBatch(statements, CappedAt(1000)).ok());
     EXPECT_FALSE(conn_->IsBroken());
     EXPECT_EQ(SessionState(*watcher, conn_->BackendPid()), "idle");
     EXPECT_TRUE(conn_->Ping().ok());
@@ -1139,14 +1145,14 @@ TEST_F(PqxxConnectionTest, EmptyBatchSucceeds) {
 
 TEST_F(PqxxConnectionTest, ResultOverTheCapIsResourceExhausted) {
   const std::string sql = "SELECT repeat('x', 1000) FROM generate_series(1, 100)";
-  absl::Status s = Run(*conn_, sql, {}, ExecuteOptions{10000}).status();
+  absl::Status s = Run(*conn_, sql, {}, CappedAt(10000)).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_THAT(s.message(), AllOf(HasSubstr("result exceeds 10000 bytes"), HasSubstr("LIMIT")));
   EXPECT_FALSE(conn_->IsBroken());
-  absl::StatusOr<QueryResult> under = Run(*conn_, sql, {}, ExecuteOptions{200000});
+  absl::StatusOr<QueryResult> under = Run(*conn_, sql, {}, CappedAt(200000));
   ASSERT_TRUE(under.ok()) << under.status();
   EXPECT_EQ(under->rows.size(), 100u);
-  absl::StatusOr<QueryResult> unlimited = Run(*conn_, sql, {}, ExecuteOptions{0});
+  absl::StatusOr<QueryResult> unlimited = Run(*conn_, sql, {}, CappedAt(0));
   ASSERT_TRUE(unlimited.ok()) << unlimited.status();
 }
 
@@ -1158,7 +1164,7 @@ TEST_F(PqxxConnectionTest, OverCapStatementSaysItRanAndWasCommitted) {
                        absl::StrCat("INSERT INTO ", table,
                                     " SELECT g, repeat('x', 1000) FROM generate_series(1, 100) g "
                                     "RETURNING *"),
-                       {}, ExecuteOptions{10000})
+                       {}, CappedAt(10000))
                        .status();
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_THAT(s.message(),
@@ -1182,7 +1188,7 @@ TEST_F(PqxxConnectionTest, BatchOverTheCapFailsBeforeCommitting) {
   for (const auto& [select, cap] : over_cap) {
     SCOPED_TRACE(select.sql);
     absl::StatusOr<std::vector<QueryResult>> batch =
-        conn_->ExecuteBatch({insert, select}, ExecuteOptions{cap});
+        conn_->ExecuteBatch({insert, select}, CappedAt(cap));
     ASSERT_FALSE(batch.ok());
     EXPECT_EQ(batch.status().code(), absl::StatusCode::kResourceExhausted) << batch.status();
     EXPECT_THAT(batch.status().message(),
@@ -1195,7 +1201,7 @@ TEST_F(PqxxConnectionTest, BatchOverTheCapFailsBeforeCommitting) {
 TEST_F(PqxxConnectionTest, ResultCapCoversTheWholeBatch) {
   const Statement big{"SELECT repeat('x', 600)", {}};
   absl::StatusOr<std::vector<QueryResult>> batch =
-      conn_->ExecuteBatch({big, big}, ExecuteOptions{1000});
+      conn_->ExecuteBatch({big, big}, CappedAt(1000));
   ASSERT_FALSE(batch.ok());
   EXPECT_EQ(batch.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(batch.status().message(), StartsWith("statement 2 of 2: result exceeds 1000 bytes"));
@@ -1262,6 +1268,93 @@ TEST_F(PqxxConnectionTest, ResetSessionOnACleanSessionSucceeds) {
   EXPECT_TRUE(conn_->ResetSession().ok());
   EXPECT_TRUE(conn_->ResetSession().ok());
   EXPECT_FALSE(conn_->IsBroken());
+}
+
+// ---- Transactions opened with Begin() (sessions) ----
+
+TEST_F(PqxxConnectionTest, BeginAppliesIsolationReadOnlyAndSettingsUntilCommit) {
+  TransactionOptions options;
+  options.isolation = TransactionOptions::Isolation::kRepeatableRead;
+  options.read_only = true;
+  options.settings = {{"search_path", "pg_catalog, public"}, {"statement_timeout", "1234ms"},
+                      {"app.tenant", "it's \"quoted\"; --"}};
+  ASSERT_TRUE(conn_->Begin(options).ok());
+  ExecuteOptions in_tx;
+  in_tx.in_transaction = true;
+  EXPECT_EQ(Scalar(*conn_, "SHOW transaction_isolation").text, "repeatable read");
+  EXPECT_EQ(Scalar(*conn_, "SHOW transaction_read_only").text, "on");
+  EXPECT_EQ(Scalar(*conn_, "SHOW search_path").text, "pg_catalog, public");
+  EXPECT_EQ(Scalar(*conn_, "SHOW statement_timeout").text, "1234ms");
+  EXPECT_EQ(Scalar(*conn_, "SELECT current_setting('app.tenant')").text, "it's \"quoted\"; --");
+  const absl::Status write = RunStatus(*conn_, "CREATE TEMP TABLE sb_ro_probe (id int)");
+  EXPECT_EQ(storage::SqlStateOf(write), "25006") << write;
+  // The failed write aborted the transaction: COMMIT rolls back, and says so.
+  const absl::Status commit = conn_->Commit();
+  EXPECT_EQ(commit.code(), absl::StatusCode::kAborted) << commit;
+  // Everything was SET LOCAL: gone with the transaction.
+  EXPECT_EQ(Scalar(*conn_, "SHOW transaction_read_only").text, "off");
+  EXPECT_EQ(Scalar(*conn_, "SHOW statement_timeout").text, "0");
+  EXPECT_EQ(Scalar(*conn_, "SELECT current_setting('app.tenant', true)").text, "");
+  EXPECT_FALSE(conn_->IsBroken());
+}
+
+TEST_F(PqxxConnectionTest, CommitMakesTheTransactionsWritesVisibleAndRollbackDiscardsThem) {
+  const std::string table = UniqueName("sb_tx");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  std::unique_ptr<DbConnection> watcher = Connect();
+  ASSERT_NE(watcher, nullptr);
+  const std::string count = absl::StrCat("SELECT count(*) FROM ", table);
+
+  ASSERT_TRUE(conn_->Begin({}).ok());
+  Must(*conn_, absl::StrCat("INSERT INTO ", table, " VALUES (1)"));
+  EXPECT_EQ(SessionState(*watcher, conn_->BackendPid()), "idle in transaction");
+  EXPECT_EQ(Scalar(*watcher, count).int64_value, 0);
+  ASSERT_TRUE(conn_->Commit().ok());
+  EXPECT_EQ(Scalar(*watcher, count).int64_value, 1);
+
+  ASSERT_TRUE(conn_->Begin({}).ok());
+  Must(*conn_, absl::StrCat("INSERT INTO ", table, " VALUES (2)"));
+  ASSERT_TRUE(conn_->Rollback().ok());
+  EXPECT_EQ(Scalar(*watcher, count).int64_value, 1);
+  EXPECT_EQ(SessionState(*watcher, conn_->BackendPid()), "idle");
+}
+
+TEST_F(PqxxConnectionTest, BeginWithABadSettingValueFailsAndLeavesNoTransactionOpen) {
+  std::unique_ptr<DbConnection> watcher = Connect();
+  ASSERT_NE(watcher, nullptr);
+  TransactionOptions options;
+  options.settings = {{"statement_timeout", "soon"}};
+  const absl::Status begun = conn_->Begin(options);
+  EXPECT_EQ(begun.code(), absl::StatusCode::kInvalidArgument) << begun;
+  EXPECT_EQ(storage::SqlStateOf(begun), "22023");
+  EXPECT_THAT(begun.message(), HasSubstr("statement_timeout"));
+  EXPECT_FALSE(conn_->IsBroken());
+  EXPECT_EQ(SessionState(*watcher, conn_->BackendPid()), "idle");
+}
+
+TEST_F(PqxxConnectionTest, CancelledCommitCommitsNothing) {
+  const std::string table = UniqueName("sb_tx_cancel");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  ASSERT_TRUE(conn_->Begin({}).ok());
+  Must(*conn_, absl::StrCat("INSERT INTO ", table, " VALUES (1)"));
+  conn_->Cancel();
+  EXPECT_EQ(storage::SqlStateOf(conn_->Commit()), "57014");
+  conn_->ClearCancel();
+  EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT count(*) FROM ", table)).int64_value, 0);
+}
+
+TEST_F(PqxxConnectionTest, BatchBeginsWithItsTransactionOptions) {
+  ExecuteOptions options;
+  options.transaction.isolation = TransactionOptions::Isolation::kSerializable;
+  options.transaction.settings = {{"TimeZone", "Asia/Tokyo"}};
+  absl::StatusOr<std::vector<QueryResult>> r = conn_->ExecuteBatch(
+      {Statement{"SHOW transaction_isolation", {}}, Statement{"SHOW TimeZone", {}}}, options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)[0].rows[0][0].text, "serializable");
+  EXPECT_EQ((*r)[1].rows[0][0].text, "Asia/Tokyo");
+  EXPECT_EQ(Scalar(*conn_, "SHOW TimeZone").text, "UTC");
 }
 
 }  // namespace

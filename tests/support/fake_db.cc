@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "server/storage/sql_error.h"
 
 namespace sessionbroker::testing {
@@ -22,6 +23,8 @@ absl::StatusOr<storage::QueryResult> FakeConnection::Execute(const storage::Stat
       executing_ = false;
     }
     if (cancelled_) return storage::SqlError("57014", "canceling statement due to user request");
+    log_.push_back(statement.sql);
+    if (!failing_sql_.empty() && statement.sql == failing_sql_) return failing_status_;
   }
   storage::QueryResult result;
   result.command_tag = "SELECT 1";
@@ -33,13 +36,93 @@ absl::StatusOr<storage::QueryResult> FakeConnection::Execute(const storage::Stat
 
 absl::StatusOr<std::vector<storage::QueryResult>> FakeConnection::ExecuteBatch(
     absl::Span<const storage::Statement> statements, const storage::ExecuteOptions& options) {
+  if (broken_.load()) return absl::UnavailableError("fake connection is broken");
+  if (absl::Status begun = Begin(options.transaction); !begun.ok()) return begun;
   std::vector<storage::QueryResult> results;
   for (const storage::Statement& s : statements) {
     auto r = Execute(s, options);
-    if (!r.ok()) return r.status();
+    if (!r.ok()) {
+      Rollback().IgnoreError();
+      return r.status();
+    }
     results.push_back(*std::move(r));
   }
+  if (absl::Status committed = Commit(); !committed.ok()) return committed;
   return results;
+}
+
+namespace {
+const char* IsolationName(storage::TransactionOptions::Isolation i) {
+  switch (i) {
+    case storage::TransactionOptions::Isolation::kReadCommitted:
+      return " READ COMMITTED";
+    case storage::TransactionOptions::Isolation::kRepeatableRead:
+      return " REPEATABLE READ";
+    case storage::TransactionOptions::Isolation::kSerializable:
+      return " SERIALIZABLE";
+    case storage::TransactionOptions::Isolation::kDefault:
+      break;
+  }
+  return "";
+}
+}  // namespace
+
+absl::Status FakeConnection::Begin(const storage::TransactionOptions& options) {
+  if (broken_.load()) return absl::UnavailableError("fake connection is broken");
+  std::string entry = absl::StrCat("BEGIN", IsolationName(options.isolation));
+  if (options.read_only) entry += " READ ONLY";
+  if (options.deferrable) entry += " DEFERRABLE";
+  for (const auto& [name, value] : options.settings) absl::StrAppend(&entry, " ", name, "=", value);
+  core::MutexLock lock(&mu_);
+  if (cancelled_) return storage::SqlError("57014", "canceling statement due to user request");
+  log_.push_back(std::move(entry));
+  in_transaction_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status FakeConnection::Commit() {
+  if (broken_.load()) return absl::UnavailableError("fake connection is broken");
+  core::MutexLock lock(&mu_);
+  in_transaction_ = false;
+  if (cancelled_) {
+    log_.push_back("ROLLBACK");
+    return storage::SqlError("57014", "canceling statement due to user request");
+  }
+  if (!next_commit_.ok()) {
+    log_.push_back("ROLLBACK");
+    return std::exchange(next_commit_, absl::OkStatus());
+  }
+  log_.push_back("COMMIT");
+  return absl::OkStatus();
+}
+
+absl::Status FakeConnection::Rollback() {
+  if (broken_.load()) return absl::UnavailableError("fake connection is broken");
+  core::MutexLock lock(&mu_);
+  in_transaction_ = false;
+  log_.push_back("ROLLBACK");
+  return absl::OkStatus();
+}
+
+std::vector<std::string> FakeConnection::log() const {
+  core::MutexLock lock(&mu_);
+  return log_;
+}
+
+bool FakeConnection::in_transaction() const {
+  core::MutexLock lock(&mu_);
+  return in_transaction_;
+}
+
+void FakeConnection::FailNextCommit(absl::Status status) {
+  core::MutexLock lock(&mu_);
+  next_commit_ = std::move(status);
+}
+
+void FakeConnection::FailStatement(std::string sql, absl::Status status) {
+  core::MutexLock lock(&mu_);
+  failing_sql_ = std::move(sql);
+  failing_status_ = std::move(status);
 }
 
 void FakeConnection::Cancel() {
@@ -74,6 +157,11 @@ absl::Status FakeConnection::Ping() {
 
 absl::Status FakeConnection::ResetSession() {
   resets_.fetch_add(1);
+  {
+    core::MutexLock lock(&mu_);
+    in_transaction_ = false;
+    log_.push_back("RESET");
+  }
   return broken_.load() ? absl::UnavailableError("fake connection is broken") : absl::OkStatus();
 }
 

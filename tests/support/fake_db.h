@@ -32,6 +32,9 @@ class FakeConnection final : public storage::DbConnection {
   absl::StatusOr<std::vector<storage::QueryResult>> ExecuteBatch(
       absl::Span<const storage::Statement> statements,
       const storage::ExecuteOptions& options) override;
+  absl::Status Begin(const storage::TransactionOptions& options) override;
+  absl::Status Commit() override;
+  absl::Status Rollback() override;
   absl::Status Ping() override;
   absl::Status ResetSession() override;
   void Cancel() override;
@@ -53,6 +56,16 @@ class FakeConnection final : public storage::DbConnection {
   int pings() const { return pings_.load(); }
   int resets() const { return resets_.load(); }
   int cancels() const { return cancels_.load(); }
+  // Every statement's SQL and every BEGIN/COMMIT/ROLLBACK/RESET, in order.
+  // BEGIN is logged with its options ("BEGIN SERIALIZABLE READ ONLY
+  // search_path=a"); batches log BEGIN ... COMMIT around their statements.
+  std::vector<std::string> log() const;
+  // True between Begin() and Commit()/Rollback().
+  bool in_transaction() const;
+  // The next Commit() fails with this status (and rolls back).
+  void FailNextCommit(absl::Status status);
+  // Execute fails with this status for statements whose SQL is exactly `sql`.
+  void FailStatement(std::string sql, absl::Status status);
 
  private:
   FakeConnector* const owner_;
@@ -64,10 +77,17 @@ class FakeConnection final : public storage::DbConnection {
   std::atomic<int> cancels_{0};
   std::atomic<bool> block_until_cancel_{false};
   std::atomic<int> ignore_cancels_{0};
-  core::Mutex mu_;
+  void Log(std::string entry);
+
+  mutable core::Mutex mu_;
   core::CondVar changed_;
   bool executing_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool in_transaction_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::string> log_ ABSL_GUARDED_BY(mu_);
+  absl::Status next_commit_ ABSL_GUARDED_BY(mu_);
+  std::string failing_sql_ ABSL_GUARDED_BY(mu_);
+  absl::Status failing_status_ ABSL_GUARDED_BY(mu_);
 };
 
 class FakeConnector final : public storage::DbConnector {

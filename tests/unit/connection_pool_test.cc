@@ -1063,6 +1063,11 @@ class CloseHookConnector final : public storage::DbConnector {
         absl::Span<const storage::Statement>, const storage::ExecuteOptions&) override {
       return absl::UnimplementedError("not used");
     }
+    absl::Status Begin(const storage::TransactionOptions&) override {
+      return absl::UnimplementedError("not used");
+    }
+    absl::Status Commit() override { return absl::UnimplementedError("not used"); }
+    absl::Status Rollback() override { return absl::UnimplementedError("not used"); }
     absl::Status Ping() override { return absl::OkStatus(); }
     absl::Status ResetSession() override { return absl::OkStatus(); }
     void Cancel() override {}

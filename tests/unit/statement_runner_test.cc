@@ -70,14 +70,16 @@ TEST_F(StatementRunnerTest, RunsOneStatementAndReturnsItsResult) {
 }
 
 TEST_F(StatementRunnerTest, InvalidRequestsFailInlineWithoutTouchingThePool) {
-  const std::vector<RunRequest> invalid = {
-      One(""), One("  /* only a comment */ ;"), One("SELECT 1; SELECT 2"), One("BEGIN"),
-      One("COPY t TO STDOUT"), One("COPY t FROM STDIN"),
-      One("COMMIT"), One("SELECT $1"), One("SELECT 1", {storage::Value::Int64(1)}),
-      RunRequest{{}, /*batch=*/true, absl::InfiniteFuture()}};
-  for (const RunRequest& request : invalid) {
+  std::vector<RunRequest> invalid;
+  for (const char* sql : {"", "  /* only a comment */ ;", "SELECT 1; SELECT 2", "BEGIN",
+                          "COPY t TO STDOUT", "COPY t FROM STDIN", "COMMIT", "SELECT $1"}) {
+    invalid.push_back(One(sql));
+  }
+  invalid.push_back(One("SELECT 1", {storage::Value::Int64(1)}));
+  invalid.emplace_back().op = RunRequest::Op::kBatch;
+  for (RunRequest& request : invalid) {
     std::optional<absl::Status> status;
-    runner_->Run(request, [&](absl::StatusOr<Results> r) { status = r.status(); });
+    runner_->Run(std::move(request), [&](absl::StatusOr<Results> r) { status = r.status(); });
     ASSERT_TRUE(status.has_value()) << "callback must run inline for invalid requests";
     EXPECT_EQ(status->code(), absl::StatusCode::kInvalidArgument) << status->message();
   }
@@ -96,10 +98,10 @@ TEST_F(StatementRunnerTest, ParameterCountMismatchSaysWhatWasExpected) {
 
 TEST_F(StatementRunnerTest, BatchErrorsNameTheStatement) {
   RunRequest batch;
-  batch.batch = true;
+  batch.op = RunRequest::Op::kBatch;
   batch.statements = {{"SELECT 1", {}}, {"ROLLBACK", {}}};
   std::optional<absl::Status> status;
-  runner_->Run(batch, [&](absl::StatusOr<Results> r) { status = r.status(); });
+  runner_->Run(std::move(batch), [&](absl::StatusOr<Results> r) { status = r.status(); });
   ASSERT_TRUE(status.has_value());
   EXPECT_EQ(status->code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status->message(), HasSubstr("statements[1]"));
