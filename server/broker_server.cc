@@ -31,7 +31,9 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   cancel_executor_ = std::make_unique<core::ThreadPoolExecutor>(2, "sb-cancel");
   runner_ = std::make_unique<core::StatementRunner>(*pool_, *timers_, *cancel_executor_, clock,
                                                     runner_options);
-  service_ = std::make_unique<transport::SessionBrokerService>(*runner_, config_.max_result_bytes);
+  sessions_ = std::make_unique<core::SessionManager>(*runner_, *timers_, clock, config_.sessions);
+  service_ = std::make_unique<transport::SessionBrokerService>(*runner_, *sessions_,
+                                                               config_.max_result_bytes);
   health_ = std::make_unique<core::HealthChecker>(
       *pool_, *timers_, clock, config_.health_check_interval,
       [this](bool serving) { SetServing(serving); });
@@ -52,6 +54,14 @@ absl::Status BrokerServer::Start() {
   // Requests may carry large parameter sets; responses are capped separately
   // by BROKER_MAX_RESULT_BYTES.
   builder.SetMaxReceiveMessageSize(16 << 20);
+  // A KeepAlive stream whose client vanished without closing its socket (a
+  // host or network failure) is noticed by HTTP/2 pings within about 30 s, and
+  // its sessions then get the orphan grace. Clients may ping as often as
+  // every 10 s.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.SetMaxSendMessageSize(static_cast<int>(
       std::min<size_t>(config_.max_result_bytes + (1 << 20), size_t{1} << 30)));
   server_ = builder.BuildAndStart();
@@ -71,6 +81,16 @@ absl::Status BrokerServer::Start() {
       config_.listen_addr, port_, RedactUrl(config_.database_url), config_.pool.pool_size,
       config_.pool.max_overflow, absl::FormatDuration(config_.pool.timeout),
       absl::FormatDuration(config_.pool.recycle), config_.pool.pre_ping, config_.pool.max_waiters);
+  spdlog::info(
+      "sessions: max={} per_client={} default_ttl={} max_ttl={} max_lifetime={} "
+      "tx_idle_timeout={} tx_max_duration={} orphan_grace={}",
+      config_.sessions.max_sessions, config_.sessions.max_sessions_per_client,
+      absl::FormatDuration(config_.sessions.default_ttl),
+      absl::FormatDuration(config_.sessions.max_ttl),
+      absl::FormatDuration(config_.sessions.max_lifetime),
+      absl::FormatDuration(config_.sessions.tx_idle_timeout),
+      absl::FormatDuration(config_.sessions.tx_max_duration),
+      absl::FormatDuration(config_.sessions.orphan_grace));
   return absl::OkStatus();
 }
 
@@ -95,11 +115,17 @@ void BrokerServer::Shutdown() {
       spdlog::warn("grace period over with {} calls still running; cancelling them",
                    service_->in_flight());
     }
+    // Every session ends: running statements are cancelled, open
+    // transactions rolled back, KeepAlive streams told why.
+    if (!sessions_->Shutdown(absl::Now() + absl::Seconds(10))) {
+      spdlog::warn("some session transactions were still being rolled back after 10s");
+    }
     // Cancels whatever is left; the runner sees the cancellations and stops
     // the statements in PostgreSQL.
     server_->Shutdown(std::chrono::system_clock::now());
     health_->Stop();
   } else {
+    sessions_->Shutdown(absl::Now() + absl::Seconds(10));
     health_->Stop();
   }
   pool_->Close();

@@ -3,7 +3,9 @@
 // and owns them. Start() binds and serves; Shutdown() drains:
 //   1. health goes NOT_SERVING and new calls are refused with UNAVAILABLE;
 //   2. calls in flight get up to the grace period to finish;
-//   3. the gRPC server stops (cancelling what is left), the pool closes every
+//   3. every session ends and every open transaction is rolled back (their
+//      KeepAlive streams are told);
+//   4. the gRPC server stops (cancelling what is left), the pool closes every
 //      connection, worker threads end.
 // Not thread-safe: Start and Shutdown are called from main.
 #ifndef SESSIONBROKER_SERVER_BROKER_SERVER_H_
@@ -17,6 +19,7 @@
 #include "server/core/connection_pool.h"
 #include "server/core/executor.h"
 #include "server/core/health_checker.h"
+#include "server/core/session_manager.h"
 #include "server/core/statement_runner.h"
 #include "server/core/timer_queue.h"
 #include "server/storage/db_connection.h"
@@ -51,6 +54,7 @@ class BrokerServer final {
   std::unique_ptr<core::ThreadPoolExecutor> cancel_executor_;
   std::unique_ptr<core::ConnectionPool> pool_;
   std::unique_ptr<core::StatementRunner> runner_;
+  std::unique_ptr<core::SessionManager> sessions_;
   std::unique_ptr<core::HealthChecker> health_;
   std::unique_ptr<transport::SessionBrokerService> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -210,6 +211,30 @@ absl::StatusOr<Config> LoadConfig(const EnvMap& env) {
           ReadSeconds(env, "BROKER_SHUTDOWN_GRACE_SECONDS", 0, 3600, &c.shutdown_grace);
       !s.ok()) {
     return s;
+  }
+  core::SessionOptions& so = c.sessions;
+  for (auto [name, min, max, out] :
+       {std::tuple{"BROKER_SESSION_DEFAULT_TTL", 1.0, 86400.0, &so.default_ttl},
+        std::tuple{"BROKER_SESSION_MAX_TTL", 1.0, 7 * 86400.0, &so.max_ttl},
+        std::tuple{"BROKER_SESSION_MAX_LIFETIME", 1.0, 30 * 86400.0, &so.max_lifetime},
+        std::tuple{"BROKER_TX_IDLE_TIMEOUT", 0.01, 86400.0, &so.tx_idle_timeout},
+        std::tuple{"BROKER_TX_MAX_DURATION", 0.01, 7 * 86400.0, &so.tx_max_duration},
+        std::tuple{"BROKER_SESSION_ORPHAN_GRACE", 0.0, 3600.0, &so.orphan_grace}}) {
+    if (absl::Status s = ReadSeconds(env, name, min, max, out); !s.ok()) return s;
+  }
+  if (so.default_ttl > so.max_ttl) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "BROKER_SESSION_DEFAULT_TTL (", absl::FormatDuration(so.default_ttl),
+        ") is longer than BROKER_SESSION_MAX_TTL (", absl::FormatDuration(so.max_ttl),
+        "); make the default at most the maximum"));
+  }
+  for (auto [name, min, max, out] :
+       {std::tuple{"BROKER_MAX_SESSIONS", 1, 10'000'000, &so.max_sessions},
+        std::tuple{"BROKER_MAX_SESSIONS_PER_CLIENT", 0, 10'000'000, &so.max_sessions_per_client},
+        std::tuple{"BROKER_SESSION_MAX_QUEUED_CALLS", 0, 10000, &so.max_queued_calls}}) {
+    n = *out;
+    if (absl::Status s = ReadInt(env, name, min, max, &n); !s.ok()) return s;
+    *out = static_cast<int>(n);
   }
   if (absl::Status s = ReadChoice(env, "LOG_LEVEL",
                                   {"trace", "debug", "info", "warn", "error", "critical", "off"},

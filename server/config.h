@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/core/connection_pool.h"
+#include "server/core/session_manager.h"
 
 namespace sessionbroker {
 
@@ -25,6 +26,10 @@ struct Config {
   absl::Duration max_statement_duration = absl::Minutes(5);  // BROKER_MAX_STATEMENT_DURATION
   absl::Duration health_check_interval = absl::Seconds(2);    // BROKER_HEALTH_CHECK_INTERVAL
   absl::Duration shutdown_grace = absl::Seconds(15);          // BROKER_SHUTDOWN_GRACE_SECONDS
+  // BROKER_SESSION_DEFAULT_TTL, BROKER_SESSION_MAX_TTL, BROKER_SESSION_MAX_LIFETIME,
+  // BROKER_TX_IDLE_TIMEOUT, BROKER_TX_MAX_DURATION, BROKER_SESSION_ORPHAN_GRACE,
+  // BROKER_MAX_SESSIONS, BROKER_MAX_SESSIONS_PER_CLIENT, BROKER_SESSION_MAX_QUEUED_CALLS
+  core::SessionOptions sessions;
   std::string log_level = "info";                 // LOG_LEVEL
   std::string log_format = "text";                // LOG_FORMAT: text | json
 };

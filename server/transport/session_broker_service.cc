@@ -7,6 +7,8 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
+#include "server/transport/keep_alive_reactor.h"
+#include "server/transport/session_conversion.h"
 #include "server/transport/status_mapping.h"
 #include "server/transport/value_conversion.h"
 
@@ -22,6 +24,12 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   return absl::FromChrono(deadline);
 }
 
+std::string ClientIdOf(const grpc::CallbackServerContext& context) {
+  auto it = context.client_metadata().find(kClientIdMetadataKey);
+  if (it == context.client_metadata().end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
 absl::Status TooLarge(size_t bytes, size_t limit) {
   return absl::ResourceExhaustedError(absl::StrCat(
       "the result is ", bytes, " bytes, over the ", limit,
@@ -31,23 +39,19 @@ absl::Status TooLarge(size_t bytes, size_t limit) {
 
 }  // namespace
 
-// One unary call that runs SQL. Lives until OnDone. Finish is called once,
-// and only after Start() has published the running call, so that OnCancel
-// always finds it and the reactor cannot be deleted under Start().
-class SessionBrokerService::RunReactor final : public grpc::ServerUnaryReactor {
+// One unary call whose work completes later. Lives until OnDone. Finish is
+// called once, and only after Start() has published the running call, so that
+// OnCancel always finds it and the reactor cannot be deleted under Start().
+class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor {
  public:
-  using Fill = RunFill;
-
-  RunReactor(SessionBrokerService& service, grpc::CallbackServerContext* context)
+  CallReactor(SessionBrokerService& service, grpc::CallbackServerContext* context)
       : service_(service), context_(context) {
     service_.CallStarted();
   }
 
-  void Start(core::RunRequest request, Fill fill) {
-    fill_ = std::move(fill);
-    std::shared_ptr<core::RunningCall> call = service_.runner_.Run(
-        std::move(request), [this](absl::StatusOr<core::StatementRunner::Results> results) {
-          absl::Status status = results.ok() ? fill_(*std::move(results)) : results.status();
+  void Start(Starter start) {
+    std::shared_ptr<core::RunningCall> call =
+        std::move(start)([this](absl::Status status) {
           FinishOnce(std::move(status), /*from_start=*/false);
         });
     {
@@ -90,22 +94,23 @@ class SessionBrokerService::RunReactor final : public grpc::ServerUnaryReactor {
 
   SessionBrokerService& service_;
   grpc::CallbackServerContext* const context_;
-  Fill fill_;
   core::Mutex mu_;
   std::shared_ptr<core::RunningCall> call_ ABSL_GUARDED_BY(mu_);
   absl::Status result_;  // written before the second arrival, read after it
   int arrivals_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-SessionBrokerService::SessionBrokerService(core::StatementRunner& runner, size_t max_result_bytes)
-    : runner_(runner), max_result_bytes_(max_result_bytes) {}
+SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
+                                           core::SessionManager& sessions,
+                                           size_t max_result_bytes)
+    : runner_(runner), sessions_(sessions), max_result_bytes_(max_result_bytes) {}
 
 grpc::ServerUnaryReactor* SessionBrokerService::RejectDraining(
     grpc::CallbackServerContext* context) {
-  return Reject(context, absl::UnavailableError(kDrainingMessage));
+  return Respond(context, absl::UnavailableError(kDrainingMessage));
 }
 
-grpc::ServerUnaryReactor* SessionBrokerService::Reject(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* SessionBrokerService::Respond(grpc::CallbackServerContext* context,
                                                        const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status, context));
@@ -119,11 +124,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   core::RunRequest run;
   run.deadline = DeadlineOf(*context);
   absl::StatusOr<std::vector<storage::Value>> params = ParamsFromProto(request->params(), "");
-  if (!params.ok()) return Reject(context, params.status());
+  if (!params.ok()) return Respond(context, params.status());
   run.statements.push_back(storage::Statement{request->sql(), *std::move(params)});
   // Invalid SQL requests (empty, several statements, placeholder count) are
   // refused by the runner before it touches the pool.
-  return StartRun(context, std::move(run),
+  return StartRun(context, std::move(run), request->session(),
                   [this, response](core::StatementRunner::Results&& results) {
                     ResultToProto(std::move(results.front()), response);
                     return CapResponse(response);
@@ -142,10 +147,10 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(
     const v1::Statement& s = request->statements(i);
     absl::StatusOr<std::vector<storage::Value>> params =
         ParamsFromProto(s.params(), absl::StrCat("statements[", i, "]."));
-    if (!params.ok()) return Reject(context, params.status());
+    if (!params.ok()) return Respond(context, params.status());
     run.statements.push_back(storage::Statement{s.sql(), *std::move(params)});
   }
-  return StartRun(context, std::move(run),
+  return StartRun(context, std::move(run), request->session(),
                   [this, response](core::StatementRunner::Results&& results) {
                     for (storage::QueryResult& r : results) {
                       ResultToProto(std::move(r), response->add_results());
@@ -154,17 +159,166 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(
                   });
 }
 
-grpc::ServerUnaryReactor* SessionBrokerService::StartRun(grpc::CallbackServerContext* context,
-                                                         core::RunRequest run, RunFill fill) {
-  auto* reactor = new RunReactor(*this, context);
+grpc::ServerUnaryReactor* SessionBrokerService::BeginSession(
+    grpc::CallbackServerContext* context, const v1::BeginSessionRequest* request,
+    v1::Session* response) {
+  if (draining_.load()) return RejectDraining(context);
+  core::SessionSpec spec;
+  absl::StatusOr<absl::Duration> ttl = DurationFromProto(request->ttl(), "ttl");
+  if (!ttl.ok()) return Respond(context, ttl.status());
+  spec.ttl = *ttl;
+  absl::StatusOr<core::Isolation> isolation = IsolationFromProto(request->isolation(), "isolation");
+  if (!isolation.ok()) return Respond(context, isolation.status());
+  spec.isolation = *isolation;
+  spec.read_only = request->read_only();
+  for (const auto& [name, value] : request->settings()) spec.settings.emplace_back(name, value);
+  spec.label = request->label();
+  spec.client_id = ClientIdOf(*context);
+  const absl::Time deadline = DeadlineOf(*context);
+  return StartCall(context, [this, spec = std::move(spec), deadline, response](
+                                Done done) mutable -> std::shared_ptr<core::RunningCall> {
+    sessions_.Begin(std::move(spec), deadline,
+                    [response, done = std::move(done)](
+                        absl::StatusOr<core::SessionInfo> info) mutable {
+                      if (info.ok()) SessionToProto(*info, response);
+                      std::move(done)(info.status());
+                    });
+    return nullptr;
+  });
+}
+
+grpc::ServerUnaryReactor* SessionBrokerService::RenewSession(
+    grpc::CallbackServerContext* context, const v1::RenewSessionRequest* request,
+    v1::Session* response) {
+  if (draining_.load()) return RejectDraining(context);
+  absl::StatusOr<absl::Duration> ttl = DurationFromProto(request->ttl(), "ttl");
+  if (!ttl.ok()) return Respond(context, ttl.status());
+  absl::StatusOr<core::SessionInfo> info = sessions_.Renew(request->session(), *ttl);
+  if (info.ok()) SessionToProto(*info, response);
+  return Respond(context, info.status());
+}
+
+grpc::ServerUnaryReactor* SessionBrokerService::GetSession(grpc::CallbackServerContext* context,
+                                                           const v1::GetSessionRequest* request,
+                                                           v1::Session* response) {
+  absl::StatusOr<core::SessionInfo> info = sessions_.Get(request->session());
+  if (info.ok()) SessionToProto(*info, response);
+  return Respond(context, info.status());
+}
+
+grpc::ServerUnaryReactor* SessionBrokerService::ListSessions(
+    grpc::CallbackServerContext* context, const v1::ListSessionsRequest* request,
+    v1::ListSessionsResponse* response) {
+  absl::StatusOr<core::SessionManager::Page> page =
+      sessions_.List(request->page_size(), request->page_token(), request->client_id());
+  if (page.ok()) {
+    for (const core::SessionInfo& info : page->sessions) {
+      SessionToProto(info, response->add_sessions());
+    }
+    response->set_next_page_token(page->next_page_token);
+    response->set_total_size(page->total_size);
+  }
+  return Respond(context, page.status());
+}
+
+grpc::ServerUnaryReactor* SessionBrokerService::EndSession(grpc::CallbackServerContext* context,
+                                                           const v1::EndSessionRequest* request,
+                                                           v1::EndSessionResponse* response) {
+  // Allowed while draining: ending a session only gives back.
+  return StartCall(context, [this, name = request->session(), response](
+                                Done done) mutable -> std::shared_ptr<core::RunningCall> {
+    sessions_.End(name, [response, done = std::move(done)](absl::StatusOr<bool> rolled_back) mutable {
+      if (rolled_back.ok()) response->set_rolled_back(*rolled_back);
+      std::move(done)(rolled_back.status());
+    });
+    return nullptr;
+  }, /*during_drain=*/true);
+}
+
+grpc::ServerUnaryReactor* SessionBrokerService::BeginTransaction(
+    grpc::CallbackServerContext* context, const v1::BeginTransactionRequest* request,
+    v1::BeginTransactionResponse* response) {
+  if (draining_.load()) return RejectDraining(context);
+  core::TransactionSpec spec;
+  absl::StatusOr<core::Isolation> isolation = IsolationFromProto(request->isolation(), "isolation");
+  if (!isolation.ok()) return Respond(context, isolation.status());
+  spec.isolation = *isolation;
+  spec.read_only = request->read_only();
+  spec.deferrable = request->deferrable();
+  const absl::Time deadline = DeadlineOf(*context);
+  return StartCall(context, [this, name = request->session(), spec, deadline, response](
+                                Done done) mutable -> std::shared_ptr<core::RunningCall> {
+    return sessions_.BeginTransaction(
+        name, spec, deadline,
+        [response, done = std::move(done)](absl::StatusOr<core::SessionInfo> info) mutable {
+          if (info.ok()) SessionToProto(*info, response->mutable_session());
+          std::move(done)(info.status());
+        });
+  });
+}
+
+grpc::ServerUnaryReactor* SessionBrokerService::Commit(grpc::CallbackServerContext* context,
+                                                       const v1::CommitRequest* request,
+                                                       v1::CommitResponse* response) {
+  // Allowed while draining: it ends a transaction a running client began.
+  const absl::Time deadline = DeadlineOf(*context);
+  return StartCall(context, [this, name = request->session(), deadline, response](
+                                Done done) mutable -> std::shared_ptr<core::RunningCall> {
+    return sessions_.Commit(
+        name, deadline, [response, done = std::move(done)](absl::StatusOr<absl::Time> at) mutable {
+          if (at.ok()) TimeToProto(*at, response->mutable_commit_time());
+          std::move(done)(at.status());
+        });
+  }, /*during_drain=*/true);
+}
+
+grpc::ServerUnaryReactor* SessionBrokerService::Rollback(grpc::CallbackServerContext* context,
+                                                         const v1::RollbackRequest* request,
+                                                         v1::RollbackResponse* response) {
+  const absl::Time deadline = DeadlineOf(*context);
+  return StartCall(context, [this, name = request->session(), deadline, response](
+                                Done done) mutable -> std::shared_ptr<core::RunningCall> {
+    return sessions_.Rollback(
+        name, deadline, [response, done = std::move(done)](absl::StatusOr<bool> rolled_back) mutable {
+          if (rolled_back.ok()) response->set_rolled_back(*rolled_back);
+          std::move(done)(rolled_back.status());
+        });
+  }, /*during_drain=*/true);
+}
+
+grpc::ServerBidiReactor<v1::KeepAliveRequest, v1::KeepAliveResponse>*
+SessionBrokerService::KeepAlive(grpc::CallbackServerContext* context) {
+  return KeepAliveReactor::Create(sessions_, draining_.load());
+}
+
+grpc::ServerUnaryReactor* SessionBrokerService::StartCall(grpc::CallbackServerContext* context,
+                                                          Starter start, bool during_drain) {
+  auto* reactor = new CallReactor(*this, context);
   // Counted in flight first, checked second: StartDraining() either sees
   // this call in WaitForIdle or this call sees the drain.
-  if (draining_.load()) {
+  if (draining_.load() && !during_drain) {
     reactor->FinishNow(absl::UnavailableError(kDrainingMessage));
     return reactor;
   }
-  reactor->Start(std::move(run), std::move(fill));
+  reactor->Start(std::move(start));
   return reactor;
+}
+
+grpc::ServerUnaryReactor* SessionBrokerService::StartRun(grpc::CallbackServerContext* context,
+                                                         core::RunRequest run,
+                                                         const std::string& session,
+                                                         RunFill fill) {
+  return StartCall(context, [this, run = std::move(run), session, fill = std::move(fill)](
+                                Done done) mutable -> std::shared_ptr<core::RunningCall> {
+    auto complete = [fill = std::move(fill), done = std::move(done)](
+                        absl::StatusOr<core::StatementRunner::Results> results) mutable {
+      std::move(done)(results.ok() ? fill(*std::move(results)) : results.status());
+    };
+    // Invalid SQL requests (empty, several statements, placeholder count)
+    // are refused before any database work.
+    if (session.empty()) return runner_.Run(std::move(run), std::move(complete));
+    return sessions_.Run(session, std::move(run), std::move(complete));
+  });
 }
 
 absl::Status SessionBrokerService::CapResponse(google::protobuf::Message* response) const {

@@ -1,9 +1,16 @@
 // The sessionbroker.v1.SessionBroker gRPC service (callback API). Handlers
-// convert the request, hand it to the StatementRunner and return at once; the
-// runner completes the call from an executor thread. No handler blocks.
+// convert the request, hand it to the StatementRunner (one-shot calls) or the
+// SessionManager (calls naming a session, and the session RPCs) and return at
+// once; the work completes the call from an executor thread. No handler
+// blocks.
 //
-// Draining: after StartDraining() new calls fail with UNAVAILABLE while calls
-// already running finish; WaitForIdle() lets shutdown wait for them.
+// Callers identify themselves with the "x-client-id" request metadata (used
+// for session quotas and shown to operators).
+//
+// Draining: after StartDraining() new calls fail with UNAVAILABLE (except
+// EndSession, Commit and Rollback, which only give back) and calls already
+// running finish; WaitForIdle() lets shutdown wait for them. KeepAlive
+// streams are not waited for (see keep_alive_reactor.h).
 //
 // Thread-safe. Outlives the grpc::Server it is registered with.
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_SESSION_BROKER_SERVICE_H_
@@ -11,6 +18,8 @@
 
 #include <atomic>
 #include <cstddef>
+#include <memory>
+#include <string>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -18,14 +27,18 @@
 #include "google/protobuf/message.h"
 #include "grpcpp/grpcpp.h"
 #include "server/core/mutex.h"
+#include "server/core/session_manager.h"
 #include "server/core/statement_runner.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 
 namespace sessionbroker::transport {
 
+inline constexpr char kClientIdMetadataKey[] = "x-client-id";
+
 class SessionBrokerService final : public v1::SessionBroker::CallbackService {
  public:
-  SessionBrokerService(core::StatementRunner& runner, size_t max_result_bytes);
+  SessionBrokerService(core::StatementRunner& runner, core::SessionManager& sessions,
+                       size_t max_result_bytes);
 
   grpc::ServerUnaryReactor* Execute(grpc::CallbackServerContext* context,
                                     const v1::ExecuteRequest* request,
@@ -33,6 +46,32 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   grpc::ServerUnaryReactor* ExecuteBatch(grpc::CallbackServerContext* context,
                                          const v1::ExecuteBatchRequest* request,
                                          v1::ExecuteBatchResponse* response) override;
+  grpc::ServerUnaryReactor* BeginSession(grpc::CallbackServerContext* context,
+                                         const v1::BeginSessionRequest* request,
+                                         v1::Session* response) override;
+  grpc::ServerUnaryReactor* RenewSession(grpc::CallbackServerContext* context,
+                                         const v1::RenewSessionRequest* request,
+                                         v1::Session* response) override;
+  grpc::ServerUnaryReactor* EndSession(grpc::CallbackServerContext* context,
+                                       const v1::EndSessionRequest* request,
+                                       v1::EndSessionResponse* response) override;
+  grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* context,
+                                       const v1::GetSessionRequest* request,
+                                       v1::Session* response) override;
+  grpc::ServerUnaryReactor* ListSessions(grpc::CallbackServerContext* context,
+                                         const v1::ListSessionsRequest* request,
+                                         v1::ListSessionsResponse* response) override;
+  grpc::ServerUnaryReactor* BeginTransaction(grpc::CallbackServerContext* context,
+                                             const v1::BeginTransactionRequest* request,
+                                             v1::BeginTransactionResponse* response) override;
+  grpc::ServerUnaryReactor* Commit(grpc::CallbackServerContext* context,
+                                   const v1::CommitRequest* request,
+                                   v1::CommitResponse* response) override;
+  grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* context,
+                                     const v1::RollbackRequest* request,
+                                     v1::RollbackResponse* response) override;
+  grpc::ServerBidiReactor<v1::KeepAliveRequest, v1::KeepAliveResponse>* KeepAlive(
+      grpc::CallbackServerContext* context) override;
 
   void StartDraining();
   // True if no call was in flight by `deadline` (real time).
@@ -40,24 +79,35 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   int in_flight() const;
 
  private:
-  class RunReactor;
+  class CallReactor;
 
+  // Completes a call: OK or the error to send.
+  using Done = absl::AnyInvocable<void(absl::Status) &&>;
+  // Starts the work; returns what lets the call be cancelled (may be null).
+  using Starter = absl::AnyInvocable<std::shared_ptr<core::RunningCall>(Done) &&>;
   // Fills the response from the results; may fail (size limit).
   using RunFill = absl::AnyInvocable<absl::Status(core::StatementRunner::Results&&)>;
 
-  // Creates the reactor that runs `run` and completes the call.
+  // Creates the reactor that runs `start` and completes the call.
+  // `during_drain`: the call may still start while draining (it ends a
+  // session or transaction, which only gives back).
+  grpc::ServerUnaryReactor* StartCall(grpc::CallbackServerContext* context, Starter start,
+                                      bool during_drain = false);
+  // Execute/ExecuteBatch: one-shot, or in the named session.
   grpc::ServerUnaryReactor* StartRun(grpc::CallbackServerContext* context, core::RunRequest run,
-                                     RunFill fill);
+                                     const std::string& session, RunFill fill);
   // RESOURCE_EXHAUSTED (and an empty response) if it is over the size limit.
   absl::Status CapResponse(google::protobuf::Message* response) const;
-  // Finishes at once with `status` (no database work was started).
-  grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
+  // Finishes at once with `status` (OK: the response is filled in; otherwise
+  // no database work was started).
+  grpc::ServerUnaryReactor* Respond(grpc::CallbackServerContext* context,
                                    const absl::Status& status);
   grpc::ServerUnaryReactor* RejectDraining(grpc::CallbackServerContext* context);
   void CallStarted();
   void CallDone();
 
   core::StatementRunner& runner_;
+  core::SessionManager& sessions_;
   const size_t max_result_bytes_;
   std::atomic<bool> draining_{false};
   mutable core::Mutex mu_;

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "server/core/session_manager.h"
 #include "server/storage/sql_error.h"
 
 namespace sessionbroker::transport {
@@ -11,6 +12,9 @@ grpc::Status ToGrpcStatus(const absl::Status& status, grpc::ServerContextBase* c
   if (context != nullptr) {
     if (std::optional<std::string> sqlstate = storage::SqlStateOf(status)) {
       context->AddTrailingMetadata(kSqlStateMetadataKey, *sqlstate);
+    }
+    if (absl::optional<absl::Cord> reason = status.GetPayload(core::kSessionReasonPayloadUrl)) {
+      context->AddTrailingMetadata(kReasonMetadataKey, std::string(*reason));
     }
   }
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));

@@ -1,7 +1,8 @@
 // The one place where an absl::Status becomes a grpc::Status. absl status
 // codes are the google.rpc codes, so the code carries over unchanged; the
 // SQLSTATE a status carries (storage/sql_error.h) is added to the trailing
-// metadata as "sqlstate". Thread-safe.
+// metadata as "sqlstate", and the session layer's reason token
+// (core/session_manager.h) as "sessionbroker-reason". Thread-safe.
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_STATUS_MAPPING_H_
 #define SESSIONBROKER_SERVER_TRANSPORT_STATUS_MAPPING_H_
 
@@ -11,6 +12,7 @@
 namespace sessionbroker::transport {
 
 inline constexpr char kSqlStateMetadataKey[] = "sqlstate";
+inline constexpr char kReasonMetadataKey[] = "sessionbroker-reason";
 
 // `context` may be null (no metadata is added then).
 grpc::Status ToGrpcStatus(const absl::Status& status, grpc::ServerContextBase* context);
