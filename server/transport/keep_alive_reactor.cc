@@ -50,8 +50,20 @@ KeepAliveReactor::KeepAliveReactor(core::SessionManager& sessions)
   }
   std::shared_ptr<Link> link = link_;
   stream_ = sessions_.OpenStream([link](Update update) {
-    core::MutexLock lock(&link->mu);
-    if (link->reactor != nullptr) link->reactor->Enqueue({std::move(update)});
+    KeepAliveReactor* reactor;
+    {
+      core::MutexLock lock(&link->mu);
+      if (link->done) return;
+      reactor = link->reactor;
+      ++link->users;
+    }
+    reactor->Enqueue({std::move(update)});
+    bool last = false;
+    {
+      core::MutexLock lock(&link->mu);
+      last = --link->users == 0 && link->done;
+    }
+    if (last) delete reactor;
   });
 }
 
@@ -147,17 +159,20 @@ void KeepAliveReactor::FinishFromServer(absl::string_view why) {
 }
 
 void KeepAliveReactor::OnDone() {
-  {
-    core::MutexLock lock(&link_->mu);
-    link_->reactor = nullptr;
-  }
   bool close;
   {
     core::MutexLock lock(&mu_);
     close = !std::exchange(stream_closed_, true);
+    finished_ = true;  // a late listener call writes nothing
   }
   if (close) sessions_.CloseStream(stream_);
-  delete this;
+  bool last;
+  {
+    core::MutexLock lock(&link_->mu);
+    link_->done = true;
+    last = link_->users == 0;
+  }
+  if (last) delete this;
 }
 
 }  // namespace sessionbroker::transport

@@ -42,10 +42,15 @@ class KeepAliveReactor final
 
  private:
   // What the SessionManager's listener reaches the reactor through; it may
-  // outlive the reactor, which clears `reactor` in OnDone.
+  // outlive the reactor. The listener calls into the reactor without holding
+  // the lock (a write or Finish may run reactions inline), so the reactor is
+  // deleted by whoever lets go of it last: OnDone, or a listener call that
+  // was in progress when OnDone ran.
   struct Link {
     core::Mutex mu;
     KeepAliveReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+    int users ABSL_GUARDED_BY(mu) = 0;  // listener calls in progress
+    bool done ABSL_GUARDED_BY(mu) = false;  // OnDone ran
   };
 
   explicit KeepAliveReactor(core::SessionManager& sessions);
