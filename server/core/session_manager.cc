@@ -37,6 +37,24 @@ absl::Status WithReason(absl::Status status, absl::string_view token) {
   return status;
 }
 
+// `status` with another code and a prefix on its message, sharing nothing
+// with it. Copies of an absl::Status (and of its payload Cords) share
+// reference-counted reps, and Debian's Abseil drops those counts in
+// uninstrumented code: when a copy reaches another thread while one stays
+// behind, ThreadSanitizer cannot see the synchronisation and reports a false
+// race on the final delete (see ConnectionPool::Acquire). So statuses go to
+// callers and to the runner moved, and what is derived from a status the
+// manager keeps (tx_abort, an ended session's) is built afresh here, payload
+// bytes included (storage::Recode would share the payload Cords).
+absl::Status Fresh(const absl::Status& status, absl::StatusCode code, absl::string_view prefix) {
+  absl::Status out(code, absl::StrCat(prefix, status.message()));
+  status.ForEachPayload([&out](absl::string_view url, const absl::Cord& payload) {
+    out.SetPayload(url, absl::Cord(std::string(payload)));
+  });
+  return out;
+}
+absl::Status Detached(const absl::Status& status) { return Fresh(status, status.code(), ""); }
+
 }  // namespace
 
 // ---- Session and Call --------------------------------------------------------
@@ -109,7 +127,7 @@ class SessionManager::Call final : public RunningCall {
   SessionManager* const manager_;
   const Kind kind;
   const absl::Time deadline;
-  RunRequest request;  // kRun
+  RunRequest request;       // kRun
   TransactionSpec tx_spec;  // kBeginTx
   StatementRunner::Callback on_run;
   Callback<SessionInfo> on_info;
@@ -160,7 +178,7 @@ void SessionManager::Call::Stop(absl::Status why) {
         if (step != nullptr) {
           running_step = step;
         } else if (stop.ok()) {
-          stop = why;  // applied once the step is known
+          stop = std::move(why);  // applied once the step is known
         }
         break;
     }
@@ -220,9 +238,28 @@ absl::StatusOr<std::shared_ptr<SessionManager::Session>> SessionManager::FindLoc
     absl::string_view name) const {
   if (name.empty()) return absl::InvalidArgumentError("session is empty: name a session");
   auto it = sessions_.find(name);
-  if (it != sessions_.end()) return it->second;
+  if (it != sessions_.end()) {
+    // Past its lease or lifetime but not reaped yet (the reaper runs at the
+    // deadline, a moment later, or works through a mass expiry in batches):
+    // it is over already and must not be revived by a late call.
+    const Session& found = *it->second;
+    const absl::Time now = clock_.Now();
+    if (now >= found.max_end) {
+      return EndedStatusLocked(name, Ended{EndReason::kLifetime, found.max_end,
+                                           EndDetail(found, EndReason::kLifetime, found.max_end)});
+    }
+    if (LeaseRunsLocked(found) && now >= found.lease_end) {
+      const EndReason reason = found.orphaned ? EndReason::kOrphaned : EndReason::kExpired;
+      return EndedStatusLocked(name, Ended{reason, found.lease_end, EndDetail(found, reason, now)});
+    }
+    return it->second;
+  }
   auto ended = ended_.find(name);
-  if (ended != ended_.end()) return EndedStatusLocked(name, ended->second);
+  // RememberEndedLocked prunes only when another session ends: check the age
+  // here too, so an old entry is never reported.
+  if (ended != ended_.end() && clock_.Now() <= ended->second.at + options_.remember_ended_for) {
+    return EndedStatusLocked(name, ended->second);
+  }
   return WithReason(
       absl::NotFoundError(absl::StrCat(
           "session \"", name, "\" not found: it never existed here, or it ended more than ",
@@ -235,10 +272,10 @@ absl::Status SessionManager::EndedStatusLocked(absl::string_view name, const End
   static constexpr absl::string_view kTokens[] = {"SESSION_ENDED", "SESSION_EXPIRED",
                                                   "SESSION_ORPHANED", "SESSION_MAX_LIFETIME",
                                                   "BROKER_SHUTDOWN"};
-  return WithReason(absl::FailedPreconditionError(absl::StrCat(
-                        "session ", name, " ended at ", TimeText(ended.at), ": ",
-                        ended.detail, "; begin a new session")),
-                    kTokens[static_cast<int>(ended.reason)]);
+  return WithReason(
+      absl::FailedPreconditionError(absl::StrCat("session ", name, " ended at ", TimeText(ended.at),
+                                                 ": ", ended.detail, "; begin a new session")),
+      kTokens[static_cast<int>(ended.reason)]);
 }
 
 void SessionManager::RememberEndedLocked(const std::string& name, Ended ended) {
@@ -259,11 +296,9 @@ std::string SessionManager::EndDetail(const Session& s, EndReason reason, absl::
       return "EndSession was called";
     case EndReason::kExpired:
       return absl::StrCat("its lease expired: it was not renewed within its ttl of ",
-                          DurationText(s.ttl), " (last renewed at ", TimeText(s.renewed),
-                          ")");
+                          DurationText(s.ttl), " (last renewed at ", TimeText(s.renewed), ")");
     case EndReason::kOrphaned:
-      return absl::StrCat("the KeepAlive stream holding it went away at ",
-                          TimeText(s.orphaned_at),
+      return absl::StrCat("the KeepAlive stream holding it went away at ", TimeText(s.orphaned_at),
                           " and it was neither renewed nor held again within "
                           "BROKER_SESSION_ORPHAN_GRACE (",
                           DurationText(options_.orphan_grace), ")");
@@ -303,6 +338,14 @@ SessionInfo SessionManager::InfoLocked(const Session& s) const {
   return info;
 }
 
+bool SessionManager::LeaseRunsLocked(const Session& s) const {
+  // A stream holding the session suspends its lease. A running call does
+  // not: a statement outlasting its session's lease is cancelled (the client
+  // renews with RenewSession, which never queues, or holds the session with
+  // a KeepAlive stream, for long statements).
+  return s.holders.empty();
+}
+
 void SessionManager::RenewLocked(Session& s, absl::Time now) {
   s.renewed = now;
   s.lease_end = std::min(now + s.ttl, s.max_end);
@@ -312,8 +355,11 @@ void SessionManager::RenewLocked(Session& s, absl::Time now) {
 
 void SessionManager::RescheduleLocked(Session& s) {
   absl::Time next = s.max_end;
-  if (s.holders.empty()) next = std::min(next, s.lease_end);
-  if (s.tx == TxState::kOpen) {
+  if (LeaseRunsLocked(s)) next = std::min(next, s.lease_end);
+  // Once a kill is pending (the running call was told to stop), the
+  // transaction's deadlines have fired: keeping them would re-arm the reaper
+  // at a past time and make it spin until the call completes.
+  if (s.tx == TxState::kOpen && s.pending_kill.ok()) {
     next = std::min(next, s.tx_start + options_.tx_max_duration);
     if (s.running == nullptr) next = std::min(next, s.tx_idle_since + options_.tx_idle_timeout);
   }
@@ -328,7 +374,12 @@ void SessionManager::ArmReaperLocked() {
   if (deadlines_.empty()) return;
   const absl::Time earliest = deadlines_.begin()->first;
   if (reaper_timer_ != 0 && reaper_at_ <= earliest) return;
-  if (reaper_timer_ != 0) timers_.Cancel(reaper_timer_);
+  // Cancel fails only when the timer queue has already taken the timer out
+  // to run it: that Reap() is about to take the lock, and re-arms for the
+  // earliest deadline when it is done. Scheduling another here would leave
+  // two reaper timers, one of them untracked (the destructor could not
+  // cancel it).
+  if (reaper_timer_ != 0 && !timers_.Cancel(reaper_timer_)) return;
   reaper_at_ = earliest;
   reaper_timer_ = timers_.Schedule(earliest, [this] { Reap(); });
 }
@@ -354,9 +405,9 @@ void SessionManager::Reap() {
       std::shared_ptr<Session> s = found->second;
       if (now >= s->max_end) {
         EndLocked(s, EndReason::kLifetime, actions);
-      } else if (s->holders.empty() && now >= s->lease_end) {
+      } else if (LeaseRunsLocked(*s) && now >= s->lease_end) {
         EndLocked(s, s->orphaned ? EndReason::kOrphaned : EndReason::kExpired, actions);
-      } else if (s->tx == TxState::kOpen &&
+      } else if (s->tx == TxState::kOpen && s->pending_kill.ok() &&
                  now >= s->tx_start + options_.tx_max_duration) {
         ++counters_.tx_killed_max_duration;
         KillTransactionLocked(
@@ -398,9 +449,9 @@ void SessionManager::KillTransactionLocked(const std::shared_ptr<Session>& s, ab
   spdlog::warn("session {} ({}): {}", s->name, s->label, std::string(why.message()));
   if (s->running != nullptr) {
     // The call's completion rolls back and reports `why`.
-    s->pending_kill = why;
     std::shared_ptr<Call> call = s->running;
-    actions.Add([call, why]() mutable { call->Abort(std::move(why)); });
+    actions.Add([call, why = Detached(why)]() mutable { call->Abort(std::move(why)); });
+    s->pending_kill = std::move(why);
     RescheduleLocked(*s);
     return;
   }
@@ -471,23 +522,25 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
   for (std::shared_ptr<Call>& queued : s->queue) {
     queued->state = Call::State::kDone;
     if (queued->queue_timer != 0) timers_.Cancel(queued->queue_timer);
-    actions.Add([queued, ended_status] { queued->Fail(ended_status); });
+    actions.Add(
+        [queued, status = Detached(ended_status)]() mutable { queued->Fail(std::move(status)); });
   }
   s->queue.clear();
 
   if (s->running != nullptr) {
-    const absl::Status aborted = storage::Recode(
-        ended_status, absl::StatusCode::kAborted,
-        "the session ended while this call was running, so the call was stopped and any open "
-        "transaction rolled back: ");
+    absl::Status aborted =
+        Fresh(ended_status, absl::StatusCode::kAborted,
+              "the session ended while this call was running, so the call was stopped and any open "
+              "transaction rolled back: ");
     std::shared_ptr<Call> call = s->running;
-    actions.Add([call, aborted] { call->Abort(aborted); });
+    actions.Add(
+        [call, aborted = std::move(aborted)]() mutable { call->Abort(std::move(aborted)); });
   } else if (s->tx == TxState::kOpen) {
     s->tx = TxState::kNone;
     ++steps_in_flight_;
     PooledConnection conn = std::move(s->conn);
     const bool dirty = s->tx_dirty;
-    std::vector<absl::AnyInvocable<void() &&>> waiters = std::move(s->end_waiters);
+    std::vector<absl::AnyInvocable<void()&&>> waiters = std::move(s->end_waiters);
     actions.Add([this, conn = std::move(conn), dirty, waiters = std::move(waiters)]() mutable {
       DiscardTransaction(std::move(conn), dirty);
       // The rollback is on its way; the waiters (EndSession) need not wait
@@ -511,7 +564,8 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
     update.state = StreamUpdate::State::kEnded;
     update.reason = std::string(ended_status.message());
     std::shared_ptr<StreamListener> listener = stream->second.listener;
-    actions.Add([listener, update = std::move(update)]() mutable { (*listener)(std::move(update)); });
+    actions.Add(
+        [listener, update = std::move(update)]() mutable { (*listener)(std::move(update)); });
   }
   s->holders.clear();
 }
@@ -522,6 +576,38 @@ void SessionManager::Perform(Actions& actions) {
 }
 
 // ---- Sessions ----------------------------------------------------------------
+
+absl::Status SessionManager::RoomForSession(const std::string& client_id) {
+  MutexLock lock(&mu_);
+  return RoomForSessionLocked(client_id);
+}
+
+absl::Status SessionManager::RoomForSessionLocked(const std::string& client_id) {
+  if (shutting_down_) {
+    return absl::UnavailableError("the broker is shutting down; retry on another replica");
+  }
+  if (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
+    ++counters_.rejected;
+    return WithReason(
+        absl::ResourceExhaustedError(
+            absl::StrCat("the broker has ", sessions_.size(),
+                         " open sessions, its limit "
+                         "(BROKER_MAX_SESSIONS); end sessions you no longer need, or retry later")),
+        "MAX_SESSIONS");
+  }
+  auto by_client = open_by_client_.find(client_id);
+  if (options_.max_sessions_per_client > 0 && by_client != open_by_client_.end() &&
+      by_client->second >= options_.max_sessions_per_client) {
+    ++counters_.rejected;
+    return WithReason(
+        absl::ResourceExhaustedError(absl::StrCat(
+            "client \"", client_id, "\" has ", by_client->second,
+            " open sessions, its limit (BROKER_MAX_SESSIONS_PER_CLIENT); end sessions you no "
+            "longer need, or retry later")),
+        "MAX_SESSIONS_PER_CLIENT");
+  }
+  return absl::OkStatus();
+}
 
 void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<SessionInfo> done) {
   if (spec.ttl < absl::ZeroDuration()) {
@@ -548,35 +634,17 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
   if (spec.ttl == absl::ZeroDuration()) spec.ttl = options_.default_ttl;
   absl::StatusOr<SessionSettings> settings = NormalizeSessionSettings(std::move(spec.settings));
   if (!settings.ok()) {
-    std::move(done)(settings.status());
+    std::move(done)(std::move(settings).status());
     return;
   }
   spec.settings = *std::move(settings);
+  // Kept for the probe below: `spec` itself moves into `create`.
+  SessionSettings probe_settings = spec.settings;
+  const std::string client_id = spec.client_id;
 
   auto create = [this, spec = std::move(spec)]() mutable -> absl::StatusOr<SessionInfo> {
     MutexLock lock(&mu_);
-    if (shutting_down_) {
-      return absl::UnavailableError("the broker is shutting down; retry on another replica");
-    }
-    if (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
-      ++counters_.rejected;
-      return WithReason(
-          absl::ResourceExhaustedError(absl::StrCat(
-              "the broker has ", sessions_.size(), " open sessions, its limit "
-              "(BROKER_MAX_SESSIONS); end sessions you no longer need, or retry later")),
-          "MAX_SESSIONS");
-    }
-    auto by_client = open_by_client_.find(spec.client_id);
-    if (options_.max_sessions_per_client > 0 && by_client != open_by_client_.end() &&
-        by_client->second >= options_.max_sessions_per_client) {
-      ++counters_.rejected;
-      return WithReason(
-          absl::ResourceExhaustedError(absl::StrCat(
-              "client \"", spec.client_id, "\" has ", by_client->second,
-              " open sessions, its limit (BROKER_MAX_SESSIONS_PER_CLIENT); end sessions you no "
-              "longer need, or retry later")),
-          "MAX_SESSIONS_PER_CLIENT");
-    }
+    if (absl::Status room = RoomForSessionLocked(spec.client_id); !room.ok()) return room;
     auto s = std::make_shared<Session>();
     do {
       s->name = NewName();
@@ -597,8 +665,14 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
     return InfoLocked(*s);
   };
 
-  if (spec.settings.empty()) {
+  if (probe_settings.empty()) {
     std::move(done)(create());
+    return;
+  }
+  // Refuse before the probe takes a connection when the quota is already
+  // reached (create() checks again: others may begin meanwhile).
+  if (absl::Status room = RoomForSession(client_id); !room.ok()) {
+    std::move(done)(std::move(room));
     return;
   }
   // Try the settings once, so that a bad value fails now, with PostgreSQL's
@@ -606,7 +680,7 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
   RunRequest probe;
   probe.op = Op::kBegin;
   probe.deadline = deadline;
-  probe.transaction.settings = spec.settings;
+  probe.transaction.settings = std::move(probe_settings);
   runner_.RunStep(std::move(probe), [this, create = std::move(create),
                                      done = std::move(done)](RunOutcome begun) mutable {
     if (!begun.results.ok()) {
@@ -616,19 +690,17 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
     RunRequest rollback;
     rollback.op = Op::kRollback;
     rollback.connection = std::move(begun.connection);
-    runner_.RunStep(std::move(rollback), [create = std::move(create),
-                                          done = std::move(done)](RunOutcome) mutable {
-      std::move(done)(create());
-    });
+    runner_.RunStep(std::move(rollback), [create = std::move(create), done = std::move(done)](
+                                             RunOutcome) mutable { std::move(done)(create()); });
   });
 }
 
 absl::StatusOr<SessionInfo> SessionManager::Renew(absl::string_view name, absl::Duration ttl) {
   if (ttl < absl::ZeroDuration()) return absl::InvalidArgumentError("ttl is negative");
   if (ttl > options_.max_ttl) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ttl ", DurationText(ttl), " is longer than BROKER_SESSION_MAX_TTL (",
-                     DurationText(options_.max_ttl), ")"));
+    return absl::InvalidArgumentError(absl::StrCat("ttl ", DurationText(ttl),
+                                                   " is longer than BROKER_SESSION_MAX_TTL (",
+                                                   DurationText(options_.max_ttl), ")"));
   }
   MutexLock lock(&mu_);
   absl::StatusOr<std::shared_ptr<Session>> s = FindLocked(name);
@@ -673,26 +745,27 @@ absl::StatusOr<SessionManager::Page> SessionManager::List(int page_size,
 
 void SessionManager::End(absl::string_view name, Callback<bool> done) {
   Actions actions;
-  bool had_tx = false;
-  bool wait = false;
+  absl::Status not_found;
   {
     MutexLock lock(&mu_);
     absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(name);
     if (!found.ok()) {
-      std::move(done)(found.status());
-      return;
+      not_found = found.status();
+    } else {
+      std::shared_ptr<Session> s = *std::move(found);
+      const bool had_tx = s->tx == TxState::kOpen || s->tx == TxState::kBeginning ||
+                          (s->running != nullptr && s->running->in_transaction);
+      // Answer once the session's connection is on its way back.
+      s->end_waiters.push_back(
+          [done = std::move(done), had_tx]() mutable { std::move(done)(had_tx); });
+      EndLocked(s, EndReason::kClient, actions);
     }
-    std::shared_ptr<Session> s = *std::move(found);
-    had_tx = s->tx == TxState::kOpen || s->tx == TxState::kBeginning ||
-             (s->running != nullptr && s->running->in_transaction);
-    // Answer once the session's connection is on its way back.
-    s->end_waiters.push_back([done = std::move(done), had_tx]() mutable {
-      std::move(done)(had_tx);
-    });
-    wait = true;
-    EndLocked(s, EndReason::kClient, actions);
   }
-  (void)wait;
+  if (!not_found.ok()) {
+    // Outside the lock: the callback may call back into the manager.
+    std::move(done)(std::move(not_found));
+    return;
+  }
   Perform(actions);
 }
 
@@ -717,8 +790,7 @@ std::shared_ptr<RunningCall> SessionManager::Commit(absl::string_view name, absl
   return call;
 }
 
-std::shared_ptr<RunningCall> SessionManager::Rollback(absl::string_view name,
-                                                      absl::Time deadline,
+std::shared_ptr<RunningCall> SessionManager::Rollback(absl::string_view name, absl::Time deadline,
                                                       Callback<bool> done) {
   auto call = std::make_shared<Call>(this, Call::Kind::kRollback, deadline);
   call->on_rollback = std::move(done);
@@ -802,7 +874,7 @@ void SessionManager::StartLocked(const std::shared_ptr<Session>& s, std::shared_
   switch (call->kind) {
     case Call::Kind::kRun:
       if (s->tx == TxState::kAborted) {
-        finish_now([call, why = s->tx_abort] { call->Fail(why); });
+        finish_now([call, why = Detached(s->tx_abort)]() mutable { call->Fail(std::move(why)); });
         StartNextLocked(s, actions);
         return;
       }
@@ -823,8 +895,8 @@ void SessionManager::StartLocked(const std::shared_ptr<Session>& s, std::shared_
       if (s->tx == TxState::kOpen) {
         finish_now([call, since = s->tx_start] {
           call->Fail(absl::FailedPreconditionError(
-              absl::StrCat("a transaction is already open in this session (since ",
-                           TimeText(since), "); Commit or Rollback it first")));
+              absl::StrCat("a transaction is already open in this session (since ", TimeText(since),
+                           "); Commit or Rollback it first")));
         });
         StartNextLocked(s, actions);
         return;
@@ -860,10 +932,10 @@ void SessionManager::StartLocked(const std::shared_ptr<Session>& s, std::shared_
         return;
       }
       if (s->tx == TxState::kAborted) {
-        const absl::Status why = storage::WithPrefix(s->tx_abort, "nothing was committed: ");
+        absl::Status why = Fresh(s->tx_abort, s->tx_abort.code(), "nothing was committed: ");
         s->tx = TxState::kNone;
         s->tx_abort = absl::OkStatus();
-        finish_now([call, why] { call->Fail(why); });
+        finish_now([call, why = std::move(why)]() mutable { call->Fail(std::move(why)); });
         StartNextLocked(s, actions);
         return;
       }
@@ -874,10 +946,10 @@ void SessionManager::StartLocked(const std::shared_ptr<Session>& s, std::shared_
       break;
     case Call::Kind::kRollback:
       if (s->tx == TxState::kNone) {
-        finish_now([call] {
-          call->Fail(absl::FailedPreconditionError(
-              "no transaction is open in this session, so there is nothing to roll back"));
-        });
+        // Like PostgreSQL's ROLLBACK outside a transaction: nothing to do,
+        // and not an error, so a client may always roll back on its way out
+        // (also after a Commit that failed).
+        finish_now([call] { std::move(call->on_rollback)(false); });
         StartNextLocked(s, actions);
         return;
       }
@@ -955,10 +1027,9 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
           auto it = ended_.find(s->name);
           results = it == ended_.end()
                         ? absl::AbortedError("the session ended; its transaction was rolled back")
-                        : storage::Recode(EndedStatusLocked(s->name, it->second),
-                                          absl::StatusCode::kAborted,
-                                          "the session ended while this call was running, so "
-                                          "its transaction was rolled back: ");
+                        : Fresh(EndedStatusLocked(s->name, it->second), absl::StatusCode::kAborted,
+                                "the session ended while this call was running, so its "
+                                "transaction was rolled back: ");
         }
       }
       s->tx = TxState::kNone;
@@ -973,7 +1044,7 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
             if (conn) discard(s->tx_dirty || outcome.changed_session_state);
             s->tx = TxState::kAborted;
             s->tx_abort = std::exchange(s->pending_kill, absl::OkStatus());
-            if (results.ok()) results = s->tx_abort;
+            if (results.ok()) results = Detached(s->tx_abort);
           } else if (results.ok()) {
             s->conn = std::move(conn);
             s->tx_dirty = s->tx_dirty || outcome.changed_session_state;
@@ -1024,7 +1095,13 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
           ++counters_.transactions_rolled_back;
           break;
       }
-      RenewLocked(*s, now);
+      if (s->orphaned) {
+        // Its stream went away while the call ran: the grace runs from now.
+        s->lease_end = std::min(now + options_.orphan_grace, s->max_end);
+        RescheduleLocked(*s);
+      } else {
+        RenewLocked(*s, now);
+      }
       if (call->kind == Call::Kind::kBeginTx && results.ok()) info = InfoLocked(*s);
       StartNextLocked(s, actions);
     }
@@ -1038,21 +1115,21 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
       if (results.ok()) {
         std::move(call->on_info)(std::move(info));
       } else {
-        std::move(call->on_info)(results.status());
+        std::move(call->on_info)(std::move(results).status());
       }
       break;
     case Call::Kind::kCommit:
       if (results.ok()) {
         std::move(call->on_commit)(commit_time);
       } else {
-        std::move(call->on_commit)(results.status());
+        std::move(call->on_commit)(std::move(results).status());
       }
       break;
     case Call::Kind::kRollback:
       if (results.ok()) {
         std::move(call->on_rollback)(true);
       } else {
-        std::move(call->on_rollback)(results.status());
+        std::move(call->on_rollback)(std::move(results).status());
       }
       break;
   }

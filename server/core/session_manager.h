@@ -6,10 +6,11 @@
 // does:
 //
 //  * Leases: a session ends when its lease (expire_time = last renewal + ttl)
-//    passes. Every call on the session, RenewSession, and a KeepAlive stream
-//    holding it renew the lease; BROKER_SESSION_MAX_LIFETIME after it began
-//    it ends regardless. When the last stream holding a session goes away,
-//    the session ends after the orphan grace unless renewed or held again.
+//    passes. Every call on the session (when it arrives and when it
+//    completes), RenewSession (which never waits behind the session's
+//    calls), and a KeepAlive stream holding it renew the lease; BROKER_SESSION_MAX_LIFETIME
+//    after it began it ends regardless. When the last stream holding a session goes away, the
+//    session ends after the orphan grace unless renewed or held again.
 //  * Transactions: BeginTransaction pins a connection (with the session's
 //    isolation, read-only flag and settings); every statement of the session
 //    runs there until Commit or Rollback. A transaction idle (no statement
@@ -213,20 +214,27 @@ class SessionManager final {
   // Work found under the lock, done after releasing it.
   struct Actions;
 
+  // OK if a session for `client_id` may begin (not shutting down, quotas);
+  // counts a refusal.
+  absl::Status RoomForSession(const std::string& client_id);
+  absl::Status RoomForSessionLocked(const std::string& client_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Submit(absl::string_view name, std::shared_ptr<Call> call);
-  void StartLocked(const std::shared_ptr<Session>& s, std::shared_ptr<Call> call,
-                   Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartLocked(const std::shared_ptr<Session>& s, std::shared_ptr<Call> call, Actions& actions)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call> call, RunOutcome outcome);
   void StartNextLocked(const std::shared_ptr<Session>& s, Actions& actions)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FailQueued(const std::shared_ptr<Call>& call, absl::Status status);
   void EndLocked(const std::shared_ptr<Session>& s, EndReason reason, Actions& actions)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void KillTransactionLocked(const std::shared_ptr<Session>& s, absl::Status why,
-                             Actions& actions) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void KillTransactionLocked(const std::shared_ptr<Session>& s, absl::Status why, Actions& actions)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Rolls back (in the background) a transaction nobody will use again.
   void DiscardTransaction(PooledConnection conn, bool dirty);
   void RenewLocked(Session& s, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the lease deadline applies now (no stream holds it).
+  bool LeaseRunsLocked(const Session& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RescheduleLocked(Session& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ArmReaperLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Reap();
@@ -234,8 +242,7 @@ class SessionManager final {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status EndedStatusLocked(absl::string_view name, const Ended& ended) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RememberEndedLocked(const std::string& name, Ended ended)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RememberEndedLocked(const std::string& name, Ended ended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionInfo InfoLocked(const Session& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   StreamUpdate UpdateLocked(const Session& s, StreamUpdate::State state) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -49,7 +49,7 @@ class KeepAliveReactor final
   struct Link {
     core::Mutex mu;
     KeepAliveReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
-    int users ABSL_GUARDED_BY(mu) = 0;  // listener calls in progress
+    int users ABSL_GUARDED_BY(mu) = 0;      // listener calls in progress
     bool done ABSL_GUARDED_BY(mu) = false;  // OnDone ran
   };
 

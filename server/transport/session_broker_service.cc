@@ -15,8 +15,7 @@
 namespace sessionbroker::transport {
 namespace {
 
-constexpr char kDrainingMessage[] =
-    "the broker is shutting down; retry on another instance";
+constexpr char kDrainingMessage[] = "the broker is shutting down; retry on another instance";
 
 absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   const auto deadline = context.deadline();
@@ -50,10 +49,8 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
   }
 
   void Start(Starter start) {
-    std::shared_ptr<core::RunningCall> call =
-        std::move(start)([this](absl::Status status) {
-          FinishOnce(std::move(status), /*from_start=*/false);
-        });
+    std::shared_ptr<core::RunningCall> call = std::move(start)(
+        [this](absl::Status status) { FinishOnce(std::move(status), /*from_start=*/false); });
     {
       core::MutexLock lock(&mu_);
       call_ = std::move(call);
@@ -101,8 +98,7 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 };
 
 SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
-                                           core::SessionManager& sessions,
-                                           size_t max_result_bytes)
+                                           core::SessionManager& sessions, size_t max_result_bytes)
     : runner_(runner), sessions_(sessions), max_result_bytes_(max_result_bytes) {}
 
 grpc::ServerUnaryReactor* SessionBrokerService::RejectDraining(
@@ -111,7 +107,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::RejectDraining(
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::Respond(grpc::CallbackServerContext* context,
-                                                       const absl::Status& status) {
+                                                        const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status, context));
   return reactor;
@@ -135,9 +131,9 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
                   });
 }
 
-grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(
-    grpc::CallbackServerContext* context, const v1::ExecuteBatchRequest* request,
-    v1::ExecuteBatchResponse* response) {
+grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServerContext* context,
+                                                             const v1::ExecuteBatchRequest* request,
+                                                             v1::ExecuteBatchResponse* response) {
   if (draining_.load()) return RejectDraining(context);
   core::RunRequest run;
   run.op = core::RunRequest::Op::kBatch;
@@ -159,9 +155,9 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(
                   });
 }
 
-grpc::ServerUnaryReactor* SessionBrokerService::BeginSession(
-    grpc::CallbackServerContext* context, const v1::BeginSessionRequest* request,
-    v1::Session* response) {
+grpc::ServerUnaryReactor* SessionBrokerService::BeginSession(grpc::CallbackServerContext* context,
+                                                             const v1::BeginSessionRequest* request,
+                                                             v1::Session* response) {
   if (draining_.load()) return RejectDraining(context);
   core::SessionSpec spec;
   absl::StatusOr<absl::Duration> ttl = DurationFromProto(request->ttl(), "ttl");
@@ -175,21 +171,22 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginSession(
   spec.label = request->label();
   spec.client_id = ClientIdOf(*context);
   const absl::Time deadline = DeadlineOf(*context);
-  return StartCall(context, [this, spec = std::move(spec), deadline, response](
-                                Done done) mutable -> std::shared_ptr<core::RunningCall> {
-    sessions_.Begin(std::move(spec), deadline,
-                    [response, done = std::move(done)](
-                        absl::StatusOr<core::SessionInfo> info) mutable {
-                      if (info.ok()) SessionToProto(*info, response);
-                      std::move(done)(info.status());
-                    });
-    return nullptr;
-  });
+  return StartCall(context,
+                   [this, spec = std::move(spec), deadline,
+                    response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
+                     sessions_.Begin(std::move(spec), deadline,
+                                     [response, done = std::move(done)](
+                                         absl::StatusOr<core::SessionInfo> info) mutable {
+                                       if (info.ok()) SessionToProto(*info, response);
+                                       std::move(done)(info.status());
+                                     });
+                     return nullptr;
+                   });
 }
 
-grpc::ServerUnaryReactor* SessionBrokerService::RenewSession(
-    grpc::CallbackServerContext* context, const v1::RenewSessionRequest* request,
-    v1::Session* response) {
+grpc::ServerUnaryReactor* SessionBrokerService::RenewSession(grpc::CallbackServerContext* context,
+                                                             const v1::RenewSessionRequest* request,
+                                                             v1::Session* response) {
   if (draining_.load()) return RejectDraining(context);
   absl::StatusOr<absl::Duration> ttl = DurationFromProto(request->ttl(), "ttl");
   if (!ttl.ok()) return Respond(context, ttl.status());
@@ -206,9 +203,9 @@ grpc::ServerUnaryReactor* SessionBrokerService::GetSession(grpc::CallbackServerC
   return Respond(context, info.status());
 }
 
-grpc::ServerUnaryReactor* SessionBrokerService::ListSessions(
-    grpc::CallbackServerContext* context, const v1::ListSessionsRequest* request,
-    v1::ListSessionsResponse* response) {
+grpc::ServerUnaryReactor* SessionBrokerService::ListSessions(grpc::CallbackServerContext* context,
+                                                             const v1::ListSessionsRequest* request,
+                                                             v1::ListSessionsResponse* response) {
   absl::StatusOr<core::SessionManager::Page> page =
       sessions_.List(request->page_size(), request->page_token(), request->client_id());
   if (page.ok()) {
@@ -225,14 +222,18 @@ grpc::ServerUnaryReactor* SessionBrokerService::EndSession(grpc::CallbackServerC
                                                            const v1::EndSessionRequest* request,
                                                            v1::EndSessionResponse* response) {
   // Allowed while draining: ending a session only gives back.
-  return StartCall(context, [this, name = request->session(), response](
-                                Done done) mutable -> std::shared_ptr<core::RunningCall> {
-    sessions_.End(name, [response, done = std::move(done)](absl::StatusOr<bool> rolled_back) mutable {
-      if (rolled_back.ok()) response->set_rolled_back(*rolled_back);
-      std::move(done)(rolled_back.status());
-    });
-    return nullptr;
-  }, /*during_drain=*/true);
+  return StartCall(
+      context,
+      [this, name = request->session(),
+       response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
+        sessions_.End(name,
+                      [response, done = std::move(done)](absl::StatusOr<bool> rolled_back) mutable {
+                        if (rolled_back.ok()) response->set_rolled_back(*rolled_back);
+                        std::move(done)(rolled_back.status());
+                      });
+        return nullptr;
+      },
+      /*during_drain=*/true);
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::BeginTransaction(
@@ -246,15 +247,17 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginTransaction(
   spec.read_only = request->read_only();
   spec.deferrable = request->deferrable();
   const absl::Time deadline = DeadlineOf(*context);
-  return StartCall(context, [this, name = request->session(), spec, deadline, response](
-                                Done done) mutable -> std::shared_ptr<core::RunningCall> {
-    return sessions_.BeginTransaction(
-        name, spec, deadline,
-        [response, done = std::move(done)](absl::StatusOr<core::SessionInfo> info) mutable {
-          if (info.ok()) SessionToProto(*info, response->mutable_session());
-          std::move(done)(info.status());
-        });
-  });
+  return StartCall(
+      context,
+      [this, name = request->session(), spec, deadline,
+       response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
+        return sessions_.BeginTransaction(
+            name, spec, deadline,
+            [response, done = std::move(done)](absl::StatusOr<core::SessionInfo> info) mutable {
+              if (info.ok()) SessionToProto(*info, response->mutable_session());
+              std::move(done)(info.status());
+            });
+      });
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::Commit(grpc::CallbackServerContext* context,
@@ -262,28 +265,36 @@ grpc::ServerUnaryReactor* SessionBrokerService::Commit(grpc::CallbackServerConte
                                                        v1::CommitResponse* response) {
   // Allowed while draining: it ends a transaction a running client began.
   const absl::Time deadline = DeadlineOf(*context);
-  return StartCall(context, [this, name = request->session(), deadline, response](
-                                Done done) mutable -> std::shared_ptr<core::RunningCall> {
-    return sessions_.Commit(
-        name, deadline, [response, done = std::move(done)](absl::StatusOr<absl::Time> at) mutable {
-          if (at.ok()) TimeToProto(*at, response->mutable_commit_time());
-          std::move(done)(at.status());
-        });
-  }, /*during_drain=*/true);
+  return StartCall(
+      context,
+      [this, name = request->session(), deadline,
+       response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
+        return sessions_.Commit(
+            name, deadline,
+            [response, done = std::move(done)](absl::StatusOr<absl::Time> at) mutable {
+              if (at.ok()) TimeToProto(*at, response->mutable_commit_time());
+              std::move(done)(at.status());
+            });
+      },
+      /*during_drain=*/true);
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::Rollback(grpc::CallbackServerContext* context,
                                                          const v1::RollbackRequest* request,
                                                          v1::RollbackResponse* response) {
   const absl::Time deadline = DeadlineOf(*context);
-  return StartCall(context, [this, name = request->session(), deadline, response](
-                                Done done) mutable -> std::shared_ptr<core::RunningCall> {
-    return sessions_.Rollback(
-        name, deadline, [response, done = std::move(done)](absl::StatusOr<bool> rolled_back) mutable {
-          if (rolled_back.ok()) response->set_rolled_back(*rolled_back);
-          std::move(done)(rolled_back.status());
-        });
-  }, /*during_drain=*/true);
+  return StartCall(
+      context,
+      [this, name = request->session(), deadline,
+       response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
+        return sessions_.Rollback(
+            name, deadline,
+            [response, done = std::move(done)](absl::StatusOr<bool> rolled_back) mutable {
+              if (rolled_back.ok()) response->set_rolled_back(*rolled_back);
+              std::move(done)(rolled_back.status());
+            });
+      },
+      /*during_drain=*/true);
 }
 
 grpc::ServerBidiReactor<v1::KeepAliveRequest, v1::KeepAliveResponse>*
@@ -306,19 +317,20 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartCall(grpc::CallbackServerCo
 
 grpc::ServerUnaryReactor* SessionBrokerService::StartRun(grpc::CallbackServerContext* context,
                                                          core::RunRequest run,
-                                                         const std::string& session,
-                                                         RunFill fill) {
-  return StartCall(context, [this, run = std::move(run), session, fill = std::move(fill)](
-                                Done done) mutable -> std::shared_ptr<core::RunningCall> {
-    auto complete = [fill = std::move(fill), done = std::move(done)](
-                        absl::StatusOr<core::StatementRunner::Results> results) mutable {
-      std::move(done)(results.ok() ? fill(*std::move(results)) : results.status());
-    };
-    // Invalid SQL requests (empty, several statements, placeholder count)
-    // are refused before any database work.
-    if (session.empty()) return runner_.Run(std::move(run), std::move(complete));
-    return sessions_.Run(session, std::move(run), std::move(complete));
-  });
+                                                         const std::string& session, RunFill fill) {
+  return StartCall(
+      context,
+      [this, run = std::move(run), session,
+       fill = std::move(fill)](Done done) mutable -> std::shared_ptr<core::RunningCall> {
+        auto complete = [fill = std::move(fill), done = std::move(done)](
+                            absl::StatusOr<core::StatementRunner::Results> results) mutable {
+          std::move(done)(results.ok() ? fill(*std::move(results)) : results.status());
+        };
+        // Invalid SQL requests (empty, several statements, placeholder count)
+        // are refused before any database work.
+        if (session.empty()) return runner_.Run(std::move(run), std::move(complete));
+        return sessions_.Run(session, std::move(run), std::move(complete));
+      });
 }
 
 absl::Status SessionBrokerService::CapResponse(google::protobuf::Message* response) const {

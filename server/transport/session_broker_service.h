@@ -101,7 +101,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   // Finishes at once with `status` (OK: the response is filled in; otherwise
   // no database work was started).
   grpc::ServerUnaryReactor* Respond(grpc::CallbackServerContext* context,
-                                   const absl::Status& status);
+                                    const absl::Status& status);
   grpc::ServerUnaryReactor* RejectDraining(grpc::CallbackServerContext* context);
   void CallStarted();
   void CallDone();

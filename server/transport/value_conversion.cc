@@ -10,8 +10,7 @@ namespace {
 // PostgreSQL arrays have at most 6 dimensions (MAXDIM).
 constexpr int kMaxArrayDepth = 6;
 
-absl::StatusOr<storage::Value> Convert(const v1::Value& value, absl::string_view where,
-                                       int depth) {
+absl::StatusOr<storage::Value> Convert(const v1::Value& value, absl::string_view where, int depth) {
   using storage::Value;
   switch (value.kind_case()) {
     case v1::Value::kNullValue:

@@ -10,8 +10,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/repeated_ptr_field.h"
-#include "sessionbroker/v1/broker.pb.h"
 #include "server/storage/value.h"
+#include "sessionbroker/v1/broker.pb.h"
 
 namespace sessionbroker::transport {
 

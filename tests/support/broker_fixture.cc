@@ -33,6 +33,109 @@ std::string SqlStateOf(const grpc::ClientContext& context) {
   return std::string(it->second.data(), it->second.size());
 }
 
+std::string ReasonOf(const grpc::ClientContext& context) {
+  auto it = context.GetServerTrailingMetadata().find("sessionbroker-reason");
+  if (it == context.GetServerTrailingMetadata().end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
+google::protobuf::Duration DurationProto(absl::Duration d) {
+  google::protobuf::Duration out;
+  const int64_t seconds = absl::IDivDuration(d, absl::Seconds(1), &d);
+  out.set_seconds(seconds);
+  out.set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+  return out;
+}
+
+absl::Time TimeOf(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
+namespace {
+
+// One unary call with a deadline and optional x-client-id.
+template <typename Request, typename Response>
+RpcResult<Response> Unary(v1::SessionBroker::Stub* stub,
+                          grpc::Status (v1::SessionBroker::Stub::*method)(grpc::ClientContext*,
+                                                                           const Request&,
+                                                                           Response*),
+                          const Request& request, const std::string& client_id = "",
+                          absl::Duration timeout = absl::Seconds(20)) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  if (!client_id.empty()) context.AddMetadata("x-client-id", client_id);
+  RpcResult<Response> out;
+  out.status = (stub->*method)(&context, request, &out.response);
+  out.sqlstate = SqlStateOf(context);
+  out.reason = ReasonOf(context);
+  return out;
+}
+
+}  // namespace
+
+KeepAliveStream::KeepAliveStream(v1::SessionBroker::Stub* stub, const std::string& client_id) {
+  if (!client_id.empty()) context_.AddMetadata("x-client-id", client_id);
+  stream_ = stub->KeepAlive(&context_);
+  reader_ = std::thread([this] {
+    v1::KeepAliveResponse response;
+    while (stream_->Read(&response)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      responses_.push_back(response);
+      cv_.notify_all();
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    ended_ = true;
+    cv_.notify_all();
+  });
+}
+
+KeepAliveStream::~KeepAliveStream() {
+  context_.TryCancel();
+  if (reader_.joinable()) reader_.join();
+  if (!finished_) stream_->Finish();
+}
+
+bool KeepAliveStream::Hold(const std::vector<std::string>& names) {
+  v1::KeepAliveRequest request;
+  for (const std::string& n : names) request.add_hold(n);
+  return stream_->Write(request);
+}
+
+bool KeepAliveStream::Release(const std::vector<std::string>& names) {
+  v1::KeepAliveRequest request;
+  for (const std::string& n : names) request.add_release(n);
+  return stream_->Write(request);
+}
+
+std::optional<v1::KeepAliveResponse> KeepAliveStream::Next(absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, absl::ToChronoMilliseconds(timeout), [this] { return !responses_.empty() || ended_; });
+  if (responses_.empty()) return std::nullopt;
+  v1::KeepAliveResponse out = std::move(responses_.front());
+  responses_.pop_front();
+  return out;
+}
+
+bool KeepAliveStream::WaitEnded(absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_for(lock, absl::ToChronoMilliseconds(timeout), [this] { return ended_; });
+}
+
+grpc::Status KeepAliveStream::Close(absl::Duration timeout) {
+  stream_->WritesDone();
+  return FinishAfterEnd(timeout);
+}
+
+grpc::Status KeepAliveStream::FinishAfterEnd(absl::Duration timeout) {
+  if (!WaitEnded(timeout)) {
+    return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                        "test: the server did not end the KeepAlive stream in time");
+  }
+  reader_.join();
+  finished_ = true;
+  return stream_->Finish();
+}
+
 void BrokerFixture::SetUp() {
   base_url_ = TestDatabaseUrl();
   ASSERT_FALSE(base_url_.empty());
@@ -65,6 +168,83 @@ CallResult BrokerFixture::Execute(const std::string& sql, std::vector<v1::Value>
   out.status = (stub ? stub : stub_.get())->Execute(&context, request, &out.response);
   out.sqlstate = SqlStateOf(context);
   return out;
+}
+
+RpcResult<v1::Session> BrokerFixture::BeginSession(const v1::BeginSessionRequest& request,
+                                                  const std::string& client_id, Stub* stub) {
+  return Unary(stub ? stub : stub_.get(), &Stub::BeginSession, request, client_id);
+}
+
+RpcResult<v1::Session> BrokerFixture::BeginSessionWithTtl(absl::Duration ttl) {
+  v1::BeginSessionRequest request;
+  if (ttl != absl::ZeroDuration()) *request.mutable_ttl() = DurationProto(ttl);
+  return BeginSession(request);
+}
+
+RpcResult<v1::Session> BrokerFixture::RenewSession(const std::string& session,
+                                                  absl::Duration ttl) {
+  v1::RenewSessionRequest request;
+  request.set_session(session);
+  if (ttl != absl::ZeroDuration()) *request.mutable_ttl() = DurationProto(ttl);
+  return Unary(stub_.get(), &Stub::RenewSession, request);
+}
+
+RpcResult<v1::Session> BrokerFixture::GetSession(const std::string& session, Stub* stub) {
+  v1::GetSessionRequest request;
+  request.set_session(session);
+  return Unary(stub ? stub : stub_.get(), &Stub::GetSession, request);
+}
+
+RpcResult<v1::EndSessionResponse> BrokerFixture::EndSession(const std::string& session) {
+  v1::EndSessionRequest request;
+  request.set_session(session);
+  return Unary(stub_.get(), &Stub::EndSession, request);
+}
+
+RpcResult<v1::ListSessionsResponse> BrokerFixture::ListSessions(
+    const v1::ListSessionsRequest& request) {
+  return Unary(stub_.get(), &Stub::ListSessions, request);
+}
+
+RpcResult<v1::BeginTransactionResponse> BrokerFixture::BeginTransaction(
+    const std::string& session, v1::IsolationLevel isolation, bool read_only) {
+  v1::BeginTransactionRequest request;
+  request.set_session(session);
+  request.set_isolation(isolation);
+  request.set_read_only(read_only);
+  return Unary(stub_.get(), &Stub::BeginTransaction, request);
+}
+
+RpcResult<v1::CommitResponse> BrokerFixture::Commit(const std::string& session) {
+  v1::CommitRequest request;
+  request.set_session(session);
+  return Unary(stub_.get(), &Stub::Commit, request);
+}
+
+RpcResult<v1::RollbackResponse> BrokerFixture::Rollback(const std::string& session) {
+  v1::RollbackRequest request;
+  request.set_session(session);
+  return Unary(stub_.get(), &Stub::Rollback, request);
+}
+
+RpcResult<v1::ExecuteResponse> BrokerFixture::ExecuteIn(const std::string& session,
+                                                        const std::string& sql,
+                                                        std::vector<v1::Value> params,
+                                                        absl::Duration timeout, Stub* stub) {
+  v1::ExecuteRequest request;
+  request.set_sql(sql);
+  for (v1::Value& p : params) *request.add_params() = std::move(p);
+  request.set_session(session);
+  return Unary(stub ? stub : stub_.get(), &Stub::Execute, request, "", timeout);
+}
+
+bool BrokerFixture::Eventually(const std::function<bool()>& condition, absl::Duration timeout) {
+  const absl::Time end = absl::Now() + timeout;
+  for (;;) {
+    if (condition()) return true;
+    if (absl::Now() >= end) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
 }
 
 storage::QueryResult BrokerFixture::Admin(const std::string& sql,

@@ -6,10 +6,16 @@
 #ifndef SESSIONBROKER_TESTS_SUPPORT_BROKER_FIXTURE_H_
 #define SESSIONBROKER_TESTS_SUPPORT_BROKER_FIXTURE_H_
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -35,6 +41,54 @@ struct CallResult {
   std::string sqlstate;  // trailing metadata, if any
 };
 
+// The "sessionbroker-reason" trailing metadata of a finished call ("" if none).
+std::string ReasonOf(const grpc::ClientContext& context);
+
+// Any unary call's outcome, with the trailing metadata the session API uses.
+template <typename Response>
+struct RpcResult {
+  grpc::Status status;
+  Response response;
+  std::string sqlstate;  // "sqlstate" trailing metadata, if any
+  std::string reason;    // "sessionbroker-reason" trailing metadata, if any
+};
+
+google::protobuf::Duration DurationProto(absl::Duration d);
+absl::Time TimeOf(const google::protobuf::Timestamp& t);
+
+// A KeepAlive stream driven from a test: requests are written from the
+// calling thread, responses collected by a reader thread. Cancels the call
+// (and joins the reader) on destruction.
+class KeepAliveStream {
+ public:
+  explicit KeepAliveStream(v1::SessionBroker::Stub* stub, const std::string& client_id = "");
+  ~KeepAliveStream();
+  KeepAliveStream(const KeepAliveStream&) = delete;
+  KeepAliveStream& operator=(const KeepAliveStream&) = delete;
+
+  bool Hold(const std::vector<std::string>& names);
+  bool Release(const std::vector<std::string>& names);
+  // The next response (up to `timeout`); nullopt on timeout or once the
+  // stream ended with nothing left to read.
+  std::optional<v1::KeepAliveResponse> Next(absl::Duration timeout);
+  // Waits until the server ended the stream (up to `timeout`).
+  bool WaitEnded(absl::Duration timeout);
+  // WritesDone, waits for the server to end the stream, Finish.
+  grpc::Status Close(absl::Duration timeout = absl::Seconds(10));
+  // Finish after the server ended the stream (e.g. the broker exited).
+  grpc::Status FinishAfterEnd(absl::Duration timeout = absl::Seconds(10));
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::KeepAliveRequest, v1::KeepAliveResponse>> stream_;
+  std::thread reader_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<v1::KeepAliveResponse> responses_;
+  bool ended_ = false;
+  bool finished_ = false;
+};
+
 class BrokerFixture : public ::testing::Test {
  protected:
   void SetUp() override;
@@ -47,6 +101,33 @@ class BrokerFixture : public ::testing::Test {
   CallResult Execute(const std::string& sql, std::vector<v1::Value> params = {},
                      absl::Duration timeout = absl::Seconds(20),
                      v1::SessionBroker::Stub* stub = nullptr, const std::string& session = "");
+
+  // Session RPCs; `client_id` goes out as "x-client-id" when not empty.
+  using Stub = v1::SessionBroker::Stub;
+  RpcResult<v1::Session> BeginSession(const v1::BeginSessionRequest& request = {},
+                                      const std::string& client_id = "", Stub* stub = nullptr);
+  // A session with this ttl (zero: the default) and nothing else.
+  RpcResult<v1::Session> BeginSessionWithTtl(absl::Duration ttl);
+  RpcResult<v1::Session> RenewSession(const std::string& session,
+                                      absl::Duration ttl = absl::ZeroDuration());
+  RpcResult<v1::Session> GetSession(const std::string& session, Stub* stub = nullptr);
+  RpcResult<v1::EndSessionResponse> EndSession(const std::string& session);
+  RpcResult<v1::ListSessionsResponse> ListSessions(const v1::ListSessionsRequest& request);
+  RpcResult<v1::BeginTransactionResponse> BeginTransaction(
+      const std::string& session, v1::IsolationLevel isolation = v1::ISOLATION_LEVEL_UNSPECIFIED,
+      bool read_only = false);
+  RpcResult<v1::CommitResponse> Commit(const std::string& session);
+  RpcResult<v1::RollbackResponse> Rollback(const std::string& session);
+  // Execute in `session`, with the reason metadata.
+  RpcResult<v1::ExecuteResponse> ExecuteIn(const std::string& session, const std::string& sql,
+                                           std::vector<v1::Value> params = {},
+                                           absl::Duration timeout = absl::Seconds(20),
+                                           Stub* stub = nullptr);
+
+  // Polls `condition` every 20 ms until it holds or `timeout` passes;
+  // returns whether it held.
+  static bool Eventually(const std::function<bool()>& condition,
+                         absl::Duration timeout = absl::Seconds(10));
 
   // Runs SQL directly on the admin connection (not through the broker).
   storage::QueryResult Admin(const std::string& sql, std::vector<storage::Value> params = {});

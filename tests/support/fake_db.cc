@@ -73,6 +73,7 @@ absl::Status FakeConnection::Begin(const storage::TransactionOptions& options) {
   if (options.read_only) entry += " READ ONLY";
   if (options.deferrable) entry += " DEFERRABLE";
   for (const auto& [name, value] : options.settings) absl::StrAppend(&entry, " ", name, "=", value);
+  if (absl::Status refused = owner_->BeginFailure(options); !refused.ok()) return refused;
   core::MutexLock lock(&mu_);
   if (cancelled_) return storage::SqlError("57014", "canceling statement due to user request");
   log_.push_back(std::move(entry));
@@ -177,6 +178,21 @@ absl::StatusOr<std::unique_ptr<storage::DbConnection>> FakeConnector::Connect() 
   while (now_live > seen && !max_live_.compare_exchange_weak(seen, now_live)) {
   }
   return std::unique_ptr<storage::DbConnection>(std::move(conn));
+}
+
+void FakeConnector::FailBeginsSetting(std::string setting, absl::Status status) {
+  core::MutexLock lock(&mu_);
+  failing_setting_ = std::move(setting);
+  failing_setting_status_ = std::move(status);
+}
+
+absl::Status FakeConnector::BeginFailure(const storage::TransactionOptions& options) {
+  core::MutexLock lock(&mu_);
+  if (failing_setting_.empty()) return absl::OkStatus();
+  for (const auto& [name, value] : options.settings) {
+    if (name == failing_setting_) return failing_setting_status_;
+  }
+  return absl::OkStatus();
 }
 
 FakeConnection* FakeConnector::connection(int id) {

@@ -96,6 +96,10 @@ class FakeConnector final : public storage::DbConnector {
 
   // While set, Connect() fails with UNAVAILABLE.
   void set_fail_connects(bool b) { fail_connects_.store(b); }
+  // From now on Begin() fails with `status` (and logs nothing) on every
+  // connection when the transaction sets `setting`, as PostgreSQL refuses a
+  // bad value for it.
+  void FailBeginsSetting(std::string setting, absl::Status status);
 
   int connects() const { return connects_.load(); }   // successful ones
   int live() const { return live_.load(); }           // open right now
@@ -106,6 +110,7 @@ class FakeConnector final : public storage::DbConnector {
  private:
   friend class FakeConnection;
   void Closed(int id);
+  absl::Status BeginFailure(const storage::TransactionOptions& options);
 
   std::atomic<bool> fail_connects_{false};
   std::atomic<int> connects_{0};
@@ -113,6 +118,8 @@ class FakeConnector final : public storage::DbConnector {
   std::atomic<int> max_live_{0};
   core::Mutex mu_;
   std::vector<FakeConnection*> by_id_ ABSL_GUARDED_BY(mu_);  // index id-1; null once closed
+  std::string failing_setting_ ABSL_GUARDED_BY(mu_);
+  absl::Status failing_setting_status_ ABSL_GUARDED_BY(mu_);
 };
 
 // Runs posted tasks only in RunAll()/RunOne(), on the calling thread.

@@ -122,6 +122,59 @@ TEST(ConfigTest, MalformedEnvFileLineIsAnErrorWithItsLineNumber) {
   EXPECT_THAT(env.status().message(), HasSubstr("line 2"));
 }
 
+TEST(ConfigTest, SessionDefaultsMatchTheDocumentedOnes) {
+  absl::StatusOr<Config> c = LoadConfig(WithUrl({}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->sessions.default_ttl, absl::Seconds(60));
+  EXPECT_EQ(c->sessions.max_ttl, absl::Hours(1));
+  EXPECT_EQ(c->sessions.max_lifetime, absl::Hours(24));
+  EXPECT_EQ(c->sessions.tx_idle_timeout, absl::Seconds(10));
+  EXPECT_EQ(c->sessions.tx_max_duration, absl::Minutes(5));
+  EXPECT_EQ(c->sessions.orphan_grace, absl::Seconds(5));
+  EXPECT_EQ(c->sessions.max_sessions, 10000);
+  EXPECT_EQ(c->sessions.max_sessions_per_client, 5000);
+  EXPECT_EQ(c->sessions.max_queued_calls, 16);
+}
+
+TEST(ConfigTest, ReadsEverySessionKnob) {
+  absl::StatusOr<Config> c = LoadConfig(WithUrl({{"BROKER_SESSION_DEFAULT_TTL", "30"},
+                                                 {"BROKER_SESSION_MAX_TTL", "120"},
+                                                 {"BROKER_SESSION_MAX_LIFETIME", "3600"},
+                                                 {"BROKER_TX_IDLE_TIMEOUT", "0.5"},
+                                                 {"BROKER_TX_MAX_DURATION", "60"},
+                                                 {"BROKER_SESSION_ORPHAN_GRACE", "0"},
+                                                 {"BROKER_MAX_SESSIONS", "100"},
+                                                 {"BROKER_MAX_SESSIONS_PER_CLIENT", "0"},
+                                                 {"BROKER_SESSION_MAX_QUEUED_CALLS", "4"}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->sessions.default_ttl, absl::Seconds(30));
+  EXPECT_EQ(c->sessions.max_ttl, absl::Seconds(120));
+  EXPECT_EQ(c->sessions.max_lifetime, absl::Hours(1));
+  EXPECT_EQ(c->sessions.tx_idle_timeout, absl::Milliseconds(500));
+  EXPECT_EQ(c->sessions.tx_max_duration, absl::Minutes(1));
+  EXPECT_EQ(c->sessions.orphan_grace, absl::ZeroDuration());
+  EXPECT_EQ(c->sessions.max_sessions, 100);
+  EXPECT_EQ(c->sessions.max_sessions_per_client, 0);
+  EXPECT_EQ(c->sessions.max_queued_calls, 4);
+}
+
+TEST(ConfigTest, BadSessionValuesAreErrorsNamingTheVariable) {
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"BROKER_SESSION_DEFAULT_TTL", "0"},
+           {"BROKER_TX_IDLE_TIMEOUT", "soon"},
+           {"BROKER_MAX_SESSIONS", "0"},
+           {"BROKER_SESSION_MAX_QUEUED_CALLS", "-1"}}) {
+    absl::StatusOr<Config> c = LoadConfig(WithUrl({{name, value}}));
+    ASSERT_FALSE(c.ok()) << name;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(c.status().message(), HasSubstr(name));
+  }
+  absl::StatusOr<Config> c = LoadConfig(
+      WithUrl({{"BROKER_SESSION_DEFAULT_TTL", "600"}, {"BROKER_SESSION_MAX_TTL", "60"}}));
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("BROKER_SESSION_MAX_TTL"));
+}
+
 TEST(ConfigTest, RedactUrlHidesPasswords) {
   EXPECT_EQ(RedactUrl("postgresql://app:secret@db:5432/app"), "postgresql://app:***@db:5432/app");
   EXPECT_EQ(RedactUrl("postgresql://app@db/app"), "postgresql://app@db/app");
