@@ -39,6 +39,7 @@ void HealthChecker::Probe() {
   // leaves the state as it is.
   AcquireRequest request;
   request.wait = false;
+  request.client_id = kHealthClientId;
   pool_.Acquire(request, [this](absl::StatusOr<PooledConnection> conn) {
     absl::Status status;
     if (conn.ok()) {

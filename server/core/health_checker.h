@@ -25,6 +25,9 @@
 
 namespace sessionbroker::core {
 
+// The client id the probes borrow connections under (per-client occupancy).
+inline constexpr char kHealthClientId[] = "session-broker/health";
+
 class HealthChecker final {
  public:
   // Called with the new state whenever it changes (and after the first probe),

@@ -80,8 +80,11 @@ class StatementRunner::Call final : public RunningCall,
 
   void Start() {
     auto self = shared_from_this();
+    AcquireRequest acquire;
+    acquire.deadline = request_.deadline;
+    acquire.client_id = request_.client_id;
     const ConnectionPool::WaitId id = runner_.pool_.Acquire(
-        AcquireRequest{request_.deadline},
+        acquire,
         [self](absl::StatusOr<PooledConnection> conn) mutable {
           self->OnConnection(std::move(conn));
         });
@@ -217,6 +220,7 @@ class StatementRunner::Call final : public RunningCall,
     if (resend != 0) runner_.timers_.Cancel(resend);
     conn->ClearCancel();
     const absl::Duration took = runner_.clock_.Now() - started;
+    runner_.statement_duration_.Record(took);
 
     if (!out.ok() && reason != Reason::kNone) {
       out = Explain(out.status(), reason, took);

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -29,6 +30,7 @@
 #include "absl/time/time.h"
 #include "server/core/clock.h"
 #include "server/core/connection_pool.h"
+#include "server/core/duration_histogram.h"
 #include "server/core/executor.h"
 #include "server/core/timer_queue.h"
 #include "server/storage/value.h"
@@ -50,6 +52,8 @@ struct RunRequest {
   bool batch = false;
   // The caller's deadline (absl::InfiniteFuture() when it has none).
   absl::Time deadline = absl::InfiniteFuture();
+  // Who asks ("x-client-id"), passed on to the pool.
+  std::string client_id;
 };
 
 // Statement counters since start, for metrics.
@@ -90,6 +94,8 @@ class StatementRunner final {
   std::shared_ptr<RunningCall> Run(RunRequest request, Callback done);
 
   RunnerStats Stats() const;
+  // How long statements (or whole batches) ran on their connection.
+  const DurationHistogram& statement_duration() const { return statement_duration_; }
 
  private:
   class Call;
@@ -104,6 +110,7 @@ class StatementRunner final {
   std::atomic<int64_t> statement_errors_{0};
   std::atomic<int64_t> cancellations_{0};
   std::atomic<int64_t> session_resets_{0};
+  DurationHistogram statement_duration_{clock_};
 };
 
 }  // namespace sessionbroker::core

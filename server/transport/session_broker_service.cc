@@ -7,6 +7,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
+#include "server/transport/client_id.h"
 #include "server/transport/status_mapping.h"
 #include "server/transport/value_conversion.h"
 
@@ -118,6 +119,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   if (draining_.load()) return RejectDraining(context);
   core::RunRequest run;
   run.deadline = DeadlineOf(*context);
+  run.client_id = ClientIdOf(*context);
   absl::StatusOr<std::vector<storage::Value>> params = ParamsFromProto(request->params(), "");
   if (!params.ok()) return Reject(context, params.status());
   run.statements.push_back(storage::Statement{request->sql(), *std::move(params)});
@@ -137,6 +139,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(
   core::RunRequest run;
   run.batch = true;
   run.deadline = DeadlineOf(*context);
+  run.client_id = ClientIdOf(*context);
   run.statements.reserve(request->statements_size());
   for (int i = 0; i < request->statements_size(); ++i) {
     const v1::Statement& s = request->statements(i);

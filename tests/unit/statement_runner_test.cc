@@ -74,7 +74,7 @@ TEST_F(StatementRunnerTest, InvalidRequestsFailInlineWithoutTouchingThePool) {
       One(""), One("  /* only a comment */ ;"), One("SELECT 1; SELECT 2"), One("BEGIN"),
       One("COPY t TO STDOUT"), One("COPY t FROM STDIN"),
       One("COMMIT"), One("SELECT $1"), One("SELECT 1", {storage::Value::Int64(1)}),
-      RunRequest{{}, /*batch=*/true, absl::InfiniteFuture()}};
+      RunRequest{{}, /*batch=*/true, absl::InfiniteFuture(), ""}};
   for (const RunRequest& request : invalid) {
     std::optional<absl::Status> status;
     runner_->Run(request, [&](absl::StatusOr<Results> r) { status = r.status(); });
