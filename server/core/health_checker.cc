@@ -92,6 +92,11 @@ absl::Status HealthChecker::last_error() const {
   return last_error_;
 }
 
+std::string HealthChecker::last_error_message() const {
+  MutexLock lock(&mu_);
+  return std::string(last_error_.message());
+}
+
 absl::Time HealthChecker::last_error_time() const {
   MutexLock lock(&mu_);
   return last_error_time_;

@@ -48,6 +48,8 @@ class HealthChecker final {
   bool serving() const;
   // The last failure and when it happened (OK / InfinitePast if none yet).
   absl::Status last_error() const;
+  // Its message alone (no absl::Status crosses threads: see connection_pool.cc).
+  std::string last_error_message() const;
   absl::Time last_error_time() const;
 
  private:
