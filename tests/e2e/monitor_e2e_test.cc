@@ -406,7 +406,7 @@ TEST_F(MonitorE2eTest, PerClientOccupancyShowsUpInMetrics) {
   waiter.join();
 }
 
-TEST_F(MonitorE2eTest, LivezAndReadyzAnswerAndReadyzTurns503WhenTheDrainStarts) {
+TEST_F(MonitorE2eTest, ProbesAnswerAndTurnNotReadyAsSoonAsTheDrainStarts) {
   Start();
   std::string body;
   EXPECT_EQ(HttpGet("/livez", &body), 200);
@@ -414,10 +414,18 @@ TEST_F(MonitorE2eTest, LivezAndReadyzAnswerAndReadyzTurns503WhenTheDrainStarts) 
   EXPECT_EQ(HttpGet("/readyz", &body), 200);
   EXPECT_EQ(HttpGet("/nothing-here"), 404);
 
+  HealthWatch health(broker_->NewChannel(), "");
+  ASSERT_EQ(*health.Next(absl::Seconds(5)), ServingStatus::kServing);
   // A call in flight keeps the drain going for a second.
   std::thread call([this] { EXPECT_TRUE(ExecuteAs("x", "SELECT pg_sleep(1.5)").ok()); });
   WaitForActiveStatements(1);
   kill(broker_->pid(), SIGTERM);
+  // NOT_SERVING first: Check and Watch say so while the call still runs.
+  absl::StatusOr<ServingStatus> watched = health.Next(absl::Seconds(5));
+  ASSERT_TRUE(watched.ok()) << watched.status();
+  EXPECT_EQ(*watched, ServingStatus::kNotServing);
+  EXPECT_EQ(*HealthCheck(broker_->NewChannel(), "", absl::Seconds(2)),
+            ServingStatus::kNotServing);
   bool not_ready = false;
   for (int i = 0; i < 50 && !not_ready; ++i) {
     not_ready = HttpGet("/readyz", &body) == 503;
