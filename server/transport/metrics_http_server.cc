@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sys/socket.h>
 
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -58,7 +59,10 @@ absl::Status MetricsHttpServer::Start() {
         " (BROKER_METRICS_ADDR): the address is in use or not available on this host; set "
         "another HOST:PORT, or BROKER_METRICS_ADDR=off to serve no metrics"));
   }
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    listen_returned_.store(true);
+  });
   pthread_setname_np(thread_.native_handle(), "sb-http");
   spdlog::info("metrics and probes on http://{}:{}/metrics /livez /readyz", host_, port_);
   return absl::OkStatus();
@@ -66,6 +70,10 @@ absl::Status MetricsHttpServer::Start() {
 
 void MetricsHttpServer::Stop() {
   if (!thread_.joinable()) return;
+  // httplib's stop() does nothing until the listening loop has begun.
+  while (!server_->is_running() && !listen_returned_.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   server_->stop();
   thread_.join();
 }

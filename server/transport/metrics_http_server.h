@@ -17,6 +17,7 @@
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_METRICS_HTTP_SERVER_H_
 #define SESSIONBROKER_SERVER_TRANSPORT_METRICS_HTTP_SERVER_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -52,6 +53,7 @@ class MetricsHttpServer final {
   const int port_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::atomic<bool> listen_returned_{false};
 };
 
 }  // namespace sessionbroker::transport
