@@ -19,8 +19,7 @@ int Log2Floor(uint64_t v) { return 63 - __builtin_clzll(v); }
 }  // namespace
 
 std::vector<double> DurationHistogram::DefaultBounds() {
-  return {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-          0.25,   0.5,   1,      2.5,   5,    10,   30,    60};
+  return {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 }
 
 DurationHistogram::DurationHistogram(const Clock& clock, Options options)
@@ -61,8 +60,8 @@ void DurationHistogram::Record(absl::Duration d) {
   const double seconds = absl::ToDoubleSeconds(d);
   const int fine = FineIndex(absl::ToInt64Microseconds(d));
   const int64_t epoch = EpochOf(clock_.Now());
-  const auto bound = std::lower_bound(options_.bounds_seconds.begin(),
-                                      options_.bounds_seconds.end(), seconds);
+  const auto bound =
+      std::lower_bound(options_.bounds_seconds.begin(), options_.bounds_seconds.end(), seconds);
   const size_t bucket = static_cast<size_t>(bound - options_.bounds_seconds.begin());
 
   MutexLock lock(&mu_);

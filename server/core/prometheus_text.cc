@@ -78,10 +78,17 @@ std::string EscapeLabelValue(absl::string_view value) {
   out.reserve(value.size());
   for (const char c : value) {
     switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '"': out += "\\\""; break;
-      case '\n': out += "\\n"; break;
-      default: out.push_back(c);
+      case '\\':
+        out += "\\\\";
+        break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return out;
@@ -130,8 +137,7 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
   w.Counter("sessionbroker_pool_connects_total", p.connects, "Connections opened.");
   w.Counter("sessionbroker_pool_connect_failures_total", p.connect_failures,
             "Connection attempts that failed.");
-  w.Counter("sessionbroker_pool_checkouts_total", p.checkouts,
-            "Connections handed to callers.");
+  w.Counter("sessionbroker_pool_checkouts_total", p.checkouts, "Connections handed to callers.");
   w.Counter("sessionbroker_pool_checkout_timeouts_total", p.checkout_timeouts,
             "Waits for a connection that ended without one (DB_POOL_TIMEOUT or the call's "
             "deadline).");
@@ -141,8 +147,7 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
             "Calls failed at once, without dialing, while the database was unreachable.");
   w.Counter("sessionbroker_pool_recycled_total", p.recycled,
             "Connections closed for age (DB_POOL_RECYCLE).");
-  w.Counter("sessionbroker_pool_invalidated_total", p.invalidated,
-            "Broken connections discarded.");
+  w.Counter("sessionbroker_pool_invalidated_total", p.invalidated, "Broken connections discarded.");
   w.Counter("sessionbroker_pool_pre_ping_failures_total", p.pre_ping_failures,
             "Connections whose pre-ping failed.");
   w.Counter("sessionbroker_pool_overflow_closed_total", p.overflow_closed,

@@ -21,8 +21,8 @@ SnapshotSampler::WatchId SnapshotSampler::Watch(absl::Duration interval, Listene
   {
     MutexLock lock(&mu_);
     id = next_id_++;
-    watchers_.emplace(id, Watcher{std::max(interval, kMinInterval), clock_.Now(),
-                                  std::move(listener)});
+    watchers_.emplace(id,
+                      Watcher{std::max(interval, kMinInterval), clock_.Now(), std::move(listener)});
     watcher_count_.fetch_add(1);
     // One kick serves every watcher that arrived before it runs.
     if (!stopped_ && !kick_posted_) post = kick_posted_ = true;

@@ -31,23 +31,23 @@ MetricsHttpServer::MetricsHttpServer(std::string host, int port, MetricsFn metri
   server_->set_keep_alive_max_count(1);
   server_->set_read_timeout(5, 0);
   server_->set_write_timeout(5, 0);
-  server_->Get("/metrics", [metrics = std::move(metrics)](const httplib::Request&,
-                                                          httplib::Response& res) {
-    res.set_content(metrics(), core::kPrometheusContentType);
-  });
+  server_->Get("/metrics",
+               [metrics = std::move(metrics)](const httplib::Request&, httplib::Response& res) {
+                 res.set_content(metrics(), core::kPrometheusContentType);
+               });
   server_->Get("/livez", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
   });
-  server_->Get("/readyz", [ready = std::move(ready)](const httplib::Request&,
-                                                     httplib::Response& res) {
-    const absl::Status status = ready();
-    if (status.ok()) {
-      res.set_content("ok\n", "text/plain");
-    } else {
-      res.status = 503;
-      res.set_content(absl::StrCat("not ready: ", status.message(), "\n"), "text/plain");
-    }
-  });
+  server_->Get(
+      "/readyz", [ready = std::move(ready)](const httplib::Request&, httplib::Response& res) {
+        const absl::Status status = ready();
+        if (status.ok()) {
+          res.set_content("ok\n", "text/plain");
+        } else {
+          res.status = 503;
+          res.set_content(absl::StrCat("not ready: ", status.message(), "\n"), "text/plain");
+        }
+      });
 }
 
 MetricsHttpServer::~MetricsHttpServer() { Stop(); }

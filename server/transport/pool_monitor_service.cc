@@ -32,8 +32,8 @@ class PoolMonitorService::WatchReactor final : public grpc::ServerWriteReactor<v
 
   // Called once, after the reactor is registered with the service.
   void Start(absl::Duration interval) {
-    watch_id_ = service_.sampler_.Watch(
-        interval, [this](const core::SnapshotSampler::Snapshot& snapshot) {
+    watch_id_ =
+        service_.sampler_.Watch(interval, [this](const core::SnapshotSampler::Snapshot& snapshot) {
           writer_.Offer(service_.ProtoOf(snapshot));
         });
   }
@@ -87,8 +87,8 @@ grpc::ServerWriteReactor<v1::PoolStatus>* PoolMonitorService::WatchPoolStatus(
     core::MutexLock lock(&mu_);
     if (ending_) {
       delete reactor;
-      return new RefusedStream(grpc::Status(
-          grpc::StatusCode::UNAVAILABLE, "the broker is shutting down; watch another instance"));
+      return new RefusedStream(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                            "the broker is shutting down; watch another instance"));
     }
     streams_.insert(reactor);
   }
@@ -111,7 +111,8 @@ std::shared_ptr<const v1::PoolStatus> PoolMonitorService::ProtoOf(
 void PoolMonitorService::EndAllStreams() {
   core::MutexLock lock(&mu_);
   ending_ = true;
-  if (!streams_.empty()) spdlog::info("monitor: ending {} WatchPoolStatus streams", streams_.size());
+  if (!streams_.empty())
+    spdlog::info("monitor: ending {} WatchPoolStatus streams", streams_.size());
   // Under the lock: a reactor's OnDone (never run inline by Finish for a
   // server stream) waits for it in StreamDone before deleting the reactor.
   for (WatchReactor* r : streams_) r->End();

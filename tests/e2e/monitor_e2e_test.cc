@@ -4,10 +4,10 @@
 // python3-prometheus-client), /livez and /readyz with cpp-httplib's client,
 // and a database outage with a private cluster that the test stops and
 // starts again.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -190,8 +190,7 @@ class MonitorE2eTest : public BrokerFixture {
         continue;
       }
       const absl::string_view key = line.substr(0, space);
-      samples[std::string(key.substr(0, key.size() - (absl::EndsWith(key, "{}") ? 2 : 0)))] =
-          value;
+      samples[std::string(key.substr(0, key.size() - (absl::EndsWith(key, "{}") ? 2 : 0)))] = value;
     }
     return samples;
   }
@@ -295,7 +294,8 @@ TEST_F(MonitorE2eTest, AWatcherSeesWaitersRiseUnderLoadAndFallAfter) {
   }
   EXPECT_TRUE(watcher.WaitFor(
       [](const v1::PoolStatus& s) {
-        return s.waiters().count() == kWaiters && FromProto(s.waiters().oldest_wait()) > absl::ZeroDuration() &&
+        return s.waiters().count() == kWaiters &&
+               FromProto(s.waiters().oldest_wait()) > absl::ZeroDuration() &&
                s.clients_size() == 1 && s.clients(0).waiting() == kWaiters;
       },
       absl::Seconds(10)))
@@ -424,8 +424,7 @@ TEST_F(MonitorE2eTest, ProbesAnswerAndTurnNotReadyAsSoonAsTheDrainStarts) {
   absl::StatusOr<ServingStatus> watched = health.Next(absl::Seconds(5));
   ASSERT_TRUE(watched.ok()) << watched.status();
   EXPECT_EQ(*watched, ServingStatus::kNotServing);
-  EXPECT_EQ(*HealthCheck(broker_->NewChannel(), "", absl::Seconds(2)),
-            ServingStatus::kNotServing);
+  EXPECT_EQ(*HealthCheck(broker_->NewChannel(), "", absl::Seconds(2)), ServingStatus::kNotServing);
   bool not_ready = false;
   for (int i = 0; i < 50 && !not_ready; ++i) {
     not_ready = HttpGet("/readyz", &body) == 503;

@@ -95,11 +95,11 @@ TEST(DurationHistogramTest, TotalsAreCumulativePrometheusBuckets) {
   DurationHistogram::Options options;
   options.bounds_seconds = {0.001, 0.01, 0.1};
   DurationHistogram h(clock, options);
-  h.Record(absl::Microseconds(500));   // <= 0.001
-  h.Record(absl::Milliseconds(1));     // <= 0.001 (le is inclusive)
-  h.Record(absl::Milliseconds(50));    // <= 0.1
-  h.Record(absl::Seconds(2));          // +Inf only
-  h.Record(absl::Milliseconds(-3));    // counts as 0
+  h.Record(absl::Microseconds(500));  // <= 0.001
+  h.Record(absl::Milliseconds(1));    // <= 0.001 (le is inclusive)
+  h.Record(absl::Milliseconds(50));   // <= 0.1
+  h.Record(absl::Seconds(2));         // +Inf only
+  h.Record(absl::Milliseconds(-3));   // counts as 0
   const HistogramTotals t = h.Totals();
   EXPECT_THAT(t.bounds_seconds, ElementsAre(0.001, 0.01, 0.1));
   EXPECT_THAT(t.cumulative, ElementsAre(3u, 3u, 4u, 5u));

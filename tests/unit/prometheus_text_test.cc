@@ -77,11 +77,14 @@ TEST(PrometheusTextTest, HistogramsHaveCumulativeBucketsSumAndCount) {
 
 TEST(PrometheusTextTest, ClientLabelValuesAreEscaped) {
   const std::string text = RenderPrometheus(Example());
-  EXPECT_THAT(text, HasSubstr(
-                        "sessionbroker_client_connections_in_use{client=\"billing \\\"eu\\\"\\\\1\"} 2\n"));
-  EXPECT_THAT(text, HasSubstr("sessionbroker_client_waiters{client=\"billing \\\"eu\\\"\\\\1\"} 1\n"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("sessionbroker_client_connections_in_use{client=\"billing \\\"eu\\\"\\\\1\"} 2\n"));
   EXPECT_THAT(text,
-              HasSubstr("sessionbroker_client_sessions_open{client=\"billing \\\"eu\\\"\\\\1\"} 6\n"));
+              HasSubstr("sessionbroker_client_waiters{client=\"billing \\\"eu\\\"\\\\1\"} 1\n"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("sessionbroker_client_sessions_open{client=\"billing \\\"eu\\\"\\\\1\"} 6\n"));
   EXPECT_EQ(EscapeLabelValue("a\nb"), "a\\nb");
 }
 

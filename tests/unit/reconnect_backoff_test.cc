@@ -66,10 +66,10 @@ TEST(ReconnectBackoffTest, EachFailedProbeDoublesTheDelayUpToTheMax) {
     delays.push_back(b.delay());
     EXPECT_EQ(b.next_attempt(), now + b.delay());
   }
-  EXPECT_EQ(delays, (std::vector<absl::Duration>{
-                        absl::Milliseconds(100), absl::Milliseconds(200), absl::Milliseconds(400),
-                        absl::Milliseconds(800), absl::Milliseconds(1600), absl::Seconds(2),
-                        absl::Seconds(2)}));
+  EXPECT_EQ(delays, (std::vector<absl::Duration>{absl::Milliseconds(100), absl::Milliseconds(200),
+                                                 absl::Milliseconds(400), absl::Milliseconds(800),
+                                                 absl::Milliseconds(1600), absl::Seconds(2),
+                                                 absl::Seconds(2)}));
   EXPECT_EQ(b.failures(), 7);
 }
 

@@ -35,10 +35,10 @@ class StatusCollectorTest : public ::testing::Test {
     options.pre_ping = false;
     options.reconnect_backoff.jitter = 0;
     pool_ = std::make_unique<ConnectionPool>(options, connector_, executor_, timers_, clock_);
-    runner_ = std::make_unique<StatementRunner>(*pool_, timers_, executor_, clock_,
-                                                RunnerOptions{});
-    health_ = std::make_unique<HealthChecker>(*pool_, timers_, clock_, absl::Seconds(2),
-                                              [](bool) {});
+    runner_ =
+        std::make_unique<StatementRunner>(*pool_, timers_, executor_, clock_, RunnerOptions{});
+    health_ =
+        std::make_unique<HealthChecker>(*pool_, timers_, clock_, absl::Seconds(2), [](bool) {});
     collector_ = std::make_unique<StatusCollector>(
         *pool_, *runner_, *health_, [this] { return sessions_; }, clock_, /*top_clients=*/3);
   }
@@ -93,9 +93,8 @@ TEST_F(StatusCollectorTest, ReportsThePoolAndTheStatements) {
   std::optional<absl::StatusOr<StatementRunner::Results>> out;
   RunRequest run;
   run.statements.push_back(storage::Statement{"SELECT 1", {}});
-  runner_->Run(std::move(run), [&](absl::StatusOr<StatementRunner::Results> r) {
-    out = std::move(r);
-  });
+  runner_->Run(std::move(run),
+               [&](absl::StatusOr<StatementRunner::Results> r) { out = std::move(r); });
   executor_.RunAll();
   ASSERT_TRUE(out.has_value() && out->ok());
 
