@@ -105,11 +105,12 @@ class Watcher {
     }
     return true;
   }
-  // Waits until a snapshot satisfies `pred`.
+  // Waits until a snapshot satisfies `pred`, looking only at snapshots from
+  // the `from`-th received on.
   template <typename Pred>
-  bool WaitFor(Pred pred, absl::Duration timeout) {
+  bool WaitFor(Pred pred, absl::Duration timeout, size_t from = 0) {
     const absl::Time end = absl::Now() + timeout;
-    size_t checked = 0;
+    size_t checked = from;
     while (absl::Now() < end) {
       std::vector<v1::PoolStatus> got = received();
       for (; checked < got.size(); ++checked) {
@@ -483,6 +484,9 @@ TEST_F(MonitorE2eTest, HealthAndWatchersFollowADatabaseOutageAndRecovery) {
   HealthWatch health(broker_->channel(), "");
   ASSERT_EQ(*health.Next(absl::Seconds(5)), ServingStatus::kServing);
 
+  ASSERT_TRUE(watcher.WaitForCount(1, absl::Seconds(5)));
+  ASSERT_TRUE(watcher.received().back().database().reachable());
+  const size_t before_outage = watcher.count();
   ASSERT_TRUE(cluster.Stop());
   const absl::Time stopped = absl::Now();
   EXPECT_TRUE(WaitForHealth(broker_->channel(), "", ServingStatus::kNotServing, absl::Seconds(10)))
@@ -496,7 +500,7 @@ TEST_F(MonitorE2eTest, HealthAndWatchersFollowADatabaseOutageAndRecovery) {
         return !s.database().reachable() && !s.database().last_error().empty() &&
                s.database().has_last_error_time();
       },
-      absl::Seconds(10)))
+      absl::Seconds(10), before_outage))
       << "the stream never reported the outage";
   EXPECT_EQ(HttpGet("/readyz"), 503);
   EXPECT_EQ(HttpGet("/livez"), 200);
@@ -518,8 +522,8 @@ TEST_F(MonitorE2eTest, HealthAndWatchersFollowADatabaseOutageAndRecovery) {
       [](const v1::PoolStatus& s) {
         return s.database().reachable() && !s.database().connect_backoff();
       },
-      absl::Seconds(10)));
-  EXPECT_GT(watcher.count(), during_outage) << "the stream kept going";
+      absl::Seconds(10), during_outage))
+      << "the stream kept going and reported the recovery";
   EXPECT_TRUE(ExecuteAs("outage", "SELECT 1", absl::Seconds(10), stub.get()).ok());
   EXPECT_EQ(HttpGet("/readyz"), 200);
 
