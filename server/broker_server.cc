@@ -5,7 +5,9 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/core/build_info.h"
 #include "server/core/clock.h"
+#include "server/core/prometheus_text.h"
 #include "server/storage/pqxx_connection.h"
 #include "spdlog/spdlog.h"
 
@@ -37,6 +39,15 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   health_ = std::make_unique<core::HealthChecker>(
       *pool_, *timers_, clock, config_.health_check_interval,
       [this](bool serving) { SetServing(serving); });
+  core::StatusCollector::SessionStatsFn session_stats = [this] { return sessions_->Stats(); };
+  collector_ = std::make_unique<core::StatusCollector>(*pool_, *runner_, *health_,
+                                                       std::move(session_stats), clock);
+  // The sampler and its fan-out get a thread of their own: snapshots and
+  // StartWrite calls for many watchers must not delay statements or timers.
+  monitor_executor_ = std::make_unique<core::ThreadPoolExecutor>(1, "sb-monitor");
+  sampler_ = std::make_unique<core::SnapshotSampler>(
+      [this] { return collector_->Collect(); }, *timers_, *monitor_executor_, clock);
+  monitor_ = std::make_unique<transport::PoolMonitorService>(*sampler_);
 }
 
 BrokerServer::~BrokerServer() { Shutdown(); }
@@ -51,6 +62,7 @@ absl::Status BrokerServer::Start() {
   // database sees). One address, one broker.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(service_.get());
+  builder.RegisterService(monitor_.get());
   // Requests may carry large parameter sets; responses are capped separately
   // by BROKER_MAX_RESULT_BYTES.
   builder.SetMaxReceiveMessageSize(16 << 20);
@@ -70,15 +82,25 @@ absl::Status BrokerServer::Start() {
         "could not listen on ", config_.listen_addr,
         " (BROKER_LISTEN_ADDR): the address is in use or not available on this host"));
   }
+  if (!config_.metrics_addr.empty()) {
+    std::string host;
+    int port = 0;
+    ParseHostPort(config_.metrics_addr, &host, &port);  // validated by LoadConfig
+    http_ = std::make_unique<transport::MetricsHttpServer>(
+        host, port, [this] { return core::RenderPrometheus(*sampler_->Current()); },
+        [this] { return Ready(); });
+    if (absl::Status s = http_->Start(); !s.ok()) return s;
+  }
   // NOT_SERVING until the first probe reaches the database.
   server_->GetHealthCheckService()->SetServingStatus("", false);
   server_->GetHealthCheckService()->SetServingStatus(kServiceName, false);
   timers_->Start();
   health_->Start();
   spdlog::info(
-      "session broker listening on {} (port {}); database {}; pool size={} overflow={} "
+      "session broker {} listening on {} (port {}); database {}; pool size={} overflow={} "
       "timeout={} recycle={} pre_ping={} max_waiters={}",
-      config_.listen_addr, port_, RedactUrl(config_.database_url), config_.pool.pool_size,
+      core::BrokerVersion(), config_.listen_addr, port_, RedactUrl(config_.database_url),
+      config_.pool.pool_size,
       config_.pool.max_overflow, absl::FormatDuration(config_.pool.timeout),
       absl::FormatDuration(config_.pool.recycle), config_.pool.pre_ping, config_.pool.max_waiters);
   spdlog::info(
@@ -101,14 +123,27 @@ void BrokerServer::SetServing(bool serving) {
   server_->GetHealthCheckService()->SetServingStatus(kServiceName, serving);
 }
 
+absl::Status BrokerServer::Ready() const {
+  if (draining_.load()) return absl::UnavailableError("draining: the broker is shutting down");
+  if (!health_->serving()) {
+    const std::string error = health_->last_error_message();
+    return absl::UnavailableError(
+        error.empty() ? "no health probe has reached the database yet"
+                      : absl::StrCat("the database is unreachable: ", error));
+  }
+  return absl::OkStatus();
+}
+
 void BrokerServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  draining_.store(true);
   if (server_ != nullptr) {
     spdlog::info("shutting down: NOT_SERVING, refusing new calls, {} in flight, grace {}",
                  service_->in_flight(), absl::FormatDuration(config_.shutdown_grace));
     // Sets every service NOT_SERVING and ignores later updates.
     server_->GetHealthCheckService()->Shutdown();
+    collector_->SetDraining();
     service_->StartDraining();
     const absl::Time grace_end = absl::Now() + config_.shutdown_grace;
     if (!service_->WaitForIdle(grace_end)) {
@@ -120,17 +155,26 @@ void BrokerServer::Shutdown() {
     if (!sessions_->Shutdown(absl::Now() + absl::Seconds(10))) {
       spdlog::warn("some session transactions were still being rolled back after 10s");
     }
+    // Watchers saw the drain; now their streams end cleanly (OK), before
+    // Shutdown below would cancel them.
+    monitor_->EndAllStreams();
+    if (!monitor_->WaitForStreamsDone(absl::Now() + absl::Seconds(2))) {
+      spdlog::warn("{} WatchPoolStatus streams did not end in time; cancelling them",
+                   monitor_->streams());
+    }
     // Cancels whatever is left; the runner sees the cancellations and stops
     // the statements in PostgreSQL.
     server_->Shutdown(std::chrono::system_clock::now());
-    health_->Stop();
   } else {
     sessions_->Shutdown(absl::Now() + absl::Seconds(10));
-    health_->Stop();
   }
+  if (http_ != nullptr) http_->Stop();
+  health_->Stop();
+  sampler_->Stop();
   pool_->Close();
   executor_->Shutdown();  // runs every pending completion, then joins
   cancel_executor_->Shutdown();
+  monitor_executor_->Shutdown();
   if (server_ != nullptr) server_->Wait();
   timers_->Stop();
   spdlog::info("shutdown complete");

@@ -1,16 +1,20 @@
 // BrokerServer: wires the parts together (connector, pool, runner, health,
-// gRPC server with the SessionBroker service, grpc.health.v1 and reflection)
-// and owns them. Start() binds and serves; Shutdown() drains:
-//   1. health goes NOT_SERVING and new calls are refused with UNAVAILABLE;
+// the pool monitor's sampler, the gRPC server with the SessionBroker and
+// PoolMonitor services, grpc.health.v1 and reflection, and the HTTP endpoint
+// for /metrics, /livez, /readyz) and owns them. Start() binds and serves;
+// Shutdown() drains:
+//   1. health goes NOT_SERVING (/readyz 503) and new calls are refused with
+//      UNAVAILABLE;
 //   2. calls in flight get up to the grace period to finish;
 //   3. every session ends and every open transaction is rolled back (their
-//      KeepAlive streams are told);
-//   4. the gRPC server stops (cancelling what is left), the pool closes every
-//      connection, worker threads end.
+//      KeepAlive streams are told); WatchPoolStatus streams end with OK;
+//   4. the gRPC server stops (cancelling what is left), the HTTP endpoint
+//      closes, the pool closes every connection, worker threads end.
 // Not thread-safe: Start and Shutdown are called from main.
 #ifndef SESSIONBROKER_SERVER_BROKER_SERVER_H_
 #define SESSIONBROKER_SERVER_BROKER_SERVER_H_
 
+#include <atomic>
 #include <memory>
 
 #include "absl/status/status.h"
@@ -20,9 +24,13 @@
 #include "server/core/executor.h"
 #include "server/core/health_checker.h"
 #include "server/core/session_manager.h"
+#include "server/core/snapshot_sampler.h"
+#include "server/core/status_collector.h"
 #include "server/core/statement_runner.h"
 #include "server/core/timer_queue.h"
 #include "server/storage/db_connection.h"
+#include "server/transport/metrics_http_server.h"
+#include "server/transport/pool_monitor_service.h"
 #include "server/transport/session_broker_service.h"
 
 namespace sessionbroker {
@@ -36,8 +44,9 @@ class BrokerServer final {
   BrokerServer(const BrokerServer&) = delete;
   BrokerServer& operator=(const BrokerServer&) = delete;
 
-  // Binds the listening address and starts serving; UNAVAILABLE if it cannot
-  // bind.
+  // Binds the listening addresses (gRPC, and HTTP unless
+  // BROKER_METRICS_ADDR is off) and starts serving; UNAVAILABLE if one
+  // cannot be bound.
   absl::Status Start();
   void Shutdown();
 
@@ -46,6 +55,8 @@ class BrokerServer final {
 
  private:
   void SetServing(bool serving);
+  // /readyz: the same answer as grpc.health.v1.
+  absl::Status Ready() const;
 
   const Config config_;
   std::unique_ptr<storage::DbConnector> connector_;
@@ -56,8 +67,14 @@ class BrokerServer final {
   std::unique_ptr<core::StatementRunner> runner_;
   std::unique_ptr<core::SessionManager> sessions_;
   std::unique_ptr<core::HealthChecker> health_;
+  std::unique_ptr<core::StatusCollector> collector_;
+  std::unique_ptr<core::ThreadPoolExecutor> monitor_executor_;
+  std::unique_ptr<core::SnapshotSampler> sampler_;
   std::unique_ptr<transport::SessionBrokerService> service_;
+  std::unique_ptr<transport::PoolMonitorService> monitor_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<transport::MetricsHttpServer> http_;
+  std::atomic<bool> draining_{false};
   int port_ = 0;
   bool shut_down_ = false;
 };

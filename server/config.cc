@@ -158,13 +158,27 @@ absl::StatusOr<Config> LoadConfig(const EnvMap& env) {
   c.database_url = *url;
 
   if (const std::string* addr = Find(env, "BROKER_LISTEN_ADDR")) {
-    const size_t colon = addr->rfind(':');
+    std::string host;
     int port;
-    if (colon == std::string::npos || colon == 0 ||
-        !absl::SimpleAtoi(addr->substr(colon + 1), &port) || port < 0 || port > 65535) {
+    if (!ParseHostPort(*addr, &host, &port)) {
       return Bad("BROKER_LISTEN_ADDR", *addr, "HOST:PORT, e.g. 127.0.0.1:50051 or 0.0.0.0:50051");
     }
     c.listen_addr = *addr;
+  }
+  // Unlike other variables, set-but-empty means something here: off.
+  if (auto it = env.find("BROKER_METRICS_ADDR"); it != env.end()) {
+    const std::string value(absl::StripAsciiWhitespace(it->second));
+    std::string host;
+    int port;
+    if (value.empty() || absl::AsciiStrToLower(value) == "off") {
+      c.metrics_addr.clear();
+    } else if (ParseHostPort(value, &host, &port)) {
+      c.metrics_addr = value;
+    } else {
+      return Bad("BROKER_METRICS_ADDR", value,
+                 "HOST:PORT for /metrics, /livez and /readyz (e.g. 127.0.0.1:9464 or "
+                 "0.0.0.0:9464), or off (or empty) to serve none");
+    }
   }
 
   int64_t n = c.pool.pool_size;
@@ -246,6 +260,21 @@ absl::StatusOr<Config> LoadConfig(const EnvMap& env) {
     return s;
   }
   return c;
+}
+
+bool ParseHostPort(const std::string& addr, std::string* host, int* port) {
+  const size_t colon = addr.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  int parsed;
+  if (!absl::SimpleAtoi(addr.substr(colon + 1), &parsed) || parsed < 0 || parsed > 65535) {
+    return false;
+  }
+  absl::string_view h(addr.data(), colon);
+  if (absl::ConsumePrefix(&h, "[") && !absl::ConsumeSuffix(&h, "]")) return false;
+  if (h.empty()) return false;
+  *host = std::string(h);
+  *port = parsed;
+  return true;
 }
 
 std::string RedactUrl(const std::string& url) {

@@ -20,6 +20,9 @@ namespace sessionbroker {
 struct Config {
   std::string database_url;                      // DATABASE_URL (required)
   std::string listen_addr = "127.0.0.1:50051";   // BROKER_LISTEN_ADDR
+  // BROKER_METRICS_ADDR: HTTP for /metrics, /livez, /readyz; "" = off (the
+  // variable set empty, or to "off").
+  std::string metrics_addr = "127.0.0.1:9464";
   core::PoolOptions pool;                         // DB_POOL_* / DB_MAX_OVERFLOW
   bool echo = false;                              // DB_ECHO
   size_t max_result_bytes = 4 << 20;              // BROKER_MAX_RESULT_BYTES
@@ -48,6 +51,10 @@ absl::StatusOr<EnvMap> ReadEnvironment(const std::string& dotenv_path);
 // Builds and validates the configuration. Errors are INVALID_ARGUMENT with a
 // message that names the variable, the bad value and what is accepted.
 absl::StatusOr<Config> LoadConfig(const EnvMap& env);
+
+// Splits "HOST:PORT" ("[::1]:9464" for IPv6: the brackets are dropped).
+// False unless HOST is non-empty and PORT is 0-65535.
+bool ParseHostPort(const std::string& addr, std::string* host, int* port);
 
 // The database URL with any password replaced by "***", for logs.
 std::string RedactUrl(const std::string& url);

@@ -15,7 +15,17 @@
 //    recycle_jitter of it, drawn per connection so they do not all expire
 //    together) is closed instead of reused; a connection idle for at least
 //    pre_ping_after is pinged before it is handed out; a broken one is closed
-//    and replaced, never handed out again.
+//    and replaced, never handed out again;
+//  * while the database is unreachable (the last connect failed), connects
+//    are rationed by a ReconnectBackoff: at most one attempt is in flight,
+//    spaced by an exponential, jittered delay, and callers that would need a
+//    new connection fail at once with UNAVAILABLE naming the last connect
+//    error (queued ones too) instead of each dialing the dead database;
+//  * it keeps the numbers PoolStatus and /metrics show: counters, the shape,
+//    connections in use and requests waiting per client id, and the
+//    distribution of checkout waits. Pool events (connect, connect failure,
+//    checkout timeout, broken connection, recycle) are logged as
+//    "pool: event=... key=value" lines.
 //
 // Callbacks run on the Executor (where blocking database work is allowed);
 // deadlines come from the TimerQueue and the injected Clock.
@@ -39,8 +49,10 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/core/clock.h"
+#include "server/core/duration_histogram.h"
 #include "server/core/executor.h"
 #include "server/core/mutex.h"
+#include "server/core/reconnect_backoff.h"
 #include "server/core/timer_queue.h"
 #include "server/storage/db_connection.h"
 
@@ -58,8 +70,17 @@ struct PoolOptions {
   bool pre_ping = true;
   absl::Duration pre_ping_after = absl::Seconds(1);
   int max_waiters = 1000;
+  // Rationing of connects while the database is unreachable;
+  // reconnect_backoff.initial = absl::ZeroDuration() turns it off.
+  BackoffOptions reconnect_backoff;
 
   int max_connections() const { return pool_size + max_overflow; }
+};
+
+// One client's share of the pool right now.
+struct ClientUsage {
+  int in_use = 0;   // connections checked out
+  int waiting = 0;  // requests queued
 };
 
 // Counters since start and the pool's current shape.
@@ -80,6 +101,19 @@ struct PoolStats {
   int64_t invalidated = 0;  // broken connections discarded
   int64_t pre_ping_failures = 0;
   int64_t overflow_closed = 0;
+  // Requests failed at once, without dialing, while the database was down.
+  int64_t backoff_rejections = 0;
+
+  // Reconnect backoff: "down" from a failed connect until one succeeds.
+  bool database_down = false;
+  int connect_failures_in_row = 0;
+  absl::Time next_connect_attempt = absl::InfinitePast();  // while down
+  std::string last_connect_error;  // empty if no connect ever failed
+  absl::Time last_connect_error_time = absl::InfinitePast();
+
+  // Per AcquireRequest::client_id; only clients with something in use or
+  // queued.
+  absl::flat_hash_map<std::string, ClientUsage> clients;
 };
 
 class ConnectionPool;
@@ -114,6 +148,7 @@ class PooledConnection final {
     absl::Time created;
     absl::Time recycle_at;  // InfiniteFuture when recycling is off
     absl::Time last_used;
+    std::string client;  // who has it checked out
   };
   PooledConnection(ConnectionPool* pool, std::unique_ptr<Slot> slot)
       : pool_(pool), slot_(std::move(slot)) {}
@@ -131,6 +166,9 @@ struct AcquireRequest {
   // connection can be had right away (health probes must not take a place
   // in the waiter queue that callers are bounded by).
   bool wait = true;
+  // Who asks (the gRPC "x-client-id" metadata; "" when absent), for the
+  // per-client occupancy in PoolStats.
+  std::string client_id;
 };
 
 class ConnectionPool final {
@@ -164,6 +202,8 @@ class ConnectionPool final {
   // Where the pool runs its callbacks, and where work on a checked-out
   // connection may block.
   Executor& executor() const { return executor_; }
+  // How long successful Acquire calls took, request to delivery.
+  const DurationHistogram& checkout_wait() const { return checkout_wait_; }
 
  private:
   friend class PooledConnection;
@@ -175,6 +215,7 @@ class ConnectionPool final {
     absl::Time deadline;
     bool caller_deadline;  // the request's deadline, not the pool timeout, bounds it
     TimerQueue::TimerId timer = 0;
+    std::string client;
     Callback done;
   };
 
@@ -182,15 +223,31 @@ class ConnectionPool final {
   // pre-ping), replacing it if needed, then calls `done`.
   void CheckOut(std::unique_ptr<Slot> slot, Callback done);
   // Runs on the executor: opens a connection into a slot already counted in
-  // open_, then calls `done`.
-  void OpenAndDeliver(Callback done);
+  // open_ and opening_, then calls `done`. `probe`: ReconnectBackoff's probe.
+  void OpenAndDeliver(Callback done, bool probe);
+  // Closes a connection that may not be handed out and opens another in its
+  // slot for the same caller (or fails it, while connects are rationed).
+  void Replace(std::unique_ptr<Slot> slot, Callback done);
   void Return(std::unique_ptr<Slot> slot, bool broken);
   void Discard(std::unique_ptr<Slot> slot);  // closes a connection counted in open_
+  // Frees a slot counted in open_ and lets the oldest waiter use it.
+  void FreeSlot();
   void ExpireWaiter(WaitId id);
   // With a connection slot free (open_ < max), starts opening one for the
-  // oldest waiter. Returns the waiter to serve, if any.
-  bool TakeWaiterForNewConnectionLocked(Waiter* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ServeNewConnection(Waiter waiter);
+  // oldest waiter. Returns the waiter to serve, if any. While connects are
+  // rationed and none may start, moves every waiter to `refused` instead.
+  bool TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* out, bool* probe,
+                                        std::list<Waiter>* refused)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ServeNewConnection(Waiter waiter, bool probe);
+  // Fails each refused waiter with UNAVAILABLE and `message`.
+  void Refuse(std::list<Waiter> refused, const std::string& message);
+  // Why a connect may not start now (the database is down).
+  std::string DownMessageLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Wraps a request's callback: counts the checkout, records its wait and
+  // its client's share.
+  Callback Accounted(Callback done, std::string client, absl::Time requested);
+  void ForgetCheckoutLocked(const std::string& client) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Time RecycleAtLocked(absl::Time created) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status TimeoutStatusLocked(const Waiter& w, absl::Time now) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -212,6 +269,11 @@ class ConnectionPool final {
   WaitId next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   PoolStats counters_ ABSL_GUARDED_BY(mu_);  // only the counter fields are used
+  ReconnectBackoff backoff_ ABSL_GUARDED_BY(mu_);
+  std::string last_connect_error_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_connect_error_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::flat_hash_map<std::string, int> in_use_by_client_ ABSL_GUARDED_BY(mu_);
+  DurationHistogram checkout_wait_;
 };
 
 }  // namespace sessionbroker::core

@@ -39,6 +39,7 @@ void HealthChecker::Probe() {
   // leaves the state as it is.
   AcquireRequest request;
   request.wait = false;
+  request.client_id = kHealthClientId;
   pool_.Acquire(request, [this](absl::StatusOr<PooledConnection> conn) {
     absl::Status status;
     if (conn.ok()) {
@@ -89,6 +90,11 @@ bool HealthChecker::serving() const {
 absl::Status HealthChecker::last_error() const {
   MutexLock lock(&mu_);
   return last_error_;
+}
+
+std::string HealthChecker::last_error_message() const {
+  MutexLock lock(&mu_);
+  return std::string(last_error_.message());
 }
 
 absl::Time HealthChecker::last_error_time() const {

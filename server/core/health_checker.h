@@ -25,6 +25,9 @@
 
 namespace sessionbroker::core {
 
+// The client id the probes borrow connections under (per-client occupancy).
+inline constexpr char kHealthClientId[] = "session-broker/health";
+
 class HealthChecker final {
  public:
   // Called with the new state whenever it changes (and after the first probe),
@@ -45,6 +48,8 @@ class HealthChecker final {
   bool serving() const;
   // The last failure and when it happened (OK / InfinitePast if none yet).
   absl::Status last_error() const;
+  // Its message alone (no absl::Status crosses threads: see connection_pool.cc).
+  std::string last_error_message() const;
   absl::Time last_error_time() const;
 
  private:

@@ -965,6 +965,9 @@ void SessionManager::StartLocked(const std::shared_ptr<Session>& s, std::shared_
       step.reset_on_release = s->tx_dirty;
       break;
   }
+  // The session's owner, for per-client pool occupancy (also for steps that
+  // carry no caller's request: BEGIN, COMMIT, ROLLBACK).
+  step.client_id = s->client_id;
   s->running = call;
   ++steps_in_flight_;
   RescheduleLocked(*s);  // a running statement is not idle

@@ -110,8 +110,11 @@ class StatementRunner::Call final : public RunningCall,
       });
       return;
     }
+    AcquireRequest acquire;
+    acquire.deadline = request_.deadline;
+    acquire.client_id = request_.client_id;
     const ConnectionPool::WaitId id = runner_.pool_.Acquire(
-        AcquireRequest{request_.deadline},
+        acquire,
         [self](absl::StatusOr<PooledConnection> conn) mutable {
           self->OnConnection(std::move(conn));
         });
@@ -308,6 +311,7 @@ class StatementRunner::Call final : public RunningCall,
       out = Explain(out.status(), reason, abort_status, took);
     }
     if (TakesStatements(request_.op)) {
+      runner_.statement_duration_.Record(took);
       runner_.statements_.fetch_add(static_cast<int64_t>(request_.statements.size()),
                                     std::memory_order_relaxed);
       if (!out.ok()) runner_.statement_errors_.fetch_add(1, std::memory_order_relaxed);

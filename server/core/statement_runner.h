@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -33,6 +34,7 @@
 #include "absl/time/time.h"
 #include "server/core/clock.h"
 #include "server/core/connection_pool.h"
+#include "server/core/duration_histogram.h"
 #include "server/core/executor.h"
 #include "server/core/timer_queue.h"
 #include "server/storage/value.h"
@@ -80,6 +82,8 @@ struct RunRequest {
   // Reset the connection's session when it goes back to the pool: an
   // earlier step of the transaction changed session state.
   bool reset_on_release = false;
+  // Who asks ("x-client-id"), passed on to the pool.
+  std::string client_id;
 };
 
 // What a step produced.
@@ -139,6 +143,8 @@ class StatementRunner final {
   std::shared_ptr<RunningCall> RunStep(RunRequest request, StepCallback done);
 
   RunnerStats Stats() const;
+  // How long statements (or whole batches) ran on their connection.
+  const DurationHistogram& statement_duration() const { return statement_duration_; }
 
  private:
   class Call;
@@ -153,6 +159,7 @@ class StatementRunner final {
   std::atomic<int64_t> statement_errors_{0};
   std::atomic<int64_t> cancellations_{0};
   std::atomic<int64_t> session_resets_{0};
+  DurationHistogram statement_duration_{clock_};
 };
 
 }  // namespace sessionbroker::core

@@ -7,6 +7,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
+#include "server/transport/client_id.h"
 #include "server/transport/keep_alive_reactor.h"
 #include "server/transport/session_conversion.h"
 #include "server/transport/status_mapping.h"
@@ -21,12 +22,6 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   const auto deadline = context.deadline();
   if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
   return absl::FromChrono(deadline);
-}
-
-std::string ClientIdOf(const grpc::CallbackServerContext& context) {
-  auto it = context.client_metadata().find(kClientIdMetadataKey);
-  if (it == context.client_metadata().end()) return "";
-  return std::string(it->second.data(), it->second.size());
 }
 
 absl::Status TooLarge(size_t bytes, size_t limit) {
@@ -119,6 +114,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   if (draining_.load()) return RejectDraining(context);
   core::RunRequest run;
   run.deadline = DeadlineOf(*context);
+  run.client_id = ClientIdOf(*context);
   absl::StatusOr<std::vector<storage::Value>> params = ParamsFromProto(request->params(), "");
   if (!params.ok()) return Respond(context, params.status());
   run.statements.push_back(storage::Statement{request->sql(), *std::move(params)});
@@ -138,6 +134,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
   core::RunRequest run;
   run.op = core::RunRequest::Op::kBatch;
   run.deadline = DeadlineOf(*context);
+  run.client_id = ClientIdOf(*context);
   run.statements.reserve(request->statements_size());
   for (int i = 0; i < request->statements_size(); ++i) {
     const v1::Statement& s = request->statements(i);

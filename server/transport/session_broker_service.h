@@ -33,8 +33,6 @@
 
 namespace sessionbroker::transport {
 
-inline constexpr char kClientIdMetadataKey[] = "x-client-id";
-
 class SessionBrokerService final : public v1::SessionBroker::CallbackService {
  public:
   SessionBrokerService(core::StatementRunner& runner, core::SessionManager& sessions,

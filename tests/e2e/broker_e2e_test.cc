@@ -415,6 +415,13 @@ TEST_F(BrokerE2eTest, ReflectionListsAndDescribesTheServices) {
   ASSERT_TRUE(methods.ok()) << methods.status();
   EXPECT_THAT(*methods, Contains("Execute"));
   EXPECT_THAT(*methods, Contains("ExecuteBatch"));
+  // The pool monitor is served on the same port, and described too.
+  EXPECT_THAT(*services, Contains("sessionbroker.v1.PoolMonitor"));
+  absl::StatusOr<std::vector<std::string>> monitor =
+      ReflectionDescribeService(broker_->channel(), "sessionbroker.v1.PoolMonitor");
+  ASSERT_TRUE(monitor.ok()) << monitor.status();
+  EXPECT_THAT(*monitor, Contains("GetPoolStatus"));
+  EXPECT_THAT(*monitor, Contains("WatchPoolStatus"));
 }
 
 TEST_F(BrokerE2eTest, HealthFollowsTheDatabase) {

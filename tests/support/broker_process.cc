@@ -47,11 +47,15 @@ BrokerProcess::BrokerProcess(const std::string& database_url,
   }
   vars["DATABASE_URL"] = database_url;
   vars["BROKER_LISTEN_ADDR"] = address_;
+  // Never the default port: tests run in parallel, and a developer's broker
+  // may hold it.
+  vars["BROKER_METRICS_ADDR"] = absl::StrCat("127.0.0.1:", FreePort());
   vars["BROKER_ENV_FILE"] = "";  // tests never read a developer's .env
   vars["BROKER_HEALTH_CHECK_INTERVAL"] = "0.2";
   vars["BROKER_SHUTDOWN_GRACE_SECONDS"] = "5";
   for (auto& [k, v] : env) vars[k] = v;
   std::vector<std::string> entries;
+  metrics_address_ = vars["BROKER_METRICS_ADDR"];
   for (auto& [k, v] : vars) entries.push_back(absl::StrCat(k, "=", v));
   std::vector<char*> envp;
   for (std::string& e : entries) envp.push_back(e.data());

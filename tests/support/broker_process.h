@@ -21,7 +21,7 @@ namespace sessionbroker::testing {
 class BrokerProcess final {
  public:
   // Starts the broker with DATABASE_URL=`database_url`, a free
-  // BROKER_LISTEN_ADDR, no .env, and `env` on top.
+  // BROKER_LISTEN_ADDR and BROKER_METRICS_ADDR, no .env, and `env` on top.
   BrokerProcess(const std::string& database_url, std::map<std::string, std::string> env = {});
   ~BrokerProcess();
   BrokerProcess(const BrokerProcess&) = delete;
@@ -37,6 +37,8 @@ class BrokerProcess final {
   std::optional<int> WaitForExit(absl::Duration timeout);
 
   std::string address() const { return address_; }
+  // HOST:PORT of /metrics, /livez, /readyz (BROKER_METRICS_ADDR as passed).
+  std::string metrics_address() const { return metrics_address_; }
   std::shared_ptr<grpc::Channel> NewChannel() const;
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   // What the broker wrote to stdout/stderr so far.
@@ -46,6 +48,7 @@ class BrokerProcess final {
  private:
   pid_t pid_ = -1;
   std::string address_;
+  std::string metrics_address_;
   std::string log_path_;
   std::shared_ptr<grpc::Channel> channel_;
   std::optional<int> exit_code_;

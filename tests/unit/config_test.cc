@@ -17,6 +17,7 @@ TEST(ConfigTest, DefaultsMatchTheDocumentedOnes) {
   absl::StatusOr<Config> c = LoadConfig(WithUrl({}));
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->listen_addr, "127.0.0.1:50051");
+  EXPECT_EQ(c->metrics_addr, "127.0.0.1:9464");
   EXPECT_EQ(c->pool.pool_size, 5);
   EXPECT_EQ(c->pool.max_overflow, 10);
   EXPECT_EQ(c->pool.timeout, absl::Seconds(30));
@@ -32,6 +33,7 @@ TEST(ConfigTest, DefaultsMatchTheDocumentedOnes) {
 
 TEST(ConfigTest, ReadsEveryKnob) {
   absl::StatusOr<Config> c = LoadConfig(WithUrl({{"BROKER_LISTEN_ADDR", "0.0.0.0:6000"},
+                                                 {"BROKER_METRICS_ADDR", "0.0.0.0:9100"},
                                                  {"DB_POOL_SIZE", "3"},
                                                  {"DB_MAX_OVERFLOW", "2"},
                                                  {"DB_POOL_TIMEOUT", "0.5"},
@@ -47,6 +49,7 @@ TEST(ConfigTest, ReadsEveryKnob) {
                                                  {"LOG_FORMAT", "json"}}));
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->listen_addr, "0.0.0.0:6000");
+  EXPECT_EQ(c->metrics_addr, "0.0.0.0:9100");
   EXPECT_EQ(c->pool.pool_size, 3);
   EXPECT_EQ(c->pool.max_overflow, 2);
   EXPECT_EQ(c->pool.timeout, absl::Milliseconds(500));
@@ -83,6 +86,9 @@ TEST(ConfigTest, BadValuesAreErrorsNamingTheVariable) {
       {"DB_ECHO", "loud"},            {"DB_POOL_MAX_WAITERS", "-5"},
       {"BROKER_MAX_RESULT_BYTES", "10"}, {"BROKER_LISTEN_ADDR", "nowhere"},
       {"BROKER_LISTEN_ADDR", "host:99999"}, {"LOG_LEVEL", "chatty"},
+      {"BROKER_METRICS_ADDR", "9464"},   {"BROKER_METRICS_ADDR", "localhost:http"},
+      {"BROKER_METRICS_ADDR", ":9464"},  {"BROKER_METRICS_ADDR", "[::1:9464"},
+      {"BROKER_METRICS_ADDR", "on"},
       {"LOG_FORMAT", "xml"},          {"BROKER_SHUTDOWN_GRACE_SECONDS", "-1"},
       {"BROKER_HEALTH_CHECK_INTERVAL", "0"}};
   for (const auto& [name, value] : bad) {
@@ -91,6 +97,25 @@ TEST(ConfigTest, BadValuesAreErrorsNamingTheVariable) {
     EXPECT_THAT(c.status().message(), HasSubstr(name));
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   }
+}
+
+TEST(ConfigTest, MetricsAddrOffOrEmptyDisablesTheHttpEndpoint) {
+  for (const std::string value : {"off", "OFF", "", "  "}) {
+    absl::StatusOr<Config> c = LoadConfig(WithUrl({{"BROKER_METRICS_ADDR", value}}));
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->metrics_addr, "") << "'" << value << "'";
+  }
+}
+
+TEST(ConfigTest, MetricsAddrAcceptsIpv6InBrackets) {
+  absl::StatusOr<Config> c = LoadConfig(WithUrl({{"BROKER_METRICS_ADDR", "[::1]:9464"}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->metrics_addr, "[::1]:9464");
+  std::string host;
+  int port = 0;
+  ASSERT_TRUE(ParseHostPort(c->metrics_addr, &host, &port));
+  EXPECT_EQ(host, "::1");
+  EXPECT_EQ(port, 9464);
 }
 
 TEST(ConfigTest, EmptyValuesCountAsUnset) {

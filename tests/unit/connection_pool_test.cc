@@ -46,8 +46,9 @@ using ::testing::HasSubstr;
 
 class ConnectionPoolTest : public ::testing::Test {
  protected:
-  // What each test starts from; tests set the knobs they specify. Recycling and
-  // pre-ping are off so that they only show up in the tests about them.
+  // What each test starts from; tests set the knobs they specify. Recycling,
+  // pre-ping and reconnect backoff are off so that they only show up in the
+  // tests about them.
   static PoolOptions Options() {
     PoolOptions o;
     o.pool_size = 2;
@@ -57,6 +58,16 @@ class ConnectionPoolTest : public ::testing::Test {
     o.recycle_jitter = 0;
     o.pre_ping = false;
     o.max_waiters = 100;
+    o.reconnect_backoff.initial = absl::ZeroDuration();
+    return o;
+  }
+
+  // Reconnect backoff on, without jitter: 100 ms, doubling, at most 1 s.
+  static PoolOptions WithBackoff(PoolOptions o) {
+    o.reconnect_backoff.initial = absl::Milliseconds(100);
+    o.reconnect_backoff.max = absl::Seconds(1);
+    o.reconnect_backoff.multiplier = 2;
+    o.reconnect_backoff.jitter = 0;
     return o;
   }
 
@@ -85,12 +96,13 @@ class ConnectionPoolTest : public ::testing::Test {
 
   // Starts an Acquire and returns the request's number. Its outcome shows up
   // once the executor runs (RunAll()).
-  int Acquire(absl::Time deadline = absl::InfiniteFuture()) {
+  int Acquire(absl::Time deadline = absl::InfiniteFuture(), const std::string& client = "") {
     const int i = static_cast<int>(outcomes_.size());
     outcomes_.emplace_back();
     calls_.push_back(0);
     AcquireRequest request;
     request.deadline = deadline;
+    request.client_id = client;
     wait_ids_.push_back(pool_->Acquire(request, [this, i](absl::StatusOr<PooledConnection> result) {
       EXPECT_EQ(++calls_[i], 1) << "request " << i << ": callback ran more than once";
       outcomes_[i] = std::move(result);
@@ -896,6 +908,200 @@ TEST_F(ConnectionPoolTest, SlotsComeBackAfterConnectFailures) {
   RunAll();
   EXPECT_TRUE(Waiting(fourth));
   EXPECT_EQ(connector_.max_live(), 3);
+}
+
+// ---- Reconnect backoff (the database is down) ----
+
+TEST_F(ConnectionPoolTest, WhileTheDatabaseIsDownCallersFailFastWithoutDialing) {
+  MakePool(WithBackoff(Options()));
+  connector_.set_fail_connects(true);
+  const int first = Acquire();
+  RunAll();
+  EXPECT_EQ(StatusOf(first).code(), absl::StatusCode::kUnavailable) << StatusOf(first);
+  EXPECT_TRUE(Stats().database_down);
+
+  const int second = Acquire();
+  const int third = Acquire();
+  RunAll();
+  for (int r : {second, third}) {
+    EXPECT_EQ(StatusOf(r).code(), absl::StatusCode::kUnavailable) << StatusOf(r);
+    EXPECT_THAT(MessageOf(r), HasSubstr("fake database is down")) << "names the last error";
+    EXPECT_THAT(MessageOf(r), HasSubstr("next attempt is in 100ms"));
+  }
+  const PoolStats s = Stats();
+  EXPECT_EQ(s.connect_failures, 1) << "only the first caller dialed";
+  EXPECT_EQ(s.backoff_rejections, 2);
+  EXPECT_EQ(s.connect_failures_in_row, 1);
+  EXPECT_EQ(s.last_connect_error, "fake database is down");
+  EXPECT_EQ(s.last_connect_error_time, start_);
+  EXPECT_EQ(s.next_connect_attempt, start_ + absl::Milliseconds(100));
+  EXPECT_EQ(s.open, 0);
+}
+
+TEST_F(ConnectionPoolTest, QueuedWaitersFailAtOnceWithoutEachDialing) {
+  MakePool(WithBackoff(SingleConnection()));
+  connector_.set_fail_connects(true);
+  const int opener = Acquire();
+  const int w1 = Acquire();
+  const int w2 = Acquire();
+  EXPECT_NE(WaitIdOf(w1), 0u);
+
+  RunAll();  // no time passes
+  for (int r : {opener, w1, w2}) {
+    EXPECT_EQ(StatusOf(r).code(), absl::StatusCode::kUnavailable) << StatusOf(r);
+  }
+  EXPECT_THAT(MessageOf(w2), HasSubstr("fake database is down"));
+  const PoolStats s = Stats();
+  EXPECT_EQ(s.connect_failures, 1);
+  EXPECT_EQ(s.backoff_rejections, 2);
+  EXPECT_EQ(s.checkout_timeouts, 0);
+  EXPECT_EQ(s.waiters, 0);
+  EXPECT_EQ(timers_.pending(), 0u) << "their timeout timers are gone";
+}
+
+TEST_F(ConnectionPoolTest, OnceTheDelayPassedOneCallerProbesAndTheOthersStillFailFast) {
+  MakePool(WithBackoff(Options()));
+  connector_.set_fail_connects(true);
+  Acquire();
+  RunAll();
+  clock_.Advance(absl::Milliseconds(100));
+
+  const int probe = Acquire();   // may dial
+  const int during = Acquire();  // must not: the probe is in flight
+  RunAll();
+  EXPECT_EQ(StatusOf(probe).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(StatusOf(during).code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(MessageOf(during), HasSubstr("a new attempt is in progress"));
+  EXPECT_EQ(Stats().connect_failures, 2);
+  // The failed probe doubled the delay.
+  EXPECT_EQ(Stats().next_connect_attempt, clock_.Now() + absl::Milliseconds(200));
+}
+
+TEST_F(ConnectionPoolTest, ReconnectDelayGrowsExponentiallyUpToItsMax) {
+  MakePool(WithBackoff(Options()));
+  connector_.set_fail_connects(true);
+  std::vector<absl::Duration> delays;
+  for (int attempt = 0; attempt < 6; ++attempt) {
+    Acquire();
+    RunAll();
+    const PoolStats s = Stats();
+    delays.push_back(s.next_connect_attempt - clock_.Now());
+    clock_.Set(s.next_connect_attempt);
+  }
+  EXPECT_EQ(delays, (std::vector<absl::Duration>{
+                        absl::Milliseconds(100), absl::Milliseconds(200), absl::Milliseconds(400),
+                        absl::Milliseconds(800), absl::Seconds(1), absl::Seconds(1)}));
+  EXPECT_EQ(Stats().connect_failures, 6);
+  EXPECT_EQ(Stats().connect_failures_in_row, 6);
+}
+
+TEST_F(ConnectionPoolTest, ASuccessfulProbeEndsTheOutageForEveryone) {
+  MakePool(WithBackoff(Options()));
+  connector_.set_fail_connects(true);
+  Acquire();
+  RunAll();
+  connector_.set_fail_connects(false);  // the database is back
+  const int early = Acquire();
+  RunAll();
+  EXPECT_EQ(StatusOf(early).code(), absl::StatusCode::kUnavailable) << "before the delay";
+
+  clock_.Advance(absl::Milliseconds(100));
+  const int probe = Acquire();
+  RunAll();
+  ASSERT_TRUE(Served(probe)) << StatusOf(probe);
+  EXPECT_FALSE(Stats().database_down);
+  EXPECT_EQ(Stats().connect_failures_in_row, 0);
+  // Everyone may open connections again, at once.
+  const std::vector<int> more = AcquireServed(2);
+  EXPECT_EQ(connector_.connects(), 3);
+}
+
+TEST_F(ConnectionPoolTest, IdleConnectionsAreStillHandedOutWhileConnectsAreRationed) {
+  PoolOptions o = WithBackoff(Options());
+  o.pool_size = 2;
+  o.max_overflow = 0;
+  MakePool(o);
+  const int a = Acquire();
+  RunAll();
+  Release(a);  // one idle connection
+  connector_.set_fail_connects(true);
+  const int reuse = Acquire();   // the idle one
+  const int dialer = Acquire();  // needs a new one: fails, the database is down
+  RunAll();
+  ASSERT_TRUE(Served(reuse));
+  EXPECT_EQ(StatusOf(dialer).code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(Stats().database_down);
+  Release(reuse);
+  const int again = Acquire();
+  RunAll();
+  EXPECT_TRUE(Served(again)) << "rationing gates dialing, not the connections the pool has";
+}
+
+TEST_F(ConnectionPoolTest, BrokenConnectionWhileDownFailsTheQueueInsteadOfRedialing) {
+  MakePool(WithBackoff(SingleConnection()));
+  const int holder = Acquire();
+  RunAll();
+  ASSERT_TRUE(Served(holder));
+  const int w1 = Acquire();
+  const int w2 = Acquire();
+  // The database restarts: the held connection is lost and connects fail.
+  connector_.set_fail_connects(true);
+  Conn(holder)->set_broken(true);
+  Release(holder);  // discarded; w1 dials (and fails), then w2 is refused
+  RunAll();
+  EXPECT_EQ(StatusOf(w1).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(StatusOf(w2).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(Stats().connect_failures, 1);
+  EXPECT_EQ(Stats().invalidated, 1);
+  EXPECT_EQ(connector_.live(), 0);
+}
+
+// ---- Per-client occupancy and checkout waits ----
+
+TEST_F(ConnectionPoolTest, ConnectionsInUseAndWaitersAreCountedPerClient) {
+  MakePool(SingleConnection());
+  const int billing = Acquire(absl::InfiniteFuture(), "billing");
+  const int search1 = Acquire(absl::InfiniteFuture(), "search");
+  const int search2 = Acquire(absl::InfiniteFuture(), "search");
+  const int anonymous = Acquire();
+  RunAll();
+  ASSERT_TRUE(Served(billing));
+  PoolStats s = Stats();
+  EXPECT_EQ(s.clients["billing"].in_use, 1);
+  EXPECT_EQ(s.clients["billing"].waiting, 0);
+  EXPECT_EQ(s.clients["search"].waiting, 2);
+  EXPECT_EQ(s.clients[""].waiting, 1);
+
+  Release(billing);  // to search1
+  RunAll();
+  ASSERT_TRUE(Served(search1));
+  s = Stats();
+  EXPECT_EQ(s.clients.count("billing"), 0u) << "clients with nothing drop out";
+  EXPECT_EQ(s.clients["search"].in_use, 1);
+  EXPECT_EQ(s.clients["search"].waiting, 1);
+
+  Release(search1);
+  RunAll();
+  Release(search2);
+  RunAll();
+  Release(anonymous);
+  s = Stats();
+  EXPECT_TRUE(s.clients.empty());
+}
+
+TEST_F(ConnectionPoolTest, CheckoutWaitsAreRecordedFromRequestToDelivery) {
+  MakePool(SingleConnection());
+  const int first = Acquire();
+  RunAll();
+  const int waiter = Acquire();
+  Advance(absl::Seconds(3));
+  Release(first);
+  RunAll();
+  ASSERT_TRUE(Served(waiter));
+  const RecentDurations waits = pool_->checkout_wait().Recent();
+  EXPECT_EQ(waits.count, 2);
+  EXPECT_EQ(waits.max, absl::Seconds(3));
+  EXPECT_EQ(pool_->checkout_wait().Totals().count, 2u);
 }
 
 // ---- Close ----

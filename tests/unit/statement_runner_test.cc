@@ -283,6 +283,10 @@ TEST_F(StatementRunnerCancelTest, CancelIsRepeatedWhileTheStatementKeepsRunning)
     absl::SleepFor(absl::Milliseconds(1));
   }
   ASSERT_EQ(connector_.connection(1)->cancels(), 1);
+  // The repeat is scheduled just after that cancel returns: wait for it, or
+  // the clock could move before it is armed and it would never come due.
+  for (int i = 0; i < 5000 && timers_.pending() == 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(timers_.pending(), 1u);
   clock_.Advance(absl::Seconds(1));
   timers_.RunDue();
   absl::StatusOr<Results> r = Wait();

@@ -1,0 +1,81 @@
+#include "server/transport/metrics_http_server.h"
+
+#include <pthread.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "httplib.h"
+#include "server/core/prometheus_text.h"
+#include "spdlog/spdlog.h"
+
+namespace sessionbroker::transport {
+namespace {
+
+constexpr int kThreads = 2;
+
+}  // namespace
+
+MetricsHttpServer::MetricsHttpServer(std::string host, int port, MetricsFn metrics, ReadyFn ready)
+    : host_(std::move(host)), port_(port), server_(std::make_unique<httplib::Server>()) {
+  server_->new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
+  server_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  // One request per connection: a scrape every few seconds gains nothing
+  // from keep-alive, and an idle kept-alive connection would hold one of
+  // the few threads.
+  server_->set_keep_alive_max_count(1);
+  server_->set_read_timeout(5, 0);
+  server_->set_write_timeout(5, 0);
+  server_->Get("/metrics",
+               [metrics = std::move(metrics)](const httplib::Request&, httplib::Response& res) {
+                 res.set_content(metrics(), core::kPrometheusContentType);
+               });
+  server_->Get("/livez", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain");
+  });
+  server_->Get(
+      "/readyz", [ready = std::move(ready)](const httplib::Request&, httplib::Response& res) {
+        const absl::Status status = ready();
+        if (status.ok()) {
+          res.set_content("ok\n", "text/plain");
+        } else {
+          res.status = 503;
+          res.set_content(absl::StrCat("not ready: ", status.message(), "\n"), "text/plain");
+        }
+      });
+}
+
+MetricsHttpServer::~MetricsHttpServer() { Stop(); }
+
+absl::Status MetricsHttpServer::Start() {
+  if (!server_->bind_to_port(host_, port_)) {
+    return absl::UnavailableError(absl::StrCat(
+        "could not listen on ", host_, ":", port_,
+        " (BROKER_METRICS_ADDR): the address is in use or not available on this host; set "
+        "another HOST:PORT, or BROKER_METRICS_ADDR=off to serve no metrics"));
+  }
+  thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    listen_returned_.store(true);
+  });
+  pthread_setname_np(thread_.native_handle(), "sb-http");
+  spdlog::info("metrics and probes on http://{}:{}/metrics /livez /readyz", host_, port_);
+  return absl::OkStatus();
+}
+
+void MetricsHttpServer::Stop() {
+  if (!thread_.joinable()) return;
+  // httplib's stop() does nothing until the listening loop has begun.
+  while (!server_->is_running() && !listen_returned_.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  server_->stop();
+  thread_.join();
+}
+
+}  // namespace sessionbroker::transport
