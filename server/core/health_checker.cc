@@ -63,11 +63,13 @@ void HealthChecker::Report(const absl::Status& status) {
   {
     MutexLock lock(&mu_);
     if (stopped_) return;
-    if (!status.ok()) {
+    // Not the database's error either: it would show as database.last_error
+    // and move the last-error timestamp alerts watch, for a busy pool.
+    if (saturated && reported_) return;  // a busy pool says nothing about the database
+    if (!status.ok() && !saturated) {
       last_error_ = status;
       last_error_time_ = clock_.Now();
     }
-    if (saturated && reported_) return;  // a busy pool says nothing about the database
     serving = status.ok();
     changed = !reported_ || serving != serving_;
     reported_ = true;

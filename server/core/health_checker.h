@@ -46,7 +46,8 @@ class HealthChecker final {
   void Stop();
 
   bool serving() const;
-  // The last failure and when it happened (OK / InfinitePast if none yet).
+  // The last failure and when it happened (OK / InfinitePast if none yet). A
+  // probe that found no connection free is none: the database may be fine.
   absl::Status last_error() const;
   // Its message alone (no absl::Status crosses threads: see connection_pool.cc).
   std::string last_error_message() const;

@@ -56,6 +56,12 @@ absl::Time SnapshotSampler::GridCeil(absl::Time t) const {
   return origin_ + kTick * (steps + (rem > absl::ZeroDuration() ? 1 : 0));
 }
 
+absl::Time SnapshotSampler::GridFloor(absl::Time t) const {
+  if (t <= origin_) return origin_;
+  absl::Duration rem;
+  return origin_ + kTick * absl::IDivDuration(t - origin_, kTick, &rem);
+}
+
 void SnapshotSampler::Tick() {
   const absl::Time now = clock_.Now();
   MutexLock lock(&mu_);
@@ -65,8 +71,11 @@ void SnapshotSampler::Tick() {
   for (auto& [id, w] : watchers_) {
     if (w.next_due > now) continue;
     if (snapshot == nullptr) {
-      // A kick shortly after a tick reuses that tick's snapshot.
-      if (latest_ != nullptr && now - latest_time_ < kTick) {
+      // A kick shortly after a tick reuses that tick's snapshot: one taken
+      // since the last grid point. (Not "within kTick": after a tick that ran
+      // late, the next one, on time, would hand its watchers the same
+      // snapshot again.)
+      if (latest_ != nullptr && latest_time_ >= GridFloor(now)) {
         snapshot = latest_;
       } else {
         snapshot = latest_ = Take();

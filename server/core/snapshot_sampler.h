@@ -5,7 +5,7 @@
 // watchers cost one snapshot per tick, not a thousand. Due times are aligned
 // to the tick grid so watchers with the same interval share snapshots even
 // when they subscribed at different moments. A new watcher gets its first
-// snapshot at once (one taken within the last tick is reused).
+// snapshot at once (one taken since the last grid point is reused).
 //
 // Sampling runs on `executor` (a thread of its own in the server), woken by
 // the TimerQueue; nothing is sampled while nobody watches. Listeners are
@@ -78,6 +78,8 @@ class SnapshotSampler final {
   Snapshot Take() const;
   // The first grid point at or after t.
   absl::Time GridCeil(absl::Time t) const;
+  // The last grid point at or before t.
+  absl::Time GridFloor(absl::Time t) const;
   // Makes sure a wake-up is scheduled for the earliest due watcher.
   void ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

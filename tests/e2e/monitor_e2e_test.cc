@@ -448,6 +448,54 @@ TEST_F(MonitorE2eTest, PerClientOccupancyShowsUpInMetrics) {
   waiter.join();
 }
 
+// HTTP/2 lets a caller put any bytes in x-client-id, and the id becomes a
+// proto3 string (PoolStatus, Session) and a Prometheus label value, both of
+// which must be UTF-8: one caller with a Latin-1 name, or a UTF-8 name cut
+// at 64 bytes in the middle of a character, must not make PoolStatus
+// unreadable or /metrics unparseable for everyone.
+TEST_F(MonitorE2eTest, ClientIdsThatAreNotUtf8KeepPoolStatusAndMetricsReadable) {
+  // gRPC's own clients refuse such metadata, so the calls go out with curl
+  // (HTTP/2 without TLS), which sends header bytes as they are.
+  if (access("/usr/bin/curl", X_OK) != 0) GTEST_SKIP() << "needs /usr/bin/curl";
+  Start(kQuietHealth);
+  const std::string latin1 = "caf\xe9";                             // "café" in Latin-1
+  const std::string cut = std::string(63, 'a') + "\xc3\xa9" + "z";  // é at bytes 63..64
+  const std::string dir = absl::StrCat(TempDir(), "/sb-client-id-", getpid());
+  ASSERT_EQ(RunCommand(absl::StrCat("mkdir -p '", dir, "'")), 0);
+  {
+    std::ofstream body(dir + "/request", std::ios::binary);
+    body.write("\0\0\0\0\0", 5);  // a gRPC frame holding an empty BeginSessionRequest
+  }
+  for (const std::string& id : {latin1, cut}) {
+    {
+      std::ofstream headers(dir + "/headers", std::ios::binary | std::ios::trunc);
+      headers << "x-client-id: " << id << "\ncontent-type: application/grpc\nte: trailers\n";
+    }
+    std::string out;
+    RunCommand(
+        absl::StrCat("/usr/bin/curl -sS --http2-prior-knowledge -H @'", dir,
+                     "/headers' --data-binary @'", dir, "/request' -o /dev/null -D - http://",
+                     broker_->address(), "/sessionbroker.v1.SessionBroker/BeginSession 2>&1"),
+        &out);
+    EXPECT_THAT(out, HasSubstr("grpc-status: 0")) << out;
+  }
+  RunCommand(absl::StrCat("rm -rf '", dir, "'"));
+
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  v1::PoolStatus status;
+  const grpc::Status got = monitor_->GetPoolStatus(&context, v1::GetPoolStatusRequest(), &status);
+  ASSERT_TRUE(got.ok()) << got.error_code() << ": " << got.error_message();
+  std::vector<std::string> ids;
+  for (const v1::ClientOccupancy& c : status.clients()) ids.push_back(c.client_id());
+  EXPECT_THAT(ids, ::testing::UnorderedElementsAre("caf\xef\xbf\xbd", std::string(63, 'a')));
+
+  std::map<std::string, double> m = ScrapeMetrics(broker_->metrics_address());
+  EXPECT_EQ(m["sessionbroker_client_sessions_open{client=caf\xef\xbf\xbd}"], 1);
+  EXPECT_EQ(
+      m[absl::StrCat("sessionbroker_client_sessions_open{client=", std::string(63, 'a'), "}")], 1);
+}
+
 TEST_F(MonitorE2eTest, ProbesAnswerAndTurnNotReadyAsSoonAsTheDrainStarts) {
   Start();
   std::string body;

@@ -87,6 +87,24 @@ TEST_F(SnapshotSamplerTest, AWatcherGetsOneSnapshotPerInterval) {
   EXPECT_LT(r.snapshots[2]->pool.checkouts, r.snapshots[3]->pool.checkouts) << "fresh each time";
 }
 
+// The monitor thread is busy (a thousand StartWrite calls) or descheduled:
+// a tick runs late, the next one on time. Each tick must still bring a fresh
+// snapshot, not the late one again.
+TEST_F(SnapshotSamplerTest, ATickThatRunsLateDoesNotMakeTheNextOneRepeatItsSnapshot) {
+  Received r;
+  Watch(absl::Milliseconds(100), &r);
+  RunAll();
+  clock_.Advance(absl::Milliseconds(100));
+  timers_.RunDue();  // the wake-up posts the tick...
+  clock_.Advance(absl::Milliseconds(40));
+  executor_.RunAll();  // ...which runs 40 ms late
+  clock_.Advance(absl::Milliseconds(60));
+  RunAll();  // the next tick, on time
+  ASSERT_EQ(r.snapshots.size(), 3u);
+  EXPECT_NE(r.snapshots[2].get(), r.snapshots[1].get()) << "the same snapshot twice";
+  EXPECT_EQ(r.snapshots[2]->time, r.at[2]);
+}
+
 TEST_F(SnapshotSamplerTest, IntervalsBelowTheMinimumAreRaisedToIt) {
   Received r;
   Watch(absl::Milliseconds(1), &r);

@@ -164,5 +164,23 @@ TEST_F(StatusCollectorTest, ReportsTheDatabaseAsTheHealthProbeAndConnectsSeeIt) 
   EXPECT_TRUE(s.pool.database_down);
 }
 
+// A probe that finds every connection busy learns nothing about the
+// database: it must not show up as the database's last error (nor move
+// sessionbroker_database_last_error_timestamp_seconds, which alerts watch).
+TEST_F(StatusCollectorTest, ABusyPoolIsNotReportedAsADatabaseError) {
+  health_->Start();
+  executor_.RunAll();
+  ASSERT_TRUE(collector_->Collect().database_reachable);
+  Hold("a", 3);  // the whole pool
+  clock_.Advance(absl::Seconds(2));
+  timers_.RunDue();  // the next probe: no connection free
+  executor_.RunAll();
+  const PoolSnapshot s = collector_->Collect();
+  EXPECT_TRUE(s.database_reachable);
+  EXPECT_EQ(s.last_error, "");
+  EXPECT_EQ(s.last_error_time, absl::InfinitePast());
+  EXPECT_TRUE(health_->last_error().ok()) << health_->last_error();
+}
+
 }  // namespace
 }  // namespace sessionbroker::core
