@@ -332,7 +332,7 @@ SessionInfo SessionManager::InfoLocked(const Session& s) const {
   info.in_transaction = s.tx == TxState::kOpen || s.tx == TxState::kAborted;
   info.transaction_aborted = s.tx == TxState::kAborted;
   if (info.transaction_aborted) info.abort_reason = std::string(s.tx_abort.message());
-  if (s.tx == TxState::kOpen) info.transaction_start_time = s.tx_start;
+  if (info.in_transaction) info.transaction_start_time = s.tx_start;
   info.held_by_stream = !s.holders.empty();
   info.queued_calls = static_cast<int>(s.queue.size());
   return info;
@@ -515,7 +515,9 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
   if (reason != EndReason::kClient) {
     spdlog::info("session {} ({}) ended: {}{}", s->name, s->label, ended.detail,
                  had_tx ? "; its open transaction is rolled back" : "");
-    if (had_tx) ++counters_.tx_killed_session_end;
+    // Not again for a transaction a deadline already killed (its running
+    // call was told to stop, and counted, by the reaper).
+    if (had_tx && s->pending_kill.ok()) ++counters_.tx_killed_session_end;
   }
   RememberEndedLocked(s->name, std::move(ended));
 
@@ -1096,6 +1098,14 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
           s->tx_dirty = false;
           s->pending_kill = absl::OkStatus();
           ++counters_.transactions_rolled_back;
+          if (!results.ok()) {
+            // ROLLBACK fails only on a lost connection, which the runner
+            // discards, and PostgreSQL rolls back the transaction of a closed
+            // connection: what the client asked for happened.
+            spdlog::warn("session {} ({}): ROLLBACK failed, the connection is discarded: {}",
+                         s->name, s->label, results.status().ToString());
+            results = StatementRunner::Results{};
+          }
           break;
       }
       if (s->orphaned) {
@@ -1267,10 +1277,9 @@ SessionStats SessionManager::Stats() const {
   SessionStats out = counters_;
   out.open = static_cast<int64_t>(sessions_.size());
   for (const auto& [name, s] : sessions_) {
-    if (s->tx == TxState::kOpen || s->tx == TxState::kBeginning ||
-        (s->running != nullptr && s->running->in_transaction)) {
-      ++out.in_transaction;
-    }
+    // Holding a pinned connection: not while BeginTransaction waits for one
+    // (under a full pool, most of them would).
+    if (s->tx == TxState::kOpen) ++out.in_transaction;
     if (!s->holders.empty()) ++out.held_by_stream;
     out.queued_calls += static_cast<int64_t>(s->queue.size());
   }

@@ -8,6 +8,7 @@
 #include "server/core/mutex.h"
 #include "server/core/sql_classifier.h"
 #include "server/storage/sql_error.h"
+#include "server/storage/value_text.h"
 #include "spdlog/spdlog.h"
 
 namespace sessionbroker::core {
@@ -19,6 +20,17 @@ using Op = RunRequest::Op;
 
 bool TakesStatements(Op op) {
   return op == Op::kExecute || op == Op::kBatch || op == Op::kInTransaction;
+}
+
+// What a result counts against max_result_bytes: the connection's own
+// upper bound of its size in the response (storage/value_text.h).
+size_t ResultBytes(const storage::QueryResult& result) {
+  size_t bytes = storage::ResultHeaderBytes(result);
+  for (const std::vector<storage::Value>& row : result.rows) {
+    bytes += storage::kResultRowOverheadBytes;
+    for (const storage::Value& value : row) bytes += storage::ResultBytes(value);
+  }
+  return bytes;
 }
 
 bool RunsOnGivenConnection(Op op) {
@@ -214,8 +226,22 @@ class StatementRunner::Call final : public RunningCall,
         options.in_transaction = true;
         Results out;
         const size_t n = request_.statements.size();
+        // The cap covers the whole batch, as a one-shot batch's does: each
+        // statement is capped by the connection, their sum here, where
+        // failing rolls the transaction back (in the response it would be
+        // too late: the statements would stay in the transaction).
+        size_t result_bytes = 0;
         for (size_t k = 0; k < n; ++k) {
           absl::StatusOr<storage::QueryResult> one = conn.Execute(request_.statements[k], options);
+          if (one.ok() && options.max_result_bytes > 0) {
+            result_bytes += ResultBytes(*one);
+            if (result_bytes > options.max_result_bytes) {
+              one = absl::ResourceExhaustedError(absl::StrCat(
+                  "the results of the batch exceed ", options.max_result_bytes,
+                  " bytes (BROKER_MAX_RESULT_BYTES); add a LIMIT or page with WHERE/ORDER BY; its "
+                  "transaction was rolled back"));
+            }
+          }
           if (!one.ok()) {
             if (n == 1) return one.status();
             return storage::WithPrefix(one.status(),

@@ -1,5 +1,7 @@
 #include "server/storage/pqxx_connection.h"
 
+#include <poll.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -465,6 +467,18 @@ class PqxxConnection final : public DbConnection {
       EndFailedBatch();
       return WithPrefix(CancelledError(), "COMMIT: ");
     }
+    // A transaction whose connection the server closed while it sat idle
+    // (pg_terminate_backend, idle_in_transaction_session_timeout, a restart)
+    // is rolled back already, and COMMIT would only find that out as "lost
+    // during COMMIT, outcome unknown", which is true only of a connection lost
+    // after COMMIT went out.
+    if (ServerClosedConnection()) {
+      MarkBroken();
+      return absl::AbortedError(
+          "COMMIT: PostgreSQL closed the connection while the transaction was idle (terminated "
+          "session, idle_in_transaction_session_timeout or server restart), before COMMIT was "
+          "sent, and rolled the transaction back; nothing of the transaction was applied");
+    }
     try {
       pqxx::nontransaction tx(*conn_);
       const pqxx::result commit = tx.exec("COMMIT");
@@ -561,6 +575,14 @@ class PqxxConnection final : public DbConnection {
   }
 
   bool Cancelled() const { return cancelled_.load(std::memory_order_acquire); }
+
+  // Whether the server has closed its end of the connection, seen without a
+  // round trip: a backend that exits (terminated, restarted) closes the
+  // socket, and nothing sent afterwards reaches a transaction.
+  bool ServerClosedConnection() const {
+    pollfd p{conn_->sock(), POLLRDHUP, 0};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+  }
 
   // One simple-protocol string (one round trip): BEGIN with the transaction's
   // characteristics, then its settings as SET LOCAL would set them. Names were

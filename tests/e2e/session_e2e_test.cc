@@ -1027,5 +1027,106 @@ TEST_F(SessionE2eTest, LeaseRunningOutMidStatementCancelsItUnlessRenewedOrHeld) 
   stream.Close();
 }
 
+// ---- The result cap inside a transaction ---------------------------------------
+
+// BROKER_MAX_RESULT_BYTES covers a whole batch, as it does outside a session,
+// where an over-cap batch is rolled back before COMMIT. Inside a session's
+// transaction each statement of the batch under the cap but their sum over
+// it must not leave the batch's writes in the transaction while the client
+// hears RESOURCE_EXHAUSTED: its Commit would commit what it was told failed
+// (and a retry would apply it twice).
+TEST_F(SessionE2eTest, BatchOverTheResultCapInATransactionIsNotLeftInIt) {
+  StartBroker({{"BROKER_MAX_RESULT_BYTES", "100000"}});
+  const std::string table = NewTable("cap");
+  const std::string name = MustBegin();
+  ASSERT_TRUE(BeginTransaction(name).status.ok());
+  v1::ExecuteBatchRequest batch;
+  batch.set_session(name);
+  for (int id : {1, 2}) {
+    v1::Statement* st = batch.add_statements();
+    // 60,000 bytes each: under the cap alone, over it together.
+    st->set_sql(absl::StrCat("INSERT INTO ", table, " VALUES ($1) RETURNING repeat('x', 60000)"));
+    *st->add_params() = Int(id);
+  }
+  grpc::ClientContext context;
+  v1::ExecuteBatchResponse response;
+  grpc::Status status = stub_->ExecuteBatch(&context, batch, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_EQ(response.results_size(), 0);
+
+  RpcResult<v1::Session> info = GetSession(name);
+  EXPECT_TRUE(info.response.transaction_aborted())
+      << "the failed batch is still in the transaction";
+  RpcResult<v1::CommitResponse> commit = Commit(name);
+  EXPECT_EQ(commit.status.error_code(), grpc::StatusCode::ABORTED) << commit.status.error_message();
+  EXPECT_EQ(Rows(table), 0) << "Commit committed the batch that failed";
+  EXPECT_EQ(BrokerConnectionsIn("idle in transaction"), 0);
+}
+
+// ---- A database outage under a pinned connection ---------------------------
+
+// The backend of a session's pinned connection is terminated while the
+// transaction sits idle (an operator's pg_terminate_backend, the server's
+// idle_in_transaction_session_timeout, a restart). PostgreSQL has rolled the
+// transaction back; each way the client goes on must say so plainly, the dead
+// connection must not come back, and the session must go on.
+TEST_F(SessionE2eTest, TerminatedPinnedConnectionIsReportedRolledBackAndTheSessionRecovers) {
+  StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}, {"BROKER_TX_IDLE_TIMEOUT", "60"}});
+  const std::string table = NewTable("terminated");
+  const std::string insert = absl::StrCat("INSERT INTO ", table, " VALUES ($1)");
+  const std::string name = MustBegin();
+  // Opens a transaction with one row in it, then terminates its backend;
+  // returns the backend's pid.
+  auto open_and_terminate = [&](int64_t row) -> int64_t {
+    EXPECT_TRUE(BeginTransaction(name).status.ok());
+    EXPECT_TRUE(ExecuteIn(name, insert, {Int(row)}).status.ok());
+    RpcResult<v1::ExecuteResponse> pid = ExecuteIn(name, "SELECT pg_backend_pid()::int8");
+    EXPECT_TRUE(pid.status.ok()) << pid.status.error_message();
+    if (!pid.status.ok()) return -1;
+    const int64_t backend = pid.response.rows(0).values(0).int64_value();
+    // The timeout makes pg_terminate_backend wait until the backend is gone.
+    EXPECT_EQ(AdminCount("SELECT count(*) FROM pg_terminate_backend($1::int, 10000) AS t(ok) "
+                         "WHERE ok",
+                         {storage::Value::Int64(backend)}),
+              1);
+    return backend;
+  };
+
+  // Commit: the transaction is known to be rolled back (not "unknown").
+  const int64_t first = open_and_terminate(1);
+  RpcResult<v1::CommitResponse> commit = Commit(name);
+  EXPECT_EQ(commit.status.error_code(), grpc::StatusCode::ABORTED) << commit.status.error_message();
+  EXPECT_THAT(commit.status.error_message(), HasSubstr("nothing of the transaction was applied"));
+  EXPECT_FALSE(GetSession(name).response.in_transaction());
+
+  // Rollback: it happened, so it succeeds.
+  const int64_t second = open_and_terminate(2);
+  EXPECT_NE(second, first) << "the dead connection was reused";
+  RpcResult<v1::RollbackResponse> rollback = Rollback(name);
+  ASSERT_TRUE(rollback.status.ok()) << rollback.status.error_message();
+  EXPECT_TRUE(rollback.response.rolled_back());
+
+  // A statement: its own error, then the transaction reads as aborted.
+  open_and_terminate(3);
+  RpcResult<v1::ExecuteResponse> next = ExecuteIn(name, "SELECT 1");
+  EXPECT_EQ(next.status.error_code(), grpc::StatusCode::UNAVAILABLE) << next.status.error_message();
+  RpcResult<v1::Session> info = GetSession(name);
+  EXPECT_TRUE(info.response.transaction_aborted());
+  EXPECT_THAT(info.response.abort_reason(), HasSubstr("lost the connection"));
+  RpcResult<v1::RollbackResponse> acknowledged = Rollback(name);
+  ASSERT_TRUE(acknowledged.status.ok()) << acknowledged.status.error_message();
+  EXPECT_FALSE(acknowledged.response.rolled_back());
+
+  // The session goes on, on a new connection.
+  ASSERT_TRUE(BeginTransaction(name).status.ok());
+  ASSERT_TRUE(ExecuteIn(name, insert, {Int(4)}).status.ok());
+  RpcResult<v1::CommitResponse> committed = Commit(name);
+  ASSERT_TRUE(committed.status.ok()) << committed.status.error_message();
+  EXPECT_EQ(Rows(table), 1);
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", table, " WHERE id = 4")), 1);
+  EXPECT_EQ(BrokerConnectionsIn("idle in transaction"), 0);
+  EXPECT_EQ(BrokerConnections(), 1);
+}
+
 }  // namespace
 }  // namespace sessionbroker::testing

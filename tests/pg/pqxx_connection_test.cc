@@ -1290,7 +1290,7 @@ TEST_F(PqxxConnectionTest, BeginAppliesIsolationReadOnlyAndSettingsUntilCommit) 
   EXPECT_EQ(storage::SqlStateOf(write), "25006") << write;
   // The failed write aborted the transaction: COMMIT rolls back, and says so.
   const absl::Status commit = conn_->Commit();
-  EXPECT_EQ(commit.code(), absl::StatusCode::kAborted) << commit;
+  EXPECT_EQ(commit.code(), absl::StatusCode::kAborted) << commit.ToString();
   // Everything was SET LOCAL: gone with the transaction.
   EXPECT_EQ(Scalar(*conn_, "SHOW transaction_read_only").text, "off");
   EXPECT_EQ(Scalar(*conn_, "SHOW statement_timeout").text, "0");
@@ -1343,6 +1343,31 @@ TEST_F(PqxxConnectionTest, CancelledCommitCommitsNothing) {
   EXPECT_EQ(storage::SqlStateOf(conn_->Commit()), "57014");
   conn_->ClearCancel();
   EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT count(*) FROM ", table)).int64_value, 0);
+}
+
+// An idle transaction whose backend was terminated (an operator's
+// pg_terminate_backend, idle_in_transaction_session_timeout, a database
+// restart) was rolled back by PostgreSQL before COMMIT could be sent: the
+// outcome is known, and "unknown, check before retrying" would send every
+// client of an outage to look for rows that cannot be there.
+TEST_F(PqxxConnectionTest, CommitOnAConnectionLostWhileIdleSaysNothingWasCommitted) {
+  const std::string table = UniqueName("sb_tx_lost");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  std::unique_ptr<DbConnection> admin = Connect();
+  ASSERT_NE(admin, nullptr);
+  ASSERT_TRUE(conn_->Begin({}).ok());
+  Must(*conn_, absl::StrCat("INSERT INTO ", table, " VALUES (1)"));
+  // The timeout makes pg_terminate_backend wait until the backend is gone.
+  ASSERT_EQ(Scalar(*admin, "SELECT pg_terminate_backend($1::int, 10000)",
+                   {Value::Int64(conn_->BackendPid())}),
+            Value::Bool(true));
+  const absl::Status commit = conn_->Commit();
+  EXPECT_EQ(commit.code(), absl::StatusCode::kAborted) << commit.ToString();
+  EXPECT_THAT(commit.message(), HasSubstr("nothing of the transaction was applied"));
+  EXPECT_THAT(commit.message(), Not(HasSubstr("unknown")));
+  EXPECT_TRUE(conn_->IsBroken());
+  EXPECT_EQ(Scalar(*admin, absl::StrCat("SELECT count(*) FROM ", table)).int64_value, 0);
 }
 
 TEST_F(PqxxConnectionTest, BatchBeginsWithItsTransactionOptions) {

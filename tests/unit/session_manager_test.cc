@@ -620,6 +620,29 @@ TEST_F(SessionManagerTest, RollbackEndsTheTransactionAndReturnsTheConnection) {
   EXPECT_FALSE(manager_->Get(s.name)->in_transaction);
 }
 
+// The pinned connection was lost (the backend was terminated, the database
+// restarted): ROLLBACK fails there, the connection is discarded, and the
+// server rolls back the transaction of a closed connection. What the client
+// asked for happened, so Rollback succeeds ("a client may always roll back
+// on its way out") rather than fail with UNAVAILABLE, which invites a retry.
+TEST_F(SessionManagerTest, RollbackOnALostConnectionSucceedsAndDiscardsIt) {
+  const SessionInfo s = MustBegin();
+  ASSERT_TRUE(BeginTx(s.name).ok());
+  ASSERT_TRUE(Exec(s.name, "DELETE FROM t").ok());
+  connector_.connection(1)->set_broken(true);
+  absl::StatusOr<bool> rolled_back = Rollback(s.name);
+  ASSERT_TRUE(rolled_back.ok()) << rolled_back.status();
+  EXPECT_TRUE(*rolled_back);
+  EXPECT_EQ(pool_->Stats().in_use, 0);
+  EXPECT_EQ(connector_.live(), 0) << "the lost connection went back to the pool";
+  EXPECT_FALSE(manager_->Get(s.name)->in_transaction);
+  EXPECT_EQ(manager_->Stats().transactions_rolled_back, 1);
+  // The session goes on, on a new connection.
+  ASSERT_TRUE(BeginTx(s.name).ok());
+  ASSERT_TRUE(Commit(s.name).ok());
+  EXPECT_THAT(Log(2), ElementsAre("BEGIN", "COMMIT"));
+}
+
 TEST_F(SessionManagerTest, CommitWithoutATransactionIsFailedPreconditionRollbackIsANoOp) {
   const SessionInfo s = MustBegin();
   absl::StatusOr<absl::Time> commit = Commit(s.name);
@@ -823,6 +846,26 @@ TEST_F(SessionManagerTest, BeginTransactionThatGetsNoConnectionLeavesNoTransacti
   EXPECT_TRUE(BeginTx(s.name).ok());
 }
 
+// sessions.in_transaction is "holding a pinned connection" (docs/operations.md):
+// a session whose BeginTransaction still waits for one holds none. Under a
+// full pool those are the many, and counting them would overstate the pinned
+// connections by as much.
+TEST_F(SessionManagerTest, ASessionWaitingForAConnectionToBeginIsNotInATransaction) {
+  // Both connections pinned by other sessions.
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(BeginTx(MustBegin().name).ok());
+  ASSERT_EQ(manager_->Stats().in_transaction, 2);
+  // Answered when the fixture shuts the manager down, after this body.
+  auto out = std::make_shared<std::optional<absl::StatusOr<SessionInfo>>>();
+  for (int i = 0; i < 3; ++i) {
+    manager_->BeginTransaction(MustBegin().name, {}, absl::InfiniteFuture(),
+                               [out](absl::StatusOr<SessionInfo> r) { *out = std::move(r); });
+  }
+  Settle();
+  EXPECT_FALSE(out->has_value()) << "waits for a connection";
+  EXPECT_EQ(pool_->Stats().in_use, 2);
+  EXPECT_EQ(manager_->Stats().in_transaction, 2);
+}
+
 TEST_F(SessionManagerTest, ExpiringSessionRollsBackItsIdleTransaction) {
   SessionOptions o = TestOptions();
   o.tx_idle_timeout = absl::Hours(1);
@@ -888,6 +931,23 @@ TEST_F(SessionManagerTest, IdleTransactionIsRolledBackExactlyWhenTxIdleTimeoutPa
   EXPECT_EQ(commit.status().code(), absl::StatusCode::kAborted);
   EXPECT_THAT(commit.status().message(), HasSubstr("nothing was committed"));
   EXPECT_THAT(commit.status().message(), HasSubstr("BROKER_TX_IDLE_TIMEOUT"));
+}
+
+// A transaction the broker rolled back is still reported (in_transaction,
+// until acknowledged), and so is when it began (Session.transaction_start_time:
+// "When the open transaction began").
+TEST_F(SessionManagerTest, AbortedTransactionStillReportsWhenItBegan) {
+  const SessionInfo s = MustBegin();
+  ASSERT_TRUE(BeginTx(s.name).ok());
+  const absl::Time began = clock_.Now();
+  Tick(absl::Seconds(10));
+  absl::StatusOr<SessionInfo> info = manager_->Get(s.name);
+  ASSERT_TRUE(info.ok());
+  ASSERT_TRUE(info->in_transaction);
+  ASSERT_TRUE(info->transaction_aborted);
+  EXPECT_EQ(info->transaction_start_time, began);
+  ASSERT_TRUE(Rollback(s.name).ok());
+  EXPECT_EQ(manager_->Get(s.name)->transaction_start_time, absl::InfinitePast());
 }
 
 TEST_F(SessionManagerTest, EachStatementRestartsTheIdleTimeout) {
@@ -1596,6 +1656,39 @@ TEST_F(SessionManagerThreadedTest, TxMaxDurationCancelsTheRunningStatement) {
   ASSERT_TRUE(info.ok());
   EXPECT_TRUE(info->transaction_aborted);
   EXPECT_THAT(info->abort_reason, HasSubstr("BROKER_TX_MAX_DURATION"));
+}
+
+// One transaction, rolled back once, counted once: tx_max_duration fires
+// while a statement runs on (the cancel does not stop it at once), then the
+// session's lease runs out before the statement returns.
+TEST_F(SessionManagerThreadedTest, ATransactionKilledTwiceOverIsCountedOnce) {
+  SessionSpec spec;
+  spec.ttl = absl::Minutes(6);
+  const SessionInfo s = MustBegin(spec);
+  MustBeginTx(s.name);
+  const absl::Time start = clock_.Now();
+  connector_.connection(1)->set_ignore_cancels(1);
+  Awaited<absl::StatusOr<Results>> out;
+  StartBlocking(s.name, 1, out);
+  clock_.Set(start + absl::Minutes(5));
+  timers_.RunDue();
+  EXPECT_EQ(manager_->Stats().tx_killed_max_duration, 1);
+  clock_.Set(manager_->Get(s.name).value_or(SessionInfo{}).expire_time);
+  timers_.RunDue();
+  // The runner repeats its cancel request every second until the statement
+  // stops.
+  while (!out.has_value()) {
+    clock_.Advance(absl::Seconds(1));
+    timers_.RunDue();
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(out.Wait().status().code(), absl::StatusCode::kAborted);
+  SessionStats stats = manager_->Stats();
+  EXPECT_EQ(stats.expired, 1);
+  EXPECT_EQ(stats.tx_killed_max_duration + stats.tx_killed_session_end, 1)
+      << "max_duration " << stats.tx_killed_max_duration << ", session_end "
+      << stats.tx_killed_session_end;
+  EXPECT_EQ(pool_->Stats().in_use, 0);
 }
 
 TEST_F(SessionManagerThreadedTest, SessionExpiryCancelsTheRunningStatementAndRollsBack) {

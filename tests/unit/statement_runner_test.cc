@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/core/clock.h"
@@ -146,6 +147,56 @@ TEST_F(StatementRunnerTest, CancelWhileWaitingForAConnectionGivesCancelled) {
   held->value().Release();
   executor_.RunAll();
   EXPECT_EQ(pool_->Stats().idle, 1);
+}
+
+// Inside a session's transaction a batch runs statement by statement, and
+// BROKER_MAX_RESULT_BYTES still covers it whole (as it covers a one-shot
+// batch): statements each under the cap but together over it fail the step,
+// and the transaction is rolled back, rather than joining it and failing
+// only in the response, where the client hears of an error but a later
+// COMMIT commits them.
+TEST_F(StatementRunnerTest, BatchInATransactionOverTheResultCapTogetherFailsAndRollsBack) {
+  RunnerOptions options;
+  // The fake returns each statement's text as its one value: about 210
+  // bytes of result for these statements, so one fits and two do not.
+  options.max_result_bytes = 300;
+  StatementRunner capped(*pool_, timers_, executor_, clock_, options);
+  const std::string sql = absl::StrCat("SELECT '", std::string(100, 'x'), "'");
+
+  std::optional<RunOutcome> begun;
+  RunRequest begin;
+  begin.op = RunRequest::Op::kBegin;
+  capped.RunStep(std::move(begin), [&](RunOutcome o) { begun = std::move(o); });
+  executor_.RunAll();
+  ASSERT_TRUE(begun.has_value() && begun->results.ok());
+
+  RunRequest one;
+  one.op = RunRequest::Op::kInTransaction;
+  one.statements = {{sql, {}}};
+  one.connection = std::move(begun->connection);
+  std::optional<RunOutcome> first;
+  capped.RunStep(std::move(one), [&](RunOutcome o) { first = std::move(o); });
+  executor_.RunAll();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(first->results.ok()) << first->results.status();
+  ASSERT_TRUE(first->connection) << "the transaction goes on";
+
+  RunRequest two;
+  two.op = RunRequest::Op::kInTransaction;
+  two.statements = {{sql, {}}, {sql, {}}};
+  two.connection = std::move(first->connection);
+  std::optional<RunOutcome> second;
+  capped.RunStep(std::move(two), [&](RunOutcome o) { second = std::move(o); });
+  executor_.RunAll();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->results.status().code(), absl::StatusCode::kResourceExhausted)
+      << second->results.status();
+  EXPECT_THAT(second->results.status().message(), HasSubstr("300 bytes"));
+  EXPECT_THAT(second->results.status().message(), HasSubstr("rolled back"));
+  EXPECT_FALSE(second->connection) << "the transaction went on";
+  EXPECT_FALSE(connector_.connection(1)->in_transaction());
+  EXPECT_EQ(connector_.connection(1)->log().back(), "ROLLBACK");
+  EXPECT_EQ(pool_->Stats().in_use, 0);
 }
 
 // Statement cancellation needs the statement to block on another thread while
