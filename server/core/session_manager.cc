@@ -8,6 +8,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/sql_classifier.h"
 #include "server/storage/sql_error.h"
 #include "spdlog/spdlog.h"
 
@@ -54,6 +55,28 @@ absl::Status Fresh(const absl::Status& status, absl::StatusCode code, absl::stri
   return out;
 }
 absl::Status Detached(const absl::Status& status) { return Fresh(status, status.code(), ""); }
+
+// A read-only session's transactions begin READ ONLY; PostgreSQL lets a
+// transaction turn itself read-write (SET transaction_read_only = off, SET
+// TRANSACTION READ WRITE, set_config(...), a DO block) before its first
+// query. So such a session refuses statements that set anything; its
+// settings belong in BeginSession. Checked before the statement runs, so a
+// refusal leaves an open transaction as it was.
+absl::Status ReadOnlySessionMayRun(const RunRequest& request) {
+  for (size_t i = 0; i < request.statements.size(); ++i) {
+    const SqlInfo info = ClassifySql(request.statements[i].sql);
+    if (info.first_keyword == "SET" || info.first_keyword == "RESET" ||
+        info.changes_session_state) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          request.statements.size() > 1 ? absl::StrCat("statements[", i, "]: ") : "",
+          "a read-only session does not run statements that set or keep session state (",
+          info.first_keyword.empty() ? "this one" : info.first_keyword,
+          " could make its transactions writable or outlive the call); give settings in "
+          "BeginSessionRequest.settings"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -875,6 +898,13 @@ void SessionManager::StartLocked(const std::shared_ptr<Session>& s, std::shared_
   RunRequest step;
   switch (call->kind) {
     case Call::Kind::kRun:
+      if (s->base.read_only) {
+        if (absl::Status allowed = ReadOnlySessionMayRun(call->request); !allowed.ok()) {
+          finish_now([call, allowed]() mutable { call->Fail(Detached(allowed)); });
+          StartNextLocked(s, actions);
+          return;
+        }
+      }
       if (s->tx == TxState::kAborted) {
         finish_now([call, why = Detached(s->tx_abort)]() mutable { call->Fail(std::move(why)); });
         StartNextLocked(s, actions);

@@ -456,7 +456,8 @@ TEST_F(MonitorE2eTest, PerClientOccupancyShowsUpInMetrics) {
 TEST_F(MonitorE2eTest, ClientIdsThatAreNotUtf8KeepPoolStatusAndMetricsReadable) {
   // gRPC's own clients refuse such metadata, so the calls go out with curl
   // (HTTP/2 without TLS), which sends header bytes as they are.
-  if (access("/usr/bin/curl", X_OK) != 0) GTEST_SKIP() << "needs /usr/bin/curl";
+  // scripts/install-deps installs curl; a missing one is a failure, not a skip.
+  ASSERT_EQ(access("/usr/bin/curl", X_OK), 0) << "needs /usr/bin/curl (scripts/install-deps)";
   Start(kQuietHealth);
   const std::string latin1 = "caf\xe9";                             // "café" in Latin-1
   const std::string cut = std::string(63, 'a') + "\xc3\xa9" + "z";  // é at bytes 63..64

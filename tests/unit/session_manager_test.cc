@@ -738,6 +738,25 @@ TEST_F(FailingStatementTest, BeginTransactionIsRefusedUntilTheAbortIsAcknowledge
   EXPECT_THAT(r.status().message(), HasSubstr("Rollback"));
 }
 
+TEST_F(SessionManagerTest, ReadOnlySessionRefusesStatementsThatCouldMakeItWritable) {
+  SessionSpec spec;
+  spec.read_only = true;
+  const SessionInfo s = MustBegin(spec);
+  ASSERT_TRUE(BeginTx(s.name).ok());
+  for (const char* sql : {"SET transaction_read_only = off", "SET TRANSACTION READ WRITE",
+                          "SELECT set_config('transaction_read_only', 'off', true)",
+                          "RESET ALL", "DO $$BEGIN PERFORM 1; END$$"}) {
+    SCOPED_TRACE(sql);
+    absl::StatusOr<Results> r = Exec(s.name, sql);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr("read-only session"));
+  }
+  // Refused before running: the transaction is still open and usable.
+  EXPECT_TRUE(Exec(s.name, "SELECT 1").ok());
+  EXPECT_TRUE(Commit(s.name).ok());
+  EXPECT_THAT(Log(1), ElementsAre("BEGIN READ ONLY", "SELECT 1", "COMMIT"));
+}
+
 TEST_F(SessionManagerTest, OutsideATransactionSettingsAndReadOnlyApplyToTheOneStatement) {
   SessionSpec spec = WithSettings({{"search_path", "s1"}});
   spec.read_only = true;
