@@ -64,9 +64,10 @@ absl::StatusOr<bool> Check(const RunRequest& request) {
     const SqlInfo info = ClassifySql(s.sql);
     if (info.empty) return absl::InvalidArgumentError(absl::StrCat(where, "sql is empty"));
     if (info.multiple_statements) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, "sql holds more than one statement; send one statement per call, or several "
-                 "as separate entries of ExecuteBatch"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where,
+                       "sql holds more than one statement; send one statement per call, or several "
+                       "as separate entries of ExecuteBatch"));
     }
     if (info.transaction_control) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -78,17 +79,17 @@ absl::StatusOr<bool> Check(const RunRequest& request) {
     }
     if (info.copy_stdio) {
       return absl::InvalidArgumentError(absl::StrCat(
-          where, "COPY ... FROM STDIN / TO STDOUT streams data over a protocol the broker does "
-                 "not offer; use INSERT ... VALUES with parameters, or SELECT"));
+          where,
+          "COPY ... FROM STDIN / TO STDOUT streams data over a protocol the broker does "
+          "not offer; use INSERT ... VALUES with parameters, or SELECT"));
     }
     if (info.max_placeholder != static_cast<int>(s.params.size())) {
       return absl::InvalidArgumentError(
           info.max_placeholder == 0
               ? absl::StrCat(where, "the statement has no $n placeholders but ", s.params.size(),
                              " parameters were given")
-              : absl::StrCat(where, "the statement uses placeholders up to $",
-                             info.max_placeholder, " but ", s.params.size(),
-                             " parameters were given"));
+              : absl::StrCat(where, "the statement uses placeholders up to $", info.max_placeholder,
+                             " but ", s.params.size(), " parameters were given"));
     }
     needs_reset = needs_reset || info.changes_session_state;
   }
@@ -101,8 +102,7 @@ absl::StatusOr<bool> Check(const RunRequest& request) {
 // and the in-flight count order cancellation against completion, so a cancel
 // request can never hit a connection after it went back to the pool (or to
 // the session that owns it).
-class StatementRunner::Call final : public RunningCall,
-                                    public std::enable_shared_from_this<Call> {
+class StatementRunner::Call final : public RunningCall, public std::enable_shared_from_this<Call> {
  public:
   enum class Reason { kNone, kDeadline, kMaxDuration, kCaller, kAborted };
 
@@ -117,17 +117,15 @@ class StatementRunner::Call final : public RunningCall,
     if (RunsOnGivenConnection(request_.op)) {
       // The connection is ours already; the work blocks, so it runs where
       // pooled work runs.
-      runner_.pool_.executor().Post([self] {
-        self->OnConnection(std::move(self->request_.connection));
-      });
+      runner_.pool_.executor().Post(
+          [self] { self->OnConnection(std::move(self->request_.connection)); });
       return;
     }
     AcquireRequest acquire;
     acquire.deadline = request_.deadline;
     acquire.client_id = request_.client_id;
-    const ConnectionPool::WaitId id = runner_.pool_.Acquire(
-        acquire,
-        [self](absl::StatusOr<PooledConnection> conn) mutable {
+    const ConnectionPool::WaitId id =
+        runner_.pool_.Acquire(acquire, [self](absl::StatusOr<PooledConnection> conn) mutable {
           self->OnConnection(std::move(conn));
         });
     bool cancel_now = false;
@@ -345,8 +343,7 @@ class StatementRunner::Call final : public RunningCall,
     if (reason != Reason::kNone) runner_.cancellations_.fetch_add(1, std::memory_order_relaxed);
     if (runner_.options_.echo) Echo(took, out);
 
-    const bool keep =
-        out.ok() && (request_.op == Op::kBegin || request_.op == Op::kInTransaction);
+    const bool keep = out.ok() && (request_.op == Op::kBegin || request_.op == Op::kInTransaction);
     if (keep) {
       Finish(std::move(out), std::move(conn));
       return;
@@ -409,9 +406,9 @@ class StatementRunner::Call final : public RunningCall,
             "), so PostgreSQL cancelled it and nothing of it was committed: ", status.message()));
         break;
       case Reason::kCaller:
-        explained = absl::CancelledError(absl::StrCat(
-            "the call was cancelled, so PostgreSQL cancelled its SQL (after ", after,
-            ") and nothing of it was committed: ", status.message()));
+        explained = absl::CancelledError(
+            absl::StrCat("the call was cancelled, so PostgreSQL cancelled its SQL (after ", after,
+                         ") and nothing of it was committed: ", status.message()));
         break;
       case Reason::kAborted:
         explained = aborted;

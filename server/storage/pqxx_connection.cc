@@ -419,8 +419,8 @@ class PqxxConnection final : public DbConnection {
       pqxx::nontransaction tx(*conn_);
       const pqxx::result result =
           tx.exec_params(statement.sql, pqxx::prepare::make_dynamic_params(Pointers(*params)));
-      out = ConvertResult(tx, result, /*in_batch=*/options.in_transaction,
-                          options.max_result_bytes, &result_bytes);
+      out = ConvertResult(tx, result, /*in_batch=*/options.in_transaction, options.max_result_bytes,
+                          &result_bytes);
     } catch (...) {
       return StatusFromException();
     }
@@ -609,8 +609,8 @@ class PqxxConnection final : public DbConnection {
       sql += "; SELECT ";
       const char* sep = "";
       for (const auto& [name, value] : options.settings) {
-        absl::StrAppend(&sql, sep, "pg_catalog.set_config(", tx.quote(name), ", ",
-                        tx.quote(value), ", true)");
+        absl::StrAppend(&sql, sep, "pg_catalog.set_config(", tx.quote(name), ", ", tx.quote(value),
+                        ", true)");
         sep = ", ";
       }
     }
