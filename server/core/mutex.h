@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace sessionbroker::core {
@@ -63,6 +64,16 @@ class CondVar final {
     const auto status = cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout));
     lock.release();
     return status == std::cv_status::timeout;
+  }
+
+  // Waits until signalled (or a spurious wake-up) or real time reaches
+  // `deadline`. Returns false, without waiting, once the deadline has
+  // passed: `while (!done) if (!cv.WaitUntil(&mu, deadline)) return false;`
+  bool WaitUntil(Mutex* mu, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return false;
+    WaitWithTimeout(mu, left);
+    return true;
   }
 
   void Signal() { cv_.notify_one(); }

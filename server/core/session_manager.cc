@@ -1150,31 +1150,23 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
     }
     steps_in_flight_ += discards;
   }
-  switch (call->kind) {
-    case Call::Kind::kRun:
-      std::move(call->on_run)(std::move(results));
-      break;
-    case Call::Kind::kBeginTx:
-      if (results.ok()) {
+  if (!results.ok()) {
+    call->Fail(std::move(results).status());
+  } else {
+    switch (call->kind) {
+      case Call::Kind::kRun:
+        std::move(call->on_run)(std::move(results));
+        break;
+      case Call::Kind::kBeginTx:
         std::move(call->on_info)(std::move(info));
-      } else {
-        std::move(call->on_info)(std::move(results).status());
-      }
-      break;
-    case Call::Kind::kCommit:
-      if (results.ok()) {
+        break;
+      case Call::Kind::kCommit:
         std::move(call->on_commit)(commit_time);
-      } else {
-        std::move(call->on_commit)(std::move(results).status());
-      }
-      break;
-    case Call::Kind::kRollback:
-      if (results.ok()) {
+        break;
+      case Call::Kind::kRollback:
         std::move(call->on_rollback)(true);
-      } else {
-        std::move(call->on_rollback)(std::move(results).status());
-      }
-      break;
+        break;
+    }
   }
   Perform(actions);
 }
@@ -1287,19 +1279,11 @@ bool SessionManager::Shutdown(absl::Time deadline) {
     for (const std::shared_ptr<Session>& s : all) EndLocked(s, EndReason::kShutdown, actions);
   }
   Perform(actions);
-  bool idle = true;
-  {
-    MutexLock lock(&mu_);
-    while (steps_in_flight_ > 0) {
-      const absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        idle = false;
-        break;
-      }
-      steps_done_.WaitWithTimeout(&mu_, std::min(left, absl::Milliseconds(100)));
-    }
+  MutexLock lock(&mu_);
+  while (steps_in_flight_ > 0) {
+    if (!steps_done_.WaitUntil(&mu_, deadline)) return false;
   }
-  return idle;
+  return true;
 }
 
 SessionStats SessionManager::Stats() const {

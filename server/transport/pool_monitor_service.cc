@@ -127,9 +127,7 @@ void PoolMonitorService::StreamDone(WatchReactor* reactor) {
 bool PoolMonitorService::WaitForStreamsDone(absl::Time deadline) {
   core::MutexLock lock(&mu_);
   while (!streams_.empty()) {
-    const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) return false;
-    all_done_.WaitWithTimeout(&mu_, left);
+    if (!all_done_.WaitUntil(&mu_, deadline)) return false;
   }
   return true;
 }

@@ -354,9 +354,7 @@ void SessionBrokerService::CallDone() {
 bool SessionBrokerService::WaitForIdle(absl::Time deadline) {
   core::MutexLock lock(&mu_);
   while (in_flight_ > 0) {
-    const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) return false;
-    idle_.WaitWithTimeout(&mu_, left);
+    if (!idle_.WaitUntil(&mu_, deadline)) return false;
   }
   return true;
 }

@@ -456,7 +456,9 @@ TEST_F(MonitorE2eTest, PerClientOccupancyShowsUpInMetrics) {
 TEST_F(MonitorE2eTest, ClientIdsThatAreNotUtf8KeepPoolStatusAndMetricsReadable) {
   // gRPC's own clients refuse such metadata, so the calls go out with curl
   // (HTTP/2 without TLS), which sends header bytes as they are.
-  // scripts/install-deps installs curl; a missing one is a failure, not a skip.
+  // curl only talks to the broker under test on loopback (nothing is fetched
+  // from anywhere). scripts/install-deps installs it; a missing one is a
+  // failure, not a skip.
   ASSERT_EQ(access("/usr/bin/curl", X_OK), 0) << "needs /usr/bin/curl (scripts/install-deps)";
   Start(kQuietHealth);
   const std::string latin1 = "caf\xe9";                             // "café" in Latin-1

@@ -372,25 +372,7 @@ TEST_F(SessionE2eTest, TwoThousandSessionsAreServedByThreeConnections) {
   std::vector<std::unique_ptr<v1::SessionBroker::Stub>> stubs;
   for (int i = 0; i < 4; ++i) stubs.push_back(v1::SessionBroker::NewStub(broker_->NewChannel()));
 
-  std::atomic<bool> done{false};
-  std::atomic<int64_t> max_polled{0};
-  std::atomic<int> samples{0};
-  std::thread sampler([&] {
-    storage::PqxxConnector connector(base_url_);
-    auto conn = connector.Connect();
-    if (!conn.ok()) return;
-    while (!done.load()) {
-      auto r = (*conn)->Execute(
-          storage::Statement{"SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-                             {storage::Value::String(app_name_)}},
-          {});
-      if (r.ok()) {
-        max_polled = std::max<int64_t>(max_polled.load(), r->rows[0][0].int64_value);
-        samples.fetch_add(1);
-      }
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-  });
+  ConnectionPeakSampler connections(base_url_, app_name_);
 
   std::mutex mu;
   std::vector<std::string> names;
@@ -422,13 +404,12 @@ TEST_F(SessionE2eTest, TwoThousandSessionsAreServedByThreeConnections) {
     });
   }
   for (std::thread& w : workers) w.join();
-  done = true;
-  sampler.join();
+  connections.Stop();
 
   EXPECT_THAT(errors, IsEmpty());
   ASSERT_EQ(names.size(), static_cast<size_t>(kSessions));
-  EXPECT_GT(samples.load(), 0);
-  EXPECT_THAT(max_polled.load(), Le(3)) << "the broker opened more connections than its pool";
+  EXPECT_GT(connections.samples(), 0);
+  EXPECT_THAT(connections.peak(), Le(3)) << "the broker opened more connections than its pool";
   EXPECT_THAT(BrokerConnections(), Le(3));
 
   // Every session is listed, once, across the pages.

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -134,6 +135,33 @@ grpc::Status KeepAliveStream::FinishAfterEnd(absl::Duration timeout) {
   reader_.join();
   finished_ = true;
   return stream_->Finish();
+}
+
+ConnectionPeakSampler::ConnectionPeakSampler(const std::string& database_url,
+                                             const std::string& application_name) {
+  thread_ = std::thread([this, database_url, application_name] {
+    storage::PqxxConnector connector(database_url);
+    auto conn = connector.Connect();
+    if (!conn.ok()) return;  // samples() stays 0: the test sees it
+    while (!done_.load()) {
+      auto r = (*conn)->Execute(
+          storage::Statement{"SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                             {storage::Value::String(application_name)}},
+          {});
+      if (r.ok()) {
+        peak_ = std::max<int64_t>(peak_.load(), r->rows[0][0].int64_value);
+        samples_.fetch_add(1);
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+  });
+}
+
+ConnectionPeakSampler::~ConnectionPeakSampler() { Stop(); }
+
+void ConnectionPeakSampler::Stop() {
+  done_ = true;
+  if (thread_.joinable()) thread_.join();
 }
 
 void BrokerFixture::SetUp() {

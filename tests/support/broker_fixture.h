@@ -7,6 +7,7 @@
 #define SESSIONBROKER_TESTS_SUPPORT_BROKER_FIXTURE_H_
 
 #include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -87,6 +88,28 @@ class KeepAliveStream {
   std::deque<v1::KeepAliveResponse> responses_;
   bool ended_ = false;
   bool finished_ = false;
+};
+
+// Polls pg_stat_activity on a thread of its own (its own connection), every
+// few milliseconds until Stop(), for the most connections that carry
+// `application_name` at any sample: what a test checks the pool bound with
+// from outside the broker.
+class ConnectionPeakSampler final {
+ public:
+  ConnectionPeakSampler(const std::string& database_url, const std::string& application_name);
+  ~ConnectionPeakSampler();  // Stop()s
+  ConnectionPeakSampler(const ConnectionPeakSampler&) = delete;
+  ConnectionPeakSampler& operator=(const ConnectionPeakSampler&) = delete;
+
+  void Stop();
+  int64_t peak() const { return peak_.load(); }
+  int samples() const { return samples_.load(); }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::atomic<int64_t> peak_{0};
+  std::atomic<int> samples_{0};
+  std::thread thread_;
 };
 
 class BrokerFixture : public ::testing::Test {
