@@ -15,13 +15,15 @@ namespace sessionbroker {
 
 BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   core::Clock& clock = core::RealClock::Get();
-  connector_ = std::make_unique<storage::PqxxConnector>(config_.database_url);
+  storage::PqxxConnector::Options connector_options;
+  connector_options.statement_cache_size = config_.statement_cache_size;
+  connector_ = std::make_unique<storage::PqxxConnector>(config_.database_url, connector_options);
   timers_ = std::make_unique<core::TimerQueue>(clock);
   // One worker per connection the pool may open (each runs one statement at a
   // time), plus one so that completions and health probes never queue behind
   // a full pool.
-  executor_ = std::make_unique<core::ThreadPoolExecutor>(config_.pool.max_connections() + 1,
-                                                         "sb-worker");
+  executor_ =
+      std::make_unique<core::ThreadPoolExecutor>(config_.pool.max_connections() + 1, "sb-worker");
   pool_ = std::make_unique<core::ConnectionPool>(config_.pool, *connector_, *executor_, *timers_,
                                                  clock);
   core::RunnerOptions runner_options;
@@ -36,17 +38,17 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   sessions_ = std::make_unique<core::SessionManager>(*runner_, *timers_, clock, config_.sessions);
   service_ = std::make_unique<transport::SessionBrokerService>(*runner_, *sessions_,
                                                                config_.max_result_bytes);
-  health_ = std::make_unique<core::HealthChecker>(
-      *pool_, *timers_, clock, config_.health_check_interval,
-      [this](bool serving) { SetServing(serving); });
+  health_ =
+      std::make_unique<core::HealthChecker>(*pool_, *timers_, clock, config_.health_check_interval,
+                                            [this](bool serving) { SetServing(serving); });
   core::StatusCollector::SessionStatsFn session_stats = [this] { return sessions_->Stats(); };
   collector_ = std::make_unique<core::StatusCollector>(*pool_, *runner_, *health_,
                                                        std::move(session_stats), clock);
   // The sampler and its fan-out get a thread of their own: snapshots and
   // StartWrite calls for many watchers must not delay statements or timers.
   monitor_executor_ = std::make_unique<core::ThreadPoolExecutor>(1, "sb-monitor");
-  sampler_ = std::make_unique<core::SnapshotSampler>(
-      [this] { return collector_->Collect(); }, *timers_, *monitor_executor_, clock);
+  sampler_ = std::make_unique<core::SnapshotSampler>([this] { return collector_->Collect(); },
+                                                     *timers_, *monitor_executor_, clock);
   monitor_ = std::make_unique<transport::PoolMonitorService>(*sampler_);
 }
 
@@ -74,13 +76,13 @@ absl::Status BrokerServer::Start() {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
-  builder.SetMaxSendMessageSize(static_cast<int>(
-      std::min<size_t>(config_.max_result_bytes + (1 << 20), size_t{1} << 30)));
+  builder.SetMaxSendMessageSize(
+      static_cast<int>(std::min<size_t>(config_.max_result_bytes + (1 << 20), size_t{1} << 30)));
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "could not listen on ", config_.listen_addr,
-        " (BROKER_LISTEN_ADDR): the address is in use or not available on this host"));
+    return absl::UnavailableError(
+        absl::StrCat("could not listen on ", config_.listen_addr,
+                     " (BROKER_LISTEN_ADDR): the address is in use or not available on this host"));
   }
   if (!config_.metrics_addr.empty()) {
     std::string host;
@@ -100,8 +102,7 @@ absl::Status BrokerServer::Start() {
       "session broker {} listening on {} (port {}); database {}; pool size={} overflow={} "
       "timeout={} recycle={} pre_ping={} max_waiters={}",
       core::BrokerVersion(), config_.listen_addr, port_, RedactUrl(config_.database_url),
-      config_.pool.pool_size,
-      config_.pool.max_overflow, absl::FormatDuration(config_.pool.timeout),
+      config_.pool.pool_size, config_.pool.max_overflow, absl::FormatDuration(config_.pool.timeout),
       absl::FormatDuration(config_.pool.recycle), config_.pool.pre_ping, config_.pool.max_waiters);
   spdlog::info(
       "sessions: max={} per_client={} default_ttl={} max_ttl={} max_lifetime={} "
@@ -127,9 +128,9 @@ absl::Status BrokerServer::Ready() const {
   if (draining_.load()) return absl::UnavailableError("draining: the broker is shutting down");
   if (!health_->serving()) {
     const std::string error = health_->last_error_message();
-    return absl::UnavailableError(
-        error.empty() ? "no health probe has reached the database yet"
-                      : absl::StrCat("the database is unreachable: ", error));
+    return absl::UnavailableError(error.empty()
+                                      ? "no health probe has reached the database yet"
+                                      : absl::StrCat("the database is unreachable: ", error));
   }
   return absl::OkStatus();
 }

@@ -10,11 +10,11 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 
 extern char** environ;
@@ -211,13 +211,16 @@ absl::StatusOr<Config> LoadConfig(const EnvMap& env) {
     return s;
   }
   c.max_result_bytes = static_cast<size_t>(n);
+  n = c.statement_cache_size;
+  if (absl::Status s = ReadInt(env, "BROKER_STATEMENT_CACHE_SIZE", 0, 10000, &n); !s.ok()) return s;
+  c.statement_cache_size = static_cast<int>(n);
   if (absl::Status s = ReadSeconds(env, "BROKER_MAX_STATEMENT_DURATION", 0.001, 7 * 86400,
                                    &c.max_statement_duration);
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = ReadSeconds(env, "BROKER_HEALTH_CHECK_INTERVAL", 0.05, 3600,
-                                   &c.health_check_interval);
+  if (absl::Status s =
+          ReadSeconds(env, "BROKER_HEALTH_CHECK_INTERVAL", 0.05, 3600, &c.health_check_interval);
       !s.ok()) {
     return s;
   }
@@ -237,10 +240,10 @@ absl::StatusOr<Config> LoadConfig(const EnvMap& env) {
     if (absl::Status s = ReadSeconds(env, name, min, max, out); !s.ok()) return s;
   }
   if (so.default_ttl > so.max_ttl) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "BROKER_SESSION_DEFAULT_TTL (", absl::FormatDuration(so.default_ttl),
-        ") is longer than BROKER_SESSION_MAX_TTL (", absl::FormatDuration(so.max_ttl),
-        "); make the default at most the maximum"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("BROKER_SESSION_DEFAULT_TTL (", absl::FormatDuration(so.default_ttl),
+                     ") is longer than BROKER_SESSION_MAX_TTL (", absl::FormatDuration(so.max_ttl),
+                     "); make the default at most the maximum"));
   }
   for (auto [name, min, max, out] :
        {std::tuple{"BROKER_MAX_SESSIONS", 1, 10'000'000, &so.max_sessions},
@@ -250,9 +253,9 @@ absl::StatusOr<Config> LoadConfig(const EnvMap& env) {
     if (absl::Status s = ReadInt(env, name, min, max, &n); !s.ok()) return s;
     *out = static_cast<int>(n);
   }
-  if (absl::Status s = ReadChoice(env, "LOG_LEVEL",
-                                  {"trace", "debug", "info", "warn", "error", "critical", "off"},
-                                  &c.log_level);
+  if (absl::Status s =
+          ReadChoice(env, "LOG_LEVEL",
+                     {"trace", "debug", "info", "warn", "error", "critical", "off"}, &c.log_level);
       !s.ok()) {
     return s;
   }
@@ -327,7 +330,8 @@ std::string RedactUrl(const std::string& url) {
       }
       ++i;  // closing quote
     } else {
-      while (i < n && !absl::ascii_isspace(static_cast<unsigned char>(url[i]))) value.push_back(url[i++]);
+      while (i < n && !absl::ascii_isspace(static_cast<unsigned char>(url[i])))
+        value.push_back(url[i++]);
     }
     if (!out.empty()) out += ' ';
     out += key + "=" + (key == "password" ? "***" : value);

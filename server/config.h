@@ -18,23 +18,26 @@
 namespace sessionbroker {
 
 struct Config {
-  std::string database_url;                      // DATABASE_URL (required)
-  std::string listen_addr = "127.0.0.1:50051";   // BROKER_LISTEN_ADDR
+  std::string database_url;                     // DATABASE_URL (required)
+  std::string listen_addr = "127.0.0.1:50051";  // BROKER_LISTEN_ADDR
   // BROKER_METRICS_ADDR: HTTP for /metrics, /livez, /readyz; "" = off (the
   // variable set empty, or to "off").
   std::string metrics_addr = "127.0.0.1:9464";
-  core::PoolOptions pool;                         // DB_POOL_* / DB_MAX_OVERFLOW
-  bool echo = false;                              // DB_ECHO
-  size_t max_result_bytes = 4 << 20;              // BROKER_MAX_RESULT_BYTES
+  core::PoolOptions pool;             // DB_POOL_* / DB_MAX_OVERFLOW
+  bool echo = false;                  // DB_ECHO
+  size_t max_result_bytes = 4 << 20;  // BROKER_MAX_RESULT_BYTES
+  // BROKER_STATEMENT_CACHE_SIZE: prepared statements kept per connection
+  // (storage::PqxxConnector::Options::statement_cache_size); 0 = none.
+  int statement_cache_size = 100;
   absl::Duration max_statement_duration = absl::Minutes(5);  // BROKER_MAX_STATEMENT_DURATION
-  absl::Duration health_check_interval = absl::Seconds(2);    // BROKER_HEALTH_CHECK_INTERVAL
-  absl::Duration shutdown_grace = absl::Seconds(15);          // BROKER_SHUTDOWN_GRACE_SECONDS
+  absl::Duration health_check_interval = absl::Seconds(2);   // BROKER_HEALTH_CHECK_INTERVAL
+  absl::Duration shutdown_grace = absl::Seconds(15);         // BROKER_SHUTDOWN_GRACE_SECONDS
   // BROKER_SESSION_DEFAULT_TTL, BROKER_SESSION_MAX_TTL, BROKER_SESSION_MAX_LIFETIME,
   // BROKER_TX_IDLE_TIMEOUT, BROKER_TX_MAX_DURATION, BROKER_SESSION_ORPHAN_GRACE,
   // BROKER_MAX_SESSIONS, BROKER_MAX_SESSIONS_PER_CLIENT, BROKER_SESSION_MAX_QUEUED_CALLS
   core::SessionOptions sessions;
-  std::string log_level = "info";                 // LOG_LEVEL
-  std::string log_format = "text";                // LOG_FORMAT: text | json
+  std::string log_level = "info";   // LOG_LEVEL
+  std::string log_format = "text";  // LOG_FORMAT: text | json
 };
 
 using EnvMap = std::map<std::string, std::string>;

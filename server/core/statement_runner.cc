@@ -37,9 +37,20 @@ bool RunsOnGivenConnection(Op op) {
   return op == Op::kInTransaction || op == Op::kCommit || op == Op::kRollback;
 }
 
+// Statements the connection may prepare and keep (storage::Statement::
+// cacheable): queries and DML that leave nothing behind on the session.
+bool Cacheable(const SqlInfo& info) {
+  if (info.changes_session_state) return false;
+  const std::string& k = info.first_keyword;
+  return k == "SELECT" || k == "INSERT" || k == "UPDATE" || k == "DELETE" || k == "WITH" ||
+         k == "VALUES" || k == "TABLE" || k == "MERGE";
+}
+
 // Checks the request; on success tells whether the connection must be reset
-// afterwards because a statement may leave session state behind.
-absl::StatusOr<bool> Check(const RunRequest& request) {
+// afterwards because a statement may leave session state behind. With
+// `statements` (the request's own), marks the cacheable ones.
+absl::StatusOr<bool> Check(const RunRequest& request,
+                           std::vector<storage::Statement>* statements = nullptr) {
   if (RunsOnGivenConnection(request.op) && !request.connection) {
     return absl::FailedPreconditionError("no transaction is open (no connection was given)");
   }
@@ -92,6 +103,7 @@ absl::StatusOr<bool> Check(const RunRequest& request) {
                              " but ", s.params.size(), " parameters were given"));
     }
     needs_reset = needs_reset || info.changes_session_state;
+    if (statements != nullptr) (*statements)[i].cacheable = Cacheable(info);
   }
   return needs_reset;
 }
@@ -486,7 +498,7 @@ std::shared_ptr<RunningCall> StatementRunner::Run(RunRequest request, Callback d
 }
 
 std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCallback done) {
-  absl::StatusOr<bool> needs_reset = Check(request);
+  absl::StatusOr<bool> needs_reset = Check(request, &request.statements);
   if (!needs_reset.ok()) {
     RunOutcome outcome;
     outcome.results = needs_reset.status();

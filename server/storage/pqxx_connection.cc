@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <new>
 #include <optional>
 #include <pqxx/pqxx>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -97,6 +100,31 @@ struct CmdStatusAccess {
   friend CmdStatusFn GetCmdStatus(CmdStatusTag) { return kMember; }
 };
 template struct CmdStatusAccess<&pqxx::result::cmd_status>;
+
+// The same for connection_base::m_prepared, libpqxx's registry of prepared
+// statements, which marks each "registered" once PostgreSQL has prepared it.
+// DISCARD ALL (ResetSession) deallocates them on the server behind libpqxx's
+// back; marking them unregistered makes libpqxx prepare each again on its
+// next use, instead of executing a statement the server no longer has.
+using PreparedMap = std::map<std::string, pqxx::prepare::internal::prepared_def>;
+using PreparedMapMember = PreparedMap pqxx::connection_base::*;
+struct PreparedMapTag {
+  friend PreparedMapMember GetPreparedMap(PreparedMapTag);
+};
+template <PreparedMapMember kMember>
+struct PreparedMapAccess {
+  friend PreparedMapMember GetPreparedMap(PreparedMapTag) { return kMember; }
+};
+template struct PreparedMapAccess<&pqxx::connection_base::m_prepared>;
+
+// SQLSTATE 0A000 "cached plan must not change result type" (a table or view
+// a prepared statement reads changed shape) and 26000 (the prepared statement
+// is gone): the connection's prepared copy is stale, the SQL itself is fine.
+bool IsStalePreparedStatement(const pqxx::sql_error& e) {
+  return e.sqlstate() == "26000" ||
+         (e.sqlstate() == "0A000" &&
+          absl::StrContains(e.what(), "cached plan must not change result type"));
+}
 
 std::string CommandTag(const pqxx::result& result) {
   const char* tag = (result.*GetCmdStatus(CmdStatusTag{}))();
@@ -390,10 +418,11 @@ class PqxxConnection final : public DbConnection {
   // baseline settings applied; `quiet` is registered on it.
   PqxxConnection(std::unique_ptr<pqxx::connection> conn,
                  std::unique_ptr<pqxx::quiet_errorhandler> quiet,
-                 std::shared_ptr<PqxxTypeCache> types)
+                 std::shared_ptr<PqxxTypeCache> types, int statement_cache_size)
       : conn_(std::move(conn)),
         quiet_(std::move(quiet)),
         types_(std::move(types)),
+        statement_cache_size_(statement_cache_size),
         backend_pid_(conn_->backendpid()) {}
 
   ~PqxxConnection() override {
@@ -411,22 +440,117 @@ class PqxxConnection final : public DbConnection {
     absl::StatusOr<ParamTexts> params = EncodeParams(statement.params);
     if (!params.ok()) return params.status();
     if (Cancelled()) return CancelledError();
-    absl::StatusOr<QueryResult> out;
-    size_t result_bytes = 0;
-    try {
-      // exec_params uses the extended protocol even without parameters, so
-      // the server refuses a string holding several statements.
-      pqxx::nontransaction tx(*conn_);
-      const pqxx::result result =
-          tx.exec_params(statement.sql, pqxx::prepare::make_dynamic_params(Pointers(*params)));
-      out = ConvertResult(tx, result, /*in_batch=*/options.in_transaction, options.max_result_bytes,
-                          &result_bytes);
-    } catch (...) {
-      return StatusFromException();
+    if (!options.in_transaction) {
+      // DEALLOCATE runs on the connection itself, before any transaction
+      // object exists (and never inside a transaction that may be aborted).
+      if (absl::Status room = MakeRoomToPrepare(statement); !room.ok()) return room;
+    }
+    bool stale = false;
+    absl::StatusOr<QueryResult> out = ExecuteOnce(statement, *params, options, &stale);
+    if (stale && !options.in_transaction && !Cancelled()) {
+      // The failed statement did nothing; autocommit lets it run again, now
+      // unprepared (it is prepared afresh on its next use).
+      out = ExecuteOnce(statement, *params, options, &stale);
     }
     // Only now that no transaction object uses the connection.
     if (close_after_call_) MarkBroken();
     return out;
+  }
+
+  // One attempt of Execute. Sets *stale when it failed only because the
+  // connection's prepared copy of the statement was stale (now forgotten).
+  absl::StatusOr<QueryResult> ExecuteOnce(const Statement& statement, const ParamTexts& params,
+                                          const ExecuteOptions& options, bool* stale) {
+    *stale = false;
+    bool prepared = false;
+    size_t result_bytes = 0;
+    try {
+      pqxx::nontransaction tx(*conn_);
+      const pqxx::result result = Run(tx, statement, params, &prepared);
+      return ConvertResult(tx, result, /*in_batch=*/options.in_transaction,
+                           options.max_result_bytes, &result_bytes);
+    } catch (const pqxx::sql_error& e) {
+      if (prepared && IsStalePreparedStatement(e)) {
+        ForgetPrepared(statement.sql);
+        *stale = true;
+      }
+      return StatusFromException();
+    } catch (...) {
+      return StatusFromException();
+    }
+  }
+
+  // Runs one statement on `tx`: through the connection's prepared copy when
+  // it has one or the statement is due to get one (*prepared is then true),
+  // else as an unnamed statement. Both use the extended protocol even without
+  // parameters, so the server refuses a string holding several statements.
+  pqxx::result Run(pqxx::transaction_base& tx, const Statement& statement, const ParamTexts& params,
+                   bool* prepared) {
+    *prepared = false;
+    if (const std::string* name = PreparedNameFor(statement)) {
+      *prepared = true;
+      return tx.exec_prepared(*name, pqxx::prepare::make_dynamic_params(Pointers(params)));
+    }
+    return tx.exec_params(statement.sql, pqxx::prepare::make_dynamic_params(Pointers(params)));
+  }
+
+  // The name of the statement's prepared copy on this connection, defining
+  // one (libpqxx prepares it on first use) when the SQL runs for the second
+  // time and the cache has room; nullptr to run it unprepared.
+  const std::string* PreparedNameFor(const Statement& statement) {
+    if (statement_cache_size_ <= 0 || !statement.cacheable) return nullptr;
+    ++use_clock_;
+    if (auto it = prepared_.find(statement.sql); it != prepared_.end()) {
+      it->second.last_use = use_clock_;
+      return &it->second.name;
+    }
+    // Only SQL that repeats is worth a PREPARE round trip. The tally is
+    // bounded: when it fills up it starts over.
+    auto [seen, first] = seen_once_.insert(statement.sql);
+    if (first) {
+      if (seen_once_.size() > static_cast<size_t>(4 * statement_cache_size_)) {
+        seen_once_.clear();
+      }
+      return nullptr;
+    }
+    if (prepared_.size() >= static_cast<size_t>(statement_cache_size_)) return nullptr;
+    seen_once_.erase(seen);
+    std::string name = absl::StrCat("sessionbroker_", ++prepared_names_);
+    conn_->prepare(name, statement.sql);
+    auto [it, inserted] = prepared_.emplace(statement.sql, Prepared{std::move(name), use_clock_});
+    return &it->second.name;
+  }
+
+  // Deallocates the least recently used prepared statement if the cache is
+  // full and `statement` would be prepared now. Outside any transaction.
+  absl::Status MakeRoomToPrepare(const Statement& statement) {
+    if (statement_cache_size_ <= 0 || !statement.cacheable ||
+        prepared_.size() < static_cast<size_t>(statement_cache_size_) ||
+        prepared_.contains(statement.sql) || !seen_once_.contains(statement.sql)) {
+      return absl::OkStatus();
+    }
+    auto oldest = prepared_.begin();
+    for (auto it = prepared_.begin(); it != prepared_.end(); ++it) {
+      if (it->second.last_use < oldest->second.last_use) oldest = it;
+    }
+    const std::string name = oldest->second.name;
+    prepared_.erase(oldest);
+    try {
+      conn_->unprepare(name);  // DEALLOCATE, if PostgreSQL has it
+      return absl::OkStatus();
+    } catch (...) {
+      return WithPrefix(StatusFromException(), "deallocating a cached prepared statement: ");
+    }
+  }
+
+  // Drops the statement's prepared copy from the cache. Its server side stays
+  // until the connection is reset or closed (DEALLOCATE could fail now: the
+  // transaction may be aborted).
+  void ForgetPrepared(const std::string& sql) {
+    auto it = prepared_.find(sql);
+    if (it == prepared_.end()) return;
+    (conn_.get()->*GetPreparedMap(PreparedMapTag{})).erase(it->second.name);
+    prepared_.erase(it);
   }
 
   absl::StatusOr<std::vector<QueryResult>> ExecuteBatch(absl::Span<const Statement> statements,
@@ -441,8 +565,16 @@ class PqxxConnection final : public DbConnection {
       params.push_back(*std::move(p));
     }
     if (Cancelled()) return WithPrefix(CancelledError(), StatementPrefix(0, n));
-    absl::StatusOr<std::vector<QueryResult>> results = RunBatch(statements, params, options);
+    bool stale = false;
+    absl::StatusOr<std::vector<QueryResult>> results =
+        RunBatch(statements, params, options, &stale);
     if (!results.ok()) EndFailedBatch();
+    if (stale && !IsBroken() && !Cancelled()) {
+      // Nothing of the batch was applied (it was rolled back): run it again,
+      // the stale statement unprepared.
+      results = RunBatch(statements, params, options, &stale);
+      if (!results.ok()) EndFailedBatch();
+    }
     return results;
   }
 
@@ -540,6 +672,11 @@ class PqxxConnection final : public DbConnection {
       // Refused inside a transaction block or a multi-statement string,
       // hence its own round trip.
       tx.exec("DISCARD ALL");
+      // DISCARD ALL deallocated the cached prepared statements too: libpqxx
+      // prepares each again when it is next used.
+      for (auto& [name, definition] : conn_.get()->*GetPreparedMap(PreparedMapTag{})) {
+        definition.registered = false;
+      }
       tx.exec(kBaselineSettingsSql);
       return absl::OkStatus();
     } catch (...) {
@@ -628,9 +765,12 @@ class PqxxConnection final : public DbConnection {
   // BEGIN and COMMIT are sent as plain statements rather than through
   // pqxx::work, whose commit() cannot tell a COMMIT from the ROLLBACK that
   // PostgreSQL silently answers for an aborted transaction.
+  // Sets *stale when a statement failed only because the connection's
+  // prepared copy of it was stale (now forgotten).
   absl::StatusOr<std::vector<QueryResult>> RunBatch(absl::Span<const Statement> statements,
                                                     const std::vector<ParamTexts>& params,
-                                                    const ExecuteOptions& options) {
+                                                    const ExecuteOptions& options, bool* stale) {
+    *stale = false;
     const size_t n = statements.size();
     const std::string commit_prefix = absl::StrCat("commit of ", n, " statements: ");
     std::vector<QueryResult> results;
@@ -646,8 +786,17 @@ class PqxxConnection final : public DbConnection {
       beginning = false;
       for (; k < n; ++k) {
         if (Cancelled()) return WithPrefix(CancelledError(), StatementPrefix(k, n));
-        const pqxx::result result = tx.exec_params(
-            statements[k].sql, pqxx::prepare::make_dynamic_params(Pointers(params[k])));
+        bool prepared = false;
+        pqxx::result result;
+        try {
+          result = Run(tx, statements[k], params[k], &prepared);
+        } catch (const pqxx::sql_error& e) {
+          if (prepared && IsStalePreparedStatement(e)) {
+            ForgetPrepared(statements[k].sql);
+            *stale = true;
+          }
+          throw;
+        }
         absl::StatusOr<QueryResult> converted =
             ConvertResult(tx, result, /*in_batch=*/true, options.max_result_bytes, &result_bytes);
         if (!converted.ok()) return WithPrefix(converted.status(), StatementPrefix(k, n));
@@ -941,6 +1090,17 @@ class PqxxConnection final : public DbConnection {
   const std::unique_ptr<pqxx::connection> conn_;
   const std::unique_ptr<pqxx::quiet_errorhandler> quiet_;
   const std::shared_ptr<PqxxTypeCache> types_;
+  // The prepared statement cache (see PqxxConnector::Options). Owner thread
+  // only.
+  struct Prepared {
+    std::string name;
+    uint64_t last_use = 0;
+  };
+  const int statement_cache_size_;
+  absl::flat_hash_map<std::string, Prepared> prepared_;  // by SQL text
+  absl::flat_hash_set<std::string> seen_once_;           // cacheable SQL run once, not prepared
+  uint64_t prepared_names_ = 0;
+  uint64_t use_clock_ = 0;
   const int backend_pid_;
   std::atomic<bool> broken_{false};
   // Set by Cancel() (any thread), cleared by ClearCancel().
@@ -961,7 +1121,8 @@ PqxxConnector::PqxxConnector(std::string conninfo)
     : PqxxConnector(std::move(conninfo), Options()) {}
 
 PqxxConnector::PqxxConnector(std::string conninfo, Options options)
-    : types_(std::make_shared<PqxxTypeCache>()) {
+    : statement_cache_size_(options.statement_cache_size),
+      types_(std::make_shared<PqxxTypeCache>()) {
   ConninfoParts parts = ParseConninfo(conninfo);
   conninfo_ = WithDefaults(conninfo, parts, options);
   redacted_ = std::move(parts.redacted);
@@ -992,8 +1153,8 @@ absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
     auto quiet = std::make_unique<pqxx::quiet_errorhandler>(*conn);
     conn->set_verbosity(pqxx::connection_base::verbose);
     ApplyBaselineSettings(*conn);
-    return std::unique_ptr<DbConnection>(
-        std::make_unique<PqxxConnection>(std::move(conn), std::move(quiet), types_));
+    return std::unique_ptr<DbConnection>(std::make_unique<PqxxConnection>(
+        std::move(conn), std::move(quiet), types_, statement_cache_size_));
   } catch (const pqxx::broken_connection& e) {
     return absl::UnavailableError(ScrubPassword(
         absl::StrCat("cannot connect to PostgreSQL at ", where, ": ",

@@ -76,6 +76,15 @@ class PqxxConnector final : public DbConnector {
     int keepalives_interval_seconds = 10;
     int keepalives_count = 3;
     int tcp_user_timeout_ms = 60000;
+    // Prepared statements kept per connection (BROKER_STATEMENT_CACHE_SIZE;
+    // 0 = none). A cacheable statement (Statement::cacheable) whose SQL text
+    // runs a second time on a connection is prepared there (Parse once) and
+    // from then on only bound and executed, which saves PostgreSQL the
+    // parsing and planning of every call. Past the limit the least recently
+    // used one is deallocated. A statement whose cached plan went stale (its
+    // result type changed, SQLSTATE 0A000) is dropped and, outside a
+    // session's transaction, run again unprepared.
+    int statement_cache_size = 100;
   };
 
   // `conninfo` is a libpq connection string: a URL
@@ -98,6 +107,7 @@ class PqxxConnector final : public DbConnector {
   std::string conninfo_;  // ConninfoWithDefaults(as given, options)
   std::string redacted_;  // for messages: without the password
   std::string password_;  // scrubbed from libpq's messages, never shown
+  int statement_cache_size_ = 0;
   const std::shared_ptr<PqxxTypeCache> types_;
 };
 

@@ -73,6 +73,10 @@ std::string DebugString(const Value& v);
 struct Statement {
   std::string sql;
   std::vector<Value> params;
+  // The connection may prepare the statement and keep it for the next
+  // execution of the same SQL (a plain query or DML that leaves no session
+  // state behind; the statement runner decides).
+  bool cacheable = false;
 };
 
 struct Column {

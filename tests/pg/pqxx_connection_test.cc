@@ -1200,8 +1200,7 @@ TEST_F(PqxxConnectionTest, BatchOverTheCapFailsBeforeCommitting) {
 
 TEST_F(PqxxConnectionTest, ResultCapCoversTheWholeBatch) {
   const Statement big{"SELECT repeat('x', 600)", {}};
-  absl::StatusOr<std::vector<QueryResult>> batch =
-      conn_->ExecuteBatch({big, big}, CappedAt(1000));
+  absl::StatusOr<std::vector<QueryResult>> batch = conn_->ExecuteBatch({big, big}, CappedAt(1000));
   ASSERT_FALSE(batch.ok());
   EXPECT_EQ(batch.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(batch.status().message(), StartsWith("statement 2 of 2: result exceeds 1000 bytes"));
@@ -1276,7 +1275,8 @@ TEST_F(PqxxConnectionTest, BeginAppliesIsolationReadOnlyAndSettingsUntilCommit) 
   TransactionOptions options;
   options.isolation = TransactionOptions::Isolation::kRepeatableRead;
   options.read_only = true;
-  options.settings = {{"search_path", "pg_catalog, public"}, {"statement_timeout", "1234ms"},
+  options.settings = {{"search_path", "pg_catalog, public"},
+                      {"statement_timeout", "1234ms"},
                       {"app.tenant", "it's \"quoted\"; --"}};
   ASSERT_TRUE(conn_->Begin(options).ok());
   ExecuteOptions in_tx;
@@ -1380,6 +1380,170 @@ TEST_F(PqxxConnectionTest, BatchBeginsWithItsTransactionOptions) {
   EXPECT_EQ((*r)[0].rows[0][0].text, "serializable");
   EXPECT_EQ((*r)[1].rows[0][0].text, "Asia/Tokyo");
   EXPECT_EQ(Scalar(*conn_, "SHOW TimeZone").text, "UTC");
+}
+
+// ---- the prepared statement cache (Options::statement_cache_size) ----
+
+class StatementCacheTest : public PqxxConnectionTest {
+ protected:
+  // A connection of a connector with the given cache size.
+  std::unique_ptr<DbConnection> ConnectWithCache(int size) {
+    PqxxConnector::Options options;
+    options.statement_cache_size = size;
+    connector_ = std::make_unique<PqxxConnector>(url_, options);
+    return Connect();
+  }
+
+  static absl::StatusOr<QueryResult> RunCached(DbConnection& conn, const std::string& sql,
+                                               std::vector<Value> params = {},
+                                               ExecuteOptions options = {}) {
+    Statement s{sql, std::move(params)};
+    s.cacheable = true;
+    return conn.Execute(s, options);
+  }
+
+  // The broker's prepared statements on `conn`, as "name: statement" (asked
+  // through an uncached statement, so asking does not change the answer).
+  static std::vector<std::string> PreparedOn(DbConnection& conn) {
+    QueryResult r = Must(conn,
+                         "SELECT name || ': ' || statement FROM pg_prepared_statements "
+                         "WHERE name LIKE 'sessionbroker\\_%' ORDER BY prepare_time, name");
+    std::vector<std::string> out;
+    for (const std::vector<Value>& row : r.rows) out.push_back(row[0].text);
+    return out;
+  }
+};
+
+TEST_F(StatementCacheTest, SqlRunTwiceIsPreparedOnceAndReusedWithNewParameters) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
+  const std::string sql = "SELECT $1::int8 * 2";
+  ASSERT_TRUE(RunCached(*conn, sql, {Value::Int64(1)}).ok());
+  EXPECT_THAT(PreparedOn(*conn), ::testing::IsEmpty()) << "a single run is not worth a PREPARE";
+  for (int64_t i = 2; i <= 5; ++i) {
+    absl::StatusOr<QueryResult> r = RunCached(*conn, sql, {Value::Int64(i)});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->rows[0][0], Value::Int64(2 * i));
+  }
+  EXPECT_THAT(PreparedOn(*conn), ::testing::ElementsAre(HasSubstr(sql)));
+}
+
+TEST_F(StatementCacheTest, StatementsNotMarkedCacheableAreNeverPrepared) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
+  for (int i = 0; i < 3; ++i) Must(*conn, "SELECT 42");
+  EXPECT_THAT(PreparedOn(*conn), ::testing::IsEmpty());
+}
+
+TEST_F(StatementCacheTest, SizeZeroTurnsTheCacheOff) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(0);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(RunCached(*conn, "SELECT 42").ok());
+  EXPECT_THAT(PreparedOn(*conn), ::testing::IsEmpty());
+}
+
+TEST_F(StatementCacheTest, AFullCacheDeallocatesTheLeastRecentlyUsedStatement) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(2);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(RunCached(*conn, "SELECT 1 AS a").ok());
+    ASSERT_TRUE(RunCached(*conn, "SELECT 2 AS b").ok());
+  }
+  ASSERT_TRUE(RunCached(*conn, "SELECT 1 AS a").ok());  // "b" is now the oldest
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<QueryResult> r = RunCached(*conn, "SELECT 3 AS c");
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->rows[0][0], Value::Int64(3));
+  }
+  EXPECT_THAT(PreparedOn(*conn), ::testing::UnorderedElementsAre(HasSubstr("SELECT 1 AS a"),
+                                                                 HasSubstr("SELECT 3 AS c")));
+}
+
+TEST_F(StatementCacheTest, AStatementWhoseResultTypeChangedIsRunAgainUnpreparedInAutocommit) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
+  const std::string table = UniqueName("cache_shape");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (a int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE IF EXISTS ", table));
+  Must(*conn_, absl::StrCat("INSERT INTO ", table, " VALUES (1)"));
+  const std::string sql = absl::StrCat("SELECT * FROM ", table);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(RunCached(*conn, sql).ok());
+  ASSERT_THAT(PreparedOn(*conn), ::testing::SizeIs(1));
+
+  Must(*conn_, absl::StrCat("ALTER TABLE ", table, " ADD COLUMN b text DEFAULT 'x'"));
+  absl::StatusOr<QueryResult> r = RunCached(*conn, sql);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->columns.size(), 2u);
+  EXPECT_EQ(r->rows[0][1], Value::String("x"));
+  // Used twice more, it is prepared afresh with the new shape.
+  ASSERT_TRUE(RunCached(*conn, sql).ok());
+  r = RunCached(*conn, sql);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->columns.size(), 2u);
+}
+
+TEST_F(StatementCacheTest, AStaleStatementInsideATransactionFailsAndTheNextTransactionWorks) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
+  const std::string table = UniqueName("cache_tx");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (a int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE IF EXISTS ", table));
+  const std::string sql = absl::StrCat("SELECT * FROM ", table);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(RunCached(*conn, sql).ok());
+  Must(*conn_, absl::StrCat("ALTER TABLE ", table, " ADD COLUMN b int"));
+
+  ExecuteOptions in_tx;
+  in_tx.in_transaction = true;
+  ASSERT_TRUE(conn->Begin(TransactionOptions{}).ok());
+  absl::StatusOr<QueryResult> r = RunCached(*conn, sql, {}, in_tx);
+  // Inside a transaction the failure aborted it: the caller must see it.
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(SqlStateOf(r.status()).value_or(""), "0A000");
+  ASSERT_TRUE(conn->Rollback().ok());
+
+  ASSERT_TRUE(conn->Begin(TransactionOptions{}).ok());
+  r = RunCached(*conn, sql, {}, in_tx);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->columns.size(), 2u);
+  ASSERT_TRUE(conn->Commit().ok());
+}
+
+TEST_F(StatementCacheTest, ABatchWithAStaleStatementIsRunAgainAndCommittedOnce) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
+  const std::string table = UniqueName("cache_batch");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (a int)"));
+  CleanUpWith(absl::StrCat("DROP TABLE IF EXISTS ", table));
+  Statement insert{absl::StrCat("INSERT INTO ", table, " (a) VALUES ($1)"), {Value::Int64(1)}};
+  Statement select{absl::StrCat("SELECT * FROM ", table, " ORDER BY a"), {}};
+  insert.cacheable = select.cacheable = true;
+  const std::vector<Statement> batch = {insert, select};
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(conn->ExecuteBatch(batch, ExecuteOptions{}).ok());
+  Must(*conn_, absl::StrCat("ALTER TABLE ", table, " ADD COLUMN b int"));
+
+  absl::StatusOr<std::vector<QueryResult>> r = conn->ExecuteBatch(batch, ExecuteOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)[1].columns.size(), 2u);
+  // Two earlier batches and this one: the retried insert ran once.
+  EXPECT_EQ((*r)[1].rows.size(), 3u);
+}
+
+TEST_F(StatementCacheTest, ResetSessionDropsPreparedStatementsAndTheyArePreparedAgainOnUse) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
+  const std::string sql = "SELECT $1::text || '!'";
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(RunCached(*conn, sql, {Value::String("a")}).ok());
+  ASSERT_THAT(PreparedOn(*conn), ::testing::SizeIs(1));
+  ASSERT_TRUE(conn->ResetSession().ok());
+  EXPECT_THAT(PreparedOn(*conn), ::testing::IsEmpty());
+  absl::StatusOr<QueryResult> r = RunCached(*conn, sql, {Value::String("b")});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rows[0][0], Value::String("b!"));
+  EXPECT_THAT(PreparedOn(*conn), ::testing::ElementsAre(HasSubstr(sql)));
+}
+
+TEST_F(StatementCacheTest, AStatementThatFailsToPrepareReportsTheServersError) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<QueryResult> r = RunCached(*conn, "SELECT * FROM no_such_table_for_cache");
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(SqlStateOf(r.status()).value_or(""), "42P01");
+    EXPECT_THAT(r.status().message(), HasSubstr("no_such_table_for_cache"));
+  }
+  // The connection is healthy.
+  EXPECT_EQ(Scalar(*conn, "SELECT 7"), Value::Int64(7));
 }
 
 }  // namespace

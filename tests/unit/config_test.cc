@@ -42,6 +42,7 @@ TEST(ConfigTest, ReadsEveryKnob) {
                                                  {"DB_POOL_MAX_WAITERS", "7"},
                                                  {"DB_ECHO", "true"},
                                                  {"BROKER_MAX_RESULT_BYTES", "2048"},
+                                                 {"BROKER_STATEMENT_CACHE_SIZE", "0"},
                                                  {"BROKER_MAX_STATEMENT_DURATION", "60"},
                                                  {"BROKER_HEALTH_CHECK_INTERVAL", "0.25"},
                                                  {"BROKER_SHUTDOWN_GRACE_SECONDS", "3"},
@@ -58,6 +59,7 @@ TEST(ConfigTest, ReadsEveryKnob) {
   EXPECT_EQ(c->pool.max_waiters, 7);
   EXPECT_TRUE(c->echo);
   EXPECT_EQ(c->max_result_bytes, 2048u);
+  EXPECT_EQ(c->statement_cache_size, 0);
   EXPECT_EQ(c->max_statement_duration, absl::Seconds(60));
   EXPECT_EQ(c->health_check_interval, absl::Milliseconds(250));
   EXPECT_EQ(c->shutdown_grace, absl::Seconds(3));
@@ -79,18 +81,30 @@ TEST(ConfigTest, MissingDatabaseUrlIsAnErrorThatSaysWhatToSet) {
 
 TEST(ConfigTest, BadValuesAreErrorsNamingTheVariable) {
   const std::vector<std::pair<std::string, std::string>> bad = {
-      {"DB_POOL_SIZE", "0"},          {"DB_POOL_SIZE", "five"},
-      {"DB_MAX_OVERFLOW", "-1"},      {"DB_POOL_TIMEOUT", "0"},
-      {"DB_POOL_TIMEOUT", "soon"},    {"DB_POOL_RECYCLE", "-2"},
-      {"DB_POOL_RECYCLE", "0"},       {"DB_POOL_PRE_PING", "maybe"},
-      {"DB_ECHO", "loud"},            {"DB_POOL_MAX_WAITERS", "-5"},
-      {"BROKER_MAX_RESULT_BYTES", "10"}, {"BROKER_LISTEN_ADDR", "nowhere"},
-      {"BROKER_LISTEN_ADDR", "host:99999"}, {"LOG_LEVEL", "chatty"},
-      {"BROKER_METRICS_ADDR", "9464"},   {"BROKER_METRICS_ADDR", "localhost:http"},
-      {"BROKER_METRICS_ADDR", ":9464"},  {"BROKER_METRICS_ADDR", "[::1:9464"},
+      {"DB_POOL_SIZE", "0"},
+      {"DB_POOL_SIZE", "five"},
+      {"DB_MAX_OVERFLOW", "-1"},
+      {"DB_POOL_TIMEOUT", "0"},
+      {"DB_POOL_TIMEOUT", "soon"},
+      {"DB_POOL_RECYCLE", "-2"},
+      {"DB_POOL_RECYCLE", "0"},
+      {"DB_POOL_PRE_PING", "maybe"},
+      {"DB_ECHO", "loud"},
+      {"DB_POOL_MAX_WAITERS", "-5"},
+      {"BROKER_MAX_RESULT_BYTES", "10"},
+      {"BROKER_LISTEN_ADDR", "nowhere"},
+      {"BROKER_LISTEN_ADDR", "host:99999"},
+      {"LOG_LEVEL", "chatty"},
+      {"BROKER_METRICS_ADDR", "9464"},
+      {"BROKER_METRICS_ADDR", "localhost:http"},
+      {"BROKER_METRICS_ADDR", ":9464"},
+      {"BROKER_METRICS_ADDR", "[::1:9464"},
       {"BROKER_METRICS_ADDR", "on"},
-      {"LOG_FORMAT", "xml"},          {"BROKER_SHUTDOWN_GRACE_SECONDS", "-1"},
-      {"BROKER_HEALTH_CHECK_INTERVAL", "0"}};
+      {"LOG_FORMAT", "xml"},
+      {"BROKER_SHUTDOWN_GRACE_SECONDS", "-1"},
+      {"BROKER_HEALTH_CHECK_INTERVAL", "0"},
+      {"BROKER_STATEMENT_CACHE_SIZE", "-1"},
+      {"BROKER_STATEMENT_CACHE_SIZE", "lots"}};
   for (const auto& [name, value] : bad) {
     absl::StatusOr<Config> c = LoadConfig(WithUrl({{name, value}}));
     EXPECT_FALSE(c.ok()) << name << "=" << value;
@@ -206,8 +220,7 @@ TEST(ConfigTest, RedactUrlHidesPasswords) {
   EXPECT_EQ(RedactUrl("host=db user=app password=secret"), "host=db user=app password=***");
   EXPECT_EQ(RedactUrl("postgresql://db/app?user=app&password=secret&sslmode=require"),
             "postgresql://db/app?user=app&password=***&sslmode=require");
-  EXPECT_EQ(RedactUrl("host=db password = s3cretpw user=app"),
-            "host=db password=*** user=app");
+  EXPECT_EQ(RedactUrl("host=db password = s3cretpw user=app"), "host=db password=*** user=app");
   EXPECT_EQ(RedactUrl("host=db password='a b\\'c' user=app"), "host=db password=*** user=app");
   EXPECT_EQ(RedactUrl("postgresql://app:p@ss@db/app"), "postgresql://app:***@db/app");
 }
