@@ -7,6 +7,7 @@
 #ifndef SESSIONBROKER_SERVER_CORE_MUTEX_H_
 #define SESSIONBROKER_SERVER_CORE_MUTEX_H_
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -70,9 +71,16 @@ class CondVar final {
   // `deadline`. Returns false, without waiting, once the deadline has
   // passed: `while (!done) if (!cv.WaitUntil(&mu, deadline)) return false;`
   bool WaitUntil(Mutex* mu, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (deadline == absl::InfiniteFuture()) {
+      // No timed wait: std::chrono overflows on an infinite timeout and
+      // returns at once, which would turn the caller's loop into a spin.
+      Wait(mu);
+      return true;
+    }
     const absl::Duration left = deadline - absl::Now();
     if (left <= absl::ZeroDuration()) return false;
-    WaitWithTimeout(mu, left);
+    // Bounded, for the same reason; a spurious wake-up is allowed anyway.
+    WaitWithTimeout(mu, std::min(left, absl::Hours(24)));
     return true;
   }
 

@@ -13,10 +13,14 @@ TimerQueue::~TimerQueue() { Stop(); }
 TimerQueue::TimerId TimerQueue::Schedule(absl::Time when, Callback callback) {
   MutexLock lock(&mu_);
   const TimerId id = next_id_++;
-  const bool earliest = timers_.empty() || when < timers_.begin()->first.first;
   timers_.emplace(Key{when, id}, std::move(callback));
   due_.emplace(id, when);
-  if (earliest) changed_.Signal();
+  // Wake the thread only if it sleeps past the new timer. A thread that is
+  // not sleeping looks at the queue before it does; one that sleeps until an
+  // earlier (perhaps since cancelled) deadline finds this timer when it wakes.
+  // Per-call deadline timers are scheduled and cancelled on every call, and
+  // waking the thread for each would cost a context switch per call.
+  if (when < wake_at_) changed_.Signal();
   return id;
 }
 
@@ -99,7 +103,10 @@ void TimerQueue::ThreadLoop() {
     const absl::Duration wait = wake - clock_.Now();
     if (wait <= absl::ZeroDuration()) continue;
     // Sleep in bounded slices so a clock that jumps is noticed.
-    changed_.WaitWithTimeout(&mu_, std::min(wait, absl::Seconds(1)));
+    const absl::Duration slice = std::min(wait, absl::Seconds(1));
+    wake_at_ = clock_.Now() + slice;
+    changed_.WaitWithTimeout(&mu_, slice);
+    wake_at_ = absl::InfinitePast();
     if (stopping_) return;
   }
 }

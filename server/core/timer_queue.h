@@ -64,7 +64,7 @@ class TimerQueue final {
 
   const Clock& clock_;
   mutable Mutex mu_;
-  CondVar changed_;   // a new earliest timer, or Stop()
+  CondVar changed_;   // a timer due before wake_at_, or Stop()
   CondVar finished_;  // a callback returned
   std::map<Key, Callback> timers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<TimerId, absl::Time> due_ ABSL_GUARDED_BY(mu_);
@@ -72,6 +72,9 @@ class TimerQueue final {
   TimerId running_id_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread::id running_thread_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // While the thread sleeps: when it will wake up by itself. InfinitePast
+  // while it runs (it looks at the queue before sleeping again).
+  absl::Time wake_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::thread thread_;
 };
 
