@@ -11,8 +11,8 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -69,8 +69,7 @@ TEST_F(BrokerE2eTest, ParametersAreBoundNotSpliced) {
   ASSERT_TRUE(insert.status.ok()) << insert.status.error_message();
   EXPECT_EQ(insert.response.command_tag(), "INSERT 0 1");
   EXPECT_EQ(insert.response.rows_affected(), 1);
-  CallResult select =
-      Execute(absl::StrCat("SELECT name FROM ", table, " WHERE id = $1"), {Int(7)});
+  CallResult select = Execute(absl::StrCat("SELECT name FROM ", table, " WHERE id = $1"), {Int(7)});
   ASSERT_TRUE(select.status.ok()) << select.status.error_message();
   ASSERT_EQ(select.response.rows_size(), 1);
   EXPECT_EQ(select.response.rows(0).values(0).string_value(), evil);
@@ -261,9 +260,10 @@ TEST_F(BrokerE2eTest, CancelledCallCancelsQueryInPostgres) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
   bool stopped = false;
   for (int i = 0; i < 250 && !stopped; ++i) {
-    stopped = AdminCount("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND "
-                         "query LIKE 'SELECT pg_sleep%' AND state = 'active'",
-                         {storage::Value::String(app_name_)}) == 0;
+    stopped = AdminCount(
+                  "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND "
+                  "query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                  {storage::Value::String(app_name_)}) == 0;
     if (!stopped) absl::SleepFor(absl::Milliseconds(20));
   }
   EXPECT_TRUE(stopped) << "pg_sleep(30) still running after the call was cancelled";
@@ -379,6 +379,44 @@ TEST_F(BrokerE2eTest, NoSessionStateLeaksToTheNextCaller) {
                        "state LIKE 'idle in transaction%'",
                        {storage::Value::String(app_name_)}),
             0);
+}
+
+TEST_F(BrokerE2eTest, RepeatedQueriesArePreparedOncePerConnectionButSessionStateIsNot) {
+  StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}});
+  const std::string query = "SELECT $1::int8 + 1";
+  for (int64_t i = 0; i < 3; ++i) {
+    v1::Value param;
+    param.set_int64_value(i);
+    CallResult r = Execute(query, {param});
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.response.rows(0).values(0).int64_value(), i + 1);
+  }
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(Execute("SELECT set_config('x.y', '1', false)").status.ok());
+  const std::string list =
+      "SELECT statement FROM pg_prepared_statements WHERE name LIKE 'sessionbroker%' AND "
+      "statement NOT LIKE '%pg_prepared_statements%' ORDER BY 1";
+  CallResult prepared = Execute(list);
+  ASSERT_TRUE(prepared.status.ok()) << prepared.status.error_message();
+  // The set_config calls reset the session (dropping the prepared copy), and
+  // the query was prepared again on its next use only.
+  EXPECT_EQ(prepared.response.rows_size(), 0);
+  v1::Value seven;
+  seven.set_int64_value(7);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(Execute(query, {seven}).status.ok());
+  prepared = Execute(list);
+  ASSERT_TRUE(prepared.status.ok()) << prepared.status.error_message();
+  ASSERT_EQ(prepared.response.rows_size(), 1);
+  EXPECT_EQ(prepared.response.rows(0).values(0).string_value(), query);
+}
+
+TEST_F(BrokerE2eTest, StatementCacheSizeZeroPreparesNothing) {
+  StartBroker(
+      {{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}, {"BROKER_STATEMENT_CACHE_SIZE", "0"}});
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Execute("SELECT 1 AS one").status.ok());
+  CallResult prepared = Execute("SELECT count(*) FROM pg_prepared_statements");
+  ASSERT_TRUE(prepared.status.ok()) << prepared.status.error_message();
+  EXPECT_EQ(prepared.response.rows(0).values(0).int64_value(), 0);
 }
 
 TEST_F(BrokerE2eTest, OversizedResultFailsWithResourceExhausted) {
