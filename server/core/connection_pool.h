@@ -36,17 +36,21 @@
 #ifndef SESSIONBROKER_SERVER_CORE_CONNECTION_POOL_H_
 #define SESSIONBROKER_SERVER_CORE_CONNECTION_POOL_H_
 
+#include <atomic>
 #include <cstdint>
 #include <list>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/hash/hash.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/core/clock.h"
 #include "server/core/duration_histogram.h"
@@ -85,7 +89,7 @@ struct ClientUsage {
 
 // Counters since start and the pool's current shape.
 struct PoolStats {
-  int open = 0;      // idle + in use + opening
+  int open = 0;  // idle + in use + opening
   int idle = 0;
   int in_use = 0;
   int opening = 0;
@@ -108,7 +112,7 @@ struct PoolStats {
   bool database_down = false;
   int connect_failures_in_row = 0;
   absl::Time next_connect_attempt = absl::InfinitePast();  // while down
-  std::string last_connect_error;  // empty if no connect ever failed
+  std::string last_connect_error;                          // empty if no connect ever failed
   absl::Time last_connect_error_time = absl::InfinitePast();
 
   // Per AcquireRequest::client_id; only clients with something in use or
@@ -123,38 +127,50 @@ class ConnectionPool;
 class PooledConnection final {
  public:
   PooledConnection() = default;
-  PooledConnection(PooledConnection&& other) noexcept;
-  PooledConnection& operator=(PooledConnection&& other) noexcept;
+  PooledConnection(PooledConnection&& other) noexcept
+      : pool_(std::exchange(other.pool_, nullptr)),
+        slot_(std::exchange(other.slot_, nullptr)),
+        db_(std::exchange(other.db_, nullptr)),
+        broken_(std::exchange(other.broken_, false)) {}
+  PooledConnection& operator=(PooledConnection&& other) noexcept {
+    if (this != &other) {
+      Release();
+      pool_ = std::exchange(other.pool_, nullptr);
+      slot_ = std::exchange(other.slot_, nullptr);
+      db_ = std::exchange(other.db_, nullptr);
+      broken_ = std::exchange(other.broken_, false);
+    }
+    return *this;
+  }
   PooledConnection(const PooledConnection&) = delete;
   PooledConnection& operator=(const PooledConnection&) = delete;
-  ~PooledConnection();
+  ~PooledConnection() { Release(); }
 
-  storage::DbConnection& operator*() const { return *slot_->db; }
-  storage::DbConnection* operator->() const { return slot_->db.get(); }
-  storage::DbConnection* get() const { return slot_ ? slot_->db.get() : nullptr; }
-  explicit operator bool() const { return slot_ != nullptr; }
+  storage::DbConnection& operator*() const { return *db_; }
+  storage::DbConnection* operator->() const { return db_; }
+  storage::DbConnection* get() const { return db_; }
+  explicit operator bool() const { return db_ != nullptr; }
 
   // The connection must not be reused (its state is unknown): it is closed on
   // return. Connections that report IsBroken() are discarded anyway.
   void MarkBroken() { broken_ = true; }
 
   // Gives the connection back now.
-  void Release();
+  void Release() {
+    if (slot_ != nullptr) GiveBack();
+  }
 
  private:
   friend class ConnectionPool;
-  struct Slot {
-    std::unique_ptr<storage::DbConnection> db;
-    absl::Time created;
-    absl::Time recycle_at;  // InfiniteFuture when recycling is off
-    absl::Time last_used;
-    std::string client;  // who has it checked out
-  };
-  PooledConnection(ConnectionPool* pool, std::unique_ptr<Slot> slot)
-      : pool_(pool), slot_(std::move(slot)) {}
+  struct Slot;  // the pool's record of one connection (connection_pool.cc)
+  PooledConnection(ConnectionPool* pool, std::unique_ptr<Slot> slot);
+  void GiveBack();
 
+  // Moves, destruction and Release() of an empty handle are inline and cheap:
+  // a callback's result is moved a few times on its way.
   ConnectionPool* pool_ = nullptr;
-  std::unique_ptr<Slot> slot_;
+  Slot* slot_ = nullptr;                 // owned
+  storage::DbConnection* db_ = nullptr;  // slot_'s connection, null when empty
   bool broken_ = false;
 };
 
@@ -209,33 +225,68 @@ class ConnectionPool final {
   friend class PooledConnection;
   using Slot = PooledConnection::Slot;
 
+  // One client id's share of the pool. Kept while referenced (by a request
+  // on its way to a connection, or by a connection checked out), plus up to
+  // kMaxUnreferencedClients unreferenced ones, swept when there are more: a
+  // client's next checkout finds its entry instead of allocating one, and
+  // ids cannot grow memory.
+  struct Client {
+    std::string name;
+    // Connections checked out. Atomic: counted up at delivery, outside mu_
+    // (the references keep the entry alive meanwhile), and down under mu_.
+    std::atomic<int> in_use{0};
+    int refs = 0;  // guarded by mu_
+  };
+  static constexpr int kMaxUnreferencedClients = 64;
+
+  // What a request carries from Acquire to its delivery: the caller's
+  // callback, when it asked, and its client (one reference).
+  struct Request {
+    Callback done;
+    absl::Time requested;
+    Client* client = nullptr;
+  };
+
   struct Waiter {
     WaitId id;
-    absl::Time enqueued;
     absl::Time deadline;
     bool caller_deadline;  // the request's deadline, not the pool timeout, bounds it
-    TimerQueue::TimerId timer = 0;
-    std::string client;
-    Callback done;
+    Request request;       // request.requested: when it was queued
   };
 
   // Runs on the executor: validates an idle connection (recycle age,
-  // pre-ping), replacing it if needed, then calls `done`.
-  void CheckOut(std::unique_ptr<Slot> slot, Callback done);
+  // pre-ping), replacing it if needed, then delivers it to slot->request.
+  void CheckOut(std::unique_ptr<Slot> slot);
   // Runs on the executor: opens a connection into a slot already counted in
-  // open_ and opening_, then calls `done`. `probe`: ReconnectBackoff's probe.
-  void OpenAndDeliver(Callback done, bool probe);
+  // open_ and opening_, then delivers it. `probe`: ReconnectBackoff's probe.
+  void OpenAndDeliver(Request request, bool probe);
   // Closes a connection that may not be handed out and opens another in its
-  // slot for the same caller (or fails it, while connects are rationed).
-  void Replace(std::unique_ptr<Slot> slot, Callback done);
+  // slot for the same request (or fails it, while connects are rationed).
+  void Replace(std::unique_ptr<Slot> slot);
+  // Counts the checkout (checkouts, its client's share, the wait until `now`)
+  // and hands the connection to slot->request's callback.
+  void Deliver(std::unique_ptr<Slot> slot, absl::Time now);
   void Return(std::unique_ptr<Slot> slot, bool broken);
   void Discard(std::unique_ptr<Slot> slot);  // closes a connection counted in open_
   // Frees a slot counted in open_ and lets the oldest waiter use it.
   void FreeSlot();
-  void ExpireWaiter(WaitId id);
+  // Waiters' deadlines: one timer on the TimerQueue, armed no later than the
+  // earliest deadline (not one timer per waiter: scheduling and cancelling a
+  // timer per queued request cost more than the rest of the queueing). A
+  // waiter served before its deadline leaves the timer as it is; it then
+  // fires for nothing and re-arms for the earliest deadline left.
+  void AddDeadlineLocked(const Waiter& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a waiter left the queue: with none left, no timer is left either.
+  void WaiterLeftLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmExpiryLocked(absl::Time at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DisarmExpiryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The expiry timer's callback: fails every waiter whose deadline passed,
+  // earliest first, and re-arms for the next. `generation`: which arming.
+  void ExpireDue(uint64_t generation);
   // With a connection slot free (open_ < max), starts opening one for the
   // oldest waiter. Returns the waiter to serve, if any. While connects are
-  // rationed and none may start, moves every waiter to `refused` instead.
+  // rationed and none may start, moves every waiter to `refused` instead
+  // (their client references already dropped).
   bool TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* out, bool* probe,
                                         std::list<Waiter>* refused)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -244,14 +295,17 @@ class ConnectionPool final {
   void Refuse(std::list<Waiter> refused, const std::string& message);
   // Why a connect may not start now (the database is down).
   std::string DownMessageLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Wraps a request's callback: counts the checkout, records its wait and
-  // its client's share.
-  Callback Accounted(Callback done, std::string client, absl::Time requested);
-  void ForgetCheckoutLocked(const std::string& client) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  using ClientHash = absl::Hash<absl::string_view>;
+  // A reference to `id`'s entry, created if needed; `hash` is ClientHash of
+  // `id` (unused for "", whose entry is always there).
+  Client* RefClientLocked(const std::string& id, size_t hash) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UnrefClientLocked(Client* client) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A request that will not be served: drops its client reference and
+  // returns its callback (to fail).
+  Callback DropRequestLocked(Request* request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Time RecycleAtLocked(absl::Time created) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status TimeoutStatusLocked(const Waiter& w, absl::Time now) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Deliver(Callback done, absl::StatusOr<PooledConnection> result);
 
   const PoolOptions options_;
   storage::DbConnector& connector_;
@@ -266,13 +320,25 @@ class ConnectionPool final {
   int opening_ ABSL_GUARDED_BY(mu_) = 0;
   std::list<Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // front = oldest
   absl::flat_hash_map<WaitId, std::list<Waiter>::iterator> waiter_index_ ABSL_GUARDED_BY(mu_);
+  // The armed expiry timer (0: none, only when no one waits) and when it
+  // fires: never later than the earliest waiter's deadline.
+  TimerQueue::TimerId expiry_timer_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time expiry_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  uint64_t expiry_generation_ ABSL_GUARDED_BY(mu_) = 0;
   WaitId next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   PoolStats counters_ ABSL_GUARDED_BY(mu_);  // only the counter fields are used
+  // Checkouts given back; PoolStats::checkouts adds those in use.
+  int64_t returned_ ABSL_GUARDED_BY(mu_) = 0;
   ReconnectBackoff backoff_ ABSL_GUARDED_BY(mu_);
   std::string last_connect_error_ ABSL_GUARDED_BY(mu_);
   absl::Time last_connect_error_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  absl::flat_hash_map<std::string, int> in_use_by_client_ ABSL_GUARDED_BY(mu_);
+  // Keyed by Client::name (entries never move).
+  absl::flat_hash_map<absl::string_view, std::unique_ptr<Client>, ClientHash> clients_
+      ABSL_GUARDED_BY(mu_);
+  // The entry of "" (no x-client-id), in clients_ for good.
+  Client* const anonymous_;
+  int unreferenced_clients_ ABSL_GUARDED_BY(mu_) = 0;
   DurationHistogram checkout_wait_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 namespace sessionbroker::core {
@@ -16,6 +17,26 @@ constexpr int64_t kMaxMicros = (int64_t{1} << (kMaxExponent + 1)) - 1;
 
 int Log2Floor(uint64_t v) { return 63 - __builtin_clzll(v); }
 
+// The most nanoseconds n with n / 1e9 <= `seconds` (computed in double, as a
+// sample's seconds are), so that comparing nanoseconds with it puts every
+// sample in the same bucket as comparing seconds with the bound would.
+int64_t BoundNanos(double seconds) {
+  if (!(seconds < 9e9)) return std::numeric_limits<int64_t>::max();
+  if (seconds < 0) return -1;
+  auto s = [](int64_t n) { return static_cast<double>(n) / 1e9; };
+  int64_t n = static_cast<int64_t>(seconds * 1e9);
+  while (n >= 0 && s(n) > seconds) --n;
+  while (s(n + 1) <= seconds) ++n;
+  return n;
+}
+
+std::vector<int64_t> BoundsNanos(const std::vector<double>& bounds_seconds) {
+  std::vector<int64_t> out;
+  out.reserve(bounds_seconds.size());
+  for (double b : bounds_seconds) out.push_back(BoundNanos(b));
+  return out;
+}
+
 }  // namespace
 
 std::vector<double> DurationHistogram::DefaultBounds() {
@@ -26,7 +47,10 @@ DurationHistogram::DurationHistogram(const Clock& clock, Options options)
     : clock_(clock),
       options_(std::move(options)),
       slot_width_(options_.window / std::max(1, options_.slots)),
-      origin_(clock.Now()) {
+      origin_(clock.Now()),
+      slot_width_nanos_(std::max<int64_t>(1, absl::ToInt64Nanoseconds(slot_width_))),
+      origin_unix_nanos_(absl::ToUnixNanos(origin_)),
+      bound_nanos_(BoundsNanos(options_.bounds_seconds)) {
   MutexLock lock(&mu_);
   bucket_counts_.assign(options_.bounds_seconds.size() + 1, 0);
   slots_.resize(std::max(1, options_.slots));
@@ -50,19 +74,23 @@ int64_t DurationHistogram::FineUpperMicros(int index) {
 }
 
 int64_t DurationHistogram::EpochOf(absl::Time t) const {
-  // A clock set back before construction counts as the first step.
-  absl::Duration remainder;
-  return std::max<int64_t>(0, absl::IDivDuration(t - origin_, slot_width_, &remainder));
+  // Integer nanoseconds (absl's Duration division is a slow 128-bit one);
+  // good for 292 years either side of 1970. A clock set back before
+  // construction counts as the first step.
+  return std::max<int64_t>(0, (absl::ToUnixNanos(t) - origin_unix_nanos_) / slot_width_nanos_);
 }
 
-void DurationHistogram::Record(absl::Duration d) {
+void DurationHistogram::Record(absl::Duration d, absl::Time now) {
   if (d < absl::ZeroDuration()) d = absl::ZeroDuration();
-  const double seconds = absl::ToDoubleSeconds(d);
-  const int fine = FineIndex(absl::ToInt64Microseconds(d));
-  const int64_t epoch = EpochOf(clock_.Now());
-  const auto bound =
-      std::lower_bound(options_.bounds_seconds.begin(), options_.bounds_seconds.end(), seconds);
-  const size_t bucket = static_cast<size_t>(bound - options_.bounds_seconds.begin());
+  // Nanoseconds (saturating at about 292 years): integer arithmetic, unlike
+  // absl's Duration division.
+  const int64_t nanos = absl::ToInt64Nanoseconds(d);
+  const double seconds = static_cast<double>(nanos) / 1e9;
+  const int fine = FineIndex(nanos / 1000);
+  const int64_t epoch = EpochOf(now);
+  // A linear scan: most samples (checkout waits) fall in the first buckets.
+  size_t bucket = 0;
+  while (bucket < bound_nanos_.size() && nanos > bound_nanos_[bucket]) ++bucket;
 
   MutexLock lock(&mu_);
   ++bucket_counts_[bucket];

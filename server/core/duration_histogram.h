@@ -63,7 +63,10 @@ class DurationHistogram final {
   DurationHistogram& operator=(const DurationHistogram&) = delete;
 
   // Negative durations count as zero.
-  void Record(absl::Duration d);
+  void Record(absl::Duration d) { Record(d, clock_.Now()); }
+  // The same, for a caller that has just read the clock: `now` is
+  // clock.Now(), which decides the window slot.
+  void Record(absl::Duration d, absl::Time now);
 
   HistogramTotals Totals() const;
   RecentDurations Recent() const;
@@ -84,6 +87,11 @@ class DurationHistogram final {
   const Options options_;
   const absl::Duration slot_width_;
   const absl::Time origin_;
+  // The same in nanoseconds, for integer arithmetic on the Record() path.
+  const int64_t slot_width_nanos_;
+  const int64_t origin_unix_nanos_;
+  // Per bound: the most nanoseconds whose value in seconds is <= the bound.
+  const std::vector<int64_t> bound_nanos_;
 
   mutable Mutex mu_;
   std::vector<uint64_t> bucket_counts_ ABSL_GUARDED_BY(mu_);  // per bound, plus +Inf

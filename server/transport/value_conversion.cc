@@ -51,21 +51,81 @@ absl::StatusOr<storage::Value> Convert(const v1::Value& value, absl::string_view
       absl::StrCat(where, " has no value set; use null_value for SQL NULL"));
 }
 
+// The common path: fills `out` (a default Value) and returns true, or returns
+// false, saying nothing, for a value Convert() refuses; the caller then asks
+// Convert() why. Parameters are almost always valid, so no position string
+// ("params[3][1]") and no Status is built for them, and each value is built
+// in place instead of being moved out of a StatusOr.
+bool ConvertInPlace(const v1::Value& value, int depth, storage::Value* out) {
+  using Kind = storage::Value::Kind;
+  switch (value.kind_case()) {
+    case v1::Value::kNullValue:
+      out->kind = Kind::kNull;
+      return true;
+    case v1::Value::kBoolValue:
+      out->kind = Kind::kBool;
+      out->bool_value = value.bool_value();
+      return true;
+    case v1::Value::kInt64Value:
+      out->kind = Kind::kInt64;
+      out->int64_value = value.int64_value();
+      return true;
+    case v1::Value::kDoubleValue:
+      out->kind = Kind::kDouble;
+      out->double_value = value.double_value();
+      return true;
+    case v1::Value::kStringValue:
+      out->kind = Kind::kString;
+      out->text = value.string_value();
+      return true;
+    case v1::Value::kBytesValue:
+      out->kind = Kind::kBytes;
+      out->text = value.bytes_value();
+      return true;
+    case v1::Value::kNumericValue:
+      out->kind = Kind::kNumeric;
+      out->text = value.numeric_value();
+      return true;
+    case v1::Value::kJsonValue:
+      out->kind = Kind::kJson;
+      out->text = value.json_value();
+      return true;
+    case v1::Value::kArrayValue: {
+      if (depth >= kMaxArrayDepth) return false;
+      const auto& values = value.array_value().values();
+      out->kind = Kind::kArray;
+      out->elements.resize(static_cast<size_t>(values.size()));
+      for (int i = 0; i < values.size(); ++i) {
+        if (!ConvertInPlace(values.Get(i), depth + 1, &out->elements[static_cast<size_t>(i)])) {
+          return false;
+        }
+      }
+      return true;
+    }
+    case v1::Value::KIND_NOT_SET:
+      break;
+  }
+  return false;
+}
+
 }  // namespace
 
 absl::StatusOr<storage::Value> ValueFromProto(const v1::Value& value, absl::string_view where) {
+  storage::Value out;
+  if (ConvertInPlace(value, 0, &out)) return out;
   return Convert(value, where, 0);
 }
 
 absl::StatusOr<std::vector<storage::Value>> ParamsFromProto(
     const google::protobuf::RepeatedPtrField<v1::Value>& params, absl::string_view where_prefix) {
-  std::vector<storage::Value> out;
-  out.reserve(params.size());
+  std::vector<storage::Value> out(static_cast<size_t>(params.size()));
   for (int i = 0; i < params.size(); ++i) {
-    absl::StatusOr<storage::Value> v =
+    storage::Value& v = out[static_cast<size_t>(i)];
+    if (ConvertInPlace(params.Get(i), 0, &v)) continue;
+    absl::StatusOr<storage::Value> converted =
         Convert(params.Get(i), absl::StrCat(where_prefix, "params[", i, "]"), 0);
-    if (!v.ok()) return v.status();
-    out.push_back(*std::move(v));
+    if (!converted.ok()) return converted.status();
+    v = *std::move(converted);  // not reached: both refuse the same values
   }
   return out;
 }

@@ -26,6 +26,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -488,6 +489,85 @@ TEST_F(ConnectionPoolTest, ServedWaiterIsNotTimedOutLater) {
   Advance(absl::Hours(1));
   EXPECT_TRUE(Served(waiter));  // and its callback ran once (checked by Acquire())
   EXPECT_EQ(Stats().checkout_timeouts, 0);
+}
+
+TEST_F(ConnectionPoolTest, QueuedWaitersShareOneDeadlineTimer) {
+  PoolOptions o = SingleConnection();
+  o.timeout = absl::Seconds(5);
+  MakePool(o);
+  Acquire();
+  RunAll();
+  for (int k = 0; k < 10; ++k) Acquire(start_ + absl::Seconds(10 - k));  // later ones due sooner
+  RunAll();
+  EXPECT_EQ(Stats().waiters, 10);
+  EXPECT_EQ(timers_.pending(), 1u);
+}
+
+TEST_F(ConnectionPoolTest, WaiterDueSoonerThanThoseQueuedBeforeItExpiresFirst) {
+  PoolOptions o = SingleConnection();
+  o.timeout = absl::Seconds(5);
+  MakePool(o);
+  Acquire();
+  const int patient = Acquire();                             // the pool timeout: 5 s
+  const int hurried = Acquire(start_ + absl::Seconds(1));    // its own deadline: 1 s
+  const int middle = Acquire(start_ + absl::Seconds(3));     // 3 s
+  const int same_time = Acquire(start_ + absl::Seconds(3));  // 3 s, queued after `middle`
+  RunAll();
+
+  Advance(absl::Seconds(1));
+  EXPECT_EQ(StatusOf(hurried).code(), absl::StatusCode::kDeadlineExceeded) << StatusOf(hurried);
+  EXPECT_TRUE(Waiting(patient));
+  EXPECT_TRUE(Waiting(middle));
+
+  Advance(absl::Seconds(2) - absl::Nanoseconds(1));
+  EXPECT_TRUE(Waiting(middle));
+  Advance(absl::Nanoseconds(1));
+  EXPECT_EQ(StatusOf(middle).code(), absl::StatusCode::kDeadlineExceeded) << StatusOf(middle);
+  EXPECT_EQ(StatusOf(same_time).code(), absl::StatusCode::kDeadlineExceeded);
+  // Same deadline: expired in queue order (the first saw the second waiting).
+  EXPECT_THAT(MessageOf(middle), HasSubstr("2 other callers waiting"));
+  EXPECT_THAT(MessageOf(same_time), HasSubstr("1 other callers waiting"));
+  EXPECT_TRUE(Waiting(patient));
+
+  Advance(absl::Seconds(2));
+  EXPECT_EQ(StatusOf(patient).code(), absl::StatusCode::kResourceExhausted) << StatusOf(patient);
+  EXPECT_EQ(Stats().checkout_timeouts, 4);
+  EXPECT_EQ(timers_.pending(), 0u);
+}
+
+TEST_F(ConnectionPoolTest, AfterTheEarliestWaiterIsServedTheNextStillExpiresAtItsDeadline) {
+  PoolOptions o = SingleConnection();
+  o.timeout = absl::Seconds(30);
+  MakePool(o);
+  const int holder = Acquire();
+  const int first = Acquire(start_ + absl::Seconds(1));
+  const int second = Acquire(start_ + absl::Seconds(2));
+  RunAll();
+  Release(holder);  // to `first`, whose deadline the timer was armed for
+  RunAll();
+  ASSERT_TRUE(Served(first));
+
+  Advance(absl::Seconds(1));  // the timer fires for nobody and re-arms
+  EXPECT_TRUE(Waiting(second));
+  EXPECT_EQ(timers_.pending(), 1u);
+  Advance(absl::Seconds(1) - absl::Nanoseconds(1));
+  EXPECT_TRUE(Waiting(second));
+  Advance(absl::Nanoseconds(1));
+  EXPECT_EQ(StatusOf(second).code(), absl::StatusCode::kDeadlineExceeded) << StatusOf(second);
+  EXPECT_EQ(Stats().checkout_timeouts, 1);
+  EXPECT_EQ(timers_.pending(), 0u);
+}
+
+TEST_F(ConnectionPoolTest, CancellingTheLastWaiterWithdrawsTheTimer) {
+  MakePool(SingleConnection());
+  Acquire();
+  const int waiter = Acquire();
+  RunAll();
+  EXPECT_EQ(timers_.pending(), 1u);
+  pool_->CancelWait(WaitIdOf(waiter));
+  RunAll();
+  EXPECT_EQ(StatusOf(waiter).code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(timers_.pending(), 0u);
 }
 
 // ---- CancelWait ----
@@ -988,9 +1068,9 @@ TEST_F(ConnectionPoolTest, ReconnectDelayGrowsExponentiallyUpToItsMax) {
     delays.push_back(s.next_connect_attempt - clock_.Now());
     clock_.Set(s.next_connect_attempt);
   }
-  EXPECT_EQ(delays, (std::vector<absl::Duration>{
-                        absl::Milliseconds(100), absl::Milliseconds(200), absl::Milliseconds(400),
-                        absl::Milliseconds(800), absl::Seconds(1), absl::Seconds(1)}));
+  EXPECT_EQ(delays, (std::vector<absl::Duration>{absl::Milliseconds(100), absl::Milliseconds(200),
+                                                 absl::Milliseconds(400), absl::Milliseconds(800),
+                                                 absl::Seconds(1), absl::Seconds(1)}));
   EXPECT_EQ(Stats().connect_failures, 6);
   EXPECT_EQ(Stats().connect_failures_in_row, 6);
 }
@@ -1087,6 +1167,30 @@ TEST_F(ConnectionPoolTest, ConnectionsInUseAndWaitersAreCountedPerClient) {
   Release(anonymous);
   s = Stats();
   EXPECT_TRUE(s.clients.empty());
+}
+
+TEST_F(ConnectionPoolTest, ManyClientIdsComeAndGoWithoutLingering) {
+  MakePool(Options());
+  // More ids than the pool keeps unreferenced entries for, so they are swept.
+  for (int k = 0; k < 200; ++k) {
+    const int r = Acquire(absl::InfiniteFuture(), absl::StrCat("client-", k));
+    RunAll();
+    ASSERT_TRUE(Served(r));
+    EXPECT_EQ(Stats().clients[absl::StrCat("client-", k)].in_use, 1);
+    Release(r);
+  }
+  EXPECT_TRUE(Stats().clients.empty());
+  // An id seen before (and perhaps swept) counts from zero again.
+  const int again = Acquire(absl::InfiniteFuture(), "client-5");
+  const int other = Acquire(absl::InfiniteFuture(), "client-199");
+  RunAll();
+  ASSERT_TRUE(Served(again));
+  ASSERT_TRUE(Served(other));
+  PoolStats s = Stats();
+  EXPECT_EQ(s.clients.size(), 2u);
+  EXPECT_EQ(s.clients["client-5"].in_use, 1);
+  EXPECT_EQ(s.clients["client-199"].in_use, 1);
+  EXPECT_EQ(s.checkouts, 202);
 }
 
 TEST_F(ConnectionPoolTest, CheckoutWaitsAreRecordedFromRequestToDelivery) {

@@ -2,6 +2,7 @@
 // percentiles over a sliding window driven by a FakeClock.
 #include "server/core/duration_histogram.h"
 
+#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -105,6 +106,36 @@ TEST(DurationHistogramTest, TotalsAreCumulativePrometheusBuckets) {
   EXPECT_THAT(t.cumulative, ElementsAre(3u, 3u, 4u, 5u));
   EXPECT_EQ(t.count, 5u);
   EXPECT_DOUBLE_EQ(t.sum_seconds, 0.0005 + 0.001 + 0.05 + 2);
+}
+
+TEST(DurationHistogramTest, EachDefaultBoundIsInclusiveToTheNanosecond) {
+  FakeClock clock;
+  const std::vector<double> bounds = DurationHistogram::DefaultBounds();
+  for (size_t i = 0; i < bounds.size(); ++i) {
+    DurationHistogram h(clock);
+    const absl::Duration bound = absl::Nanoseconds(std::llround(bounds[i] * 1e9));
+    h.Record(bound);                         // le: in bucket i
+    h.Record(bound + absl::Nanoseconds(1));  // the next one
+    h.Record(bound - absl::Nanoseconds(1));  // bucket i (above the previous bound)
+    const HistogramTotals t = h.Totals();
+    EXPECT_EQ(t.cumulative[i], 2u) << "le=" << bounds[i];
+    if (i > 0) EXPECT_EQ(t.cumulative[i - 1], 0u) << "le=" << bounds[i];
+    EXPECT_EQ(t.cumulative[i + 1], 3u) << "le=" << bounds[i];
+  }
+}
+
+TEST(DurationHistogramTest, RecordGivenTheTimeFilesTheSampleAtThatTime) {
+  FakeClock clock;
+  DurationHistogram h(clock);
+  const absl::Time start = clock.Now();
+  clock.Advance(absl::Seconds(59));
+  h.Record(absl::Seconds(7), start);  // in the window's first second
+  h.Record(absl::Seconds(1));         // in its last
+  EXPECT_EQ(h.Recent().count, 2);
+  clock.Advance(absl::Seconds(1));  // the first second leaves the window
+  const RecentDurations r = h.Recent();
+  EXPECT_EQ(r.count, 1);
+  EXPECT_EQ(r.max, absl::Seconds(1));
 }
 
 TEST(DurationHistogramTest, VeryLongDurationsAreClampedNotLost) {
