@@ -1,6 +1,8 @@
 #include "server/transport/value_conversion.h"
 
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -10,122 +12,99 @@ namespace {
 // PostgreSQL arrays have at most 6 dimensions (MAXDIM).
 constexpr int kMaxArrayDepth = 6;
 
-absl::StatusOr<storage::Value> Convert(const v1::Value& value, absl::string_view where, int depth) {
-  using storage::Value;
-  switch (value.kind_case()) {
-    case v1::Value::kNullValue:
-      return Value::Null();
-    case v1::Value::kBoolValue:
-      return Value::Bool(value.bool_value());
-    case v1::Value::kInt64Value:
-      return Value::Int64(value.int64_value());
-    case v1::Value::kDoubleValue:
-      return Value::Double(value.double_value());
-    case v1::Value::kStringValue:
-      return Value::String(value.string_value());
-    case v1::Value::kBytesValue:
-      return Value::Bytes(value.bytes_value());
-    case v1::Value::kNumericValue:
-      return Value::Numeric(value.numeric_value());
-    case v1::Value::kJsonValue:
-      return Value::Json(value.json_value());
-    case v1::Value::kArrayValue: {
-      if (depth >= kMaxArrayDepth) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, ": arrays nest deeper than PostgreSQL's ", kMaxArrayDepth, " dimensions"));
-      }
-      std::vector<Value> elements;
-      elements.reserve(value.array_value().values_size());
-      for (int i = 0; i < value.array_value().values_size(); ++i) {
-        absl::StatusOr<Value> element =
-            Convert(value.array_value().values(i), absl::StrCat(where, "[", i, "]"), depth + 1);
-        if (!element.ok()) return element.status();
-        elements.push_back(*std::move(element));
-      }
-      return Value::Array(std::move(elements));
-    }
-    case v1::Value::KIND_NOT_SET:
-      break;
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat(where, " has no value set; use null_value for SQL NULL"));
-}
+// Why Fill() refused a value.
+enum class Refusal { kNone, kNoValue, kTooDeep };
 
-// The common path: fills `out` (a default Value) and returns true, or returns
-// false, saying nothing, for a value Convert() refuses; the caller then asks
-// Convert() why. Parameters are almost always valid, so no position string
-// ("params[3][1]") and no Status is built for them, and each value is built
-// in place instead of being moved out of a StatusOr.
-bool ConvertInPlace(const v1::Value& value, int depth, storage::Value* out) {
+// Fills `out` (a default Value) from `value`. On refusal, `path` holds the
+// array indices that lead to the refused element, innermost first. Parameters
+// are almost always valid, so no position string ("params[3][1]") and no
+// Status is built unless one is refused, and values are built in place.
+Refusal Fill(const v1::Value& value, int depth, storage::Value* out, std::vector<int>* path) {
   using Kind = storage::Value::Kind;
   switch (value.kind_case()) {
     case v1::Value::kNullValue:
       out->kind = Kind::kNull;
-      return true;
+      return Refusal::kNone;
     case v1::Value::kBoolValue:
       out->kind = Kind::kBool;
       out->bool_value = value.bool_value();
-      return true;
+      return Refusal::kNone;
     case v1::Value::kInt64Value:
       out->kind = Kind::kInt64;
       out->int64_value = value.int64_value();
-      return true;
+      return Refusal::kNone;
     case v1::Value::kDoubleValue:
       out->kind = Kind::kDouble;
       out->double_value = value.double_value();
-      return true;
+      return Refusal::kNone;
     case v1::Value::kStringValue:
       out->kind = Kind::kString;
       out->text = value.string_value();
-      return true;
+      return Refusal::kNone;
     case v1::Value::kBytesValue:
       out->kind = Kind::kBytes;
       out->text = value.bytes_value();
-      return true;
+      return Refusal::kNone;
     case v1::Value::kNumericValue:
       out->kind = Kind::kNumeric;
       out->text = value.numeric_value();
-      return true;
+      return Refusal::kNone;
     case v1::Value::kJsonValue:
       out->kind = Kind::kJson;
       out->text = value.json_value();
-      return true;
+      return Refusal::kNone;
     case v1::Value::kArrayValue: {
-      if (depth >= kMaxArrayDepth) return false;
+      if (depth >= kMaxArrayDepth) return Refusal::kTooDeep;
       const auto& values = value.array_value().values();
       out->kind = Kind::kArray;
       out->elements.resize(static_cast<size_t>(values.size()));
       for (int i = 0; i < values.size(); ++i) {
-        if (!ConvertInPlace(values.Get(i), depth + 1, &out->elements[static_cast<size_t>(i)])) {
-          return false;
+        const Refusal refused =
+            Fill(values.Get(i), depth + 1, &out->elements[static_cast<size_t>(i)], path);
+        if (refused != Refusal::kNone) {
+          path->push_back(i);
+          return refused;
         }
       }
-      return true;
+      return Refusal::kNone;
     }
     case v1::Value::KIND_NOT_SET:
       break;
   }
-  return false;
+  return Refusal::kNoValue;
+}
+
+// The INVALID_ARGUMENT for a refused value at `where` + `path`.
+absl::Status Refused(Refusal refusal, absl::string_view where, const std::vector<int>& path) {
+  std::string at(where);
+  for (auto it = path.rbegin(); it != path.rend(); ++it) absl::StrAppend(&at, "[", *it, "]");
+  if (refusal == Refusal::kTooDeep) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(at, ": arrays nest deeper than PostgreSQL's ", kMaxArrayDepth, " dimensions"));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(at, " has no value set; use null_value for SQL NULL"));
 }
 
 }  // namespace
 
 absl::StatusOr<storage::Value> ValueFromProto(const v1::Value& value, absl::string_view where) {
   storage::Value out;
-  if (ConvertInPlace(value, 0, &out)) return out;
-  return Convert(value, where, 0);
+  std::vector<int> path;
+  const Refusal refused = Fill(value, 0, &out, &path);
+  if (refused != Refusal::kNone) return Refused(refused, where, path);
+  return out;
 }
 
 absl::StatusOr<std::vector<storage::Value>> ParamsFromProto(
     const google::protobuf::RepeatedPtrField<v1::Value>& params, absl::string_view where_prefix) {
   std::vector<storage::Value> out(static_cast<size_t>(params.size()));
+  std::vector<int> path;
   for (int i = 0; i < params.size(); ++i) {
-    storage::Value& v = out[static_cast<size_t>(i)];
-    if (ConvertInPlace(params.Get(i), 0, &v)) continue;
-    absl::StatusOr<storage::Value> converted =
-        Convert(params.Get(i), absl::StrCat(where_prefix, "params[", i, "]"), 0);
-    if (!converted.ok()) return converted.status();
-    v = *std::move(converted);  // not reached: both refuse the same values
+    const Refusal refused = Fill(params.Get(i), 0, &out[static_cast<size_t>(i)], &path);
+    if (refused != Refusal::kNone) {
+      return Refused(refused, absl::StrCat(where_prefix, "params[", i, "]"), path);
+    }
   }
   return out;
 }
