@@ -5,9 +5,9 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "server/core/build_info.h"
-#include "server/core/clock.h"
-#include "server/core/prometheus_text.h"
+#include "server/core/base/build_info.h"
+#include "server/core/base/clock.h"
+#include "server/core/monitor/prometheus_text.h"
 #include "server/storage/pqxx_connection.h"
 #include "spdlog/spdlog.h"
 

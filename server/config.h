@@ -12,8 +12,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/core/connection_pool.h"
-#include "server/core/session_manager.h"
+#include "server/core/pool/connection_pool.h"
+#include "server/core/session/session_manager.h"
 
 namespace sessionbroker {
 

@@ -25,8 +25,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/grpcpp.h"
-#include "server/core/mutex.h"
-#include "server/core/session_manager.h"
+#include "server/core/base/mutex.h"
+#include "server/core/session/session_manager.h"
 #include "sessionbroker/v1/broker.pb.h"
 
 namespace sessionbroker::transport {

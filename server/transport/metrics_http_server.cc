@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "httplib.h"
-#include "server/core/prometheus_text.h"
+#include "server/core/monitor/prometheus_text.h"
 #include "spdlog/spdlog.h"
 
 namespace sessionbroker::transport {

@@ -20,8 +20,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
-#include "server/core/mutex.h"
-#include "server/core/snapshot_sampler.h"
+#include "server/core/base/mutex.h"
+#include "server/core/monitor/snapshot_sampler.h"
 #include "sessionbroker/v1/monitor.grpc.pb.h"
 
 namespace sessionbroker::transport {

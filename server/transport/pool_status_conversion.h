@@ -3,7 +3,7 @@
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_POOL_STATUS_CONVERSION_H_
 #define SESSIONBROKER_SERVER_TRANSPORT_POOL_STATUS_CONVERSION_H_
 
-#include "server/core/pool_snapshot.h"
+#include "server/core/monitor/pool_snapshot.h"
 #include "sessionbroker/v1/monitor.pb.h"
 
 namespace sessionbroker::transport {

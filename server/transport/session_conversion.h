@@ -9,7 +9,7 @@
 #include "absl/time/time.h"
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/timestamp.pb.h"
-#include "server/core/session_manager.h"
+#include "server/core/session/session_manager.h"
 #include "sessionbroker/v1/broker.pb.h"
 
 namespace sessionbroker::transport {

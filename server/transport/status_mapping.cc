@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "server/core/session_manager.h"
+#include "server/core/session/session_manager.h"
 #include "server/storage/sql_error.h"
 
 namespace sessionbroker::transport {

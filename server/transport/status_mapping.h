@@ -2,7 +2,7 @@
 // codes are the google.rpc codes, so the code carries over unchanged; the
 // SQLSTATE a status carries (storage/sql_error.h) is added to the trailing
 // metadata as "sqlstate", and the session layer's reason token
-// (core/session_manager.h) as "sessionbroker-reason". Thread-safe.
+// (core/session/session_manager.h) as "sessionbroker-reason". Thread-safe.
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_STATUS_MAPPING_H_
 #define SESSIONBROKER_SERVER_TRANSPORT_STATUS_MAPPING_H_
 

@@ -27,7 +27,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
-#include "server/core/mutex.h"
+#include "server/core/base/mutex.h"
 #include "sessionbroker/v1/monitor.grpc.pb.h"
 #include "tests/support/broker_fixture.h"
 #include "tests/support/broker_process.h"

@@ -14,8 +14,8 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
-#include "server/core/executor.h"
-#include "server/core/mutex.h"
+#include "server/core/base/executor.h"
+#include "server/core/base/mutex.h"
 #include "server/storage/db_connection.h"
 
 namespace sessionbroker::testing {

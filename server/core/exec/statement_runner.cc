@@ -1,0 +1,524 @@
+#include "server/core/exec/statement_runner.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/core/base/mutex.h"
+#include "server/core/sql/sql_classifier.h"
+#include "server/storage/sql_error.h"
+#include "server/storage/value_text.h"
+#include "spdlog/spdlog.h"
+
+namespace sessionbroker::core {
+namespace {
+
+constexpr absl::string_view kQueryCanceled = "57014";
+
+using Op = RunRequest::Op;
+
+bool TakesStatements(Op op) {
+  return op == Op::kExecute || op == Op::kBatch || op == Op::kInTransaction;
+}
+
+// What a result counts against max_result_bytes: the connection's own
+// upper bound of its size in the response (storage/value_text.h).
+size_t ResultBytes(const storage::QueryResult& result) {
+  size_t bytes = storage::ResultHeaderBytes(result);
+  for (const std::vector<storage::Value>& row : result.rows) {
+    bytes += storage::kResultRowOverheadBytes;
+    for (const storage::Value& value : row) bytes += storage::ResultBytes(value);
+  }
+  return bytes;
+}
+
+bool RunsOnGivenConnection(Op op) {
+  return op == Op::kInTransaction || op == Op::kCommit || op == Op::kRollback;
+}
+
+// Statements the connection may prepare and keep (storage::Statement::
+// cacheable): queries and DML that leave nothing behind on the session.
+bool Cacheable(const SqlInfo& info) {
+  if (info.changes_session_state) return false;
+  const std::string& k = info.first_keyword;
+  return k == "SELECT" || k == "INSERT" || k == "UPDATE" || k == "DELETE" || k == "WITH" ||
+         k == "VALUES" || k == "TABLE" || k == "MERGE";
+}
+
+// Checks the request; on success tells whether the connection must be reset
+// afterwards because a statement may leave session state behind. With
+// `statements` (the request's own), marks the cacheable ones.
+absl::StatusOr<bool> Check(const RunRequest& request,
+                           std::vector<storage::Statement>* statements = nullptr) {
+  if (RunsOnGivenConnection(request.op) && !request.connection) {
+    return absl::FailedPreconditionError("no transaction is open (no connection was given)");
+  }
+  if (!TakesStatements(request.op)) {
+    if (!request.statements.empty()) {
+      return absl::InvalidArgumentError("BEGIN, COMMIT and ROLLBACK take no statements");
+    }
+    return false;
+  }
+  const bool several_allowed = request.op != Op::kExecute;
+  if (request.statements.empty()) {
+    return absl::InvalidArgumentError(several_allowed ? "statements is empty: give at least one"
+                                                      : "no statement given");
+  }
+  if (!several_allowed && request.statements.size() != 1) {
+    return absl::InvalidArgumentError("Execute runs exactly one statement");
+  }
+  bool needs_reset = false;
+  for (size_t i = 0; i < request.statements.size(); ++i) {
+    const storage::Statement& s = request.statements[i];
+    const std::string where = several_allowed ? absl::StrCat("statements[", i, "]: ") : "";
+    const SqlInfo info = ClassifySql(s.sql);
+    if (info.empty) return absl::InvalidArgumentError(absl::StrCat(where, "sql is empty"));
+    if (info.multiple_statements) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where,
+                       "sql holds more than one statement; send one statement per call, or several "
+                       "as separate entries of ExecuteBatch"));
+    }
+    if (info.transaction_control) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, info.first_keyword,
+          " is not allowed here: Execute runs each statement in its own transaction "
+          "(autocommit), ExecuteBatch wraps all its statements in one transaction, and a "
+          "session's transactions are opened and ended with BeginTransaction, Commit and "
+          "Rollback, so the broker controls transactions"));
+    }
+    if (info.copy_stdio) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where,
+          "COPY ... FROM STDIN / TO STDOUT streams data over a protocol the broker does "
+          "not offer; use INSERT ... VALUES with parameters, or SELECT"));
+    }
+    if (info.max_placeholder != static_cast<int>(s.params.size())) {
+      return absl::InvalidArgumentError(
+          info.max_placeholder == 0
+              ? absl::StrCat(where, "the statement has no $n placeholders but ", s.params.size(),
+                             " parameters were given")
+              : absl::StrCat(where, "the statement uses placeholders up to $", info.max_placeholder,
+                             " but ", s.params.size(), " parameters were given"));
+    }
+    needs_reset = needs_reset || info.changes_session_state;
+    if (statements != nullptr) (*statements)[i].cacheable = Cacheable(info);
+  }
+  return needs_reset;
+}
+
+}  // namespace
+
+// One call's progress: waiting for a connection, running, finished. The mutex
+// and the in-flight count order cancellation against completion, so a cancel
+// request can never hit a connection after it went back to the pool (or to
+// the session that owns it).
+class StatementRunner::Call final : public RunningCall, public std::enable_shared_from_this<Call> {
+ public:
+  enum class Reason { kNone, kDeadline, kMaxDuration, kCaller, kAborted };
+
+  Call(StatementRunner& runner, RunRequest request, StepCallback done, bool needs_reset)
+      : runner_(runner),
+        request_(std::move(request)),
+        done_(std::move(done)),
+        needs_reset_(needs_reset) {}
+
+  void Start() {
+    auto self = shared_from_this();
+    if (RunsOnGivenConnection(request_.op)) {
+      // The connection is ours already; the work blocks, so it runs where
+      // pooled work runs.
+      runner_.pool_.executor().Post(
+          [self] { self->OnConnection(std::move(self->request_.connection)); });
+      return;
+    }
+    AcquireRequest acquire;
+    acquire.deadline = request_.deadline;
+    acquire.client_id = request_.client_id;
+    const ConnectionPool::WaitId id =
+        runner_.pool_.Acquire(acquire, [self](absl::StatusOr<PooledConnection> conn) mutable {
+          self->OnConnection(std::move(conn));
+        });
+    bool cancel_now = false;
+    {
+      MutexLock lock(&mu_);
+      if (phase_ == Phase::kWaiting) {
+        wait_id_ = id;
+        cancel_now = reason_ != Reason::kNone;
+      }
+    }
+    if (cancel_now) runner_.pool_.CancelWait(id);
+  }
+
+  void Cancel() override { Stop(Reason::kCaller, absl::Status()); }
+  void Abort(absl::Status why) override { Stop(Reason::kAborted, std::move(why)); }
+
+ private:
+  enum class Phase { kWaiting, kRunning, kFinished };
+
+  void Stop(Reason reason, absl::Status why) {
+    ConnectionPool::WaitId wait = 0;
+    bool running = false;
+    {
+      MutexLock lock(&mu_);
+      if (phase_ == Phase::kFinished || stop_requested_) return;
+      stop_requested_ = true;
+      if (reason_ == Reason::kNone) {
+        reason_ = reason;
+        abort_status_ = std::move(why);
+      }
+      if (phase_ == Phase::kWaiting) wait = wait_id_;
+      running = phase_ == Phase::kRunning;
+    }
+    if (wait != 0) runner_.pool_.CancelWait(wait);
+    if (running) RequestCancel(reason);
+  }
+
+  // Never blocks: a cancel request opens a socket to PostgreSQL, so it is
+  // sent from the runner's cancel executor, not from a gRPC or timer thread.
+  void RequestCancel(Reason reason) {
+    auto self = shared_from_this();
+    runner_.cancel_executor_.Post([self, reason] { self->SendCancel(reason); });
+  }
+
+  void SendCancel(Reason reason) {
+    storage::DbConnection* conn;
+    {
+      MutexLock lock(&mu_);
+      if (phase_ != Phase::kRunning) return;
+      if (reason_ == Reason::kNone) reason_ = reason;
+      conn = running_on_;
+      ++cancels_in_flight_;  // completion waits for it before reusing conn
+    }
+    conn->Cancel();
+    MutexLock lock(&mu_);
+    --cancels_in_flight_;
+    cancel_sent_.SignalAll();
+    // PostgreSQL ignores a cancel that arrives between two statements; the
+    // connection's own cancel flag stops the next one, and a repeat every
+    // second covers a statement that started just as the request went out.
+    if (phase_ == Phase::kRunning && resend_timer_ == 0) {
+      auto self = shared_from_this();
+      resend_timer_ = runner_.timers_.Schedule(runner_.clock_.Now() + absl::Seconds(1), [self] {
+        Reason again;
+        {
+          MutexLock lock(&self->mu_);
+          self->resend_timer_ = 0;
+          again = self->reason_;
+        }
+        self->RequestCancel(again);
+      });
+    }
+  }
+
+  // The step's work on `conn`; the caller has armed the deadline.
+  absl::StatusOr<Results> Work(storage::DbConnection& conn) {
+    storage::ExecuteOptions options;
+    options.max_result_bytes = runner_.options_.max_result_bytes;
+    switch (request_.op) {
+      case Op::kExecute:
+        if (request_.transaction.IsPlain()) {
+          absl::StatusOr<storage::QueryResult> one = conn.Execute(request_.statements[0], options);
+          if (!one.ok()) return one.status();
+          Results out;
+          out.push_back(*std::move(one));
+          return out;
+        }
+        [[fallthrough]];
+      case Op::kBatch:
+        options.transaction = request_.transaction;
+        return conn.ExecuteBatch(request_.statements, options);
+      case Op::kBegin:
+        if (absl::Status begun = conn.Begin(request_.transaction); !begun.ok()) return begun;
+        return Results{};
+      case Op::kInTransaction: {
+        options.in_transaction = true;
+        Results out;
+        const size_t n = request_.statements.size();
+        // The cap covers the whole batch, as a one-shot batch's does: each
+        // statement is capped by the connection, their sum here, where
+        // failing rolls the transaction back (in the response it would be
+        // too late: the statements would stay in the transaction).
+        size_t result_bytes = 0;
+        for (size_t k = 0; k < n; ++k) {
+          absl::StatusOr<storage::QueryResult> one = conn.Execute(request_.statements[k], options);
+          if (one.ok() && options.max_result_bytes > 0) {
+            result_bytes += ResultBytes(*one);
+            if (result_bytes > options.max_result_bytes) {
+              one = absl::ResourceExhaustedError(absl::StrCat(
+                  "the results of the batch exceed ", options.max_result_bytes,
+                  " bytes (BROKER_MAX_RESULT_BYTES); add a LIMIT or page with WHERE/ORDER BY; its "
+                  "transaction was rolled back"));
+            }
+          }
+          if (!one.ok()) {
+            if (n == 1) return one.status();
+            return storage::WithPrefix(one.status(),
+                                       absl::StrCat("statement ", k + 1, " of ", n, ": "));
+          }
+          out.push_back(*std::move(one));
+        }
+        return out;
+      }
+      case Op::kCommit:
+        if (absl::Status committed = conn.Commit(); !committed.ok()) return committed;
+        return Results{};
+      case Op::kRollback:
+        if (absl::Status rolled_back = conn.Rollback(); !rolled_back.ok()) return rolled_back;
+        return Results{};
+    }
+    return absl::InternalError("unknown step");
+  }
+
+  void OnConnection(absl::StatusOr<PooledConnection> acquired) {
+    if (!acquired.ok()) {
+      absl::Status status = acquired.status();
+      {
+        MutexLock lock(&mu_);
+        if (reason_ == Reason::kAborted) status = abort_status_;
+      }
+      Finish(std::move(status), PooledConnection());
+      return;
+    }
+    PooledConnection conn = *std::move(acquired);
+    bool stopped;
+    absl::Status abort_status;
+    {
+      MutexLock lock(&mu_);
+      stopped = stop_requested_;
+      phase_ = stopped ? Phase::kFinished : Phase::kRunning;
+      if (!stopped) running_on_ = conn.get();
+      if (reason_ == Reason::kAborted) abort_status = abort_status_;
+    }
+    if (stopped && request_.op != Op::kRollback) {
+      ReleaseAfterFailure(std::move(conn));
+      Finish(abort_status.ok()
+                 ? absl::CancelledError("the call was cancelled before its statement started")
+                 : abort_status,
+             PooledConnection());
+      return;
+    }
+
+    const absl::Time started = runner_.clock_.Now();
+    if (started >= request_.deadline && request_.op != Op::kRollback) {
+      // A slow connect can hand over a connection after the caller gave up.
+      {
+        MutexLock lock(&mu_);
+        phase_ = Phase::kFinished;
+        running_on_ = nullptr;
+      }
+      ReleaseAfterFailure(std::move(conn));
+      Finish(absl::DeadlineExceededError(
+                 "the call's deadline passed while a database connection was being opened"),
+             PooledConnection());
+      return;
+    }
+    const absl::Time cap = started + runner_.options_.max_statement_duration;
+    const bool caller_first = request_.deadline <= cap;
+    const absl::Time deadline = std::min(request_.deadline, cap);
+    TimerQueue::TimerId timer = 0;
+    if (deadline != absl::InfiniteFuture()) {
+      auto self = shared_from_this();
+      const Reason why = caller_first ? Reason::kDeadline : Reason::kMaxDuration;
+      timer = runner_.timers_.Schedule(deadline, [self, why] { self->RequestCancel(why); });
+    }
+
+    absl::StatusOr<Results> out = Work(*conn);
+
+    Reason reason;
+    TimerQueue::TimerId resend;
+    {
+      MutexLock lock(&mu_);
+      phase_ = Phase::kFinished;
+      // No cancel may touch the connection once it is back in the pool.
+      while (cancels_in_flight_ > 0) cancel_sent_.Wait(&mu_);
+      running_on_ = nullptr;
+      reason = reason_;
+      abort_status = abort_status_;
+      resend = std::exchange(resend_timer_, 0);
+    }
+    if (timer != 0) runner_.timers_.Cancel(timer);
+    if (resend != 0) runner_.timers_.Cancel(resend);
+    conn->ClearCancel();
+    const absl::Duration took = runner_.clock_.Now() - started;
+
+    if (!out.ok() && reason != Reason::kNone) {
+      out = Explain(out.status(), reason, abort_status, took);
+    }
+    if (TakesStatements(request_.op)) {
+      runner_.statement_duration_.Record(took);
+      runner_.statements_.fetch_add(static_cast<int64_t>(request_.statements.size()),
+                                    std::memory_order_relaxed);
+      if (!out.ok()) runner_.statement_errors_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (reason != Reason::kNone) runner_.cancellations_.fetch_add(1, std::memory_order_relaxed);
+    if (runner_.options_.echo) Echo(took, out);
+
+    const bool keep = out.ok() && (request_.op == Op::kBegin || request_.op == Op::kInTransaction);
+    if (keep) {
+      Finish(std::move(out), std::move(conn));
+      return;
+    }
+    if (!out.ok() && request_.op == Op::kInTransaction && !conn->IsBroken()) {
+      // The transaction is aborted on the server; end it before the
+      // connection goes anywhere.
+      if (const absl::Status rolled_back = conn->Rollback(); !rolled_back.ok()) {
+        conn.MarkBroken();
+      }
+    }
+    ResetIfNeeded(conn);
+    conn.Release();
+    Finish(std::move(out), PooledConnection());
+  }
+
+  // A connection the step did not use (or whose transaction it must give
+  // up): ends a transaction it may hold, resets it if needed, returns it.
+  void ReleaseAfterFailure(PooledConnection conn) {
+    if (RunsOnGivenConnection(request_.op) && !conn->IsBroken()) {
+      if (const absl::Status rolled_back = conn->Rollback(); !rolled_back.ok()) {
+        conn.MarkBroken();
+      }
+    }
+    ResetIfNeeded(conn);
+    conn.Release();
+  }
+
+  void ResetIfNeeded(PooledConnection& conn) {
+    if (!(needs_reset_ || request_.reset_on_release) || conn->IsBroken()) return;
+    runner_.session_resets_.fetch_add(1, std::memory_order_relaxed);
+    const absl::Status reset = conn->ResetSession();
+    if (!reset.ok()) {
+      spdlog::warn("discarding connection pid={}: session reset failed: {}", conn->BackendPid(),
+                   reset.ToString());
+      conn.MarkBroken();
+    }
+  }
+
+  // A statement stopped by our cancel request reports SQLSTATE 57014
+  // ("canceling statement due to user request"); say why it really stopped.
+  absl::Status Explain(const absl::Status& status, Reason reason, const absl::Status& aborted,
+                       absl::Duration took) const {
+    const std::optional<std::string> sqlstate = storage::SqlStateOf(status);
+    if (!sqlstate.has_value() || *sqlstate != kQueryCanceled) return status;
+    const std::string after = absl::FormatDuration(absl::Trunc(took, absl::Milliseconds(1)));
+    // The server's own message goes last: in a batch it names the statement
+    // that was stopped.
+    absl::Status explained;
+    switch (reason) {
+      case Reason::kDeadline:
+        explained = absl::DeadlineExceededError(absl::StrCat(
+            "the call's deadline passed while its SQL was running (after ", after,
+            "), so PostgreSQL cancelled it and nothing of it was committed: ", status.message()));
+        break;
+      case Reason::kMaxDuration:
+        explained = absl::DeadlineExceededError(absl::StrCat(
+            "the SQL ran longer than BROKER_MAX_STATEMENT_DURATION (",
+            absl::FormatDuration(runner_.options_.max_statement_duration),
+            "), so PostgreSQL cancelled it and nothing of it was committed: ", status.message()));
+        break;
+      case Reason::kCaller:
+        explained = absl::CancelledError(
+            absl::StrCat("the call was cancelled, so PostgreSQL cancelled its SQL (after ", after,
+                         ") and nothing of it was committed: ", status.message()));
+        break;
+      case Reason::kAborted:
+        explained = aborted;
+        break;
+      case Reason::kNone:
+        return status;
+    }
+    explained.SetPayload(storage::kSqlStatePayloadUrl, absl::Cord(kQueryCanceled));
+    return explained;
+  }
+
+  void Echo(absl::Duration took, const absl::StatusOr<Results>& out) const {
+    const double ms = absl::ToDoubleMilliseconds(took);
+    const std::string status = out.ok() ? "OK" : absl::StatusCodeToString(out.status().code());
+    if (!TakesStatements(request_.op)) {
+      const char* what = request_.op == Op::kBegin    ? "BEGIN"
+                         : request_.op == Op::kCommit ? "COMMIT"
+                                                      : "ROLLBACK";
+      spdlog::info("sql: {} | took_ms={:.3f} status={}", what, ms, status);
+      return;
+    }
+    for (const storage::Statement& s : request_.statements) {
+      // Parameter values are never logged: they may hold secrets.
+      spdlog::info("sql: {} | params={} took_ms={:.3f} status={}", s.sql, s.params.size(), ms,
+                   status);
+    }
+  }
+
+  void Finish(absl::StatusOr<Results> out, PooledConnection conn) {
+    {
+      MutexLock lock(&mu_);
+      phase_ = Phase::kFinished;
+    }
+    RunOutcome outcome;
+    outcome.results = std::move(out);
+    outcome.connection = std::move(conn);
+    outcome.changed_session_state = needs_reset_;
+    std::move(done_)(std::move(outcome));
+  }
+
+  StatementRunner& runner_;
+  RunRequest request_;
+  StepCallback done_;
+  const bool needs_reset_;
+
+  Mutex mu_;
+  Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kWaiting;
+  ConnectionPool::WaitId wait_id_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
+  Reason reason_ ABSL_GUARDED_BY(mu_) = Reason::kNone;
+  absl::Status abort_status_ ABSL_GUARDED_BY(mu_);
+  storage::DbConnection* running_on_ ABSL_GUARDED_BY(mu_) = nullptr;
+  int cancels_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  CondVar cancel_sent_;
+  TimerQueue::TimerId resend_timer_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+StatementRunner::StatementRunner(ConnectionPool& pool, TimerQueue& timers,
+                                 Executor& cancel_executor, const Clock& clock,
+                                 RunnerOptions options)
+    : pool_(pool),
+      timers_(timers),
+      cancel_executor_(cancel_executor),
+      clock_(clock),
+      options_(std::move(options)) {}
+
+absl::Status StatementRunner::Validate(const RunRequest& request) {
+  return Check(request).status();
+}
+
+std::shared_ptr<RunningCall> StatementRunner::Run(RunRequest request, Callback done) {
+  return RunStep(std::move(request), [done = std::move(done)](RunOutcome outcome) mutable {
+    std::move(done)(std::move(outcome.results));
+  });
+}
+
+std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCallback done) {
+  absl::StatusOr<bool> needs_reset = Check(request, &request.statements);
+  if (!needs_reset.ok()) {
+    RunOutcome outcome;
+    outcome.results = needs_reset.status();
+    // A given connection is not the runner's to keep: hand it back untouched.
+    outcome.connection = std::move(request.connection);
+    std::move(done)(std::move(outcome));
+    return nullptr;
+  }
+  auto call = std::make_shared<Call>(*this, std::move(request), std::move(done), *needs_reset);
+  call->Start();
+  return call;
+}
+
+RunnerStats StatementRunner::Stats() const {
+  RunnerStats s;
+  s.statements = statements_.load(std::memory_order_relaxed);
+  s.statement_errors = statement_errors_.load(std::memory_order_relaxed);
+  s.cancellations = cancellations_.load(std::memory_order_relaxed);
+  s.session_resets = session_resets_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace sessionbroker::core

@@ -1,0 +1,167 @@
+// StatementRunner: runs a one-shot statement (autocommit) or an atomic batch
+// on a pooled connection, on behalf of one RPC.
+//
+//  * Requests are checked before any database work (empty SQL, several
+//    statements in one string, transaction control, placeholder/parameter
+//    count mismatch → INVALID_ARGUMENT).
+//  * The call's deadline bounds the pool wait and the statement: when it
+//    passes mid-statement, a cancel request goes to PostgreSQL, the statement
+//    stops, the caller gets DEADLINE_EXCEEDED and the connection is reused.
+//    BROKER_MAX_STATEMENT_DURATION caps statements of callers with no
+//    deadline. RunningCall::Cancel() (the RPC was cancelled) does the same
+//    and yields CANCELLED.
+//  * Statements that may leave session state behind (SET, temp tables,
+//    PREPARE, advisory locks, ...; see SqlInfo) get the connection reset
+//    before it goes back to the pool, so no caller sees another's state.
+//  * Sessions (SessionManager) run their transactions as steps: kBegin takes
+//    a connection and hands it back inside its transaction, kInTransaction
+//    and kCommit/kRollback run on that connection. Each step gets the same
+//    deadline and cancellation handling as a one-shot call.
+//
+// Thread-safe; the pool, timers and clock must outlive it.
+#ifndef SESSIONBROKER_SERVER_CORE_EXEC_STATEMENT_RUNNER_H_
+#define SESSIONBROKER_SERVER_CORE_EXEC_STATEMENT_RUNNER_H_
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/core/base/clock.h"
+#include "server/core/pool/connection_pool.h"
+#include "server/core/base/duration_histogram.h"
+#include "server/core/base/executor.h"
+#include "server/core/base/timer_queue.h"
+#include "server/storage/value.h"
+
+namespace sessionbroker::core {
+
+struct RunnerOptions {
+  size_t max_result_bytes = 4 << 20;
+  // Upper bound on a statement's (or batch's) run time whatever the deadline.
+  absl::Duration max_statement_duration = absl::Minutes(5);
+  // Log every statement's text and duration (never parameter values).
+  bool echo = false;
+};
+
+struct RunRequest {
+  enum class Op {
+    // Exactly one statement: autocommit, or, when `transaction` is not plain
+    // (a session's settings or read-only flag), in a one-statement
+    // transaction begun with it.
+    kExecute,
+    // All statements in one transaction begun with `transaction`.
+    kBatch,
+    // Opens a transaction (`transaction`) on a pooled connection and hands
+    // the connection back to the caller in RunOutcome::connection.
+    kBegin,
+    // The statements, in order, inside the transaction open on `connection`;
+    // on success the connection comes back in RunOutcome::connection, on
+    // failure the transaction is rolled back and the connection returned to
+    // the pool.
+    kInTransaction,
+    // Commits / rolls back the transaction open on `connection`, then
+    // returns the connection to the pool.
+    kCommit,
+    kRollback,
+  };
+  Op op = Op::kExecute;
+  std::vector<storage::Statement> statements;
+  // The caller's deadline (absl::InfiniteFuture() when it has none).
+  absl::Time deadline = absl::InfiniteFuture();
+  // How the transaction begins (kExecute, kBatch, kBegin).
+  storage::TransactionOptions transaction;
+  // kInTransaction, kCommit, kRollback: the connection holding the open
+  // transaction (from an earlier kBegin/kInTransaction outcome).
+  PooledConnection connection;
+  // Reset the connection's session when it goes back to the pool: an
+  // earlier step of the transaction changed session state.
+  bool reset_on_release = false;
+  // Who asks ("x-client-id"), passed on to the pool.
+  std::string client_id;
+};
+
+// What a step produced.
+struct RunOutcome {
+  absl::StatusOr<std::vector<storage::QueryResult>> results;
+  // kBegin and kInTransaction that succeeded: the connection, still inside
+  // its transaction. Otherwise empty: the connection is back in the pool.
+  PooledConnection connection;
+  // The statements may have left session state behind (SET, temp tables,
+  // ...); an owner keeping the connection passes reset_on_release later.
+  bool changed_session_state = false;
+};
+
+// Statement counters since start, for metrics.
+struct RunnerStats {
+  int64_t statements = 0;
+  int64_t statement_errors = 0;
+  int64_t cancellations = 0;  // by deadline or by the caller
+  int64_t session_resets = 0;
+};
+
+// A call in progress; lets the transport cancel it. Thread-safe.
+class RunningCall {
+ public:
+  virtual ~RunningCall() = default;
+  // The caller went away: stop waiting, or cancel the running statement; the
+  // call ends with CANCELLED. Never blocks.
+  virtual void Cancel() = 0;
+  // Like Cancel(), on the broker's behalf (a session deadline fired): the
+  // call ends with `why` (the SQLSTATE of a cancelled statement is kept).
+  virtual void Abort(absl::Status why) = 0;
+};
+
+class StatementRunner final {
+ public:
+  using Results = std::vector<storage::QueryResult>;
+  using Callback = absl::AnyInvocable<void(absl::StatusOr<Results>) &&>;
+  using StepCallback = absl::AnyInvocable<void(RunOutcome) &&>;
+
+  // `cancel_executor` sends cancel requests to PostgreSQL (a network round
+  // trip each), away from gRPC and timer threads.
+  StatementRunner(ConnectionPool& pool, TimerQueue& timers, Executor& cancel_executor,
+                  const Clock& clock, RunnerOptions options);
+  StatementRunner(const StatementRunner&) = delete;
+  StatementRunner& operator=(const StatementRunner&) = delete;
+
+  // Checks a request without touching the database.
+  static absl::Status Validate(const RunRequest& request);
+
+  // Starts the work and returns at once. `done` runs exactly once: inline when
+  // the request is invalid, otherwise on an executor thread. The connection is
+  // back in the pool before `done` runs. For kExecute and kBatch.
+  std::shared_ptr<RunningCall> Run(RunRequest request, Callback done);
+
+  // Like Run, for every Op; the outcome may hand a connection back (see
+  // RunRequest::Op). Work on a given connection runs on the pool's executor.
+  std::shared_ptr<RunningCall> RunStep(RunRequest request, StepCallback done);
+
+  RunnerStats Stats() const;
+  // How long statements (or whole batches) ran on their connection.
+  const DurationHistogram& statement_duration() const { return statement_duration_; }
+
+ private:
+  class Call;
+  friend class Call;
+
+  ConnectionPool& pool_;
+  TimerQueue& timers_;
+  Executor& cancel_executor_;
+  const Clock& clock_;
+  const RunnerOptions options_;
+  std::atomic<int64_t> statements_{0};
+  std::atomic<int64_t> statement_errors_{0};
+  std::atomic<int64_t> cancellations_{0};
+  std::atomic<int64_t> session_resets_{0};
+  DurationHistogram statement_duration_{clock_};
+};
+
+}  // namespace sessionbroker::core
+
+#endif  // SESSIONBROKER_SERVER_CORE_EXEC_STATEMENT_RUNNER_H_

@@ -1,0 +1,237 @@
+#include "server/core/monitor/prometheus_text.h"
+
+#include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace sessionbroker::core {
+namespace {
+
+std::string Number(double v) {
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  if (std::isnan(v)) return "NaN";
+  if (v == std::floor(v) && std::fabs(v) < 9e15) return absl::StrCat(static_cast<int64_t>(v));
+  return absl::StrFormat("%.6f", v);  // seconds to the microsecond
+}
+
+double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
+
+double UnixSeconds(absl::Time t) {
+  if (t == absl::InfinitePast() || t == absl::InfiniteFuture()) return 0;
+  return absl::ToDoubleSeconds(t - absl::UnixEpoch());
+}
+
+using Labels = std::vector<std::pair<std::string, std::string>>;
+
+// Writes families: a HELP and a TYPE line, then its samples.
+class Writer {
+ public:
+  void Family(absl::string_view name, absl::string_view type, absl::string_view help) {
+    absl::StrAppend(&out_, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+  }
+  void Sample(absl::string_view name, double value, const Labels& labels = {}) {
+    out_.append(name.data(), name.size());
+    if (!labels.empty()) {
+      out_.push_back('{');
+      for (size_t i = 0; i < labels.size(); ++i) {
+        absl::StrAppend(&out_, i == 0 ? "" : ",", labels[i].first, "=\"",
+                        EscapeLabelValue(labels[i].second), "\"");
+      }
+      out_.push_back('}');
+    }
+    absl::StrAppend(&out_, " ", Number(value), "\n");
+  }
+  // A family with one unlabelled sample.
+  void Gauge(absl::string_view name, double value, absl::string_view help) {
+    Family(name, "gauge", help);
+    Sample(name, value);
+  }
+  void Counter(absl::string_view name, double value, absl::string_view help) {
+    Family(name, "counter", help);
+    Sample(name, value);
+  }
+  void Histogram(absl::string_view name, const HistogramTotals& h, absl::string_view help) {
+    Family(name, "histogram", help);
+    const std::string bucket = absl::StrCat(name, "_bucket");
+    for (size_t i = 0; i < h.bounds_seconds.size(); ++i) {
+      Sample(bucket, static_cast<double>(h.cumulative[i]),
+             {{"le", absl::StrCat(h.bounds_seconds[i])}});
+    }
+    Sample(bucket, static_cast<double>(h.count), {{"le", "+Inf"}});
+    Sample(absl::StrCat(name, "_sum"), h.sum_seconds);
+    Sample(absl::StrCat(name, "_count"), static_cast<double>(h.count));
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+}  // namespace
+
+std::string EscapeLabelValue(absl::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (const char c : value) {
+    switch (c) {
+      case '\\':
+        out += "\\\\";
+        break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::string RenderPrometheus(const PoolSnapshot& s) {
+  Writer w;
+  const PoolStats& p = s.pool;
+
+  // The broker.
+  w.Family("sessionbroker_build_info", "gauge", "The broker's version (always 1).");
+  w.Sample("sessionbroker_build_info", 1, {{"version", s.version}});
+  w.Gauge("sessionbroker_start_time_seconds", UnixSeconds(s.started),
+          "When the broker started, in seconds since the Unix epoch.");
+  w.Gauge("sessionbroker_uptime_seconds", Seconds(s.uptime), "Seconds since the broker started.");
+  w.Gauge("sessionbroker_draining", s.draining ? 1 : 0,
+          "1 while the broker shuts down and refuses new calls.");
+  w.Gauge("sessionbroker_monitor_watchers", s.watchers, "Open WatchPoolStatus streams.");
+
+  // Configuration.
+  w.Gauge("sessionbroker_pool_size", s.config.pool_size, "DB_POOL_SIZE.");
+  w.Gauge("sessionbroker_pool_max_overflow", s.config.max_overflow, "DB_MAX_OVERFLOW.");
+  w.Gauge("sessionbroker_pool_max_connections", s.config.max_connections(),
+          "DB_POOL_SIZE + DB_MAX_OVERFLOW: the bound on open connections.");
+  w.Gauge("sessionbroker_pool_timeout_seconds", Seconds(s.config.timeout), "DB_POOL_TIMEOUT.");
+  w.Gauge("sessionbroker_pool_recycle_seconds",
+          s.config.recycle == absl::InfiniteDuration() ? -1 : Seconds(s.config.recycle),
+          "DB_POOL_RECYCLE (-1: never).");
+  w.Gauge("sessionbroker_pool_max_waiters", s.config.max_waiters, "DB_POOL_MAX_WAITERS.");
+
+  // Shape now.
+  w.Family("sessionbroker_pool_connections", "gauge",
+           "Open connections by state; they add up to the open connections.");
+  w.Sample("sessionbroker_pool_connections", p.idle, {{"state", "idle"}});
+  w.Sample("sessionbroker_pool_connections", p.in_use, {{"state", "in_use"}});
+  w.Sample("sessionbroker_pool_connections", p.opening, {{"state", "opening"}});
+  w.Gauge("sessionbroker_pool_connections_open", p.open,
+          "Open connections (idle + in use + opening).");
+  w.Gauge("sessionbroker_pool_overflow_connections", p.overflow_in_use,
+          "Connections open beyond DB_POOL_SIZE.");
+  w.Gauge("sessionbroker_pool_waiters", p.waiters, "Calls queued for a connection.");
+  w.Gauge("sessionbroker_pool_oldest_wait_seconds", Seconds(p.oldest_wait),
+          "How long the oldest queued call has waited (0 when none).");
+
+  // Counters since start.
+  w.Counter("sessionbroker_pool_connects_total", p.connects, "Connections opened.");
+  w.Counter("sessionbroker_pool_connect_failures_total", p.connect_failures,
+            "Connection attempts that failed.");
+  w.Counter("sessionbroker_pool_checkouts_total", p.checkouts, "Connections handed to callers.");
+  w.Counter("sessionbroker_pool_checkout_timeouts_total", p.checkout_timeouts,
+            "Waits for a connection that ended without one (DB_POOL_TIMEOUT or the call's "
+            "deadline).");
+  w.Counter("sessionbroker_pool_waiter_rejections_total", p.waiter_rejections,
+            "Calls refused at once because DB_POOL_MAX_WAITERS callers already waited.");
+  w.Counter("sessionbroker_pool_backoff_rejections_total", p.backoff_rejections,
+            "Calls failed at once, without dialing, while the database was unreachable.");
+  w.Counter("sessionbroker_pool_recycled_total", p.recycled,
+            "Connections closed for age (DB_POOL_RECYCLE).");
+  w.Counter("sessionbroker_pool_invalidated_total", p.invalidated, "Broken connections discarded.");
+  w.Counter("sessionbroker_pool_pre_ping_failures_total", p.pre_ping_failures,
+            "Connections whose pre-ping failed.");
+  w.Counter("sessionbroker_pool_overflow_closed_total", p.overflow_closed,
+            "Overflow connections closed on return.");
+  w.Counter("sessionbroker_statements_total", s.statements.statements, "Statements run.");
+  w.Counter("sessionbroker_statement_errors_total", s.statements.statement_errors,
+            "Calls whose statement or batch failed.");
+  w.Counter("sessionbroker_statement_cancellations_total", s.statements.cancellations,
+            "Statements cancelled by a deadline or by their caller.");
+  w.Counter("sessionbroker_session_resets_total", s.statements.session_resets,
+            "Connections reset after a statement that changes session state.");
+
+  w.Histogram("sessionbroker_pool_checkout_wait_seconds", s.checkout_wait_totals,
+              "From the request for a connection to its delivery.");
+  w.Histogram("sessionbroker_statement_duration_seconds", s.statement_duration_totals,
+              "How long statements (a batch counts once) ran on their connection.");
+
+  // Sessions.
+  const SessionStats& ss = s.sessions;
+  w.Gauge("sessionbroker_sessions_open", ss.open, "Open logical sessions.");
+  w.Gauge("sessionbroker_sessions_in_transaction", ss.in_transaction,
+          "Sessions with a transaction open (each pins a connection).");
+  w.Gauge("sessionbroker_sessions_held_by_stream", ss.held_by_stream,
+          "Sessions kept alive by a KeepAlive stream.");
+  w.Gauge("sessionbroker_session_queued_calls", ss.queued_calls,
+          "Calls waiting behind a session's running call.");
+  w.Counter("sessionbroker_sessions_begun_total", ss.begun, "Sessions begun.");
+  w.Counter("sessionbroker_sessions_rejected_total", ss.rejected,
+            "BeginSession calls refused by a session quota.");
+  w.Family("sessionbroker_sessions_ended_total", "counter", "Sessions ended, by why.");
+  w.Sample("sessionbroker_sessions_ended_total", ss.ended_by_client, {{"reason", "client"}});
+  w.Sample("sessionbroker_sessions_ended_total", ss.expired, {{"reason", "expired"}});
+  w.Sample("sessionbroker_sessions_ended_total", ss.orphaned, {{"reason", "orphaned"}});
+  w.Sample("sessionbroker_sessions_ended_total", ss.lifetime_exceeded,
+           {{"reason", "lifetime_exceeded"}});
+  w.Sample("sessionbroker_sessions_ended_total", ss.ended_by_shutdown, {{"reason", "shutdown"}});
+  w.Counter("sessionbroker_transactions_begun_total", ss.transactions_begun,
+            "Session transactions begun.");
+  w.Family("sessionbroker_transactions_ended_total", "counter",
+           "Session transactions ended, by outcome.");
+  w.Sample("sessionbroker_transactions_ended_total", ss.transactions_committed,
+           {{"outcome", "committed"}});
+  w.Sample("sessionbroker_transactions_ended_total", ss.transactions_rolled_back,
+           {{"outcome", "rolled_back"}});
+  w.Sample("sessionbroker_transactions_ended_total", ss.transactions_failed,
+           {{"outcome", "failed"}});
+  w.Family("sessionbroker_transactions_killed_total", "counter",
+           "Session transactions rolled back by the broker, by the deadline that fired.");
+  w.Sample("sessionbroker_transactions_killed_total", ss.tx_killed_idle, {{"reason", "idle"}});
+  w.Sample("sessionbroker_transactions_killed_total", ss.tx_killed_max_duration,
+           {{"reason", "max_duration"}});
+  w.Sample("sessionbroker_transactions_killed_total", ss.tx_killed_session_end,
+           {{"reason", "session_end"}});
+
+  // Per client (the busiest ones).
+  w.Gauge("sessionbroker_clients", s.clients_total,
+          "Clients (x-client-id) with connections in use, calls waiting or sessions open.");
+  w.Family("sessionbroker_client_connections_in_use", "gauge",
+           "Connections in use per client (the busiest clients only).");
+  for (const ClientShare& c : s.top_clients) {
+    w.Sample("sessionbroker_client_connections_in_use", c.in_use, {{"client", c.client_id}});
+  }
+  w.Family("sessionbroker_client_waiters", "gauge",
+           "Calls waiting for a connection per client (the busiest clients only).");
+  for (const ClientShare& c : s.top_clients) {
+    w.Sample("sessionbroker_client_waiters", c.waiting, {{"client", c.client_id}});
+  }
+  w.Family("sessionbroker_client_sessions_open", "gauge",
+           "Open sessions per client (the busiest clients only).");
+  for (const ClientShare& c : s.top_clients) {
+    w.Sample("sessionbroker_client_sessions_open", static_cast<double>(c.sessions),
+             {{"client", c.client_id}});
+  }
+
+  // The database.
+  w.Gauge("sessionbroker_database_reachable", s.database_reachable ? 1 : 0,
+          "1 while the health probe reaches the database (grpc.health.v1 SERVING).");
+  w.Gauge("sessionbroker_database_last_error_timestamp_seconds", UnixSeconds(s.last_error_time),
+          "When a probe or connect last failed, in seconds since the Unix epoch (0: never).");
+  w.Gauge("sessionbroker_pool_connect_backoff", p.database_down ? 1 : 0,
+          "1 while connects are rationed because the last one failed.");
+  w.Gauge("sessionbroker_pool_connect_failures_in_row", p.connect_failures_in_row,
+          "Connect attempts failed since the last success.");
+  return w.Take();
+}
+
+}  // namespace sessionbroker::core

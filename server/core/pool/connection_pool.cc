@@ -1,0 +1,652 @@
+#include "server/core/pool/connection_pool.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/core/base/log_fields.h"
+#include "spdlog/spdlog.h"
+
+namespace sessionbroker::core {
+namespace {
+
+constexpr char kShuttingDown[] =
+    "the broker is shutting down and takes no new work; retry on another instance";
+
+}  // namespace
+
+// ---- PooledConnection ----
+
+// The pool's record of one connection. Owned by the idle list, by the task
+// taking it to a caller, or by the caller's PooledConnection.
+struct PooledConnection::Slot {
+  std::unique_ptr<storage::DbConnection> db;
+  absl::Time created;
+  absl::Time recycle_at;  // InfiniteFuture when recycling is off
+  absl::Time last_used;
+  // While on its way to a caller: the request it serves. Once delivered,
+  // only request.client is left: who has it checked out (one reference).
+  ConnectionPool::Request request;
+};
+
+PooledConnection::PooledConnection(ConnectionPool* pool, std::unique_ptr<Slot> slot)
+    : pool_(pool), slot_(slot.release()), db_(slot_->db.get()) {}
+
+void PooledConnection::GiveBack() {
+  db_ = nullptr;
+  ConnectionPool* pool = std::exchange(pool_, nullptr);
+  pool->Return(std::unique_ptr<Slot>(std::exchange(slot_, nullptr)), std::exchange(broken_, false));
+}
+
+// ---- ConnectionPool ----
+
+ConnectionPool::ConnectionPool(PoolOptions options, storage::DbConnector& connector,
+                               Executor& executor, TimerQueue& timers, const Clock& clock)
+    : options_(std::move(options)),
+      connector_(connector),
+      executor_(executor),
+      timers_(timers),
+      clock_(clock),
+      backoff_(options_.reconnect_backoff),
+      anonymous_(new Client),
+      checkout_wait_(clock) {
+  anonymous_->refs = 1;
+  clients_.emplace(anonymous_->name, std::unique_ptr<Client>(anonymous_));
+}
+
+ConnectionPool::~ConnectionPool() { Close(); }
+
+ConnectionPool::Client* ConnectionPool::RefClientLocked(const std::string& id, size_t hash) {
+  if (id.empty()) {
+    ++anonymous_->refs;  // never 0: the pool holds one
+    return anonymous_;
+  }
+  auto it = clients_.find(id, hash);
+  if (it != clients_.end()) {
+    Client* client = it->second.get();
+    if (client->refs++ == 0) --unreferenced_clients_;
+    return client;
+  }
+  auto client = std::make_unique<Client>();
+  client->name = id;
+  client->refs = 1;
+  Client* raw = client.get();
+  clients_.emplace(raw->name, std::move(client));
+  return raw;
+}
+
+void ConnectionPool::UnrefClientLocked(Client* client) {
+  if (--client->refs > 0) return;
+  if (++unreferenced_clients_ <= kMaxUnreferencedClients) return;
+  // Unreferenced entries have nothing in use (a checked-out connection holds
+  // a reference), so dropping them loses nothing.
+  for (auto it = clients_.begin(); it != clients_.end();) {
+    if (it->second->refs == 0) {
+      clients_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  unreferenced_clients_ = 0;
+}
+
+ConnectionPool::Callback ConnectionPool::DropRequestLocked(Request* request) {
+  if (request->client != nullptr) UnrefClientLocked(std::exchange(request->client, nullptr));
+  return std::move(request->done);
+}
+
+ConnectionPool::WaitId ConnectionPool::Acquire(const AcquireRequest& request, Callback done) {
+  const absl::Time now = clock_.Now();
+  // Hashed before taking the lock: the critical section only probes.
+  const size_t client_hash = ClientHash{}(request.client_id);
+  std::unique_ptr<Slot> idle;
+  Request open_request;
+  bool open_new = false;
+  bool probe = false;
+  absl::Status error;
+  WaitId id = 0;
+  {
+    MutexLock lock(&mu_);
+    const int max = options_.max_connections();
+    if (closed_) {
+      error = absl::UnavailableError(kShuttingDown);
+    } else if (request.deadline <= now) {
+      error = absl::DeadlineExceededError(
+          "the call's deadline had already passed before a database connection was requested");
+    } else if (waiters_.empty() && !idle_.empty()) {
+      // LIFO: the most recently returned connection is the warmest.
+      idle = std::move(idle_.back());
+      idle_.pop_back();
+      idle->request.client = RefClientLocked(request.client_id, client_hash);
+    } else if (waiters_.empty() && open_ < max) {
+      if (backoff_.TryStart(now, &probe)) {
+        ++open_;
+        ++opening_;
+        open_new = true;
+        open_request.client = RefClientLocked(request.client_id, client_hash);
+      } else {
+        ++counters_.backoff_rejections;
+        error = absl::UnavailableError(DownMessageLocked(now));
+      }
+    } else if (!request.wait) {
+      error = absl::ResourceExhaustedError(
+          absl::StrCat("all ", open_, " database connections are in use"));
+    } else if (static_cast<int>(waiters_.size()) >= options_.max_waiters) {
+      ++counters_.waiter_rejections;
+      error = absl::ResourceExhaustedError(
+          absl::StrCat("too many callers are waiting for a database connection: all ", open_,
+                       " connections are in use and ", waiters_.size(),
+                       " callers already wait (DB_POOL_MAX_WAITERS=", options_.max_waiters,
+                       "); retry after a short backoff (100 ms or more)"));
+    } else {
+      const absl::Time pool_deadline = now + options_.timeout;
+      Waiter& waiter = waiters_.emplace_back();
+      waiter.id = id = next_wait_id_++;
+      waiter.caller_deadline = request.deadline < pool_deadline;
+      waiter.deadline = std::min(request.deadline, pool_deadline);
+      waiter.request.done = std::move(done);
+      waiter.request.requested = now;
+      waiter.request.client = RefClientLocked(request.client_id, client_hash);
+      waiter_index_.emplace(id, std::prev(waiters_.end()));
+      AddDeadlineLocked(waiter);
+    }
+  }
+  if (!error.ok()) {
+    // Moved, not copied: a Status shared between threads has its refcount
+    // dropped inside Debian's uninstrumented Abseil, which ThreadSanitizer
+    // cannot see (a false race report on the final delete).
+    executor_.Post([done = std::move(done), error = std::move(error)]() mutable {
+      std::move(done)(std::move(error));
+    });
+  } else if (idle != nullptr) {
+    // The slot carries the request, so the task is two pointers: no
+    // allocation to post it.
+    idle->request.done = std::move(done);
+    idle->request.requested = now;
+    executor_.Post([this, slot = std::move(idle)]() mutable { CheckOut(std::move(slot)); });
+  } else if (open_new) {
+    open_request.done = std::move(done);
+    open_request.requested = now;
+    executor_.Post([this, request = std::move(open_request), probe]() mutable {
+      OpenAndDeliver(std::move(request), probe);
+    });
+  }
+  return id;
+}
+
+void ConnectionPool::CheckOut(std::unique_ptr<Slot> slot) {
+  absl::Time now = clock_.Now();
+  if (now >= slot->recycle_at) {
+    {
+      MutexLock lock(&mu_);
+      ++counters_.recycled;
+    }
+    spdlog::info("pool: event=recycle pid={} age={} at=checkout", slot->db->BackendPid(),
+                 Millis(now - slot->created));
+    Replace(std::move(slot));
+    return;
+  }
+  if (options_.pre_ping && now - slot->last_used >= options_.pre_ping_after) {
+    const absl::Status ping = slot->db->Ping();
+    if (!ping.ok()) {
+      {
+        MutexLock lock(&mu_);
+        ++counters_.pre_ping_failures;
+        ++counters_.invalidated;
+      }
+      spdlog::warn("pool: event=invalidate reason=pre_ping_failed pid={} idle={} error={}",
+                   slot->db->BackendPid(), Millis(now - slot->last_used), Quoted(ping.message()));
+      Replace(std::move(slot));
+      return;
+    }
+    now = clock_.Now();
+    slot->last_used = now;
+  }
+  Deliver(std::move(slot), now);
+}
+
+void ConnectionPool::Replace(std::unique_ptr<Slot> slot) {
+  Request request = std::move(slot->request);
+  slot.reset();  // closed first; its slot stays counted in open_ for the new one
+  const absl::Time now = clock_.Now();
+  bool probe = false;
+  bool allowed;
+  std::string refusal;
+  Callback refused;
+  {
+    MutexLock lock(&mu_);
+    allowed = backoff_.TryStart(now, &probe);
+    if (allowed) {
+      ++opening_;
+    } else {
+      ++counters_.backoff_rejections;
+      refusal = DownMessageLocked(now);
+      refused = DropRequestLocked(&request);
+    }
+  }
+  if (allowed) {
+    OpenAndDeliver(std::move(request), probe);
+    return;
+  }
+  FreeSlot();
+  std::move(refused)(absl::UnavailableError(refusal));
+}
+
+void ConnectionPool::OpenAndDeliver(Request request, bool probe) {
+  const absl::Time started = clock_.Now();
+  absl::StatusOr<std::unique_ptr<storage::DbConnection>> db = connector_.Connect();
+  const absl::Time now = clock_.Now();
+  if (!db.ok()) {
+    Waiter next;
+    bool next_probe = false;
+    bool serve_next;
+    std::list<Waiter> refused;
+    std::string refusal;
+    bool went_down;
+    bool rationed;
+    int failures;
+    absl::Time next_attempt;
+    Callback done;
+    {
+      MutexLock lock(&mu_);
+      --opening_;
+      --open_;
+      ++counters_.connect_failures;
+      const bool was_down = backoff_.down();
+      backoff_.OnFailure(now, probe);
+      went_down = !was_down && backoff_.down();
+      rationed = backoff_.enabled();
+      failures = backoff_.failures();
+      next_attempt = backoff_.next_attempt();
+      last_connect_error_ = std::string(db.status().message());
+      last_connect_error_time_ = now;
+      // The slot is free again: the oldest waiter may try (without
+      // rationing, so that it fails fast rather than wait out its timeout),
+      // or, while connects are rationed, every waiter fails now.
+      serve_next = TakeWaiterForNewConnectionLocked(now, &next, &next_probe, &refused);
+      if (!refused.empty()) refusal = DownMessageLocked(now);
+      done = DropRequestLocked(&request);
+    }
+    const std::string retry_in =
+        rationed ? Millis(std::max(absl::ZeroDuration(), next_attempt - now)) : "0";
+    if (went_down) {
+      spdlog::error(
+          "pool: event=database_unreachable error={} retry_in={} refused_waiters={} "
+          "(callers that need a new connection fail with UNAVAILABLE until a connect succeeds)",
+          Quoted(db.status().message()), retry_in, refused.size());
+    } else {
+      spdlog::warn("pool: event=connect_failed failures_in_row={} took={} retry_in={} error={}",
+                   failures, Millis(now - started), retry_in, Quoted(db.status().message()));
+    }
+    if (serve_next) {
+      executor_.Post([this, w = std::move(next), next_probe]() mutable {
+        ServeNewConnection(std::move(w), next_probe);
+      });
+    }
+    Refuse(std::move(refused), refusal);
+    std::move(done)(db.status());
+    return;
+  }
+  auto slot = std::make_unique<Slot>();
+  slot->db = *std::move(db);
+  slot->created = slot->last_used = now;
+  bool closed;
+  bool recovered;
+  int failures;
+  int open;
+  absl::Time last_error_time;
+  Callback refused;
+  {
+    MutexLock lock(&mu_);
+    --opening_;
+    ++counters_.connects;
+    recovered = backoff_.down();
+    failures = backoff_.failures();
+    last_error_time = last_connect_error_time_;
+    backoff_.OnSuccess(probe);
+    slot->recycle_at = RecycleAtLocked(slot->created);
+    closed = closed_;
+    if (closed) {
+      --open_;
+      refused = DropRequestLocked(&request);
+    }
+    open = open_;
+  }
+  if (recovered) {
+    spdlog::info("pool: event=database_reachable failed_attempts={} last_failure_ago={}", failures,
+                 Millis(now - last_error_time));
+  }
+  spdlog::info("pool: event=connect pid={} took={} open={}", slot->db->BackendPid(),
+               Millis(now - started), open);
+  if (closed) {
+    slot.reset();
+    std::move(refused)(absl::UnavailableError(kShuttingDown));
+    return;
+  }
+  slot->request = std::move(request);
+  Deliver(std::move(slot), now);
+}
+
+void ConnectionPool::Deliver(std::unique_ptr<Slot> slot, absl::Time now) {
+  Request& request = slot->request;
+  // Counted before the callback runs: it may give the connection back at
+  // once. The client's entry lives while request.client references it. (The
+  // checkout counter is derived: connections returned plus those in use.)
+  request.client->in_use.fetch_add(1, std::memory_order_relaxed);
+  checkout_wait_.Record(now - request.requested, now);
+  // Out of the slot first: once the callback has the connection, the slot may
+  // go back to the pool and on to another caller while this one still runs.
+  Callback done = std::move(request.done);
+  std::move(done)(PooledConnection(this, std::move(slot)));
+}
+
+void ConnectionPool::Return(std::unique_ptr<Slot> slot, bool broken) {
+  const absl::Time now = clock_.Now();
+  const int pid = slot->db->BackendPid();
+  const bool is_broken = broken || slot->db->IsBroken();
+  const bool aged = !is_broken && now >= slot->recycle_at;
+  slot->last_used = now;
+  Client* client = std::exchange(slot->request.client, nullptr);
+  std::unique_ptr<Slot> to_close;
+  bool hand_off = false;
+  bool overflow = false;
+  {
+    MutexLock lock(&mu_);
+    // Both under mu_, so Stats() counts this checkout exactly once.
+    client->in_use.fetch_sub(1, std::memory_order_relaxed);
+    ++returned_;
+    UnrefClientLocked(client);
+    if (is_broken) {
+      ++counters_.invalidated;
+      to_close = std::move(slot);
+    } else if (aged) {
+      ++counters_.recycled;
+      to_close = std::move(slot);
+    } else if (closed_) {
+      to_close = std::move(slot);
+    } else if (!waiters_.empty()) {
+      // Straight to the oldest waiter: no wake-and-race with newcomers.
+      Waiter& w = waiters_.front();
+      slot->request = std::move(w.request);
+      hand_off = true;
+      waiter_index_.erase(w.id);
+      waiters_.pop_front();
+      WaiterLeftLocked();
+    } else if (static_cast<int>(idle_.size()) >= options_.pool_size) {
+      ++counters_.overflow_closed;
+      overflow = true;
+      to_close = std::move(slot);
+    } else {
+      idle_.push_back(std::move(slot));
+    }
+  }
+  if (is_broken) {
+    spdlog::warn("pool: event=invalidate reason={} pid={}",
+                 broken ? "marked_broken" : "connection_lost", pid);
+  } else if (aged) {
+    spdlog::info("pool: event=recycle pid={} at=return", pid);
+  } else if (overflow) {
+    spdlog::debug("pool: event=overflow_close pid={}", pid);
+  }
+  if (hand_off) {
+    // Posted, not run inline: the waiter's work must not nest inside the
+    // returning caller's stack. The slot carries the waiter's request, so
+    // posting allocates nothing.
+    executor_.Post(
+        [this, slot = std::move(slot)]() mutable { Deliver(std::move(slot), clock_.Now()); });
+  }
+  // Closed outside the lock; its slot stays counted until it really is.
+  if (to_close != nullptr) Discard(std::move(to_close));
+}
+
+void ConnectionPool::Discard(std::unique_ptr<Slot> slot) {
+  // Close first, then free the slot: freed earlier, another thread could open
+  // a replacement while this connection still exists, one over the bound.
+  slot.reset();
+  FreeSlot();
+}
+
+void ConnectionPool::FreeSlot() {
+  const absl::Time now = clock_.Now();
+  Waiter next;
+  bool probe = false;
+  bool serve_next;
+  std::list<Waiter> refused;
+  std::string refusal;
+  {
+    MutexLock lock(&mu_);
+    --open_;
+    serve_next = TakeWaiterForNewConnectionLocked(now, &next, &probe, &refused);
+    if (!refused.empty()) refusal = DownMessageLocked(now);
+  }
+  if (serve_next) {
+    executor_.Post(
+        [this, w = std::move(next), probe]() mutable { ServeNewConnection(std::move(w), probe); });
+  }
+  Refuse(std::move(refused), refusal);
+}
+
+bool ConnectionPool::TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* out, bool* probe,
+                                                      std::list<Waiter>* refused) {
+  if (closed_ || waiters_.empty() || open_ >= options_.max_connections()) return false;
+  if (!backoff_.TryStart(now, probe)) {
+    // Each of them would need a connect that may not start now: failing them
+    // at once is what they would get from dialing the dead database, minus
+    // the dialing.
+    for (Waiter& w : waiters_) UnrefClientLocked(std::exchange(w.request.client, nullptr));
+    DisarmExpiryLocked();
+    counters_.backoff_rejections += static_cast<int64_t>(waiters_.size());
+    waiter_index_.clear();
+    refused->splice(refused->end(), waiters_);
+    return false;
+  }
+  *out = std::move(waiters_.front());
+  waiter_index_.erase(out->id);
+  waiters_.pop_front();
+  WaiterLeftLocked();
+  ++open_;
+  ++opening_;
+  return true;
+}
+
+void ConnectionPool::ServeNewConnection(Waiter waiter, bool probe) {
+  OpenAndDeliver(std::move(waiter.request), probe);
+}
+
+void ConnectionPool::Refuse(std::list<Waiter> refused, const std::string& message) {
+  for (Waiter& w : refused) {
+    executor_.Post([done = std::move(w.request.done), message]() mutable {
+      std::move(done)(absl::UnavailableError(message));
+    });
+  }
+}
+
+std::string ConnectionPool::DownMessageLocked(absl::Time now) const {
+  const absl::Duration ago = now - last_connect_error_time_;
+  std::string when;
+  if (backoff_.probe_in_flight()) {
+    when = "a new attempt is in progress";
+  } else {
+    when = absl::StrCat("the next attempt is in ",
+                        Millis(std::max(absl::ZeroDuration(), backoff_.next_attempt() - now)));
+  }
+  return absl::StrCat("cannot connect to the database: the last attempt failed ", Millis(ago),
+                      " ago (", backoff_.failures(), " in a row) with: ", last_connect_error_, "; ",
+                      when,
+                      ", so the broker fails calls that need a new connection at "
+                      "once instead of dialing for each; retry with backoff");
+}
+
+void ConnectionPool::AddDeadlineLocked(const Waiter& w) {
+  if (w.deadline < expiry_at_) ArmExpiryLocked(w.deadline);
+}
+
+void ConnectionPool::WaiterLeftLocked() {
+  if (waiters_.empty()) DisarmExpiryLocked();
+}
+
+void ConnectionPool::ArmExpiryLocked(absl::Time at) {
+  if (expiry_timer_ != 0) timers_.Cancel(expiry_timer_);
+  const uint64_t generation = ++expiry_generation_;
+  expiry_at_ = at;
+  expiry_timer_ = timers_.Schedule(at, [this, generation] { ExpireDue(generation); });
+}
+
+void ConnectionPool::DisarmExpiryLocked() {
+  if (expiry_timer_ != 0) timers_.Cancel(expiry_timer_);
+  expiry_timer_ = 0;
+  expiry_at_ = absl::InfiniteFuture();
+}
+
+void ConnectionPool::ExpireDue(uint64_t generation) {
+  struct Expired {
+    Callback done;
+    absl::Status status;
+    std::string client;
+    absl::Duration waited;
+    int still_waiting;
+  };
+  std::vector<Expired> expired;
+  {
+    MutexLock lock(&mu_);
+    // Only the latest arming is tracked: an older timer that fired while a
+    // newer one was being armed leaves that one alone.
+    if (generation == expiry_generation_) {
+      expiry_timer_ = 0;
+      expiry_at_ = absl::InfiniteFuture();
+    }
+    const absl::Time now = clock_.Now();
+    // One pass over the queue (at most max_waiters), only when the timer
+    // fires: the waiters due, and the earliest deadline of the others.
+    std::vector<std::list<Waiter>::iterator> due;
+    absl::Time next = absl::InfiniteFuture();
+    for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+      if (it->deadline <= now) {
+        due.push_back(it);
+      } else {
+        next = std::min(next, it->deadline);
+      }
+    }
+    // Earliest deadline first, then oldest first.
+    std::sort(due.begin(), due.end(), [](const auto& a, const auto& b) {
+      return std::make_pair(a->deadline, a->id) < std::make_pair(b->deadline, b->id);
+    });
+    for (const std::list<Waiter>::iterator& it : due) {
+      Waiter waiter = std::move(*it);
+      waiters_.erase(it);
+      waiter_index_.erase(waiter.id);
+      ++counters_.checkout_timeouts;
+      Expired& e = expired.emplace_back();
+      e.status = TimeoutStatusLocked(waiter, now);
+      e.client = waiter.request.client->name;
+      e.waited = now - waiter.request.requested;
+      e.still_waiting = static_cast<int>(waiters_.size());
+      e.done = DropRequestLocked(&waiter.request);
+    }
+    if (waiters_.empty()) {
+      DisarmExpiryLocked();
+    } else if (next < expiry_at_) {
+      ArmExpiryLocked(next);
+    }
+  }
+  for (Expired& e : expired) {
+    spdlog::warn("pool: event=checkout_timeout client={} code={} waited={} still_waiting={}",
+                 Quoted(e.client), absl::StatusCodeToString(e.status.code()), Millis(e.waited),
+                 e.still_waiting);
+    // Moved, not copied: see Acquire().
+    executor_.Post([done = std::move(e.done), status = std::move(e.status)]() mutable {
+      std::move(done)(std::move(status));
+    });
+  }
+}
+
+absl::Status ConnectionPool::TimeoutStatusLocked(const Waiter& w, absl::Time now) const {
+  const std::string waited =
+      absl::FormatDuration(absl::Trunc(now - w.request.requested, absl::Milliseconds(1)));
+  if (w.caller_deadline) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "the call's deadline passed after waiting ", waited, " for a database connection (all ",
+        open_, " connections in use, ", waiters_.size(), " other callers waiting)"));
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "no database connection became free within ", absl::FormatDuration(options_.timeout),
+      " (DB_POOL_TIMEOUT): all ", open_, " connections (DB_POOL_SIZE=", options_.pool_size,
+      " + DB_MAX_OVERFLOW=", options_.max_overflow, ") are in use and ", waiters_.size(),
+      " other callers wait; retry with backoff, shorten transactions, or raise the pool size"));
+}
+
+void ConnectionPool::CancelWait(WaitId id) {
+  if (id == 0) return;
+  Callback done;
+  {
+    MutexLock lock(&mu_);
+    auto it = waiter_index_.find(id);
+    if (it == waiter_index_.end()) return;
+    done = DropRequestLocked(&it->second->request);
+    waiters_.erase(it->second);
+    waiter_index_.erase(it);
+    WaiterLeftLocked();
+  }
+  executor_.Post([done = std::move(done)]() mutable {
+    std::move(done)(absl::CancelledError("the call was cancelled while waiting for a connection"));
+  });
+}
+
+void ConnectionPool::Close() {
+  std::vector<std::unique_ptr<Slot>> idle;
+  std::list<Waiter> waiters;
+  {
+    MutexLock lock(&mu_);
+    if (closed_) return;
+    closed_ = true;
+    idle.swap(idle_);
+    open_ -= static_cast<int>(idle.size());
+    waiters.swap(waiters_);
+    waiter_index_.clear();
+    for (Waiter& w : waiters) UnrefClientLocked(std::exchange(w.request.client, nullptr));
+    DisarmExpiryLocked();
+  }
+  idle.clear();  // closes them, outside the lock
+  for (Waiter& w : waiters) {
+    executor_.Post([done = std::move(w.request.done)]() mutable {
+      std::move(done)(absl::UnavailableError(kShuttingDown));
+    });
+  }
+}
+
+absl::Time ConnectionPool::RecycleAtLocked(absl::Time created) {
+  if (options_.recycle == absl::InfiniteDuration()) return absl::InfiniteFuture();
+  double jitter = 0;
+  if (options_.recycle_jitter > 0) jitter = absl::Uniform(rng_, 0.0, options_.recycle_jitter);
+  return created + options_.recycle * (1.0 - jitter);
+}
+
+PoolStats ConnectionPool::Stats() const {
+  const absl::Time now = clock_.Now();
+  MutexLock lock(&mu_);
+  PoolStats s = counters_;
+  s.open = open_;
+  s.idle = static_cast<int>(idle_.size());
+  s.opening = opening_;
+  s.in_use = open_ - s.idle - opening_;
+  s.overflow_in_use = std::max(0, open_ - options_.pool_size);
+  s.waiters = static_cast<int>(waiters_.size());
+  s.oldest_wait =
+      waiters_.empty() ? absl::ZeroDuration() : now - waiters_.front().request.requested;
+  s.database_down = backoff_.down();
+  s.connect_failures_in_row = backoff_.failures();
+  s.next_connect_attempt = backoff_.down() ? backoff_.next_attempt() : absl::InfinitePast();
+  s.last_connect_error = last_connect_error_;
+  s.last_connect_error_time = last_connect_error_time_;
+  // Every checkout delivered is either back or still in use.
+  s.checkouts = returned_;
+  for (const auto& [name, client] : clients_) {
+    const int in_use = client->in_use.load(std::memory_order_relaxed);
+    s.checkouts += in_use;
+    if (in_use > 0) s.clients[std::string(name)].in_use = in_use;
+  }
+  for (const Waiter& w : waiters_) ++s.clients[w.request.client->name].waiting;
+  return s;
+}
+
+}  // namespace sessionbroker::core

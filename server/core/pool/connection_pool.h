@@ -1,0 +1,347 @@
+// ConnectionPool: the bounded set of PostgreSQL connections every call
+// borrows from. The knobs are SQLAlchemy QueuePool's (pool_size, max_overflow,
+// timeout, recycle, pre_ping); the behaviour is:
+//
+//  * at most pool_size + max_overflow connections exist at any moment
+//    (idle + in use + being opened);
+//  * idle connections are reused LIFO (warm ones stay warm, extras age out);
+//  * a returned connection goes straight to the oldest waiter (FIFO, no
+//    wake-and-race); with no waiter it is kept if fewer than pool_size are
+//    idle, and closed otherwise (overflow is given back);
+//  * waiting never blocks a thread: Acquire() queues a request with a deadline
+//    and returns; at most max_waiters may queue, beyond that Acquire fails at
+//    once with RESOURCE_EXHAUSTED;
+//  * a connection older than its recycle age (recycle, minus up to
+//    recycle_jitter of it, drawn per connection so they do not all expire
+//    together) is closed instead of reused; a connection idle for at least
+//    pre_ping_after is pinged before it is handed out; a broken one is closed
+//    and replaced, never handed out again;
+//  * while the database is unreachable (the last connect failed), connects
+//    are rationed by a ReconnectBackoff: at most one attempt is in flight,
+//    spaced by an exponential, jittered delay, and callers that would need a
+//    new connection fail at once with UNAVAILABLE naming the last connect
+//    error (queued ones too) instead of each dialing the dead database;
+//  * it keeps the numbers PoolStatus and /metrics show: counters, the shape,
+//    connections in use and requests waiting per client id, and the
+//    distribution of checkout waits. Pool events (connect, connect failure,
+//    checkout timeout, broken connection, recycle) are logged as
+//    "pool: event=... key=value" lines.
+//
+// Callbacks run on the Executor (where blocking database work is allowed);
+// deadlines come from the TimerQueue and the injected Clock.
+//
+// Thread-safe. The pool must outlive every PooledConnection it hands out and
+// every task it posted: Close() it, then drain the executor and stop the
+// timer queue, then destroy it (BrokerServer::Shutdown does this).
+#ifndef SESSIONBROKER_SERVER_CORE_POOL_CONNECTION_POOL_H_
+#define SESSIONBROKER_SERVER_CORE_POOL_CONNECTION_POOL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/hash/hash.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "server/core/base/clock.h"
+#include "server/core/base/duration_histogram.h"
+#include "server/core/base/executor.h"
+#include "server/core/base/mutex.h"
+#include "server/core/pool/reconnect_backoff.h"
+#include "server/core/base/timer_queue.h"
+#include "server/storage/db_connection.h"
+
+namespace sessionbroker::core {
+
+struct PoolOptions {
+  int pool_size = 5;
+  int max_overflow = 10;
+  absl::Duration timeout = absl::Seconds(30);
+  // Connections older than this are closed instead of reused;
+  // absl::InfiniteDuration() disables recycling (DB_POOL_RECYCLE=-1).
+  absl::Duration recycle = absl::Seconds(3600);
+  // Each connection's recycle age is recycle * (1 - U[0, recycle_jitter)).
+  double recycle_jitter = 0.1;
+  bool pre_ping = true;
+  absl::Duration pre_ping_after = absl::Seconds(1);
+  int max_waiters = 1000;
+  // Rationing of connects while the database is unreachable;
+  // reconnect_backoff.initial = absl::ZeroDuration() turns it off.
+  BackoffOptions reconnect_backoff;
+
+  int max_connections() const { return pool_size + max_overflow; }
+};
+
+// One client's share of the pool right now.
+struct ClientUsage {
+  int in_use = 0;   // connections checked out
+  int waiting = 0;  // requests queued
+};
+
+// Counters since start and the pool's current shape.
+struct PoolStats {
+  int open = 0;  // idle + in use + opening
+  int idle = 0;
+  int in_use = 0;
+  int opening = 0;
+  int overflow_in_use = 0;  // max(0, open - pool_size)
+  int waiters = 0;
+  absl::Duration oldest_wait;
+  int64_t connects = 0;
+  int64_t connect_failures = 0;
+  int64_t checkouts = 0;
+  int64_t checkout_timeouts = 0;
+  int64_t waiter_rejections = 0;
+  int64_t recycled = 0;
+  int64_t invalidated = 0;  // broken connections discarded
+  int64_t pre_ping_failures = 0;
+  int64_t overflow_closed = 0;
+  // Requests failed at once, without dialing, while the database was down.
+  int64_t backoff_rejections = 0;
+
+  // Reconnect backoff: "down" from a failed connect until one succeeds.
+  bool database_down = false;
+  int connect_failures_in_row = 0;
+  absl::Time next_connect_attempt = absl::InfinitePast();  // while down
+  std::string last_connect_error;                          // empty if no connect ever failed
+  absl::Time last_connect_error_time = absl::InfinitePast();
+
+  // Per AcquireRequest::client_id; only clients with something in use or
+  // queued.
+  absl::flat_hash_map<std::string, ClientUsage> clients;
+};
+
+class ConnectionPool;
+
+// A checked-out connection. Move-only; returns the connection to its pool
+// when destroyed (or on Release()). Use from one thread at a time.
+class PooledConnection final {
+ public:
+  PooledConnection() = default;
+  PooledConnection(PooledConnection&& other) noexcept
+      : pool_(std::exchange(other.pool_, nullptr)),
+        slot_(std::exchange(other.slot_, nullptr)),
+        db_(std::exchange(other.db_, nullptr)),
+        broken_(std::exchange(other.broken_, false)) {}
+  PooledConnection& operator=(PooledConnection&& other) noexcept {
+    if (this != &other) {
+      Release();
+      pool_ = std::exchange(other.pool_, nullptr);
+      slot_ = std::exchange(other.slot_, nullptr);
+      db_ = std::exchange(other.db_, nullptr);
+      broken_ = std::exchange(other.broken_, false);
+    }
+    return *this;
+  }
+  PooledConnection(const PooledConnection&) = delete;
+  PooledConnection& operator=(const PooledConnection&) = delete;
+  ~PooledConnection() { Release(); }
+
+  storage::DbConnection& operator*() const { return *db_; }
+  storage::DbConnection* operator->() const { return db_; }
+  storage::DbConnection* get() const { return db_; }
+  explicit operator bool() const { return db_ != nullptr; }
+
+  // The connection must not be reused (its state is unknown): it is closed on
+  // return. Connections that report IsBroken() are discarded anyway.
+  void MarkBroken() { broken_ = true; }
+
+  // Gives the connection back now.
+  void Release() {
+    if (slot_ != nullptr) GiveBack();
+  }
+
+ private:
+  friend class ConnectionPool;
+  struct Slot;  // the pool's record of one connection (connection_pool.cc)
+  PooledConnection(ConnectionPool* pool, std::unique_ptr<Slot> slot);
+  void GiveBack();
+
+  // Moves, destruction and Release() of an empty handle are inline and cheap:
+  // a callback's result is moved a few times on its way.
+  ConnectionPool* pool_ = nullptr;
+  Slot* slot_ = nullptr;                 // owned
+  storage::DbConnection* db_ = nullptr;  // slot_'s connection, null when empty
+  bool broken_ = false;
+};
+
+struct AcquireRequest {
+  // When the caller gives up. The pool waits until the earlier of this and
+  // now + PoolOptions::timeout.
+  absl::Time deadline = absl::InfiniteFuture();
+  // false: never queue; fail at once with RESOURCE_EXHAUSTED when no
+  // connection can be had right away (health probes must not take a place
+  // in the waiter queue that callers are bounded by).
+  bool wait = true;
+  // Who asks (the gRPC "x-client-id" metadata; "" when absent), for the
+  // per-client occupancy in PoolStats.
+  std::string client_id;
+};
+
+class ConnectionPool final {
+ public:
+  using WaitId = uint64_t;  // 0 = nothing to cancel
+  using Callback = absl::AnyInvocable<void(absl::StatusOr<PooledConnection>) &&>;
+
+  ConnectionPool(PoolOptions options, storage::DbConnector& connector, Executor& executor,
+                 TimerQueue& timers, const Clock& clock);
+  ~ConnectionPool();
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
+
+  // Never blocks. `done` runs exactly once, on the executor, with a connection
+  // or with: RESOURCE_EXHAUSTED (pool timeout, or too many waiters),
+  // DEADLINE_EXCEEDED (the request's own deadline came first), UNAVAILABLE
+  // (cannot connect, or the pool is closed), CANCELLED (CancelWait).
+  // Returns an id for CancelWait when the request had to queue, else 0.
+  WaitId Acquire(const AcquireRequest& request, Callback done);
+
+  // Withdraws a queued request (its caller went away): its callback runs with
+  // CANCELLED. No effect if it was already served.
+  void CancelWait(WaitId id);
+
+  // Refuses new requests (UNAVAILABLE), fails queued ones, closes idle
+  // connections; connections in use are closed when they come back.
+  void Close();
+
+  PoolStats Stats() const;
+  const PoolOptions& options() const { return options_; }
+  // Where the pool runs its callbacks, and where work on a checked-out
+  // connection may block.
+  Executor& executor() const { return executor_; }
+  // How long successful Acquire calls took, request to delivery.
+  const DurationHistogram& checkout_wait() const { return checkout_wait_; }
+
+ private:
+  friend class PooledConnection;
+  using Slot = PooledConnection::Slot;
+
+  // One client id's share of the pool. Kept while referenced (by a request
+  // on its way to a connection, or by a connection checked out), plus up to
+  // kMaxUnreferencedClients unreferenced ones, swept when there are more: a
+  // client's next checkout finds its entry instead of allocating one, and
+  // ids cannot grow memory.
+  struct Client {
+    std::string name;
+    // Connections checked out. Atomic: counted up at delivery, outside mu_
+    // (the references keep the entry alive meanwhile), and down under mu_.
+    std::atomic<int> in_use{0};
+    int refs = 0;  // guarded by mu_
+  };
+  static constexpr int kMaxUnreferencedClients = 64;
+
+  // What a request carries from Acquire to its delivery: the caller's
+  // callback, when it asked, and its client (one reference).
+  struct Request {
+    Callback done;
+    absl::Time requested;
+    Client* client = nullptr;
+  };
+
+  struct Waiter {
+    WaitId id;
+    absl::Time deadline;
+    bool caller_deadline;  // the request's deadline, not the pool timeout, bounds it
+    Request request;       // request.requested: when it was queued
+  };
+
+  // Runs on the executor: validates an idle connection (recycle age,
+  // pre-ping), replacing it if needed, then delivers it to slot->request.
+  void CheckOut(std::unique_ptr<Slot> slot);
+  // Runs on the executor: opens a connection into a slot already counted in
+  // open_ and opening_, then delivers it. `probe`: ReconnectBackoff's probe.
+  void OpenAndDeliver(Request request, bool probe);
+  // Closes a connection that may not be handed out and opens another in its
+  // slot for the same request (or fails it, while connects are rationed).
+  void Replace(std::unique_ptr<Slot> slot);
+  // Counts the checkout (checkouts, its client's share, the wait until `now`)
+  // and hands the connection to slot->request's callback.
+  void Deliver(std::unique_ptr<Slot> slot, absl::Time now);
+  void Return(std::unique_ptr<Slot> slot, bool broken);
+  void Discard(std::unique_ptr<Slot> slot);  // closes a connection counted in open_
+  // Frees a slot counted in open_ and lets the oldest waiter use it.
+  void FreeSlot();
+  // Waiters' deadlines: one timer on the TimerQueue, armed no later than the
+  // earliest deadline (not one timer per waiter: scheduling and cancelling a
+  // timer per queued request cost more than the rest of the queueing). A
+  // waiter served before its deadline leaves the timer as it is; it then
+  // fires for nothing and re-arms for the earliest deadline left.
+  void AddDeadlineLocked(const Waiter& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a waiter left the queue: with none left, no timer is left either.
+  void WaiterLeftLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmExpiryLocked(absl::Time at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DisarmExpiryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The expiry timer's callback: fails every waiter whose deadline passed,
+  // earliest first, and re-arms for the next. `generation`: which arming.
+  void ExpireDue(uint64_t generation);
+  // With a connection slot free (open_ < max), starts opening one for the
+  // oldest waiter. Returns the waiter to serve, if any. While connects are
+  // rationed and none may start, moves every waiter to `refused` instead
+  // (their client references already dropped).
+  bool TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* out, bool* probe,
+                                        std::list<Waiter>* refused)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ServeNewConnection(Waiter waiter, bool probe);
+  // Fails each refused waiter with UNAVAILABLE and `message`.
+  void Refuse(std::list<Waiter> refused, const std::string& message);
+  // Why a connect may not start now (the database is down).
+  std::string DownMessageLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  using ClientHash = absl::Hash<absl::string_view>;
+  // A reference to `id`'s entry, created if needed; `hash` is ClientHash of
+  // `id` (unused for "", whose entry is always there).
+  Client* RefClientLocked(const std::string& id, size_t hash) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UnrefClientLocked(Client* client) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A request that will not be served: drops its client reference and
+  // returns its callback (to fail).
+  Callback DropRequestLocked(Request* request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Time RecycleAtLocked(absl::Time created) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status TimeoutStatusLocked(const Waiter& w, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const PoolOptions options_;
+  storage::DbConnector& connector_;
+  Executor& executor_;
+  TimerQueue& timers_;
+  const Clock& clock_;
+
+  mutable Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::unique_ptr<Slot>> idle_ ABSL_GUARDED_BY(mu_);  // back = most recently used
+  int open_ ABSL_GUARDED_BY(mu_) = 0;
+  int opening_ ABSL_GUARDED_BY(mu_) = 0;
+  std::list<Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // front = oldest
+  absl::flat_hash_map<WaitId, std::list<Waiter>::iterator> waiter_index_ ABSL_GUARDED_BY(mu_);
+  // The armed expiry timer (0: none, only when no one waits) and when it
+  // fires: never later than the earliest waiter's deadline.
+  TimerQueue::TimerId expiry_timer_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time expiry_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  uint64_t expiry_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  WaitId next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  PoolStats counters_ ABSL_GUARDED_BY(mu_);  // only the counter fields are used
+  // Checkouts given back; PoolStats::checkouts adds those in use.
+  int64_t returned_ ABSL_GUARDED_BY(mu_) = 0;
+  ReconnectBackoff backoff_ ABSL_GUARDED_BY(mu_);
+  std::string last_connect_error_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_connect_error_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // Keyed by Client::name (entries never move).
+  absl::flat_hash_map<absl::string_view, std::unique_ptr<Client>, ClientHash> clients_
+      ABSL_GUARDED_BY(mu_);
+  // The entry of "" (no x-client-id), in clients_ for good.
+  Client* const anonymous_;
+  int unreferenced_clients_ ABSL_GUARDED_BY(mu_) = 0;
+  DurationHistogram checkout_wait_;
+};
+
+}  // namespace sessionbroker::core
+
+#endif  // SESSIONBROKER_SERVER_CORE_POOL_CONNECTION_POOL_H_

@@ -1,0 +1,349 @@
+#include "server/core/exec/statement_runner.h"
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/core/base/clock.h"
+#include "server/core/pool/connection_pool.h"
+#include "server/core/base/executor.h"
+#include "server/core/base/timer_queue.h"
+#include "server/storage/sql_error.h"
+#include "tests/support/fake_db.h"
+
+namespace sessionbroker::core {
+namespace {
+
+using ::sessionbroker::testing::FakeConnector;
+using ::sessionbroker::testing::ManualExecutor;
+using ::testing::HasSubstr;
+using Results = StatementRunner::Results;
+
+RunRequest One(std::string sql, std::vector<storage::Value> params = {}) {
+  RunRequest r;
+  r.statements.push_back(storage::Statement{std::move(sql), std::move(params)});
+  return r;
+}
+
+class StatementRunnerTest : public ::testing::Test {
+ protected:
+  StatementRunnerTest() {
+    PoolOptions options;
+    options.pool_size = 1;
+    options.max_overflow = 0;
+    options.pre_ping = false;
+    pool_ = std::make_unique<ConnectionPool>(options, connector_, executor_, timers_, clock_);
+    runner_ = std::make_unique<StatementRunner>(*pool_, timers_, executor_, clock_,
+                                                RunnerOptions{});
+  }
+  ~StatementRunnerTest() override {
+    pool_->Close();
+    executor_.RunAll();
+  }
+
+  // Runs a request to completion on the manual executor.
+  absl::StatusOr<Results> RunToEnd(RunRequest request) {
+    std::optional<absl::StatusOr<Results>> out;
+    runner_->Run(std::move(request), [&](absl::StatusOr<Results> r) { out = std::move(r); });
+    executor_.RunAll();
+    EXPECT_TRUE(out.has_value()) << "the callback did not run";
+    return out.has_value() ? *std::move(out) : absl::InternalError("no result");
+  }
+
+  FakeClock clock_;
+  TimerQueue timers_{clock_};
+  ManualExecutor executor_;
+  FakeConnector connector_;
+  std::unique_ptr<ConnectionPool> pool_;
+  std::unique_ptr<StatementRunner> runner_;
+};
+
+TEST_F(StatementRunnerTest, RunsOneStatementAndReturnsItsResult) {
+  absl::StatusOr<Results> r = RunToEnd(One("SELECT 1"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ((*r)[0].rows[0][0].text, "SELECT 1");
+  EXPECT_EQ(runner_->Stats().statements, 1);
+}
+
+TEST_F(StatementRunnerTest, InvalidRequestsFailInlineWithoutTouchingThePool) {
+  std::vector<RunRequest> invalid;
+  for (const char* sql : {"", "  /* only a comment */ ;", "SELECT 1; SELECT 2", "BEGIN",
+                          "COPY t TO STDOUT", "COPY t FROM STDIN", "COMMIT", "SELECT $1"}) {
+    invalid.push_back(One(sql));
+  }
+  invalid.push_back(One("SELECT 1", {storage::Value::Int64(1)}));
+  invalid.emplace_back().op = RunRequest::Op::kBatch;
+  for (RunRequest& request : invalid) {
+    std::optional<absl::Status> status;
+    runner_->Run(std::move(request), [&](absl::StatusOr<Results> r) { status = r.status(); });
+    ASSERT_TRUE(status.has_value()) << "callback must run inline for invalid requests";
+    EXPECT_EQ(status->code(), absl::StatusCode::kInvalidArgument) << status->message();
+  }
+  EXPECT_EQ(connector_.connects(), 0);
+  EXPECT_EQ(executor_.queued(), 0u);
+}
+
+TEST_F(StatementRunnerTest, ParameterCountMismatchSaysWhatWasExpected) {
+  std::optional<absl::Status> status;
+  runner_->Run(One("SELECT $1, $2", {storage::Value::Int64(1)}),
+               [&](absl::StatusOr<Results> r) { status = r.status(); });
+  ASSERT_TRUE(status.has_value());
+  EXPECT_THAT(status->message(), HasSubstr("$2"));
+  EXPECT_THAT(status->message(), HasSubstr("1 parameters"));
+}
+
+TEST_F(StatementRunnerTest, BatchErrorsNameTheStatement) {
+  RunRequest batch;
+  batch.op = RunRequest::Op::kBatch;
+  batch.statements = {{"SELECT 1", {}}, {"ROLLBACK", {}}};
+  std::optional<absl::Status> status;
+  runner_->Run(std::move(batch), [&](absl::StatusOr<Results> r) { status = r.status(); });
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(status->code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status->message(), HasSubstr("statements[1]"));
+}
+
+TEST_F(StatementRunnerTest, SessionStateStatementsResetTheConnectionBeforeItIsReused) {
+  ASSERT_TRUE(RunToEnd(One("SET search_path TO x")).ok());
+  ASSERT_TRUE(RunToEnd(One("SELECT pg_advisory_lock(1)")).ok());
+  ASSERT_EQ(connector_.connects(), 1);
+  EXPECT_EQ(connector_.connection(1)->resets(), 2);
+  EXPECT_EQ(runner_->Stats().session_resets, 2);
+}
+
+TEST_F(StatementRunnerTest, PlainStatementsDoNotResetTheConnection) {
+  ASSERT_TRUE(RunToEnd(One("SELECT * FROM t WHERE id = $1", {storage::Value::Int64(1)})).ok());
+  ASSERT_TRUE(RunToEnd(One("INSERT INTO t VALUES (1)")).ok());
+  EXPECT_EQ(connector_.connection(1)->resets(), 0);
+}
+
+TEST_F(StatementRunnerTest, PoolErrorsReachTheCaller) {
+  connector_.set_fail_connects(true);
+  absl::StatusOr<Results> r = RunToEnd(One("SELECT 1"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(StatementRunnerTest, CancelWhileWaitingForAConnectionGivesCancelled) {
+  // Hold the only connection.
+  std::optional<absl::StatusOr<PooledConnection>> held;
+  pool_->Acquire(AcquireRequest{}, [&](absl::StatusOr<PooledConnection> c) { held = std::move(c); });
+  executor_.RunAll();
+  ASSERT_TRUE(held.has_value() && held->ok());
+
+  std::optional<absl::StatusOr<Results>> out;
+  std::shared_ptr<RunningCall> call =
+      runner_->Run(One("SELECT 1"), [&](absl::StatusOr<Results> r) { out = std::move(r); });
+  executor_.RunAll();
+  EXPECT_FALSE(out.has_value());
+  call->Cancel();
+  executor_.RunAll();
+  ASSERT_TRUE(out.has_value());
+  EXPECT_EQ(out->status().code(), absl::StatusCode::kCancelled);
+  held->value().Release();
+  executor_.RunAll();
+  EXPECT_EQ(pool_->Stats().idle, 1);
+}
+
+// Inside a session's transaction a batch runs statement by statement, and
+// BROKER_MAX_RESULT_BYTES still covers it whole (as it covers a one-shot
+// batch): statements each under the cap but together over it fail the step,
+// and the transaction is rolled back, rather than joining it and failing
+// only in the response, where the client hears of an error but a later
+// COMMIT commits them.
+TEST_F(StatementRunnerTest, BatchInATransactionOverTheResultCapTogetherFailsAndRollsBack) {
+  RunnerOptions options;
+  // The fake returns each statement's text as its one value: about 210
+  // bytes of result for these statements, so one fits and two do not.
+  options.max_result_bytes = 300;
+  StatementRunner capped(*pool_, timers_, executor_, clock_, options);
+  const std::string sql = absl::StrCat("SELECT '", std::string(100, 'x'), "'");
+
+  std::optional<RunOutcome> begun;
+  RunRequest begin;
+  begin.op = RunRequest::Op::kBegin;
+  capped.RunStep(std::move(begin), [&](RunOutcome o) { begun = std::move(o); });
+  executor_.RunAll();
+  ASSERT_TRUE(begun.has_value() && begun->results.ok());
+
+  RunRequest one;
+  one.op = RunRequest::Op::kInTransaction;
+  one.statements = {{sql, {}}};
+  one.connection = std::move(begun->connection);
+  std::optional<RunOutcome> first;
+  capped.RunStep(std::move(one), [&](RunOutcome o) { first = std::move(o); });
+  executor_.RunAll();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(first->results.ok()) << first->results.status();
+  ASSERT_TRUE(first->connection) << "the transaction goes on";
+
+  RunRequest two;
+  two.op = RunRequest::Op::kInTransaction;
+  two.statements = {{sql, {}}, {sql, {}}};
+  two.connection = std::move(first->connection);
+  std::optional<RunOutcome> second;
+  capped.RunStep(std::move(two), [&](RunOutcome o) { second = std::move(o); });
+  executor_.RunAll();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->results.status().code(), absl::StatusCode::kResourceExhausted)
+      << second->results.status();
+  EXPECT_THAT(second->results.status().message(), HasSubstr("300 bytes"));
+  EXPECT_THAT(second->results.status().message(), HasSubstr("rolled back"));
+  EXPECT_FALSE(second->connection) << "the transaction went on";
+  EXPECT_FALSE(connector_.connection(1)->in_transaction());
+  EXPECT_EQ(connector_.connection(1)->log().back(), "ROLLBACK");
+  EXPECT_EQ(pool_->Stats().in_use, 0);
+}
+
+// Statement cancellation needs the statement to block on another thread while
+// the test moves the fake clock: a real executor thread runs it.
+class StatementRunnerCancelTest : public ::testing::Test {
+ protected:
+  StatementRunnerCancelTest() {
+    PoolOptions options;
+    options.pool_size = 1;
+    options.max_overflow = 0;
+    options.pre_ping = false;
+    pool_ = std::make_unique<ConnectionPool>(options, connector_, executor_, timers_, clock_);
+    RunnerOptions runner_options;
+    runner_options.max_statement_duration = absl::Minutes(5);
+    runner_ = std::make_unique<StatementRunner>(*pool_, timers_, cancels_, clock_, runner_options);
+  }
+  ~StatementRunnerCancelTest() override {
+    pool_->Close();
+    executor_.Shutdown();
+    cancels_.Shutdown();
+  }
+
+  // Starts `request`, returns once its statement blocks in the fake.
+  std::shared_ptr<RunningCall> StartBlocking(RunRequest request) {
+    // Open the connection first so the test can make it block.
+    {
+      Mutex mu;
+      CondVar cv;
+      bool ready = false;
+      pool_->Acquire(AcquireRequest{}, [&](absl::StatusOr<PooledConnection> c) {
+        MutexLock lock(&mu);
+        ready = true;
+        cv.Signal();
+      });
+      MutexLock lock(&mu);
+      while (!ready) cv.Wait(&mu);
+    }
+    connector_.connection(1)->set_block_until_cancel(true);
+    std::shared_ptr<RunningCall> call =
+        runner_->Run(std::move(request), [this](absl::StatusOr<Results> r) {
+          MutexLock lock(&mu_);
+          result_ = std::move(r);
+          done_.SignalAll();
+        });
+    connector_.connection(1)->WaitUntilExecuting();
+    return call;
+  }
+
+  absl::StatusOr<Results> Wait() {
+    MutexLock lock(&mu_);
+    while (!result_.has_value()) done_.Wait(&mu_);
+    return *result_;
+  }
+
+  FakeClock clock_;
+  TimerQueue timers_{clock_};
+  ThreadPoolExecutor executor_{2, "test-worker"};
+  ThreadPoolExecutor cancels_{1, "test-cancel"};
+  FakeConnector connector_;
+  std::unique_ptr<ConnectionPool> pool_;
+  std::unique_ptr<StatementRunner> runner_;
+  Mutex mu_;
+  CondVar done_;
+  std::optional<absl::StatusOr<Results>> result_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(StatementRunnerCancelTest, DeadlineCancelsTheRunningStatementExactlyWhenDue) {
+  RunRequest request = One("SELECT pg_sleep(30)");
+  request.deadline = clock_.Now() + absl::Milliseconds(200);
+  StartBlocking(std::move(request));
+  clock_.Advance(absl::Milliseconds(199));
+  timers_.RunDue();
+  EXPECT_EQ(connector_.connection(1)->cancels(), 0) << "cancelled before the deadline";
+  clock_.Advance(absl::Milliseconds(1));
+  timers_.RunDue();
+  absl::StatusOr<Results> r = Wait();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(r.status().message(), HasSubstr("deadline"));
+  EXPECT_EQ(storage::SqlStateOf(r.status()), "57014");
+  EXPECT_EQ(connector_.connection(1)->cancels(), 1);
+  EXPECT_EQ(runner_->Stats().cancellations, 1);
+}
+
+TEST_F(StatementRunnerCancelTest, MaxStatementDurationCapsCallersWithoutDeadline) {
+  StartBlocking(One("SELECT pg_sleep(3600)"));
+  clock_.Advance(absl::Minutes(5));
+  timers_.RunDue();
+  absl::StatusOr<Results> r = Wait();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(r.status().message(), HasSubstr("BROKER_MAX_STATEMENT_DURATION"));
+}
+
+TEST_F(StatementRunnerCancelTest, CallerCancellationCancelsTheStatementAndKeepsTheConnection) {
+  std::shared_ptr<RunningCall> call = StartBlocking(One("SELECT pg_sleep(30)"));
+  call->Cancel();
+  timers_.RunDue();  // the cancel request is sent from the timer thread
+  absl::StatusOr<Results> r = Wait();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
+  // The connection went back to the pool (not discarded): cancelling a
+  // statement leaves it usable.
+  for (int i = 0; i < 1000 && pool_->Stats().idle != 1; ++i) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(pool_->Stats().idle, 1);
+  EXPECT_EQ(pool_->Stats().invalidated, 0);
+}
+
+TEST_F(StatementRunnerCancelTest, ConnectionCancelFlagIsClearedBeforeTheNextCaller) {
+  std::shared_ptr<RunningCall> call = StartBlocking(One("SELECT pg_sleep(30)"));
+  call->Cancel();
+  ASSERT_EQ(Wait().status().code(), absl::StatusCode::kCancelled);
+  connector_.connection(1)->set_block_until_cancel(false);
+  {
+    MutexLock lock(&mu_);
+    result_.reset();
+  }
+  runner_->Run(One("SELECT 1"), [this](absl::StatusOr<Results> r) {
+    MutexLock lock(&mu_);
+    result_ = std::move(r);
+    done_.SignalAll();
+  });
+  absl::StatusOr<Results> next = Wait();
+  EXPECT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(connector_.connects(), 1) << "the same connection serves the next call";
+}
+
+TEST_F(StatementRunnerCancelTest, CancelIsRepeatedWhileTheStatementKeepsRunning) {
+  RunRequest request = One("SELECT pg_sleep(30)");
+  request.deadline = clock_.Now() + absl::Milliseconds(100);
+  // A connection that ignores the first cancel request, as PostgreSQL does
+  // when it arrives between two statements.
+  StartBlocking(std::move(request));
+  connector_.connection(1)->set_ignore_cancels(1);
+  clock_.Advance(absl::Milliseconds(100));
+  timers_.RunDue();
+  for (int i = 0; i < 5000 && connector_.connection(1)->cancels() < 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(connector_.connection(1)->cancels(), 1);
+  // The repeat is scheduled just after that cancel returns: wait for it, or
+  // the clock could move before it is armed and it would never come due.
+  for (int i = 0; i < 5000 && timers_.pending() == 0; ++i) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(timers_.pending(), 1u);
+  clock_.Advance(absl::Seconds(1));
+  timers_.RunDue();
+  absl::StatusOr<Results> r = Wait();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(connector_.connection(1)->cancels(), 2);
+}
+
+}  // namespace
+}  // namespace sessionbroker::core

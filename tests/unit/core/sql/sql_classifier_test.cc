@@ -1,0 +1,753 @@
+#include "server/core/sql/sql_classifier.h"
+
+#include <climits>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace sessionbroker::core {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Empty input and statement boundaries
+// ---------------------------------------------------------------------------
+
+TEST(SqlClassifierTest, EmptyStringIsEmpty) {
+  const SqlInfo info = ClassifySql("");
+  EXPECT_TRUE(info.empty);
+  EXPECT_FALSE(info.multiple_statements);
+  EXPECT_EQ(info.max_placeholder, 0);
+  EXPECT_EQ(info.first_keyword, "");
+  EXPECT_FALSE(info.transaction_control);
+  EXPECT_FALSE(info.changes_session_state);
+}
+
+TEST(SqlClassifierTest, WhitespaceOnlyIsEmpty) {
+  EXPECT_TRUE(ClassifySql(" \t\r\n\f\v ").empty);
+}
+
+TEST(SqlClassifierTest, OnlyCommentsIsEmpty) {
+  const SqlInfo info = ClassifySql("-- hello\n/* SELECT 1; */ -- bye");
+  EXPECT_TRUE(info.empty);
+  EXPECT_FALSE(info.multiple_statements);
+  EXPECT_EQ(info.first_keyword, "");
+}
+
+TEST(SqlClassifierTest, OnlySemicolonIsEmpty) {
+  const SqlInfo info = ClassifySql(";");
+  EXPECT_TRUE(info.empty);
+  EXPECT_FALSE(info.multiple_statements);
+}
+
+TEST(SqlClassifierTest, OnlySemicolonsAndCommentsIsEmpty) {
+  const SqlInfo info = ClassifySql(";; /* x */ ; -- y\n;");
+  EXPECT_TRUE(info.empty);
+  EXPECT_FALSE(info.multiple_statements);
+}
+
+TEST(SqlClassifierTest, UnterminatedBlockCommentIsEmpty) {
+  EXPECT_TRUE(ClassifySql("/* SELECT 1; SELECT 2").empty);
+}
+
+TEST(SqlClassifierTest, StatementIsNotEmpty) {
+  const SqlInfo info = ClassifySql("SELECT 1");
+  EXPECT_FALSE(info.empty);
+  EXPECT_FALSE(info.multiple_statements);
+}
+
+TEST(SqlClassifierTest, StatementStartingWithParenthesisIsNotEmpty) {
+  EXPECT_FALSE(ClassifySql("(").empty);
+}
+
+TEST(SqlClassifierTest, TrailingSemicolonIsOneStatement) {
+  const SqlInfo info = ClassifySql("SELECT 1;");
+  EXPECT_FALSE(info.empty);
+  EXPECT_FALSE(info.multiple_statements);
+}
+
+TEST(SqlClassifierTest,
+     TrailingSemicolonsWhitespaceAndCommentsAreOneStatement) {
+  EXPECT_FALSE(ClassifySql("SELECT 1 ;; \n -- done\n /* really */ ; \n")
+                   .multiple_statements);
+}
+
+TEST(SqlClassifierTest, LeadingEmptyStatementsDoNotCount) {
+  EXPECT_FALSE(ClassifySql(";; SELECT 1").multiple_statements);
+}
+
+TEST(SqlClassifierTest, TwoStatementsAreMultiple) {
+  EXPECT_TRUE(ClassifySql("SELECT 1; SELECT 2").multiple_statements);
+}
+
+TEST(SqlClassifierTest, TwoStatementsWithoutSpaceAreMultiple) {
+  EXPECT_TRUE(ClassifySql("SELECT 1;SELECT 2;").multiple_statements);
+}
+
+TEST(SqlClassifierTest, MultipleStatementsWithTrailingCommentsAreMultiple) {
+  const SqlInfo info =
+      ClassifySql("SELECT 1; -- one\nSELECT 2; /* two */ -- end");
+  EXPECT_TRUE(info.multiple_statements);
+  EXPECT_EQ(info.first_keyword, "SELECT");
+}
+
+TEST(SqlClassifierTest, SemicolonInsideStringDoesNotSplit) {
+  EXPECT_FALSE(ClassifySql("SELECT ';' || 'a;b'").multiple_statements);
+}
+
+TEST(SqlClassifierTest, SemicolonInsideEscapeStringDoesNotSplit) {
+  EXPECT_FALSE(ClassifySql(R"(SELECT E'\'; SELECT 2')").multiple_statements);
+}
+
+TEST(SqlClassifierTest, SemicolonInsideLineCommentDoesNotSplit) {
+  EXPECT_FALSE(ClassifySql("SELECT 1 -- ; SELECT 2\n").multiple_statements);
+}
+
+TEST(SqlClassifierTest, SemicolonInsideBlockCommentDoesNotSplit) {
+  EXPECT_FALSE(ClassifySql("SELECT 1 /* ; SELECT 2 */").multiple_statements);
+}
+
+TEST(SqlClassifierTest, SemicolonInsideQuotedIdentifierDoesNotSplit) {
+  EXPECT_FALSE(ClassifySql(R"(SELECT 1 AS "a;b")").multiple_statements);
+}
+
+TEST(SqlClassifierTest, SemicolonInsideDollarQuoteDoesNotSplit) {
+  EXPECT_FALSE(ClassifySql("SELECT $$a; SELECT 2$$").multiple_statements);
+}
+
+TEST(SqlClassifierTest, SemicolonInsideTaggedDollarQuoteDoesNotSplit) {
+  EXPECT_FALSE(ClassifySql("SELECT $x$a; $$; SELECT 2$x$").multiple_statements);
+}
+
+// Documented limitation: parentheses do not protect a `;` (CREATE RULE ... DO
+// (a; b) is reported as multiple statements).
+TEST(SqlClassifierTest, SemicolonInsideParenthesesSplits) {
+  EXPECT_TRUE(
+      ClassifySql("CREATE RULE r AS ON INSERT TO t DO ALSO "
+                  "(INSERT INTO a VALUES (1); INSERT INTO b VALUES (2))")
+          .multiple_statements);
+}
+
+TEST(SqlClassifierTest, LineCommentEndsAtNewline) {
+  EXPECT_TRUE(ClassifySql("SELECT 1 -- c\n; SELECT 2").multiple_statements);
+}
+
+TEST(SqlClassifierTest, LineCommentEndsAtCarriageReturn) {
+  EXPECT_TRUE(ClassifySql("SELECT 1 -- c\r; SELECT 2").multiple_statements);
+}
+
+TEST(SqlClassifierTest, LineCommentStartsRightAfterOperator) {
+  EXPECT_EQ(ClassifySql("SELECT 1 +-- $2\n $1").max_placeholder, 1);
+}
+
+// ---------------------------------------------------------------------------
+// Comments
+// ---------------------------------------------------------------------------
+
+TEST(SqlClassifierTest, NestedBlockCommentIsSkippedWhole) {
+  const SqlInfo info = ClassifySql("/* a /* b */ SET x = 1; $9 */ SELECT $2");
+  EXPECT_EQ(info.first_keyword, "SELECT");
+  EXPECT_EQ(info.max_placeholder, 2);
+  EXPECT_FALSE(info.multiple_statements);
+  EXPECT_FALSE(info.changes_session_state);
+}
+
+TEST(SqlClassifierTest, DeeplyNestedBlockCommentIsSkippedWhole) {
+  EXPECT_EQ(ClassifySql("/* /* /* */ $7 */ $8 */ SELECT $1").max_placeholder,
+            1);
+}
+
+TEST(SqlClassifierTest, SlashStarSlashDoesNotCloseComment) {
+  EXPECT_EQ(ClassifySql("/*/ $5 */ SELECT $1").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, StarsBeforeCommentCloseAreSkipped) {
+  EXPECT_EQ(ClassifySql("/** $5 **/ SELECT $1").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, UnclosedNestedCommentRunsToEnd) {
+  const SqlInfo info = ClassifySql("SELECT 1 /* /* */ ; SET x = 1");
+  EXPECT_FALSE(info.multiple_statements);
+  EXPECT_FALSE(info.changes_session_state);
+}
+
+TEST(SqlClassifierTest, CommentBetweenTokensSeparatesThem) {
+  EXPECT_EQ(ClassifySql("SELECT/**/1").first_keyword, "SELECT");
+}
+
+// ---------------------------------------------------------------------------
+// Placeholders
+// ---------------------------------------------------------------------------
+
+TEST(SqlClassifierTest, NoPlaceholdersGivesZero) {
+  EXPECT_EQ(ClassifySql("SELECT 1").max_placeholder, 0);
+}
+
+TEST(SqlClassifierTest, SinglePlaceholderIsCounted) {
+  EXPECT_EQ(ClassifySql("SELECT $1").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, DollarTenIsTenNotOne) {
+  EXPECT_EQ(ClassifySql("SELECT $10").max_placeholder, 10);
+}
+
+TEST(SqlClassifierTest, MaxPlaceholderIsTheHighestNotTheLast) {
+  EXPECT_EQ(ClassifySql("SELECT $2, $10, $3").max_placeholder, 10);
+}
+
+TEST(SqlClassifierTest, RepeatedPlaceholderCountsOnce) {
+  EXPECT_EQ(ClassifySql("SELECT $1 + $1 + $1").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, PlaceholderGapsReportTheHighest) {
+  EXPECT_EQ(ClassifySql("SELECT $5").max_placeholder, 5);
+}
+
+TEST(SqlClassifierTest, PlaceholderWithLeadingZerosIsItsValue) {
+  EXPECT_EQ(ClassifySql("SELECT $007").max_placeholder, 7);
+}
+
+TEST(SqlClassifierTest, PlaceholderZeroLeavesMaxAtZero) {
+  EXPECT_EQ(ClassifySql("SELECT $0").max_placeholder, 0);
+}
+
+TEST(SqlClassifierTest, PlaceholderAfterOperatorsAndParenthesesIsCounted) {
+  EXPECT_EQ(ClassifySql("SELECT f($1)+$2*-$3 WHERE x=$4::int").max_placeholder,
+            4);
+}
+
+TEST(SqlClassifierTest, PlaceholderDirectlyAfterNumberIsCounted) {
+  EXPECT_EQ(ClassifySql("SELECT 1$2").max_placeholder, 2);
+}
+
+TEST(SqlClassifierTest, PlaceholderAtIntMaxIsExact) {
+  EXPECT_EQ(ClassifySql("SELECT $2147483647").max_placeholder, INT_MAX);
+}
+
+TEST(SqlClassifierTest, PlaceholderJustAboveIntMaxIsClamped) {
+  EXPECT_EQ(ClassifySql("SELECT $2147483648").max_placeholder, INT_MAX);
+}
+
+TEST(SqlClassifierTest, AbsurdPlaceholderIsClampedToIntMax) {
+  EXPECT_EQ(ClassifySql("SELECT $99999999999999999999999999999999999999")
+                .max_placeholder,
+            INT_MAX);
+}
+
+TEST(SqlClassifierTest, DollarInsideIdentifierIsNotPlaceholder) {
+  EXPECT_EQ(ClassifySql("SELECT a$1 FROM t").max_placeholder, 0);
+}
+
+TEST(SqlClassifierTest, DoubleDollarInsideIdentifierIsNotDollarQuote) {
+  // If `a$$` opened a dollar quote, $1 would be hidden inside it.
+  EXPECT_EQ(ClassifySql("SELECT a$$, $1").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, PlaceholderFollowedByDollarIsNotDollarQuote) {
+  // A tag cannot start with a digit: `$1$` is `$1` then `$`.
+  EXPECT_EQ(ClassifySql("SELECT $1$, $2").max_placeholder, 2);
+}
+
+TEST(SqlClassifierTest, LoneDollarIsNotPlaceholder) {
+  const SqlInfo info = ClassifySql("SELECT $");
+  EXPECT_EQ(info.max_placeholder, 0);
+  EXPECT_FALSE(info.empty);
+}
+
+TEST(SqlClassifierTest, DollarNameWithoutClosingDollarIsNotDollarQuote) {
+  EXPECT_EQ(ClassifySql("SELECT $foo + $1").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, NonAsciiBytesAreIdentifierCharacters) {
+  // "café$1" is one identifier.
+  EXPECT_EQ(ClassifySql("SELECT caf\xC3\xA9$1").max_placeholder, 0);
+}
+
+TEST(SqlClassifierTest, PlaceholderInsideStringIsIgnored) {
+  EXPECT_EQ(ClassifySql("SELECT '$1', $2").max_placeholder, 2);
+}
+
+TEST(SqlClassifierTest, PlaceholderInsideLineCommentIsIgnored) {
+  EXPECT_EQ(ClassifySql("SELECT $1 -- $2").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, PlaceholderInsideBlockCommentIsIgnored) {
+  EXPECT_EQ(ClassifySql("SELECT $1 /* $2 */").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, PlaceholderInsideQuotedIdentifierIsIgnored) {
+  EXPECT_EQ(ClassifySql(R"(SELECT 1 AS "$1")").max_placeholder, 0);
+}
+
+TEST(SqlClassifierTest, PlaceholderInsideDollarQuoteIsIgnored) {
+  EXPECT_EQ(ClassifySql("SELECT $$ $1 $$, $2").max_placeholder, 2);
+}
+
+TEST(SqlClassifierTest, PlaceholderInsideTaggedDollarQuoteIsIgnored) {
+  EXPECT_EQ(ClassifySql("SELECT $fn$ SELECT $3 $fn$, $1").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, DollarQuoteEndsOnlyAtItsOwnTag) {
+  EXPECT_EQ(ClassifySql("SELECT $a$ $$ $1 $b$ $2 $b $a$, $3").max_placeholder,
+            3);
+}
+
+TEST(SqlClassifierTest, DollarQuoteTagIsCaseSensitive) {
+  EXPECT_EQ(ClassifySql("SELECT $a$ $A$ $5 $a$, $1").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, DollarQuoteTagMayContainDigitsAndUnderscores) {
+  EXPECT_EQ(ClassifySql("SELECT $_x1$ $5 $_x1$, $1").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, DollarRightBeforeClosingDelimiterIsInBody) {
+  // The body is `x$`; the closing `$a$` follows it directly.
+  EXPECT_EQ(ClassifySql("SELECT $a$x$$a$, $1").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, EmptyDollarQuoteIsAString) {
+  EXPECT_EQ(ClassifySql("SELECT $$$$, $1").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, UnterminatedDollarQuoteRunsToEnd) {
+  const SqlInfo info = ClassifySql("SELECT $x$ $1; SET a = 1 $y$");
+  EXPECT_EQ(info.max_placeholder, 0);
+  EXPECT_FALSE(info.multiple_statements);
+  EXPECT_FALSE(info.changes_session_state);
+}
+
+// ---------------------------------------------------------------------------
+// String literals and quoted identifiers
+// ---------------------------------------------------------------------------
+
+TEST(SqlClassifierTest, DoubledQuoteDoesNotEndString) {
+  EXPECT_EQ(ClassifySql("SELECT 'it''s $1', $2").max_placeholder, 2);
+}
+
+TEST(SqlClassifierTest, EmptyStringLiteralIsAToken) {
+  const SqlInfo info = ClassifySql("SELECT '', $1");
+  EXPECT_EQ(info.max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, BackslashIsLiteralInStandardString) {
+  // '\' is a complete string: the $1 after it is real.
+  EXPECT_EQ(ClassifySql(R"(SELECT '\', $1)").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, BackslashEscapesQuoteInEscapeString) {
+  // E'\'' is a string holding one quote: the $1 after it is real.
+  EXPECT_EQ(ClassifySql(R"(SELECT E'\'', $1)").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, EscapedQuoteDoesNotEndEscapeString) {
+  EXPECT_EQ(ClassifySql(R"(SELECT E'\', $1')").max_placeholder, 0);
+}
+
+TEST(SqlClassifierTest, LowercaseEPrefixStartsEscapeString) {
+  EXPECT_EQ(ClassifySql(R"(SELECT e'a\'b $1', $2)").max_placeholder, 2);
+}
+
+TEST(SqlClassifierTest, EscapedBackslashDoesNotEscapeClosingQuote) {
+  EXPECT_EQ(ClassifySql(R"(SELECT E'\\', $1)").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, DoubledQuoteDoesNotEndEscapeString) {
+  EXPECT_EQ(ClassifySql("SELECT E'a''b $1', $2").max_placeholder, 2);
+}
+
+TEST(SqlClassifierTest, IdentifierEndingInEIsNotEscapePrefix) {
+  // `type'\'` is the name `type` then the standard string '\'.
+  EXPECT_EQ(ClassifySql(R"(SELECT type'\', $1)").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, EPrefixSeparatedBySpaceIsAName) {
+  // `E '\'` is the name E then the standard string '\'.
+  EXPECT_EQ(ClassifySql(R"(SELECT E '\', $1)").max_placeholder, 1);
+}
+
+TEST(SqlClassifierTest, NationalStringIsSkipped) {
+  EXPECT_EQ(ClassifySql("SELECT N'$1 it''s', n'$2', $3").max_placeholder, 3);
+}
+
+TEST(SqlClassifierTest, BitStringsAreSkipped) {
+  EXPECT_EQ(ClassifySql("SELECT B'$1', b'0', X'$2', x'1F', $3").max_placeholder,
+            3);
+}
+
+TEST(SqlClassifierTest, UnicodeStringIsSkipped) {
+  EXPECT_EQ(ClassifySql(R"(SELECT U&'d\0061t$1', u&'$2', $3)").max_placeholder,
+            3);
+}
+
+TEST(SqlClassifierTest, UnicodeStringWithUescapeIsSkipped) {
+  EXPECT_EQ(ClassifySql("SELECT U&'d!0061t$1' UESCAPE '!', $2").max_placeholder,
+            2);
+}
+
+TEST(SqlClassifierTest, QuotedIdentifierWithDoubledQuotesIsSkipped) {
+  EXPECT_EQ(ClassifySql(R"(SELECT 1 AS "my ""col"" $1", $2)").max_placeholder,
+            2);
+}
+
+TEST(SqlClassifierTest, UnicodeQuotedIdentifierIsSkipped) {
+  EXPECT_EQ(ClassifySql(R"(SELECT 1 AS U&"d\0061t$1", $2)").max_placeholder, 2);
+}
+
+TEST(SqlClassifierTest, UnterminatedStringRunsToEnd) {
+  const SqlInfo info = ClassifySql("SELECT 'abc; SET x = 1; $1");
+  EXPECT_FALSE(info.empty);
+  EXPECT_FALSE(info.multiple_statements);
+  EXPECT_FALSE(info.changes_session_state);
+  EXPECT_EQ(info.max_placeholder, 0);
+}
+
+TEST(SqlClassifierTest, UnterminatedEscapeStringEndingInBackslashRunsToEnd) {
+  const SqlInfo info = ClassifySql(R"(SELECT E'abc\)");
+  EXPECT_FALSE(info.empty);
+  EXPECT_EQ(info.first_keyword, "SELECT");
+}
+
+TEST(SqlClassifierTest, UnterminatedQuotedIdentifierRunsToEnd) {
+  const SqlInfo info = ClassifySql(R"(SELECT "abc; DISCARD ALL)");
+  EXPECT_FALSE(info.multiple_statements);
+  EXPECT_FALSE(info.changes_session_state);
+}
+
+TEST(SqlClassifierTest, TextEndingInPrefixLetterIsAName) {
+  EXPECT_EQ(ClassifySql("SELECT 1 AS u").first_keyword, "SELECT");
+  EXPECT_FALSE(ClassifySql("SELECT U&").empty);
+}
+
+// ---------------------------------------------------------------------------
+// first_keyword
+// ---------------------------------------------------------------------------
+
+TEST(SqlClassifierTest, FirstKeywordIsUpperCased) {
+  EXPECT_EQ(ClassifySql("select 1").first_keyword, "SELECT");
+}
+
+TEST(SqlClassifierTest, FirstKeywordIgnoresMixedCase) {
+  EXPECT_EQ(ClassifySql("SeLeCt 1").first_keyword, "SELECT");
+}
+
+TEST(SqlClassifierTest, FirstKeywordSkipsWhitespaceAndComments) {
+  EXPECT_EQ(
+      ClassifySql("  -- c\n /* d */ insert INTO t VALUES (1)").first_keyword,
+      "INSERT");
+}
+
+TEST(SqlClassifierTest, FirstKeywordSkipsLeadingParentheses) {
+  EXPECT_EQ(ClassifySql("((SELECT 1))").first_keyword, "SELECT");
+}
+
+TEST(SqlClassifierTest, FirstKeywordOfWithQueryIsWith) {
+  EXPECT_EQ(ClassifySql("WITH x AS (SELECT 1) SELECT * FROM x").first_keyword,
+            "WITH");
+}
+
+TEST(SqlClassifierTest, FirstKeywordComesFromFirstStatement) {
+  EXPECT_EQ(ClassifySql("SELECT 1; BEGIN").first_keyword, "SELECT");
+}
+
+TEST(SqlClassifierTest, FirstKeywordSkipsEmptyStatements) {
+  EXPECT_EQ(ClassifySql("; ; vacuum").first_keyword, "VACUUM");
+}
+
+TEST(SqlClassifierTest, FirstKeywordIsEmptyWhenStatementStartsWithString) {
+  EXPECT_EQ(ClassifySql("'abc'; SELECT 1").first_keyword, "");
+}
+
+TEST(SqlClassifierTest, FirstKeywordIsEmptyWhenStatementStartsWithQuotedName) {
+  EXPECT_EQ(ClassifySql(R"("select" 1)").first_keyword, "");
+}
+
+TEST(SqlClassifierTest, FirstKeywordIsEmptyWhenStatementStartsWithNumber) {
+  EXPECT_EQ(ClassifySql("1").first_keyword, "");
+}
+
+TEST(SqlClassifierTest, FirstKeywordKeepsUnderscoresDigitsAndDollars) {
+  EXPECT_EQ(ClassifySql("my_proc$2x").first_keyword, "MY_PROC$2X");
+}
+
+TEST(SqlClassifierTest, FirstKeywordOfOnlyCommentsIsEmpty) {
+  EXPECT_EQ(ClassifySql("/* SELECT */").first_keyword, "");
+}
+
+// ---------------------------------------------------------------------------
+// transaction_control
+// ---------------------------------------------------------------------------
+
+struct NamedSql {
+  const char* name;
+  const char* sql;
+};
+
+std::string TestName(const testing::TestParamInfo<NamedSql>& info) {
+  return info.param.name;
+}
+
+class TransactionControlTest : public testing::TestWithParam<NamedSql> {};
+
+TEST_P(TransactionControlTest, IsTransactionControl) {
+  EXPECT_TRUE(ClassifySql(GetParam().sql).transaction_control);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    SqlClassifierTest, TransactionControlTest,
+    testing::Values(
+        NamedSql{"Begin", "BEGIN"}, NamedSql{"BeginLowercase", "begin"},
+        NamedSql{"BeginIsolationLevel", "BEGIN ISOLATION LEVEL SERIALIZABLE"},
+        NamedSql{"BeginWithTrailingSemicolon", "BEGIN;"},
+        NamedSql{"StartTransaction", "START TRANSACTION READ ONLY"},
+        NamedSql{"Commit", "COMMIT"},
+        NamedSql{"CommitAndChain", "COMMIT AND CHAIN"}, NamedSql{"End", "END"},
+        NamedSql{"Rollback", "ROLLBACK"},
+        NamedSql{"RollbackToSavepoint", "ROLLBACK TO SAVEPOINT s"},
+        NamedSql{"Abort", "ABORT"}, NamedSql{"Savepoint", "SAVEPOINT s"},
+        NamedSql{"ReleaseSavepoint", "RELEASE SAVEPOINT s"},
+        NamedSql{"Release", "release s"},
+        NamedSql{"PrepareTransaction", "PREPARE TRANSACTION 'x'"},
+        NamedSql{"PrepareTransactionDollarQuotedGid",
+                 "prepare transaction $$x$$"},
+        NamedSql{"CommitPrepared", "COMMIT PREPARED 'x'"},
+        NamedSql{"RollbackPrepared", "ROLLBACK PREPARED 'x'"},
+        NamedSql{"AfterComment", "/* c */ -- d\nCOMMIT"}),
+    TestName);
+
+TEST(SqlClassifierTest, SelectIsNotTransactionControl) {
+  EXPECT_FALSE(ClassifySql("SELECT 1").transaction_control);
+}
+
+TEST(SqlClassifierTest,
+     TransactionKeywordAfterFirstWordIsNotTransactionControl) {
+  EXPECT_FALSE(ClassifySql("SELECT begin, commit FROM t").transaction_control);
+}
+
+TEST(SqlClassifierTest, TransactionKeywordInStringIsNotTransactionControl) {
+  EXPECT_FALSE(ClassifySql("SELECT $$BEGIN$$, 'COMMIT'").transaction_control);
+}
+
+TEST(SqlClassifierTest, TransactionControlInLaterStatementIsReported) {
+  const SqlInfo info = ClassifySql("SELECT 1; COMMIT");
+  EXPECT_TRUE(info.transaction_control);
+  EXPECT_EQ(info.first_keyword, "SELECT");
+}
+
+TEST(SqlClassifierTest, PrepareTransactionIsNotSessionState) {
+  const SqlInfo info = ClassifySql("PREPARE TRANSACTION 'x'");
+  EXPECT_TRUE(info.transaction_control);
+  EXPECT_FALSE(info.changes_session_state);
+  EXPECT_EQ(info.first_keyword, "PREPARE");
+}
+
+TEST(SqlClassifierTest, PrepareStatementIsSessionStateNotTransactionControl) {
+  const SqlInfo info = ClassifySql("PREPARE p AS SELECT 1");
+  EXPECT_FALSE(info.transaction_control);
+  EXPECT_TRUE(info.changes_session_state);
+}
+
+TEST(SqlClassifierTest, PrepareStatementNamedTransactionIsSessionState) {
+  // TRANSACTION is an unreserved keyword, so it can name a statement.
+  const SqlInfo info = ClassifySql("PREPARE transaction AS SELECT 1");
+  EXPECT_FALSE(info.transaction_control);
+  EXPECT_TRUE(info.changes_session_state);
+}
+
+TEST(SqlClassifierTest, CommitPreparedIsNotSessionState) {
+  const SqlInfo info = ClassifySql("COMMIT PREPARED 'x'");
+  EXPECT_TRUE(info.transaction_control);
+  EXPECT_FALSE(info.changes_session_state);
+}
+
+// ---------------------------------------------------------------------------
+// changes_session_state
+// ---------------------------------------------------------------------------
+
+class SessionStateTest : public testing::TestWithParam<NamedSql> {};
+
+TEST_P(SessionStateTest, ChangesSessionState) {
+  EXPECT_TRUE(ClassifySql(GetParam().sql).changes_session_state);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    SqlClassifierTest, SessionStateTest,
+    testing::Values(
+        NamedSql{"Set", "SET search_path = app"},
+        NamedSql{"SetLowercase", "set search_path to app"},
+        NamedSql{"SetQuotedName", R"(SET "search_path" = app)"},
+        NamedSql{"SetSession", "SET SESSION search_path = app"},
+        NamedSql{"SetSessionAuthorization", "SET SESSION AUTHORIZATION bob"},
+        NamedSql{"SetSessionCharacteristics",
+                 "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"},
+        NamedSql{"SetRole", "SET ROLE admin"},
+        NamedSql{"SetTimeZone", "SET TIME ZONE 'UTC'"},
+        NamedSql{"SetVariableNamedLocalDotSomething", "SET local.x = 1"},
+        NamedSql{"SetVariableNamedTransactionDotSomething",
+                 "SET transaction.x = 1"},
+        NamedSql{"SetAlone", "SET"},
+        NamedSql{"SetInParenthesesStatement", "(SET x = 1)"},
+        NamedSql{"Reset", "RESET search_path"},
+        NamedSql{"DoBlockCodeIsOpaque",
+                 "DO $$ BEGIN PERFORM 1; END $$"},
+        NamedSql{"CallProcedureIsOpaque", "CALL my_proc(1)"},
+        NamedSql{"SetseedSeedsTheSessionsRandom", "SELECT setseed(0.5)"},
+        NamedSql{"UpdatePgSettingsRunsASessionSet",
+                 "UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'"},
+        NamedSql{"ResetAll", "reset all"},
+        NamedSql{"Prepare", "PREPARE p(int) AS SELECT $1"},
+        NamedSql{"PrepareAlone", "PREPARE"},
+        NamedSql{"PrepareTransactionWithoutGid", "PREPARE TRANSACTION"},
+        NamedSql{"Deallocate", "DEALLOCATE p"},
+        NamedSql{"DeallocateAll", "DEALLOCATE ALL"},
+        NamedSql{"Listen", "LISTEN chan"}, NamedSql{"Unlisten", "UNLISTEN *"},
+        NamedSql{"Declare", "DECLARE c CURSOR WITH HOLD FOR SELECT 1"},
+        NamedSql{"Discard", "DISCARD ALL"},
+        NamedSql{"Load", "LOAD 'auto_explain'"},
+        NamedSql{"CreateTempTable", "CREATE TEMP TABLE t (a int)"},
+        NamedSql{"CreateTempTableLowercase", "create temp table t (a int)"},
+        NamedSql{"CreateTemporaryView", "CREATE TEMPORARY VIEW v AS SELECT 1"},
+        NamedSql{"CreateLocalTemporaryTable",
+                 "CREATE LOCAL TEMPORARY TABLE t (a int)"},
+        NamedSql{"CreateOrReplaceTempView",
+                 "CREATE OR REPLACE TEMP VIEW v AS SELECT 1"},
+        NamedSql{"CreateTempSequence", "CREATE TEMP SEQUENCE s"},
+        NamedSql{"SelectIntoTemp", "SELECT * INTO TEMP t FROM src"},
+        NamedSql{"CreateTableAsTemp", "CREATE TEMPORARY TABLE t AS SELECT 1"},
+        NamedSql{"PgTempSchema", "SELECT * FROM pg_temp.t"},
+        NamedSql{"PgTempNumberedSchema", "SELECT * FROM pg_temp_3.t"},
+        NamedSql{"PgTempUppercase", "CREATE TABLE PG_TEMP.t (a int)"},
+        NamedSql{"PgTempQuoted", R"(SELECT * FROM "pg_temp".t)"},
+        NamedSql{"PgTempAlone", "SELECT 1 FROM pg_temp"},
+        NamedSql{"SetConfig", "select set_config('a','b',false)"},
+        NamedSql{"SetConfigUppercase", "SELECT SET_CONFIG('a', 'b', false)"},
+        NamedSql{"SetConfigSchemaQualified",
+                 "SELECT pg_catalog.set_config('a', 'b', false)"},
+        NamedSql{"SetConfigQuoted", R"(SELECT "set_config"('a', 'b', false))"},
+        NamedSql{"SetConfigWithoutCall", "SELECT set_config"},
+        NamedSql{"SetConfigSpaceBeforeParen",
+                 "SELECT set_config ('a', 'b', false)"},
+        NamedSql{"AdvisoryLock", "SELECT pg_advisory_lock(1)"},
+        NamedSql{"AdvisoryLockShared", "SELECT pg_advisory_lock_shared(1)"},
+        NamedSql{"TryAdvisoryLock", "SELECT pg_try_advisory_lock(1, 2)"},
+        NamedSql{"TryAdvisoryLockShared",
+                 "SELECT pg_try_advisory_lock_shared(1)"},
+        NamedSql{"DblinkConnect", "SELECT dblink_connect('c', 'dbname=x')"},
+        NamedSql{"DblinkConnectU", "SELECT dblink_connect_u('c', 'dbname=x')"},
+        NamedSql{"LoOpen", "SELECT lo_open(1234, 262144)"},
+        NamedSql{"FunctionInWhereClause",
+                 "SELECT 1 FROM t WHERE pg_try_advisory_lock(t.id)"},
+        NamedSql{"SetInSecondStatement", "SELECT 1; SET x = 1"},
+        NamedSql{"TempInSecondStatement", "SELECT 1; CREATE TEMP TABLE t ()"},
+        NamedSql{"SetAfterLeadingComment", "/* hi */ SET x = 1"},
+        // Conservative by design: a column named temp is flagged.
+        NamedSql{"ColumnNamedTemp", "SELECT temp FROM weather"},
+        NamedSql{"TempRightAfterNumber", "SELECT 1temp"}),
+    TestName);
+
+class NoSessionStateTest : public testing::TestWithParam<NamedSql> {};
+
+TEST_P(NoSessionStateTest, DoesNotChangeSessionState) {
+  EXPECT_FALSE(ClassifySql(GetParam().sql).changes_session_state);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    SqlClassifierTest, NoSessionStateTest,
+    testing::Values(
+        NamedSql{"Empty", ""},
+        NamedSql{"Select", "SELECT * FROM t WHERE a = $1"},
+        NamedSql{"Insert", "INSERT INTO t VALUES (1)"},
+        NamedSql{"UpdateSet", "UPDATE t SET a = 1"},
+        NamedSql{
+            "InsertOnConflictDoUpdateSet",
+            "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET a = 2"},
+        NamedSql{"SetLocal", "SET LOCAL search_path = app"},
+        NamedSql{"SetLocalLowercase", "set local statement_timeout = 0"},
+        NamedSql{"SetLocalQualifiedVariable", "SET LOCAL app.user_id = '7'"},
+        NamedSql{"SetLocalWithCommentBetween", "SET /* c */ LOCAL x = 1"},
+        NamedSql{"SetLocalRole", "SET LOCAL ROLE admin"},
+        NamedSql{"SetTransactionIsolationLevel",
+                 "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"},
+        NamedSql{"SetTransactionSnapshot",
+                 "SET TRANSACTION SNAPSHOT '00000003-0000001B-1'"},
+        NamedSql{"SetConstraints", "SET CONSTRAINTS ALL DEFERRED"},
+        NamedSql{"SetLocalAlone", "SET LOCAL"},
+        NamedSql{"PrepareTransaction", "PREPARE TRANSACTION 'x'"},
+        NamedSql{"PrepareTransactionEscapeGid",
+                 R"(PREPARE TRANSACTION E'x\'')"},
+        NamedSql{"CommitPrepared", "COMMIT PREPARED 'x'"},
+        NamedSql{"Begin", "BEGIN"},
+        NamedSql{"SelectInto", "SELECT * INTO new_table FROM t"},
+        NamedSql{"CreateTableAs", "CREATE TABLE t2 AS SELECT 1"},
+        NamedSql{"CreateUnloggedTable", "CREATE UNLOGGED TABLE t (a int)"},
+        NamedSql{"AdvisoryXactLock", "select pg_advisory_xact_lock(1)"},
+        NamedSql{"AdvisoryXactLockShared",
+                 "SELECT pg_advisory_xact_lock_shared(1)"},
+        NamedSql{"TryAdvisoryXactLock", "SELECT pg_try_advisory_xact_lock(1)"},
+        NamedSql{"CurrentSetting", "SELECT current_setting('search_path')"},
+        NamedSql{"LongerNameContainingSetConfig",
+                 "SELECT my_set_config(1), set_config_x(2)"},
+        NamedSql{"NameContainingTemp", "SELECT temperature, attempt FROM t"},
+        NamedSql{"NameEndingInPgTemp", "SELECT not_pg_temp FROM t"},
+        NamedSql{"FunctionNameInString", "SELECT 'pg_advisory_lock'"},
+        NamedSql{"FunctionNameInEscapeString", R"(SELECT E'\'set_config(1)')"},
+        NamedSql{"FunctionNameInDollarQuote",
+                 "SELECT $$ SELECT set_config('a', 'b', false) $$"},
+        NamedSql{"FunctionNameInLineComment",
+                 "SELECT 1 -- pg_advisory_lock(1)"},
+        NamedSql{"FunctionNameInBlockComment", "SELECT 1 /* lo_open(1, 2) */"},
+        NamedSql{"PgTempInString", "SELECT 'pg_temp.t'"},
+        NamedSql{"PgTempInComment", "SELECT 1 /* pg_temp.t */"},
+        NamedSql{"TempInString", "SELECT 'CREATE TEMP TABLE t'"},
+        NamedSql{"TempInComment", "SELECT 1 -- temp\n"},
+        NamedSql{"TempInNestedComment", "SELECT 1 /* /* */ TEMP */"},
+        NamedSql{"TempAsQuotedIdentifier", R"(SELECT "temp" FROM t)"},
+        NamedSql{"TempInDollarQuote", "SELECT $tag$ TEMP $tag$"},
+        NamedSql{"SetKeywordInString", "SELECT 'SET x = 1'"},
+        NamedSql{"ListenAfterFirstWord", "SELECT listen, reset FROM t"},
+        NamedSql{"DiscardInSecondStatementString",
+                 "SELECT 1; SELECT 'DISCARD ALL'"}),
+    TestName);
+
+TEST(SqlClassifierTest, SetLocalIsNotSessionStateButSetIs) {
+  EXPECT_FALSE(ClassifySql("set local search_path = a").changes_session_state);
+  EXPECT_TRUE(ClassifySql("set search_path = a").changes_session_state);
+}
+
+TEST(SqlClassifierTest, SetLocalFollowedBySetInNextStatementIsSessionState) {
+  EXPECT_TRUE(ClassifySql("SET LOCAL x = 1; SET y = 2").changes_session_state);
+}
+
+TEST(SqlClassifierTest, SetIsNotTransactionControl) {
+  const SqlInfo info = ClassifySql("SET x = 1");
+  EXPECT_FALSE(info.transaction_control);
+  EXPECT_EQ(info.first_keyword, "SET");
+}
+
+TEST(SqlClassifierTest, SelectSetConfigIsSessionStateWithKeywordSelect) {
+  const SqlInfo info = ClassifySql("select set_config('a','b',false)");
+  EXPECT_TRUE(info.changes_session_state);
+  EXPECT_FALSE(info.transaction_control);
+  EXPECT_EQ(info.first_keyword, "SELECT");
+}
+
+TEST(SqlClassifierTest, CreateTempTableHasKeywordCreate) {
+  const SqlInfo info = ClassifySql("create temp table t (a int)");
+  EXPECT_TRUE(info.changes_session_state);
+  EXPECT_EQ(info.first_keyword, "CREATE");
+}
+
+
+TEST(SqlClassifierCopyTest, CopyToStdoutAndFromStdinAreFlagged) {
+  EXPECT_TRUE(ClassifySql("COPY t TO STDOUT").copy_stdio);
+  EXPECT_TRUE(ClassifySql("copy t (a, b) from stdin with (format csv)").copy_stdio);
+  EXPECT_TRUE(ClassifySql("COPY (SELECT 1) TO STDOUT").copy_stdio);
+}
+
+TEST(SqlClassifierCopyTest, CopyToAFileOrAWordStdinElsewhereIsNotFlagged) {
+  EXPECT_FALSE(ClassifySql("COPY t TO '/tmp/t.csv'").copy_stdio);
+  EXPECT_FALSE(ClassifySql("SELECT stdin FROM t").copy_stdio);
+  EXPECT_FALSE(ClassifySql("COPY t TO '/tmp/x'; SELECT stdout FROM t").copy_stdio);
+  EXPECT_FALSE(ClassifySql("COPY t FROM 'stdin.csv'").copy_stdio);
+}
+
+}  // namespace
+}  // namespace sessionbroker::core
