@@ -9,7 +9,6 @@
 #include <new>
 #include <optional>
 #include <pqxx/pqxx>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -27,6 +26,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "server/storage/conninfo.h"
 #include "server/storage/sql_error.h"
 #include "server/storage/value_text.h"
 
@@ -259,116 +259,10 @@ std::vector<const char*> Pointers(const ParamTexts& texts) {
   return out;
 }
 
-// libpq conninfo handling for messages and for the defaults of
-// PqxxConnector::Options. Only what the broker needs: finding the password (to
-// keep it out of every message) and which parameters are set.
-struct ConninfoParts {
-  std::string redacted;  // the conninfo without its password
-  std::string password;
-  std::set<std::string> keys;  // the parameters it sets (in a URL: in its query)
-  bool is_url = false;
-};
-
-void RedactUrlQuery(absl::string_view query, ConninfoParts* parts) {
-  std::vector<absl::string_view> kept;
-  for (absl::string_view param : absl::StrSplit(query, '&')) {
-    if (absl::StartsWith(param, "password=")) {
-      parts->password = std::string(param.substr(9));
-      continue;
-    }
-    parts->keys.insert(std::string(param.substr(0, param.find('='))));
-    kept.push_back(param);
-  }
-  if (!kept.empty()) absl::StrAppend(&parts->redacted, "?", absl::StrJoin(kept, "&"));
-}
-
-// postgresql://[user[:password]@][host][:port][,...][/dbname][?param=value&...]
-ConninfoParts ParseUrl(absl::string_view url) {
-  ConninfoParts parts;
-  parts.is_url = true;
-  const size_t authority_start = url.find("://") + 3;
-  size_t authority_end = url.find_first_of("/?", authority_start);
-  if (authority_end == absl::string_view::npos) authority_end = url.size();
-  absl::string_view authority = url.substr(authority_start, authority_end - authority_start);
-  parts.redacted = std::string(url.substr(0, authority_start));
-  const size_t at = authority.rfind('@');
-  if (at != absl::string_view::npos) {
-    const absl::string_view userinfo = authority.substr(0, at);
-    const size_t colon = userinfo.find(':');
-    if (colon != absl::string_view::npos) {
-      parts.password = std::string(userinfo.substr(colon + 1));
-      absl::StrAppend(&parts.redacted, userinfo.substr(0, colon), authority.substr(at));
-    } else {
-      absl::StrAppend(&parts.redacted, authority);
-    }
-  } else {
-    absl::StrAppend(&parts.redacted, authority);
-  }
-  absl::string_view rest = url.substr(authority_end);
-  const size_t q = rest.find('?');
-  absl::StrAppend(&parts.redacted, rest.substr(0, q));
-  if (q != absl::string_view::npos) RedactUrlQuery(rest.substr(q + 1), &parts);
-  return parts;
-}
-
-// key = value pairs; a value may be single-quoted, and a backslash escapes
-// the next character.
-ConninfoParts ParseKeyValues(absl::string_view s) {
-  ConninfoParts parts;
-  std::vector<std::string> kept;
-  size_t i = 0;
-  auto skip_space = [&] {
-    while (i < s.size() && absl::ascii_isspace(static_cast<unsigned char>(s[i]))) ++i;
-  };
-  while (true) {
-    skip_space();
-    if (i >= s.size()) break;
-    const size_t key_start = i;
-    while (i < s.size() && s[i] != '=' && !absl::ascii_isspace(static_cast<unsigned char>(s[i]))) {
-      ++i;
-    }
-    const absl::string_view key = s.substr(key_start, i - key_start);
-    skip_space();
-    if (i >= s.size() || s[i] != '=') {
-      // Not something libpq accepts either; show nothing of it.
-      return ConninfoParts{"(an unparseable connection string)", "", {}, false};
-    }
-    ++i;
-    skip_space();
-    const size_t value_start = i;
-    std::string value;
-    if (i < s.size() && s[i] == '\'') {
-      ++i;
-      while (i < s.size() && s[i] != '\'') {
-        if (s[i] == '\\' && i + 1 < s.size()) ++i;
-        value.push_back(s[i++]);
-      }
-      if (i < s.size()) ++i;  // closing quote
-    } else {
-      while (i < s.size() && !absl::ascii_isspace(static_cast<unsigned char>(s[i]))) {
-        if (s[i] == '\\' && i + 1 < s.size()) ++i;
-        value.push_back(s[i++]);
-      }
-    }
-    if (key == "password") {
-      parts.password = value;
-      continue;
-    }
-    parts.keys.insert(std::string(key));
-    kept.push_back(absl::StrCat(key, "=", s.substr(value_start, i - value_start)));
-  }
-  parts.redacted = absl::StrJoin(kept, " ");
-  return parts;
-}
-
-ConninfoParts ParseConninfo(absl::string_view conninfo) {
-  if (absl::StartsWith(conninfo, "postgresql://") || absl::StartsWith(conninfo, "postgres://")) {
-    return ParseUrl(conninfo);
-  }
-  return ParseKeyValues(conninfo);
-}
-
-std::string WithDefaults(const std::string& conninfo, const ConninfoParts& parts,
+// `conninfo` as given, plus each default of `options` it does not set, in
+// its own syntax (URL query parameters or key=value pairs). The caller's text
+// is kept as it is, so that libpq reads its options exactly as before.
+std::string WithDefaults(const std::string& conninfo, const Conninfo& parsed,
                          const PqxxConnector::Options& options) {
   const std::pair<const char*, int> defaults[] = {
       {"connect_timeout", options.connect_timeout_seconds},
@@ -380,8 +274,8 @@ std::string WithDefaults(const std::string& conninfo, const ConninfoParts& parts
   };
   std::string out = conninfo;
   for (const auto& [key, value] : defaults) {
-    if (value <= 0 || parts.keys.count(key) > 0) continue;
-    if (parts.is_url) {
+    if (value <= 0 || parsed.IsSet(key)) continue;
+    if (parsed.is_url()) {
       const char* separator = "&";
       if (out.find('?') == std::string::npos) {
         separator = "?";
@@ -396,13 +290,14 @@ std::string WithDefaults(const std::string& conninfo, const ConninfoParts& parts
   return out;
 }
 
-// libpq does not echo passwords in its messages, except when it quotes a
-// malformed part of a URL; this is the belt to that pair of braces. Very short
-// passwords are left alone so that a message is not shredded by them.
-std::string ScrubPassword(std::string message, const std::string& password) {
+// libpq does not echo passwords in its messages once the connection string
+// has parsed; this is the belt to that pair of braces. Very short secrets are
+// left alone so that a message is not shredded by them.
+std::string ScrubSecrets(std::string message, const std::vector<std::string>& secrets) {
   constexpr size_t kMinScrubbedLength = 4;
-  if (password.size() < kMinScrubbedLength) return message;
-  absl::StrReplaceAll({{password, "********"}}, &message);
+  for (const std::string& secret : secrets) {
+    if (secret.size() >= kMinScrubbedLength) absl::StrReplaceAll({{secret, "********"}}, &message);
+  }
   return message;
 }
 
@@ -1123,20 +1018,29 @@ PqxxConnector::PqxxConnector(std::string conninfo)
 PqxxConnector::PqxxConnector(std::string conninfo, Options options)
     : statement_cache_size_(options.statement_cache_size),
       types_(std::make_shared<PqxxTypeCache>()) {
-  ConninfoParts parts = ParseConninfo(conninfo);
-  conninfo_ = WithDefaults(conninfo, parts, options);
-  redacted_ = std::move(parts.redacted);
-  password_ = std::move(parts.password);
+  absl::StatusOr<Conninfo> parsed = Conninfo::Parse(conninfo);
+  if (!parsed.ok()) {
+    conninfo_error_ = parsed.status();
+    return;
+  }
+  conninfo_ = WithDefaults(conninfo, *parsed, options);
+  redacted_ = parsed->Redacted();
+  secrets_ = parsed->SecretValues();
 }
 
 PqxxConnector::~PqxxConnector() = default;
 
 std::string ConninfoWithDefaults(const std::string& conninfo,
                                  const PqxxConnector::Options& options) {
-  return WithDefaults(conninfo, ParseConninfo(conninfo), options);
+  absl::StatusOr<Conninfo> parsed = Conninfo::Parse(conninfo);
+  return parsed.ok() ? WithDefaults(conninfo, *parsed, options) : conninfo;
 }
 
 absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
+  if (!conninfo_error_.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot connect to PostgreSQL: ", conninfo_error_.message()));
+  }
   const std::string where =
       redacted_.empty() ? std::string("the default address (libpq defaults and PG* variables)")
                         : redacted_;
@@ -1156,17 +1060,17 @@ absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
     return std::unique_ptr<DbConnection>(std::make_unique<PqxxConnection>(
         std::move(conn), std::move(quiet), types_, statement_cache_size_));
   } catch (const pqxx::broken_connection& e) {
-    return absl::UnavailableError(ScrubPassword(
+    return absl::UnavailableError(ScrubSecrets(
         absl::StrCat("cannot connect to PostgreSQL at ", where, ": ",
                      ParseLibpqMessage(e.what()).message,
                      "; check that the server is running and accepts connections at that host "
                      "and port, and that the user, password and database name are right"),
-        password_));
+        secrets_));
   } catch (const std::exception& e) {
-    return absl::UnavailableError(ScrubPassword(
+    return absl::UnavailableError(ScrubSecrets(
         absl::StrCat("connected to PostgreSQL at ", where,
                      " but could not set up the session: ", ParseLibpqMessage(e.what()).message),
-        password_));
+        secrets_));
   }
 }
 
