@@ -5,7 +5,6 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <new>
 #include <optional>
 #include <pqxx/pqxx>
@@ -27,6 +26,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "server/storage/conninfo.h"
+#include "server/storage/pqxx_internals.h"
 #include "server/storage/sql_error.h"
 #include "server/storage/value_text.h"
 
@@ -85,38 +85,6 @@ constexpr char kTypeLookupSql[] =
     "ON e.oid OPERATOR(pg_catalog.=) t.typelem "
     "WHERE t.oid OPERATOR(pg_catalog.=) ANY($1::pg_catalog.oid[])";
 
-// libpqxx 6.4 keeps result::cmd_status() (PQcmdStatus, the command tag)
-// private, with no public accessor and no way to reach the PGresult. Access
-// checks do not apply to the names in an explicit instantiation
-// ([temp.explicit]), which lets the friend below hand out a pointer to it;
-// the member is exported from libpqxx.so, so this links against the stock
-// library.
-using CmdStatusFn = const char* (pqxx::result::*)() const noexcept;
-struct CmdStatusTag {
-  friend CmdStatusFn GetCmdStatus(CmdStatusTag);
-};
-template <CmdStatusFn kMember>
-struct CmdStatusAccess {
-  friend CmdStatusFn GetCmdStatus(CmdStatusTag) { return kMember; }
-};
-template struct CmdStatusAccess<&pqxx::result::cmd_status>;
-
-// The same for connection_base::m_prepared, libpqxx's registry of prepared
-// statements, which marks each "registered" once PostgreSQL has prepared it.
-// DISCARD ALL (ResetSession) deallocates them on the server behind libpqxx's
-// back; marking them unregistered makes libpqxx prepare each again on its
-// next use, instead of executing a statement the server no longer has.
-using PreparedMap = std::map<std::string, pqxx::prepare::internal::prepared_def>;
-using PreparedMapMember = PreparedMap pqxx::connection_base::*;
-struct PreparedMapTag {
-  friend PreparedMapMember GetPreparedMap(PreparedMapTag);
-};
-template <PreparedMapMember kMember>
-struct PreparedMapAccess {
-  friend PreparedMapMember GetPreparedMap(PreparedMapTag) { return kMember; }
-};
-template struct PreparedMapAccess<&pqxx::connection_base::m_prepared>;
-
 // SQLSTATE 0A000 "cached plan must not change result type" (a table or view
 // a prepared statement reads changed shape) and 26000 (the prepared statement
 // is gone): the connection's prepared copy is stale, the SQL itself is fine.
@@ -124,11 +92,6 @@ bool IsStalePreparedStatement(const pqxx::sql_error& e) {
   return e.sqlstate() == "26000" ||
          (e.sqlstate() == "0A000" &&
           absl::StrContains(e.what(), "cached plan must not change result type"));
-}
-
-std::string CommandTag(const pqxx::result& result) {
-  const char* tag = (result.*GetCmdStatus(CmdStatusTag{}))();
-  return tag == nullptr ? std::string() : std::string(tag);
 }
 
 bool IsSqlState(absl::string_view s) {
@@ -444,7 +407,7 @@ class PqxxConnection final : public DbConnection {
   void ForgetPrepared(const std::string& sql) {
     auto it = prepared_.find(sql);
     if (it == prepared_.end()) return;
-    (conn_.get()->*GetPreparedMap(PreparedMapTag{})).erase(it->second.name);
+    pqxx_internals::ForgetPrepared(*conn_, it->second.name);
     prepared_.erase(it);
   }
 
@@ -509,7 +472,7 @@ class PqxxConnection final : public DbConnection {
     try {
       pqxx::nontransaction tx(*conn_);
       const pqxx::result commit = tx.exec("COMMIT");
-      if (CommandTag(commit) != "COMMIT") {
+      if (pqxx_internals::CommandTag(commit) != "COMMIT") {
         return absl::AbortedError(
             "COMMIT: PostgreSQL rolled the transaction back instead of committing it (an earlier "
             "statement had failed and aborted it); nothing of the transaction was applied");
@@ -569,9 +532,7 @@ class PqxxConnection final : public DbConnection {
       tx.exec("DISCARD ALL");
       // DISCARD ALL deallocated the cached prepared statements too: libpqxx
       // prepares each again when it is next used.
-      for (auto& [name, definition] : conn_.get()->*GetPreparedMap(PreparedMapTag{})) {
-        definition.registered = false;
-      }
+      pqxx_internals::MarkAllUnprepared(*conn_);
       tx.exec(kBaselineSettingsSql);
       return absl::OkStatus();
     } catch (...) {
@@ -703,7 +664,7 @@ class PqxxConnection final : public DbConnection {
       if (Cancelled()) return WithPrefix(CancelledError(), commit_prefix);
       committing = true;
       const pqxx::result commit = tx.exec("COMMIT");
-      if (CommandTag(commit) != "COMMIT") {
+      if (pqxx_internals::CommandTag(commit) != "COMMIT") {
         // Only an error the adapter did not see can get here; the server has
         // ended the transaction either way.
         return absl::AbortedError(
@@ -773,7 +734,7 @@ class PqxxConnection final : public DbConnection {
   absl::StatusOr<QueryResult> ConvertResult(pqxx::transaction_base& tx, const pqxx::result& result,
                                             bool in_batch, size_t max_bytes, size_t* used_bytes) {
     QueryResult out;
-    out.command_tag = CommandTag(result);
+    out.command_tag = pqxx_internals::CommandTag(result);
     if (out.command_tag.empty()) {
       // Every completed statement has a command tag. A result without one is
       // the start of COPY ... FROM STDIN / TO STDOUT (libpq is now in copy
