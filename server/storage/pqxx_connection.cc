@@ -14,8 +14,6 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -28,6 +26,7 @@
 #include "server/storage/conninfo.h"
 #include "server/storage/pqxx_internals.h"
 #include "server/storage/sql_error.h"
+#include "server/storage/statement_cache.h"
 #include "server/storage/value_text.h"
 
 namespace sessionbroker::storage {
@@ -280,7 +279,7 @@ class PqxxConnection final : public DbConnection {
       : conn_(std::move(conn)),
         quiet_(std::move(quiet)),
         types_(std::move(types)),
-        statement_cache_size_(statement_cache_size),
+        statements_(statement_cache_size),
         backend_pid_(conn_->backendpid()) {}
 
   ~PqxxConnection() override {
@@ -353,48 +352,25 @@ class PqxxConnection final : public DbConnection {
   }
 
   // The name of the statement's prepared copy on this connection, defining
-  // one (libpqxx prepares it on first use) when the SQL runs for the second
-  // time and the cache has room; nullptr to run it unprepared.
+  // one in libpqxx (which prepares it on first use) when the cache says so;
+  // nullptr to run it unprepared.
   const std::string* PreparedNameFor(const Statement& statement) {
-    if (statement_cache_size_ <= 0 || !statement.cacheable) return nullptr;
-    ++use_clock_;
-    if (auto it = prepared_.find(statement.sql); it != prepared_.end()) {
-      it->second.last_use = use_clock_;
-      return &it->second.name;
-    }
-    // Only SQL that repeats is worth a PREPARE round trip. The tally is
-    // bounded: when it fills up it starts over.
-    auto [seen, first] = seen_once_.insert(statement.sql);
-    if (first) {
-      if (seen_once_.size() > static_cast<size_t>(4 * statement_cache_size_)) {
-        seen_once_.clear();
-      }
-      return nullptr;
-    }
-    if (prepared_.size() >= static_cast<size_t>(statement_cache_size_)) return nullptr;
-    seen_once_.erase(seen);
-    std::string name = absl::StrCat("sessionbroker_", ++prepared_names_);
-    conn_->prepare(name, statement.sql);
-    auto [it, inserted] = prepared_.emplace(statement.sql, Prepared{std::move(name), use_clock_});
-    return &it->second.name;
+    if (!statement.cacheable) return nullptr;
+    const StatementCache::Plan plan = statements_.Use(statement.sql);
+    // Also after DISCARD ALL, where libpqxx already has the same definition
+    // (unregistered by ResetSession): defining it again changes nothing.
+    if (plan.prepare) conn_->prepare(*plan.name, statement.sql);
+    return plan.name;
   }
 
   // Deallocates the least recently used prepared statement if the cache is
   // full and `statement` would be prepared now. Outside any transaction.
   absl::Status MakeRoomToPrepare(const Statement& statement) {
-    if (statement_cache_size_ <= 0 || !statement.cacheable ||
-        prepared_.size() < static_cast<size_t>(statement_cache_size_) ||
-        prepared_.contains(statement.sql) || !seen_once_.contains(statement.sql)) {
-      return absl::OkStatus();
-    }
-    auto oldest = prepared_.begin();
-    for (auto it = prepared_.begin(); it != prepared_.end(); ++it) {
-      if (it->second.last_use < oldest->second.last_use) oldest = it;
-    }
-    const std::string name = oldest->second.name;
-    prepared_.erase(oldest);
+    if (!statement.cacheable) return absl::OkStatus();
+    const std::optional<std::string> evicted = statements_.EvictFor(statement.sql);
+    if (!evicted.has_value()) return absl::OkStatus();
     try {
-      conn_->unprepare(name);  // DEALLOCATE, if PostgreSQL has it
+      conn_->unprepare(*evicted);  // DEALLOCATE, if PostgreSQL has it
       return absl::OkStatus();
     } catch (...) {
       return WithPrefix(StatusFromException(), "deallocating a cached prepared statement: ");
@@ -405,10 +381,9 @@ class PqxxConnection final : public DbConnection {
   // until the connection is reset or closed (DEALLOCATE could fail now: the
   // transaction may be aborted).
   void ForgetPrepared(const std::string& sql) {
-    auto it = prepared_.find(sql);
-    if (it == prepared_.end()) return;
-    pqxx_internals::ForgetPrepared(*conn_, it->second.name);
-    prepared_.erase(it);
+    if (const std::optional<std::string> name = statements_.Forget(sql)) {
+      pqxx_internals::ForgetPrepared(*conn_, *name);
+    }
   }
 
   absl::StatusOr<std::vector<QueryResult>> ExecuteBatch(absl::Span<const Statement> statements,
@@ -533,6 +508,7 @@ class PqxxConnection final : public DbConnection {
       // DISCARD ALL deallocated the cached prepared statements too: libpqxx
       // prepares each again when it is next used.
       pqxx_internals::MarkAllUnprepared(*conn_);
+      statements_.MarkAllUnprepared();
       tx.exec(kBaselineSettingsSql);
       return absl::OkStatus();
     } catch (...) {
@@ -948,15 +924,7 @@ class PqxxConnection final : public DbConnection {
   const std::shared_ptr<PqxxTypeCache> types_;
   // The prepared statement cache (see PqxxConnector::Options). Owner thread
   // only.
-  struct Prepared {
-    std::string name;
-    uint64_t last_use = 0;
-  };
-  const int statement_cache_size_;
-  absl::flat_hash_map<std::string, Prepared> prepared_;  // by SQL text
-  absl::flat_hash_set<std::string> seen_once_;           // cacheable SQL run once, not prepared
-  uint64_t prepared_names_ = 0;
-  uint64_t use_clock_ = 0;
+  StatementCache statements_;
   const int backend_pid_;
   std::atomic<bool> broken_{false};
   // Set by Cancel() (any thread), cleared by ClearCancel().
