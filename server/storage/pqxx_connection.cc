@@ -15,15 +15,13 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "server/storage/conninfo.h"
+#include "server/storage/pq_error.h"
 #include "server/storage/pqxx_internals.h"
 #include "server/storage/sql_error.h"
 #include "server/storage/statement_cache.h"
@@ -83,102 +81,6 @@ constexpr char kTypeLookupSql[] =
     "FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e "
     "ON e.oid OPERATOR(pg_catalog.=) t.typelem "
     "WHERE t.oid OPERATOR(pg_catalog.=) ANY($1::pg_catalog.oid[])";
-
-// SQLSTATE 0A000 "cached plan must not change result type" (a table or view
-// a prepared statement reads changed shape) and 26000 (the prepared statement
-// is gone): the connection's prepared copy is stale, the SQL itself is fine.
-bool IsStalePreparedStatement(const pqxx::sql_error& e) {
-  return e.sqlstate() == "26000" ||
-         (e.sqlstate() == "0A000" &&
-          absl::StrContains(e.what(), "cached plan must not change result type"));
-}
-
-bool IsSqlState(absl::string_view s) {
-  if (s.size() != 5) return false;
-  for (const char c : s) {
-    if (!absl::ascii_isdigit(static_cast<unsigned char>(c)) &&
-        !absl::ascii_isupper(static_cast<unsigned char>(c))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool IsFieldLabel(absl::string_view s) {
-  if (s.empty()) return false;
-  for (const char c : s) {
-    if (c != ' ' && !absl::ascii_isupper(static_cast<unsigned char>(c))) return false;
-  }
-  return true;
-}
-
-void AppendPiece(absl::string_view piece, std::string* out) {
-  piece = absl::StripAsciiWhitespace(piece);
-  if (piece.empty()) return;
-  if (!out->empty()) out->push_back(' ');
-  out->append(piece.data(), piece.size());
-}
-
-struct ServerError {
-  std::string sqlstate;  // empty if the text carries none
-  std::string message;   // one line
-};
-
-// Turns libpq's error text into one readable line and the SQLSTATE. The
-// connection uses verbose error messages, the only way to learn the SQLSTATE
-// of the errors libpqxx 6.4 throws without one (broken_connection for every
-// class 08 state, the transaction_rollback family). Verbose text is
-//   ERROR:  23505: duplicate key value violates unique constraint "t_pkey"
-//   DETAIL:  Key (id)=(1) already exists.
-//   SCHEMA NAME:  public
-//   ...
-//   LOCATION:  _bt_check_unique, nbtinsert.c:664
-// and a field may continue on following lines. Only the primary message,
-// DETAIL and HINT are kept: the rest is for server developers, and LINE/caret
-// lines only make sense in a terminal. Text without a severity prefix (libpq's
-// own messages) is kept whole, its lines joined.
-ServerError ParseLibpqMessage(absl::string_view text) {
-  ServerError out;
-  std::string detail;
-  std::string hint;
-  std::string* field = &out.message;
-  bool first = true;
-  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
-    const size_t colon = line.find(":  ");
-    if (first) {
-      first = false;
-      // "SEVERITY:  " (the severity word may be translated, but has no spaces).
-      if (colon != absl::string_view::npos && colon > 0 &&
-          line.substr(0, colon).find(' ') == absl::string_view::npos) {
-        line.remove_prefix(colon + 3);
-        if (line.size() >= 7 && IsSqlState(line.substr(0, 5)) && line.substr(5, 2) == ": ") {
-          out.sqlstate = std::string(line.substr(0, 5));
-          line.remove_prefix(7);
-        }
-      }
-      AppendPiece(line, &out.message);
-      continue;
-    }
-    if (colon != absl::string_view::npos && IsFieldLabel(line.substr(0, colon))) {
-      const absl::string_view label = line.substr(0, colon);
-      field = label == "DETAIL" ? &detail : label == "HINT" ? &hint : nullptr;
-      if (field != nullptr) AppendPiece(line.substr(colon + 3), field);
-      continue;
-    }
-    if (absl::StartsWith(line, "LINE ") || absl::StripAsciiWhitespace(line) == "^") {
-      field = nullptr;  // the statement excerpt and its caret
-      continue;
-    }
-    if (field != nullptr) AppendPiece(line, field);
-  }
-  if (!detail.empty()) absl::StrAppend(&out.message, "; DETAIL: ", detail);
-  if (!hint.empty()) absl::StrAppend(&out.message, "; HINT: ", hint);
-  return out;
-}
-
-absl::Status FromServerError(const ServerError& error) {
-  return SqlError(error.sqlstate, error.message);
-}
 
 // libpqxx 6.4 often reports a lost connection only as "not connected" (the
 // server's own farewell, e.g. 57P01 for a terminated session, does not reach
@@ -327,7 +229,7 @@ class PqxxConnection final : public DbConnection {
       return ConvertResult(tx, result, /*in_batch=*/options.in_transaction,
                            options.max_result_bytes, &result_bytes);
     } catch (const pqxx::sql_error& e) {
-      if (prepared && IsStalePreparedStatement(e)) {
+      if (prepared && IsStalePreparedStatement(e.sqlstate(), e.what())) {
         ForgetPrepared(statement.sql);
         *stale = true;
       }
@@ -623,7 +525,7 @@ class PqxxConnection final : public DbConnection {
         try {
           result = Run(tx, statements[k], params[k], &prepared);
         } catch (const pqxx::sql_error& e) {
-          if (prepared && IsStalePreparedStatement(e)) {
+          if (prepared && IsStalePreparedStatement(e.sqlstate(), e.what())) {
             ForgetPrepared(statements[k].sql);
             *stale = true;
           }
@@ -848,21 +750,21 @@ class PqxxConnection final : public DbConnection {
       return absl::UnknownError(absl::StrCat(
           "the connection to PostgreSQL was lost during COMMIT, so whether the transaction was "
           "applied is unknown; check before retrying: ",
-          ParseLibpqMessage(e.what()).message));
+          ParseErrorText(e.what()).message));
     } catch (const pqxx::broken_connection& e) {
-      const ServerError error = ParseLibpqMessage(e.what());
+      const PqError error = ParseErrorText(e.what());
       // libpqxx 6.4 throws broken_connection for every class 08 SQLSTATE, also
       // when a healthy connection merely relays the server's complaint (a
       // parameter count mismatch is 08P01): only a closed one is lost.
       if (error.sqlstate.empty() || !conn_->is_open()) {
         MarkBroken();
-        return LostConnection(FromServerError(error));
+        return LostConnection(ToStatus(error));
       }
-      status = FromServerError(error);
+      status = ToStatus(error);
     } catch (const pqxx::sql_error& e) {
-      ServerError error = ParseLibpqMessage(e.what());
+      PqError error = ParseErrorText(e.what());
       if (!e.sqlstate().empty()) error.sqlstate = e.sqlstate();
-      status = FromServerError(error);
+      status = ToStatus(error);
     } catch (const pqxx::serialization_failure& e) {
       status = FromRollback(e.what(), "40001");
     } catch (const pqxx::deadlock_detected& e) {
@@ -880,10 +782,10 @@ class PqxxConnection final : public DbConnection {
       state_unknown = true;
       status = absl::InternalError(absl::StrCat("libpqxx internal error: ", e.what()));
     } catch (const pqxx::failure& e) {
-      const ServerError error = ParseLibpqMessage(e.what());
+      const PqError error = ParseErrorText(e.what());
       status = error.sqlstate.empty()
                    ? absl::InternalError(absl::StrCat("libpqxx: ", error.message))
-                   : FromServerError(error);
+                   : ToStatus(error);
     } catch (const std::bad_alloc&) {
       status = absl::ResourceExhaustedError("out of memory while handling a PostgreSQL result");
     } catch (const std::exception& e) {
@@ -903,9 +805,9 @@ class PqxxConnection final : public DbConnection {
   // libpqxx 6.4's transaction_rollback family carries no SQLSTATE; the
   // verbose message does, and the exception type names it otherwise.
   static absl::Status FromRollback(const char* what, const char* sqlstate_of_type) {
-    ServerError error = ParseLibpqMessage(what);
+    PqError error = ParseErrorText(what);
     if (error.sqlstate.empty()) error.sqlstate = sqlstate_of_type;
-    return FromServerError(error);
+    return ToStatus(error);
   }
 
   // Closes the socket at once, so the server ends the session (rolling back
@@ -984,6 +886,10 @@ absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
     // Notices and warnings (e.g. "there is no transaction in progress" from
     // ResetSession) would otherwise go to stderr.
     auto quiet = std::make_unique<pqxx::quiet_errorhandler>(*conn);
+    // Verbose error messages are the only way to learn the SQLSTATE of the
+    // errors libpqxx 6.4 throws without one (broken_connection for every
+    // class 08 state, the transaction_rollback family): ParseErrorText reads
+    // it from the text.
     conn->set_verbosity(pqxx::connection_base::verbose);
     ApplyBaselineSettings(*conn);
     return std::unique_ptr<DbConnection>(std::make_unique<PqxxConnection>(
@@ -991,14 +897,14 @@ absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
   } catch (const pqxx::broken_connection& e) {
     return absl::UnavailableError(ScrubSecrets(
         absl::StrCat("cannot connect to PostgreSQL at ", where, ": ",
-                     ParseLibpqMessage(e.what()).message,
+                     ParseErrorText(e.what()).message,
                      "; check that the server is running and accepts connections at that host "
                      "and port, and that the user, password and database name are right"),
         secrets_));
   } catch (const std::exception& e) {
     return absl::UnavailableError(ScrubSecrets(
         absl::StrCat("connected to PostgreSQL at ", where,
-                     " but could not set up the session: ", ParseLibpqMessage(e.what()).message),
+                     " but could not set up the session: ", ParseErrorText(e.what()).message),
         secrets_));
   }
 }
