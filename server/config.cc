@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "server/storage/conninfo.h"
 
 extern char** environ;
 
@@ -280,63 +281,6 @@ bool ParseHostPort(const std::string& addr, std::string* host, int* port) {
   return true;
 }
 
-std::string RedactUrl(const std::string& url) {
-  const size_t scheme = url.find("://");
-  if (scheme != std::string::npos) {
-    // postgresql://user:secret@host/db?password=secret&...
-    std::string out = url;
-    const size_t query = out.find('?', scheme + 3);
-    const size_t at = out.rfind('@', query == std::string::npos ? out.size() : query);
-    const size_t colon = out.find(':', scheme + 3);
-    if (at != std::string::npos && at > scheme && colon != std::string::npos && colon < at) {
-      out = absl::StrCat(out.substr(0, colon + 1), "***", out.substr(at));
-    }
-    for (size_t pos = out.find("password=", scheme); pos != std::string::npos;
-         pos = out.find("password=", pos + 1)) {
-      if (pos == 0 || (out[pos - 1] != '?' && out[pos - 1] != '&')) continue;
-      const size_t start = pos + std::string("password=").size();
-      size_t end = out.find('&', start);
-      if (end == std::string::npos) end = out.size();
-      out.replace(start, end - start, "***");
-    }
-    return out;
-  }
-  // libpq key = value pairs: values may be quoted ('a b', with \' escapes)
-  // and there may be spaces around '='. Rebuilt pair by pair.
-  std::string out;
-  size_t i = 0;
-  const size_t n = url.size();
-  auto skip_spaces = [&] {
-    while (i < n && absl::ascii_isspace(static_cast<unsigned char>(url[i]))) ++i;
-  };
-  for (;;) {
-    skip_spaces();
-    if (i >= n) break;
-    const size_t key_start = i;
-    while (i < n && url[i] != '=' && !absl::ascii_isspace(static_cast<unsigned char>(url[i]))) ++i;
-    const std::string key = url.substr(key_start, i - key_start);
-    skip_spaces();
-    if (i >= n || url[i] != '=') {  // not a key=value string after all
-      out += (out.empty() ? "" : " ") + key;
-      continue;
-    }
-    ++i;
-    skip_spaces();
-    std::string value;
-    if (i < n && url[i] == '\'') {
-      for (++i; i < n && url[i] != '\''; ++i) {
-        if (url[i] == '\\' && i + 1 < n) ++i;
-        value.push_back(url[i]);
-      }
-      ++i;  // closing quote
-    } else {
-      while (i < n && !absl::ascii_isspace(static_cast<unsigned char>(url[i])))
-        value.push_back(url[i++]);
-    }
-    if (!out.empty()) out += ' ';
-    out += key + "=" + (key == "password" ? "***" : value);
-  }
-  return out;
-}
+std::string RedactUrl(const std::string& url) { return storage::RedactConninfo(url); }
 
 }  // namespace sessionbroker

@@ -5,29 +5,26 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <new>
 #include <optional>
 #include <pqxx/pqxx>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "server/storage/conninfo.h"
+#include "server/storage/pq_error.h"
+#include "server/storage/pqxx_internals.h"
 #include "server/storage/sql_error.h"
+#include "server/storage/statement_cache.h"
 #include "server/storage/value_text.h"
 
 namespace sessionbroker::storage {
@@ -85,139 +82,6 @@ constexpr char kTypeLookupSql[] =
     "ON e.oid OPERATOR(pg_catalog.=) t.typelem "
     "WHERE t.oid OPERATOR(pg_catalog.=) ANY($1::pg_catalog.oid[])";
 
-// libpqxx 6.4 keeps result::cmd_status() (PQcmdStatus, the command tag)
-// private, with no public accessor and no way to reach the PGresult. Access
-// checks do not apply to the names in an explicit instantiation
-// ([temp.explicit]), which lets the friend below hand out a pointer to it;
-// the member is exported from libpqxx.so, so this links against the stock
-// library.
-using CmdStatusFn = const char* (pqxx::result::*)() const noexcept;
-struct CmdStatusTag {
-  friend CmdStatusFn GetCmdStatus(CmdStatusTag);
-};
-template <CmdStatusFn kMember>
-struct CmdStatusAccess {
-  friend CmdStatusFn GetCmdStatus(CmdStatusTag) { return kMember; }
-};
-template struct CmdStatusAccess<&pqxx::result::cmd_status>;
-
-// The same for connection_base::m_prepared, libpqxx's registry of prepared
-// statements, which marks each "registered" once PostgreSQL has prepared it.
-// DISCARD ALL (ResetSession) deallocates them on the server behind libpqxx's
-// back; marking them unregistered makes libpqxx prepare each again on its
-// next use, instead of executing a statement the server no longer has.
-using PreparedMap = std::map<std::string, pqxx::prepare::internal::prepared_def>;
-using PreparedMapMember = PreparedMap pqxx::connection_base::*;
-struct PreparedMapTag {
-  friend PreparedMapMember GetPreparedMap(PreparedMapTag);
-};
-template <PreparedMapMember kMember>
-struct PreparedMapAccess {
-  friend PreparedMapMember GetPreparedMap(PreparedMapTag) { return kMember; }
-};
-template struct PreparedMapAccess<&pqxx::connection_base::m_prepared>;
-
-// SQLSTATE 0A000 "cached plan must not change result type" (a table or view
-// a prepared statement reads changed shape) and 26000 (the prepared statement
-// is gone): the connection's prepared copy is stale, the SQL itself is fine.
-bool IsStalePreparedStatement(const pqxx::sql_error& e) {
-  return e.sqlstate() == "26000" ||
-         (e.sqlstate() == "0A000" &&
-          absl::StrContains(e.what(), "cached plan must not change result type"));
-}
-
-std::string CommandTag(const pqxx::result& result) {
-  const char* tag = (result.*GetCmdStatus(CmdStatusTag{}))();
-  return tag == nullptr ? std::string() : std::string(tag);
-}
-
-bool IsSqlState(absl::string_view s) {
-  if (s.size() != 5) return false;
-  for (const char c : s) {
-    if (!absl::ascii_isdigit(static_cast<unsigned char>(c)) &&
-        !absl::ascii_isupper(static_cast<unsigned char>(c))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool IsFieldLabel(absl::string_view s) {
-  if (s.empty()) return false;
-  for (const char c : s) {
-    if (c != ' ' && !absl::ascii_isupper(static_cast<unsigned char>(c))) return false;
-  }
-  return true;
-}
-
-void AppendPiece(absl::string_view piece, std::string* out) {
-  piece = absl::StripAsciiWhitespace(piece);
-  if (piece.empty()) return;
-  if (!out->empty()) out->push_back(' ');
-  out->append(piece.data(), piece.size());
-}
-
-struct ServerError {
-  std::string sqlstate;  // empty if the text carries none
-  std::string message;   // one line
-};
-
-// Turns libpq's error text into one readable line and the SQLSTATE. The
-// connection uses verbose error messages, the only way to learn the SQLSTATE
-// of the errors libpqxx 6.4 throws without one (broken_connection for every
-// class 08 state, the transaction_rollback family). Verbose text is
-//   ERROR:  23505: duplicate key value violates unique constraint "t_pkey"
-//   DETAIL:  Key (id)=(1) already exists.
-//   SCHEMA NAME:  public
-//   ...
-//   LOCATION:  _bt_check_unique, nbtinsert.c:664
-// and a field may continue on following lines. Only the primary message,
-// DETAIL and HINT are kept: the rest is for server developers, and LINE/caret
-// lines only make sense in a terminal. Text without a severity prefix (libpq's
-// own messages) is kept whole, its lines joined.
-ServerError ParseLibpqMessage(absl::string_view text) {
-  ServerError out;
-  std::string detail;
-  std::string hint;
-  std::string* field = &out.message;
-  bool first = true;
-  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
-    const size_t colon = line.find(":  ");
-    if (first) {
-      first = false;
-      // "SEVERITY:  " (the severity word may be translated, but has no spaces).
-      if (colon != absl::string_view::npos && colon > 0 &&
-          line.substr(0, colon).find(' ') == absl::string_view::npos) {
-        line.remove_prefix(colon + 3);
-        if (line.size() >= 7 && IsSqlState(line.substr(0, 5)) && line.substr(5, 2) == ": ") {
-          out.sqlstate = std::string(line.substr(0, 5));
-          line.remove_prefix(7);
-        }
-      }
-      AppendPiece(line, &out.message);
-      continue;
-    }
-    if (colon != absl::string_view::npos && IsFieldLabel(line.substr(0, colon))) {
-      const absl::string_view label = line.substr(0, colon);
-      field = label == "DETAIL" ? &detail : label == "HINT" ? &hint : nullptr;
-      if (field != nullptr) AppendPiece(line.substr(colon + 3), field);
-      continue;
-    }
-    if (absl::StartsWith(line, "LINE ") || absl::StripAsciiWhitespace(line) == "^") {
-      field = nullptr;  // the statement excerpt and its caret
-      continue;
-    }
-    if (field != nullptr) AppendPiece(line, field);
-  }
-  if (!detail.empty()) absl::StrAppend(&out.message, "; DETAIL: ", detail);
-  if (!hint.empty()) absl::StrAppend(&out.message, "; HINT: ", hint);
-  return out;
-}
-
-absl::Status FromServerError(const ServerError& error) {
-  return SqlError(error.sqlstate, error.message);
-}
-
 // libpqxx 6.4 often reports a lost connection only as "not connected" (the
 // server's own farewell, e.g. 57P01 for a terminated session, does not reach
 // the exception), so the message lists the usual causes.
@@ -259,116 +123,10 @@ std::vector<const char*> Pointers(const ParamTexts& texts) {
   return out;
 }
 
-// libpq conninfo handling for messages and for the defaults of
-// PqxxConnector::Options. Only what the broker needs: finding the password (to
-// keep it out of every message) and which parameters are set.
-struct ConninfoParts {
-  std::string redacted;  // the conninfo without its password
-  std::string password;
-  std::set<std::string> keys;  // the parameters it sets (in a URL: in its query)
-  bool is_url = false;
-};
-
-void RedactUrlQuery(absl::string_view query, ConninfoParts* parts) {
-  std::vector<absl::string_view> kept;
-  for (absl::string_view param : absl::StrSplit(query, '&')) {
-    if (absl::StartsWith(param, "password=")) {
-      parts->password = std::string(param.substr(9));
-      continue;
-    }
-    parts->keys.insert(std::string(param.substr(0, param.find('='))));
-    kept.push_back(param);
-  }
-  if (!kept.empty()) absl::StrAppend(&parts->redacted, "?", absl::StrJoin(kept, "&"));
-}
-
-// postgresql://[user[:password]@][host][:port][,...][/dbname][?param=value&...]
-ConninfoParts ParseUrl(absl::string_view url) {
-  ConninfoParts parts;
-  parts.is_url = true;
-  const size_t authority_start = url.find("://") + 3;
-  size_t authority_end = url.find_first_of("/?", authority_start);
-  if (authority_end == absl::string_view::npos) authority_end = url.size();
-  absl::string_view authority = url.substr(authority_start, authority_end - authority_start);
-  parts.redacted = std::string(url.substr(0, authority_start));
-  const size_t at = authority.rfind('@');
-  if (at != absl::string_view::npos) {
-    const absl::string_view userinfo = authority.substr(0, at);
-    const size_t colon = userinfo.find(':');
-    if (colon != absl::string_view::npos) {
-      parts.password = std::string(userinfo.substr(colon + 1));
-      absl::StrAppend(&parts.redacted, userinfo.substr(0, colon), authority.substr(at));
-    } else {
-      absl::StrAppend(&parts.redacted, authority);
-    }
-  } else {
-    absl::StrAppend(&parts.redacted, authority);
-  }
-  absl::string_view rest = url.substr(authority_end);
-  const size_t q = rest.find('?');
-  absl::StrAppend(&parts.redacted, rest.substr(0, q));
-  if (q != absl::string_view::npos) RedactUrlQuery(rest.substr(q + 1), &parts);
-  return parts;
-}
-
-// key = value pairs; a value may be single-quoted, and a backslash escapes
-// the next character.
-ConninfoParts ParseKeyValues(absl::string_view s) {
-  ConninfoParts parts;
-  std::vector<std::string> kept;
-  size_t i = 0;
-  auto skip_space = [&] {
-    while (i < s.size() && absl::ascii_isspace(static_cast<unsigned char>(s[i]))) ++i;
-  };
-  while (true) {
-    skip_space();
-    if (i >= s.size()) break;
-    const size_t key_start = i;
-    while (i < s.size() && s[i] != '=' && !absl::ascii_isspace(static_cast<unsigned char>(s[i]))) {
-      ++i;
-    }
-    const absl::string_view key = s.substr(key_start, i - key_start);
-    skip_space();
-    if (i >= s.size() || s[i] != '=') {
-      // Not something libpq accepts either; show nothing of it.
-      return ConninfoParts{"(an unparseable connection string)", "", {}, false};
-    }
-    ++i;
-    skip_space();
-    const size_t value_start = i;
-    std::string value;
-    if (i < s.size() && s[i] == '\'') {
-      ++i;
-      while (i < s.size() && s[i] != '\'') {
-        if (s[i] == '\\' && i + 1 < s.size()) ++i;
-        value.push_back(s[i++]);
-      }
-      if (i < s.size()) ++i;  // closing quote
-    } else {
-      while (i < s.size() && !absl::ascii_isspace(static_cast<unsigned char>(s[i]))) {
-        if (s[i] == '\\' && i + 1 < s.size()) ++i;
-        value.push_back(s[i++]);
-      }
-    }
-    if (key == "password") {
-      parts.password = value;
-      continue;
-    }
-    parts.keys.insert(std::string(key));
-    kept.push_back(absl::StrCat(key, "=", s.substr(value_start, i - value_start)));
-  }
-  parts.redacted = absl::StrJoin(kept, " ");
-  return parts;
-}
-
-ConninfoParts ParseConninfo(absl::string_view conninfo) {
-  if (absl::StartsWith(conninfo, "postgresql://") || absl::StartsWith(conninfo, "postgres://")) {
-    return ParseUrl(conninfo);
-  }
-  return ParseKeyValues(conninfo);
-}
-
-std::string WithDefaults(const std::string& conninfo, const ConninfoParts& parts,
+// `conninfo` as given, plus each default of `options` it does not set, in
+// its own syntax (URL query parameters or key=value pairs). The caller's text
+// is kept as it is, so that libpq reads its options exactly as before.
+std::string WithDefaults(const std::string& conninfo, const Conninfo& parsed,
                          const PqxxConnector::Options& options) {
   const std::pair<const char*, int> defaults[] = {
       {"connect_timeout", options.connect_timeout_seconds},
@@ -380,8 +138,8 @@ std::string WithDefaults(const std::string& conninfo, const ConninfoParts& parts
   };
   std::string out = conninfo;
   for (const auto& [key, value] : defaults) {
-    if (value <= 0 || parts.keys.count(key) > 0) continue;
-    if (parts.is_url) {
+    if (value <= 0 || parsed.IsSet(key)) continue;
+    if (parsed.is_url()) {
       const char* separator = "&";
       if (out.find('?') == std::string::npos) {
         separator = "?";
@@ -396,13 +154,14 @@ std::string WithDefaults(const std::string& conninfo, const ConninfoParts& parts
   return out;
 }
 
-// libpq does not echo passwords in its messages, except when it quotes a
-// malformed part of a URL; this is the belt to that pair of braces. Very short
-// passwords are left alone so that a message is not shredded by them.
-std::string ScrubPassword(std::string message, const std::string& password) {
+// libpq does not echo passwords in its messages once the connection string
+// has parsed; this is the belt to that pair of braces. Very short secrets are
+// left alone so that a message is not shredded by them.
+std::string ScrubSecrets(std::string message, const std::vector<std::string>& secrets) {
   constexpr size_t kMinScrubbedLength = 4;
-  if (password.size() < kMinScrubbedLength) return message;
-  absl::StrReplaceAll({{password, "********"}}, &message);
+  for (const std::string& secret : secrets) {
+    if (secret.size() >= kMinScrubbedLength) absl::StrReplaceAll({{secret, "********"}}, &message);
+  }
   return message;
 }
 
@@ -422,7 +181,7 @@ class PqxxConnection final : public DbConnection {
       : conn_(std::move(conn)),
         quiet_(std::move(quiet)),
         types_(std::move(types)),
-        statement_cache_size_(statement_cache_size),
+        statements_(statement_cache_size),
         backend_pid_(conn_->backendpid()) {}
 
   ~PqxxConnection() override {
@@ -470,7 +229,7 @@ class PqxxConnection final : public DbConnection {
       return ConvertResult(tx, result, /*in_batch=*/options.in_transaction,
                            options.max_result_bytes, &result_bytes);
     } catch (const pqxx::sql_error& e) {
-      if (prepared && IsStalePreparedStatement(e)) {
+      if (prepared && IsStalePreparedStatement(e.sqlstate(), e.what())) {
         ForgetPrepared(statement.sql);
         *stale = true;
       }
@@ -495,48 +254,25 @@ class PqxxConnection final : public DbConnection {
   }
 
   // The name of the statement's prepared copy on this connection, defining
-  // one (libpqxx prepares it on first use) when the SQL runs for the second
-  // time and the cache has room; nullptr to run it unprepared.
+  // one in libpqxx (which prepares it on first use) when the cache says so;
+  // nullptr to run it unprepared.
   const std::string* PreparedNameFor(const Statement& statement) {
-    if (statement_cache_size_ <= 0 || !statement.cacheable) return nullptr;
-    ++use_clock_;
-    if (auto it = prepared_.find(statement.sql); it != prepared_.end()) {
-      it->second.last_use = use_clock_;
-      return &it->second.name;
-    }
-    // Only SQL that repeats is worth a PREPARE round trip. The tally is
-    // bounded: when it fills up it starts over.
-    auto [seen, first] = seen_once_.insert(statement.sql);
-    if (first) {
-      if (seen_once_.size() > static_cast<size_t>(4 * statement_cache_size_)) {
-        seen_once_.clear();
-      }
-      return nullptr;
-    }
-    if (prepared_.size() >= static_cast<size_t>(statement_cache_size_)) return nullptr;
-    seen_once_.erase(seen);
-    std::string name = absl::StrCat("sessionbroker_", ++prepared_names_);
-    conn_->prepare(name, statement.sql);
-    auto [it, inserted] = prepared_.emplace(statement.sql, Prepared{std::move(name), use_clock_});
-    return &it->second.name;
+    if (!statement.cacheable) return nullptr;
+    const StatementCache::Plan plan = statements_.Use(statement.sql);
+    // Also after DISCARD ALL, where libpqxx already has the same definition
+    // (unregistered by ResetSession): defining it again changes nothing.
+    if (plan.prepare) conn_->prepare(*plan.name, statement.sql);
+    return plan.name;
   }
 
   // Deallocates the least recently used prepared statement if the cache is
   // full and `statement` would be prepared now. Outside any transaction.
   absl::Status MakeRoomToPrepare(const Statement& statement) {
-    if (statement_cache_size_ <= 0 || !statement.cacheable ||
-        prepared_.size() < static_cast<size_t>(statement_cache_size_) ||
-        prepared_.contains(statement.sql) || !seen_once_.contains(statement.sql)) {
-      return absl::OkStatus();
-    }
-    auto oldest = prepared_.begin();
-    for (auto it = prepared_.begin(); it != prepared_.end(); ++it) {
-      if (it->second.last_use < oldest->second.last_use) oldest = it;
-    }
-    const std::string name = oldest->second.name;
-    prepared_.erase(oldest);
+    if (!statement.cacheable) return absl::OkStatus();
+    const std::optional<std::string> evicted = statements_.EvictFor(statement.sql);
+    if (!evicted.has_value()) return absl::OkStatus();
     try {
-      conn_->unprepare(name);  // DEALLOCATE, if PostgreSQL has it
+      conn_->unprepare(*evicted);  // DEALLOCATE, if PostgreSQL has it
       return absl::OkStatus();
     } catch (...) {
       return WithPrefix(StatusFromException(), "deallocating a cached prepared statement: ");
@@ -547,10 +283,9 @@ class PqxxConnection final : public DbConnection {
   // until the connection is reset or closed (DEALLOCATE could fail now: the
   // transaction may be aborted).
   void ForgetPrepared(const std::string& sql) {
-    auto it = prepared_.find(sql);
-    if (it == prepared_.end()) return;
-    (conn_.get()->*GetPreparedMap(PreparedMapTag{})).erase(it->second.name);
-    prepared_.erase(it);
+    if (const std::optional<std::string> name = statements_.Forget(sql)) {
+      pqxx_internals::ForgetPrepared(*conn_, *name);
+    }
   }
 
   absl::StatusOr<std::vector<QueryResult>> ExecuteBatch(absl::Span<const Statement> statements,
@@ -614,7 +349,7 @@ class PqxxConnection final : public DbConnection {
     try {
       pqxx::nontransaction tx(*conn_);
       const pqxx::result commit = tx.exec("COMMIT");
-      if (CommandTag(commit) != "COMMIT") {
+      if (pqxx_internals::CommandTag(commit) != "COMMIT") {
         return absl::AbortedError(
             "COMMIT: PostgreSQL rolled the transaction back instead of committing it (an earlier "
             "statement had failed and aborted it); nothing of the transaction was applied");
@@ -674,9 +409,8 @@ class PqxxConnection final : public DbConnection {
       tx.exec("DISCARD ALL");
       // DISCARD ALL deallocated the cached prepared statements too: libpqxx
       // prepares each again when it is next used.
-      for (auto& [name, definition] : conn_.get()->*GetPreparedMap(PreparedMapTag{})) {
-        definition.registered = false;
-      }
+      pqxx_internals::MarkAllUnprepared(*conn_);
+      statements_.MarkAllUnprepared();
       tx.exec(kBaselineSettingsSql);
       return absl::OkStatus();
     } catch (...) {
@@ -791,7 +525,7 @@ class PqxxConnection final : public DbConnection {
         try {
           result = Run(tx, statements[k], params[k], &prepared);
         } catch (const pqxx::sql_error& e) {
-          if (prepared && IsStalePreparedStatement(e)) {
+          if (prepared && IsStalePreparedStatement(e.sqlstate(), e.what())) {
             ForgetPrepared(statements[k].sql);
             *stale = true;
           }
@@ -808,7 +542,7 @@ class PqxxConnection final : public DbConnection {
       if (Cancelled()) return WithPrefix(CancelledError(), commit_prefix);
       committing = true;
       const pqxx::result commit = tx.exec("COMMIT");
-      if (CommandTag(commit) != "COMMIT") {
+      if (pqxx_internals::CommandTag(commit) != "COMMIT") {
         // Only an error the adapter did not see can get here; the server has
         // ended the transaction either way.
         return absl::AbortedError(
@@ -878,7 +612,7 @@ class PqxxConnection final : public DbConnection {
   absl::StatusOr<QueryResult> ConvertResult(pqxx::transaction_base& tx, const pqxx::result& result,
                                             bool in_batch, size_t max_bytes, size_t* used_bytes) {
     QueryResult out;
-    out.command_tag = CommandTag(result);
+    out.command_tag = pqxx_internals::CommandTag(result);
     if (out.command_tag.empty()) {
       // Every completed statement has a command tag. A result without one is
       // the start of COPY ... FROM STDIN / TO STDOUT (libpq is now in copy
@@ -1016,21 +750,21 @@ class PqxxConnection final : public DbConnection {
       return absl::UnknownError(absl::StrCat(
           "the connection to PostgreSQL was lost during COMMIT, so whether the transaction was "
           "applied is unknown; check before retrying: ",
-          ParseLibpqMessage(e.what()).message));
+          ParseErrorText(e.what()).message));
     } catch (const pqxx::broken_connection& e) {
-      const ServerError error = ParseLibpqMessage(e.what());
+      const PqError error = ParseErrorText(e.what());
       // libpqxx 6.4 throws broken_connection for every class 08 SQLSTATE, also
       // when a healthy connection merely relays the server's complaint (a
       // parameter count mismatch is 08P01): only a closed one is lost.
       if (error.sqlstate.empty() || !conn_->is_open()) {
         MarkBroken();
-        return LostConnection(FromServerError(error));
+        return LostConnection(ToStatus(error));
       }
-      status = FromServerError(error);
+      status = ToStatus(error);
     } catch (const pqxx::sql_error& e) {
-      ServerError error = ParseLibpqMessage(e.what());
+      PqError error = ParseErrorText(e.what());
       if (!e.sqlstate().empty()) error.sqlstate = e.sqlstate();
-      status = FromServerError(error);
+      status = ToStatus(error);
     } catch (const pqxx::serialization_failure& e) {
       status = FromRollback(e.what(), "40001");
     } catch (const pqxx::deadlock_detected& e) {
@@ -1048,10 +782,10 @@ class PqxxConnection final : public DbConnection {
       state_unknown = true;
       status = absl::InternalError(absl::StrCat("libpqxx internal error: ", e.what()));
     } catch (const pqxx::failure& e) {
-      const ServerError error = ParseLibpqMessage(e.what());
+      const PqError error = ParseErrorText(e.what());
       status = error.sqlstate.empty()
                    ? absl::InternalError(absl::StrCat("libpqxx: ", error.message))
-                   : FromServerError(error);
+                   : ToStatus(error);
     } catch (const std::bad_alloc&) {
       status = absl::ResourceExhaustedError("out of memory while handling a PostgreSQL result");
     } catch (const std::exception& e) {
@@ -1071,9 +805,9 @@ class PqxxConnection final : public DbConnection {
   // libpqxx 6.4's transaction_rollback family carries no SQLSTATE; the
   // verbose message does, and the exception type names it otherwise.
   static absl::Status FromRollback(const char* what, const char* sqlstate_of_type) {
-    ServerError error = ParseLibpqMessage(what);
+    PqError error = ParseErrorText(what);
     if (error.sqlstate.empty()) error.sqlstate = sqlstate_of_type;
-    return FromServerError(error);
+    return ToStatus(error);
   }
 
   // Closes the socket at once, so the server ends the session (rolling back
@@ -1092,15 +826,7 @@ class PqxxConnection final : public DbConnection {
   const std::shared_ptr<PqxxTypeCache> types_;
   // The prepared statement cache (see PqxxConnector::Options). Owner thread
   // only.
-  struct Prepared {
-    std::string name;
-    uint64_t last_use = 0;
-  };
-  const int statement_cache_size_;
-  absl::flat_hash_map<std::string, Prepared> prepared_;  // by SQL text
-  absl::flat_hash_set<std::string> seen_once_;           // cacheable SQL run once, not prepared
-  uint64_t prepared_names_ = 0;
-  uint64_t use_clock_ = 0;
+  StatementCache statements_;
   const int backend_pid_;
   std::atomic<bool> broken_{false};
   // Set by Cancel() (any thread), cleared by ClearCancel().
@@ -1123,20 +849,29 @@ PqxxConnector::PqxxConnector(std::string conninfo)
 PqxxConnector::PqxxConnector(std::string conninfo, Options options)
     : statement_cache_size_(options.statement_cache_size),
       types_(std::make_shared<PqxxTypeCache>()) {
-  ConninfoParts parts = ParseConninfo(conninfo);
-  conninfo_ = WithDefaults(conninfo, parts, options);
-  redacted_ = std::move(parts.redacted);
-  password_ = std::move(parts.password);
+  absl::StatusOr<Conninfo> parsed = Conninfo::Parse(conninfo);
+  if (!parsed.ok()) {
+    conninfo_error_ = parsed.status();
+    return;
+  }
+  conninfo_ = WithDefaults(conninfo, *parsed, options);
+  redacted_ = parsed->Redacted();
+  secrets_ = parsed->SecretValues();
 }
 
 PqxxConnector::~PqxxConnector() = default;
 
 std::string ConninfoWithDefaults(const std::string& conninfo,
                                  const PqxxConnector::Options& options) {
-  return WithDefaults(conninfo, ParseConninfo(conninfo), options);
+  absl::StatusOr<Conninfo> parsed = Conninfo::Parse(conninfo);
+  return parsed.ok() ? WithDefaults(conninfo, *parsed, options) : conninfo;
 }
 
 absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
+  if (!conninfo_error_.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot connect to PostgreSQL: ", conninfo_error_.message()));
+  }
   const std::string where =
       redacted_.empty() ? std::string("the default address (libpq defaults and PG* variables)")
                         : redacted_;
@@ -1151,22 +886,26 @@ absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
     // Notices and warnings (e.g. "there is no transaction in progress" from
     // ResetSession) would otherwise go to stderr.
     auto quiet = std::make_unique<pqxx::quiet_errorhandler>(*conn);
+    // Verbose error messages are the only way to learn the SQLSTATE of the
+    // errors libpqxx 6.4 throws without one (broken_connection for every
+    // class 08 state, the transaction_rollback family): ParseErrorText reads
+    // it from the text.
     conn->set_verbosity(pqxx::connection_base::verbose);
     ApplyBaselineSettings(*conn);
     return std::unique_ptr<DbConnection>(std::make_unique<PqxxConnection>(
         std::move(conn), std::move(quiet), types_, statement_cache_size_));
   } catch (const pqxx::broken_connection& e) {
-    return absl::UnavailableError(ScrubPassword(
+    return absl::UnavailableError(ScrubSecrets(
         absl::StrCat("cannot connect to PostgreSQL at ", where, ": ",
-                     ParseLibpqMessage(e.what()).message,
+                     ParseErrorText(e.what()).message,
                      "; check that the server is running and accepts connections at that host "
                      "and port, and that the user, password and database name are right"),
-        password_));
+        secrets_));
   } catch (const std::exception& e) {
-    return absl::UnavailableError(ScrubPassword(
+    return absl::UnavailableError(ScrubSecrets(
         absl::StrCat("connected to PostgreSQL at ", where,
-                     " but could not set up the session: ", ParseLibpqMessage(e.what()).message),
-        password_));
+                     " but could not set up the session: ", ParseErrorText(e.what()).message),
+        secrets_));
   }
 }
 

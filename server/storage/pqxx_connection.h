@@ -40,7 +40,9 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/storage/db_connection.h"
 
@@ -89,7 +91,9 @@ class PqxxConnector final : public DbConnector {
 
   // `conninfo` is a libpq connection string: a URL
   // (postgresql://user:password@host:port/dbname?sslmode=require) or
-  // key=value pairs. It is not checked here; Connect() reports problems.
+  // key=value pairs, read by libpq's own parser. It is not checked here;
+  // Connect() reports problems (one that does not parse: UNAVAILABLE with
+  // libpq's explanation, showing nothing of the string).
   explicit PqxxConnector(std::string conninfo);
   PqxxConnector(std::string conninfo, Options options);
   ~PqxxConnector() override;
@@ -104,17 +108,18 @@ class PqxxConnector final : public DbConnector {
 
  private:
   // Set once by the constructor.
-  std::string conninfo_;  // ConninfoWithDefaults(as given, options)
-  std::string redacted_;  // for messages: without the password
-  std::string password_;  // scrubbed from libpq's messages, never shown
+  std::string conninfo_;              // ConninfoWithDefaults(as given, options)
+  std::string redacted_;              // for messages: secrets shown as ***
+  std::vector<std::string> secrets_;  // scrubbed from libpq's messages, never shown
+  absl::Status conninfo_error_;       // why the conninfo does not parse, if it does not
   int statement_cache_size_ = 0;
   const std::shared_ptr<PqxxTypeCache> types_;
 };
 
 // The connection string Connect() gives libpq: `conninfo` plus each default of
 // `options` it does not set itself, in its own syntax (URL query parameters or
-// key=value pairs). It holds the password if `conninfo` does, so it is for
-// tests, never for messages or logs.
+// key=value pairs); `conninfo` unchanged if it does not parse. It holds the
+// password if `conninfo` does, so it is for tests, never for messages or logs.
 std::string ConninfoWithDefaults(const std::string& conninfo,
                                  const PqxxConnector::Options& options);
 

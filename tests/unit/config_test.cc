@@ -7,6 +7,7 @@ namespace sessionbroker {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 EnvMap WithUrl(EnvMap env) {
   env.emplace("DATABASE_URL", "postgresql://app:secret@db:5432/app");
@@ -215,14 +216,18 @@ TEST(ConfigTest, BadSessionValuesAreErrorsNamingTheVariable) {
 }
 
 TEST(ConfigTest, RedactUrlHidesPasswords) {
-  EXPECT_EQ(RedactUrl("postgresql://app:secret@db:5432/app"), "postgresql://app:***@db:5432/app");
-  EXPECT_EQ(RedactUrl("postgresql://app@db/app"), "postgresql://app@db/app");
+  // libpq parses the string; the redacted form is key=value pairs.
+  EXPECT_EQ(RedactUrl("postgresql://app:secret@db:5432/app"),
+            "host=db port=5432 dbname=app user=app password=***");
+  EXPECT_EQ(RedactUrl("postgresql://app@db/app"), "host=db dbname=app user=app");
   EXPECT_EQ(RedactUrl("host=db user=app password=secret"), "host=db user=app password=***");
   EXPECT_EQ(RedactUrl("postgresql://db/app?user=app&password=secret&sslmode=require"),
-            "postgresql://db/app?user=app&password=***&sslmode=require");
-  EXPECT_EQ(RedactUrl("host=db password = s3cretpw user=app"), "host=db password=*** user=app");
-  EXPECT_EQ(RedactUrl("host=db password='a b\\'c' user=app"), "host=db password=*** user=app");
-  EXPECT_EQ(RedactUrl("postgresql://app:p@ss@db/app"), "postgresql://app:***@db/app");
+            "host=db dbname=app user=app password=*** sslmode=require");
+  EXPECT_EQ(RedactUrl("host=db password = s3cretpw user=app"), "host=db user=app password=***");
+  EXPECT_EQ(RedactUrl("host=db password='a b\\'c' user=app"), "host=db user=app password=***");
+  EXPECT_EQ(RedactUrl("postgresql://app:p@ss@db/app"),
+            "host=***@db dbname=app user=app password=***");
+  EXPECT_THAT(RedactUrl("postgresql://app:Pa%zzss@db/app"), Not(HasSubstr("Pa")));
 }
 
 }  // namespace
