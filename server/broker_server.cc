@@ -1,5 +1,12 @@
 #include "server/broker_server.h"
 
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +19,45 @@
 #include "spdlog/spdlog.h"
 
 namespace sessionbroker {
+namespace {
+
+// `addr` ("HOST:PORT", validated by LoadConfig) with its port replaced.
+std::string WithPort(const std::string& addr, int port) {
+  return absl::StrCat(addr.substr(0, addr.rfind(':') + 1), port);
+}
+
+// Writes `contents` to a temporary file next to `path` and renames it over
+// `path`: rename is atomic within a directory, so a script polling for the
+// file sees nothing or all of it.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
+  std::string temp = path + ".XXXXXX";
+  const int fd = ::mkstemp(temp.data());
+  if (fd < 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "could not create a file next to ", path, " (BROKER_PORT_FILE): ", std::strerror(errno),
+        "; point it into an existing directory the broker may write to"));
+  }
+  // mkstemp creates the file 0600; the addresses are no secret, and the
+  // script reading them may run as another user.
+  bool ok = ::fchmod(fd, 0644) == 0;
+  for (size_t done = 0; ok && done < contents.size();) {
+    const ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) done += static_cast<size_t>(n);
+  }
+  ok = ::close(fd) == 0 && ok;
+  ok = ok && std::rename(temp.c_str(), path.c_str()) == 0;
+  if (!ok) {
+    const int error = errno;
+    ::unlink(temp.c_str());
+    return absl::FailedPreconditionError(
+        absl::StrCat("could not write ", path, " (BROKER_PORT_FILE): ", std::strerror(error)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   core::Clock& clock = core::RealClock::Get();
@@ -98,10 +144,13 @@ absl::Status BrokerServer::Start() {
   server_->GetHealthCheckService()->SetServingStatus(kServiceName, false);
   timers_->Start();
   health_->Start();
+  const std::string metrics = http_ == nullptr ? "metrics off"
+                                               : absl::StrCat("metrics on ", config_.metrics_addr,
+                                                              " (port ", http_->port(), ")");
   spdlog::info(
-      "session broker {} listening on {} (port {}); database {}; pool size={} overflow={} "
-      "timeout={} recycle={} pre_ping={} max_waiters={}",
-      core::BrokerVersion(), config_.listen_addr, port_, RedactUrl(config_.database_url),
+      "session broker {} listening on {} (port {}), {}; database {}; pool size={} "
+      "overflow={} timeout={} recycle={} pre_ping={} max_waiters={}",
+      core::BrokerVersion(), config_.listen_addr, port_, metrics, RedactUrl(config_.database_url),
       config_.pool.pool_size, config_.pool.max_overflow, absl::FormatDuration(config_.pool.timeout),
       absl::FormatDuration(config_.pool.recycle), config_.pool.pre_ping, config_.pool.max_waiters);
   spdlog::info(
@@ -114,6 +163,16 @@ absl::Status BrokerServer::Start() {
       absl::FormatDuration(config_.sessions.tx_idle_timeout),
       absl::FormatDuration(config_.sessions.tx_max_duration),
       absl::FormatDuration(config_.sessions.orphan_grace));
+  // Last, after the log line: whoever sees the file finds both listeners up
+  // and the ports in the log.
+  if (!config_.port_file.empty()) {
+    std::string contents = absl::StrCat("grpc=", WithPort(config_.listen_addr, port_), "\n");
+    if (http_ != nullptr) {
+      absl::StrAppend(&contents, "metrics=", WithPort(config_.metrics_addr, http_->port()), "\n");
+    }
+    if (absl::Status s = WriteFileAtomically(config_.port_file, contents); !s.ok()) return s;
+    port_file_written_ = true;
+  }
   return absl::OkStatus();
 }
 
@@ -178,6 +237,8 @@ void BrokerServer::Shutdown() {
   monitor_executor_->Shutdown();
   if (server_ != nullptr) server_->Wait();
   timers_->Stop();
+  // The addresses in it no longer serve.
+  if (port_file_written_) ::unlink(config_.port_file.c_str());
   spdlog::info("shutdown complete");
 }
 

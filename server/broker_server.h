@@ -9,7 +9,10 @@
 //   3. every session ends and every open transaction is rolled back (their
 //      KeepAlive streams are told); WatchPoolStatus streams end with OK;
 //   4. the gRPC server stops (cancelling what is left), the HTTP endpoint
-//      closes, the pool closes every connection, worker threads end.
+//      closes, the pool closes every connection, worker threads end; the
+//      port file (BROKER_PORT_FILE), if any, is removed.
+// A listening address may ask for port 0 (the kernel chooses); the startup
+// log line and the port file name the ports actually bound.
 // Not thread-safe: Start and Shutdown are called from main.
 #ifndef SESSIONBROKER_SERVER_BROKER_SERVER_H_
 #define SESSIONBROKER_SERVER_BROKER_SERVER_H_
@@ -20,14 +23,14 @@
 #include "absl/status/status.h"
 #include "grpcpp/grpcpp.h"
 #include "server/config.h"
-#include "server/core/pool/connection_pool.h"
 #include "server/core/base/executor.h"
-#include "server/core/pool/health_checker.h"
-#include "server/core/session/session_manager.h"
+#include "server/core/base/timer_queue.h"
+#include "server/core/exec/statement_runner.h"
 #include "server/core/monitor/snapshot_sampler.h"
 #include "server/core/monitor/status_collector.h"
-#include "server/core/exec/statement_runner.h"
-#include "server/core/base/timer_queue.h"
+#include "server/core/pool/connection_pool.h"
+#include "server/core/pool/health_checker.h"
+#include "server/core/session/session_manager.h"
 #include "server/storage/db_connection.h"
 #include "server/transport/metrics_http_server.h"
 #include "server/transport/pool_monitor_service.h"
@@ -46,7 +49,12 @@ class BrokerServer final {
 
   // Binds the listening addresses (gRPC, and HTTP unless
   // BROKER_METRICS_ADDR is off) and starts serving; UNAVAILABLE if one
-  // cannot be bound.
+  // cannot be bound. Then writes the port file when BROKER_PORT_FILE is set
+  // (FAILED_PRECONDITION if it cannot be written): "grpc=HOST:PORT" and,
+  // unless metrics are off, "metrics=HOST:PORT", one per line, HOST as
+  // configured and PORT as bound. It is written to a temporary file in the
+  // same directory and renamed into place, so a reader never sees it half
+  // written.
   absl::Status Start();
   void Shutdown();
 
@@ -76,6 +84,7 @@ class BrokerServer final {
   std::unique_ptr<transport::MetricsHttpServer> http_;
   std::atomic<bool> draining_{false};
   int port_ = 0;
+  bool port_file_written_ = false;
   bool shut_down_ = false;
 };
 

@@ -181,6 +181,7 @@ absl::StatusOr<Config> LoadConfig(const EnvMap& env) {
                  "0.0.0.0:9464), or off (or empty) to serve none");
     }
   }
+  if (const std::string* v = Find(env, "BROKER_PORT_FILE")) c.port_file = *v;
 
   int64_t n = c.pool.pool_size;
   if (absl::Status s = ReadInt(env, "DB_POOL_SIZE", 1, 10000, &n); !s.ok()) return s;

@@ -53,18 +53,23 @@ MetricsHttpServer::MetricsHttpServer(std::string host, int port, MetricsFn metri
 MetricsHttpServer::~MetricsHttpServer() { Stop(); }
 
 absl::Status MetricsHttpServer::Start() {
-  if (!server_->bind_to_port(host_, port_)) {
+  // bind_to_any_port returns the port the kernel chose, or -1;
+  // bind_to_port only whether it bound.
+  const int bound = port_ == 0 ? server_->bind_to_any_port(host_)
+                               : (server_->bind_to_port(host_, port_) ? port_ : -1);
+  if (bound <= 0) {
     return absl::UnavailableError(absl::StrCat(
         "could not listen on ", host_, ":", port_,
         " (BROKER_METRICS_ADDR): the address is in use or not available on this host; set "
         "another HOST:PORT, or BROKER_METRICS_ADDR=off to serve no metrics"));
   }
+  bound_port_ = bound;
   thread_ = std::thread([this] {
     server_->listen_after_bind();
     listen_returned_.store(true);
   });
   pthread_setname_np(thread_.native_handle(), "sb-http");
-  spdlog::info("metrics and probes on http://{}:{}/metrics /livez /readyz", host_, port_);
+  spdlog::info("metrics and probes on http://{}:{}/metrics /livez /readyz", host_, bound_port_);
   return absl::OkStatus();
 }
 

@@ -7,6 +7,8 @@
 //                 draining), else 503 with the reason: the same answer as
 //                 grpc.health.v1
 //
+// Port 0 lets the kernel choose a free port; port() then says which one.
+//
 // Its own small thread pool serves requests; handlers take a snapshot (short
 // locks) and never block on the database. The listening socket is opened
 // without SO_REUSEPORT (cpp-httplib's default sets it), so a second broker on
@@ -48,9 +50,14 @@ class MetricsHttpServer final {
   // Stops accepting and waits for the serving thread. Idempotent.
   void Stop();
 
+  // The port bound by Start() (the one chosen when asked for port 0); 0
+  // before Start() succeeded.
+  int port() const { return bound_port_; }
+
  private:
   const std::string host_;
-  const int port_;
+  const int port_;  // as asked for; 0 = any
+  int bound_port_ = 0;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   std::atomic<bool> listen_returned_{false};

@@ -12,9 +12,11 @@
 
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -558,6 +560,80 @@ TEST_F(MonitorE2eTest, MetricsOffServesNoHttpButTheBrokerRuns) {
   Start({{"BROKER_METRICS_ADDR", "off"}});
   EXPECT_EQ(HttpGet("/livez"), -1);
   EXPECT_TRUE(Status().database().reachable());
+}
+
+// The port of "HOST:PORT" (0 if there is none).
+int PortOf(const std::string& address) {
+  int port = 0;
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) return 0;
+  return port;
+}
+
+// Port 0 is how tests (and scripts) get listeners no one else can hold: the
+// kernel chooses, and the broker tells where in its port file and its log.
+TEST_F(MonitorE2eTest, PortZeroListenersAreReportedInThePortFileAndTheLogUntilShutdown) {
+  Start({{"BROKER_LISTEN_ADDR", "127.0.0.1:0"}, {"BROKER_METRICS_ADDR", "127.0.0.1:0"}});
+  const std::string port_file = broker_->port_file();
+  const std::map<std::string, std::string> ports = ReadPortFile(port_file);
+  ASSERT_EQ(ports.size(), 2u) << "grpc and metrics, nothing else";
+  ASSERT_EQ(ports.count("grpc"), 1u);
+  ASSERT_EQ(ports.count("metrics"), 1u);
+  const int grpc_port = PortOf(ports.at("grpc"));
+  const int metrics_port = PortOf(ports.at("metrics"));
+  EXPECT_EQ(ports.at("grpc"), absl::StrCat("127.0.0.1:", grpc_port));
+  EXPECT_EQ(ports.at("metrics"), absl::StrCat("127.0.0.1:", metrics_port));
+  EXPECT_GT(grpc_port, 0);
+  EXPECT_GT(metrics_port, 0);
+  EXPECT_NE(grpc_port, metrics_port);
+
+  // Both addresses serve.
+  EXPECT_EQ(*HealthCheck(grpc::CreateChannel(ports.at("grpc"), grpc::InsecureChannelCredentials()),
+                         "", absl::Seconds(5)),
+            ServingStatus::kServing);
+  httplib::Client http(absl::StrCat("http://", ports.at("metrics")));
+  http.set_connection_timeout(5, 0);
+  httplib::Result livez = http.Get("/livez");
+  ASSERT_TRUE(livez) << "no answer from " << ports.at("metrics");
+  EXPECT_EQ(livez->status, 200);
+
+  // The startup line names the same ports.
+  EXPECT_THAT(broker_->Log(),
+              HasSubstr(absl::StrCat("listening on 127.0.0.1:0 (port ", grpc_port,
+                                     "), metrics on 127.0.0.1:0 (port ", metrics_port, ")")));
+
+  // A clean shutdown takes the file away, and the temporary file it was
+  // written through is gone too: only the broker's log is left beside it.
+  const std::optional<int> code = broker_->SignalAndWait(SIGTERM, absl::Seconds(20));
+  ASSERT_TRUE(code.has_value()) << broker_->Log();
+  EXPECT_EQ(*code, 0);
+  EXPECT_FALSE(std::filesystem::exists(port_file));
+  std::vector<std::string> left;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::filesystem::path(port_file).parent_path())) {
+    left.push_back(entry.path().filename().string());
+  }
+  EXPECT_THAT(left, ::testing::ElementsAre("log"));
+}
+
+TEST_F(MonitorE2eTest, PortFileHasNoMetricsLineWhenMetricsAreOff) {
+  Start({{"BROKER_METRICS_ADDR", "off"}});
+  const std::map<std::string, std::string> ports = ReadPortFile(broker_->port_file());
+  ASSERT_EQ(ports.size(), 1u);
+  EXPECT_EQ(ports.at("grpc"), broker_->address());
+  EXPECT_GT(PortOf(ports.at("grpc")), 0);
+  EXPECT_THAT(broker_->Log(), HasSubstr("metrics off"));
+}
+
+TEST_F(MonitorE2eTest, UnwritablePortFileFailsTheStartWithExitOne) {
+  const std::string port_file = absl::StrCat(TempDir(), "/sb-no-such-dir-", getpid(), "/ports");
+  BrokerProcess broker(broker_url_, {{"BROKER_PORT_FILE", port_file}});
+  const std::optional<int> code = broker.WaitForExit(absl::Seconds(15));
+  ASSERT_TRUE(code.has_value()) << broker.Log();
+  EXPECT_EQ(*code, 1);
+  EXPECT_THAT(broker.Log(), HasSubstr("BROKER_PORT_FILE"));
+  EXPECT_THAT(broker.Log(), HasSubstr(port_file));
+  EXPECT_FALSE(std::filesystem::exists(port_file));
 }
 
 // The database goes away and comes back: health flips both ways (Check and

@@ -148,7 +148,9 @@ TEST_F(PqxxConnectionTest, BackendPidMatchesTheServer) {
 }
 
 TEST_F(PqxxConnectionTest, UnreachableDatabaseIsUnavailableAndNeverShowsThePassword) {
-  const int port = testing::FreePort();
+  const testing::RefusedPort refused;
+  ASSERT_NE(refused.port(), 0);
+  const int port = refused.port();
   PqxxConnector connector(absl::StrCat("postgresql://bob:S3cretPw@127.0.0.1:", port, "/nodb"));
   const auto start = Clock::now();
   absl::StatusOr<std::unique_ptr<DbConnection>> conn = connector.Connect();
@@ -162,7 +164,9 @@ TEST_F(PqxxConnectionTest, UnreachableDatabaseIsUnavailableAndNeverShowsThePassw
 }
 
 TEST_F(PqxxConnectionTest, UnreachableKeyValueConninfoNeverShowsThePassword) {
-  const int port = testing::FreePort();
+  const testing::RefusedPort refused;
+  ASSERT_NE(refused.port(), 0);
+  const int port = refused.port();
   PqxxConnector connector(
       absl::StrCat("host=127.0.0.1 port=", port, " dbname=nodb user=bob password='S3cret pw'"));
   absl::StatusOr<std::unique_ptr<DbConnection>> conn = connector.Connect();

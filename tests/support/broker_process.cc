@@ -8,13 +8,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "gtest/gtest.h"
 #include "tests/support/grpc_wire.h"
 #include "tests/support/test_env.h"
 
@@ -32,12 +36,27 @@ std::string TempDir() {
 
 }  // namespace
 
+std::map<std::string, std::string> ReadPortFile(const std::string& path) {
+  std::map<std::string, std::string> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t eq = line.find('=');
+    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return out;
+}
+
 BrokerProcess::BrokerProcess(const std::string& database_url,
                              std::map<std::string, std::string> env) {
-  address_ = absl::StrCat("127.0.0.1:", FreePort());
-  std::string log_template = TempDir() + "/sb-broker-log.XXXXXX";
-  const int log_fd = mkstemp(log_template.data());
-  log_path_ = log_template;
+  std::string dir_template = TempDir() + "/sb-broker.XXXXXX";
+  if (mkdtemp(dir_template.data()) == nullptr) {
+    ADD_FAILURE() << "cannot create a directory in " << TempDir() << ": " << std::strerror(errno);
+  }
+  dir_ = dir_template;
+  log_path_ = dir_ + "/log";
+  port_file_ = dir_ + "/ports";
+  const int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 
   std::map<std::string, std::string> vars;
   for (char** e = environ; *e != nullptr; ++e) {
@@ -46,15 +65,20 @@ BrokerProcess::BrokerProcess(const std::string& database_url,
     if (eq != std::string::npos) vars[entry.substr(0, eq)] = entry.substr(eq + 1);
   }
   vars["DATABASE_URL"] = database_url;
-  vars["BROKER_LISTEN_ADDR"] = address_;
-  // Never the default port: tests run in parallel, and a developer's broker
-  // may hold it.
-  vars["BROKER_METRICS_ADDR"] = absl::StrCat("127.0.0.1:", FreePort());
+  // Never a fixed port: tests run in parallel, and a developer's broker may
+  // hold the default one. The broker binds port 0, so the kernel hands each
+  // listener a port no one else holds, and reports them in the port file.
+  vars["BROKER_LISTEN_ADDR"] = "127.0.0.1:0";
+  vars["BROKER_METRICS_ADDR"] = "127.0.0.1:0";
+  vars["BROKER_PORT_FILE"] = port_file_;
   vars["BROKER_ENV_FILE"] = "";  // tests never read a developer's .env
   vars["BROKER_HEALTH_CHECK_INTERVAL"] = "0.2";
   vars["BROKER_SHUTDOWN_GRACE_SECONDS"] = "5";
   for (auto& [k, v] : env) vars[k] = v;
   std::vector<std::string> entries;
+  // A test may point the port file elsewhere (e.g. somewhere unwritable).
+  port_file_ = vars["BROKER_PORT_FILE"];
+  // Replaced by the port file's address when the broker serves HTTP.
   metrics_address_ = vars["BROKER_METRICS_ADDR"];
   for (auto& [k, v] : vars) entries.push_back(absl::StrCat(k, "=", v));
   std::vector<char*> envp;
@@ -72,7 +96,32 @@ BrokerProcess::BrokerProcess(const std::string& database_url,
     _exit(127);
   }
   close(log_fd);
-  channel_ = NewChannel();
+  if (WaitForPortFile(absl::Seconds(30))) channel_ = NewChannel();
+}
+
+bool BrokerProcess::WaitForPortFile(absl::Duration timeout) {
+  const absl::Time end = absl::Now() + timeout;
+  for (;;) {
+    // The broker renames the file into place complete: no partial reads.
+    std::map<std::string, std::string> ports = ReadPortFile(port_file_);
+    if (auto grpc = ports.find("grpc"); grpc != ports.end()) {
+      address_ = grpc->second;
+      if (auto metrics = ports.find("metrics"); metrics != ports.end()) {
+        metrics_address_ = metrics->second;
+      }
+      return true;
+    }
+    // A broker that exits at start (a bad setting, a port in use) is what
+    // some tests want: they ask WaitForExit.
+    if (WaitForExit(absl::ZeroDuration()).has_value() || exited_) return false;
+    if (absl::Now() >= end) {
+      ADD_FAILURE() << "the broker wrote no port file (" << port_file_ << ") within "
+                    << absl::FormatDuration(timeout) << "; its log:\n"
+                    << Log();
+      return false;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
 }
 
 BrokerProcess::~BrokerProcess() {
@@ -81,7 +130,8 @@ BrokerProcess::~BrokerProcess() {
     int status;
     waitpid(pid_, &status, 0);
   }
-  unlink(log_path_.c_str());
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
 }
 
 std::shared_ptr<grpc::Channel> BrokerProcess::NewChannel() const {
@@ -97,6 +147,7 @@ std::shared_ptr<grpc::Channel> BrokerProcess::NewChannel() const {
 }
 
 bool BrokerProcess::WaitUntilServing(absl::Duration timeout) {
+  if (channel_ == nullptr) return false;  // it exited before listening
   const absl::Time end = absl::Now() + timeout;
   while (absl::Now() < end) {
     if (WaitForExit(absl::ZeroDuration()).has_value() || exited_) return false;

@@ -21,23 +21,22 @@ std::string TestDatabaseUrl() {
   return url;
 }
 
-int FreePort() {
-  // Bind port 0 and let the kernel choose; the socket closes before the port is
-  // used, so a race is possible but rare (each caller gets a fresh ephemeral port).
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+RefusedPort::RefusedPort() {
+  fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd_ < 0) return;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    socklen_t len = sizeof(addr);
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      port = ntohs(addr.sin_port);
-    }
+  addr.sin_port = 0;  // the kernel chooses
+  socklen_t len = sizeof(addr);
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port_ = ntohs(addr.sin_port);
   }
-  ::close(fd);
-  return port;
+}
+
+RefusedPort::~RefusedPort() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
 std::string PgScript() { return std::string(SB_SOURCE_DIR) + "/scripts/pg"; }

@@ -11,8 +11,24 @@ namespace sessionbroker::testing {
 // The test database URL; records a fatal failure in the current test if unset.
 std::string TestDatabaseUrl();
 
-// A TCP port on 127.0.0.1 that nothing listens on right now.
-int FreePort();
+// A TCP port on 127.0.0.1 where connections are refused for as long as the
+// object lives: it holds a socket bound to the port without listening on it,
+// so the kernel refuses connections to it and no one else can bind it in the
+// meantime (a port merely found free could be taken by another test before
+// use). port() is 0 if no socket could be bound.
+class RefusedPort final {
+ public:
+  RefusedPort();
+  ~RefusedPort();
+  RefusedPort(const RefusedPort&) = delete;
+  RefusedPort& operator=(const RefusedPort&) = delete;
+
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
 
 // Path of scripts/pg in the source tree.
 std::string PgScript();
