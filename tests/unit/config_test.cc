@@ -1,5 +1,6 @@
 #include "server/config.h"
 
+#include <cstdio>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -418,6 +419,7 @@ TEST(ReadEnvSourcesTest, ReadsTheFileTheEnvironmentNames) {
   const EnvMap merged = MergeEnv(*sources);
   EXPECT_EQ(merged.at("DB_POOL_SIZE"), "3");
   EXPECT_EQ(merged.at("LOG_LEVEL"), "warn");  // the environment wins
+  std::remove(path.c_str());
 }
 
 TEST(ReadEnvSourcesTest, MissingFileIsFineAndEmptyNameReadsNone) {
@@ -438,6 +440,7 @@ TEST(ReadEnvSourcesTest, MalformedFileIsAnErrorNamingTheFile) {
   ASSERT_FALSE(sources.ok());
   EXPECT_THAT(sources.status().message(), HasSubstr(path));
   EXPECT_THAT(sources.status().message(), HasSubstr("line 1"));
+  std::remove(path.c_str());
 }
 
 }  // namespace
