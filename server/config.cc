@@ -465,7 +465,7 @@ absl::StatusOr<std::string> RenderConfig(const EnvSources& sources, ConfigFormat
   }
   size_t name_width = 0, value_width = 0;
   for (Row& r : rows) {
-    if (r.value.empty()) r.value = "(none)";
+    if (r.value.empty()) r.value = "(empty)";
     name_width = std::max(name_width, r.name.size());
     value_width = std::max(value_width, r.value.size());
   }

@@ -26,8 +26,8 @@ struct Config {
   // BROKER_METRICS_ADDR: HTTP for /metrics, /livez, /readyz; "" = off (the
   // variable set empty, or to "off").
   std::string metrics_addr = "127.0.0.1:9464";
-  // BROKER_PORT_FILE: after the broker listens it writes the ports it bound
-  // to this file; "" = off.
+  // BROKER_PORT_FILE: once listening, the bound addresses are written there
+  // (BrokerServer); "" = no file.
   std::string port_file;
   core::PoolOptions pool;             // DB_POOL_* / DB_MAX_OVERFLOW
   bool echo = false;                  // DB_ECHO

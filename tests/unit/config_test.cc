@@ -310,7 +310,7 @@ TEST(ConfigTest, ReadmeDocumentsExactlyTheSettingsWithTheirDefaults) {
       continue;
     }
     const std::string expected = s.required                ? "(required)"
-                                 : s.default_value.empty() ? "(none)"
+                                 : s.default_value.empty() ? "(empty)"
                                                            : "`" + s.default_value + "`";
     EXPECT_EQ(it->second, expected) << s.name << "'s default in README.md";
   }
@@ -365,7 +365,8 @@ TEST(RenderConfigTest, SaysWhereEachValueCameFrom) {
   }
   EXPECT_EQ(rows.size(), DescribeSettings().size());
   using Row = std::pair<std::string, std::string>;
-  EXPECT_EQ(rows["DATABASE_URL"], Row("postgresql://app:***@db/app", "/srv/broker/.env"));
+  EXPECT_EQ(rows["DATABASE_URL"],
+            Row(RedactUrl("postgresql://app:s3cret@db/app"), "/srv/broker/.env"));
   EXPECT_EQ(rows["DB_POOL_SIZE"], Row("7", "environment"));
   EXPECT_EQ(rows["LOG_LEVEL"], Row("debug", "environment"));
   // Set but empty in the environment: empty counts as unset, and the
@@ -381,7 +382,7 @@ TEST(RenderConfigTest, SaysWhereEachValueCameFrom) {
 TEST(RenderConfigTest, MissingDatabaseUrlIsShownAsUnset) {
   absl::StatusOr<std::string> text = RenderConfig(EnvSources{}, ConfigFormat::kHuman);
   ASSERT_TRUE(text.ok()) << text.status();
-  EXPECT_THAT(*text, testing::ContainsRegex("DATABASE_URL +\\(none\\) +unset \\(required\\)"));
+  EXPECT_THAT(*text, testing::ContainsRegex("DATABASE_URL +\\(empty\\) +unset \\(required\\)"));
   text = RenderConfig(EnvSources{}, ConfigFormat::kEnv);
   ASSERT_TRUE(text.ok()) << text.status();
   EXPECT_THAT(*text, HasSubstr("DATABASE_URL=''\n"));
@@ -402,7 +403,10 @@ TEST(RenderConfigTest, EnvFormIsOneShellQuotedLinePerSetting) {
   ASSERT_TRUE(text.ok()) << text.status();
   EXPECT_THAT(*text, HasSubstr("\nDB_POOL_SIZE=3\n"));
   EXPECT_THAT(*text, HasSubstr("\nBROKER_PORT_FILE='/tmp/it'\\''s here'\n"));
-  EXPECT_THAT(*text, HasSubstr("DATABASE_URL='postgresql://app:***@db:5432/app'\n"));
+  // The redacted URL has a '*' at least, so it is quoted.
+  EXPECT_THAT(*text, HasSubstr("DATABASE_URL='" + RedactUrl("postgresql://app:secret@db:5432/app") +
+                               "'\n"));
+  EXPECT_THAT(*text, Not(HasSubstr("secret")));
   EXPECT_THAT(*text, HasSubstr("\nLOG_LEVEL=info\n"));
   EXPECT_EQ(std::count(text->begin(), text->end(), '\n'),
             static_cast<long>(DescribeSettings().size()));
