@@ -1,14 +1,17 @@
 // Broker configuration, 12-factor style: every setting is an environment
 // variable; a .env file (KEY=VALUE lines) fills in what the environment does
-// not set. LoadConfig validates everything up front and names the offending
-// variable, so a bad value stops the broker at start, not at first use.
-// Plain data and pure functions; thread-compatible.
+// not set. One table in config.cc describes every setting (name, how it is
+// parsed and bounded, the Config field it fills, whether it is secret, what
+// it does); LoadConfig walks it, validating everything up front and naming
+// the offending variable, so a bad value stops the broker at start, not at
+// first use. Plain data and pure functions; thread-compatible.
 #ifndef SESSIONBROKER_SERVER_CONFIG_H_
 #define SESSIONBROKER_SERVER_CONFIG_H_
 
 #include <cstddef>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -50,13 +53,50 @@ using EnvMap = std::map<std::string, std::string>;
 // naming the line for anything else.
 absl::StatusOr<EnvMap> ParseEnvFile(const std::string& text);
 
-// The process environment over the .env file at `path` (a missing file is
-// fine; an unreadable or malformed one is an error).
-absl::StatusOr<EnvMap> ReadEnvironment(const std::string& dotenv_path);
+// Where the broker's settings come from, kept apart so that each value's
+// source can be told (session-broker --print-config).
+struct EnvSources {
+  EnvMap process;          // the process environment
+  std::string file_path;   // the .env file looked for; "" = none
+  bool file_read = false;  // it existed and was read
+  EnvMap file;             // its entries
+};
+
+// The process environment, as a map.
+EnvMap ProcessEnvironment();
+
+// The .env file named by `process` (BROKER_ENV_FILE; unset = ".env" in the
+// working directory, empty = none) and `process` itself. A missing file is
+// fine; an unreadable or malformed one is an error.
+absl::StatusOr<EnvSources> ReadEnvSources(EnvMap process);
+
+// What LoadConfig reads: the process environment over the .env file.
+EnvMap MergeEnv(const EnvSources& sources);
 
 // Builds and validates the configuration. Errors are INVALID_ARGUMENT with a
 // message that names the variable, the bad value and what is accepted.
 absl::StatusOr<Config> LoadConfig(const EnvMap& env);
+
+// One row of the settings table, for --help, tests and documentation checks.
+struct SettingInfo {
+  std::string name;
+  std::string default_value;  // as written in .env; "" = unset
+  bool required = false;
+  bool secret = false;
+  std::string description;  // one line
+};
+std::vector<SettingInfo> DescribeSettings();
+
+// How --print-config renders: kHuman aligns name, value and source (the
+// environment, the .env file's path, or default); kEnv prints NAME=value
+// lines, values shell-quoted, for scripts (`eval` or any line reader that
+// undoes single quotes).
+enum class ConfigFormat { kHuman, kEnv };
+
+// Every setting's effective value, as LoadConfig would see it, with secrets
+// redacted (RedactUrl). A missing DATABASE_URL is shown as unset, not an
+// error; any other bad value is LoadConfig's error.
+absl::StatusOr<std::string> RenderConfig(const EnvSources& sources, ConfigFormat format);
 
 // Splits "HOST:PORT" ("[::1]:9464" for IPv6: the brackets are dropped).
 // False unless HOST is non-empty and PORT is 0-65535.

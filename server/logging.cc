@@ -1,73 +1,120 @@
 #include "server/logging.h"
 
 #include <chrono>
-#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "spdlog/formatter.h"
+#include "server/core/base/escape.h"
+#include "server/core/base/log_fields.h"
+#include "spdlog/pattern_formatter.h"
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
 
 namespace sessionbroker {
 namespace {
 
-void AppendJsonString(std::string_view in, spdlog::memory_buf_t& out) {
-  out.push_back('"');
-  for (const char ch : in) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out.append(std::string_view("\\\"")); break;
-      case '\\': out.append(std::string_view("\\\\")); break;
-      case '\n': out.append(std::string_view("\\n")); break;
-      case '\r': out.append(std::string_view("\\r")); break;
-      case '\t': out.append(std::string_view("\\t")); break;
-      default:
-        if (c < 0x20) {
-          static constexpr char kHex[] = "0123456789abcdef";
-          const char esc[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
-          out.append(esc, esc + sizeof(esc));
-        } else {
-          out.push_back(ch);
-        }
-    }
-  }
-  out.push_back('"');
+bool IsKeyChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
 }
 
-// {"ts":"2026-11-26T14:00:00.123456Z","level":"info","thread":123,"msg":"..."}
+// The key of a "key=" that `text` ends with (at its start or after a space),
+// or "" if it ends otherwise.
+absl::string_view TrailingKey(absl::string_view text) {
+  if (text.empty() || text.back() != '=') return {};
+  size_t start = text.size() - 1;
+  while (start > 0 && IsKeyChar(text[start - 1])) --start;
+  if (start == text.size() - 1 || (start > 0 && text[start - 1] != ' ')) return {};
+  return text.substr(start, text.size() - 1 - start);
+}
+
+// {"ts":"2026-11-26T14:00:00.123456Z","level":"info","thread":123,"msg":"...",
+//  <one member per marked field>}
 class JsonFormatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
-    const std::string ts = absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::FromChrono(msg.time),
-                                            absl::UTCTimeZone());
-    dest.append(std::string_view("{\"ts\":\""));
-    dest.append(ts.data(), ts.data() + ts.size());
-    dest.append(std::string_view("\",\"level\":\""));
+    std::string line;
+    absl::StrAppend(
+        &line, "{\"ts\":\"",
+        absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::FromChrono(msg.time), absl::UTCTimeZone()),
+        "\",\"level\":\"");
     const auto level = spdlog::level::to_string_view(msg.level);
-    dest.append(level.data(), level.data() + level.size());
-    dest.append(std::string_view("\",\"thread\":"));
-    const std::string tid = std::to_string(msg.thread_id);
-    dest.append(tid.data(), tid.data() + tid.size());
-    dest.append(std::string_view(",\"msg\":"));
-    AppendJsonString(std::string_view(msg.payload.data(), msg.payload.size()), dest);
-    dest.append(std::string_view("}\n"));
+    line.append(level.data(), level.size());
+    absl::StrAppend(&line, "\",\"thread\":", msg.thread_id, ",\"msg\":");
+
+    // Marked fields whose "key=" precedes them become members; the text
+    // around them stays the message. A field without a usable key (none, a
+    // reserved or repeated one) stays in the message as in text logs.
+    std::string text;
+    std::vector<std::pair<std::string, absl::string_view>> fields;
+    absl::string_view rest(msg.payload.data(), msg.payload.size());
+    while (!rest.empty()) {
+      const size_t begin = rest.find(core::kLogFieldBegin);
+      const size_t end =
+          begin == absl::string_view::npos ? begin : rest.find(core::kLogFieldEnd, begin + 1);
+      if (end == absl::string_view::npos) {
+        text.append(rest.data(), rest.size());
+        break;
+      }
+      text.append(rest.data(), begin);
+      const absl::string_view value = rest.substr(begin + 1, end - begin - 1);
+      rest.remove_prefix(end + 1);
+      const std::string key(TrailingKey(text));
+      if (key.empty() || IsTaken(key, fields)) {
+        absl::StrAppend(&text, "\"", core::EscapeForLogText(value), "\"");
+        continue;
+      }
+      text.resize(text.size() - key.size() - 1);  // the "key="
+      if (!text.empty() && text.back() == ' ') {
+        text.pop_back();
+      } else if (text.empty() && !rest.empty() && rest.front() == ' ') {
+        rest.remove_prefix(1);
+      }
+      fields.emplace_back(key, value);
+    }
+    core::AppendJsonString(text, &line);
+    for (const auto& [key, value] : fields) {
+      line.push_back(',');
+      core::AppendJsonString(key, &line);
+      line.push_back(':');
+      core::AppendJsonString(value, &line);
+    }
+    line.append("}\n");
+    dest.append(line.data(), line.data() + line.size());
   }
   std::unique_ptr<spdlog::formatter> clone() const override {
     return std::make_unique<JsonFormatter>();
+  }
+
+ private:
+  static bool IsTaken(const std::string& key,
+                      const std::vector<std::pair<std::string, absl::string_view>>& fields) {
+    if (key == "ts" || key == "level" || key == "thread" || key == "msg") return true;
+    for (const auto& field : fields) {
+      if (field.first == key) return true;
+    }
+    return false;
   }
 };
 
 }  // namespace
 
+std::unique_ptr<spdlog::formatter> MakeLogFormatter(const std::string& format) {
+  if (format == "json") return std::make_unique<JsonFormatter>();
+  return std::make_unique<spdlog::pattern_formatter>("%Y-%m-%dT%H:%M:%S.%fZ %^%-5l%$ [%t] %v",
+                                                     spdlog::pattern_time_type::utc);
+}
+
 void InitLogging(const std::string& level, const std::string& format) {
-  auto logger = std::make_shared<spdlog::logger>(
-      "broker", std::make_shared<spdlog::sinks::stderr_sink_mt>());
-  if (format == "json") {
-    logger->set_formatter(std::make_unique<JsonFormatter>());
-  } else {
-    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%fZ %^%-5l%$ [%t] %v", spdlog::pattern_time_type::utc);
-  }
+  core::SetLogFieldStyle(format == "json" ? core::LogFieldStyle::kMarked
+                                          : core::LogFieldStyle::kText);
+  auto logger =
+      std::make_shared<spdlog::logger>("broker", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  logger->set_formatter(MakeLogFormatter(format));
   logger->set_level(spdlog::level::from_str(level));
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(std::move(logger));

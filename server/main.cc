@@ -1,6 +1,7 @@
 // The session broker's entry point: read configuration, wire, serve until
 // SIGINT/SIGTERM, drain, exit 0. Configuration errors exit 2; failing to
-// start (e.g. the port is taken) exits 1.
+// start (e.g. the port is taken) exits 1. `--print-config` shows the
+// configuration it would serve with and exits; `--help` lists the modes.
 #include <pthread.h>
 #include <signal.h>
 
@@ -16,7 +17,68 @@
 #include "server/logging.h"
 #include "spdlog/spdlog.h"
 
+namespace {
+
+constexpr char kUsage[] =
+    "usage: session-broker                    serve (configuration from the environment and "
+    ".env)\n"
+    "       session-broker --print-config     print every setting's effective value and where it\n"
+    "                                         came from (environment, the .env file, default),\n"
+    "                                         secrets redacted; connects to nothing\n"
+    "       session-broker --print-config=env the same as NAME=value lines, values shell-quoted\n"
+    "       session-broker --help             this text\n"
+    "\n"
+    "Exit codes: 0 done, 1 failed to start, 2 configuration error or bad usage.\n";
+
+void PrintUsage(std::FILE* to) {
+  std::fputs(kUsage, to);
+  std::fputs("\nSettings (environment variables, or .env lines):\n", to);
+  for (const sessionbroker::SettingInfo& s : sessionbroker::DescribeSettings()) {
+    const std::string default_value =
+        s.required ? "required"
+                   : "default: " + (s.default_value.empty() ? "none" : s.default_value);
+    std::fprintf(to, "  %s (%s)\n      %s\n", s.name.c_str(), default_value.c_str(),
+                 s.description.c_str());
+  }
+}
+
+int ConfigError(const absl::Status& status) {
+  std::fprintf(stderr, "session-broker: configuration error: %s\n",
+               std::string(status.message()).c_str());
+  return 2;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  enum class Mode { kServe, kPrintConfig, kPrintConfigEnv } mode = Mode::kServe;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      PrintUsage(stdout);
+      return 0;
+    } else if (arg == "--print-config" || arg == "--print-config=human") {
+      mode = Mode::kPrintConfig;
+    } else if (arg == "--print-config=env") {
+      mode = Mode::kPrintConfigEnv;
+    } else {
+      std::fprintf(stderr, "session-broker: unknown argument '%s'\n\n%s", arg.c_str(), kUsage);
+      return 2;
+    }
+  }
+  // The environment and .env exactly as serving reads them.
+  absl::StatusOr<sessionbroker::EnvSources> sources =
+      sessionbroker::ReadEnvSources(sessionbroker::ProcessEnvironment());
+  if (!sources.ok()) return ConfigError(sources.status());
+  if (mode != Mode::kServe) {
+    absl::StatusOr<std::string> text = sessionbroker::RenderConfig(
+        *sources, mode == Mode::kPrintConfigEnv ? sessionbroker::ConfigFormat::kEnv
+                                                : sessionbroker::ConfigFormat::kHuman);
+    if (!text.ok()) return ConfigError(text.status());
+    std::fputs(text->c_str(), stdout);
+    return std::fflush(stdout) == 0 ? 0 : 1;
+  }
+
   // Debian's Abseil keeps absl::Mutex deadlock detection on: every lock of an
   // absl::Mutex (gRPC's too) updates a global lock graph, a few percent of the
   // broker's CPU per call in a profile. Lock order is checked by clang's
@@ -31,20 +93,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  const char* env_file = std::getenv("BROKER_ENV_FILE");
-  absl::StatusOr<sessionbroker::EnvMap> env =
-      sessionbroker::ReadEnvironment(env_file != nullptr ? env_file : ".env");
-  if (!env.ok()) {
-    std::fprintf(stderr, "session-broker: configuration error: %s\n",
-                 std::string(env.status().message()).c_str());
-    return 2;
-  }
-  absl::StatusOr<sessionbroker::Config> config = sessionbroker::LoadConfig(*env);
-  if (!config.ok()) {
-    std::fprintf(stderr, "session-broker: configuration error: %s\n",
-                 std::string(config.status().message()).c_str());
-    return 2;
-  }
+  absl::StatusOr<sessionbroker::Config> config =
+      sessionbroker::LoadConfig(sessionbroker::MergeEnv(*sources));
+  if (!config.ok()) return ConfigError(config.status());
   sessionbroker::InitLogging(config->log_level, config->log_format);
 
   sessionbroker::BrokerServer server(*std::move(config));

@@ -1,5 +1,12 @@
 #include "server/config.h"
 
+#include <cstdio>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -228,6 +235,220 @@ TEST(ConfigTest, RedactUrlHidesPasswords) {
   EXPECT_EQ(RedactUrl("postgresql://app:p@ss@db/app"),
             "host=***@db dbname=app user=app password=***");
   EXPECT_THAT(RedactUrl("postgresql://app:Pa%zzss@db/app"), Not(HasSubstr("Pa")));
+}
+
+TEST(ConfigTest, PortFileIsOffByDefaultAndReadWhenSet) {
+  absl::StatusOr<Config> c = LoadConfig(WithUrl({}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->port_file, "");
+  c = LoadConfig(WithUrl({{"BROKER_PORT_FILE", "/run/broker/ports"}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->port_file, "/run/broker/ports");
+}
+
+TEST(ConfigTest, ErrorsKeepTheirWording) {
+  EXPECT_EQ(LoadConfig(WithUrl({{"DB_POOL_SIZE", "0"}})).status().message(),
+            "DB_POOL_SIZE='0' is not valid: expected an integer from 1 to 10000");
+  EXPECT_EQ(LoadConfig(WithUrl({{"DB_POOL_TIMEOUT", "x"}})).status().message(),
+            "DB_POOL_TIMEOUT='x' is not valid: expected a number of seconds from 0.001 to 86400");
+  EXPECT_EQ(LoadConfig(WithUrl({{"DB_POOL_RECYCLE", "0"}})).status().message(),
+            "DB_POOL_RECYCLE='0' is not valid: expected a number of seconds > 0, or -1 to never "
+            "recycle");
+  EXPECT_EQ(LoadConfig(WithUrl({{"DB_ECHO", "loud"}})).status().message(),
+            "DB_ECHO='loud' is not valid: expected true or false (also 1/0, yes/no, on/off)");
+  EXPECT_EQ(LoadConfig(WithUrl({{"LOG_FORMAT", "xml"}})).status().message(),
+            "LOG_FORMAT='xml' is not valid: expected one of text, json");
+  EXPECT_EQ(LoadConfig(WithUrl({{"BROKER_LISTEN_ADDR", "nowhere"}})).status().message(),
+            "BROKER_LISTEN_ADDR='nowhere' is not valid: expected HOST:PORT, e.g. 127.0.0.1:50051 "
+            "or 0.0.0.0:50051");
+  EXPECT_EQ(LoadConfig({{"DATABASE_URL", "db.example.com"}}).status().message(),
+            "DATABASE_URL='db.example.com' is not valid: expected a postgresql:// URL or a libpq "
+            "key=value connection string");
+}
+
+TEST(ConfigTest, EverySettingHasADescriptionAndDefaultsThatLoadBack) {
+  EnvMap defaults;
+  for (const SettingInfo& s : DescribeSettings()) {
+    EXPECT_FALSE(s.description.empty()) << s.name;
+    EXPECT_EQ(s.description.find('\n'), std::string::npos) << s.name;
+    if (!s.required) defaults[s.name] = s.default_value;
+  }
+  // Writing every documented default out explicitly changes nothing.
+  absl::StatusOr<std::string> implicit =
+      RenderConfig(EnvSources{WithUrl({}), "", false, {}}, ConfigFormat::kEnv);
+  absl::StatusOr<std::string> explicit_defaults =
+      RenderConfig(EnvSources{WithUrl(defaults), "", false, {}}, ConfigFormat::kEnv);
+  ASSERT_TRUE(implicit.ok()) << implicit.status();
+  ASSERT_TRUE(explicit_defaults.ok()) << explicit_defaults.status();
+  EXPECT_EQ(*implicit, *explicit_defaults);
+}
+
+std::string ReadSourceFile(const std::string& relative) {
+  std::ifstream in(std::string(SB_SOURCE_DIR) + "/" + relative);
+  EXPECT_TRUE(in.good()) << relative;
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// README.md's configuration table: "| `NAME` | default | meaning |".
+std::map<std::string, std::string> ReadmeSettings() {
+  std::map<std::string, std::string> out;
+  const std::regex row(R"(^\| `([A-Z][A-Z0-9_]*)` \| ([^|]*) \|)");
+  for (const std::string& line :
+       std::vector<std::string>(absl::StrSplit(ReadSourceFile("README.md"), '\n'))) {
+    std::smatch m;
+    if (std::regex_search(line, m, row)) out[m[1]] = m[2];
+  }
+  return out;
+}
+
+TEST(ConfigTest, ReadmeDocumentsExactlyTheSettingsWithTheirDefaults) {
+  const std::map<std::string, std::string> readme = ReadmeSettings();
+  std::set<std::string> table;
+  for (const SettingInfo& s : DescribeSettings()) {
+    table.insert(s.name);
+    auto it = readme.find(s.name);
+    if (it == readme.end()) {
+      ADD_FAILURE() << s.name << " is missing from README.md's configuration table";
+      continue;
+    }
+    const std::string expected = s.required                ? "(required)"
+                                 : s.default_value.empty() ? "(empty)"
+                                                           : "`" + s.default_value + "`";
+    EXPECT_EQ(it->second, expected) << s.name << "'s default in README.md";
+  }
+  for (const auto& [name, unused] : readme) {
+    EXPECT_TRUE(table.count(name) != 0) << name << " is in README.md but is no setting";
+  }
+}
+
+TEST(ConfigTest, EnvExampleListsExactlyTheSettingsWithTheirDefaults) {
+  // "NAME=value" sets a value; "# NAME=value" shows one (a required or
+  // environment-only setting, or the Supabase profile).
+  const std::regex listed(R"(^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$)");
+  std::set<std::string> example;
+  const std::string text = ReadSourceFile(".env.example");
+  for (const std::string& line : std::vector<std::string>(absl::StrSplit(text, '\n'))) {
+    std::smatch m;
+    if (std::regex_match(line, m, listed)) example.insert(m[2]);
+  }
+  std::set<std::string> table;
+  for (const SettingInfo& s : DescribeSettings()) table.insert(s.name);
+  EXPECT_EQ(example, table);
+
+  // Its uncommented values are the defaults, as the file says, and the file
+  // parses as the broker parses .env files.
+  absl::StatusOr<EnvMap> parsed = ParseEnvFile(text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  for (const SettingInfo& s : DescribeSettings()) {
+    auto it = parsed->find(s.name);
+    if (it != parsed->end()) EXPECT_EQ(it->second, s.default_value) << s.name;
+  }
+}
+
+TEST(RenderConfigTest, SaysWhereEachValueCameFrom) {
+  EnvSources sources;
+  sources.process = {{"DB_POOL_SIZE", "7"}, {"LOG_LEVEL", "DEBUG"}, {"DB_MAX_OVERFLOW", ""}};
+  sources.file_path = "/srv/broker/.env";
+  sources.file_read = true;
+  sources.file = {{"DATABASE_URL", "postgresql://app:s3cret@db/app"},
+                  {"DB_POOL_SIZE", "3"},
+                  {"DB_MAX_OVERFLOW", "4"},
+                  {"BROKER_METRICS_ADDR", ""}};
+  absl::StatusOr<std::string> text = RenderConfig(sources, ConfigFormat::kHuman);
+  ASSERT_TRUE(text.ok()) << text.status();
+  std::map<std::string, std::pair<std::string, std::string>> rows;
+  for (const std::string& line : std::vector<std::string>(absl::StrSplit(*text, '\n'))) {
+    if (line.empty() || line[0] == '#') continue;
+    // Columns are separated by at least two spaces.
+    std::vector<std::string> cells = absl::StrSplit(line, "  ", absl::SkipWhitespace());
+    ASSERT_EQ(cells.size(), 3u) << line;
+    for (std::string& cell : cells) cell = std::string(absl::StripAsciiWhitespace(cell));
+    rows[cells[0]] = {cells[1], cells[2]};
+  }
+  EXPECT_EQ(rows.size(), DescribeSettings().size());
+  using Row = std::pair<std::string, std::string>;
+  EXPECT_EQ(rows["DATABASE_URL"],
+            Row(RedactUrl("postgresql://app:s3cret@db/app"), "/srv/broker/.env"));
+  EXPECT_EQ(rows["DB_POOL_SIZE"], Row("7", "environment"));
+  EXPECT_EQ(rows["LOG_LEVEL"], Row("debug", "environment"));
+  // Set but empty in the environment: empty counts as unset, and the
+  // environment still wins over the file.
+  EXPECT_EQ(rows["DB_MAX_OVERFLOW"], Row("10", "default"));
+  // Set but empty means off for this one.
+  EXPECT_EQ(rows["BROKER_METRICS_ADDR"], Row("off", "/srv/broker/.env"));
+  EXPECT_EQ(rows["DB_POOL_TIMEOUT"], Row("30", "default"));
+  EXPECT_EQ(rows["BROKER_ENV_FILE"], Row("/srv/broker/.env", "default"));
+  EXPECT_THAT(*text, Not(HasSubstr("s3cret")));
+}
+
+TEST(RenderConfigTest, MissingDatabaseUrlIsShownAsUnset) {
+  absl::StatusOr<std::string> text = RenderConfig(EnvSources{}, ConfigFormat::kHuman);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, testing::ContainsRegex("DATABASE_URL +\\(empty\\) +unset \\(required\\)"));
+  text = RenderConfig(EnvSources{}, ConfigFormat::kEnv);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, HasSubstr("DATABASE_URL=''\n"));
+}
+
+TEST(RenderConfigTest, BadValueIsTheErrorLoadConfigGives) {
+  EnvSources sources;
+  sources.process = {{"DB_POOL_SIZE", "0"}};
+  absl::StatusOr<std::string> text = RenderConfig(sources, ConfigFormat::kEnv);
+  ASSERT_FALSE(text.ok());
+  EXPECT_EQ(text.status(), LoadConfig(WithUrl(sources.process)).status());
+}
+
+TEST(RenderConfigTest, EnvFormIsOneShellQuotedLinePerSetting) {
+  EnvSources sources;
+  sources.process = WithUrl({{"BROKER_PORT_FILE", "/tmp/it's here"}, {"DB_POOL_SIZE", "3"}});
+  absl::StatusOr<std::string> text = RenderConfig(sources, ConfigFormat::kEnv);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_THAT(*text, HasSubstr("\nDB_POOL_SIZE=3\n"));
+  EXPECT_THAT(*text, HasSubstr("\nBROKER_PORT_FILE='/tmp/it'\\''s here'\n"));
+  // The redacted URL has a '*' at least, so it is quoted.
+  EXPECT_THAT(*text, HasSubstr("DATABASE_URL='" + RedactUrl("postgresql://app:secret@db:5432/app") +
+                               "'\n"));
+  EXPECT_THAT(*text, Not(HasSubstr("secret")));
+  EXPECT_THAT(*text, HasSubstr("\nLOG_LEVEL=info\n"));
+  EXPECT_EQ(std::count(text->begin(), text->end(), '\n'),
+            static_cast<long>(DescribeSettings().size()));
+}
+
+TEST(ReadEnvSourcesTest, ReadsTheFileTheEnvironmentNames) {
+  const std::string path = ::testing::TempDir() + "/config_test.env";
+  std::ofstream(path) << "DB_POOL_SIZE=3\nLOG_LEVEL=debug\n";
+  absl::StatusOr<EnvSources> sources =
+      ReadEnvSources({{"BROKER_ENV_FILE", path}, {"LOG_LEVEL", "warn"}});
+  ASSERT_TRUE(sources.ok()) << sources.status();
+  EXPECT_TRUE(sources->file_read);
+  EXPECT_EQ(sources->file_path, path);
+  const EnvMap merged = MergeEnv(*sources);
+  EXPECT_EQ(merged.at("DB_POOL_SIZE"), "3");
+  EXPECT_EQ(merged.at("LOG_LEVEL"), "warn");  // the environment wins
+  std::remove(path.c_str());
+}
+
+TEST(ReadEnvSourcesTest, MissingFileIsFineAndEmptyNameReadsNone) {
+  absl::StatusOr<EnvSources> sources =
+      ReadEnvSources({{"BROKER_ENV_FILE", ::testing::TempDir() + "/no-such.env"}});
+  ASSERT_TRUE(sources.ok()) << sources.status();
+  EXPECT_FALSE(sources->file_read);
+  sources = ReadEnvSources({{"BROKER_ENV_FILE", ""}});
+  ASSERT_TRUE(sources.ok()) << sources.status();
+  EXPECT_EQ(sources->file_path, "");
+  EXPECT_FALSE(sources->file_read);
+}
+
+TEST(ReadEnvSourcesTest, MalformedFileIsAnErrorNamingTheFile) {
+  const std::string path = ::testing::TempDir() + "/config_test_bad.env";
+  std::ofstream(path) << "not a setting\n";
+  absl::StatusOr<EnvSources> sources = ReadEnvSources({{"BROKER_ENV_FILE", path}});
+  ASSERT_FALSE(sources.ok());
+  EXPECT_THAT(sources.status().message(), HasSubstr(path));
+  EXPECT_THAT(sources.status().message(), HasSubstr("line 1"));
+  std::remove(path.c_str());
 }
 
 }  // namespace

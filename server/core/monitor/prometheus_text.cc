@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/core/base/escape.h"
 
 namespace sessionbroker::core {
 namespace {
@@ -39,7 +40,7 @@ class Writer {
       out_.push_back('{');
       for (size_t i = 0; i < labels.size(); ++i) {
         absl::StrAppend(&out_, i == 0 ? "" : ",", labels[i].first, "=\"",
-                        EscapeLabelValue(labels[i].second), "\"");
+                        EscapePrometheusLabel(labels[i].second), "\"");
       }
       out_.push_back('}');
     }
@@ -73,26 +74,8 @@ class Writer {
 
 }  // namespace
 
-std::string EscapeLabelValue(absl::string_view value) {
-  std::string out;
-  out.reserve(value.size());
-  for (const char c : value) {
-    switch (c) {
-      case '\\':
-        out += "\\\\";
-        break;
-      case '"':
-        out += "\\\"";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
-  return out;
-}
+// Kept for callers of prometheus_text.h; the escaping is base's.
+std::string EscapeLabelValue(absl::string_view value) { return EscapePrometheusLabel(value); }
 
 std::string RenderPrometheus(const PoolSnapshot& s) {
   Writer w;
