@@ -1,6 +1,6 @@
 // Specification of LatestOnlyWriter: one write in flight, only the newest
 // value waiting, finish exactly once and never under a write.
-#include "server/core/monitor/latest_only_writer.h"
+#include "server/core/base/latest_only_writer.h"
 
 #include <atomic>
 #include <memory>

@@ -12,8 +12,8 @@
 // Thread-safe. `write` and `finish` are called without the writer's lock
 // held. `write` must do nothing after starting the write: once the write
 // completes, the next one may start on another thread.
-#ifndef SESSIONBROKER_SERVER_CORE_MONITOR_LATEST_ONLY_WRITER_H_
-#define SESSIONBROKER_SERVER_CORE_MONITOR_LATEST_ONLY_WRITER_H_
+#ifndef SESSIONBROKER_SERVER_CORE_BASE_LATEST_ONLY_WRITER_H_
+#define SESSIONBROKER_SERVER_CORE_BASE_LATEST_ONLY_WRITER_H_
 
 #include <cstdint>
 #include <memory>
@@ -140,4 +140,4 @@ class LatestOnlyWriter final {
 
 }  // namespace sessionbroker::core
 
-#endif  // SESSIONBROKER_SERVER_CORE_MONITOR_LATEST_ONLY_WRITER_H_
+#endif  // SESSIONBROKER_SERVER_CORE_BASE_LATEST_ONLY_WRITER_H_
