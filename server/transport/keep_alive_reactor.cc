@@ -34,40 +34,56 @@ v1::SessionState ToProto(const Update& update) {
   return out;
 }
 
+// Adds `state` to `response`, replacing the state of the same session if it
+// is already there.
+void AddOrReplace(v1::SessionState state, v1::KeepAliveResponse* response) {
+  for (v1::SessionState& s : *response->mutable_sessions()) {
+    if (s.name() == state.name()) {
+      s = std::move(state);
+      return;
+    }
+  }
+  *response->add_sessions() = std::move(state);
+}
+
 }  // namespace
 
+void KeepAliveReactor::MergeUpdates::operator()(
+    std::shared_ptr<const v1::KeepAliveResponse>& waiting,
+    std::shared_ptr<const v1::KeepAliveResponse> newer) const {
+  auto merged = std::make_shared<v1::KeepAliveResponse>(*waiting);
+  for (const v1::SessionState& state : newer->sessions()) AddOrReplace(state, merged.get());
+  waiting = std::move(merged);
+}
+
 KeepAliveReactor* KeepAliveReactor::Create(core::SessionManager& sessions, bool draining) {
-  auto* reactor = new KeepAliveReactor(sessions);
+  std::shared_ptr<KeepAliveReactor> reactor(new KeepAliveReactor(sessions));
+  reactor->self_ = reactor;
   reactor->Begin(draining);
-  return reactor;
+  return reactor.get();
 }
 
 KeepAliveReactor::KeepAliveReactor(core::SessionManager& sessions)
-    : sessions_(sessions), link_(std::make_shared<Link>()) {
-  {
-    core::MutexLock lock(&link_->mu);
-    link_->reactor = this;
-  }
-  std::shared_ptr<Link> link = link_;
-  stream_ = sessions_.OpenStream([link](Update update) {
-    KeepAliveReactor* reactor;
-    {
-      core::MutexLock lock(&link->mu);
-      if (link->done) return;
-      reactor = link->reactor;
-      ++link->users;
-    }
-    reactor->Enqueue({std::move(update)});
-    bool last = false;
-    {
-      core::MutexLock lock(&link->mu);
-      last = --link->users == 0 && link->done;
-    }
-    if (last) delete reactor;
-  });
-}
+    : sessions_(sessions),
+      writer_([this](const v1::KeepAliveResponse& response) { StartWrite(&response); },
+              [this] {
+                absl::Status status;
+                {
+                  core::MutexLock lock(&mu_);
+                  status = finish_status_.value_or(absl::OkStatus());
+                }
+                Finish(ToGrpcStatus(status, nullptr));
+              }) {}
 
 void KeepAliveReactor::Begin(bool draining) {
+  std::weak_ptr<KeepAliveReactor> weak = self_;
+  stream_ = sessions_.OpenStream([weak](Update update) {
+    // The reference taken here keeps the reactor alive through the call even
+    // if OnDone runs meanwhile (the writer ignores updates once finishing).
+    if (std::shared_ptr<KeepAliveReactor> reactor = weak.lock()) {
+      reactor->Enqueue({std::move(update)});
+    }
+  });
   if (draining) {
     FinishFromServer("the broker is shutting down; retry on another instance");
     return;
@@ -83,10 +99,9 @@ void KeepAliveReactor::OnReadDone(bool ok) {
     {
       core::MutexLock lock(&mu_);
       close = !std::exchange(stream_closed_, true);
-      if (!finish_.has_value()) finish_ = absl::OkStatus();
     }
     if (close) sessions_.CloseStream(stream_);
-    Pump();
+    RequestFinish(absl::OkStatus());
     return;
   }
   std::vector<std::string> hold(request_.hold().begin(), request_.hold().end());
@@ -99,63 +114,31 @@ void KeepAliveReactor::OnReadDone(bool ok) {
 }
 
 void KeepAliveReactor::Enqueue(std::vector<Update> updates) {
-  {
-    core::MutexLock lock(&mu_);
-    if (finished_) return;
-    for (const Update& update : updates) {
-      v1::SessionState state = ToProto(update);
-      bool merged = false;
-      for (v1::SessionState& p : pending_) {
-        if (p.name() == state.name()) {
-          p = std::move(state);
-          merged = true;
-          break;
-        }
-      }
-      if (!merged) pending_.push_back(std::move(state));
-    }
-  }
-  Pump();
-}
-
-void KeepAliveReactor::Pump() {
-  enum class Next { kNothing, kWrite, kFinish } next = Next::kNothing;
-  absl::Status status;
-  {
-    core::MutexLock lock(&mu_);
-    if (finished_ || writing_) return;
-    if (!pending_.empty() && !finish_.has_value()) {
-      response_.Clear();
-      for (v1::SessionState& s : pending_) *response_.add_sessions() = std::move(s);
-      pending_.clear();
-      writing_ = true;
-      next = Next::kWrite;
-    } else if (finish_.has_value()) {
-      finished_ = true;
-      status = *finish_;
-      next = Next::kFinish;
-    }
-  }
-  // Outside the lock: the library may run a reaction inline.
-  if (next == Next::kWrite) StartWrite(&response_);
-  if (next == Next::kFinish) Finish(ToGrpcStatus(status, nullptr));
+  // Nothing to say: no write (an empty request is not answered).
+  if (updates.empty()) return;
+  auto response = std::make_shared<v1::KeepAliveResponse>();
+  for (const Update& update : updates) AddOrReplace(ToProto(update), response.get());
+  writer_.Offer(std::move(response));
 }
 
 void KeepAliveReactor::OnWriteDone(bool ok) {
+  if (!ok) {
+    core::MutexLock lock(&mu_);
+    if (!finish_status_.has_value()) finish_status_ = absl::CancelledError("the stream broke");
+  }
+  writer_.OnWriteDone(ok);
+}
+
+void KeepAliveReactor::RequestFinish(absl::Status status) {
   {
     core::MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok && !finish_.has_value()) finish_ = absl::CancelledError("the stream broke");
+    if (!finish_status_.has_value()) finish_status_ = std::move(status);
   }
-  Pump();
+  writer_.Finish();
 }
 
 void KeepAliveReactor::FinishFromServer(absl::string_view why) {
-  {
-    core::MutexLock lock(&mu_);
-    if (!finish_.has_value()) finish_ = absl::UnavailableError(std::string(why));
-  }
-  Pump();
+  RequestFinish(absl::UnavailableError(std::string(why)));
 }
 
 void KeepAliveReactor::OnDone() {
@@ -163,16 +146,13 @@ void KeepAliveReactor::OnDone() {
   {
     core::MutexLock lock(&mu_);
     close = !std::exchange(stream_closed_, true);
-    finished_ = true;  // a late listener call writes nothing
   }
   if (close) sessions_.CloseStream(stream_);
-  bool last;
-  {
-    core::MutexLock lock(&link_->mu);
-    link_->done = true;
-    last = link_->users == 0;
-  }
-  if (last) delete this;
+  // gRPC runs OnDone only after Finish, so the writer is finishing already
+  // and a late listener call writes nothing.
+  // Drops gRPC's reference last: this deletes the reactor now, or when the
+  // listener call still in flight returns. Nothing may touch a member after.
+  std::shared_ptr<KeepAliveReactor> self = std::move(self_);
 }
 
 }  // namespace sessionbroker::transport

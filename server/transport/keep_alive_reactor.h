@@ -4,15 +4,20 @@
 // stream ends, for whatever reason (the client closed it, crashed, or the
 // network broke), the SessionManager gives its sessions the orphan grace.
 //
-// One write in flight; updates that arrive meanwhile are merged by session
-// name, so a client that never reads costs at most one pending update per
-// session it named.
+// Writes go through a LatestOnlyWriter (one write in flight); updates that
+// arrive meanwhile are merged by session name (MergeUpdates), so a client that
+// never reads costs at most one pending update per session it named.
 //
 // A stream is not a call in flight for draining: it stays open until the
 // gRPC server shuts down (after the SessionManager has ended every session
 // and told the stream so), and a stream opened while draining is refused.
 //
-// Created by SessionBrokerService::KeepAlive; deletes itself in OnDone.
+// Lifetime: reference counted. Created by SessionBrokerService::KeepAlive,
+// which hands gRPC a raw pointer; gRPC's reference (self_) is dropped in
+// OnDone. The SessionManager's listener holds only a weak reference and takes
+// a strong one for each call, because it may be called after CloseStream()
+// returned, even after OnDone. Whichever drops the last reference, OnDone or
+// the last listener call in flight, deletes the reactor, exactly once.
 // Thread-safe.
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_KEEP_ALIVE_REACTOR_H_
 #define SESSIONBROKER_SERVER_TRANSPORT_KEEP_ALIVE_REACTOR_H_
@@ -25,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/grpcpp.h"
+#include "server/core/base/latest_only_writer.h"
 #include "server/core/base/mutex.h"
 #include "server/core/session/session_manager.h"
 #include "sessionbroker/v1/broker.pb.h"
@@ -40,38 +46,36 @@ class KeepAliveReactor final
   void OnWriteDone(bool ok) override;
   void OnDone() override;
 
- private:
-  // What the SessionManager's listener reaches the reactor through; it may
-  // outlive the reactor. The listener calls into the reactor without holding
-  // the lock (a write or Finish may run reactions inline), so the reactor is
-  // deleted by whoever lets go of it last: OnDone, or a listener call that
-  // was in progress when OnDone ran.
-  struct Link {
-    core::Mutex mu;
-    KeepAliveReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
-    int users ABSL_GUARDED_BY(mu) = 0;      // listener calls in progress
-    bool done ABSL_GUARDED_BY(mu) = false;  // OnDone ran
+  // The writer's merge rule: `waiting` becomes one response with every
+  // session either names, once, with its newest state; sessions keep the
+  // place where they were first named. Exposed for its unit test.
+  struct MergeUpdates {
+    void operator()(std::shared_ptr<const v1::KeepAliveResponse>& waiting,
+                    std::shared_ptr<const v1::KeepAliveResponse> newer) const;
   };
 
+ private:
   explicit KeepAliveReactor(core::SessionManager& sessions);
+  // Opens the stream with the SessionManager, then starts reading or, when
+  // draining, finishes. Call once, with self_ set.
   void Begin(bool draining);
   // Ends the stream from the broker's side with UNAVAILABLE.
   void FinishFromServer(absl::string_view why);
+  // Ends the stream with `status` once the write in flight, if any, is done;
+  // the first status asked for is the one sent.
+  void RequestFinish(absl::Status status);
   void Enqueue(std::vector<core::SessionManager::StreamUpdate> updates);
-  // Starts the next write or the Finish, if one is due. Call without mu_.
-  void Pump();
 
   core::SessionManager& sessions_;
-  const std::shared_ptr<Link> link_;
-  core::SessionManager::StreamId stream_ = 0;
-  v1::KeepAliveRequest request_;  // owned by the pending read
+  // gRPC's reference, from Create to OnDone. Touched only there, never
+  // concurrently.
+  std::shared_ptr<KeepAliveReactor> self_;
+  core::SessionManager::StreamId stream_ = 0;  // set in Begin, before any reaction
+  v1::KeepAliveRequest request_;               // owned by the pending read
+  core::LatestOnlyWriter<v1::KeepAliveResponse, MergeUpdates> writer_;
 
   core::Mutex mu_;
-  std::vector<v1::SessionState> pending_ ABSL_GUARDED_BY(mu_);
-  v1::KeepAliveResponse response_ ABSL_GUARDED_BY(mu_);  // owned by the write in flight
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  std::optional<absl::Status> finish_ ABSL_GUARDED_BY(mu_);  // requested
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Status> finish_status_ ABSL_GUARDED_BY(mu_);
   bool stream_closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -3,7 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "server/core/monitor/latest_only_writer.h"
+#include "server/core/base/latest_only_writer.h"
 #include "server/transport/pool_status_conversion.h"
 #include "spdlog/spdlog.h"
 

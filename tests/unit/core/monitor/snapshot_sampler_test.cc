@@ -10,7 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/core/base/clock.h"
-#include "server/core/monitor/latest_only_writer.h"
+#include "server/core/base/latest_only_writer.h"
 #include "server/core/base/timer_queue.h"
 #include "tests/support/fake_db.h"
 

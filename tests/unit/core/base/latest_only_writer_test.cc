@@ -1,10 +1,13 @@
-// Specification of LatestOnlyWriter: one write in flight, only the newest
-// value waiting, finish exactly once and never under a write.
-#include "server/core/monitor/latest_only_writer.h"
+// Specification of LatestOnlyWriter: one write in flight, one value waiting
+// (the newest, or what the merge rule makes of the values offered meanwhile),
+// finish exactly once and never under a write.
+#include "server/core/base/latest_only_writer.h"
 
 #include <atomic>
 #include <memory>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -94,6 +97,92 @@ TEST_F(LatestOnlyWriterTest, OffersAfterFinishAreIgnored) {
   writer_.Offer(V(1));
   EXPECT_TRUE(written_.empty());
   EXPECT_EQ(finishes_, 1);
+}
+
+// A merge rule of the kind KeepAlive uses: a value is a list of (key, state);
+// the merged value keeps the newest state of every key either one names, in
+// the order the keys first appeared.
+using KeyedStates = std::vector<std::pair<std::string, int>>;
+struct KeepEachKeysNewest {
+  void operator()(std::shared_ptr<const KeyedStates>& waiting,
+                  std::shared_ptr<const KeyedStates> newer) const {
+    auto merged = std::make_shared<KeyedStates>(*waiting);
+    for (const auto& [key, state] : *newer) {
+      bool found = false;
+      for (auto& entry : *merged) {
+        if (entry.first == key) {
+          entry.second = state;
+          found = true;
+        }
+      }
+      if (!found) merged->emplace_back(key, state);
+    }
+    waiting = std::move(merged);
+  }
+};
+
+class MergingWriterTest : public ::testing::Test {
+ protected:
+  static std::shared_ptr<const KeyedStates> V(KeyedStates v) {
+    return std::make_shared<const KeyedStates>(std::move(v));
+  }
+
+  std::vector<KeyedStates> written_;
+  int finishes_ = 0;
+  LatestOnlyWriter<KeyedStates, KeepEachKeysNewest> writer_{
+      [this](const KeyedStates& v) { written_.push_back(v); }, [this] { ++finishes_; }};
+};
+
+TEST_F(MergingWriterTest, AValueOfferedWhenIdleIsWrittenAsItIs) {
+  writer_.Offer(V({{"a", 1}, {"b", 1}}));
+  EXPECT_THAT(written_, ElementsAre(KeyedStates{{"a", 1}, {"b", 1}}));
+  EXPECT_EQ(writer_.superseded(), 0);
+}
+
+TEST_F(MergingWriterTest, ValuesOfferedDuringAWriteAreMergedByTheRuleIntoOneWaitingValue) {
+  writer_.Offer(V({{"a", 1}}));
+  writer_.Offer(V({{"b", 1}}));
+  EXPECT_EQ(writer_.superseded(), 0) << "the first value to wait is kept as it is";
+  writer_.Offer(V({{"a", 2}, {"c", 1}}));
+  writer_.Offer(V({{"b", 2}}));
+  EXPECT_EQ(writer_.superseded(), 2);
+  EXPECT_THAT(written_, ElementsAre(KeyedStates{{"a", 1}})) << "one write in flight";
+
+  writer_.OnWriteDone(true);
+  EXPECT_THAT(written_,
+              ElementsAre(KeyedStates{{"a", 1}}, KeyedStates{{"b", 2}, {"a", 2}, {"c", 1}}))
+      << "every key once, with its newest state";
+  EXPECT_FALSE(writer_.has_pending());
+  writer_.OnWriteDone(true);
+  EXPECT_FALSE(writer_.write_in_flight());
+  EXPECT_EQ(writer_.written(), 2);
+}
+
+TEST_F(MergingWriterTest, TheValuesMergedAwayAreFreed) {
+  writer_.Offer(V({{"a", 1}}));
+  std::weak_ptr<const KeyedStates> second;
+  std::weak_ptr<const KeyedStates> third;
+  {
+    auto v2 = V({{"b", 1}});
+    auto v3 = V({{"b", 2}});
+    second = v2;
+    third = v3;
+    writer_.Offer(std::move(v2));
+    writer_.Offer(std::move(v3));
+  }
+  EXPECT_TRUE(second.expired());
+  EXPECT_TRUE(third.expired());
+  EXPECT_TRUE(writer_.has_pending());
+}
+
+TEST_F(MergingWriterTest, FinishDropsTheMergedValue) {
+  writer_.Offer(V({{"a", 1}}));
+  writer_.Offer(V({{"b", 1}}));
+  writer_.Offer(V({{"c", 1}}));
+  writer_.Finish();
+  writer_.OnWriteDone(true);
+  EXPECT_EQ(finishes_, 1);
+  EXPECT_THAT(written_, ElementsAre(KeyedStates{{"a", 1}}));
 }
 
 TEST(LatestOnlyWriterConcurrencyTest, ConcurrentOffersAndCompletionsKeepOneWriteInFlight) {

@@ -1,8 +1,21 @@
-// LatestOnlyWriter<T>: the outbound side of one server stream that pushes
-// state (WatchPoolStatus), after gRPC's own health Watch reactor: at most one
-// write in flight, and at most one value waiting behind it, always the
-// newest (a newer value replaces a waiting one). A watcher that reads slowly,
-// or not at all, therefore costs two values of memory, never a queue.
+// LatestOnlyWriter<T, Merge>: the outbound side of one server stream that
+// pushes state, after gRPC's own health Watch reactor: at most one write in
+// flight, and at most one value waiting behind it. A value offered while one
+// already waits is merged into it by the rule `Merge`, so a reader that reads
+// slowly, or not at all, costs the value being written and one waiting value,
+// never a queue. Two rules are in use:
+//  * NewestReplacesWaiting (the default; WatchPoolStatus): the newer value
+//    replaces the waiting one.
+//  * KeepAlive's (transport/keep_alive_reactor.cc): the waiting update keeps
+//    the newest state of each session either one names.
+//
+// Values are shared, immutable `std::shared_ptr<const T>` (one snapshot goes
+// to many streams without a copy); a merge builds a new value or picks one.
+// `Merge` is a default-constructible function object:
+//   void operator()(std::shared_ptr<const T>& waiting,
+//                   std::shared_ptr<const T> newer) const;
+// which leaves in `waiting` the value that goes out in their place (never
+// null). It runs under the writer's lock: it must not block or call back.
 //
 // The owner (a gRPC reactor) supplies `write`, which starts one write of the
 // value and must lead to OnWriteDone() when it completes, and `finish`, which
@@ -12,8 +25,8 @@
 // Thread-safe. `write` and `finish` are called without the writer's lock
 // held. `write` must do nothing after starting the write: once the write
 // completes, the next one may start on another thread.
-#ifndef SESSIONBROKER_SERVER_CORE_MONITOR_LATEST_ONLY_WRITER_H_
-#define SESSIONBROKER_SERVER_CORE_MONITOR_LATEST_ONLY_WRITER_H_
+#ifndef SESSIONBROKER_SERVER_CORE_BASE_LATEST_ONLY_WRITER_H_
+#define SESSIONBROKER_SERVER_CORE_BASE_LATEST_ONLY_WRITER_H_
 
 #include <cstdint>
 #include <memory>
@@ -24,7 +37,15 @@
 
 namespace sessionbroker::core {
 
-template <typename T>
+// The default merge rule: only the newest value matters.
+struct NewestReplacesWaiting {
+  template <typename Value>
+  void operator()(Value& waiting, Value newer) const {
+    waiting = std::move(newer);
+  }
+};
+
+template <typename T, typename Merge = NewestReplacesWaiting>
 class LatestOnlyWriter final {
  public:
   using Value = std::shared_ptr<const T>;
@@ -36,15 +57,19 @@ class LatestOnlyWriter final {
   LatestOnlyWriter(const LatestOnlyWriter&) = delete;
   LatestOnlyWriter& operator=(const LatestOnlyWriter&) = delete;
 
-  // Writes `value` now if nothing is in flight, else keeps it as the one
-  // waiting value (dropping an older one). Ignored once finishing.
+  // Writes `value` now if nothing is in flight, else makes it the waiting
+  // value (merging it into one already waiting). Ignored once finishing.
   void Offer(Value value) {
     {
       MutexLock lock(&mu_);
       if (finishing_ || value == nullptr) return;
       if (in_flight_ != nullptr) {
-        if (pending_ != nullptr) ++superseded_;
-        pending_ = std::move(value);
+        if (pending_ == nullptr) {
+          pending_ = std::move(value);
+        } else {
+          merge_(pending_, std::move(value));
+          ++superseded_;
+        }
         return;
       }
       in_flight_ = std::move(value);
@@ -109,7 +134,7 @@ class LatestOnlyWriter final {
     MutexLock lock(&mu_);
     return written_;
   }
-  // Values replaced while waiting, never written.
+  // Values merged into a waiting one rather than written on their own.
   int64_t superseded() const {
     MutexLock lock(&mu_);
     return superseded_;
@@ -129,6 +154,7 @@ class LatestOnlyWriter final {
 
   WriteFn write_;
   FinishFn finish_;
+  const Merge merge_{};
   mutable Mutex mu_;
   Value in_flight_ ABSL_GUARDED_BY(mu_);
   Value pending_ ABSL_GUARDED_BY(mu_);
@@ -140,4 +166,4 @@ class LatestOnlyWriter final {
 
 }  // namespace sessionbroker::core
 
-#endif  // SESSIONBROKER_SERVER_CORE_MONITOR_LATEST_ONLY_WRITER_H_
+#endif  // SESSIONBROKER_SERVER_CORE_BASE_LATEST_ONLY_WRITER_H_

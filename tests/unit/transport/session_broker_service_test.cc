@@ -1,0 +1,238 @@
+// Specification of SessionBrokerService's unary calls, through a real
+// in-process gRPC server over the fake database: what a client sees (status
+// code, message, the "sqlstate" trailer, the response) and what reached the
+// database (the fake connections' logs).
+#include "server/transport/session_broker_service.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "server/storage/sql_error.h"
+#include "sessionbroker/v1/broker.grpc.pb.h"
+#include "tests/support/in_process_broker.h"
+
+namespace sessionbroker::transport {
+namespace {
+
+using ::sessionbroker::testing::InProcessBroker;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+// The value of a trailing metadata key, "" when absent.
+std::string Trailer(const grpc::ClientContext& context, const std::string& key) {
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto it = trailers.find(key);
+  return it == trailers.end() ? "" : std::string(it->second.data(), it->second.size());
+}
+
+class SessionBrokerServiceTest : public ::testing::Test {
+ protected:
+  grpc::Status Execute(const std::string& sql, v1::ExecuteResponse* response,
+                       const std::string& session = "") {
+    grpc::ClientContext context;
+    v1::ExecuteRequest request;
+    request.set_sql(sql);
+    request.set_session(session);
+    return broker_.broker().Execute(&context, request, response);
+  }
+
+  v1::Session MustBeginSession(absl::Duration ttl = absl::Seconds(60)) {
+    grpc::ClientContext context;
+    v1::BeginSessionRequest request;
+    request.mutable_ttl()->set_seconds(absl::ToInt64Seconds(ttl));
+    request.set_label("test");
+    v1::Session session;
+    grpc::Status status = broker_.broker().BeginSession(&context, request, &session);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return session;
+  }
+
+  grpc::Status GetSession(const std::string& name, v1::Session* out) {
+    grpc::ClientContext context;
+    v1::GetSessionRequest request;
+    request.set_session(name);
+    return broker_.broker().GetSession(&context, request, out);
+  }
+
+  // Every connection opened so far fails `sql` with `status`.
+  void FailEverywhere(const std::string& sql, const absl::Status& status) {
+    for (int id = 1; id <= broker_.connector().connects(); ++id) {
+      broker_.connector().connection(id)->FailStatement(sql, status);
+    }
+  }
+
+  InProcessBroker broker_;
+};
+
+TEST_F(SessionBrokerServiceTest, ExecuteReturnsTheRowsTheDatabaseSent) {
+  v1::ExecuteResponse response;
+  grpc::Status status = Execute("SELECT 'hello'", &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.columns_size(), 1);
+  EXPECT_EQ(response.columns(0).name(), "sql");
+  EXPECT_EQ(response.columns(0).type_oid(), 25u);
+  ASSERT_EQ(response.rows_size(), 1);
+  EXPECT_EQ(response.rows(0).values(0).string_value(), "SELECT 'hello'") << "the fake echoes";
+  EXPECT_EQ(response.command_tag(), "SELECT 1");
+  EXPECT_EQ(response.rows_affected(), 1);
+}
+
+TEST_F(SessionBrokerServiceTest, ADatabaseErrorBecomesItsCodeWithTheSqlStateTrailer) {
+  v1::ExecuteResponse response;
+  ASSERT_TRUE(Execute("SELECT 1", &response).ok());
+  FailEverywhere("INSERT INTO t VALUES (1)",
+                 storage::SqlError("23505", "duplicate key value violates unique constraint"));
+
+  grpc::ClientContext context;
+  v1::ExecuteRequest request;
+  request.set_sql("INSERT INTO t VALUES (1)");
+  grpc::Status status = broker_.broker().Execute(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("duplicate key value violates unique constraint [SQLSTATE 23505]"));
+  EXPECT_EQ(Trailer(context, "sqlstate"), "23505");
+}
+
+TEST_F(SessionBrokerServiceTest, ExecuteBatchRunsEveryStatementInOneTransaction) {
+  grpc::ClientContext context;
+  v1::ExecuteBatchRequest request;
+  request.add_statements()->set_sql("INSERT INTO t VALUES (1)");
+  request.add_statements()->set_sql("UPDATE t SET a = 2");
+  v1::ExecuteBatchResponse response;
+  grpc::Status status = broker_.broker().ExecuteBatch(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.results_size(), 2);
+  EXPECT_EQ(response.results(0).rows(0).values(0).string_value(), "INSERT INTO t VALUES (1)");
+  EXPECT_EQ(response.results(1).rows(0).values(0).string_value(), "UPDATE t SET a = 2");
+  EXPECT_THAT(broker_.connector().connection(1)->log(),
+              ElementsAre("BEGIN", "INSERT INTO t VALUES (1)", "UPDATE t SET a = 2", "COMMIT"));
+}
+
+TEST_F(SessionBrokerServiceTest, AFailedBatchStatementRollsBackAndSendsItsSqlState) {
+  v1::ExecuteResponse warm;
+  ASSERT_TRUE(Execute("SELECT 1", &warm).ok());
+  FailEverywhere("UPDATE t SET a = 2", storage::SqlError("40001", "could not serialize access"));
+  grpc::ClientContext context;
+  v1::ExecuteBatchRequest request;
+  request.add_statements()->set_sql("INSERT INTO t VALUES (1)");
+  request.add_statements()->set_sql("UPDATE t SET a = 2");
+  v1::ExecuteBatchResponse response;
+  grpc::Status status = broker_.broker().ExecuteBatch(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_EQ(Trailer(context, "sqlstate"), "40001");
+  EXPECT_THAT(response.results(), IsEmpty());
+  EXPECT_FALSE(broker_.connector().connection(1)->in_transaction());
+}
+
+TEST_F(SessionBrokerServiceTest, ASessionBeginsRunsATransactionCommitsAndEnds) {
+  const v1::Session session = MustBeginSession();
+  EXPECT_FALSE(session.name().empty());
+  EXPECT_EQ(session.label(), "test");
+  EXPECT_EQ(session.ttl().seconds(), 60);
+
+  {
+    grpc::ClientContext context;
+    v1::BeginTransactionRequest request;
+    request.set_session(session.name());
+    request.set_isolation(v1::SERIALIZABLE);
+    v1::BeginTransactionResponse response;
+    grpc::Status status = broker_.broker().BeginTransaction(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_TRUE(response.session().in_transaction());
+    EXPECT_TRUE(response.session().has_transaction_start_time());
+  }
+  v1::ExecuteResponse executed;
+  grpc::Status status = Execute("INSERT INTO t VALUES (1)", &executed, session.name());
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  v1::Session during;
+  ASSERT_TRUE(GetSession(session.name(), &during).ok());
+  EXPECT_TRUE(during.in_transaction());
+  {
+    grpc::ClientContext context;
+    v1::CommitRequest request;
+    request.set_session(session.name());
+    v1::CommitResponse response;
+    status = broker_.broker().Commit(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.commit_time().seconds(), absl::ToUnixSeconds(broker_.clock().Now()));
+  }
+  EXPECT_THAT(broker_.connector().connection(1)->log(),
+              ElementsAre("BEGIN SERIALIZABLE", "INSERT INTO t VALUES (1)", "COMMIT"));
+  {
+    grpc::ClientContext context;
+    v1::EndSessionRequest request;
+    request.set_session(session.name());
+    v1::EndSessionResponse response;
+    status = broker_.broker().EndSession(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_FALSE(response.rolled_back()) << "the transaction was committed";
+  }
+  grpc::ClientContext context;
+  v1::GetSessionRequest request;
+  request.set_session(session.name());
+  v1::Session after;
+  status = broker_.broker().GetSession(&context, request, &after);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("EndSession was called"));
+  EXPECT_EQ(Trailer(context, "sessionbroker-reason"), "SESSION_ENDED");
+}
+
+TEST_F(SessionBrokerServiceTest, AnUnknownSessionIsNotFoundWithItsReason) {
+  grpc::ClientContext context;
+  v1::GetSessionRequest request;
+  request.set_session("no-such-session");
+  v1::Session out;
+  grpc::Status status = broker_.broker().GetSession(&context, request, &out);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(status.error_message(), HasSubstr("\"no-such-session\" not found"));
+  EXPECT_EQ(Trailer(context, "sessionbroker-reason"), "SESSION_NOT_FOUND");
+}
+
+TEST_F(SessionBrokerServiceTest, BadRequestsAreInvalidArgumentSayingWhatIsWrong) {
+  {
+    grpc::ClientContext context;
+    v1::BeginSessionRequest request;
+    request.mutable_ttl()->set_seconds(-5);
+    v1::Session out;
+    grpc::Status status = broker_.broker().BeginSession(&context, request, &out);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message(), "ttl must be a non-negative duration (e.g. \"30s\")");
+  }
+  {
+    grpc::ClientContext context;
+    v1::BeginSessionRequest request;
+    request.set_isolation(static_cast<v1::IsolationLevel>(7));
+    v1::Session out;
+    grpc::Status status = broker_.broker().BeginSession(&context, request, &out);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("isolation = 7 is not an isolation level"));
+  }
+  {
+    v1::ExecuteResponse out;
+    grpc::Status status = Execute("", &out);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("empty"));
+  }
+  {
+    v1::ExecuteResponse out;
+    grpc::Status status = Execute("SELECT 1; SELECT 2", &out);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  EXPECT_EQ(broker_.connector().connects(), 0) << "refused before touching the pool";
+}
+
+TEST_F(SessionBrokerServiceTest, WhileDrainingNewCallsAreUnavailable) {
+  broker_.broker_service().StartDraining();
+  v1::ExecuteResponse out;
+  grpc::Status status = Execute("SELECT 1", &out);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(status.error_message(), "the broker is shutting down; retry on another instance");
+}
+
+}  // namespace
+}  // namespace sessionbroker::transport
