@@ -211,10 +211,13 @@ absl::Status Apply(const Setting& s, const std::string& value, Config* c) {
   return std::visit(
       Overloaded{
           [&](const UrlRule&) -> absl::Status {
-            if (!absl::StartsWith(value, "postgresql://") &&
-                !absl::StartsWith(value, "postgres://") && value.find('=') == std::string::npos) {
-              return Bad(name, RedactUrl(value),
-                         "a postgresql:// URL or a libpq key=value connection string");
+            // libpq's own parser, so a string it cannot use stops the broker
+            // here rather than failing every connect. Its message never
+            // repeats the value (it may hold a password).
+            if (absl::StatusOr<storage::Conninfo> parsed = storage::Conninfo::Parse(value);
+                !parsed.ok()) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat(name, " is not valid: ", parsed.status().message()));
             }
             Store(field, value);
             return absl::OkStatus();

@@ -261,9 +261,21 @@ TEST(ConfigTest, ErrorsKeepTheirWording) {
   EXPECT_EQ(LoadConfig(WithUrl({{"BROKER_LISTEN_ADDR", "nowhere"}})).status().message(),
             "BROKER_LISTEN_ADDR='nowhere' is not valid: expected HOST:PORT, e.g. 127.0.0.1:50051 "
             "or 0.0.0.0:50051");
-  EXPECT_EQ(LoadConfig({{"DATABASE_URL", "db.example.com"}}).status().message(),
-            "DATABASE_URL='db.example.com' is not valid: expected a postgresql:// URL or a libpq "
-            "key=value connection string");
+}
+
+// DATABASE_URL is checked by libpq's own parser at start; the message gives
+// libpq's reason and never repeats the value, which may hold a password.
+TEST(ConfigTest, ADatabaseUrlLibpqCannotParseStopsTheStartWithLibpqsReason) {
+  for (const char* url : {"db.example.com", "postgresql://app:s3cret@db/app?nosuchoption=1",
+                          "host=db password=s3cret port"}) {
+    const absl::Status s = LoadConfig({{"DATABASE_URL", url}}).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << url;
+    EXPECT_THAT(s.message(), HasSubstr("DATABASE_URL is not valid: not a valid PostgreSQL "
+                                       "connection string (a postgresql:// URL or libpq "
+                                       "key=value pairs): "))
+        << url;
+    EXPECT_THAT(s.message(), Not(HasSubstr("s3cret"))) << s.message();
+  }
 }
 
 TEST(ConfigTest, EverySettingHasADescriptionAndDefaultsThatLoadBack) {
