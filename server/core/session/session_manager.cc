@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -361,6 +362,15 @@ SessionInfo SessionManager::InfoLocked(const Session& s) const {
   return info;
 }
 
+std::optional<SessionManager::EndReason> SessionManager::LapsedLocked(const Session& s,
+                                                                      absl::Time now) const {
+  if (now >= s.max_end) return EndReason::kLifetime;
+  if (LeaseRunsLocked(s) && now >= s.lease_end) {
+    return s.orphaned ? EndReason::kOrphaned : EndReason::kExpired;
+  }
+  return std::nullopt;
+}
+
 bool SessionManager::LeaseRunsLocked(const Session& s) const {
   // A stream holding the session suspends its lease. A running call does
   // not: a statement outlasting its session's lease is cancelled (the client
@@ -426,10 +436,8 @@ void SessionManager::Reap() {
       auto found = sessions_.find(raw->name);
       if (found == sessions_.end()) continue;
       std::shared_ptr<Session> s = found->second;
-      if (now >= s->max_end) {
-        EndLocked(s, EndReason::kLifetime, actions);
-      } else if (LeaseRunsLocked(*s) && now >= s->lease_end) {
-        EndLocked(s, s->orphaned ? EndReason::kOrphaned : EndReason::kExpired, actions);
+      if (const std::optional<EndReason> lapsed = LapsedLocked(*s, now); lapsed.has_value()) {
+        EndLocked(s, *lapsed, actions);
       } else if (s->tx == TxState::kOpen && s->pending_kill.ok() &&
                  now >= s->tx_start + options_.tx_max_duration) {
         ++counters_.tx_killed_max_duration;
@@ -1044,8 +1052,18 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
     steps_done_.SignalAll();
     call->state = Call::State::kDone;
     call->step = nullptr;
-    s->running = nullptr;
     const absl::Time now = clock_.Now();
+    // The session's lease or lifetime ran out while the call ran, and the
+    // reaper has not got to it yet: it is over (FindLocked already says so),
+    // and this completion must not renew it. End it here, as the reaper
+    // would have, while the call still counts as running on it, so that what
+    // follows treats the call as one its session ended under.
+    if (!s->ended) {
+      if (const std::optional<EndReason> lapsed = LapsedLocked(*s, now); lapsed.has_value()) {
+        EndLocked(s, *lapsed, actions);
+      }
+    }
+    s->running = nullptr;
     // A transaction that goes on only if the session and its deadlines allow.
     int discards = 0;
     auto discard = [&](bool dirty) {

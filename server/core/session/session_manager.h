@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -60,10 +61,10 @@
 #include "absl/time/time.h"
 #include "server/core/base/clock.h"
 #include "server/core/base/mutex.h"
-#include "server/core/sql/session_settings.h"
-#include "server/core/session/session_stats.h"
-#include "server/core/exec/statement_runner.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/exec/statement_runner.h"
+#include "server/core/session/session_stats.h"
+#include "server/core/sql/session_settings.h"
 
 namespace sessionbroker::core {
 
@@ -233,6 +234,10 @@ class SessionManager final {
   // Rolls back (in the background) a transaction nobody will use again.
   void DiscardTransaction(PooledConnection conn, bool dirty);
   void RenewLocked(Session& s, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Why the session is over at `now` (its lifetime or its running lease ran
+  // out), even if the reaper has not ended it yet; nullopt while it lives.
+  std::optional<EndReason> LapsedLocked(const Session& s, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether the lease deadline applies now (no stream holds it).
   bool LeaseRunsLocked(const Session& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RescheduleLocked(Session& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
