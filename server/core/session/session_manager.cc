@@ -9,6 +9,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/session/session_status.h"
 #include "server/core/sql/sql_classifier.h"
 #include "server/storage/sql_error.h"
 #include "spdlog/spdlog.h"
@@ -17,6 +18,11 @@ namespace sessionbroker::core {
 namespace {
 
 using Op = RunRequest::Op;
+using session_internal::Detached;
+using session_internal::DurationText;
+using session_internal::Fresh;
+using session_internal::TimeText;
+using session_internal::WithReason;
 
 constexpr int kDefaultPageSize = 100;
 constexpr int kMaxPageSize = 1000;
@@ -25,37 +31,6 @@ constexpr size_t kMaxClientIdBytes = 256;
 // Reaped per timer run, so that a mass expiry cannot hold the lock for long;
 // the rest follow at once.
 constexpr int kReapBatch = 4096;
-
-std::string TimeText(absl::Time t) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone());
-}
-
-std::string DurationText(absl::Duration d) {
-  return absl::FormatDuration(absl::Trunc(d, absl::Milliseconds(1)));
-}
-
-absl::Status WithReason(absl::Status status, absl::string_view token) {
-  status.SetPayload(kSessionReasonPayloadUrl, absl::Cord(token));
-  return status;
-}
-
-// `status` with another code and a prefix on its message, sharing nothing
-// with it. Copies of an absl::Status (and of its payload Cords) share
-// reference-counted reps, and Debian's Abseil drops those counts in
-// uninstrumented code: when a copy reaches another thread while one stays
-// behind, ThreadSanitizer cannot see the synchronisation and reports a false
-// race on the final delete (see ConnectionPool::Acquire). So statuses go to
-// callers and to the runner moved, and what is derived from a status the
-// manager keeps (tx_abort, an ended session's) is built afresh here, payload
-// bytes included (storage::Recode would share the payload Cords).
-absl::Status Fresh(const absl::Status& status, absl::StatusCode code, absl::string_view prefix) {
-  absl::Status out(code, absl::StrCat(prefix, status.message()));
-  status.ForEachPayload([&out](absl::string_view url, const absl::Cord& payload) {
-    out.SetPayload(url, absl::Cord(std::string(payload)));
-  });
-  return out;
-}
-absl::Status Detached(const absl::Status& status) { return Fresh(status, status.code(), ""); }
 
 // A read-only session's transactions begin READ ONLY; PostgreSQL lets a
 // transaction turn itself read-write (SET transaction_read_only = off, SET
@@ -94,8 +69,6 @@ struct SessionManager::Session {
   absl::Time renewed;
   absl::Time lease_end;  // while no stream holds it
   absl::Time max_end;
-  // Streams holding the session (their lease then moves with them).
-  absl::InlinedVector<StreamId, 1> holders;
   bool orphaned = false;  // lease_end was set when its last stream went away
   absl::Time orphaned_at;
   bool ended = false;
@@ -226,7 +199,11 @@ void SessionManager::Call::Stop(absl::Status why) {
 
 SessionManager::SessionManager(StatementRunner& runner, TimerQueue& timers, const Clock& clock,
                                SessionOptions options)
-    : runner_(runner), timers_(timers), clock_(clock), options_(std::move(options)) {}
+    : runner_(runner),
+      timers_(timers),
+      clock_(clock),
+      options_(std::move(options)),
+      ended_(options_.remembered_ended, options_.remember_ended_for) {}
 
 SessionManager::~SessionManager() {
   TimerQueue::TimerId timer;
@@ -269,20 +246,19 @@ absl::StatusOr<std::shared_ptr<SessionManager::Session>> SessionManager::FindLoc
     const Session& found = *it->second;
     const absl::Time now = clock_.Now();
     if (now >= found.max_end) {
-      return EndedStatusLocked(name, Ended{EndReason::kLifetime, found.max_end,
-                                           EndDetail(found, EndReason::kLifetime, found.max_end)});
+      return EndedSessions::StatusOf(
+          name, EndedSession{EndReason::kLifetime, found.max_end,
+                             EndDetail(found, EndReason::kLifetime, found.max_end)});
     }
     if (LeaseRunsLocked(found) && now >= found.lease_end) {
       const EndReason reason = found.orphaned ? EndReason::kOrphaned : EndReason::kExpired;
-      return EndedStatusLocked(name, Ended{reason, found.lease_end, EndDetail(found, reason, now)});
+      return EndedSessions::StatusOf(
+          name, EndedSession{reason, found.lease_end, EndDetail(found, reason, now)});
     }
     return it->second;
   }
-  auto ended = ended_.find(name);
-  // RememberEndedLocked prunes only when another session ends: check the age
-  // here too, so an old entry is never reported.
-  if (ended != ended_.end() && clock_.Now() <= ended->second.at + options_.remember_ended_for) {
-    return EndedStatusLocked(name, ended->second);
+  if (const EndedSession* ended = ended_.Find(name, clock_.Now()); ended != nullptr) {
+    return EndedSessions::StatusOf(name, *ended);
   }
   return WithReason(
       absl::NotFoundError(absl::StrCat(
@@ -290,28 +266,6 @@ absl::StatusOr<std::shared_ptr<SessionManager::Session>> SessionManager::FindLoc
           DurationText(options_.remember_ended_for),
           " ago (or the broker restarted since); begin a new session")),
       "SESSION_NOT_FOUND");
-}
-
-absl::Status SessionManager::EndedStatusLocked(absl::string_view name, const Ended& ended) const {
-  static constexpr absl::string_view kTokens[] = {"SESSION_ENDED", "SESSION_EXPIRED",
-                                                  "SESSION_ORPHANED", "SESSION_MAX_LIFETIME",
-                                                  "BROKER_SHUTDOWN"};
-  return WithReason(
-      absl::FailedPreconditionError(absl::StrCat("session ", name, " ended at ", TimeText(ended.at),
-                                                 ": ", ended.detail, "; begin a new session")),
-      kTokens[static_cast<int>(ended.reason)]);
-}
-
-void SessionManager::RememberEndedLocked(const std::string& name, Ended ended) {
-  const absl::Time now = ended.at;
-  ended_.insert_or_assign(name, std::move(ended));
-  ended_order_.emplace_back(now, name);
-  while (!ended_order_.empty() &&
-         (static_cast<int>(ended_order_.size()) > options_.remembered_ended ||
-          ended_order_.front().first + options_.remember_ended_for < now)) {
-    ended_.erase(ended_order_.front().second);
-    ended_order_.pop_front();
-  }
 }
 
 std::string SessionManager::EndDetail(const Session& s, EndReason reason, absl::Time now) const {
@@ -337,7 +291,7 @@ std::string SessionManager::EndDetail(const Session& s, EndReason reason, absl::
 }
 
 absl::Time SessionManager::ExpireTimeLocked(const Session& s) const {
-  if (!s.holders.empty()) return std::min(clock_.Now() + s.ttl, s.max_end);
+  if (holds_.Held(s.name)) return std::min(clock_.Now() + s.ttl, s.max_end);
   return s.lease_end;
 }
 
@@ -357,13 +311,12 @@ SessionInfo SessionManager::InfoLocked(const Session& s) const {
   info.transaction_aborted = s.tx == TxState::kAborted;
   if (info.transaction_aborted) info.abort_reason = std::string(s.tx_abort.message());
   if (info.in_transaction) info.transaction_start_time = s.tx_start;
-  info.held_by_stream = !s.holders.empty();
+  info.held_by_stream = holds_.Held(s.name);
   info.queued_calls = static_cast<int>(s.queue.size());
   return info;
 }
 
-std::optional<SessionManager::EndReason> SessionManager::LapsedLocked(const Session& s,
-                                                                      absl::Time now) const {
+std::optional<EndReason> SessionManager::LapsedLocked(const Session& s, absl::Time now) const {
   if (now >= s.max_end) return EndReason::kLifetime;
   if (LeaseRunsLocked(s) && now >= s.lease_end) {
     return s.orphaned ? EndReason::kOrphaned : EndReason::kExpired;
@@ -376,7 +329,7 @@ bool SessionManager::LeaseRunsLocked(const Session& s) const {
   // not: a statement outlasting its session's lease is cancelled (the client
   // renews with RenewSession, which never queues, or holds the session with
   // a KeepAlive stream, for long statements).
-  return s.holders.empty();
+  return !holds_.Held(s.name);
 }
 
 void SessionManager::RenewLocked(Session& s, absl::Time now) {
@@ -539,8 +492,8 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
       ++counters_.ended_by_shutdown;
       break;
   }
-  Ended ended{reason, now, EndDetail(*s, reason, now)};
-  const absl::Status ended_status = EndedStatusLocked(s->name, ended);
+  EndedSession ended{reason, now, EndDetail(*s, reason, now)};
+  const absl::Status ended_status = EndedSessions::StatusOf(s->name, ended);
   const bool had_tx = s->tx == TxState::kOpen || s->tx == TxState::kBeginning ||
                       (s->running != nullptr && s->running->in_transaction);
   if (reason != EndReason::kClient) {
@@ -550,7 +503,7 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
     // call was told to stop, and counted, by the reaper).
     if (had_tx && s->pending_kill.ok()) ++counters_.tx_killed_session_end;
   }
-  RememberEndedLocked(s->name, std::move(ended));
+  ended_.Remember(s->name, std::move(ended));
 
   for (std::shared_ptr<Call>& queued : s->queue) {
     queued->state = Call::State::kDone;
@@ -587,20 +540,17 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
     s->end_waiters.clear();
   }
 
-  for (const StreamId id : s->holders) {
-    auto stream = streams_.find(id);
-    if (stream == streams_.end()) continue;
-    auto& held = stream->second.held;
-    held.erase(std::remove(held.begin(), held.end(), s), held.end());
+  for (const StreamId id : holds_.Forget(s->name)) {
+    auto listener = listeners_.find(id);
+    if (listener == listeners_.end()) continue;
     StreamUpdate update;
     update.name = s->name;
     update.state = StreamUpdate::State::kEnded;
     update.reason = std::string(ended_status.message());
-    std::shared_ptr<StreamListener> listener = stream->second.listener;
-    actions.Add(
-        [listener, update = std::move(update)]() mutable { (*listener)(std::move(update)); });
+    actions.Add([listener = listener->second, update = std::move(update)]() mutable {
+      (*listener)(std::move(update));
+    });
   }
-  s->holders.clear();
 }
 
 void SessionManager::Perform(Actions& actions) {
@@ -681,7 +631,7 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
     auto s = std::make_shared<Session>();
     do {
       s->name = NewName();
-    } while (sessions_.contains(s->name) || ended_.contains(s->name));
+    } while (sessions_.contains(s->name) || ended_.Contains(s->name));
     s->label = std::move(spec.label);
     s->client_id = std::move(spec.client_id);
     s->base.isolation = spec.isolation;
@@ -1077,12 +1027,13 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
         discard(s->tx_dirty || outcome.changed_session_state);
         // The work is rolled back with the session: it must not look done.
         if (results.ok()) {
-          auto it = ended_.find(s->name);
-          results = it == ended_.end()
-                        ? absl::AbortedError("the session ended; its transaction was rolled back")
-                        : Fresh(EndedStatusLocked(s->name, it->second), absl::StatusCode::kAborted,
-                                "the session ended while this call was running, so its "
-                                "transaction was rolled back: ");
+          const EndedSession* ended = ended_.Find(s->name, now);
+          results =
+              ended == nullptr
+                  ? absl::AbortedError("the session ended; its transaction was rolled back")
+                  : Fresh(EndedSessions::StatusOf(s->name, *ended), absl::StatusCode::kAborted,
+                          "the session ended while this call was running, so its "
+                          "transaction was rolled back: ");
         }
       }
       s->tx = TxState::kNone;
@@ -1193,8 +1144,8 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
 
 SessionManager::StreamId SessionManager::OpenStream(StreamListener listener) {
   MutexLock lock(&mu_);
-  const StreamId id = next_stream_++;
-  streams_[id].listener = std::make_shared<StreamListener>(std::move(listener));
+  const StreamId id = holds_.Open();
+  listeners_.emplace(id, std::make_shared<StreamListener>(std::move(listener)));
   return id;
 }
 
@@ -1211,10 +1162,10 @@ std::vector<SessionManager::StreamUpdate> SessionManager::Hold(
     StreamId stream, const std::vector<std::string>& names) {
   std::vector<StreamUpdate> out;
   MutexLock lock(&mu_);
-  auto st = streams_.find(stream);
+  const bool open = holds_.IsOpen(stream);
   for (const std::string& name : names) {
     absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(name);
-    if (!found.ok() || st == streams_.end()) {
+    if (!found.ok() || !open) {
       StreamUpdate update;
       update.name = name;
       const bool ended = found.status().code() == absl::StatusCode::kFailedPrecondition;
@@ -1224,10 +1175,7 @@ std::vector<SessionManager::StreamUpdate> SessionManager::Hold(
       continue;
     }
     Session& s = **found;
-    if (std::find(s.holders.begin(), s.holders.end(), stream) == s.holders.end()) {
-      s.holders.push_back(stream);
-      st->second.held.push_back(*found);
-    }
+    holds_.Hold(stream, s.name);
     RenewLocked(s, clock_.Now());
     out.push_back(UpdateLocked(s, StreamUpdate::State::kHeld));
   }
@@ -1238,7 +1186,6 @@ std::vector<SessionManager::StreamUpdate> SessionManager::Release(
     StreamId stream, const std::vector<std::string>& names) {
   std::vector<StreamUpdate> out;
   MutexLock lock(&mu_);
-  auto st = streams_.find(stream);
   for (const std::string& name : names) {
     absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(name);
     if (!found.ok()) {
@@ -1251,14 +1198,7 @@ std::vector<SessionManager::StreamUpdate> SessionManager::Release(
       continue;
     }
     std::shared_ptr<Session> s = *std::move(found);
-    auto holder = std::find(s->holders.begin(), s->holders.end(), stream);
-    if (holder != s->holders.end()) {
-      s->holders.erase(holder);
-      if (st != streams_.end()) {
-        auto& held = st->second.held;
-        held.erase(std::remove(held.begin(), held.end(), s), held.end());
-      }
-    }
+    holds_.Release(stream, s->name);
     // The lease runs on from now.
     RenewLocked(*s, clock_.Now());
     out.push_back(UpdateLocked(*s, StreamUpdate::State::kReleased));
@@ -1268,20 +1208,17 @@ std::vector<SessionManager::StreamUpdate> SessionManager::Release(
 
 void SessionManager::CloseStream(StreamId stream) {
   MutexLock lock(&mu_);
-  auto st = streams_.find(stream);
-  if (st == streams_.end()) return;
+  if (listeners_.erase(stream) == 0) return;
   const absl::Time now = clock_.Now();
-  for (const std::shared_ptr<Session>& s : st->second.held) {
-    auto holder = std::find(s->holders.begin(), s->holders.end(), stream);
-    if (holder == s->holders.end()) continue;
-    s->holders.erase(holder);
-    if (!s->holders.empty() || s->ended) continue;
-    s->lease_end = std::min(now + options_.orphan_grace, s->max_end);
-    s->orphaned = true;
-    s->orphaned_at = now;
-    RescheduleLocked(*s);
+  for (const std::string& name : holds_.Close(stream)) {
+    auto found = sessions_.find(name);
+    if (found == sessions_.end()) continue;
+    Session& s = *found->second;
+    s.lease_end = std::min(now + options_.orphan_grace, s.max_end);
+    s.orphaned = true;
+    s.orphaned_at = now;
+    RescheduleLocked(s);
   }
-  streams_.erase(st);
 }
 
 // ---- Shutdown and stats ------------------------------------------------------------
@@ -1308,11 +1245,11 @@ SessionStats SessionManager::Stats() const {
   MutexLock lock(&mu_);
   SessionStats out = counters_;
   out.open = static_cast<int64_t>(sessions_.size());
+  out.held_by_stream = static_cast<int64_t>(holds_.held_sessions());
   for (const auto& [name, s] : sessions_) {
     // Holding a pinned connection: not while BeginTransaction waits for one
     // (under a full pool, most of them would).
     if (s->tx == TxState::kOpen) ++out.in_transaction;
-    if (!s->holders.empty()) ++out.held_by_stream;
     out.queued_calls += static_cast<int64_t>(s->queue.size());
   }
   out.open_by_client.reserve(open_by_client_.size());

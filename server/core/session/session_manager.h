@@ -43,7 +43,6 @@
 #define SESSIONBROKER_SERVER_CORE_SESSION_SESSION_MANAGER_H_
 
 #include <cstdint>
-#include <list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -63,15 +62,13 @@
 #include "server/core/base/mutex.h"
 #include "server/core/base/timer_queue.h"
 #include "server/core/exec/statement_runner.h"
+#include "server/core/session/ended_sessions.h"
 #include "server/core/session/session_stats.h"
+#include "server/core/session/session_types.h"
+#include "server/core/session/stream_holds.h"
 #include "server/core/sql/session_settings.h"
 
 namespace sessionbroker::core {
-
-// Payload of the statuses the session layer produces itself: one of the
-// reason tokens below, so clients can tell them apart without parsing text.
-inline constexpr absl::string_view kSessionReasonPayloadUrl =
-    "type.googleapis.com/sessionbroker.v1.SessionReason";
 
 struct SessionOptions {
   absl::Duration default_ttl = absl::Seconds(60);
@@ -89,50 +86,11 @@ struct SessionOptions {
   absl::Duration remember_ended_for = absl::Hours(1);
 };
 
-using Isolation = storage::TransactionOptions::Isolation;
-
-// What BeginSession asks for.
-struct SessionSpec {
-  absl::Duration ttl = absl::ZeroDuration();  // zero: default_ttl
-  bool read_only = false;
-  Isolation isolation = Isolation::kDefault;
-  SessionSettings settings;
-  std::string label;
-  std::string client_id;
-};
-
-// A session as callers see it.
-struct SessionInfo {
-  std::string name;
-  std::string label;
-  std::string client_id;
-  absl::Time create_time;
-  absl::Time expire_time;
-  absl::Time max_expire_time;
-  absl::Duration ttl;
-  bool read_only = false;
-  Isolation isolation = Isolation::kDefault;
-  SessionSettings settings;
-  bool in_transaction = false;
-  bool transaction_aborted = false;
-  std::string abort_reason;
-  absl::Time transaction_start_time = absl::InfinitePast();
-  bool held_by_stream = false;
-  int queued_calls = 0;
-};
-
-// BeginTransaction's options; the session's own apply where these say nothing.
-struct TransactionSpec {
-  Isolation isolation = Isolation::kDefault;
-  bool read_only = false;
-  bool deferrable = false;
-};
-
 class SessionManager final {
  public:
   template <typename T>
   using Callback = absl::AnyInvocable<void(absl::StatusOr<T>) &&>;
-  using StreamId = uint64_t;
+  using StreamId = StreamHolds::StreamId;
 
   struct Page {
     std::vector<SessionInfo> sessions;
@@ -205,13 +163,7 @@ class SessionManager final {
  private:
   struct Session;
   class Call;
-  enum class EndReason { kClient, kExpired, kOrphaned, kLifetime, kShutdown };
   enum class TxState { kNone, kBeginning, kOpen, kAborted };
-  struct Ended {
-    EndReason reason;
-    absl::Time at;
-    std::string detail;
-  };
   // Work found under the lock, done after releasing it.
   struct Actions;
 
@@ -245,9 +197,6 @@ class SessionManager final {
   void Reap();
   absl::StatusOr<std::shared_ptr<Session>> FindLocked(absl::string_view name) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status EndedStatusLocked(absl::string_view name, const Ended& ended) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RememberEndedLocked(const std::string& name, Ended ended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionInfo InfoLocked(const Session& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   StreamUpdate UpdateLocked(const Session& s, StreamUpdate::State state) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -269,15 +218,11 @@ class SessionManager final {
   absl::btree_set<std::pair<absl::Time, Session*>> deadlines_ ABSL_GUARDED_BY(mu_);
   TimerQueue::TimerId reaper_timer_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time reaper_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  absl::flat_hash_map<std::string, Ended> ended_ ABSL_GUARDED_BY(mu_);
-  std::list<std::pair<absl::Time, std::string>> ended_order_ ABSL_GUARDED_BY(mu_);
+  EndedSessions ended_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int64_t> open_by_client_ ABSL_GUARDED_BY(mu_);
-  struct Stream {
-    std::shared_ptr<StreamListener> listener;
-    std::vector<std::shared_ptr<Session>> held;
-  };
-  absl::flat_hash_map<StreamId, Stream> streams_ ABSL_GUARDED_BY(mu_);
-  StreamId next_stream_ ABSL_GUARDED_BY(mu_) = 1;
+  StreamHolds holds_ ABSL_GUARDED_BY(mu_);
+  // Shared: a listener is called outside the lock, maybe after CloseStream.
+  absl::flat_hash_map<StreamId, std::shared_ptr<StreamListener>> listeners_ ABSL_GUARDED_BY(mu_);
   // Steps running without a caller (background rollbacks) plus calls running.
   int steps_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   SessionStats counters_ ABSL_GUARDED_BY(mu_);  // only the counter fields are used
