@@ -206,13 +206,8 @@ SessionManager::SessionManager(StatementRunner& runner, TimerQueue& timers, cons
       ended_(options_.remembered_ended, options_.remember_ended_for) {}
 
 SessionManager::~SessionManager() {
-  TimerQueue::TimerId timer;
-  {
-    MutexLock lock(&mu_);
-    timer = reaper_timer_;
-    reaper_timer_ = 0;
-  }
-  if (timer != 0) timers_.CancelAndWait(timer);
+  // Waits for a Reap() running on the timer thread.
+  reaper_.Stop();
 }
 
 std::string SessionManager::NewName() {
@@ -357,27 +352,17 @@ void SessionManager::RescheduleLocked(Session& s) {
 }
 
 void SessionManager::ArmReaperLocked() {
-  if (deadlines_.empty()) return;
-  const absl::Time earliest = deadlines_.begin()->first;
-  if (reaper_timer_ != 0 && reaper_at_ <= earliest) return;
-  // Cancel fails only when the timer queue has already taken the timer out
-  // to run it: that Reap() is about to take the lock, and re-arms for the
-  // earliest deadline when it is done. Scheduling another here would leave
-  // two reaper timers, one of them untracked (the destructor could not
-  // cancel it).
-  if (reaper_timer_ != 0 && !timers_.Cancel(reaper_timer_)) return;
-  reaper_at_ = earliest;
-  reaper_timer_ = timers_.Schedule(earliest, [this] { Reap(); });
+  if (!deadlines_.empty()) reaper_.ArmBy(deadlines_.begin()->first);
 }
 
 // ---- The reaper --------------------------------------------------------------
 
-void SessionManager::Reap() {
+void SessionManager::Reap(RearmingTimer::Token token) {
   Actions actions;
   {
     MutexLock lock(&mu_);
-    reaper_timer_ = 0;
-    reaper_at_ = absl::InfiniteFuture();
+    // A newer arming replaced this one: it will fire instead.
+    if (!reaper_.Fired(token)) return;
     const absl::Time now = clock_.Now();
     std::vector<Session*> due;
     for (auto it = deadlines_.begin();

@@ -60,6 +60,7 @@
 #include "absl/time/time.h"
 #include "server/core/base/clock.h"
 #include "server/core/base/mutex.h"
+#include "server/core/base/rearming_timer.h"
 #include "server/core/base/timer_queue.h"
 #include "server/core/exec/statement_runner.h"
 #include "server/core/session/ended_sessions.h"
@@ -193,8 +194,10 @@ class SessionManager final {
   // Whether the lease deadline applies now (no stream holds it).
   bool LeaseRunsLocked(const Session& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RescheduleLocked(Session& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Arms the reaper for the earliest deadline (RearmingTimer only ever moves
+  // it earlier; a firing for a deadline that moved later finds nothing due).
   void ArmReaperLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Reap();
+  void Reap(RearmingTimer::Token token);
   absl::StatusOr<std::shared_ptr<Session>> FindLocked(absl::string_view name) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionInfo InfoLocked(const Session& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -216,8 +219,6 @@ class SessionManager final {
   absl::btree_map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   // (next deadline, session): the reaper's order.
   absl::btree_set<std::pair<absl::Time, Session*>> deadlines_ ABSL_GUARDED_BY(mu_);
-  TimerQueue::TimerId reaper_timer_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time reaper_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   EndedSessions ended_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int64_t> open_by_client_ ABSL_GUARDED_BY(mu_);
   StreamHolds holds_ ABSL_GUARDED_BY(mu_);
@@ -226,6 +227,9 @@ class SessionManager final {
   // Steps running without a caller (background rollbacks) plus calls running.
   int steps_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   SessionStats counters_ ABSL_GUARDED_BY(mu_);  // only the counter fields are used
+  // Armed for the earliest of deadlines_; last, so that it stops (in the
+  // destructor) before anything its callback touches goes away.
+  RearmingTimer reaper_{timers_, [this](RearmingTimer::Token token) { Reap(token); }};
 };
 
 }  // namespace sessionbroker::core
