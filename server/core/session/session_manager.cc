@@ -4,13 +4,16 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <list>
 #include <optional>
+#include <type_traits>
 #include <utility>
+#include <variant>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/session/session_call.h"
 #include "server/core/session/session_status.h"
-#include "server/core/sql/sql_classifier.h"
 #include "server/storage/sql_error.h"
 #include "spdlog/spdlog.h"
 
@@ -23,6 +26,8 @@ using session_internal::DurationText;
 using session_internal::Fresh;
 using session_internal::TimeText;
 using session_internal::WithReason;
+using ConnectionFate = TransactionMachine::ConnectionFate;
+using Reply = TransactionMachine::Reply;
 
 constexpr int kDefaultPageSize = 100;
 constexpr int kMaxPageSize = 1000;
@@ -31,28 +36,6 @@ constexpr size_t kMaxClientIdBytes = 256;
 // Reaped per timer run, so that a mass expiry cannot hold the lock for long;
 // the rest follow at once.
 constexpr int kReapBatch = 4096;
-
-// A read-only session's transactions begin READ ONLY; PostgreSQL lets a
-// transaction turn itself read-write (SET transaction_read_only = off, SET
-// TRANSACTION READ WRITE, set_config(...), a DO block) before its first
-// query. So such a session refuses statements that set anything; its
-// settings belong in BeginSession. Checked before the statement runs, so a
-// refusal leaves an open transaction as it was.
-absl::Status ReadOnlySessionMayRun(const RunRequest& request) {
-  for (size_t i = 0; i < request.statements.size(); ++i) {
-    const SqlInfo info = ClassifySql(request.statements[i].sql);
-    if (info.first_keyword == "SET" || info.first_keyword == "RESET" ||
-        info.changes_session_state) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          request.statements.size() > 1 ? absl::StrCat("statements[", i, "]: ") : "",
-          "a read-only session does not run statements that set or keep session state (",
-          info.first_keyword.empty() ? "this one" : info.first_keyword,
-          " could make its transactions writable or outlive the call); give settings in "
-          "BeginSessionRequest.settings"));
-    }
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -73,14 +56,8 @@ struct SessionManager::Session {
   absl::Time orphaned_at;
   bool ended = false;
 
-  TxState tx = TxState::kNone;
-  absl::Time tx_start;
-  absl::Time tx_idle_since;
-  PooledConnection conn;  // kOpen with no call running
-  bool tx_dirty = false;  // a statement changed session state: reset on release
-  absl::Status tx_abort;  // kAborted: why (ABORTED)
-  // A transaction deadline fired while a call ran on the connection.
-  absl::Status pending_kill;
+  Transaction tx;         // its state; the rules are TransactionMachine's
+  PooledConnection conn;  // tx kOpen with no call running: the pinned connection
 
   std::shared_ptr<Call> running;
   std::list<std::shared_ptr<Call>> queue;
@@ -90,50 +67,42 @@ struct SessionManager::Session {
   absl::Time deadline = absl::InfiniteFuture();  // its key in deadlines_
 };
 
-// One call on a session: queued, running (a runner step), or done. Its state
-// is guarded by the manager's lock.
+// One call on a session: queued, running (a runner step), or done. What it
+// is (kind, inputs, callback) is its SessionCall; its progress is guarded by
+// the manager's lock.
 class SessionManager::Call final : public RunningCall {
  public:
-  enum class Kind { kRun, kBeginTx, kCommit, kRollback };
   enum class State { kQueued, kRunning, kDone };
 
-  Call(SessionManager* manager, Kind kind, absl::Time deadline)
-      : manager_(manager), kind(kind), deadline(deadline) {}
+  Call(SessionManager* manager, SessionCall what)
+      : manager_(manager), what(std::move(what)), deadline(DeadlineOf(this->what)) {}
 
   void Cancel() override { Stop(absl::CancelledError("the call was cancelled")); }
   void Abort(absl::Status why) override { Stop(std::move(why)); }
 
   // Completes the call with an error (any kind).
-  void Fail(absl::Status status) {
-    switch (kind) {
-      case Kind::kRun:
-        std::move(on_run)(std::move(status));
-        break;
-      case Kind::kBeginTx:
-        std::move(on_info)(std::move(status));
-        break;
-      case Kind::kCommit:
-        std::move(on_commit)(std::move(status));
-        break;
-      case Kind::kRollback:
-        std::move(on_rollback)(std::move(status));
-        break;
+  void Fail(absl::Status status) { FailCall(what, std::move(status)); }
+  // Completes the call as TransactionMachine::Answer says.
+  void Answer(absl::Status status) {
+    if (!status.ok()) {
+      Fail(std::move(status));
+      return;
     }
+    if (RollbackCall* rollback = std::get_if<RollbackCall>(&what)) {
+      std::move(rollback->done)(false);
+      return;
+    }
+    Fail(absl::InternalError("the call was answered without a result"));
   }
 
   SessionManager* const manager_;
-  const Kind kind;
+  // The request of a RunCall moves out when its step starts.
+  SessionCall what;
   const absl::Time deadline;
-  RunRequest request;       // kRun
-  TransactionSpec tx_spec;  // kBeginTx
-  StatementRunner::Callback on_run;
-  Callback<SessionInfo> on_info;
-  Callback<absl::Time> on_commit;
-  Callback<bool> on_rollback;
 
   // Guarded by manager_->mu_.
   State state = State::kQueued;
-  bool in_transaction = false;  // kRun on the pinned connection
+  bool in_transaction = false;  // a RunCall on the pinned connection
   std::weak_ptr<Session> session;
   std::shared_ptr<RunningCall> step;
   absl::Status stop;  // a stop requested before the step was known
@@ -203,6 +172,7 @@ SessionManager::SessionManager(StatementRunner& runner, TimerQueue& timers, cons
       timers_(timers),
       clock_(clock),
       options_(std::move(options)),
+      machine_(TransactionMachine::Limits{options_.tx_idle_timeout, options_.tx_max_duration}),
       ended_(options_.remembered_ended, options_.remember_ended_for) {}
 
 SessionManager::~SessionManager() {
@@ -302,10 +272,10 @@ SessionInfo SessionManager::InfoLocked(const Session& s) const {
   info.read_only = s.base.read_only;
   info.isolation = s.base.isolation;
   info.settings = s.base.settings;
-  info.in_transaction = s.tx == TxState::kOpen || s.tx == TxState::kAborted;
-  info.transaction_aborted = s.tx == TxState::kAborted;
-  if (info.transaction_aborted) info.abort_reason = std::string(s.tx_abort.message());
-  if (info.in_transaction) info.transaction_start_time = s.tx_start;
+  info.in_transaction = s.tx.state == TxState::kOpen || s.tx.state == TxState::kAborted;
+  info.transaction_aborted = s.tx.state == TxState::kAborted;
+  if (info.transaction_aborted) info.abort_reason = std::string(s.tx.abort.message());
+  if (info.in_transaction) info.transaction_start_time = s.tx.start;
   info.held_by_stream = holds_.Held(s.name);
   info.queued_calls = static_cast<int>(s.queue.size());
   return info;
@@ -337,13 +307,7 @@ void SessionManager::RenewLocked(Session& s, absl::Time now) {
 void SessionManager::RescheduleLocked(Session& s) {
   absl::Time next = s.max_end;
   if (LeaseRunsLocked(s)) next = std::min(next, s.lease_end);
-  // Once a kill is pending (the running call was told to stop), the
-  // transaction's deadlines have fired: keeping them would re-arm the reaper
-  // at a past time and make it spin until the call completes.
-  if (s.tx == TxState::kOpen && s.pending_kill.ok()) {
-    next = std::min(next, s.tx_start + options_.tx_max_duration);
-    if (s.running == nullptr) next = std::min(next, s.tx_idle_since + options_.tx_idle_timeout);
-  }
+  next = std::min(next, machine_.NextDeadline(s.tx, s.running != nullptr));
   if (next == s.deadline) return;
   if (s.deadline != absl::InfiniteFuture()) deadlines_.erase({s.deadline, &s});
   s.deadline = next;
@@ -376,34 +340,13 @@ void SessionManager::Reap(RearmingTimer::Token token) {
       std::shared_ptr<Session> s = found->second;
       if (const std::optional<EndReason> lapsed = LapsedLocked(*s, now); lapsed.has_value()) {
         EndLocked(s, *lapsed, actions);
-      } else if (s->tx == TxState::kOpen && s->pending_kill.ok() &&
-                 now >= s->tx_start + options_.tx_max_duration) {
-        ++counters_.tx_killed_max_duration;
-        KillTransactionLocked(
-            s,
-            WithReason(absl::AbortedError(absl::StrCat(
-                           "the transaction was rolled back by the broker at ", TimeText(now),
-                           ": it had been open since ", TimeText(s->tx_start),
-                           ", longer than BROKER_TX_MAX_DURATION (",
-                           DurationText(options_.tx_max_duration),
-                           "); nothing of it was committed; call Rollback, then retry the "
-                           "transaction (shorter)")),
-                       "TX_MAX_DURATION"),
-            actions);
-      } else if (s->tx == TxState::kOpen && s->running == nullptr &&
-                 now >= s->tx_idle_since + options_.tx_idle_timeout) {
-        ++counters_.tx_killed_idle;
-        KillTransactionLocked(
-            s,
-            WithReason(absl::AbortedError(absl::StrCat(
-                           "the transaction was rolled back by the broker at ", TimeText(now),
-                           ": no statement ran in it since ", TimeText(s->tx_idle_since),
-                           ", longer than BROKER_TX_IDLE_TIMEOUT (",
-                           DurationText(options_.tx_idle_timeout),
-                           "); nothing of it was committed; call Rollback, then retry the "
-                           "transaction without pausing inside it")),
-                       "TX_IDLE_TIMEOUT"),
-            actions);
+      } else if (std::optional<TransactionMachine::DueKill> kill =
+                     machine_.KillDue(s->tx, s->running != nullptr, now);
+                 kill.has_value()) {
+        ++(kill->kind == TransactionMachine::KillKind::kMaxDuration
+               ? counters_.tx_killed_max_duration
+               : counters_.tx_killed_idle);
+        KillTransactionLocked(s, std::move(kill->why), actions);
       } else {
         RescheduleLocked(*s);
       }
@@ -416,22 +359,18 @@ void SessionManager::Reap(RearmingTimer::Token token) {
 void SessionManager::KillTransactionLocked(const std::shared_ptr<Session>& s, absl::Status why,
                                            Actions& actions) {
   spdlog::warn("session {} ({}): {}", s->name, s->label, std::string(why.message()));
-  if (s->running != nullptr) {
-    // The call's completion rolls back and reports `why`.
+  TransactionMachine::KillPlan kill = machine_.Kill(s->tx, std::move(why), s->running != nullptr);
+  if (kill.abort_running_call) {
     std::shared_ptr<Call> call = s->running;
-    actions.Add([call, why = Detached(why)]() mutable { call->Abort(std::move(why)); });
-    s->pending_kill = std::move(why);
-    RescheduleLocked(*s);
-    return;
+    actions.Add(
+        [call, why = std::move(kill.abort_with)]() mutable { call->Abort(std::move(why)); });
   }
-  s->tx = TxState::kAborted;
-  s->tx_abort = std::move(why);
-  PooledConnection conn = std::move(s->conn);
-  const bool dirty = std::exchange(s->tx_dirty, false);
-  ++steps_in_flight_;
-  actions.Add([this, conn = std::move(conn), dirty]() mutable {
-    DiscardTransaction(std::move(conn), dirty);
-  });
+  if (kill.discard_connection) {
+    ++steps_in_flight_;
+    actions.Add([this, conn = std::move(s->conn), dirty = kill.reset]() mutable {
+      DiscardTransaction(std::move(conn), dirty);
+    });
+  }
   RescheduleLocked(*s);
 }
 
@@ -479,14 +418,12 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
   }
   EndedSession ended{reason, now, EndDetail(*s, reason, now)};
   const absl::Status ended_status = EndedSessions::StatusOf(s->name, ended);
-  const bool had_tx = s->tx == TxState::kOpen || s->tx == TxState::kBeginning ||
-                      (s->running != nullptr && s->running->in_transaction);
+  const TransactionMachine::EndPlan tx_end = machine_.End(
+      s->tx, s->running != nullptr, s->running != nullptr && s->running->in_transaction);
   if (reason != EndReason::kClient) {
     spdlog::info("session {} ({}) ended: {}{}", s->name, s->label, ended.detail,
-                 had_tx ? "; its open transaction is rolled back" : "");
-    // Not again for a transaction a deadline already killed (its running
-    // call was told to stop, and counted, by the reaper).
-    if (had_tx && s->pending_kill.ok()) ++counters_.tx_killed_session_end;
+                 tx_end.had_transaction ? "; its open transaction is rolled back" : "");
+    if (tx_end.count_kill) ++counters_.tx_killed_session_end;
   }
   ended_.Remember(s->name, std::move(ended));
 
@@ -506,13 +443,11 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
     std::shared_ptr<Call> call = s->running;
     actions.Add(
         [call, aborted = std::move(aborted)]() mutable { call->Abort(std::move(aborted)); });
-  } else if (s->tx == TxState::kOpen) {
-    s->tx = TxState::kNone;
+  } else if (tx_end.discard_connection) {
     ++steps_in_flight_;
-    PooledConnection conn = std::move(s->conn);
-    const bool dirty = s->tx_dirty;
     std::vector<absl::AnyInvocable<void()&&>> waiters = std::move(s->end_waiters);
-    actions.Add([this, conn = std::move(conn), dirty, waiters = std::move(waiters)]() mutable {
+    actions.Add([this, conn = std::move(s->conn), dirty = tx_end.reset,
+                 waiters = std::move(waiters)]() mutable {
       DiscardTransaction(std::move(conn), dirty);
       // The rollback is on its way; the waiters (EndSession) need not wait
       // for its round trip: the session is gone and its transaction can no
@@ -520,7 +455,7 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
       for (auto& w : waiters) std::move(w)();
     });
   }
-  if (s->running == nullptr && s->tx != TxState::kOpen) {
+  if (s->running == nullptr) {
     for (auto& w : s->end_waiters) actions.Add(std::move(w));
     s->end_waiters.clear();
   }
@@ -721,8 +656,8 @@ void SessionManager::End(absl::string_view name, Callback<bool> done) {
       not_found = found.status();
     } else {
       std::shared_ptr<Session> s = *std::move(found);
-      const bool had_tx = s->tx == TxState::kOpen || s->tx == TxState::kBeginning ||
-                          (s->running != nullptr && s->running->in_transaction);
+      const bool had_tx = TransactionMachine::HasTransaction(
+          s->tx, s->running != nullptr && s->running->in_transaction);
       // Answer once the session's connection is on its way back.
       s->end_waiters.push_back(
           [done = std::move(done), had_tx]() mutable { std::move(done)(had_tx); });
@@ -743,25 +678,21 @@ std::shared_ptr<RunningCall> SessionManager::BeginTransaction(absl::string_view 
                                                               TransactionSpec spec,
                                                               absl::Time deadline,
                                                               Callback<SessionInfo> done) {
-  auto call = std::make_shared<Call>(this, Call::Kind::kBeginTx, deadline);
-  call->tx_spec = spec;
-  call->on_info = std::move(done);
+  auto call = std::make_shared<Call>(this, BeginTransactionCall{spec, deadline, std::move(done)});
   Submit(name, call);
   return call;
 }
 
 std::shared_ptr<RunningCall> SessionManager::Commit(absl::string_view name, absl::Time deadline,
                                                     Callback<absl::Time> done) {
-  auto call = std::make_shared<Call>(this, Call::Kind::kCommit, deadline);
-  call->on_commit = std::move(done);
+  auto call = std::make_shared<Call>(this, CommitCall{deadline, std::move(done)});
   Submit(name, call);
   return call;
 }
 
 std::shared_ptr<RunningCall> SessionManager::Rollback(absl::string_view name, absl::Time deadline,
                                                       Callback<bool> done) {
-  auto call = std::make_shared<Call>(this, Call::Kind::kRollback, deadline);
-  call->on_rollback = std::move(done);
+  auto call = std::make_shared<Call>(this, RollbackCall{deadline, std::move(done)});
   Submit(name, call);
   return call;
 }
@@ -774,9 +705,7 @@ std::shared_ptr<RunningCall> SessionManager::Run(absl::string_view name, RunRequ
     std::move(done)(std::move(valid));
     return nullptr;
   }
-  auto call = std::make_shared<Call>(this, Call::Kind::kRun, request.deadline);
-  call->request = std::move(request);
-  call->on_run = std::move(done);
+  auto call = std::make_shared<Call>(this, RunCall{std::move(request), std::move(done)});
   Submit(name, call);
   return call;
 }
@@ -832,114 +761,19 @@ void SessionManager::StartLocked(const std::shared_ptr<Session>& s, std::shared_
     timers_.Cancel(call->queue_timer);
     call->queue_timer = 0;
   }
-  // Completes the call without database work, then moves on.
-  // (The caller of finish_now moves on with StartNextLocked.)
-  auto finish_now = [&](absl::AnyInvocable<void() &&> deliver) {
+  TransactionMachine::Plan plan = machine_.PlanCall(s->tx, s->base, call->what);
+  if (TransactionMachine::Answer* answer = std::get_if<TransactionMachine::Answer>(&plan)) {
+    // Completes the call without database work, then moves on.
     call->state = Call::State::kDone;
-    actions.Add(std::move(deliver));
-  };
-  RunRequest step;
-  switch (call->kind) {
-    case Call::Kind::kRun:
-      if (s->base.read_only) {
-        if (absl::Status allowed = ReadOnlySessionMayRun(call->request); !allowed.ok()) {
-          finish_now([call, allowed]() mutable { call->Fail(Detached(allowed)); });
-          StartNextLocked(s, actions);
-          return;
-        }
-      }
-      if (s->tx == TxState::kAborted) {
-        finish_now([call, why = Detached(s->tx_abort)]() mutable { call->Fail(std::move(why)); });
-        StartNextLocked(s, actions);
-        return;
-      }
-      step = std::move(call->request);
-      if (s->tx == TxState::kOpen) {
-        step.op = Op::kInTransaction;
-        step.connection = std::move(s->conn);
-        step.reset_on_release = s->tx_dirty;
-        call->in_transaction = true;
-      } else {
-        step.transaction.settings = s->base.settings;
-        step.transaction.read_only = s->base.read_only;
-        // One statement sees one snapshot whatever the level.
-        if (step.op == Op::kBatch) step.transaction.isolation = s->base.isolation;
-      }
-      break;
-    case Call::Kind::kBeginTx:
-      if (s->tx == TxState::kOpen) {
-        finish_now([call, since = s->tx_start] {
-          call->Fail(absl::FailedPreconditionError(
-              absl::StrCat("a transaction is already open in this session (since ", TimeText(since),
-                           "); Commit or Rollback it first")));
-        });
-        StartNextLocked(s, actions);
-        return;
-      }
-      if (s->tx == TxState::kAborted) {
-        finish_now([call, why = std::string(s->tx_abort.message())] {
-          call->Fail(absl::FailedPreconditionError(absl::StrCat(
-              "the session's previous transaction was rolled back by the broker and not yet "
-              "acknowledged; call Rollback before beginning another (",
-              why, ")")));
-        });
-        StartNextLocked(s, actions);
-        return;
-      }
-      step.op = Op::kBegin;
-      step.deadline = call->deadline;
-      step.transaction = s->base;
-      if (call->tx_spec.isolation != Isolation::kDefault) {
-        step.transaction.isolation = call->tx_spec.isolation;
-      }
-      step.transaction.read_only = s->base.read_only || call->tx_spec.read_only;
-      step.transaction.deferrable = call->tx_spec.deferrable;
-      s->tx = TxState::kBeginning;
-      break;
-    case Call::Kind::kCommit:
-      if (s->tx == TxState::kNone) {
-        finish_now([call] {
-          call->Fail(absl::FailedPreconditionError(
-              "no transaction is open in this session: Commit ends a transaction begun with "
-              "BeginTransaction (outside one, every statement commits by itself)"));
-        });
-        StartNextLocked(s, actions);
-        return;
-      }
-      if (s->tx == TxState::kAborted) {
-        absl::Status why = Fresh(s->tx_abort, s->tx_abort.code(), "nothing was committed: ");
-        s->tx = TxState::kNone;
-        s->tx_abort = absl::OkStatus();
-        finish_now([call, why = std::move(why)]() mutable { call->Fail(std::move(why)); });
-        StartNextLocked(s, actions);
-        return;
-      }
-      step.op = Op::kCommit;
-      step.deadline = call->deadline;
-      step.connection = std::move(s->conn);
-      step.reset_on_release = s->tx_dirty;
-      break;
-    case Call::Kind::kRollback:
-      if (s->tx == TxState::kNone) {
-        // Like PostgreSQL's ROLLBACK outside a transaction: nothing to do,
-        // and not an error, so a client may always roll back on its way out
-        // (also after a Commit that failed).
-        finish_now([call] { std::move(call->on_rollback)(false); });
-        StartNextLocked(s, actions);
-        return;
-      }
-      if (s->tx == TxState::kAborted) {
-        s->tx = TxState::kNone;
-        s->tx_abort = absl::OkStatus();
-        finish_now([call] { std::move(call->on_rollback)(false); });
-        StartNextLocked(s, actions);
-        return;
-      }
-      step.op = Op::kRollback;
-      step.connection = std::move(s->conn);
-      step.reset_on_release = s->tx_dirty;
-      break;
+    actions.Add(
+        [call, status = std::move(answer->status)]() mutable { call->Answer(std::move(status)); });
+    StartNextLocked(s, actions);
+    return;
   }
+  TransactionMachine::Step& planned = std::get<TransactionMachine::Step>(plan);
+  RunRequest step = std::move(planned.request);
+  if (planned.on_pinned_connection) step.connection = std::move(s->conn);
+  call->in_transaction = planned.in_transaction;
   // The session's owner, for per-client pool occupancy (also for steps that
   // carry no caller's request: BEGIN, COMMIT, ROLLBACK).
   step.client_id = s->client_id;
@@ -979,15 +813,16 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
   Actions actions;
   absl::StatusOr<StatementRunner::Results> results = std::move(outcome.results);
   PooledConnection conn = std::move(outcome.connection);
+  TransactionMachine::Verdict verdict;
   SessionInfo info;
-  absl::Time commit_time;
+  absl::Time now;
   {
     MutexLock lock(&mu_);
     --steps_in_flight_;
     steps_done_.SignalAll();
     call->state = Call::State::kDone;
     call->step = nullptr;
-    const absl::Time now = clock_.Now();
+    now = clock_.Now();
     // The session's lease or lifetime ran out while the call ran, and the
     // reaper has not got to it yet: it is over (FindLocked already says so),
     // and this completion must not renew it. End it here, as the reaper
@@ -999,98 +834,57 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
       }
     }
     s->running = nullptr;
-    // A transaction that goes on only if the session and its deadlines allow.
-    int discards = 0;
-    auto discard = [&](bool dirty) {
-      ++discards;
-      actions.Add([this, conn = std::move(conn), dirty]() mutable {
-        DiscardTransaction(std::move(conn), dirty);
-      });
-    };
+    TransactionMachine::StepReport step;
+    step.in_transaction = call->in_transaction;
+    step.connection = static_cast<bool>(conn);
+    step.changed_session_state = outcome.changed_session_state;
     if (s->ended) {
-      if (conn) {
-        discard(s->tx_dirty || outcome.changed_session_state);
-        // The work is rolled back with the session: it must not look done.
-        if (results.ok()) {
-          const EndedSession* ended = ended_.Find(s->name, now);
-          results =
-              ended == nullptr
-                  ? absl::AbortedError("the session ended; its transaction was rolled back")
-                  : Fresh(EndedSessions::StatusOf(s->name, *ended), absl::StatusCode::kAborted,
-                          "the session ended while this call was running, so its "
-                          "transaction was rolled back: ");
-        }
-      }
-      s->tx = TxState::kNone;
+      const EndedSession* ended = ended_.Find(s->name, now);
+      const absl::Status ended_status =
+          ended == nullptr ? absl::OkStatus() : EndedSessions::StatusOf(s->name, *ended);
+      verdict = machine_.ApplyEnded(s->tx, results.status(), step,
+                                    ended == nullptr ? nullptr : &ended_status);
+    } else {
+      verdict = machine_.Apply(s->tx, call->what, results.status(), step, now);
+    }
+    // Before anything else may start on the session: the next call may need
+    // the pinned connection.
+    switch (verdict.connection) {
+      case ConnectionFate::kNone:
+        break;
+      case ConnectionFate::kKeep:
+        s->conn = std::move(conn);
+        break;
+      case ConnectionFate::kDiscard:
+        ++steps_in_flight_;
+        actions.Add([this, conn = std::move(conn), dirty = verdict.reset]() mutable {
+          DiscardTransaction(std::move(conn), dirty);
+        });
+        break;
+    }
+    if (s->ended) {
       for (auto& w : s->end_waiters) actions.Add(std::move(w));
       s->end_waiters.clear();
     } else {
-      switch (call->kind) {
-        case Call::Kind::kRun:
-          if (!call->in_transaction) break;
-          if (!s->pending_kill.ok()) {
-            // A transaction deadline fired while the statement ran.
-            if (conn) discard(s->tx_dirty || outcome.changed_session_state);
-            s->tx = TxState::kAborted;
-            s->tx_abort = std::exchange(s->pending_kill, absl::OkStatus());
-            if (results.ok()) results = Detached(s->tx_abort);
-          } else if (results.ok()) {
-            s->conn = std::move(conn);
-            s->tx_dirty = s->tx_dirty || outcome.changed_session_state;
-            s->tx_idle_since = now;
-          } else {
-            // PostgreSQL aborted the transaction; the runner rolled it back.
-            ++counters_.transactions_failed;
-            s->tx = TxState::kAborted;
-            s->tx_dirty = false;
-            s->tx_abort = WithReason(
-                absl::AbortedError(absl::StrCat(
-                    "the transaction was rolled back at ", TimeText(now),
-                    " because a statement in it failed (",
-                    absl::StatusCodeToString(results.status().code()), ": ",
-                    results.status().message(),
-                    "); nothing of it was committed; call Rollback, then retry the transaction")),
-                "TX_STATEMENT_FAILED");
-          }
+      switch (verdict.event) {
+        case TransactionMachine::Event::kNone:
           break;
-        case Call::Kind::kBeginTx:
-          if (results.ok()) {
-            s->tx = TxState::kOpen;
-            s->conn = std::move(conn);
-            s->tx_start = now;
-            s->tx_idle_since = now;
-            s->tx_dirty = false;
-            s->pending_kill = absl::OkStatus();
-            ++counters_.transactions_begun;
-          } else {
-            s->tx = TxState::kNone;
-          }
+        case TransactionMachine::Event::kBegun:
+          ++counters_.transactions_begun;
           break;
-        case Call::Kind::kCommit:
-          s->tx = TxState::kNone;
-          s->tx_dirty = false;
-          s->pending_kill = absl::OkStatus();
-          if (results.ok()) {
-            ++counters_.transactions_committed;
-            commit_time = now;
-          } else {
-            ++counters_.transactions_failed;
-          }
+        case TransactionMachine::Event::kCommitted:
+          ++counters_.transactions_committed;
           break;
-        case Call::Kind::kRollback:
-          s->tx = TxState::kNone;
-          s->tx_dirty = false;
-          s->pending_kill = absl::OkStatus();
+        case TransactionMachine::Event::kRolledBack:
           ++counters_.transactions_rolled_back;
-          if (!results.ok()) {
-            // ROLLBACK fails only on a lost connection, which the runner
-            // discards, and PostgreSQL rolls back the transaction of a closed
-            // connection: what the client asked for happened.
-            spdlog::warn("session {} ({}): ROLLBACK failed, the connection is discarded: {}",
-                         s->name, s->label, results.status().ToString());
-            results = StatementRunner::Results{};
-          }
           break;
+        case TransactionMachine::Event::kFailed:
+          ++counters_.transactions_failed;
+          break;
+      }
+      if (std::holds_alternative<RollbackCall>(call->what) && !results.ok()) {
+        spdlog::warn("session {} ({}): ROLLBACK failed, the connection is discarded: {}", s->name,
+                     s->label, results.status().ToString());
       }
       if (s->orphaned) {
         // Its stream went away while the call ran: the grace runs from now.
@@ -1099,28 +893,31 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
       } else {
         RenewLocked(*s, now);
       }
-      if (call->kind == Call::Kind::kBeginTx && results.ok()) info = InfoLocked(*s);
+      if (std::holds_alternative<BeginTransactionCall>(call->what) && results.ok()) {
+        info = InfoLocked(*s);
+      }
       StartNextLocked(s, actions);
     }
-    steps_in_flight_ += discards;
   }
-  if (!results.ok()) {
+  if (verdict.reply == Reply::kError) {
+    call->Fail(std::move(verdict.error));
+  } else if (verdict.reply == Reply::kStepResult && !results.ok()) {
     call->Fail(std::move(results).status());
   } else {
-    switch (call->kind) {
-      case Call::Kind::kRun:
-        std::move(call->on_run)(std::move(results));
-        break;
-      case Call::Kind::kBeginTx:
-        std::move(call->on_info)(std::move(info));
-        break;
-      case Call::Kind::kCommit:
-        std::move(call->on_commit)(commit_time);
-        break;
-      case Call::Kind::kRollback:
-        std::move(call->on_rollback)(true);
-        break;
-    }
+    std::visit(
+        [&](auto& kind) {
+          using Kind = std::decay_t<decltype(kind)>;
+          if constexpr (std::is_same_v<Kind, RunCall>) {
+            std::move(kind.done)(std::move(results));
+          } else if constexpr (std::is_same_v<Kind, BeginTransactionCall>) {
+            std::move(kind.done)(std::move(info));
+          } else if constexpr (std::is_same_v<Kind, CommitCall>) {
+            std::move(kind.done)(now);
+          } else {
+            std::move(kind.done)(true);
+          }
+        },
+        call->what);
   }
   Perform(actions);
 }
@@ -1234,7 +1031,7 @@ SessionStats SessionManager::Stats() const {
   for (const auto& [name, s] : sessions_) {
     // Holding a pinned connection: not while BeginTransaction waits for one
     // (under a full pool, most of them would).
-    if (s->tx == TxState::kOpen) ++out.in_transaction;
+    if (s->tx.state == TxState::kOpen) ++out.in_transaction;
     out.queued_calls += static_cast<int64_t>(s->queue.size());
   }
   out.open_by_client.reserve(open_by_client_.size());

@@ -33,8 +33,13 @@
 //    carry a machine-readable reason (kSessionReasonPayloadUrl).
 //
 // The reaper keeps the sessions ordered by their next deadline and arms one
-// timer for the earliest, so its cost does not grow with idle sessions.
-// Everything is timed with the injected Clock.
+// timer (a RearmingTimer) for the earliest, so its cost does not grow with
+// idle sessions. Everything is timed with the injected Clock.
+//
+// The rules of a session's transaction live in TransactionMachine (pure, no
+// locks); ended sessions in EndedSessions; KeepAlive holds in StreamHolds.
+// The manager keeps the books under its one lock and does what they decide
+// after releasing it.
 //
 // Thread-safe. Callbacks run inline (for calls that need no database work) or
 // on the pool's executor; they must not block. The runner, timers and clock
@@ -52,7 +57,6 @@
 #include "absl/container/btree_map.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/inlined_vector.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -67,6 +71,7 @@
 #include "server/core/session/session_stats.h"
 #include "server/core/session/session_types.h"
 #include "server/core/session/stream_holds.h"
+#include "server/core/session/transaction_machine.h"
 #include "server/core/sql/session_settings.h"
 
 namespace sessionbroker::core {
@@ -164,7 +169,6 @@ class SessionManager final {
  private:
   struct Session;
   class Call;
-  enum class TxState { kNone, kBeginning, kOpen, kAborted };
   // Work found under the lock, done after releasing it.
   struct Actions;
 
@@ -212,6 +216,7 @@ class SessionManager final {
   TimerQueue& timers_;
   const Clock& clock_;
   const SessionOptions options_;
+  const TransactionMachine machine_;
 
   mutable Mutex mu_;
   CondVar steps_done_;
