@@ -4,11 +4,16 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <list>
+#include <optional>
+#include <type_traits>
 #include <utility>
+#include <variant>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "server/core/sql/sql_classifier.h"
+#include "server/core/session/session_call.h"
+#include "server/core/session/session_status.h"
 #include "server/storage/sql_error.h"
 #include "spdlog/spdlog.h"
 
@@ -16,6 +21,13 @@ namespace sessionbroker::core {
 namespace {
 
 using Op = RunRequest::Op;
+using session_internal::Detached;
+using session_internal::DurationText;
+using session_internal::Fresh;
+using session_internal::TimeText;
+using session_internal::WithReason;
+using ConnectionFate = TransactionMachine::ConnectionFate;
+using Reply = TransactionMachine::Reply;
 
 constexpr int kDefaultPageSize = 100;
 constexpr int kMaxPageSize = 1000;
@@ -24,59 +36,6 @@ constexpr size_t kMaxClientIdBytes = 256;
 // Reaped per timer run, so that a mass expiry cannot hold the lock for long;
 // the rest follow at once.
 constexpr int kReapBatch = 4096;
-
-std::string TimeText(absl::Time t) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone());
-}
-
-std::string DurationText(absl::Duration d) {
-  return absl::FormatDuration(absl::Trunc(d, absl::Milliseconds(1)));
-}
-
-absl::Status WithReason(absl::Status status, absl::string_view token) {
-  status.SetPayload(kSessionReasonPayloadUrl, absl::Cord(token));
-  return status;
-}
-
-// `status` with another code and a prefix on its message, sharing nothing
-// with it. Copies of an absl::Status (and of its payload Cords) share
-// reference-counted reps, and Debian's Abseil drops those counts in
-// uninstrumented code: when a copy reaches another thread while one stays
-// behind, ThreadSanitizer cannot see the synchronisation and reports a false
-// race on the final delete (see ConnectionPool::Acquire). So statuses go to
-// callers and to the runner moved, and what is derived from a status the
-// manager keeps (tx_abort, an ended session's) is built afresh here, payload
-// bytes included (storage::Recode would share the payload Cords).
-absl::Status Fresh(const absl::Status& status, absl::StatusCode code, absl::string_view prefix) {
-  absl::Status out(code, absl::StrCat(prefix, status.message()));
-  status.ForEachPayload([&out](absl::string_view url, const absl::Cord& payload) {
-    out.SetPayload(url, absl::Cord(std::string(payload)));
-  });
-  return out;
-}
-absl::Status Detached(const absl::Status& status) { return Fresh(status, status.code(), ""); }
-
-// A read-only session's transactions begin READ ONLY; PostgreSQL lets a
-// transaction turn itself read-write (SET transaction_read_only = off, SET
-// TRANSACTION READ WRITE, set_config(...), a DO block) before its first
-// query. So such a session refuses statements that set anything; its
-// settings belong in BeginSession. Checked before the statement runs, so a
-// refusal leaves an open transaction as it was.
-absl::Status ReadOnlySessionMayRun(const RunRequest& request) {
-  for (size_t i = 0; i < request.statements.size(); ++i) {
-    const SqlInfo info = ClassifySql(request.statements[i].sql);
-    if (info.first_keyword == "SET" || info.first_keyword == "RESET" ||
-        info.changes_session_state) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          request.statements.size() > 1 ? absl::StrCat("statements[", i, "]: ") : "",
-          "a read-only session does not run statements that set or keep session state (",
-          info.first_keyword.empty() ? "this one" : info.first_keyword,
-          " could make its transactions writable or outlive the call); give settings in "
-          "BeginSessionRequest.settings"));
-    }
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -93,20 +52,12 @@ struct SessionManager::Session {
   absl::Time renewed;
   absl::Time lease_end;  // while no stream holds it
   absl::Time max_end;
-  // Streams holding the session (their lease then moves with them).
-  absl::InlinedVector<StreamId, 1> holders;
   bool orphaned = false;  // lease_end was set when its last stream went away
   absl::Time orphaned_at;
   bool ended = false;
 
-  TxState tx = TxState::kNone;
-  absl::Time tx_start;
-  absl::Time tx_idle_since;
-  PooledConnection conn;  // kOpen with no call running
-  bool tx_dirty = false;  // a statement changed session state: reset on release
-  absl::Status tx_abort;  // kAborted: why (ABORTED)
-  // A transaction deadline fired while a call ran on the connection.
-  absl::Status pending_kill;
+  Transaction tx;         // its state; the rules are TransactionMachine's
+  PooledConnection conn;  // tx kOpen with no call running: the pinned connection
 
   std::shared_ptr<Call> running;
   std::list<std::shared_ptr<Call>> queue;
@@ -116,50 +67,42 @@ struct SessionManager::Session {
   absl::Time deadline = absl::InfiniteFuture();  // its key in deadlines_
 };
 
-// One call on a session: queued, running (a runner step), or done. Its state
-// is guarded by the manager's lock.
+// One call on a session: queued, running (a runner step), or done. What it
+// is (kind, inputs, callback) is its SessionCall; its progress is guarded by
+// the manager's lock.
 class SessionManager::Call final : public RunningCall {
  public:
-  enum class Kind { kRun, kBeginTx, kCommit, kRollback };
   enum class State { kQueued, kRunning, kDone };
 
-  Call(SessionManager* manager, Kind kind, absl::Time deadline)
-      : manager_(manager), kind(kind), deadline(deadline) {}
+  Call(SessionManager* manager, SessionCall what)
+      : manager_(manager), what(std::move(what)), deadline(DeadlineOf(this->what)) {}
 
   void Cancel() override { Stop(absl::CancelledError("the call was cancelled")); }
   void Abort(absl::Status why) override { Stop(std::move(why)); }
 
   // Completes the call with an error (any kind).
-  void Fail(absl::Status status) {
-    switch (kind) {
-      case Kind::kRun:
-        std::move(on_run)(std::move(status));
-        break;
-      case Kind::kBeginTx:
-        std::move(on_info)(std::move(status));
-        break;
-      case Kind::kCommit:
-        std::move(on_commit)(std::move(status));
-        break;
-      case Kind::kRollback:
-        std::move(on_rollback)(std::move(status));
-        break;
+  void Fail(absl::Status status) { FailCall(what, std::move(status)); }
+  // Completes the call as TransactionMachine::Answer says.
+  void Answer(absl::Status status) {
+    if (!status.ok()) {
+      Fail(std::move(status));
+      return;
     }
+    if (RollbackCall* rollback = std::get_if<RollbackCall>(&what)) {
+      std::move(rollback->done)(false);
+      return;
+    }
+    Fail(absl::InternalError("the call was answered without a result"));
   }
 
   SessionManager* const manager_;
-  const Kind kind;
+  // The request of a RunCall moves out when its step starts.
+  SessionCall what;
   const absl::Time deadline;
-  RunRequest request;       // kRun
-  TransactionSpec tx_spec;  // kBeginTx
-  StatementRunner::Callback on_run;
-  Callback<SessionInfo> on_info;
-  Callback<absl::Time> on_commit;
-  Callback<bool> on_rollback;
 
   // Guarded by manager_->mu_.
   State state = State::kQueued;
-  bool in_transaction = false;  // kRun on the pinned connection
+  bool in_transaction = false;  // a RunCall on the pinned connection
   std::weak_ptr<Session> session;
   std::shared_ptr<RunningCall> step;
   absl::Status stop;  // a stop requested before the step was known
@@ -225,16 +168,16 @@ void SessionManager::Call::Stop(absl::Status why) {
 
 SessionManager::SessionManager(StatementRunner& runner, TimerQueue& timers, const Clock& clock,
                                SessionOptions options)
-    : runner_(runner), timers_(timers), clock_(clock), options_(std::move(options)) {}
+    : runner_(runner),
+      timers_(timers),
+      clock_(clock),
+      options_(std::move(options)),
+      machine_(TransactionMachine::Limits{options_.tx_idle_timeout, options_.tx_max_duration}),
+      ended_(options_.remembered_ended, options_.remember_ended_for) {}
 
 SessionManager::~SessionManager() {
-  TimerQueue::TimerId timer;
-  {
-    MutexLock lock(&mu_);
-    timer = reaper_timer_;
-    reaper_timer_ = 0;
-  }
-  if (timer != 0) timers_.CancelAndWait(timer);
+  // Waits for a Reap() running on the timer thread.
+  reaper_.Stop();
 }
 
 std::string SessionManager::NewName() {
@@ -268,20 +211,19 @@ absl::StatusOr<std::shared_ptr<SessionManager::Session>> SessionManager::FindLoc
     const Session& found = *it->second;
     const absl::Time now = clock_.Now();
     if (now >= found.max_end) {
-      return EndedStatusLocked(name, Ended{EndReason::kLifetime, found.max_end,
-                                           EndDetail(found, EndReason::kLifetime, found.max_end)});
+      return EndedSessions::StatusOf(
+          name, EndedSession{EndReason::kLifetime, found.max_end,
+                             EndDetail(found, EndReason::kLifetime, found.max_end)});
     }
     if (LeaseRunsLocked(found) && now >= found.lease_end) {
       const EndReason reason = found.orphaned ? EndReason::kOrphaned : EndReason::kExpired;
-      return EndedStatusLocked(name, Ended{reason, found.lease_end, EndDetail(found, reason, now)});
+      return EndedSessions::StatusOf(
+          name, EndedSession{reason, found.lease_end, EndDetail(found, reason, now)});
     }
     return it->second;
   }
-  auto ended = ended_.find(name);
-  // RememberEndedLocked prunes only when another session ends: check the age
-  // here too, so an old entry is never reported.
-  if (ended != ended_.end() && clock_.Now() <= ended->second.at + options_.remember_ended_for) {
-    return EndedStatusLocked(name, ended->second);
+  if (const EndedSession* ended = ended_.Find(name, clock_.Now()); ended != nullptr) {
+    return EndedSessions::StatusOf(name, *ended);
   }
   return WithReason(
       absl::NotFoundError(absl::StrCat(
@@ -289,28 +231,6 @@ absl::StatusOr<std::shared_ptr<SessionManager::Session>> SessionManager::FindLoc
           DurationText(options_.remember_ended_for),
           " ago (or the broker restarted since); begin a new session")),
       "SESSION_NOT_FOUND");
-}
-
-absl::Status SessionManager::EndedStatusLocked(absl::string_view name, const Ended& ended) const {
-  static constexpr absl::string_view kTokens[] = {"SESSION_ENDED", "SESSION_EXPIRED",
-                                                  "SESSION_ORPHANED", "SESSION_MAX_LIFETIME",
-                                                  "BROKER_SHUTDOWN"};
-  return WithReason(
-      absl::FailedPreconditionError(absl::StrCat("session ", name, " ended at ", TimeText(ended.at),
-                                                 ": ", ended.detail, "; begin a new session")),
-      kTokens[static_cast<int>(ended.reason)]);
-}
-
-void SessionManager::RememberEndedLocked(const std::string& name, Ended ended) {
-  const absl::Time now = ended.at;
-  ended_.insert_or_assign(name, std::move(ended));
-  ended_order_.emplace_back(now, name);
-  while (!ended_order_.empty() &&
-         (static_cast<int>(ended_order_.size()) > options_.remembered_ended ||
-          ended_order_.front().first + options_.remember_ended_for < now)) {
-    ended_.erase(ended_order_.front().second);
-    ended_order_.pop_front();
-  }
 }
 
 std::string SessionManager::EndDetail(const Session& s, EndReason reason, absl::Time now) const {
@@ -336,7 +256,7 @@ std::string SessionManager::EndDetail(const Session& s, EndReason reason, absl::
 }
 
 absl::Time SessionManager::ExpireTimeLocked(const Session& s) const {
-  if (!s.holders.empty()) return std::min(clock_.Now() + s.ttl, s.max_end);
+  if (holds_.Held(s.name)) return std::min(clock_.Now() + s.ttl, s.max_end);
   return s.lease_end;
 }
 
@@ -352,13 +272,21 @@ SessionInfo SessionManager::InfoLocked(const Session& s) const {
   info.read_only = s.base.read_only;
   info.isolation = s.base.isolation;
   info.settings = s.base.settings;
-  info.in_transaction = s.tx == TxState::kOpen || s.tx == TxState::kAborted;
-  info.transaction_aborted = s.tx == TxState::kAborted;
-  if (info.transaction_aborted) info.abort_reason = std::string(s.tx_abort.message());
-  if (info.in_transaction) info.transaction_start_time = s.tx_start;
-  info.held_by_stream = !s.holders.empty();
+  info.in_transaction = s.tx.state == TxState::kOpen || s.tx.state == TxState::kAborted;
+  info.transaction_aborted = s.tx.state == TxState::kAborted;
+  if (info.transaction_aborted) info.abort_reason = std::string(s.tx.abort.message());
+  if (info.in_transaction) info.transaction_start_time = s.tx.start;
+  info.held_by_stream = holds_.Held(s.name);
   info.queued_calls = static_cast<int>(s.queue.size());
   return info;
+}
+
+std::optional<EndReason> SessionManager::LapsedLocked(const Session& s, absl::Time now) const {
+  if (now >= s.max_end) return EndReason::kLifetime;
+  if (LeaseRunsLocked(s) && now >= s.lease_end) {
+    return s.orphaned ? EndReason::kOrphaned : EndReason::kExpired;
+  }
+  return std::nullopt;
 }
 
 bool SessionManager::LeaseRunsLocked(const Session& s) const {
@@ -366,7 +294,7 @@ bool SessionManager::LeaseRunsLocked(const Session& s) const {
   // not: a statement outlasting its session's lease is cancelled (the client
   // renews with RenewSession, which never queues, or holds the session with
   // a KeepAlive stream, for long statements).
-  return s.holders.empty();
+  return !holds_.Held(s.name);
 }
 
 void SessionManager::RenewLocked(Session& s, absl::Time now) {
@@ -379,13 +307,7 @@ void SessionManager::RenewLocked(Session& s, absl::Time now) {
 void SessionManager::RescheduleLocked(Session& s) {
   absl::Time next = s.max_end;
   if (LeaseRunsLocked(s)) next = std::min(next, s.lease_end);
-  // Once a kill is pending (the running call was told to stop), the
-  // transaction's deadlines have fired: keeping them would re-arm the reaper
-  // at a past time and make it spin until the call completes.
-  if (s.tx == TxState::kOpen && s.pending_kill.ok()) {
-    next = std::min(next, s.tx_start + options_.tx_max_duration);
-    if (s.running == nullptr) next = std::min(next, s.tx_idle_since + options_.tx_idle_timeout);
-  }
+  next = std::min(next, machine_.NextDeadline(s.tx, s.running != nullptr));
   if (next == s.deadline) return;
   if (s.deadline != absl::InfiniteFuture()) deadlines_.erase({s.deadline, &s});
   s.deadline = next;
@@ -394,27 +316,17 @@ void SessionManager::RescheduleLocked(Session& s) {
 }
 
 void SessionManager::ArmReaperLocked() {
-  if (deadlines_.empty()) return;
-  const absl::Time earliest = deadlines_.begin()->first;
-  if (reaper_timer_ != 0 && reaper_at_ <= earliest) return;
-  // Cancel fails only when the timer queue has already taken the timer out
-  // to run it: that Reap() is about to take the lock, and re-arms for the
-  // earliest deadline when it is done. Scheduling another here would leave
-  // two reaper timers, one of them untracked (the destructor could not
-  // cancel it).
-  if (reaper_timer_ != 0 && !timers_.Cancel(reaper_timer_)) return;
-  reaper_at_ = earliest;
-  reaper_timer_ = timers_.Schedule(earliest, [this] { Reap(); });
+  if (!deadlines_.empty()) reaper_.ArmBy(deadlines_.begin()->first);
 }
 
 // ---- The reaper --------------------------------------------------------------
 
-void SessionManager::Reap() {
+void SessionManager::Reap(RearmingTimer::Token token) {
   Actions actions;
   {
     MutexLock lock(&mu_);
-    reaper_timer_ = 0;
-    reaper_at_ = absl::InfiniteFuture();
+    // A newer arming replaced this one: it will fire instead.
+    if (!reaper_.Fired(token)) return;
     const absl::Time now = clock_.Now();
     std::vector<Session*> due;
     for (auto it = deadlines_.begin();
@@ -426,38 +338,15 @@ void SessionManager::Reap() {
       auto found = sessions_.find(raw->name);
       if (found == sessions_.end()) continue;
       std::shared_ptr<Session> s = found->second;
-      if (now >= s->max_end) {
-        EndLocked(s, EndReason::kLifetime, actions);
-      } else if (LeaseRunsLocked(*s) && now >= s->lease_end) {
-        EndLocked(s, s->orphaned ? EndReason::kOrphaned : EndReason::kExpired, actions);
-      } else if (s->tx == TxState::kOpen && s->pending_kill.ok() &&
-                 now >= s->tx_start + options_.tx_max_duration) {
-        ++counters_.tx_killed_max_duration;
-        KillTransactionLocked(
-            s,
-            WithReason(absl::AbortedError(absl::StrCat(
-                           "the transaction was rolled back by the broker at ", TimeText(now),
-                           ": it had been open since ", TimeText(s->tx_start),
-                           ", longer than BROKER_TX_MAX_DURATION (",
-                           DurationText(options_.tx_max_duration),
-                           "); nothing of it was committed; call Rollback, then retry the "
-                           "transaction (shorter)")),
-                       "TX_MAX_DURATION"),
-            actions);
-      } else if (s->tx == TxState::kOpen && s->running == nullptr &&
-                 now >= s->tx_idle_since + options_.tx_idle_timeout) {
-        ++counters_.tx_killed_idle;
-        KillTransactionLocked(
-            s,
-            WithReason(absl::AbortedError(absl::StrCat(
-                           "the transaction was rolled back by the broker at ", TimeText(now),
-                           ": no statement ran in it since ", TimeText(s->tx_idle_since),
-                           ", longer than BROKER_TX_IDLE_TIMEOUT (",
-                           DurationText(options_.tx_idle_timeout),
-                           "); nothing of it was committed; call Rollback, then retry the "
-                           "transaction without pausing inside it")),
-                       "TX_IDLE_TIMEOUT"),
-            actions);
+      if (const std::optional<EndReason> lapsed = LapsedLocked(*s, now); lapsed.has_value()) {
+        EndLocked(s, *lapsed, actions);
+      } else if (std::optional<TransactionMachine::DueKill> kill =
+                     machine_.KillDue(s->tx, s->running != nullptr, now);
+                 kill.has_value()) {
+        ++(kill->kind == TransactionMachine::KillKind::kMaxDuration
+               ? counters_.tx_killed_max_duration
+               : counters_.tx_killed_idle);
+        KillTransactionLocked(s, std::move(kill->why), actions);
       } else {
         RescheduleLocked(*s);
       }
@@ -470,22 +359,18 @@ void SessionManager::Reap() {
 void SessionManager::KillTransactionLocked(const std::shared_ptr<Session>& s, absl::Status why,
                                            Actions& actions) {
   spdlog::warn("session {} ({}): {}", s->name, s->label, std::string(why.message()));
-  if (s->running != nullptr) {
-    // The call's completion rolls back and reports `why`.
+  TransactionMachine::KillPlan kill = machine_.Kill(s->tx, std::move(why), s->running != nullptr);
+  if (kill.abort_running_call) {
     std::shared_ptr<Call> call = s->running;
-    actions.Add([call, why = Detached(why)]() mutable { call->Abort(std::move(why)); });
-    s->pending_kill = std::move(why);
-    RescheduleLocked(*s);
-    return;
+    actions.Add(
+        [call, why = std::move(kill.abort_with)]() mutable { call->Abort(std::move(why)); });
   }
-  s->tx = TxState::kAborted;
-  s->tx_abort = std::move(why);
-  PooledConnection conn = std::move(s->conn);
-  const bool dirty = std::exchange(s->tx_dirty, false);
-  ++steps_in_flight_;
-  actions.Add([this, conn = std::move(conn), dirty]() mutable {
-    DiscardTransaction(std::move(conn), dirty);
-  });
+  if (kill.discard_connection) {
+    ++steps_in_flight_;
+    actions.Add([this, conn = std::move(s->conn), dirty = kill.reset]() mutable {
+      DiscardTransaction(std::move(conn), dirty);
+    });
+  }
   RescheduleLocked(*s);
 }
 
@@ -531,18 +416,16 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
       ++counters_.ended_by_shutdown;
       break;
   }
-  Ended ended{reason, now, EndDetail(*s, reason, now)};
-  const absl::Status ended_status = EndedStatusLocked(s->name, ended);
-  const bool had_tx = s->tx == TxState::kOpen || s->tx == TxState::kBeginning ||
-                      (s->running != nullptr && s->running->in_transaction);
+  EndedSession ended{reason, now, EndDetail(*s, reason, now)};
+  const absl::Status ended_status = EndedSessions::StatusOf(s->name, ended);
+  const TransactionMachine::EndPlan tx_end = machine_.End(
+      s->tx, s->running != nullptr, s->running != nullptr && s->running->in_transaction);
   if (reason != EndReason::kClient) {
     spdlog::info("session {} ({}) ended: {}{}", s->name, s->label, ended.detail,
-                 had_tx ? "; its open transaction is rolled back" : "");
-    // Not again for a transaction a deadline already killed (its running
-    // call was told to stop, and counted, by the reaper).
-    if (had_tx && s->pending_kill.ok()) ++counters_.tx_killed_session_end;
+                 tx_end.had_transaction ? "; its open transaction is rolled back" : "");
+    if (tx_end.count_kill) ++counters_.tx_killed_session_end;
   }
-  RememberEndedLocked(s->name, std::move(ended));
+  ended_.Remember(s->name, std::move(ended));
 
   for (std::shared_ptr<Call>& queued : s->queue) {
     queued->state = Call::State::kDone;
@@ -560,13 +443,11 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
     std::shared_ptr<Call> call = s->running;
     actions.Add(
         [call, aborted = std::move(aborted)]() mutable { call->Abort(std::move(aborted)); });
-  } else if (s->tx == TxState::kOpen) {
-    s->tx = TxState::kNone;
+  } else if (tx_end.discard_connection) {
     ++steps_in_flight_;
-    PooledConnection conn = std::move(s->conn);
-    const bool dirty = s->tx_dirty;
     std::vector<absl::AnyInvocable<void()&&>> waiters = std::move(s->end_waiters);
-    actions.Add([this, conn = std::move(conn), dirty, waiters = std::move(waiters)]() mutable {
+    actions.Add([this, conn = std::move(s->conn), dirty = tx_end.reset,
+                 waiters = std::move(waiters)]() mutable {
       DiscardTransaction(std::move(conn), dirty);
       // The rollback is on its way; the waiters (EndSession) need not wait
       // for its round trip: the session is gone and its transaction can no
@@ -574,25 +455,22 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
       for (auto& w : waiters) std::move(w)();
     });
   }
-  if (s->running == nullptr && s->tx != TxState::kOpen) {
+  if (s->running == nullptr) {
     for (auto& w : s->end_waiters) actions.Add(std::move(w));
     s->end_waiters.clear();
   }
 
-  for (const StreamId id : s->holders) {
-    auto stream = streams_.find(id);
-    if (stream == streams_.end()) continue;
-    auto& held = stream->second.held;
-    held.erase(std::remove(held.begin(), held.end(), s), held.end());
+  for (const StreamId id : holds_.Forget(s->name)) {
+    auto listener = listeners_.find(id);
+    if (listener == listeners_.end()) continue;
     StreamUpdate update;
     update.name = s->name;
     update.state = StreamUpdate::State::kEnded;
     update.reason = std::string(ended_status.message());
-    std::shared_ptr<StreamListener> listener = stream->second.listener;
-    actions.Add(
-        [listener, update = std::move(update)]() mutable { (*listener)(std::move(update)); });
+    actions.Add([listener = listener->second, update = std::move(update)]() mutable {
+      (*listener)(std::move(update));
+    });
   }
-  s->holders.clear();
 }
 
 void SessionManager::Perform(Actions& actions) {
@@ -673,7 +551,7 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
     auto s = std::make_shared<Session>();
     do {
       s->name = NewName();
-    } while (sessions_.contains(s->name) || ended_.contains(s->name));
+    } while (sessions_.contains(s->name) || ended_.Contains(s->name));
     s->label = std::move(spec.label);
     s->client_id = std::move(spec.client_id);
     s->base.isolation = spec.isolation;
@@ -778,8 +656,8 @@ void SessionManager::End(absl::string_view name, Callback<bool> done) {
       not_found = found.status();
     } else {
       std::shared_ptr<Session> s = *std::move(found);
-      const bool had_tx = s->tx == TxState::kOpen || s->tx == TxState::kBeginning ||
-                          (s->running != nullptr && s->running->in_transaction);
+      const bool had_tx = TransactionMachine::HasTransaction(
+          s->tx, s->running != nullptr && s->running->in_transaction);
       // Answer once the session's connection is on its way back.
       s->end_waiters.push_back(
           [done = std::move(done), had_tx]() mutable { std::move(done)(had_tx); });
@@ -800,25 +678,21 @@ std::shared_ptr<RunningCall> SessionManager::BeginTransaction(absl::string_view 
                                                               TransactionSpec spec,
                                                               absl::Time deadline,
                                                               Callback<SessionInfo> done) {
-  auto call = std::make_shared<Call>(this, Call::Kind::kBeginTx, deadline);
-  call->tx_spec = spec;
-  call->on_info = std::move(done);
+  auto call = std::make_shared<Call>(this, BeginTransactionCall{spec, deadline, std::move(done)});
   Submit(name, call);
   return call;
 }
 
 std::shared_ptr<RunningCall> SessionManager::Commit(absl::string_view name, absl::Time deadline,
                                                     Callback<absl::Time> done) {
-  auto call = std::make_shared<Call>(this, Call::Kind::kCommit, deadline);
-  call->on_commit = std::move(done);
+  auto call = std::make_shared<Call>(this, CommitCall{deadline, std::move(done)});
   Submit(name, call);
   return call;
 }
 
 std::shared_ptr<RunningCall> SessionManager::Rollback(absl::string_view name, absl::Time deadline,
                                                       Callback<bool> done) {
-  auto call = std::make_shared<Call>(this, Call::Kind::kRollback, deadline);
-  call->on_rollback = std::move(done);
+  auto call = std::make_shared<Call>(this, RollbackCall{deadline, std::move(done)});
   Submit(name, call);
   return call;
 }
@@ -831,9 +705,7 @@ std::shared_ptr<RunningCall> SessionManager::Run(absl::string_view name, RunRequ
     std::move(done)(std::move(valid));
     return nullptr;
   }
-  auto call = std::make_shared<Call>(this, Call::Kind::kRun, request.deadline);
-  call->request = std::move(request);
-  call->on_run = std::move(done);
+  auto call = std::make_shared<Call>(this, RunCall{std::move(request), std::move(done)});
   Submit(name, call);
   return call;
 }
@@ -889,114 +761,19 @@ void SessionManager::StartLocked(const std::shared_ptr<Session>& s, std::shared_
     timers_.Cancel(call->queue_timer);
     call->queue_timer = 0;
   }
-  // Completes the call without database work, then moves on.
-  // (The caller of finish_now moves on with StartNextLocked.)
-  auto finish_now = [&](absl::AnyInvocable<void() &&> deliver) {
+  TransactionMachine::Plan plan = machine_.PlanCall(s->tx, s->base, call->what);
+  if (TransactionMachine::Answer* answer = std::get_if<TransactionMachine::Answer>(&plan)) {
+    // Completes the call without database work, then moves on.
     call->state = Call::State::kDone;
-    actions.Add(std::move(deliver));
-  };
-  RunRequest step;
-  switch (call->kind) {
-    case Call::Kind::kRun:
-      if (s->base.read_only) {
-        if (absl::Status allowed = ReadOnlySessionMayRun(call->request); !allowed.ok()) {
-          finish_now([call, allowed]() mutable { call->Fail(Detached(allowed)); });
-          StartNextLocked(s, actions);
-          return;
-        }
-      }
-      if (s->tx == TxState::kAborted) {
-        finish_now([call, why = Detached(s->tx_abort)]() mutable { call->Fail(std::move(why)); });
-        StartNextLocked(s, actions);
-        return;
-      }
-      step = std::move(call->request);
-      if (s->tx == TxState::kOpen) {
-        step.op = Op::kInTransaction;
-        step.connection = std::move(s->conn);
-        step.reset_on_release = s->tx_dirty;
-        call->in_transaction = true;
-      } else {
-        step.transaction.settings = s->base.settings;
-        step.transaction.read_only = s->base.read_only;
-        // One statement sees one snapshot whatever the level.
-        if (step.op == Op::kBatch) step.transaction.isolation = s->base.isolation;
-      }
-      break;
-    case Call::Kind::kBeginTx:
-      if (s->tx == TxState::kOpen) {
-        finish_now([call, since = s->tx_start] {
-          call->Fail(absl::FailedPreconditionError(
-              absl::StrCat("a transaction is already open in this session (since ", TimeText(since),
-                           "); Commit or Rollback it first")));
-        });
-        StartNextLocked(s, actions);
-        return;
-      }
-      if (s->tx == TxState::kAborted) {
-        finish_now([call, why = std::string(s->tx_abort.message())] {
-          call->Fail(absl::FailedPreconditionError(absl::StrCat(
-              "the session's previous transaction was rolled back by the broker and not yet "
-              "acknowledged; call Rollback before beginning another (",
-              why, ")")));
-        });
-        StartNextLocked(s, actions);
-        return;
-      }
-      step.op = Op::kBegin;
-      step.deadline = call->deadline;
-      step.transaction = s->base;
-      if (call->tx_spec.isolation != Isolation::kDefault) {
-        step.transaction.isolation = call->tx_spec.isolation;
-      }
-      step.transaction.read_only = s->base.read_only || call->tx_spec.read_only;
-      step.transaction.deferrable = call->tx_spec.deferrable;
-      s->tx = TxState::kBeginning;
-      break;
-    case Call::Kind::kCommit:
-      if (s->tx == TxState::kNone) {
-        finish_now([call] {
-          call->Fail(absl::FailedPreconditionError(
-              "no transaction is open in this session: Commit ends a transaction begun with "
-              "BeginTransaction (outside one, every statement commits by itself)"));
-        });
-        StartNextLocked(s, actions);
-        return;
-      }
-      if (s->tx == TxState::kAborted) {
-        absl::Status why = Fresh(s->tx_abort, s->tx_abort.code(), "nothing was committed: ");
-        s->tx = TxState::kNone;
-        s->tx_abort = absl::OkStatus();
-        finish_now([call, why = std::move(why)]() mutable { call->Fail(std::move(why)); });
-        StartNextLocked(s, actions);
-        return;
-      }
-      step.op = Op::kCommit;
-      step.deadline = call->deadline;
-      step.connection = std::move(s->conn);
-      step.reset_on_release = s->tx_dirty;
-      break;
-    case Call::Kind::kRollback:
-      if (s->tx == TxState::kNone) {
-        // Like PostgreSQL's ROLLBACK outside a transaction: nothing to do,
-        // and not an error, so a client may always roll back on its way out
-        // (also after a Commit that failed).
-        finish_now([call] { std::move(call->on_rollback)(false); });
-        StartNextLocked(s, actions);
-        return;
-      }
-      if (s->tx == TxState::kAborted) {
-        s->tx = TxState::kNone;
-        s->tx_abort = absl::OkStatus();
-        finish_now([call] { std::move(call->on_rollback)(false); });
-        StartNextLocked(s, actions);
-        return;
-      }
-      step.op = Op::kRollback;
-      step.connection = std::move(s->conn);
-      step.reset_on_release = s->tx_dirty;
-      break;
+    actions.Add(
+        [call, status = std::move(answer->status)]() mutable { call->Answer(std::move(status)); });
+    StartNextLocked(s, actions);
+    return;
   }
+  TransactionMachine::Step& planned = std::get<TransactionMachine::Step>(plan);
+  RunRequest step = std::move(planned.request);
+  if (planned.on_pinned_connection) step.connection = std::move(s->conn);
+  call->in_transaction = planned.in_transaction;
   // The session's owner, for per-client pool occupancy (also for steps that
   // carry no caller's request: BEGIN, COMMIT, ROLLBACK).
   step.client_id = s->client_id;
@@ -1036,107 +813,78 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
   Actions actions;
   absl::StatusOr<StatementRunner::Results> results = std::move(outcome.results);
   PooledConnection conn = std::move(outcome.connection);
+  TransactionMachine::Verdict verdict;
   SessionInfo info;
-  absl::Time commit_time;
+  absl::Time now;
   {
     MutexLock lock(&mu_);
     --steps_in_flight_;
     steps_done_.SignalAll();
     call->state = Call::State::kDone;
     call->step = nullptr;
-    s->running = nullptr;
-    const absl::Time now = clock_.Now();
-    // A transaction that goes on only if the session and its deadlines allow.
-    int discards = 0;
-    auto discard = [&](bool dirty) {
-      ++discards;
-      actions.Add([this, conn = std::move(conn), dirty]() mutable {
-        DiscardTransaction(std::move(conn), dirty);
-      });
-    };
-    if (s->ended) {
-      if (conn) {
-        discard(s->tx_dirty || outcome.changed_session_state);
-        // The work is rolled back with the session: it must not look done.
-        if (results.ok()) {
-          auto it = ended_.find(s->name);
-          results = it == ended_.end()
-                        ? absl::AbortedError("the session ended; its transaction was rolled back")
-                        : Fresh(EndedStatusLocked(s->name, it->second), absl::StatusCode::kAborted,
-                                "the session ended while this call was running, so its "
-                                "transaction was rolled back: ");
-        }
+    now = clock_.Now();
+    // The session's lease or lifetime ran out while the call ran, and the
+    // reaper has not got to it yet: it is over (FindLocked already says so),
+    // and this completion must not renew it. End it here, as the reaper
+    // would have, while the call still counts as running on it, so that what
+    // follows treats the call as one its session ended under.
+    if (!s->ended) {
+      if (const std::optional<EndReason> lapsed = LapsedLocked(*s, now); lapsed.has_value()) {
+        EndLocked(s, *lapsed, actions);
       }
-      s->tx = TxState::kNone;
+    }
+    s->running = nullptr;
+    TransactionMachine::StepReport step;
+    step.in_transaction = call->in_transaction;
+    step.connection = static_cast<bool>(conn);
+    step.changed_session_state = outcome.changed_session_state;
+    if (s->ended) {
+      const EndedSession* ended = ended_.Find(s->name, now);
+      const absl::Status ended_status =
+          ended == nullptr ? absl::OkStatus() : EndedSessions::StatusOf(s->name, *ended);
+      verdict = machine_.ApplyEnded(s->tx, results.status(), step,
+                                    ended == nullptr ? nullptr : &ended_status);
+    } else {
+      verdict = machine_.Apply(s->tx, call->what, results.status(), step, now);
+    }
+    // Before anything else may start on the session: the next call may need
+    // the pinned connection.
+    switch (verdict.connection) {
+      case ConnectionFate::kNone:
+        break;
+      case ConnectionFate::kKeep:
+        s->conn = std::move(conn);
+        break;
+      case ConnectionFate::kDiscard:
+        ++steps_in_flight_;
+        actions.Add([this, conn = std::move(conn), dirty = verdict.reset]() mutable {
+          DiscardTransaction(std::move(conn), dirty);
+        });
+        break;
+    }
+    if (s->ended) {
       for (auto& w : s->end_waiters) actions.Add(std::move(w));
       s->end_waiters.clear();
     } else {
-      switch (call->kind) {
-        case Call::Kind::kRun:
-          if (!call->in_transaction) break;
-          if (!s->pending_kill.ok()) {
-            // A transaction deadline fired while the statement ran.
-            if (conn) discard(s->tx_dirty || outcome.changed_session_state);
-            s->tx = TxState::kAborted;
-            s->tx_abort = std::exchange(s->pending_kill, absl::OkStatus());
-            if (results.ok()) results = Detached(s->tx_abort);
-          } else if (results.ok()) {
-            s->conn = std::move(conn);
-            s->tx_dirty = s->tx_dirty || outcome.changed_session_state;
-            s->tx_idle_since = now;
-          } else {
-            // PostgreSQL aborted the transaction; the runner rolled it back.
-            ++counters_.transactions_failed;
-            s->tx = TxState::kAborted;
-            s->tx_dirty = false;
-            s->tx_abort = WithReason(
-                absl::AbortedError(absl::StrCat(
-                    "the transaction was rolled back at ", TimeText(now),
-                    " because a statement in it failed (",
-                    absl::StatusCodeToString(results.status().code()), ": ",
-                    results.status().message(),
-                    "); nothing of it was committed; call Rollback, then retry the transaction")),
-                "TX_STATEMENT_FAILED");
-          }
+      switch (verdict.event) {
+        case TransactionMachine::Event::kNone:
           break;
-        case Call::Kind::kBeginTx:
-          if (results.ok()) {
-            s->tx = TxState::kOpen;
-            s->conn = std::move(conn);
-            s->tx_start = now;
-            s->tx_idle_since = now;
-            s->tx_dirty = false;
-            s->pending_kill = absl::OkStatus();
-            ++counters_.transactions_begun;
-          } else {
-            s->tx = TxState::kNone;
-          }
+        case TransactionMachine::Event::kBegun:
+          ++counters_.transactions_begun;
           break;
-        case Call::Kind::kCommit:
-          s->tx = TxState::kNone;
-          s->tx_dirty = false;
-          s->pending_kill = absl::OkStatus();
-          if (results.ok()) {
-            ++counters_.transactions_committed;
-            commit_time = now;
-          } else {
-            ++counters_.transactions_failed;
-          }
+        case TransactionMachine::Event::kCommitted:
+          ++counters_.transactions_committed;
           break;
-        case Call::Kind::kRollback:
-          s->tx = TxState::kNone;
-          s->tx_dirty = false;
-          s->pending_kill = absl::OkStatus();
+        case TransactionMachine::Event::kRolledBack:
           ++counters_.transactions_rolled_back;
-          if (!results.ok()) {
-            // ROLLBACK fails only on a lost connection, which the runner
-            // discards, and PostgreSQL rolls back the transaction of a closed
-            // connection: what the client asked for happened.
-            spdlog::warn("session {} ({}): ROLLBACK failed, the connection is discarded: {}",
-                         s->name, s->label, results.status().ToString());
-            results = StatementRunner::Results{};
-          }
           break;
+        case TransactionMachine::Event::kFailed:
+          ++counters_.transactions_failed;
+          break;
+      }
+      if (std::holds_alternative<RollbackCall>(call->what) && !results.ok()) {
+        spdlog::warn("session {} ({}): ROLLBACK failed, the connection is discarded: {}", s->name,
+                     s->label, results.status().ToString());
       }
       if (s->orphaned) {
         // Its stream went away while the call ran: the grace runs from now.
@@ -1145,28 +893,31 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
       } else {
         RenewLocked(*s, now);
       }
-      if (call->kind == Call::Kind::kBeginTx && results.ok()) info = InfoLocked(*s);
+      if (std::holds_alternative<BeginTransactionCall>(call->what) && results.ok()) {
+        info = InfoLocked(*s);
+      }
       StartNextLocked(s, actions);
     }
-    steps_in_flight_ += discards;
   }
-  if (!results.ok()) {
+  if (verdict.reply == Reply::kError) {
+    call->Fail(std::move(verdict.error));
+  } else if (verdict.reply == Reply::kStepResult && !results.ok()) {
     call->Fail(std::move(results).status());
   } else {
-    switch (call->kind) {
-      case Call::Kind::kRun:
-        std::move(call->on_run)(std::move(results));
-        break;
-      case Call::Kind::kBeginTx:
-        std::move(call->on_info)(std::move(info));
-        break;
-      case Call::Kind::kCommit:
-        std::move(call->on_commit)(commit_time);
-        break;
-      case Call::Kind::kRollback:
-        std::move(call->on_rollback)(true);
-        break;
-    }
+    std::visit(
+        [&](auto& kind) {
+          using Kind = std::decay_t<decltype(kind)>;
+          if constexpr (std::is_same_v<Kind, RunCall>) {
+            std::move(kind.done)(std::move(results));
+          } else if constexpr (std::is_same_v<Kind, BeginTransactionCall>) {
+            std::move(kind.done)(std::move(info));
+          } else if constexpr (std::is_same_v<Kind, CommitCall>) {
+            std::move(kind.done)(now);
+          } else {
+            std::move(kind.done)(true);
+          }
+        },
+        call->what);
   }
   Perform(actions);
 }
@@ -1175,8 +926,8 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
 
 SessionManager::StreamId SessionManager::OpenStream(StreamListener listener) {
   MutexLock lock(&mu_);
-  const StreamId id = next_stream_++;
-  streams_[id].listener = std::make_shared<StreamListener>(std::move(listener));
+  const StreamId id = holds_.Open();
+  listeners_.emplace(id, std::make_shared<StreamListener>(std::move(listener)));
   return id;
 }
 
@@ -1193,10 +944,10 @@ std::vector<SessionManager::StreamUpdate> SessionManager::Hold(
     StreamId stream, const std::vector<std::string>& names) {
   std::vector<StreamUpdate> out;
   MutexLock lock(&mu_);
-  auto st = streams_.find(stream);
+  const bool open = holds_.IsOpen(stream);
   for (const std::string& name : names) {
     absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(name);
-    if (!found.ok() || st == streams_.end()) {
+    if (!found.ok() || !open) {
       StreamUpdate update;
       update.name = name;
       const bool ended = found.status().code() == absl::StatusCode::kFailedPrecondition;
@@ -1206,10 +957,7 @@ std::vector<SessionManager::StreamUpdate> SessionManager::Hold(
       continue;
     }
     Session& s = **found;
-    if (std::find(s.holders.begin(), s.holders.end(), stream) == s.holders.end()) {
-      s.holders.push_back(stream);
-      st->second.held.push_back(*found);
-    }
+    holds_.Hold(stream, s.name);
     RenewLocked(s, clock_.Now());
     out.push_back(UpdateLocked(s, StreamUpdate::State::kHeld));
   }
@@ -1220,7 +968,6 @@ std::vector<SessionManager::StreamUpdate> SessionManager::Release(
     StreamId stream, const std::vector<std::string>& names) {
   std::vector<StreamUpdate> out;
   MutexLock lock(&mu_);
-  auto st = streams_.find(stream);
   for (const std::string& name : names) {
     absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(name);
     if (!found.ok()) {
@@ -1233,14 +980,7 @@ std::vector<SessionManager::StreamUpdate> SessionManager::Release(
       continue;
     }
     std::shared_ptr<Session> s = *std::move(found);
-    auto holder = std::find(s->holders.begin(), s->holders.end(), stream);
-    if (holder != s->holders.end()) {
-      s->holders.erase(holder);
-      if (st != streams_.end()) {
-        auto& held = st->second.held;
-        held.erase(std::remove(held.begin(), held.end(), s), held.end());
-      }
-    }
+    holds_.Release(stream, s->name);
     // The lease runs on from now.
     RenewLocked(*s, clock_.Now());
     out.push_back(UpdateLocked(*s, StreamUpdate::State::kReleased));
@@ -1250,20 +990,17 @@ std::vector<SessionManager::StreamUpdate> SessionManager::Release(
 
 void SessionManager::CloseStream(StreamId stream) {
   MutexLock lock(&mu_);
-  auto st = streams_.find(stream);
-  if (st == streams_.end()) return;
+  if (listeners_.erase(stream) == 0) return;
   const absl::Time now = clock_.Now();
-  for (const std::shared_ptr<Session>& s : st->second.held) {
-    auto holder = std::find(s->holders.begin(), s->holders.end(), stream);
-    if (holder == s->holders.end()) continue;
-    s->holders.erase(holder);
-    if (!s->holders.empty() || s->ended) continue;
-    s->lease_end = std::min(now + options_.orphan_grace, s->max_end);
-    s->orphaned = true;
-    s->orphaned_at = now;
-    RescheduleLocked(*s);
+  for (const std::string& name : holds_.Close(stream)) {
+    auto found = sessions_.find(name);
+    if (found == sessions_.end()) continue;
+    Session& s = *found->second;
+    s.lease_end = std::min(now + options_.orphan_grace, s.max_end);
+    s.orphaned = true;
+    s.orphaned_at = now;
+    RescheduleLocked(s);
   }
-  streams_.erase(st);
 }
 
 // ---- Shutdown and stats ------------------------------------------------------------
@@ -1290,11 +1027,11 @@ SessionStats SessionManager::Stats() const {
   MutexLock lock(&mu_);
   SessionStats out = counters_;
   out.open = static_cast<int64_t>(sessions_.size());
+  out.held_by_stream = static_cast<int64_t>(holds_.held_sessions());
   for (const auto& [name, s] : sessions_) {
     // Holding a pinned connection: not while BeginTransaction waits for one
     // (under a full pool, most of them would).
-    if (s->tx == TxState::kOpen) ++out.in_transaction;
-    if (!s->holders.empty()) ++out.held_by_stream;
+    if (s->tx.state == TxState::kOpen) ++out.in_transaction;
     out.queued_calls += static_cast<int64_t>(s->queue.size());
   }
   out.open_by_client.reserve(open_by_client_.size());

@@ -33,8 +33,13 @@
 //    carry a machine-readable reason (kSessionReasonPayloadUrl).
 //
 // The reaper keeps the sessions ordered by their next deadline and arms one
-// timer for the earliest, so its cost does not grow with idle sessions.
-// Everything is timed with the injected Clock.
+// timer (a RearmingTimer) for the earliest, so its cost does not grow with
+// idle sessions. Everything is timed with the injected Clock.
+//
+// The rules of a session's transaction live in TransactionMachine (pure, no
+// locks); ended sessions in EndedSessions; KeepAlive holds in StreamHolds.
+// The manager keeps the books under its one lock and does what they decide
+// after releasing it.
 //
 // Thread-safe. Callbacks run inline (for calls that need no database work) or
 // on the pool's executor; they must not block. The runner, timers and clock
@@ -43,8 +48,8 @@
 #define SESSIONBROKER_SERVER_CORE_SESSION_SESSION_MANAGER_H_
 
 #include <cstdint>
-#include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,7 +57,6 @@
 #include "absl/container/btree_map.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/inlined_vector.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -60,17 +64,17 @@
 #include "absl/time/time.h"
 #include "server/core/base/clock.h"
 #include "server/core/base/mutex.h"
-#include "server/core/sql/session_settings.h"
-#include "server/core/session/session_stats.h"
-#include "server/core/exec/statement_runner.h"
+#include "server/core/base/rearming_timer.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/exec/statement_runner.h"
+#include "server/core/session/ended_sessions.h"
+#include "server/core/session/session_stats.h"
+#include "server/core/session/session_types.h"
+#include "server/core/session/stream_holds.h"
+#include "server/core/session/transaction_machine.h"
+#include "server/core/sql/session_settings.h"
 
 namespace sessionbroker::core {
-
-// Payload of the statuses the session layer produces itself: one of the
-// reason tokens below, so clients can tell them apart without parsing text.
-inline constexpr absl::string_view kSessionReasonPayloadUrl =
-    "type.googleapis.com/sessionbroker.v1.SessionReason";
 
 struct SessionOptions {
   absl::Duration default_ttl = absl::Seconds(60);
@@ -88,50 +92,11 @@ struct SessionOptions {
   absl::Duration remember_ended_for = absl::Hours(1);
 };
 
-using Isolation = storage::TransactionOptions::Isolation;
-
-// What BeginSession asks for.
-struct SessionSpec {
-  absl::Duration ttl = absl::ZeroDuration();  // zero: default_ttl
-  bool read_only = false;
-  Isolation isolation = Isolation::kDefault;
-  SessionSettings settings;
-  std::string label;
-  std::string client_id;
-};
-
-// A session as callers see it.
-struct SessionInfo {
-  std::string name;
-  std::string label;
-  std::string client_id;
-  absl::Time create_time;
-  absl::Time expire_time;
-  absl::Time max_expire_time;
-  absl::Duration ttl;
-  bool read_only = false;
-  Isolation isolation = Isolation::kDefault;
-  SessionSettings settings;
-  bool in_transaction = false;
-  bool transaction_aborted = false;
-  std::string abort_reason;
-  absl::Time transaction_start_time = absl::InfinitePast();
-  bool held_by_stream = false;
-  int queued_calls = 0;
-};
-
-// BeginTransaction's options; the session's own apply where these say nothing.
-struct TransactionSpec {
-  Isolation isolation = Isolation::kDefault;
-  bool read_only = false;
-  bool deferrable = false;
-};
-
 class SessionManager final {
  public:
   template <typename T>
   using Callback = absl::AnyInvocable<void(absl::StatusOr<T>) &&>;
-  using StreamId = uint64_t;
+  using StreamId = StreamHolds::StreamId;
 
   struct Page {
     std::vector<SessionInfo> sessions;
@@ -204,13 +169,6 @@ class SessionManager final {
  private:
   struct Session;
   class Call;
-  enum class EndReason { kClient, kExpired, kOrphaned, kLifetime, kShutdown };
-  enum class TxState { kNone, kBeginning, kOpen, kAborted };
-  struct Ended {
-    EndReason reason;
-    absl::Time at;
-    std::string detail;
-  };
   // Work found under the lock, done after releasing it.
   struct Actions;
 
@@ -233,16 +191,19 @@ class SessionManager final {
   // Rolls back (in the background) a transaction nobody will use again.
   void DiscardTransaction(PooledConnection conn, bool dirty);
   void RenewLocked(Session& s, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Why the session is over at `now` (its lifetime or its running lease ran
+  // out), even if the reaper has not ended it yet; nullopt while it lives.
+  std::optional<EndReason> LapsedLocked(const Session& s, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether the lease deadline applies now (no stream holds it).
   bool LeaseRunsLocked(const Session& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RescheduleLocked(Session& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Arms the reaper for the earliest deadline (RearmingTimer only ever moves
+  // it earlier; a firing for a deadline that moved later finds nothing due).
   void ArmReaperLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Reap();
+  void Reap(RearmingTimer::Token token);
   absl::StatusOr<std::shared_ptr<Session>> FindLocked(absl::string_view name) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status EndedStatusLocked(absl::string_view name, const Ended& ended) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RememberEndedLocked(const std::string& name, Ended ended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   SessionInfo InfoLocked(const Session& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   StreamUpdate UpdateLocked(const Session& s, StreamUpdate::State state) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -255,6 +216,7 @@ class SessionManager final {
   TimerQueue& timers_;
   const Clock& clock_;
   const SessionOptions options_;
+  const TransactionMachine machine_;
 
   mutable Mutex mu_;
   CondVar steps_done_;
@@ -262,20 +224,17 @@ class SessionManager final {
   absl::btree_map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   // (next deadline, session): the reaper's order.
   absl::btree_set<std::pair<absl::Time, Session*>> deadlines_ ABSL_GUARDED_BY(mu_);
-  TimerQueue::TimerId reaper_timer_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time reaper_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  absl::flat_hash_map<std::string, Ended> ended_ ABSL_GUARDED_BY(mu_);
-  std::list<std::pair<absl::Time, std::string>> ended_order_ ABSL_GUARDED_BY(mu_);
+  EndedSessions ended_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int64_t> open_by_client_ ABSL_GUARDED_BY(mu_);
-  struct Stream {
-    std::shared_ptr<StreamListener> listener;
-    std::vector<std::shared_ptr<Session>> held;
-  };
-  absl::flat_hash_map<StreamId, Stream> streams_ ABSL_GUARDED_BY(mu_);
-  StreamId next_stream_ ABSL_GUARDED_BY(mu_) = 1;
+  StreamHolds holds_ ABSL_GUARDED_BY(mu_);
+  // Shared: a listener is called outside the lock, maybe after CloseStream.
+  absl::flat_hash_map<StreamId, std::shared_ptr<StreamListener>> listeners_ ABSL_GUARDED_BY(mu_);
   // Steps running without a caller (background rollbacks) plus calls running.
   int steps_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   SessionStats counters_ ABSL_GUARDED_BY(mu_);  // only the counter fields are used
+  // Armed for the earliest of deadlines_; last, so that it stops (in the
+  // destructor) before anything its callback touches goes away.
+  RearmingTimer reaper_{timers_, [this](RearmingTimer::Token token) { Reap(token); }};
 };
 
 }  // namespace sessionbroker::core

@@ -14,9 +14,9 @@ namespace sessionbroker::core {
 struct SessionStats {
   // Now.
   int64_t open = 0;
-  int64_t in_transaction = 0;   // holding a pinned connection
-  int64_t held_by_stream = 0;   // kept alive by a KeepAlive stream
-  int64_t queued_calls = 0;     // calls waiting behind a session's running call
+  int64_t in_transaction = 0;  // holding a pinned connection
+  int64_t held_by_stream = 0;  // kept alive by a KeepAlive stream
+  int64_t queued_calls = 0;    // calls waiting behind a session's running call
   // Open sessions per client ("x-client-id"; "" for callers that send none).
   absl::flat_hash_map<std::string, int64_t> open_by_client;
 

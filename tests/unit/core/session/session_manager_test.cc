@@ -22,11 +22,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/core/base/clock.h"
-#include "server/core/pool/connection_pool.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/mutex.h"
-#include "server/core/exec/statement_runner.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/exec/statement_runner.h"
+#include "server/core/pool/connection_pool.h"
 #include "server/storage/sql_error.h"
 #include "spdlog/spdlog.h"
 #include "tests/support/fake_db.h"
@@ -379,6 +379,44 @@ TEST_F(SessionManagerTest, ASessionPastItsLeaseIsOverBeforeTheReaperRuns) {
   Tick(absl::ZeroDuration());
   EXPECT_EQ(manager_->Get(s.name).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(manager_->Stats().expired, 1);
+}
+
+// A call that completes after its session's lease passed, before the reaper
+// got to the session, ends it rather than renewing it.
+TEST_F(SessionManagerTest, ACallCompletingAfterTheLeasePassedDoesNotReviveTheSession) {
+  const SessionInfo s = MustBegin();
+  Pending run = StartRun(s.name, One("SELECT 1"));
+  clock_.Advance(manager_->Get(s.name)->expire_time - clock_.Now());
+  executor_.RunAll();  // the statement completes; no timer has run
+  ASSERT_TRUE(run.result->has_value());
+  EXPECT_TRUE(run.result->value().ok()) << "it ran by itself, before the session was reaped";
+  EXPECT_EQ(ReasonOf(manager_->Get(s.name).status()), "SESSION_EXPIRED");
+  Tick(absl::ZeroDuration());
+  EXPECT_EQ(ReasonOf(manager_->Get(s.name).status()), "SESSION_EXPIRED");
+  EXPECT_EQ(manager_->Stats().expired, 1);
+  EXPECT_EQ(manager_->reaper_entries(), 0u);
+}
+
+TEST_F(SessionManagerTest, AStatementCompletingAfterTheLeasePassedIsRolledBackWithTheSession) {
+  SessionOptions o = TestOptions();
+  o.tx_idle_timeout = absl::Hours(1);
+  Restart(o);
+  const SessionInfo s = MustBegin();
+  ASSERT_TRUE(BeginTx(s.name).ok());
+  Pending run = StartRun(s.name, One("UPDATE t SET x = 1"));
+  clock_.Advance(manager_->Get(s.name)->expire_time - clock_.Now());
+  executor_.RunAll();
+  ASSERT_TRUE(run.result->has_value());
+  EXPECT_EQ(run.result->value().status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(run.result->value().status().message(), HasSubstr("lease expired"));
+  EXPECT_EQ(ReasonOf(run.result->value().status()), "SESSION_EXPIRED");
+  Settle();
+  EXPECT_THAT(Log(1), ElementsAre("BEGIN", "UPDATE t SET x = 1", "ROLLBACK"));
+  EXPECT_EQ(pool_->Stats().in_use, 0);
+  SessionStats stats = manager_->Stats();
+  EXPECT_EQ(stats.expired, 1);
+  EXPECT_EQ(stats.tx_killed_session_end, 1);
+  EXPECT_EQ(stats.in_transaction, 0);
 }
 
 TEST_F(SessionManagerTest, SessionExpiresExactlyAtItsExpireTime) {
@@ -744,8 +782,8 @@ TEST_F(SessionManagerTest, ReadOnlySessionRefusesStatementsThatCouldMakeItWritab
   const SessionInfo s = MustBegin(spec);
   ASSERT_TRUE(BeginTx(s.name).ok());
   for (const char* sql : {"SET transaction_read_only = off", "SET TRANSACTION READ WRITE",
-                          "SELECT set_config('transaction_read_only', 'off', true)",
-                          "RESET ALL", "DO $$BEGIN PERFORM 1; END$$"}) {
+                          "SELECT set_config('transaction_read_only', 'off', true)", "RESET ALL",
+                          "DO $$BEGIN PERFORM 1; END$$"}) {
     SCOPED_TRACE(sql);
     absl::StatusOr<Results> r = Exec(s.name, sql);
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
