@@ -58,8 +58,8 @@ namespace {
 template <typename Request, typename Response>
 RpcResult<Response> Unary(v1::SessionBroker::Stub* stub,
                           grpc::Status (v1::SessionBroker::Stub::*method)(grpc::ClientContext*,
-                                                                           const Request&,
-                                                                           Response*),
+                                                                          const Request&,
+                                                                          Response*),
                           const Request& request, const std::string& client_id = "",
                           absl::Duration timeout = absl::Seconds(20)) {
   grpc::ClientContext context;
@@ -110,7 +110,8 @@ bool KeepAliveStream::Release(const std::vector<std::string>& names) {
 
 std::optional<v1::KeepAliveResponse> KeepAliveStream::Next(absl::Duration timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, absl::ToChronoMilliseconds(timeout), [this] { return !responses_.empty() || ended_; });
+  cv_.wait_for(lock, absl::ToChronoMilliseconds(timeout),
+               [this] { return !responses_.empty() || ended_; });
   if (responses_.empty()) return std::nullopt;
   v1::KeepAliveResponse out = std::move(responses_.front());
   responses_.pop_front();
@@ -178,8 +179,7 @@ void BrokerFixture::SetUp() {
 
 void BrokerFixture::StartBroker(std::map<std::string, std::string> env) {
   broker_ = std::make_unique<BrokerProcess>(broker_url_, std::move(env));
-  ASSERT_TRUE(broker_->WaitUntilServing()) << "broker did not become SERVING:\n"
-                                           << broker_->Log();
+  ASSERT_TRUE(broker_->WaitUntilServing()) << "broker did not become SERVING:\n" << broker_->Log();
   stub_ = v1::SessionBroker::NewStub(broker_->channel());
 }
 
@@ -199,7 +199,7 @@ CallResult BrokerFixture::Execute(const std::string& sql, std::vector<v1::Value>
 }
 
 RpcResult<v1::Session> BrokerFixture::BeginSession(const v1::BeginSessionRequest& request,
-                                                  const std::string& client_id, Stub* stub) {
+                                                   const std::string& client_id, Stub* stub) {
   return Unary(stub ? stub : stub_.get(), &Stub::BeginSession, request, client_id);
 }
 
@@ -209,8 +209,7 @@ RpcResult<v1::Session> BrokerFixture::BeginSessionWithTtl(absl::Duration ttl) {
   return BeginSession(request);
 }
 
-RpcResult<v1::Session> BrokerFixture::RenewSession(const std::string& session,
-                                                  absl::Duration ttl) {
+RpcResult<v1::Session> BrokerFixture::RenewSession(const std::string& session, absl::Duration ttl) {
   v1::RenewSessionRequest request;
   request.set_session(session);
   if (ttl != absl::ZeroDuration()) *request.mutable_ttl() = DurationProto(ttl);
@@ -290,7 +289,15 @@ int64_t BrokerFixture::AdminCount(const std::string& sql, std::vector<storage::V
 
 void BrokerFixture::WaitForActiveStatements(int64_t n) {
   for (int i = 0; i < 500; ++i) {
-    if (BrokerConnectionsIn("active") >= n) return;
+    // Only the tests' pg_sleep statements: a connection the pool is still
+    // opening is "active" too while it applies the broker's baseline
+    // settings, and counting it let tests look at the pool before their
+    // statements had a connection.
+    if (AdminCount("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND "
+                   "state = 'active' AND query LIKE 'SELECT pg_sleep%'",
+                   {storage::Value::String(app_name_)}) >= n) {
+      return;
+    }
     absl::SleepFor(absl::Milliseconds(10));
   }
   ADD_FAILURE() << "the broker's statements never became active";

@@ -6,8 +6,8 @@
 #ifndef SESSIONBROKER_TESTS_SUPPORT_BROKER_FIXTURE_H_
 #define SESSIONBROKER_TESTS_SUPPORT_BROKER_FIXTURE_H_
 
-#include <condition_variable>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -157,7 +157,8 @@ class BrokerFixture : public ::testing::Test {
   // The single int8 cell `sql` returns (-1 if it returns something else).
   int64_t AdminCount(const std::string& sql, std::vector<storage::Value> params = {});
 
-  // Waits until `n` statements of this broker run in PostgreSQL.
+  // Waits until `n` of this broker's `SELECT pg_sleep(...)` statements run in
+  // PostgreSQL.
   void WaitForActiveStatements(int64_t n);
   // This broker's connections as pg_stat_activity sees them.
   int64_t BrokerConnections();
