@@ -45,16 +45,20 @@ ConnectionPool::ConnectionPool(PoolOptions options, storage::DbConnector& connec
     : options_(std::move(options)),
       connector_(connector),
       executor_(executor),
-      timers_(timers),
       clock_(clock),
       backoff_(options_.reconnect_backoff),
       anonymous_(new Client),
-      checkout_wait_(clock) {
+      checkout_wait_(clock),
+      expiry_(timers, [this](RearmingTimer::Token token) { ExpireDue(token); }) {
   anonymous_->refs = 1;
   clients_.emplace(anonymous_->name, std::unique_ptr<Client>(anonymous_));
 }
 
-ConnectionPool::~ConnectionPool() { Close(); }
+ConnectionPool::~ConnectionPool() {
+  // First, and without mu_: it waits for a running ExpireDue, which takes it.
+  expiry_.Stop();
+  Close();
+}
 
 ConnectionPool::Client* ConnectionPool::RefClientLocked(const std::string& id, size_t hash) {
   if (id.empty()) {
@@ -148,7 +152,7 @@ ConnectionPool::WaitId ConnectionPool::Acquire(const AcquireRequest& request, Ca
       waiter.request.requested = now;
       waiter.request.client = RefClientLocked(request.client_id, client_hash);
       waiter_index_.emplace(id, std::prev(waiters_.end()));
-      AddDeadlineLocked(waiter);
+      expiry_.ArmBy(waiter.deadline);
     }
   }
   if (!error.ok()) {
@@ -371,7 +375,7 @@ void ConnectionPool::Return(std::unique_ptr<Slot> slot, bool broken) {
       hand_off = true;
       waiter_index_.erase(w.id);
       waiters_.pop_front();
-      WaiterLeftLocked();
+      if (waiters_.empty()) expiry_.Disarm();
     } else if (static_cast<int>(idle_.size()) >= options_.pool_size) {
       ++counters_.overflow_closed;
       overflow = true;
@@ -434,7 +438,7 @@ bool ConnectionPool::TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* ou
     // at once is what they would get from dialing the dead database, minus
     // the dialing.
     for (Waiter& w : waiters_) UnrefClientLocked(std::exchange(w.request.client, nullptr));
-    DisarmExpiryLocked();
+    expiry_.Disarm();
     counters_.backoff_rejections += static_cast<int64_t>(waiters_.size());
     waiter_index_.clear();
     refused->splice(refused->end(), waiters_);
@@ -443,7 +447,7 @@ bool ConnectionPool::TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* ou
   *out = std::move(waiters_.front());
   waiter_index_.erase(out->id);
   waiters_.pop_front();
-  WaiterLeftLocked();
+  if (waiters_.empty()) expiry_.Disarm();
   ++open_;
   ++opening_;
   return true;
@@ -477,28 +481,7 @@ std::string ConnectionPool::DownMessageLocked(absl::Time now) const {
                       "once instead of dialing for each; retry with backoff");
 }
 
-void ConnectionPool::AddDeadlineLocked(const Waiter& w) {
-  if (w.deadline < expiry_at_) ArmExpiryLocked(w.deadline);
-}
-
-void ConnectionPool::WaiterLeftLocked() {
-  if (waiters_.empty()) DisarmExpiryLocked();
-}
-
-void ConnectionPool::ArmExpiryLocked(absl::Time at) {
-  if (expiry_timer_ != 0) timers_.Cancel(expiry_timer_);
-  const uint64_t generation = ++expiry_generation_;
-  expiry_at_ = at;
-  expiry_timer_ = timers_.Schedule(at, [this, generation] { ExpireDue(generation); });
-}
-
-void ConnectionPool::DisarmExpiryLocked() {
-  if (expiry_timer_ != 0) timers_.Cancel(expiry_timer_);
-  expiry_timer_ = 0;
-  expiry_at_ = absl::InfiniteFuture();
-}
-
-void ConnectionPool::ExpireDue(uint64_t generation) {
+void ConnectionPool::ExpireDue(RearmingTimer::Token token) {
   struct Expired {
     Callback done;
     absl::Status status;
@@ -509,12 +492,9 @@ void ConnectionPool::ExpireDue(uint64_t generation) {
   std::vector<Expired> expired;
   {
     MutexLock lock(&mu_);
-    // Only the latest arming is tracked: an older timer that fired while a
-    // newer one was being armed leaves that one alone.
-    if (generation == expiry_generation_) {
-      expiry_timer_ = 0;
-      expiry_at_ = absl::InfiniteFuture();
-    }
+    // A firing replaced while it ran: the newer arming is due no later than
+    // every waiter's deadline, so it does the work.
+    if (!expiry_.Fired(token)) return;
     const absl::Time now = clock_.Now();
     // One pass over the queue (at most max_waiters), only when the timer
     // fires: the waiters due, and the earliest deadline of the others.
@@ -543,11 +523,8 @@ void ConnectionPool::ExpireDue(uint64_t generation) {
       e.still_waiting = static_cast<int>(waiters_.size());
       e.done = DropRequestLocked(&waiter.request);
     }
-    if (waiters_.empty()) {
-      DisarmExpiryLocked();
-    } else if (next < expiry_at_) {
-      ArmExpiryLocked(next);
-    }
+    // Fired() disarmed the timer; InfiniteFuture (no one left) keeps it so.
+    expiry_.ArmBy(next);
   }
   for (Expired& e : expired) {
     spdlog::warn("pool: event=checkout_timeout client={} code={} waited={} still_waiting={}",
@@ -585,7 +562,7 @@ void ConnectionPool::CancelWait(WaitId id) {
     done = DropRequestLocked(&it->second->request);
     waiters_.erase(it->second);
     waiter_index_.erase(it);
-    WaiterLeftLocked();
+    if (waiters_.empty()) expiry_.Disarm();
   }
   executor_.Post([done = std::move(done)]() mutable {
     std::move(done)(absl::CancelledError("the call was cancelled while waiting for a connection"));
@@ -604,7 +581,7 @@ void ConnectionPool::Close() {
     waiters.swap(waiters_);
     waiter_index_.clear();
     for (Waiter& w : waiters) UnrefClientLocked(std::exchange(w.request.client, nullptr));
-    DisarmExpiryLocked();
+    expiry_.Disarm();
   }
   idle.clear();  // closes them, outside the lock
   for (Waiter& w : waiters) {
