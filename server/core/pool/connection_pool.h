@@ -297,6 +297,11 @@ class ConnectionPool final {
   absl::Time RecycleAtLocked(absl::Time created) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status TimeoutStatusLocked(const Waiter& w, absl::Time now) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Asserts (SB_DCHECK) what must hold whenever mu_ is free: the shape
+  // counts, the waiter index, the clients' references and occupancy. Called
+  // at the end of every locked section that changes state; a no-op where
+  // invariants are off (release builds).
+  void CheckInvariantsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const PoolOptions options_;
   storage::DbConnector& connector_;
