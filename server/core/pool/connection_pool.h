@@ -32,7 +32,9 @@
 //
 // Thread-safe. The pool must outlive every PooledConnection it hands out and
 // every task it posted: Close() it, then drain the executor and stop the
-// timer queue, then destroy it (BrokerServer::Shutdown does this).
+// timer queue, then destroy it (BrokerServer::Shutdown does this); the timer
+// queue must outlive it. Debug and sanitizer builds check, on destruction,
+// that nothing is still lent out, opening or on its way to a caller.
 #ifndef SESSIONBROKER_SERVER_CORE_POOL_CONNECTION_POOL_H_
 #define SESSIONBROKER_SERVER_CORE_POOL_CONNECTION_POOL_H_
 
