@@ -19,30 +19,39 @@ RearmingTimer::~RearmingTimer() { Stop(); }
 void RearmingTimer::ArmBy(absl::Time at) {
   MutexLock lock(&mu_);
   if (stopped_ || at == absl::InfiniteFuture() || at >= due_) return;
-  // A pending firing that is already running cannot be cancelled; it will
-  // find its token replaced and do nothing.
-  if (timer_ != 0) timers_.Cancel(timer_);
+  CancelLocked();
   const Token token = next_token_++;
   token_ = token;
   due_ = at;
-  timer_ = timers_.Schedule(at, [this, token] {
-    {
-      MutexLock lock(&mu_);
-      if (stopped_) return;
-      ++running_;
-    }
+  ++outstanding_;
+  timer_ = timers_.Schedule(at, [this, token] { Run(token); });
+}
+
+void RearmingTimer::CancelLocked() {
+  // A firing that is already running cannot be cancelled; it will find its
+  // token replaced and do nothing, and counts itself out when it returns.
+  if (timer_ != 0 && timers_.Cancel(timer_)) --outstanding_;
+  timer_ = 0;
+}
+
+void RearmingTimer::Run(Token token) {
+  bool stopped;
+  {
+    MutexLock lock(&mu_);
+    stopped = stopped_;
+  }
+  if (!stopped) {
     firing_here = this;
     on_fire_(token);
     firing_here = nullptr;
-    MutexLock lock(&mu_);
-    if (--running_ == 0) idle_.SignalAll();
-  });
+  }
+  MutexLock lock(&mu_);
+  if (--outstanding_ == 0) idle_.SignalAll();
 }
 
 void RearmingTimer::Disarm() {
   MutexLock lock(&mu_);
-  if (timer_ != 0) timers_.Cancel(timer_);
-  timer_ = 0;
+  CancelLocked();
   token_ = 0;
   due_ = absl::InfiniteFuture();
 }
@@ -62,20 +71,17 @@ absl::Time RearmingTimer::due() const {
 }
 
 void RearmingTimer::Stop() {
-  TimerQueue::TimerId timer;
-  {
-    MutexLock lock(&mu_);
-    stopped_ = true;
-    timer = std::exchange(timer_, 0);
-    token_ = 0;
-    due_ = absl::InfiniteFuture();
-  }
-  // Not CancelAndWait: the callback to wait for may be a stale one, whose
-  // timer id is no longer known; running_ counts them all.
-  if (timer != 0) timers_.Cancel(timer);
-  const int self = firing_here == this ? 1 : 0;
   MutexLock lock(&mu_);
-  while (running_ > self) idle_.Wait(&mu_);
+  stopped_ = true;
+  CancelLocked();
+  token_ = 0;
+  due_ = absl::InfiniteFuture();
+  // Not CancelAndWait on the current timer: a stale firing, whose timer id
+  // is no longer known, may be running too, and so may one taken out of the
+  // queue that has not reached on_fire_ yet (it still locks mu_, so the timer
+  // must not be destroyed under it). outstanding_ counts them all.
+  const int self = firing_here == this ? 1 : 0;
+  while (outstanding_ > self) idle_.Wait(&mu_);
 }
 
 }  // namespace sessionbroker::core

@@ -14,8 +14,10 @@
 // Thread-safe. The internal lock is a leaf: ArmBy, Disarm and Fired may be
 // called under the owner's lock, and the callback runs with no lock held, on
 // the TimerQueue's thread. Stop() waits for a running callback, so call it
-// without the owner's lock; after it returns the callback never runs again.
-// The TimerQueue must outlive the timer.
+// without the owner's lock; after it returns the callback never runs again
+// and nothing on the TimerQueue touches the timer, so it may be destroyed.
+// The TimerQueue must outlive the timer, and the timer must not be destroyed
+// from inside its own callback.
 #ifndef SESSIONBROKER_SERVER_CORE_BASE_REARMING_TIMER_H_
 #define SESSIONBROKER_SERVER_CORE_BASE_REARMING_TIMER_H_
 
@@ -54,11 +56,16 @@ class RearmingTimer final {
   absl::Time due() const;
 
   // Disarms for good and waits until no callback runs on another thread
-  // (also a stale one). Idempotent. Called from the callback itself, it does
-  // not wait for that callback.
+  // (also a stale one, or one about to start). Idempotent. Called from the
+  // callback itself, it does not wait for that callback.
   void Stop();
 
  private:
+  // Cancels the pending TimerQueue timer, if it has not started.
+  void CancelLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What every scheduled TimerQueue callback runs.
+  void Run(Token token);
+
   TimerQueue& timers_;
   Callback on_fire_;
   mutable Mutex mu_;
@@ -67,8 +74,10 @@ class RearmingTimer final {
   Token next_token_ ABSL_GUARDED_BY(mu_) = 1;
   absl::Time due_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
-  int running_ ABSL_GUARDED_BY(mu_) = 0;  // callbacks in on_fire_ now
-  CondVar idle_;                          // running_ dropped
+  // TimerQueue callbacks scheduled and neither cancelled nor returned: each
+  // may still lock mu_ and call on_fire_.
+  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+  CondVar idle_;  // outstanding_ dropped
 };
 
 }  // namespace sessionbroker::core

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "server/core/base/invariant.h"
+
 namespace sessionbroker::core {
 
 TimerQueue::TimerQueue(const Clock& clock) : clock_(clock) {}
@@ -15,6 +17,7 @@ TimerQueue::TimerId TimerQueue::Schedule(absl::Time when, Callback callback) {
   const TimerId id = next_id_++;
   timers_.emplace(Key{when, id}, std::move(callback));
   due_.emplace(id, when);
+  CheckInvariantsLocked();
   // Wake the thread only if it sleeps past the new timer. A thread that is
   // not sleeping looks at the queue before it does; one that sleeps until an
   // earlier (perhaps since cancelled) deadline finds this timer when it wakes.
@@ -30,9 +33,11 @@ bool TimerQueue::Cancel(TimerId id) {
   auto it = due_.find(id);
   if (it == due_.end()) return false;
   auto node = timers_.find(Key{it->second, id});
+  SB_DCHECK(node != timers_.end());
   dropped = std::move(node->second);
   timers_.erase(node);
   due_.erase(it);
+  CheckInvariantsLocked();
   return true;
 }
 
@@ -60,6 +65,7 @@ absl::Time TimerQueue::RunDue() {
       callback = std::move(first->second);
       due_.erase(first->first.second);
       timers_.erase(first);
+      CheckInvariantsLocked();
     }
     std::move(callback)();
     callback = nullptr;
@@ -84,6 +90,14 @@ void TimerQueue::Stop() {
     changed_.SignalAll();
   }
   if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+}
+
+void TimerQueue::CheckInvariantsLocked() const {
+  // Every pending timer is in both maps (a size check: the full cross-check
+  // would cost O(n) per call on the per-call deadline path), and the one
+  // running is in neither.
+  SB_DCHECK(timers_.size() == due_.size());
+  SB_DCHECK(running_id_ == 0 || !due_.contains(running_id_));
 }
 
 size_t TimerQueue::pending() const {

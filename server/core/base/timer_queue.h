@@ -61,6 +61,8 @@ class TimerQueue final {
   using Key = std::pair<absl::Time, TimerId>;
 
   void ThreadLoop();
+  // timers_ and due_ agree (SB_DCHECK; nothing in release builds).
+  void CheckInvariantsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Clock& clock_;
   mutable Mutex mu_;

@@ -8,10 +8,10 @@ namespace sessionbroker::core {
 SnapshotSampler::SnapshotSampler(CollectFn collect, TimerQueue& timers, Executor& executor,
                                  const Clock& clock)
     : collect_(std::move(collect)),
-      timers_(timers),
       executor_(executor),
       clock_(clock),
-      origin_(clock.Now()) {}
+      origin_(clock.Now()),
+      wake_(timers, [this](RearmingTimer::Token token) { OnTimer(token); }) {}
 
 SnapshotSampler::~SnapshotSampler() { Stop(); }
 
@@ -94,38 +94,28 @@ void SnapshotSampler::Tick() {
 void SnapshotSampler::ScheduleLocked() {
   absl::Time earliest = absl::InfiniteFuture();
   for (const auto& [id, w] : watchers_) earliest = std::min(earliest, w.next_due);
-  if (earliest == absl::InfiniteFuture()) {
-    // Nobody watches: the pending wake-up, if any, finds nothing to do.
-    return;
-  }
-  if (timer_ != 0 && timer_due_ <= earliest) return;
-  // A replaced wake-up that is already running sees a newer sequence number
-  // and does nothing.
-  if (timer_ != 0) timers_.Cancel(timer_);
-  timer_due_ = earliest;
-  const uint64_t sequence = ++timer_sequence_;
-  timer_ = timers_.Schedule(earliest, [this, sequence] { OnTimer(sequence); });
+  // Nobody watches (earliest is InfiniteFuture): the pending wake-up, if
+  // any, finds nothing to do.
+  wake_.ArmBy(earliest);
 }
 
-void SnapshotSampler::OnTimer(uint64_t sequence) {
+void SnapshotSampler::OnTimer(RearmingTimer::Token token) {
   {
     MutexLock lock(&mu_);
-    if (sequence != timer_sequence_) return;
-    timer_ = 0;
-    timer_due_ = absl::InfiniteFuture();
-    if (stopped_) return;
+    // A replaced wake-up that was already running does nothing: the newer
+    // one will fire.
+    if (!wake_.Fired(token) || stopped_) return;
   }
   executor_.Post([this] { Tick(); });
 }
 
 void SnapshotSampler::Stop() {
-  TimerQueue::TimerId timer;
   {
     MutexLock lock(&mu_);
     stopped_ = true;
-    timer = std::exchange(timer_, 0);
   }
-  if (timer != 0) timers_.CancelAndWait(timer);
+  // Outside mu_: it waits for a running OnTimer, which takes mu_.
+  wake_.Stop();
 }
 
 int64_t SnapshotSampler::samples() const {

@@ -8,7 +8,8 @@
 // snapshot at once (one taken since the last grid point is reused).
 //
 // Sampling runs on `executor` (a thread of its own in the server), woken by
-// the TimerQueue; nothing is sampled while nobody watches. Listeners are
+// one RearmingTimer on the TimerQueue; nothing is sampled while nobody
+// watches. Listeners are
 // called with the sampler's lock held, so that after Unwatch() returns a
 // listener is neither running nor called again; a listener must therefore
 // only hand the snapshot on (LatestOnlyWriter::Offer) and never call back
@@ -29,8 +30,9 @@
 #include "server/core/base/clock.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/mutex.h"
-#include "server/core/monitor/pool_snapshot.h"
+#include "server/core/base/rearming_timer.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/monitor/pool_snapshot.h"
 
 namespace sessionbroker::core {
 
@@ -59,7 +61,9 @@ class SnapshotSampler final {
   // A fresh snapshot, taken on the calling thread (GetPoolStatus, /metrics).
   Snapshot Current() const;
 
-  // No more snapshots for watchers; the pending wake-up is cancelled.
+  // No more snapshots for watchers; the pending wake-up is cancelled, and a
+  // wake-up running now has returned. Call it without holding anything a
+  // listener takes.
   void Stop();
 
   int watchers() const { return watcher_count_.load(); }
@@ -74,17 +78,17 @@ class SnapshotSampler final {
   };
 
   void Tick();
-  void OnTimer(uint64_t sequence);
+  // The wake-up's callback: posts a Tick unless the firing is stale.
+  void OnTimer(RearmingTimer::Token token);
   Snapshot Take() const;
   // The first grid point at or after t.
   absl::Time GridCeil(absl::Time t) const;
   // The last grid point at or before t.
   absl::Time GridFloor(absl::Time t) const;
-  // Makes sure a wake-up is scheduled for the earliest due watcher.
+  // Makes sure the wake-up is armed no later than the earliest due watcher.
   void ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const CollectFn collect_;
-  TimerQueue& timers_;
   Executor& executor_;
   const Clock& clock_;
   const absl::Time origin_;
@@ -95,12 +99,12 @@ class SnapshotSampler final {
   std::map<WatchId, Watcher> watchers_ ABSL_GUARDED_BY(mu_);
   WatchId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   bool kick_posted_ ABSL_GUARDED_BY(mu_) = false;
-  TimerQueue::TimerId timer_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time timer_due_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  uint64_t timer_sequence_ ABSL_GUARDED_BY(mu_) = 0;
   Snapshot latest_ ABSL_GUARDED_BY(mu_);
   absl::Time latest_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   int64_t samples_ ABSL_GUARDED_BY(mu_) = 0;
+  // Last: destroyed first, and its callback uses the members above. Its lock
+  // is taken after mu_ (ScheduleLocked, OnTimer), never before.
+  RearmingTimer wake_;
 };
 
 }  // namespace sessionbroker::core

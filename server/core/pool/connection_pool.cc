@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/core/base/invariant.h"
 #include "server/core/base/log_fields.h"
 #include "spdlog/spdlog.h"
 
@@ -45,16 +46,36 @@ ConnectionPool::ConnectionPool(PoolOptions options, storage::DbConnector& connec
     : options_(std::move(options)),
       connector_(connector),
       executor_(executor),
-      timers_(timers),
       clock_(clock),
       backoff_(options_.reconnect_backoff),
       anonymous_(new Client),
-      checkout_wait_(clock) {
+      checkout_wait_(clock),
+      expiry_(timers, [this](RearmingTimer::Token token) { ExpireDue(token); }) {
   anonymous_->refs = 1;
   clients_.emplace(anonymous_->name, std::unique_ptr<Client>(anonymous_));
 }
 
-ConnectionPool::~ConnectionPool() { Close(); }
+ConnectionPool::~ConnectionPool() {
+  // First, and without mu_: it waits for a running ExpireDue, which takes it.
+  expiry_.Stop();
+  Close();
+#if SB_INVARIANTS_ON
+  // Destroyed with a connection still lent out, opening, or on its way to a
+  // caller (a task not drained from the executor), the pool would be used
+  // after it is freed: that is the caller's bug, caught here rather than
+  // later as a crash somewhere else.
+  MutexLock lock(&mu_);
+  SB_DCHECK(open_ == 0);
+  int in_use = 0;
+  int refs = 0;
+  for (const auto& [name, client] : clients_) {
+    in_use += client->in_use.load(std::memory_order_relaxed);
+    refs += client->refs;
+  }
+  SB_DCHECK(in_use == 0);
+  SB_DCHECK(refs == 1);  // only the pool's own, on the anonymous client
+#endif
+}
 
 ConnectionPool::Client* ConnectionPool::RefClientLocked(const std::string& id, size_t hash) {
   if (id.empty()) {
@@ -148,8 +169,9 @@ ConnectionPool::WaitId ConnectionPool::Acquire(const AcquireRequest& request, Ca
       waiter.request.requested = now;
       waiter.request.client = RefClientLocked(request.client_id, client_hash);
       waiter_index_.emplace(id, std::prev(waiters_.end()));
-      AddDeadlineLocked(waiter);
+      expiry_.ArmBy(waiter.deadline);
     }
+    CheckInvariantsLocked();
   }
   if (!error.ok()) {
     // Moved, not copied: a Status shared between threads has its refcount
@@ -180,6 +202,7 @@ void ConnectionPool::CheckOut(std::unique_ptr<Slot> slot) {
     {
       MutexLock lock(&mu_);
       ++counters_.recycled;
+      CheckInvariantsLocked();
     }
     spdlog::info("pool: event=recycle pid={} age={} at=checkout", slot->db->BackendPid(),
                  Millis(now - slot->created));
@@ -193,6 +216,7 @@ void ConnectionPool::CheckOut(std::unique_ptr<Slot> slot) {
         MutexLock lock(&mu_);
         ++counters_.pre_ping_failures;
         ++counters_.invalidated;
+        CheckInvariantsLocked();
       }
       spdlog::warn("pool: event=invalidate reason=pre_ping_failed pid={} idle={} error={}",
                    slot->db->BackendPid(), Millis(now - slot->last_used), Quoted(ping.message()));
@@ -223,6 +247,7 @@ void ConnectionPool::Replace(std::unique_ptr<Slot> slot) {
       refusal = DownMessageLocked(now);
       refused = DropRequestLocked(&request);
     }
+    CheckInvariantsLocked();
   }
   if (allowed) {
     OpenAndDeliver(std::move(request), probe);
@@ -266,6 +291,7 @@ void ConnectionPool::OpenAndDeliver(Request request, bool probe) {
       serve_next = TakeWaiterForNewConnectionLocked(now, &next, &next_probe, &refused);
       if (!refused.empty()) refusal = DownMessageLocked(now);
       done = DropRequestLocked(&request);
+      CheckInvariantsLocked();
     }
     const std::string retry_in =
         rationed ? Millis(std::max(absl::ZeroDuration(), next_attempt - now)) : "0";
@@ -311,6 +337,7 @@ void ConnectionPool::OpenAndDeliver(Request request, bool probe) {
       refused = DropRequestLocked(&request);
     }
     open = open_;
+    CheckInvariantsLocked();
   }
   if (recovered) {
     spdlog::info("pool: event=database_reachable failed_attempts={} last_failure_ago={}", failures,
@@ -371,7 +398,7 @@ void ConnectionPool::Return(std::unique_ptr<Slot> slot, bool broken) {
       hand_off = true;
       waiter_index_.erase(w.id);
       waiters_.pop_front();
-      WaiterLeftLocked();
+      if (waiters_.empty()) expiry_.Disarm();
     } else if (static_cast<int>(idle_.size()) >= options_.pool_size) {
       ++counters_.overflow_closed;
       overflow = true;
@@ -379,6 +406,7 @@ void ConnectionPool::Return(std::unique_ptr<Slot> slot, bool broken) {
     } else {
       idle_.push_back(std::move(slot));
     }
+    CheckInvariantsLocked();
   }
   if (is_broken) {
     spdlog::warn("pool: event=invalidate reason={} pid={}",
@@ -418,6 +446,7 @@ void ConnectionPool::FreeSlot() {
     --open_;
     serve_next = TakeWaiterForNewConnectionLocked(now, &next, &probe, &refused);
     if (!refused.empty()) refusal = DownMessageLocked(now);
+    CheckInvariantsLocked();
   }
   if (serve_next) {
     executor_.Post(
@@ -434,7 +463,7 @@ bool ConnectionPool::TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* ou
     // at once is what they would get from dialing the dead database, minus
     // the dialing.
     for (Waiter& w : waiters_) UnrefClientLocked(std::exchange(w.request.client, nullptr));
-    DisarmExpiryLocked();
+    expiry_.Disarm();
     counters_.backoff_rejections += static_cast<int64_t>(waiters_.size());
     waiter_index_.clear();
     refused->splice(refused->end(), waiters_);
@@ -443,7 +472,7 @@ bool ConnectionPool::TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* ou
   *out = std::move(waiters_.front());
   waiter_index_.erase(out->id);
   waiters_.pop_front();
-  WaiterLeftLocked();
+  if (waiters_.empty()) expiry_.Disarm();
   ++open_;
   ++opening_;
   return true;
@@ -477,28 +506,7 @@ std::string ConnectionPool::DownMessageLocked(absl::Time now) const {
                       "once instead of dialing for each; retry with backoff");
 }
 
-void ConnectionPool::AddDeadlineLocked(const Waiter& w) {
-  if (w.deadline < expiry_at_) ArmExpiryLocked(w.deadline);
-}
-
-void ConnectionPool::WaiterLeftLocked() {
-  if (waiters_.empty()) DisarmExpiryLocked();
-}
-
-void ConnectionPool::ArmExpiryLocked(absl::Time at) {
-  if (expiry_timer_ != 0) timers_.Cancel(expiry_timer_);
-  const uint64_t generation = ++expiry_generation_;
-  expiry_at_ = at;
-  expiry_timer_ = timers_.Schedule(at, [this, generation] { ExpireDue(generation); });
-}
-
-void ConnectionPool::DisarmExpiryLocked() {
-  if (expiry_timer_ != 0) timers_.Cancel(expiry_timer_);
-  expiry_timer_ = 0;
-  expiry_at_ = absl::InfiniteFuture();
-}
-
-void ConnectionPool::ExpireDue(uint64_t generation) {
+void ConnectionPool::ExpireDue(RearmingTimer::Token token) {
   struct Expired {
     Callback done;
     absl::Status status;
@@ -509,12 +517,9 @@ void ConnectionPool::ExpireDue(uint64_t generation) {
   std::vector<Expired> expired;
   {
     MutexLock lock(&mu_);
-    // Only the latest arming is tracked: an older timer that fired while a
-    // newer one was being armed leaves that one alone.
-    if (generation == expiry_generation_) {
-      expiry_timer_ = 0;
-      expiry_at_ = absl::InfiniteFuture();
-    }
+    // A firing replaced while it ran: the newer arming is due no later than
+    // every waiter's deadline, so it does the work.
+    if (!expiry_.Fired(token)) return;
     const absl::Time now = clock_.Now();
     // One pass over the queue (at most max_waiters), only when the timer
     // fires: the waiters due, and the earliest deadline of the others.
@@ -543,11 +548,9 @@ void ConnectionPool::ExpireDue(uint64_t generation) {
       e.still_waiting = static_cast<int>(waiters_.size());
       e.done = DropRequestLocked(&waiter.request);
     }
-    if (waiters_.empty()) {
-      DisarmExpiryLocked();
-    } else if (next < expiry_at_) {
-      ArmExpiryLocked(next);
-    }
+    // Fired() disarmed the timer; InfiniteFuture (no one left) keeps it so.
+    expiry_.ArmBy(next);
+    CheckInvariantsLocked();
   }
   for (Expired& e : expired) {
     spdlog::warn("pool: event=checkout_timeout client={} code={} waited={} still_waiting={}",
@@ -585,7 +588,8 @@ void ConnectionPool::CancelWait(WaitId id) {
     done = DropRequestLocked(&it->second->request);
     waiters_.erase(it->second);
     waiter_index_.erase(it);
-    WaiterLeftLocked();
+    if (waiters_.empty()) expiry_.Disarm();
+    CheckInvariantsLocked();
   }
   executor_.Post([done = std::move(done)]() mutable {
     std::move(done)(absl::CancelledError("the call was cancelled while waiting for a connection"));
@@ -604,7 +608,8 @@ void ConnectionPool::Close() {
     waiters.swap(waiters_);
     waiter_index_.clear();
     for (Waiter& w : waiters) UnrefClientLocked(std::exchange(w.request.client, nullptr));
-    DisarmExpiryLocked();
+    expiry_.Disarm();
+    CheckInvariantsLocked();
   }
   idle.clear();  // closes them, outside the lock
   for (Waiter& w : waiters) {
@@ -619,6 +624,70 @@ absl::Time ConnectionPool::RecycleAtLocked(absl::Time created) {
   double jitter = 0;
   if (options_.recycle_jitter > 0) jitter = absl::Uniform(rng_, 0.0, options_.recycle_jitter);
   return created + options_.recycle * (1.0 - jitter);
+}
+
+void ConnectionPool::CheckInvariantsLocked() const {
+#if SB_INVARIANTS_ON
+  const int max = options_.max_connections();
+  const int idle = static_cast<int>(idle_.size());
+  const int waiting = static_cast<int>(waiters_.size());
+  // The shape: open = idle + in use + opening, with in use (the rest) never
+  // negative, and never more than the bound.
+  SB_DCHECK(opening_ >= 0);
+  SB_DCHECK(idle + opening_ <= open_);
+  SB_DCHECK(open_ <= max);
+  SB_DCHECK(idle <= options_.pool_size);  // extras are closed on return
+  SB_DCHECK(waiting <= options_.max_waiters);
+  // A closed pool keeps nothing idle and no one waiting.
+  SB_DCHECK(!closed_ || (idle == 0 && waiting == 0));
+  // No one waits while a connection is idle or a slot is free: a returned
+  // connection goes to the oldest waiter, a freed slot opens one for it.
+  SB_DCHECK(waiting == 0 || (idle == 0 && open_ == max));
+  // Only one connect probes the database while it is down.
+  SB_DCHECK(!backoff_.probe_in_flight() || opening_ >= 1);
+
+  // The waiter index indexes exactly the queue; ids grow from front to back;
+  // the expiry timer is due no later than the earliest deadline.
+  SB_DCHECK(waiter_index_.size() == waiters_.size());
+  WaitId previous_id = 0;
+  absl::Time earliest = absl::InfiniteFuture();
+  absl::flat_hash_map<const Client*, int> waiting_per_client;
+  for (const Waiter& w : waiters_) {
+    SB_DCHECK(w.id > previous_id && w.id < next_wait_id_);
+    previous_id = w.id;
+    const auto it = waiter_index_.find(w.id);
+    SB_DCHECK(it != waiter_index_.end() && &*it->second == &w);
+    SB_DCHECK(w.request.client != nullptr && w.request.done != nullptr);
+    ++waiting_per_client[w.request.client];
+    earliest = std::min(earliest, w.deadline);
+  }
+  SB_DCHECK(waiting == 0 || expiry_.due() <= earliest);
+
+  // Clients: every reference is a waiter, a request on its way to a
+  // connection (holding a slot counted in open_, not idle), or a connection
+  // checked out (counted in in_use, also such a slot). in_use is counted up
+  // outside mu_, so it may lag behind its reference, never run ahead.
+  SB_DCHECK(clients_.contains(absl::string_view()) && anonymous_->refs >= 1);
+  int refs = -1;  // the pool's own reference to the anonymous client
+  int in_use = 0;
+  int unreferenced = 0;
+  for (const auto& [name, client] : clients_) {
+    const int client_in_use = client->in_use.load(std::memory_order_relaxed);
+    const auto w = waiting_per_client.find(client.get());
+    const int client_waiting = w == waiting_per_client.end() ? 0 : w->second;
+    SB_DCHECK(name == client->name);
+    SB_DCHECK(client->refs >= 0 && client_in_use >= 0);
+    SB_DCHECK(client->refs >= client_waiting + client_in_use + (client.get() == anonymous_));
+    refs += client->refs;
+    in_use += client_in_use;
+    if (client->refs == 0) ++unreferenced;
+  }
+  SB_DCHECK(waiting_per_client.size() <= clients_.size());
+  SB_DCHECK(unreferenced == unreferenced_clients_);
+  SB_DCHECK(unreferenced_clients_ <= kMaxUnreferencedClients);
+  SB_DCHECK(refs - waiting <= open_ - idle);
+  SB_DCHECK(in_use <= open_ - idle - opening_);
+#endif
 }
 
 PoolStats ConnectionPool::Stats() const {

@@ -32,7 +32,9 @@
 //
 // Thread-safe. The pool must outlive every PooledConnection it hands out and
 // every task it posted: Close() it, then drain the executor and stop the
-// timer queue, then destroy it (BrokerServer::Shutdown does this).
+// timer queue, then destroy it (BrokerServer::Shutdown does this); the timer
+// queue must outlive it. Debug and sanitizer builds check, on destruction,
+// that nothing is still lent out, opening or on its way to a caller.
 #ifndef SESSIONBROKER_SERVER_CORE_POOL_CONNECTION_POOL_H_
 #define SESSIONBROKER_SERVER_CORE_POOL_CONNECTION_POOL_H_
 
@@ -56,8 +58,9 @@
 #include "server/core/base/duration_histogram.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/mutex.h"
-#include "server/core/pool/reconnect_backoff.h"
+#include "server/core/base/rearming_timer.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/pool/reconnect_backoff.h"
 #include "server/storage/db_connection.h"
 
 namespace sessionbroker::core {
@@ -270,19 +273,9 @@ class ConnectionPool final {
   void Discard(std::unique_ptr<Slot> slot);  // closes a connection counted in open_
   // Frees a slot counted in open_ and lets the oldest waiter use it.
   void FreeSlot();
-  // Waiters' deadlines: one timer on the TimerQueue, armed no later than the
-  // earliest deadline (not one timer per waiter: scheduling and cancelling a
-  // timer per queued request cost more than the rest of the queueing). A
-  // waiter served before its deadline leaves the timer as it is; it then
-  // fires for nothing and re-arms for the earliest deadline left.
-  void AddDeadlineLocked(const Waiter& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // After a waiter left the queue: with none left, no timer is left either.
-  void WaiterLeftLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ArmExpiryLocked(absl::Time at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DisarmExpiryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The expiry timer's callback: fails every waiter whose deadline passed,
-  // earliest first, and re-arms for the next. `generation`: which arming.
-  void ExpireDue(uint64_t generation);
+  // earliest first, and re-arms for the next. A stale firing does nothing.
+  void ExpireDue(RearmingTimer::Token token);
   // With a connection slot free (open_ < max), starts opening one for the
   // oldest waiter. Returns the waiter to serve, if any. While connects are
   // rationed and none may start, moves every waiter to `refused` instead
@@ -306,11 +299,15 @@ class ConnectionPool final {
   absl::Time RecycleAtLocked(absl::Time created) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status TimeoutStatusLocked(const Waiter& w, absl::Time now) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Asserts (SB_DCHECK) what must hold whenever mu_ is free: the shape
+  // counts, the waiter index, the clients' references and occupancy. Called
+  // at the end of every locked section that changes state; a no-op where
+  // invariants are off (release builds).
+  void CheckInvariantsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const PoolOptions options_;
   storage::DbConnector& connector_;
   Executor& executor_;
-  TimerQueue& timers_;
   const Clock& clock_;
 
   mutable Mutex mu_;
@@ -320,11 +317,6 @@ class ConnectionPool final {
   int opening_ ABSL_GUARDED_BY(mu_) = 0;
   std::list<Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // front = oldest
   absl::flat_hash_map<WaitId, std::list<Waiter>::iterator> waiter_index_ ABSL_GUARDED_BY(mu_);
-  // The armed expiry timer (0: none, only when no one waits) and when it
-  // fires: never later than the earliest waiter's deadline.
-  TimerQueue::TimerId expiry_timer_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time expiry_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  uint64_t expiry_generation_ ABSL_GUARDED_BY(mu_) = 0;
   WaitId next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   PoolStats counters_ ABSL_GUARDED_BY(mu_);  // only the counter fields are used
@@ -340,6 +332,14 @@ class ConnectionPool final {
   Client* const anonymous_;
   int unreferenced_clients_ ABSL_GUARDED_BY(mu_) = 0;
   DurationHistogram checkout_wait_;
+  // Waiters' deadlines: one timer, armed no later than the earliest deadline
+  // while anyone waits, and disarmed when no one does (not one timer per
+  // waiter: scheduling and cancelling a timer per queued request cost more
+  // than the rest of the queueing). A waiter served before its deadline
+  // leaves the timer as it is; it then fires for nothing and re-arms for the
+  // earliest deadline left. Its lock is taken after mu_, never before.
+  // Last: destroyed first, and its callback uses the members above.
+  RearmingTimer expiry_;
 };
 
 }  // namespace sessionbroker::core

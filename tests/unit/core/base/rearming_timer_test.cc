@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -223,6 +224,34 @@ TEST(RearmingTimerThreadedTest, StopFromInsideTheCallbackDoesNotWaitForItself) {
   std::thread firing([&] { timers.RunDue(); });
   firing.join();
   EXPECT_TRUE(stopped);
+}
+
+// Stop() returning means the timer may be freed: also when a firing was
+// taken out of the queue on another thread and has not reached the callback
+// yet (it still has to look at the timer). That window is a few instructions
+// wide, so the test opens it many times: an earlier timer on the same queue
+// says when the firing is about to be taken out, and the timer is destroyed
+// at that moment. ThreadSanitizer reports the use after free if Stop()
+// returns too early.
+TEST(RearmingTimerThreadedTest, TheTimerMayBeDestroyedAsSoonAsStopReturns) {
+  FakeClock clock;
+  TimerQueue timers(clock);
+  for (int i = 0; i < 200; ++i) {
+    std::atomic<int> calls{0};
+    std::atomic<bool> next_is_ours{false};
+    auto timer =
+        std::make_unique<RearmingTimer>(timers, [&](RearmingTimer::Token) { calls.fetch_add(1); });
+    timers.Schedule(clock.Now() - absl::Nanoseconds(1), [&] { next_is_ours = true; });
+    timer->ArmBy(clock.Now());
+
+    std::thread firing([&] { timers.RunDue(); });
+    while (!next_is_ours) std::this_thread::yield();
+    timer.reset();
+    const int calls_when_destroyed = calls.load();
+    firing.join();
+    EXPECT_EQ(calls.load(), calls_when_destroyed) << "the callback ran after Stop() returned";
+    EXPECT_EQ(timers.pending(), 0u);
+  }
 }
 
 }  // namespace
