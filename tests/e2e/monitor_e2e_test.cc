@@ -292,7 +292,8 @@ TEST_F(MonitorE2eTest, AWatcherSeesWaitersRiseUnderLoadAndFallAfter) {
   for (int i = 0; i < kWaiters; ++i) {
     callers.emplace_back([this] {
       auto stub = v1::SessionBroker::NewStub(broker_->NewChannel());
-      EXPECT_TRUE(ExecuteAs("load", "SELECT 1", absl::Seconds(20), stub.get()).ok());
+      const grpc::Status status = ExecuteAs("load", "SELECT 1", absl::Seconds(20), stub.get());
+      EXPECT_TRUE(status.ok()) << status.error_code() << ": " << status.error_message();
     });
   }
   EXPECT_TRUE(watcher.WaitFor(
