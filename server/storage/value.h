@@ -19,7 +19,7 @@ struct Value {
   bool bool_value = false;
   int64_t int64_value = 0;
   double double_value = 0;
-  std::string text;            // kString, kBytes (raw bytes), kNumeric, kJson
+  std::string text;             // kString, kBytes (raw bytes), kNumeric, kJson
   std::vector<Value> elements;  // kArray
 
   static Value Null() { return Value{}; }

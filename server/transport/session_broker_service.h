@@ -27,8 +27,8 @@
 #include "google/protobuf/message.h"
 #include "grpcpp/grpcpp.h"
 #include "server/core/base/mutex.h"
-#include "server/core/session/session_manager.h"
 #include "server/core/exec/statement_runner.h"
+#include "server/core/session/session_manager.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 
 namespace sessionbroker::transport {

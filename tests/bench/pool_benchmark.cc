@@ -42,9 +42,9 @@
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
 #include "server/core/base/clock.h"
-#include "server/core/pool/connection_pool.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/pool/connection_pool.h"
 #include "spdlog/spdlog.h"
 #include "tests/support/fake_db.h"
 

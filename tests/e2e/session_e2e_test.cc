@@ -181,7 +181,9 @@ TEST_F(SessionE2eTest, KilledClientsTransactionIsRolledBackAndSessionOrphanedAft
   client_ = std::make_unique<ClientProcess>(
       std::vector<std::string>{SB_SESSION_CLIENT_BINARY, broker_->address(), table});
   ASSERT_TRUE(client_->WaitForLine("READY", absl::Seconds(20)))
-      << "client output:\n" << client_->Output() << "\nbroker log:\n" << broker_->Log();
+      << "client output:\n"
+      << client_->Output() << "\nbroker log:\n"
+      << broker_->Log();
   const std::string name = client_->Field("SESSION");
   ASSERT_FALSE(name.empty());
 
@@ -542,7 +544,9 @@ TEST_F(SessionE2eTest, IsolationLevelAndReadOnlyAreHonoured) {
   EXPECT_EQ(rr.response.isolation(), v1::REPEATABLE_READ);
   ASSERT_TRUE(BeginTransaction(rr.response.name()).status.ok());
   EXPECT_EQ(ExecuteIn(rr.response.name(), "SHOW transaction_isolation")
-                .response.rows(0).values(0).string_value(),
+                .response.rows(0)
+                .values(0)
+                .string_value(),
             "repeatable read");
   EXPECT_EQ(ExecuteIn(rr.response.name(), count).response.rows(0).values(0).int64_value(), 1);
   Admin(absl::StrCat("INSERT INTO ", table, " VALUES (2)"));
@@ -583,7 +587,9 @@ TEST_F(SessionE2eTest, IsolationLevelAndReadOnlyAreHonoured) {
 
   ASSERT_TRUE(BeginTransaction(ro.response.name()).status.ok());
   EXPECT_EQ(ExecuteIn(ro.response.name(), "SHOW transaction_read_only")
-                .response.rows(0).values(0).string_value(),
+                .response.rows(0)
+                .values(0)
+                .string_value(),
             "on");
   RpcResult<v1::ExecuteResponse> inside = ExecuteIn(ro.response.name(), insert);
   EXPECT_FALSE(inside.status.ok());
@@ -609,8 +615,8 @@ TEST_F(SessionE2eTest, TransactionRowsBecomeVisibleAtCommitAndRunOnOneBackend) {
   EXPECT_FALSE(begun.response.session().transaction_aborted());
   EXPECT_TRUE(begun.response.session().has_transaction_start_time());
 
-  const int64_t pid1 = ExecuteIn(name, "SELECT pg_backend_pid()").response.rows(0).values(0)
-                           .int64_value();
+  const int64_t pid1 =
+      ExecuteIn(name, "SELECT pg_backend_pid()").response.rows(0).values(0).int64_value();
   ASSERT_TRUE(ExecuteIn(name, absl::StrCat("INSERT INTO ", table, " VALUES (1)")).status.ok());
   // A batch in the session joins its transaction.
   {
@@ -631,8 +637,8 @@ TEST_F(SessionE2eTest, TransactionRowsBecomeVisibleAtCommitAndRunOnOneBackend) {
   }
   // One-shot calls in between run elsewhere and do not disturb it.
   EXPECT_TRUE(Execute("SELECT 1").status.ok());
-  const int64_t pid2 = ExecuteIn(name, "SELECT pg_backend_pid()").response.rows(0).values(0)
-                           .int64_value();
+  const int64_t pid2 =
+      ExecuteIn(name, "SELECT pg_backend_pid()").response.rows(0).values(0).int64_value();
   EXPECT_EQ(pid1, pid2) << "the transaction's statements ran on two backends";
   // PostgreSQL agrees: that backend holds the open transaction.
   EXPECT_EQ(AdminCount("SELECT pid::int8 FROM pg_stat_activity WHERE application_name = $1 AND "
@@ -698,8 +704,8 @@ TEST_F(SessionE2eTest, ConcurrentCallsOnOneSessionDoNotOverlap) {
   const double e2 = second.response.rows(0).values(1).double_value();
   EXPECT_GE(e1 - s1, 0.5);
   EXPECT_GE(e2 - s2, 0.5);
-  EXPECT_TRUE(s2 >= e1 || s1 >= e2) << "the calls overlapped: [" << s1 << ", " << e1 << "] and ["
-                                    << s2 << ", " << e2 << "]";
+  EXPECT_TRUE(s2 >= e1 || s1 >= e2)
+      << "the calls overlapped: [" << s1 << ", " << e1 << "] and [" << s2 << ", " << e2 << "]";
 }
 
 // ---- 10. Quotas -----------------------------------------------------------------------
@@ -874,9 +880,9 @@ TEST_F(SessionE2eTest, ReflectionDescribesTheSessionMethods) {
   absl::StatusOr<std::vector<std::string>> methods =
       ReflectionDescribeService(broker_->channel(), kService);
   ASSERT_TRUE(methods.ok()) << methods.status();
-  for (const char* method : {"Execute", "ExecuteBatch", "BeginSession", "RenewSession",
-                             "EndSession", "GetSession", "ListSessions", "BeginTransaction",
-                             "Commit", "Rollback", "KeepAlive"}) {
+  for (const char* method :
+       {"Execute", "ExecuteBatch", "BeginSession", "RenewSession", "EndSession", "GetSession",
+        "ListSessions", "BeginTransaction", "Commit", "Rollback", "KeepAlive"}) {
     EXPECT_THAT(*methods, Contains(method));
   }
 }
@@ -895,8 +901,7 @@ TEST_F(SessionE2eTest, QueuedCallsAreBoundedAndKeepTheirOwnDeadline) {
   ASSERT_TRUE(Eventually([&] { return ActiveStatements("SELECT pg_sleep") == 1; }));
   std::thread second(
       [&] { queued = ExecuteIn(name, "SELECT 2::int8", {}, absl::Seconds(20), stub2.get()); });
-  const bool saw_queued =
-      Eventually([&] { return GetSession(name).response.queued_calls() == 1; });
+  const bool saw_queued = Eventually([&] { return GetSession(name).response.queued_calls() == 1; });
   RpcResult<v1::ExecuteResponse> rejected;
   if (saw_queued) rejected = ExecuteIn(name, "SELECT 3", {}, absl::Seconds(20), stub3.get());
   first.join();

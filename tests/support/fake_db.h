@@ -101,9 +101,9 @@ class FakeConnector final : public storage::DbConnector {
   // bad value for it.
   void FailBeginsSetting(std::string setting, absl::Status status);
 
-  int connects() const { return connects_.load(); }   // successful ones
-  int live() const { return live_.load(); }           // open right now
-  int max_live() const { return max_live_.load(); }   // highest `live` ever seen
+  int connects() const { return connects_.load(); }  // successful ones
+  int live() const { return live_.load(); }          // open right now
+  int max_live() const { return max_live_.load(); }  // highest `live` ever seen
   // Every connection ever opened, by id (1, 2, ...); pointers stay valid while open.
   FakeConnection* connection(int id);
 

@@ -27,7 +27,8 @@ std::string FromBuffer(const grpc::ByteBuffer& buffer) {
   std::vector<grpc::Slice> slices;
   (void)buffer.Dump(&slices);
   std::string out;
-  for (const grpc::Slice& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  for (const grpc::Slice& s : slices)
+    out.append(reinterpret_cast<const char*>(s.begin()), s.size());
   return out;
 }
 
@@ -65,7 +66,9 @@ absl::Status ReflectionCall(const std::shared_ptr<grpc::Channel>& channel,
       stub.PrepareCall(&context, kReflection, &cq);
   void* tag;
   bool ok = false;
-  auto step = [&](int id) { return cq.Next(&tag, &ok) && ok && tag == reinterpret_cast<void*>(id); };
+  auto step = [&](int id) {
+    return cq.Next(&tag, &ok) && ok && tag == reinterpret_cast<void*>(id);
+  };
   call->StartCall(reinterpret_cast<void*>(1));
   if (!step(1)) return absl::UnavailableError("reflection: could not start the call");
   std::string bytes;
@@ -81,7 +84,8 @@ absl::Status ReflectionCall(const std::shared_ptr<grpc::Channel>& channel,
   call->Finish(&status, reinterpret_cast<void*>(5));
   step(5);
   if (!read_ok) {
-    return absl::UnavailableError(absl::StrCat("reflection: no response: ", status.error_message()));
+    return absl::UnavailableError(
+        absl::StrCat("reflection: no response: ", status.error_message()));
   }
   if (!parsed->ParseFromString(FromBuffer(response))) {
     return absl::InternalError("reflection: unparsable response");
@@ -103,8 +107,7 @@ absl::StatusOr<ServingStatus> HealthCheck(const std::shared_ptr<grpc::Channel>& 
                  [&done](grpc::Status s) { done.set_value(std::move(s)); });
   const grpc::Status status = done.get_future().get();
   if (!status.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        status.error_message());
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   }
   return ParseHealthResponse(FromBuffer(response));
 }
@@ -210,7 +213,8 @@ absl::StatusOr<std::vector<std::string>> ReflectionDescribeService(
       }
     }
   }
-  if (methods.empty()) return absl::NotFoundError(absl::StrCat("reflection: ", service, " not described"));
+  if (methods.empty())
+    return absl::NotFoundError(absl::StrCat("reflection: ", service, " not described"));
   return methods;
 }
 

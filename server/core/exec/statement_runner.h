@@ -33,10 +33,10 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/core/base/clock.h"
-#include "server/core/pool/connection_pool.h"
 #include "server/core/base/duration_histogram.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/pool/connection_pool.h"
 #include "server/storage/value.h"
 
 namespace sessionbroker::core {

@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "server/core/pool/connection_pool.h"
 #include "server/core/base/duration_histogram.h"
-#include "server/core/session/session_stats.h"
 #include "server/core/exec/statement_runner.h"
+#include "server/core/pool/connection_pool.h"
+#include "server/core/session/session_stats.h"
 
 namespace sessionbroker::core {
 

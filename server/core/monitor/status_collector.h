@@ -12,11 +12,11 @@
 #include <functional>
 
 #include "server/core/base/clock.h"
+#include "server/core/exec/statement_runner.h"
+#include "server/core/monitor/pool_snapshot.h"
 #include "server/core/pool/connection_pool.h"
 #include "server/core/pool/health_checker.h"
-#include "server/core/monitor/pool_snapshot.h"
 #include "server/core/session/session_stats.h"
-#include "server/core/exec/statement_runner.h"
 
 namespace sessionbroker::core {
 

@@ -19,9 +19,9 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "server/core/base/clock.h"
-#include "server/core/pool/connection_pool.h"
 #include "server/core/base/mutex.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/pool/connection_pool.h"
 
 namespace sessionbroker::core {
 

@@ -17,16 +17,14 @@ namespace {
 // one identifier, whatever the encoding.
 
 bool IsSpace(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
-         c == '\v';
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
 bool IsIdentStart(char c) {
   const auto u = static_cast<unsigned char>(c);
-  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' ||
-         u >= 0x80;
+  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' || u >= 0x80;
 }
 
 // `$` may continue an identifier (`a$1` is one name, not `a` and `$1`).
@@ -53,8 +51,7 @@ constexpr absl::string_view kSessionStateFunctions[] = {
 // Statements that are transaction control whatever follows their first word.
 // (PREPARE TRANSACTION needs a second look; see Classifier::OnToken.)
 constexpr absl::string_view kTransactionControlStatements[] = {
-    "BEGIN",    "START", "COMMIT",    "END",
-    "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
+    "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
 };
 
 // Statements that change session state whatever follows their first word.
@@ -78,8 +75,7 @@ bool IsOneOf(absl::string_view word, const absl::string_view (&list)[N]) {
 // Quoted names are compared case-insensitively too: that can only add
 // false positives.
 bool IsSessionStateName(absl::string_view name) {
-  return absl::StartsWithIgnoreCase(name, "pg_temp") ||
-         IsOneOf(name, kSessionStateFunctions);
+  return absl::StartsWithIgnoreCase(name, "pg_temp") || IsOneOf(name, kSessionStateFunctions);
 }
 
 enum class TokenKind {
@@ -114,11 +110,9 @@ class Classifier {
         EndStatement();
         ++i;
       } else if (c == '\'') {
-        i = ScanQuoted(i + 1, '\'', /*backslash_escapes=*/false,
-                       TokenKind::kString);
+        i = ScanQuoted(i + 1, '\'', /*backslash_escapes=*/false, TokenKind::kString);
       } else if (c == '"') {
-        i = ScanQuoted(i + 1, '"', /*backslash_escapes=*/false,
-                       TokenKind::kQuotedIdentifier);
+        i = ScanQuoted(i + 1, '"', /*backslash_escapes=*/false, TokenKind::kQuotedIdentifier);
       } else if (IsIdentStart(c)) {
         i = ScanWordOrPrefixedLiteral(i);
       } else if (c == '$') {
@@ -190,8 +184,7 @@ class Classifier {
   // escapes the next byte. Standard strings, N'', B'', X'' and U&'' all lex
   // alike here: a B'' or X'' body cannot contain a quote, and U&'' escapes
   // are `\XXXX` with no way to escape a quote.
-  size_t ScanQuoted(size_t i, char quote, bool backslash_escapes,
-                    TokenKind kind) {
+  size_t ScanQuoted(size_t i, char quote, bool backslash_escapes, TokenKind kind) {
     const size_t n = sql_.size();
     const size_t body_start = i;
     while (i < n) {
@@ -217,27 +210,22 @@ class Classifier {
   // string literal (E'', B'', X'', N'', U&'') or quoted identifier (U&"").
   size_t ScanWordOrPrefixedLiteral(size_t i) {
     const size_t n = sql_.size();
-    const char prefix =
-        absl::ascii_tolower(static_cast<unsigned char>(sql_[i]));
+    const char prefix = absl::ascii_tolower(static_cast<unsigned char>(sql_[i]));
     const char next = i + 1 < n ? sql_[i + 1] : '\0';
     if (next == '\'') {
       if (prefix == 'e') {
-        return ScanQuoted(i + 2, '\'', /*backslash_escapes=*/true,
-                          TokenKind::kString);
+        return ScanQuoted(i + 2, '\'', /*backslash_escapes=*/true, TokenKind::kString);
       }
       if (prefix == 'b' || prefix == 'x' || prefix == 'n') {
-        return ScanQuoted(i + 2, '\'', /*backslash_escapes=*/false,
-                          TokenKind::kString);
+        return ScanQuoted(i + 2, '\'', /*backslash_escapes=*/false, TokenKind::kString);
       }
     }
     if (prefix == 'u' && next == '&' && i + 2 < n) {
       if (sql_[i + 2] == '\'') {
-        return ScanQuoted(i + 3, '\'', /*backslash_escapes=*/false,
-                          TokenKind::kString);
+        return ScanQuoted(i + 3, '\'', /*backslash_escapes=*/false, TokenKind::kString);
       }
       if (sql_[i + 2] == '"') {
-        return ScanQuoted(i + 3, '"', /*backslash_escapes=*/false,
-                          TokenKind::kQuotedIdentifier);
+        return ScanQuoted(i + 3, '"', /*backslash_escapes=*/false, TokenKind::kQuotedIdentifier);
       }
     }
     size_t end = i + 1;
@@ -256,8 +244,7 @@ class Classifier {
       int number = 0;
       for (; end < n && IsDigit(sql_[end]); ++end) {
         const int digit = sql_[end] - '0';
-        number =
-            number > (INT_MAX - digit) / 10 ? INT_MAX : number * 10 + digit;
+        number = number > (INT_MAX - digit) / 10 ? INT_MAX : number * 10 + digit;
       }
       OnToken(TokenKind::kPlaceholder, sql_.substr(i, end - i));
       if (number > info_.max_placeholder) info_.max_placeholder = number;
@@ -304,9 +291,9 @@ class Classifier {
         if (is_word) OnFirstWord(text);
         break;
       case Expect::kSetScope:
-        if (is_word && (absl::EqualsIgnoreCase(text, "LOCAL") ||
-                        absl::EqualsIgnoreCase(text, "TRANSACTION") ||
-                        absl::EqualsIgnoreCase(text, "CONSTRAINTS"))) {
+        if (is_word &&
+            (absl::EqualsIgnoreCase(text, "LOCAL") || absl::EqualsIgnoreCase(text, "TRANSACTION") ||
+             absl::EqualsIgnoreCase(text, "CONSTRAINTS"))) {
           expect_ = Expect::kSetScopeDot;
         } else {
           // SET var, SET SESSION ..., SET ROLE, SET "var", ...
@@ -343,12 +330,11 @@ class Classifier {
     // Rules that hold wherever the word appears. TEMP/TEMPORARY only as a
     // bare keyword: a quoted "temp" is an ordinary name.
     if (is_word) {
-      if (in_copy_ && (absl::EqualsIgnoreCase(text, "STDIN") ||
-                       absl::EqualsIgnoreCase(text, "STDOUT"))) {
+      if (in_copy_ &&
+          (absl::EqualsIgnoreCase(text, "STDIN") || absl::EqualsIgnoreCase(text, "STDOUT"))) {
         info_.copy_stdio = true;
       }
-      if (absl::EqualsIgnoreCase(text, "TEMP") ||
-          absl::EqualsIgnoreCase(text, "TEMPORARY") ||
+      if (absl::EqualsIgnoreCase(text, "TEMP") || absl::EqualsIgnoreCase(text, "TEMPORARY") ||
           IsSessionStateName(text)) {
         info_.changes_session_state = true;
       }

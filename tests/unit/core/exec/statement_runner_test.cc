@@ -9,9 +9,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/core/base/clock.h"
-#include "server/core/pool/connection_pool.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/pool/connection_pool.h"
 #include "server/storage/sql_error.h"
 #include "tests/support/fake_db.h"
 
@@ -37,8 +37,8 @@ class StatementRunnerTest : public ::testing::Test {
     options.max_overflow = 0;
     options.pre_ping = false;
     pool_ = std::make_unique<ConnectionPool>(options, connector_, executor_, timers_, clock_);
-    runner_ = std::make_unique<StatementRunner>(*pool_, timers_, executor_, clock_,
-                                                RunnerOptions{});
+    runner_ =
+        std::make_unique<StatementRunner>(*pool_, timers_, executor_, clock_, RunnerOptions{});
   }
   ~StatementRunnerTest() override {
     pool_->Close();
@@ -131,7 +131,8 @@ TEST_F(StatementRunnerTest, PoolErrorsReachTheCaller) {
 TEST_F(StatementRunnerTest, CancelWhileWaitingForAConnectionGivesCancelled) {
   // Hold the only connection.
   std::optional<absl::StatusOr<PooledConnection>> held;
-  pool_->Acquire(AcquireRequest{}, [&](absl::StatusOr<PooledConnection> c) { held = std::move(c); });
+  pool_->Acquire(AcquireRequest{},
+                 [&](absl::StatusOr<PooledConnection> c) { held = std::move(c); });
   executor_.RunAll();
   ASSERT_TRUE(held.has_value() && held->ok());
 

@@ -11,10 +11,10 @@
 #include "gtest/gtest.h"
 #include "server/core/base/build_info.h"
 #include "server/core/base/clock.h"
+#include "server/core/base/timer_queue.h"
+#include "server/core/exec/statement_runner.h"
 #include "server/core/pool/connection_pool.h"
 #include "server/core/pool/health_checker.h"
-#include "server/core/exec/statement_runner.h"
-#include "server/core/base/timer_queue.h"
 #include "tests/support/fake_db.h"
 
 namespace sessionbroker::core {

@@ -22,9 +22,7 @@ TEST(SqlClassifierTest, EmptyStringIsEmpty) {
   EXPECT_FALSE(info.changes_session_state);
 }
 
-TEST(SqlClassifierTest, WhitespaceOnlyIsEmpty) {
-  EXPECT_TRUE(ClassifySql(" \t\r\n\f\v ").empty);
-}
+TEST(SqlClassifierTest, WhitespaceOnlyIsEmpty) { EXPECT_TRUE(ClassifySql(" \t\r\n\f\v ").empty); }
 
 TEST(SqlClassifierTest, OnlyCommentsIsEmpty) {
   const SqlInfo info = ClassifySql("-- hello\n/* SELECT 1; */ -- bye");
@@ -65,10 +63,8 @@ TEST(SqlClassifierTest, TrailingSemicolonIsOneStatement) {
   EXPECT_FALSE(info.multiple_statements);
 }
 
-TEST(SqlClassifierTest,
-     TrailingSemicolonsWhitespaceAndCommentsAreOneStatement) {
-  EXPECT_FALSE(ClassifySql("SELECT 1 ;; \n -- done\n /* really */ ; \n")
-                   .multiple_statements);
+TEST(SqlClassifierTest, TrailingSemicolonsWhitespaceAndCommentsAreOneStatement) {
+  EXPECT_FALSE(ClassifySql("SELECT 1 ;; \n -- done\n /* really */ ; \n").multiple_statements);
 }
 
 TEST(SqlClassifierTest, LeadingEmptyStatementsDoNotCount) {
@@ -84,8 +80,7 @@ TEST(SqlClassifierTest, TwoStatementsWithoutSpaceAreMultiple) {
 }
 
 TEST(SqlClassifierTest, MultipleStatementsWithTrailingCommentsAreMultiple) {
-  const SqlInfo info =
-      ClassifySql("SELECT 1; -- one\nSELECT 2; /* two */ -- end");
+  const SqlInfo info = ClassifySql("SELECT 1; -- one\nSELECT 2; /* two */ -- end");
   EXPECT_TRUE(info.multiple_statements);
   EXPECT_EQ(info.first_keyword, "SELECT");
 }
@@ -121,10 +116,9 @@ TEST(SqlClassifierTest, SemicolonInsideTaggedDollarQuoteDoesNotSplit) {
 // Documented limitation: parentheses do not protect a `;` (CREATE RULE ... DO
 // (a; b) is reported as multiple statements).
 TEST(SqlClassifierTest, SemicolonInsideParenthesesSplits) {
-  EXPECT_TRUE(
-      ClassifySql("CREATE RULE r AS ON INSERT TO t DO ALSO "
-                  "(INSERT INTO a VALUES (1); INSERT INTO b VALUES (2))")
-          .multiple_statements);
+  EXPECT_TRUE(ClassifySql("CREATE RULE r AS ON INSERT TO t DO ALSO "
+                          "(INSERT INTO a VALUES (1); INSERT INTO b VALUES (2))")
+                  .multiple_statements);
 }
 
 TEST(SqlClassifierTest, LineCommentEndsAtNewline) {
@@ -152,8 +146,7 @@ TEST(SqlClassifierTest, NestedBlockCommentIsSkippedWhole) {
 }
 
 TEST(SqlClassifierTest, DeeplyNestedBlockCommentIsSkippedWhole) {
-  EXPECT_EQ(ClassifySql("/* /* /* */ $7 */ $8 */ SELECT $1").max_placeholder,
-            1);
+  EXPECT_EQ(ClassifySql("/* /* /* */ $7 */ $8 */ SELECT $1").max_placeholder, 1);
 }
 
 TEST(SqlClassifierTest, SlashStarSlashDoesNotCloseComment) {
@@ -211,8 +204,7 @@ TEST(SqlClassifierTest, PlaceholderZeroLeavesMaxAtZero) {
 }
 
 TEST(SqlClassifierTest, PlaceholderAfterOperatorsAndParenthesesIsCounted) {
-  EXPECT_EQ(ClassifySql("SELECT f($1)+$2*-$3 WHERE x=$4::int").max_placeholder,
-            4);
+  EXPECT_EQ(ClassifySql("SELECT f($1)+$2*-$3 WHERE x=$4::int").max_placeholder, 4);
 }
 
 TEST(SqlClassifierTest, PlaceholderDirectlyAfterNumberIsCounted) {
@@ -228,9 +220,7 @@ TEST(SqlClassifierTest, PlaceholderJustAboveIntMaxIsClamped) {
 }
 
 TEST(SqlClassifierTest, AbsurdPlaceholderIsClampedToIntMax) {
-  EXPECT_EQ(ClassifySql("SELECT $99999999999999999999999999999999999999")
-                .max_placeholder,
-            INT_MAX);
+  EXPECT_EQ(ClassifySql("SELECT $99999999999999999999999999999999999999").max_placeholder, INT_MAX);
 }
 
 TEST(SqlClassifierTest, DollarInsideIdentifierIsNotPlaceholder) {
@@ -287,8 +277,7 @@ TEST(SqlClassifierTest, PlaceholderInsideTaggedDollarQuoteIsIgnored) {
 }
 
 TEST(SqlClassifierTest, DollarQuoteEndsOnlyAtItsOwnTag) {
-  EXPECT_EQ(ClassifySql("SELECT $a$ $$ $1 $b$ $2 $b $a$, $3").max_placeholder,
-            3);
+  EXPECT_EQ(ClassifySql("SELECT $a$ $$ $1 $b$ $2 $b $a$, $3").max_placeholder, 3);
 }
 
 TEST(SqlClassifierTest, DollarQuoteTagIsCaseSensitive) {
@@ -369,23 +358,19 @@ TEST(SqlClassifierTest, NationalStringIsSkipped) {
 }
 
 TEST(SqlClassifierTest, BitStringsAreSkipped) {
-  EXPECT_EQ(ClassifySql("SELECT B'$1', b'0', X'$2', x'1F', $3").max_placeholder,
-            3);
+  EXPECT_EQ(ClassifySql("SELECT B'$1', b'0', X'$2', x'1F', $3").max_placeholder, 3);
 }
 
 TEST(SqlClassifierTest, UnicodeStringIsSkipped) {
-  EXPECT_EQ(ClassifySql(R"(SELECT U&'d\0061t$1', u&'$2', $3)").max_placeholder,
-            3);
+  EXPECT_EQ(ClassifySql(R"(SELECT U&'d\0061t$1', u&'$2', $3)").max_placeholder, 3);
 }
 
 TEST(SqlClassifierTest, UnicodeStringWithUescapeIsSkipped) {
-  EXPECT_EQ(ClassifySql("SELECT U&'d!0061t$1' UESCAPE '!', $2").max_placeholder,
-            2);
+  EXPECT_EQ(ClassifySql("SELECT U&'d!0061t$1' UESCAPE '!', $2").max_placeholder, 2);
 }
 
 TEST(SqlClassifierTest, QuotedIdentifierWithDoubledQuotesIsSkipped) {
-  EXPECT_EQ(ClassifySql(R"(SELECT 1 AS "my ""col"" $1", $2)").max_placeholder,
-            2);
+  EXPECT_EQ(ClassifySql(R"(SELECT 1 AS "my ""col"" $1", $2)").max_placeholder, 2);
 }
 
 TEST(SqlClassifierTest, UnicodeQuotedIdentifierIsSkipped) {
@@ -430,9 +415,7 @@ TEST(SqlClassifierTest, FirstKeywordIgnoresMixedCase) {
 }
 
 TEST(SqlClassifierTest, FirstKeywordSkipsWhitespaceAndComments) {
-  EXPECT_EQ(
-      ClassifySql("  -- c\n /* d */ insert INTO t VALUES (1)").first_keyword,
-      "INSERT");
+  EXPECT_EQ(ClassifySql("  -- c\n /* d */ insert INTO t VALUES (1)").first_keyword, "INSERT");
 }
 
 TEST(SqlClassifierTest, FirstKeywordSkipsLeadingParentheses) {
@@ -440,8 +423,7 @@ TEST(SqlClassifierTest, FirstKeywordSkipsLeadingParentheses) {
 }
 
 TEST(SqlClassifierTest, FirstKeywordOfWithQueryIsWith) {
-  EXPECT_EQ(ClassifySql("WITH x AS (SELECT 1) SELECT * FROM x").first_keyword,
-            "WITH");
+  EXPECT_EQ(ClassifySql("WITH x AS (SELECT 1) SELECT * FROM x").first_keyword, "WITH");
 }
 
 TEST(SqlClassifierTest, FirstKeywordComesFromFirstStatement) {
@@ -481,9 +463,7 @@ struct NamedSql {
   const char* sql;
 };
 
-std::string TestName(const testing::TestParamInfo<NamedSql>& info) {
-  return info.param.name;
-}
+std::string TestName(const testing::TestParamInfo<NamedSql>& info) { return info.param.name; }
 
 class TransactionControlTest : public testing::TestWithParam<NamedSql> {};
 
@@ -493,32 +473,28 @@ TEST_P(TransactionControlTest, IsTransactionControl) {
 
 INSTANTIATE_TEST_SUITE_P(
     SqlClassifierTest, TransactionControlTest,
-    testing::Values(
-        NamedSql{"Begin", "BEGIN"}, NamedSql{"BeginLowercase", "begin"},
-        NamedSql{"BeginIsolationLevel", "BEGIN ISOLATION LEVEL SERIALIZABLE"},
-        NamedSql{"BeginWithTrailingSemicolon", "BEGIN;"},
-        NamedSql{"StartTransaction", "START TRANSACTION READ ONLY"},
-        NamedSql{"Commit", "COMMIT"},
-        NamedSql{"CommitAndChain", "COMMIT AND CHAIN"}, NamedSql{"End", "END"},
-        NamedSql{"Rollback", "ROLLBACK"},
-        NamedSql{"RollbackToSavepoint", "ROLLBACK TO SAVEPOINT s"},
-        NamedSql{"Abort", "ABORT"}, NamedSql{"Savepoint", "SAVEPOINT s"},
-        NamedSql{"ReleaseSavepoint", "RELEASE SAVEPOINT s"},
-        NamedSql{"Release", "release s"},
-        NamedSql{"PrepareTransaction", "PREPARE TRANSACTION 'x'"},
-        NamedSql{"PrepareTransactionDollarQuotedGid",
-                 "prepare transaction $$x$$"},
-        NamedSql{"CommitPrepared", "COMMIT PREPARED 'x'"},
-        NamedSql{"RollbackPrepared", "ROLLBACK PREPARED 'x'"},
-        NamedSql{"AfterComment", "/* c */ -- d\nCOMMIT"}),
+    testing::Values(NamedSql{"Begin", "BEGIN"}, NamedSql{"BeginLowercase", "begin"},
+                    NamedSql{"BeginIsolationLevel", "BEGIN ISOLATION LEVEL SERIALIZABLE"},
+                    NamedSql{"BeginWithTrailingSemicolon", "BEGIN;"},
+                    NamedSql{"StartTransaction", "START TRANSACTION READ ONLY"},
+                    NamedSql{"Commit", "COMMIT"}, NamedSql{"CommitAndChain", "COMMIT AND CHAIN"},
+                    NamedSql{"End", "END"}, NamedSql{"Rollback", "ROLLBACK"},
+                    NamedSql{"RollbackToSavepoint", "ROLLBACK TO SAVEPOINT s"},
+                    NamedSql{"Abort", "ABORT"}, NamedSql{"Savepoint", "SAVEPOINT s"},
+                    NamedSql{"ReleaseSavepoint", "RELEASE SAVEPOINT s"},
+                    NamedSql{"Release", "release s"},
+                    NamedSql{"PrepareTransaction", "PREPARE TRANSACTION 'x'"},
+                    NamedSql{"PrepareTransactionDollarQuotedGid", "prepare transaction $$x$$"},
+                    NamedSql{"CommitPrepared", "COMMIT PREPARED 'x'"},
+                    NamedSql{"RollbackPrepared", "ROLLBACK PREPARED 'x'"},
+                    NamedSql{"AfterComment", "/* c */ -- d\nCOMMIT"}),
     TestName);
 
 TEST(SqlClassifierTest, SelectIsNotTransactionControl) {
   EXPECT_FALSE(ClassifySql("SELECT 1").transaction_control);
 }
 
-TEST(SqlClassifierTest,
-     TransactionKeywordAfterFirstWordIsNotTransactionControl) {
+TEST(SqlClassifierTest, TransactionKeywordAfterFirstWordIsNotTransactionControl) {
   EXPECT_FALSE(ClassifySql("SELECT begin, commit FROM t").transaction_control);
 }
 
@@ -578,37 +554,28 @@ INSTANTIATE_TEST_SUITE_P(
         NamedSql{"SetSessionAuthorization", "SET SESSION AUTHORIZATION bob"},
         NamedSql{"SetSessionCharacteristics",
                  "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"},
-        NamedSql{"SetRole", "SET ROLE admin"},
-        NamedSql{"SetTimeZone", "SET TIME ZONE 'UTC'"},
+        NamedSql{"SetRole", "SET ROLE admin"}, NamedSql{"SetTimeZone", "SET TIME ZONE 'UTC'"},
         NamedSql{"SetVariableNamedLocalDotSomething", "SET local.x = 1"},
-        NamedSql{"SetVariableNamedTransactionDotSomething",
-                 "SET transaction.x = 1"},
-        NamedSql{"SetAlone", "SET"},
-        NamedSql{"SetInParenthesesStatement", "(SET x = 1)"},
+        NamedSql{"SetVariableNamedTransactionDotSomething", "SET transaction.x = 1"},
+        NamedSql{"SetAlone", "SET"}, NamedSql{"SetInParenthesesStatement", "(SET x = 1)"},
         NamedSql{"Reset", "RESET search_path"},
-        NamedSql{"DoBlockCodeIsOpaque",
-                 "DO $$ BEGIN PERFORM 1; END $$"},
+        NamedSql{"DoBlockCodeIsOpaque", "DO $$ BEGIN PERFORM 1; END $$"},
         NamedSql{"CallProcedureIsOpaque", "CALL my_proc(1)"},
         NamedSql{"SetseedSeedsTheSessionsRandom", "SELECT setseed(0.5)"},
         NamedSql{"UpdatePgSettingsRunsASessionSet",
                  "UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'"},
-        NamedSql{"ResetAll", "reset all"},
-        NamedSql{"Prepare", "PREPARE p(int) AS SELECT $1"},
+        NamedSql{"ResetAll", "reset all"}, NamedSql{"Prepare", "PREPARE p(int) AS SELECT $1"},
         NamedSql{"PrepareAlone", "PREPARE"},
         NamedSql{"PrepareTransactionWithoutGid", "PREPARE TRANSACTION"},
-        NamedSql{"Deallocate", "DEALLOCATE p"},
-        NamedSql{"DeallocateAll", "DEALLOCATE ALL"},
+        NamedSql{"Deallocate", "DEALLOCATE p"}, NamedSql{"DeallocateAll", "DEALLOCATE ALL"},
         NamedSql{"Listen", "LISTEN chan"}, NamedSql{"Unlisten", "UNLISTEN *"},
         NamedSql{"Declare", "DECLARE c CURSOR WITH HOLD FOR SELECT 1"},
-        NamedSql{"Discard", "DISCARD ALL"},
-        NamedSql{"Load", "LOAD 'auto_explain'"},
+        NamedSql{"Discard", "DISCARD ALL"}, NamedSql{"Load", "LOAD 'auto_explain'"},
         NamedSql{"CreateTempTable", "CREATE TEMP TABLE t (a int)"},
         NamedSql{"CreateTempTableLowercase", "create temp table t (a int)"},
         NamedSql{"CreateTemporaryView", "CREATE TEMPORARY VIEW v AS SELECT 1"},
-        NamedSql{"CreateLocalTemporaryTable",
-                 "CREATE LOCAL TEMPORARY TABLE t (a int)"},
-        NamedSql{"CreateOrReplaceTempView",
-                 "CREATE OR REPLACE TEMP VIEW v AS SELECT 1"},
+        NamedSql{"CreateLocalTemporaryTable", "CREATE LOCAL TEMPORARY TABLE t (a int)"},
+        NamedSql{"CreateOrReplaceTempView", "CREATE OR REPLACE TEMP VIEW v AS SELECT 1"},
         NamedSql{"CreateTempSequence", "CREATE TEMP SEQUENCE s"},
         NamedSql{"SelectIntoTemp", "SELECT * INTO TEMP t FROM src"},
         NamedSql{"CreateTableAsTemp", "CREATE TEMPORARY TABLE t AS SELECT 1"},
@@ -619,22 +586,18 @@ INSTANTIATE_TEST_SUITE_P(
         NamedSql{"PgTempAlone", "SELECT 1 FROM pg_temp"},
         NamedSql{"SetConfig", "select set_config('a','b',false)"},
         NamedSql{"SetConfigUppercase", "SELECT SET_CONFIG('a', 'b', false)"},
-        NamedSql{"SetConfigSchemaQualified",
-                 "SELECT pg_catalog.set_config('a', 'b', false)"},
+        NamedSql{"SetConfigSchemaQualified", "SELECT pg_catalog.set_config('a', 'b', false)"},
         NamedSql{"SetConfigQuoted", R"(SELECT "set_config"('a', 'b', false))"},
         NamedSql{"SetConfigWithoutCall", "SELECT set_config"},
-        NamedSql{"SetConfigSpaceBeforeParen",
-                 "SELECT set_config ('a', 'b', false)"},
+        NamedSql{"SetConfigSpaceBeforeParen", "SELECT set_config ('a', 'b', false)"},
         NamedSql{"AdvisoryLock", "SELECT pg_advisory_lock(1)"},
         NamedSql{"AdvisoryLockShared", "SELECT pg_advisory_lock_shared(1)"},
         NamedSql{"TryAdvisoryLock", "SELECT pg_try_advisory_lock(1, 2)"},
-        NamedSql{"TryAdvisoryLockShared",
-                 "SELECT pg_try_advisory_lock_shared(1)"},
+        NamedSql{"TryAdvisoryLockShared", "SELECT pg_try_advisory_lock_shared(1)"},
         NamedSql{"DblinkConnect", "SELECT dblink_connect('c', 'dbname=x')"},
         NamedSql{"DblinkConnectU", "SELECT dblink_connect_u('c', 'dbname=x')"},
         NamedSql{"LoOpen", "SELECT lo_open(1234, 262144)"},
-        NamedSql{"FunctionInWhereClause",
-                 "SELECT 1 FROM t WHERE pg_try_advisory_lock(t.id)"},
+        NamedSql{"FunctionInWhereClause", "SELECT 1 FROM t WHERE pg_try_advisory_lock(t.id)"},
         NamedSql{"SetInSecondStatement", "SELECT 1; SET x = 1"},
         NamedSql{"TempInSecondStatement", "SELECT 1; CREATE TEMP TABLE t ()"},
         NamedSql{"SetAfterLeadingComment", "/* hi */ SET x = 1"},
@@ -652,47 +615,36 @@ TEST_P(NoSessionStateTest, DoesNotChangeSessionState) {
 INSTANTIATE_TEST_SUITE_P(
     SqlClassifierTest, NoSessionStateTest,
     testing::Values(
-        NamedSql{"Empty", ""},
-        NamedSql{"Select", "SELECT * FROM t WHERE a = $1"},
-        NamedSql{"Insert", "INSERT INTO t VALUES (1)"},
-        NamedSql{"UpdateSet", "UPDATE t SET a = 1"},
-        NamedSql{
-            "InsertOnConflictDoUpdateSet",
-            "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET a = 2"},
+        NamedSql{"Empty", ""}, NamedSql{"Select", "SELECT * FROM t WHERE a = $1"},
+        NamedSql{"Insert", "INSERT INTO t VALUES (1)"}, NamedSql{"UpdateSet", "UPDATE t SET a = 1"},
+        NamedSql{"InsertOnConflictDoUpdateSet",
+                 "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET a = 2"},
         NamedSql{"SetLocal", "SET LOCAL search_path = app"},
         NamedSql{"SetLocalLowercase", "set local statement_timeout = 0"},
         NamedSql{"SetLocalQualifiedVariable", "SET LOCAL app.user_id = '7'"},
         NamedSql{"SetLocalWithCommentBetween", "SET /* c */ LOCAL x = 1"},
         NamedSql{"SetLocalRole", "SET LOCAL ROLE admin"},
-        NamedSql{"SetTransactionIsolationLevel",
-                 "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"},
-        NamedSql{"SetTransactionSnapshot",
-                 "SET TRANSACTION SNAPSHOT '00000003-0000001B-1'"},
+        NamedSql{"SetTransactionIsolationLevel", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"},
+        NamedSql{"SetTransactionSnapshot", "SET TRANSACTION SNAPSHOT '00000003-0000001B-1'"},
         NamedSql{"SetConstraints", "SET CONSTRAINTS ALL DEFERRED"},
         NamedSql{"SetLocalAlone", "SET LOCAL"},
         NamedSql{"PrepareTransaction", "PREPARE TRANSACTION 'x'"},
-        NamedSql{"PrepareTransactionEscapeGid",
-                 R"(PREPARE TRANSACTION E'x\'')"},
-        NamedSql{"CommitPrepared", "COMMIT PREPARED 'x'"},
-        NamedSql{"Begin", "BEGIN"},
+        NamedSql{"PrepareTransactionEscapeGid", R"(PREPARE TRANSACTION E'x\'')"},
+        NamedSql{"CommitPrepared", "COMMIT PREPARED 'x'"}, NamedSql{"Begin", "BEGIN"},
         NamedSql{"SelectInto", "SELECT * INTO new_table FROM t"},
         NamedSql{"CreateTableAs", "CREATE TABLE t2 AS SELECT 1"},
         NamedSql{"CreateUnloggedTable", "CREATE UNLOGGED TABLE t (a int)"},
         NamedSql{"AdvisoryXactLock", "select pg_advisory_xact_lock(1)"},
-        NamedSql{"AdvisoryXactLockShared",
-                 "SELECT pg_advisory_xact_lock_shared(1)"},
+        NamedSql{"AdvisoryXactLockShared", "SELECT pg_advisory_xact_lock_shared(1)"},
         NamedSql{"TryAdvisoryXactLock", "SELECT pg_try_advisory_xact_lock(1)"},
         NamedSql{"CurrentSetting", "SELECT current_setting('search_path')"},
-        NamedSql{"LongerNameContainingSetConfig",
-                 "SELECT my_set_config(1), set_config_x(2)"},
+        NamedSql{"LongerNameContainingSetConfig", "SELECT my_set_config(1), set_config_x(2)"},
         NamedSql{"NameContainingTemp", "SELECT temperature, attempt FROM t"},
         NamedSql{"NameEndingInPgTemp", "SELECT not_pg_temp FROM t"},
         NamedSql{"FunctionNameInString", "SELECT 'pg_advisory_lock'"},
         NamedSql{"FunctionNameInEscapeString", R"(SELECT E'\'set_config(1)')"},
-        NamedSql{"FunctionNameInDollarQuote",
-                 "SELECT $$ SELECT set_config('a', 'b', false) $$"},
-        NamedSql{"FunctionNameInLineComment",
-                 "SELECT 1 -- pg_advisory_lock(1)"},
+        NamedSql{"FunctionNameInDollarQuote", "SELECT $$ SELECT set_config('a', 'b', false) $$"},
+        NamedSql{"FunctionNameInLineComment", "SELECT 1 -- pg_advisory_lock(1)"},
         NamedSql{"FunctionNameInBlockComment", "SELECT 1 /* lo_open(1, 2) */"},
         NamedSql{"PgTempInString", "SELECT 'pg_temp.t'"},
         NamedSql{"PgTempInComment", "SELECT 1 /* pg_temp.t */"},
@@ -703,8 +655,7 @@ INSTANTIATE_TEST_SUITE_P(
         NamedSql{"TempInDollarQuote", "SELECT $tag$ TEMP $tag$"},
         NamedSql{"SetKeywordInString", "SELECT 'SET x = 1'"},
         NamedSql{"ListenAfterFirstWord", "SELECT listen, reset FROM t"},
-        NamedSql{"DiscardInSecondStatementString",
-                 "SELECT 1; SELECT 'DISCARD ALL'"}),
+        NamedSql{"DiscardInSecondStatementString", "SELECT 1; SELECT 'DISCARD ALL'"}),
     TestName);
 
 TEST(SqlClassifierTest, SetLocalIsNotSessionStateButSetIs) {
@@ -734,7 +685,6 @@ TEST(SqlClassifierTest, CreateTempTableHasKeywordCreate) {
   EXPECT_TRUE(info.changes_session_state);
   EXPECT_EQ(info.first_keyword, "CREATE");
 }
-
 
 TEST(SqlClassifierCopyTest, CopyToStdoutAndFromStdinAreFlagged) {
   EXPECT_TRUE(ClassifySql("COPY t TO STDOUT").copy_stdio);
