@@ -45,6 +45,7 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "grpcpp/support/status.h"
+#include "server/core/base/escape.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "broker address");
@@ -181,34 +182,10 @@ const char* CodeName(grpc::StatusCode code) {
   }
 }
 
+// A JSON string literal, quotes included (the broker's one JSON escaper).
 std::string JsonString(absl::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppendFormat(&out, "\\u%04x", static_cast<int>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
+  std::string out;
+  ::sessionbroker::core::AppendJsonString(s, &out);
   return out;
 }
 
