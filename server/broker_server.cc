@@ -198,7 +198,7 @@ absl::Status BrokerServer::Ready() const {
   return absl::OkStatus();
 }
 
-void BrokerServer::Shutdown() {
+void BrokerServer::Shutdown(absl::Duration drain) {
   if (shut_down_) return;
   shut_down_ = true;
   draining_.store(true);
@@ -208,10 +208,10 @@ void BrokerServer::Shutdown() {
     spdlog::info(
         "draining: readiness NOT_SERVING, still serving every call for {} "
         "(BROKER_DRAIN_SECONDS); {} calls in flight",
-        absl::FormatDuration(config_.drain), service_->in_flight());
+        absl::FormatDuration(drain), service_->in_flight());
     health_service_->SetDraining();
     collector_->SetDraining();
-    absl::SleepFor(config_.drain);
+    absl::SleepFor(drain);
     // 2. No new calls; those in flight get the grace period.
     spdlog::info(
         "drain over: NOT_SERVING, refusing new calls, {} in flight, grace {} "

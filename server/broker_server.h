@@ -5,9 +5,10 @@
 // binds and serves. Health knows two names: "" is liveness (SERVING while the
 // process serves, database or not), kServiceName is readiness (the database
 // is reachable and the broker not draining); /livez and /readyz say the same.
-// Shutdown() (SIGTERM) drains in Kubernetes' order:
+// Shutdown(drain) (SIGTERM: drain = BROKER_DRAIN_SECONDS; SIGINT and the
+// destructor: none) drains in Kubernetes' order:
 //   1. readiness turns NOT_SERVING (/readyz 503) at once, liveness stays
-//      SERVING; for BROKER_DRAIN_SECONDS every call is still served, new
+//      SERVING; for `drain` every call is still served, new
 //      calls and sessions too, since endpoints take a while to stop routing
 //      here;
 //   2. then liveness turns NOT_SERVING too and health Watch streams end with
@@ -69,7 +70,9 @@ class BrokerServer final {
   // same directory and renamed into place, so a reader never sees it half
   // written.
   absl::Status Start();
-  void Shutdown();
+  // See the drain sequence above; `drain` is step 1's window. Blocks until
+  // done. Only the first call does anything.
+  void Shutdown(absl::Duration drain = absl::ZeroDuration());
 
   int port() const { return port_; }
   absl::Duration drain() const { return config_.drain; }

@@ -139,8 +139,8 @@ const std::vector<Setting>& Settings() {
        "seconds between database probes driving grpc.health.v1"},
       {"BROKER_DRAIN_SECONDS", SecondsRule{0, 3600}, [](Config& c) -> Field { return &c.drain; },
        kPlain,
-       "on SIGTERM/SIGINT, seconds the broker keeps serving every call (new ones too) with "
-       "readiness NOT_SERVING, while endpoints stop routing to it"},
+       "on SIGTERM, seconds the broker keeps serving every call (new ones too) with readiness "
+       "NOT_SERVING, while endpoints stop routing to it (SIGINT skips it)"},
       {"BROKER_SHUTDOWN_GRACE_SECONDS", SecondsRule{0, 3600},
        [](Config& c) -> Field { return &c.shutdown_grace; }, kPlain,
        "after the drain, seconds calls in flight get to finish before they are cancelled"},

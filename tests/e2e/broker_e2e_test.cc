@@ -479,6 +479,16 @@ TEST_F(BrokerE2eTest, HealthFollowsTheDatabase) {
   broker_.reset();  // before the cluster goes away
 }
 
+// Ctrl-C at a terminal: nothing routes to the broker, so there is no drain
+// window to wait out (a window of an hour would otherwise hold the exit).
+TEST_F(BrokerE2eTest, SigintSkipsTheDrainWindow) {
+  StartBroker({{"BROKER_DRAIN_SECONDS", "3600"}});
+  const std::optional<int> code = broker_->SignalAndWait(SIGINT, absl::Seconds(60));
+  ASSERT_TRUE(code.has_value()) << "still draining after SIGINT\n" << broker_->Log();
+  EXPECT_EQ(*code, 0) << broker_->Log();
+  EXPECT_THAT(broker_->Log(), HasSubstr("still serving every call for 0"));
+}
+
 TEST_F(BrokerE2eTest, SigtermFinishesInFlightCallsRefusesNewOnesAndExitsZero) {
   StartBroker();
   CallResult in_flight;
