@@ -107,9 +107,13 @@ int main(int argc, char** argv) {
   sigwait(&signals, &signal_number);
   spdlog::info("received {}; draining (send it again to exit at once)",
                signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  // SIGTERM is how Kubernetes (and service managers) stop the broker: the
+  // drain window lets their routing converge first. SIGINT is a person at a
+  // terminal (Ctrl-C, ./scripts/dev up): no one routes to it, so no window.
+  const absl::Duration drain = signal_number == SIGTERM ? server.drain() : absl::ZeroDuration();
   // A second signal, or a drain that outlives the grace period by far (a
   // database that no longer answers cancel requests), ends the process.
-  const absl::Duration hard_limit = server.shutdown_grace() + absl::Seconds(10);
+  const absl::Duration hard_limit = drain + server.shutdown_grace() + absl::Seconds(10);
   std::thread([signals, hard_limit] {
     const timespec timeout = absl::ToTimespec(hard_limit);
     const int again = sigtimedwait(&signals, nullptr, &timeout);
@@ -118,6 +122,6 @@ int main(int argc, char** argv) {
     spdlog::shutdown();
     std::_Exit(1);
   }).detach();
-  server.Shutdown();
+  server.Shutdown(drain);
   return 0;
 }
