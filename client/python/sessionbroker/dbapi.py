@@ -241,6 +241,19 @@ class Connection:
             if autocommit is not None:
                 self.autocommit = autocommit
 
+    def ping(self) -> None:
+        """Asks the broker whether the session is still open (GetSession: no
+        database work, no transaction). Raises OperationalError, for which
+        ``is_disconnect`` is true, when the broker ended it or cannot be
+        reached: what a pool's pre-ping needs."""
+        with self._lock:
+            self._core.check_usable()
+            try:
+                self._stub.GetSession(broker_pb2.GetSessionRequest(session=self._core.name),
+                                      timeout=self.timeout, metadata=self._core.metadata)
+            except grpc.RpcError as e:
+                raise self._core.failed(e, "ping failed: ") from None
+
     # ---- PEP 249 methods -----------------------------------------------------------
 
     def cursor(self) -> "Cursor":
