@@ -170,6 +170,18 @@ class AsyncConnection:
 
     # ---- methods ---------------------------------------------------------------------
 
+    async def ping(self) -> None:
+        """Asks the broker whether the session is still open (GetSession: no
+        database work). Raises OperationalError, for which ``is_disconnect`` is
+        true, when the broker ended it or cannot be reached."""
+        async with self._lock:
+            self._core.check_usable()
+            try:
+                await self._stub.GetSession(broker_pb2.GetSessionRequest(session=self._core.name),
+                                            timeout=self.timeout, metadata=self._core.metadata)
+            except grpc.aio.AioRpcError as e:
+                raise self._core.failed(e, "ping failed: ") from None
+
     def cursor(self) -> "AsyncCursor":
         self._core.check_usable()
         return AsyncCursor(self)

@@ -119,6 +119,7 @@ def test_many_connections_run_concurrently_on_one_loop(broker_target):
 def test_a_session_the_broker_ended_is_a_disconnect(broker_target):
     async def main():
         conn = await aio.connect(broker_target)
+        await conn.ping()
         conn._keepalive.release(conn._core.lease)
         stub = broker_pb2_grpc.SessionBrokerStub(grpc.insecure_channel(broker_target))
         stub.EndSession(broker_pb2.EndSessionRequest(session=conn.session_name), timeout=10)
@@ -126,6 +127,8 @@ def test_a_session_the_broker_ended_is_a_disconnect(broker_target):
             await conn.cursor().execute("SELECT 1")
         assert aio.is_disconnect(info.value) and info.value.reason == "SESSION_ENDED"
         assert conn.closed == 2
+        with pytest.raises(aio.OperationalError):
+            await conn.ping()
         await conn.close()
 
     run(main())

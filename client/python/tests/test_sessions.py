@@ -147,3 +147,17 @@ def test_a_transaction_rolled_back_for_idling_is_a_disconnect(idle_broker, table
         assert ocur.fetchone() == (True,)  # nothing of it was committed
     finally:
         other.close()
+
+
+def test_ping_succeeds_on_an_open_session_and_is_a_disconnect_on_an_ended_one(broker_target):
+    conn = dbapi.connect(broker_target)
+    conn.ping()
+    assert not conn.in_transaction  # no database work, no transaction
+    conn._keepalive.release(conn._core.lease)
+    _stub(broker_target).EndSession(broker_pb2.EndSessionRequest(session=conn.session_name),
+                                    timeout=10)
+    with pytest.raises(dbapi.OperationalError) as info:
+        conn.ping()
+    assert dbapi.is_disconnect(info.value) and info.value.reason == "SESSION_ENDED"
+    assert conn.closed == 2
+    conn.close()
