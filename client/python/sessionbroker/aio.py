@@ -19,7 +19,8 @@ session never blocks the event loop).
 
 Threads and loops: a connection belongs to the event loop that created it
 (gRPC's aio channels are per loop: one channel per loop and target is shared
-by that loop's connections). Calls on one connection are serialized by an
+by that loop's connections and closed with the last of them; close your
+connections before the loop ends). Calls on one connection are serialized by an
 asyncio.Lock; a cursor must not be used by two tasks at once.
 """
 
@@ -56,21 +57,44 @@ paramstyle = "pyformat"
 DEFAULT_CONNECT_TIMEOUT = 30.0
 _END_SESSION_TIMEOUT = 5.0
 
-_loop_channels: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[Tuple[str, int], grpc.aio.Channel]]" = weakref.WeakKeyDictionary()  # noqa: E501
+class _LoopChannels:
+    """The channels of one event loop, shared by its connections and closed
+    when the last connection using one closes (a grpc.aio channel left open
+    when its loop ends fails noisily at interpreter exit). Used only from the
+    loop's thread."""
+
+    def __init__(self) -> None:
+        self.channels: Dict[Tuple[str, int], List[Any]] = {}  # key -> [channel, users]
+
+    def acquire(self, target: str,
+                credentials: Optional[grpc.ChannelCredentials]) -> Tuple[Any, grpc.aio.Channel]:
+        key = (target, id(credentials) if credentials is not None else 0)
+        entry = self.channels.get(key)
+        if entry is None:
+            if credentials is None:
+                channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+            entry = self.channels[key] = [channel, 0]
+        entry[1] += 1
+        return key, entry[0]
+
+    async def release(self, key: Tuple[str, int]) -> None:
+        entry = self.channels.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self.channels[key]
+            await entry[0].close()
 
 
-def _aio_channel(target: str, credentials: Optional[grpc.ChannelCredentials]) -> grpc.aio.Channel:
-    """This event loop's channel to target (only touched from the loop's thread)."""
-    channels = _loop_channels.setdefault(asyncio.get_running_loop(), {})
-    key = (target, id(credentials) if credentials is not None else 0)
-    channel = channels.get(key)
-    if channel is None:
-        if credentials is None:
-            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-        else:
-            channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
-        channels[key] = channel
-    return channel
+_loops: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopChannels]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _loop_channels() -> _LoopChannels:
+    return _loops.setdefault(asyncio.get_running_loop(), _LoopChannels())
 
 
 class AsyncConnection:
@@ -96,9 +120,12 @@ class AsyncConnection:
         self._lock = asyncio.Lock()
         self._core = _core.SessionCore(autocommit=autocommit, isolation_level=isolation_level)
         self._core.metadata = (("x-client-id", client_id),) if client_id else ()
-        self._credentials = credentials
-        self._stub = broker_pb2_grpc.SessionBrokerStub(_aio_channel(target, credentials))
-        self._keepalive = keepalive_for(channel_for(target, credentials), self._core.metadata)
+        self._channels = _loop_channels()
+        self._channel_key, channel = self._channels.acquire(target, credentials)
+        self._channel_released = False
+        self._stub = broker_pb2_grpc.SessionBrokerStub(channel)
+        self._keepalive = keepalive_for(channel_for(target, credentials), self._core.metadata,
+                                        target)
 
     async def _open(self, request: "broker_pb2.BeginSessionRequest",
                     connect_timeout: Optional[float]) -> None:
@@ -107,8 +134,12 @@ class AsyncConnection:
                                                     metadata=self._core.metadata,
                                                     wait_for_ready=True)
         except grpc.aio.AioRpcError as e:
+            await self._release_channel()
             raise error_from_rpc(e, context=f"cannot open a session on the broker at "
                                  f"{self.target}: ") from None
+        except BaseException:
+            await self._release_channel()
+            raise
         self._core.name = session.name
         self._core.lease = SessionLease(session.name)
         self._keepalive.hold(self._core.lease)
@@ -229,6 +260,12 @@ class AsyncConnection:
                 if self._core.lease is not None:
                     self._keepalive.release(self._core.lease)
                 self._core.in_transaction = False
+                await self._release_channel()
+
+    async def _release_channel(self) -> None:
+        if not self._channel_released:
+            self._channel_released = True
+            await self._channels.release(self._channel_key)
 
     async def __aenter__(self) -> "AsyncConnection":
         return self

@@ -63,14 +63,18 @@ def test_one_keepalive_stream_holds_every_connection_of_the_process(broker_targe
         assert len(keepalives) == 1
         held = conns[0]._keepalive.held_names()
         assert {c.session_name for c in conns} <= set(held)
-        threads = [t for t in threading.enumerate() if t.name == "sessionbroker-keepalive"]
-        assert len(threads) == 1
+        name = conns[0]._keepalive.thread_name
+        assert broker_target in name
+        assert [t.name for t in threading.enumerate()].count(name) == 1
         for c in conns:
             assert _get(broker_target, c.session_name).held_by_stream
     finally:
         for c in conns:
             c.close()
     assert not {c.session_name for c in conns} & set(conns[0]._keepalive.held_names())
+    # With nothing held the stream and its thread end.
+    wait_until(lambda: name not in [t.name for t in threading.enumerate()],
+               "the KeepAlive thread ends with the last session it held")
 
 
 def test_close_ends_the_session_and_rolls_back_its_transaction(broker_target, table_name):
