@@ -1,5 +1,5 @@
 """One KeepAlive stream per process (per broker and client id) that holds
-every open session of the process.
+every open session of the process: a process with one client id has one.
 
 A connection registers its session with ``hold`` (after BeginSession) and
 drops it with ``release`` (before EndSession). While the stream is open the
@@ -14,7 +14,7 @@ reason so that the connection reports itself broken. When the stream breaks
 (the broker restarted, the network blipped) the thread opens a new one at
 once with a short backoff and holds every session again, well within the
 orphan grace. The thread and its stream end when the last session is
-released, and start again with the next ``hold``.
+released or ended, and start again with the next ``hold``.
 
 Thread-safe: ``hold``/``release`` may be called from any thread; the state is
 guarded by one lock, and the stream's request iterator reads a queue owned by
@@ -49,7 +49,9 @@ class SessionLease:
 class KeepAlive:
     """The KeepAlive stream of one channel and client id."""
 
-    def __init__(self, channel: grpc.Channel, metadata: Tuple[Tuple[str, str], ...]) -> None:
+    def __init__(self, channel: grpc.Channel, metadata: Tuple[Tuple[str, str], ...],
+                 thread_name: str = "sessionbroker-keepalive") -> None:
+        self.thread_name = thread_name
         self._stub = broker_pb2_grpc.SessionBrokerStub(channel)
         self._metadata = metadata
         self._lock = threading.Lock()
@@ -63,7 +65,7 @@ class KeepAlive:
         with self._lock:
             self._held[lease.name] = lease
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sessionbroker-keepalive",
+                self._thread = threading.Thread(target=self._run, name=self.thread_name,
                                                 daemon=True)
                 self._thread.start()
             elif self._queue is not None:
@@ -76,8 +78,12 @@ class KeepAlive:
                 return
             if self._queue is not None:
                 self._queue.put(broker_pb2.KeepAliveRequest(release=[lease.name]))
-                if not self._held:
-                    self._queue.put(_STOP)
+            self._stop_if_idle_locked()
+
+    def _stop_if_idle_locked(self) -> None:
+        """Nothing held any more: let the stream end (with self._lock held)."""
+        if not self._held and self._queue is not None:
+            self._queue.put(_STOP)
 
     def held_names(self) -> list:
         """The sessions held now (for tests and diagnostics)."""
@@ -137,17 +143,21 @@ class KeepAlive:
                             "the broker no longer knows this session" if
                             state.state == broker_pb2.SessionState.NOT_FOUND else
                             "the broker ended the session")
+            self._stop_if_idle_locked()
 
 
 _registry_lock = threading.Lock()
 _registry: Dict[Tuple[int, Tuple[Tuple[str, str], ...]], KeepAlive] = {}
 
 
-def keepalive_for(channel: grpc.Channel, metadata: Tuple[Tuple[str, str], ...]) -> KeepAlive:
+def keepalive_for(channel: grpc.Channel, metadata: Tuple[Tuple[str, str], ...],
+                  target: str = "") -> KeepAlive:
     """The process's KeepAlive for this channel and call metadata (client id)."""
     key = (id(channel), metadata)
     with _registry_lock:
         keepalive = _registry.get(key)
         if keepalive is None:
-            keepalive = _registry[key] = KeepAlive(channel, metadata)
+            client = dict(metadata).get("x-client-id", "")
+            name = " ".join(filter(None, ("sessionbroker-keepalive", target, client)))
+            keepalive = _registry[key] = KeepAlive(channel, metadata, name)
         return keepalive

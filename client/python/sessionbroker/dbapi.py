@@ -158,7 +158,7 @@ class Connection:
                                  ) from None
         self._core.name = session.name
         self._core.lease = SessionLease(session.name)
-        self._keepalive = keepalive_for(channel, self._core.metadata)
+        self._keepalive = keepalive_for(channel, self._core.metadata, target)
         self._keepalive.hold(self._core.lease)
         self._finalizer = weakref.finalize(self, _abandon, self._stub, self._keepalive,
                                            self._core.lease, self._core.metadata)

@@ -143,3 +143,37 @@ def conn(broker_target: str):
 def table_name() -> str:
     """A table name no other test uses (tests share one database)."""
     return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def broker_factory():
+    """Starts extra brokers with their own settings (e.g. a short
+    BROKER_TX_IDLE_TIMEOUT); each is stopped when the module's tests end."""
+    binary = _required_env("SB_BROKER_BINARY")
+    database_url = _required_env("SB_TEST_DATABASE_URL")
+    started = []
+
+    def start(env: Dict[str, str]) -> BrokerProcess:
+        broker = BrokerProcess(binary, database_url, {**TEST_BROKER_ENV, **env})
+        started.append(broker)
+        return broker
+
+    try:
+        yield start
+    finally:
+        for broker in started:
+            broker.stop()
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0):
+    """Polls predicate until it returns a true value (returned); fails after
+    timeout with ``what``. For conditions the broker reaches on its own time
+    (a lease running out, a transaction rolled back), never as a speed bound."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.02)
