@@ -17,7 +17,7 @@ from sessionbroker._errors import (Error, InterfaceError, OperationalError, Prog
                                    error_from_rpc)
 from sessionbroker._keepalive import SessionLease
 from sessionbroker._pb import broker_pb2
-from sessionbroker._sql import translate
+from sessionbroker._sql import placeholder_names, translate
 from sessionbroker._types import from_value, to_value
 
 ISOLATION_LEVELS = {
@@ -73,6 +73,24 @@ def statement(operation: str, parameters: Params) -> Tuple[str, List["broker_pb2
         raise ProgrammingError(f"the SQL must be a str, not {type(operation).__name__}")
     sql, values = translate(operation, parameters)
     return sql, [to_value(v) for v in values]
+
+
+def declare_types(operation: str, parameters: Params, values: List["broker_pb2.Value"],
+                  declared: Any) -> None:
+    """Applies a cursor's setinputsizes() to the Values of `parameters`: each
+    type name declared for a parameter (a sequence by position, or a mapping
+    by %(name)s) becomes its Value.type; other items are ignored."""
+    if not declared or parameters is None:
+        return
+    if isinstance(declared, Mapping):
+        if not isinstance(parameters, Mapping):
+            return
+        types = [declared.get(name) for name in placeholder_names(operation)]
+    else:
+        types = list(declared)
+    for value, type_name in zip(values, types):
+        if isinstance(type_name, str) and type_name:
+            value.type = type_name
 
 
 def rowcount_of(response: "broker_pb2.ExecuteResponse") -> int:

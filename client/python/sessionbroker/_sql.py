@@ -133,6 +133,11 @@ def _parse(sql: str) -> Tuple[str, Tuple[Union[int, str], ...], str]:
     return "".join(out), tuple(order), style
 
 
+def placeholder_names(sql: str) -> Tuple[Union[int, str], ...]:
+    """The placeholders of `sql` in $n order: names for %(name)s, positions for %s."""
+    return _parse(sql)[1]
+
+
 def translate(sql: str, params: Union[Sequence[Any], Mapping[str, Any], None]
               ) -> Tuple[str, List[Any]]:
     """SQL with $1..$n and the parameter values in that order.

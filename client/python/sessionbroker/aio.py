@@ -333,6 +333,8 @@ class AsyncCursor:
         self._pos = 0
         self._rowcount = -1
         self._closed = False
+        # setinputsizes() for the next execute/executemany only.
+        self._input_types: Any = None
 
     lastrowid = None
 
@@ -361,6 +363,8 @@ class AsyncCursor:
     async def execute(self, operation: str, parameters: _core.Params = None) -> None:
         self._check()
         sql, values = _core.statement(operation, parameters)
+        _core.declare_types(operation, parameters, values, self._input_types)
+        self._input_types = None
         self._result = None
         self._rowcount = -1
         response = await self.connection._execute(sql, values)
@@ -372,6 +376,9 @@ class AsyncCursor:
                           seq_of_parameters: Sequence[_core.Params]) -> None:
         self._check()
         statements = [_core.statement(operation, p) for p in seq_of_parameters]
+        for p, (_, values) in zip(seq_of_parameters, statements):
+            _core.declare_types(operation, p, values, self._input_types)
+        self._input_types = None
         self._result = None
         self._rowcount = -1
         if not statements:
@@ -412,7 +419,9 @@ class AsyncCursor:
         return rows
 
     def setinputsizes(self, sizes: Any) -> None:
-        """Does nothing (PEP 249 allows it)."""
+        """Declares the types of the next execute's parameters, as
+        ``sessionbroker.dbapi.Cursor.setinputsizes`` does."""
+        self._input_types = sizes
 
     def setoutputsize(self, size: Any, column: Optional[int] = None) -> None:
         """Does nothing (PEP 249 allows it)."""

@@ -77,7 +77,7 @@ from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 
-from sessionbroker import _core, _sql
+from sessionbroker import _core
 from sessionbroker._channel import channel_for
 from sessionbroker._errors import (DatabaseError, DataError, Error, IntegrityError, InterfaceError,
                                    InternalError, NotSupportedError, OperationalError,
@@ -419,7 +419,8 @@ class Cursor:
         """Runs one statement with parameters bound to its placeholders."""
         self._check()
         sql, values = _core.statement(operation, parameters)
-        self._declare_types(operation, parameters, values)
+        _core.declare_types(operation, parameters, values, self._input_types)
+        self._input_types = None
         self._result = None
         self._rowcount = -1
         response = self.connection._execute(sql, values)
@@ -433,7 +434,7 @@ class Cursor:
         self._check()
         statements = [_core.statement(operation, p) for p in seq_of_parameters]
         for p, (_, values) in zip(seq_of_parameters, statements):
-            self._declare_types(operation, p, values, keep=True)
+            _core.declare_types(operation, p, values, self._input_types)
         self._input_types = None
         self._result = None
         self._rowcount = -1
@@ -488,24 +489,6 @@ class Cursor:
         NULL); the value must be in that type's input form. Other items
         (sizes, type objects) are ignored, as PEP 249 allows."""
         self._input_types = sizes
-
-    def _declare_types(self, operation: str, parameters: _core.Params, values: list,
-                       keep: bool = False) -> None:
-        """Applies setinputsizes() to `values` (the Values of `parameters`)."""
-        declared = self._input_types
-        if not keep:
-            self._input_types = None
-        if not declared or parameters is None:
-            return
-        if isinstance(declared, Mapping):
-            if not isinstance(parameters, Mapping):
-                return
-            types = [declared.get(name) for name in _sql._parse(operation)[1]]
-        else:
-            types = list(declared)
-        for value, type_name in zip(values, types):
-            if isinstance(type_name, str) and type_name:
-                value.type = type_name
 
     def setoutputsize(self, size: Any, column: Optional[int] = None) -> None:
         """Does nothing (PEP 249 allows it)."""
