@@ -73,6 +73,13 @@ _NO_SAVEPOINTS = (
 )
 
 
+def _raw(connection):
+    """The DB-API connection itself: SQLAlchemy may hand the dialect its pool's
+    proxy (_ConnectionFairy), which reads attributes through but would keep
+    an attribute set on it to itself."""
+    return getattr(connection, "dbapi_connection", connection)
+
+
 class _SBNumeric(sqltypes.Numeric):
     """numeric columns: the DB-API returns Decimal (and float for float
     columns) already. Parameters are declared numeric, so a float bound to a
@@ -109,12 +116,11 @@ def _json_result_processor(dialect):
     deserializer = dialect._json_deserializer
     if deserializer is None:
         return None
-    serializer = dialect._json_serializer or _json.dumps
 
     def process(value):
         if value is None:
             return None
-        return deserializer(serializer(value))
+        return deserializer(_json.dumps(value))
 
     return process
 
@@ -351,6 +357,7 @@ class SessionBrokerDialect(PGDialect):
                 "Valid isolation levels for %s are %s"
                 % (level, self.name, ", ".join(sorted(self._isolation_lookup)))
             )
+        connection = _raw(connection)
         if level == "AUTOCOMMIT":
             connection.autocommit = True
             return
@@ -358,6 +365,7 @@ class SessionBrokerDialect(PGDialect):
         connection.isolation_level = level
 
     def get_isolation_level(self, connection) -> str:
+        connection = _raw(connection)
         if connection.autocommit:
             return "AUTOCOMMIT"
         if connection.isolation_level is not None:
@@ -374,13 +382,13 @@ class SessionBrokerDialect(PGDialect):
             connection.autocommit = False
 
     def set_readonly(self, connection, value: bool) -> None:
-        connection.readonly = bool(value)
+        _raw(connection).readonly = bool(value)
 
     def get_readonly(self, connection) -> bool:
         return bool(connection.readonly)
 
     def set_deferrable(self, connection, value: bool) -> None:
-        connection.deferrable = bool(value)
+        _raw(connection).deferrable = bool(value)
 
     def get_deferrable(self, connection) -> bool:
         return bool(connection.deferrable)
@@ -423,9 +431,6 @@ class SessionBrokerDialect(PGDialect):
             "transactions: PREPARE TRANSACTION would leave a transaction "
             "behind its session, and the broker refuses it"
         )
-
-    def do_terminate(self, dbapi_connection) -> None:
-        dbapi_connection.close()
 
 
 dialect = SessionBrokerDialect

@@ -53,3 +53,18 @@ def psycopg2_engine(psycopg2_url: str):
     engine = create_engine(psycopg2_url, future=True)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def one_connection_broker_url(broker_process):
+    """A broker of its own with a pool of one database connection (so that a
+    test knows which connection serves it); its URL."""
+    broker = type(broker_process)(
+        os.environ["SB_BROKER_BINARY"],
+        os.environ["SB_TEST_DATABASE_URL"],
+        {"DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0"},
+    )
+    try:
+        yield "postgresql+sessionbroker://%s/" % broker.target
+    finally:
+        broker.stop()

@@ -247,3 +247,38 @@ def test_stream_results_buffers_the_whole_result(broker_engine: Engine) -> None:
             text("SELECT generate_series(1, 5)")
         )
         assert result.scalars().all() == [1, 2, 3, 4, 5]
+
+
+def test_after_a_column_changes_type_a_cached_statement_fails_once_in_a_transaction(
+    one_connection_broker_url: str,
+) -> None:
+    """The broker prepares a statement the second time it runs on a pooled
+    connection. When a migration then changes the type of a column it
+    returns, PostgreSQL refuses the stale plan (0A000); inside a transaction
+    the broker cannot run it again unprepared, so that transaction fails,
+    once, with NotSupportedError, and the next one works (docs/clients.md)."""
+    engine = create_engine(one_connection_broker_url, future=True)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS sa_stale")
+            conn.exec_driver_sql("CREATE TABLE sa_stale (v int)")
+            conn.exec_driver_sql("INSERT INTO sa_stale VALUES (7)")
+        for _ in range(2):  # the second run prepares it
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT v FROM sa_stale")).scalar() == 7
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE sa_stale ALTER COLUMN v TYPE text")
+        with engine.connect() as conn:
+            with pytest.raises(exc.NotSupportedError) as info:
+                conn.execute(text("SELECT v FROM sa_stale"))
+            assert info.value.orig.pgcode == "0A000"
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT v FROM sa_stale")).scalar() == "7"
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            # Outside a transaction the broker retries unprepared by itself.
+            conn.exec_driver_sql("ALTER TABLE sa_stale ALTER COLUMN v TYPE int USING v::int")
+            assert conn.execute(text("SELECT v FROM sa_stale")).scalar() == 7
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS sa_stale")
+        engine.dispose()

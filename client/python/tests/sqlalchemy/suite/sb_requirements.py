@@ -312,6 +312,10 @@ class Requirements(SuiteRequirements):
         return _open()
 
     @property
+    def computed_columns_default_persisted(self):
+        return _open()
+
+    @property
     def supports_distinct_on(self):
         return _open()
 

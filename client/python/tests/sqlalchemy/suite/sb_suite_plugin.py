@@ -90,7 +90,7 @@ def pytest_configure(config: pytest.Config) -> None:
         dict(tests.TEST_BROKER_ENV, **_SUITE_BROKER_ENV),
     )
     url = "postgresql+sessionbroker://%s/" % _broker.target
-    config.option.dburi = [url]
+    config.option.dburi = [url, url.replace("+sessionbroker:", "+sessionbroker_async:")]
     import sqlalchemy
 
     import sessionbroker.sqlalchemy  # noqa: F401
