@@ -98,7 +98,8 @@ class DBAPITypeObject:
         return f"<DBAPITypeObject {self.name}>"
 
 
-STRING = DBAPITypeObject("STRING", 25, 1043, 1042, 19, 18, 705)  # text varchar bpchar name char unknown
+# text, varchar, bpchar, name, "char", unknown
+STRING = DBAPITypeObject("STRING", 25, 1043, 1042, 19, 18, 705)
 BINARY = DBAPITypeObject("BINARY", 17)
 NUMBER = DBAPITypeObject("NUMBER", 20, 21, 23, 26, 700, 701, 1700)
 DATETIME = DBAPITypeObject("DATETIME", 1082, 1083, 1266, 1114, 1184, 1186)
