@@ -54,9 +54,10 @@ def duration(seconds: Optional[float]):
     return d
 
 
-def begin_session_request(*, ttl: Optional[float], label: str, read_only: bool,
-                          isolation_level: Optional[str],
-                          settings: Optional[Mapping[str, str]]) -> "broker_pb2.BeginSessionRequest":
+def begin_session_request(
+        *, ttl: Optional[float], label: str, read_only: bool, isolation_level: Optional[str],
+        settings: Optional[Mapping[str, str]]) -> "broker_pb2.BeginSessionRequest":
+    """The BeginSession request for connect()'s arguments."""
     req = broker_pb2.BeginSessionRequest(label=label or "", read_only=bool(read_only),
                                          isolation=isolation_enum(isolation_level),
                                          settings={str(k): str(v) for k, v in
@@ -196,6 +197,7 @@ class SessionCore:
         return err
 
 
-def batch_statements(sql_and_values: List[Tuple[str, list]]):
+def batch_statements(sql_and_values: List[Tuple[str, list]]) -> List["broker_pb2.Statement"]:
+    """ExecuteBatch's statements from (SQL, values) pairs."""
     return [broker_pb2.Statement(sql=s, params=v) for s, v in sql_and_values]
 

@@ -1,6 +1,8 @@
 """Python values <-> the broker's ``Value`` messages, and PEP 249's type objects.
 
-Parameters (``to_value``): None, bool, int, float, Decimal, str, bytes /
+Parameters (``to_value``), typed as psycopg2's literals are: None, bool, int
+(int4 when it fits, else int8, else numeric), float, Decimal, str (untyped:
+PostgreSQL infers it from the context, as for a quoted literal), bytes /
 bytearray / memoryview, date, time, datetime (with or without tzinfo),
 timedelta, UUID, dict (json), ``Json(x)`` (any JSON document, explicitly),
 lists and tuples (arrays, nested for multi-dimensional). Types a ``Value``
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 class Json:
@@ -98,7 +101,8 @@ class DBAPITypeObject:
         return f"<DBAPITypeObject {self.name}>"
 
 
-STRING = DBAPITypeObject("STRING", 25, 1043, 1042, 19, 18, 705)  # text varchar bpchar name char unknown
+# text, varchar, bpchar, name, "char", unknown
+STRING = DBAPITypeObject("STRING", 25, 1043, 1042, 19, 18, 705)
 BINARY = DBAPITypeObject("BINARY", 17)
 NUMBER = DBAPITypeObject("NUMBER", 20, 21, 23, 26, 700, 701, 1700)
 DATETIME = DBAPITypeObject("DATETIME", 1082, 1083, 1266, 1114, 1184, 1186)
@@ -124,6 +128,12 @@ def _fill(v: "broker_pb2.Value", x: Any) -> Optional[str]:
     elif isinstance(x, bool):
         v.bool_value = x
     elif isinstance(x, int):
+        # Typed as PostgreSQL types an integer literal, as psycopg2 sends
+        # them: int4 when it fits (so `substr(s, %s)` and other int4-only
+        # functions resolve), else int8, else numeric.
+        if _INT32_MIN <= x <= _INT32_MAX:
+            v.int64_value = x
+            return "int4"
         if _INT64_MIN <= x <= _INT64_MAX:
             v.int64_value = x
         else:

@@ -7,7 +7,6 @@ at build time, and the installed copy works against the broker."""
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

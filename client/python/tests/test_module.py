@@ -3,7 +3,9 @@ attributes, type objects, constructors, the exception hierarchy, placeholder
 translation and the mapping from SQLSTATEs and gRPC codes to exceptions."""
 
 import datetime
+import decimal
 import time
+import uuid
 
 import grpc
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from sessionbroker import _errors, aio, dbapi
 from sessionbroker._pb import broker_pb2
 from sessionbroker._sql import translate
+from sessionbroker._types import to_value
 
 
 def test_module_globals_are_pep249s():
@@ -205,3 +208,47 @@ class TestErrorFromRpc:
         err = _errors.error_from_rpc(FakeRpcError(
             grpc.StatusCode.ABORTED, "aborted", [("sessionbroker-reason", "TX_STATEMENT_FAILED")]))
         assert type(err) is dbapi.InternalError and not err.disconnect
+
+
+@pytest.mark.parametrize("value,case,type_name", [
+    (None, "null_value", ""),
+    (True, "bool_value", ""),
+    (7, "int64_value", "int4"),
+    (-(1 << 31), "int64_value", "int4"),
+    (1 << 31, "int64_value", ""),
+    (1 << 63, "numeric_value", ""),
+    (0.5, "double_value", ""),
+    (decimal.Decimal("1.50"), "numeric_value", ""),
+    ("text", "string_value", ""),
+    (b"\x00", "bytes_value", ""),
+    (datetime.date(2024, 2, 29), "string_value", "date"),
+    (datetime.datetime(2024, 2, 29), "string_value", "timestamp"),
+    (datetime.datetime(2024, 2, 29, tzinfo=datetime.timezone.utc), "string_value",
+     "timestamptz"),
+    (datetime.time(1, 2), "string_value", "time"),
+    (datetime.time(1, 2, tzinfo=datetime.timezone.utc), "string_value", "timetz"),
+    (datetime.timedelta(seconds=1), "string_value", "interval"),
+    (uuid.UUID(int=1), "string_value", "uuid"),
+    ({"a": 1}, "json_value", ""),
+    (dbapi.Json([1]), "json_value", ""),
+    ([1, None, 2], "array_value", "int4[]"),
+    ([[1], [2]], "array_value", "int4[]"),
+    ([datetime.date(2024, 1, 1)], "array_value", "date[]"),
+    ([1, 1 << 40], "array_value", ""),  # mixed: the server implies int8[] from the cases
+    (["a", "b"], "array_value", ""),  # text elements: left to PostgreSQL
+    ([], "array_value", ""),
+])
+def test_parameters_carry_their_case_and_type(value, case, type_name):
+    v = to_value(value)
+    assert v.WhichOneof("kind") == case
+    assert v.type == type_name
+
+
+def test_parameter_texts_are_postgresql_input_forms():
+    assert to_value(datetime.datetime(2024, 2, 29, 1, 2, 3, 4)).string_value == \
+        "2024-02-29 01:02:03.000004"
+    assert to_value(datetime.timedelta(days=-1, seconds=5, microseconds=6)).string_value == \
+        "-1 days 5 seconds 6 microseconds"
+    assert to_value(decimal.Decimal("NaN")).numeric_value == "NaN"
+    assert to_value({"k": "v"}).json_value == '{"k": "v"}'
+    assert to_value(dbapi.Json({"k": 1}, dumps=lambda o: "custom")).json_value == "custom"
