@@ -207,7 +207,9 @@ class AsyncAdapt_sessionbroker_dbapi:
             return AsyncAdaptFallback_sessionbroker_connection(
                 self, await_fallback(self.aio.connect(*args, **kwargs))
             )
-        return AsyncAdapt_sessionbroker_connection(self, await_only(self.aio.connect(*args, **kwargs)))
+        return AsyncAdapt_sessionbroker_connection(
+            self, await_only(self.aio.connect(*args, **kwargs))
+        )
 
 
 class AsyncSessionBrokerDialect(SessionBrokerDialect):

@@ -40,9 +40,7 @@ from sqlalchemy.dialects.postgresql.base import (
     _DECIMAL_TYPES,
     _FLOAT_TYPES,
     _INT_TYPES,
-    PGCompiler,
     PGDialect,
-    PGIdentifierPreparer,
     _ColonCast,
 )
 from sqlalchemy.engine.url import URL
@@ -184,26 +182,37 @@ class _SBUUID(UUID):
 
 
 class _SBBoolean(sqltypes.Boolean):
+    """bool, declared (a NULL stays a typed NULL)."""
+
     def get_dbapi_type(self, dbapi):
         return "bool"
 
 
 class _SBDate(sqltypes.Date):
+    """date, declared: a datetime bound to it is read as a date, as
+    psycopg2's literal would be."""
+
     def get_dbapi_type(self, dbapi):
         return "date"
 
 
 class _SBDateTime(sqltypes.DateTime):
+    """timestamp or timestamptz as the column says, whatever the value's tzinfo."""
+
     def get_dbapi_type(self, dbapi):
         return "timestamptz" if self.timezone else "timestamp"
 
 
 class _SBTime(sqltypes.Time):
+    """time or timetz as the column says."""
+
     def get_dbapi_type(self, dbapi):
         return "timetz" if self.timezone else "time"
 
 
 class _SBInterval(INTERVAL):
+    """interval, for sqltypes.Interval too."""
+
     def get_dbapi_type(self, dbapi):
         return "interval"
 
@@ -215,21 +224,15 @@ class _SBInterval(INTERVAL):
 class _SBARRAY(PGARRAY):
     """Arrays: the parameter is cast to the column's array type.
 
-    The DB-API sends a list of ints as int8[] (the type its elements imply);
-    ``int4[] = int8[]`` has no operator in PostgreSQL, so the bind is cast to
-    the declared type, as SQLAlchemy's psycopg2 and pg8000 dialects do.
+    The DB-API types a list from its elements (int4[] for small ints, text
+    elements left to inference), which need not be the column's type:
+    ``int8[] = int4[]`` or ``varchar[] = text[]`` has no operator in
+    PostgreSQL. So the bind is cast to the declared type, as SQLAlchemy's
+    psycopg2 and pg8000 dialects do.
     """
 
     def bind_expression(self, bindvalue):
         return _ColonCast(bindvalue, self)
-
-
-class SessionBrokerCompiler(PGCompiler):
-    """PostgreSQL's compiler; only the paramstyle differs."""
-
-
-class SessionBrokerIdentifierPreparer(PGIdentifierPreparer):
-    """PostgreSQL's identifier quoting."""
 
 
 class SessionBrokerDialect(PGDialect):
@@ -252,9 +255,6 @@ class SessionBrokerDialect(PGDialect):
     # are declared with their column type's name through setinputsizes(),
     # which sessionbroker.dbapi sends as Value.type; see do_set_input_sizes.
     use_setinputsizes = True
-
-    statement_compiler = SessionBrokerCompiler
-    preparer = SessionBrokerIdentifierPreparer
 
     colspecs = util.update_copy(
         PGDialect.colspecs,

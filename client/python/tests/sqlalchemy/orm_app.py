@@ -241,7 +241,9 @@ def _with_retry(
                 session.rollback()
                 if not _is_serialization_failure(err):
                     raise
-                failures.append({"sqlalchemy_class": type(err).__name__, "pgcode": err.orig.pgcode})
+                failures.append(
+                    {"sqlalchemy_class": type(err).__name__, "pgcode": err.orig.pgcode}
+                )
     raise AssertionError("no attempt of %d succeeded" % attempts)
 
 

@@ -116,6 +116,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         for key in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
     }
     terminalreporter.write_line(
-        "sqlalchemy dialect compliance suite (postgresql+sessionbroker): "
+        "sqlalchemy dialect compliance suite "
+        "(postgresql+sessionbroker, postgresql+sessionbroker_async): "
         + ", ".join("%s=%d" % item for item in counts.items())
     )
