@@ -7,7 +7,7 @@ import time
 
 import grpc
 import pytest
-from conftest import wait_until
+from dbapi_helpers import wait_until
 
 from sessionbroker import dbapi
 from sessionbroker._pb import broker_pb2, broker_pb2_grpc
@@ -67,7 +67,8 @@ def test_one_keepalive_stream_holds_every_connection_of_the_process(broker_targe
         assert broker_target in name
         assert [t.name for t in threading.enumerate()].count(name) == 1
         for c in conns:
-            assert _get(broker_target, c.session_name).held_by_stream
+            wait_until(lambda: _get(broker_target, c.session_name).held_by_stream,
+                       "the stream holds every session")
     finally:
         for c in conns:
             c.close()
