@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "server/storage/sql_error.h"
@@ -39,23 +40,42 @@ void AppendPiece(absl::string_view piece, std::string* out) {
   out->append(piece.data(), piece.size());
 }
 
+// `text` as one line.
+std::string OneLine(absl::string_view text) {
+  std::string out;
+  for (const absl::string_view line : absl::StrSplit(text, '\n')) AppendPiece(line, &out);
+  return out;
+}
+
 // The one way a message is composed, whichever source the parts came from.
-PqError Compose(std::string sqlstate, std::string primary, absl::string_view detail,
-                absl::string_view hint) {
-  PqError out{std::move(sqlstate), std::move(primary)};
-  if (!detail.empty()) absl::StrAppend(&out.message, "; DETAIL: ", detail);
-  if (!hint.empty()) absl::StrAppend(&out.message, "; HINT: ", hint);
+PqError Compose(std::string sqlstate, SqlErrorFields fields) {
+  PqError out{std::move(sqlstate), fields.message, SqlErrorFields()};
+  if (!fields.detail.empty()) absl::StrAppend(&out.message, "; DETAIL: ", fields.detail);
+  if (!fields.hint.empty()) absl::StrAppend(&out.message, "; HINT: ", fields.hint);
+  fields.sqlstate = out.sqlstate;
+  out.fields = std::move(fields);
   return out;
 }
 
 }  // namespace
 
+// The field a label of verbose error text introduces; nullptr for the ones
+// left out (CONTEXT, QUERY, LOCATION, ...).
+std::string* FieldFor(absl::string_view label, SqlErrorFields* f) {
+  if (label == "DETAIL") return &f->detail;
+  if (label == "HINT") return &f->hint;
+  if (label == "SCHEMA NAME") return &f->schema_name;
+  if (label == "TABLE NAME") return &f->table_name;
+  if (label == "COLUMN NAME") return &f->column_name;
+  if (label == "DATATYPE NAME") return &f->data_type_name;
+  if (label == "CONSTRAINT NAME") return &f->constraint_name;
+  return nullptr;
+}
+
 PqError ParseErrorText(absl::string_view text) {
   std::string sqlstate;
-  std::string primary;
-  std::string detail;
-  std::string hint;
-  std::string* field = &primary;
+  SqlErrorFields fields;
+  std::string* field = &fields.message;
   bool first = true;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
     const size_t colon = line.find(":  ");
@@ -64,18 +84,18 @@ PqError ParseErrorText(absl::string_view text) {
       // "SEVERITY:  " (the severity word may be translated, but has no spaces).
       if (colon != absl::string_view::npos && colon > 0 &&
           line.substr(0, colon).find(' ') == absl::string_view::npos) {
+        fields.severity = std::string(line.substr(0, colon));
         line.remove_prefix(colon + 3);
         if (line.size() >= 7 && IsSqlState(line.substr(0, 5)) && line.substr(5, 2) == ": ") {
           sqlstate = std::string(line.substr(0, 5));
           line.remove_prefix(7);
         }
       }
-      AppendPiece(line, &primary);
+      AppendPiece(line, &fields.message);
       continue;
     }
     if (colon != absl::string_view::npos && IsFieldLabel(line.substr(0, colon))) {
-      const absl::string_view label = line.substr(0, colon);
-      field = label == "DETAIL" ? &detail : label == "HINT" ? &hint : nullptr;
+      field = FieldFor(line.substr(0, colon), &fields);
       if (field != nullptr) AppendPiece(line.substr(colon + 3), field);
       continue;
     }
@@ -85,25 +105,31 @@ PqError ParseErrorText(absl::string_view text) {
     }
     if (field != nullptr) AppendPiece(line, field);
   }
-  return Compose(std::move(sqlstate), std::move(primary), detail, hint);
+  return Compose(std::move(sqlstate), std::move(fields));
 }
 
-PqError FromErrorFields(const PqErrorFields& fields) {
-  std::string primary;
-  std::string detail;
-  std::string hint;
-  for (const absl::string_view line : absl::StrSplit(fields.primary, '\n')) {
-    AppendPiece(line, &primary);
-  }
-  for (const absl::string_view line : absl::StrSplit(fields.detail, '\n')) {
-    AppendPiece(line, &detail);
-  }
-  for (const absl::string_view line : absl::StrSplit(fields.hint, '\n')) AppendPiece(line, &hint);
-  return Compose(IsSqlState(fields.sqlstate) ? std::string(fields.sqlstate) : std::string(),
-                 std::move(primary), detail, hint);
+PqError FromErrorFields(const PqErrorFields& in) {
+  SqlErrorFields fields;
+  fields.severity = OneLine(in.severity);
+  fields.message = OneLine(in.primary);
+  fields.detail = OneLine(in.detail);
+  fields.hint = OneLine(in.hint);
+  if (!absl::SimpleAtoi(in.position, &fields.position)) fields.position = 0;
+  fields.schema_name = std::string(in.schema_name);
+  fields.table_name = std::string(in.table_name);
+  fields.column_name = std::string(in.column_name);
+  fields.data_type_name = std::string(in.data_type_name);
+  fields.constraint_name = std::string(in.constraint_name);
+  return Compose(IsSqlState(in.sqlstate) ? std::string(in.sqlstate) : std::string(),
+                 std::move(fields));
 }
 
-absl::Status ToStatus(const PqError& error) { return SqlError(error.sqlstate, error.message); }
+absl::Status ToStatus(const PqError& error) {
+  if (error.sqlstate.empty()) return SqlError(error.sqlstate, error.message);
+  SqlErrorFields fields = error.fields;
+  fields.sqlstate = error.sqlstate;
+  return SqlError(fields, error.message);
+}
 
 bool IsStalePreparedStatement(absl::string_view sqlstate, absl::string_view message) {
   return sqlstate == "26000" ||

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -14,13 +15,17 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "server/storage/conninfo.h"
+#include "server/storage/pq_codec.h"
 #include "server/storage/pq_error.h"
 #include "server/storage/pqxx_internals.h"
 #include "server/storage/sql_error.h"
@@ -82,6 +87,11 @@ constexpr char kTypeLookupSql[] =
     "ON e.oid OPERATOR(pg_catalog.=) t.typelem "
     "WHERE t.oid OPERATOR(pg_catalog.=) ANY($1::pg_catalog.oid[])";
 
+// The OID of a type named as SQL spells it (Value.type), NULL if there is no
+// such type; an error for text that does not parse as a type name.
+constexpr char kTypeByNameSql[] =
+    "SELECT pg_catalog.to_regtype($1::pg_catalog.text)::pg_catalog.oid";
+
 // libpqxx 6.4 often reports a lost connection only as "not connected" (the
 // server's own farewell, e.g. 57P01 for a terminated session, does not reach
 // the exception), so the message lists the usual causes.
@@ -97,28 +107,12 @@ absl::Status BrokenError() {
       "earlier failure) and cannot be used again");
 }
 
-// Parameter texts; nullopt is SQL NULL.
-using ParamTexts = std::vector<std::optional<std::string>>;
-
-absl::StatusOr<ParamTexts> EncodeParams(const std::vector<Value>& params) {
-  ParamTexts out;
-  out.reserve(params.size());
-  for (size_t i = 0; i < params.size(); ++i) {
-    absl::StatusOr<std::optional<std::string>> text = ParameterText(params[i]);
-    if (!text.ok()) return WithPrefix(text.status(), absl::StrCat("parameter $", i + 1, ": "));
-    out.push_back(*std::move(text));
-  }
-  return out;
-}
-
-// The list exec_params takes: libpqxx sends each `const char*` as a
-// text-format parameter, and a null pointer as SQL NULL. Valid while `texts`
-// is neither changed nor destroyed.
-std::vector<const char*> Pointers(const ParamTexts& texts) {
-  std::vector<const char*> out;
-  out.reserve(texts.size());
-  for (const std::optional<std::string>& text : texts) {
-    out.push_back(text.has_value() ? text->c_str() : nullptr);
+// The search_path a transaction's settings set, "" if they set none: the
+// key under which parameter types named without a schema are looked up.
+std::string SearchPathOf(const TransactionOptions& options) {
+  std::string out;
+  for (const auto& [name, value] : options.settings) {
+    if (absl::EqualsIgnoreCase(name, "search_path")) out = value;
   }
   return out;
 }
@@ -196,120 +190,272 @@ class PqxxConnection final : public DbConnection {
   absl::StatusOr<QueryResult> Execute(const Statement& statement,
                                       const ExecuteOptions& options) override {
     if (IsBroken()) return BrokenError();
-    absl::StatusOr<ParamTexts> params = EncodeParams(statement.params);
+    absl::StatusOr<PqParams> params = EncodeParams(statement.params);
     if (!params.ok()) return params.status();
     if (Cancelled()) return CancelledError();
+    // Inside a session's transaction a failed type lookup must not abort the
+    // caller's transaction: it runs under a savepoint there.
+    const LookupMode mode =
+        options.in_transaction ? LookupMode::kUnderSavepoint : LookupMode::kPlain;
+    absl::Status typed = ResolveParamTypes(
+        statement, mode, options.in_transaction ? session_search_path_ : "", &params->types);
+    if (!typed.ok()) return typed;
+    const std::string key = CacheKey(statement, *params);
     if (!options.in_transaction) {
-      // DEALLOCATE runs on the connection itself, before any transaction
-      // object exists (and never inside a transaction that may be aborted).
-      if (absl::Status room = MakeRoomToPrepare(statement); !room.ok()) return room;
+      // DEALLOCATE runs outside any transaction (never inside one that may be
+      // aborted).
+      if (absl::Status room = MakeRoomToPrepare(statement, key); !room.ok()) return room;
     }
     bool stale = false;
-    absl::StatusOr<QueryResult> out = ExecuteOnce(statement, *params, options, &stale);
-    if (stale && !options.in_transaction && !Cancelled()) {
+    absl::StatusOr<QueryResult> out = ExecuteOnce(statement, *params, key, options, &stale);
+    if (stale && !options.in_transaction && !Cancelled() && !IsBroken()) {
       // The failed statement did nothing; autocommit lets it run again, now
       // unprepared (it is prepared afresh on its next use).
-      out = ExecuteOnce(statement, *params, options, &stale);
+      out = ExecuteOnce(statement, *params, key, options, &stale);
     }
-    // Only now that no transaction object uses the connection.
     if (close_after_call_) MarkBroken();
     return out;
   }
 
   // One attempt of Execute. Sets *stale when it failed only because the
   // connection's prepared copy of the statement was stale (now forgotten).
-  absl::StatusOr<QueryResult> ExecuteOnce(const Statement& statement, const ParamTexts& params,
-                                          const ExecuteOptions& options, bool* stale) {
-    *stale = false;
-    bool prepared = false;
-    size_t result_bytes = 0;
+  absl::StatusOr<QueryResult> ExecuteOnce(const Statement& statement, const PqParams& params,
+                                          const std::string& key, const ExecuteOptions& options,
+                                          bool* stale) {
     try {
-      pqxx::nontransaction tx(*conn_);
-      const pqxx::result result = Run(tx, statement, params, &prepared);
-      return ConvertResult(tx, result, /*in_batch=*/options.in_transaction,
-                           options.max_result_bytes, &result_bytes);
-    } catch (const pqxx::sql_error& e) {
-      if (prepared && IsStalePreparedStatement(e.sqlstate(), e.what())) {
-        ForgetPrepared(statement.sql);
-        *stale = true;
-      }
-      return StatusFromException();
+      absl::StatusOr<PgResult> result = RunStatement(statement, params, key, stale);
+      if (!result.ok()) return result.status();
+      size_t result_bytes = 0;
+      return Convert(result->get(), /*in_transaction=*/options.in_transaction,
+                     options.max_result_bytes, &result_bytes);
     } catch (...) {
       return StatusFromException();
     }
   }
 
-  // Runs one statement on `tx`: through the connection's prepared copy when
-  // it has one or the statement is due to get one (*prepared is then true),
-  // else as an unnamed statement. Both use the extended protocol even without
+  // Runs one statement with libpq: through the connection's prepared copy
+  // when it has one or the statement is due to get one, else as an unnamed
+  // statement (PQexecParams). Both use the extended protocol even without
   // parameters, so the server refuses a string holding several statements.
-  pqxx::result Run(pqxx::transaction_base& tx, const Statement& statement, const ParamTexts& params,
-                   bool* prepared) {
-    *prepared = false;
-    if (const std::string* name = PreparedNameFor(statement)) {
-      *prepared = true;
-      return tx.exec_prepared(*name, pqxx::prepare::make_dynamic_params(Pointers(params)));
+  // Sets *stale when it failed only because the prepared copy was stale (it
+  // is forgotten then). A statement that used types looked up by name and
+  // failed drops those names from the lookup cache (the type may have been
+  // dropped and created again under another OID).
+  absl::StatusOr<PgResult> RunStatement(const Statement& statement, const PqParams& params,
+                                        const std::string& key, bool* stale) {
+    *stale = false;
+    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
+    PgResult result;
+    const std::string* name = nullptr;
+    if (statement.cacheable) {
+      const StatementCache::Plan plan = statements_.Use(key);
+      name = plan.name;
+      if (plan.prepare) {
+        PgResult prepared(PQprepare(pg, name->c_str(), statement.sql.c_str(), params.count(),
+                                    params.types.data()));
+        if (absl::Status ok = CheckResult(prepared.get()); !ok.ok()) {
+          statements_.Forget(key);  // the server has no such statement
+          ForgetLookedUpTypes(statement);
+          return ok;
+        }
+      }
     }
-    return tx.exec_params(statement.sql, pqxx::prepare::make_dynamic_params(Pointers(params)));
+    if (name != nullptr) {
+      result.reset(PQexecPrepared(pg, name->c_str(), params.count(), params.values.data(),
+                                  params.lengths.data(), params.formats.data(), 0));
+    } else {
+      result.reset(PQexecParams(pg, statement.sql.c_str(), params.count(), params.types.data(),
+                                params.values.data(), params.lengths.data(), params.formats.data(),
+                                0));
+    }
+    if (absl::Status ok = CheckResult(result.get()); !ok.ok()) {
+      if (name != nullptr && !IsBroken() &&
+          IsStalePreparedStatement(SqlStateOf(ok).value_or(""), ok.message())) {
+        statements_.Forget(key);  // its server side goes with the next reset or close
+        *stale = true;
+      }
+      ForgetLookedUpTypes(statement);
+      return ok;
+    }
+    return result;
   }
 
-  // The name of the statement's prepared copy on this connection, defining
-  // one in libpqxx (which prepares it on first use) when the cache says so;
-  // nullptr to run it unprepared.
-  const std::string* PreparedNameFor(const Statement& statement) {
-    if (!statement.cacheable) return nullptr;
-    const StatementCache::Plan plan = statements_.Use(statement.sql);
-    // Also after DISCARD ALL, where libpqxx already has the same definition
-    // (unregistered by ResetSession): defining it again changes nothing.
-    if (plan.prepare) conn_->prepare(*plan.name, statement.sql);
-    return plan.name;
+  // OK for a result that completed a statement. Otherwise the error: the
+  // server's (with its fields) or libpq's; a lost connection is marked broken
+  // and reported as such. COPY FROM STDIN / TO STDOUT and an empty statement
+  // are refused after the fact, and the connection closed once the call is
+  // done (libpq may be in the middle of a COPY, which the next call would
+  // have to drain or abort).
+  absl::Status CheckResult(const PGresult* result) {
+    const ExecStatusType status = result == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(result);
+    switch (status) {
+      case PGRES_COMMAND_OK:
+      case PGRES_TUPLES_OK:
+        return absl::OkStatus();
+      case PGRES_COPY_IN:
+      case PGRES_COPY_OUT:
+      case PGRES_COPY_BOTH:
+      case PGRES_EMPTY_QUERY:
+        close_after_call_ = true;
+        return absl::UnimplementedError(
+            "COPY FROM STDIN / TO STDOUT is not supported through the broker (use INSERT ... "
+            "VALUES or SELECT), and neither is an empty statement; the statement produced no "
+            "command tag, so its connection was closed");
+      case PGRES_FATAL_ERROR:
+        break;
+      default:
+        // A response libpq could not make sense of: the protocol state is
+        // unknown.
+        MarkBroken();
+        return absl::InternalError(absl::StrCat(
+            "unexpected result from libpq (", PQresStatus(status), "); the connection was closed"));
+    }
+    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
+    absl::Status error;
+    if (result != nullptr) {
+      error = StatusOfErrorResult(result);
+    } else {
+      // Out of memory, or the connection is gone.
+      error = ToStatus(ParseErrorText(pg == nullptr ? "" : PQerrorMessage(pg)));
+    }
+    if (pg == nullptr || PQstatus(pg) == CONNECTION_BAD) {
+      MarkBroken();
+      return LostConnection(error);
+    }
+    return error;
+  }
+
+  // Runs `sql` (no parameters; may hold several statements: the simple
+  // protocol) on the libpq connection.
+  absl::Status ExecSimple(const char* sql) {
+    PgResult result(PQexec(pqxx_internals::RawConnection(*conn_), sql));
+    return CheckResult(result.get());
+  }
+
+  // How a failed lookup affects the transaction around it.
+  enum class LookupMode {
+    kPlain,           // autocommit, or a batch's transaction that fails anyway
+    kUnderSavepoint,  // a session's transaction, which must survive it
+  };
+
+  // Fills `types` in for the parameters that name their type
+  // (Statement::param_types): built-in names from value_text's table, any
+  // other once per connection and search_path with to_regtype.
+  // INVALID_ARGUMENT naming the parameter and the type when the server does
+  // not know the name.
+  absl::Status ResolveParamTypes(const Statement& statement, LookupMode mode,
+                                 const std::string& search_path, std::vector<Oid>* types) {
+    const size_t n = std::min(statement.param_types.size(), types->size());
+    for (size_t i = 0; i < n; ++i) {
+      const std::string& name = statement.param_types[i];
+      if (name.empty()) continue;
+      const uint32_t builtin = BuiltinTypeOid(name);
+      if (builtin != 0) {
+        (*types)[i] = builtin;
+        continue;
+      }
+      absl::StatusOr<uint32_t> oid = LookUpType(name, mode, search_path);
+      if (!oid.ok()) return WithPrefix(oid.status(), absl::StrCat("parameter $", i + 1, ": "));
+      (*types)[i] = *oid;
+    }
+    return absl::OkStatus();
+  }
+
+  // The OID of the type `name` names under `search_path` (a session's
+  // search_path setting, "" for the connection's own).
+  absl::StatusOr<uint32_t> LookUpType(const std::string& name, LookupMode mode,
+                                      const std::string& search_path) {
+    std::string key = absl::StrCat(search_path, absl::string_view("\0", 1), name);
+    if (const auto it = looked_up_types_.find(key); it != looked_up_types_.end()) {
+      return it->second;
+    }
+    const bool savepoint = mode == LookupMode::kUnderSavepoint;
+    if (savepoint) {
+      if (absl::Status s = ExecSimple("SAVEPOINT sessionbroker_type_lookup"); !s.ok()) return s;
+    }
+    const char* const values[] = {name.c_str()};
+    PgResult result(PQexecParams(pqxx_internals::RawConnection(*conn_), kTypeByNameSql, 1, nullptr,
+                                 values, nullptr, nullptr, 0));
+    absl::Status status = CheckResult(result.get());
+    if (IsBroken()) return status;
+    if (savepoint) {
+      absl::Status undone =
+          ExecSimple(status.ok() ? "RELEASE SAVEPOINT sessionbroker_type_lookup"
+                                 : "ROLLBACK TO SAVEPOINT sessionbroker_type_lookup; "
+                                   "RELEASE SAVEPOINT sessionbroker_type_lookup");
+      if (!undone.ok()) return undone;
+    }
+    if (!status.ok()) {
+      // to_regtype refuses a name that does not parse as a type name.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "type \"", name, "\" (Value.type) is not a valid type name: ", status.message()));
+    }
+    if (PQntuples(result.get()) != 1 || PQgetisnull(result.get(), 0, 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "type \"", name,
+          "\" (Value.type) does not exist; check its spelling, its schema and the search_path, or "
+          "leave type empty to send the type the value implies"));
+    }
+    uint32_t oid = 0;
+    if (!absl::SimpleAtoi(PQgetvalue(result.get(), 0, 0), &oid) || oid == 0) {
+      return absl::InternalError(absl::StrCat("to_regtype gave no OID for type \"", name, "\""));
+    }
+    looked_up_types_.emplace(std::move(key), oid);
+    return oid;
+  }
+
+  // Forgets the lookups of the types `statement` names (the whole cache: it
+  // is small, and a failed statement is rare).
+  void ForgetLookedUpTypes(const Statement& statement) {
+    for (const std::string& name : statement.param_types) {
+      if (!name.empty() && BuiltinTypeOid(name) == 0) {
+        looked_up_types_.clear();
+        return;
+      }
+    }
+  }
+
+  // The statement cache's key (SQL and parameter types); empty for a
+  // statement that is not cached.
+  static std::string CacheKey(const Statement& statement, const PqParams& params) {
+    if (!statement.cacheable) return std::string();
+    return PreparedStatementKey(statement.sql, params.types);
   }
 
   // Deallocates the least recently used prepared statement if the cache is
   // full and `statement` would be prepared now. Outside any transaction.
-  absl::Status MakeRoomToPrepare(const Statement& statement) {
+  absl::Status MakeRoomToPrepare(const Statement& statement, const std::string& key) {
     if (!statement.cacheable) return absl::OkStatus();
-    const std::optional<std::string> evicted = statements_.EvictFor(statement.sql);
+    const std::optional<std::string> evicted = statements_.EvictFor(key);
     if (!evicted.has_value()) return absl::OkStatus();
-    try {
-      conn_->unprepare(*evicted);  // DEALLOCATE, if PostgreSQL has it
-      return absl::OkStatus();
-    } catch (...) {
-      return WithPrefix(StatusFromException(), "deallocating a cached prepared statement: ");
-    }
-  }
-
-  // Drops the statement's prepared copy from the cache. Its server side stays
-  // until the connection is reset or closed (DEALLOCATE could fail now: the
-  // transaction may be aborted).
-  void ForgetPrepared(const std::string& sql) {
-    if (const std::optional<std::string> name = statements_.Forget(sql)) {
-      pqxx_internals::ForgetPrepared(*conn_, *name);
-    }
+    // The cache's names are plain identifiers (sessionbroker_<n>).
+    absl::Status s = ExecSimple(absl::StrCat("DEALLOCATE ", *evicted).c_str());
+    return s.ok() ? s : WithPrefix(s, "deallocating a cached prepared statement: ");
   }
 
   absl::StatusOr<std::vector<QueryResult>> ExecuteBatch(absl::Span<const Statement> statements,
                                                         const ExecuteOptions& options) override {
     if (IsBroken()) return BrokenError();
     const size_t n = statements.size();
-    std::vector<ParamTexts> params;
+    std::vector<PqParams> params;
     params.reserve(n);
     for (size_t k = 0; k < n; ++k) {
-      absl::StatusOr<ParamTexts> p = EncodeParams(statements[k].params);
-      if (!p.ok()) return WithPrefix(p.status(), StatementPrefix(k, n));
+      absl::StatusOr<PqParams> p = EncodeParams(statements[k].params);
+      if (!p.ok()) return ForStatement(p.status(), k, n);
       params.push_back(*std::move(p));
     }
-    if (Cancelled()) return WithPrefix(CancelledError(), StatementPrefix(0, n));
+    if (Cancelled()) return ForStatement(CancelledError(), 0, n);
     bool stale = false;
     absl::StatusOr<std::vector<QueryResult>> results =
-        RunBatch(statements, params, options, &stale);
+        RunBatch(statements, &params, options, &stale);
     if (!results.ok()) EndFailedBatch();
     if (stale && !IsBroken() && !Cancelled()) {
       // Nothing of the batch was applied (it was rolled back): run it again,
       // the stale statement unprepared.
-      results = RunBatch(statements, params, options, &stale);
+      results = RunBatch(statements, &params, options, &stale);
       if (!results.ok()) EndFailedBatch();
     }
+    if (close_after_call_) MarkBroken();
     return results;
   }
 
@@ -318,7 +464,8 @@ class PqxxConnection final : public DbConnection {
     if (Cancelled()) return WithPrefix(CancelledError(), "BEGIN: ");
     try {
       pqxx::nontransaction tx(*conn_);
-      tx.exec(BeginSql(tx, options));
+      tx.exec(BeginSql(*conn_, options));
+      session_search_path_ = SearchPathOf(options);
       return absl::OkStatus();
     } catch (...) {
       const absl::Status status = StatusFromException();
@@ -329,6 +476,8 @@ class PqxxConnection final : public DbConnection {
   }
 
   absl::Status Commit() override {
+    // The transaction ends here, however COMMIT goes.
+    session_search_path_.clear();
     if (IsBroken()) return BrokenError();
     if (Cancelled()) {
       EndFailedBatch();
@@ -407,9 +556,8 @@ class PqxxConnection final : public DbConnection {
       // Refused inside a transaction block or a multi-statement string,
       // hence its own round trip.
       tx.exec("DISCARD ALL");
-      // DISCARD ALL deallocated the cached prepared statements too: libpqxx
-      // prepares each again when it is next used.
-      pqxx_internals::MarkAllUnprepared(*conn_);
+      // DISCARD ALL deallocated the cached prepared statements too: each is
+      // prepared again when it is next used.
       statements_.MarkAllUnprepared();
       tx.exec(kBaselineSettingsSql);
       return absl::OkStatus();
@@ -441,10 +589,6 @@ class PqxxConnection final : public DbConnection {
   int BackendPid() const override { return backend_pid_; }
 
  private:
-  static std::string StatementPrefix(size_t k, size_t n) {
-    return absl::StrCat("statement ", k + 1, " of ", n, ": ");
-  }
-
   bool Cancelled() const { return cancelled_.load(std::memory_order_acquire); }
 
   // Whether the server has closed its end of the connection, seen without a
@@ -459,7 +603,7 @@ class PqxxConnection final : public DbConnection {
   // characteristics, then its settings as SET LOCAL would set them. Names were
   // checked against the allow-list by the caller; both names and values go in
   // as quoted literals, so neither can change what runs.
-  static std::string BeginSql(pqxx::transaction_base& tx, const TransactionOptions& options) {
+  static std::string BeginSql(pqxx::connection_base& conn, const TransactionOptions& options) {
     std::string sql = "BEGIN";
     switch (options.isolation) {
       case TransactionOptions::Isolation::kDefault:
@@ -480,8 +624,8 @@ class PqxxConnection final : public DbConnection {
       sql += "; SELECT ";
       const char* sep = "";
       for (const auto& [name, value] : options.settings) {
-        absl::StrAppend(&sql, sep, "pg_catalog.set_config(", tx.quote(name), ", ", tx.quote(value),
-                        ", true)");
+        absl::StrAppend(&sql, sep, "pg_catalog.set_config(", conn.quote(name), ", ",
+                        conn.quote(value), ", true)");
         sep = ", ";
       }
     }
@@ -495,54 +639,61 @@ class PqxxConnection final : public DbConnection {
 
   // The batch proper: BEGIN, the statements, COMMIT. On failure the
   // transaction may still be open (aborted or not); the caller ends it.
-  //
-  // BEGIN and COMMIT are sent as plain statements rather than through
-  // pqxx::work, whose commit() cannot tell a COMMIT from the ROLLBACK that
-  // PostgreSQL silently answers for an aborted transaction.
-  // Sets *stale when a statement failed only because the connection's
-  // prepared copy of it was stale (now forgotten).
+  // BEGIN and COMMIT are plain statements, so that a COMMIT is told from the
+  // ROLLBACK PostgreSQL silently answers for an aborted transaction.
+  // Parameter types named by name are looked up inside the transaction (its
+  // search_path applies); a failed lookup fails the batch. Sets *stale when a
+  // statement failed only because the connection's prepared copy of it was
+  // stale (now forgotten).
   absl::StatusOr<std::vector<QueryResult>> RunBatch(absl::Span<const Statement> statements,
-                                                    const std::vector<ParamTexts>& params,
+                                                    std::vector<PqParams>* params,
                                                     const ExecuteOptions& options, bool* stale) {
     *stale = false;
     const size_t n = statements.size();
     const std::string commit_prefix = absl::StrCat("commit of ", n, " statements: ");
-    std::vector<QueryResult> results;
-    results.reserve(n);
-    size_t result_bytes = 0;
-    size_t k = 0;  // the statement running; n while committing
-    bool beginning = true;
-    bool committing = false;
     try {
-      pqxx::nontransaction tx(*conn_);
-      tx.exec(options.transaction.IsPlain() ? std::string("BEGIN")
-                                            : BeginSql(tx, options.transaction));
-      beginning = false;
-      for (; k < n; ++k) {
-        if (Cancelled()) return WithPrefix(CancelledError(), StatementPrefix(k, n));
-        bool prepared = false;
-        pqxx::result result;
-        try {
-          result = Run(tx, statements[k], params[k], &prepared);
-        } catch (const pqxx::sql_error& e) {
-          if (prepared && IsStalePreparedStatement(e.sqlstate(), e.what())) {
-            ForgetPrepared(statements[k].sql);
-            *stale = true;
-          }
-          throw;
+      const std::string begin = options.transaction.IsPlain()
+                                    ? std::string("BEGIN")
+                                    : BeginSql(*conn_, options.transaction);
+      if (absl::Status begun = ExecSimple(begin.c_str()); !begun.ok()) {
+        return WithPrefix(begun, "BEGIN: ");
+      }
+      const std::string search_path = SearchPathOf(options.transaction);
+      std::vector<QueryResult> results;
+      results.reserve(n);
+      size_t result_bytes = 0;
+      for (size_t k = 0; k < n; ++k) {
+        if (Cancelled()) return ForStatement(CancelledError(), k, n);
+        PqParams& p = (*params)[k];
+        if (absl::Status typed =
+                ResolveParamTypes(statements[k], LookupMode::kPlain, search_path, &p.types);
+            !typed.ok()) {
+          return ForStatement(typed, k, n);
         }
-        absl::StatusOr<QueryResult> converted =
-            ConvertResult(tx, result, /*in_batch=*/true, options.max_result_bytes, &result_bytes);
-        if (!converted.ok()) return WithPrefix(converted.status(), StatementPrefix(k, n));
+        absl::StatusOr<PgResult> result =
+            RunStatement(statements[k], p, CacheKey(statements[k], p), stale);
+        if (!result.ok()) return ForStatement(result.status(), k, n);
+        absl::StatusOr<QueryResult> converted = Convert(result->get(), /*in_transaction=*/true,
+                                                        options.max_result_bytes, &result_bytes);
+        if (!converted.ok()) return ForStatement(converted.status(), k, n);
         if (absl::Status ended = CheckTransactionNotEnded(converted->command_tag); !ended.ok()) {
-          return WithPrefix(ended, StatementPrefix(k, n));
+          return ForStatement(ended, k, n);
         }
         results.push_back(*std::move(converted));
       }
       if (Cancelled()) return WithPrefix(CancelledError(), commit_prefix);
-      committing = true;
-      const pqxx::result commit = tx.exec("COMMIT");
-      if (pqxx_internals::CommandTag(commit) != "COMMIT") {
+      PgResult commit(PQexec(pqxx_internals::RawConnection(*conn_), "COMMIT"));
+      if (absl::Status committed = CheckResult(commit.get()); !committed.ok()) {
+        if (IsBroken() && committed.code() == absl::StatusCode::kUnavailable) {
+          return Recode(committed, absl::StatusCode::kUnknown,
+                        absl::StrCat(commit_prefix,
+                                     "the connection was lost during COMMIT, so whether the "
+                                     "transaction was applied is unknown; check before "
+                                     "retrying: "));
+        }
+        return WithPrefix(committed, commit_prefix);
+      }
+      if (absl::string_view(PQcmdStatus(commit.get())) != "COMMIT") {
         // Only an error the adapter did not see can get here; the server has
         // ended the transaction either way.
         return absl::AbortedError(
@@ -550,18 +701,10 @@ class PqxxConnection final : public DbConnection {
                          "PostgreSQL rolled the transaction back instead of committing it (an "
                          "earlier error had aborted it); nothing of the batch was applied"));
       }
+      return results;
     } catch (...) {
-      const absl::Status status = StatusFromException();
-      if (committing && IsBroken() && status.code() == absl::StatusCode::kUnavailable) {
-        return Recode(status, absl::StatusCode::kUnknown,
-                      absl::StrCat(commit_prefix,
-                                   "the connection was lost during COMMIT, so whether the "
-                                   "transaction was applied is unknown; check before retrying: "));
-      }
-      if (beginning) return WithPrefix(status, "BEGIN: ");
-      return WithPrefix(status, k < n ? StatementPrefix(k, n) : commit_prefix);
+      return StatusFromException();
     }
-    return results;
   }
 
   // A statement of a batch must not end the batch's transaction: what ran
@@ -593,6 +736,7 @@ class PqxxConnection final : public DbConnection {
   // transaction. A second try covers a cancel request that was still on its
   // way when the batch stopped and hit the first ROLLBACK.
   void EndFailedBatch() {
+    session_search_path_.clear();
     if (close_after_call_) MarkBroken();
     for (int attempt = 0; attempt < 2 && !IsBroken(); ++attempt) {
       try {
@@ -607,134 +751,78 @@ class PqxxConnection final : public DbConnection {
     MarkBroken();
   }
 
-  // `in_batch`: the statement ran inside the batch's transaction, which a
+  // The result of a completed statement, its non-built-in types named.
+  // `in_transaction`: the statement ran inside a transaction, which a
   // failure of the adapter's own queries must not abort.
-  absl::StatusOr<QueryResult> ConvertResult(pqxx::transaction_base& tx, const pqxx::result& result,
-                                            bool in_batch, size_t max_bytes, size_t* used_bytes) {
-    QueryResult out;
-    out.command_tag = pqxx_internals::CommandTag(result);
-    if (out.command_tag.empty()) {
-      // Every completed statement has a command tag. A result without one is
-      // the start of COPY ... FROM STDIN / TO STDOUT (libpq is now in copy
-      // mode, which the next call would have to end: draining all of a COPY
-      // TO, or failing a COPY FROM) or an empty query; libpqxx 6.4 does not
-      // tell them apart. Closing the connection is the one way out that
-      // costs nothing now and cannot leave a half-done COPY behind.
-      close_after_call_ = true;
-      return absl::UnimplementedError(
-          "COPY FROM STDIN / TO STDOUT is not supported through the broker (use INSERT ... "
-          "VALUES or SELECT), and neither is an empty statement; the statement produced no "
-          "command tag, so its connection was closed");
-    }
-    const pqxx::row::size_type num_columns = result.columns();
-    out.columns.resize(num_columns);
-    std::vector<uint32_t> element_oids(num_columns);
-    bool any_unknown = false;
-    for (pqxx::row::size_type c = 0; c < num_columns; ++c) {
-      Column& column = out.columns[c];
-      column.name = result.column_name(c);
-      column.type_oid = result.column_type(c);
-      column.type_name = std::string(TypeName(column.type_oid));
-      element_oids[c] = ArrayElementType(column.type_oid);
-      any_unknown = any_unknown || column.type_name.empty();
-    }
-    if (any_unknown) NameUnknownTypes(tx, in_batch, &out.columns, &element_oids);
-
-    // Counted as the result is converted, so an oversized one is abandoned
-    // early (see value_text.h for why the count bounds the response).
-    auto over_cap = [&](size_t bytes) {
-      *used_bytes += bytes;
-      return max_bytes > 0 && *used_bytes > max_bytes;
-    };
-    auto too_large = [&] {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "result exceeds ", max_bytes,
-          " bytes (BROKER_MAX_RESULT_BYTES); add a LIMIT or page with WHERE/ORDER BY",
-          in_batch ? "; its transaction was rolled back"
-                   : "; the statement itself ran to completion and, outside a batch, its "
-                     "changes were committed"));
-    };
-    if (over_cap(ResultHeaderBytes(out))) return too_large();
-    const pqxx::result::size_type num_rows = result.size();
-    out.rows.reserve(num_rows);
-    for (pqxx::result::size_type r = 0; r < num_rows; ++r) {
-      if (over_cap(kResultRowOverheadBytes)) return too_large();
-      const pqxx::row row = result[r];
-      std::vector<Value> values;
-      values.reserve(num_columns);
-      for (pqxx::row::size_type c = 0; c < num_columns; ++c) {
-        const pqxx::field field = row[c];
-        if (field.is_null()) {
-          values.push_back(Value::Null());
-        } else {
-          const absl::string_view text(field.c_str(), field.size());
-          absl::StatusOr<Value> value = element_oids[c] != 0
-                                            ? ArrayFromText(element_oids[c], text)
-                                            : ScalarFromText(out.columns[c].type_oid, text);
-          if (!value.ok()) {
-            return WithPrefix(value.status(),
-                              absl::StrCat("column \"", out.columns[c].name, "\": "));
-          }
-          values.push_back(*std::move(value));
-        }
-        if (over_cap(ResultBytes(values.back()))) return too_large();
+  absl::StatusOr<QueryResult> Convert(const PGresult* result, bool in_transaction, size_t max_bytes,
+                                      size_t* used_bytes) {
+    ResultShape shape = ShapeOf(result);
+    if (!shape.all_named) {
+      if (absl::Status named = NameUnknownTypes(in_transaction, &shape); !named.ok()) {
+        return named;
       }
-      out.rows.push_back(std::move(values));
     }
-    out.rows_affected = static_cast<int64_t>(result.affected_rows());
-    return out;
+    return ConvertResult(result, std::move(shape), in_transaction, max_bytes, used_bytes);
   }
 
   // Fills in the names of non-built-in types (enums, domains' arrays,
   // composite and extension types) from the shared cache, asking the server
-  // for the ones nobody has seen yet. Runs on the caller's transaction object,
-  // as libpqxx allows only one at a time. If the lookup fails the names stay
+  // for the ones nobody has seen yet. If the lookup fails the names stay
   // empty and the values are still returned (as text): in autocommit the
-  // failed lookup is a transaction of its own; inside a batch it runs under a
-  // savepoint, so that its failure does not abort the batch's transaction
-  // (whose COMMIT would then roll back). Undoing the savepoint does fail the
-  // batch if it fails.
-  void NameUnknownTypes(pqxx::transaction_base& tx, bool in_batch, std::vector<Column>* columns,
-                        std::vector<uint32_t>* element_oids) {
+  // failed lookup is a transaction of its own; inside a transaction it runs
+  // under a savepoint, so that its failure does not abort the transaction
+  // (whose COMMIT would then roll back). Failing to undo the savepoint is an
+  // error.
+  absl::Status NameUnknownTypes(bool in_transaction, ResultShape* shape) {
     std::vector<uint32_t> missing;
-    for (const Column& column : *columns) {
+    for (const Column& column : shape->columns) {
       if (column.type_name.empty() && !types_->Find(column.type_oid).has_value()) {
         missing.push_back(column.type_oid);
       }
     }
     if (!missing.empty()) {
-      if (in_batch) tx.exec("SAVEPOINT sessionbroker_type_lookup");
-      bool failed = false;
-      try {
-        const pqxx::result found =
-            tx.exec_params(kTypeLookupSql, absl::StrCat("{", absl::StrJoin(missing, ","), "}"));
-        for (const pqxx::row& row : found) {
-          types_->Insert(row[0].as<uint32_t>(),
-                         PqxxTypeCache::Entry{row[1].c_str(), row[2].as<uint32_t>()});
+      if (in_transaction) {
+        if (absl::Status s = ExecSimple("SAVEPOINT sessionbroker_type_lookup"); !s.ok()) return s;
+      }
+      const std::string oids = absl::StrCat("{", absl::StrJoin(missing, ","), "}");
+      const char* const values[] = {oids.c_str()};
+      PgResult found(PQexecParams(pqxx_internals::RawConnection(*conn_), kTypeLookupSql, 1, nullptr,
+                                  values, nullptr, nullptr, 0));
+      const bool failed = !CheckResult(found.get()).ok();
+      if (IsBroken()) return LostConnection(BrokenError());
+      if (!failed) {
+        for (int r = 0; r < PQntuples(found.get()); ++r) {
+          uint32_t oid = 0;
+          uint32_t element_oid = 0;
+          if (absl::SimpleAtoi(PQgetvalue(found.get(), r, 0), &oid) &&
+              absl::SimpleAtoi(PQgetvalue(found.get(), r, 2), &element_oid)) {
+            types_->Insert(oid, PqxxTypeCache::Entry{PQgetvalue(found.get(), r, 1), element_oid});
+          }
         }
         // Unknown to the server too (dropped since): remember that as well.
         for (const uint32_t oid : missing) {
           if (!types_->Find(oid).has_value()) types_->Insert(oid, PqxxTypeCache::Entry{});
         }
-      } catch (const pqxx::sql_error&) {
-        failed = true;
-      } catch (const pqxx::transaction_rollback&) {
-        failed = true;
       }
-      if (in_batch) {
-        tx.exec(failed ? "ROLLBACK TO SAVEPOINT sessionbroker_type_lookup; "
-                         "RELEASE SAVEPOINT sessionbroker_type_lookup"
-                       : "RELEASE SAVEPOINT sessionbroker_type_lookup");
+      if (in_transaction) {
+        if (absl::Status s = ExecSimple(failed ? "ROLLBACK TO SAVEPOINT sessionbroker_type_lookup; "
+                                                 "RELEASE SAVEPOINT sessionbroker_type_lookup"
+                                               : "RELEASE SAVEPOINT sessionbroker_type_lookup");
+            !s.ok()) {
+          return s;
+        }
       }
     }
-    for (size_t c = 0; c < columns->size(); ++c) {
-      Column& column = (*columns)[c];
+    shape->all_named = true;
+    for (size_t c = 0; c < shape->columns.size(); ++c) {
+      Column& column = shape->columns[c];
       if (!column.type_name.empty()) continue;
       if (std::optional<PqxxTypeCache::Entry> entry = types_->Find(column.type_oid)) {
         column.type_name = entry->name;
-        (*element_oids)[c] = entry->element_oid;
+        shape->element_oids[c] = entry->element_oid;
       }
     }
+    return absl::OkStatus();
   }
 
   // Turns the exception being handled into a status; marks the connection
@@ -824,9 +912,16 @@ class PqxxConnection final : public DbConnection {
   const std::unique_ptr<pqxx::connection> conn_;
   const std::unique_ptr<pqxx::quiet_errorhandler> quiet_;
   const std::shared_ptr<PqxxTypeCache> types_;
-  // The prepared statement cache (see PqxxConnector::Options). Owner thread
-  // only.
+  // The prepared statement cache (see PqxxConnector::Options), keyed by SQL
+  // and parameter types (PreparedStatementKey). Owner thread only.
   StatementCache statements_;
+  // Parameter types named by name (Value.type) and not built in: the OID the
+  // server gave, by search_path and name ("<search_path>\0<name>"). Owner
+  // thread only.
+  absl::flat_hash_map<std::string, uint32_t> looked_up_types_;
+  // The search_path the open transaction's settings set (Begin), "" outside
+  // one or without. Owner thread only.
+  std::string session_search_path_;
   const int backend_pid_;
   std::atomic<bool> broken_{false};
   // Set by Cancel() (any thread), cleared by ClearCancel().

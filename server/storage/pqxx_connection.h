@@ -2,11 +2,21 @@
 // broker's baseline session settings (DateStyle ISO/YMD, IntervalStyle
 // iso_8601, TimeZone UTC, extra_float_digits 3); each connection it returns is
 // a PqxxConnection (defined in the .cc, so that no libpqxx type leaks out of
-// this file pair) implementing DbConnection on one pqxx::connection.
+// this file pair) implementing DbConnection on one pqxx::connection. The
+// callers' statements run on that connection's libpq handle with libpq itself
+// (pq_codec.h), since libpqxx 6.4 cannot send parameter types; transaction
+// control, pings and resets go through libpqxx.
 //
 // What callers may rely on:
 //  - Statements go over the extended protocol with text-format parameters
 //    (never spliced into the SQL), so one Execute runs exactly one statement.
+//    Each parameter is sent with the type Statement::param_types names
+//    (built-in names from a static table, others looked up once per
+//    connection and search_path with to_regtype; an unknown name is
+//    INVALID_ARGUMENT naming the parameter) or, unnamed, the type its kind
+//    implies (value_text.h ImpliedTypeOid).
+//  - An error PostgreSQL reported carries its fields (sql_error.h
+//    SqlErrorFields); a batch's failing statement sets statement_index.
 //  - A connection never reconnects by itself: once lost it stays broken
 //    (IsBroken) and every call on it returns UNAVAILABLE.
 //  - ExecuteBatch runs in its own BEGIN/COMMIT, so it must not be called while
@@ -80,7 +90,8 @@ class PqxxConnector final : public DbConnector {
     int tcp_user_timeout_ms = 60000;
     // Prepared statements kept per connection (BROKER_STATEMENT_CACHE_SIZE;
     // 0 = none). A cacheable statement (Statement::cacheable) whose SQL text
-    // runs a second time on a connection is prepared there (Parse once) and
+    // runs a second time on a connection with the same parameter types (a
+    // prepared statement's types are fixed) is prepared there (Parse once) and
     // from then on only bound and executed, which saves PostgreSQL the
     // parsing and planning of every call. Past the limit the least recently
     // used one is deallocated. A statement whose cached plan went stale (its

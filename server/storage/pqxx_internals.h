@@ -1,13 +1,14 @@
 // The one place where the broker reaches into libpqxx's private members.
 // libpqxx 6.4 keeps two things the adapter needs out of its public API:
 //  - result::cmd_status() (PQcmdStatus, the command tag), which tells a
-//    COMMIT from the ROLLBACK PostgreSQL answers for an aborted transaction
-//    and a completed statement from the start of a COPY;
-//  - connection_base::m_prepared, its registry of prepared statements, which
-//    marks each "registered" once PostgreSQL has prepared it. Statements
-//    deallocated behind libpqxx's back (DISCARD ALL, or a stale plan the
-//    adapter drops) must be unregistered or forgotten there, or libpqxx would
-//    execute a statement the server no longer has.
+//    COMMIT from the ROLLBACK PostgreSQL answers for an aborted transaction;
+//  - connection_base::m_conn, the libpq connection it owns: the adapter runs
+//    the callers' statements on it with libpq itself (PQexecParams,
+//    PQprepare, PQexecPrepared), because libpqxx 6.4 cannot send parameter
+//    types, and reads their errors' fields with PQresultErrorField. libpqxx
+//    keeps no state about those statements (the adapter prepares and
+//    deallocates its statements itself, never through libpqxx), so the two
+//    never disagree about the connection.
 //
 // How: access checks do not apply to the names in an explicit instantiation
 // ([temp.explicit]), so instantiating a template on a pointer to the private
@@ -22,19 +23,17 @@
 #ifndef SESSIONBROKER_SERVER_STORAGE_PQXX_INTERNALS_H_
 #define SESSIONBROKER_SERVER_STORAGE_PQXX_INTERNALS_H_
 
-#include <map>
 #include <pqxx/pqxx>
 #include <pqxx/version.hxx>
 #include <string>
 
 // Written against libpqxx 6.4 (Debian bookworm's libpqxx-dev). On another
 // version, read that version's private declarations of result::cmd_status
-// and connection_base::m_prepared (and prepare::internal::prepared_def's
-// `registered` flag): if they are unchanged, widen this check; if not, adapt
-// the accessors below, or use the public API the version offers instead
-// (libpqxx 7 has result::cmd_status() public and no m_prepared at all). The
-// serving connection is to move to libpq's asynchronous API, which needs none
-// of this.
+// and connection_base::m_conn: if they are unchanged, widen this check; if
+// not, adapt the accessors below, or use the public API the version offers
+// instead (libpqxx 7 has result::cmd_status() public). The serving
+// connection is to move to libpq's asynchronous API, which needs none of
+// this.
 #if PQXX_VERSION_MAJOR != 6 || PQXX_VERSION_MINOR != 4
 #error "server/storage/pqxx_internals.h reaches private members of libpqxx 6.4 only; see there"
 #endif
@@ -51,16 +50,15 @@ struct CmdStatusAccess {
 };
 template struct CmdStatusAccess<&pqxx::result::cmd_status>;
 
-using PreparedMap = std::map<std::string, pqxx::prepare::internal::prepared_def>;
-using PreparedMapMember = PreparedMap pqxx::connection_base::*;
-struct PreparedMapTag {
-  friend PreparedMapMember GetPreparedMap(PreparedMapTag);
+using ConnMember = pqxx::internal::pq::PGconn* pqxx::connection_base::*;
+struct ConnTag {
+  friend ConnMember GetConn(ConnTag);
 };
-template <PreparedMapMember kMember>
-struct PreparedMapAccess {
-  friend PreparedMapMember GetPreparedMap(PreparedMapTag) { return kMember; }
+template <ConnMember kMember>
+struct ConnAccess {
+  friend ConnMember GetConn(ConnTag) { return kMember; }
 };
-template struct PreparedMapAccess<&pqxx::connection_base::m_prepared>;
+template struct ConnAccess<&pqxx::connection_base::m_conn>;
 
 // The result's command tag ("INSERT 0 1", "COMMIT"); empty if it has none.
 inline std::string CommandTag(const pqxx::result& result) {
@@ -68,18 +66,10 @@ inline std::string CommandTag(const pqxx::result& result) {
   return tag == nullptr ? std::string() : std::string(tag);
 }
 
-// Makes libpqxx prepare every statement it knows again on its next use (the
-// server deallocated them all: DISCARD ALL).
-inline void MarkAllUnprepared(pqxx::connection_base& conn) {
-  for (auto& [name, definition] : conn.*GetPreparedMap(PreparedMapTag{})) {
-    definition.registered = false;
-  }
-}
-
-// Makes libpqxx forget the prepared statement `name`, without deallocating
-// it on the server.
-inline void ForgetPrepared(pqxx::connection_base& conn, const std::string& name) {
-  (conn.*GetPreparedMap(PreparedMapTag{})).erase(name);
+// The libpq connection libpqxx owns; nullptr once it is closed
+// (disconnect()). Owned by `conn`: never PQfinish it.
+inline pqxx::internal::pq::PGconn* RawConnection(const pqxx::connection_base& conn) {
+  return conn.*GetConn(ConnTag{});
 }
 
 }  // namespace sessionbroker::storage::pqxx_internals

@@ -1,8 +1,10 @@
 #include "server/storage/sql_error.h"
 
+#include <array>
 #include <string>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/types/optional.h"
 
@@ -41,7 +43,60 @@ StatusCode CodeForClass(absl::string_view cls) {
   return StatusCode::kUnknown;
 }
 
+// The fields in their encoded order; the numbers as decimal text.
+constexpr size_t kEncodedFieldCount = 12;
+
 }  // namespace
+
+bool SqlErrorFields::operator==(const SqlErrorFields& o) const {
+  return sqlstate == o.sqlstate && severity == o.severity && message == o.message &&
+         detail == o.detail && hint == o.hint && position == o.position &&
+         schema_name == o.schema_name && table_name == o.table_name &&
+         column_name == o.column_name && data_type_name == o.data_type_name &&
+         constraint_name == o.constraint_name && statement_index == o.statement_index;
+}
+
+std::string EncodeSqlErrorFields(const SqlErrorFields& f) {
+  const std::string position = absl::StrCat(f.position);
+  const std::string statement_index = absl::StrCat(f.statement_index);
+  const std::array<absl::string_view, kEncodedFieldCount> parts = {
+      f.sqlstate,    f.severity,       f.message,         f.detail,
+      f.hint,        position,         f.schema_name,     f.table_name,
+      f.column_name, f.data_type_name, f.constraint_name, statement_index};
+  std::string out;
+  for (const absl::string_view part : parts) absl::StrAppend(&out, part.size(), ":", part);
+  return out;
+}
+
+std::optional<SqlErrorFields> DecodeSqlErrorFields(absl::string_view encoded) {
+  std::array<std::string, kEncodedFieldCount> parts;
+  for (std::string& part : parts) {
+    const size_t colon = encoded.find(':');
+    size_t length = 0;
+    if (colon == absl::string_view::npos || !absl::SimpleAtoi(encoded.substr(0, colon), &length) ||
+        length > encoded.size() - colon - 1) {
+      return std::nullopt;
+    }
+    part = std::string(encoded.substr(colon + 1, length));
+    encoded.remove_prefix(colon + 1 + length);
+  }
+  SqlErrorFields f;
+  if (!encoded.empty() || !absl::SimpleAtoi(parts[5], &f.position) ||
+      !absl::SimpleAtoi(parts[11], &f.statement_index)) {
+    return std::nullopt;
+  }
+  f.sqlstate = std::move(parts[0]);
+  f.severity = std::move(parts[1]);
+  f.message = std::move(parts[2]);
+  f.detail = std::move(parts[3]);
+  f.hint = std::move(parts[4]);
+  f.schema_name = std::move(parts[6]);
+  f.table_name = std::move(parts[7]);
+  f.column_name = std::move(parts[8]);
+  f.data_type_name = std::move(parts[9]);
+  f.constraint_name = std::move(parts[10]);
+  return f;
+}
 
 absl::StatusCode CodeForSqlState(absl::string_view sqlstate) {
   if (sqlstate.size() != 5) return StatusCode::kUnknown;
@@ -80,6 +135,29 @@ absl::Status SqlError(absl::string_view sqlstate, absl::string_view message) {
                       absl::StrCat(message, " [SQLSTATE ", sqlstate, "]"));
   status.SetPayload(kSqlStatePayloadUrl, absl::Cord(sqlstate));
   return status;
+}
+
+absl::Status SqlError(const SqlErrorFields& fields, absl::string_view message) {
+  absl::Status status = SqlError(fields.sqlstate, message);
+  if (!fields.sqlstate.empty()) {
+    status.SetPayload(kSqlErrorFieldsPayloadUrl, absl::Cord(EncodeSqlErrorFields(fields)));
+  }
+  return status;
+}
+
+std::optional<SqlErrorFields> SqlErrorFieldsOf(const absl::Status& status) {
+  absl::optional<absl::Cord> payload = status.GetPayload(kSqlErrorFieldsPayloadUrl);
+  if (!payload.has_value()) return std::nullopt;
+  return DecodeSqlErrorFields(std::string(*payload));
+}
+
+absl::Status ForStatement(const absl::Status& status, size_t index, size_t count) {
+  absl::Status out = WithPrefix(status, absl::StrCat("statement ", index + 1, " of ", count, ": "));
+  if (std::optional<SqlErrorFields> fields = SqlErrorFieldsOf(out)) {
+    fields->statement_index = static_cast<uint32_t>(index + 1);
+    out.SetPayload(kSqlErrorFieldsPayloadUrl, absl::Cord(EncodeSqlErrorFields(*fields)));
+  }
+  return out;
 }
 
 std::optional<std::string> SqlStateOf(const absl::Status& status) {

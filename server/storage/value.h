@@ -77,6 +77,11 @@ struct Statement {
   // execution of the same SQL (a plain query or DML that leaves no session
   // state behind; the statement runner decides).
   bool cacheable = false;
+  // The PostgreSQL type each parameter is sent as, named as SQL spells it
+  // ("int4", "uuid", "text[]", "myschema.mood"; sessionbroker.v1 Value.type);
+  // "" for the type its kind implies (ImpliedTypeOid in value_text.h). Empty,
+  // or one per parameter.
+  std::vector<std::string> param_types = {};
 };
 
 struct Column {

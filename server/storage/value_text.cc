@@ -382,7 +382,138 @@ absl::Status AppendArrayLiteral(const Value& array, std::string* out) {
   return absl::OkStatus();
 }
 
+// SQL's spellings of built-in types that differ from their typname. Bare
+// "char" is SQL's character(1), bpchar; the one-byte type typnamed char is
+// spelled "char" with the quotes, which the server resolves.
+struct TypeAlias {
+  const char* spelling;
+  const char* type_name;
+};
+constexpr TypeAlias kTypeAliases[] = {
+    {"boolean", "bool"},
+    {"smallint", "int2"},
+    {"integer", "int4"},
+    {"int", "int4"},
+    {"bigint", "int8"},
+    {"real", "float4"},
+    {"float", "float8"},
+    {"double precision", "float8"},
+    {"decimal", "numeric"},
+    {"dec", "numeric"},
+    {"char", "bpchar"},
+    {"character", "bpchar"},
+    {"character varying", "varchar"},
+    {"char varying", "varchar"},
+    {"time without time zone", "time"},
+    {"time with time zone", "timetz"},
+    {"timestamp without time zone", "timestamp"},
+    {"timestamp with time zone", "timestamptz"},
+    {"bit varying", "varbit"},
+};
+
+// `name` lowercased, without type modifiers, with single spaces; empty if it
+// holds anything a built-in name cannot ('"' quoting, '.' qualification, ...).
+std::string NormalizedTypeName(absl::string_view name) {
+  std::string out;
+  out.reserve(name.size());
+  int depth = 0;
+  bool space = false;
+  for (const char c : name) {
+    if (c == '(') {
+      ++depth;
+    } else if (c == ')') {
+      if (--depth < 0) return "";
+    } else if (depth > 0) {
+      if (!absl::ascii_isdigit(static_cast<unsigned char>(c)) && c != ',' && c != ' ') return "";
+    } else if (c == ' ' || c == '\t' || c == '\n') {
+      space = !out.empty();
+    } else if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_') {
+      if (space) out.push_back(' ');
+      space = false;
+      out.push_back(absl::ascii_tolower(static_cast<unsigned char>(c)));
+    } else {
+      return "";
+    }
+  }
+  return depth == 0 ? out : "";
+}
+
+uint32_t BuiltinScalarOid(absl::string_view name, bool array) {
+  for (const TypeAlias& alias : kTypeAliases) {
+    if (name == alias.spelling) {
+      name = alias.type_name;
+      break;
+    }
+  }
+  for (const BuiltinType& t : kBuiltinTypes) {
+    if (name == t.name) return array ? t.array_oid : t.oid;
+    if (t.array_oid != 0 && name == t.array_name) return t.array_oid;
+  }
+  return 0;
+}
+
+// The kind every non-NULL leaf of `array` has; kNull if none has one, kArray
+// if they differ.
+Value::Kind CommonLeafKind(const Value& array) {
+  Value::Kind common = Value::Kind::kNull;
+  for (const Value& element : array.elements) {
+    const Value::Kind kind =
+        element.kind == Value::Kind::kArray ? CommonLeafKind(element) : element.kind;
+    if (kind == Value::Kind::kNull) continue;
+    if (kind == Value::Kind::kArray || (common != Value::Kind::kNull && common != kind)) {
+      return Value::Kind::kArray;
+    }
+    common = kind;
+  }
+  return common;
+}
+
 }  // namespace
+
+uint32_t BuiltinTypeOid(absl::string_view name) {
+  absl::string_view base = absl::StripAsciiWhitespace(name);
+  bool array = false;
+  // "[]" or "[n]" suffixes, each possibly after spaces: one array type
+  // whatever the number of dimensions.
+  while (absl::EndsWith(base, "]")) {
+    const size_t open = base.rfind('[');
+    if (open == absl::string_view::npos) return 0;
+    for (const char c : base.substr(open + 1, base.size() - open - 2)) {
+      if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return 0;
+    }
+    array = true;
+    base = absl::StripTrailingAsciiWhitespace(base.substr(0, open));
+  }
+  const std::string normalized = NormalizedTypeName(base);
+  if (normalized.empty()) return 0;
+  const uint32_t oid = BuiltinScalarOid(normalized, array);
+  // "_int4[]" is no type.
+  if (array && oid != 0 && ArrayElementType(oid) != 0 && normalized[0] == '_') return 0;
+  return oid;
+}
+
+uint32_t ImpliedTypeOid(const Value& value) {
+  const bool array = value.kind == Value::Kind::kArray;
+  switch (array ? CommonLeafKind(value) : value.kind) {
+    case Value::Kind::kBool:
+      return array ? type_oid::kBoolArray : type_oid::kBool;
+    case Value::Kind::kInt64:
+      return array ? type_oid::kInt8Array : type_oid::kInt8;
+    case Value::Kind::kDouble:
+      return array ? type_oid::kFloat8Array : type_oid::kFloat8;
+    case Value::Kind::kBytes:
+      return array ? type_oid::kByteaArray : type_oid::kBytea;
+    case Value::Kind::kNumeric:
+      return array ? type_oid::kNumericArray : type_oid::kNumeric;
+    case Value::Kind::kJson:
+      return array ? type_oid::kJsonbArray : type_oid::kJsonb;
+    case Value::Kind::kNull:
+    case Value::Kind::kString:
+    case Value::Kind::kArray:
+      return 0;
+  }
+  return 0;
+}
 
 absl::string_view TypeName(uint32_t type_oid) {
   for (const BuiltinType& t : kBuiltinTypes) {

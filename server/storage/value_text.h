@@ -2,10 +2,13 @@
 // uses on the wire in both directions:
 //  - decoding: the text output of a result column whose type OID is known
 //    becomes a typed Value (see docs/types.md for the table);
-//  - encoding: a parameter Value becomes the text PostgreSQL accepts for an
-//    untyped parameter ($n whose type the server infers from context).
-// Also the built-in type names and the result-size accounting used for the
-// result cap. No libpqxx here: pure functions over strings, thread-safe.
+//  - encoding: a parameter Value becomes the text PostgreSQL accepts as input
+//    for the type the parameter is sent as (ImpliedTypeOid, or the caller's
+//    explicit type), or for an untyped parameter ($n whose type the server
+//    infers from context).
+// Also the built-in type names (both ways), the type a parameter is sent as,
+// and the result-size accounting used for the result cap. No libpqxx here: pure functions over
+// strings, thread-safe.
 #ifndef SESSIONBROKER_SERVER_STORAGE_VALUE_TEXT_H_
 #define SESSIONBROKER_SERVER_STORAGE_VALUE_TEXT_H_
 
@@ -35,6 +38,12 @@ inline constexpr uint32_t kOid = 26;
 inline constexpr uint32_t kJson = 114;
 inline constexpr uint32_t kFloat4 = 700;
 inline constexpr uint32_t kFloat8 = 701;
+inline constexpr uint32_t kBoolArray = 1000;
+inline constexpr uint32_t kByteaArray = 1001;
+inline constexpr uint32_t kInt8Array = 1016;
+inline constexpr uint32_t kFloat8Array = 1022;
+inline constexpr uint32_t kNumericArray = 1231;
+inline constexpr uint32_t kJsonbArray = 3807;
 inline constexpr uint32_t kBpchar = 1042;
 inline constexpr uint32_t kVarchar = 1043;
 inline constexpr uint32_t kNumeric = 1700;
@@ -45,6 +54,25 @@ inline constexpr uint32_t kJsonb = 3802;
 // empty view if this table does not know the OID (user-defined types, enums,
 // domains' arrays, extension types: the adapter asks the server for those).
 absl::string_view TypeName(uint32_t type_oid);
+
+// The OID of the built-in type `name` spells as SQL or pg_type does: a
+// pg_type.typname ("int4", "timestamptz", "_int4"), a standard SQL spelling
+// ("integer", "double precision", "timestamp with time zone", "character
+// varying"), either followed by "[]" (or "[n]", any number of times) for its
+// array type. Case and runs of spaces do not matter, a type modifier
+// ("varchar(20)", "numeric(10,2)") is ignored (parameters have none). 0 for
+// anything else: quoted or schema-qualified names, enums, domains, extension
+// types, which the adapter asks the server about (to_regtype).
+uint32_t BuiltinTypeOid(absl::string_view name);
+
+// The type a parameter is sent as when the caller names none (0: untyped,
+// the server infers it): bool 16, int8 20, float8 701, bytea 17, numeric
+// 1700, jsonb 3802 for those kinds; for an array, the array type of its
+// elements' kind (int8[] 1016, float8[] 1022, bool[] 1000, bytea[] 1001,
+// numeric[] 1231, jsonb[] 3807) when all its non-NULL elements, at any depth,
+// are of that one kind; 0 for null, string, arrays of strings, of mixed
+// kinds or of NULLs only (an empty array too).
+uint32_t ImpliedTypeOid(const Value& value);
 
 // The element type of a built-in array type (1007 int4[] -> 23), or 0 if
 // `type_oid` is not a built-in array type.

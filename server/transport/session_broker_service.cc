@@ -117,7 +117,10 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   run.client_id = ClientIdOf(*context);
   absl::StatusOr<std::vector<storage::Value>> params = ParamsFromProto(request->params(), "");
   if (!params.ok()) return Respond(context, params.status());
-  run.statements.push_back(storage::Statement{request->sql(), *std::move(params)});
+  absl::StatusOr<std::vector<std::string>> types = ParamTypesFromProto(request->params(), "");
+  if (!types.ok()) return Respond(context, types.status());
+  run.statements.push_back(storage::Statement{request->sql(), *std::move(params),
+                                              /*cacheable=*/false, *std::move(types)});
   // Invalid SQL requests (empty, several statements, placeholder count) are
   // refused by the runner before it touches the pool.
   return StartRun(context, std::move(run), request->session(),
@@ -141,7 +144,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
     absl::StatusOr<std::vector<storage::Value>> params =
         ParamsFromProto(s.params(), absl::StrCat("statements[", i, "]."));
     if (!params.ok()) return Respond(context, params.status());
-    run.statements.push_back(storage::Statement{s.sql(), *std::move(params)});
+    absl::StatusOr<std::vector<std::string>> types =
+        ParamTypesFromProto(s.params(), absl::StrCat("statements[", i, "]."));
+    if (!types.ok()) return Respond(context, types.status());
+    run.statements.push_back(storage::Statement{s.sql(), *std::move(params),
+                                                /*cacheable=*/false, *std::move(types)});
   }
   return StartRun(context, std::move(run), request->session(),
                   [this, response](core::StatementRunner::Results&& results) {

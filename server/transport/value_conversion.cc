@@ -109,6 +109,25 @@ absl::StatusOr<std::vector<storage::Value>> ParamsFromProto(
   return out;
 }
 
+absl::StatusOr<std::vector<std::string>> ParamTypesFromProto(
+    const google::protobuf::RepeatedPtrField<v1::Value>& params, absl::string_view where_prefix) {
+  std::vector<std::string> out;
+  for (int i = 0; i < params.size(); ++i) {
+    const std::string& type = params.Get(i).type();
+    if (type.empty()) continue;
+    if (type.size() > kMaxParamTypeNameBytes || type.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where_prefix, "params[", i, "].type: not a type name (at most ", kMaxParamTypeNameBytes,
+          " bytes, no NUL); name a PostgreSQL type as SQL spells it, e.g. \"uuid\" or "
+          "\"myschema.mood\""));
+    }
+    // Only when some parameter names a type: most statements name none.
+    if (out.empty()) out.resize(static_cast<size_t>(params.size()));
+    out[static_cast<size_t>(i)] = type;
+  }
+  return out;
+}
+
 void ValueToProto(storage::Value&& value, v1::Value* out) {
   using Kind = storage::Value::Kind;
   switch (value.kind) {

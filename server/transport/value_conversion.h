@@ -3,6 +3,7 @@
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_VALUE_CONVERSION_H_
 #define SESSIONBROKER_SERVER_TRANSPORT_VALUE_CONVERSION_H_
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,17 @@ absl::StatusOr<storage::Value> ValueFromProto(const v1::Value& value, absl::stri
 // `where_prefix` is prepended to each parameter's position (e.g.
 // "statements[1].").
 absl::StatusOr<std::vector<storage::Value>> ParamsFromProto(
+    const google::protobuf::RepeatedPtrField<v1::Value>& params, absl::string_view where_prefix);
+
+// The longest Value.type accepted: a schema-qualified name of two
+// PostgreSQL identifiers (63 bytes each) with room for quotes, a type
+// modifier and array brackets.
+inline constexpr size_t kMaxParamTypeNameBytes = 256;
+
+// The parameters' `type` fields (storage::Statement::param_types): empty if
+// no parameter sets one. INVALID_ARGUMENT, naming the parameter, for a name
+// longer than kMaxParamTypeNameBytes or holding a NUL.
+absl::StatusOr<std::vector<std::string>> ParamTypesFromProto(
     const google::protobuf::RepeatedPtrField<v1::Value>& params, absl::string_view where_prefix);
 
 // Moves the value's strings into the proto.

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <thread>
@@ -388,8 +389,11 @@ std::vector<RoundTrip> RoundTrips() {
       {"interval", Value::String("P1Y2M3DT4H5M6S"), Value::String("P1Y2M3DT4H5M6S"), 1186,
        "interval"},
       {"interval", Value::String("1 day 02:00:00"), Value::String("P1DT2H"), 1186, "interval"},
+      // A json value is sent as jsonb (its implied type), so the cast to
+      // json gives jsonb's normal form; Value.type "json" keeps the text
+      // (ExplicitJsonTypeKeepsTheDocumentAsItIs).
       {"json", Value::Json(R"({"b": 1,  "a": [true, null]})"),
-       Value::Json(R"({"b": 1,  "a": [true, null]})"), 114, "json"},
+       Value::Json(R"({"a": [true, null], "b": 1})"), 114, "json"},
       {"jsonb", Value::Json(R"({"b":1,"a":[true,null]})"),
        Value::Json(R"({"a": [true, null], "b": 1})"), 3802, "jsonb"},
       // Arrays.
@@ -452,23 +456,23 @@ TEST_F(PqxxConnectionTest, NullParameterOfEveryTypeIsNull) {
   }
 }
 
-TEST_F(PqxxConnectionTest, UntypedParametersTakeTheirTypeFromContext) {
+TEST_F(PqxxConnectionTest, StringParametersTakeTheirTypeFromContext) {
   // Nothing says what $1 is: the server treats it as text.
-  QueryResult r = Must(*conn_, "SELECT $1 AS v", {Value::Int64(5)});
+  QueryResult r = Must(*conn_, "SELECT $1 AS v", {Value::String("5")});
   ASSERT_EQ(r.rows.size(), 1u);
   EXPECT_EQ(r.columns[0].type_name, "text");
   EXPECT_EQ(r.rows[0][0], Value::String("5"));
   // Next to an int4, it is an int4.
-  EXPECT_EQ(Scalar(*conn_, "SELECT $1 + 1", {Value::Int64(41)}), Value::Int64(42));
+  EXPECT_EQ(Scalar(*conn_, "SELECT $1 + 1", {Value::String("41")}), Value::Int64(42));
   // A cast forces the type.
-  EXPECT_EQ(Scalar(*conn_, "SELECT $1::int8 * 2", {Value::Int64(4000000000)}),
+  EXPECT_EQ(Scalar(*conn_, "SELECT $1::int8 * 2", {Value::String("4000000000")}),
             Value::Int64(8000000000));
   // A bytea context parses the hex form.
   EXPECT_EQ(Scalar(*conn_, "SELECT length($1::bytea)", {Value::Bytes(std::string(3, '\0'))}),
             Value::Int64(3));
 }
 
-TEST_F(PqxxConnectionTest, EveryTypeRoundTripsThroughATableWithUntypedParameters) {
+TEST_F(PqxxConnectionTest, EveryTypeRoundTripsThroughATableWithImpliedParameterTypes) {
   Must(*conn_,
        "CREATE TEMP TABLE rt (b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, "
        "n numeric, t text, vc varchar(20), c char(5), nm name, by bytea, u uuid, d date, "
@@ -791,10 +795,280 @@ TEST_F(PqxxConnectionTest, WrongParameterCountIsInvalidArgumentAndKeepsTheConnec
   absl::Status too_few = RunStatus(*conn_, "SELECT $1::int + $2::int", {Value::Int64(1)});
   ExpectSqlError(too_few, absl::StatusCode::kInvalidArgument, "08P01");
   EXPECT_THAT(too_few.message(), HasSubstr("bind message supplies 1 parameters"));
-  absl::Status too_many = RunStatus(*conn_, "SELECT 1", {Value::Int64(1)});
-  ExpectSqlError(too_many, absl::StatusCode::kInvalidArgument, "08P01");
+  // An extra parameter the statement does not use: untyped, the server
+  // cannot tell its type. (A typed one it accepts and ignores; the statement
+  // runner refuses a count that does not match the placeholders anyway.)
+  absl::Status too_many = RunStatus(*conn_, "SELECT 1", {Value::String("1")});
+  ExpectSqlError(too_many, absl::StatusCode::kInvalidArgument, "42P18");
   EXPECT_FALSE(conn_->IsBroken());
   EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
+}
+
+// ---- parameter types (implied by the kind, or named by Statement::param_types) ----
+
+// `sql` with one parameter sent as `type` ("" for its implied type).
+absl::StatusOr<QueryResult> RunTyped(DbConnection& conn, const std::string& sql, Value param,
+                                     std::string type, ExecuteOptions options = {}) {
+  Statement s{sql, {std::move(param)}};
+  s.param_types = {std::move(type)};
+  return conn.Execute(s, options);
+}
+
+TEST_F(PqxxConnectionTest, AnInt64ParameterIsAnInt8) {
+  QueryResult r = Must(*conn_, "SELECT $1 AS v", {Value::Int64(41)});
+  ASSERT_EQ(r.rows.size(), 1u);
+  EXPECT_EQ(r.columns[0].type_oid, 20u);
+  EXPECT_EQ(r.columns[0].type_name, "int8");
+  EXPECT_EQ(r.rows[0][0], Value::Int64(41));
+  // Untyped, $1 + 1 made $1 an int4, which 2^40 overflows.
+  QueryResult sum = Must(*conn_, "SELECT $1 + 1", {Value::Int64(int64_t{1} << 40)});
+  ASSERT_EQ(sum.rows.size(), 1u);
+  EXPECT_EQ(sum.columns[0].type_name, "int8");
+  EXPECT_EQ(sum.rows[0][0], Value::Int64((int64_t{1} << 40) + 1));
+}
+
+TEST_F(PqxxConnectionTest, EveryKindRoundTripsAsItsImpliedType) {
+  struct Case {
+    Value value;
+    uint32_t oid;
+    const char* type_name;
+    Value expected;
+  };
+  const std::vector<Case> cases = {
+      {Value::Bool(true), 16, "bool", Value::Bool(true)},
+      {Value::Int64(std::numeric_limits<int64_t>::min()), 20, "int8",
+       Value::Int64(std::numeric_limits<int64_t>::min())},
+      {Value::Double(0.1), 701, "float8", Value::Double(0.1)},
+      {Value::Double(-kInf), 701, "float8", Value::Double(-kInf)},
+      {Value::Bytes(AllBytes()), 17, "bytea", Value::Bytes(AllBytes())},
+      {Value::Numeric("-12345678901234567890.5"), 1700, "numeric",
+       Value::Numeric("-12345678901234567890.5")},
+      {Value::Json(R"({"b":1,"a":[true,null]})"), 3802, "jsonb",
+       Value::Json(R"({"a": [true, null], "b": 1})")},
+      {Value::Array({Ints({1, 2}), Ints({3, 4})}), 1016, "_int8",
+       Value::Array({Ints({1, 2}), Ints({3, 4})})},
+      {Value::Array({Value::Double(1.5), Value::Null()}), 1022, "_float8",
+       Value::Array({Value::Double(1.5), Value::Null()})},
+      {Value::Array({Value::Bool(false), Value::Bool(true)}), 1000, "_bool",
+       Value::Array({Value::Bool(false), Value::Bool(true)})},
+      {Value::Array({Value::Bytes(std::string("\0\\\"", 3)), Value::Bytes("")}), 1001, "_bytea",
+       Value::Array({Value::Bytes(std::string("\0\\\"", 3)), Value::Bytes("")})},
+      {Value::Array({Value::Numeric("1.50")}), 1231, "_numeric",
+       Value::Array({Value::Numeric("1.50")})},
+      {Value::Array({Value::Json(R"({"k": "a,\"b\""})")}), 3807, "_jsonb",
+       Value::Array({Value::Json(R"({"k": "a,\"b\""})")})},
+      // Strings, mixed kinds and NULLs only: the server infers (text here).
+      {Value::String("x"), 25, "text", Value::String("x")},
+      {Value::Array({Value::Int64(1), Value::String("x")}), 25, "text",
+       Value::String(R"({"1","x"})")},
+      {Value::Array({Value::Null()}), 25, "text", Value::String("{NULL}")},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(DebugString(c.value));
+    QueryResult r = Must(*conn_, "SELECT $1 AS v", {c.value});
+    ASSERT_EQ(r.rows.size(), 1u);
+    EXPECT_EQ(r.columns[0].type_oid, c.oid);
+    EXPECT_EQ(r.columns[0].type_name, c.type_name);
+    EXPECT_EQ(r.rows[0][0], c.expected);
+  }
+}
+
+TEST_F(PqxxConnectionTest, ANamedTypeIsSentAsThatType) {
+  struct Case {
+    const char* type;
+    Value value;
+    const char* type_name;
+    Value expected;
+  };
+  const std::vector<Case> cases = {
+      {"date", Value::String("2026-12-02"), "date", Value::String("2026-12-02")},
+      {"timestamptz", Value::String("2026-12-02 10:00:00+02"), "timestamptz",
+       Value::String("2026-12-02 08:00:00+00")},
+      {"timestamp with time zone", Value::String("2026-12-02 10:00:00+02"), "timestamptz",
+       Value::String("2026-12-02 08:00:00+00")},
+      {"uuid", Value::String("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"), "uuid",
+       Value::String("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")},
+      {"int4", Value::Int64(7), "int4", Value::Int64(7)},
+      {"INTEGER", Value::Int64(7), "int4", Value::Int64(7)},
+      {"text[]", Strings({"a", nullptr}), "_text", Strings({"a", nullptr})},
+      {"varchar(3)[]", Strings({"abcd"}), "_varchar", Strings({"abcd"})},
+      {"pg_catalog.int2", Value::Int64(-3), "int2", Value::Int64(-3)},
+      {"\"char\"", Value::String("x"), "char", Value::String("x")},
+      // Explicitly json: the document stays as it was written.
+      {"json", Value::Json(R"({"b": 1,  "a": 2})"), "json", Value::Json(R"({"b": 1,  "a": 2})")},
+      {"interval", Value::Null(), "interval", Value::Null()},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.type);
+    absl::StatusOr<QueryResult> r = RunTyped(*conn_, "SELECT $1 AS v", c.value, c.type);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->rows.size(), 1u);
+    EXPECT_EQ(r->columns[0].type_name, c.type_name);
+    EXPECT_EQ(r->rows[0][0], c.expected);
+  }
+}
+
+TEST_F(PqxxConnectionTest, EnumsAndDomainsAreNamedByTheirNames) {
+  const std::string mood = UniqueName("mood");
+  const std::string posint = UniqueName("posint");
+  Must(*conn_, absl::StrCat("CREATE TYPE ", mood, " AS ENUM ('sad', 'happy')"));
+  CleanUpWith(absl::StrCat("DROP TYPE ", mood));
+  Must(*conn_, absl::StrCat("CREATE DOMAIN ", posint, " AS int4 CHECK (VALUE > 0)"));
+  CleanUpWith(absl::StrCat("DROP DOMAIN ", posint));
+
+  for (const std::string& name : {mood, absl::StrCat("public.", mood)}) {
+    absl::StatusOr<QueryResult> r =
+        RunTyped(*conn_, "SELECT $1 AS v", Value::String("happy"), name);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->columns[0].type_name, mood);
+    EXPECT_EQ(r->rows[0][0], Value::String("happy"));
+  }
+  absl::StatusOr<QueryResult> moods =
+      RunTyped(*conn_, "SELECT $1 AS v", Strings({"sad", "happy"}), absl::StrCat(mood, "[]"));
+  ASSERT_TRUE(moods.ok()) << moods.status();
+  EXPECT_EQ(moods->columns[0].type_name, absl::StrCat("_", mood));
+  EXPECT_EQ(moods->rows[0][0], Strings({"sad", "happy"}));
+  // An enum's label that does not exist is the server's complaint.
+  EXPECT_EQ(RunTyped(*conn_, "SELECT $1", Value::String("meh"), mood).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // A domain's values come back as its base type; its check applies.
+  absl::StatusOr<QueryResult> one = RunTyped(*conn_, "SELECT $1 AS v", Value::Int64(1), posint);
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->columns[0].type_name, "int4");
+  EXPECT_EQ(one->rows[0][0], Value::Int64(1));
+  absl::Status negative = RunTyped(*conn_, "SELECT $1", Value::Int64(-1), posint).status();
+  EXPECT_EQ(SqlStateOf(negative), "23514") << negative;
+  const std::optional<SqlErrorFields> fields = SqlErrorFieldsOf(negative);
+  ASSERT_TRUE(fields.has_value()) << negative;
+  EXPECT_EQ(fields->data_type_name, posint);
+  EXPECT_EQ(fields->schema_name, "public");
+}
+
+TEST_F(PqxxConnectionTest, AnUnknownTypeNameIsInvalidArgumentNamingTheParameterAndType) {
+  for (const char* name : {"no_such_type_sb", "nosuchschema_sb.int4", "int4 int4"}) {
+    SCOPED_TRACE(name);
+    Statement s{"SELECT $1::text, $2", {Value::String("a"), Value::String("b")}};
+    s.param_types = {"", name};
+    absl::Status status = conn_->Execute(s, ExecuteOptions{}).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_THAT(status.message(), AllOf(StartsWith("parameter $2: "), HasSubstr(name)));
+    EXPECT_FALSE(SqlErrorFieldsOf(status).has_value()) << "the broker's own error";
+    EXPECT_FALSE(conn_->IsBroken());
+  }
+  EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
+}
+
+TEST_F(PqxxConnectionTest, AnUnknownTypeNameInsideATransactionLeavesItUsable) {
+  Must(*conn_, "CREATE TEMP TABLE kept (id int)");
+  ASSERT_TRUE(conn_->Begin(TransactionOptions{}).ok());
+  ExecuteOptions in_tx;
+  in_tx.in_transaction = true;
+  ASSERT_TRUE(Run(*conn_, "INSERT INTO kept VALUES (1)", {}, in_tx).ok());
+  for (const char* name : {"no_such_type_sb", "int4 int4"}) {
+    absl::Status status = RunTyped(*conn_, "SELECT $1", Value::String("x"), name, in_tx).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  }
+  ASSERT_TRUE(Run(*conn_, "INSERT INTO kept VALUES (2)", {}, in_tx).ok());
+  ASSERT_TRUE(conn_->Commit().ok());
+  EXPECT_EQ(Scalar(*conn_, "SELECT count(*) FROM kept"), Value::Int64(2));
+}
+
+TEST_F(PqxxConnectionTest, ATypeNamedInABatchIsLookedUpUnderTheBatchsSearchPath) {
+  const std::string schema = UniqueName("sbschema");
+  Must(*conn_, absl::StrCat("CREATE SCHEMA ", schema));
+  CleanUpWith(absl::StrCat("DROP SCHEMA ", schema, " CASCADE"));
+  Must(*conn_, absl::StrCat("CREATE TYPE ", schema, ".color AS ENUM ('red')"));
+  Statement s{"SELECT $1 AS v", {Value::String("red")}};
+  s.param_types = {"color"};
+  // Not on the connection's search_path...
+  absl::StatusOr<std::vector<QueryResult>> outside = conn_->ExecuteBatch({s}, ExecuteOptions{});
+  EXPECT_EQ(outside.status().code(), absl::StatusCode::kInvalidArgument) << outside.status();
+  // ...but on the batch's.
+  ExecuteOptions options;
+  options.transaction.settings = {{"search_path", schema}};
+  absl::StatusOr<std::vector<QueryResult>> inside = conn_->ExecuteBatch({s}, options);
+  ASSERT_TRUE(inside.ok()) << inside.status();
+  EXPECT_EQ((*inside)[0].columns[0].type_name, "color");
+}
+
+// ---- the fields of PostgreSQL's errors (SqlErrorFields) ----
+
+TEST_F(PqxxConnectionTest, AUniqueViolationCarriesItsConstraintTableSchemaAndDetail) {
+  const std::string table = UniqueName("uniq_fields");
+  Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int8 PRIMARY KEY)"));
+  CleanUpWith(absl::StrCat("DROP TABLE ", table));
+  Must(*conn_, absl::StrCat("INSERT INTO ", table, " VALUES ($1)"), {Value::Int64(1)});
+  absl::Status s =
+      RunStatus(*conn_, absl::StrCat("INSERT INTO ", table, " VALUES ($1)"), {Value::Int64(1)});
+  ExpectSqlError(s, absl::StatusCode::kAlreadyExists, "23505");
+  const std::optional<SqlErrorFields> f = SqlErrorFieldsOf(s);
+  ASSERT_TRUE(f.has_value()) << s;
+  EXPECT_EQ(f->sqlstate, "23505");
+  EXPECT_EQ(f->severity, "ERROR");
+  EXPECT_EQ(f->message,
+            absl::StrCat("duplicate key value violates unique constraint \"", table, "_pkey\""));
+  EXPECT_EQ(f->detail, "Key (id)=(1) already exists.");
+  EXPECT_EQ(f->schema_name, "public");
+  EXPECT_EQ(f->table_name, table);
+  EXPECT_EQ(f->constraint_name, absl::StrCat(table, "_pkey"));
+  EXPECT_EQ(f->statement_index, 0u);
+}
+
+TEST_F(PqxxConnectionTest, ErrorFieldsNameTheColumnAndThePosition) {
+  Must(*conn_, "CREATE TEMP TABLE nn_fields (id int, name text NOT NULL)");
+  absl::Status missing = RunStatus(*conn_, "INSERT INTO nn_fields VALUES (1, NULL)");
+  std::optional<SqlErrorFields> f = SqlErrorFieldsOf(missing);
+  ASSERT_TRUE(f.has_value()) << missing;
+  EXPECT_EQ(f->sqlstate, "23502");
+  EXPECT_EQ(f->table_name, "nn_fields");
+  EXPECT_EQ(f->column_name, "name");
+
+  absl::Status syntax = RunStatus(*conn_, "SELECT 1 FROM");
+  f = SqlErrorFieldsOf(syntax);
+  ASSERT_TRUE(f.has_value()) << syntax;
+  EXPECT_EQ(f->sqlstate, "42601");
+  EXPECT_EQ(f->position, 14u);  // the end of the statement
+  absl::Status undefined = RunStatus(*conn_, "SELECT no_such_column_sb");
+  f = SqlErrorFieldsOf(undefined);
+  ASSERT_TRUE(f.has_value()) << undefined;
+  EXPECT_EQ(f->position, 8u);
+  EXPECT_EQ(f->hint, "");
+}
+
+TEST_F(PqxxConnectionTest, ABatchFailureCarriesTheIndexOfTheStatement) {
+  Must(*conn_, "CREATE TEMP TABLE batch_fields (id int PRIMARY KEY)");
+  absl::StatusOr<std::vector<QueryResult>> batch =
+      conn_->ExecuteBatch({Statement{"INSERT INTO batch_fields VALUES (1)", {}},
+                           Statement{"INSERT INTO batch_fields VALUES (2)", {}},
+                           Statement{"INSERT INTO batch_fields VALUES ($1)", {Value::Int64(1)}}},
+                          ExecuteOptions{});
+  ASSERT_FALSE(batch.ok());
+  EXPECT_THAT(batch.status().message(), StartsWith("statement 3 of 3: duplicate key"));
+  const std::optional<SqlErrorFields> f = SqlErrorFieldsOf(batch.status());
+  ASSERT_TRUE(f.has_value()) << batch.status();
+  EXPECT_EQ(f->statement_index, 3u);
+  EXPECT_EQ(f->constraint_name, "batch_fields_pkey");
+}
+
+TEST_F(PqxxConnectionTest, AnErrorOfBeginCarriesTheFieldsReadFromItsText) {
+  TransactionOptions options;
+  options.settings = {{"statement_timeout", "not a duration"}};
+  absl::Status s = conn_->Begin(options);
+  ASSERT_FALSE(s.ok());
+  const std::optional<SqlErrorFields> f = SqlErrorFieldsOf(s);
+  ASSERT_TRUE(f.has_value()) << s;
+  EXPECT_EQ(f->sqlstate, "22023");
+  EXPECT_EQ(f->severity, "ERROR");
+  EXPECT_THAT(f->message, HasSubstr("statement_timeout"));
+}
+
+TEST_F(PqxxConnectionTest, TheBrokersOwnErrorsCarryNoFields) {
+  conn_->Cancel();
+  absl::Status cancelled = RunStatus(*conn_, "SELECT 1");
+  conn_->ClearCancel();
+  EXPECT_EQ(SqlStateOf(cancelled), "57014");
+  EXPECT_FALSE(SqlErrorFieldsOf(cancelled).has_value());
 }
 
 TEST_F(PqxxConnectionTest, UnsendableParameterIsInvalidArgumentBeforeReachingTheServer) {
@@ -1548,6 +1822,37 @@ TEST_F(StatementCacheTest, AStatementThatFailsToPrepareReportsTheServersError) {
   }
   // The connection is healthy.
   EXPECT_EQ(Scalar(*conn, "SELECT 7"), Value::Int64(7));
+}
+
+TEST_F(StatementCacheTest, TheSameSqlWithOtherParameterTypesIsAnotherPreparedStatement) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
+  const std::string sql = "SELECT $1 AS v";
+  for (int round = 0; round < 3; ++round) {
+    absl::StatusOr<QueryResult> ints = RunCached(*conn, sql, {Value::Int64(round)});
+    ASSERT_TRUE(ints.ok()) << ints.status();
+    EXPECT_EQ(ints->columns[0].type_name, "int8");
+    EXPECT_EQ(ints->rows[0][0], Value::Int64(round));
+    absl::StatusOr<QueryResult> doubles = RunCached(*conn, sql, {Value::Double(round + 0.5)});
+    ASSERT_TRUE(doubles.ok()) << doubles.status();
+    EXPECT_EQ(doubles->columns[0].type_name, "float8");
+    EXPECT_EQ(doubles->rows[0][0], Value::Double(round + 0.5));
+    Statement named{sql, {Value::String("2026-12-02")}};
+    named.cacheable = true;
+    named.param_types = {"date"};
+    absl::StatusOr<QueryResult> dates = conn->Execute(named, ExecuteOptions{});
+    ASSERT_TRUE(dates.ok()) << dates.status();
+    EXPECT_EQ(dates->columns[0].type_name, "date");
+  }
+  // One prepared statement per set of parameter types, each reused.
+  EXPECT_THAT(PreparedOn(*conn),
+              ::testing::ElementsAre(HasSubstr(sql), HasSubstr(sql), HasSubstr(sql)));
+  QueryResult types = Must(*conn,
+                           "SELECT parameter_types::text FROM pg_prepared_statements "
+                           "WHERE name LIKE 'sessionbroker\\_%' ORDER BY parameter_types::text");
+  std::vector<std::string> names;
+  for (const std::vector<Value>& row : types.rows) names.push_back(row[0].text);
+  EXPECT_THAT(names,
+              ::testing::UnorderedElementsAre("{bigint}", "{date}", "{\"double precision\"}"));
 }
 
 }  // namespace

@@ -164,16 +164,3 @@ def broker_factory():
         for broker in started:
             broker.stop()
 
-
-def wait_until(predicate, what: str, timeout: float = 30.0):
-    """Polls predicate until it returns a true value (returned); fails after
-    timeout with ``what``. For conditions the broker reaches on its own time
-    (a lease running out, a transaction rolled back), never as a speed bound."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.02)

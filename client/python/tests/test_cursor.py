@@ -4,6 +4,7 @@ managers, autocommit and transaction characteristics."""
 
 import grpc
 import pytest
+from dbapi_helpers import wait_until
 
 from sessionbroker import dbapi
 from sessionbroker._pb import broker_pb2, broker_pb2_grpc
@@ -12,6 +13,11 @@ from sessionbroker._pb import broker_pb2, broker_pb2_grpc
 def _session(target, name):
     stub = broker_pb2_grpc.SessionBrokerStub(grpc.insecure_channel(target))
     return stub.GetSession(broker_pb2.GetSessionRequest(session=name), timeout=10)
+
+
+def _held(target, name):
+    session = _session(target, name)
+    return session if session.held_by_stream else None
 
 
 @pytest.fixture
@@ -170,10 +176,13 @@ def test_session_options_of_connect_reach_the_broker(broker_target):
                          isolation_level="REPEATABLE READ", ttl=30,
                          settings={"application_name": "sb-pytest"})
     try:
-        session = _session(broker_target, conn.session_name)
+        # The KeepAlive stream takes the hold asynchronously (the lease covers
+        # the moment in between).
+        session = wait_until(lambda: _held(broker_target, conn.session_name),
+                             "the KeepAlive stream holds the session")
         assert session.label == "pytest-options" and session.read_only
         assert session.isolation == broker_pb2.REPEATABLE_READ
-        assert session.ttl.seconds == 30 and session.held_by_stream
+        assert session.ttl.seconds == 30
         cur = conn.cursor()
         cur.execute("SELECT current_setting('application_name'), "
                     "current_setting('transaction_isolation')")

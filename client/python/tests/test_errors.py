@@ -47,10 +47,13 @@ def test_a_unique_violation_is_an_integrity_error_naming_its_constraint(conn, ta
         err = info.value
         assert err.sqlstate == "23505"
         assert f"{table_name}_pk" in err.pgerror
-        if err.constraint_name is not None:  # the broker sends SqlErrorDetail
-            assert err.constraint_name == f"{table_name}_pk"
-            assert err.table_name == table_name
-            assert err.detail == "Key (id)=(1) already exists."
+        # PostgreSQL's fields, from the SqlErrorDetail the broker sends.
+        assert err.constraint_name == f"{table_name}_pk"
+        assert err.table_name == table_name and err.schema_name == "public"
+        assert err.detail == "Key (id)=(1) already exists."
+        assert err.message_primary.startswith("duplicate key value violates unique constraint")
+        assert err.severity == "ERROR"
+        assert err.diag.constraint_name == err.constraint_name
         conn.rollback()
     finally:
         cur.execute(f"DROP TABLE {table_name}")
@@ -137,3 +140,31 @@ def test_an_unreachable_broker_is_an_operational_error():
     assert info.value.grpc_code.name in ("DEADLINE_EXCEEDED", "UNAVAILABLE")
     assert "cannot open a session on the broker at 127.0.0.1:1" in str(info.value)
 
+
+
+def test_error_fields_name_the_column_the_type_and_the_position(conn, table_name):
+    cur = conn.cursor()
+    cur.execute(f"CREATE TEMP TABLE {table_name} (id int NOT NULL)")
+    with pytest.raises(dbapi.IntegrityError) as info:
+        cur.execute(f"INSERT INTO {table_name} VALUES (%s)", [None])
+    assert info.value.sqlstate == "23502"
+    assert (info.value.table_name, info.value.column_name) == (table_name, "id")
+    conn.rollback()
+    cur.execute("CREATE DOMAIN pg_temp.positive AS int CHECK (VALUE > 0)")
+    with pytest.raises(dbapi.IntegrityError) as info:
+        cur.execute("SELECT (-1)::pg_temp.positive")
+    assert info.value.sqlstate == "23514" and info.value.datatype_name == "positive"
+    conn.rollback()
+    with pytest.raises(dbapi.ProgrammingError) as info:
+        cur.execute("SELECT nosuchcolumn FROM pg_class")
+    assert info.value.sqlstate == "42703" and info.value.position == 8
+    conn.rollback()
+
+
+def test_a_batch_error_names_the_failing_statement(conn, table_name):
+    cur = conn.cursor()
+    cur.execute(f"CREATE TEMP TABLE {table_name} (id int PRIMARY KEY)")
+    with pytest.raises(dbapi.IntegrityError) as info:
+        cur.executemany(f"INSERT INTO {table_name} VALUES (%s)", [(1,), (2,), (2,)])
+    assert info.value.statement_index == 3
+    conn.rollback()

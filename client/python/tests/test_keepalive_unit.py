@@ -6,7 +6,7 @@ import queue
 import threading
 
 import grpc
-from conftest import wait_until
+from dbapi_helpers import wait_until
 
 from sessionbroker._keepalive import KeepAlive, SessionLease
 from sessionbroker._pb import broker_pb2
@@ -32,15 +32,18 @@ class ScriptedStub:
             self.calls += 1
             call = self.calls
 
+        first_request = threading.Event()
+
         def reader():
             for request in request_iterator:
                 self.requests.put((call, request))
+                first_request.set()
 
         threading.Thread(target=reader, daemon=True).start()
 
         def responses():
             if call == 1:
-                self.requests.get()  # wait for the first request, then break
+                first_request.wait()  # the stream broke after its first request
                 raise BrokenStream()
             while True:
                 reply = self.replies.get()

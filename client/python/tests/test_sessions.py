@@ -2,12 +2,16 @@
 stream, ended by close(), and reported broken (a disconnect) when the broker
 ends it or rolls its transaction back for idling."""
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
 import grpc
 import pytest
-from conftest import wait_until
+from dbapi_helpers import wait_until
 
 from sessionbroker import dbapi
 from sessionbroker._pb import broker_pb2, broker_pb2_grpc
@@ -67,7 +71,8 @@ def test_one_keepalive_stream_holds_every_connection_of_the_process(broker_targe
         assert broker_target in name
         assert [t.name for t in threading.enumerate()].count(name) == 1
         for c in conns:
-            assert _get(broker_target, c.session_name).held_by_stream
+            wait_until(lambda: _get(broker_target, c.session_name).held_by_stream,
+                       "the stream holds every session")
     finally:
         for c in conns:
             c.close()
@@ -165,3 +170,32 @@ def test_ping_succeeds_on_an_open_session_and_is_a_disconnect_on_an_ended_one(br
     assert dbapi.is_disconnect(info.value) and info.value.reason == "SESSION_ENDED"
     assert conn.closed == 2
     conn.close()
+
+
+def test_a_killed_process_sessions_end_after_the_orphan_grace(broker_target):
+    # A child process opens a transaction (pinning a pooled connection) and
+    # is killed; its KeepAlive stream breaks and the broker ends the session
+    # after BROKER_SESSION_ORPHAN_GRACE (2 s in the test broker), long before
+    # the session's 1 h ttl.
+    child_code = textwrap.dedent("""
+        import sys, time
+        sys.path.insert(0, sys.argv[2])
+        from sessionbroker import dbapi
+        conn = dbapi.connect(sys.argv[1], ttl=3600)
+        conn.cursor().execute("SELECT 1")
+        print(conn.session_name, flush=True)
+        time.sleep(3600)
+    """)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    child = subprocess.Popen([sys.executable, "-c", child_code, broker_target, package_root],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        name = child.stdout.readline().strip()
+        assert name, "the child printed no session name"
+        wait_until(lambda: _get(broker_target, name).held_by_stream, "the child holds it")
+        assert _get(broker_target, name).in_transaction
+    finally:
+        child.kill()
+        child.wait()
+    wait_until(lambda: _end_reason(broker_target, name) == "SESSION_ORPHANED",
+               "the broker ends the orphaned session")

@@ -158,3 +158,27 @@ def test_a_database_data_error_carries_its_sqlstate(conn):
         cur.execute("SELECT %s::int4", ["not a number"])
     assert info.value.sqlstate == "22P02"
     conn.rollback()
+
+
+@pytest.mark.parametrize("value,oid", [
+    (41, 23), (1 << 40, 20), (10 ** 30, 1700), (0.5, 701), (decimal.Decimal("1.5"), 1700),
+    (True, 16), (b"\x01", 17), ("text", 25), (dt.date(2024, 2, 29), 1082),
+    (dt.datetime(2024, 2, 29), 1114), (dt.datetime(2024, 2, 29, tzinfo=UTC), 1184),
+    (dt.time(1, 2), 1083), (dt.time(1, 2, tzinfo=UTC), 1266), (dt.timedelta(hours=1), 1186),
+    (uuid.UUID(int=7), 2950), ({"a": 1}, 3802), ([1, 2], 1007), ([[1], [2]], 1007),
+    ([dt.date(2024, 1, 1)], 1182),
+], ids=lambda v: type(v).__name__)
+def test_a_bare_parameter_comes_back_as_its_own_type(conn, value, oid):
+    cur = conn.cursor()
+    cur.execute("SELECT %s", [value])
+    assert cur.description[0][1] == oid
+    (back,) = cur.fetchone()
+    assert back == (value if not isinstance(value, tuple) else list(value))
+    conn.rollback()
+
+
+def test_small_ints_fit_int4_only_functions_and_big_ones_still_compute(conn):
+    cur = conn.cursor()
+    cur.execute("SELECT substr('abcdef', %s), %s + 1, repeat('x', %s)", [3, 1 << 40, 2])
+    assert cur.fetchone() == ("cdef", (1 << 40) + 1, "xx")
+    conn.rollback()

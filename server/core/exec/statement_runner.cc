@@ -254,8 +254,7 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
           }
           if (!one.ok()) {
             if (n == 1) return one.status();
-            return storage::WithPrefix(one.status(),
-                                       absl::StrCat("statement ", k + 1, " of ", n, ": "));
+            return storage::ForStatement(one.status(), k, n);
           }
           out.push_back(*std::move(one));
         }

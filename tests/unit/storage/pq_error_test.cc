@@ -73,10 +73,88 @@ TEST(PqErrorTest, SomethingThatIsNotASqlStateStaysInTheMessage) {
   EXPECT_EQ(ParseErrorText("").message, "");
 }
 
+PqErrorFields Fields(absl::string_view sqlstate, absl::string_view primary,
+                     absl::string_view detail = "", absl::string_view hint = "") {
+  PqErrorFields f;
+  f.sqlstate = sqlstate;
+  f.primary = primary;
+  f.detail = detail;
+  f.hint = hint;
+  return f;
+}
+
+TEST(PqErrorTest, VerboseTextGivesEveryFieldItHas) {
+  const PqError e = ParseErrorText(
+      "ERROR:  23505: duplicate key value violates unique constraint \"t_pkey\"\n"
+      "DETAIL:  Key (id)=(1) already exists.\n"
+      "HINT:  Try another id.\n"
+      "CONTEXT:  SQL statement \"INSERT ...\"\n"
+      "SCHEMA NAME:  public\n"
+      "TABLE NAME:  t\n"
+      "COLUMN NAME:  id\n"
+      "DATATYPE NAME:  posint\n"
+      "CONSTRAINT NAME:  t_pkey\n"
+      "LOCATION:  _bt_check_unique, nbtinsert.c:664\n");
+  SqlErrorFields want;
+  want.sqlstate = "23505";
+  want.severity = "ERROR";
+  want.message = "duplicate key value violates unique constraint \"t_pkey\"";
+  want.detail = "Key (id)=(1) already exists.";
+  want.hint = "Try another id.";
+  want.schema_name = "public";
+  want.table_name = "t";
+  want.column_name = "id";
+  want.data_type_name = "posint";
+  want.constraint_name = "t_pkey";
+  EXPECT_EQ(e.fields, want);
+  EXPECT_EQ(e.fields.position, 0u) << "verbose text has no position";
+  const absl::Status status = ToStatus(e);
+  EXPECT_THAT(SqlErrorFieldsOf(status), Optional(want));
+}
+
+TEST(PqErrorTest, TextWithoutFieldsLeavesThemEmpty) {
+  const PqError e = ParseErrorText("FATAL:  57P01: terminating connection\n");
+  EXPECT_EQ(e.fields.severity, "FATAL");
+  EXPECT_EQ(e.fields.message, "terminating connection");
+  EXPECT_EQ(e.fields.table_name, "");
+  EXPECT_EQ(e.fields.constraint_name, "");
+  // No SQLSTATE (libpq's own errors): no fields travel with the status.
+  EXPECT_FALSE(
+      SqlErrorFieldsOf(ToStatus(ParseErrorText("server closed the connection\n"))).has_value());
+}
+
+TEST(PqErrorTest, ErrorFieldsGiveEveryField) {
+  PqErrorFields in = Fields("23503", "insert or update violates foreign key constraint",
+                            "Key (p)=(2) is not present.", "Insert the parent first.");
+  in.severity = "ERROR";
+  in.position = "15";
+  in.schema_name = "app";
+  in.table_name = "child";
+  in.column_name = "p";
+  in.data_type_name = "int4";
+  in.constraint_name = "child_p_fkey";
+  const PqError e = FromErrorFields(in);
+  SqlErrorFields want;
+  want.sqlstate = "23503";
+  want.severity = "ERROR";
+  want.message = "insert or update violates foreign key constraint";
+  want.detail = "Key (p)=(2) is not present.";
+  want.hint = "Insert the parent first.";
+  want.position = 15;
+  want.schema_name = "app";
+  want.table_name = "child";
+  want.column_name = "p";
+  want.data_type_name = "int4";
+  want.constraint_name = "child_p_fkey";
+  EXPECT_EQ(e.fields, want);
+  in.position = "not a number";
+  EXPECT_EQ(FromErrorFields(in).fields.position, 0u);
+}
+
 TEST(PqErrorTest, FieldsGiveTheSameMessageAsVerboseText) {
   const PqError from_fields =
-      FromErrorFields({"23505", "duplicate key value violates unique constraint \"t_pkey\"",
-                       "Key (id)=(1) already exists.", "Try another id."});
+      FromErrorFields(Fields("23505", "duplicate key value violates unique constraint \"t_pkey\"",
+                             "Key (id)=(1) already exists.", "Try another id."));
   const PqError from_text = ParseErrorText(
       "ERROR:  23505: duplicate key value violates unique constraint \"t_pkey\"\n"
       "DETAIL:  Key (id)=(1) already exists.\n"
@@ -89,22 +167,27 @@ TEST(PqErrorTest, FieldsGiveTheSameMessageAsVerboseText) {
 }
 
 TEST(PqErrorTest, FieldsThatSpanLinesBecomeOneLineAndMissingOnesAreLeftOut) {
-  const PqError e = FromErrorFields({"P0001", "first\nsecond", "", ""});
+  const PqError e = FromErrorFields(Fields("P0001", "first\nsecond"));
   EXPECT_EQ(e.sqlstate, "P0001");
   EXPECT_EQ(e.message, "first second");
-  EXPECT_EQ(FromErrorFields({"", "no state", "", ""}).sqlstate, "");
-  EXPECT_EQ(FromErrorFields({"bad", "malformed state", "", ""}).sqlstate, "");
+  EXPECT_EQ(e.fields.message, "first second");
+  EXPECT_EQ(FromErrorFields(Fields("", "no state")).sqlstate, "");
+  EXPECT_EQ(FromErrorFields(Fields("bad", "malformed state")).sqlstate, "");
 }
 
 TEST(PqErrorTest, ToStatusMapsTheSqlStateAndCarriesIt) {
-  const absl::Status unique = ToStatus({"23505", "duplicate key"});
+  const absl::Status unique = ToStatus(PqError{"23505", "duplicate key", SqlErrorFields()});
   EXPECT_EQ(unique.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(unique.message(), "duplicate key [SQLSTATE 23505]");
   EXPECT_THAT(SqlStateOf(unique), Optional(std::string("23505")));
-  const absl::Status none = ToStatus({"", "libpq says no"});
+  const absl::Status none = ToStatus(PqError{"", "libpq says no", SqlErrorFields()});
   EXPECT_EQ(none.code(), absl::StatusCode::kUnknown);
   EXPECT_EQ(none.message(), "libpq says no");
   EXPECT_EQ(SqlStateOf(none), std::nullopt);
+  EXPECT_EQ(SqlErrorFieldsOf(none), std::nullopt);
+  // The fields' SQLSTATE is the error's.
+  EXPECT_THAT(SqlErrorFieldsOf(unique),
+              Optional(::testing::Field(&SqlErrorFields::sqlstate, std::string("23505"))));
 }
 
 TEST(PqErrorTest, StalePreparedStatementsAreToldFromOtherErrors) {

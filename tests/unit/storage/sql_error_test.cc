@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace sessionbroker::storage {
@@ -160,6 +161,75 @@ TEST(SqlStateOfTest, SurvivesCopyingTheStatus) {
   absl::Status copy = original;
   EXPECT_EQ(copy.code(), StatusCode::kDeadlineExceeded);
   EXPECT_EQ(SqlStateOf(copy), "57014");
+}
+
+SqlErrorFields UniqueViolation() {
+  SqlErrorFields f;
+  f.sqlstate = "23505";
+  f.severity = "ERROR";
+  f.message = "duplicate key value violates unique constraint \"t_pkey\"";
+  f.detail = "Key (id)=(1) already exists.";
+  f.hint = "a hint: with colons, 12:34 and digits";
+  f.position = 17;
+  f.schema_name = "public";
+  f.table_name = "t";
+  f.column_name = "id";
+  f.data_type_name = "int8";
+  f.constraint_name = "t_pkey";
+  return f;
+}
+
+TEST(SqlErrorFieldsTest, EncodingRoundTripsEveryField) {
+  SqlErrorFields f = UniqueViolation();
+  f.statement_index = 3;
+  EXPECT_THAT(DecodeSqlErrorFields(EncodeSqlErrorFields(f)), ::testing::Optional(f));
+  const SqlErrorFields empty;
+  EXPECT_THAT(DecodeSqlErrorFields(EncodeSqlErrorFields(empty)), ::testing::Optional(empty));
+}
+
+TEST(SqlErrorFieldsTest, BytesThatAreNoEncodingDecodeToNothing) {
+  const std::string good = EncodeSqlErrorFields(UniqueViolation());
+  EXPECT_EQ(DecodeSqlErrorFields(""), std::nullopt);
+  EXPECT_EQ(DecodeSqlErrorFields("23505"), std::nullopt);
+  EXPECT_EQ(DecodeSqlErrorFields(good.substr(0, good.size() - 1)), std::nullopt);
+  EXPECT_EQ(DecodeSqlErrorFields(good + "x"), std::nullopt);
+  EXPECT_EQ(DecodeSqlErrorFields("99:x"), std::nullopt);
+}
+
+TEST(SqlErrorFieldsTest, ASqlErrorWithFieldsCarriesThemAndItsSqlState) {
+  const absl::Status s = SqlError(UniqueViolation(), "duplicate key; DETAIL: Key (id)=(1)");
+  EXPECT_EQ(s.code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(s.message(), "duplicate key; DETAIL: Key (id)=(1) [SQLSTATE 23505]");
+  EXPECT_EQ(SqlStateOf(s), "23505");
+  EXPECT_THAT(SqlErrorFieldsOf(s), ::testing::Optional(UniqueViolation()));
+  // Without a SQLSTATE nothing is carried.
+  EXPECT_EQ(SqlErrorFieldsOf(SqlError(SqlErrorFields(), "odd")), std::nullopt);
+  // The broker's own errors have none.
+  EXPECT_EQ(SqlErrorFieldsOf(SqlError("57014", "canceling statement")), std::nullopt);
+  EXPECT_EQ(SqlErrorFieldsOf(absl::InvalidArgumentError("bad")), std::nullopt);
+}
+
+TEST(SqlErrorFieldsTest, RecodingAndPrefixingKeepTheFields) {
+  const absl::Status s = SqlError(UniqueViolation(), "duplicate key");
+  const absl::Status prefixed = WithPrefix(s, "statement 2 of 3: ");
+  EXPECT_THAT(SqlErrorFieldsOf(prefixed), ::testing::Optional(UniqueViolation()));
+  const absl::Status recoded = Recode(s, StatusCode::kUnavailable, "lost: ");
+  EXPECT_EQ(recoded.code(), StatusCode::kUnavailable);
+  EXPECT_THAT(SqlErrorFieldsOf(recoded), ::testing::Optional(UniqueViolation()));
+  EXPECT_EQ(SqlStateOf(recoded), "23505");
+}
+
+TEST(SqlErrorFieldsTest, ForStatementNamesTheStatementAndSetsItsIndex) {
+  const absl::Status s = ForStatement(SqlError(UniqueViolation(), "duplicate key"), 1, 3);
+  EXPECT_EQ(s.code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(s.message(), "statement 2 of 3: duplicate key [SQLSTATE 23505]");
+  SqlErrorFields want = UniqueViolation();
+  want.statement_index = 2;
+  EXPECT_THAT(SqlErrorFieldsOf(s), ::testing::Optional(want));
+  // A status without fields only gets the prefix.
+  const absl::Status own = ForStatement(absl::InvalidArgumentError("bad parameter"), 0, 2);
+  EXPECT_EQ(own.message(), "statement 1 of 2: bad parameter");
+  EXPECT_EQ(SqlErrorFieldsOf(own), std::nullopt);
 }
 
 }  // namespace

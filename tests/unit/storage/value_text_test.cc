@@ -4,6 +4,7 @@
 #include <limits>
 #include <ostream>
 #include <string>
+#include <utility>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -366,6 +367,108 @@ TEST(ValueTest, DebugStringIsReadable) {
                                 Value::Double(0.5), Value::String("a\"b"), Value::Bytes("\x01\xff"),
                                 Value::Numeric("1.0"), Value::Json("{}")})),
       R"([NULL, true, 3, 0.5, "a\"b", bytes(01ff), numeric(1.0), json({})])");
+}
+
+// ---- the types parameters are sent as ----
+
+TEST(ImpliedTypeOidTest, EachScalarKindImpliesItsType) {
+  EXPECT_EQ(ImpliedTypeOid(Value::Bool(true)), 16u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Int64(41)), 20u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Double(0.5)), 701u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Bytes("x")), 17u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Numeric("1.5")), 1700u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Json("{}")), 3802u);
+  // Left to the server.
+  EXPECT_EQ(ImpliedTypeOid(Value::String("x")), 0u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Null()), 0u);
+}
+
+TEST(ImpliedTypeOidTest, AnArrayIsTheArrayOfItsElementsCommonKind) {
+  EXPECT_EQ(ImpliedTypeOid(Value::Array({Value::Int64(1), Value::Null()})), 1016u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Array({Value::Double(1)})), 1022u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Array({Value::Bool(true)})), 1000u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Array({Value::Bytes("")})), 1001u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Array({Value::Numeric("1")})), 1231u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Array({Value::Json("1")})), 3807u);
+  // Nested: the leaves decide, NULLs and empty rows aside.
+  EXPECT_EQ(ImpliedTypeOid(Value::Array({Value::Array({Value::Int64(1)}), Value::Array({}),
+                                         Value::Array({Value::Null(), Value::Int64(2)})})),
+            1016u);
+}
+
+TEST(ImpliedTypeOidTest, StringsMixedKindsAndNullsOnlyLeaveAnArrayUntyped) {
+  EXPECT_EQ(ImpliedTypeOid(Value::Array({Value::String("a")})), 0u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Array({Value::Int64(1), Value::Double(2)})), 0u);
+  EXPECT_EQ(ImpliedTypeOid(
+                Value::Array({Value::Array({Value::Int64(1)}), Value::Array({Value::Bool(true)})})),
+            0u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Array({Value::Null(), Value::Null()})), 0u);
+  EXPECT_EQ(ImpliedTypeOid(Value::Array({})), 0u);
+}
+
+TEST(BuiltinTypeOidTest, TypeNamesAndSqlSpellingsAreKnown) {
+  const std::pair<const char*, uint32_t> cases[] = {
+      {"int4", 23},
+      {"integer", 23},
+      {"int", 23},
+      {"INT4", 23},
+      {"bigint", 20},
+      {"smallint", 21},
+      {"boolean", 16},
+      {"bool", 16},
+      {"real", 700},
+      {"float", 701},
+      {"double precision", 701},
+      {"double   precision", 701},
+      {"numeric", 1700},
+      {"decimal", 1700},
+      {"numeric(10, 2)", 1700},
+      {"text", 25},
+      {"varchar", 1043},
+      {"character varying", 1043},
+      {"varchar(20)", 1043},
+      {"char", 1042},
+      {"character(3)", 1042},
+      {"bpchar", 1042},
+      {"date", 1082},
+      {"time", 1083},
+      {"time without time zone", 1083},
+      {"timetz", 1266},
+      {"time with time zone", 1266},
+      {"timestamp", 1114},
+      {"timestamp without time zone", 1114},
+      {"timestamptz", 1184},
+      {"timestamp with time zone", 1184},
+      {"Timestamp With Time Zone", 1184},
+      {"interval", 1186},
+      {"uuid", 2950},
+      {"json", 114},
+      {"jsonb", 3802},
+      {"bytea", 17},
+      {"inet", 869},
+      {" uuid ", 2950},
+  };
+  for (const auto& [name, oid] : cases) EXPECT_EQ(BuiltinTypeOid(name), oid) << name;
+}
+
+TEST(BuiltinTypeOidTest, ArraysAreSpelledWithBracketsOrAnUnderscore) {
+  EXPECT_EQ(BuiltinTypeOid("text[]"), 1009u);
+  EXPECT_EQ(BuiltinTypeOid("int4[][]"), 1007u);
+  EXPECT_EQ(BuiltinTypeOid("integer[3]"), 1007u);
+  EXPECT_EQ(BuiltinTypeOid("int8 []"), 1016u);
+  EXPECT_EQ(BuiltinTypeOid("timestamp with time zone[]"), 1185u);
+  EXPECT_EQ(BuiltinTypeOid("varchar(10)[]"), 1015u);
+  EXPECT_EQ(BuiltinTypeOid("_int4"), 1007u);
+  EXPECT_EQ(BuiltinTypeOid("uuid[]"), 2951u);
+  EXPECT_EQ(BuiltinTypeOid("jsonb[]"), 3807u);
+}
+
+TEST(BuiltinTypeOidTest, EverythingElseIsLeftToTheServer) {
+  for (const char* name :
+       {"", "mood", "public.mood", "pg_catalog.int4", "\"char\"", "\"Int4\"", "int4 int4",
+        "_int4[]", "int4[x]", "int4]", "numeric(10", "numeric)", "varchar(abc)", "int4;"}) {
+    EXPECT_EQ(BuiltinTypeOid(name), 0u) << name;
+  }
 }
 
 }  // namespace

@@ -73,5 +73,31 @@ TEST(ValueConversionTest, ArraysDeeperThanPostgresAllowsAreRefused) {
   EXPECT_TRUE(ValueFromProto(six, "value").ok());
 }
 
+TEST(ValueConversionTest, ParamTypesAreEmptyUnlessAParameterNamesOne) {
+  v1::ExecuteRequest request;
+  request.add_params()->set_int64_value(1);
+  request.add_params()->set_string_value("x");
+  absl::StatusOr<std::vector<std::string>> none = ParamTypesFromProto(request.params(), "");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+  request.mutable_params(1)->set_type("uuid");
+  absl::StatusOr<std::vector<std::string>> one = ParamTypesFromProto(request.params(), "");
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_THAT(*one, ::testing::ElementsAre("", "uuid"));
+}
+
+TEST(ValueConversionTest, AnOverlongOrNulHoldingTypeIsRefusedNamingItsPosition) {
+  v1::ExecuteRequest request;
+  request.add_params()->set_type(std::string(kMaxParamTypeNameBytes + 1, 'a'));
+  absl::Status s = ParamTypesFromProto(request.params(), "statements[1].").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), ::testing::StartsWith("statements[1].params[0].type: "));
+  request.mutable_params(0)->set_type(std::string("in\0t4", 5));
+  EXPECT_EQ(ParamTypesFromProto(request.params(), "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  request.mutable_params(0)->set_type(std::string(kMaxParamTypeNameBytes, 'a'));
+  EXPECT_TRUE(ParamTypesFromProto(request.params(), "").ok());
+}
+
 }  // namespace
 }  // namespace sessionbroker::transport

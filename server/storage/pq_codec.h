@@ -1,0 +1,100 @@
+// The libpq-level half of running a statement, shared by every connection
+// built on libpq (the libpqxx adapter's statements today, the asynchronous
+// event-loop connection of issue 14 later): parameters become the four
+// arrays PQexecParams / PQsendQueryParams / PQexecPrepared take (types,
+// values, lengths, formats), and a PGresult becomes a QueryResult or, for an
+// error result, an absl::Status with the error's fields (pq_error.h,
+// sql_error.h). It sends nothing and owns no connection.
+//
+// Parameters travel in text format (value_text.h gives each kind's text),
+// each with a type OID: the explicit one the caller named, resolved by the
+// connection, or the one its kind implies (ImpliedTypeOid), 0 leaving it to
+// the server.
+//
+// Pure functions and plain data; thread-compatible (a PqParams is used by one
+// thread at a time, a PGresult is read only).
+#ifndef SESSIONBROKER_SERVER_STORAGE_PQ_CODEC_H_
+#define SESSIONBROKER_SERVER_STORAGE_PQ_CODEC_H_
+
+#include <libpq-fe.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "server/storage/value.h"
+
+namespace sessionbroker::storage {
+
+struct PgResultDeleter {
+  void operator()(PGresult* result) const { PQclear(result); }
+};
+// Owns a PGresult.
+using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
+
+// One statement's parameters in libpq's form. `values`, `lengths` and
+// `formats` point into / describe `texts`; moving a PqParams keeps them
+// valid, copying it does not (hence move-only).
+struct PqParams {
+  PqParams() = default;
+  PqParams(PqParams&&) = default;
+  PqParams& operator=(PqParams&&) = default;
+  PqParams(const PqParams&) = delete;
+  PqParams& operator=(const PqParams&) = delete;
+
+  std::vector<Oid> types;                         // 0: untyped (the server infers it)
+  std::vector<std::optional<std::string>> texts;  // nullopt: SQL NULL
+  std::vector<const char*> values;                // texts' c_str(), nullptr for NULL
+  std::vector<int> lengths;                       // texts' sizes (libpq ignores them for text)
+  std::vector<int> formats;                       // all 0: text
+
+  int count() const { return static_cast<int>(values.size()); }
+};
+
+// The texts of `params` with the types their kinds imply (types[i] =
+// ImpliedTypeOid(params[i])). INVALID_ARGUMENT, prefixed "parameter $n: ",
+// for a value PostgreSQL cannot receive as text (ParameterText).
+absl::StatusOr<PqParams> EncodeParams(absl::Span<const Value> params);
+
+// The key a statement's prepared copy is cached under: its SQL and the types
+// its parameters are prepared with (a prepared statement's parameter types
+// are fixed when it is prepared, so the same SQL with other types is another
+// statement). Just the SQL when every type is 0.
+std::string PreparedStatementKey(const std::string& sql, absl::Span<const Oid> types);
+
+// A result's columns: names, type OIDs and the built-in types' names (empty
+// for the others, which the connection names: enums, domains' arrays,
+// extension types), and for each column the element type to decode an array
+// with (0: decode as a scalar).
+struct ResultShape {
+  std::vector<Column> columns;
+  std::vector<uint32_t> element_oids;
+  bool all_named = true;  // no column's type name is missing
+};
+ResultShape ShapeOf(const PGresult* result);
+
+// The rows, command tag and row count of a successful result
+// (PGRES_TUPLES_OK or PGRES_COMMAND_OK) with the columns `shape` describes,
+// decoded as value_text.h says. Counts the result against `max_bytes` (0:
+// unlimited) in *used_bytes as ExecuteOptions::max_result_bytes says:
+// RESOURCE_EXHAUSTED once over, saying what happened to the statement's
+// effects (`in_transaction`: rolled back with its transaction; otherwise
+// committed). INTERNAL for a value the server sent in an unexpected form.
+absl::StatusOr<QueryResult> ConvertResult(const PGresult* result, ResultShape shape,
+                                          bool in_transaction, size_t max_bytes,
+                                          size_t* used_bytes);
+
+// The status for an error result (PGRES_FATAL_ERROR): from its fields
+// (PQresultErrorField) as FromErrorFields reads them, or from its message if
+// it has no SQLSTATE (libpq's own errors, a lost connection).
+absl::Status StatusOfErrorResult(const PGresult* result);
+
+}  // namespace sessionbroker::storage
+
+#endif  // SESSIONBROKER_SERVER_STORAGE_PQ_CODEC_H_
