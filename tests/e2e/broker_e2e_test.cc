@@ -7,6 +7,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -132,6 +133,108 @@ TEST_F(BrokerE2eTest, SqlErrorsMapToStatusCodesWithSqlstateMetadata) {
   CallResult check = Execute("SELECT 'abc'::int");
   EXPECT_EQ(check.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(check.sqlstate, "22P02");
+}
+
+// The SqlErrorDetail of a failed call, read from its status details (the
+// "grpc-status-details-bin" trailer, an RpcStatus); nullopt if it has none.
+std::optional<v1::SqlErrorDetail> SqlErrorDetailOf(const grpc::Status& status) {
+  v1::RpcStatus rpc_status;
+  if (status.error_details().empty() || !rpc_status.ParseFromString(status.error_details())) {
+    return std::nullopt;
+  }
+  EXPECT_EQ(rpc_status.code(), static_cast<int>(status.error_code()));
+  EXPECT_EQ(rpc_status.message(), status.error_message());
+  for (const google::protobuf::Any& any : rpc_status.details()) {
+    v1::SqlErrorDetail detail;
+    if (any.UnpackTo(&detail)) return detail;
+  }
+  return std::nullopt;
+}
+
+v1::Value Typed(v1::Value value, const std::string& type) {
+  value.set_type(type);
+  return value;
+}
+
+TEST_F(BrokerE2eTest, ParametersArriveWithTheTypeTheirCaseImpliesOrNames) {
+  StartBroker();
+  CallResult int8 = Execute("SELECT $1 AS v", {Int(41)});
+  ASSERT_TRUE(int8.status.ok()) << int8.status.error_message();
+  EXPECT_EQ(int8.response.columns(0).type_name(), "int8");
+  EXPECT_EQ(int8.response.rows(0).values(0).int64_value(), 41);
+  CallResult sum = Execute("SELECT $1 + 1 AS v", {Int(int64_t{1} << 40)});
+  ASSERT_TRUE(sum.status.ok()) << sum.status.error_message();
+  EXPECT_EQ(sum.response.rows(0).values(0).int64_value(), (int64_t{1} << 40) + 1);
+
+  CallResult uuid =
+      Execute("SELECT $1 AS v", {Typed(Str("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"), "uuid")});
+  ASSERT_TRUE(uuid.status.ok()) << uuid.status.error_message();
+  EXPECT_EQ(uuid.response.columns(0).type_name(), "uuid");
+  EXPECT_EQ(uuid.response.rows(0).values(0).string_value(), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+
+  CallResult unknown = Execute("SELECT $1", {Typed(Str("x"), "no_such_type_e2e")});
+  EXPECT_EQ(unknown.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(unknown.status.error_message(),
+              AllOf(HasSubstr("parameter $1"), HasSubstr("no_such_type_e2e")));
+  EXPECT_EQ(SqlErrorDetailOf(unknown.status), std::nullopt) << "an error of the broker's own";
+}
+
+TEST_F(BrokerE2eTest, AUniqueViolationSendsItsFieldsInTheStatusDetailsTrailer) {
+  StartBroker();
+  const std::string table = absl::StrCat("e2e_fields_", app_name_);
+  ASSERT_TRUE(Execute(absl::StrCat("CREATE TABLE ", table, " (id int8, email text CONSTRAINT ",
+                                   table, "_email_key UNIQUE)"))
+                  .status.ok());
+  const std::string insert = absl::StrCat("INSERT INTO ", table, " VALUES ($1, $2)");
+  ASSERT_TRUE(Execute(insert, {Int(1), Str("a@example.com")}).status.ok());
+
+  grpc::ClientContext context;
+  v1::ExecuteRequest request;
+  request.set_sql(insert);
+  *request.add_params() = Int(2);
+  *request.add_params() = Str("a@example.com");
+  v1::ExecuteResponse response;
+  grpc::Status status = stub_->Execute(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(SqlStateOf(context), "23505") << "the sqlstate trailer stays";
+  // The details are the grpc-status-details-bin trailer, as any gRPC library
+  // sees it.
+  const auto& trailers = context.GetServerTrailingMetadata();
+  const auto details = trailers.find("grpc-status-details-bin");
+  ASSERT_NE(details, trailers.end());
+  EXPECT_EQ(std::string(details->second.data(), details->second.size()), status.error_details());
+  const std::optional<v1::SqlErrorDetail> detail = SqlErrorDetailOf(status);
+  ASSERT_TRUE(detail.has_value()) << "no SqlErrorDetail in grpc-status-details-bin";
+  EXPECT_EQ(detail->sqlstate(), "23505");
+  EXPECT_EQ(detail->severity(), "ERROR");
+  EXPECT_EQ(detail->constraint_name(), absl::StrCat(table, "_email_key"));
+  EXPECT_EQ(detail->table_name(), table);
+  EXPECT_EQ(detail->schema_name(), "public");
+  EXPECT_EQ(detail->detail(), "Key (email)=(a@example.com) already exists.");
+  EXPECT_EQ(detail->statement_index(), 0u);
+  Execute(absl::StrCat("DROP TABLE ", table));
+}
+
+TEST_F(BrokerE2eTest, ABatchFailureSendsTheIndexOfTheFailedStatement) {
+  StartBroker();
+  const std::string table = absl::StrCat("e2e_batch_fields_", app_name_);
+  ASSERT_TRUE(Execute(absl::StrCat("CREATE TABLE ", table, " (id int8 PRIMARY KEY)")).status.ok());
+  v1::ExecuteBatchRequest batch;
+  for (int id : {1, 1, 2}) {
+    v1::Statement* s = batch.add_statements();
+    s->set_sql(absl::StrCat("INSERT INTO ", table, " VALUES ($1)"));
+    *s->add_params() = Int(id);
+  }
+  grpc::ClientContext context;
+  v1::ExecuteBatchResponse response;
+  grpc::Status status = stub_->ExecuteBatch(&context, batch, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  const std::optional<v1::SqlErrorDetail> detail = SqlErrorDetailOf(status);
+  ASSERT_TRUE(detail.has_value()) << status.error_message();
+  EXPECT_EQ(detail->statement_index(), 2u);
+  EXPECT_EQ(detail->constraint_name(), absl::StrCat(table, "_pkey"));
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", table)), 0);
+  Execute(absl::StrCat("DROP TABLE ", table));
 }
 
 TEST_F(BrokerE2eTest, InvalidRequestsAreRefusedBeforeReachingTheDatabase) {

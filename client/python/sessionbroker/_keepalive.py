@@ -114,23 +114,26 @@ class KeepAlive:
                     self._queue = None
                     return
                 self._queue = q
+            call = None
             try:
                 call = self._stub.KeepAlive(self._requests(q), metadata=self._metadata)
                 for response in call:
                     backoff = _BACKOFF_INITIAL
                     self._apply(response)
-            except grpc.RpcError:
-                with self._lock:
-                    self._queue = None
-                q.put(_STOP)  # ends the old request iterator
-                time.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-                continue
-            # The stream ended normally: we stopped sending (nothing held) or
-            # the broker closed it; the loop decides which.
+            except Exception:  # grpc.RpcError, or anything else: never let the thread die
+                cancel = getattr(call, "cancel", None)
+                if cancel is not None:
+                    cancel()  # a stream still open (an error of ours) is abandoned
+            # The stream ended: we stopped sending (nothing held), the broker
+            # closed it, or it broke. Open a new one if sessions are still
+            # held, after a pause that grows while streams keep ending.
             with self._lock:
                 self._queue = None
-            q.put(_STOP)
+                again = bool(self._held)
+            q.put(_STOP)  # ends the old request iterator
+            if again:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
 
     def _apply(self, response: "broker_pb2.KeepAliveResponse") -> None:
         ended = (broker_pb2.SessionState.ENDED, broker_pb2.SessionState.NOT_FOUND)

@@ -200,6 +200,39 @@ TEST_F(StatementRunnerTest, BatchInATransactionOverTheResultCapTogetherFailsAndR
   EXPECT_EQ(pool_->Stats().in_use, 0);
 }
 
+// A session's batch fails at its failing statement like a one-shot batch:
+// the message names the statement and PostgreSQL's fields say which one it
+// was (statement_index), for the transport's SqlErrorDetail.
+TEST_F(StatementRunnerTest, BatchInATransactionNamesTheFailedStatementInItsErrorFields) {
+  std::optional<RunOutcome> begun;
+  RunRequest begin;
+  begin.op = RunRequest::Op::kBegin;
+  runner_->RunStep(std::move(begin), [&](RunOutcome o) { begun = std::move(o); });
+  executor_.RunAll();
+  ASSERT_TRUE(begun.has_value() && begun->results.ok());
+  storage::SqlErrorFields fields;
+  fields.sqlstate = "23505";
+  fields.message = "duplicate key";
+  fields.constraint_name = "t_pkey";
+  connector_.connection(1)->FailStatement("INSERT 2", storage::SqlError(fields, "duplicate key"));
+
+  RunRequest batch;
+  batch.op = RunRequest::Op::kInTransaction;
+  batch.statements = {{"INSERT 1", {}}, {"INSERT 2", {}}, {"INSERT 3", {}}};
+  batch.connection = std::move(begun->connection);
+  std::optional<RunOutcome> outcome;
+  runner_->RunStep(std::move(batch), [&](RunOutcome o) { outcome = std::move(o); });
+  executor_.RunAll();
+  ASSERT_TRUE(outcome.has_value());
+  const absl::Status status = outcome->results.status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists) << status;
+  EXPECT_THAT(status.message(), ::testing::StartsWith("statement 2 of 3: duplicate key"));
+  const std::optional<storage::SqlErrorFields> carried = storage::SqlErrorFieldsOf(status);
+  ASSERT_TRUE(carried.has_value()) << status;
+  EXPECT_EQ(carried->statement_index, 2u);
+  EXPECT_EQ(carried->constraint_name, "t_pkey");
+}
+
 // Statement cancellation needs the statement to block on another thread while
 // the test moves the fake clock: a real executor thread runs it.
 class StatementRunnerCancelTest : public ::testing::Test {
