@@ -76,7 +76,14 @@ def pytest_configure(config: pytest.Config) -> None:
     from sqlalchemy.engine import make_url
 
     tests = _python_tests_conftest()
-    admin_url = tests._required_env("SB_TEST_DATABASE_URL")
+    for name in ("SB_TEST_DATABASE_URL", "SB_BROKER_BINARY"):
+        if not os.environ.get(name):
+            # A usage error (exit status 4): the run fails, it never skips.
+            raise pytest.UsageError(
+                "%s is not set: the compliance suite needs a live PostgreSQL "
+                "(SB_TEST_DATABASE_URL) and the broker binary (SB_BROKER_BINARY)" % name
+            )
+    admin_url = os.environ["SB_TEST_DATABASE_URL"]
     _admin_execute(
         admin_url,
         "DROP DATABASE IF EXISTS %s WITH (FORCE)" % _DATABASE,
@@ -85,7 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config._sb_admin_url = admin_url
     suite_url = make_url(admin_url).set(database=_DATABASE).render_as_string(hide_password=False)
     _broker = tests.BrokerProcess(
-        tests._required_env("SB_BROKER_BINARY"),
+        os.environ["SB_BROKER_BINARY"],
         suite_url,
         dict(tests.TEST_BROKER_ENV, **_SUITE_BROKER_ENV),
     )
