@@ -1,0 +1,463 @@
+"""sessionbroker.aio: the DB-API's semantics over asyncio (grpc.aio).
+
+    from sessionbroker import aio
+    conn = await aio.connect("127.0.0.1:50051", client_id="billing")
+    cur = conn.cursor()
+    await cur.execute("SELECT id, note FROM t WHERE id = %(id)s", {"id": 1})
+    rows = await cur.fetchall()
+    await conn.commit()
+    await conn.close()
+
+Everything but the I/O is the DB-API module's: the same paramstyle
+("pyformat", and "format"), types, exceptions (``sessionbroker.dbapi``'s
+classes, re-exported here), transaction rules (the first statement begins a
+transaction; ``autocommit``), the transaction idle limit
+(BROKER_TX_IDLE_TIMEOUT, see ``sessionbroker.dbapi``) and ``is_disconnect``.
+A connection is a broker session held by the process's one KeepAlive stream
+(shared with blocking connections; it runs on its own thread, so holding a
+session never blocks the event loop).
+
+Threads and loops: a connection belongs to the event loop that created it
+(gRPC's aio channels are per loop: one channel per loop and target is shared
+by that loop's connections and closed with the last of them; close your
+connections before the loop ends). Calls on one connection are serialized by an
+asyncio.Lock; a cursor must not be used by two tasks at once.
+"""
+
+import asyncio
+import weakref
+from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import grpc
+import grpc.aio
+
+from sessionbroker import _core
+from sessionbroker._channel import CHANNEL_OPTIONS, channel_for
+from sessionbroker._errors import (DatabaseError, DataError, Error, IntegrityError, InterfaceError,
+                                   InternalError, NotSupportedError, OperationalError,
+                                   ProgrammingError, Warning, error_from_rpc, is_disconnect)
+from sessionbroker._keepalive import SessionLease, keepalive_for
+from sessionbroker._pb import broker_pb2, broker_pb2_grpc
+from sessionbroker._types import (BINARY, DATETIME, NUMBER, ROWID, STRING, Binary, Date,
+                                  DateFromTicks, Json, Time, TimeFromTicks, Timestamp,
+                                  TimestampFromTicks)
+
+__all__ = [
+    "apilevel", "threadsafety", "paramstyle", "connect", "AsyncConnection", "AsyncCursor",
+    "Warning", "Error", "InterfaceError", "DatabaseError", "DataError", "OperationalError",
+    "IntegrityError", "InternalError", "ProgrammingError", "NotSupportedError",
+    "STRING", "BINARY", "NUMBER", "DATETIME", "ROWID", "Binary", "Date", "Time", "Timestamp",
+    "DateFromTicks", "TimeFromTicks", "TimestampFromTicks", "Json", "is_disconnect",
+]
+
+apilevel = "2.0"
+threadsafety = 1  # a connection belongs to one event loop
+paramstyle = "pyformat"
+
+DEFAULT_CONNECT_TIMEOUT = 30.0
+_END_SESSION_TIMEOUT = 5.0
+
+class _LoopChannels:
+    """The channels of one event loop, shared by its connections and closed
+    when the last connection using one closes (a grpc.aio channel left open
+    when its loop ends fails noisily at interpreter exit). Used only from the
+    loop's thread."""
+
+    def __init__(self) -> None:
+        self.channels: Dict[Tuple[str, int], List[Any]] = {}  # key -> [channel, users]
+
+    def acquire(self, target: str,
+                credentials: Optional[grpc.ChannelCredentials]) -> Tuple[Any, grpc.aio.Channel]:
+        key = (target, id(credentials) if credentials is not None else 0)
+        entry = self.channels.get(key)
+        if entry is None:
+            if credentials is None:
+                channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+            entry = self.channels[key] = [channel, 0]
+        entry[1] += 1
+        return key, entry[0]
+
+    async def release(self, key: Tuple[str, int]) -> None:
+        entry = self.channels.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self.channels[key]
+            await entry[0].close()
+
+
+_loops: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopChannels]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _loop_channels() -> _LoopChannels:
+    return _loops.setdefault(asyncio.get_running_loop(), _LoopChannels())
+
+
+class AsyncConnection:
+    """An asyncio connection: one broker session. Create it with :func:`connect`."""
+
+    Warning = Warning
+    Error = Error
+    InterfaceError = InterfaceError
+    DatabaseError = DatabaseError
+    DataError = DataError
+    OperationalError = OperationalError
+    IntegrityError = IntegrityError
+    InternalError = InternalError
+    ProgrammingError = ProgrammingError
+    NotSupportedError = NotSupportedError
+
+    def __init__(self, target: str, *, client_id: Optional[str], timeout: Optional[float],
+                 credentials: Optional[grpc.ChannelCredentials], autocommit: bool,
+                 isolation_level: Optional[str]) -> None:
+        self.target = target
+        self.client_id = client_id
+        self.timeout = timeout
+        self._lock = asyncio.Lock()
+        self._core = _core.SessionCore(autocommit=autocommit, isolation_level=isolation_level)
+        self._core.metadata = (("x-client-id", client_id),) if client_id else ()
+        self._channels = _loop_channels()
+        self._channel_key, channel = self._channels.acquire(target, credentials)
+        self._channel_released = False
+        self._stub = broker_pb2_grpc.SessionBrokerStub(channel)
+        self._keepalive = keepalive_for(channel_for(target, credentials), self._core.metadata,
+                                        target)
+
+    async def _open(self, request: "broker_pb2.BeginSessionRequest",
+                    connect_timeout: Optional[float]) -> None:
+        try:
+            session = await self._stub.BeginSession(request, timeout=connect_timeout,
+                                                    metadata=self._core.metadata,
+                                                    wait_for_ready=True)
+        except grpc.aio.AioRpcError as e:
+            await self._release_channel()
+            raise error_from_rpc(e, context=f"cannot open a session on the broker at "
+                                 f"{self.target}: ") from None
+        except BaseException:
+            await self._release_channel()
+            raise
+        self._core.name = session.name
+        self._core.lease = SessionLease(session.name)
+        self._keepalive.hold(self._core.lease)
+        # Dropped without close(): stop holding the session (no RPC from a
+        # finalizer); its lease then runs out with its ttl.
+        finalizer = weakref.finalize(self, self._keepalive.release, self._core.lease)
+        finalizer.atexit = False
+
+    # ---- attributes ----------------------------------------------------------------
+
+    @property
+    def session_name(self) -> str:
+        return self._core.name
+
+    @property
+    def closed(self) -> int:
+        """0 while usable, 1 after close(), 2 when the session is gone (discard it)."""
+        return self._core.status
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._core.in_transaction
+
+    @property
+    def autocommit(self) -> bool:
+        return self._core.autocommit
+
+    @autocommit.setter
+    def autocommit(self, value: bool) -> None:
+        self._core.check_outside_transaction("autocommit")
+        self._core.autocommit = bool(value)
+
+    @property
+    def isolation_level(self) -> Optional[str]:
+        return self._core.isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, level: Optional[str]) -> None:
+        self._core.check_outside_transaction("isolation_level")
+        self._core.isolation = _core.isolation_enum(level)
+
+    @property
+    def readonly(self) -> bool:
+        return self._core.readonly
+
+    @readonly.setter
+    def readonly(self, value: bool) -> None:
+        self._core.check_outside_transaction("readonly")
+        self._core.readonly = bool(value)
+
+    @property
+    def deferrable(self) -> bool:
+        return self._core.deferrable
+
+    @deferrable.setter
+    def deferrable(self, value: bool) -> None:
+        self._core.check_outside_transaction("deferrable")
+        self._core.deferrable = bool(value)
+
+    # ---- methods ---------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Asks the broker whether the session is still open (GetSession: no
+        database work). Raises OperationalError, for which ``is_disconnect`` is
+        true, when the broker ended it or cannot be reached."""
+        async with self._lock:
+            self._core.check_usable()
+            try:
+                await self._stub.GetSession(broker_pb2.GetSessionRequest(session=self._core.name),
+                                            timeout=self.timeout, metadata=self._core.metadata)
+            except grpc.aio.AioRpcError as e:
+                raise self._core.failed(e, "ping failed: ") from None
+
+    def cursor(self) -> "AsyncCursor":
+        self._core.check_usable()
+        return AsyncCursor(self)
+
+    async def commit(self) -> None:
+        async with self._lock:
+            self._core.check_usable()
+            if not self._core.in_transaction:
+                return
+            try:
+                await self._stub.Commit(broker_pb2.CommitRequest(session=self._core.name),
+                                        timeout=self.timeout, metadata=self._core.metadata)
+            except grpc.aio.AioRpcError as e:
+                raise self._core.failed(e, "commit failed: ") from None
+            finally:
+                self._core.in_transaction = False
+
+    async def rollback(self) -> None:
+        async with self._lock:
+            self._core.check_usable()
+            if not self._core.in_transaction:
+                return
+            try:
+                await self._stub.Rollback(broker_pb2.RollbackRequest(session=self._core.name),
+                                          timeout=self.timeout, metadata=self._core.metadata)
+            except grpc.aio.AioRpcError as e:
+                raise self._core.failed(e, "rollback failed: ") from None
+            self._core.in_transaction = False
+
+    async def close(self) -> None:
+        """Ends the session (rolling back an open transaction). Idempotent."""
+        async with self._lock:
+            if self._core.closed:
+                return
+            ended_by_broker = self._core.lease is not None and self._core.lease.ended is not None
+            self._core.closed = True
+            try:
+                if self._core.lease is not None and not ended_by_broker:
+                    await self._stub.EndSession(
+                        broker_pb2.EndSessionRequest(session=self._core.name),
+                        timeout=_END_SESSION_TIMEOUT, metadata=self._core.metadata)
+            except grpc.aio.AioRpcError:
+                pass  # already ended, or the broker is gone: its lease runs out
+            finally:
+                if self._core.lease is not None:
+                    self._keepalive.release(self._core.lease)
+                self._core.in_transaction = False
+                await self._release_channel()
+
+    async def _release_channel(self) -> None:
+        if not self._channel_released:
+            self._channel_released = True
+            await self._channels.release(self._channel_key)
+
+    async def __aenter__(self) -> "AsyncConnection":
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self._core.status == 0:
+                if exc_type is None:
+                    await self.commit()
+                else:
+                    await self.rollback()
+        finally:
+            await self.close()
+
+    # ---- calls on behalf of cursors ------------------------------------------------
+
+    async def _begin_if_needed(self) -> None:
+        begin = self._core.begin_request()
+        if begin is None:
+            return
+        try:
+            await self._stub.BeginTransaction(begin, timeout=self.timeout,
+                                              metadata=self._core.metadata)
+        except grpc.aio.AioRpcError as e:
+            raise self._core.failed(e, "cannot begin a transaction: ") from None
+        self._core.in_transaction = True
+
+    async def _execute(self, sql: str, values: list) -> "broker_pb2.ExecuteResponse":
+        async with self._lock:
+            self._core.check_usable()
+            await self._begin_if_needed()
+            try:
+                return await self._stub.Execute(self._core.execute_request(sql, values),
+                                                timeout=self.timeout,
+                                                metadata=self._core.metadata)
+            except grpc.aio.AioRpcError as e:
+                raise self._core.failed(e, "") from None
+
+    async def _execute_many(self, statements: List[Tuple[str, list]]) -> List[
+            "broker_pb2.ExecuteResponse"]:
+        async with self._lock:
+            self._core.check_usable()
+            try:
+                if self._core.autocommit:
+                    return [await self._stub.Execute(self._core.execute_request(s, v),
+                                                     timeout=self.timeout,
+                                                     metadata=self._core.metadata)
+                            for s, v in statements]
+                await self._begin_if_needed()
+                response = await self._stub.ExecuteBatch(
+                    self._core.batch_request(_core.batch_statements(statements)),
+                    timeout=self.timeout, metadata=self._core.metadata)
+                return list(response.results)
+            except grpc.aio.AioRpcError as e:
+                raise self._core.failed(e, "") from None
+
+
+class AsyncCursor:
+    """An asyncio cursor; results are held in memory. One task at a time."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+        self.arraysize = 1
+        self._result: Optional[_core.Result] = None
+        self._pos = 0
+        self._rowcount = -1
+        self._closed = False
+        # setinputsizes() for the next execute/executemany only.
+        self._input_types: Any = None
+
+    lastrowid = None
+
+    @property
+    def description(self) -> Optional[Tuple[Tuple[Any, ...], ...]]:
+        return self._result.description if self._result is not None else None
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def statusmessage(self) -> Optional[str]:
+        return self._result.statusmessage if self._result is not None else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self.connection.closed != 0
+
+    def _check(self) -> None:
+        if self._closed:
+            raise InterfaceError("the cursor is closed")
+        if self.connection.closed == 1:
+            raise InterfaceError("the connection is closed")
+
+    async def execute(self, operation: str, parameters: _core.Params = None) -> None:
+        self._check()
+        sql, values = _core.statement(operation, parameters)
+        _core.declare_types(operation, parameters, values, self._input_types)
+        self._input_types = None
+        self._result = None
+        self._rowcount = -1
+        response = await self.connection._execute(sql, values)
+        self._result = _core.Result(response)
+        self._rowcount = self._result.rowcount
+        self._pos = 0
+
+    async def executemany(self, operation: str,
+                          seq_of_parameters: Sequence[_core.Params]) -> None:
+        self._check()
+        statements = [_core.statement(operation, p) for p in seq_of_parameters]
+        for p, (_, values) in zip(seq_of_parameters, statements):
+            _core.declare_types(operation, p, values, self._input_types)
+        self._input_types = None
+        self._result = None
+        self._rowcount = -1
+        if not statements:
+            self._rowcount = 0
+            return
+        responses = await self.connection._execute_many(statements)
+        counts = [_core.rowcount_of(r) for r in responses]
+        self._rowcount = -1 if any(c < 0 for c in counts) else sum(counts)
+
+    async def callproc(self, procname: str, parameters: Sequence[Any] = ()) -> None:
+        raise NotSupportedError("callproc is not supported; use execute('CALL ...')")
+
+    def _need_result(self) -> _core.Result:
+        self._check()
+        if self._result is None or self._result.description is None:
+            raise ProgrammingError("no results to fetch: the last statement returned no rows")
+        return self._result
+
+    async def fetchone(self) -> Optional[Tuple[Any, ...]]:
+        result = self._need_result()
+        if self._pos >= len(result.rows):
+            return None
+        self._pos += 1
+        return result.row(self._pos - 1)
+
+    async def fetchmany(self, size: Optional[int] = None) -> List[Tuple[Any, ...]]:
+        result = self._need_result()
+        size = self.arraysize if size is None else size
+        end = min(self._pos + max(size, 0), len(result.rows))
+        rows = [result.row(i) for i in range(self._pos, end)]
+        self._pos = end
+        return rows
+
+    async def fetchall(self) -> List[Tuple[Any, ...]]:
+        result = self._need_result()
+        rows = [result.row(i) for i in range(self._pos, len(result.rows))]
+        self._pos = len(result.rows)
+        return rows
+
+    def setinputsizes(self, sizes: Any) -> None:
+        """Declares the types of the next execute's parameters, as
+        ``sessionbroker.dbapi.Cursor.setinputsizes`` does."""
+        self._input_types = sizes
+
+    def setoutputsize(self, size: Any, column: Optional[int] = None) -> None:
+        """Does nothing (PEP 249 allows it)."""
+
+    async def close(self) -> None:
+        self._closed = True
+        self._result = None
+
+    def __aiter__(self) -> AsyncIterator[Tuple[Any, ...]]:
+        return self
+
+    async def __anext__(self) -> Tuple[Any, ...]:
+        row = await self.fetchone()
+        if row is None:
+            raise StopAsyncIteration
+        return row
+
+    async def __aenter__(self) -> "AsyncCursor":
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        await self.close()
+
+
+async def connect(target: str, *, client_id: Optional[str] = None,
+                  timeout: Optional[float] = None,
+                  connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
+                  ttl: Optional[float] = None, label: str = "", read_only: bool = False,
+                  isolation_level: Optional[str] = None,
+                  settings: Optional[Mapping[str, str]] = None,
+                  credentials: Optional[grpc.ChannelCredentials] = None,
+                  autocommit: bool = False) -> AsyncConnection:
+    """Leases a broker session; the arguments are ``sessionbroker.dbapi.connect``'s."""
+    conn = AsyncConnection(target, client_id=client_id, timeout=timeout, credentials=credentials,
+                           autocommit=autocommit, isolation_level=isolation_level)
+    await conn._open(_core.begin_session_request(ttl=ttl, label=label, read_only=read_only,
+                                                 isolation_level=isolation_level,
+                                                 settings=settings), connect_timeout)
+    return conn
