@@ -499,9 +499,10 @@ void ConnectionPool::OnServerFull(Request request, Dial dial, const absl::Status
   if (newly_limited) {
     spdlog::warn(
         "pool: event=connection_limit limit={} max={} open={} probe_in={} error={} (the database "
-        "has no connection slot left for this broker: callers wait for the {} connections that "
-        "work instead of failing; growth resumes by probing)",
-        limit, options_.max_connections(), open, probe_in, Quoted(error), limit);
+        "has no connection slot left for this broker: callers wait for the connections that "
+        "work instead of failing, connects still under way may lower the limit further, and "
+        "growth resumes by probing)",
+        limit, options_.max_connections(), open, probe_in, Quoted(error));
   } else {
     spdlog::info(
         "pool: event=connection_limit_refused limit={} max={} growth_probe={} probe_in={} "
