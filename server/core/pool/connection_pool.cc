@@ -367,9 +367,12 @@ void ConnectionPool::OpenAndDeliver(Request request, Dial dial) {
       refused = DropRequestLocked(&request);
     }
     if (dial.growth) {
-      // The database took one more: so may the next probe, at once.
+      // The database took one more: so may the next probe, at once. The
+      // limit rises to the connections established now (this one included),
+      // not past them: if others closed meanwhile, the probe only took the
+      // place of one of them.
       growth_in_flight_ = false;
-      limit_ = std::min(options_.max_connections(), limit_ + 1);
+      limit_ = std::min(options_.max_connections(), std::max(limit_, open_ - opening_));
       limit = limit_;
       growth_delay_ = absl::ZeroDuration();  // reset: a refusal starts over at `initial`
       growth_at_ = now;
@@ -889,10 +892,10 @@ void ConnectionPool::CheckInvariantsLocked() const {
   SB_DCHECK(waiting <= options_.max_waiters);
   // A closed pool keeps nothing idle and no one waiting.
   SB_DCHECK(!closed_ || (idle == 0 && waiting == 0));
-  // The effective limit: within the bound; open connections above it only
-  // by the one growth probe (opening).
+  // The effective limit: within the bound. (Open connections may exceed it
+  // for a while: a growth probe under way, or a replacement's connect after
+  // a refusal lowered it; no new slot opens until they are back under it.)
   SB_DCHECK(limit_ >= 0 && limit_ <= max);
-  SB_DCHECK(open_ <= limit_ + (growth_in_flight_ ? 1 : 0));
   SB_DCHECK(!growth_in_flight_ || (opening_ >= 1 && limit_ < max));
   // No one waits while a connection is idle or a slot is free: a returned
   // connection goes to the oldest waiter, a freed slot opens one for it.

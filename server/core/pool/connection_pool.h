@@ -25,7 +25,9 @@
 //    the database counts as reachable (it answered; it is full, not down).
 //    Growth resumes by probing: once limit_probe's delay has passed, one
 //    connect above the limit may start (for a caller that needs it); if it
-//    succeeds the limit rises by one and the next probe may follow at once
+//    succeeds the limit rises by one (to the connections established: a
+//    probe that only took the place of a connection closed meanwhile raises
+//    nothing) and the next probe may follow at once
 //    (the delay is reset), if it is refused the delay doubles (up to its
 //    maximum). A wait that runs out under the limit fails as any wait does
 //    (RESOURCE_EXHAUSTED, carrying SQLSTATE 53300, after DB_POOL_TIMEOUT;
