@@ -7,11 +7,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "server/core/base/build_info.h"
 #include "server/core/base/clock.h"
 #include "server/core/monitor/prometheus_text.h"
@@ -84,9 +84,10 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   sessions_ = std::make_unique<core::SessionManager>(*runner_, *timers_, clock, config_.sessions);
   service_ = std::make_unique<transport::SessionBrokerService>(*runner_, *sessions_,
                                                                config_.max_result_bytes);
-  health_ =
-      std::make_unique<core::HealthChecker>(*pool_, *timers_, clock, config_.health_check_interval,
-                                            [this](bool serving) { SetServing(serving); });
+  health_service_ = std::make_unique<transport::HealthService>(kServiceName);
+  health_ = std::make_unique<core::HealthChecker>(
+      *pool_, *timers_, clock, config_.health_check_interval,
+      [this](bool serving) { health_service_->SetDatabaseReachable(serving); });
   core::StatusCollector::SessionStatsFn session_stats = [this] { return sessions_->Stats(); };
   collector_ = std::make_unique<core::StatusCollector>(*pool_, *runner_, *health_,
                                                        std::move(session_stats), clock);
@@ -96,13 +97,21 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   sampler_ = std::make_unique<core::SnapshotSampler>([this] { return collector_->Collect(); },
                                                      *timers_, *monitor_executor_, clock);
   monitor_ = std::make_unique<transport::PoolMonitorService>(*sampler_);
+  // Every service registered in Start(), listed by reflection.
+  const std::vector<std::string> services = {
+      v1::SessionBroker::service_full_name(),
+      v1::PoolMonitor::service_full_name(),
+      grpc::health::v1::Health::service_full_name(),
+      grpc::reflection::v1::ServerReflection::service_full_name(),
+      grpc::reflection::v1alpha::ServerReflection::service_full_name(),
+  };
+  reflection_v1_ = std::make_unique<transport::ReflectionV1Service>(services);
+  reflection_v1alpha_ = std::make_unique<transport::ReflectionV1AlphaService>(services);
 }
 
 BrokerServer::~BrokerServer() { Shutdown(); }
 
 absl::Status BrokerServer::Start() {
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen_addr, grpc::InsecureServerCredentials(), &port_);
   // gRPC sets SO_REUSEPORT by default, which lets a second broker bind the
@@ -111,6 +120,9 @@ absl::Status BrokerServer::Start() {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(service_.get());
   builder.RegisterService(monitor_.get());
+  builder.RegisterService(health_service_.get());
+  builder.RegisterService(reflection_v1_.get());
+  builder.RegisterService(reflection_v1alpha_.get());
   // Requests may carry large parameter sets; responses are capped separately
   // by BROKER_MAX_RESULT_BYTES.
   builder.SetMaxReceiveMessageSize(16 << 20);
@@ -139,9 +151,8 @@ absl::Status BrokerServer::Start() {
         [this] { return Ready(); });
     if (absl::Status s = http_->Start(); !s.ok()) return s;
   }
-  // NOT_SERVING until the first probe reaches the database.
-  server_->GetHealthCheckService()->SetServingStatus("", false);
-  server_->GetHealthCheckService()->SetServingStatus(kServiceName, false);
+  // Readiness is NOT_SERVING until the first probe reaches the database
+  // (HealthService starts so); liveness is SERVING from here on.
   timers_->Start();
   health_->Start();
   const std::string metrics = http_ == nullptr ? "metrics off"
@@ -176,13 +187,6 @@ absl::Status BrokerServer::Start() {
   return absl::OkStatus();
 }
 
-void BrokerServer::SetServing(bool serving) {
-  if (server_ == nullptr) return;
-  // After Shutdown() of the health service, updates are ignored by gRPC.
-  server_->GetHealthCheckService()->SetServingStatus("", serving);
-  server_->GetHealthCheckService()->SetServingStatus(kServiceName, serving);
-}
-
 absl::Status BrokerServer::Ready() const {
   if (draining_.load()) return absl::UnavailableError("draining: the broker is shutting down");
   if (!health_->serving()) {
@@ -199,11 +203,21 @@ void BrokerServer::Shutdown() {
   shut_down_ = true;
   draining_.store(true);
   if (server_ != nullptr) {
-    spdlog::info("shutting down: NOT_SERVING, refusing new calls, {} in flight, grace {}",
-                 service_->in_flight(), absl::FormatDuration(config_.shutdown_grace));
-    // Sets every service NOT_SERVING and ignores later updates.
-    server_->GetHealthCheckService()->Shutdown();
+    // 1. Not ready, still serving everything: until endpoints converge,
+    // clients keep sending calls here, and they must not fail.
+    spdlog::info(
+        "draining: readiness NOT_SERVING, still serving every call for {} "
+        "(BROKER_DRAIN_SECONDS); {} calls in flight",
+        absl::FormatDuration(config_.drain), service_->in_flight());
+    health_service_->SetDraining();
     collector_->SetDraining();
+    absl::SleepFor(config_.drain);
+    // 2. No new calls; those in flight get the grace period.
+    spdlog::info(
+        "drain over: NOT_SERVING, refusing new calls, {} in flight, grace {} "
+        "(BROKER_SHUTDOWN_GRACE_SECONDS)",
+        service_->in_flight(), absl::FormatDuration(config_.shutdown_grace));
+    health_service_->Shutdown();
     service_->StartDraining();
     const absl::Time grace_end = absl::Now() + config_.shutdown_grace;
     if (!service_->WaitForIdle(grace_end)) {
@@ -212,8 +226,9 @@ void BrokerServer::Shutdown() {
     }
     // Every session ends: running statements are cancelled, open
     // transactions rolled back, KeepAlive streams told why.
-    if (!sessions_->Shutdown(absl::Now() + absl::Seconds(10))) {
-      spdlog::warn("some session transactions were still being rolled back after 10s");
+    // 3. (A rollback is one round trip; 5 s bounds a database that hangs.)
+    if (!sessions_->Shutdown(absl::Now() + absl::Seconds(5))) {
+      spdlog::warn("some session transactions were still being rolled back after 5s");
     }
     // Watchers saw the drain; now their streams end cleanly (OK), before
     // Shutdown below would cancel them.
@@ -222,11 +237,14 @@ void BrokerServer::Shutdown() {
       spdlog::warn("{} WatchPoolStatus streams did not end in time; cancelling them",
                    monitor_->streams());
     }
-    // Cancels whatever is left; the runner sees the cancellations and stops
+    if (!health_service_->WaitForStreamsDone(absl::Now() + absl::Seconds(2))) {
+      spdlog::warn("some health Watch streams did not end in time; cancelling them");
+    }
+    // 4. Cancels whatever is left; the runner sees the cancellations and stops
     // the statements in PostgreSQL.
     server_->Shutdown(std::chrono::system_clock::now());
   } else {
-    sessions_->Shutdown(absl::Now() + absl::Seconds(10));
+    sessions_->Shutdown(absl::Now() + absl::Seconds(5));
   }
   if (http_ != nullptr) http_->Stop();
   health_->Stop();

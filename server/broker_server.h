@@ -1,16 +1,27 @@
-// BrokerServer: wires the parts together (connector, pool, runner, health,
-// the pool monitor's sampler, the gRPC server with the SessionBroker and
-// PoolMonitor services, grpc.health.v1 and reflection, and the HTTP endpoint
-// for /metrics, /livez, /readyz) and owns them. Start() binds and serves;
-// Shutdown() drains:
-//   1. health goes NOT_SERVING (/readyz 503) and new calls are refused with
-//      UNAVAILABLE;
-//   2. calls in flight get up to the grace period to finish;
+// BrokerServer: wires the parts together (connector, pool, runner, health
+// checker, the pool monitor's sampler, the gRPC server with the SessionBroker,
+// PoolMonitor, grpc.health.v1.Health and reflection v1 and v1alpha services,
+// and the HTTP endpoint for /metrics, /livez, /readyz) and owns them. Start()
+// binds and serves. Health knows two names: "" is liveness (SERVING while the
+// process serves, database or not), kServiceName is readiness (the database
+// is reachable and the broker not draining); /livez and /readyz say the same.
+// Shutdown() (SIGTERM) drains in Kubernetes' order:
+//   1. readiness turns NOT_SERVING (/readyz 503) at once, liveness stays
+//      SERVING; for BROKER_DRAIN_SECONDS every call is still served, new
+//      calls and sessions too, since endpoints take a while to stop routing
+//      here;
+//   2. then liveness turns NOT_SERVING too and health Watch streams end with
+//      OK; new calls are refused with UNAVAILABLE (except EndSession, Commit
+//      and Rollback, which only give back), and the calls in flight get up to
+//      BROKER_SHUTDOWN_GRACE_SECONDS to finish;
 //   3. every session ends and every open transaction is rolled back (their
-//      KeepAlive streams are told); WatchPoolStatus streams end with OK;
+//      KeepAlive streams are told why: BROKER_SHUTDOWN); WatchPoolStatus
+//      streams end with OK;
 //   4. the gRPC server stops (cancelling what is left), the HTTP endpoint
 //      closes, the pool closes every connection, worker threads end; the
 //      port file (BROKER_PORT_FILE), if any, is removed.
+// With the defaults (10 s + 10 s, session rollbacks bounded by 5 s) it ends
+// within Kubernetes' default terminationGracePeriodSeconds of 30.
 // A listening address may ask for port 0 (the kernel chooses); the startup
 // log line and the port file name the ports actually bound.
 // Not thread-safe: Start and Shutdown are called from main.
@@ -32,8 +43,10 @@
 #include "server/core/pool/health_checker.h"
 #include "server/core/session/session_manager.h"
 #include "server/storage/db_connection.h"
+#include "server/transport/health_service.h"
 #include "server/transport/metrics_http_server.h"
 #include "server/transport/pool_monitor_service.h"
+#include "server/transport/reflection_service.h"
 #include "server/transport/session_broker_service.h"
 
 namespace sessionbroker {
@@ -59,11 +72,11 @@ class BrokerServer final {
   void Shutdown();
 
   int port() const { return port_; }
+  absl::Duration drain() const { return config_.drain; }
   absl::Duration shutdown_grace() const { return config_.shutdown_grace; }
 
  private:
-  void SetServing(bool serving);
-  // /readyz: the same answer as grpc.health.v1.
+  // /readyz: the same answer as grpc.health.v1 for kServiceName.
   absl::Status Ready() const;
 
   const Config config_;
@@ -80,6 +93,9 @@ class BrokerServer final {
   std::unique_ptr<core::SnapshotSampler> sampler_;
   std::unique_ptr<transport::SessionBrokerService> service_;
   std::unique_ptr<transport::PoolMonitorService> monitor_;
+  std::unique_ptr<transport::HealthService> health_service_;
+  std::unique_ptr<transport::ReflectionV1Service> reflection_v1_;
+  std::unique_ptr<transport::ReflectionV1AlphaService> reflection_v1alpha_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<transport::MetricsHttpServer> http_;
   std::atomic<bool> draining_{false};

@@ -37,7 +37,12 @@ struct Config {
   int statement_cache_size = 100;
   absl::Duration max_statement_duration = absl::Minutes(5);  // BROKER_MAX_STATEMENT_DURATION
   absl::Duration health_check_interval = absl::Seconds(2);   // BROKER_HEALTH_CHECK_INTERVAL
-  absl::Duration shutdown_grace = absl::Seconds(15);         // BROKER_SHUTDOWN_GRACE_SECONDS
+  // On SIGTERM: BROKER_DRAIN_SECONDS of serving everything while readiness
+  // says NOT_SERVING (endpoints converge), then BROKER_SHUTDOWN_GRACE_SECONDS
+  // for the calls still running (BrokerServer::Shutdown). Together with the
+  // sessions' rollback they fit Kubernetes' default 30 s grace period.
+  absl::Duration drain = absl::Seconds(10);           // BROKER_DRAIN_SECONDS
+  absl::Duration shutdown_grace = absl::Seconds(10);  // BROKER_SHUTDOWN_GRACE_SECONDS
   // BROKER_SESSION_DEFAULT_TTL, BROKER_SESSION_MAX_TTL, BROKER_SESSION_MAX_LIFETIME,
   // BROKER_TX_IDLE_TIMEOUT, BROKER_TX_MAX_DURATION, BROKER_SESSION_ORPHAN_GRACE,
   // BROKER_MAX_SESSIONS, BROKER_MAX_SESSIONS_PER_CLIENT, BROKER_SESSION_MAX_QUEUED_CALLS

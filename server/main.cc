@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
                signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   // A second signal, or a drain that outlives the grace period by far (a
   // database that no longer answers cancel requests), ends the process.
-  const absl::Duration hard_limit = server.shutdown_grace() + absl::Seconds(10);
+  const absl::Duration hard_limit = server.drain() + server.shutdown_grace() + absl::Seconds(10);
   std::thread([signals, hard_limit] {
     const timespec timeout = absl::ToTimespec(hard_limit);
     const int again = sigtimedwait(&signals, nullptr, &timeout);

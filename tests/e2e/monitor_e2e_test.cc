@@ -510,7 +510,7 @@ TEST_F(MonitorE2eTest, ProbesAnswerAndTurnNotReadyAsSoonAsTheDrainStarts) {
   EXPECT_EQ(HttpGet("/readyz", &body), 200);
   EXPECT_EQ(HttpGet("/nothing-here"), 404);
 
-  HealthWatch health(broker_->NewChannel(), "");
+  HealthWatch health(broker_->NewChannel(), kService);
   ASSERT_EQ(*health.Next(absl::Seconds(5)), ServingStatus::kServing);
   // A call in flight keeps the drain going for a second.
   std::thread call([this] { EXPECT_TRUE(ExecuteAs("x", "SELECT pg_sleep(1.5)").ok()); });
@@ -520,7 +520,8 @@ TEST_F(MonitorE2eTest, ProbesAnswerAndTurnNotReadyAsSoonAsTheDrainStarts) {
   absl::StatusOr<ServingStatus> watched = health.Next(absl::Seconds(5));
   ASSERT_TRUE(watched.ok()) << watched.status();
   EXPECT_EQ(*watched, ServingStatus::kNotServing);
-  EXPECT_EQ(*HealthCheck(broker_->NewChannel(), "", absl::Seconds(2)), ServingStatus::kNotServing);
+  EXPECT_EQ(*HealthCheck(broker_->NewChannel(), kService, absl::Seconds(2)),
+            ServingStatus::kNotServing);
   bool not_ready = false;
   for (int i = 0; i < 50 && !not_ready; ++i) {
     not_ready = HttpGet("/readyz", &body) == 503;
@@ -650,7 +651,7 @@ TEST_F(MonitorE2eTest, HealthAndWatchersFollowADatabaseOutageAndRecovery) {
   auto stub = v1::SessionBroker::NewStub(broker_->channel());
   ASSERT_TRUE(ExecuteAs("outage", "SELECT 1", absl::Seconds(10), stub.get()).ok());
   Watcher watcher(monitor_.get(), absl::Milliseconds(200));
-  HealthWatch health(broker_->channel(), "");
+  HealthWatch health(broker_->channel(), kService);
   ASSERT_EQ(*health.Next(absl::Seconds(5)), ServingStatus::kServing);
 
   ASSERT_TRUE(watcher.WaitForCount(1, absl::Seconds(5)));
@@ -658,7 +659,8 @@ TEST_F(MonitorE2eTest, HealthAndWatchersFollowADatabaseOutageAndRecovery) {
   const size_t before_outage = watcher.count();
   ASSERT_TRUE(cluster.Stop());
   const absl::Time stopped = absl::Now();
-  EXPECT_TRUE(WaitForHealth(broker_->channel(), "", ServingStatus::kNotServing, absl::Seconds(10)))
+  EXPECT_TRUE(
+      WaitForHealth(broker_->channel(), kService, ServingStatus::kNotServing, absl::Seconds(10)))
       << broker_->Log();
   EXPECT_LT(absl::Now() - stopped, absl::Seconds(10));
   absl::StatusOr<ServingStatus> watched = health.Next(absl::Seconds(10));
@@ -673,6 +675,8 @@ TEST_F(MonitorE2eTest, HealthAndWatchersFollowADatabaseOutageAndRecovery) {
       << "the stream never reported the outage";
   EXPECT_EQ(HttpGet("/readyz"), 503);
   EXPECT_EQ(HttpGet("/livez"), 200);
+  EXPECT_EQ(*HealthCheck(broker_->channel(), ""), ServingStatus::kServing)
+      << "liveness does not follow the database";
 
   // Calls fail fast and say why, instead of each dialing the dead database.
   const absl::Time call_start = absl::Now();
@@ -682,7 +686,8 @@ TEST_F(MonitorE2eTest, HealthAndWatchersFollowADatabaseOutageAndRecovery) {
   const size_t during_outage = watcher.count();
 
   ASSERT_TRUE(cluster.Start());
-  EXPECT_TRUE(WaitForHealth(broker_->channel(), "", ServingStatus::kServing, absl::Seconds(20)))
+  EXPECT_TRUE(
+      WaitForHealth(broker_->channel(), kService, ServingStatus::kServing, absl::Seconds(20)))
       << broker_->Log();
   watched = health.Next(absl::Seconds(10));
   ASSERT_TRUE(watched.ok()) << watched.status();

@@ -873,6 +873,70 @@ TEST_F(SessionE2eTest, SigtermRollsBackOpenTransactionsEndsHeldSessionsAndExitsZ
   EXPECT_THAT(states[0].reason(), HasSubstr("shut down"));
 }
 
+// Kubernetes' order: on SIGTERM readiness turns NOT_SERVING at once while
+// liveness stays SERVING, and for BROKER_DRAIN_SECONDS everything is still
+// served, new calls included (endpoints take a while to stop routing here);
+// then the sessions still open end, rolled back and told why, and the
+// process exits 0.
+TEST_F(SessionE2eTest, SigtermDrainsInKubernetesOrder) {
+  // A window far longer than the few calls made in it take.
+  StartBroker({{"BROKER_DRAIN_SECONDS", "8"}, {"BROKER_TX_IDLE_TIMEOUT", "60"}});
+  const std::string table = NewTable("drain");
+  const std::string finishing = MustBegin();  // commits within the window
+  const std::string left_open = MustBegin();  // still open when the window ends
+  KeepAliveStream stream(stub_.get());
+  ASSERT_TRUE(stream.Hold({left_open}));
+  std::optional<v1::KeepAliveResponse> held = stream.Next(absl::Seconds(10));
+  ASSERT_TRUE(held.has_value());
+  ASSERT_EQ(held->sessions(0).state(), v1::SessionState::HELD);
+  ASSERT_TRUE(BeginTransaction(finishing).status.ok());
+  ASSERT_TRUE(ExecuteIn(finishing, absl::StrCat("INSERT INTO ", table, " VALUES (1)")).status.ok());
+  ASSERT_TRUE(BeginTransaction(left_open).status.ok());
+  ASSERT_TRUE(ExecuteIn(left_open, absl::StrCat("INSERT INTO ", table, " VALUES (2)")).status.ok());
+  HealthWatch readiness(broker_->NewChannel(), kService);
+  ASSERT_EQ(*readiness.Next(absl::Seconds(5)), ServingStatus::kServing);
+
+  ASSERT_EQ(kill(broker_->pid(), SIGTERM), 0);
+  absl::StatusOr<ServingStatus> watched = readiness.Next(absl::Seconds(5));
+  ASSERT_TRUE(watched.ok()) << watched.status();
+  EXPECT_EQ(*watched, ServingStatus::kNotServing) << "readiness turns NOT_SERVING at once";
+  EXPECT_EQ(*HealthCheck(broker_->NewChannel(), kService), ServingStatus::kNotServing);
+  EXPECT_EQ(*HealthCheck(broker_->NewChannel(), ""), ServingStatus::kServing)
+      << "liveness stays SERVING while the broker drains";
+
+  // A call started after SIGTERM, on a new connection, is served.
+  auto late = v1::SessionBroker::NewStub(broker_->NewChannel());
+  CallResult after = Execute("SELECT 1", {}, absl::Seconds(20), late.get());
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+  // An open session's transaction goes on and commits.
+  EXPECT_TRUE(ExecuteIn(finishing, absl::StrCat("INSERT INTO ", table, " VALUES (3)")).status.ok());
+  RpcResult<v1::CommitResponse> commit = Commit(finishing);
+  EXPECT_TRUE(commit.status.ok()) << commit.status.error_message();
+  EXPECT_TRUE(EndSession(finishing).status.ok());
+
+  const std::optional<int> code = broker_->WaitForExit(absl::Seconds(60));
+  ASSERT_TRUE(code.has_value()) << "the broker did not exit (or died from a signal)\n"
+                                << broker_->Log();
+  EXPECT_EQ(*code, 0) << broker_->Log();
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", table, " WHERE id IN (1, 3)")), 2)
+      << "the transaction committed during the drain is kept";
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", table, " WHERE id = 2")), 0)
+      << "the transaction still open when the drain ended was rolled back";
+  EXPECT_THAT(broker_->Log(), HasSubstr("BROKER_DRAIN_SECONDS"));
+
+  // The session left open was told why it ended, then its stream ended.
+  ASSERT_TRUE(stream.WaitEnded(absl::Seconds(10))) << "the KeepAlive stream outlived the broker";
+  std::vector<v1::SessionState> states;
+  while (std::optional<v1::KeepAliveResponse> r = stream.Next(absl::ZeroDuration())) {
+    for (const v1::SessionState& s : r->sessions()) states.push_back(s);
+  }
+  stream.FinishAfterEnd();
+  ASSERT_EQ(states.size(), 1u);
+  EXPECT_EQ(states[0].name(), left_open);
+  EXPECT_EQ(states[0].state(), v1::SessionState::ENDED);
+  EXPECT_THAT(states[0].reason(), HasSubstr("shut down"));
+}
+
 // ---- 14. Reflection --------------------------------------------------------------------------
 
 TEST_F(SessionE2eTest, ReflectionDescribesTheSessionMethods) {

@@ -73,6 +73,9 @@ BrokerProcess::BrokerProcess(const std::string& database_url,
   vars["BROKER_PORT_FILE"] = port_file_;
   vars["BROKER_ENV_FILE"] = "";  // tests never read a developer's .env
   vars["BROKER_HEALTH_CHECK_INTERVAL"] = "0.2";
+  // No drain window unless a test asks for one (it would only add its length
+  // to every test that stops a broker).
+  vars["BROKER_DRAIN_SECONDS"] = "0";
   vars["BROKER_SHUTDOWN_GRACE_SECONDS"] = "5";
   for (auto& [k, v] : env) vars[k] = v;
   std::vector<std::string> entries;
@@ -151,7 +154,9 @@ bool BrokerProcess::WaitUntilServing(absl::Duration timeout) {
   const absl::Time end = absl::Now() + timeout;
   while (absl::Now() < end) {
     if (WaitForExit(absl::ZeroDuration()).has_value() || exited_) return false;
-    absl::StatusOr<ServingStatus> s = HealthCheck(channel_, "", absl::Milliseconds(500));
+    // Readiness: the service name ("" is liveness, SERVING without a database).
+    absl::StatusOr<ServingStatus> s =
+        HealthCheck(channel_, "sessionbroker.v1.SessionBroker", absl::Milliseconds(500));
     if (s.ok() && *s == ServingStatus::kServing) return true;
     absl::SleepFor(absl::Milliseconds(50));
   }

@@ -34,7 +34,8 @@ TEST(ConfigTest, DefaultsMatchTheDocumentedOnes) {
   EXPECT_EQ(c->pool.max_waiters, 1000);
   EXPECT_FALSE(c->echo);
   EXPECT_EQ(c->max_result_bytes, 4u << 20);
-  EXPECT_EQ(c->shutdown_grace, absl::Seconds(15));
+  EXPECT_EQ(c->drain, absl::Seconds(10));
+  EXPECT_EQ(c->shutdown_grace, absl::Seconds(10));
   EXPECT_EQ(c->log_level, "info");
   EXPECT_EQ(c->log_format, "text");
 }
@@ -53,6 +54,7 @@ TEST(ConfigTest, ReadsEveryKnob) {
                                                  {"BROKER_STATEMENT_CACHE_SIZE", "0"},
                                                  {"BROKER_MAX_STATEMENT_DURATION", "60"},
                                                  {"BROKER_HEALTH_CHECK_INTERVAL", "0.25"},
+                                                 {"BROKER_DRAIN_SECONDS", "0"},
                                                  {"BROKER_SHUTDOWN_GRACE_SECONDS", "3"},
                                                  {"LOG_LEVEL", "DEBUG"},
                                                  {"LOG_FORMAT", "json"}}));
@@ -70,6 +72,7 @@ TEST(ConfigTest, ReadsEveryKnob) {
   EXPECT_EQ(c->statement_cache_size, 0);
   EXPECT_EQ(c->max_statement_duration, absl::Seconds(60));
   EXPECT_EQ(c->health_check_interval, absl::Milliseconds(250));
+  EXPECT_EQ(c->drain, absl::ZeroDuration());
   EXPECT_EQ(c->shutdown_grace, absl::Seconds(3));
   EXPECT_EQ(c->log_level, "debug");
   EXPECT_EQ(c->log_format, "json");
