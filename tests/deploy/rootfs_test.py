@@ -308,6 +308,9 @@ class Broker:
             host, _ = ds.host_port(env[name])
             env[name] = f"{host}:0"
         env["BROKER_PORT_FILE"] = self.port_file
+        # The drain's order and timing are tests/e2e's; here a stop only has
+        # to end cleanly, so it need not wait out the drain window.
+        env["BROKER_DRAIN_SECONDS"] = "0"
         env["DATABASE_URL"] = database_url
         self.log_path = log_path
         self.log = open(log_path, "w")
