@@ -27,9 +27,9 @@ BROKER = ""
 
 def installed_packages() -> Dict[str, Dict[str, str]]:
     """Installed packages: name -> {"depends": ..., "provides": ...}."""
-    out = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Package}\t${Status}\t${Depends}, ${Pre-Depends}\t${Provides}\n"],
-        check=True, capture_output=True, text=True).stdout
+    fields = "${Package}\t${Status}\t${Depends}, ${Pre-Depends}\t${Provides}\n"
+    out = subprocess.run(["dpkg-query", "-W", "-f", fields], check=True, capture_output=True,
+                         text=True).stdout
     packages: Dict[str, Dict[str, str]] = {}
     for line in out.splitlines():
         name, status, depends, provides = line.split("\t")
