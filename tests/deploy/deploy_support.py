@@ -31,13 +31,15 @@ YAMLLINT_CONFIG = os.path.join(DEPLOY, ".yamllint.yaml")
 KUSTOMIZATIONS = {"base": K8S_BASE, "example": K8S_EXAMPLE}
 
 
-def broker_config(broker: str) -> Dict[str, str]:
-    """Every variable the broker reads, with its default value.
+def broker_config(broker: str, env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Every variable the broker reads, with its effective value.
 
-    Runs ``BROKER --print-config=env`` in an empty environment with no .env
-    file, so the values are the broker's own defaults (DATABASE_URL empty).
+    Runs ``BROKER --print-config=env`` with only ENV in the environment and no
+    .env file: without ENV the values are the broker's own defaults
+    (DATABASE_URL empty). Raises CalledProcessError if the broker refuses a
+    value (it exits 2, naming the variable).
     """
-    out = subprocess.run([broker, "--print-config=env"], env={"BROKER_ENV_FILE": ""},
+    out = subprocess.run([broker, "--print-config=env"], env=dict(env or {}, BROKER_ENV_FILE=""),
                          cwd="/", check=True, capture_output=True, text=True).stdout
     config: Dict[str, str] = {}
     for line in out.splitlines():
