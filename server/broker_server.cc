@@ -15,6 +15,7 @@
 #include "server/core/base/build_info.h"
 #include "server/core/base/clock.h"
 #include "server/core/monitor/prometheus_text.h"
+#include "server/core/pool/connection_budget.h"
 #include "server/storage/pqxx_connection.h"
 #include "spdlog/spdlog.h"
 
@@ -72,6 +73,10 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
       std::make_unique<core::ThreadPoolExecutor>(config_.pool.max_connections() + 1, "sb-worker");
   pool_ = std::make_unique<core::ConnectionPool>(config_.pool, *connector_, *executor_, *timers_,
                                                  clock);
+  // The first connection reads max_connections and checks the connection
+  // budget (BROKER_EXPECTED_REPLICAS); a warning if it is exceeded.
+  pool_->SetFirstConnectHook(
+      [pool = pool_.get()](storage::DbConnection& db) { core::CheckConnectionBudget(db, *pool); });
   core::RunnerOptions runner_options;
   runner_options.max_result_bytes = config_.max_result_bytes;
   runner_options.max_statement_duration = config_.max_statement_duration;

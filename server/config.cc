@@ -122,6 +122,10 @@ const std::vector<Setting>& Settings() {
       {"DB_POOL_MAX_WAITERS", IntRule{0, 1000000},
        [](Config& c) -> Field { return &c.pool.max_waiters; }, kPlain,
        "callers allowed to queue for a connection; beyond, RESOURCE_EXHAUSTED at once"},
+      {"BROKER_EXPECTED_REPLICAS", IntRule{1, 10000},
+       [](Config& c) -> Field { return &c.pool.expected_replicas; }, kPlain,
+       "brokers sharing the database; at start a warning if their pools exceed its "
+       "max_connections"},
       {"DB_ECHO", BoolRule{}, [](Config& c) -> Field { return &c.echo; }, kPlain,
        "log each statement and its duration (never parameter values)"},
       // gRPC refuses messages over 2 GiB; clients default to 4 MiB.

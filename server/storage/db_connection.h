@@ -123,7 +123,10 @@ class DbConnector {
   virtual ~DbConnector() = default;
 
   // Opens a new connection with the broker's baseline settings applied.
-  // UNAVAILABLE when the database cannot be reached.
+  // UNAVAILABLE when the database cannot be reached; RESOURCE_EXHAUSTED
+  // (carrying the SQLSTATE, 53300) when it answers but has no connection
+  // slot left (max_connections), which the pool treats as "full", not
+  // "down".
   virtual absl::StatusOr<std::unique_ptr<DbConnection>> Connect() = 0;
 };
 

@@ -105,6 +105,16 @@ PqError FromErrorFields(const PqErrorFields& fields) {
 
 absl::Status ToStatus(const PqError& error) { return SqlError(error.sqlstate, error.message); }
 
+bool IsOutOfConnectionSlots(absl::string_view message) {
+  for (absl::string_view text :
+       {"too many clients already", "remaining connection slots are reserved",
+        "too many connections for role", "too many connections for database",
+        "max clients reached"}) {
+    if (absl::StrContains(message, text)) return true;
+  }
+  return false;
+}
+
 bool IsStalePreparedStatement(absl::string_view sqlstate, absl::string_view message) {
   return sqlstate == "26000" ||
          (sqlstate == "0A000" &&

@@ -58,6 +58,16 @@ absl::Status ToStatus(const PqError& error);
 // table or view it reads changed shape).
 bool IsStalePreparedStatement(absl::string_view sqlstate, absl::string_view message);
 
+// Whether a failed connection attempt's message says the server has no
+// connection slot left for it: PostgreSQL's 53300 refusals ("sorry, too many
+// clients already", "remaining connection slots are reserved ...", "too
+// many connections for role/database ...") and Supavisor's session-mode
+// "max clients reached". libpq reports startup errors as text only, without
+// the SQLSTATE, so the (English) text is what there is to go by; a server
+// whose lc_messages is another language is not recognized (the connect then
+// fails as unreachable).
+bool IsOutOfConnectionSlots(absl::string_view message);
+
 }  // namespace sessionbroker::storage
 
 #endif  // SESSIONBROKER_SERVER_STORAGE_PQ_ERROR_H_

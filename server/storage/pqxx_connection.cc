@@ -15,6 +15,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -895,6 +896,15 @@ absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
     return std::unique_ptr<DbConnection>(std::make_unique<PqxxConnection>(
         std::move(conn), std::move(quiet), types_, statement_cache_size_));
   } catch (const pqxx::broken_connection& e) {
+    // The server answered but has no slot left (53300): the pool holds at
+    // the connections it has instead of treating the database as down.
+    if (PqError error = ParseErrorText(e.what());
+        absl::StartsWith(error.sqlstate, "53") || IsOutOfConnectionSlots(error.message)) {
+      return SqlError(error.sqlstate.empty() ? "53300" : error.sqlstate,
+                      ScrubSecrets(absl::StrCat("PostgreSQL at ", where,
+                                                " has no connection slot left: ", error.message),
+                                   secrets_));
+    }
     return absl::UnavailableError(ScrubSecrets(
         absl::StrCat("cannot connect to PostgreSQL at ", where, ": ",
                      ParseErrorText(e.what()).message,

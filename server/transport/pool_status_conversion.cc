@@ -1,7 +1,10 @@
 #include "server/transport/pool_status_conversion.h"
 
+#include <algorithm>
+
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/timestamp.pb.h"
+#include "server/core/pool/connection_budget.h"
 
 namespace sessionbroker::transport {
 namespace {
@@ -29,6 +32,22 @@ void Summary(const core::RecentDurations& in, v1::DurationSummary* out) {
   SetDuration(in.p90, out->mutable_p90());
   SetDuration(in.p99, out->mutable_p99());
   SetDuration(in.max, out->mutable_max());
+}
+
+void ConvertConnectionLimit(const core::PoolSnapshot& s, v1::ConnectionLimit* out) {
+  const core::PoolStats& p = s.pool;
+  out->set_effective(p.connection_limit);
+  out->set_limited(p.connection_limit < s.config.max_connections());
+  if (out->limited()) SetTime(p.next_limit_probe, [out] { return out->mutable_next_probe(); });
+  out->set_last_refusal(p.last_limit_error);
+  SetTime(p.last_limit_error_time, [out] { return out->mutable_last_refusal_time(); });
+  out->set_refusals(p.limit_refusals);
+  out->set_server_max_connections(std::max(0, p.server.max_connections));
+  out->set_server_superuser_reserved_connections(
+      std::max(0, p.server.superuser_reserved_connections));
+  out->set_server_reserved_connections(std::max(0, p.server.reserved_connections));
+  out->set_expected_replicas(s.config.expected_replicas);
+  out->set_budget_exceeded(core::ComputeConnectionBudget(p.server, s.config).exceeded);
 }
 
 }  // namespace
@@ -120,6 +139,7 @@ void PoolSnapshotToProto(const core::PoolSnapshot& s, v1::PoolStatus* out) {
   db->set_last_error(s.last_error);
   SetTime(s.last_error_time, [db] { return db->mutable_last_error_time(); });
   db->set_connect_backoff(p.database_down);
+  ConvertConnectionLimit(s, out->mutable_connection_limit());
   db->set_connect_failures_in_row(p.connect_failures_in_row);
   if (p.database_down) {
     SetTime(p.next_connect_attempt, [db] { return db->mutable_next_connect_attempt(); });

@@ -203,7 +203,7 @@ int RunCommand(const std::string& command, std::string* output) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-PrivateCluster::PrivateCluster() {
+PrivateCluster::PrivateCluster(int max_connections) : max_connections_(max_connections) {
   std::string dir_template = TempDir() + "/sb-e2e-pg.XXXXXX";
   dir_ = mkdtemp(dir_template.data());
   // The cluster runs as the postgres user when tests run as root: it must be
@@ -218,7 +218,11 @@ PrivateCluster::~PrivateCluster() {
 
 bool PrivateCluster::Start() {
   std::string out;
-  if (RunCommand(absl::StrCat("'", PgScript(), "' start '", dir_, "/pg'"), &out) != 0) return false;
+  const std::string env =
+      max_connections_ > 0 ? absl::StrCat("PG_MAX_CONNECTIONS=", max_connections_, " ") : "";
+  if (RunCommand(absl::StrCat(env, "'", PgScript(), "' start '", dir_, "/pg'"), &out) != 0) {
+    return false;
+  }
   url_ = std::string(absl::StripAsciiWhitespace(out));
   return !url_.empty();
 }

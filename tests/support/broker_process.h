@@ -78,10 +78,11 @@ class BrokerProcess final {
 std::map<std::string, std::string> ReadPortFile(const std::string& path);
 
 // A private PostgreSQL cluster in a temporary directory, via scripts/pg.
-// Stopped and removed on destruction.
+// Stopped and removed on destruction. `max_connections` > 0 starts it with
+// that max_connections (PG_MAX_CONNECTIONS); 0 keeps scripts/pg's default.
 class PrivateCluster final {
  public:
-  PrivateCluster();
+  explicit PrivateCluster(int max_connections = 0);
   ~PrivateCluster();
   bool Start();  // also restarts it after Stop(); url() is valid after
   bool Stop();
@@ -90,6 +91,7 @@ class PrivateCluster final {
  private:
   std::string dir_;
   std::string url_;
+  int max_connections_ = 0;
 };
 
 // Runs a shell command, returns its exit code and stdout.

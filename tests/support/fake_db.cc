@@ -169,6 +169,12 @@ absl::Status FakeConnection::ResetSession() {
 absl::StatusOr<std::unique_ptr<storage::DbConnection>> FakeConnector::Connect() {
   if (fail_connects_.load()) return absl::UnavailableError("fake database is down");
   core::MutexLock lock(&mu_);
+  const int limit = server_limit_.load();
+  if (limit >= 0 && live_.load() >= limit) {
+    refused_.fetch_add(1);
+    // What PostgreSQL says, and what PqxxConnector makes of it.
+    return storage::SqlError("53300", "sorry, too many clients already");
+  }
   const int id = static_cast<int>(by_id_.size()) + 1;
   auto conn = std::make_unique<FakeConnection>(this, id);
   by_id_.push_back(conn.get());

@@ -96,6 +96,11 @@ class FakeConnector final : public storage::DbConnector {
 
   // While set, Connect() fails with UNAVAILABLE.
   void set_fail_connects(bool b) { fail_connects_.store(b); }
+  // Like PostgreSQL's max_connections: with `n` connections open, Connect()
+  // fails as the real connector does when the server has no slot left
+  // (RESOURCE_EXHAUSTED, SQLSTATE 53300 "too many clients"); -1 = no limit.
+  void set_server_limit(int n) { server_limit_.store(n); }
+  int refused() const { return refused_.load(); }  // connects refused by the limit
   // From now on Begin() fails with `status` (and logs nothing) on every
   // connection when the transaction sets `setting`, as PostgreSQL refuses a
   // bad value for it.
@@ -113,6 +118,8 @@ class FakeConnector final : public storage::DbConnector {
   absl::Status BeginFailure(const storage::TransactionOptions& options);
 
   std::atomic<bool> fail_connects_{false};
+  std::atomic<int> server_limit_{-1};
+  std::atomic<int> refused_{0};
   std::atomic<int> connects_{0};
   std::atomic<int> live_{0};
   std::atomic<int> max_live_{0};

@@ -49,6 +49,7 @@ TEST(ConfigTest, ReadsEveryKnob) {
                                                  {"DB_POOL_RECYCLE", "1800"},
                                                  {"DB_POOL_PRE_PING", "off"},
                                                  {"DB_POOL_MAX_WAITERS", "7"},
+                                                 {"BROKER_EXPECTED_REPLICAS", "4"},
                                                  {"DB_ECHO", "true"},
                                                  {"BROKER_MAX_RESULT_BYTES", "2048"},
                                                  {"BROKER_STATEMENT_CACHE_SIZE", "0"},
@@ -67,6 +68,7 @@ TEST(ConfigTest, ReadsEveryKnob) {
   EXPECT_EQ(c->pool.recycle, absl::Seconds(1800));
   EXPECT_FALSE(c->pool.pre_ping);
   EXPECT_EQ(c->pool.max_waiters, 7);
+  EXPECT_EQ(c->pool.expected_replicas, 4);
   EXPECT_TRUE(c->echo);
   EXPECT_EQ(c->max_result_bytes, 2048u);
   EXPECT_EQ(c->statement_cache_size, 0);
@@ -102,6 +104,7 @@ TEST(ConfigTest, BadValuesAreErrorsNamingTheVariable) {
       {"DB_POOL_PRE_PING", "maybe"},
       {"DB_ECHO", "loud"},
       {"DB_POOL_MAX_WAITERS", "-5"},
+      {"BROKER_EXPECTED_REPLICAS", "0"},
       {"BROKER_MAX_RESULT_BYTES", "10"},
       {"BROKER_LISTEN_ADDR", "nowhere"},
       {"BROKER_LISTEN_ADDR", "host:99999"},

@@ -1,5 +1,6 @@
 #include "server/core/monitor/prometheus_text.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -112,6 +113,10 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
           "Open connections (idle + in use + opening).");
   w.Gauge("sessionbroker_pool_overflow_connections", p.overflow_in_use,
           "Connections open beyond DB_POOL_SIZE.");
+  w.Gauge("sessionbroker_pool_connection_limit", p.connection_limit,
+          "The effective limit on open connections: DB_POOL_SIZE + DB_MAX_OVERFLOW until the "
+          "database refuses a connect for lack of slots (53300), then the connections that "
+          "worked, growing again by probes.");
   w.Gauge("sessionbroker_pool_waiters", p.waiters, "Calls queued for a connection.");
   w.Gauge("sessionbroker_pool_oldest_wait_seconds", Seconds(p.oldest_wait),
           "How long the oldest queued call has waited (0 when none).");
@@ -128,6 +133,8 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
             "Calls refused at once because DB_POOL_MAX_WAITERS callers already waited.");
   w.Counter("sessionbroker_pool_backoff_rejections_total", p.backoff_rejections,
             "Calls failed at once, without dialing, while the database was unreachable.");
+  w.Counter("sessionbroker_pool_limit_refusals_total", p.limit_refusals,
+            "Connects the database refused for lack of connection slots (SQLSTATE 53300).");
   w.Counter("sessionbroker_pool_recycled_total", p.recycled,
             "Connections closed for age (DB_POOL_RECYCLE).");
   w.Counter("sessionbroker_pool_invalidated_total", p.invalidated, "Broken connections discarded.");
@@ -214,6 +221,18 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
           "1 while connects are rationed because the last one failed.");
   w.Gauge("sessionbroker_pool_connect_failures_in_row", p.connect_failures_in_row,
           "Connect attempts failed since the last success.");
+  // The connection budget, as read on the first connection (absent until then).
+  w.Gauge("sessionbroker_expected_replicas", s.config.expected_replicas,
+          "BROKER_EXPECTED_REPLICAS: brokers sharing the database.");
+  if (p.server.max_connections >= 0) {
+    w.Gauge("sessionbroker_database_max_connections", p.server.max_connections,
+            "The server's max_connections, read at start.");
+    w.Gauge("sessionbroker_database_reserved_connections",
+            std::max(0, p.server.superuser_reserved_connections) +
+                std::max(0, p.server.reserved_connections),
+            "superuser_reserved_connections + reserved_connections (PostgreSQL 16+), read at "
+            "start: slots ordinary roles cannot use.");
+  }
   return w.Take();
 }
 

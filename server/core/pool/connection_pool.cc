@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/core/base/invariant.h"
 #include "server/core/base/log_fields.h"
+#include "server/storage/sql_error.h"
 #include "spdlog/spdlog.h"
 
 namespace sessionbroker::core {
@@ -48,6 +49,8 @@ ConnectionPool::ConnectionPool(PoolOptions options, storage::DbConnector& connec
       executor_(executor),
       clock_(clock),
       backoff_(options_.reconnect_backoff),
+      limit_(options_.max_connections()),
+      growth_delay_(options_.limit_probe.initial),
       anonymous_(new Client),
       checkout_wait_(clock),
       expiry_(timers, [this](RearmingTimer::Token token) { ExpireDue(token); }) {
@@ -123,12 +126,12 @@ ConnectionPool::WaitId ConnectionPool::Acquire(const AcquireRequest& request, Ca
   std::unique_ptr<Slot> idle;
   Request open_request;
   bool open_new = false;
-  bool probe = false;
+  Dial dial;
   absl::Status error;
   WaitId id = 0;
   {
     MutexLock lock(&mu_);
-    const int max = options_.max_connections();
+    bool growth = false;
     if (closed_) {
       error = absl::UnavailableError(kShuttingDown);
     } else if (request.deadline <= now) {
@@ -139,12 +142,16 @@ ConnectionPool::WaitId ConnectionPool::Acquire(const AcquireRequest& request, Ca
       idle = std::move(idle_.back());
       idle_.pop_back();
       idle->request.client = RefClientLocked(request.client_id, client_hash);
-    } else if (waiters_.empty() && open_ < max) {
-      if (backoff_.TryStart(now, &probe)) {
+      idle->request.id = id = next_wait_id_++;
+    } else if (waiters_.empty() && RoomLocked(now, &growth)) {
+      if (backoff_.TryStart(now, &dial.probe)) {
         ++open_;
         ++opening_;
+        dial.growth = growth;
+        if (growth) growth_in_flight_ = true;
         open_new = true;
         open_request.client = RefClientLocked(request.client_id, client_hash);
+        open_request.id = id = next_wait_id_++;
       } else {
         ++counters_.backoff_rejections;
         error = absl::UnavailableError(DownMessageLocked(now));
@@ -160,16 +167,17 @@ ConnectionPool::WaitId ConnectionPool::Acquire(const AcquireRequest& request, Ca
                        " callers already wait (DB_POOL_MAX_WAITERS=", options_.max_waiters,
                        "); retry after a short backoff (100 ms or more)"));
     } else {
-      const absl::Time pool_deadline = now + options_.timeout;
       Waiter& waiter = waiters_.emplace_back();
-      waiter.id = id = next_wait_id_++;
-      waiter.caller_deadline = request.deadline < pool_deadline;
-      waiter.deadline = std::min(request.deadline, pool_deadline);
-      waiter.request.done = std::move(done);
-      waiter.request.requested = now;
-      waiter.request.client = RefClientLocked(request.client_id, client_hash);
+      Request& r = waiter.request;
+      r.id = id = next_wait_id_++;
+      r.deadline = request.deadline;
+      r.done = std::move(done);
+      r.requested = now;
+      r.client = RefClientLocked(request.client_id, client_hash);
+      SetWaitBoundLocked(&waiter);
       waiter_index_.emplace(id, std::prev(waiters_.end()));
       expiry_.ArmBy(waiter.deadline);
+      ArmGrowthLocked();
     }
     CheckInvariantsLocked();
   }
@@ -183,14 +191,22 @@ ConnectionPool::WaitId ConnectionPool::Acquire(const AcquireRequest& request, Ca
   } else if (idle != nullptr) {
     // The slot carries the request, so the task is two pointers: no
     // allocation to post it.
-    idle->request.done = std::move(done);
-    idle->request.requested = now;
+    Request& r = idle->request;
+    r.done = std::move(done);
+    r.requested = now;
+    // Deadline and wait matter only if a replacement's connect is refused
+    // for lack of slots and the request has to queue.
+    r.deadline = request.deadline;
+    r.wait = request.wait;
     executor_.Post([this, slot = std::move(idle)]() mutable { CheckOut(std::move(slot)); });
   } else if (open_new) {
-    open_request.done = std::move(done);
-    open_request.requested = now;
-    executor_.Post([this, request = std::move(open_request), probe]() mutable {
-      OpenAndDeliver(std::move(request), probe);
+    Request& r = open_request;
+    r.done = std::move(done);
+    r.requested = now;
+    r.deadline = request.deadline;
+    r.wait = request.wait;
+    executor_.Post([this, request = std::move(open_request), dial]() mutable {
+      OpenAndDeliver(std::move(request), dial);
     });
   }
   return id;
@@ -233,13 +249,13 @@ void ConnectionPool::Replace(std::unique_ptr<Slot> slot) {
   Request request = std::move(slot->request);
   slot.reset();  // closed first; its slot stays counted in open_ for the new one
   const absl::Time now = clock_.Now();
-  bool probe = false;
+  Dial dial;  // the slot was counted already: never a growth probe
   bool allowed;
   std::string refusal;
   Callback refused;
   {
     MutexLock lock(&mu_);
-    allowed = backoff_.TryStart(now, &probe);
+    allowed = backoff_.TryStart(now, &dial.probe);
     if (allowed) {
       ++opening_;
     } else {
@@ -250,20 +266,25 @@ void ConnectionPool::Replace(std::unique_ptr<Slot> slot) {
     CheckInvariantsLocked();
   }
   if (allowed) {
-    OpenAndDeliver(std::move(request), probe);
+    OpenAndDeliver(std::move(request), dial);
     return;
   }
   FreeSlot();
   std::move(refused)(absl::UnavailableError(refusal));
 }
 
-void ConnectionPool::OpenAndDeliver(Request request, bool probe) {
+void ConnectionPool::OpenAndDeliver(Request request, Dial dial) {
   const absl::Time started = clock_.Now();
   absl::StatusOr<std::unique_ptr<storage::DbConnection>> db = connector_.Connect();
   const absl::Time now = clock_.Now();
+  if (!db.ok() && db.status().code() == absl::StatusCode::kResourceExhausted) {
+    OnServerFull(std::move(request), dial, db.status(), now);
+    return;
+  }
+  const bool probe = dial.probe;
   if (!db.ok()) {
     Waiter next;
-    bool next_probe = false;
+    Dial next_dial;
     bool serve_next;
     std::list<Waiter> refused;
     std::string refusal;
@@ -277,6 +298,9 @@ void ConnectionPool::OpenAndDeliver(Request request, bool probe) {
       --opening_;
       --open_;
       ++counters_.connect_failures;
+      // Down, not full: the growth probe proved nothing; the next one may
+      // start when the database is back.
+      if (dial.growth) growth_in_flight_ = false;
       const bool was_down = backoff_.down();
       backoff_.OnFailure(now, probe);
       went_down = !was_down && backoff_.down();
@@ -288,7 +312,7 @@ void ConnectionPool::OpenAndDeliver(Request request, bool probe) {
       // The slot is free again: the oldest waiter may try (without
       // rationing, so that it fails fast rather than wait out its timeout),
       // or, while connects are rationed, every waiter fails now.
-      serve_next = TakeWaiterForNewConnectionLocked(now, &next, &next_probe, &refused);
+      serve_next = TakeWaiterForNewConnectionLocked(now, &next, &next_dial, &refused);
       if (!refused.empty()) refusal = DownMessageLocked(now);
       done = DropRequestLocked(&request);
       CheckInvariantsLocked();
@@ -305,8 +329,8 @@ void ConnectionPool::OpenAndDeliver(Request request, bool probe) {
                    failures, Millis(now - started), retry_in, Quoted(db.status().message()));
     }
     if (serve_next) {
-      executor_.Post([this, w = std::move(next), next_probe]() mutable {
-        ServeNewConnection(std::move(w), next_probe);
+      executor_.Post([this, w = std::move(next), next_dial]() mutable {
+        ServeNewConnection(std::move(w), next_dial);
       });
     }
     Refuse(std::move(refused), refusal);
@@ -320,8 +344,14 @@ void ConnectionPool::OpenAndDeliver(Request request, bool probe) {
   bool recovered;
   int failures;
   int open;
+  int limit = 0;
   absl::Time last_error_time;
   Callback refused;
+  absl::AnyInvocable<void(storage::DbConnection&) &&> hook;
+  Waiter next;
+  Dial next_dial;
+  bool serve_next = false;
+  std::list<Waiter> unused;  // nothing is refused: the database is up
   {
     MutexLock lock(&mu_);
     --opening_;
@@ -336,6 +366,17 @@ void ConnectionPool::OpenAndDeliver(Request request, bool probe) {
       --open_;
       refused = DropRequestLocked(&request);
     }
+    if (dial.growth) {
+      // The database took one more: so may the next probe, at once.
+      growth_in_flight_ = false;
+      limit_ = std::min(options_.max_connections(), limit_ + 1);
+      limit = limit_;
+      growth_delay_ = absl::ZeroDuration();  // reset: a refusal starts over at `initial`
+      growth_at_ = now;
+      if (!closed) serve_next = TakeWaiterForNewConnectionLocked(now, &next, &next_dial, &unused);
+    }
+    hook = std::move(first_connect_hook_);
+    first_connect_hook_ = nullptr;
     open = open_;
     CheckInvariantsLocked();
   }
@@ -345,6 +386,21 @@ void ConnectionPool::OpenAndDeliver(Request request, bool probe) {
   }
   spdlog::info("pool: event=connect pid={} took={} open={}", slot->db->BackendPid(),
                Millis(now - started), open);
+  if (dial.growth) {
+    if (limit == options_.max_connections()) {
+      spdlog::info("pool: event=connection_limit_lifted limit={} (DB_POOL_SIZE + DB_MAX_OVERFLOW)",
+                   limit);
+    } else {
+      spdlog::info("pool: event=connection_limit_raised limit={} max={}", limit,
+                   options_.max_connections());
+    }
+  }
+  if (serve_next) {
+    executor_.Post([this, w = std::move(next), next_dial]() mutable {
+      ServeNewConnection(std::move(w), next_dial);
+    });
+  }
+  if (hook != nullptr) std::move(hook)(*slot->db);
   if (closed) {
     slot.reset();
     std::move(refused)(absl::UnavailableError(kShuttingDown));
@@ -352,6 +408,166 @@ void ConnectionPool::OpenAndDeliver(Request request, bool probe) {
   }
   slot->request = std::move(request);
   Deliver(std::move(slot), now);
+}
+
+void ConnectionPool::OnServerFull(Request request, Dial dial, const absl::Status& refusal,
+                                  absl::Time now) {
+  const std::string error(refusal.message());
+  std::string sqlstate = storage::SqlStateOf(refusal).value_or("53300");
+  Callback failed;
+  absl::Status failure;
+  std::unique_ptr<Slot> idle;
+  bool newly_limited;
+  bool queued = false;
+  bool recovered;
+  int limit;
+  int open;
+  absl::Time probe_at;
+  {
+    MutexLock lock(&mu_);
+    --opening_;
+    --open_;
+    ++counters_.limit_refusals;
+    // The database answered: it is reachable, only full.
+    recovered = backoff_.down();
+    backoff_.OnSuccess(dial.probe);
+    const int max = options_.max_connections();
+    newly_limited = limit_ >= max;
+    // Connects that were under way count: they may still succeed (and if
+    // not, lower the limit in turn).
+    limit_ = std::min(limit_, open_);
+    const BackoffOptions& o = options_.limit_probe;
+    if (dial.growth || newly_limited) {
+      if (dial.growth && growth_delay_ > absl::ZeroDuration()) {
+        growth_delay_ = std::min(o.max, growth_delay_ * o.multiplier);
+      } else {
+        growth_delay_ = o.initial;
+      }
+      growth_in_flight_ = false;
+      double scale = 1.0;
+      if (o.jitter > 0) scale = absl::Uniform(rng_, 1.0 - o.jitter, 1.0 + o.jitter);
+      growth_at_ = now + growth_delay_ * scale;
+    }
+    last_limit_error_ = error;
+    last_limit_sqlstate_ = sqlstate;
+    last_limit_error_time_ = now;
+    if (closed_) {
+      failure = absl::UnavailableError(kShuttingDown);
+      failed = DropRequestLocked(&request);
+    } else if (!idle_.empty()) {
+      // A connection came back while this one was being refused.
+      idle = std::move(idle_.back());
+      idle_.pop_back();
+      idle->request = std::move(request);
+    } else if (!request.wait) {
+      failure = storage::SqlError(
+          sqlstate, absl::StrCat("no database connection is free and the database refused "
+                                 "another: ",
+                                 LimitMessageLocked()));
+      failed = DropRequestLocked(&request);
+    } else if (static_cast<int>(waiters_.size()) >= options_.max_waiters) {
+      ++counters_.waiter_rejections;
+      failure = storage::SqlError(
+          sqlstate,
+          absl::StrCat("too many callers are waiting for a database connection (", waiters_.size(),
+                       ", DB_POOL_MAX_WAITERS=", options_.max_waiters, "): ", LimitMessageLocked(),
+                       "; retry after a short backoff (100 ms or more)"));
+      failed = DropRequestLocked(&request);
+    } else {
+      Waiter w;
+      w.request = std::move(request);
+      SetWaitBoundLocked(&w);
+      if (w.deadline <= now) {
+        ++counters_.checkout_timeouts;
+        failure = TimeoutStatusLocked(w, now);
+        failed = DropRequestLocked(&w.request);
+      } else {
+        EnqueueLocked(std::move(w.request));
+        queued = true;
+      }
+    }
+    ArmGrowthLocked();
+    limit = limit_;
+    open = open_;
+    probe_at = growth_in_flight_ ? absl::InfinitePast() : growth_at_;
+    CheckInvariantsLocked();
+  }
+  if (recovered) spdlog::info("pool: event=database_reachable (it refused a connect: full)");
+  const std::string probe_in = probe_at == absl::InfinitePast()
+                                   ? "probing"
+                                   : Millis(std::max(absl::ZeroDuration(), probe_at - now));
+  if (newly_limited) {
+    spdlog::warn(
+        "pool: event=connection_limit limit={} max={} open={} probe_in={} error={} (the database "
+        "has no connection slot left for this broker: callers wait for the connections that "
+        "work instead of failing, connects still under way may lower the limit further, and "
+        "growth resumes by probing)",
+        limit, options_.max_connections(), open, probe_in, Quoted(error));
+  } else {
+    spdlog::info(
+        "pool: event=connection_limit_refused limit={} max={} growth_probe={} probe_in={} "
+        "error={}",
+        limit, options_.max_connections(), dial.growth, probe_in, Quoted(error));
+  }
+  if (idle != nullptr) {
+    executor_.Post([this, slot = std::move(idle)]() mutable { CheckOut(std::move(slot)); });
+  } else if (!queued && failed != nullptr) {
+    executor_.Post([done = std::move(failed), status = std::move(failure)]() mutable {
+      std::move(done)(std::move(status));
+    });
+  }
+}
+
+bool ConnectionPool::RoomLocked(absl::Time now, bool* growth) const {
+  *growth = false;
+  if (open_ < limit_) return true;
+  if (limit_ >= options_.max_connections() || growth_in_flight_ || open_ > limit_ ||
+      now < growth_at_) {
+    return false;
+  }
+  *growth = true;
+  return true;
+}
+
+void ConnectionPool::SetWaitBoundLocked(Waiter* w) const {
+  const absl::Time pool_deadline = w->request.requested + options_.timeout;
+  w->caller_deadline = w->request.deadline < pool_deadline;
+  w->deadline = std::min(w->request.deadline, pool_deadline);
+}
+
+void ConnectionPool::EnqueueLocked(Request request) {
+  auto at = waiters_.end();
+  while (at != waiters_.begin() && std::prev(at)->request.id > request.id) --at;
+  auto it = waiters_.emplace(at);
+  it->request = std::move(request);
+  SetWaitBoundLocked(&*it);
+  waiter_index_.emplace(it->request.id, it);
+  expiry_.ArmBy(it->deadline);
+}
+
+void ConnectionPool::ArmGrowthLocked() {
+  if (!waiters_.empty() && limit_ < options_.max_connections() && !growth_in_flight_) {
+    expiry_.ArmBy(growth_at_);
+  }
+}
+
+std::string ConnectionPool::LimitMessageLocked() const {
+  return absl::StrCat("the database accepts only ", limit_, " of this pool's ",
+                      options_.max_connections(), " connections (DB_POOL_SIZE=", options_.pool_size,
+                      " + DB_MAX_OVERFLOW=", options_.max_overflow, "): it refused another with \"",
+                      last_limit_error_,
+                      "\"; the broker grows again when it accepts more (see max_connections "
+                      "in docs/operations.md)");
+}
+
+void ConnectionPool::SetFirstConnectHook(absl::AnyInvocable<void(storage::DbConnection&) &&> hook) {
+  MutexLock lock(&mu_);
+  first_connect_hook_ = std::move(hook);
+}
+
+void ConnectionPool::RecordServerSettings(const ServerConnectionSettings& settings) {
+  MutexLock lock(&mu_);
+  server_ = settings;
 }
 
 void ConnectionPool::Deliver(std::unique_ptr<Slot> slot, absl::Time now) {
@@ -396,7 +612,7 @@ void ConnectionPool::Return(std::unique_ptr<Slot> slot, bool broken) {
       Waiter& w = waiters_.front();
       slot->request = std::move(w.request);
       hand_off = true;
-      waiter_index_.erase(w.id);
+      waiter_index_.erase(slot->request.id);
       waiters_.pop_front();
       if (waiters_.empty()) expiry_.Disarm();
     } else if (static_cast<int>(idle_.size()) >= options_.pool_size) {
@@ -437,28 +653,29 @@ void ConnectionPool::Discard(std::unique_ptr<Slot> slot) {
 void ConnectionPool::FreeSlot() {
   const absl::Time now = clock_.Now();
   Waiter next;
-  bool probe = false;
+  Dial dial;
   bool serve_next;
   std::list<Waiter> refused;
   std::string refusal;
   {
     MutexLock lock(&mu_);
     --open_;
-    serve_next = TakeWaiterForNewConnectionLocked(now, &next, &probe, &refused);
+    serve_next = TakeWaiterForNewConnectionLocked(now, &next, &dial, &refused);
     if (!refused.empty()) refusal = DownMessageLocked(now);
     CheckInvariantsLocked();
   }
   if (serve_next) {
     executor_.Post(
-        [this, w = std::move(next), probe]() mutable { ServeNewConnection(std::move(w), probe); });
+        [this, w = std::move(next), dial]() mutable { ServeNewConnection(std::move(w), dial); });
   }
   Refuse(std::move(refused), refusal);
 }
 
-bool ConnectionPool::TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* out, bool* probe,
+bool ConnectionPool::TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* out, Dial* dial,
                                                       std::list<Waiter>* refused) {
-  if (closed_ || waiters_.empty() || open_ >= options_.max_connections()) return false;
-  if (!backoff_.TryStart(now, probe)) {
+  bool growth = false;
+  if (closed_ || waiters_.empty() || !RoomLocked(now, &growth)) return false;
+  if (!backoff_.TryStart(now, &dial->probe)) {
     // Each of them would need a connect that may not start now: failing them
     // at once is what they would get from dialing the dead database, minus
     // the dialing.
@@ -470,16 +687,18 @@ bool ConnectionPool::TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* ou
     return false;
   }
   *out = std::move(waiters_.front());
-  waiter_index_.erase(out->id);
+  waiter_index_.erase(out->request.id);
   waiters_.pop_front();
   if (waiters_.empty()) expiry_.Disarm();
   ++open_;
   ++opening_;
+  dial->growth = growth;
+  if (growth) growth_in_flight_ = true;
   return true;
 }
 
-void ConnectionPool::ServeNewConnection(Waiter waiter, bool probe) {
-  OpenAndDeliver(std::move(waiter.request), probe);
+void ConnectionPool::ServeNewConnection(Waiter waiter, Dial dial) {
+  OpenAndDeliver(std::move(waiter.request), dial);
 }
 
 void ConnectionPool::Refuse(std::list<Waiter> refused, const std::string& message) {
@@ -515,6 +734,11 @@ void ConnectionPool::ExpireDue(RearmingTimer::Token token) {
     int still_waiting;
   };
   std::vector<Expired> expired;
+  Waiter grow;
+  Dial grow_dial;
+  bool serve_grow = false;
+  std::list<Waiter> refused;
+  std::string refusal;
   {
     MutexLock lock(&mu_);
     // A firing replaced while it ran: the newer arming is due no later than
@@ -534,12 +758,13 @@ void ConnectionPool::ExpireDue(RearmingTimer::Token token) {
     }
     // Earliest deadline first, then oldest first.
     std::sort(due.begin(), due.end(), [](const auto& a, const auto& b) {
-      return std::make_pair(a->deadline, a->id) < std::make_pair(b->deadline, b->id);
+      return std::make_pair(a->deadline, a->request.id) <
+             std::make_pair(b->deadline, b->request.id);
     });
     for (const std::list<Waiter>::iterator& it : due) {
       Waiter waiter = std::move(*it);
       waiters_.erase(it);
-      waiter_index_.erase(waiter.id);
+      waiter_index_.erase(waiter.request.id);
       ++counters_.checkout_timeouts;
       Expired& e = expired.emplace_back();
       e.status = TimeoutStatusLocked(waiter, now);
@@ -548,10 +773,21 @@ void ConnectionPool::ExpireDue(RearmingTimer::Token token) {
       e.still_waiting = static_cast<int>(waiters_.size());
       e.done = DropRequestLocked(&waiter.request);
     }
+    // While limited: the growth probe's time may have come (the oldest
+    // waiter dials above the limit).
+    serve_grow = TakeWaiterForNewConnectionLocked(now, &grow, &grow_dial, &refused);
+    if (!refused.empty()) refusal = DownMessageLocked(now);
     // Fired() disarmed the timer; InfiniteFuture (no one left) keeps it so.
-    expiry_.ArmBy(next);
+    if (!waiters_.empty()) expiry_.ArmBy(next);
+    ArmGrowthLocked();
     CheckInvariantsLocked();
   }
+  if (serve_grow) {
+    executor_.Post([this, w = std::move(grow), grow_dial]() mutable {
+      ServeNewConnection(std::move(w), grow_dial);
+    });
+  }
+  Refuse(std::move(refused), refusal);
   for (Expired& e : expired) {
     spdlog::warn("pool: event=checkout_timeout client={} code={} waited={} still_waiting={}",
                  Quoted(e.client), absl::StatusCodeToString(e.status.code()), Millis(e.waited),
@@ -566,10 +802,23 @@ void ConnectionPool::ExpireDue(RearmingTimer::Token token) {
 absl::Status ConnectionPool::TimeoutStatusLocked(const Waiter& w, absl::Time now) const {
   const std::string waited =
       absl::FormatDuration(absl::Trunc(now - w.request.requested, absl::Milliseconds(1)));
+  const bool limited = limit_ < options_.max_connections();
   if (w.caller_deadline) {
     return absl::DeadlineExceededError(absl::StrCat(
         "the call's deadline passed after waiting ", waited, " for a database connection (all ",
-        open_, " connections in use, ", waiters_.size(), " other callers waiting)"));
+        open_, " connections in use, ", waiters_.size(), " other callers waiting",
+        limited ? absl::StrCat("; ", LimitMessageLocked()) : "", ")"));
+  }
+  if (limited) {
+    // The database's limit held the pool below its size: the 53xxx the
+    // database reported, as docs/errors.md maps it.
+    return storage::SqlError(
+        last_limit_sqlstate_,
+        absl::StrCat("no database connection became free within ",
+                     absl::FormatDuration(options_.timeout), " (DB_POOL_TIMEOUT): all ", open_,
+                     " open connections are in use and ", waiters_.size(),
+                     " other callers wait, because ", LimitMessageLocked(),
+                     "; retry with backoff, or lower the pool sizes sharing this database"));
   }
   return absl::ResourceExhaustedError(absl::StrCat(
       "no database connection became free within ", absl::FormatDuration(options_.timeout),
@@ -640,9 +889,14 @@ void ConnectionPool::CheckInvariantsLocked() const {
   SB_DCHECK(waiting <= options_.max_waiters);
   // A closed pool keeps nothing idle and no one waiting.
   SB_DCHECK(!closed_ || (idle == 0 && waiting == 0));
+  // The effective limit: within the bound; open connections above it only
+  // by the one growth probe (opening).
+  SB_DCHECK(limit_ >= 0 && limit_ <= max);
+  SB_DCHECK(open_ <= limit_ + (growth_in_flight_ ? 1 : 0));
+  SB_DCHECK(!growth_in_flight_ || (opening_ >= 1 && limit_ < max));
   // No one waits while a connection is idle or a slot is free: a returned
   // connection goes to the oldest waiter, a freed slot opens one for it.
-  SB_DCHECK(waiting == 0 || (idle == 0 && open_ == max));
+  SB_DCHECK(waiting == 0 || (idle == 0 && open_ >= limit_));
   // Only one connect probes the database while it is down.
   SB_DCHECK(!backoff_.probe_in_flight() || opening_ >= 1);
 
@@ -653,9 +907,9 @@ void ConnectionPool::CheckInvariantsLocked() const {
   absl::Time earliest = absl::InfiniteFuture();
   absl::flat_hash_map<const Client*, int> waiting_per_client;
   for (const Waiter& w : waiters_) {
-    SB_DCHECK(w.id > previous_id && w.id < next_wait_id_);
-    previous_id = w.id;
-    const auto it = waiter_index_.find(w.id);
+    SB_DCHECK(w.request.id > previous_id && w.request.id < next_wait_id_);
+    previous_id = w.request.id;
+    const auto it = waiter_index_.find(w.request.id);
     SB_DCHECK(it != waiter_index_.end() && &*it->second == &w);
     SB_DCHECK(w.request.client != nullptr && w.request.done != nullptr);
     ++waiting_per_client[w.request.client];
@@ -707,6 +961,12 @@ PoolStats ConnectionPool::Stats() const {
   s.next_connect_attempt = backoff_.down() ? backoff_.next_attempt() : absl::InfinitePast();
   s.last_connect_error = last_connect_error_;
   s.last_connect_error_time = last_connect_error_time_;
+  s.connection_limit = limit_;
+  s.next_limit_probe =
+      limit_ < options_.max_connections() && !growth_in_flight_ ? growth_at_ : absl::InfinitePast();
+  s.last_limit_error = last_limit_error_;
+  s.last_limit_error_time = last_limit_error_time_;
+  s.server = server_;
   // Every checkout delivered is either back or still in use.
   s.checkouts = returned_;
   for (const auto& [name, client] : clients_) {

@@ -16,6 +16,20 @@
 //    together) is closed instead of reused; a connection idle for at least
 //    pre_ping_after is pinged before it is handed out; a broken one is closed
 //    and replaced, never handed out again;
+//  * when the database refuses a connect for lack of connection slots
+//    (the connector's RESOURCE_EXHAUSTED: SQLSTATE 53300, "too many clients"
+//    or "remaining connection slots are reserved"), the pool stops growing
+//    at the connections it has: its effective limit drops to them (never
+//    above pool_size + max_overflow), the request whose connect was refused
+//    waits for one of them like any other (FIFO, with its deadline), and
+//    the database counts as reachable (it answered; it is full, not down).
+//    Growth resumes by probing: once limit_probe's delay has passed, one
+//    connect above the limit may start (for a caller that needs it); if it
+//    succeeds the limit rises by one and the next probe may follow at once
+//    (the delay is reset), if it is refused the delay doubles (up to its
+//    maximum). A wait that runs out under the limit fails as any wait does
+//    (RESOURCE_EXHAUSTED, carrying SQLSTATE 53300, after DB_POOL_TIMEOUT;
+//    DEADLINE_EXCEEDED for the caller's own deadline);
 //  * while the database is unreachable (the last connect failed), connects
 //    are rationed by a ReconnectBackoff: at most one attempt is in flight,
 //    spaced by an exponential, jittered delay, and callers that would need a
@@ -80,8 +94,25 @@ struct PoolOptions {
   // Rationing of connects while the database is unreachable;
   // reconnect_backoff.initial = absl::ZeroDuration() turns it off.
   BackoffOptions reconnect_backoff;
+  // Probing above the effective limit after the database refused a connect
+  // for lack of slots (53300): the first probe after `initial`, doubling on
+  // each refusal up to `max`, jittered; initial = absl::ZeroDuration()
+  // probes at once.
+  BackoffOptions limit_probe{absl::Seconds(1), absl::Seconds(30), 2.0, 0.2};
+  // BROKER_EXPECTED_REPLICAS: brokers sharing the database, for the
+  // connection budget checked at start (connection_budget.h); the pool
+  // itself does not use it.
+  int expected_replicas = 1;
 
   int max_connections() const { return pool_size + max_overflow; }
+};
+
+// The database's connection settings, read on the first connection
+// (connection_budget.h); -1 where unknown.
+struct ServerConnectionSettings {
+  int max_connections = -1;
+  int superuser_reserved_connections = -1;
+  int reserved_connections = -1;  // PostgreSQL 16 and later; -1 before
 };
 
 // One client's share of the pool right now.
@@ -110,6 +141,17 @@ struct PoolStats {
   int64_t overflow_closed = 0;
   // Requests failed at once, without dialing, while the database was down.
   int64_t backoff_rejections = 0;
+  // Connects the database refused for lack of connection slots (53300).
+  int64_t limit_refusals = 0;
+
+  // The effective limit on open connections: max_connections() until the
+  // database refuses a connect for lack of slots, then the connections that
+  // work, growing again by probes.
+  int connection_limit = 0;
+  absl::Time next_limit_probe = absl::InfinitePast();  // while limited
+  std::string last_limit_error;                        // empty if never refused
+  absl::Time last_limit_error_time = absl::InfinitePast();
+  ServerConnectionSettings server;
 
   // Reconnect backoff: "down" from a failed connect until one succeeds.
   bool database_down = false;
@@ -202,10 +244,14 @@ class ConnectionPool final {
   ConnectionPool& operator=(const ConnectionPool&) = delete;
 
   // Never blocks. `done` runs exactly once, on the executor, with a connection
-  // or with: RESOURCE_EXHAUSTED (pool timeout, or too many waiters),
-  // DEADLINE_EXCEEDED (the request's own deadline came first), UNAVAILABLE
-  // (cannot connect, or the pool is closed), CANCELLED (CancelWait).
-  // Returns an id for CancelWait when the request had to queue, else 0.
+  // or with: RESOURCE_EXHAUSTED (pool timeout, or too many waiters; with
+  // SQLSTATE 53300 when the database's connection limit held the pool below
+  // its size, or when a request that may not wait had its connect refused
+  // for lack of slots), DEADLINE_EXCEEDED (the request's own deadline came
+  // first), UNAVAILABLE (cannot connect, or the pool is closed), CANCELLED
+  // (CancelWait). Returns an id for CancelWait, or 0 when the request failed
+  // at once. CancelWait finds the request while it is queued: also after a
+  // connect of its own was refused for lack of slots and it queued again.
   WaitId Acquire(const AcquireRequest& request, Callback done);
 
   // Withdraws a queued request (its caller went away): its callback runs with
@@ -217,6 +263,14 @@ class ConnectionPool final {
   void Close();
 
   PoolStats Stats() const;
+
+  // `hook` runs once, on the executor, with the first connection the pool
+  // opens, before that connection is handed out (connection_budget.h reads
+  // the server's settings there). It must leave the connection's session
+  // state as it found it. Set it before the first Acquire.
+  void SetFirstConnectHook(absl::AnyInvocable<void(storage::DbConnection&) &&> hook);
+  // Kept for Stats() (PoolStats::server).
+  void RecordServerSettings(const ServerConnectionSettings& settings);
   const PoolOptions& options() const { return options_; }
   // Where the pool runs its callbacks, and where work on a checked-out
   // connection may block.
@@ -243,26 +297,41 @@ class ConnectionPool final {
   static constexpr int kMaxUnreferencedClients = 64;
 
   // What a request carries from Acquire to its delivery: the caller's
-  // callback, when it asked, and its client (one reference).
+  // callback, when it asked, until when it may wait, and its client (one
+  // reference). A request whose connect the database refused for lack of
+  // slots queues again with all of it.
   struct Request {
     Callback done;
     absl::Time requested;
     Client* client = nullptr;
+    WaitId id = 0;
+    absl::Time deadline;  // AcquireRequest::deadline
+    bool wait = true;     // AcquireRequest::wait
   };
 
+  // A request in the queue (request.id indexes it in waiter_index_).
   struct Waiter {
-    WaitId id;
-    absl::Time deadline;
-    bool caller_deadline;  // the request's deadline, not the pool timeout, bounds it
-    Request request;       // request.requested: when it was queued
+    absl::Time deadline;   // the earlier of request.deadline and the pool timeout
+    bool caller_deadline;  // request.deadline, not the pool timeout, bounds it
+    Request request;       // request.requested: when it was first queued or dialed for
+  };
+
+  // How a connect was allowed to start: `probe` is ReconnectBackoff's probe,
+  // `growth` the one connect above the effective limit.
+  struct Dial {
+    bool probe = false;
+    bool growth = false;
   };
 
   // Runs on the executor: validates an idle connection (recycle age,
   // pre-ping), replacing it if needed, then delivers it to slot->request.
   void CheckOut(std::unique_ptr<Slot> slot);
   // Runs on the executor: opens a connection into a slot already counted in
-  // open_ and opening_, then delivers it. `probe`: ReconnectBackoff's probe.
-  void OpenAndDeliver(Request request, bool probe);
+  // open_ and opening_, then delivers it.
+  void OpenAndDeliver(Request request, Dial dial);
+  // OpenAndDeliver's path when the database refused the connect for lack of
+  // slots: lowers the limit and queues the request again (or fails it).
+  void OnServerFull(Request request, Dial dial, const absl::Status& refusal, absl::Time now);
   // Closes a connection that may not be handed out and opens another in its
   // slot for the same request (or fails it, while connects are rationed).
   void Replace(std::unique_ptr<Slot> slot);
@@ -276,14 +345,29 @@ class ConnectionPool final {
   // The expiry timer's callback: fails every waiter whose deadline passed,
   // earliest first, and re-arms for the next. A stale firing does nothing.
   void ExpireDue(RearmingTimer::Token token);
-  // With a connection slot free (open_ < max), starts opening one for the
+  // With room for a connection (RoomLocked), starts opening one for the
   // oldest waiter. Returns the waiter to serve, if any. While connects are
   // rationed and none may start, moves every waiter to `refused` instead
   // (their client references already dropped).
-  bool TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* out, bool* probe,
+  bool TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* out, Dial* dial,
                                         std::list<Waiter>* refused)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ServeNewConnection(Waiter waiter, bool probe);
+  void ServeNewConnection(Waiter waiter, Dial dial);
+  // Whether one more connection may open at `now`: below the effective
+  // limit, or (*growth) as the growth probe above it.
+  bool RoomLocked(absl::Time now, bool* growth) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues a request (its wait bounded by the earlier of its deadline and
+  // requested + timeout), in id order (a request queued again after a
+  // refused connect goes before those that came after it), and arms the
+  // expiry timer for it.
+  void EnqueueLocked(Request request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Where a waiter's wait ends.
+  void SetWaitBoundLocked(Waiter* w) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // While limited with someone waiting and no growth probe out: arms the
+  // expiry timer for the next probe.
+  void ArmGrowthLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // "the database accepts only N of this pool's M connections (...)".
+  std::string LimitMessageLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fails each refused waiter with UNAVAILABLE and `message`.
   void Refuse(std::list<Waiter> refused, const std::string& message);
   // Why a connect may not start now (the database is down).
@@ -323,6 +407,16 @@ class ConnectionPool final {
   // Checkouts given back; PoolStats::checkouts adds those in use.
   int64_t returned_ ABSL_GUARDED_BY(mu_) = 0;
   ReconnectBackoff backoff_ ABSL_GUARDED_BY(mu_);
+  // The effective limit (see the class comment) and its growth probe.
+  int limit_ ABSL_GUARDED_BY(mu_);
+  bool growth_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Duration growth_delay_ ABSL_GUARDED_BY(mu_);
+  absl::Time growth_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::string last_limit_error_ ABSL_GUARDED_BY(mu_);
+  std::string last_limit_sqlstate_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_limit_error_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::AnyInvocable<void(storage::DbConnection&) &&> first_connect_hook_ ABSL_GUARDED_BY(mu_);
+  ServerConnectionSettings server_ ABSL_GUARDED_BY(mu_);
   std::string last_connect_error_ ABSL_GUARDED_BY(mu_);
   absl::Time last_connect_error_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // Keyed by Client::name (entries never move).
@@ -332,9 +426,9 @@ class ConnectionPool final {
   Client* const anonymous_;
   int unreferenced_clients_ ABSL_GUARDED_BY(mu_) = 0;
   DurationHistogram checkout_wait_;
-  // Waiters' deadlines: one timer, armed no later than the earliest deadline
-  // while anyone waits, and disarmed when no one does (not one timer per
-  // waiter: scheduling and cancelling a timer per queued request cost more
+  // Waiters' deadlines (and, while limited, the next growth probe): one
+  // timer, armed no later than the earliest deadline while anyone waits, and disarmed when no one
+  // does (not one timer per waiter: scheduling and cancelling a timer per queued request cost more
   // than the rest of the queueing). A waiter served before its deadline
   // leaves the timer as it is; it then fires for nothing and re-arms for the
   // earliest deadline left. Its lock is taken after mu_, never before.

@@ -1,8 +1,12 @@
 #include "server/core/pool/health_checker.h"
 
 #include <algorithm>
+#include <optional>
+#include <string>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "server/storage/sql_error.h"
 #include "spdlog/spdlog.h"
 
 namespace sessionbroker::core {
@@ -56,6 +60,15 @@ void HealthChecker::Probe() {
 }
 
 void HealthChecker::Report(const absl::Status& status) {
+  // The database refused a connection for lack of slots (53xxx): it
+  // answered, so it is up; only full (the pool waits for the connections it
+  // has, see connection_pool.h).
+  const std::optional<std::string> sqlstate = storage::SqlStateOf(status);
+  if (status.code() == absl::StatusCode::kResourceExhausted && sqlstate.has_value() &&
+      absl::StartsWith(*sqlstate, "53")) {
+    Report(absl::OkStatus());
+    return;
+  }
   const bool saturated = status.code() == absl::StatusCode::kResourceExhausted ||
                          status.code() == absl::StatusCode::kDeadlineExceeded;
   bool changed;

@@ -6,7 +6,10 @@
 //  * ping OK → serving;
 //  * cannot connect, or the ping fails → not serving;
 //  * no connection free in time (pool saturated) → unchanged: a busy pool is
-//    not a dead database, and PoolStatus shows saturation separately.
+//    not a dead database, and PoolStatus shows saturation separately;
+//  * the database refused a connection for lack of slots (SQLSTATE 53xxx,
+//    e.g. 53300 "too many clients") → serving: it answered, it is full,
+//    not down (the pool holds at the connections that work).
 //
 // Thread-safe. Stop() before destroying the pool, executor or timers.
 #ifndef SESSIONBROKER_SERVER_CORE_POOL_HEALTH_CHECKER_H_

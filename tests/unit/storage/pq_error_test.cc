@@ -117,5 +117,23 @@ TEST(PqErrorTest, StalePreparedStatementsAreToldFromOtherErrors) {
   EXPECT_FALSE(IsStalePreparedStatement("", "cached plan must not change result type"));
 }
 
+TEST(PqErrorTest, RefusalsForLackOfConnectionSlotsAreRecognized) {
+  // As libpq reports them when a connection attempt fails.
+  EXPECT_TRUE(IsOutOfConnectionSlots(
+      "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  sorry, too many "
+      "clients already"));
+  EXPECT_TRUE(IsOutOfConnectionSlots(
+      "FATAL:  remaining connection slots are reserved for non-replication superuser "
+      "connections"));
+  EXPECT_TRUE(IsOutOfConnectionSlots(
+      "FATAL:  remaining connection slots are reserved for roles with the SUPERUSER attribute"));
+  EXPECT_TRUE(IsOutOfConnectionSlots("FATAL:  too many connections for role \"app\""));
+  EXPECT_TRUE(IsOutOfConnectionSlots(
+      "FATAL:  Max client connections reached - max clients reached in session mode"));
+  EXPECT_FALSE(IsOutOfConnectionSlots(
+      "connection to server at \"127.0.0.1\", port 5432 failed: Connection refused"));
+  EXPECT_FALSE(IsOutOfConnectionSlots("FATAL:  password authentication failed for user \"app\""));
+}
+
 }  // namespace
 }  // namespace sessionbroker::storage

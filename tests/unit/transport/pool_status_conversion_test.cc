@@ -204,6 +204,38 @@ TEST(PoolStatusConversionTest, ADatabaseInBackoffSaysWhenTheNextConnectIs) {
   EXPECT_EQ(db.next_connect_attempt().seconds(), 1'700'000'002);
 }
 
+TEST(PoolStatusConversionTest, TheEffectiveLimitAndTheBudgetAreShown) {
+  core::PoolSnapshot s = ASnapshot();
+  s.config.expected_replicas = 2;
+  s.pool.connection_limit = 6;
+  s.pool.limit_refusals = 9;
+  s.pool.next_limit_probe = kT + absl::Seconds(2);
+  s.pool.last_limit_error = "sorry, too many clients already [SQLSTATE 53300]";
+  s.pool.last_limit_error_time = kT - absl::Seconds(1);
+  s.pool.server = {6, 3, -1};
+  v1::PoolStatus out;
+  PoolSnapshotToProto(s, &out);
+  const v1::ConnectionLimit& l = out.connection_limit();
+  EXPECT_EQ(l.effective(), 6);
+  EXPECT_TRUE(l.limited()) << "6 of 15";
+  EXPECT_EQ(l.next_probe().seconds(), 1'700'000'002);
+  EXPECT_EQ(l.last_refusal(), "sorry, too many clients already [SQLSTATE 53300]");
+  EXPECT_EQ(l.last_refusal_time().seconds(), 1'700'000'000 - 1);
+  EXPECT_EQ(l.refusals(), 9);
+  EXPECT_EQ(l.server_max_connections(), 6);
+  EXPECT_EQ(l.server_superuser_reserved_connections(), 3);
+  EXPECT_EQ(l.server_reserved_connections(), 0) << "before PostgreSQL 16";
+  EXPECT_EQ(l.expected_replicas(), 2);
+  EXPECT_TRUE(l.budget_exceeded()) << "15 x 2 > 6 - 3";
+
+  s.pool.connection_limit = 15;
+  s.pool.server = {100, 3, -1};
+  PoolSnapshotToProto(s, &out);
+  EXPECT_FALSE(out.connection_limit().limited());
+  EXPECT_FALSE(out.connection_limit().has_next_probe()) << "only while limited";
+  EXPECT_FALSE(out.connection_limit().budget_exceeded());
+}
+
 TEST(PoolStatusConversionTest, WhatDidNotHappenIsLeftUnset) {
   core::PoolSnapshot s = ASnapshot();
   s.config.recycle = absl::InfiniteDuration();

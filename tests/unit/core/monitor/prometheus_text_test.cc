@@ -56,6 +56,24 @@ TEST(PrometheusTextTest, GaugesCarryHelpTypeAndLabels) {
   EXPECT_THAT(text, HasSubstr("sessionbroker_database_reachable 1\n"));
 }
 
+TEST(PrometheusTextTest, TheEffectiveLimitAndTheBudgetAreGauges) {
+  PoolSnapshot s = Example();
+  s.pool.connection_limit = 3;
+  s.pool.limit_refusals = 7;
+  s.config.expected_replicas = 2;
+  std::string text = RenderPrometheus(s);
+  EXPECT_THAT(text, HasSubstr("# TYPE sessionbroker_pool_connection_limit gauge\n"));
+  EXPECT_THAT(text, HasSubstr("sessionbroker_pool_connection_limit 3\n"));
+  EXPECT_THAT(text, HasSubstr("sessionbroker_pool_limit_refusals_total 7\n"));
+  EXPECT_THAT(text, HasSubstr("sessionbroker_expected_replicas 2\n"));
+  EXPECT_THAT(text, Not(HasSubstr("sessionbroker_database_max_connections"))) << "not read yet";
+
+  s.pool.server = {60, 3, 2};
+  text = RenderPrometheus(s);
+  EXPECT_THAT(text, HasSubstr("sessionbroker_database_max_connections 60\n"));
+  EXPECT_THAT(text, HasSubstr("sessionbroker_database_reserved_connections 5\n"));
+}
+
 TEST(PrometheusTextTest, CountersEndInTotal) {
   const std::string text = RenderPrometheus(Example());
   EXPECT_THAT(text, HasSubstr("# TYPE sessionbroker_pool_checkouts_total counter\n"

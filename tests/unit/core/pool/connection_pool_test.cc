@@ -33,7 +33,9 @@
 #include "server/core/base/clock.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/pool/health_checker.h"
 #include "server/storage/db_connection.h"
+#include "server/storage/sql_error.h"
 #include "spdlog/spdlog.h"
 #include "tests/support/fake_db.h"
 
@@ -177,7 +179,7 @@ TEST_F(ConnectionPoolTest, FirstAcquireOpensAConnectionOnTheExecutor) {
   MakePool(Options());
   const int a = Acquire();
 
-  EXPECT_EQ(WaitIdOf(a), 0u) << "nothing to wait for: a slot is free";
+  EXPECT_NE(WaitIdOf(a), 0u) << "accepted: cancellable should it ever have to queue";
   EXPECT_TRUE(Waiting(a)) << "Acquire never runs the callback inline";
   EXPECT_EQ(connector_.connects(), 0) << "connecting is blocking work for the executor";
 
@@ -204,7 +206,7 @@ TEST_F(ConnectionPoolTest, ReturnedConnectionIsReusedWithoutConnecting) {
   EXPECT_EQ(Stats().in_use, 0);
 
   const int b = Acquire();
-  EXPECT_EQ(WaitIdOf(b), 0u);
+  EXPECT_GT(WaitIdOf(b), WaitIdOf(a)) << "ids grow with each accepted request";
   RunAll();
   ASSERT_TRUE(Served(b));
   EXPECT_EQ(ConnId(b), first);
@@ -1136,6 +1138,296 @@ TEST_F(ConnectionPoolTest, BrokenConnectionWhileDownFailsTheQueueInsteadOfRedial
   EXPECT_EQ(connector_.live(), 0);
 }
 
+// ---- The database's connection limit (SQLSTATE 53300) ----
+
+// A pool of 5 (2 + 3 overflow) whose probes above the database's limit start
+// 1 s after a refusal, doubling up to 8 s, without jitter.
+PoolOptions LimitedOptions() {
+  PoolOptions o;
+  o.pool_size = 2;
+  o.max_overflow = 3;
+  o.timeout = absl::Seconds(30);
+  o.recycle = absl::InfiniteDuration();
+  o.recycle_jitter = 0;
+  o.pre_ping = false;
+  o.max_waiters = 100;
+  o.reconnect_backoff.initial = absl::Milliseconds(100);
+  o.reconnect_backoff.jitter = 0;
+  o.limit_probe.initial = absl::Seconds(1);
+  o.limit_probe.max = absl::Seconds(8);
+  o.limit_probe.multiplier = 2;
+  o.limit_probe.jitter = 0;
+  return o;
+}
+
+TEST_F(ConnectionPoolTest, RefusedConnectsStopGrowthAtTheConnectionsThatWork) {
+  MakePool(LimitedOptions());
+  connector_.set_server_limit(2);
+  std::vector<int> requests;
+  for (int k = 0; k < 4; ++k) requests.push_back(Acquire());
+  RunAll();
+
+  EXPECT_TRUE(Served(requests[0])) << StatusOf(requests[0]);
+  EXPECT_TRUE(Served(requests[1])) << StatusOf(requests[1]);
+  EXPECT_TRUE(Waiting(requests[2])) << "a refused connect is no failure: " << StatusOf(requests[2]);
+  EXPECT_TRUE(Waiting(requests[3])) << StatusOf(requests[3]);
+  const PoolStats s = Stats();
+  EXPECT_EQ(s.connection_limit, 2);
+  EXPECT_EQ(s.limit_refusals, 2);
+  EXPECT_EQ(s.open, 2);
+  EXPECT_EQ(s.waiters, 2);
+  EXPECT_EQ(s.connect_failures, 0) << "a full database is not a failed one";
+  EXPECT_FALSE(s.database_down);
+  EXPECT_THAT(s.last_limit_error, HasSubstr("too many clients"));
+  EXPECT_EQ(s.last_limit_error_time, start_);
+  EXPECT_EQ(s.next_limit_probe, start_ + absl::Seconds(1));
+  EXPECT_EQ(connector_.live(), 2);
+}
+
+TEST_F(ConnectionPoolTest, CallersUnderTheLimitGetTheConnectionsOthersReturnInOrder) {
+  MakePool(LimitedOptions());
+  connector_.set_server_limit(1);
+  const int a = Acquire();
+  RunAll();
+  ASSERT_TRUE(Served(a));
+  // b to e all dial (there is room below pool_size + max_overflow), are
+  // refused, and queue in the order they asked.
+  const int b = Acquire();
+  const int c = Acquire();
+  const int d = Acquire();
+  const int e = Acquire();
+  RunAll();
+  EXPECT_EQ(Stats().connection_limit, 1);
+  ASSERT_EQ(Stats().waiters, 4);
+  const int conn = ConnId(a);
+
+  for (int next : {b, c, d, e}) {
+    EXPECT_TRUE(Waiting(next)) << "request " << next;
+    const int holder = next == b ? a : next - 1;
+    Release(holder);
+    RunAll();
+    ASSERT_TRUE(Served(next)) << "request " << next << ": " << StatusOf(next);
+    EXPECT_EQ(ConnId(next), conn);
+  }
+  EXPECT_EQ(connector_.connects(), 1);
+}
+
+TEST_F(ConnectionPoolTest, AWaitUnderTheLimitTimesOutWithResourceExhaustedAnd53300) {
+  MakePool(LimitedOptions());
+  connector_.set_server_limit(1);
+  const int a = Acquire();
+  const int b = Acquire();
+  RunAll();
+  ASSERT_TRUE(Served(a));
+  ASSERT_TRUE(Waiting(b));
+
+  // Probes above the limit keep being refused meanwhile.
+  Advance(absl::Seconds(30));
+  EXPECT_EQ(StatusOf(b).code(), absl::StatusCode::kResourceExhausted) << StatusOf(b);
+  EXPECT_EQ(storage::SqlStateOf(StatusOf(b)), "53300");
+  EXPECT_THAT(MessageOf(b), HasSubstr("DB_POOL_TIMEOUT"));
+  EXPECT_THAT(MessageOf(b), HasSubstr("the database accepts only 1 of this pool's 5 connections"));
+  EXPECT_THAT(MessageOf(b), HasSubstr("too many clients"));
+  EXPECT_EQ(Stats().checkout_timeouts, 1);
+  EXPECT_TRUE(Served(a)) << "the connection that works keeps serving";
+}
+
+TEST_F(ConnectionPoolTest, ACallersDeadlineUnderTheLimitEndsWithDeadlineExceeded) {
+  MakePool(LimitedOptions());
+  connector_.set_server_limit(1);
+  const int a = Acquire();
+  const int b = Acquire(start_ + absl::Milliseconds(500));
+  RunAll();
+  ASSERT_TRUE(Served(a));
+  ASSERT_TRUE(Waiting(b));
+
+  Advance(absl::Milliseconds(500));
+  EXPECT_EQ(StatusOf(b).code(), absl::StatusCode::kDeadlineExceeded) << StatusOf(b);
+  EXPECT_THAT(MessageOf(b), HasSubstr("deadline passed after waiting 500ms"));
+  EXPECT_THAT(MessageOf(b), HasSubstr("accepts only 1 of this pool's 5"));
+}
+
+TEST_F(ConnectionPoolTest, AConnectRefusedWhenItsDeadlineHasPassedFailsAtOnce) {
+  MakePool(LimitedOptions());
+  connector_.set_server_limit(1);
+  const int a = Acquire();
+  RunAll();
+  ASSERT_TRUE(Served(a));
+  const int b = Acquire(start_ + absl::Milliseconds(10));
+  clock_.Advance(absl::Milliseconds(10));  // the connect took that long
+  executor_.RunAll();
+  EXPECT_EQ(StatusOf(b).code(), absl::StatusCode::kDeadlineExceeded) << StatusOf(b);
+  EXPECT_EQ(Stats().waiters, 0);
+}
+
+TEST_F(ConnectionPoolTest, GrowthResumesByProbingAfterTheDelayWhichDoublesOnRefusal) {
+  MakePool(LimitedOptions());
+  connector_.set_server_limit(1);
+  const int a = Acquire();
+  const int b = Acquire();
+  RunAll();
+  ASSERT_TRUE(Waiting(b));
+  EXPECT_EQ(connector_.refused(), 1);
+
+  Advance(absl::Milliseconds(999));
+  EXPECT_EQ(connector_.refused(), 1) << "no probe before its delay";
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(connector_.refused(), 2) << "one probe after 1 s";
+  EXPECT_TRUE(Waiting(b));
+  EXPECT_EQ(Stats().connection_limit, 1);
+  EXPECT_EQ(Stats().next_limit_probe, clock_.Now() + absl::Seconds(2)) << "doubled";
+  Advance(absl::Seconds(2));
+  EXPECT_EQ(connector_.refused(), 3);
+  EXPECT_EQ(Stats().next_limit_probe, clock_.Now() + absl::Seconds(4));
+
+  // The database makes room (another client left): the next probe succeeds.
+  connector_.set_server_limit(2);
+  Advance(absl::Seconds(4));
+  ASSERT_TRUE(Served(b)) << StatusOf(b);
+  EXPECT_NE(ConnId(b), ConnId(a));
+  EXPECT_EQ(Stats().connection_limit, 2);
+
+  // After a success the next probe may start at once, and a refusal starts
+  // the delay over at 1 s.
+  const int c = Acquire();
+  RunAll();
+  EXPECT_EQ(connector_.refused(), 4) << "probed at once";
+  EXPECT_TRUE(Waiting(c));
+  EXPECT_EQ(Stats().next_limit_probe, clock_.Now() + absl::Seconds(1));
+  Release(a);
+  RunAll();
+  EXPECT_TRUE(Served(c)) << StatusOf(c);
+}
+
+TEST_F(ConnectionPoolTest, TheLimitLiftsOnceProbesReachTheConfiguredMaximum) {
+  MakePool(LimitedOptions());
+  connector_.set_server_limit(3);
+  std::vector<int> requests;
+  for (int k = 0; k < 5; ++k) requests.push_back(Acquire());
+  RunAll();
+  EXPECT_EQ(Stats().connection_limit, 3);
+
+  connector_.set_server_limit(-1);
+  Advance(absl::Seconds(1));  // the probe succeeds, and the next one follows at once
+  for (int r : requests) EXPECT_TRUE(Served(r)) << "request " << r << ": " << StatusOf(r);
+  const PoolStats s = Stats();
+  EXPECT_EQ(s.connection_limit, 5);
+  EXPECT_EQ(s.next_limit_probe, absl::InfinitePast()) << "not limited any more";
+  EXPECT_EQ(s.open, 5);
+}
+
+TEST_F(ConnectionPoolTest, WithNoOneWaitingNoProbeIsMade) {
+  MakePool(LimitedOptions());
+  connector_.set_server_limit(1);
+  const int a = Acquire();
+  const int b = Acquire();
+  RunAll();
+  Release(a);
+  RunAll();
+  ASSERT_TRUE(Served(b));
+  Release(b);
+  Advance(absl::Minutes(1));
+  EXPECT_EQ(connector_.refused(), 1);
+  EXPECT_EQ(Stats().connection_limit, 1);
+}
+
+TEST_F(ConnectionPoolTest, AConnectionReturnedDuringARefusedConnectServesItsRequest) {
+  MakePool(LimitedOptions());
+  const int a = Acquire();
+  RunAll();
+  ASSERT_TRUE(Served(a));
+  const int first = ConnId(a);
+  connector_.set_server_limit(1);
+  const int b = Acquire();  // its connect is posted, not yet run
+  Release(a);               // no one waits: idle
+  RunAll();                 // b's connect is refused, then b takes the idle one
+  ASSERT_TRUE(Served(b)) << StatusOf(b);
+  EXPECT_EQ(ConnId(b), first);
+  EXPECT_EQ(Stats().connection_limit, 1);
+}
+
+TEST_F(ConnectionPoolTest, CancelWaitReachesARequestQueuedAfterItsConnectWasRefused) {
+  MakePool(LimitedOptions());
+  connector_.set_server_limit(1);
+  const int a = Acquire();
+  const int b = Acquire();
+  EXPECT_NE(WaitIdOf(b), 0u);
+  RunAll();
+  ASSERT_TRUE(Waiting(b));
+  pool_->CancelWait(WaitIdOf(b));
+  RunAll();
+  EXPECT_EQ(StatusOf(b).code(), absl::StatusCode::kCancelled) << StatusOf(b);
+  EXPECT_EQ(Stats().waiters, 0);
+  EXPECT_TRUE(Served(a));
+}
+
+TEST_F(ConnectionPoolTest, ARequestThatMayNotWaitGetsResourceExhaustedWith53300) {
+  MakePool(LimitedOptions());
+  connector_.set_server_limit(0);
+  std::optional<absl::StatusOr<PooledConnection>> result;
+  AcquireRequest request;
+  request.wait = false;
+  pool_->Acquire(request, [&](absl::StatusOr<PooledConnection> r) { result = std::move(r); });
+  RunAll();
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->status().code(), absl::StatusCode::kResourceExhausted) << result->status();
+  EXPECT_EQ(storage::SqlStateOf(result->status()), "53300");
+  EXPECT_EQ(Stats().waiters, 0);
+  EXPECT_EQ(Stats().connection_limit, 0);
+}
+
+TEST_F(ConnectionPoolTest, AFullDatabaseAnswersSoItIsReachableAgainAfterAnOutage) {
+  MakePool(LimitedOptions());
+  connector_.set_fail_connects(true);
+  const int a = Acquire();
+  RunAll();
+  EXPECT_EQ(StatusOf(a).code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(Stats().database_down);
+
+  // Back, but full: the probe is refused with 53300.
+  connector_.set_fail_connects(false);
+  connector_.set_server_limit(0);
+  clock_.Advance(absl::Milliseconds(100));
+  const int b = Acquire(clock_.Now() + absl::Seconds(5));
+  RunAll();
+  EXPECT_FALSE(Stats().database_down);
+  EXPECT_TRUE(Waiting(b)) << "waits for room instead of UNAVAILABLE: " << StatusOf(b);
+  connector_.set_server_limit(-1);
+  Advance(absl::Seconds(1));
+  EXPECT_TRUE(Served(b)) << StatusOf(b);
+}
+
+TEST_F(ConnectionPoolTest, HealthStaysServingWhileTheDatabaseIsFull) {
+  MakePool(LimitedOptions());
+  connector_.set_server_limit(0);
+  std::vector<bool> reports;
+  HealthChecker health(*pool_, timers_, clock_, absl::Seconds(2),
+                       [&](bool serving) { reports.push_back(serving); });
+  health.Start();
+  RunAll();
+  EXPECT_THAT(reports, ::testing::ElementsAre(true)) << "it answered: full, not down";
+  EXPECT_TRUE(health.serving());
+  EXPECT_TRUE(health.last_error_message().empty()) << health.last_error_message();
+  Advance(absl::Seconds(2));
+  EXPECT_TRUE(health.serving());
+  health.Stop();
+}
+
+TEST_F(ConnectionPoolTest, TheFirstConnectHookRunsOnceOnTheFirstConnectionBeforeItIsHandedOut) {
+  MakePool(LimitedOptions());
+  std::vector<int> seen;
+  pool_->SetFirstConnectHook([&](storage::DbConnection& db) {
+    seen.push_back(db.BackendPid());
+    EXPECT_EQ(connector_.connects(), 1);
+  });
+  pool_->RecordServerSettings({60, 3, -1});
+  AcquireServed(3);
+  EXPECT_THAT(seen, ::testing::ElementsAre(1));
+  EXPECT_EQ(Stats().server.max_connections, 60);
+  EXPECT_EQ(Stats().server.superuser_reserved_connections, 3);
+  EXPECT_EQ(Stats().server.reserved_connections, -1);
+}
+
 // ---- Per-client occupancy and checkout waits ----
 
 TEST_F(ConnectionPoolTest, ConnectionsInUseAndWaitersAreCountedPerClient) {
@@ -1675,6 +1967,72 @@ TEST(ConnectionPoolConcurrencyTest, CloseWhileClientsAreActiveCompletesEveryRequ
   const PoolStats s = pool.Stats();
   EXPECT_EQ(s.open, 0);
   EXPECT_EQ(s.waiters, 0);
+}
+
+TEST(ConnectionPoolConcurrencyTest, CallersBeyondTheDatabasesLimitWaitAndAreAllServed) {
+  QuietLogs quiet;
+  constexpr int kClients = 8;
+  constexpr int kRequestsPerClient = 120;
+  PoolOptions o;
+  o.pool_size = 2;
+  o.max_overflow = 6;
+  o.timeout = absl::Seconds(20);  // generous: nobody should time out (< kHangGuard)
+  o.max_waiters = 1000;
+  o.recycle = absl::Milliseconds(5);  // replacements get refused too
+  o.recycle_jitter = 0.5;
+  o.limit_probe.initial = absl::Microseconds(200);
+  o.limit_probe.max = absl::Milliseconds(2);
+
+  FakeConnector connector;
+  connector.set_server_limit(3);
+  ThreadPoolExecutor executor(4, "pool-test");
+  TimerQueue timers(RealClock::Get());
+  timers.Start();
+  ConnectionPool pool(o, connector, executor, timers, RealClock::Get());
+
+  std::vector<std::atomic<int>> calls(kClients * kRequestsPerClient);
+  ClientCounts counts;
+  std::atomic<int> done_requests{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      for (int r = 0; r < kRequestsPerClient; ++r) {
+        const int n = c * kRequestsPerClient + r;
+        // Halfway the database makes room for two more.
+        if (done_requests.fetch_add(1) == kClients * kRequestsPerClient / 2) {
+          connector.set_server_limit(5);
+        }
+        const bool cancel = r % 10 == 9;
+        const absl::StatusCode code =
+            RunOneRequest(pool, connector, calls[n], counts, AcquireRequest{},
+                          /*release_in_callback=*/c % 2 == 0, /*mark_broken=*/n % 17 == 0, cancel);
+        if (code == absl::StatusCode::kCancelled) {
+          EXPECT_TRUE(cancel) << "request " << n;
+          counts.cancelled.fetch_add(1);
+        } else {
+          EXPECT_EQ(code, absl::StatusCode::kOk) << "request " << n;
+        }
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  executor.Shutdown();
+  timers.Stop();
+
+  for (size_t n = 0; n < calls.size(); ++n) {
+    EXPECT_EQ(calls[n].load(), 1) << "request " << n;
+  }
+  EXPECT_EQ(counts.served + counts.cancelled, kClients * kRequestsPerClient);
+  EXPECT_LE(connector.max_live(), 5);
+  const PoolStats s = pool.Stats();
+  EXPECT_GT(s.limit_refusals, 0);
+  EXPECT_LE(s.connection_limit, 5);
+  EXPECT_FALSE(s.database_down);
+  EXPECT_EQ(s.in_use, 0);
+  EXPECT_EQ(s.waiters, 0);
+  EXPECT_EQ(s.checkouts, counts.served.load());
+  pool.Close();
+  EXPECT_EQ(connector.live(), 0);
 }
 
 }  // namespace
