@@ -1,0 +1,26 @@
+'use strict';
+// @sessionbroker/client: the Node.js client of the PostgreSQL session broker,
+// in node-postgres' shape (docs/clients.md, "Node.js"). See lib/broker.js for
+// the Broker and its sessions, lib/types.js for values, lib/errors.js for
+// DatabaseError, lib/keepalive.js for the shared KeepAlive stream.
+
+const {status} = require('@grpc/grpc-js');
+const {Broker, Session, Transaction} = require('./lib/broker');
+const {DatabaseError} = require('./lib/errors');
+const {typed, json, TypedValue, JsonValue} = require('./lib/types');
+const {protoDir} = require('./lib/proto');
+
+module.exports = {
+  Broker,
+  Session,
+  Transaction,
+  DatabaseError,
+  typed,
+  json,
+  TypedValue,
+  JsonValue,
+  /** gRPC status codes (DatabaseError.grpcCode), as @grpc/grpc-js numbers them. */
+  grpcStatus: status,
+  /** Where the .proto files this package loads live. */
+  protoDir,
+};
