@@ -1,7 +1,9 @@
 // The C++ client of the session broker (docs/clients.md, "## C++").
 //
-//   auto client = sessionbroker::Client::Create({.target = "127.0.0.1:50051",
-//                                                .client_id = "billing"});
+//   sessionbroker::ClientOptions options;
+//   options.target = "127.0.0.1:50051";
+//   options.client_id = "billing";
+//   auto client = sessionbroker::Client::Create(options);  // StatusOr
 //   absl::StatusOr<Result> r = (*client)->Execute("SELECT $1::int4 + 1", {41});
 //   int64_t answer = *(*r)[0].Get<int64_t>(0);
 //
