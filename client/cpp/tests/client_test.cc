@@ -283,6 +283,27 @@ TEST_F(ClientTest, ASessionIsHeldByTheKeepAliveStreamWhileItLives) {
   EXPECT_EQ(fake_.executes().back().session(), session->name());
 }
 
+TEST_F(ClientTest, ABrokenKeepAliveStreamIsReopenedAndHoldsEverySessionAgain) {
+  std::unique_ptr<Session> first = *client_->BeginSession();
+  std::unique_ptr<Session> second = *client_->BeginSession();
+  fake_.AwaitHeld(first->name());
+  fake_.AwaitHeld(second->name());
+  fake_.BreakKeepAliveStreams();
+  fake_.AwaitStreamsOpened(2);
+  fake_.AwaitHeld(first->name());
+  fake_.AwaitHeld(second->name());
+  second.reset();
+  EXPECT_THAT(fake_.calls(), ElementsAre("BeginSession", "BeginSession", "EndSession s2"));
+}
+
+TEST_F(ClientTest, OneKeepAliveStreamHoldsAllSessionsOfAClient) {
+  std::vector<std::unique_ptr<Session>> sessions;
+  for (int i = 0; i < 5; ++i) sessions.push_back(*client_->BeginSession());
+  for (const auto& s : sessions) fake_.AwaitHeld(s->name());
+  EXPECT_EQ(fake_.held().size(), 5u);
+  EXPECT_EQ(fake_.streams_opened(), 1);
+}
+
 TEST_F(ClientTest, DestroyingASessionRollsBackItsOpenTransactionAndEndsIt) {
   {
     std::unique_ptr<Session> session = *client_->BeginSession();

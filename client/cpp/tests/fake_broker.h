@@ -93,6 +93,28 @@ class FakeBroker final : public v1::SessionBroker::Service {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(&waiter, &Waiter::Held));
   }
+  // Cancels the KeepAlive streams open now, as a broken connection would;
+  // what they held is forgotten.
+  void BreakKeepAliveStreams() {
+    absl::MutexLock lock(&mu_);
+    for (grpc::ServerContext* c : streams_) c->TryCancel();
+    held_.clear();
+  }
+  // Blocks until `n` KeepAlive streams have been opened in all.
+  void AwaitStreamsOpened(int n) const {
+    struct Waiter {
+      const FakeBroker* fake;
+      int n;
+      bool Done() const ABSL_NO_THREAD_SAFETY_ANALYSIS { return fake->streams_opened_ >= n; }
+    };
+    Waiter waiter{this, n};
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&waiter, &Waiter::Done));
+  }
+  int streams_opened() const {
+    absl::MutexLock lock(&mu_);
+    return streams_opened_;
+  }
   std::vector<std::string> held() const {
     absl::MutexLock lock(&mu_);
     return held_;
@@ -158,6 +180,11 @@ class FakeBroker final : public v1::SessionBroker::Service {
   grpc::Status KeepAlive(
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::KeepAliveResponse, v1::KeepAliveRequest>* stream) override {
+    {
+      absl::MutexLock lock(&mu_);
+      streams_.push_back(context);
+      ++streams_opened_;
+    }
     v1::KeepAliveRequest request;
     while (stream->Read(&request)) {
       v1::KeepAliveResponse response;
@@ -175,6 +202,8 @@ class FakeBroker final : public v1::SessionBroker::Service {
       }
       stream->Write(response);
     }
+    absl::MutexLock lock(&mu_);
+    streams_.erase(std::remove(streams_.begin(), streams_.end(), context), streams_.end());
     return grpc::Status::OK;
   }
 
@@ -209,6 +238,8 @@ class FakeBroker final : public v1::SessionBroker::Service {
   std::string last_client_id_ ABSL_GUARDED_BY(mu_);
   bool last_had_deadline_ ABSL_GUARDED_BY(mu_) = false;
   int sessions_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<grpc::ServerContext*> streams_ ABSL_GUARDED_BY(mu_);
+  int streams_opened_ ABSL_GUARDED_BY(mu_) = 0;
   std::unique_ptr<grpc::Server> server_;
 };
 

@@ -128,8 +128,8 @@ struct TransactionOptions {
 // A leased session. Obtained from Client::BeginSession.
 class Session {
  public:
-  // Rolls back an open transaction and ends the session (errors ignored),
-  // unless End() already did.
+  // Rolls back an open transaction and ends the session (errors ignored;
+  // each call's deadline capped at 5 s), unless End() already did.
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
