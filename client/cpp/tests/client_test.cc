@@ -397,6 +397,38 @@ TEST_F(ClientTest, TransactionRunsOnAGivenSessionAndLeavesItOpen) {
               ElementsAre("BeginSession", "BeginTransaction s1", "Execute s1", "Commit s1"));
 }
 
+// Over a real TCP channel: the client's service config applies there.
+class ClientChannelTest : public ::testing::Test {
+ protected:
+  ClientChannelTest() : fake_(/*tcp=*/true) {
+    ClientOptions options;
+    options.target = fake_.address();
+    client_ = *Client::Create(std::move(options));
+  }
+  FakeBroker fake_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(ClientChannelTest, ReadsAreRetriedOnUnavailable) {
+  fake_.FailNext("GetSession", 2, {grpc::StatusCode::UNAVAILABLE, "shutting down", "", "", ""});
+  absl::StatusOr<v1::Session> s = client_->GetSession("s9");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->name(), "s9");
+  EXPECT_THAT(fake_.calls(), ElementsAre("GetSession s9", "GetSession s9", "GetSession s9"));
+}
+
+TEST_F(ClientChannelTest, StatementsAreNotRetriedOnUnavailable) {
+  fake_.FailNext("Execute", 1, {grpc::StatusCode::UNAVAILABLE, "connection lost", "", "", ""});
+  absl::Status s = client_->Execute("INSERT ...").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(fake_.calls(), ElementsAre("Execute "));
+}
+
+TEST_F(ClientChannelTest, ACallOptionsDeadlineBoundsTheCall) {
+  absl::Status s = client_->Execute("SELECT 1", {}, CallOptions{absl::Nanoseconds(1)}).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
+}
+
 TEST(ClientCreateTest, ATargetIsRequired) {
   EXPECT_EQ(Client::Create(ClientOptions()).status().code(), absl::StatusCode::kInvalidArgument);
 }
