@@ -69,6 +69,11 @@ class FakeBroker final : public v1::SessionBroker::Service {
     absl::MutexLock lock(&mu_);
     for (int i = 0; i < n; ++i) failures_[method].push_back(error);
   }
+  // Executes run until their call is cancelled (deadline, client cancel).
+  void HangExecutes() {
+    absl::MutexLock lock(&mu_);
+    hang_executes_ = true;
+  }
   // The next `n` Commits fail with `error`.
   void FailCommits(int n, FakeError error) {
     absl::MutexLock lock(&mu_);
@@ -139,6 +144,11 @@ class FakeBroker final : public v1::SessionBroker::Service {
                        v1::ExecuteResponse* response) override {
     absl::MutexLock lock(&mu_);
     Record(context, absl::StrCat("Execute ", request->session()));
+    static constexpr bool kNever = false;
+    while (hang_executes_ && !context->IsCancelled()) {
+      // Releases mu_ while it waits: polls the cancellation.
+      mu_.AwaitWithTimeout(absl::Condition(&kNever), absl::Milliseconds(5));
+    }
     executes_.push_back(*request);
     if (std::optional<FakeError> e = TakeFailure("Execute")) return Fail(context, *e);
     if (execute_replies_.empty()) return grpc::Status::OK;
@@ -274,6 +284,7 @@ class FakeBroker final : public v1::SessionBroker::Service {
   int sessions_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<grpc::ServerContext*> streams_ ABSL_GUARDED_BY(mu_);
   int streams_opened_ ABSL_GUARDED_BY(mu_) = 0;
+  bool hang_executes_ ABSL_GUARDED_BY(mu_) = false;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
 };
