@@ -327,7 +327,10 @@ absl::Status Client::Transaction(const std::function<absl::Status(Session&)>& fn
   const int max_attempts = std::max(1, options.max_attempts);
   for (int attempt = 1;; ++attempt) {
     absl::Status s = session->Begin(options);
-    if (s.ok()) s = fn(*session);
+    // A Begin that failed began nothing here: a Rollback could only undo a
+    // transaction the caller's session already had open.
+    if (!s.ok()) return s;
+    s = fn(*session);
     if (s.ok()) s = session->Commit();
     if (s.ok()) return s;
     // Always: it also acknowledges a transaction the broker rolled back.

@@ -386,6 +386,25 @@ TEST_F(ClientTest, TransactionDoesNotRetryOtherErrorsAndRollsBack) {
               ElementsAre("BeginSession", "BeginTransaction s1", "Rollback s1", "EndSession s1"));
 }
 
+TEST_F(ClientTest, TransactionOnASessionWhoseBeginFailsLeavesItsTransactionAlone) {
+  std::unique_ptr<Session> session = *client_->BeginSession();
+  fake_.FailNext(
+      "BeginTransaction", 1,
+      {grpc::StatusCode::FAILED_PRECONDITION, "a transaction is already open", "", "", ""});
+  TransactionOptions options;
+  options.session = session.get();
+  int runs = 0;
+  absl::Status s = client_->Transaction(
+      [&](Session&) {
+        ++runs;
+        return absl::OkStatus();
+      },
+      options);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(runs, 0);
+  EXPECT_THAT(fake_.calls(), ElementsAre("BeginSession", "BeginTransaction s1"));
+}
+
 TEST_F(ClientTest, TransactionRunsOnAGivenSessionAndLeavesItOpen) {
   std::unique_ptr<Session> session = *client_->BeginSession();
   TransactionOptions options;

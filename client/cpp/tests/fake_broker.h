@@ -63,7 +63,8 @@ class FakeBroker final : public v1::SessionBroker::Service {
     absl::MutexLock lock(&mu_);
     execute_replies_.push_back({v1::ExecuteResponse(), std::move(error)});
   }
-  // The next `n` calls of `method` ("Execute", "GetSession") fail with
+  // The next `n` calls of `method` ("Execute", "GetSession",
+  // "BeginTransaction") fail with
   // `error` (before any scripted reply).
   void FailNext(const std::string& method, int n, FakeError error) {
     absl::MutexLock lock(&mu_);
@@ -182,6 +183,7 @@ class FakeBroker final : public v1::SessionBroker::Service {
                                 v1::BeginTransactionResponse* response) override {
     absl::MutexLock lock(&mu_);
     Record(context, absl::StrCat("BeginTransaction ", request->session()));
+    if (std::optional<FakeError> e = TakeFailure("BeginTransaction")) return Fail(context, *e);
     return grpc::Status::OK;
   }
 

@@ -211,7 +211,9 @@ class Client {
   // error (IsRetryableTransactionError: ABORTED, SQLSTATE 40001/40P01), rolls
   // back, waits (exponential backoff with jitter) and runs fn again, at most
   // options.max_attempts times in all; returns the last error. Any other
-  // error from fn rolls back and is returned as is. fn must not Commit or
+  // error from fn rolls back and is returned as is; a failed Begin is
+  // returned without a Rollback (it would undo a transaction options.session
+  // already had open). fn must not Commit or
   // Rollback itself, and must be safe to run more than once.
   absl::Status Transaction(const std::function<absl::Status(Session&)>& fn,
                            const TransactionOptions& options = {});
