@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -238,6 +239,24 @@ TEST_F(ClientE2eTest, OperatorsCallsReportThePoolSessionsAndHealth) {
       absl::Milliseconds(100), [&](const v1::PoolStatus&) { return ++snapshots < 3; });
   EXPECT_TRUE(watched.ok()) << watched;
   EXPECT_EQ(snapshots, 3);
+  // A canceller ends the watch from another thread (here: the callback's).
+  WatchCanceller canceller;
+  int seen = 0;
+  watched = client_->WatchPoolStatus(
+      absl::Milliseconds(100),
+      [&](const v1::PoolStatus&) {
+        if (++seen == 2) std::thread([&] { canceller.Cancel(); }).join();
+        return true;
+      },
+      &canceller);
+  EXPECT_TRUE(watched.ok()) << watched;
+  EXPECT_GE(seen, 2);
+  // Cancelled before it starts: returns at once.
+  EXPECT_TRUE(
+      client_
+          ->WatchPoolStatus(
+              absl::Milliseconds(100), [](const v1::PoolStatus&) { return true; }, &canceller)
+          .ok());
   absl::StatusOr<bool> ended = client_->EndSession(session->name());
   EXPECT_TRUE(ended.ok()) << ended.status();
   EXPECT_EQ(session->Execute("SELECT 1").status().code(), absl::StatusCode::kFailedPrecondition);
