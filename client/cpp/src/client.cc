@@ -1,0 +1,451 @@
+#include "sessionbroker/client.h"
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "client/cpp/src/internal.h"
+#include "client/cpp/src/keep_alive.h"
+#include "google/protobuf/util/time_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace sessionbroker {
+namespace internal {
+
+// What a Client and its Sessions share: the channel, the stubs and the
+// KeepAlive stream. Immutable after construction but for KeepAlive, which is
+// thread-safe.
+class ClientCore {
+ public:
+  ClientCore(ClientOptions o, std::shared_ptr<grpc::Channel> ch)
+      : options(std::move(o)),
+        channel(std::move(ch)),
+        broker(v1::SessionBroker::NewStub(channel)),
+        monitor(v1::PoolMonitor::NewStub(channel)),
+        health(grpc::health::v1::Health::NewStub(channel)),
+        keep_alive(broker.get(), options.client_id, options.keepalive_reconnect_initial,
+                   options.keepalive_reconnect_max) {}
+
+  // A call's deadline and metadata.
+  void Prepare(grpc::ClientContext& context, const CallOptions& call) const {
+    absl::Duration d =
+        call.deadline > absl::ZeroDuration() ? call.deadline : options.default_deadline;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + d));
+    if (!options.client_id.empty()) context.AddMetadata("x-client-id", options.client_id);
+  }
+
+  template <typename Stub, typename Request, typename Response>
+  absl::Status Unary(Stub& stub,
+                     grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+                     const Request& request, Response* response, const CallOptions& call) const {
+    grpc::ClientContext context;
+    Prepare(context, call);
+    grpc::Status status = (stub.*method)(&context, request, response);
+    return FromGrpc(status, context);
+  }
+
+  absl::StatusOr<Result> Execute(const std::string& session, absl::string_view sql,
+                                 const std::vector<Param>& params, const CallOptions& call) {
+    v1::ExecuteRequest request;
+    request.set_sql(std::string(sql));
+    request.set_session(session);
+    for (const Param& p : params) *request.add_params() = p.proto();
+    v1::ExecuteResponse response;
+    absl::Status s = Unary(*broker, &v1::SessionBroker::Stub::Execute, request, &response, call);
+    if (!s.ok()) return s;
+    return Result(std::move(response));
+  }
+
+  absl::StatusOr<std::vector<Result>> ExecuteBatch(const std::string& session,
+                                                   const std::vector<Statement>& statements,
+                                                   const CallOptions& call) {
+    v1::ExecuteBatchRequest request;
+    request.set_session(session);
+    for (const Statement& st : statements) {
+      v1::Statement* out = request.add_statements();
+      out->set_sql(st.sql);
+      for (const Param& p : st.params) *out->add_params() = p.proto();
+    }
+    v1::ExecuteBatchResponse response;
+    absl::Status s =
+        Unary(*broker, &v1::SessionBroker::Stub::ExecuteBatch, request, &response, call);
+    if (!s.ok()) return s;
+    std::vector<Result> results;
+    results.reserve(response.results_size());
+    for (v1::ExecuteResponse& r : *response.mutable_results()) results.emplace_back(std::move(r));
+    return results;
+  }
+
+  const ClientOptions options;
+  const std::shared_ptr<grpc::Channel> channel;
+  const std::unique_ptr<v1::SessionBroker::Stub> broker;
+  const std::unique_ptr<v1::PoolMonitor::Stub> monitor;
+  const std::unique_ptr<grpc::health::v1::Health::Stub> health;
+  KeepAlive keep_alive;
+};
+
+}  // namespace internal
+
+namespace {
+
+v1::IsolationLevel ToProto(Isolation i) {
+  switch (i) {
+    case Isolation::kReadCommitted:
+      return v1::READ_COMMITTED;
+    case Isolation::kRepeatableRead:
+      return v1::REPEATABLE_READ;
+    case Isolation::kSerializable:
+      return v1::SERIALIZABLE;
+    case Isolation::kDefault:
+      break;
+  }
+  return v1::ISOLATION_LEVEL_UNSPECIFIED;
+}
+
+// Retries UNAVAILABLE only where repeating the call cannot do anything twice
+// (docs/errors.md, "Retry guide"): reads, lease renewal, and Rollback (which
+// succeeds with no transaction open). Execute, ExecuteBatch, BeginSession
+// (a second session), BeginTransaction, Commit and EndSession are not
+// retried: their outcome after UNAVAILABLE is for the caller to judge.
+// gRPC's transparent retries (the call never left the client) apply to all.
+constexpr char kServiceConfig[] = R"json({
+  "methodConfig": [{
+    "name": [
+      {"service": "sessionbroker.v1.SessionBroker", "method": "GetSession"},
+      {"service": "sessionbroker.v1.SessionBroker", "method": "ListSessions"},
+      {"service": "sessionbroker.v1.SessionBroker", "method": "RenewSession"},
+      {"service": "sessionbroker.v1.SessionBroker", "method": "Rollback"},
+      {"service": "sessionbroker.v1.PoolMonitor", "method": "GetPoolStatus"},
+      {"service": "grpc.health.v1.Health", "method": "Check"}
+    ],
+    "retryPolicy": {
+      "maxAttempts": 4,
+      "initialBackoff": "0.1s",
+      "maxBackoff": "1s",
+      "backoffMultiplier": 2,
+      "retryableStatusCodes": ["UNAVAILABLE"]
+    }
+  }]
+})json";
+
+absl::Status Ended(const std::string& name) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("session ", name, " was ended by this client (Session::End)"));
+}
+
+}  // namespace
+
+// ---- Session ----
+
+Session::Session(std::shared_ptr<internal::ClientCore> core, std::string name)
+    : core_(std::move(core)), name_(std::move(name)) {
+  core_->keep_alive.Hold(name_);
+}
+
+Session::~Session() {
+  if (ended_) return;
+  if (in_transaction_) (void)Rollback();
+  (void)End();
+}
+
+absl::StatusOr<Result> Session::Execute(absl::string_view sql, std::vector<Param> params,
+                                        const CallOptions& options) {
+  if (ended_) return Ended(name_);
+  return core_->Execute(name_, sql, params, options);
+}
+
+absl::StatusOr<std::vector<Result>> Session::ExecuteBatch(std::vector<Statement> statements,
+                                                          const CallOptions& options) {
+  if (ended_) return Ended(name_);
+  return core_->ExecuteBatch(name_, statements, options);
+}
+
+absl::Status Session::Begin(const TransactionOptions& options) {
+  if (ended_) return Ended(name_);
+  v1::BeginTransactionRequest request;
+  request.set_session(name_);
+  request.set_isolation(ToProto(options.isolation));
+  request.set_read_only(options.read_only);
+  request.set_deferrable(options.deferrable);
+  v1::BeginTransactionResponse response;
+  absl::Status s = core_->Unary(*core_->broker, &v1::SessionBroker::Stub::BeginTransaction, request,
+                                &response, CallOptions());
+  if (s.ok()) in_transaction_ = true;
+  return s;
+}
+
+absl::Status Session::Commit(const CallOptions& options) {
+  if (ended_) return Ended(name_);
+  v1::CommitRequest request;
+  request.set_session(name_);
+  v1::CommitResponse response;
+  absl::Status s =
+      core_->Unary(*core_->broker, &v1::SessionBroker::Stub::Commit, request, &response, options);
+  // After a failed Commit the transaction is still to be rolled back
+  // (ABORTED: the broker wants the Rollback that acknowledges it).
+  if (s.ok()) in_transaction_ = false;
+  return s;
+}
+
+absl::Status Session::Rollback(const CallOptions& options) {
+  if (ended_) return Ended(name_);
+  v1::RollbackRequest request;
+  request.set_session(name_);
+  v1::RollbackResponse response;
+  absl::Status s =
+      core_->Unary(*core_->broker, &v1::SessionBroker::Stub::Rollback, request, &response, options);
+  if (s.ok()) in_transaction_ = false;
+  return s;
+}
+
+absl::Status Session::End(const CallOptions& options) {
+  if (ended_) return Ended(name_);
+  ended_ = true;
+  in_transaction_ = false;
+  v1::EndSessionRequest request;
+  request.set_session(name_);
+  v1::EndSessionResponse response;
+  absl::Status s = core_->Unary(*core_->broker, &v1::SessionBroker::Stub::EndSession, request,
+                                &response, options);
+  // Ended or not (the broker unreachable), the stream stops holding it: its
+  // lease then runs out on its own.
+  core_->keep_alive.Release(name_);
+  return s;
+}
+
+absl::StatusOr<v1::Session> Session::Get(const CallOptions& options) {
+  v1::GetSessionRequest request;
+  request.set_session(name_);
+  v1::Session response;
+  absl::Status s = core_->Unary(*core_->broker, &v1::SessionBroker::Stub::GetSession, request,
+                                &response, options);
+  if (!s.ok()) return s;
+  return response;
+}
+
+// ---- WatchCanceller ----
+
+struct WatchCanceller::State {
+  absl::Mutex mu;
+  bool cancelled ABSL_GUARDED_BY(mu) = false;
+  grpc::ClientContext* context ABSL_GUARDED_BY(mu) = nullptr;
+};
+
+WatchCanceller::WatchCanceller() : state_(std::make_shared<State>()) {}
+WatchCanceller::~WatchCanceller() = default;
+
+void WatchCanceller::Cancel() {
+  absl::MutexLock lock(&state_->mu);
+  state_->cancelled = true;
+  if (state_->context != nullptr) state_->context->TryCancel();
+}
+
+// ---- Client ----
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
+  std::shared_ptr<grpc::Channel> channel = options.channel;
+  if (channel == nullptr) {
+    if (options.target.empty()) {
+      return absl::InvalidArgumentError("ClientOptions.target is empty: name the broker's address");
+    }
+    grpc::ChannelArguments args;
+    args.SetServiceConfigJSON(kServiceConfig);
+    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 1);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
+                static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_time)));
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                static_cast<int>(absl::ToInt64Milliseconds(options.keepalive_timeout)));
+    // Pings only while calls are open: the broker accepts one every 10 s.
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+    for (const auto& [name, value] : options.int_channel_args) args.SetInt(name, value);
+    std::shared_ptr<grpc::ChannelCredentials> credentials =
+        options.credentials != nullptr ? options.credentials : grpc::InsecureChannelCredentials();
+    channel = grpc::CreateCustomChannel(options.target, credentials, args);
+  }
+  if (options.default_deadline <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("ClientOptions.default_deadline must be positive");
+  }
+  return std::unique_ptr<Client>(
+      new Client(std::make_shared<internal::ClientCore>(std::move(options), std::move(channel))));
+}
+
+Client::Client(std::shared_ptr<internal::ClientCore> core) : core_(std::move(core)) {}
+Client::~Client() = default;
+
+absl::StatusOr<Result> Client::Execute(absl::string_view sql, std::vector<Param> params,
+                                       const CallOptions& options) {
+  return core_->Execute("", sql, params, options);
+}
+
+absl::StatusOr<std::vector<Result>> Client::ExecuteBatch(std::vector<Statement> statements,
+                                                         const CallOptions& options) {
+  return core_->ExecuteBatch("", statements, options);
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Client::BeginSession(const SessionOptions& options) {
+  v1::BeginSessionRequest request;
+  if (options.ttl > absl::ZeroDuration()) {
+    *request.mutable_ttl() = google::protobuf::util::TimeUtil::NanosecondsToDuration(
+        absl::ToInt64Nanoseconds(options.ttl));
+  }
+  request.set_read_only(options.read_only);
+  request.set_isolation(ToProto(options.isolation));
+  for (const auto& [k, v] : options.settings) (*request.mutable_settings())[k] = v;
+  request.set_label(options.label);
+  v1::Session response;
+  absl::Status s = core_->Unary(*core_->broker, &v1::SessionBroker::Stub::BeginSession, request,
+                                &response, options.call);
+  if (!s.ok()) return s;
+  return std::unique_ptr<Session>(new Session(core_, response.name()));
+}
+
+absl::Status Client::Transaction(const std::function<absl::Status(Session&)>& fn,
+                                 const TransactionOptions& options) {
+  std::unique_ptr<Session> owned;
+  Session* session = options.session;
+  if (session == nullptr) {
+    absl::StatusOr<std::unique_ptr<Session>> begun = BeginSession(options.session_options);
+    if (!begun.ok()) return begun.status();
+    owned = *std::move(begun);
+    session = owned.get();
+  }
+  absl::BitGen rng;
+  absl::Duration backoff = options.initial_backoff;
+  const int max_attempts = std::max(1, options.max_attempts);
+  for (int attempt = 1;; ++attempt) {
+    absl::Status s = session->Begin(options);
+    if (s.ok()) s = fn(*session);
+    if (s.ok()) s = session->Commit();
+    if (s.ok()) return s;
+    // Always: it also acknowledges a transaction the broker rolled back.
+    (void)session->Rollback();
+    if (!IsRetryableTransactionError(s) || attempt >= max_attempts) return s;
+    absl::SleepFor(
+        absl::Nanoseconds(absl::Uniform<int64_t>(rng, 0, absl::ToInt64Nanoseconds(backoff) + 1)));
+    backoff = std::min(backoff * 2, options.max_backoff);
+  }
+}
+
+absl::StatusOr<v1::PoolStatus> Client::GetPoolStatus(const CallOptions& options) {
+  v1::PoolStatus response;
+  absl::Status s = core_->Unary(*core_->monitor, &v1::PoolMonitor::Stub::GetPoolStatus,
+                                v1::GetPoolStatusRequest(), &response, options);
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::Status Client::WatchPoolStatus(absl::Duration interval,
+                                     const std::function<bool(const v1::PoolStatus&)>& on_status,
+                                     WatchCanceller* cancel) {
+  grpc::ClientContext context;
+  if (!core_->options.client_id.empty()) {
+    context.AddMetadata("x-client-id", core_->options.client_id);
+  }
+  std::shared_ptr<WatchCanceller::State> state =
+      cancel != nullptr ? cancel->state_ : std::make_shared<WatchCanceller::State>();
+  {
+    absl::MutexLock lock(&state->mu);
+    if (state->cancelled) return absl::OkStatus();
+    state->context = &context;
+  }
+  v1::WatchPoolStatusRequest request;
+  if (interval > absl::ZeroDuration()) {
+    *request.mutable_interval() =
+        google::protobuf::util::TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(interval));
+  }
+  std::unique_ptr<grpc::ClientReader<v1::PoolStatus>> reader =
+      core_->monitor->WatchPoolStatus(&context, request);
+  v1::PoolStatus status;
+  bool stopped = false;
+  while (reader->Read(&status)) {
+    if (!on_status(status)) {
+      stopped = true;
+      context.TryCancel();
+      break;
+    }
+  }
+  grpc::Status finished = reader->Finish();
+  bool cancelled;
+  {
+    absl::MutexLock lock(&state->mu);
+    state->context = nullptr;
+    cancelled = state->cancelled;
+  }
+  if (stopped || cancelled) return absl::OkStatus();
+  return internal::FromGrpc(finished, context);
+}
+
+absl::StatusOr<v1::ListSessionsResponse> Client::ListSessions(absl::string_view client_id,
+                                                              int32_t page_size,
+                                                              absl::string_view page_token,
+                                                              const CallOptions& options) {
+  v1::ListSessionsRequest request;
+  request.set_client_id(std::string(client_id));
+  request.set_page_size(page_size);
+  request.set_page_token(std::string(page_token));
+  v1::ListSessionsResponse response;
+  absl::Status s = core_->Unary(*core_->broker, &v1::SessionBroker::Stub::ListSessions, request,
+                                &response, options);
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::Session> Client::GetSession(absl::string_view name, const CallOptions& options) {
+  v1::GetSessionRequest request;
+  request.set_session(std::string(name));
+  v1::Session response;
+  absl::Status s = core_->Unary(*core_->broker, &v1::SessionBroker::Stub::GetSession, request,
+                                &response, options);
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<bool> Client::EndSession(absl::string_view name, const CallOptions& options) {
+  v1::EndSessionRequest request;
+  request.set_session(std::string(name));
+  v1::EndSessionResponse response;
+  absl::Status s = core_->Unary(*core_->broker, &v1::SessionBroker::Stub::EndSession, request,
+                                &response, options);
+  if (!s.ok()) return s;
+  return response.rolled_back();
+}
+
+absl::StatusOr<ServingStatus> Client::Health(absl::string_view service,
+                                             const CallOptions& options) {
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(std::string(service));
+  grpc::health::v1::HealthCheckResponse response;
+  absl::Status s = core_->Unary(*core_->health, &grpc::health::v1::Health::Stub::Check, request,
+                                &response, options);
+  if (s.code() == absl::StatusCode::kNotFound) return ServingStatus::kServiceUnknown;
+  if (!s.ok()) return s;
+  switch (response.status()) {
+    case grpc::health::v1::HealthCheckResponse::SERVING:
+      return ServingStatus::kServing;
+    case grpc::health::v1::HealthCheckResponse::NOT_SERVING:
+      return ServingStatus::kNotServing;
+    case grpc::health::v1::HealthCheckResponse::SERVICE_UNKNOWN:
+      return ServingStatus::kServiceUnknown;
+    default:
+      return ServingStatus::kUnknown;
+  }
+}
+
+const std::shared_ptr<grpc::Channel>& Client::channel() const { return core_->channel; }
+v1::SessionBroker::Stub& Client::broker_stub() { return *core_->broker; }
+v1::PoolMonitor::Stub& Client::monitor_stub() { return *core_->monitor; }
+const ClientOptions& Client::options() const { return core_->options; }
+
+std::unique_ptr<grpc::ClientContext> Client::NewContext(const CallOptions& options) const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  core_->Prepare(*context, options);
+  return context;
+}
+
+}  // namespace sessionbroker
