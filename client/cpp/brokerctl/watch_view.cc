@@ -78,8 +78,10 @@ void PoolHistory::Add(const PoolStatus& status) {
   while (!samples_.empty() && samples_.front().time < s.time - window_) samples_.pop_front();
 }
 
-std::string Sparkline(const std::vector<double>& values, int width) {
-  static const char* const kBlocks[] = {"▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"};
+std::string Sparkline(const std::vector<double>& values, int width, bool unicode) {
+  static const char* const kUnicode[] = {"▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"};
+  static const char* const kAscii[] = {"_", ".", ":", "-", "=", "+", "*", "#"};
+  const char* const* kBlocks = unicode ? kUnicode : kAscii;
   if (width <= 0 || values.empty()) return "";
   const size_t n = std::min(values.size(), static_cast<size_t>(width));
   const double top = *std::max_element(values.end() - n, values.end());
@@ -107,7 +109,8 @@ std::string HumanDuration(absl::Duration d) {
 }
 
 std::vector<ScreenLine> RenderWatchScreen(const PoolStatus& s, const PoolHistory& history,
-                                          const std::string& target, int width, int height) {
+                                          const std::string& target, int width, int height,
+                                          bool unicode) {
   std::vector<ScreenLine> lines;
   auto add = [&](std::string text, bool bold = false) { lines.push_back({std::move(text), bold}); };
   const auto& c = s.connections();
@@ -160,7 +163,7 @@ std::vector<ScreenLine> RenderWatchScreen(const PoolStatus& s, const PoolHistory
       top = std::max(top, sample.*field);
     }
     const double now = values.empty() ? 0 : values.back();
-    std::string spark_text = Sparkline(values, spark_width);
+    std::string spark_text = Sparkline(values, spark_width, unicode);
     spark_text += std::string(spark_width - DisplayWidth(spark_text), ' ');
     add(absl::StrCat("  ", absl::StrFormat("%-14s", label), spark_text, " ",
                      absl::StrFormat("%.*f (max %.*f)", decimals, now, decimals, top)));

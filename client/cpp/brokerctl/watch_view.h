@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "client/cpp/brokerctl/screen.h"
 #include "sessionbroker/v1/monitor.pb.h"
 
 namespace brokerctl {
@@ -44,16 +45,12 @@ class PoolHistory {
 
 // The newest `width` values as a sparkline of block characters
 // ("▁▂▃▄▅▆▇█"), scaled from 0 to the largest value shown (all "▁" when
-// every value is 0); shorter when there are fewer values.
-std::string Sparkline(const std::vector<double>& values, int width);
+// every value is 0); shorter when there are fewer values. `unicode` false:
+// the ASCII levels "_.:-=+*#" (terminals without a UTF-8 locale).
+std::string Sparkline(const std::vector<double>& values, int width, bool unicode = true);
 
 // "1.2ms", "850us", "3.4s", "2m05s", "1h02m".
 std::string HumanDuration(absl::Duration d);
-
-struct ScreenLine {
-  std::string text;  // UTF-8; at most `width` display columns
-  bool bold = false;
-};
 
 // The watch screen for a terminal of `width` x `height`: a title line, the
 // connections by state with a bar against the bound, waiters and the oldest
@@ -62,7 +59,7 @@ struct ScreenLine {
 // At most `height` lines; each cut to `width` columns.
 std::vector<ScreenLine> RenderWatchScreen(const sessionbroker::v1::PoolStatus& status,
                                           const PoolHistory& history, const std::string& target,
-                                          int width, int height);
+                                          int width, int height, bool unicode = true);
 
 // One line per snapshot when stdout is not a terminal:
 // "2026-12-02T15:40:01Z open=5/15 in_use=3 idle=2 opening=0 overflow=0

@@ -50,6 +50,7 @@ TEST(Sparkline, ScalesToTheLargestValueShown) {
   EXPECT_EQ(Sparkline({0, 0}, 10), "▁▁");
   EXPECT_EQ(Sparkline({9, 0, 1}, 2), "▁█");  // only the newest 2
   EXPECT_EQ(Sparkline({}, 5), "");
+  EXPECT_EQ(Sparkline({0, 1, 2, 4}, 10, /*unicode=*/false), "_:=#");
 }
 
 TEST(HumanDuration, PicksAReadableUnit) {
