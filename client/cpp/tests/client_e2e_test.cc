@@ -1,0 +1,250 @@
+// The C++ client end to end: the real broker binary and PostgreSQL
+// (BrokerFixture), checked from PostgreSQL's side through the fixture's
+// admin connection where the client's claims concern the database.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "sessionbroker/client.h"
+#include "tests/support/broker_fixture.h"
+
+namespace sessionbroker {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class ClientE2eTest : public testing::BrokerFixture {
+ protected:
+  void SetUp() override {
+    BrokerFixture::SetUp();
+    if (HasFatalFailure()) return;
+    StartBroker();
+    if (HasFatalFailure()) return;
+    client_ = MakeClient();
+    // Each test's own table name: the test database is shared.
+    table_ = absl::StrCat("cpp_client_", app_name_);
+    Admin("DROP TABLE IF EXISTS " + table_);
+  }
+  void TearDown() override {
+    client_.reset();
+    if (admin_ != nullptr) Admin("DROP TABLE IF EXISTS " + table_);
+  }
+
+  std::unique_ptr<Client> MakeClient() {
+    ClientOptions options;
+    options.target = broker_->address();
+    options.client_id = "cpp-e2e";
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return *std::move(client);
+  }
+
+  void MustExecute(const std::string& sql, std::vector<Param> params = {}) {
+    absl::StatusOr<Result> r = client_->Execute(sql, std::move(params));
+    ASSERT_TRUE(r.ok()) << sql << ": " << r.status();
+  }
+
+  std::unique_ptr<Client> client_;
+  std::string table_;
+};
+
+TEST_F(ClientE2eTest, TypedValuesRoundTripThroughPostgres) {
+  MustExecute("CREATE TABLE " + table_ +
+              " (i4 int4, i8 int8, f8 float8, b bool, t text, by bytea, j jsonb, n numeric,"
+              " at timestamptz, ids int8[], tags text[], u uuid, missing int4)");
+  Timestamp at = std::chrono::system_clock::from_time_t(1700000000) +
+                 std::chrono::microseconds(123456);
+  std::optional<int64_t> none;
+  MustExecute("INSERT INTO " + table_ +
+                  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+              {7, int64_t{1} << 40, 0.1, true, "héllo", Bytes{std::string("\0\xff", 2)},
+               Json{R"({"b": 1, "a": [1, 2]})"}, Numeric{"12345678901234567890.5"}, at,
+               std::vector<int64_t>{1, 2, 3},
+               std::vector<std::optional<std::string>>{"x", std::nullopt},
+               Param::Typed("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "uuid"), none});
+
+  absl::StatusOr<Result> r = client_->Execute("SELECT * FROM " + table_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 1u);
+  Row row = (*r)[0];
+  EXPECT_EQ(*row.Get<int32_t>("i4"), 7);
+  EXPECT_EQ(*row.Get<int64_t>("i8"), int64_t{1} << 40);
+  EXPECT_EQ(*row.Get<double>("f8"), 0.1);
+  EXPECT_EQ(*row.Get<bool>("b"), true);
+  EXPECT_EQ(*row.Get<std::string>("t"), "héllo");
+  EXPECT_EQ(row.Get<Bytes>("by")->data, std::string("\0\xff", 2));
+  EXPECT_EQ(row.Get<Json>("j")->text, R"({"a": [1, 2], "b": 1})");
+  EXPECT_EQ(row.Get<Numeric>("n")->text, "12345678901234567890.5");
+  EXPECT_EQ(*row.Get<Timestamp>("at"), at);
+  EXPECT_THAT(*row.Get<std::vector<int64_t>>("ids"), ElementsAre(1, 2, 3));
+  EXPECT_THAT(*row.Get<std::vector<std::optional<std::string>>>("tags"),
+              ElementsAre(std::optional<std::string>("x"), std::nullopt));
+  EXPECT_EQ(*row.Get<std::string>("u"), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+  EXPECT_EQ(*row.Get<std::optional<int32_t>>("missing"), std::nullopt);
+  absl::Status null_read = row.Get<int32_t>("missing").status();
+  EXPECT_EQ(null_read.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(null_read.message(), HasSubstr("column \"missing\" (int4) is NULL"));
+}
+
+TEST_F(ClientE2eTest, AUniqueViolationNamesItsConstraintTableAndDetail) {
+  MustExecute("CREATE TABLE " + table_ + " (email text CONSTRAINT " + table_ + "_email_key UNIQUE)");
+  MustExecute("INSERT INTO " + table_ + " VALUES ($1)", {"a@example.com"});
+  absl::Status s = client_->Execute("INSERT INTO " + table_ + " VALUES ($1)", {"a@example.com"})
+                       .status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(SqlStateOf(s), "23505");
+  std::optional<SqlError> e = SqlErrorOf(s);
+  ASSERT_TRUE(e.has_value()) << s;
+  EXPECT_EQ(e->constraint, table_ + "_email_key");
+  EXPECT_EQ(e->table, table_);
+  EXPECT_EQ(e->schema, "public");
+  EXPECT_EQ(e->detail, "Key (email)=(a@example.com) already exists.");
+  EXPECT_EQ(e->statement_index, 0u);
+}
+
+TEST_F(ClientE2eTest, AFailedBatchStatementIsNamedByItsIndex) {
+  MustExecute("CREATE TABLE " + table_ + " (id int8 PRIMARY KEY)");
+  absl::StatusOr<std::vector<Result>> r = client_->ExecuteBatch(
+      {{"INSERT INTO " + table_ + " VALUES ($1)", {1}},
+       {"INSERT INTO " + table_ + " VALUES ($1)", {1}}});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(SqlErrorOf(r.status()).has_value());
+  EXPECT_EQ(SqlErrorOf(r.status())->statement_index, 2u);
+  EXPECT_EQ(AdminCount("SELECT count(*) FROM " + table_), 0);
+}
+
+TEST_F(ClientE2eTest, TransactionRetriesARealSerializationFailure) {
+  MustExecute("CREATE TABLE " + table_ + " (id int8 PRIMARY KEY, v int8)");
+  MustExecute("INSERT INTO " + table_ + " VALUES (1, 0)");
+  std::unique_ptr<Session> other = *client_->BeginSession();
+  int runs = 0;
+  TransactionOptions options;
+  options.isolation = Isolation::kSerializable;
+  absl::Status s = client_->Transaction(
+      [&](Session& session) -> absl::Status {
+        ++runs;
+        absl::StatusOr<Result> read =
+            session.Execute("SELECT v FROM " + table_ + " WHERE id = 1");
+        if (!read.ok()) return read.status();
+        if (runs == 1) {
+          // Another session's transaction changes the row after this one's
+          // snapshot was taken, and commits first.
+          TransactionOptions serializable;
+          serializable.isolation = Isolation::kSerializable;
+          EXPECT_TRUE(other->Begin(serializable).ok());
+          EXPECT_TRUE(other->Execute("UPDATE " + table_ + " SET v = v + 10 WHERE id = 1").ok());
+          EXPECT_TRUE(other->Commit().ok());
+        }
+        return session.Execute("UPDATE " + table_ + " SET v = v + 1 WHERE id = 1").status();
+      },
+      options);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(runs, 2);
+  EXPECT_EQ(AdminCount("SELECT v FROM " + table_ + " WHERE id = 1"), 11);
+}
+
+TEST_F(ClientE2eTest, TransactionReturnsTheSerializationFailureWhenAttemptsRunOut) {
+  MustExecute("CREATE TABLE " + table_ + " (id int8 PRIMARY KEY, v int8)");
+  MustExecute("INSERT INTO " + table_ + " VALUES (1, 0)");
+  std::unique_ptr<Session> other = *client_->BeginSession();
+  TransactionOptions options;
+  options.isolation = Isolation::kRepeatableRead;
+  options.max_attempts = 2;
+  int runs = 0;
+  absl::Status s = client_->Transaction(
+      [&](Session& session) -> absl::Status {
+        ++runs;
+        absl::Status read = session.Execute("SELECT v FROM " + table_).status();
+        if (!read.ok()) return read;
+        EXPECT_TRUE(other->Execute("UPDATE " + table_ + " SET v = v + 10").ok());
+        return session.Execute("UPDATE " + table_ + " SET v = v + 1").status();
+      },
+      options);
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(SqlStateOf(s), "40001");
+  EXPECT_EQ(runs, 2);
+  EXPECT_EQ(AdminCount("SELECT v FROM " + table_), 20);
+}
+
+TEST_F(ClientE2eTest, KeepAliveKeepsASessionPastItsTtl) {
+  SessionOptions options;
+  options.ttl = absl::Seconds(2);
+  std::unique_ptr<Session> session = *client_->BeginSession(options);
+  ASSERT_TRUE(Eventually([&] {
+    absl::StatusOr<v1::Session> s = session->Get();
+    return s.ok() && s->held_by_stream();
+  }));
+  // Three times the ttl: only the stream can have kept it.
+  absl::SleepFor(absl::Seconds(6));
+  absl::StatusOr<Result> r = session->Execute("SELECT 1");
+  EXPECT_TRUE(r.ok()) << r.status();
+  absl::StatusOr<v1::Session> s = client_->GetSession(session->name());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->held_by_stream());
+}
+
+TEST_F(ClientE2eTest, DestroyingASessionRollsBackItsTransactionInTheDatabase) {
+  MustExecute("CREATE TABLE " + table_ + " (id int8)");
+  std::string name;
+  {
+    std::unique_ptr<Session> session = *client_->BeginSession();
+    name = session->name();
+    ASSERT_TRUE(session->Begin().ok());
+    ASSERT_TRUE(session->Execute("INSERT INTO " + table_ + " VALUES (1)").ok());
+    EXPECT_EQ(BrokerConnectionsIn("idle in transaction"), 1);
+  }
+  EXPECT_EQ(AdminCount("SELECT count(*) FROM " + table_), 0);
+  EXPECT_EQ(BrokerConnectionsIn("idle in transaction"), 0);
+  absl::StatusOr<v1::Session> gone = client_->GetSession(name);
+  EXPECT_FALSE(gone.ok());
+}
+
+TEST_F(ClientE2eTest, ACommittedSessionTransactionIsVisibleAndTheSessionEnds) {
+  MustExecute("CREATE TABLE " + table_ + " (id int8)");
+  {
+    std::unique_ptr<Session> session = *client_->BeginSession();
+    ASSERT_TRUE(session->Begin().ok());
+    ASSERT_TRUE(session->Execute("INSERT INTO " + table_ + " VALUES (1)").ok());
+    ASSERT_TRUE(session->Commit().ok());
+  }
+  EXPECT_EQ(AdminCount("SELECT count(*) FROM " + table_), 1);
+  absl::StatusOr<v1::ListSessionsResponse> list = client_->ListSessions("cpp-e2e");
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_EQ(list->sessions_size(), 0);
+}
+
+TEST_F(ClientE2eTest, OperatorsCallsReportThePoolSessionsAndHealth) {
+  std::unique_ptr<Session> session = *client_->BeginSession();
+  absl::StatusOr<v1::ListSessionsResponse> list = client_->ListSessions("cpp-e2e");
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->sessions_size(), 1);
+  EXPECT_EQ(list->sessions(0).name(), session->name());
+  absl::StatusOr<v1::PoolStatus> pool = client_->GetPoolStatus();
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_GT(pool->config().pool_size(), 0);
+  EXPECT_EQ(*client_->Health(), ServingStatus::kServing);
+  EXPECT_EQ(*client_->Health("sessionbroker.v1.SessionBroker"), ServingStatus::kServing);
+  EXPECT_EQ(*client_->Health("no.such.Service"), ServingStatus::kServiceUnknown);
+  int snapshots = 0;
+  absl::Status watched = client_->WatchPoolStatus(absl::Milliseconds(100),
+                                                  [&](const v1::PoolStatus&) {
+                                                    return ++snapshots < 3;
+                                                  });
+  EXPECT_TRUE(watched.ok()) << watched;
+  EXPECT_EQ(snapshots, 3);
+  absl::StatusOr<bool> ended = client_->EndSession(session->name());
+  EXPECT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(session->Execute("SELECT 1").status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace sessionbroker

@@ -1,0 +1,384 @@
+// Specification of the C++ client against a scripted in-process broker
+// (fake_broker.h): how C++ values are sent, how cells read back (and fail),
+// what errors carry, the Session life cycle and Transaction's retries.
+#include "sessionbroker/client.h"
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "client/cpp/tests/fake_broker.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "sessionbroker/v1/broker.pb.h"
+
+namespace sessionbroker {
+namespace {
+
+using ::sessionbroker::testing::FakeBroker;
+using ::sessionbroker::testing::FakeError;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class ClientTest : public ::testing::Test {
+ protected:
+  ClientTest() {
+    ClientOptions options;
+    options.client_id = "billing";
+    options.channel = fake_.channel();
+    client_ = *Client::Create(std::move(options));
+  }
+
+  // The Value the fake received as parameter `i` of the last Execute.
+  v1::Value SentParam(int i) {
+    std::vector<v1::ExecuteRequest> e = fake_.executes();
+    EXPECT_FALSE(e.empty());
+    return e.back().params(i);
+  }
+
+  FakeBroker fake_;
+  std::unique_ptr<Client> client_;
+};
+
+// A response with one column of type `type` and one row holding `cell`.
+v1::ExecuteResponse OneCell(const std::string& name, const std::string& type, v1::Value cell) {
+  v1::ExecuteResponse r;
+  v1::Column* c = r.add_columns();
+  c->set_name(name);
+  c->set_type_name(type);
+  *r.add_rows()->add_values() = std::move(cell);
+  r.set_command_tag("SELECT 1");
+  r.set_rows_affected(1);
+  return r;
+}
+
+v1::Value Int(int64_t i) {
+  v1::Value v;
+  v.set_int64_value(i);
+  return v;
+}
+v1::Value Text(const std::string& s) {
+  v1::Value v;
+  v.set_string_value(s);
+  return v;
+}
+v1::Value Null() {
+  v1::Value v;
+  v.set_null_value(google::protobuf::NULL_VALUE);
+  return v;
+}
+
+// ---- parameters ----
+
+TEST_F(ClientTest, ParamsAreSentAsTheCaseAndTypeTheirCppTypeImplies) {
+  ASSERT_TRUE(client_
+                  ->Execute("SELECT $1",
+                            {42, int64_t{1} << 40, 2.5, true, "text", std::string("str"),
+                             Bytes{std::string("\0\1", 2)}, Json{R"({"a":1})"}, Numeric{"12.50"}})
+                  .ok());
+  EXPECT_EQ(SentParam(0).int64_value(), 42);
+  EXPECT_EQ(SentParam(0).type(), "int4");
+  EXPECT_EQ(SentParam(1).int64_value(), int64_t{1} << 40);
+  EXPECT_EQ(SentParam(1).type(), "");
+  EXPECT_EQ(SentParam(2).double_value(), 2.5);
+  EXPECT_TRUE(SentParam(3).bool_value());
+  EXPECT_EQ(SentParam(4).string_value(), "text");
+  EXPECT_EQ(SentParam(5).string_value(), "str");
+  EXPECT_EQ(SentParam(6).bytes_value(), std::string("\0\1", 2));
+  EXPECT_EQ(SentParam(7).json_value(), R"({"a":1})");
+  EXPECT_EQ(SentParam(8).numeric_value(), "12.50");
+}
+
+TEST_F(ClientTest, OptionalNulloptAndNullptrAreSentAsNull) {
+  std::optional<int64_t> none;
+  std::optional<std::string> some = "x";
+  ASSERT_TRUE(client_
+                  ->Execute("SELECT $1, $2, $3, $4, $5",
+                            {none, some, std::nullopt, nullptr, Param::Null("int4")})
+                  .ok());
+  EXPECT_EQ(SentParam(0).kind_case(), v1::Value::kNullValue);
+  EXPECT_EQ(SentParam(1).string_value(), "x");
+  EXPECT_EQ(SentParam(2).kind_case(), v1::Value::kNullValue);
+  EXPECT_EQ(SentParam(3).kind_case(), v1::Value::kNullValue);
+  EXPECT_EQ(SentParam(4).kind_case(), v1::Value::kNullValue);
+  EXPECT_EQ(SentParam(4).type(), "int4");
+}
+
+TEST_F(ClientTest, VectorsAreSentAsArraysAndNestedVectorsAsNestedArrays) {
+  std::vector<int64_t> ids = {1, 2, 3};
+  std::vector<std::optional<std::string>> names = {"a", std::nullopt};
+  std::vector<std::vector<int64_t>> grid = {{1, 2}, {3, 4}};
+  ASSERT_TRUE(client_->Execute("SELECT $1, $2, $3", {ids, names, grid}).ok());
+  ASSERT_EQ(SentParam(0).array_value().values_size(), 3);
+  EXPECT_EQ(SentParam(0).array_value().values(2).int64_value(), 3);
+  EXPECT_EQ(SentParam(1).array_value().values(0).string_value(), "a");
+  EXPECT_EQ(SentParam(1).array_value().values(1).kind_case(), v1::Value::kNullValue);
+  EXPECT_EQ(SentParam(2).array_value().values(1).array_value().values(0).int64_value(), 3);
+}
+
+TEST_F(ClientTest, TypedParamsAndTimePointsCarryTheirType) {
+  Timestamp t = std::chrono::system_clock::from_time_t(1700000000) + std::chrono::microseconds(5);
+  ASSERT_TRUE(client_
+                  ->Execute("SELECT $1, $2",
+                            {Param::Typed("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "uuid"), t})
+                  .ok());
+  EXPECT_EQ(SentParam(0).type(), "uuid");
+  EXPECT_EQ(SentParam(0).string_value(), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+  EXPECT_EQ(SentParam(1).type(), "timestamptz");
+  EXPECT_EQ(SentParam(1).string_value(), "2023-11-14T22:13:20.000005Z");
+}
+
+TEST_F(ClientTest, EveryCallCarriesTheClientIdAndADeadline) {
+  ASSERT_TRUE(client_->Execute("SELECT 1").ok());
+  EXPECT_EQ(fake_.last_client_id(), "billing");
+  EXPECT_TRUE(fake_.last_call_had_deadline());
+}
+
+// ---- results ----
+
+TEST_F(ClientTest, CellsReadAsTheirCppTypesByIndexAndByName) {
+  v1::ExecuteResponse r = OneCell("id", "int8", Int(7));
+  v1::Column* c = r.add_columns();
+  c->set_name("name");
+  c->set_type_name("text");
+  *r.mutable_rows(0)->add_values() = Null();
+  fake_.NextExecute(r);
+  absl::StatusOr<Result> result = client_->Execute("SELECT id, name FROM t");
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->size(), 1u);
+  EXPECT_EQ(result->command_tag(), "SELECT 1");
+  EXPECT_EQ(result->rows_affected(), 1);
+  EXPECT_EQ(result->columns()[1].name, "name");
+  Row row = (*result)[0];
+  EXPECT_EQ(*row.Get<int64_t>("id"), 7);
+  EXPECT_EQ(*row.Get<int32_t>(0), 7);
+  EXPECT_EQ(*row.Get<double>(0), 7.0);
+  EXPECT_EQ(*row.Get<std::optional<std::string>>(1), std::nullopt);
+  EXPECT_EQ(row.GetOr<std::string>("name", "none"), "none");
+  int rows = 0;
+  for (Row each : *result) rows += each.Get<int64_t>(0).ok() ? 1 : 0;
+  EXPECT_EQ(rows, 1);
+}
+
+TEST_F(ClientTest, NullIntoANonOptionalIsFailedPreconditionNamingColumnAndTypes) {
+  fake_.NextExecute(OneCell("total", "int8", Null()));
+  Result result = *client_->Execute("SELECT total");
+  absl::StatusOr<int64_t> v = result[0].Get<int64_t>("total");
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(v.status().message(), HasSubstr("column \"total\" (int8) is NULL"));
+  EXPECT_THAT(v.status().message(), HasSubstr("std::optional<int64_t>"));
+}
+
+TEST_F(ClientTest, ATypeMismatchIsInvalidArgumentNamingColumnAndTypes) {
+  fake_.NextExecute(OneCell("name", "text", Text("alice")));
+  Result result = *client_->Execute("SELECT name");
+  absl::StatusOr<int64_t> v = result[0].Get<int64_t>(0);
+  EXPECT_EQ(v.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(v.status().message(), HasSubstr("column \"name\" (text) holds text"));
+  EXPECT_THAT(v.status().message(), HasSubstr("int64_t"));
+  EXPECT_EQ(result[0].Get<bool>(0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(result[0].Get<Timestamp>(0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ClientTest, NarrowIntegersAreRangeChecked) {
+  fake_.NextExecute(OneCell("big", "int8", Int(int64_t{5000000000})));
+  Result result = *client_->Execute("SELECT big");
+  EXPECT_EQ(result[0].Get<int32_t>(0).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(result[0].Get<int32_t>(0).status().message(), HasSubstr("5000000000"));
+  EXPECT_EQ(*result[0].Get<int64_t>(0), 5000000000);
+}
+
+TEST_F(ClientTest, UnknownColumnsAndIndexesAreErrorsNotCrashes) {
+  fake_.NextExecute(OneCell("id", "int8", Int(1)));
+  Result result = *client_->Execute("SELECT id");
+  EXPECT_EQ(result[0].Get<int64_t>("nope").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(result[0].Get<int64_t>("nope").status().message(), HasSubstr("\"id\""));
+  EXPECT_EQ(result[0].Get<int64_t>(3).status().code(), absl::StatusCode::kOutOfRange);
+}
+
+TEST_F(ClientTest, ArraysReadAsVectorsWithNullElementsAsOptionals) {
+  v1::Value array;
+  *array.mutable_array_value()->add_values() = Int(1);
+  *array.mutable_array_value()->add_values() = Null();
+  fake_.NextExecute(OneCell("xs", "_int4", array));
+  Result result = *client_->Execute("SELECT xs");
+  EXPECT_THAT(*result[0].Get<std::vector<std::optional<int64_t>>>(0),
+              ElementsAre(std::optional<int64_t>(1), std::nullopt));
+  absl::Status s = result[0].Get<std::vector<int64_t>>(0).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("column \"xs\" (_int4) element 1 is NULL"));
+}
+
+TEST_F(ClientTest, TimestampsReadFromPostgresIsoOutputWithAnyOffset) {
+  fake_.NextExecute(OneCell("at", "timestamptz", Text("2024-02-29 10:34:56.789+00")));
+  Result utc = *client_->Execute("SELECT at");
+  EXPECT_EQ(*utc[0].Get<Timestamp>(0),
+            absl::ToChronoTime(
+                absl::FromCivil(absl::CivilSecond(2024, 2, 29, 10, 34, 56), absl::UTCTimeZone()) +
+                absl::Milliseconds(789)));
+  fake_.NextExecute(OneCell("at", "timestamptz", Text("2024-02-29 16:04:56.789+05:30")));
+  Result india = *client_->Execute("SELECT at");
+  EXPECT_EQ(*india[0].Get<Timestamp>(0), *utc[0].Get<Timestamp>(0));
+}
+
+// ---- errors ----
+
+TEST_F(ClientTest, PostgresErrorsCarryTheSqlStateAndAllTheirFields) {
+  v1::SqlErrorDetail detail;
+  detail.set_sqlstate("23505");
+  detail.set_message("duplicate key value violates unique constraint \"users_email_key\"");
+  detail.set_detail("Key (email)=(a@example.com) already exists.");
+  detail.set_table_name("users");
+  detail.set_schema_name("public");
+  detail.set_constraint_name("users_email_key");
+  detail.set_statement_index(2);
+  v1::RpcStatus rpc;
+  rpc.set_code(grpc::StatusCode::ALREADY_EXISTS);
+  rpc.add_details()->PackFrom(detail);
+  fake_.NextExecuteError({grpc::StatusCode::ALREADY_EXISTS, "duplicate key [SQLSTATE 23505]",
+                          "23505", "", rpc.SerializeAsString()});
+  absl::Status s = client_->Execute("INSERT ...").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(s.message(), "duplicate key [SQLSTATE 23505]");
+  EXPECT_EQ(SqlStateOf(s), "23505");
+  std::optional<SqlError> e = SqlErrorOf(s);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->constraint, "users_email_key");
+  EXPECT_EQ(e->table, "users");
+  EXPECT_EQ(e->schema, "public");
+  EXPECT_EQ(e->detail, "Key (email)=(a@example.com) already exists.");
+  EXPECT_EQ(e->statement_index, 2u);
+  EXPECT_FALSE(IsRetryableTransactionError(s));
+}
+
+TEST_F(ClientTest, BrokerErrorsCarryTheReasonAndNoSqlError) {
+  fake_.NextExecuteError(
+      {grpc::StatusCode::FAILED_PRECONDITION, "session expired", "", "SESSION_EXPIRED", ""});
+  absl::Status s = client_->Execute("SELECT 1").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReasonOf(s), "SESSION_EXPIRED");
+  EXPECT_EQ(SqlStateOf(s), std::nullopt);
+  EXPECT_EQ(SqlErrorOf(s), std::nullopt);
+}
+
+TEST(RetryableTest, AbortedAndSerializationOrDeadlockStatesAreRetryable) {
+  EXPECT_TRUE(IsRetryableTransactionError(absl::AbortedError("x")));
+  absl::Status deadlock = absl::UnknownError("x");
+  deadlock.SetPayload(kSqlStatePayloadUrl, absl::Cord("40P01"));
+  EXPECT_TRUE(IsRetryableTransactionError(deadlock));
+  EXPECT_FALSE(IsRetryableTransactionError(absl::InvalidArgumentError("x")));
+  EXPECT_FALSE(IsRetryableTransactionError(absl::OkStatus()));
+}
+
+// ---- sessions ----
+
+TEST_F(ClientTest, ASessionIsHeldByTheKeepAliveStreamWhileItLives) {
+  std::unique_ptr<Session> session = *client_->BeginSession();
+  fake_.AwaitHeld(session->name());
+  ASSERT_TRUE(session->Execute("SELECT 1").ok());
+  EXPECT_EQ(fake_.executes().back().session(), session->name());
+}
+
+TEST_F(ClientTest, DestroyingASessionRollsBackItsOpenTransactionAndEndsIt) {
+  {
+    std::unique_ptr<Session> session = *client_->BeginSession();
+    ASSERT_TRUE(session->Begin().ok());
+    ASSERT_TRUE(session->Execute("INSERT ...").ok());
+  }
+  EXPECT_THAT(fake_.calls(), ElementsAre("BeginSession", "BeginTransaction s1", "Execute s1",
+                                         "Rollback s1", "EndSession s1"));
+}
+
+TEST_F(ClientTest, DestroyingACommittedSessionOnlyEndsIt) {
+  {
+    std::unique_ptr<Session> session = *client_->BeginSession();
+    ASSERT_TRUE(session->Begin().ok());
+    ASSERT_TRUE(session->Commit().ok());
+  }
+  EXPECT_THAT(fake_.calls(),
+              ElementsAre("BeginSession", "BeginTransaction s1", "Commit s1", "EndSession s1"));
+}
+
+TEST_F(ClientTest, AnEndedSessionRefusesCallsAndItsDestructorDoesNothingMore) {
+  {
+    std::unique_ptr<Session> session = *client_->BeginSession();
+    ASSERT_TRUE(session->End().ok());
+    EXPECT_EQ(session->Execute("SELECT 1").status().code(), absl::StatusCode::kFailedPrecondition);
+  }
+  EXPECT_THAT(fake_.calls(), ElementsAre("BeginSession", "EndSession s1"));
+}
+
+// ---- Transaction ----
+
+TEST_F(ClientTest, TransactionRetriesAbortedCommitsAfterRollingBack) {
+  fake_.FailCommits(
+      2, {grpc::StatusCode::ABORTED, "could not serialize [SQLSTATE 40001]", "40001", "", ""});
+  int runs = 0;
+  TransactionOptions options;
+  options.initial_backoff = absl::Milliseconds(1);
+  absl::Status s = client_->Transaction(
+      [&](Session& session) {
+        ++runs;
+        return session.Execute("UPDATE ...").status();
+      },
+      options);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(runs, 3);
+  EXPECT_THAT(
+      fake_.calls(),
+      ElementsAre("BeginSession", "BeginTransaction s1", "Execute s1", "Commit s1", "Rollback s1",
+                  "BeginTransaction s1", "Execute s1", "Commit s1", "Rollback s1",
+                  "BeginTransaction s1", "Execute s1", "Commit s1", "EndSession s1"));
+}
+
+TEST_F(ClientTest, TransactionGivesUpAfterMaxAttemptsWithTheLastError) {
+  fake_.FailCommits(
+      10, {grpc::StatusCode::ABORTED, "deadlock detected [SQLSTATE 40P01]", "40P01", "", ""});
+  int runs = 0;
+  TransactionOptions options;
+  options.max_attempts = 3;
+  options.initial_backoff = absl::Milliseconds(1);
+  absl::Status s = client_->Transaction(
+      [&](Session&) {
+        ++runs;
+        return absl::OkStatus();
+      },
+      options);
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(SqlStateOf(s), "40P01");
+  EXPECT_EQ(runs, 3);
+}
+
+TEST_F(ClientTest, TransactionDoesNotRetryOtherErrorsAndRollsBack) {
+  int runs = 0;
+  absl::Status s = client_->Transaction([&](Session&) {
+    ++runs;
+    return absl::InvalidArgumentError("bad input");
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(runs, 1);
+  EXPECT_THAT(fake_.calls(),
+              ElementsAre("BeginSession", "BeginTransaction s1", "Rollback s1", "EndSession s1"));
+}
+
+TEST_F(ClientTest, TransactionRunsOnAGivenSessionAndLeavesItOpen) {
+  std::unique_ptr<Session> session = *client_->BeginSession();
+  TransactionOptions options;
+  options.session = session.get();
+  ASSERT_TRUE(
+      client_->Transaction([](Session& s) { return s.Execute("SELECT 1").status(); }, options)
+          .ok());
+  EXPECT_THAT(fake_.calls(),
+              ElementsAre("BeginSession", "BeginTransaction s1", "Execute s1", "Commit s1"));
+}
+
+TEST(ClientCreateTest, ATargetIsRequired) {
+  EXPECT_EQ(Client::Create(ClientOptions()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace sessionbroker

@@ -1,0 +1,217 @@
+// FakeBroker: a scripted sessionbroker.v1.SessionBroker service on a real
+// in-process gRPC server (no port), for the C++ client's unit tests. It
+// records what the client sent (requests, metadata, deadlines, the order of
+// session calls, the sessions its KeepAlive streams hold) and answers as the
+// test scripts it (the next Execute response or error, Commit failures).
+//
+// Thread-safe: gRPC runs the handlers on its threads while the test reads.
+#ifndef SESSIONBROKER_CLIENT_CPP_TESTS_FAKE_BROKER_H_
+#define SESSIONBROKER_CLIENT_CPP_TESTS_FAKE_BROKER_H_
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "grpcpp/grpcpp.h"
+#include "sessionbroker/v1/broker.grpc.pb.h"
+
+namespace sessionbroker::testing {
+
+// A scripted error: code, message, trailers and grpc-status-details-bin.
+struct FakeError {
+  grpc::StatusCode code = grpc::StatusCode::OK;
+  std::string message;
+  std::string sqlstate;  // "sqlstate" trailer when not empty
+  std::string reason;    // "sessionbroker-reason" trailer when not empty
+  std::string details;   // serialized v1::RpcStatus
+};
+
+class FakeBroker final : public v1::SessionBroker::Service {
+ public:
+  FakeBroker() {
+    grpc::ServerBuilder builder;
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+  }
+  ~FakeBroker() override {
+    server_->Shutdown();
+    server_->Wait();
+  }
+
+  std::shared_ptr<grpc::Channel> channel() { return server_->InProcessChannel({}); }
+
+  // ---- scripting ----
+  void NextExecute(v1::ExecuteResponse response) {
+    absl::MutexLock lock(&mu_);
+    execute_replies_.push_back({std::move(response), FakeError()});
+  }
+  void NextExecuteError(FakeError error) {
+    absl::MutexLock lock(&mu_);
+    execute_replies_.push_back({v1::ExecuteResponse(), std::move(error)});
+  }
+  // The next `n` Commits fail with `error`.
+  void FailCommits(int n, FakeError error) {
+    absl::MutexLock lock(&mu_);
+    for (int i = 0; i < n; ++i) commit_errors_.push_back(error);
+  }
+
+  // ---- what the client did ----
+  std::vector<v1::ExecuteRequest> executes() const {
+    absl::MutexLock lock(&mu_);
+    return executes_;
+  }
+  // "BeginSession", "BeginTransaction s1", "Commit s1", "Rollback s1",
+  // "EndSession s1", "Execute s1", in arrival order.
+  std::vector<std::string> calls() const {
+    absl::MutexLock lock(&mu_);
+    return calls_;
+  }
+  std::string last_client_id() const {
+    absl::MutexLock lock(&mu_);
+    return last_client_id_;
+  }
+  bool last_call_had_deadline() const {
+    absl::MutexLock lock(&mu_);
+    return last_had_deadline_;
+  }
+  // Blocks until a KeepAlive stream holds `session`.
+  void AwaitHeld(const std::string& session) const {
+    struct Waiter {
+      const FakeBroker* fake;
+      const std::string* name;
+      bool Held() const ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called under mu_
+        return std::find(fake->held_.begin(), fake->held_.end(), *name) != fake->held_.end();
+      }
+    };
+    Waiter waiter{this, &session};
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&waiter, &Waiter::Held));
+  }
+  std::vector<std::string> held() const {
+    absl::MutexLock lock(&mu_);
+    return held_;
+  }
+
+  // ---- the service ----
+  grpc::Status Execute(grpc::ServerContext* context, const v1::ExecuteRequest* request,
+                       v1::ExecuteResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    Record(context, absl::StrCat("Execute ", request->session()));
+    executes_.push_back(*request);
+    if (execute_replies_.empty()) return grpc::Status::OK;
+    Reply reply = std::move(execute_replies_.front());
+    execute_replies_.pop_front();
+    if (reply.error.code != grpc::StatusCode::OK) return Fail(context, reply.error);
+    *response = std::move(reply.response);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status BeginSession(grpc::ServerContext* context, const v1::BeginSessionRequest* request,
+                            v1::Session* response) override {
+    absl::MutexLock lock(&mu_);
+    Record(context, "BeginSession");
+    response->set_name(absl::StrCat("s", ++sessions_));
+    response->set_label(request->label());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status BeginTransaction(grpc::ServerContext* context,
+                                const v1::BeginTransactionRequest* request,
+                                v1::BeginTransactionResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    Record(context, absl::StrCat("BeginTransaction ", request->session()));
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Commit(grpc::ServerContext* context, const v1::CommitRequest* request,
+                      v1::CommitResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    Record(context, absl::StrCat("Commit ", request->session()));
+    if (!commit_errors_.empty()) {
+      FakeError e = commit_errors_.front();
+      commit_errors_.pop_front();
+      return Fail(context, e);
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Rollback(grpc::ServerContext* context, const v1::RollbackRequest* request,
+                        v1::RollbackResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    Record(context, absl::StrCat("Rollback ", request->session()));
+    return grpc::Status::OK;
+  }
+
+  grpc::Status EndSession(grpc::ServerContext* context, const v1::EndSessionRequest* request,
+                          v1::EndSessionResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    Record(context, absl::StrCat("EndSession ", request->session()));
+    return grpc::Status::OK;
+  }
+
+  grpc::Status KeepAlive(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::KeepAliveResponse, v1::KeepAliveRequest>* stream) override {
+    v1::KeepAliveRequest request;
+    while (stream->Read(&request)) {
+      v1::KeepAliveResponse response;
+      {
+        absl::MutexLock lock(&mu_);
+        for (const std::string& h : request.hold()) {
+          held_.push_back(h);
+          v1::SessionState* s = response.add_sessions();
+          s->set_name(h);
+          s->set_state(v1::SessionState::HELD);
+        }
+        for (const std::string& r : request.release()) {
+          held_.erase(std::remove(held_.begin(), held_.end(), r), held_.end());
+        }
+      }
+      stream->Write(response);
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  struct Reply {
+    v1::ExecuteResponse response;
+    FakeError error;
+  };
+
+  void Record(grpc::ServerContext* context, std::string call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    calls_.push_back(std::move(call));
+    auto it = context->client_metadata().find("x-client-id");
+    last_client_id_ = it == context->client_metadata().end()
+                          ? ""
+                          : std::string(it->second.data(), it->second.size());
+    last_had_deadline_ =
+        context->deadline() < std::chrono::system_clock::now() + std::chrono::hours(24 * 365);
+  }
+
+  static grpc::Status Fail(grpc::ServerContext* context, const FakeError& e) {
+    if (!e.sqlstate.empty()) context->AddTrailingMetadata("sqlstate", e.sqlstate);
+    if (!e.reason.empty()) context->AddTrailingMetadata("sessionbroker-reason", e.reason);
+    return grpc::Status(e.code, e.message, e.details);
+  }
+
+  mutable absl::Mutex mu_;
+  std::deque<Reply> execute_replies_ ABSL_GUARDED_BY(mu_);
+  std::deque<FakeError> commit_errors_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::ExecuteRequest> executes_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> held_ ABSL_GUARDED_BY(mu_);
+  std::string last_client_id_ ABSL_GUARDED_BY(mu_);
+  bool last_had_deadline_ ABSL_GUARDED_BY(mu_) = false;
+  int sessions_ ABSL_GUARDED_BY(mu_) = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+}  // namespace sessionbroker::testing
+
+#endif  // SESSIONBROKER_CLIENT_CPP_TESTS_FAKE_BROKER_H_
