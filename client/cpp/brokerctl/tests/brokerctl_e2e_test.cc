@@ -1,5 +1,8 @@
 // brokerctl against the real broker and PostgreSQL: what each command prints
 // and the exit codes scripts rely on (docs/clients.md "## brokerctl").
+#include <signal.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
