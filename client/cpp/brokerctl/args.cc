@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 
 namespace brokerctl {
 namespace {
@@ -177,15 +178,24 @@ absl::StatusOr<Invocation> SplitInvocation(const std::vector<std::string>& argv,
 std::string HelpText(const std::string& usage, const std::string& summary,
                      const std::vector<FlagSpec>& specs) {
   std::string out = absl::StrCat("usage: ", usage, "\n\n", summary, "\n");
+  // Flag names in a column of 27, their help wrapped at 80 columns.
   auto list = [&out](const std::vector<FlagSpec>& flags) {
     for (const FlagSpec& f : flags) {
       std::string left = f.short_name.empty() ? f.name : absl::StrCat(f.short_name, ", ", f.name);
       if (!f.value_name.empty()) absl::StrAppend(&left, " ", f.value_name);
-      if (left.size() < 24) {
-        absl::StrAppend(&out, absl::StrFormat("  %-24s %s\n", left, f.help));
-      } else {
-        absl::StrAppend(&out, "  ", left, "\n", std::string(27, ' '), f.help, "\n");
+      std::string line = absl::StrFormat("  %-24s", left);
+      if (line.size() > 26) {
+        absl::StrAppend(&out, line, "\n");
+        line = std::string(26, ' ');
       }
+      for (absl::string_view word : absl::StrSplit(f.help, ' ', absl::SkipEmpty())) {
+        if (line.size() + 1 + word.size() > 80 && line.size() > 27) {
+          absl::StrAppend(&out, line, "\n");
+          line = std::string(26, ' ');
+        }
+        absl::StrAppend(&line, " ", word);
+      }
+      absl::StrAppend(&out, line, "\n");
     }
   };
   if (!specs.empty()) {

@@ -8,16 +8,25 @@
 
 namespace brokerctl {
 
-Screen::Screen() {
+std::unique_ptr<Screen> Screen::Open() {
   std::setlocale(LC_ALL, "");
-  initscr();
+  // newterm, unlike initscr, returns null instead of exiting on a terminal
+  // it does not know.
+  SCREEN* term = newterm(nullptr, stdout, stdin);
+  if (term == nullptr) return nullptr;
+  std::unique_ptr<Screen> screen(new Screen());
+  screen->term_ = term;
   cbreak();
   noecho();
   keypad(stdscr, TRUE);
   curs_set(0);
+  return screen;
 }
 
-Screen::~Screen() { endwin(); }
+Screen::~Screen() {
+  endwin();
+  delscreen(static_cast<SCREEN*>(term_));
+}
 
 bool Screen::LocaleIsUtf8() {
   std::setlocale(LC_ALL, "");

@@ -5,6 +5,7 @@
 #ifndef SESSIONBROKER_CLIENT_CPP_BROKERCTL_SCREEN_H_
 #define SESSIONBROKER_CLIENT_CPP_BROKERCTL_SCREEN_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,8 +18,9 @@ struct ScreenLine {
 
 class Screen {
  public:
-  // Takes over the terminal: no echo, keys one at a time, no cursor.
-  Screen();
+  // Takes over the terminal on stdin/stdout: no echo, keys one at a time,
+  // no cursor. Null when ncurses cannot drive it (TERM unset or unknown).
+  static std::unique_ptr<Screen> Open();
   // Gives the terminal back as it was.
   ~Screen();
   Screen(const Screen&) = delete;
@@ -36,6 +38,10 @@ class Screen {
   // Replaces the screen: `lines` from the top, `footer` (if any) in reverse
   // video on the last row.
   void Draw(const std::vector<ScreenLine>& lines, const std::string& footer);
+
+ private:
+  Screen() = default;
+  void* term_ = nullptr;  // the ncurses SCREEN, opaque here
 };
 
 }  // namespace brokerctl

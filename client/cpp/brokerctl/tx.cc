@@ -243,7 +243,12 @@ class TxShell {
     absl::StatusOr<sessionbroker::Result> result = session_->Execute(line);
     Touch();
     if (!result.ok()) return Failed(result.status());
-    std::cout << FormatResult(result->proto(), options_.format) << std::flush;
+    // CSV has no form for a statement without rows: its command tag, as psql prints.
+    if (options_.format == OutputFormat::kCsv && result->proto().columns_size() == 0) {
+      std::cout << result->command_tag() << "\n" << std::flush;
+    } else {
+      std::cout << FormatResult(result->proto(), options_.format) << std::flush;
+    }
   }
 
   void Finish() {
@@ -277,7 +282,7 @@ int RunTx(const GlobalOptions& global, const Args& args) {
   std::optional<ParsedFlags> flags = ParseCommandFlags(
       "tx",
       "brokerctl tx [--idle-limit DURATION] [--warn-before DURATION] [--isolation LEVEL] "
-      "[--read-only] [--json|--csv]",
+      "[--read-only] [--label TEXT] [--json|--csv]",
       "An interactive transaction: begins a session and a transaction and reads one\n"
       "statement per line, printing results as query does. commit (or end), rollback (or\n"
       "abort), begin; \\q, quit, exit or end of input quit (rolling back an open\n"

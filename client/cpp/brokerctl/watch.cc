@@ -51,7 +51,8 @@ class Slot {
   std::optional<absl::Status> done_ ABSL_GUARDED_BY(mu_);
 };
 
-int WatchScreen(sessionbroker::Client& client, const std::string& target, absl::Duration interval) {
+int WatchScreen(sessionbroker::Client& client, std::unique_ptr<Screen> screen, bool unicode,
+                const std::string& target, absl::Duration interval) {
   Slot slot;
   sessionbroker::WatchCanceller canceller;
   std::thread reader([&] {
@@ -64,10 +65,6 @@ int WatchScreen(sessionbroker::Client& client, const std::string& target, absl::
         &canceller);
     slot.Finish(s);
   });
-
-  const bool unicode = Screen::LocaleIsUtf8();
-  std::optional<Screen> screen;
-  screen.emplace();
 
   PoolHistory history;
   std::optional<PoolStatus> last;
@@ -158,7 +155,13 @@ int RunWatch(const GlobalOptions& global, const Args& args) {
   if (!terminal || flags->Has("--plain") || count > 0) {
     return WatchPlain(**client, interval, count);
   }
-  return WatchScreen(**client, global.target, interval);
+  const bool unicode = Screen::LocaleIsUtf8();
+  std::unique_ptr<Screen> screen = Screen::Open();
+  if (screen == nullptr) {
+    std::cerr << "brokerctl watch: this terminal (TERM) is unknown to ncurses; printing lines\n";
+    return WatchPlain(**client, interval, count);
+  }
+  return WatchScreen(**client, std::move(screen), unicode, global.target, interval);
 }
 
 }  // namespace brokerctl

@@ -60,10 +60,12 @@ class BrokerctlTest : public ::testing::Test {
   }
 
   // Runs brokerctl with `args` against the broker (--target first).
-  Output Run(const std::vector<std::string>& args, const std::string& env = "") {
-    std::string cmd = env + " " + SB_BROKERCTL_BINARY + " --target " + broker_->address();
+  // `input` is its stdin.
+  Output Run(const std::vector<std::string>& args, const std::string& input = "") {
+    std::string cmd = "printf '%s' " + Quote(input) + " | " + SB_BROKERCTL_BINARY + " --target " +
+                      broker_->address();
     for (const std::string& a : args) cmd += " " + Quote(a);
-    cmd += " 2>" + Quote(err_path_) + " </dev/null";
+    cmd += " 2>" + Quote(err_path_);
     Output o;
     o.code = RunCommand(cmd, &o.out);
     std::ifstream f(err_path_);
@@ -180,6 +182,19 @@ TEST_F(BrokerctlTest, TargetComesFromTheEnvironment) {
   std::string out;
   EXPECT_EQ(RunCommand(cmd, &out), 0);
   EXPECT_EQ(out, "five\n5\n");
+}
+
+TEST_F(BrokerctlTest, TxReadsStatementsFromAPipeWithoutPrompts) {
+  ASSERT_EQ(Run({"query", "CREATE TABLE " + table_ + " (id int)"}).code, 0);
+  Output o =
+      Run({"tx", "--csv"}, "INSERT INTO " + table_ + " VALUES (1)\nSELECT count(*) AS n FROM " +
+                               table_ + ";\ncommit\nINSERT INTO " + table_ + " VALUES (2)\n");
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_THAT(o.out, HasSubstr("transaction open"));
+  EXPECT_THAT(o.out, HasSubstr("INSERT 0 1\nn\n1\nCOMMIT\nBEGIN\nINSERT 0 1\nROLLBACK (the open "
+                               "transaction was rolled back on exit)\n"));
+  EXPECT_THAT(o.out, testing::Not(HasSubstr("tx*>")));
+  EXPECT_EQ(Run({"query", "SELECT count(*) FROM " + table_, "--csv"}).out, "count\n1\n");
 }
 
 TEST_F(BrokerctlTest, StatusPrintsTheSnapshotHumanOrJson) {

@@ -2,6 +2,7 @@
 // detached session of its own server (its own socket), the test types with
 // send-keys and reads the screen with capture-pane. Every test kills its
 // tmux server on the way out, whatever happens.
+#include <signal.h>
 #include <unistd.h>
 
 #include <string>
@@ -212,6 +213,18 @@ TEST_F(BrokerctlTerminalTest, WatchShowsThePoolFollowsResizesAndQuitsOnQ) {
   EXPECT_THAT(narrow, HasSubstr("Connections"));
 
   tmux.Key("q");
+  tmux.WaitFor("brokerctl exited 0");
+}
+
+TEST_F(BrokerctlTerminalTest, WatchPrintsLinesOnATerminalNcursesDoesNotKnow) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker({{"BROKER_DRAIN_SECONDS", "0"}}));
+  Tmux tmux(absl::StrCat("env TERM=no-such-terminal ", SB_BROKERCTL_BINARY, " --target ",
+                         broker_->address(), " watch --interval 100ms"),
+            160, 20);
+  std::string screen = tmux.WaitFor(" open=");
+  EXPECT_THAT(screen, HasSubstr("unknown to ncurses; printing lines"));
+  // The broker's shutdown ends the stream, and brokerctl with it.
+  EXPECT_EQ(broker_->SignalAndWait(SIGTERM, absl::Seconds(30)), 0);
   tmux.WaitFor("brokerctl exited 0");
 }
 
