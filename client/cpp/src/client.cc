@@ -134,6 +134,8 @@ constexpr char kServiceConfig[] = R"json({
   }]
 })json";
 
+constexpr absl::Duration kDestructorDeadline = absl::Seconds(5);
+
 absl::Status Ended(const std::string& name) {
   return absl::FailedPreconditionError(
       absl::StrCat("session ", name, " was ended by this client (Session::End)"));
@@ -150,8 +152,13 @@ Session::Session(std::shared_ptr<internal::ClientCore> core, std::string name)
 
 Session::~Session() {
   if (ended_) return;
-  if (in_transaction_) (void)Rollback();
-  (void)End();
+  // A destructor must not hang on an unreachable broker for the default
+  // deadline twice: the lease (and the broker's own timeouts) end the
+  // session and its transaction anyway.
+  CallOptions call;
+  call.deadline = std::min(core_->options.default_deadline, kDestructorDeadline);
+  if (in_transaction_) (void)Rollback(call);
+  (void)End(call);
 }
 
 absl::StatusOr<Result> Session::Execute(absl::string_view sql, std::vector<Param> params,
@@ -320,7 +327,10 @@ absl::Status Client::Transaction(const std::function<absl::Status(Session&)>& fn
   const int max_attempts = std::max(1, options.max_attempts);
   for (int attempt = 1;; ++attempt) {
     absl::Status s = session->Begin(options);
-    if (s.ok()) s = fn(*session);
+    // A Begin that failed began nothing here: a Rollback could only undo a
+    // transaction the caller's session already had open.
+    if (!s.ok()) return s;
+    s = fn(*session);
     if (s.ok()) s = session->Commit();
     if (s.ok()) return s;
     // Always: it also acknowledges a transaction the broker rolled back.

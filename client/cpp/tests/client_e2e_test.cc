@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -61,16 +62,15 @@ TEST_F(ClientE2eTest, TypedValuesRoundTripThroughPostgres) {
   MustExecute("CREATE TABLE " + table_ +
               " (i4 int4, i8 int8, f8 float8, b bool, t text, by bytea, j jsonb, n numeric,"
               " at timestamptz, ids int8[], tags text[], u uuid, missing int4)");
-  Timestamp at = std::chrono::system_clock::from_time_t(1700000000) +
-                 std::chrono::microseconds(123456);
+  Timestamp at =
+      std::chrono::system_clock::from_time_t(1700000000) + std::chrono::microseconds(123456);
   std::optional<int64_t> none;
-  MustExecute("INSERT INTO " + table_ +
-                  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-              {7, int64_t{1} << 40, 0.1, true, "héllo", Bytes{std::string("\0\xff", 2)},
-               Json{R"({"b": 1, "a": [1, 2]})"}, Numeric{"12345678901234567890.5"}, at,
-               std::vector<int64_t>{1, 2, 3},
-               std::vector<std::optional<std::string>>{"x", std::nullopt},
-               Param::Typed("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "uuid"), none});
+  MustExecute(
+      "INSERT INTO " + table_ + " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+      {7, int64_t{1} << 40, 0.1, true, "héllo", Bytes{std::string("\0\xff", 2)},
+       Json{R"({"b": 1, "a": [1, 2]})"}, Numeric{"12345678901234567890.5"}, at,
+       std::vector<int64_t>{1, 2, 3}, std::vector<std::optional<std::string>>{"x", std::nullopt},
+       Param::Typed("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "uuid"), none});
 
   absl::StatusOr<Result> r = client_->Execute("SELECT * FROM " + table_);
   ASSERT_TRUE(r.ok()) << r.status();
@@ -96,10 +96,11 @@ TEST_F(ClientE2eTest, TypedValuesRoundTripThroughPostgres) {
 }
 
 TEST_F(ClientE2eTest, AUniqueViolationNamesItsConstraintTableAndDetail) {
-  MustExecute("CREATE TABLE " + table_ + " (email text CONSTRAINT " + table_ + "_email_key UNIQUE)");
+  MustExecute("CREATE TABLE " + table_ + " (email text CONSTRAINT " + table_ +
+              "_email_key UNIQUE)");
   MustExecute("INSERT INTO " + table_ + " VALUES ($1)", {"a@example.com"});
-  absl::Status s = client_->Execute("INSERT INTO " + table_ + " VALUES ($1)", {"a@example.com"})
-                       .status();
+  absl::Status s =
+      client_->Execute("INSERT INTO " + table_ + " VALUES ($1)", {"a@example.com"}).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(SqlStateOf(s), "23505");
   std::optional<SqlError> e = SqlErrorOf(s);
@@ -113,9 +114,9 @@ TEST_F(ClientE2eTest, AUniqueViolationNamesItsConstraintTableAndDetail) {
 
 TEST_F(ClientE2eTest, AFailedBatchStatementIsNamedByItsIndex) {
   MustExecute("CREATE TABLE " + table_ + " (id int8 PRIMARY KEY)");
-  absl::StatusOr<std::vector<Result>> r = client_->ExecuteBatch(
-      {{"INSERT INTO " + table_ + " VALUES ($1)", {1}},
-       {"INSERT INTO " + table_ + " VALUES ($1)", {1}}});
+  absl::StatusOr<std::vector<Result>> r =
+      client_->ExecuteBatch({{"INSERT INTO " + table_ + " VALUES ($1)", {1}},
+                             {"INSERT INTO " + table_ + " VALUES ($1)", {1}}});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists);
   ASSERT_TRUE(SqlErrorOf(r.status()).has_value());
   EXPECT_EQ(SqlErrorOf(r.status())->statement_index, 2u);
@@ -132,8 +133,7 @@ TEST_F(ClientE2eTest, TransactionRetriesARealSerializationFailure) {
   absl::Status s = client_->Transaction(
       [&](Session& session) -> absl::Status {
         ++runs;
-        absl::StatusOr<Result> read =
-            session.Execute("SELECT v FROM " + table_ + " WHERE id = 1");
+        absl::StatusOr<Result> read = session.Execute("SELECT v FROM " + table_ + " WHERE id = 1");
         if (!read.ok()) return read.status();
         if (runs == 1) {
           // Another session's transaction changes the row after this one's
@@ -235,12 +235,28 @@ TEST_F(ClientE2eTest, OperatorsCallsReportThePoolSessionsAndHealth) {
   EXPECT_EQ(*client_->Health("sessionbroker.v1.SessionBroker"), ServingStatus::kServing);
   EXPECT_EQ(*client_->Health("no.such.Service"), ServingStatus::kServiceUnknown);
   int snapshots = 0;
-  absl::Status watched = client_->WatchPoolStatus(absl::Milliseconds(100),
-                                                  [&](const v1::PoolStatus&) {
-                                                    return ++snapshots < 3;
-                                                  });
+  absl::Status watched = client_->WatchPoolStatus(
+      absl::Milliseconds(100), [&](const v1::PoolStatus&) { return ++snapshots < 3; });
   EXPECT_TRUE(watched.ok()) << watched;
   EXPECT_EQ(snapshots, 3);
+  // A canceller ends the watch from another thread (here: the callback's).
+  WatchCanceller canceller;
+  int seen = 0;
+  watched = client_->WatchPoolStatus(
+      absl::Milliseconds(100),
+      [&](const v1::PoolStatus&) {
+        if (++seen == 2) std::thread([&] { canceller.Cancel(); }).join();
+        return true;
+      },
+      &canceller);
+  EXPECT_TRUE(watched.ok()) << watched;
+  EXPECT_GE(seen, 2);
+  // Cancelled before it starts: returns at once.
+  EXPECT_TRUE(
+      client_
+          ->WatchPoolStatus(
+              absl::Milliseconds(100), [](const v1::PoolStatus&) { return true; }, &canceller)
+          .ok());
   absl::StatusOr<bool> ended = client_->EndSession(session->name());
   EXPECT_TRUE(ended.ok()) << ended.status();
   EXPECT_EQ(session->Execute("SELECT 1").status().code(), absl::StatusCode::kFailedPrecondition);

@@ -283,6 +283,27 @@ TEST_F(ClientTest, ASessionIsHeldByTheKeepAliveStreamWhileItLives) {
   EXPECT_EQ(fake_.executes().back().session(), session->name());
 }
 
+TEST_F(ClientTest, ABrokenKeepAliveStreamIsReopenedAndHoldsEverySessionAgain) {
+  std::unique_ptr<Session> first = *client_->BeginSession();
+  std::unique_ptr<Session> second = *client_->BeginSession();
+  fake_.AwaitHeld(first->name());
+  fake_.AwaitHeld(second->name());
+  fake_.BreakKeepAliveStreams();
+  fake_.AwaitStreamsOpened(2);
+  fake_.AwaitHeld(first->name());
+  fake_.AwaitHeld(second->name());
+  second.reset();
+  EXPECT_THAT(fake_.calls(), ElementsAre("BeginSession", "BeginSession", "EndSession s2"));
+}
+
+TEST_F(ClientTest, OneKeepAliveStreamHoldsAllSessionsOfAClient) {
+  std::vector<std::unique_ptr<Session>> sessions;
+  for (int i = 0; i < 5; ++i) sessions.push_back(*client_->BeginSession());
+  for (const auto& s : sessions) fake_.AwaitHeld(s->name());
+  EXPECT_EQ(fake_.held().size(), 5u);
+  EXPECT_EQ(fake_.streams_opened(), 1);
+}
+
 TEST_F(ClientTest, DestroyingASessionRollsBackItsOpenTransactionAndEndsIt) {
   {
     std::unique_ptr<Session> session = *client_->BeginSession();
@@ -365,6 +386,25 @@ TEST_F(ClientTest, TransactionDoesNotRetryOtherErrorsAndRollsBack) {
               ElementsAre("BeginSession", "BeginTransaction s1", "Rollback s1", "EndSession s1"));
 }
 
+TEST_F(ClientTest, TransactionOnASessionWhoseBeginFailsLeavesItsTransactionAlone) {
+  std::unique_ptr<Session> session = *client_->BeginSession();
+  fake_.FailNext(
+      "BeginTransaction", 1,
+      {grpc::StatusCode::FAILED_PRECONDITION, "a transaction is already open", "", "", ""});
+  TransactionOptions options;
+  options.session = session.get();
+  int runs = 0;
+  absl::Status s = client_->Transaction(
+      [&](Session&) {
+        ++runs;
+        return absl::OkStatus();
+      },
+      options);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(runs, 0);
+  EXPECT_THAT(fake_.calls(), ElementsAre("BeginSession", "BeginTransaction s1"));
+}
+
 TEST_F(ClientTest, TransactionRunsOnAGivenSessionAndLeavesItOpen) {
   std::unique_ptr<Session> session = *client_->BeginSession();
   TransactionOptions options;
@@ -374,6 +414,39 @@ TEST_F(ClientTest, TransactionRunsOnAGivenSessionAndLeavesItOpen) {
           .ok());
   EXPECT_THAT(fake_.calls(),
               ElementsAre("BeginSession", "BeginTransaction s1", "Execute s1", "Commit s1"));
+}
+
+// Over a real TCP channel: the client's service config applies there.
+class ClientChannelTest : public ::testing::Test {
+ protected:
+  ClientChannelTest() : fake_(/*tcp=*/true) {
+    ClientOptions options;
+    options.target = fake_.address();
+    client_ = *Client::Create(std::move(options));
+  }
+  FakeBroker fake_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(ClientChannelTest, ReadsAreRetriedOnUnavailable) {
+  fake_.FailNext("GetSession", 2, {grpc::StatusCode::UNAVAILABLE, "shutting down", "", "", ""});
+  absl::StatusOr<v1::Session> s = client_->GetSession("s9");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->name(), "s9");
+  EXPECT_THAT(fake_.calls(), ElementsAre("GetSession s9", "GetSession s9", "GetSession s9"));
+}
+
+TEST_F(ClientChannelTest, StatementsAreNotRetriedOnUnavailable) {
+  fake_.FailNext("Execute", 1, {grpc::StatusCode::UNAVAILABLE, "connection lost", "", "", ""});
+  absl::Status s = client_->Execute("INSERT ...").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(fake_.calls(), ElementsAre("Execute "));
+}
+
+TEST_F(ClientChannelTest, ACallOptionsDeadlineBoundsTheCall) {
+  fake_.HangExecutes();
+  absl::Status s = client_->Execute("SELECT 1", {}, CallOptions{absl::Milliseconds(50)}).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
 }
 
 TEST(ClientCreateTest, ATargetIsRequired) {

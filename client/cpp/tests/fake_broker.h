@@ -11,7 +11,9 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,11 +36,17 @@ struct FakeError {
 
 class FakeBroker final : public v1::SessionBroker::Service {
  public:
-  FakeBroker() {
+  // Listening on no port (in-process channel only), or with `tcp` on a port
+  // of 127.0.0.1 the kernel picks: for tests that need a real channel
+  // (service config retries do not run on in-process channels).
+  explicit FakeBroker(bool tcp = false) {
     grpc::ServerBuilder builder;
     builder.RegisterService(this);
+    if (tcp) builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     server_ = builder.BuildAndStart();
   }
+  // "127.0.0.1:PORT" of a tcp fake.
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
   ~FakeBroker() override {
     server_->Shutdown();
     server_->Wait();
@@ -54,6 +62,18 @@ class FakeBroker final : public v1::SessionBroker::Service {
   void NextExecuteError(FakeError error) {
     absl::MutexLock lock(&mu_);
     execute_replies_.push_back({v1::ExecuteResponse(), std::move(error)});
+  }
+  // The next `n` calls of `method` ("Execute", "GetSession",
+  // "BeginTransaction") fail with
+  // `error` (before any scripted reply).
+  void FailNext(const std::string& method, int n, FakeError error) {
+    absl::MutexLock lock(&mu_);
+    for (int i = 0; i < n; ++i) failures_[method].push_back(error);
+  }
+  // Executes run until their call is cancelled (deadline, client cancel).
+  void HangExecutes() {
+    absl::MutexLock lock(&mu_);
+    hang_executes_ = true;
   }
   // The next `n` Commits fail with `error`.
   void FailCommits(int n, FakeError error) {
@@ -93,6 +113,28 @@ class FakeBroker final : public v1::SessionBroker::Service {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(&waiter, &Waiter::Held));
   }
+  // Cancels the KeepAlive streams open now, as a broken connection would;
+  // what they held is forgotten.
+  void BreakKeepAliveStreams() {
+    absl::MutexLock lock(&mu_);
+    for (grpc::ServerContext* c : streams_) c->TryCancel();
+    held_.clear();
+  }
+  // Blocks until `n` KeepAlive streams have been opened in all.
+  void AwaitStreamsOpened(int n) const {
+    struct Waiter {
+      const FakeBroker* fake;
+      int n;
+      bool Done() const ABSL_NO_THREAD_SAFETY_ANALYSIS { return fake->streams_opened_ >= n; }
+    };
+    Waiter waiter{this, n};
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&waiter, &Waiter::Done));
+  }
+  int streams_opened() const {
+    absl::MutexLock lock(&mu_);
+    return streams_opened_;
+  }
   std::vector<std::string> held() const {
     absl::MutexLock lock(&mu_);
     return held_;
@@ -103,7 +145,13 @@ class FakeBroker final : public v1::SessionBroker::Service {
                        v1::ExecuteResponse* response) override {
     absl::MutexLock lock(&mu_);
     Record(context, absl::StrCat("Execute ", request->session()));
+    static constexpr bool kNever = false;
+    while (hang_executes_ && !context->IsCancelled()) {
+      // Releases mu_ while it waits: polls the cancellation.
+      mu_.AwaitWithTimeout(absl::Condition(&kNever), absl::Milliseconds(5));
+    }
     executes_.push_back(*request);
+    if (std::optional<FakeError> e = TakeFailure("Execute")) return Fail(context, *e);
     if (execute_replies_.empty()) return grpc::Status::OK;
     Reply reply = std::move(execute_replies_.front());
     execute_replies_.pop_front();
@@ -121,11 +169,21 @@ class FakeBroker final : public v1::SessionBroker::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status GetSession(grpc::ServerContext* context, const v1::GetSessionRequest* request,
+                          v1::Session* response) override {
+    absl::MutexLock lock(&mu_);
+    Record(context, absl::StrCat("GetSession ", request->session()));
+    if (std::optional<FakeError> e = TakeFailure("GetSession")) return Fail(context, *e);
+    response->set_name(request->session());
+    return grpc::Status::OK;
+  }
+
   grpc::Status BeginTransaction(grpc::ServerContext* context,
                                 const v1::BeginTransactionRequest* request,
                                 v1::BeginTransactionResponse* response) override {
     absl::MutexLock lock(&mu_);
     Record(context, absl::StrCat("BeginTransaction ", request->session()));
+    if (std::optional<FakeError> e = TakeFailure("BeginTransaction")) return Fail(context, *e);
     return grpc::Status::OK;
   }
 
@@ -158,6 +216,11 @@ class FakeBroker final : public v1::SessionBroker::Service {
   grpc::Status KeepAlive(
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::KeepAliveResponse, v1::KeepAliveRequest>* stream) override {
+    {
+      absl::MutexLock lock(&mu_);
+      streams_.push_back(context);
+      ++streams_opened_;
+    }
     v1::KeepAliveRequest request;
     while (stream->Read(&request)) {
       v1::KeepAliveResponse response;
@@ -175,6 +238,8 @@ class FakeBroker final : public v1::SessionBroker::Service {
       }
       stream->Write(response);
     }
+    absl::MutexLock lock(&mu_);
+    streams_.erase(std::remove(streams_.begin(), streams_.end(), context), streams_.end());
     return grpc::Status::OK;
   }
 
@@ -194,6 +259,15 @@ class FakeBroker final : public v1::SessionBroker::Service {
         context->deadline() < std::chrono::system_clock::now() + std::chrono::hours(24 * 365);
   }
 
+  std::optional<FakeError> TakeFailure(const std::string& method)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = failures_.find(method);
+    if (it == failures_.end() || it->second.empty()) return std::nullopt;
+    FakeError e = it->second.front();
+    it->second.pop_front();
+    return e;
+  }
+
   static grpc::Status Fail(grpc::ServerContext* context, const FakeError& e) {
     if (!e.sqlstate.empty()) context->AddTrailingMetadata("sqlstate", e.sqlstate);
     if (!e.reason.empty()) context->AddTrailingMetadata("sessionbroker-reason", e.reason);
@@ -203,12 +277,17 @@ class FakeBroker final : public v1::SessionBroker::Service {
   mutable absl::Mutex mu_;
   std::deque<Reply> execute_replies_ ABSL_GUARDED_BY(mu_);
   std::deque<FakeError> commit_errors_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::deque<FakeError>> failures_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::ExecuteRequest> executes_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> held_ ABSL_GUARDED_BY(mu_);
   std::string last_client_id_ ABSL_GUARDED_BY(mu_);
   bool last_had_deadline_ ABSL_GUARDED_BY(mu_) = false;
   int sessions_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<grpc::ServerContext*> streams_ ABSL_GUARDED_BY(mu_);
+  int streams_opened_ ABSL_GUARDED_BY(mu_) = 0;
+  bool hang_executes_ ABSL_GUARDED_BY(mu_) = false;
+  int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
 };
 

@@ -1,7 +1,9 @@
 // The C++ client of the session broker (docs/clients.md, "## C++").
 //
-//   auto client = sessionbroker::Client::Create({.target = "127.0.0.1:50051",
-//                                                .client_id = "billing"});
+//   sessionbroker::ClientOptions options;
+//   options.target = "127.0.0.1:50051";
+//   options.client_id = "billing";
+//   auto client = sessionbroker::Client::Create(options);  // StatusOr
 //   absl::StatusOr<Result> r = (*client)->Execute("SELECT $1::int4 + 1", {41});
 //   int64_t answer = *(*r)[0].Get<int64_t>(0);
 //
@@ -126,8 +128,8 @@ struct TransactionOptions {
 // A leased session. Obtained from Client::BeginSession.
 class Session {
  public:
-  // Rolls back an open transaction and ends the session (errors ignored),
-  // unless End() already did.
+  // Rolls back an open transaction and ends the session (errors ignored;
+  // each call's deadline capped at 5 s), unless End() already did.
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -209,7 +211,9 @@ class Client {
   // error (IsRetryableTransactionError: ABORTED, SQLSTATE 40001/40P01), rolls
   // back, waits (exponential backoff with jitter) and runs fn again, at most
   // options.max_attempts times in all; returns the last error. Any other
-  // error from fn rolls back and is returned as is. fn must not Commit or
+  // error from fn rolls back and is returned as is; a failed Begin is
+  // returned without a Rollback (it would undo a transaction options.session
+  // already had open). fn must not Commit or
   // Rollback itself, and must be safe to run more than once.
   absl::Status Transaction(const std::function<absl::Status(Session&)>& fn,
                            const TransactionOptions& options = {});
