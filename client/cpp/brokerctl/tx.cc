@@ -43,10 +43,11 @@ class TxShell {
 
   int Run() {
     if (!Begin()) return exit_code_;
-    std::cout << "session " << session_->name() << "; transaction open. One statement per line; "
-              << "commit, rollback, \\q to quit.\nThe broker rolls back a transaction idle for "
+    std::cout << "session " << session_->name()
+              << ": transaction open. One statement per line; commit, rollback, \\q quits.\n"
+              << "The broker rolls back a transaction idle for "
               << HumanDuration(options_.idle_limit)
-              << " (BROKER_TX_IDLE_TIMEOUT; --idle-limit): you will be warned "
+              << " (BROKER_TX_IDLE_TIMEOUT, --idle-limit);\nyou are warned "
               << HumanDuration(options_.warn_before) << " before.\n";
     Prompt();
     std::string pending;
@@ -114,8 +115,8 @@ class TxShell {
       warned_ = true;
       next_check_ = last_activity_ + options_.idle_limit + absl::Milliseconds(300);
       std::cerr << absl::StrFormat(
-                       "\nwarning: the transaction has been idle for %s; the broker rolls it "
-                       "back after %s idle (BROKER_TX_IDLE_TIMEOUT). Run a statement, commit or "
+                       "\nwarning: the transaction has been idle for %s;\nthe broker rolls it "
+                       "back after %s idle (BROKER_TX_IDLE_TIMEOUT).\nRun a statement, commit or "
                        "rollback within %s.\n",
                        HumanDuration(now - last_activity_), HumanDuration(options_.idle_limit),
                        HumanDuration(last_activity_ + options_.idle_limit - now))
@@ -133,7 +134,7 @@ class TxShell {
       next_check_ = now + absl::Seconds(1);  // the broker's limit is longer than we were told
       return;
     }
-    std::cerr << "\nThe broker rolled back the transaction: "
+    std::cerr << "\nThe broker rolled back the transaction:\n  "
               << (s->abort_reason().empty() ? "it is no longer open" : s->abort_reason())
               << "\nNothing of it was committed. The next statement begins a new transaction.\n"
               << std::flush;

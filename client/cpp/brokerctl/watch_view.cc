@@ -127,14 +127,12 @@ std::vector<ScreenLine> RenderWatchScreen(const PoolStatus& s, const PoolHistory
   absl::StrAppend(&db, "   watchers ", s.broker().watchers());
   add(db);
   add("");
-  add("Connections", true);
-  add(absl::StrFormat(
-      "  in use %-4d idle %-4d opening %-3d open %d of %d (effective limit: pool %d "
-      "+ overflow %d)",
-      c.in_use(), c.idle(), c.opening(), c.open(), cfg.max_connections(), cfg.pool_size(),
-      cfg.max_overflow()));
-  add(absl::StrCat("  ", Bar(s, std::clamp(width - 40, 10, 60)), "  overflow in use ",
-                   c.overflow_in_use(), "   # in use  = idle  . free in pool"));
+  add("Connections   (# in use  = idle  . free in the pool)", true);
+  add(absl::StrFormat("  in use %-4d idle %-4d opening %-3d open %d of %d   overflow in use %d",
+                      c.in_use(), c.idle(), c.opening(), c.open(), cfg.max_connections(),
+                      c.overflow_in_use()));
+  add(absl::StrFormat("  %s  effective limit: pool %d + overflow %d",
+                      Bar(s, std::clamp(width - 50, 10, 60)), cfg.pool_size(), cfg.max_overflow()));
   add(absl::StrFormat("  waiters %d  oldest wait %s  (max waiters %d, pool timeout %s)",
                       s.waiters().count(), HumanDuration(FromProto(s.waiters().oldest_wait())),
                       cfg.max_waiters(), HumanDuration(FromProto(cfg.timeout()))));
@@ -174,8 +172,8 @@ std::vector<ScreenLine> RenderWatchScreen(const PoolStatus& s, const PoolHistory
   spark("wait p99 ms", &PoolHistory::Sample::wait_p99_ms, 1);
   spark("stmt p99 ms", &PoolHistory::Sample::statement_p99_ms, 1);
   add("");
-  add(absl::StrFormat("Clients (%d of %d)%*s in use  waiting  sessions", s.clients_size(),
-                      s.clients_total(), 12, ""),
+  add(absl::StrFormat("%-26s  in use  waiting  sessions",
+                      absl::StrFormat("Clients (%d of %d)", s.clients_size(), s.clients_total())),
       true);
   const int room = height - static_cast<int>(lines.size());
   for (int i = 0; i < s.clients_size(); ++i) {
