@@ -179,6 +179,35 @@ std::string TruncateToWidth(std::string_view utf8, int width) {
   return std::string(utf8.substr(0, i));
 }
 
+std::string WrapText(std::string_view text, int width, const std::string& indent) {
+  std::string out;
+  std::string line;
+  int line_width = 0;
+  size_t i = 0;
+  while (i < text.size()) {
+    while (i < text.size() && text[i] == ' ') ++i;
+    if (i >= text.size()) break;
+    size_t end = text.find(' ', i);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view word = text.substr(i, end - i);
+    const int w = DisplayWidth(word);
+    if (line_width > 0 && DisplayWidth(indent) + line_width + 1 + w > width) {
+      out += indent + line + "\n";
+      line.clear();
+      line_width = 0;
+    }
+    if (line_width > 0) {
+      line += ' ';
+      ++line_width;
+    }
+    line += word;
+    line_width += w;
+    i = end;
+  }
+  if (line_width > 0) out += indent + line + "\n";
+  return out;
+}
+
 std::optional<std::string> ValueText(const Value& value) {
   switch (value.kind_case()) {
     case Value::kBoolValue:

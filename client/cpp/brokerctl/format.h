@@ -25,6 +25,10 @@ int DisplayWidth(std::string_view utf8);
 // between code points.
 std::string TruncateToWidth(std::string_view utf8, int width);
 
+// `text` broken into lines of at most `width` display columns at spaces
+// (a longer word stays whole), each line after `indent`, each ending "\n".
+std::string WrapText(std::string_view text, int width, const std::string& indent);
+
 // A value in PostgreSQL's text output form, as psql shows it: bool "t"/"f",
 // bytea "\x..." hex, arrays "{1,2,NULL}" with elements quoted as PostgreSQL
 // quotes them, float8 shortest round-trip ("Infinity", "NaN"). nullopt for

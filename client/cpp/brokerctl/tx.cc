@@ -44,7 +44,7 @@ class TxShell {
   int Run() {
     if (!Begin()) return exit_code_;
     std::cout << "session " << session_->name()
-              << ": transaction open. One statement per line; commit, rollback, \\q quits.\n"
+              << ": transaction open.\nOne statement per line; commit, rollback, \\q quits.\n"
               << "The broker rolls back a transaction idle for "
               << HumanDuration(options_.idle_limit)
               << " (BROKER_TX_IDLE_TIMEOUT, --idle-limit);\nyou are warned "
@@ -134,9 +134,10 @@ class TxShell {
       next_check_ = now + absl::Seconds(1);  // the broker's limit is longer than we were told
       return;
     }
-    std::cerr << "\nThe broker rolled back the transaction:\n  "
-              << (s->abort_reason().empty() ? "it is no longer open" : s->abort_reason())
-              << "\nNothing of it was committed. The next statement begins a new transaction.\n"
+    std::cerr << "\nThe broker rolled back the transaction:\n"
+              << WrapText(s->abort_reason().empty() ? "it is no longer open" : s->abort_reason(),
+                          80, "  ")
+              << "Nothing of it was committed. The next statement begins a new transaction.\n"
               << std::flush;
     Acknowledge();
     Prompt();

@@ -241,13 +241,13 @@ std::string FormatStatus(const PoolStatus& s) {
                                         "%d, queued calls %d\n",
                                         ss.open(), ss.in_transaction(), ss.held_by_stream(),
                                         ss.queued_calls()));
-  absl::StrAppend(&out,
-                  absl::StrFormat("counters    connects %d (failed %d), checkouts %d, "
-                                  "timeouts %d, rejected %d, statements %d (errors %d), "
-                                  "recycled %d, invalidated %d\n",
-                                  k.connects(), k.connect_failures(), k.checkouts(),
-                                  k.checkout_timeouts(), k.waiter_rejections(), k.statements(),
-                                  k.statement_errors(), k.recycled(), k.invalidated()));
+  absl::StrAppend(
+      &out, absl::StrFormat("counters    connects %d (failed %d), checkouts %d, "
+                            "timeouts %d, rejected %d,\n            statements %d (errors %d), "
+                            "recycled %d, invalidated %d\n",
+                            k.connects(), k.connect_failures(), k.checkouts(),
+                            k.checkout_timeouts(), k.waiter_rejections(), k.statements(),
+                            k.statement_errors(), k.recycled(), k.invalidated()));
   absl::StrAppend(
       &out, absl::StrFormat("tx killed   idle %d, max duration %d, session end %d\n",
                             ss.transactions_killed_idle(), ss.transactions_killed_max_duration(),

@@ -104,6 +104,12 @@ TEST(TruncateToWidth, CutsBetweenCodePoints) {
   EXPECT_EQ(TruncateToWidth("abc", 0), "");
 }
 
+TEST(WrapText, BreaksAtSpacesWithinTheWidthAfterTheIndent) {
+  EXPECT_EQ(WrapText("the quick brown fox jumps", 12, "  "), "  the quick\n  brown fox\n  jumps\n");
+  EXPECT_EQ(WrapText("averyveryverylongword x", 8, ""), "averyveryverylongword\nx\n");
+  EXPECT_EQ(WrapText("", 10, "  "), "");
+}
+
 TEST(FormatCsv, QuotesOnlyWhatNeedsItAndTellsNullFromEmpty) {
   ExecuteResponse r =
       Result({{"a", "text"}, {"b", "text"}}, {{Str("plain"), Str("has,comma")},
