@@ -108,7 +108,11 @@ int WatchScreen(sessionbroker::Client& client, std::unique_ptr<Screen> screen, b
   screen.reset();  // the terminal as it was, before any error is printed
   canceller.Cancel();
   reader.join();
-  if (ended && !ended->ok() && !last) return PrintError(*ended);
+  if (ended && !ended->ok()) {
+    // The stream failed: say why on the restored terminal, and exit as
+    // the other commands do.
+    return PrintError(*ended);
+  }
   return kExitOk;
 }
 
