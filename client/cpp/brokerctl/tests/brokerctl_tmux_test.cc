@@ -177,6 +177,20 @@ TEST_F(BrokerctlTerminalTest, TxShowsSqlErrorsAndKeepsGoing) {
   tmux.WaitFor("brokerctl exited 0");
 }
 
+TEST_F(BrokerctlTerminalTest, TxExitsFourWhenAnOperatorEndsItsSession) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker());
+  Tmux tmux(Brokerctl("tx --idle-limit 60s"), 100, 30);
+  const std::string screen = tmux.WaitFor("tx*>");
+  const size_t at = screen.find("session ");
+  ASSERT_NE(at, std::string::npos);
+  const std::string name = screen.substr(at + 8, screen.find(':', at) - at - 8);
+  std::string out;
+  ASSERT_EQ(RunCommand(Brokerctl("sessions end " + name), &out), 0) << out;
+  tmux.Type("SELECT 1");
+  tmux.WaitFor("FAILED_PRECONDITION");
+  tmux.WaitFor("brokerctl exited 4");
+}
+
 // The row of the watch screen that starts with "  [": the pool's bar.
 std::string BarLine(const std::string& screen) {
   for (absl::string_view line : absl::StrSplit(screen, '\n')) {
