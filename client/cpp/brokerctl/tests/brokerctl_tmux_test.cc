@@ -34,22 +34,26 @@ std::string Quote(const std::string& s) {
   return out + "'";
 }
 
-// A tmux server with one window running `command` (then "brokerctl exited
+// A tmux server (its socket in the test's temporary directory, removed
+// with it) with one window running `command` (then "brokerctl exited
 // N" and a shell that keeps the pane open). Killed on destruction.
 class Tmux {
  public:
   Tmux(const std::string& command, int width, int height)
-      : socket_(absl::StrCat("brokerctl-test-", getpid())) {
+      : socket_(absl::StrCat(::testing::TempDir(), "brokerctl-tmux-", getpid())) {
     const std::string shell =
         absl::StrCat(command, "; echo \"brokerctl exited $?\"; exec sleep 3600");
     EXPECT_EQ(Tmux::Run(absl::StrCat("new-session -d -s t -x ", width, " -y ", height, " ",
                                      Quote(shell))),
               0);
   }
-  ~Tmux() { Run("kill-server"); }
+  ~Tmux() {
+    Run("kill-server");
+    unlink(socket_.c_str());
+  }
 
   int Run(const std::string& args) {
-    return RunCommand(absl::StrCat("tmux -u -L ", socket_, " ", args, " 2>&1"));
+    return RunCommand(absl::StrCat("tmux -u -S ", socket_, " ", args, " 2>&1"));
   }
   // Types `text` literally, then Enter.
   void Type(const std::string& text) {
@@ -59,7 +63,7 @@ class Tmux {
   void Key(const std::string& key) { EXPECT_EQ(Run("send-keys -t t " + key), 0); }
   std::string Screen() {
     std::string out;
-    RunCommand(absl::StrCat("tmux -u -L ", socket_, " capture-pane -p -t t"), &out);
+    RunCommand(absl::StrCat("tmux -u -S ", socket_, " capture-pane -p -t t"), &out);
     return out;
   }
   // Waits until the screen shows `text` (the bound only keeps a broken
