@@ -1,0 +1,126 @@
+// Specifications of what `watch` and `status` show of a PoolStatus.
+#include "client/cpp/brokerctl/watch_view.h"
+
+#include "client/cpp/brokerctl/format.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace brokerctl {
+namespace {
+
+using sessionbroker::v1::PoolStatus;
+using testing::HasSubstr;
+
+PoolStatus Snapshot(int64_t second, int in_use, int64_t statements) {
+  PoolStatus s;
+  s.mutable_time()->set_seconds(1'796'000'000 + second);
+  s.mutable_broker()->set_version("0.1.0");
+  s.mutable_config()->set_pool_size(5);
+  s.mutable_config()->set_max_overflow(10);
+  s.mutable_config()->set_max_connections(15);
+  s.mutable_connections()->set_in_use(in_use);
+  s.mutable_connections()->set_idle(2);
+  s.mutable_connections()->set_open(in_use + 2);
+  s.mutable_waiters()->set_count(1);
+  s.mutable_waiters()->mutable_oldest_wait()->set_nanos(250'000'000);
+  s.mutable_counters()->set_statements(statements);
+  s.mutable_checkout_wait()->set_count(10);
+  s.mutable_checkout_wait()->mutable_p99()->set_nanos(2'000'000);
+  s.mutable_checkout_wait()->mutable_window()->set_seconds(60);
+  s.mutable_database()->set_reachable(true);
+  s.set_clients_total(2);
+  auto* c = s.add_clients();
+  c->set_client_id("billing");
+  c->set_in_use(in_use);
+  c->set_sessions(3);
+  s.add_clients()->set_client_id("");
+  return s;
+}
+
+TEST(PoolHistory, KeepsOneMinuteAndDerivesStatementRate) {
+  PoolHistory h;
+  for (int i = 0; i <= 90; ++i) h.Add(Snapshot(i, i % 5, i * 10));
+  ASSERT_EQ(h.samples().size(), 61u);  // seconds 30..90
+  EXPECT_DOUBLE_EQ(h.samples().back().statements_per_second, 10.0);
+  EXPECT_DOUBLE_EQ(h.samples().back().wait_p99_ms, 2.0);
+}
+
+TEST(Sparkline, ScalesToTheLargestValueShown) {
+  EXPECT_EQ(Sparkline({0, 1, 2, 4}, 10), "▁▃▅█");
+  EXPECT_EQ(Sparkline({0, 0}, 10), "▁▁");
+  EXPECT_EQ(Sparkline({9, 0, 1}, 2), "▁█");  // only the newest 2
+  EXPECT_EQ(Sparkline({}, 5), "");
+  EXPECT_EQ(Sparkline({0, 1, 2, 4}, 10, /*unicode=*/false), "_:=#");
+}
+
+TEST(HumanDuration, PicksAReadableUnit) {
+  EXPECT_EQ(HumanDuration(absl::ZeroDuration()), "0s");
+  EXPECT_EQ(HumanDuration(absl::Microseconds(850)), "850us");
+  EXPECT_EQ(HumanDuration(absl::Microseconds(1200)), "1.2ms");
+  EXPECT_EQ(HumanDuration(absl::Seconds(125)), "2m05s");
+  EXPECT_EQ(HumanDuration(absl::Minutes(62)), "1h02m");
+}
+
+TEST(RenderWatchScreen, ShowsConnectionsWaitersPercentilesSparklinesAndClients) {
+  PoolHistory h;
+  for (int i = 0; i < 5; ++i) h.Add(Snapshot(i, i, i * 4));
+  const PoolStatus s = Snapshot(4, 4, 16);
+  std::vector<ScreenLine> lines = RenderWatchScreen(s, h, "127.0.0.1:50051", 120, 40);
+  std::string all;
+  for (const auto& l : lines) all += l.text + "\n";
+  EXPECT_THAT(all, HasSubstr("in use 4"));
+  EXPECT_THAT(all, HasSubstr("open 6 of 15"));
+  EXPECT_THAT(all, HasSubstr("effective limit: pool 5 + overflow 10"));
+  EXPECT_THAT(all, HasSubstr("waiters 1  oldest wait 250.0ms"));
+  EXPECT_THAT(all, HasSubstr("p99 2.0ms"));
+  EXPECT_THAT(all, HasSubstr("▁▃▅▆█"));  // in use 0..4
+  EXPECT_THAT(all, HasSubstr("billing"));
+  EXPECT_THAT(all, HasSubstr("(no client id)"));
+  EXPECT_TRUE(lines[0].bold);
+}
+
+TEST(RenderWatchScreen, FitsTheTerminal) {
+  PoolHistory h;
+  h.Add(Snapshot(0, 1, 0));
+  for (auto [w, ht] : {std::pair{40, 10}, {200, 60}, {20, 3}}) {
+    std::vector<ScreenLine> lines = RenderWatchScreen(Snapshot(0, 1, 0), h, "t", w, ht);
+    EXPECT_LE(static_cast<int>(lines.size()), ht);
+    for (const auto& l : lines) EXPECT_LE(DisplayWidth(l.text), w) << l.text;
+  }
+}
+
+TEST(RenderWatchScreen, SaysHowManyClientsDoNotFit) {
+  PoolStatus s = Snapshot(0, 1, 0);
+  for (int i = 0; i < 18; ++i) s.add_clients()->set_client_id("c" + std::to_string(i));
+  PoolHistory h;
+  h.Add(s);
+  std::vector<ScreenLine> lines = RenderWatchScreen(s, h, "t", 100, 26);
+  EXPECT_EQ(lines.size(), 26u);
+  EXPECT_THAT(lines.back().text, HasSubstr("more (make the window taller)"));
+}
+
+TEST(PlainWatchLine, IsOneGreppableLine) {
+  const std::string line = PlainWatchLine(Snapshot(0, 3, 0));
+  EXPECT_THAT(line, HasSubstr("open=5/15 in_use=3 idle=2"));
+  EXPECT_THAT(line, HasSubstr("waiters=1 oldest_wait=250.0ms"));
+  EXPECT_THAT(line, HasSubstr("db=up"));
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+}
+
+TEST(FormatStatus, CoversEverySection) {
+  const std::string text = FormatStatus(Snapshot(0, 3, 7));
+  for (const char* section : {"broker ", "database ", "pool ", "connections ", "waiters ",
+                              "checkout ", "statements ", "sessions ", "counters ", "clients "}) {
+    EXPECT_THAT(text, HasSubstr(section));
+  }
+  EXPECT_THAT(text, HasSubstr("billing"));
+}
+
+TEST(StatusJson, UsesProtoFieldNames) {
+  const std::string json = StatusJson(Snapshot(0, 3, 7));
+  EXPECT_THAT(json, HasSubstr("\"in_use\":3"));
+  EXPECT_THAT(json, HasSubstr("\"max_connections\":15"));
+}
+
+}  // namespace
+}  // namespace brokerctl
