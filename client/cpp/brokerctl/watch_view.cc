@@ -59,6 +59,38 @@ std::string TimeText(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
 }
 
+// The limit on open connections in force: PoolConfig's bound until the
+// database refuses connects for lack of slots (53300), then the connections
+// that worked (PoolStatus.connection_limit; a broker without that field
+// reports only the configured bound).
+int EffectiveLimit(const PoolStatus& s) {
+  if (s.has_connection_limit() && s.connection_limit().effective() > 0) {
+    return s.connection_limit().effective();
+  }
+  return s.config().max_connections();
+}
+
+// "effective limit 15 (pool 5 + overflow 10)".
+std::string LimitText(const PoolStatus& s) {
+  const auto& cfg = s.config();
+  return absl::StrFormat("effective limit %d (pool %d + overflow %d)", EffectiveLimit(s),
+                         cfg.pool_size(), cfg.max_overflow());
+}
+
+// While the database holds the pool below its bound: why, and when the pool
+// probes for another connection. Empty otherwise.
+std::string LimitedText(const PoolStatus& s) {
+  const auto& limit = s.connection_limit();
+  if (!limit.limited()) return "";
+  std::string out =
+      absl::StrCat("LIMITED by the database (53300), ", limit.refusals(), " refusals");
+  if (limit.has_next_probe()) {
+    const absl::Duration in = FromProto(limit.next_probe()) - FromProto(s.time());
+    absl::StrAppend(&out, ", next probe in ", HumanDuration(std::max(in, absl::ZeroDuration())));
+  }
+  return out;
+}
+
 }  // namespace
 
 void PoolHistory::Add(const PoolStatus& status) {
@@ -131,8 +163,9 @@ std::vector<ScreenLine> RenderWatchScreen(const PoolStatus& s, const PoolHistory
   add(absl::StrFormat("  in use %-4d idle %-4d opening %-3d open %d of %d   overflow in use %d",
                       c.in_use(), c.idle(), c.opening(), c.open(), cfg.max_connections(),
                       c.overflow_in_use()));
-  add(absl::StrFormat("  %s  effective limit: pool %d + overflow %d",
-                      Bar(s, std::clamp(width - 50, 10, 60)), cfg.pool_size(), cfg.max_overflow()));
+  add(absl::StrCat("  ", Bar(s, std::clamp(width - 50, 10, 60)), "  ", LimitText(s)));
+  if (const std::string limited = LimitedText(s); !limited.empty())
+    add(absl::StrCat("  ", limited));
   add(absl::StrFormat("  waiters %d  oldest wait %s  (max waiters %d, pool timeout %s)",
                       s.waiters().count(), HumanDuration(FromProto(s.waiters().oldest_wait())),
                       cfg.max_waiters(), HumanDuration(FromProto(cfg.timeout()))));
@@ -197,9 +230,8 @@ std::string PlainWatchLine(const PoolStatus& s) {
   return absl::StrFormat(
       "%s open=%d/%d in_use=%d idle=%d opening=%d overflow=%d waiters=%d oldest_wait=%s "
       "wait_p99=%s stmt_p99=%s sessions=%d in_tx=%d db=%s%s",
-      TimeText(FromProto(s.time())), c.open(), s.config().max_connections(), c.in_use(), c.idle(),
-      c.opening(), c.overflow_in_use(), s.waiters().count(),
-      HumanDuration(FromProto(s.waiters().oldest_wait())),
+      TimeText(FromProto(s.time())), c.open(), EffectiveLimit(s), c.in_use(), c.idle(), c.opening(),
+      c.overflow_in_use(), s.waiters().count(), HumanDuration(FromProto(s.waiters().oldest_wait())),
       HumanDuration(FromProto(s.checkout_wait().p99())),
       HumanDuration(FromProto(s.statement_duration().p99())), s.sessions().open(),
       s.sessions().in_transaction(), s.database().reachable() ? "up" : "down",
@@ -229,6 +261,21 @@ std::string FormatStatus(const PoolStatus& s) {
                             HumanDuration(FromProto(cfg.timeout())),
                             cfg.has_recycle() ? HumanDuration(FromProto(cfg.recycle())) : "off",
                             cfg.pre_ping() ? "on" : "off", cfg.max_waiters()));
+  absl::StrAppend(&out, "limit       ", LimitText(s));
+  if (const std::string limited = LimitedText(s); !limited.empty()) {
+    absl::StrAppend(&out, "; ", limited);
+  }
+  out += "\n";
+  if (const auto& limit = s.connection_limit(); limit.server_max_connections() > 0) {
+    absl::StrAppend(
+        &out,
+        absl::StrFormat(
+            "budget      %d x %d replicas against the server's max_connections %d - "
+            "reserved %d%s\n",
+            cfg.max_connections(), limit.expected_replicas(), limit.server_max_connections(),
+            limit.server_superuser_reserved_connections() + limit.server_reserved_connections(),
+            limit.budget_exceeded() ? ": EXCEEDED (see docs/operations.md)" : ""));
+  }
   absl::StrAppend(
       &out, absl::StrFormat("connections open %d (in use %d, idle %d, opening %d), "
                             "overflow in use %d\n",

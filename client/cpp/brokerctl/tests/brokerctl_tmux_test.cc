@@ -209,7 +209,7 @@ TEST_F(BrokerctlTerminalTest, WatchShowsThePoolFollowsResizesAndQuitsOnQ) {
   Tmux tmux(Brokerctl("--client-id watcher-test watch --interval 200ms"), 120, 40);
   std::string screen = tmux.WaitFor("Last minute");
   EXPECT_THAT(screen, HasSubstr("Connections"));
-  EXPECT_THAT(screen, HasSubstr("effective limit: pool 5 + overflow 10"));
+  EXPECT_THAT(screen, HasSubstr("effective limit 15 (pool 5 + overflow 10)"));
   EXPECT_THAT(screen, HasSubstr("waiters 0  oldest wait 0s"));
   EXPECT_THAT(screen, HasSubstr("Checkout wait   p50"));
   EXPECT_THAT(screen, HasSubstr("statements/s"));

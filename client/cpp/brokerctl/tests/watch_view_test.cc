@@ -10,6 +10,7 @@ namespace {
 
 using sessionbroker::v1::PoolStatus;
 using testing::HasSubstr;
+using testing::Not;
 
 PoolStatus Snapshot(int64_t second, int in_use, int64_t statements) {
   PoolStatus s;
@@ -70,7 +71,7 @@ TEST(RenderWatchScreen, ShowsConnectionsWaitersPercentilesSparklinesAndClients) 
   for (const auto& l : lines) all += l.text + "\n";
   EXPECT_THAT(all, HasSubstr("in use 4"));
   EXPECT_THAT(all, HasSubstr("open 6 of 15"));
-  EXPECT_THAT(all, HasSubstr("effective limit: pool 5 + overflow 10"));
+  EXPECT_THAT(all, HasSubstr("effective limit 15 (pool 5 + overflow 10)"));
   EXPECT_THAT(all, HasSubstr("waiters 1  oldest wait 250.0ms"));
   EXPECT_THAT(all, HasSubstr("p99 2.0ms"));
   EXPECT_THAT(all, HasSubstr("▁▃▅▆█"));  // in use 0..4
@@ -105,6 +106,39 @@ TEST(PlainWatchLine, IsOneGreppableLine) {
   EXPECT_THAT(line, HasSubstr("waiters=1 oldest_wait=250.0ms"));
   EXPECT_THAT(line, HasSubstr("db=up"));
   EXPECT_EQ(line.find('\n'), std::string::npos);
+}
+
+TEST(RenderWatchScreen, ShowsTheLimitTheDatabaseHoldsThePoolAtAndTheNextProbe) {
+  PoolHistory h;
+  PoolStatus s = Snapshot(0, 4, 16);
+  auto* limit = s.mutable_connection_limit();
+  limit->set_effective(6);
+  limit->set_limited(true);
+  limit->set_refusals(3);
+  limit->mutable_next_probe()->set_seconds(s.time().seconds() + 2);
+  h.Add(s);
+  std::string all;
+  for (const auto& l : RenderWatchScreen(s, h, "127.0.0.1:50051", 120, 40)) all += l.text + "\n";
+  EXPECT_THAT(all, HasSubstr("effective limit 6 (pool 5 + overflow 10)\n"));
+  EXPECT_THAT(all, HasSubstr("LIMITED by the database (53300), 3 refusals, next probe in 2.0s"));
+  EXPECT_THAT(FormatStatus(s), HasSubstr("limit       effective limit 6 (pool 5 + overflow 10); "
+                                         "LIMITED by the database (53300), 3 refusals"));
+  EXPECT_THAT(PlainWatchLine(s), HasSubstr("open=6/6"));
+}
+
+TEST(FormatStatus, ShowsTheConnectionBudgetWhenTheBrokerReadIt) {
+  PoolStatus s = Snapshot(0, 3, 7);
+  EXPECT_THAT(FormatStatus(s), Not(HasSubstr("budget")));
+  auto* limit = s.mutable_connection_limit();
+  limit->set_effective(15);
+  limit->set_server_max_connections(60);
+  limit->set_server_superuser_reserved_connections(3);
+  limit->set_expected_replicas(4);
+  limit->set_budget_exceeded(true);
+  const std::string text = FormatStatus(s);
+  EXPECT_THAT(text, HasSubstr("limit       effective limit 15 (pool 5 + overflow 10)\n"));
+  EXPECT_THAT(text, HasSubstr("budget      15 x 4 replicas against the server's max_connections 60 "
+                              "- reserved 3: EXCEEDED"));
 }
 
 TEST(FormatStatus, CoversEverySection) {
