@@ -8,13 +8,19 @@
 // arrive meanwhile are merged by session name (MergeUpdates, linear in the
 // states merged). A request names at most kMaxKeepAliveNames sessions (hold
 // and release together); a longer one ends the stream with INVALID_ARGUMENT,
-// as does a request that cannot be parsed.
+// as does a request that cannot be parsed (the stream carries raw bytes,
+// parsed here, because gRPC reports a message that does not parse like the
+// client closing its side). While an answer waits behind the write in
+// flight, the next request is not read (ReadNextOrPause), so a client that
+// does not read is throttled by HTTP/2 flow control and what waits for it is
+// bounded by one request's names plus the sessions the stream holds.
 //
 // A stream is not a call in flight for draining: it stays open until the
 // gRPC server shuts down (after the SessionManager has ended every session
 // and told the stream so), and a stream opened while draining is refused.
 //
-// Lifetime: reference counted. Created by SessionBrokerService::KeepAlive,
+// Lifetime: reference counted. Created by SessionBrokerService's KeepAlive
+// handler,
 // which hands gRPC a raw pointer; gRPC's reference (self_) is dropped in
 // OnDone. The SessionManager's listener holds only a weak reference and takes
 // a strong one for each call, because it may be called after CloseStream()
