@@ -1,5 +1,6 @@
 #include "server/logging.h"
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <utility>
@@ -101,12 +102,59 @@ class JsonFormatter final : public spdlog::formatter {
   }
 };
 
+// The text format: spdlog's pattern, with the message's control characters
+// escaped first (newline, carriage return and tab as \n \r \t, others as
+// '?', as EscapeForLogText does inside a quoted field), so text from a
+// caller that reaches a message unquoted (a label, SQL in the echo) cannot
+// start a line that looks like the broker's own. Fields written with Quoted
+// hold no control characters and pass through unchanged.
+class TextFormatter final : public spdlog::formatter {
+ public:
+  TextFormatter()
+      : pattern_("%Y-%m-%dT%H:%M:%S.%fZ %^%-5l%$ [%t] %v", spdlog::pattern_time_type::utc) {}
+
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    const absl::string_view payload(msg.payload.data(), msg.payload.size());
+    if (std::none_of(payload.begin(), payload.end(), IsControl)) {
+      pattern_.format(msg, dest);
+      return;
+    }
+    std::string escaped;
+    escaped.reserve(payload.size() + 8);
+    for (const char c : payload) {
+      switch (c) {
+        case '\n':
+          escaped.append("\\n");
+          break;
+        case '\r':
+          escaped.append("\\r");
+          break;
+        case '\t':
+          escaped.append("\\t");
+          break;
+        default:
+          escaped.push_back(IsControl(c) ? '?' : c);
+      }
+    }
+    spdlog::details::log_msg copy = msg;
+    copy.payload = spdlog::string_view_t(escaped.data(), escaped.size());
+    pattern_.format(copy, dest);
+  }
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<TextFormatter>();
+  }
+
+ private:
+  static bool IsControl(char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }
+
+  spdlog::pattern_formatter pattern_;
+};
+
 }  // namespace
 
 std::unique_ptr<spdlog::formatter> MakeLogFormatter(const std::string& format) {
   if (format == "json") return std::make_unique<JsonFormatter>();
-  return std::make_unique<spdlog::pattern_formatter>("%Y-%m-%dT%H:%M:%S.%fZ %^%-5l%$ [%t] %v",
-                                                     spdlog::pattern_time_type::utc);
+  return std::make_unique<TextFormatter>();
 }
 
 void InitLogging(const std::string& level, const std::string& format) {

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
 #include "server/transport/session_conversion.h"
 #include "server/transport/status_mapping.h"
 
@@ -34,26 +36,40 @@ v1::SessionState ToProto(const Update& update) {
   return out;
 }
 
-// Adds `state` to `response`, replacing the state of the same session if it
-// is already there.
-void AddOrReplace(v1::SessionState state, v1::KeepAliveResponse* response) {
-  for (v1::SessionState& s : *response->mutable_sessions()) {
-    if (s.name() == state.name()) {
-      s = std::move(state);
-      return;
-    }
-  }
-  *response->add_sessions() = std::move(state);
+}  // namespace
+
+std::string UnparseableRequestMessage(absl::string_view request_type) {
+  return absl::StrCat(request_type,
+                      " could not be parsed: the request's bytes are not that protobuf message "
+                      "(does the client use the broker's proto/sessionbroker/v1/broker.proto?)");
 }
 
-}  // namespace
+SessionStateList::SessionStateList(const v1::KeepAliveResponse& response) {
+  for (const v1::SessionState& state : response.sessions()) Add(state);
+}
+
+void SessionStateList::Add(v1::SessionState state) {
+  const auto [it, added] = index_.try_emplace(state.name(), response_.sessions_size());
+  if (added) {
+    *response_.add_sessions() = std::move(state);
+  } else {
+    *response_.mutable_sessions(it->second) = std::move(state);
+  }
+}
+
+std::shared_ptr<v1::KeepAliveResponse> SessionStateList::Take() {
+  index_.clear();
+  auto out = std::make_shared<v1::KeepAliveResponse>();
+  out->Swap(&response_);
+  return out;
+}
 
 void KeepAliveReactor::MergeUpdates::operator()(
     std::shared_ptr<const v1::KeepAliveResponse>& waiting,
     std::shared_ptr<const v1::KeepAliveResponse> newer) const {
-  auto merged = std::make_shared<v1::KeepAliveResponse>(*waiting);
-  for (const v1::SessionState& state : newer->sessions()) AddOrReplace(state, merged.get());
-  waiting = std::move(merged);
+  SessionStateList merged(*waiting);
+  for (const v1::SessionState& state : newer->sessions()) merged.Add(state);
+  waiting = merged.Take();
 }
 
 KeepAliveReactor* KeepAliveReactor::Create(core::SessionManager& sessions, bool draining) {
@@ -65,15 +81,23 @@ KeepAliveReactor* KeepAliveReactor::Create(core::SessionManager& sessions, bool 
 
 KeepAliveReactor::KeepAliveReactor(core::SessionManager& sessions)
     : sessions_(sessions),
-      writer_([this](const v1::KeepAliveResponse& response) { StartWrite(&response); },
-              [this] {
-                absl::Status status;
-                {
-                  core::MutexLock lock(&mu_);
-                  status = finish_status_.value_or(absl::OkStatus());
-                }
-                Finish(ToGrpcStatus(status, nullptr));
-              }) {}
+      writer_(
+          [this](const v1::KeepAliveResponse& response) {
+            // Only one write is in flight: the buffer is free again.
+            bool own_buffer = false;
+            write_buffer_.Clear();
+            (void)grpc::SerializationTraits<v1::KeepAliveResponse>::Serialize(
+                response, &write_buffer_, &own_buffer);
+            StartWrite(&write_buffer_);
+          },
+          [this] {
+            absl::Status status;
+            {
+              core::MutexLock lock(&mu_);
+              status = finish_status_.value_or(absl::OkStatus());
+            }
+            Finish(ToGrpcStatus(status, nullptr));
+          }) {}
 
 void KeepAliveReactor::Begin(bool draining) {
   std::weak_ptr<KeepAliveReactor> weak = self_;
@@ -88,7 +112,7 @@ void KeepAliveReactor::Begin(bool draining) {
     FinishFromServer("the broker is shutting down; retry on another instance");
     return;
   }
-  StartRead(&request_);
+  StartRead(&read_buffer_);
 }
 
 void KeepAliveReactor::OnReadDone(bool ok) {
@@ -104,21 +128,46 @@ void KeepAliveReactor::OnReadDone(bool ok) {
     RequestFinish(absl::OkStatus());
     return;
   }
+  request_.Clear();
+  if (!grpc::SerializationTraits<v1::KeepAliveRequest>::Deserialize(&read_buffer_, &request_)
+           .ok()) {
+    RequestFinish(absl::InvalidArgumentError(
+        UnparseableRequestMessage(v1::KeepAliveRequest::descriptor()->full_name())));
+    return;
+  }
+  const int names = request_.hold_size() + request_.release_size();
+  if (names > kMaxKeepAliveNames) {
+    RequestFinish(absl::InvalidArgumentError(absl::StrCat(
+        "the KeepAliveRequest carries ", names, " session names; one request may carry at most ",
+        kMaxKeepAliveNames, " (hold and release together): send them in several requests")));
+    return;
+  }
   std::vector<std::string> hold(request_.hold().begin(), request_.hold().end());
   std::vector<std::string> release(request_.release().begin(), request_.release().end());
   std::vector<Update> updates = sessions_.Hold(stream_, hold);
   std::vector<Update> released = sessions_.Release(stream_, release);
   for (Update& u : released) updates.push_back(std::move(u));
   Enqueue(std::move(updates));
-  StartRead(&request_);
+  ReadNextOrPause();
+}
+
+void KeepAliveReactor::ReadNextOrPause() {
+  {
+    core::MutexLock lock(&mu_);
+    if (writer_.has_pending()) {
+      read_paused_ = true;
+      return;
+    }
+  }
+  StartRead(&read_buffer_);
 }
 
 void KeepAliveReactor::Enqueue(std::vector<Update> updates) {
   // Nothing to say: no write (an empty request is not answered).
   if (updates.empty()) return;
-  auto response = std::make_shared<v1::KeepAliveResponse>();
-  for (const Update& update : updates) AddOrReplace(ToProto(update), response.get());
-  writer_.Offer(std::move(response));
+  SessionStateList states;
+  for (const Update& update : updates) states.Add(ToProto(update));
+  writer_.Offer(states.Take());
 }
 
 void KeepAliveReactor::OnWriteDone(bool ok) {
@@ -127,6 +176,16 @@ void KeepAliveReactor::OnWriteDone(bool ok) {
     if (!finish_status_.has_value()) finish_status_ = absl::CancelledError("the stream broke");
   }
   writer_.OnWriteDone(ok);
+  // gRPC runs OnDone only after this reaction returns: `this` stays valid.
+  bool resume = false;
+  {
+    core::MutexLock lock(&mu_);
+    if (ok && read_paused_ && !writer_.has_pending() && !writer_.finishing()) {
+      read_paused_ = false;
+      resume = true;
+    }
+  }
+  if (resume) StartRead(&read_buffer_);
 }
 
 void KeepAliveReactor::RequestFinish(absl::Status status) {

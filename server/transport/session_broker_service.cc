@@ -31,6 +31,42 @@ absl::Status TooLarge(size_t bytes, size_t limit) {
       "the rows with WHERE/ORDER BY"));
 }
 
+// The message of the request of the call this thread is setting up, when
+// it could not be parsed; null otherwise. Set by ParseFailureReporter around
+// the generated handler, which calls the method synchronously on this thread.
+thread_local const std::string* t_parse_failure = nullptr;
+
+// Wraps a generated unary handler: when the request could not be parsed,
+// runs it as if it had (the handler then calls the method with an empty
+// request), with t_parse_failure set so the method answers INVALID_ARGUMENT
+// instead of the handler's UNIMPLEMENTED without a message.
+class ParseFailureReporter final : public grpc::internal::MethodHandler {
+ public:
+  ParseFailureReporter(std::string request_type, grpc::internal::MethodHandler* inner)
+      : message_(UnparseableRequestMessage(request_type)), inner_(inner) {}
+
+  void RunHandler(const HandlerParameter& param) override {
+    if (param.status.ok()) {
+      inner_->RunHandler(param);
+      return;
+    }
+    t_parse_failure = &message_;
+    inner_->RunHandler(HandlerParameter(param.call, param.server_context, param.request,
+                                        grpc::Status::OK, param.internal_data,
+                                        param.call_requester));
+    t_parse_failure = nullptr;
+  }
+
+  void* Deserialize(grpc_call* call, grpc_byte_buffer* request, grpc::Status* status,
+                    void** handler_data) override {
+    return inner_->Deserialize(call, request, status, handler_data);
+  }
+
+ private:
+  const std::string message_;
+  const std::unique_ptr<grpc::internal::MethodHandler> inner_;
+};
+
 }  // namespace
 
 // One unary call whose work completes later. Lives until OnDone. Finish is
@@ -94,7 +130,43 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 
 SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
                                            core::SessionManager& sessions, size_t max_result_bytes)
-    : runner_(runner), sessions_(sessions), max_result_bytes_(max_result_bytes) {}
+    : runner_(runner), sessions_(sessions), max_result_bytes_(max_result_bytes) {
+  // The indexes are the methods' order in broker.proto, as the generated
+  // base class registers them.
+  ReportParseFailures(0, &SessionBrokerService::Execute);
+  ReportParseFailures(1, &SessionBrokerService::ExecuteBatch);
+  ReportParseFailures(2, &SessionBrokerService::BeginSession);
+  ReportParseFailures(3, &SessionBrokerService::RenewSession);
+  ReportParseFailures(4, &SessionBrokerService::EndSession);
+  ReportParseFailures(5, &SessionBrokerService::GetSession);
+  ReportParseFailures(6, &SessionBrokerService::ListSessions);
+  ReportParseFailures(7, &SessionBrokerService::BeginTransaction);
+  ReportParseFailures(8, &SessionBrokerService::Commit);
+  ReportParseFailures(9, &SessionBrokerService::Rollback);
+  MarkMethodRawCallback(10,
+                        new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+                            [this](grpc::CallbackServerContext*) {
+                              return KeepAliveReactor::Create(sessions_, draining_.load());
+                            }));
+}
+
+template <typename Request, typename Response>
+void SessionBrokerService::ReportParseFailures(
+    int index,
+    grpc::ServerUnaryReactor* (SessionBrokerService::*method)(grpc::CallbackServerContext*,
+                                                              const Request*, Response*)) {
+  MarkMethodCallback(index, new ParseFailureReporter(
+                                Request::descriptor()->full_name(),
+                                new grpc::internal::CallbackUnaryHandler<Request, Response>(
+                                    [this, method](grpc::CallbackServerContext* context,
+                                                   const Request* request, Response* response) {
+                                      if (const std::string* failure = t_parse_failure) {
+                                        return Respond(context,
+                                                       absl::InvalidArgumentError(*failure));
+                                      }
+                                      return (this->*method)(context, request, response);
+                                    })));
+}
 
 grpc::ServerUnaryReactor* SessionBrokerService::RejectDraining(
     grpc::CallbackServerContext* context) {
@@ -299,11 +371,6 @@ grpc::ServerUnaryReactor* SessionBrokerService::Rollback(grpc::CallbackServerCon
             });
       },
       /*during_drain=*/true);
-}
-
-grpc::ServerBidiReactor<v1::KeepAliveRequest, v1::KeepAliveResponse>*
-SessionBrokerService::KeepAlive(grpc::CallbackServerContext* context) {
-  return KeepAliveReactor::Create(sessions_, draining_.load());
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::StartCall(grpc::CallbackServerContext* context,

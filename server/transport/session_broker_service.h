@@ -7,6 +7,11 @@
 // Callers identify themselves with the "x-client-id" request metadata (used
 // for session quotas and shown to operators).
 //
+// A request that cannot be parsed is answered INVALID_ARGUMENT, naming its
+// message type (gRPC's own handlers would answer UNIMPLEMENTED with no
+// message): the constructor wraps each unary method's handler to report the
+// failure, and KeepAlive reads raw bytes and parses them itself.
+//
 // Draining: after StartDraining() new calls fail with UNAVAILABLE (except
 // EndSession, Commit and Rollback, which only give back) and calls already
 // running finish; WaitForIdle() lets shutdown wait for them. KeepAlive
@@ -68,8 +73,8 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* context,
                                      const v1::RollbackRequest* request,
                                      v1::RollbackResponse* response) override;
-  grpc::ServerBidiReactor<v1::KeepAliveRequest, v1::KeepAliveResponse>* KeepAlive(
-      grpc::CallbackServerContext* context) override;
+  // KeepAlive is served on raw bytes (see KeepAliveReactor); the typed
+  // method of the generated base class is never called.
 
   void StartDraining();
   // True if no call was in flight by `deadline` (real time).
@@ -78,6 +83,12 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
 
  private:
   class CallReactor;
+
+  // Replaces method `index`'s handler with one that calls `method` when the
+  // request parsed, and answers INVALID_ARGUMENT when it did not.
+  template <typename Request, typename Response>
+  void ReportParseFailures(int index, grpc::ServerUnaryReactor* (SessionBrokerService::*method)(
+                                          grpc::CallbackServerContext*, const Request*, Response*));
 
   // Completes a call: OK or the error to send.
   using Done = absl::AnyInvocable<void(absl::Status) &&>;

@@ -261,6 +261,44 @@ TEST_F(BrokerE2eTest, InvalidRequestsAreRefusedBeforeReachingTheDatabase) {
   for (const CallResult* r : {&empty, &count, &two, &begin, &unset}) EXPECT_EQ(r->sqlstate, "");
 }
 
+TEST_F(BrokerE2eTest, RequestsNoDatabaseCouldRunAreInvalidArgumentNamingTheProblem) {
+  StartBroker();
+  // More parameters than libpq can send: refused before the database.
+  std::vector<v1::Value> params(65'536, Int(1));
+  CallResult many = Execute("SELECT $65536::int", params);
+  EXPECT_EQ(many.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(many.status.error_message(), HasSubstr("at most 65535"));
+
+  // A NUL byte would cut the statement short in libpq.
+  CallResult nul = Execute(std::string("SELECT 1") + '\0' + " + 1");
+  EXPECT_EQ(nul.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(nul.status.error_message(), HasSubstr("NUL byte"));
+  for (const CallResult* r : {&many, &nul}) EXPECT_EQ(r->sqlstate, "");
+
+  // Bytes that are no ExecuteRequest (field 1, wire type 7).
+  const std::string garbage("\x0f\x01", 2);
+  grpc::Status unparsed =
+      RawUnaryCall(broker_->channel(), "/sessionbroker.v1.SessionBroker/Execute", garbage);
+  EXPECT_EQ(unparsed.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(unparsed.error_message(), HasSubstr("ExecuteRequest could not be parsed"));
+  grpc::Status stream =
+      RawStreamCall(broker_->channel(), "/sessionbroker.v1.SessionBroker/KeepAlive", garbage);
+  EXPECT_EQ(stream.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(stream.error_message(), HasSubstr("KeepAliveRequest could not be parsed"));
+}
+
+TEST_F(BrokerE2eTest, AnUnknownSessionWithAVeryLongNameIsStillNotFound) {
+  StartBroker();
+  // Echoed whole, the name made the trailers exceed gRPC's metadata limit
+  // and the caller saw RESOURCE_EXHAUSTED.
+  RpcResult<v1::Session> got = GetSession(std::string(10'000, 'n'));
+  EXPECT_EQ(got.status.error_code(), grpc::StatusCode::NOT_FOUND) << got.status.error_message();
+  EXPECT_THAT(got.status.error_message(), HasSubstr("nnn...\" not found"));
+  EXPECT_EQ(got.reason, "SESSION_NOT_FOUND");
+  RpcResult<v1::ExecuteResponse> run = ExecuteIn(std::string(10'000, 'n'), "SELECT 1");
+  EXPECT_EQ(run.status.error_code(), grpc::StatusCode::NOT_FOUND) << run.status.error_message();
+}
+
 TEST_F(BrokerE2eTest, PoolTimeoutFailsWithResourceExhaustedWithinItsBound) {
   StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}, {"DB_POOL_TIMEOUT", "0.5"}});
   std::thread holder([&] { Execute("SELECT pg_sleep(3)", {}, absl::Seconds(20), nullptr); });

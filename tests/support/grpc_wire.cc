@@ -218,4 +218,59 @@ absl::StatusOr<std::vector<std::string>> ReflectionDescribeService(
   return methods;
 }
 
+grpc::Status RawUnaryCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                          const std::string& request_bytes, absl::Duration timeout) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  SetDeadline(&context, timeout);
+  grpc::CompletionQueue cq;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<grpc::ByteBuffer>> call =
+      stub.PrepareUnaryCall(&context, method, ToBuffer(request_bytes), &cq);
+  call->StartCall();
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  call->Finish(&response, &status, reinterpret_cast<void*>(1));
+  void* tag;
+  bool ok = false;
+  if (!cq.Next(&tag, &ok)) return grpc::Status(grpc::StatusCode::INTERNAL, "queue shut down");
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return status;
+}
+
+grpc::Status RawStreamCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                           const std::string& request_bytes, absl::Duration timeout) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  SetDeadline(&context, timeout);
+  grpc::CompletionQueue cq;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
+      stub.PrepareCall(&context, method, &cq);
+  void* tag;
+  bool ok = false;
+  int64_t next = 1;
+  // Runs one operation and waits for it; its `ok`.
+  auto step = [&](auto&& start) {
+    void* want = reinterpret_cast<void*>(next++);
+    start(want);
+    while (cq.Next(&tag, &ok)) {
+      if (tag == want) return ok;
+    }
+    return false;
+  };
+  grpc::Status status;
+  if (step([&](void* t) { call->StartCall(t); }) &&
+      step([&](void* t) { call->Write(ToBuffer(request_bytes), t); })) {
+    grpc::ByteBuffer response;
+    while (step([&](void* t) { call->Read(&response, t); })) {
+    }
+  }
+  step([&](void* t) { call->Finish(&status, t); });
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return status;
+}
+
 }  // namespace sessionbroker::testing

@@ -2,7 +2,9 @@
 // generated stubs Debian does not ship: grpc.health.v1.Health and
 // grpc.reflection.v1alpha.ServerReflection. Messages are built and read with
 // protobuf's UnknownFieldSet (field numbers from the public service
-// definitions), so no third-party .proto is needed.
+// definitions), so no third-party .proto is needed. Also raw calls, which
+// send bytes as they are (for requests no stub would build). Functions are
+// thread-safe; a HealthWatch is used by one thread.
 #ifndef SESSIONBROKER_TESTS_SUPPORT_GRPC_WIRE_H_
 #define SESSIONBROKER_TESTS_SUPPORT_GRPC_WIRE_H_
 
@@ -52,6 +54,19 @@ absl::StatusOr<std::vector<std::string>> ReflectionListServices(
 // found in the returned FileDescriptorProtos.
 absl::StatusOr<std::vector<std::string>> ReflectionDescribeService(
     const std::shared_ptr<grpc::Channel>& channel, const std::string& service);
+
+// Calls unary `method` ("/package.Service/Method") with `request_bytes` as
+// the request message, unchanged, and returns the call's status.
+grpc::Status RawUnaryCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                          const std::string& request_bytes,
+                          absl::Duration timeout = absl::Seconds(10));
+
+// Opens the streaming `method`, writes `request_bytes` as one message, reads
+// until the server ends the stream (without closing the client's side first)
+// and returns the stream's status.
+grpc::Status RawStreamCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                           const std::string& request_bytes,
+                           absl::Duration timeout = absl::Seconds(10));
 
 }  // namespace sessionbroker::testing
 

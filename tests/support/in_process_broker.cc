@@ -40,9 +40,9 @@ InProcessBroker::InProcessBroker(Options options) : options_(std::move(options))
   builder.RegisterService(broker_service_.get());
   builder.RegisterService(monitor_service_.get());
   server_ = builder.BuildAndStart();  // no port: in-process channel only
-  std::shared_ptr<grpc::Channel> channel = server_->InProcessChannel(grpc::ChannelArguments());
-  broker_stub_ = v1::SessionBroker::NewStub(channel);
-  monitor_stub_ = v1::PoolMonitor::NewStub(channel);
+  channel_ = server_->InProcessChannel(grpc::ChannelArguments());
+  broker_stub_ = v1::SessionBroker::NewStub(channel_);
+  monitor_stub_ = v1::PoolMonitor::NewStub(channel_);
 }
 
 InProcessBroker::~InProcessBroker() {

@@ -52,6 +52,8 @@ class InProcessBroker final {
 
   v1::SessionBroker::Stub& broker() { return *broker_stub_; }
   v1::PoolMonitor::Stub& monitor() { return *monitor_stub_; }
+  // The in-process channel the stubs use (for raw calls).
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   FakeConnector& connector() { return connector_; }
   core::FakeClock& clock() { return clock_; }
   core::SessionManager& sessions() { return *sessions_; }
@@ -81,6 +83,7 @@ class InProcessBroker final {
   std::unique_ptr<transport::SessionBrokerService> broker_service_;
   std::unique_ptr<transport::PoolMonitorService> monitor_service_;
   std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::SessionBroker::Stub> broker_stub_;
   std::unique_ptr<v1::PoolMonitor::Stub> monitor_stub_;
 };

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
@@ -138,6 +139,18 @@ TEST_F(TextLogTest, OrdinaryFieldsReadAsBefore) {
 TEST_F(TextLogTest, FieldsAreTextEscaped) {
   const std::string line = LogLine("text", "error={}", core::Quoted("a \"b\"\nc"));
   EXPECT_THAT(line, HasSubstr(R"(error="a \"b\"\nc")"));
+}
+
+TEST_F(TextLogTest, ANewlineInARawFieldCannotForgeALogLine) {
+  // A session label as a caller sent it, logged without Quoted.
+  const std::string label =
+      "x\n2026-12-02T00:00:00.000000Z info  [1] session admin: role granted\r\x01";
+  const std::string line = LogLine("text", "session {} ({}) ended: {}", "s1", label, "why");
+  EXPECT_EQ(std::count(line.begin(), line.end(), '\n'), 1) << line;
+  EXPECT_EQ(line.back(), '\n');
+  EXPECT_THAT(line,
+              HasSubstr(R"(session s1 (x\n2026-12-02T00:00:00.000000Z info  [1] session admin: )"
+                        R"(role granted\r?) ended: why)"));
 }
 
 }  // namespace

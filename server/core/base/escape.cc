@@ -2,6 +2,8 @@
 
 #include <cstddef>
 
+#include "absl/strings/str_cat.h"
+
 namespace sessionbroker::core {
 namespace {
 
@@ -135,6 +137,14 @@ std::string EscapePrometheusLabel(absl::string_view value) {
     }
   });
   return out;
+}
+
+std::string Abbreviated(absl::string_view text) {
+  if (text.size() <= kMaxEchoedChars) return std::string(text);
+  size_t cut = kMaxEchoedChars;
+  // Back up over UTF-8 continuation bytes (10xxxxxx) to a character start.
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return absl::StrCat(text.substr(0, cut), "...");
 }
 
 }  // namespace sessionbroker::core

@@ -72,6 +72,16 @@ absl::StatusOr<bool> Check(const RunRequest& request,
   for (size_t i = 0; i < request.statements.size(); ++i) {
     const storage::Statement& s = request.statements[i];
     const std::string where = several_allowed ? absl::StrCat("statements[", i, "]: ") : "";
+    // libpq takes the SQL as a C string: it would end at the NUL, silently.
+    if (s.sql.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "sql contains a NUL byte, which no SQL text may contain"));
+    }
+    if (s.params.size() > kMaxStatementParams) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "the statement has ", s.params.size(), " parameters; PostgreSQL takes at most ",
+          kMaxStatementParams, " per statement: pass the values as an array parameter instead"));
+    }
     const SqlInfo info = ClassifySql(s.sql);
     if (info.empty) return absl::InvalidArgumentError(absl::StrCat(where, "sql is empty"));
     if (info.multiple_statements) {

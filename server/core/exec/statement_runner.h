@@ -1,9 +1,10 @@
 // StatementRunner: runs a one-shot statement (autocommit) or an atomic batch
 // on a pooled connection, on behalf of one RPC.
 //
-//  * Requests are checked before any database work (empty SQL, several
-//    statements in one string, transaction control, placeholder/parameter
-//    count mismatch → INVALID_ARGUMENT).
+//  * Requests are checked before any database work, here and nowhere else
+//    (empty SQL, a NUL byte in it, several statements in one string,
+//    transaction control, placeholder/parameter count mismatch, more than
+//    kMaxStatementParams parameters → INVALID_ARGUMENT).
 //  * The call's deadline bounds the pool wait and the statement: when it
 //    passes mid-statement, a cancel request goes to PostgreSQL, the statement
 //    stops, the caller gets DEADLINE_EXCEEDED and the connection is reused.
@@ -40,6 +41,10 @@
 #include "server/storage/value.h"
 
 namespace sessionbroker::core {
+
+// The most parameters one statement may have: PostgreSQL's wire protocol
+// (and so libpq) counts them in 16 bits.
+inline constexpr size_t kMaxStatementParams = 65'535;
 
 struct RunnerOptions {
   size_t max_result_bytes = 4 << 20;

@@ -12,6 +12,8 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/base/escape.h"
+#include "server/core/base/log_fields.h"
 #include "server/core/session/session_call.h"
 #include "server/core/session/session_status.h"
 #include "server/storage/sql_error.h"
@@ -225,12 +227,12 @@ absl::StatusOr<std::shared_ptr<SessionManager::Session>> SessionManager::FindLoc
   if (const EndedSession* ended = ended_.Find(name, clock_.Now()); ended != nullptr) {
     return EndedSessions::StatusOf(name, *ended);
   }
-  return WithReason(
-      absl::NotFoundError(absl::StrCat(
-          "session \"", name, "\" not found: it never existed here, or it ended more than ",
-          DurationText(options_.remember_ended_for),
-          " ago (or the broker restarted since); begin a new session")),
-      "SESSION_NOT_FOUND");
+  return WithReason(absl::NotFoundError(
+                        absl::StrCat("session \"", Abbreviated(name),
+                                     "\" not found: it never existed here, or it ended more than ",
+                                     DurationText(options_.remember_ended_for),
+                                     " ago (or the broker restarted since); begin a new session")),
+                    "SESSION_NOT_FOUND");
 }
 
 std::string SessionManager::EndDetail(const Session& s, EndReason reason, absl::Time now) const {
@@ -358,7 +360,7 @@ void SessionManager::Reap(RearmingTimer::Token token) {
 
 void SessionManager::KillTransactionLocked(const std::shared_ptr<Session>& s, absl::Status why,
                                            Actions& actions) {
-  spdlog::warn("session {} ({}): {}", s->name, s->label, std::string(why.message()));
+  spdlog::warn("session {} label={}: {}", s->name, Quoted(s->label), std::string(why.message()));
   TransactionMachine::KillPlan kill = machine_.Kill(s->tx, std::move(why), s->running != nullptr);
   if (kill.abort_running_call) {
     std::shared_ptr<Call> call = s->running;
@@ -421,7 +423,7 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
   const TransactionMachine::EndPlan tx_end = machine_.End(
       s->tx, s->running != nullptr, s->running != nullptr && s->running->in_transaction);
   if (reason != EndReason::kClient) {
-    spdlog::info("session {} ({}) ended: {}{}", s->name, s->label, ended.detail,
+    spdlog::info("session {} label={} ended: {}{}", s->name, Quoted(s->label), ended.detail,
                  tx_end.had_transaction ? "; its open transaction is rolled back" : "");
     if (tx_end.count_kill) ++counters_.tx_killed_session_end;
   }
@@ -883,8 +885,8 @@ void SessionManager::OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call
           break;
       }
       if (std::holds_alternative<RollbackCall>(call->what) && !results.ok()) {
-        spdlog::warn("session {} ({}): ROLLBACK failed, the connection is discarded: {}", s->name,
-                     s->label, results.status().ToString());
+        spdlog::warn("session {} label={}: ROLLBACK failed, the connection is discarded: {}",
+                     s->name, Quoted(s->label), results.status().ToString());
       }
       if (s->orphaned) {
         // Its stream went away while the call ran: the grace runs from now.

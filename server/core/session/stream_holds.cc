@@ -28,7 +28,7 @@ bool StreamHolds::Hold(StreamId stream, absl::string_view session) {
   absl::InlinedVector<StreamId, 1>& holders = holders_[session];
   if (std::find(holders.begin(), holders.end(), stream) != holders.end()) return false;
   holders.push_back(stream);
-  st->second.emplace_back(session);
+  st->second.emplace(session);
   return true;
 }
 
@@ -37,7 +37,7 @@ bool StreamHolds::Release(StreamId stream, absl::string_view session) {
   if (holders == holders_.end() || !EraseOne(holders->second, stream)) return false;
   if (holders->second.empty()) holders_.erase(holders);
   auto st = streams_.find(stream);
-  if (st != streams_.end()) EraseOne(st->second, session);
+  if (st != streams_.end()) st->second.erase(session);
   return true;
 }
 
@@ -45,12 +45,12 @@ std::vector<std::string> StreamHolds::Close(StreamId stream) {
   std::vector<std::string> orphans;
   auto st = streams_.find(stream);
   if (st == streams_.end()) return orphans;
-  for (std::string& session : st->second) {
+  for (const std::string& session : st->second) {
     auto holders = holders_.find(session);
     if (holders == holders_.end() || !EraseOne(holders->second, stream)) continue;
     if (!holders->second.empty()) continue;
     holders_.erase(holders);
-    orphans.push_back(std::move(session));
+    orphans.push_back(session);
   }
   streams_.erase(st);
   return orphans;
@@ -63,7 +63,7 @@ absl::InlinedVector<StreamHolds::StreamId, 1> StreamHolds::Forget(absl::string_v
   holders_.erase(holders);
   for (const StreamId id : out) {
     auto st = streams_.find(id);
-    if (st != streams_.end()) EraseOne(st->second, session);
+    if (st != streams_.end()) st->second.erase(session);
   }
   return out;
 }

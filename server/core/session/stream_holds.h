@@ -1,7 +1,8 @@
 // StreamHolds: which KeepAlive streams hold which sessions. A session held by
 // at least one stream has its lease suspended; when the last stream holding
 // it goes away, its owner starts the orphan grace. This class only keeps the
-// relation (both ways, so that each question costs one lookup); the leases,
+// relation (both ways, so that each question costs one hash lookup, whatever
+// the number of sessions a stream holds); the leases,
 // listeners and what an orphan means stay with SessionManager.
 //
 // Sessions are named by their session name. Thread-compatible:
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/string_view.h"
 
@@ -52,8 +54,9 @@ class StreamHolds final {
 
  private:
   StreamId next_ = 1;
-  // Stream -> the sessions it holds (a stream holds few: linear is fine).
-  absl::flat_hash_map<StreamId, std::vector<std::string>> streams_;
+  // Stream -> the sessions it holds. A set: one request may name thousands,
+  // and releasing each from a list would cost O(N^2).
+  absl::flat_hash_map<StreamId, absl::flat_hash_set<std::string>> streams_;
   // Session -> the streams holding it (usually one); no empty entries.
   absl::flat_hash_map<std::string, absl::InlinedVector<StreamId, 1>> holders_;
 };

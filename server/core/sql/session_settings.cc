@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/core/base/escape.h"
 
 namespace sessionbroker::core {
 namespace {
@@ -73,26 +74,26 @@ absl::StatusOr<SessionSettings> NormalizeSessionSettings(SessionSettings setting
     const bool builtin = std::find(allowed.begin(), allowed.end(), name) != allowed.end();
     if (!builtin && !IsCustomSettingName(name)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "setting \"", name,
+          "setting \"", Abbreviated(name),
           "\" cannot be set per session: allowed are custom settings with a dotted name "
           "(app.tenant_id) and ",
           absl::StrJoin(allowed, ", "), " (docs/sessions.md says why the others are not)"));
     }
     if (value.find('\0') != std::string::npos) {
       return absl::InvalidArgumentError(
-          absl::StrCat("setting \"", name, "\": the value contains a NUL byte"));
+          absl::StrCat("setting \"", Abbreviated(name), "\": the value contains a NUL byte"));
     }
     if (value.size() > kMaxSettingValueBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("setting \"", name, "\": the value is ",
-                                                     value.size(), " bytes; at most ",
-                                                     kMaxSettingValueBytes, " are allowed"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("setting \"", Abbreviated(name), "\": the value is ", value.size(),
+                       " bytes; at most ", kMaxSettingValueBytes, " are allowed"));
     }
   }
   std::sort(settings.begin(), settings.end());
   for (size_t i = 1; i < settings.size(); ++i) {
     if (settings[i].first == settings[i - 1].first) {
       return absl::InvalidArgumentError(
-          absl::StrCat("setting \"", settings[i].first, "\" is given more than once"));
+          absl::StrCat("setting \"", Abbreviated(settings[i].first), "\" is given more than once"));
     }
   }
   return settings;

@@ -2,17 +2,21 @@
 // its writer uses for updates that wait behind a write, and, through a real
 // in-process gRPC server over the fake database, what a client sees: held
 // sessions outlive their lease, a held session that ends is reported, and the
-// stream's end releases its sessions to the orphan grace.
+// stream's end releases its sessions to the orphan grace; a request names at
+// most kMaxKeepAliveNames sessions and costs work linear in them; a request
+// that is too long or cannot be parsed ends the stream with INVALID_ARGUMENT.
 #include "server/transport/keep_alive_reactor.h"
 
 #include <memory>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
+#include "tests/support/grpc_wire.h"
 #include "tests/support/in_process_broker.h"
 
 namespace sessionbroker::transport {
@@ -57,6 +61,37 @@ TEST(KeepAliveMergeTest, TheWaitingUpdateKeepsTheNewestStateOfEachSessionInFirst
   EXPECT_EQ(waiting->sessions(0).reason(), "its lease expired");
   EXPECT_THAT(Summary(*original), ElementsAre("a:HELD", "b:HELD"))
       << "a value may be shared: the merge builds a new one";
+}
+
+TEST(SessionStateListTest, EachStateAddedCostsAFewNameComparisonsHoweverManyAreListed) {
+  // 48k names, then the newest state of every other one: a search of the
+  // list per name compares about a billion times; a hash lookup about once.
+  constexpr int kNames = 48'000;
+  SessionStateList list;
+  for (int i = 0; i < kNames; ++i) {
+    list.Add(State(absl::StrCat("session-", i), v1::SessionState::HELD));
+  }
+  for (int i = 0; i < kNames; i += 2) {
+    list.Add(State(absl::StrCat("session-", i), v1::SessionState::ENDED, "ended"));
+  }
+  const int64_t adds = kNames + kNames / 2;
+  EXPECT_LE(list.name_comparisons(), 2 * adds);
+  EXPECT_EQ(list.size(), kNames);
+  std::shared_ptr<v1::KeepAliveResponse> response = list.Take();
+  ASSERT_EQ(response->sessions_size(), kNames);
+  EXPECT_EQ(response->sessions(0).name(), "session-0");
+  EXPECT_EQ(response->sessions(0).state(), v1::SessionState::ENDED);
+  EXPECT_EQ(response->sessions(1).name(), "session-1");
+  EXPECT_EQ(response->sessions(1).state(), v1::SessionState::HELD);
+  EXPECT_EQ(list.size(), 0) << "Take empties the list";
+}
+
+TEST(SessionStateListTest, StartingFromAResponseKeepsOneStatePerName) {
+  SessionStateList list(
+      *Response({State("a", v1::SessionState::HELD), State("a", v1::SessionState::RELEASED),
+                 State("b", v1::SessionState::HELD)}));
+  list.Add(State("b", v1::SessionState::NOT_FOUND));
+  EXPECT_THAT(Summary(*list.Take()), ElementsAre("a:RELEASED", "b:NOT_FOUND"));
 }
 
 class KeepAliveStreamTest : public ::testing::Test {
@@ -218,6 +253,57 @@ TEST_F(KeepAliveStreamTest, AtShutdownAHeldSessionIsReportedEnded) {
   v1::KeepAliveResponse response;
   ASSERT_TRUE(stream->Read(&response));
   EXPECT_THAT(Summary(response), ElementsAre(name + ":ENDED"));
+  EXPECT_TRUE(stream->WritesDone());
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST_F(KeepAliveStreamTest, ARequestOfAsManyNamesAsTheLimitIsAnsweredForEachName) {
+  grpc::ClientContext context;
+  std::unique_ptr<Stream> stream = broker_.broker().KeepAlive(&context);
+  std::vector<std::string> hold;
+  for (int i = 0; i < kMaxKeepAliveNames - 1; ++i) hold.push_back(absl::StrCat("unknown-", i));
+  v1::KeepAliveResponse response = Send(*stream, hold, {"unknown-0"});
+  EXPECT_EQ(response.sessions_size(), kMaxKeepAliveNames - 1) << "one state per name";
+  EXPECT_TRUE(stream->WritesDone());
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST_F(KeepAliveStreamTest, ARequestOfMoreNamesThanTheLimitEndsTheStreamWithInvalidArgument) {
+  const std::string name = MustBeginSession();
+  grpc::ClientContext context;
+  std::unique_ptr<Stream> stream = broker_.broker().KeepAlive(&context);
+  v1::KeepAliveRequest request;
+  request.add_hold(name);
+  for (int i = 0; i < kMaxKeepAliveNames; ++i) request.add_release(absl::StrCat("unknown-", i));
+  EXPECT_TRUE(stream->Write(request));
+  v1::KeepAliveResponse response;
+  EXPECT_FALSE(stream->Read(&response)) << "nothing is answered";
+  grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("10001 session names"));
+  EXPECT_THAT(status.error_message(), HasSubstr("at most 10000"));
+  v1::Session session;
+  ASSERT_TRUE(GetSession(name, &session).ok());
+  EXPECT_FALSE(session.held_by_stream()) << "nothing of the request was applied";
+}
+
+TEST_F(KeepAliveStreamTest, AGarbageFrameEndsTheStreamWithInvalidArgument) {
+  // Field 1 with wire type 7, which does not exist: no message parses.
+  grpc::Status status = sessionbroker::testing::RawStreamCall(
+      broker_.channel(), "/sessionbroker.v1.SessionBroker/KeepAlive", std::string("\x0f\x01", 2));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("KeepAliveRequest"));
+}
+
+TEST_F(KeepAliveStreamTest, AStreamStillHoldsAfterAnEmptyFrame) {
+  // An empty message is a valid (empty) request: it is not answered and the
+  // stream stays open.
+  const std::string name = MustBeginSession();
+  grpc::ClientContext context;
+  std::unique_ptr<Stream> stream = broker_.broker().KeepAlive(&context);
+  EXPECT_TRUE(stream->Write(v1::KeepAliveRequest()));
+  v1::KeepAliveResponse response = Send(*stream, {name});
+  EXPECT_THAT(Summary(response), ElementsAre(name + ":HELD"));
   EXPECT_TRUE(stream->WritesDone());
   EXPECT_TRUE(stream->Finish().ok());
 }

@@ -7,12 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "server/core/base/escape.h"
 #include "server/storage/sql_error.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
+#include "tests/support/grpc_wire.h"
 #include "tests/support/in_process_broker.h"
 
 namespace sessionbroker::transport {
@@ -191,6 +194,32 @@ TEST_F(SessionBrokerServiceTest, AnUnknownSessionIsNotFoundWithItsReason) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(status.error_message(), HasSubstr("\"no-such-session\" not found"));
   EXPECT_EQ(Trailer(context, "sessionbroker-reason"), "SESSION_NOT_FOUND");
+}
+
+TEST_F(SessionBrokerServiceTest, ALongUnknownSessionNameIsCutShortInTheMessage) {
+  const std::string name(10'000, 'n');
+  v1::Session out;
+  grpc::Status status = GetSession(name, &out);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(
+      status.error_message(),
+      HasSubstr("session \"" + std::string(core::kMaxEchoedChars, 'n') + "...\" not found"));
+  EXPECT_LT(status.error_message().size(), 400u) << status.error_message();
+}
+
+TEST_F(SessionBrokerServiceTest, AnUnparseableRequestIsInvalidArgumentNamingTheMessage) {
+  // Field 1 with wire type 7, which does not exist: no message parses.
+  const std::string garbage("\x0f\x01", 2);
+  const int connects = broker_.connector().connects();
+  for (const char* method :
+       {"Execute", "ExecuteBatch", "BeginSession", "RenewSession", "EndSession", "GetSession",
+        "ListSessions", "BeginTransaction", "Commit", "Rollback"}) {
+    grpc::Status status = sessionbroker::testing::RawUnaryCall(
+        broker_.channel(), absl::StrCat("/sessionbroker.v1.SessionBroker/", method), garbage);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
+    EXPECT_THAT(status.error_message(), HasSubstr("could not be parsed")) << method;
+  }
+  EXPECT_EQ(broker_.connector().connects(), connects) << "nothing reached the database";
 }
 
 TEST_F(SessionBrokerServiceTest, BadRequestsAreInvalidArgumentSayingWhatIsWrong) {

@@ -76,5 +76,21 @@ TEST(EscapePrometheusLabelTest, KeepsUtf8AndReplacesInvalidBytes) {
   EXPECT_EQ(EscapePrometheusLabel("x\x80y"), absl::StrCat("x", kReplacement, "y"));
 }
 
+TEST(AbbreviatedTest, ShortTextIsKeptWhole) {
+  const std::string at_limit(kMaxEchoedChars, 'a');
+  EXPECT_EQ(Abbreviated(at_limit), at_limit);
+  EXPECT_EQ(Abbreviated(""), "");
+}
+
+TEST(AbbreviatedTest, LongTextIsCutToTheLimitWithAnEllipsis) {
+  EXPECT_EQ(Abbreviated(std::string(10'000, 'a')), std::string(kMaxEchoedChars, 'a') + "...");
+}
+
+TEST(AbbreviatedTest, TheCutNeverSplitsAUtf8Character) {
+  // "é" is two bytes; the limit falls between them.
+  const std::string text = std::string(kMaxEchoedChars - 1, 'a') + "\xC3\xA9" + "tail";
+  EXPECT_EQ(Abbreviated(text), std::string(kMaxEchoedChars - 1, 'a') + "...");
+}
+
 }  // namespace
 }  // namespace sessionbroker::core

@@ -97,6 +97,35 @@ TEST_F(StatementRunnerTest, ParameterCountMismatchSaysWhatWasExpected) {
   EXPECT_THAT(status->message(), HasSubstr("1 parameters"));
 }
 
+TEST_F(StatementRunnerTest, MoreParametersThanLibpqCanSendAreRefusedNamingTheLimit) {
+  // $1 .. $65536: the placeholders match the parameters, so only the count
+  // itself is wrong (libpq sends at most 65,535).
+  std::string sql = "SELECT $65536";
+  std::vector<storage::Value> params(kMaxStatementParams + 1, storage::Value::Int64(1));
+  std::optional<absl::Status> status;
+  runner_->Run(One(sql, std::move(params)),
+               [&](absl::StatusOr<Results> r) { status = r.status(); });
+  ASSERT_TRUE(status.has_value()) << "refused inline, before any database work";
+  EXPECT_EQ(status->code(), absl::StatusCode::kInvalidArgument) << status->message();
+  EXPECT_THAT(status->message(), HasSubstr("65536 parameters"));
+  EXPECT_THAT(status->message(), HasSubstr("at most 65535"));
+  EXPECT_EQ(connector_.connects(), 0);
+}
+
+TEST_F(StatementRunnerTest, ANulByteInTheSqlIsRefusedRatherThanTruncatingTheStatement) {
+  RunRequest batch;
+  batch.op = RunRequest::Op::kBatch;
+  batch.statements.push_back(storage::Statement{"SELECT 1", {}});
+  batch.statements.push_back(
+      storage::Statement{std::string("SELECT 1") + '\0' + "; DROP TABLE t", {}});
+  std::optional<absl::Status> status;
+  runner_->Run(std::move(batch), [&](absl::StatusOr<Results> r) { status = r.status(); });
+  ASSERT_TRUE(status.has_value()) << "refused inline, before any database work";
+  EXPECT_EQ(status->code(), absl::StatusCode::kInvalidArgument) << status->message();
+  EXPECT_THAT(status->message(), HasSubstr("statements[1]: sql contains a NUL byte"));
+  EXPECT_EQ(connector_.connects(), 0);
+}
+
 TEST_F(StatementRunnerTest, BatchErrorsNameTheStatement) {
   RunRequest batch;
   batch.op = RunRequest::Op::kBatch;
