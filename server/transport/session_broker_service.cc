@@ -1,6 +1,7 @@
 #include "server/transport/session_broker_service.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <utility>
@@ -12,6 +13,7 @@
 #include "server/transport/session_conversion.h"
 #include "server/transport/status_mapping.h"
 #include "server/transport/value_conversion.h"
+#include "spdlog/spdlog.h"
 
 namespace sessionbroker::transport {
 namespace {
@@ -155,6 +157,21 @@ void SessionBrokerService::ReportParseFailures(
     int index,
     grpc::ServerUnaryReactor* (SessionBrokerService::*method)(grpc::CallbackServerContext*,
                                                               const Request*, Response*)) {
+  // The generated base class numbers its handlers in broker.proto's method
+  // order; a wrapper in the wrong slot would serve one method's calls with
+  // another's code. Checked once per method at construction, so every test
+  // that builds the service catches a reordered or added method.
+  const google::protobuf::ServiceDescriptor* service =
+      Request::descriptor()->file()->FindServiceByName("SessionBroker");
+  const google::protobuf::MethodDescriptor* slot =
+      service != nullptr && index < service->method_count() ? service->method(index) : nullptr;
+  if (slot == nullptr || slot->input_type() != Request::descriptor() ||
+      slot->output_type() != Response::descriptor()) {
+    spdlog::critical("SessionBrokerService: handler slot {} is {}, not a {} -> {} method", index,
+                     slot == nullptr ? "missing" : slot->full_name(),
+                     Request::descriptor()->full_name(), Response::descriptor()->full_name());
+    std::abort();
+  }
   MarkMethodCallback(index, new ParseFailureReporter(
                                 Request::descriptor()->full_name(),
                                 new grpc::internal::CallbackUnaryHandler<Request, Response>(
