@@ -8,6 +8,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/sql/session_settings.h"
 #include "server/transport/client_id.h"
 #include "server/transport/keep_alive_reactor.h"
 #include "server/transport/session_conversion.h"
@@ -197,6 +198,30 @@ grpc::ServerUnaryReactor* SessionBrokerService::Respond(grpc::CallbackServerCont
   return reactor;
 }
 
+namespace {
+
+// A one-shot call's own settings (ExecuteRequest.settings,
+// ExecuteBatchRequest.settings), checked against the sessions' allow list,
+// into `run`: the runner then begins the call's transaction with them.
+absl::Status TakeCallSettings(const google::protobuf::Map<std::string, std::string>& settings,
+                              const std::string& session, core::RunRequest& run) {
+  if (settings.empty()) return absl::OkStatus();
+  if (!session.empty()) {
+    return absl::InvalidArgumentError(
+        "settings are not taken on a call in a session: the session's own settings "
+        "(BeginSessionRequest.settings) apply to its statements; inside its transaction, SET "
+        "LOCAL lasts until the transaction ends");
+  }
+  core::SessionSettings given(settings.begin(), settings.end());
+  absl::StatusOr<core::SessionSettings> normalized =
+      core::NormalizeSessionSettings(std::move(given));
+  if (!normalized.ok()) return normalized.status();
+  run.transaction.settings = *std::move(normalized);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerContext* context,
                                                         const v1::ExecuteRequest* request,
                                                         v1::ExecuteResponse* response) {
@@ -210,6 +235,10 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   if (!types.ok()) return Respond(context, types.status());
   run.statements.push_back(storage::Statement{request->sql(), *std::move(params),
                                               /*cacheable=*/false, *std::move(types)});
+  if (absl::Status taken = TakeCallSettings(request->settings(), request->session(), run);
+      !taken.ok()) {
+    return Respond(context, taken);
+  }
   // Invalid SQL requests (empty, several statements, placeholder count) are
   // refused by the runner before it touches the pool.
   return StartRun(context, std::move(run), request->session(),
@@ -238,6 +267,10 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
     if (!types.ok()) return Respond(context, types.status());
     run.statements.push_back(storage::Statement{s.sql(), *std::move(params),
                                                 /*cacheable=*/false, *std::move(types)});
+  }
+  if (absl::Status taken = TakeCallSettings(request->settings(), request->session(), run);
+      !taken.ok()) {
+    return Respond(context, taken);
   }
   return StartRun(context, std::move(run), request->session(),
                   [this, response](core::StatementRunner::Results&& results) {

@@ -663,5 +663,79 @@ TEST_F(BrokerE2eTest, BadConfigurationExitsNonZeroNamingTheVariable) {
   EXPECT_THAT(broker.Log(), HasSubstr("DB_POOL_SIZE"));
 }
 
+// ---- Per-call settings ----------------------------------------------------------
+
+// Execute with settings: they hold for that call (SET LOCAL) and leave no
+// trace on the connection, which the next call (pool of one) shows.
+TEST_F(BrokerE2eTest, PerCallSettingsApplyToThatCallAloneOnTheSharedConnection) {
+  StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}});
+  const auto execute = [&](const std::string& sql,
+                           std::map<std::string, std::string> settings) -> CallResult {
+    CallResult out;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    v1::ExecuteRequest request;
+    request.set_sql(sql);
+    for (const auto& [name, value] : settings) (*request.mutable_settings())[name] = value;
+    out.status = stub_->Execute(&context, request, &out.response);
+    out.sqlstate = SqlStateOf(context);
+    return out;
+  };
+  const std::string read =
+      "SELECT pg_backend_pid()::int8, current_setting('app.tenant_id', true), "
+      "current_setting('statement_timeout')";
+  CallResult baseline = execute(read, {});
+  ASSERT_TRUE(baseline.status.ok()) << baseline.status.error_message();
+  const int64_t pid = baseline.response.rows(0).values(0).int64_value();
+  const std::string baseline_timeout = baseline.response.rows(0).values(2).string_value();
+
+  CallResult tenant = execute(read, {{"app.tenant_id", "42"}, {"statement_timeout", "7s"}});
+  ASSERT_TRUE(tenant.status.ok()) << tenant.status.error_message();
+  EXPECT_EQ(tenant.response.rows(0).values(0).int64_value(), pid) << "one pooled connection";
+  EXPECT_EQ(tenant.response.rows(0).values(1).string_value(), "42");
+  EXPECT_EQ(tenant.response.rows(0).values(2).string_value(), "7s");
+
+  CallResult after = execute(read, {});
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.response.rows(0).values(0).int64_value(), pid);
+  EXPECT_TRUE(after.response.rows(0).values(1).has_null_value() ||
+              after.response.rows(0).values(1).string_value().empty())
+      << "app.tenant_id leaked to the next call";
+  EXPECT_EQ(after.response.rows(0).values(2).string_value(), baseline_timeout);
+
+  CallResult slept = execute("SELECT pg_sleep(30)", {{"statement_timeout", "50ms"}});
+  EXPECT_EQ(slept.sqlstate, "57014") << slept.status.error_message();
+  EXPECT_THAT(slept.status.error_message(), HasSubstr("statement timeout"));
+  CallResult next = execute(read, {});
+  ASSERT_TRUE(next.status.ok()) << next.status.error_message();
+  EXPECT_EQ(next.response.rows(0).values(0).int64_value(), pid) << "the connection was kept";
+  EXPECT_EQ(next.response.rows(0).values(2).string_value(), baseline_timeout);
+
+  CallResult bad_value = execute("SELECT 1", {{"statement_timeout", "soon"}});
+  EXPECT_EQ(bad_value.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(bad_value.sqlstate, "22023");
+  CallResult refused = execute("SELECT 1", {{"role", "postgres"}});
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("role"));
+}
+
+TEST_F(BrokerE2eTest, PerCallSettingsApplyToABatchsTransaction) {
+  StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}});
+  grpc::ClientContext context;
+  v1::ExecuteBatchRequest request;
+  request.add_statements()->set_sql("SELECT current_setting('app.tenant_id')");
+  request.add_statements()->set_sql("SELECT current_setting('search_path')");
+  (*request.mutable_settings())["app.tenant_id"] = "7";
+  (*request.mutable_settings())["search_path"] = "pg_catalog";
+  v1::ExecuteBatchResponse response;
+  grpc::Status status = stub_->ExecuteBatch(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.results(0).rows(0).values(0).string_value(), "7");
+  EXPECT_EQ(response.results(1).rows(0).values(0).string_value(), "pg_catalog");
+  CallResult after = Execute("SELECT current_setting('search_path')");
+  ASSERT_TRUE(after.status.ok());
+  EXPECT_NE(after.response.rows(0).values(0).string_value(), "pg_catalog");
+}
+
 }  // namespace
 }  // namespace sessionbroker::testing

@@ -681,6 +681,113 @@ TEST_F(SessionE2eTest, TransactionRowsBecomeVisibleAtCommitAndRunOnOneBackend) {
   EXPECT_FALSE(GetSession(name).response.in_transaction());
 }
 
+// ---- Savepoints ------------------------------------------------------------------
+
+// A failed statement after a savepoint leaves the transaction open and
+// aborted, as in PostgreSQL: other statements get 25P02, ROLLBACK TO
+// recovers it, and Commit commits only the good rows.
+TEST_F(SessionE2eTest, RollbackToSavepointRecoversAFailedStatementAndCommitsTheGoodRows) {
+  StartBroker({{"DB_POOL_SIZE", "2"}});
+  const std::string table = NewTable("savepoint");
+  Admin(absl::StrCat("ALTER TABLE ", table, " ADD PRIMARY KEY (id)"));
+  const std::string name = MustBegin();
+  ASSERT_TRUE(BeginTransaction(name).status.ok());
+  const auto insert = [&](int id) {
+    return ExecuteIn(name, absl::StrCat("INSERT INTO ", table, " VALUES (", id, ")"));
+  };
+  ASSERT_TRUE(insert(1).status.ok());
+  ASSERT_TRUE(ExecuteIn(name, "SAVEPOINT a").status.ok());
+  ASSERT_TRUE(insert(2).status.ok());
+  RpcResult<v1::ExecuteResponse> duplicate = insert(1);
+  EXPECT_EQ(duplicate.sqlstate, "23505");
+  EXPECT_TRUE(GetSession(name).response.transaction_aborted());
+  EXPECT_EQ(BrokerConnectionsIn("idle in transaction (aborted)"), 1)
+      << "kept pinned, aborted, as PostgreSQL has it";
+
+  RpcResult<v1::ExecuteResponse> refused = insert(3);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(refused.sqlstate, "25P02");
+  EXPECT_EQ(ExecuteIn(name, "RELEASE SAVEPOINT a").sqlstate, "25P02");
+
+  RpcResult<v1::ExecuteResponse> unknown = ExecuteIn(name, "ROLLBACK TO SAVEPOINT nope");
+  EXPECT_EQ(unknown.sqlstate, "3B001") << unknown.status.error_message();
+  EXPECT_TRUE(GetSession(name).response.transaction_aborted());
+
+  ASSERT_TRUE(ExecuteIn(name, "ROLLBACK TO SAVEPOINT a").status.ok());
+  EXPECT_FALSE(GetSession(name).response.transaction_aborted());
+  EXPECT_TRUE(GetSession(name).response.in_transaction());
+  ASSERT_TRUE(insert(4).status.ok());
+  RpcResult<v1::CommitResponse> commit = Commit(name);
+  ASSERT_TRUE(commit.status.ok()) << commit.status.error_message();
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", table, " WHERE id IN (1, 4)")), 2);
+  EXPECT_EQ(Rows(table), 2) << "2 was rolled back to the savepoint";
+  EXPECT_EQ(BrokerConnectionsIn("idle in transaction"), 0);
+}
+
+TEST_F(SessionE2eTest, NestedSavepointsReleaseAndRollbackToFollowPostgres) {
+  StartBroker({{"DB_POOL_SIZE", "2"}});
+  const std::string table = NewTable("nested");
+  const std::string name = MustBegin();
+  const auto run = [&](const std::string& sql) {
+    RpcResult<v1::ExecuteResponse> r = ExecuteIn(name, sql);
+    EXPECT_TRUE(r.status.ok()) << sql << ": " << r.status.error_message();
+  };
+  ASSERT_TRUE(BeginTransaction(name).status.ok());
+  run("SAVEPOINT outer_sp");
+  run(absl::StrCat("INSERT INTO ", table, " VALUES (1)"));
+  run("SAVEPOINT inner_sp");
+  run(absl::StrCat("INSERT INTO ", table, " VALUES (2)"));
+  run("RELEASE SAVEPOINT inner_sp");  // 2 joins outer_sp's work
+  EXPECT_EQ(ExecuteIn(name, "RELEASE inner_sp").sqlstate, "3B001")
+      << "released already: PostgreSQL's error, and it aborts the transaction";
+  EXPECT_EQ(ExecuteIn(name, "SELECT 1").sqlstate, "25P02");
+  run("ROLLBACK TO outer_sp");  // undoes 1 and 2
+  run("SAVEPOINT again");
+  run(absl::StrCat("INSERT INTO ", table, " VALUES (3)"));
+  RpcResult<v1::ExecuteResponse> failed = ExecuteIn(name, "SELECT 1 / 0");
+  EXPECT_EQ(failed.sqlstate, "22012");
+  run("ROLLBACK TO SAVEPOINT again");  // undoes 3
+  run(absl::StrCat("INSERT INTO ", table, " VALUES (5)"));
+  ASSERT_TRUE(Commit(name).status.ok());
+  EXPECT_EQ(Rows(table), 1);
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT max(id)::int8 FROM ", table)), 5);
+}
+
+TEST_F(SessionE2eTest, SavepointsOutsideASessionTransactionAreRefused) {
+  StartBroker({{"DB_POOL_SIZE", "1"}});
+  CallResult one_shot = Execute("SAVEPOINT a");
+  EXPECT_EQ(one_shot.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(one_shot.status.error_message(), HasSubstr("only inside a session's transaction"));
+  const std::string name = MustBegin();
+  RpcResult<v1::ExecuteResponse> no_tx = ExecuteIn(name, "ROLLBACK TO SAVEPOINT a");
+  EXPECT_EQ(no_tx.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(BeginTransaction(name).status.ok());
+  v1::ExecuteBatchRequest batch;
+  batch.set_session(name);
+  batch.add_statements()->set_sql("SAVEPOINT a");
+  grpc::ClientContext context;
+  v1::ExecuteBatchResponse response;
+  grpc::Status status = stub_->ExecuteBatch(&context, batch, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("not in ExecuteBatch"));
+  EXPECT_TRUE(ExecuteIn(name, "SELECT 1").status.ok()) << "the transaction goes on";
+  EXPECT_TRUE(Commit(name).status.ok());
+}
+
+// Without a savepoint a failed statement still rolls the transaction back at
+// once and frees its connection (the documented behaviour).
+TEST_F(SessionE2eTest, WithoutASavepointAFailedStatementStillEndsTheTransactionAtOnce) {
+  StartBroker({{"DB_POOL_SIZE", "1"}});
+  const std::string name = MustBegin();
+  ASSERT_TRUE(BeginTransaction(name).status.ok());
+  ASSERT_TRUE(ExecuteIn(name, "SAVEPOINT a").status.ok());
+  ASSERT_TRUE(ExecuteIn(name, "RELEASE SAVEPOINT a").status.ok());
+  EXPECT_EQ(ExecuteIn(name, "SELECT 1 / 0").sqlstate, "22012");
+  EXPECT_EQ(BrokerConnectionsIn("idle in transaction"), 0);
+  EXPECT_EQ(BrokerConnectionsIn("idle in transaction (aborted)"), 0);
+  EXPECT_EQ(ExecuteIn(name, "SELECT 1").reason, "TX_STATEMENT_FAILED");
+}
+
 // ---- 9. Serialization --------------------------------------------------------------
 
 TEST_F(SessionE2eTest, ConcurrentCallsOnOneSessionDoNotOverlap) {

@@ -66,9 +66,14 @@ stream are shared by every connection; a connection may be shared between
 threads (each call holds the connection's lock, and the broker runs one
 session's calls one at a time), a cursor may not.
 
+**Savepoints**: ``SAVEPOINT``, ``RELEASE SAVEPOINT`` and ``ROLLBACK TO
+SAVEPOINT`` statements work inside a transaction, as in PostgreSQL: after a
+failed statement the transaction is aborted (25P02) until a ROLLBACK TO. In
+autocommit mode the broker refuses them (ProgrammingError), as it refuses
+other transaction control statements (BEGIN, COMMIT, ...) everywhere.
+
 Not supported: callproc (NotSupportedError), COPY, LISTEN/NOTIFY,
-server-side (named) cursors, two-phase commit, and SAVEPOINT statements
-(the broker refuses transaction control statements in Execute).
+server-side (named) cursors and two-phase commit.
 """
 
 import threading

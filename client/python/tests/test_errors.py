@@ -96,6 +96,30 @@ def test_a_failed_commit_ends_the_transaction(conn):
     conn.rollback()
 
 
+def test_a_savepoint_recovers_a_transaction_from_a_failed_statement(conn):
+    """After a failure following a SAVEPOINT, the transaction is aborted
+    (25P02) until ROLLBACK TO; then it goes on and commits."""
+    cur = conn.cursor()
+    cur.execute("SAVEPOINT before_division")
+    cur.execute("SELECT 41")
+    with pytest.raises(dbapi.DataError) as failed:
+        cur.execute("SELECT 1 / 0")
+    assert failed.value.sqlstate == "22012"
+    with pytest.raises(dbapi.Error) as aborted:
+        cur.execute("SELECT 2")
+    assert aborted.value.sqlstate == "25P02"
+    cur.execute("ROLLBACK TO SAVEPOINT before_division")
+    cur.execute("SELECT 3")
+    assert cur.fetchone() == (3,)
+    conn.commit()
+
+
+def test_savepoints_in_autocommit_are_refused(conn):
+    conn.autocommit = True
+    with pytest.raises(dbapi.ProgrammingError, match="only inside a session's transaction"):
+        conn.cursor().execute("SAVEPOINT s")
+
+
 def test_broker_refusals_without_sqlstate_map_from_the_grpc_code(conn):
     cur = conn.cursor()
     with pytest.raises(dbapi.ProgrammingError) as info:
@@ -103,7 +127,7 @@ def test_broker_refusals_without_sqlstate_map_from_the_grpc_code(conn):
     assert info.value.sqlstate is None
     assert info.value.grpc_code.name == "INVALID_ARGUMENT"
     with pytest.raises(dbapi.ProgrammingError):
-        cur.execute("SAVEPOINT s")  # transaction control is the driver's
+        cur.execute("BEGIN")  # transaction control is the driver's
     conn.rollback()
 
 

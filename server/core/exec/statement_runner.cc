@@ -50,7 +50,8 @@ bool Cacheable(const SqlInfo& info) {
 // afterwards because a statement may leave session state behind. With
 // `statements` (the request's own), marks the cacheable ones.
 absl::StatusOr<bool> Check(const RunRequest& request,
-                           std::vector<storage::Statement>* statements = nullptr) {
+                           std::vector<storage::Statement>* statements = nullptr,
+                           bool savepoints_may_follow = false) {
   if (RunsOnGivenConnection(request.op) && !request.connection) {
     return absl::FailedPreconditionError("no transaction is open (no connection was given)");
   }
@@ -90,7 +91,15 @@ absl::StatusOr<bool> Check(const RunRequest& request,
                        "sql holds more than one statement; send one statement per call, or several "
                        "as separate entries of ExecuteBatch"));
     }
-    if (info.transaction_control) {
+    if (info.savepoint != SqlInfo::Savepoint::kNone) {
+      if (request.op != Op::kInTransaction && !savepoints_may_follow) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, info.first_keyword,
+            " is allowed only inside a session's transaction (BeginTransaction, then Execute): "
+            "Execute outside one runs each statement in its own transaction (autocommit) and "
+            "ExecuteBatch is all or nothing, so there is no savepoint to return to"));
+      }
+    } else if (info.transaction_control) {
       return absl::InvalidArgumentError(absl::StrCat(
           where, info.first_keyword,
           " is not allowed here: Execute runs each statement in its own transaction "
@@ -369,6 +378,13 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
       Finish(std::move(out), std::move(conn));
       return;
     }
+    if (!out.ok() && request_.op == Op::kInTransaction && request_.keep_on_failure &&
+        !conn->IsBroken() && reason != Reason::kAborted) {
+      // The transaction has savepoints: it stays open, aborted, on the
+      // connection, for a ROLLBACK TO SAVEPOINT to recover it.
+      Finish(std::move(out), std::move(conn));
+      return;
+    }
     if (!out.ok() && request_.op == Op::kInTransaction && !conn->IsBroken()) {
       // The transaction is aborted on the server; end it before the
       // connection goes anywhere.
@@ -496,8 +512,8 @@ StatementRunner::StatementRunner(ConnectionPool& pool, TimerQueue& timers,
       clock_(clock),
       options_(std::move(options)) {}
 
-absl::Status StatementRunner::Validate(const RunRequest& request) {
-  return Check(request).status();
+absl::Status StatementRunner::Validate(const RunRequest& request, bool in_session) {
+  return Check(request, nullptr, in_session).status();
 }
 
 std::shared_ptr<RunningCall> StatementRunner::Run(RunRequest request, Callback done) {

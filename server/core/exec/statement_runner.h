@@ -68,7 +68,9 @@ struct RunRequest {
     // The statements, in order, inside the transaction open on `connection`;
     // on success the connection comes back in RunOutcome::connection, on
     // failure the transaction is rolled back and the connection returned to
-    // the pool.
+    // the pool (unless keep_on_failure). The only statements of transaction
+    // control allowed (in every op, only here) are SAVEPOINT, RELEASE and
+    // ROLLBACK TO SAVEPOINT.
     kInTransaction,
     // Commits / rolls back the transaction open on `connection`, then
     // returns the connection to the pool.
@@ -87,6 +89,11 @@ struct RunRequest {
   // Reset the connection's session when it goes back to the pool: an
   // earlier step of the transaction changed session state.
   bool reset_on_release = false;
+  // kInTransaction: when a statement fails, hand the connection back (still
+  // inside its transaction, which PostgreSQL has aborted) instead of rolling
+  // it back, so that a ROLLBACK TO SAVEPOINT can recover it. Not when the
+  // connection broke or the broker aborted the call.
+  bool keep_on_failure = false;
   // Who asks ("x-client-id"), passed on to the pool.
   std::string client_id;
 };
@@ -94,8 +101,9 @@ struct RunRequest {
 // What a step produced.
 struct RunOutcome {
   absl::StatusOr<std::vector<storage::QueryResult>> results;
-  // kBegin and kInTransaction that succeeded: the connection, still inside
-  // its transaction. Otherwise empty: the connection is back in the pool.
+  // kBegin and kInTransaction that succeeded (or kInTransaction that failed
+  // with keep_on_failure): the connection, still inside its transaction. Otherwise empty: the
+  // connection is back in the pool.
   PooledConnection connection;
   // The statements may have left session state behind (SET, temp tables,
   // ...); an owner keeping the connection passes reset_on_release later.
@@ -135,8 +143,10 @@ class StatementRunner final {
   StatementRunner(const StatementRunner&) = delete;
   StatementRunner& operator=(const StatementRunner&) = delete;
 
-  // Checks a request without touching the database.
-  static absl::Status Validate(const RunRequest& request);
+  // Checks a request without touching the database. `in_session`: the
+  // request is a session's, which may yet run inside its transaction (as
+  // kInTransaction), so savepoint statements pass here; RunStep checks again.
+  static absl::Status Validate(const RunRequest& request, bool in_session = false);
 
   // Starts the work and returns at once. `done` runs exactly once: inline when
   // the request is invalid, otherwise on an executor thread. The connection is

@@ -275,7 +275,10 @@ SessionInfo SessionManager::InfoLocked(const Session& s) const {
   info.isolation = s.base.isolation;
   info.settings = s.base.settings;
   info.in_transaction = s.tx.state == TxState::kOpen || s.tx.state == TxState::kAborted;
-  info.transaction_aborted = s.tx.state == TxState::kAborted;
+  // Aborted by the broker (awaiting Rollback), or by PostgreSQL after a
+  // failed statement in a transaction with savepoints (awaiting ROLLBACK TO).
+  info.transaction_aborted =
+      s.tx.state == TxState::kAborted || (s.tx.state == TxState::kOpen && s.tx.failed);
   if (info.transaction_aborted) info.abort_reason = std::string(s.tx.abort.message());
   if (info.in_transaction) info.transaction_start_time = s.tx.start;
   info.held_by_stream = holds_.Held(s.name);
@@ -703,7 +706,7 @@ std::shared_ptr<RunningCall> SessionManager::Run(absl::string_view name, RunRequ
                                                  StatementRunner::Callback done) {
   // Bad requests fail before they reach the session: they must not abort its
   // transaction.
-  if (absl::Status valid = StatementRunner::Validate(request); !valid.ok()) {
+  if (absl::Status valid = StatementRunner::Validate(request, /*in_session=*/true); !valid.ok()) {
     std::move(done)(std::move(valid));
     return nullptr;
   }

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/core/session/session_status.h"
 #include "server/core/sql/sql_classifier.h"
+#include "server/storage/sql_error.h"
 
 namespace sessionbroker::core {
 namespace {
@@ -49,11 +50,72 @@ TransactionMachine::Step EndingStep(Op op, absl::Time deadline, const Transactio
   return step;
 }
 
+// Forgets the savepoints and PostgreSQL's aborted state: the transaction is
+// gone (or new).
+void ForgetSavepoints(Transaction& tx) {
+  tx.savepoints.clear();
+  tx.failed = false;
+  tx.running_savepoint = SqlInfo::Savepoint::kNone;
+  tx.running_savepoint_name.clear();
+  tx.commit_rolls_back = false;
+}
+
 // Ending a transaction, whichever way, leaves none.
 void Close(Transaction& tx) {
   tx.state = TxState::kNone;
   tx.dirty = false;
   tx.pending_kill = absl::OkStatus();
+  ForgetSavepoints(tx);
+}
+
+// A savepoint statement succeeded: the savepoints it leaves, as PostgreSQL
+// keeps them. RELEASE and ROLLBACK TO name the newest savepoint of that
+// name; RELEASE drops it and every later one, ROLLBACK TO every later one.
+// A name the broker does not know (PostgreSQL found it, so the broker's
+// reading of the name differs) leaves the list as it was: the transaction
+// then keeps its connection on failure, which PostgreSQL's rules cover.
+void ApplySavepoint(Transaction& tx) {
+  const std::string& name = tx.running_savepoint_name;
+  switch (tx.running_savepoint) {
+    case SqlInfo::Savepoint::kNone:
+      return;
+    case SqlInfo::Savepoint::kSavepoint:
+      tx.savepoints.push_back(name);
+      return;
+    case SqlInfo::Savepoint::kRelease:
+    case SqlInfo::Savepoint::kRollbackTo: {
+      if (tx.running_savepoint == SqlInfo::Savepoint::kRollbackTo) {
+        // PostgreSQL's transaction is no longer aborted, whatever the name.
+        tx.failed = false;
+        tx.abort = absl::OkStatus();
+      }
+      const auto found = std::find(tx.savepoints.rbegin(), tx.savepoints.rend(), name);
+      if (found == tx.savepoints.rend()) return;
+      auto first_dropped = found.base();  // just after the named one
+      if (tx.running_savepoint == SqlInfo::Savepoint::kRelease) --first_dropped;
+      tx.savepoints.erase(first_dropped, tx.savepoints.end());
+      return;
+    }
+  }
+}
+
+// A session transaction's statements, classified: whether a savepoint
+// statement is among them, and which one Execute runs.
+struct SavepointUse {
+  bool any = false;
+  SqlInfo::Savepoint kind = SqlInfo::Savepoint::kNone;
+  std::string name;
+};
+SavepointUse SavepointsIn(const RunRequest& request) {
+  SavepointUse use;
+  for (const storage::Statement& statement : request.statements) {
+    SqlInfo info = ClassifySql(statement.sql);
+    if (info.savepoint == SqlInfo::Savepoint::kNone) continue;
+    use.any = true;
+    use.kind = info.savepoint;
+    use.name = std::move(info.savepoint_name);
+  }
+  return use;
 }
 
 }  // namespace
@@ -75,13 +137,34 @@ TransactionMachine::Plan TransactionMachine::PlanCall(Transaction& tx,
     }
     if (tx.state == TxState::kAborted) return Answer{Detached(tx.abort)};
     Step step;
-    step.request = std::move(run->request);
     if (tx.state == TxState::kOpen) {
+      SavepointUse use = SavepointsIn(run->request);
+      if (use.any && run->request.op == Op::kBatch) {
+        return Answer{absl::InvalidArgumentError(
+            "SAVEPOINT, RELEASE and ROLLBACK TO SAVEPOINT run with Execute, one per call, not "
+            "in ExecuteBatch (a batch is all or nothing)")};
+      }
+      if (tx.failed && use.kind != SqlInfo::Savepoint::kRollbackTo) {
+        // PostgreSQL's own answer, without a round trip: the transaction is
+        // aborted on the pinned connection.
+        return Answer{storage::SqlError(
+            "25P02",
+            absl::StrCat("current transaction is aborted, commands ignored until end of "
+                         "transaction block; ROLLBACK TO SAVEPOINT one of its savepoints, or call "
+                         "Rollback (",
+                         tx.abort.message(), ")"))};
+      }
+      tx.running_savepoint = use.kind;
+      tx.running_savepoint_name = std::move(use.name);
+      step.request = std::move(run->request);
+      step.request.keep_on_failure =
+          !tx.savepoints.empty() || tx.running_savepoint == SqlInfo::Savepoint::kRollbackTo;
       step.request.op = Op::kInTransaction;
       step.request.reset_on_release = tx.dirty;
       step.on_pinned_connection = true;
       step.in_transaction = true;
     } else {
+      step.request = std::move(run->request);
       // The session's settings and read-only flag apply to this statement
       // alone, as a one-statement transaction.
       step.request.transaction.settings = base.settings;
@@ -128,6 +211,12 @@ TransactionMachine::Plan TransactionMachine::PlanCall(Transaction& tx,
       tx.abort = absl::OkStatus();
       return Answer{std::move(why)};
     }
+    if (tx.failed) {
+      // PostgreSQL answers COMMIT of an aborted transaction with a rollback;
+      // so does the broker, and says so (Apply).
+      tx.commit_rolls_back = true;
+      return EndingStep(Op::kRollback, absl::InfiniteFuture(), tx);
+    }
     return EndingStep(Op::kCommit, commit->deadline, tx);
   }
   // RollbackCall.
@@ -162,6 +251,7 @@ TransactionMachine::Verdict TransactionMachine::Apply(Transaction& tx, const Ses
       }
       tx.state = TxState::kAborted;
       tx.abort = std::exchange(tx.pending_kill, absl::OkStatus());
+      ForgetSavepoints(tx);
       if (status.ok()) {
         v.reply = Reply::kError;
         v.error = Detached(tx.abort);
@@ -170,12 +260,29 @@ TransactionMachine::Verdict TransactionMachine::Apply(Transaction& tx, const Ses
       v.connection = ConnectionFate::kKeep;
       tx.dirty = tx.dirty || step.changed_session_state;
       tx.idle_since = now;
+      ApplySavepoint(tx);
+    } else if (step.connection) {
+      // The transaction has savepoints, so the runner kept it, aborted in
+      // PostgreSQL, for a ROLLBACK TO SAVEPOINT (a ROLLBACK TO that failed
+      // leaves it as it was).
+      v.connection = ConnectionFate::kKeep;
+      tx.dirty = tx.dirty || step.changed_session_state;
+      tx.idle_since = now;
+      if (!tx.failed) {
+        tx.failed = true;
+        tx.abort = WithReason(absl::AbortedError(absl::StrCat(
+                                  "a statement failed at ", TimeText(now), " (",
+                                  absl::StatusCodeToString(status.code()), ": ", status.message(),
+                                  "), so the transaction is aborted until ROLLBACK TO SAVEPOINT")),
+                              "TX_STATEMENT_FAILED");
+      }
     } else {
       // PostgreSQL aborted the transaction; the runner rolled it back and
       // returned the connection.
       v.event = Event::kFailed;
       tx.state = TxState::kAborted;
       tx.dirty = false;
+      ForgetSavepoints(tx);
       tx.abort = WithReason(
           absl::AbortedError(absl::StrCat(
               "the transaction was rolled back at ", TimeText(now),
@@ -195,12 +302,22 @@ TransactionMachine::Verdict TransactionMachine::Apply(Transaction& tx, const Ses
       tx.idle_since = now;
       tx.dirty = false;
       tx.pending_kill = absl::OkStatus();
+      ForgetSavepoints(tx);
     } else {
       tx.state = TxState::kNone;
     }
     return v;
   }
   if (std::holds_alternative<CommitCall>(call)) {
+    if (tx.commit_rolls_back) {
+      v.reply = Reply::kError;
+      v.error = Fresh(tx.abort, tx.abort.code(),
+                      "nothing was committed: the transaction was rolled back, as PostgreSQL "
+                      "does on COMMIT of an aborted transaction: ");
+      Close(tx);
+      v.event = Event::kFailed;
+      return v;
+    }
     Close(tx);
     v.event = status.ok() ? Event::kCommitted : Event::kFailed;
     return v;
@@ -233,6 +350,7 @@ TransactionMachine::Verdict TransactionMachine::ApplyEnded(Transaction& tx,
     }
   }
   tx.state = TxState::kNone;
+  ForgetSavepoints(tx);
   return v;
 }
 
@@ -288,6 +406,7 @@ TransactionMachine::KillPlan TransactionMachine::Kill(Transaction& tx, absl::Sta
   }
   tx.state = TxState::kAborted;
   tx.abort = std::move(why);
+  ForgetSavepoints(tx);
   plan.discard_connection = true;
   plan.reset = std::exchange(tx.dirty, false);
   return plan;
@@ -307,6 +426,7 @@ TransactionMachine::EndPlan TransactionMachine::End(Transaction& tx, bool call_r
   // With a call running, its completion rolls back (ApplyEnded).
   if (!call_running && tx.state == TxState::kOpen) {
     tx.state = TxState::kNone;
+    ForgetSavepoints(tx);
     plan.discard_connection = true;
     plan.reset = tx.dirty;
   }

@@ -20,12 +20,15 @@
 #define SESSIONBROKER_SERVER_CORE_SESSION_TRANSACTION_MACHINE_H_
 
 #include <optional>
+#include <string>
 #include <variant>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "server/core/exec/statement_runner.h"
 #include "server/core/session/session_call.h"
+#include "server/core/sql/sql_classifier.h"
 #include "server/storage/db_connection.h"
 
 namespace sessionbroker::core {
@@ -33,7 +36,8 @@ namespace sessionbroker::core {
 enum class TxState {
   kNone,       // no transaction: statements run by themselves
   kBeginning,  // BeginTransaction's step runs
-  kOpen,       // a connection is pinned to the session
+  kOpen,       // a connection is pinned to the session (also while
+               // PostgreSQL's transaction is aborted: Transaction::failed)
   kAborted,    // the broker rolled it back; reported until acknowledged
 };
 
@@ -48,6 +52,19 @@ struct Transaction {
   // kOpen with a call running: a deadline fired and the call was told to
   // stop; the kill lands when the call completes.
   absl::Status pending_kill;
+  // kOpen: the savepoints open in it, oldest first, named as PostgreSQL
+  // compares names (SqlInfo::savepoint_name). A name may repeat.
+  std::vector<std::string> savepoints;
+  // kOpen: a statement failed while a savepoint existed, so PostgreSQL's
+  // transaction is aborted and stays so, on the pinned connection, until a
+  // ROLLBACK TO SAVEPOINT (or Rollback, or Commit, which rolls back). `abort`
+  // says which statement failed.
+  bool failed = false;
+  // kOpen with a call running: the savepoint statement it runs, if any, and
+  // whether it is a Commit that rolls back (the transaction had failed).
+  SqlInfo::Savepoint running_savepoint = SqlInfo::Savepoint::kNone;
+  std::string running_savepoint_name;
+  bool commit_rolls_back = false;
 };
 
 class TransactionMachine final {

@@ -7,6 +7,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 
 namespace sessionbroker::core {
@@ -146,7 +147,14 @@ class Classifier {
     kPrepareGid,   // After PREPARE TRANSACTION: a string literal (the gid),
                    // or else TRANSACTION was the name (`PREPARE transaction
                    // AS ...`).
-    kRest,         // Only the statement-independent rules apply.
+    // Savepoint statements (the first statement only):
+    kReleaseName,          // After RELEASE: SAVEPOINT, or the name.
+    kRollbackTo,           // After ROLLBACK: WORK / TRANSACTION, or TO.
+    kRollbackToAfterWork,  // After ROLLBACK WORK: TO.
+    kRollbackToName,       // After ROLLBACK ... TO: SAVEPOINT, or the name.
+    kSavepointName,        // The name, next.
+    kSavepointEnd,         // After the name: nothing more may follow.
+    kRest,                 // Only the statement-independent rules apply.
   };
 
   // Each Skip/Scan function takes the position of the first byte it should
@@ -323,6 +331,41 @@ class Classifier {
         }
         expect_ = Expect::kRest;
         break;
+      case Expect::kReleaseName:
+        if (is_word && absl::EqualsIgnoreCase(text, "SAVEPOINT")) {
+          expect_ = Expect::kSavepointName;
+        } else {
+          OnSavepointName(kind, text);
+        }
+        break;
+      case Expect::kRollbackTo:
+        if (is_word &&
+            (absl::EqualsIgnoreCase(text, "WORK") || absl::EqualsIgnoreCase(text, "TRANSACTION"))) {
+          expect_ = Expect::kRollbackToAfterWork;
+        } else if (is_word && absl::EqualsIgnoreCase(text, "TO")) {
+          expect_ = Expect::kRollbackToName;
+        } else {
+          expect_ = Expect::kRest;
+        }
+        break;
+      case Expect::kRollbackToAfterWork:
+        expect_ =
+            is_word && absl::EqualsIgnoreCase(text, "TO") ? Expect::kRollbackToName : Expect::kRest;
+        break;
+      case Expect::kRollbackToName:
+        if (is_word && absl::EqualsIgnoreCase(text, "SAVEPOINT")) {
+          expect_ = Expect::kSavepointName;
+        } else {
+          OnSavepointName(kind, text);
+        }
+        break;
+      case Expect::kSavepointName:
+        OnSavepointName(kind, text);
+        break;
+      case Expect::kSavepointEnd:
+        pending_savepoint_ = SqlInfo::Savepoint::kNone;
+        expect_ = Expect::kRest;
+        break;
       case Expect::kRest:
         break;
     }
@@ -349,6 +392,18 @@ class Classifier {
     in_copy_ = absl::EqualsIgnoreCase(word, "COPY");
     if (IsOneOf(word, kTransactionControlStatements)) {
       info_.transaction_control = true;
+      if (statements_ == 1) {
+        if (absl::EqualsIgnoreCase(word, "SAVEPOINT")) {
+          pending_savepoint_ = SqlInfo::Savepoint::kSavepoint;
+          expect_ = Expect::kSavepointName;
+        } else if (absl::EqualsIgnoreCase(word, "RELEASE")) {
+          pending_savepoint_ = SqlInfo::Savepoint::kRelease;
+          expect_ = Expect::kReleaseName;
+        } else if (absl::EqualsIgnoreCase(word, "ROLLBACK")) {
+          pending_savepoint_ = SqlInfo::Savepoint::kRollbackTo;
+          expect_ = Expect::kRollbackTo;
+        }
+      }
     } else if (IsOneOf(word, kSessionStateStatements)) {
       info_.changes_session_state = true;
     } else if (absl::EqualsIgnoreCase(word, "SET")) {
@@ -358,9 +413,41 @@ class Classifier {
     }
   }
 
+  // The name of a savepoint statement (only an identifier will do).
+  void OnSavepointName(TokenKind kind, absl::string_view text) {
+    if (kind == TokenKind::kWord) {
+      savepoint_name_ = absl::AsciiStrToLower(text);
+    } else if (kind == TokenKind::kQuotedIdentifier && !text.empty()) {
+      savepoint_name_ = absl::StrReplaceAll(text, {{"\"\"", "\""}});
+    } else {
+      pending_savepoint_ = SqlInfo::Savepoint::kNone;
+      expect_ = Expect::kRest;
+      return;
+    }
+    // PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes, never
+    // splitting a multibyte character.
+    constexpr size_t kMaxNameBytes = 63;
+    if (savepoint_name_.size() > kMaxNameBytes) {
+      size_t cut = kMaxNameBytes;
+      while (cut > 0 && (static_cast<unsigned char>(savepoint_name_[cut]) & 0xC0) == 0x80) --cut;
+      savepoint_name_.resize(cut);
+    }
+    expect_ = Expect::kSavepointEnd;
+  }
+
   // At `;` or the end of the text.
   void EndStatement() {
     if (!in_statement_) return;
+    if (statements_ == 1) {
+      if (expect_ == Expect::kSavepointEnd && pending_savepoint_ != SqlInfo::Savepoint::kNone) {
+        info_.savepoint = pending_savepoint_;
+        info_.savepoint_name = std::move(savepoint_name_);
+      }
+    } else {
+      // Several statements: none of them is a savepoint statement alone.
+      info_.savepoint = SqlInfo::Savepoint::kNone;
+      info_.savepoint_name.clear();
+    }
     in_statement_ = false;
     in_copy_ = false;
     // A statement cut short after SET or PREPARE is a syntax error; flag it
@@ -377,6 +464,9 @@ class Classifier {
   bool in_statement_ = false;
   bool in_copy_ = false;  // the current statement starts with COPY
   Expect expect_ = Expect::kFirstWord;
+  // The first statement's savepoint command while it is being read.
+  SqlInfo::Savepoint pending_savepoint_ = SqlInfo::Savepoint::kNone;
+  std::string savepoint_name_;
 };
 
 }  // namespace

@@ -64,6 +64,16 @@ struct SqlInfo {
   // Transaction-scoped variants (pg_advisory_xact_lock, SET LOCAL) are not
   // session state. Keywords and names compare case-insensitively.
   bool changes_session_state = false;
+  // The text is one savepoint statement: SAVEPOINT name, RELEASE [SAVEPOINT]
+  // name, or ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name (these also
+  // count as transaction_control). kNone for anything else, also when the
+  // statement is followed by another or by tokens after the name.
+  enum class Savepoint { kNone, kSavepoint, kRelease, kRollbackTo };
+  Savepoint savepoint = Savepoint::kNone;
+  // With `savepoint`: the name as PostgreSQL compares it: an unquoted name
+  // lower-cased (ASCII), a quoted one as written ("" unescaped), both cut to
+  // 63 bytes (NAMEDATALEN - 1) at a UTF-8 character boundary.
+  std::string savepoint_name;
   // A COPY ... FROM STDIN / TO STDOUT: it streams data over the connection's
   // copy sub-protocol, which the broker does not offer.
   bool copy_stdio = false;

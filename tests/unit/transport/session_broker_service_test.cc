@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -253,6 +254,70 @@ TEST_F(SessionBrokerServiceTest, BadRequestsAreInvalidArgumentSayingWhatIsWrong)
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   }
   EXPECT_EQ(broker_.connector().connects(), 0) << "refused before touching the pool";
+}
+
+// ---- Per-call settings ----------------------------------------------------------
+
+TEST_F(SessionBrokerServiceTest, ExecuteWithSettingsRunsInATransactionBegunWithThem) {
+  grpc::ClientContext context;
+  v1::ExecuteRequest request;
+  request.set_sql("SELECT current_setting('app.tenant_id')");
+  (*request.mutable_settings())["App.Tenant_Id"] = "42";
+  (*request.mutable_settings())["statement_timeout"] = "5s";
+  v1::ExecuteResponse response;
+  grpc::Status status = broker_.broker().Execute(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_THAT(broker_.connector().connection(1)->log(),
+              ElementsAre("BEGIN app.tenant_id=42 statement_timeout=5s",
+                          "SELECT current_setting('app.tenant_id')", "COMMIT"));
+  EXPECT_FALSE(broker_.connector().connection(1)->in_transaction());
+}
+
+TEST_F(SessionBrokerServiceTest, ExecuteBatchWithSettingsBeginsItsTransactionWithThem) {
+  grpc::ClientContext context;
+  v1::ExecuteBatchRequest request;
+  request.add_statements()->set_sql("INSERT INTO t VALUES (1)");
+  (*request.mutable_settings())["lock_timeout"] = "1s";
+  v1::ExecuteBatchResponse response;
+  grpc::Status status = broker_.broker().ExecuteBatch(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_THAT(broker_.connector().connection(1)->log(),
+              ElementsAre("BEGIN lock_timeout=1s", "INSERT INTO t VALUES (1)", "COMMIT"));
+}
+
+TEST_F(SessionBrokerServiceTest, CallSettingsOutsideTheAllowListAreRefusedNamingThem) {
+  for (const char* name : {"role", "session_authorization", "DateStyle", "no_such_setting"}) {
+    grpc::ClientContext context;
+    v1::ExecuteRequest request;
+    request.set_sql("SELECT 1");
+    (*request.mutable_settings())[name] = "x";
+    v1::ExecuteResponse response;
+    grpc::Status status = broker_.broker().Execute(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << name;
+    EXPECT_THAT(absl::AsciiStrToLower(status.error_message()),
+                HasSubstr(absl::AsciiStrToLower(name)));
+  }
+  grpc::ClientContext context;
+  v1::ExecuteBatchRequest batch;
+  batch.add_statements()->set_sql("SELECT 1");
+  (*batch.mutable_settings())["role"] = "postgres";
+  v1::ExecuteBatchResponse response;
+  EXPECT_EQ(broker_.broker().ExecuteBatch(&context, batch, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(broker_.connector().connects(), 0) << "refused before touching the pool";
+}
+
+TEST_F(SessionBrokerServiceTest, CallSettingsInASessionAreRefused) {
+  const v1::Session session = MustBeginSession();
+  grpc::ClientContext context;
+  v1::ExecuteRequest request;
+  request.set_sql("SELECT 1");
+  request.set_session(session.name());
+  (*request.mutable_settings())["statement_timeout"] = "1s";
+  v1::ExecuteResponse response;
+  grpc::Status status = broker_.broker().Execute(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("session's own settings"));
 }
 
 TEST_F(SessionBrokerServiceTest, WhileDrainingNewCallsAreUnavailable) {

@@ -63,12 +63,6 @@ _QUERY_TYPES: Dict[str, Callable[[str], Any]] = {
 _SETTING_PREFIX = "setting."
 
 
-_NO_SAVEPOINTS = (
-    "postgresql+sessionbroker does not support SAVEPOINT (begin_nested) "
-    "yet: the broker refuses transaction control statements and rolls a "
-    "transaction back at its first failed statement (issue 15); retry the "
-    "whole transaction instead"
-)
 
 
 def _raw(connection):
@@ -415,15 +409,9 @@ class SessionBrokerDialect(PGDialect):
         return self.dbapi.is_disconnect(e)
 
     # ---- not supported (docs/clients.md) ------------------------------------
-
-    def do_savepoint(self, connection, name) -> None:
-        raise NotImplementedError(_NO_SAVEPOINTS)
-
-    def do_rollback_to_savepoint(self, connection, name) -> None:
-        raise NotImplementedError(_NO_SAVEPOINTS)
-
-    def do_release_savepoint(self, connection, name) -> None:
-        raise NotImplementedError(_NO_SAVEPOINTS)
+    # Savepoints (begin_nested) are SQLAlchemy's defaults: SAVEPOINT,
+    # RELEASE SAVEPOINT and ROLLBACK TO SAVEPOINT statements, which the broker
+    # runs inside the session's transaction as PostgreSQL does.
 
     def do_begin_twophase(self, connection, xid) -> None:
         raise NotImplementedError(

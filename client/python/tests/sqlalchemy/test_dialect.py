@@ -237,18 +237,38 @@ def _end_session_behind_the_pools_back(dbapi_connection) -> None:
         )
 
 
-def test_savepoints_are_refused_with_the_reason(broker_engine: Engine) -> None:
-    with broker_engine.connect() as conn:
-        conn.execute(select(literal(1)))
-        with pytest.raises(NotImplementedError, match="SAVEPOINT .*issue 15"):
-            conn.begin_nested()
-        # The enclosing transaction is untouched.
-        assert conn.in_transaction() and conn.execute(select(literal(5))).scalar() == 5
-    with Session(broker_engine) as session:
-        session.execute(select(literal(1)))
-        with pytest.raises(NotImplementedError, match="SAVEPOINT"):
-            with session.begin_nested():  # the ORM emits SAVEPOINT at first use
-                session.execute(select(literal(2)))
+def test_begin_nested_recovers_from_a_failed_statement(broker_engine: Engine) -> None:
+    """A savepoint (begin_nested) survives a failed statement: SQLAlchemy
+    rolls back to it and the outer transaction commits the good rows."""
+    metadata = MetaData()
+    table = Table("sa_savepoints", metadata, Column("id", Integer, primary_key=True))
+    metadata.drop_all(broker_engine)
+    metadata.create_all(broker_engine)
+    try:
+        with broker_engine.begin() as conn:
+            conn.execute(table.insert(), {"id": 1})
+            with pytest.raises(exc.IntegrityError):
+                with conn.begin_nested():
+                    conn.execute(table.insert(), {"id": 2})
+                    conn.execute(table.insert(), {"id": 1})  # duplicate: 23505
+            nested = conn.begin_nested()
+            conn.execute(table.insert(), {"id": 3})
+            nested.commit()  # RELEASE SAVEPOINT
+            conn.execute(table.insert(), {"id": 4})
+        with broker_engine.connect() as conn:
+            ids = conn.execute(select(table.c.id).order_by(table.c.id)).scalars().all()
+        assert ids == [1, 3, 4]
+        with Session(broker_engine) as session:
+            session.execute(table.insert(), {"id": 5})
+            with pytest.raises(exc.IntegrityError):
+                with session.begin_nested():  # the ORM emits SAVEPOINT at first use
+                    session.execute(table.insert(), {"id": 5})
+            session.execute(table.insert(), {"id": 6})
+            session.commit()
+        with broker_engine.connect() as conn:
+            assert conn.execute(select(table.c.id).where(table.c.id > 4)).scalars().all() == [5, 6]
+    finally:
+        metadata.drop_all(broker_engine)
 
 
 def test_stream_results_buffers_the_whole_result(broker_engine: Engine) -> None:

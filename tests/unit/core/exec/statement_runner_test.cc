@@ -229,6 +229,57 @@ TEST_F(StatementRunnerTest, BatchInATransactionOverTheResultCapTogetherFailsAndR
   EXPECT_EQ(pool_->Stats().in_use, 0);
 }
 
+// A savepoint statement runs only inside a transaction; elsewhere it is
+// refused before any database work.
+TEST_F(StatementRunnerTest, SavepointStatementsAreRefusedOutsideATransaction) {
+  absl::StatusOr<Results> out = RunToEnd(One("SAVEPOINT a"));
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(out.status().message(), HasSubstr("only inside a session's transaction"));
+  RunRequest batch = One("SELECT 1");
+  batch.op = RunRequest::Op::kBatch;
+  batch.statements.push_back({"ROLLBACK TO SAVEPOINT a", {}});
+  out = RunToEnd(std::move(batch));
+  EXPECT_THAT(out.status().message(), HasSubstr("only inside a session's transaction"));
+  EXPECT_EQ(connector_.connects(), 0);
+}
+
+// With keep_on_failure a failed statement hands the connection back still in
+// its (aborted) transaction, unrolled, so a ROLLBACK TO SAVEPOINT can follow.
+TEST_F(StatementRunnerTest, KeepOnFailureHandsBackTheAbortedTransaction) {
+  std::optional<RunOutcome> begun;
+  RunRequest begin;
+  begin.op = RunRequest::Op::kBegin;
+  runner_->RunStep(std::move(begin), [&](RunOutcome o) { begun = std::move(o); });
+  executor_.RunAll();
+  ASSERT_TRUE(begun.has_value() && begun->results.ok());
+  connector_.connection(1)->FailStatement("INSERT 1", storage::SqlError("23505", "duplicate key"));
+
+  RunRequest savepoint;
+  savepoint.op = RunRequest::Op::kInTransaction;
+  savepoint.statements = {{"SAVEPOINT a", {}}};
+  savepoint.connection = std::move(begun->connection);
+  std::optional<RunOutcome> saved;
+  runner_->RunStep(std::move(savepoint), [&](RunOutcome o) { saved = std::move(o); });
+  executor_.RunAll();
+  ASSERT_TRUE(saved.has_value() && saved->results.ok()) << saved->results.status();
+
+  RunRequest insert;
+  insert.op = RunRequest::Op::kInTransaction;
+  insert.keep_on_failure = true;
+  insert.statements = {{"INSERT 1", {}}};
+  insert.connection = std::move(saved->connection);
+  std::optional<RunOutcome> failed;
+  runner_->RunStep(std::move(insert), [&](RunOutcome o) { failed = std::move(o); });
+  executor_.RunAll();
+  ASSERT_TRUE(failed.has_value());
+  EXPECT_EQ(storage::SqlStateOf(failed->results.status()), "23505");
+  ASSERT_TRUE(failed->connection) << "handed back for a ROLLBACK TO";
+  EXPECT_TRUE(connector_.connection(1)->in_transaction());
+  EXPECT_NE(connector_.connection(1)->log().back(), "ROLLBACK");
+  EXPECT_EQ(pool_->Stats().in_use, 1);
+  failed->connection.Release();
+}
+
 // A session's batch fails at its failing statement like a one-shot batch:
 // the message names the statement and PostgreSQL's fields say which one it
 // was (statement_index), for the transport's SqlErrorDetail.

@@ -776,6 +776,64 @@ TEST_F(FailingStatementTest, BeginTransactionIsRefusedUntilTheAbortIsAcknowledge
   EXPECT_THAT(r.status().message(), HasSubstr("Rollback"));
 }
 
+// With a savepoint, a failed statement leaves the transaction open and
+// aborted on its pinned connection, as PostgreSQL does: other statements get
+// 25P02 without reaching the database, ROLLBACK TO recovers it, and the
+// statements before the savepoint and after the recovery commit.
+TEST_F(FailingStatementTest, WithASavepointTheTransactionStaysAbortedUntilRollbackTo) {
+  const SessionInfo s = MustBegin();
+  ASSERT_TRUE(BeginTx(s.name).ok());
+  connector_.connection(1)->FailStatement("SELECT 1/0", failure_);
+  ASSERT_TRUE(Exec(s.name, "INSERT 1").ok());
+  ASSERT_TRUE(Exec(s.name, "SAVEPOINT a").ok());
+  const absl::Status failed = Exec(s.name, "SELECT 1/0").status();
+  EXPECT_EQ(storage::SqlStateOf(failed), "22012");
+  EXPECT_EQ(pool_->Stats().in_use, 1) << "the aborted transaction keeps its connection";
+  EXPECT_TRUE(connector_.connection(1)->in_transaction());
+  absl::StatusOr<SessionInfo> info = manager_->Get(s.name);
+  EXPECT_TRUE(info->in_transaction);
+  EXPECT_TRUE(info->transaction_aborted);
+  EXPECT_THAT(info->abort_reason, HasSubstr("division by zero"));
+
+  const absl::Status refused = Exec(s.name, "INSERT 2").status();
+  EXPECT_EQ(storage::SqlStateOf(refused), "25P02");
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Log(1), Not(Contains("INSERT 2"))) << "refused by the broker";
+
+  ASSERT_TRUE(Exec(s.name, "ROLLBACK TO SAVEPOINT a").ok());
+  EXPECT_FALSE(manager_->Get(s.name)->transaction_aborted);
+  ASSERT_TRUE(Exec(s.name, "INSERT 3").ok());
+  ASSERT_TRUE(Commit(s.name).ok());
+  EXPECT_THAT(Log(1), ElementsAre("BEGIN", "INSERT 1", "SAVEPOINT a", "SELECT 1/0",
+                                  "ROLLBACK TO SAVEPOINT a", "INSERT 3", "COMMIT"));
+  EXPECT_EQ(pool_->Stats().in_use, 0);
+  EXPECT_EQ(manager_->Stats().transactions_committed, 1);
+  EXPECT_EQ(manager_->Stats().transactions_failed, 0);
+}
+
+TEST_F(FailingStatementTest, CommitOfATransactionAbortedAfterASavepointRollsBack) {
+  const SessionInfo s = MustBegin();
+  ASSERT_TRUE(BeginTx(s.name).ok());
+  connector_.connection(1)->FailStatement("SELECT 1/0", failure_);
+  ASSERT_TRUE(Exec(s.name, "SAVEPOINT a").ok());
+  ASSERT_FALSE(Exec(s.name, "SELECT 1/0").ok());
+  absl::StatusOr<absl::Time> commit = Commit(s.name);
+  EXPECT_EQ(commit.status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(commit.status().message(), HasSubstr("nothing was committed"));
+  EXPECT_EQ(ReasonOf(commit.status()), "TX_STATEMENT_FAILED");
+  EXPECT_THAT(Log(1), ElementsAre("BEGIN", "SAVEPOINT a", "SELECT 1/0", "ROLLBACK"));
+  EXPECT_EQ(pool_->Stats().in_use, 0);
+  EXPECT_FALSE(manager_->Get(s.name)->in_transaction);
+  EXPECT_TRUE(Exec(s.name, "SELECT 3").ok());
+}
+
+TEST_F(SessionManagerTest, SavepointsOutsideATransactionAreRefused) {
+  const SessionInfo s = MustBegin();
+  const absl::Status refused = Exec(s.name, "SAVEPOINT a").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.message(), HasSubstr("only inside a session's transaction"));
+}
+
 TEST_F(SessionManagerTest, ReadOnlySessionRefusesStatementsThatCouldMakeItWritable) {
   SessionSpec spec;
   spec.read_only = true;

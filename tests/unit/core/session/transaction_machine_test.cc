@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "server/core/session/session_call.h"
 #include "server/core/session/session_types.h"
+#include "server/storage/sql_error.h"
 
 namespace sessionbroker::core {
 namespace {
@@ -645,6 +646,202 @@ TEST_F(TransactionMachineTest, EndingASessionWithoutATransactionHasNothingToRoll
       machine_.End(tx, /*call_running=*/true, /*running_in_transaction=*/false).had_transaction)
       << "a statement running by itself";
   EXPECT_TRUE(machine_.End(tx, true, /*running_in_transaction=*/false).had_transaction == false);
+}
+
+// ---- Savepoints ------------------------------------------------------------------
+
+// Plans `sql` with Execute in `tx` and applies its outcome: `status`, with
+// the connection handed back when `kept`. Returns the verdict.
+Verdict RunInTransaction(const TransactionMachine& machine, Transaction& tx, const std::string& sql,
+                         const absl::Status& status, bool kept, absl::Time now) {
+  SessionCall call = Exec(sql);
+  TransactionMachine::Plan plan = machine.PlanCall(tx, Base(), call);
+  EXPECT_TRUE(std::holds_alternative<Step>(plan)) << sql;
+  StepReport report;
+  report.in_transaction = true;
+  report.connection = kept;
+  return machine.Apply(tx, call, status, report, now);
+}
+
+const absl::Status kUniqueViolation =
+    storage::SqlError("23505", "duplicate key value violates unique constraint \"t_pkey\"");
+
+TEST_F(TransactionMachineTest, ASavepointStatementRunsInTheTransactionAndIsRemembered) {
+  Transaction tx = In(TxState::kOpen);
+  const Step step = MustStep(Plan(tx, Exec("SAVEPOINT a")));
+  EXPECT_EQ(step.request.op, Op::kInTransaction);
+  EXPECT_TRUE(step.on_pinned_connection);
+  EXPECT_FALSE(step.request.keep_on_failure) << "no savepoint yet to return to";
+  machine_.Apply(tx, call_, absl::OkStatus(), Report(true, true), kNow);
+  EXPECT_THAT(tx.savepoints, ::testing::ElementsAre("a"));
+  EXPECT_TRUE(MustStep(Plan(tx, Exec("INSERT INTO t VALUES (1)"))).request.keep_on_failure)
+      << "with a savepoint, a failure keeps the transaction";
+}
+
+TEST_F(TransactionMachineTest, AFailureWithASavepointKeepsTheAbortedTransactionPinned) {
+  Transaction tx = In(TxState::kOpen);
+  RunInTransaction(machine_, tx, "SAVEPOINT a", absl::OkStatus(), true, kNow);
+  const Verdict v = RunInTransaction(machine_, tx, "INSERT INTO t VALUES (1)", kUniqueViolation,
+                                     /*kept=*/true, kNow + absl::Seconds(1));
+  EXPECT_EQ(v.connection, ConnectionFate::kKeep);
+  EXPECT_EQ(v.reply, Reply::kStepResult) << "the caller gets the statement's own error";
+  EXPECT_EQ(v.event, Event::kNone) << "the transaction may still commit";
+  EXPECT_EQ(tx.state, TxState::kOpen);
+  EXPECT_TRUE(tx.failed);
+  EXPECT_EQ(tx.idle_since, kNow + absl::Seconds(1)) << "the idle limit still applies";
+  EXPECT_THAT(tx.abort.message(), HasSubstr("duplicate key value"));
+  EXPECT_EQ(ReasonOf(tx.abort), "TX_STATEMENT_FAILED");
+  EXPECT_EQ(machine_.NextDeadline(tx, false), kNow + absl::Seconds(11));
+}
+
+TEST_F(TransactionMachineTest, InAFailedTransactionOnlyRollbackToRunsOthersGet25P02) {
+  Transaction tx = In(TxState::kOpen);
+  RunInTransaction(machine_, tx, "SAVEPOINT a", absl::OkStatus(), true, kNow);
+  RunInTransaction(machine_, tx, "INSERT INTO t VALUES (1)", kUniqueViolation, true, kNow);
+  for (const char* sql : {"SELECT 1", "SAVEPOINT b", "RELEASE a", "INSERT INTO t VALUES (2)"}) {
+    const absl::Status refused = MustAnswer(Plan(tx, Exec(sql)));
+    EXPECT_EQ(storage::SqlStateOf(refused), "25P02") << sql;
+    EXPECT_THAT(refused.message(),
+                StartsWith("current transaction is aborted, commands ignored until end of "
+                           "transaction block"));
+    EXPECT_THAT(refused.message(), HasSubstr("duplicate key value")) << "says what failed";
+  }
+  EXPECT_TRUE(tx.failed) << "refusals change nothing";
+  const Step step = MustStep(Plan(tx, Exec("ROLLBACK TO SAVEPOINT a")));
+  EXPECT_TRUE(step.request.keep_on_failure);
+  EXPECT_EQ(step.request.op, Op::kInTransaction);
+}
+
+TEST_F(TransactionMachineTest, RollbackToClearsTheFailureAndKeepsTheSavepoint) {
+  Transaction tx = In(TxState::kOpen);
+  RunInTransaction(machine_, tx, "SAVEPOINT a", absl::OkStatus(), true, kNow);
+  RunInTransaction(machine_, tx, "SAVEPOINT b", absl::OkStatus(), true, kNow);
+  RunInTransaction(machine_, tx, "INSERT INTO t VALUES (1)", kUniqueViolation, true, kNow);
+  const Verdict v =
+      RunInTransaction(machine_, tx, "rollback work to a", absl::OkStatus(), true, kNow);
+  EXPECT_EQ(v.connection, ConnectionFate::kKeep);
+  EXPECT_FALSE(tx.failed);
+  EXPECT_TRUE(tx.abort.ok());
+  EXPECT_THAT(tx.savepoints, ::testing::ElementsAre("a")) << "b was later than a";
+  MustStep(Plan(tx, Exec("SELECT 1")));
+  EXPECT_EQ(MustStep(Plan(tx, Commit())).request.op, Op::kCommit);
+}
+
+TEST_F(TransactionMachineTest, AFailedRollbackToLeavesTheTransactionFailed) {
+  Transaction tx = In(TxState::kOpen);
+  RunInTransaction(machine_, tx, "SAVEPOINT a", absl::OkStatus(), true, kNow);
+  RunInTransaction(machine_, tx, "SELECT 1/0", storage::SqlError("22012", "division by zero"), true,
+                   kNow);
+  const absl::Status unknown = storage::SqlError("3B001", "savepoint \"nope\" does not exist");
+  const Verdict v = RunInTransaction(machine_, tx, "ROLLBACK TO nope", unknown, true, kNow);
+  EXPECT_EQ(v.connection, ConnectionFate::kKeep);
+  EXPECT_EQ(v.reply, Reply::kStepResult);
+  EXPECT_TRUE(tx.failed);
+  EXPECT_THAT(tx.abort.message(), HasSubstr("division by zero")) << "the first failure stays";
+  EXPECT_THAT(tx.savepoints, ::testing::ElementsAre("a"));
+}
+
+TEST_F(TransactionMachineTest, ReleaseDropsTheNamedSavepointAndEveryLaterOne) {
+  Transaction tx = In(TxState::kOpen);
+  for (const char* sql : {"SAVEPOINT a", "SAVEPOINT b", "SAVEPOINT a", "SAVEPOINT c"}) {
+    RunInTransaction(machine_, tx, sql, absl::OkStatus(), true, kNow);
+  }
+  RunInTransaction(machine_, tx, "RELEASE SAVEPOINT a", absl::OkStatus(), true, kNow);
+  EXPECT_THAT(tx.savepoints, ::testing::ElementsAre("a", "b")) << "the newest a and c went";
+  RunInTransaction(machine_, tx, "RELEASE \"a\"", absl::OkStatus(), true, kNow);
+  EXPECT_TRUE(tx.savepoints.empty());
+  EXPECT_FALSE(MustStep(Plan(tx, Exec("SELECT 1"))).request.keep_on_failure)
+      << "with no savepoint left, a failure rolls back as before";
+}
+
+TEST_F(TransactionMachineTest, AFailureWithNoSavepointStillRollsBackAtOnce) {
+  Transaction tx = In(TxState::kOpen);
+  RunInTransaction(machine_, tx, "SAVEPOINT a", absl::OkStatus(), true, kNow);
+  RunInTransaction(machine_, tx, "RELEASE a", absl::OkStatus(), true, kNow);
+  const Verdict v = RunInTransaction(machine_, tx, "INSERT INTO t VALUES (1)", kUniqueViolation,
+                                     /*kept=*/false, kNow);
+  EXPECT_EQ(v.event, Event::kFailed);
+  EXPECT_EQ(tx.state, TxState::kAborted);
+  EXPECT_EQ(ReasonOf(tx.abort), "TX_STATEMENT_FAILED");
+}
+
+TEST_F(TransactionMachineTest, AFailureWhoseConnectionWasLostAbortsEvenWithASavepoint) {
+  Transaction tx = In(TxState::kOpen);
+  RunInTransaction(machine_, tx, "SAVEPOINT a", absl::OkStatus(), true, kNow);
+  RunInTransaction(machine_, tx, "SELECT 1", absl::UnavailableError("connection lost"),
+                   /*kept=*/false, kNow);
+  EXPECT_EQ(tx.state, TxState::kAborted);
+  EXPECT_TRUE(tx.savepoints.empty());
+  EXPECT_FALSE(tx.failed);
+}
+
+TEST_F(TransactionMachineTest, CommitOfAFailedTransactionRollsBackAndSaysNothingWasCommitted) {
+  Transaction tx = In(TxState::kOpen);
+  RunInTransaction(machine_, tx, "SAVEPOINT a", absl::OkStatus(), true, kNow);
+  RunInTransaction(machine_, tx, "INSERT INTO t VALUES (1)", kUniqueViolation, true, kNow);
+  const Step step = MustStep(Plan(tx, Commit()));
+  EXPECT_EQ(step.request.op, Op::kRollback) << "never COMMIT what the broker thinks aborted";
+  EXPECT_TRUE(step.on_pinned_connection);
+  const Verdict v = machine_.Apply(tx, call_, absl::OkStatus(), Report(false, false), kNow);
+  EXPECT_EQ(v.reply, Reply::kError);
+  EXPECT_EQ(v.error.code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(v.error.message(), StartsWith("nothing was committed"));
+  EXPECT_THAT(v.error.message(), HasSubstr("duplicate key value"));
+  EXPECT_EQ(ReasonOf(v.error), "TX_STATEMENT_FAILED");
+  EXPECT_EQ(v.event, Event::kFailed);
+  EXPECT_EQ(tx.state, TxState::kNone);
+  EXPECT_FALSE(tx.failed);
+  EXPECT_TRUE(tx.savepoints.empty());
+}
+
+TEST_F(TransactionMachineTest, RollbackOfAFailedTransactionRollsItBack) {
+  Transaction tx = In(TxState::kOpen);
+  RunInTransaction(machine_, tx, "SAVEPOINT a", absl::OkStatus(), true, kNow);
+  RunInTransaction(machine_, tx, "INSERT INTO t VALUES (1)", kUniqueViolation, true, kNow);
+  EXPECT_EQ(MustStep(Plan(tx, Rollback())).request.op, Op::kRollback);
+  const Verdict v = machine_.Apply(tx, call_, absl::OkStatus(), Report(false, false), kNow);
+  EXPECT_EQ(v.reply, Reply::kSuccess);
+  EXPECT_EQ(tx.state, TxState::kNone);
+  EXPECT_FALSE(tx.failed);
+  EXPECT_TRUE(tx.savepoints.empty());
+  EXPECT_EQ(MustStep(Plan(tx, BeginTx())).request.op, Op::kBegin);
+  machine_.Apply(tx, call_, absl::OkStatus(), Report(false, true), kNow);
+  EXPECT_TRUE(tx.savepoints.empty()) << "a new transaction starts without savepoints";
+}
+
+TEST_F(TransactionMachineTest, TheIdleLimitKillsAFailedTransactionAndForgetsItsSavepoints) {
+  Transaction tx = In(TxState::kOpen);
+  RunInTransaction(machine_, tx, "SAVEPOINT a", absl::OkStatus(), true, kT0);
+  RunInTransaction(machine_, tx, "SELECT 1/0", kUniqueViolation, true, kT0);
+  const auto due = machine_.KillDue(tx, false, kT0 + absl::Seconds(10));
+  ASSERT_TRUE(due.has_value());
+  EXPECT_EQ(due->kind, KillKind::kIdle);
+  const TransactionMachine::KillPlan plan = machine_.Kill(tx, due->why, false);
+  EXPECT_TRUE(plan.discard_connection);
+  EXPECT_EQ(tx.state, TxState::kAborted);
+  EXPECT_FALSE(tx.failed);
+  EXPECT_TRUE(tx.savepoints.empty());
+  EXPECT_EQ(ReasonOf(tx.abort), "TX_IDLE_TIMEOUT");
+}
+
+TEST_F(TransactionMachineTest, SavepointsInABatchAreRefused) {
+  Transaction tx = In(TxState::kOpen);
+  SessionCall batch = RunCall{Statements(Op::kBatch, {"SELECT 1", "SAVEPOINT a"}), nullptr};
+  const absl::Status refused = MustAnswer(Plan(tx, std::move(batch)));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.message(), HasSubstr("not in ExecuteBatch"));
+  EXPECT_EQ(tx.state, TxState::kOpen);
+}
+
+TEST_F(TransactionMachineTest, EndingASessionWithAFailedTransactionRollsItBack) {
+  Transaction tx = In(TxState::kOpen);
+  RunInTransaction(machine_, tx, "SAVEPOINT a", absl::OkStatus(), true, kNow);
+  RunInTransaction(machine_, tx, "SELECT 1/0", kUniqueViolation, true, kNow);
+  const TransactionMachine::EndPlan plan = machine_.End(tx, false, false);
+  EXPECT_TRUE(plan.had_transaction);
+  EXPECT_TRUE(plan.discard_connection);
+  EXPECT_TRUE(tx.savepoints.empty());
+  EXPECT_FALSE(tx.failed);
 }
 
 }  // namespace

@@ -699,5 +699,51 @@ TEST(SqlClassifierCopyTest, CopyToAFileOrAWordStdinElsewhereIsNotFlagged) {
   EXPECT_FALSE(ClassifySql("COPY t FROM 'stdin.csv'").copy_stdio);
 }
 
+// ---- Savepoint statements ----------------------------------------------------------
+
+struct SavepointCase {
+  std::string sql;
+  SqlInfo::Savepoint kind;
+  std::string name;
+};
+
+TEST(SqlClassifierTest, SavepointStatementsAreRecognizedWithTheirNameAsPostgresComparesIt) {
+  using S = SqlInfo::Savepoint;
+  const SavepointCase cases[] = {
+      {"SAVEPOINT a", S::kSavepoint, "a"},
+      {"savepoint MixedCase;", S::kSavepoint, "mixedcase"},
+      {"SAVEPOINT \"Quoted \"\"x\"\"\"", S::kSavepoint, "Quoted \"x\""},
+      {"RELEASE SAVEPOINT a", S::kRelease, "a"},
+      {"release A", S::kRelease, "a"},
+      {"ROLLBACK TO SAVEPOINT a", S::kRollbackTo, "a"},
+      {"rollback to a", S::kRollbackTo, "a"},
+      {"ROLLBACK WORK TO SAVEPOINT a", S::kRollbackTo, "a"},
+      {"ROLLBACK TRANSACTION TO b -- comment", S::kRollbackTo, "b"},
+      {"/* c */ SAVEPOINT a ;", S::kSavepoint, "a"},
+      {std::string("SAVEPOINT ") + std::string(70, 'x'), S::kSavepoint, std::string(63, 'x')},
+  };
+  for (const SavepointCase& c : cases) {
+    const SqlInfo info = ClassifySql(c.sql);
+    EXPECT_EQ(info.savepoint, c.kind) << c.sql;
+    EXPECT_EQ(info.savepoint_name, c.name) << c.sql;
+    EXPECT_TRUE(info.transaction_control) << c.sql;
+  }
+}
+
+TEST(SqlClassifierTest, ALongSavepointNameIsCutAtACharacterBoundary) {
+  // 62 ASCII bytes, then a 2-byte character that would straddle byte 63.
+  const std::string name = std::string(62, 'x') + "\xC3\xA9";
+  EXPECT_EQ(ClassifySql("SAVEPOINT \"" + name + "\"").savepoint_name, std::string(62, 'x'));
+}
+
+TEST(SqlClassifierTest, OtherTransactionControlIsNotASavepointStatement) {
+  for (const char* sql :
+       {"ROLLBACK", "ROLLBACK WORK", "ROLLBACK AND CHAIN", "ROLLBACK PREPARED 'x'", "SAVEPOINT",
+        "RELEASE", "ROLLBACK TO", "SAVEPOINT a b", "SAVEPOINT 'a'", "SAVEPOINT a; SELECT 1",
+        "SELECT 1; SAVEPOINT a", "COMMIT", "BEGIN", "SELECT 'SAVEPOINT a'"}) {
+    EXPECT_EQ(ClassifySql(sql).savepoint, SqlInfo::Savepoint::kNone) << sql;
+  }
+}
+
 }  // namespace
 }  // namespace sessionbroker::core

@@ -23,13 +23,6 @@ class Requirements(SuiteRequirements):
     # ---- closed: what the broker does not offer (docs/clients.md) --------
 
     @property
-    def savepoints(self):
-        """SAVEPOINT / begin_nested(): the broker refuses transaction
-        control statements and aborts a transaction at its first failed
-        statement; savepoints wait for issue 15."""
-        return _closed()
-
-    @property
     def two_phase_transactions(self):
         """PREPARE TRANSACTION is transaction control, refused by the broker
         (a prepared transaction would outlive the session that owns it)."""
@@ -84,6 +77,12 @@ class Requirements(SuiteRequirements):
         return _closed()
 
     # ---- open: PostgreSQL's features, through the broker ------------------
+
+    @property
+    def savepoints(self):
+        """SAVEPOINT / begin_nested(): the broker runs savepoint statements
+        inside a session's transaction, with PostgreSQL's aborted state."""
+        return _open()
 
     @property
     def table_ddl_if_exists(self):
