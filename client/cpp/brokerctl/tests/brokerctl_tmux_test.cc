@@ -152,9 +152,13 @@ TEST_F(BrokerctlTerminalTest, TxWarnsBeforeTheIdleLimitAndReportsTheBrokersRollb
   tmux.WaitFor("tx*>");
   tmux.Type("INSERT INTO brokerctl_tx_idle VALUES (1)");
   tmux.WaitFor("INSERT 0 1");
-  std::string screen = tmux.WaitFor("warning: the transaction has been idle for");
+  // Each message is waited for by its last line: the terminal may be read
+  // while brokerctl is still writing the lines before it.
+  std::string screen = tmux.WaitFor("Run a statement, commit or rollback within");
+  EXPECT_THAT(screen, HasSubstr("warning: the transaction has been idle for"));
   EXPECT_THAT(screen, HasSubstr("the broker rolls it back after 3.0s idle"));
-  screen = tmux.WaitFor("The broker rolled back the transaction:");
+  screen = tmux.WaitFor("The next statement begins a new transaction.");
+  EXPECT_THAT(screen, HasSubstr("The broker rolled back the transaction:"));
   EXPECT_THAT(screen, HasSubstr("BROKER_TX_IDLE_TIMEOUT"));
   EXPECT_THAT(screen, HasSubstr("Nothing of it was committed."));
   // Back to no transaction: commit has nothing to commit.
@@ -207,7 +211,8 @@ TEST_F(BrokerctlTerminalTest, WatchShowsThePoolFollowsResizesAndQuitsOnQ) {
   ASSERT_NO_FATAL_FAILURE(StartBroker());
   Query("SELECT 1");  // a checkout, so percentiles have a sample
   Tmux tmux(Brokerctl("--client-id watcher-test watch --interval 200ms"), 120, 40);
-  std::string screen = tmux.WaitFor("Last minute");
+  // The last sparkline row: ncurses may be read mid-redraw, top to bottom.
+  std::string screen = tmux.WaitFor("stmt p99 ms");
   EXPECT_THAT(screen, HasSubstr("Connections"));
   EXPECT_THAT(screen, HasSubstr("effective limit 15 (pool 5 + overflow 10)"));
   EXPECT_THAT(screen, HasSubstr("waiters 0  oldest wait 0s"));
