@@ -16,6 +16,7 @@
 #include "server/core/base/clock.h"
 #include "server/core/monitor/prometheus_text.h"
 #include "server/core/pool/connection_budget.h"
+#include "server/storage/pq_listen_connection.h"
 #include "server/storage/pqxx_connection.h"
 #include "spdlog/spdlog.h"
 
@@ -87,8 +88,18 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   runner_ = std::make_unique<core::StatementRunner>(*pool_, *timers_, *cancel_executor_, clock,
                                                     runner_options);
   sessions_ = std::make_unique<core::SessionManager>(*runner_, *timers_, clock, config_.sessions);
-  service_ = std::make_unique<transport::SessionBrokerService>(*runner_, *sessions_,
-                                                               config_.max_result_bytes);
+  // The listener connection gets the pool's connect_timeout and TCP
+  // keepalives (a vanished server is noticed as for the pool) and its
+  // reconnect backoff.
+  listen_connector_ = std::make_unique<storage::PqListenConnector>(
+      storage::ConninfoWithDefaults(config_.database_url, connector_options));
+  core::NotificationHub::Options listen_options;
+  listen_options.backoff = config_.pool.reconnect_backoff;
+  notifications_ =
+      std::make_unique<core::NotificationHub>(*listen_connector_, clock, listen_options);
+  service_ = std::make_unique<transport::SessionBrokerService>(
+      *runner_, *sessions_, config_.max_result_bytes, notifications_.get(),
+      listen_options.queue_capacity);
   health_service_ = std::make_unique<transport::HealthService>(kServiceName);
   health_ = std::make_unique<core::HealthChecker>(
       *pool_, *timers_, clock, config_.health_check_interval,
@@ -96,6 +107,7 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   core::StatusCollector::SessionStatsFn session_stats = [this] { return sessions_->Stats(); };
   collector_ = std::make_unique<core::StatusCollector>(*pool_, *runner_, *health_,
                                                        std::move(session_stats), clock);
+  collector_->SetListenerStats([this] { return notifications_->Stats(); });
   // The sampler and its fan-out get a thread of their own: snapshots and
   // StartWrite calls for many watchers must not delay statements or timers.
   monitor_executor_ = std::make_unique<core::ThreadPoolExecutor>(1, "sb-monitor");
@@ -235,6 +247,9 @@ void BrokerServer::Shutdown(absl::Duration drain) {
     if (!sessions_->Shutdown(absl::Now() + absl::Seconds(5))) {
       spdlog::warn("some session transactions were still being rolled back after 5s");
     }
+    // Listen streams end with UNAVAILABLE: their clients listen elsewhere.
+    notifications_->Shutdown(
+        absl::UnavailableError("the broker is shutting down; listen on another instance"));
     // Watchers saw the drain; now their streams end cleanly (OK), before
     // Shutdown below would cancel them.
     monitor_->EndAllStreams();
@@ -259,6 +274,7 @@ void BrokerServer::Shutdown(absl::Duration drain) {
   cancel_executor_->Shutdown();
   monitor_executor_->Shutdown();
   if (server_ != nullptr) server_->Wait();
+  notifications_->Stop();  // closes the listener connection
   timers_->Stop();
   // The addresses in it no longer serve.
   if (port_file_written_) ::unlink(config_.port_file.c_str());

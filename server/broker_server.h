@@ -17,7 +17,8 @@
 //      BROKER_SHUTDOWN_GRACE_SECONDS to finish;
 //   3. every session ends and every open transaction is rolled back (their
 //      KeepAlive streams are told why: BROKER_SHUTDOWN); WatchPoolStatus
-//      streams end with OK;
+//      streams end with OK; Listen streams end with UNAVAILABLE ("the broker
+//      is shutting down; listen on another instance");
 //   4. the gRPC server stops (cancelling what is left), the HTTP endpoint
 //      closes, the pool closes every connection, worker threads end; the
 //      port file (BROKER_PORT_FILE), if any, is removed.
@@ -40,10 +41,12 @@
 #include "server/core/exec/statement_runner.h"
 #include "server/core/monitor/snapshot_sampler.h"
 #include "server/core/monitor/status_collector.h"
+#include "server/core/notify/notification_hub.h"
 #include "server/core/pool/connection_pool.h"
 #include "server/core/pool/health_checker.h"
 #include "server/core/session/session_manager.h"
 #include "server/storage/db_connection.h"
+#include "server/storage/listen_connection.h"
 #include "server/transport/health_service.h"
 #include "server/transport/metrics_http_server.h"
 #include "server/transport/pool_monitor_service.h"
@@ -90,6 +93,10 @@ class BrokerServer final {
   std::unique_ptr<core::ConnectionPool> pool_;
   std::unique_ptr<core::StatementRunner> runner_;
   std::unique_ptr<core::SessionManager> sessions_;
+  // LISTEN/NOTIFY: one connection outside the pool (docs/notifications.md).
+  // Before service_: Listen streams unsubscribe until the server is gone.
+  std::unique_ptr<storage::ListenConnector> listen_connector_;
+  std::unique_ptr<core::NotificationHub> notifications_;
   std::unique_ptr<core::HealthChecker> health_;
   std::unique_ptr<core::StatusCollector> collector_;
   std::unique_ptr<core::ThreadPoolExecutor> monitor_executor_;

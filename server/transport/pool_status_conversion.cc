@@ -134,6 +134,15 @@ void PoolSnapshotToProto(const core::PoolSnapshot& s, v1::PoolStatus* out) {
   }
   out->set_clients_total(s.clients_total);
 
+  v1::ListenerStatus* listener = out->mutable_listener();
+  listener->set_connections(s.listener.connections);
+  listener->set_backend_pid(s.listener.backend_pid);
+  listener->set_channels(s.listener.channels);
+  listener->set_subscribers(s.listener.subscribers);
+  listener->set_notifications_received(s.listener.notifications_received);
+  listener->set_notifications_dropped(s.listener.notifications_dropped);
+  listener->set_connections_lost(s.listener.connections_lost);
+
   v1::DatabaseHealth* db = out->mutable_database();
   db->set_reachable(s.database_reachable);
   db->set_last_error(s.last_error);

@@ -11,6 +11,7 @@
 #include "server/core/sql/session_settings.h"
 #include "server/transport/client_id.h"
 #include "server/transport/keep_alive_reactor.h"
+#include "server/transport/listen_reactor.h"
 #include "server/transport/session_conversion.h"
 #include "server/transport/status_mapping.h"
 #include "server/transport/value_conversion.h"
@@ -18,6 +19,10 @@
 
 namespace sessionbroker::transport {
 namespace {
+
+// Listen's position among SessionBroker's methods in broker.proto (its
+// handler slot). The one place to change when a method is added before it.
+constexpr int kListenMethodIndex = 11;
 
 constexpr char kDrainingMessage[] = "the broker is shutting down; retry on another instance";
 
@@ -68,6 +73,12 @@ class ParseFailureReporter final : public grpc::internal::MethodHandler {
  private:
   const std::string message_;
   const std::unique_ptr<grpc::internal::MethodHandler> inner_;
+};
+
+// Listen on a service built without a NotificationHub.
+class UnimplementedWriter final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  void OnDone() override { delete this; }
 };
 
 }  // namespace
@@ -132,8 +143,14 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 };
 
 SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
-                                           core::SessionManager& sessions, size_t max_result_bytes)
-    : runner_(runner), sessions_(sessions), max_result_bytes_(max_result_bytes) {
+                                           core::SessionManager& sessions, size_t max_result_bytes,
+                                           core::NotificationHub* notifications,
+                                           size_t listen_queue_capacity)
+    : runner_(runner),
+      sessions_(sessions),
+      max_result_bytes_(max_result_bytes),
+      notifications_(notifications),
+      listen_queue_capacity_(listen_queue_capacity) {
   // The indexes are the methods' order in broker.proto, as the generated
   // base class registers them.
   ReportParseFailures(0, &SessionBrokerService::Execute);
@@ -151,6 +168,36 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
                             [this](grpc::CallbackServerContext*) {
                               return KeepAliveReactor::Create(sessions_, draining_.load());
                             }));
+  {
+    // Like ReportParseFailures' check: the slot must be Listen's, or another
+    // method's calls would be served as Listen streams.
+    const google::protobuf::ServiceDescriptor* service =
+        v1::ListenRequest::descriptor()->file()->FindServiceByName("SessionBroker");
+    const google::protobuf::MethodDescriptor* slot =
+        service != nullptr && kListenMethodIndex < service->method_count()
+            ? service->method(kListenMethodIndex)
+            : nullptr;
+    if (slot == nullptr || slot->input_type() != v1::ListenRequest::descriptor() ||
+        slot->output_type() != v1::ListenResponse::descriptor() || !slot->server_streaming()) {
+      spdlog::critical("SessionBrokerService: handler slot {} is {}, not Listen",
+                       kListenMethodIndex, slot == nullptr ? "missing" : slot->full_name());
+      std::abort();
+    }
+  }
+  MarkMethodRawCallback(
+      kListenMethodIndex,
+      new grpc::internal::CallbackServerStreamingHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+          [this](grpc::CallbackServerContext* context,
+                 const grpc::ByteBuffer* request) -> grpc::ServerWriteReactor<grpc::ByteBuffer>* {
+            if (notifications_ == nullptr) {
+              auto* reactor = new UnimplementedWriter();
+              reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                           "this broker was built without a listener"));
+              return reactor;
+            }
+            return ListenReactor::Create(*notifications_, context, *request, draining_.load(),
+                                         listen_queue_capacity_);
+          }));
 }
 
 template <typename Request, typename Response>

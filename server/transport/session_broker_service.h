@@ -15,7 +15,8 @@
 // Draining: after StartDraining() new calls fail with UNAVAILABLE (except
 // EndSession, Commit and Rollback, which only give back) and calls already
 // running finish; WaitForIdle() lets shutdown wait for them. KeepAlive
-// streams are not waited for (see keep_alive_reactor.h).
+// streams are not waited for (see keep_alive_reactor.h); Listen streams are
+// ended by the NotificationHub's Shutdown (listen_reactor.h).
 //
 // Thread-safe. Outlives the grpc::Server it is registered with.
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_SESSION_BROKER_SERVICE_H_
@@ -33,6 +34,7 @@
 #include "grpcpp/grpcpp.h"
 #include "server/core/base/mutex.h"
 #include "server/core/exec/statement_runner.h"
+#include "server/core/notify/notification_hub.h"
 #include "server/core/session/session_manager.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 
@@ -40,8 +42,11 @@ namespace sessionbroker::transport {
 
 class SessionBrokerService final : public v1::SessionBroker::CallbackService {
  public:
+  // `notifications` serves Listen; null (unit tests without a database)
+  // answers Listen with UNIMPLEMENTED.
   SessionBrokerService(core::StatementRunner& runner, core::SessionManager& sessions,
-                       size_t max_result_bytes);
+                       size_t max_result_bytes, core::NotificationHub* notifications = nullptr,
+                       size_t listen_queue_capacity = 1000);
 
   grpc::ServerUnaryReactor* Execute(grpc::CallbackServerContext* context,
                                     const v1::ExecuteRequest* request,
@@ -73,8 +78,9 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* context,
                                      const v1::RollbackRequest* request,
                                      v1::RollbackResponse* response) override;
-  // KeepAlive is served on raw bytes (see KeepAliveReactor); the typed
-  // method of the generated base class is never called.
+  // KeepAlive and Listen are served on raw bytes (see KeepAliveReactor,
+  // ListenReactor); the typed methods of the generated base class are never
+  // called.
 
   void StartDraining();
   // True if no call was in flight by `deadline` (real time).
@@ -118,6 +124,8 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   core::StatementRunner& runner_;
   core::SessionManager& sessions_;
   const size_t max_result_bytes_;
+  core::NotificationHub* const notifications_;
+  const size_t listen_queue_capacity_;
   std::atomic<bool> draining_{false};
   mutable core::Mutex mu_;
   core::CondVar idle_;

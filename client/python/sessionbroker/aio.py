@@ -37,6 +37,8 @@ from sessionbroker._errors import (DatabaseError, DataError, Error, IntegrityErr
                                    InternalError, NotSupportedError, OperationalError,
                                    ProgrammingError, Warning, error_from_rpc, is_disconnect)
 from sessionbroker._keepalive import SessionLease, keepalive_for
+from sessionbroker._listen import (Event, Gap, Notification, confirmation_from, event_from,
+                                   request_for)
 from sessionbroker._pb import broker_pb2, broker_pb2_grpc
 from sessionbroker._types import (BINARY, DATETIME, NUMBER, ROWID, STRING, Binary, Date,
                                   DateFromTicks, Json, Time, TimeFromTicks, Timestamp,
@@ -48,6 +50,7 @@ __all__ = [
     "IntegrityError", "InternalError", "ProgrammingError", "NotSupportedError",
     "STRING", "BINARY", "NUMBER", "DATETIME", "ROWID", "Binary", "Date", "Time", "Timestamp",
     "DateFromTicks", "TimeFromTicks", "TimestampFromTicks", "Json", "is_disconnect",
+    "listen", "AsyncListener", "Notification", "Gap",
 ]
 
 apilevel = "2.0"
@@ -461,3 +464,78 @@ async def connect(target: str, *, client_id: Optional[str] = None,
                                                  isolation_level=isolation_level,
                                                  settings=settings), connect_timeout)
     return conn
+
+
+class AsyncListener:
+    """An async iterator of Notification and Gap events (``sessionbroker.dbapi.listen``'s
+    semantics). Create it with :func:`listen`; it belongs to the loop that created it."""
+
+    def __init__(self, target: str, channels: Sequence[str], *, client_id: Optional[str],
+                 credentials: Optional[grpc.ChannelCredentials]) -> None:
+        self.target = target
+        self._channels = _loop_channels()
+        self._channel_key, channel = self._channels.acquire(target, credentials)
+        self._released = False
+        self._closed = False
+        metadata = (("x-client-id", client_id),) if client_id else ()
+        stub = broker_pb2_grpc.SessionBrokerStub(channel)
+        self._call = stub.Listen(request_for(channels), metadata=metadata, wait_for_ready=True)
+        #: Set once confirmed: the channels listened to and the listener connection's pid.
+        self.channels: Tuple[str, ...] = ()
+        self.listener_pid = 0
+
+    async def _open(self) -> None:
+        try:
+            first = await self._call.read()
+        except grpc.aio.AioRpcError as e:
+            await self._release()
+            raise error_from_rpc(e, context=f"cannot listen at {self.target}: ") from None
+        if first is grpc.aio.EOF:
+            await self._release()
+            raise InterfaceError("the broker ended the Listen stream before confirming it")
+        self.channels, self.listener_pid = confirmation_from(first)
+
+    def __aiter__(self) -> "AsyncListener":
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            try:
+                response = await self._call.read()
+            except (grpc.aio.AioRpcError, asyncio.CancelledError) as e:
+                await self._release()
+                if self._closed or isinstance(e, asyncio.CancelledError):
+                    raise StopAsyncIteration from None
+                raise error_from_rpc(e) from None
+            if response is grpc.aio.EOF:
+                await self._release()
+                raise StopAsyncIteration
+            event = event_from(response)
+            if event is not None:
+                return event
+
+    async def close(self) -> None:
+        """Cancels the stream; the broker UNLISTENs channels nobody else listens to."""
+        self._closed = True
+        self._call.cancel()
+        await self._release()
+
+    async def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            await self._channels.release(self._channel_key)
+
+    async def __aenter__(self) -> "AsyncListener":
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        await self.close()
+
+
+async def listen(target: str, channels: Sequence[str], *, client_id: Optional[str] = None,
+                 credentials: Optional[grpc.ChannelCredentials] = None) -> AsyncListener:
+    """Subscribes to ``channels``; returns once the broker confirms (see
+    ``sessionbroker.dbapi.listen``): ``async for event in listener``."""
+    listener = AsyncListener(target, channels, client_id=client_id, credentials=credentials)
+    await listener._open()
+    return listener

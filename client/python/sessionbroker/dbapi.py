@@ -88,6 +88,7 @@ from sessionbroker._errors import (DatabaseError, DataError, Error, IntegrityErr
                                    InternalError, NotSupportedError, OperationalError,
                                    ProgrammingError, Warning, error_from_rpc, is_disconnect)
 from sessionbroker._keepalive import SessionLease, keepalive_for
+from sessionbroker._listen import Gap, Listener, Notification, listen
 from sessionbroker._pb import broker_pb2, broker_pb2_grpc
 from sessionbroker._types import (BINARY, DATETIME, NUMBER, ROWID, STRING, Binary, Date,
                                   DateFromTicks, Json, Time, TimeFromTicks, Timestamp,
@@ -99,6 +100,7 @@ __all__ = [
     "IntegrityError", "InternalError", "ProgrammingError", "NotSupportedError",
     "STRING", "BINARY", "NUMBER", "DATETIME", "ROWID", "Binary", "Date", "Time", "Timestamp",
     "DateFromTicks", "TimeFromTicks", "TimestampFromTicks", "Json", "is_disconnect",
+    "listen", "Listener", "Notification", "Gap",
 ]
 
 apilevel = "2.0"

@@ -14,6 +14,12 @@
 namespace sessionbroker::core {
 namespace {
 
+// LISTEN on a pooled connection could never deliver (the broker reads no
+// notifications there, and the connection is reset afterwards). Decided on
+// the first keyword alone, so it carries over to any classifier that names
+// the statement's kind.
+bool IsListen(const SqlInfo& info) { return info.first_keyword == "LISTEN"; }
+
 constexpr absl::string_view kQueryCanceled = "57014";
 
 using Op = RunRequest::Op;
@@ -112,6 +118,13 @@ absl::StatusOr<bool> Check(const RunRequest& request,
           where,
           "COPY ... FROM STDIN / TO STDOUT streams data over a protocol the broker does "
           "not offer; use INSERT ... VALUES with parameters, or SELECT"));
+    }
+    if (IsListen(info)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where,
+          "LISTEN through Execute/ExecuteBatch never delivers a notification: the connection "
+          "goes back to the pool after the call and is reset. Subscribe with the Listen stream "
+          "(rpc Listen, docs/notifications.md) instead; NOTIFY through Execute works"));
     }
     if (info.max_placeholder != static_cast<int>(s.params.size())) {
       return absl::InvalidArgumentError(

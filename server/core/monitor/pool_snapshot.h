@@ -1,7 +1,7 @@
 // PoolSnapshot: everything PoolStatus and /metrics report, taken at one
 // moment: the pool's configuration and shape, its counters since start,
 // recent checkout-wait and statement-duration distributions, sessions,
-// per-client occupancy, database reachability, and the broker's version and
+// per-client occupancy, the LISTEN connection, database reachability, and the broker's version and
 // uptime. A plain value (the transport turns it into a v1::PoolStatus, the
 // Prometheus renderer into text); shared read-only between watchers through
 // std::shared_ptr<const PoolSnapshot>.
@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "server/core/base/duration_histogram.h"
 #include "server/core/exec/statement_runner.h"
+#include "server/core/notify/notification_hub.h"
 #include "server/core/pool/connection_pool.h"
 #include "server/core/session/session_stats.h"
 
@@ -51,6 +52,9 @@ struct PoolSnapshot {
   HistogramTotals statement_duration_totals;
 
   SessionStats sessions;
+
+  // The LISTEN/NOTIFY listener connection, outside the pool's bound.
+  ListenerStats listener;
 
   // The busiest clients (by connections in use and waiting, then sessions),
   // at most top_clients of them; clients_total counts them all.

@@ -212,6 +212,22 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
              {{"client", c.client_id}});
   }
 
+  // The LISTEN/NOTIFY listener connection (outside the pool's bound).
+  const ListenerStats& ls = s.listener;
+  w.Gauge("sessionbroker_listener_connections", ls.connections,
+          "1 while the dedicated LISTEN connection is open (outside the pool's bound).");
+  w.Gauge("sessionbroker_listener_channels", ls.channels, "Channels LISTENed on it.");
+  w.Gauge("sessionbroker_listener_subscribers", ls.subscribers, "Open Listen streams.");
+  w.Counter("sessionbroker_listener_notifications_received_total",
+            static_cast<double>(ls.notifications_received),
+            "Notifications received from PostgreSQL.");
+  w.Counter("sessionbroker_listener_notifications_dropped_total",
+            static_cast<double>(ls.notifications_dropped),
+            "Notifications dropped from full subscriber queues (each reported as a gap).");
+  w.Counter("sessionbroker_listener_connections_lost_total",
+            static_cast<double>(ls.connections_lost),
+            "Listener connections lost (each followed by a RECONNECTED gap).");
+
   // The database.
   w.Gauge("sessionbroker_database_reachable", s.database_reachable ? 1 : 0,
           "1 while the health probe reaches the database (grpc.health.v1 SERVING).");

@@ -37,6 +37,7 @@ PoolSnapshot StatusCollector::Collect() const {
   s.statement_duration = runner_.statement_duration().Recent();
   s.statement_duration_totals = runner_.statement_duration().Totals();
   if (sessions_) s.sessions = sessions_();
+  if (listener_) s.listener = listener_();
 
   absl::flat_hash_map<std::string, ClientShare> clients;
   for (auto& [id, usage] : s.pool.clients) {

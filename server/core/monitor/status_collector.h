@@ -1,6 +1,7 @@
 // StatusCollector: takes a PoolSnapshot by reading the parts that own the
 // numbers: the pool (shape, counters, checkout waits, per-client use), the
-// statement runner (counters, durations), the health checker (database
+// statement runner (counters, durations), the LISTEN connection's hub, the
+// health checker (database
 // reachable, last error), and a provider of session numbers. It owns none
 // of them; they must outlive it.
 //
@@ -10,6 +11,7 @@
 
 #include <atomic>
 #include <functional>
+#include <utility>
 
 #include "server/core/base/clock.h"
 #include "server/core/exec/statement_runner.h"
@@ -34,6 +36,11 @@ class StatusCollector final {
 
   PoolSnapshot Collect() const;
 
+  // The listener's numbers (NotificationHub::Stats()); thread-safe. Set
+  // before the first Collect(); unset, snapshots show no listener.
+  using ListenerStatsFn = std::function<ListenerStats()>;
+  void SetListenerStats(ListenerStatsFn listener) { listener_ = std::move(listener); }
+
   // From now on snapshots say the broker is draining.
   void SetDraining() { draining_.store(true); }
   absl::Time started() const { return started_; }
@@ -43,6 +50,7 @@ class StatusCollector final {
   const StatementRunner& runner_;
   const HealthChecker& health_;
   const SessionStatsFn sessions_;
+  ListenerStatsFn listener_;  // set before any Collect()
   const Clock& clock_;
   const int top_clients_;
   const absl::Time started_;

@@ -70,6 +70,22 @@ TEST_F(StatementRunnerTest, RunsOneStatementAndReturnsItsResult) {
   EXPECT_EQ(runner_->Stats().statements, 1);
 }
 
+TEST_F(StatementRunnerTest, ListenIsRefusedWithAPointerToTheListenStreamButNotifyRuns) {
+  for (const char* sql : {"LISTEN ch", "  listen \"Ch\"", "(LISTEN ch)"}) {
+    std::optional<absl::Status> status;
+    runner_->Run(One(sql), [&](absl::StatusOr<Results> r) { status = r.status(); });
+    ASSERT_TRUE(status.has_value()) << sql;
+    EXPECT_EQ(status->code(), absl::StatusCode::kInvalidArgument) << sql;
+    EXPECT_THAT(std::string(status->message()), ::testing::HasSubstr("rpc Listen")) << sql;
+  }
+  EXPECT_EQ(connector_.connects(), 0);
+  std::optional<absl::Status> notify;
+  runner_->Run(One("NOTIFY ch, 'x'"), [&](absl::StatusOr<Results> r) { notify = r.status(); });
+  executor_.RunAll();
+  ASSERT_TRUE(notify.has_value());
+  EXPECT_TRUE(notify->ok()) << *notify;
+}
+
 TEST_F(StatementRunnerTest, InvalidRequestsFailInlineWithoutTouchingThePool) {
   std::vector<RunRequest> invalid;
   for (const char* sql : {"", "  /* only a comment */ ;", "SELECT 1; SELECT 2", "BEGIN",
