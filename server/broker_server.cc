@@ -81,14 +81,26 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   runner_options.max_result_bytes = config_.max_result_bytes;
   runner_options.max_statement_duration = config_.max_statement_duration;
   runner_options.echo = config_.echo;
+  core::RequestOutcomesOptions outcomes_options;
+  outcomes_options.table = config_.request_outcomes_table;
+  outcomes_options.window = config_.request_id_window;
+  outcomes_options.max_outcome_bytes = config_.request_outcome_max_bytes;
+  request_outcomes_ = std::make_unique<core::RequestOutcomes>(outcomes_options);
+  runner_options.request_outcomes = request_outcomes_.get();
   // Cancel requests get threads of their own: each is a round trip to
   // PostgreSQL, and none may wait behind statements or delay timers.
   cancel_executor_ = std::make_unique<core::ThreadPoolExecutor>(2, "sb-cancel");
   runner_ = std::make_unique<core::StatementRunner>(*pool_, *timers_, *cancel_executor_, clock,
                                                     runner_options);
   sessions_ = std::make_unique<core::SessionManager>(*runner_, *timers_, clock, config_.sessions);
+  core::RequestLedgerOptions ledger_options;
+  ledger_options.window = config_.request_id_window;
+  ledger_options.max_bytes = config_.request_id_memory_bytes;
+  ledger_options.max_outcome_bytes = config_.request_outcome_max_bytes;
+  ledger_ = std::make_unique<core::RequestLedger>(clock, ledger_options);
+  pruner_ = std::make_unique<core::OutcomePruner>(*runner_, *timers_, clock, *request_outcomes_);
   service_ = std::make_unique<transport::SessionBrokerService>(*runner_, *sessions_,
-                                                               config_.max_result_bytes);
+                                                               config_.max_result_bytes, *ledger_);
   health_service_ = std::make_unique<transport::HealthService>(kServiceName);
   health_ = std::make_unique<core::HealthChecker>(
       *pool_, *timers_, clock, config_.health_check_interval,
@@ -160,6 +172,7 @@ absl::Status BrokerServer::Start() {
   // (HealthService starts so); liveness is SERVING from here on.
   timers_->Start();
   health_->Start();
+  pruner_->Start();
   const std::string metrics = http_ == nullptr ? "metrics off"
                                                : absl::StrCat("metrics on ", config_.metrics_addr,
                                                               " (port ", http_->port(), ")");
@@ -253,6 +266,7 @@ void BrokerServer::Shutdown(absl::Duration drain) {
   }
   if (http_ != nullptr) http_->Stop();
   health_->Stop();
+  pruner_->Stop();
   sampler_->Stop();
   pool_->Close();
   executor_->Shutdown();  // runs every pending completion, then joins

@@ -20,6 +20,7 @@
 #include "server/core/base/clock.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/exec/request_ledger.h"
 #include "server/core/exec/statement_runner.h"
 #include "server/core/monitor/snapshot_sampler.h"
 #include "server/core/monitor/status_collector.h"
@@ -80,6 +81,7 @@ class InProcessBroker final {
   std::unique_ptr<core::HealthChecker> health_;
   std::unique_ptr<core::StatusCollector> collector_;
   std::unique_ptr<core::SnapshotSampler> sampler_;
+  std::unique_ptr<core::RequestLedger> ledger_;
   std::unique_ptr<transport::SessionBrokerService> broker_service_;
   std::unique_ptr<transport::PoolMonitorService> monitor_service_;
   std::unique_ptr<grpc::Server> server_;
