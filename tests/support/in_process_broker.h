@@ -60,6 +60,7 @@ class InProcessBroker final {
   core::SessionManager& sessions() { return *sessions_; }
   core::ConnectionPool& pool() { return *pool_; }
   transport::SessionBrokerService& broker_service() { return *broker_service_; }
+  core::RequestLedger& ledger() { return *ledger_; }
   transport::PoolMonitorService& monitor_service() { return *monitor_service_; }
   const Options& options() const { return options_; }
 
