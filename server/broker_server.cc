@@ -82,6 +82,12 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   runner_options.max_result_bytes = config_.max_result_bytes;
   runner_options.max_statement_duration = config_.max_statement_duration;
   runner_options.echo = config_.echo;
+  core::RequestOutcomesOptions outcomes_options;
+  outcomes_options.table = config_.request_outcomes_table;
+  outcomes_options.window = config_.request_id_window;
+  outcomes_options.max_outcome_bytes = config_.request_outcome_max_bytes;
+  request_outcomes_ = std::make_unique<core::RequestOutcomes>(outcomes_options);
+  runner_options.request_outcomes = request_outcomes_.get();
   // Cancel requests get threads of their own: each is a round trip to
   // PostgreSQL, and none may wait behind statements or delay timers.
   cancel_executor_ = std::make_unique<core::ThreadPoolExecutor>(2, "sb-cancel");
@@ -97,8 +103,14 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   listen_options.backoff = config_.pool.reconnect_backoff;
   notifications_ =
       std::make_unique<core::NotificationHub>(*listen_connector_, clock, listen_options);
+  core::RequestLedgerOptions ledger_options;
+  ledger_options.window = config_.request_id_window;
+  ledger_options.max_bytes = config_.request_id_memory_bytes;
+  ledger_options.max_outcome_bytes = config_.request_outcome_max_bytes;
+  ledger_ = std::make_unique<core::RequestLedger>(clock, ledger_options);
+  pruner_ = std::make_unique<core::OutcomePruner>(*runner_, *timers_, clock, *request_outcomes_);
   service_ = std::make_unique<transport::SessionBrokerService>(
-      *runner_, *sessions_, config_.max_result_bytes, notifications_.get(),
+      *runner_, *sessions_, config_.max_result_bytes, *ledger_, notifications_.get(),
       listen_options.queue_capacity);
   health_service_ = std::make_unique<transport::HealthService>(kServiceName);
   health_ = std::make_unique<core::HealthChecker>(
@@ -172,6 +184,7 @@ absl::Status BrokerServer::Start() {
   // (HealthService starts so); liveness is SERVING from here on.
   timers_->Start();
   health_->Start();
+  pruner_->Start();
   const std::string metrics = http_ == nullptr ? "metrics off"
                                                : absl::StrCat("metrics on ", config_.metrics_addr,
                                                               " (port ", http_->port(), ")");
@@ -268,6 +281,7 @@ void BrokerServer::Shutdown(absl::Duration drain) {
   }
   if (http_ != nullptr) http_->Stop();
   health_->Stop();
+  pruner_->Stop();
   sampler_->Stop();
   pool_->Close();
   executor_->Shutdown();  // runs every pending completion, then joins

@@ -38,6 +38,9 @@
 #include "server/config.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/exec/outcome_pruner.h"
+#include "server/core/exec/request_ledger.h"
+#include "server/core/exec/request_outcomes.h"
 #include "server/core/exec/statement_runner.h"
 #include "server/core/monitor/snapshot_sampler.h"
 #include "server/core/monitor/status_collector.h"
@@ -91,7 +94,12 @@ class BrokerServer final {
   std::unique_ptr<core::ThreadPoolExecutor> executor_;
   std::unique_ptr<core::ThreadPoolExecutor> cancel_executor_;
   std::unique_ptr<core::ConnectionPool> pool_;
+  // Request ids: the table of one-shot calls' outcomes (used by the
+  // runner), its pruner, and the memory of session calls' outcomes.
+  std::unique_ptr<core::RequestOutcomes> request_outcomes_;
+  std::unique_ptr<core::RequestLedger> ledger_;
   std::unique_ptr<core::StatementRunner> runner_;
+  std::unique_ptr<core::OutcomePruner> pruner_;
   std::unique_ptr<core::SessionManager> sessions_;
   // LISTEN/NOTIFY: one connection outside the pool (docs/notifications.md).
   // Before service_: Listen streams unsubscribe until the server is gone.

@@ -132,6 +132,18 @@ const std::vector<Setting>& Settings() {
       {"BROKER_MAX_RESULT_BYTES", IntRule{1024, int64_t{1} << 30},
        [](Config& c) -> Field { return &c.max_result_bytes; }, kPlain,
        "largest unary result in bytes; over it RESOURCE_EXHAUSTED"},
+      {"BROKER_REQUEST_ID_WINDOW", SecondsRule{0.001, 30 * 86400},
+       [](Config& c) -> Field { return &c.request_id_window; }, kPlain,
+       "seconds a request_id's outcome is kept for retries"},
+      {"BROKER_REQUEST_OUTCOME_MAX_BYTES", IntRule{0, int64_t{1} << 30},
+       [](Config& c) -> Field { return &c.request_outcome_max_bytes; }, kPlain,
+       "largest response kept for a request_id; a retry of a larger one gets ALREADY_EXISTS"},
+      {"BROKER_REQUEST_ID_MEMORY_BYTES", IntRule{0, int64_t{1} << 40},
+       [](Config& c) -> Field { return &c.request_id_memory_bytes; }, kPlain,
+       "memory for request_id outcomes of session calls; the oldest are forgotten first"},
+      {"BROKER_REQUEST_OUTCOMES_TABLE", StringRule{},
+       [](Config& c) -> Field { return &c.request_outcomes_table; }, kPlain,
+       "schema.table the broker records one-shot request_ids in (created if missing)"},
       {"BROKER_STATEMENT_CACHE_SIZE", IntRule{0, 10000},
        [](Config& c) -> Field { return &c.statement_cache_size; }, kPlain,
        "prepared statements kept per connection; 0 = off"},
@@ -321,6 +333,23 @@ absl::Status ApplyAll(const EnvMap& env, bool require_database_url, Config* c) {
       continue;
     }
     if (absl::Status status = Apply(s, *value, c); !status.ok()) return status;
+  }
+  {
+    // Both parts plain lower-case identifiers: the broker writes the name
+    // into SQL unescaped-but-quoted.
+    const std::vector<std::string> parts = absl::StrSplit(c->request_outcomes_table, '.');
+    bool valid = parts.size() == 2;
+    for (const std::string& p : parts) {
+      valid = valid && !p.empty() && p.size() <= 50 && !absl::ascii_isdigit(p[0]);
+      for (char ch : p)
+        valid = valid && (absl::ascii_islower(ch) || absl::ascii_isdigit(ch) || ch == '_');
+    }
+    if (!valid) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "BROKER_REQUEST_OUTCOMES_TABLE is \"", c->request_outcomes_table,
+          "\"; expected schema.table, each part lower-case letters, digits and _ (at most 50), "
+          "e.g. public.sessionbroker_request_outcomes"));
+    }
   }
   const core::SessionOptions& so = c->sessions;
   if (so.default_ttl > so.max_ttl) {

@@ -36,7 +36,15 @@ struct Config {
   // (storage::PqxxConnector::Options::statement_cache_size); 0 = none.
   int statement_cache_size = 100;
   absl::Duration max_statement_duration = absl::Minutes(5);  // BROKER_MAX_STATEMENT_DURATION
-  absl::Duration health_check_interval = absl::Seconds(2);   // BROKER_HEALTH_CHECK_INTERVAL
+  // Request ids (docs/retries.md): how long outcomes are kept, the largest
+  // kept whole, the memory for session calls' outcomes, and the table of
+  // one-shot calls' outcomes.
+  absl::Duration request_id_window = absl::Hours(24);  // BROKER_REQUEST_ID_WINDOW
+  size_t request_outcome_max_bytes = 64 << 10;         // BROKER_REQUEST_OUTCOME_MAX_BYTES
+  size_t request_id_memory_bytes = 64 << 20;           // BROKER_REQUEST_ID_MEMORY_BYTES
+  std::string request_outcomes_table =
+      "public.sessionbroker_request_outcomes";              // BROKER_REQUEST_OUTCOMES_TABLE
+  absl::Duration health_check_interval = absl::Seconds(2);  // BROKER_HEALTH_CHECK_INTERVAL
   // On SIGTERM: BROKER_DRAIN_SECONDS of serving everything while readiness
   // says NOT_SERVING (endpoints converge), then BROKER_SHUTDOWN_GRACE_SECONDS
   // for the calls still running (BrokerServer::Shutdown). Together with the

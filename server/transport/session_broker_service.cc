@@ -8,10 +8,12 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/exec/request_outcomes.h"
 #include "server/core/sql/session_settings.h"
 #include "server/transport/client_id.h"
 #include "server/transport/keep_alive_reactor.h"
 #include "server/transport/listen_reactor.h"
+#include "server/transport/request_fingerprint.h"
 #include "server/transport/session_conversion.h"
 #include "server/transport/status_mapping.h"
 #include "server/transport/value_conversion.h"
@@ -144,11 +146,13 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 
 SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
                                            core::SessionManager& sessions, size_t max_result_bytes,
+                                           core::RequestLedger& ledger,
                                            core::NotificationHub* notifications,
                                            size_t listen_queue_capacity)
     : runner_(runner),
       sessions_(sessions),
       max_result_bytes_(max_result_bytes),
+      ledger_(ledger),
       notifications_(notifications),
       listen_queue_capacity_(listen_queue_capacity) {
   // The indexes are the methods' order in broker.proto, as the generated
@@ -267,12 +271,58 @@ absl::Status TakeCallSettings(const google::protobuf::Map<std::string, std::stri
   return absl::OkStatus();
 }
 
+// A request_id claim in the ledger, settled exactly once: Complete on
+// success, Abandon on failure, and Abandon when the call never ran (it was
+// refused while draining and its starter was dropped).
+class LedgerClaim final {
+ public:
+  LedgerClaim(core::RequestLedger& ledger, std::string scope, std::string request_id)
+      : ledger_(ledger), scope_(std::move(scope)), request_id_(std::move(request_id)) {}
+  ~LedgerClaim() {
+    if (!settled_) ledger_.Abandon(scope_, request_id_);
+  }
+  LedgerClaim(const LedgerClaim&) = delete;
+  LedgerClaim& operator=(const LedgerClaim&) = delete;
+
+  void Settle(const absl::Status& status, const google::protobuf::Message& response) {
+    settled_ = true;
+    if (status.ok()) {
+      ledger_.Complete(scope_, request_id_, response.SerializeAsString());
+    } else {
+      ledger_.Abandon(scope_, request_id_);
+    }
+  }
+
+ private:
+  core::RequestLedger& ledger_;
+  const std::string scope_;
+  const std::string request_id_;
+  bool settled_ = false;
+};
+
+// The answer a one-shot call's retry gets from the row its first attempt
+// recorded.
+absl::Status FromRecorded(const core::DurableRequest& durable, size_t max_outcome_bytes,
+                          google::protobuf::Message* response) {
+  const core::DurableRequest::Stored& stored = *durable.replayed;
+  if (!stored.same_request) return core::RequestIdReusedError(durable.request_id);
+  if (stored.omitted) return core::OutcomeOmittedError(durable.request_id, max_outcome_bytes);
+  if (!response->ParseFromString(stored.response)) {
+    return absl::InternalError(absl::StrCat("the recorded outcome of request_id \"",
+                                            durable.request_id, "\" could not be read"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerContext* context,
                                                         const v1::ExecuteRequest* request,
                                                         v1::ExecuteResponse* response) {
   if (draining_.load()) return RejectDraining(context);
+  if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
+    return Respond(context, valid);
+  }
   core::RunRequest run;
   run.deadline = DeadlineOf(*context);
   run.client_id = ClientIdOf(*context);
@@ -288,8 +338,8 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   }
   // Invalid SQL requests (empty, several statements, placeholder count) are
   // refused by the runner before it touches the pool.
-  return StartRun(context, std::move(run), request->session(),
-                  [this, response](core::StatementRunner::Results&& results) {
+  return StartRun(context, std::move(run), request->session(), request->request_id(), *request,
+                  response, [this, response](core::StatementRunner::Results&& results) {
                     ResultToProto(std::move(results.front()), response);
                     return CapResponse(response);
                   });
@@ -299,6 +349,9 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
                                                              const v1::ExecuteBatchRequest* request,
                                                              v1::ExecuteBatchResponse* response) {
   if (draining_.load()) return RejectDraining(context);
+  if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
+    return Respond(context, valid);
+  }
   core::RunRequest run;
   run.op = core::RunRequest::Op::kBatch;
   run.deadline = DeadlineOf(*context);
@@ -319,8 +372,8 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
       !taken.ok()) {
     return Respond(context, taken);
   }
-  return StartRun(context, std::move(run), request->session(),
-                  [this, response](core::StatementRunner::Results&& results) {
+  return StartRun(context, std::move(run), request->session(), request->request_id(), *request,
+                  response, [this, response](core::StatementRunner::Results&& results) {
                     for (storage::QueryResult& r : results) {
                       ResultToProto(std::move(r), response->add_results());
                     }
@@ -344,17 +397,34 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginSession(grpc::CallbackServe
   spec.label = request->label();
   spec.client_id = ClientIdOf(*context);
   const absl::Time deadline = DeadlineOf(*context);
-  return StartCall(context,
-                   [this, spec = std::move(spec), deadline,
-                    response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
-                     sessions_.Begin(std::move(spec), deadline,
-                                     [response, done = std::move(done)](
-                                         absl::StatusOr<core::SessionInfo> info) mutable {
-                                       if (info.ok()) SessionToProto(*info, response);
-                                       std::move(done)(info.status());
-                                     });
-                     return nullptr;
-                   });
+  if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
+    return Respond(context, valid);
+  }
+  // A retry gets the session the first call leased, as it is now (or the
+  // error GetSession would give once it has ended): never a second one.
+  Replay replay = [this, response](grpc::CallbackServerContext* context,
+                                   const std::string& outcome) {
+    v1::Session first;
+    if (!first.ParseFromString(outcome)) {
+      return Respond(context, absl::InternalError("a remembered session could not be read"));
+    }
+    absl::StatusOr<core::SessionInfo> info = sessions_.Get(first.name());
+    if (info.ok()) SessionToProto(*info, response);
+    return Respond(context, info.status());
+  };
+  return StartRemembered(
+      context, request->request_id(), *request, response,
+      [this, spec = std::move(spec), deadline,
+       response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
+        sessions_.Begin(
+            std::move(spec), deadline,
+            [response, done = std::move(done)](absl::StatusOr<core::SessionInfo> info) mutable {
+              if (info.ok()) SessionToProto(*info, response);
+              std::move(done)(info.status());
+            });
+        return nullptr;
+      },
+      /*during_drain=*/false, std::move(replay));
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::RenewSession(grpc::CallbackServerContext* context,
@@ -420,8 +490,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginTransaction(
   spec.read_only = request->read_only();
   spec.deferrable = request->deferrable();
   const absl::Time deadline = DeadlineOf(*context);
-  return StartCall(
-      context,
+  if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
+    return Respond(context, valid);
+  }
+  return StartRemembered(
+      context, request->request_id(), *request, response,
       [this, name = request->session(), spec, deadline,
        response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
         return sessions_.BeginTransaction(
@@ -438,8 +511,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::Commit(grpc::CallbackServerConte
                                                        v1::CommitResponse* response) {
   // Allowed while draining: it ends a transaction a running client began.
   const absl::Time deadline = DeadlineOf(*context);
-  return StartCall(
-      context,
+  if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
+    return Respond(context, valid);
+  }
+  return StartRemembered(
+      context, request->request_id(), *request, response,
       [this, name = request->session(), deadline,
        response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
         return sessions_.Commit(
@@ -483,22 +559,101 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartCall(grpc::CallbackServerCo
   return reactor;
 }
 
-grpc::ServerUnaryReactor* SessionBrokerService::StartRun(grpc::CallbackServerContext* context,
-                                                         core::RunRequest run,
-                                                         const std::string& session, RunFill fill) {
+grpc::ServerUnaryReactor* SessionBrokerService::StartRemembered(
+    grpc::CallbackServerContext* context, const std::string& request_id,
+    const google::protobuf::Message& request, google::protobuf::Message* response, Starter start,
+    bool during_drain, Replay replay) {
+  if (request_id.empty()) return StartCall(context, std::move(start), during_drain);
+  if (draining_.load() && !during_drain) return RejectDraining(context);
+  std::string scope = ClientIdOf(*context);
+  const core::RequestLedger::Claim claim =
+      ledger_.Begin(scope, request_id, RequestFingerprint(request));
+  using Kind = core::RequestLedger::Claim::Kind;
+  switch (claim.kind) {
+    case Kind::kMismatch:
+      return Respond(context, core::RequestIdReusedError(request_id));
+    case Kind::kRunning:
+      return Respond(context, core::RequestIdRunningError(request_id));
+    case Kind::kOmitted:
+      return Respond(context,
+                     core::OutcomeOmittedError(request_id, ledger_.options().max_outcome_bytes));
+    case Kind::kReplay:
+      if (replay != nullptr) return replay(context, claim.outcome);
+      if (!response->ParseFromString(claim.outcome)) {
+        return Respond(context, absl::InternalError("a remembered outcome could not be read"));
+      }
+      return Respond(context, absl::OkStatus());
+    case Kind::kRun:
+      break;
+  }
+  auto settle = std::make_shared<LedgerClaim>(ledger_, std::move(scope), request_id);
   return StartCall(
       context,
-      [this, run = std::move(run), session,
-       fill = std::move(fill)](Done done) mutable -> std::shared_ptr<core::RunningCall> {
-        auto complete = [fill = std::move(fill), done = std::move(done)](
-                            absl::StatusOr<core::StatementRunner::Results> results) mutable {
-          std::move(done)(results.ok() ? fill(*std::move(results)) : results.status());
-        };
-        // Invalid SQL requests (empty, several statements, placeholder count)
-        // are refused before any database work.
-        if (session.empty()) return runner_.Run(std::move(run), std::move(complete));
-        return sessions_.Run(session, std::move(run), std::move(complete));
-      });
+      [start = std::move(start), settle,
+       response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
+        return std::move(start)(
+            [settle, response, done = std::move(done)](absl::Status status) mutable {
+              settle->Settle(status, *response);
+              std::move(done)(std::move(status));
+            });
+      },
+      during_drain);
+}
+
+grpc::ServerUnaryReactor* SessionBrokerService::StartRun(
+    grpc::CallbackServerContext* context, core::RunRequest run, const std::string& session,
+    const std::string& request_id, const google::protobuf::Message& request,
+    google::protobuf::Message* response, RunFill fill) {
+  if (request_id.empty()) {
+    return StartCall(context, RunStarter(std::move(run), session, std::move(fill)));
+  }
+  if (!session.empty()) {
+    return StartRemembered(context, request_id, request, response,
+                           RunStarter(std::move(run), session, std::move(fill)));
+  }
+  // One-shot: the request id is recorded with the statements' own
+  // transaction, and an earlier attempt's record answers instead.
+  auto durable = std::make_shared<core::DurableRequest>();
+  durable->client_id = run.client_id;
+  durable->request_id = request_id;
+  durable->fingerprint = RequestFingerprint(request);
+  const bool batch = run.op == core::RunRequest::Op::kBatch;
+  durable->serialize = [batch](const core::StatementRunner::Results& results) {
+    if (batch) {
+      v1::ExecuteBatchResponse out;
+      for (const storage::QueryResult& r : results) {
+        ResultToProto(storage::QueryResult(r), out.add_results());
+      }
+      return out.SerializeAsString();
+    }
+    v1::ExecuteResponse out;
+    ResultToProto(storage::QueryResult(results.front()), &out);
+    return out.SerializeAsString();
+  };
+  run.durable = durable;
+  const size_t max_outcome_bytes = ledger_.options().max_outcome_bytes;
+  RunFill recorded = [durable, max_outcome_bytes, response,
+                      fill = std::move(fill)](core::StatementRunner::Results&& results) mutable {
+    if (durable->replayed.has_value()) return FromRecorded(*durable, max_outcome_bytes, response);
+    return fill(std::move(results));
+  };
+  return StartCall(context, RunStarter(std::move(run), session, std::move(recorded)));
+}
+
+SessionBrokerService::Starter SessionBrokerService::RunStarter(core::RunRequest run,
+                                                               const std::string& session,
+                                                               RunFill fill) {
+  return [this, run = std::move(run), session,
+          fill = std::move(fill)](Done done) mutable -> std::shared_ptr<core::RunningCall> {
+    auto complete = [fill = std::move(fill), done = std::move(done)](
+                        absl::StatusOr<core::StatementRunner::Results> results) mutable {
+      std::move(done)(results.ok() ? fill(*std::move(results)) : results.status());
+    };
+    // Invalid SQL requests (empty, several statements, placeholder count)
+    // are refused before any database work.
+    if (session.empty()) return runner_.Run(std::move(run), std::move(complete));
+    return sessions_.Run(session, std::move(run), std::move(complete));
+  };
 }
 
 absl::Status SessionBrokerService::CapResponse(google::protobuf::Message* response) const {

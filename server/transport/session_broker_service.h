@@ -5,7 +5,12 @@
 // blocks.
 //
 // Callers identify themselves with the "x-client-id" request metadata (used
-// for session quotas and shown to operators).
+// for session quotas and shown to operators, and the scope of request ids).
+//
+// request_id (docs/retries.md): one-shot Execute/ExecuteBatch record it in
+// the database with the call's own transaction (RunRequest::durable);
+// BeginSession and the calls in a session remember it in the RequestLedger.
+// Either way a retry gets the first outcome.
 //
 // A request that cannot be parsed is answered INVALID_ARGUMENT, naming its
 // message type (gRPC's own handlers would answer UNIMPLEMENTED with no
@@ -33,6 +38,7 @@
 #include "google/protobuf/message.h"
 #include "grpcpp/grpcpp.h"
 #include "server/core/base/mutex.h"
+#include "server/core/exec/request_ledger.h"
 #include "server/core/exec/statement_runner.h"
 #include "server/core/notify/notification_hub.h"
 #include "server/core/session/session_manager.h"
@@ -42,10 +48,12 @@ namespace sessionbroker::transport {
 
 class SessionBrokerService final : public v1::SessionBroker::CallbackService {
  public:
-  // `notifications` serves Listen; null (unit tests without a database)
-  // answers Listen with UNIMPLEMENTED.
+  // `ledger` remembers the request ids of session calls; it must outlive
+  // the service. `notifications` serves Listen; null (unit tests without a
+  // database) answers Listen with UNIMPLEMENTED.
   SessionBrokerService(core::StatementRunner& runner, core::SessionManager& sessions,
-                       size_t max_result_bytes, core::NotificationHub* notifications = nullptr,
+                       size_t max_result_bytes, core::RequestLedger& ledger,
+                       core::NotificationHub* notifications = nullptr,
                        size_t listen_queue_capacity = 1000);
 
   grpc::ServerUnaryReactor* Execute(grpc::CallbackServerContext* context,
@@ -108,9 +116,25 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   // session or transaction, which only gives back).
   grpc::ServerUnaryReactor* StartCall(grpc::CallbackServerContext* context, Starter start,
                                       bool during_drain = false);
-  // Execute/ExecuteBatch: one-shot, or in the named session.
+  // Execute/ExecuteBatch: one-shot, or in the named session; with a
+  // request_id, remembered (in a session) or recorded (one-shot).
   grpc::ServerUnaryReactor* StartRun(grpc::CallbackServerContext* context, core::RunRequest run,
-                                     const std::string& session, RunFill fill);
+                                     const std::string& session, const std::string& request_id,
+                                     const google::protobuf::Message& request,
+                                     google::protobuf::Message* response, RunFill fill);
+  Starter RunStarter(core::RunRequest run, const std::string& session, RunFill fill);
+  // Calls whose request_id the ledger keeps (BeginSession, calls in a
+  // session): answers a retry from the ledger, or runs `start` and records
+  // its outcome (the serialized `response`) if it succeeds. `replay` turns a
+  // remembered response into the answer (default: parse it into
+  // `response`). Without a request_id, StartCall.
+  using Replay = absl::AnyInvocable<grpc::ServerUnaryReactor*(grpc::CallbackServerContext*,
+                                                              const std::string& outcome)>;
+  grpc::ServerUnaryReactor* StartRemembered(grpc::CallbackServerContext* context,
+                                            const std::string& request_id,
+                                            const google::protobuf::Message& request,
+                                            google::protobuf::Message* response, Starter start,
+                                            bool during_drain = false, Replay replay = nullptr);
   // RESOURCE_EXHAUSTED (and an empty response) if it is over the size limit.
   absl::Status CapResponse(google::protobuf::Message* response) const;
   // Finishes at once with `status` (OK: the response is filled in; otherwise
@@ -124,6 +148,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   core::StatementRunner& runner_;
   core::SessionManager& sessions_;
   const size_t max_result_bytes_;
+  core::RequestLedger& ledger_;
   core::NotificationHub* const notifications_;
   const size_t listen_queue_capacity_;
   std::atomic<bool> draining_{false};

@@ -32,8 +32,9 @@ InProcessBroker::InProcessBroker(Options options) : options_(std::move(options))
       *pool_, *runner_, *health_, [this] { return sessions_->Stats(); }, clock_);
   sampler_ = std::make_unique<core::SnapshotSampler>([this] { return collector_->Collect(); },
                                                      timers_, monitor_executor_, clock_);
-  broker_service_ = std::make_unique<transport::SessionBrokerService>(*runner_, *sessions_,
-                                                                      options_.max_result_bytes);
+  ledger_ = std::make_unique<core::RequestLedger>(clock_, core::RequestLedgerOptions{});
+  broker_service_ = std::make_unique<transport::SessionBrokerService>(
+      *runner_, *sessions_, options_.max_result_bytes, *ledger_);
   monitor_service_ = std::make_unique<transport::PoolMonitorService>(*sampler_);
 
   grpc::ServerBuilder builder;

@@ -20,6 +20,7 @@
 #include "server/core/base/clock.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/exec/request_ledger.h"
 #include "server/core/exec/statement_runner.h"
 #include "server/core/monitor/snapshot_sampler.h"
 #include "server/core/monitor/status_collector.h"
@@ -59,6 +60,7 @@ class InProcessBroker final {
   core::SessionManager& sessions() { return *sessions_; }
   core::ConnectionPool& pool() { return *pool_; }
   transport::SessionBrokerService& broker_service() { return *broker_service_; }
+  core::RequestLedger& ledger() { return *ledger_; }
   transport::PoolMonitorService& monitor_service() { return *monitor_service_; }
   const Options& options() const { return options_; }
 
@@ -80,6 +82,7 @@ class InProcessBroker final {
   std::unique_ptr<core::HealthChecker> health_;
   std::unique_ptr<core::StatusCollector> collector_;
   std::unique_ptr<core::SnapshotSampler> sampler_;
+  std::unique_ptr<core::RequestLedger> ledger_;
   std::unique_ptr<transport::SessionBrokerService> broker_service_;
   std::unique_ptr<transport::PoolMonitorService> monitor_service_;
   std::unique_ptr<grpc::Server> server_;

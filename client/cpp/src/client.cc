@@ -55,6 +55,7 @@ class ClientCore {
     v1::ExecuteRequest request;
     request.set_sql(std::string(sql));
     request.set_session(session);
+    request.set_request_id(call.request_id);
     for (const Param& p : params) *request.add_params() = p.proto();
     v1::ExecuteResponse response;
     absl::Status s = Unary(*broker, &v1::SessionBroker::Stub::Execute, request, &response, call);
@@ -67,6 +68,7 @@ class ClientCore {
                                                    const CallOptions& call) {
     v1::ExecuteBatchRequest request;
     request.set_session(session);
+    request.set_request_id(call.request_id);
     for (const Statement& st : statements) {
       v1::Statement* out = request.add_statements();
       out->set_sql(st.sql);
@@ -180,6 +182,7 @@ absl::Status Session::Begin(const TransactionOptions& options) {
   request.set_isolation(ToProto(options.isolation));
   request.set_read_only(options.read_only);
   request.set_deferrable(options.deferrable);
+  request.set_request_id(options.request_id);
   v1::BeginTransactionResponse response;
   absl::Status s = core_->Unary(*core_->broker, &v1::SessionBroker::Stub::BeginTransaction, request,
                                 &response, CallOptions());
@@ -191,6 +194,7 @@ absl::Status Session::Commit(const CallOptions& options) {
   if (ended_) return Ended(name_);
   v1::CommitRequest request;
   request.set_session(name_);
+  request.set_request_id(options.request_id);
   v1::CommitResponse response;
   absl::Status s =
       core_->Unary(*core_->broker, &v1::SessionBroker::Stub::Commit, request, &response, options);
@@ -305,6 +309,7 @@ absl::StatusOr<std::unique_ptr<Session>> Client::BeginSession(const SessionOptio
   request.set_isolation(ToProto(options.isolation));
   for (const auto& [k, v] : options.settings) (*request.mutable_settings())[k] = v;
   request.set_label(options.label);
+  request.set_request_id(options.call.request_id);
   v1::Session response;
   absl::Status s = core_->Unary(*core_->broker, &v1::SessionBroker::Stub::BeginSession, request,
                                 &response, options.call);

@@ -112,6 +112,40 @@ TEST_F(ClientE2eTest, AUniqueViolationNamesItsConstraintTableAndDetail) {
   EXPECT_EQ(e->statement_index, 0u);
 }
 
+TEST_F(ClientE2eTest, ARequestIdMakesExecuteAndCommitSafeToRetry) {
+  MustExecute("CREATE TABLE " + table_ + " (id serial PRIMARY KEY, v text)");
+  CallOptions once;
+  once.request_id = "cpp-insert-1";
+  const std::string insert = "INSERT INTO " + table_ + " (v) VALUES ($1) RETURNING id";
+  absl::StatusOr<Result> first = client_->Execute(insert, {"once"}, once);
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<Result> retry = client_->Execute(insert, {"once"}, once);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->proto().SerializeAsString(), first->proto().SerializeAsString());
+  EXPECT_EQ(AdminCount("SELECT count(*) FROM " + table_), 1);
+  EXPECT_EQ(client_->Execute(insert, {"other"}, once).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  SessionOptions session_options;
+  session_options.call.request_id = "cpp-session-1";
+  absl::StatusOr<std::unique_ptr<Session>> session = client_->BeginSession(session_options);
+  ASSERT_TRUE(session.ok()) << session.status();
+  TransactionOptions begin;
+  begin.request_id = "cpp-tx-1";
+  ASSERT_TRUE((*session)->Begin(begin).ok());
+  ASSERT_TRUE((*session)->Execute("INSERT INTO " + table_ + " (v) VALUES ('tx')").ok());
+  CallOptions commit;
+  commit.request_id = "cpp-commit-1";
+  ASSERT_TRUE((*session)->Commit(commit).ok());
+  EXPECT_TRUE((*session)->Commit(commit).ok());
+  EXPECT_EQ(AdminCount("SELECT count(*) FROM " + table_ + " WHERE v = 'tx'"), 1);
+  // A retried BeginSession is the same lease (both handles end it; the
+  // second End finds it ended).
+  absl::StatusOr<std::unique_ptr<Session>> again = client_->BeginSession(session_options);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)->name(), (*session)->name());
+}
+
 TEST_F(ClientE2eTest, AFailedBatchStatementIsNamedByItsIndex) {
   MustExecute("CREATE TABLE " + table_ + " (id int8 PRIMARY KEY)");
   absl::StatusOr<std::vector<Result>> r =

@@ -181,8 +181,10 @@ class SessionCore:
                                                   read_only=self.readonly,
                                                   deferrable=self.deferrable)
 
-    def execute_request(self, sql: str, values) -> "broker_pb2.ExecuteRequest":
-        return broker_pb2.ExecuteRequest(sql=sql, params=values, session=self.name)
+    def execute_request(self, sql: str, values,
+                        request_id: str = "") -> "broker_pb2.ExecuteRequest":
+        return broker_pb2.ExecuteRequest(sql=sql, params=values, session=self.name,
+                                         request_id=request_id)
 
     def batch_request(self, statements) -> "broker_pb2.ExecuteBatchRequest":
         return broker_pb2.ExecuteBatchRequest(statements=statements, session=self.name)

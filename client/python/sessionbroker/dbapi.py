@@ -77,6 +77,8 @@ server-side (named) cursors and two-phase commit.
 """
 
 import threading
+import time
+import uuid
 import weakref
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -111,6 +113,12 @@ paramstyle = "pyformat"
 DEFAULT_CONNECT_TIMEOUT = 30.0
 #: Seconds close() waits for EndSession.
 _END_SESSION_TIMEOUT = 5.0
+# retry_writes: attempts per statement, the first backoff (doubling), and what
+# is retried: the broker or the network failed (UNAVAILABLE), or the first
+# attempt with the id is still running or was rolled back (ABORTED).
+_WRITE_ATTEMPTS = 4
+_WRITE_BACKOFF = 0.1
+_RETRYABLE_WRITE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
 
 
 def _abandon(stub, keepalive, lease: SessionLease, metadata) -> None:
@@ -145,9 +153,12 @@ class Connection:
                  isolation_level: Optional[str] = None,
                  settings: Optional[Mapping[str, str]] = None,
                  credentials: Optional[grpc.ChannelCredentials] = None,
-                 autocommit: bool = False) -> None:
+                 autocommit: bool = False, retry_writes: bool = False) -> None:
         self.target = target
         self.client_id = client_id
+        #: Autocommit statements outside a transaction get a request_id each and are
+        #: retried with it (docs/retries.md).
+        self.retry_writes = retry_writes
         #: Deadline in seconds of each call (statements, commit, ...); None: the broker's limits.
         self.timeout = timeout
         self._lock = threading.RLock()
@@ -344,15 +355,29 @@ class Connection:
             raise self._core.failed(e, "cannot begin a transaction: ") from None
         self._core.in_transaction = True
 
-    def _execute(self, sql: str, values: list) -> "broker_pb2.ExecuteResponse":
+    def _execute(self, sql: str, values: list,
+                 request_id: Optional[str] = None) -> "broker_pb2.ExecuteResponse":
         with self._lock:
             self._core.check_usable()
             self._begin_if_needed()
-            try:
-                return self._stub.Execute(self._core.execute_request(sql, values),
-                                          timeout=self.timeout, metadata=self._core.metadata)
-            except grpc.RpcError as e:
-                raise self._core.failed(e, "") from None
+            retrying = (request_id is None and self.retry_writes and self._core.autocommit
+                        and not self._core.in_transaction)
+            if retrying:
+                request_id = str(uuid.uuid4())
+            request = self._core.execute_request(sql, values, request_id or "")
+            attempt = 1
+            while True:
+                try:
+                    return self._stub.Execute(request, timeout=self.timeout,
+                                              metadata=self._core.metadata)
+                except grpc.RpcError as e:
+                    # The same request_id makes the retry return the first outcome
+                    # if the lost attempt did run (docs/retries.md).
+                    if (not retrying or attempt >= _WRITE_ATTEMPTS
+                            or e.code() not in _RETRYABLE_WRITE_CODES):
+                        raise self._core.failed(e, "") from None
+                time.sleep(_WRITE_BACKOFF * 2 ** (attempt - 1))
+                attempt += 1
 
     def _execute_many(self, statements: List[Tuple[str, list]]) -> List[
             "broker_pb2.ExecuteResponse"]:
@@ -422,15 +447,21 @@ class Cursor:
         if self.connection.closed == 1:
             raise InterfaceError("the connection is closed")
 
-    def execute(self, operation: str, parameters: _core.Params = None) -> None:
-        """Runs one statement with parameters bound to its placeholders."""
+    def execute(self, operation: str, parameters: _core.Params = None, *,
+                request_id: Optional[str] = None) -> None:
+        """Runs one statement with parameters bound to its placeholders.
+
+        request_id: makes a retry of this statement with the same id return
+        the first outcome instead of running it twice (docs/retries.md); at
+        most 128 of A-Z a-z 0-9 - _ . : ~ (a UUID). None: the connection's
+        retry_writes decides."""
         self._check()
         sql, values = _core.statement(operation, parameters)
         _core.declare_types(operation, parameters, values, self._input_types)
         self._input_types = None
         self._result = None
         self._rowcount = -1
-        response = self.connection._execute(sql, values)
+        response = self.connection._execute(sql, values, request_id)
         self._result = _core.Result(response)
         self._rowcount = self._result.rowcount
         self._pos = 0
@@ -530,7 +561,7 @@ def connect(target: str, *, client_id: Optional[str] = None, timeout: Optional[f
             ttl: Optional[float] = None, label: str = "", read_only: bool = False,
             isolation_level: Optional[str] = None, settings: Optional[Mapping[str, str]] = None,
             credentials: Optional[grpc.ChannelCredentials] = None,
-            autocommit: bool = False) -> Connection:
+            autocommit: bool = False, retry_writes: bool = False) -> Connection:
     """Opens a connection: leases a broker session at ``target`` ("host:port").
 
     client_id: sent as x-client-id (the broker's per-service quotas and listings).
@@ -548,8 +579,13 @@ def connect(target: str, *, client_id: Optional[str] = None, timeout: Optional[f
         statement_timeout, application_name, app.* ...; docs/sessions.md).
     credentials: grpc.ChannelCredentials for TLS; None: plaintext.
     autocommit: start in autocommit mode.
+    retry_writes: in autocommit mode, each execute() outside a transaction gets
+        a request_id of its own (a UUID) and is retried with it, up to 4
+        attempts, on UNAVAILABLE or ABORTED: a retry whose lost first attempt
+        ran gets that attempt's outcome instead of running twice
+        (docs/retries.md). Off by default.
     """
     return Connection(target, client_id=client_id, timeout=timeout,
                       connect_timeout=connect_timeout, ttl=ttl, label=label, read_only=read_only,
                       isolation_level=isolation_level, settings=settings, credentials=credentials,
-                      autocommit=autocommit)
+                      autocommit=autocommit, retry_writes=retry_writes)

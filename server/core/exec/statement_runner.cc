@@ -244,10 +244,145 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
     }
   }
 
+  // The request's statements, in order, inside the transaction open on
+  // `conn` (options.in_transaction).
+  absl::StatusOr<Results> InOpenTransaction(storage::DbConnection& conn,
+                                            const storage::ExecuteOptions& options) {
+    Results out;
+    const size_t n = request_.statements.size();
+    // The cap covers the whole batch, as a one-shot batch's does: each
+    // statement is capped by the connection, their sum here, where
+    // failing rolls the transaction back (in the response it would be
+    // too late: the statements would stay in the transaction).
+    size_t result_bytes = 0;
+    for (size_t k = 0; k < n; ++k) {
+      absl::StatusOr<storage::QueryResult> one = conn.Execute(request_.statements[k], options);
+      if (one.ok() && options.max_result_bytes > 0) {
+        result_bytes += ResultBytes(*one);
+        if (result_bytes > options.max_result_bytes) {
+          one = absl::ResourceExhaustedError(absl::StrCat(
+              "the results of the batch exceed ", options.max_result_bytes,
+              " bytes (BROKER_MAX_RESULT_BYTES); add a LIMIT or page with WHERE/ORDER BY; its "
+              "transaction was rolled back"));
+        }
+      }
+      if (!one.ok()) {
+        if (n == 1) return one.status();
+        return storage::ForStatement(one.status(), k, n);
+      }
+      out.push_back(*std::move(one));
+    }
+    return out;
+  }
+
+  // Ends the transaction a failed durable step left open; a connection
+  // whose rollback fails is not reused (OnConnection discards it).
+  void RollBackDurable(storage::DbConnection& conn) {
+    if (conn.IsBroken()) return;
+    if (!conn.Rollback().ok()) discard_connection_ = true;
+  }
+
+  // kExecute/kBatch with a request_id: BEGIN; claim the id; the statements;
+  // store the response; COMMIT (request_outcomes.h).
+  absl::StatusOr<Results> WorkDurable(storage::DbConnection& conn,
+                                      storage::ExecuteOptions options) {
+    if (runner_.options_.request_outcomes == nullptr) {
+      return absl::FailedPreconditionError(
+          "this broker keeps no request outcomes table, so request_id cannot be honoured on "
+          "calls outside a session");
+    }
+    RequestOutcomes& table = *runner_.options_.request_outcomes;
+    DurableRequest& durable = *request_.durable;
+    if (!table.created()) EnsureTable(conn, table);
+    if (absl::Status begun = conn.Begin(request_.transaction); !begun.ok()) return begun;
+    options.in_transaction = true;
+    absl::StatusOr<storage::QueryResult> claimed =
+        conn.Execute(table.Claim(durable, runner_.clock_.Now()), options);
+    if (!claimed.ok()) {
+      RollBackDurable(conn);
+      return OutcomeTableError(claimed.status(), table);
+    }
+    if (claimed->rows.empty()) {
+      // An earlier attempt committed: nothing of this one runs.
+      RollBackDurable(conn);
+      if (discard_connection_) {
+        return absl::UnavailableError("the connection failed while reading an earlier outcome");
+      }
+      storage::ExecuteOptions plain;
+      absl::StatusOr<storage::QueryResult> found = conn.Execute(table.Lookup(durable), plain);
+      if (!found.ok()) return OutcomeTableError(found.status(), table);
+      if (found->rows.empty() || found->rows[0].size() != 3) {
+        return absl::AbortedError(absl::StrCat(
+            "the earlier call with request_id \"", durable.request_id,
+            "\" expired while this retry looked it up; retry once more (it will run)"));
+      }
+      const std::vector<storage::Value>& row = found->rows[0];
+      DurableRequest::Stored stored;
+      stored.same_request = row[0].bool_value;
+      stored.omitted = row[1].bool_value;
+      stored.response = row[2].text;
+      durable.replayed = std::move(stored);
+      return Results{};
+    }
+    absl::StatusOr<Results> out = InOpenTransaction(conn, options);
+    if (!out.ok()) {
+      RollBackDurable(conn);
+      return out.status();
+    }
+    std::string response = durable.serialize(*out);
+    const bool omitted = response.size() > table.options().max_outcome_bytes;
+    if (omitted) response.clear();
+    absl::StatusOr<storage::QueryResult> stored =
+        conn.Execute(table.Store(durable, std::move(response), omitted), options);
+    if (!stored.ok()) {
+      RollBackDurable(conn);
+      return OutcomeTableError(stored.status(), table);
+    }
+    if (absl::Status committed = conn.Commit(); !committed.ok()) return committed;
+    return out;
+  }
+
+  // CREATE TABLE IF NOT EXISTS, once per process. A failure is not the
+  // call's: the table may exist already (created by an operator for a role
+  // without CREATE), which the claim then shows.
+  void EnsureTable(storage::DbConnection& conn, RequestOutcomes& table) {
+    storage::ExecuteOptions plain;
+    for (const storage::Statement& s : table.CreateStatements()) {
+      absl::StatusOr<storage::QueryResult> created = conn.Execute(s, plain);
+      const std::optional<std::string> sqlstate =
+          created.ok() ? std::nullopt : storage::SqlStateOf(created.status());
+      // 23505/42P07: another replica created it at the same moment.
+      if (!created.ok() && sqlstate != "23505" && sqlstate != "42P07") {
+        spdlog::warn("could not create the request outcomes table {}: {}", table.options().table,
+                     created.status().ToString());
+        if (sqlstate != "42501") return;  // try again on the next call
+        break;
+      }
+    }
+    table.MarkCreated();
+  }
+
+  // The outcomes table itself failed (missing, no privilege): say what the
+  // operator must do; other errors (cancels, serialization) pass through.
+  static absl::Status OutcomeTableError(const absl::Status& status, const RequestOutcomes& table) {
+    const std::optional<std::string> sqlstate = storage::SqlStateOf(status);
+    if (!sqlstate.has_value() || (*sqlstate != "42P01" && *sqlstate != "42501")) return status;
+    absl::Status out = absl::FailedPreconditionError(absl::StrCat(
+        "request_id on a call outside a session needs the table ", table.options().table,
+        " (BROKER_REQUEST_OUTCOMES_TABLE) and SELECT, INSERT, UPDATE and DELETE on it; see "
+        "docs/operations.md, \"The request outcomes table\": ",
+        status.message()));
+    out.SetPayload(storage::kSqlStatePayloadUrl, absl::Cord(*sqlstate));
+    return out;
+  }
+
   // The step's work on `conn`; the caller has armed the deadline.
   absl::StatusOr<Results> Work(storage::DbConnection& conn) {
     storage::ExecuteOptions options;
     options.max_result_bytes = runner_.options_.max_result_bytes;
+    if (request_.durable != nullptr && (request_.op == Op::kExecute || request_.op == Op::kBatch)) {
+      return WorkDurable(conn, options);
+    }
     switch (request_.op) {
       case Op::kExecute:
         if (request_.transaction.IsPlain()) {
@@ -264,34 +399,9 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
       case Op::kBegin:
         if (absl::Status begun = conn.Begin(request_.transaction); !begun.ok()) return begun;
         return Results{};
-      case Op::kInTransaction: {
+      case Op::kInTransaction:
         options.in_transaction = true;
-        Results out;
-        const size_t n = request_.statements.size();
-        // The cap covers the whole batch, as a one-shot batch's does: each
-        // statement is capped by the connection, their sum here, where
-        // failing rolls the transaction back (in the response it would be
-        // too late: the statements would stay in the transaction).
-        size_t result_bytes = 0;
-        for (size_t k = 0; k < n; ++k) {
-          absl::StatusOr<storage::QueryResult> one = conn.Execute(request_.statements[k], options);
-          if (one.ok() && options.max_result_bytes > 0) {
-            result_bytes += ResultBytes(*one);
-            if (result_bytes > options.max_result_bytes) {
-              one = absl::ResourceExhaustedError(absl::StrCat(
-                  "the results of the batch exceed ", options.max_result_bytes,
-                  " bytes (BROKER_MAX_RESULT_BYTES); add a LIMIT or page with WHERE/ORDER BY; its "
-                  "transaction was rolled back"));
-            }
-          }
-          if (!one.ok()) {
-            if (n == 1) return one.status();
-            return storage::ForStatement(one.status(), k, n);
-          }
-          out.push_back(*std::move(one));
-        }
-        return out;
-      }
+        return InOpenTransaction(conn, options);
       case Op::kCommit:
         if (absl::Status committed = conn.Commit(); !committed.ok()) return committed;
         return Results{};
@@ -405,6 +515,7 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
         conn.MarkBroken();
       }
     }
+    if (discard_connection_) conn.MarkBroken();
     ResetIfNeeded(conn);
     conn.Release();
     Finish(std::move(out), PooledConnection());
@@ -514,6 +625,9 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
   int cancels_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   CondVar cancel_sent_;
   TimerQueue::TimerId resend_timer_ ABSL_GUARDED_BY(mu_) = 0;
+  // A durable step could not end its transaction: never reuse the
+  // connection. Only the thread running the step touches it.
+  bool discard_connection_ = false;
 };
 
 StatementRunner::StatementRunner(ConnectionPool& pool, TimerQueue& timers,

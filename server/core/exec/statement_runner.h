@@ -37,6 +37,7 @@
 #include "server/core/base/duration_histogram.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/exec/request_outcomes.h"
 #include "server/core/pool/connection_pool.h"
 #include "server/storage/value.h"
 
@@ -52,6 +53,9 @@ struct RunnerOptions {
   absl::Duration max_statement_duration = absl::Minutes(5);
   // Log every statement's text and duration (never parameter values).
   bool echo = false;
+  // The table of one-shot calls' request ids (RunRequest::durable); null:
+  // such requests fail with FAILED_PRECONDITION. Must outlive the runner.
+  RequestOutcomes* request_outcomes = nullptr;
 };
 
 struct RunRequest {
@@ -96,6 +100,11 @@ struct RunRequest {
   bool keep_on_failure = false;
   // Who asks ("x-client-id"), passed on to the pool.
   std::string client_id;
+  // kExecute, kBatch: the call carries a request_id; its statements run in a
+  // transaction together with its RequestOutcomes row (request_outcomes.h).
+  // When an earlier attempt's row is found instead, nothing runs, the
+  // results are empty and durable->replayed holds that row.
+  std::shared_ptr<DurableRequest> durable;
 };
 
 // What a step produced.

@@ -328,5 +328,94 @@ TEST_F(SessionBrokerServiceTest, WhileDrainingNewCallsAreUnavailable) {
   EXPECT_EQ(status.error_message(), "the broker is shutting down; retry on another instance");
 }
 
+TEST_F(SessionBrokerServiceTest, ACommitRetriedWithItsRequestIdAnswersTheFirstOutcome) {
+  const v1::Session session = MustBeginSession();
+  v1::CommitRequest commit;
+  commit.set_session(session.name());
+  commit.set_request_id("commit-1");
+  v1::CommitResponse out;
+  {
+    // No transaction yet: the failure is not remembered...
+    grpc::ClientContext context;
+    EXPECT_EQ(broker_.broker().Commit(&context, commit, &out).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  {
+    grpc::ClientContext context;
+    v1::BeginTransactionRequest begin;
+    begin.set_session(session.name());
+    v1::BeginTransactionResponse begun;
+    ASSERT_TRUE(broker_.broker().BeginTransaction(&context, begin, &begun).ok());
+  }
+  v1::CommitResponse first;
+  {
+    // ...so the same id runs again, and commits.
+    grpc::ClientContext context;
+    grpc::Status status = broker_.broker().Commit(&context, commit, &first);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  broker_.clock().Advance(absl::Seconds(5));
+  v1::CommitResponse retried;
+  {
+    grpc::ClientContext context;
+    grpc::Status status = broker_.broker().Commit(&context, commit, &retried);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  EXPECT_EQ(retried.SerializeAsString(), first.SerializeAsString());
+  {
+    // Another session's Commit with the same id is another request.
+    const v1::Session other = MustBeginSession();
+    grpc::ClientContext context;
+    commit.set_session(other.name());
+    grpc::Status status = broker_.broker().Commit(&context, commit, &out);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("different request"));
+  }
+}
+
+TEST_F(SessionBrokerServiceTest, ARequestIdIsScopedByClientId) {
+  v1::BeginSessionRequest request;
+  request.set_request_id("begin-1");
+  v1::Session a;
+  v1::Session a_again;
+  v1::Session b;
+  for (auto [client, out] : {std::pair{"svc-a", &a}, {"svc-a", &a_again}, {"svc-b", &b}}) {
+    grpc::ClientContext context;
+    context.AddMetadata("x-client-id", client);
+    grpc::Status status = broker_.broker().BeginSession(&context, request, out);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  EXPECT_EQ(a_again.name(), a.name());
+  EXPECT_NE(b.name(), a.name());
+}
+
+TEST_F(SessionBrokerServiceTest, AOneShotRequestIdWithoutAnOutcomesTableIsFailedPrecondition) {
+  // This broker's runner keeps no outcomes table (RunnerOptions::
+  // request_outcomes is null): nothing runs rather than running unrecorded.
+  grpc::ClientContext context;
+  v1::ExecuteRequest request;
+  request.set_sql("INSERT INTO t VALUES (1)");
+  request.set_request_id("write-1");
+  v1::ExecuteResponse out;
+  grpc::Status status = broker_.broker().Execute(&context, request, &out);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("request_id"));
+}
+
+TEST_F(SessionBrokerServiceTest, ACallRefusedWhileDrainingLeavesItsRequestIdFree) {
+  const v1::Session session = MustBeginSession();
+  v1::BeginTransactionRequest begin;
+  begin.set_session(session.name());
+  begin.set_request_id("tx-1");
+  v1::BeginTransactionResponse out;
+  broker_.broker_service().StartDraining();
+  {
+    grpc::ClientContext context;
+    EXPECT_EQ(broker_.broker().BeginTransaction(&context, begin, &out).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+  }
+  EXPECT_EQ(broker_.ledger().entries(), 0u);
+}
+
 }  // namespace
 }  // namespace sessionbroker::transport

@@ -82,6 +82,11 @@ struct ClientOptions {
 struct CallOptions {
   // Zero: ClientOptions::default_deadline.
   absl::Duration deadline = absl::ZeroDuration();
+  // Execute, ExecuteBatch, Commit, and BeginSession (SessionOptions::call):
+  // a retry with the same id returns the first outcome instead of doing the
+  // work twice (docs/retries.md). At most 128 of A-Z a-z 0-9 - _ . : ~ (a
+  // UUID); empty: none. Ignored by the other calls.
+  std::string request_id;
 };
 
 // A batch statement.
@@ -114,6 +119,8 @@ struct TransactionOptions {
   Isolation isolation = Isolation::kDefault;  // kDefault: the session's
   bool read_only = false;
   bool deferrable = false;  // with kSerializable and read_only
+  // Session::Begin only: CallOptions::request_id for BeginTransaction.
+  std::string request_id;
   // Client::Transaction only: how many times fn runs at most (1: no retry),
   // and the backoff between attempts (exponential, full jitter).
   int max_attempts = 5;
