@@ -22,8 +22,10 @@ std::string First(const grpc::AuthContext& context, const char* name) {
 
 PeerIdentity ReadPeerIdentity(const grpc::AuthContext& context) {
   PeerIdentity id;
-  id.tls = First(context, GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME) ==
-           GRPC_SSL_TRANSPORT_SECURITY_TYPE;
+  // "tls" from TlsServerCredentials (the broker's), "ssl" from
+  // SslServerCredentials.
+  const std::string type = First(context, GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME);
+  id.tls = type == "tls" || type == GRPC_SSL_TRANSPORT_SECURITY_TYPE;
   id.subject = First(context, GRPC_X509_SUBJECT_PROPERTY_NAME);
   id.common_name = First(context, GRPC_X509_CN_PROPERTY_NAME);
   id.spiffe_id = First(context, GRPC_PEER_SPIFFE_ID_PROPERTY_NAME);

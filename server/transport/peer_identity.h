@@ -18,11 +18,11 @@
 namespace sessionbroker::transport {
 
 struct PeerIdentity {
-  // The call came over TLS (gRPC's transport_security_type "ssl").
+  // The call came over TLS (gRPC's transport_security_type "tls" or "ssl").
   bool tls = false;
   // A verified client certificate was presented; the fields below are its.
   bool has_certificate = false;
-  // The subject, as gRPC renders it (RFC 2253, e.g. "CN=orders,O=shop").
+  // The subject, as gRPC renders it (e.g. "CN=orders,O=shop").
   std::string subject;
   std::string common_name;
   // The SPIFFE ID: the single spiffe:// URI SAN, if the certificate has
