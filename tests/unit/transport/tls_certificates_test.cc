@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "server/core/base/mutex.h"
 #include "server/transport/peer_identity.h"
+#include "tests/support/test_env.h"
 
 namespace sessionbroker::transport {
 namespace {
@@ -47,14 +48,7 @@ void Write(const std::string& path, const std::string& text) {
 
 class TlsTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    char dir_template[] = "/tmp/sb-tls-unit.XXXXXX";
-    dir_ = ::mkdtemp(dir_template);
-    const std::string command =
-        absl::StrCat("cd ", SB_SOURCE_DIR, "/tests/support && /usr/bin/python3 -c 'import sys, ",
-                     "tls_certs; tls_certs.make_certs(sys.argv[1])' ", dir_, " >/dev/null");
-    ASSERT_EQ(std::system(command.c_str()), 0) << command;
-  }
+  static void SetUpTestSuite() { dir_ = sessionbroker::testing::MakeTlsCertificates(); }
   static void TearDownTestSuite() { std::system(absl::StrCat("rm -rf ", dir_).c_str()); }
   static std::string Path(const std::string& name) { return absl::StrCat(dir_, "/", name); }
 
