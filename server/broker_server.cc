@@ -184,9 +184,9 @@ absl::Status BrokerServer::Start() {
                                                : absl::StrCat("metrics on ", config_.metrics_addr,
                                                               " (port ", http_->port(), ")");
   spdlog::info(
-      "session broker {} listening on {} (port {}, {}), {}; database {}; pool size={} "
+      "session broker {} listening on {} (port {}), {}; transport {}; database {}; pool size={} "
       "overflow={} timeout={} recycle={} pre_ping={} max_waiters={}",
-      core::BrokerVersion(), config_.listen_addr, port_, security, metrics,
+      core::BrokerVersion(), config_.listen_addr, port_, metrics, security,
       RedactUrl(config_.database_url), config_.pool.pool_size, config_.pool.max_overflow,
       absl::FormatDuration(config_.pool.timeout), absl::FormatDuration(config_.pool.recycle),
       config_.pool.pre_ping, config_.pool.max_waiters);
