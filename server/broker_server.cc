@@ -141,8 +141,25 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
 BrokerServer::~BrokerServer() { Shutdown(); }
 
 absl::Status BrokerServer::Start() {
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  std::string security = "plaintext";
+  if (!config_.tls_cert.empty()) {
+    tls_ = std::make_unique<transport::CertificateReloader>(
+        transport::CertificateReloader::Files{config_.tls_cert, config_.tls_key,
+                                              config_.tls_client_ca},
+        absl::Seconds(config_.tls_reload_seconds));
+    if (absl::Status s = tls_->Start(); !s.ok()) return s;
+    using ClientAuth = transport::CertificateReloader::ClientAuth;
+    const ClientAuth auth = config_.tls_client_ca.empty()           ? ClientAuth::kNone
+                            : config_.tls_client_auth == "optional" ? ClientAuth::kOptional
+                                                                    : ClientAuth::kRequire;
+    credentials = tls_->GrpcCredentials(auth);
+    security = auth == ClientAuth::kNone       ? "TLS"
+               : auth == ClientAuth::kOptional ? "TLS, client certificates optional"
+                                               : "TLS, client certificates required";
+  }
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config_.listen_addr, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(config_.listen_addr, credentials, &port_);
   // gRPC sets SO_REUSEPORT by default, which lets a second broker bind the
   // same port and silently split traffic (and double the connections the
   // database sees). One address, one broker.
@@ -177,7 +194,10 @@ absl::Status BrokerServer::Start() {
     ParseHostPort(config_.metrics_addr, &host, &port);  // validated by LoadConfig
     http_ = std::make_unique<transport::MetricsHttpServer>(
         host, port, [this] { return core::RenderPrometheus(*sampler_->Current()); },
-        [this] { return Ready(); });
+        [this] { return Ready(); },
+        config_.metrics_tls ? transport::MetricsHttpServer::IdentityFn(
+                                  [tls = tls_.get()] { return tls->Current(); })
+                            : nullptr);
     if (absl::Status s = http_->Start(); !s.ok()) return s;
   }
   // Readiness is NOT_SERVING until the first probe reaches the database
@@ -189,11 +209,12 @@ absl::Status BrokerServer::Start() {
                                                : absl::StrCat("metrics on ", config_.metrics_addr,
                                                               " (port ", http_->port(), ")");
   spdlog::info(
-      "session broker {} listening on {} (port {}), {}; database {}; pool size={} "
+      "session broker {} listening on {} (port {}), {}; transport {}; database {}; pool size={} "
       "overflow={} timeout={} recycle={} pre_ping={} max_waiters={}",
-      core::BrokerVersion(), config_.listen_addr, port_, metrics, RedactUrl(config_.database_url),
-      config_.pool.pool_size, config_.pool.max_overflow, absl::FormatDuration(config_.pool.timeout),
-      absl::FormatDuration(config_.pool.recycle), config_.pool.pre_ping, config_.pool.max_waiters);
+      core::BrokerVersion(), config_.listen_addr, port_, metrics, security,
+      RedactUrl(config_.database_url), config_.pool.pool_size, config_.pool.max_overflow,
+      absl::FormatDuration(config_.pool.timeout), absl::FormatDuration(config_.pool.recycle),
+      config_.pool.pre_ping, config_.pool.max_waiters);
   spdlog::info(
       "sessions: max={} per_client={} default_ttl={} max_ttl={} max_lifetime={} "
       "tx_idle_timeout={} tx_max_duration={} orphan_grace={}",
@@ -280,6 +301,7 @@ void BrokerServer::Shutdown(absl::Duration drain) {
     sessions_->Shutdown(absl::Now() + absl::Seconds(5));
   }
   if (http_ != nullptr) http_->Stop();
+  if (tls_ != nullptr) tls_->Stop();
   health_->Stop();
   pruner_->Stop();
   sampler_->Stop();

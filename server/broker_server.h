@@ -55,6 +55,7 @@
 #include "server/transport/pool_monitor_service.h"
 #include "server/transport/reflection_service.h"
 #include "server/transport/session_broker_service.h"
+#include "server/transport/tls_certificates.h"
 
 namespace sessionbroker {
 
@@ -67,7 +68,8 @@ class BrokerServer final {
   BrokerServer(const BrokerServer&) = delete;
   BrokerServer& operator=(const BrokerServer&) = delete;
 
-  // Binds the listening addresses (gRPC, and HTTP unless
+  // Loads the TLS files when configured (INVALID_ARGUMENT naming the file
+  // when one is bad), binds the listening addresses (gRPC, and HTTP unless
   // BROKER_METRICS_ADDR is off) and starts serving; UNAVAILABLE if one
   // cannot be bound. Then writes the port file when BROKER_PORT_FILE is set
   // (FAILED_PRECONDITION if it cannot be written): "grpc=HOST:PORT" and,
@@ -114,6 +116,9 @@ class BrokerServer final {
   std::unique_ptr<transport::HealthService> health_service_;
   std::unique_ptr<transport::ReflectionV1Service> reflection_v1_;
   std::unique_ptr<transport::ReflectionV1AlphaService> reflection_v1alpha_;
+  // TLS (BROKER_TLS_CERT): before server_ and http_, which read what it
+  // publishes until they are destroyed.
+  std::unique_ptr<transport::CertificateReloader> tls_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<transport::MetricsHttpServer> http_;
   std::atomic<bool> draining_{false};

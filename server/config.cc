@@ -1,5 +1,7 @@
 #include "server/config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -105,6 +107,26 @@ const std::vector<Setting>& Settings() {
        "HTTP address of /metrics, /livez, /readyz; off or empty: none"},
       {"BROKER_PORT_FILE", StringRule{}, [](Config& c) -> Field { return &c.port_file; }, kPlain,
        "after the broker listens it writes the ports it bound to this file; empty: off"},
+      {"BROKER_TLS_CERT", StringRule{}, [](Config& c) -> Field { return &c.tls_cert; }, kPlain,
+       "PEM certificate chain of the gRPC port (TLS on when set, with BROKER_TLS_KEY); "
+       "re-read when it changes"},
+      {"BROKER_TLS_KEY", StringRule{}, [](Config& c) -> Field { return &c.tls_key; }, kPlain,
+       "PEM private key of BROKER_TLS_CERT (the path; the key itself is never logged)"},
+      {"BROKER_TLS_CLIENT_CA", StringRule{}, [](Config& c) -> Field { return &c.tls_client_ca; },
+       kPlain, "PEM CA bundle that signs client certificates (mutual TLS); empty: no client certs"},
+      {"BROKER_TLS_CLIENT_AUTH", ChoiceRule{{"require", "optional"}},
+       [](Config& c) -> Field { return &c.tls_client_auth; }, kPlain,
+       "with BROKER_TLS_CLIENT_CA: require a client certificate (default) or accept calls "
+       "without one (optional); a certificate given is always verified"},
+      {"BROKER_TLS_RELOAD_SECONDS", IntRule{1, 86400},
+       [](Config& c) -> Field { return &c.tls_reload_seconds; }, kPlain,
+       "seconds between checks of the TLS files for a rotated certificate"},
+      {"BROKER_METRICS_TLS", BoolRule{}, [](Config& c) -> Field { return &c.metrics_tls; }, kPlain,
+       "serve /metrics, /livez, /readyz over HTTPS with the gRPC port's certificate"},
+      {"BROKER_ALLOW_INSECURE", BoolRule{}, [](Config& c) -> Field { return &c.allow_insecure; },
+       kPlain,
+       "allow plaintext (no TLS) on a non-loopback address; without it the broker refuses to "
+       "start so"},
       {"DB_POOL_SIZE", IntRule{1, 10000}, [](Config& c) -> Field { return &c.pool.pool_size; },
        kPlain, "connections kept open when idle"},
       {"DB_MAX_OVERFLOW", IntRule{0, 10000},
@@ -318,6 +340,8 @@ absl::Status Apply(const Setting& s, const std::string& value, Config* c) {
       s.rule);
 }
 
+absl::Status CheckTransportSecurity(const Config& c);
+
 // Every setting that is set, then the checks between settings. A missing
 // DATABASE_URL is an error only if `require_database_url`.
 absl::Status ApplyAll(const EnvMap& env, bool require_database_url, Config* c) {
@@ -351,12 +375,70 @@ absl::Status ApplyAll(const EnvMap& env, bool require_database_url, Config* c) {
           "e.g. public.sessionbroker_request_outcomes"));
     }
   }
+  if (absl::Status status = CheckTransportSecurity(*c); !status.ok()) return status;
+  // Mutual TLS means a certificate is required unless said otherwise.
+  if (!c->tls_client_ca.empty() && c->tls_client_auth.empty()) c->tls_client_auth = "require";
   const core::SessionOptions& so = c->sessions;
   if (so.default_ttl > so.max_ttl) {
     return absl::InvalidArgumentError(
         absl::StrCat("BROKER_SESSION_DEFAULT_TTL (", absl::FormatDuration(so.default_ttl),
                      ") is longer than BROKER_SESSION_MAX_TTL (", absl::FormatDuration(so.max_ttl),
                      "); make the default at most the maximum"));
+  }
+  return absl::OkStatus();
+}
+
+// The TLS settings agree with each other, and a listener without TLS binds
+// loopback unless BROKER_ALLOW_INSECURE says plaintext is meant: anyone who can
+// reach a plaintext port can read every statement, result and password-like
+// parameter on the wire.
+absl::Status CheckTransportSecurity(const Config& c) {
+  if (c.tls_cert.empty() != c.tls_key.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        c.tls_cert.empty() ? "BROKER_TLS_KEY" : "BROKER_TLS_CERT", " is set but ",
+        c.tls_cert.empty() ? "BROKER_TLS_CERT" : "BROKER_TLS_KEY",
+        " is not: TLS needs both the certificate chain and its private key (PEM files)"));
+  }
+  const bool tls = !c.tls_cert.empty();
+  if (!tls && !c.tls_client_ca.empty()) {
+    return absl::InvalidArgumentError(
+        "BROKER_TLS_CLIENT_CA is set without BROKER_TLS_CERT and BROKER_TLS_KEY: client "
+        "certificates are asked for only over TLS; set the server's certificate and key too");
+  }
+  if (c.tls_client_ca.empty() && !c.tls_client_auth.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "BROKER_TLS_CLIENT_AUTH=", c.tls_client_auth,
+        " needs BROKER_TLS_CLIENT_CA, the CA bundle client certificates are verified against"));
+  }
+  if (c.metrics_tls && !tls) {
+    return absl::InvalidArgumentError(
+        "BROKER_METRICS_TLS=true needs BROKER_TLS_CERT and BROKER_TLS_KEY: the metrics endpoint "
+        "serves the gRPC port's certificate");
+  }
+  if (c.allow_insecure) return absl::OkStatus();
+  struct Listener {
+    const char* variable;
+    const std::string& addr;
+    bool tls;
+    const char* how;
+  };
+  const Listener listeners[] = {
+      {"BROKER_LISTEN_ADDR", c.listen_addr, tls, "set BROKER_TLS_CERT and BROKER_TLS_KEY"},
+      {"BROKER_METRICS_ADDR", c.metrics_addr, c.metrics_tls,
+       "set BROKER_METRICS_TLS=true (with BROKER_TLS_CERT and BROKER_TLS_KEY)"},
+  };
+  for (const Listener& l : listeners) {
+    std::string host;
+    int port;
+    if (l.tls || l.addr.empty() || !ParseHostPort(l.addr, &host, &port)) continue;
+    if (IsLoopbackHost(host)) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        l.variable, "=", l.addr,
+        " would serve plaintext beyond this machine (anyone on the network could read "
+        "statements, results and credentials): ",
+        l.how,
+        " to serve TLS, bind a loopback address (127.0.0.1, ::1, localhost), or set "
+        "BROKER_ALLOW_INSECURE=true if plaintext is intended (e.g. behind a mesh that encrypts)"));
   }
   return absl::OkStatus();
 }
@@ -536,6 +618,20 @@ bool ParseHostPort(const std::string& addr, std::string* host, int* port) {
   *host = std::string(h);
   *port = parsed;
   return true;
+}
+
+bool IsLoopbackHost(const std::string& host) {
+  if (absl::AsciiStrToLower(host) == "localhost") return true;
+  in_addr v4;
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  in6_addr v6;
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+  }
+  return false;
 }
 
 std::string RedactUrl(const std::string& url) { return storage::RedactConninfo(url); }

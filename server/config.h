@@ -29,6 +29,21 @@ struct Config {
   // BROKER_PORT_FILE: once listening, the bound addresses are written there
   // (BrokerServer); "" = no file.
   std::string port_file;
+  // Transport security (docs/security.md): BROKER_TLS_CERT and BROKER_TLS_KEY
+  // (PEM paths, both or neither) turn TLS on for the gRPC port; with
+  // BROKER_TLS_CLIENT_CA clients must (tls_client_auth "require", the default
+  // when a CA is set) or may ("optional") present a certificate it signed.
+  // The files are re-read every tls_reload_interval and a valid new pair
+  // replaces the old one; an invalid one is logged and the old one kept.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  std::string tls_client_auth;  // "" (none, or require when a CA is set) | require | optional
+  int tls_reload_seconds = 10;  // BROKER_TLS_RELOAD_SECONDS
+  bool metrics_tls = false;     // BROKER_METRICS_TLS: HTTPS with the same pair
+  // BROKER_ALLOW_INSECURE: plaintext on a non-loopback address. Without it a
+  // listener without TLS must bind loopback (LoadConfig refuses otherwise).
+  bool allow_insecure = false;
   core::PoolOptions pool;             // DB_POOL_* / DB_MAX_OVERFLOW
   bool echo = false;                  // DB_ECHO
   size_t max_result_bytes = 4 << 20;  // BROKER_MAX_RESULT_BYTES
@@ -114,6 +129,11 @@ absl::StatusOr<std::string> RenderConfig(const EnvSources& sources, ConfigFormat
 // Splits "HOST:PORT" ("[::1]:9464" for IPv6: the brackets are dropped).
 // False unless HOST is non-empty and PORT is 0-65535.
 bool ParseHostPort(const std::string& addr, std::string* host, int* port);
+
+// True when HOST (as ParseHostPort returns it) only ever reaches this
+// machine: "localhost", 127.0.0.0/8, ::1 (also as ::ffff:127.x.y.z).
+// Wildcards (0.0.0.0, ::), other addresses and other names are not.
+bool IsLoopbackHost(const std::string& host);
 
 // The database URL with any password replaced by "***", for logs.
 std::string RedactUrl(const std::string& url);

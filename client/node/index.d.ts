@@ -17,6 +17,12 @@ export interface BrokerOptions {
   clientId?: string;
   /** Channel credentials (default: insecure). */
   credentials?: ChannelCredentials;
+  /**
+   * TLS from PEM files instead of credentials: true (the system's roots), or
+   * the CA bundle the broker's certificate must chain to and, for mutual TLS,
+   * a client certificate with its key (both or neither).
+   */
+  tls?: true | {ca?: string; cert?: string; key?: string};
   /** Deadline of every call in milliseconds (default 60000); null or Infinity: none. */
   deadlineMs?: number | null;
   int8?: Int8Mode;

@@ -16,10 +16,27 @@ namespace {
 
 constexpr int kThreads = 2;
 
+// OpenSSL's certificate callback: the current pair for this handshake.
+int UseCurrentIdentity(SSL* ssl, void* arg) {
+  const auto* fn = static_cast<const MetricsHttpServer::IdentityFn*>(arg);
+  const std::shared_ptr<const ServerIdentity> id = (*fn)();
+  return id != nullptr && id->ApplyTo(ssl) ? 1 : 0;
+}
+
+std::unique_ptr<httplib::Server> MakeServer(const MetricsHttpServer::IdentityFn* tls) {
+  if (!*tls) return std::make_unique<httplib::Server>();
+  return std::make_unique<httplib::SSLServer>([tls](SSL_CTX& ctx) {
+    SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
+    SSL_CTX_set_cert_cb(&ctx, UseCurrentIdentity, const_cast<MetricsHttpServer::IdentityFn*>(tls));
+    return true;
+  });
+}
+
 }  // namespace
 
-MetricsHttpServer::MetricsHttpServer(std::string host, int port, MetricsFn metrics, ReadyFn ready)
-    : host_(std::move(host)), port_(port), server_(std::make_unique<httplib::Server>()) {
+MetricsHttpServer::MetricsHttpServer(std::string host, int port, MetricsFn metrics, ReadyFn ready,
+                                     IdentityFn tls)
+    : host_(std::move(host)), port_(port), tls_(std::move(tls)), server_(MakeServer(&tls_)) {
   server_->new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
   server_->set_socket_options([](socket_t sock) {
     int yes = 1;
@@ -69,7 +86,8 @@ absl::Status MetricsHttpServer::Start() {
     listen_returned_.store(true);
   });
   pthread_setname_np(thread_.native_handle(), "sb-http");
-  spdlog::info("metrics and probes on http://{}:{}/metrics /livez /readyz", host_, bound_port_);
+  spdlog::info("metrics and probes on {}://{}:{}/metrics /livez /readyz", tls_ ? "https" : "http",
+               host_, bound_port_);
   return absl::OkStatus();
 }
 

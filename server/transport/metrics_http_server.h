@@ -1,5 +1,8 @@
-// MetricsHttpServer: the broker's plain-HTTP endpoint for Prometheus and
-// Kubernetes, served with cpp-httplib on BROKER_METRICS_ADDR:
+// MetricsHttpServer: the broker's HTTP endpoint for Prometheus and
+// Kubernetes, served with cpp-httplib on BROKER_METRICS_ADDR, plaintext or
+// (BROKER_METRICS_TLS) HTTPS with the gRPC port's certificate, taken from
+// the CertificateReloader at each handshake so that a rotation applies here
+// too:
 //
 //   GET /metrics  the Prometheus text exposition (200)
 //   GET /livez    200 "ok" while the process serves HTTP at all
@@ -26,6 +29,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "server/transport/tls_certificates.h"
 
 namespace httplib {
 class Server;
@@ -39,7 +43,12 @@ class MetricsHttpServer final {
   // OK when ready; otherwise a status whose message says why not.
   using ReadyFn = std::function<absl::Status()>;
 
-  MetricsHttpServer(std::string host, int port, MetricsFn metrics, ReadyFn ready);
+  // The certificate and key for one HTTPS handshake; null refuses it.
+  using IdentityFn = std::function<std::shared_ptr<const ServerIdentity>()>;
+
+  // `tls` empty: plain HTTP.
+  MetricsHttpServer(std::string host, int port, MetricsFn metrics, ReadyFn ready,
+                    IdentityFn tls = nullptr);
   ~MetricsHttpServer();
   MetricsHttpServer(const MetricsHttpServer&) = delete;
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
@@ -57,6 +66,8 @@ class MetricsHttpServer final {
  private:
   const std::string host_;
   const int port_;  // as asked for; 0 = any
+  // Read by OpenSSL's certificate callback on the serving threads.
+  const IdentityFn tls_;
   int bound_port_ = 0;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;

@@ -40,6 +40,12 @@ EXCLUDED = {
     "BROKER_PORT_FILE": "for tests on port 0",
     # Only the environment can set it, and the image has no .env to read.
     "BROKER_ENV_FILE": "the image has no .env",
+    # Paths in a cert-manager Secret the base does not mount: the TLS patch
+    # of docs/security.md ("Transport security") sets them.
+    "BROKER_TLS_CERT": "set with the certificate's Secret (docs/security.md)",
+    "BROKER_TLS_KEY": "set with the certificate's Secret (docs/security.md)",
+    "BROKER_TLS_CLIENT_CA": "set with the certificate's Secret (docs/security.md)",
+    "BROKER_TLS_CLIENT_AUTH": "only with BROKER_TLS_CLIENT_CA (docs/security.md)",
 }
 # Seconds docs/operations.md ("Drain, in Kubernetes' order") allows after the
 # shutdown grace for ending sessions and exiting.

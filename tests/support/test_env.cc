@@ -41,4 +41,22 @@ RefusedPort::~RefusedPort() {
 
 std::string PgScript() { return std::string(SB_SOURCE_DIR) + "/scripts/pg"; }
 
+std::string MakeTlsCertificates() {
+  char dir_template[] = "/tmp/sb-tls-certs.XXXXXX";
+  const char* dir = ::mkdtemp(dir_template);
+  if (dir == nullptr) {
+    ADD_FAILURE() << "mkdtemp failed";
+    return "";
+  }
+  const std::string command = std::string("cd '") + SB_SOURCE_DIR +
+                              "/tests/support' && /usr/bin/python3 -c 'import sys, tls_certs; "
+                              "tls_certs.make_certs(sys.argv[1])' '" +
+                              dir + "'";
+  if (std::system(command.c_str()) != 0) {
+    ADD_FAILURE() << "could not make the TLS test certificates: " << command;
+    return "";
+  }
+  return dir;
+}
+
 }  // namespace sessionbroker::testing

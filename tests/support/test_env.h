@@ -33,6 +33,13 @@ class RefusedPort final {
 // Path of scripts/pg in the source tree.
 std::string PgScript();
 
+// Makes the TLS test certificates of tests/support/tls_certs.py (two CAs, a
+// server certificate for localhost and 127.0.0.1, a client certificate with
+// a SPIFFE ID, expired, wrong-host and foreign ones: NAME.pem and NAME.key)
+// with openssl in a new temporary directory and returns its path; records a
+// fatal failure and returns "" if that fails. The caller removes it.
+std::string MakeTlsCertificates();
+
 }  // namespace sessionbroker::testing
 
 #endif  // SESSIONBROKER_TESTS_SUPPORT_TEST_ENV_H_

@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -58,8 +59,21 @@ TEST(ConfigTest, ReadsEveryKnob) {
                                                  {"BROKER_DRAIN_SECONDS", "0"},
                                                  {"BROKER_SHUTDOWN_GRACE_SECONDS", "3"},
                                                  {"LOG_LEVEL", "DEBUG"},
-                                                 {"LOG_FORMAT", "json"}}));
+                                                 {"LOG_FORMAT", "json"},
+                                                 {"BROKER_TLS_CERT", "/tls/tls.crt"},
+                                                 {"BROKER_TLS_KEY", "/tls/tls.key"},
+                                                 {"BROKER_TLS_CLIENT_CA", "/tls/ca.crt"},
+                                                 {"BROKER_TLS_CLIENT_AUTH", "Optional"},
+                                                 {"BROKER_TLS_RELOAD_SECONDS", "2"},
+                                                 {"BROKER_METRICS_TLS", "true"}}));
   ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->tls_cert, "/tls/tls.crt");
+  EXPECT_EQ(c->tls_key, "/tls/tls.key");
+  EXPECT_EQ(c->tls_client_ca, "/tls/ca.crt");
+  EXPECT_EQ(c->tls_client_auth, "optional");
+  EXPECT_EQ(c->tls_reload_seconds, 2);
+  EXPECT_TRUE(c->metrics_tls);
+  EXPECT_FALSE(c->allow_insecure);
   EXPECT_EQ(c->listen_addr, "0.0.0.0:6000");
   EXPECT_EQ(c->metrics_addr, "0.0.0.0:9100");
   EXPECT_EQ(c->pool.pool_size, 3);
@@ -408,6 +422,92 @@ TEST(RenderConfigTest, MissingDatabaseUrlIsShownAsUnset) {
   text = RenderConfig(EnvSources{}, ConfigFormat::kEnv);
   ASSERT_TRUE(text.ok()) << text.status();
   EXPECT_THAT(*text, HasSubstr("DATABASE_URL=''\n"));
+}
+
+TEST(TransportSecurityTest, PlaintextBeyondLoopbackIsRefusedSayingWhatToSet) {
+  for (const char* addr : {"0.0.0.0:50051", "[::]:50051", "10.1.2.3:50051", "broker.example:1",
+                           "[::ffff:10.0.0.1]:50051"}) {
+    absl::StatusOr<Config> c = LoadConfig(WithUrl({{"BROKER_LISTEN_ADDR", addr}}));
+    ASSERT_FALSE(c.ok()) << addr;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(c.status().message(), HasSubstr(absl::StrCat("BROKER_LISTEN_ADDR=", addr)));
+    EXPECT_THAT(c.status().message(), HasSubstr("plaintext"));
+    EXPECT_THAT(c.status().message(), HasSubstr("BROKER_TLS_CERT"));
+    EXPECT_THAT(c.status().message(), HasSubstr("BROKER_ALLOW_INSECURE=true"));
+  }
+  absl::StatusOr<Config> metrics = LoadConfig(WithUrl({{"BROKER_METRICS_ADDR", "0.0.0.0:9464"}}));
+  ASSERT_FALSE(metrics.ok());
+  EXPECT_THAT(metrics.status().message(), HasSubstr("BROKER_METRICS_ADDR=0.0.0.0:9464"));
+  EXPECT_THAT(metrics.status().message(), HasSubstr("BROKER_METRICS_TLS=true"));
+}
+
+TEST(TransportSecurityTest, LoopbackTlsOrAnExplicitOptInMayListenAnywhere) {
+  for (const char* addr : {"127.0.0.1:1", "127.9.8.7:1", "[::1]:1", "localhost:1", "LocalHost:1",
+                           "[::ffff:127.0.0.1]:1"}) {
+    absl::StatusOr<Config> c =
+        LoadConfig(WithUrl({{"BROKER_LISTEN_ADDR", addr}, {"BROKER_METRICS_ADDR", addr}}));
+    EXPECT_TRUE(c.ok()) << addr << ": " << c.status();
+  }
+  EXPECT_TRUE(LoadConfig(WithUrl({{"BROKER_LISTEN_ADDR", "0.0.0.0:1"},
+                                  {"BROKER_METRICS_ADDR", "0.0.0.0:2"},
+                                  {"BROKER_ALLOW_INSECURE", "true"}}))
+                  .ok());
+  EXPECT_TRUE(LoadConfig(WithUrl({{"BROKER_LISTEN_ADDR", "0.0.0.0:1"},
+                                  {"BROKER_METRICS_ADDR", "0.0.0.0:2"},
+                                  {"BROKER_TLS_CERT", "/c"},
+                                  {"BROKER_TLS_KEY", "/k"},
+                                  {"BROKER_METRICS_TLS", "true"}}))
+                  .ok());
+  // TLS on gRPC only: the plaintext metrics port must stay on loopback.
+  absl::StatusOr<Config> c = LoadConfig(WithUrl(
+      {{"BROKER_LISTEN_ADDR", "0.0.0.0:1"}, {"BROKER_TLS_CERT", "/c"}, {"BROKER_TLS_KEY", "/k"}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->metrics_addr, "127.0.0.1:9464");
+}
+
+TEST(TransportSecurityTest, TlsSettingsThatCannotWorkTogetherAreRefused) {
+  struct Case {
+    EnvMap env;
+    const char* names;
+  };
+  const Case cases[] = {
+      {{{"BROKER_TLS_CERT", "/c"}}, "BROKER_TLS_KEY"},
+      {{{"BROKER_TLS_KEY", "/k"}}, "BROKER_TLS_CERT"},
+      {{{"BROKER_TLS_CLIENT_CA", "/ca"}}, "BROKER_TLS_CLIENT_CA"},
+      {{{"BROKER_TLS_CERT", "/c"}, {"BROKER_TLS_KEY", "/k"}, {"BROKER_TLS_CLIENT_AUTH", "require"}},
+       "BROKER_TLS_CLIENT_AUTH=require needs BROKER_TLS_CLIENT_CA"},
+      {{{"BROKER_METRICS_TLS", "true"}}, "BROKER_METRICS_TLS=true needs BROKER_TLS_CERT"},
+      {{{"BROKER_TLS_CERT", "/c"}, {"BROKER_TLS_KEY", "/k"}, {"BROKER_TLS_CLIENT_AUTH", "maybe"}},
+       "BROKER_TLS_CLIENT_AUTH"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<Config> config = LoadConfig(WithUrl(c.env));
+    ASSERT_FALSE(config.ok()) << c.names;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(config.status().message(), HasSubstr(c.names));
+  }
+}
+
+TEST(TransportSecurityTest, AClientCaRequiresClientCertificatesUnlessSaidOtherwise) {
+  absl::StatusOr<Config> c = LoadConfig(WithUrl(
+      {{"BROKER_TLS_CERT", "/c"}, {"BROKER_TLS_KEY", "/k"}, {"BROKER_TLS_CLIENT_CA", "/ca"}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->tls_client_auth, "require");
+  c = LoadConfig(WithUrl({{"BROKER_TLS_CERT", "/c"}, {"BROKER_TLS_KEY", "/k"}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->tls_client_auth, "");
+}
+
+TEST(TransportSecurityTest, IsLoopbackHostKnowsOnlyLoopback) {
+  EXPECT_TRUE(IsLoopbackHost("127.0.0.1"));
+  EXPECT_TRUE(IsLoopbackHost("127.255.0.1"));
+  EXPECT_TRUE(IsLoopbackHost("::1"));
+  EXPECT_TRUE(IsLoopbackHost("localhost"));
+  EXPECT_FALSE(IsLoopbackHost("0.0.0.0"));
+  EXPECT_FALSE(IsLoopbackHost("::"));
+  EXPECT_FALSE(IsLoopbackHost("128.0.0.1"));
+  EXPECT_FALSE(IsLoopbackHost("localhost.example"));
+  EXPECT_FALSE(IsLoopbackHost(""));
 }
 
 TEST(RenderConfigTest, BadValueIsTheErrorLoadConfigGives) {

@@ -89,6 +89,11 @@ const std::vector<FlagSpec>& GlobalFlagSpecs() {
       {"--timeout", "", "DURATION",
        "deadline of each call, e.g. 5s, 500ms (default 30s); the broker makes it the "
        "statement timeout"},
+      {"--tls-ca", "", "FILE",
+       "TLS: the PEM CA bundle the broker's certificate must chain to (TLS is on when any "
+       "--tls-* flag is given)"},
+      {"--tls-cert", "", "FILE", "mutual TLS: this PEM client certificate (with --tls-key)"},
+      {"--tls-key", "", "FILE", "mutual TLS: the PEM private key of --tls-cert"},
   };
   return *kSpecs;
 }
@@ -142,6 +147,12 @@ absl::StatusOr<Invocation> SplitInvocation(const std::vector<std::string>& argv,
         inv.global.target = value;
       } else if (spec->name == "--client-id") {
         inv.global.client_id = value;
+      } else if (spec->name == "--tls-ca") {
+        inv.global.tls_ca = value;
+      } else if (spec->name == "--tls-cert") {
+        inv.global.tls_cert = value;
+      } else if (spec->name == "--tls-key") {
+        inv.global.tls_key = value;
       } else {
         absl::StatusOr<absl::Duration> d = ParseDurationFlag("--timeout", value);
         if (!d.ok()) return d.status();
@@ -171,6 +182,10 @@ absl::StatusOr<Invocation> SplitInvocation(const std::vector<std::string>& argv,
       continue;
     }
     inv.args.push_back(arg);
+  }
+  if (inv.global.tls_cert.empty() != inv.global.tls_key.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key go together: a client certificate needs its key");
   }
   return inv;
 }

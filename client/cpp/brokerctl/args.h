@@ -62,6 +62,11 @@ struct GlobalOptions {
   std::string client_id;
   // The deadline of each call (not of a whole `watch` or `tx`).
   absl::Duration timeout = absl::Seconds(30);
+  // --tls-ca, --tls-cert, --tls-key: TLS (mutual with a cert) when any is
+  // set (sessionbroker::TlsFiles, kept apart so parsing needs no gRPC).
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
 };
 
 // The global flags, accepted before or after the subcommand.

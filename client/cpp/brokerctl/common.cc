@@ -13,6 +13,13 @@ absl::StatusOr<std::unique_ptr<sessionbroker::Client>> MakeClient(const GlobalOp
   options.target = global.target;
   options.client_id = global.client_id;
   options.default_deadline = global.timeout;
+  const sessionbroker::TlsFiles tls{global.tls_ca, global.tls_cert, global.tls_key};
+  if (!tls.ca.empty() || !tls.cert.empty() || !tls.key.empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        sessionbroker::TlsCredentials(tls);
+    if (!credentials.ok()) return credentials.status();
+    options.credentials = *std::move(credentials);
+  }
   return sessionbroker::Client::Create(std::move(options));
 }
 

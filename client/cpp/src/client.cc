@@ -1,7 +1,9 @@
 #include "sessionbroker/client.h"
 
 #include <algorithm>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <utility>
 
@@ -258,6 +260,32 @@ void WatchCanceller::Cancel() {
 }
 
 // ---- Client ----
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsCredentials(const TlsFiles& files) {
+  if (files.cert.empty() != files.key.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS: a client certificate and its key go together (give both files or neither)");
+  }
+  grpc::SslCredentialsOptions options;
+  struct Source {
+    const std::string& path;
+    std::string* into;
+    const char* what;
+  };
+  for (const Source& s : {Source{files.ca, &options.pem_root_certs, "CA bundle"},
+                          Source{files.cert, &options.pem_cert_chain, "client certificate"},
+                          Source{files.key, &options.pem_private_key, "client key"}}) {
+    if (s.path.empty()) continue;
+    std::ifstream in(s.path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in || text.str().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("TLS: cannot read the ", s.what, " ", s.path));
+    }
+    *s.into = text.str();
+  }
+  return grpc::SslCredentials(options);
+}
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   std::shared_ptr<grpc::Channel> channel = options.channel;

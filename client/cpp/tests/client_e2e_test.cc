@@ -3,6 +3,8 @@
 // admin connection where the client's claims concern the database.
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +18,8 @@
 #include "gtest/gtest.h"
 #include "sessionbroker/client.h"
 #include "tests/support/broker_fixture.h"
+#include "tests/support/broker_process.h"
+#include "tests/support/test_env.h"
 
 namespace sessionbroker {
 namespace {
@@ -294,6 +298,86 @@ TEST_F(ClientE2eTest, OperatorsCallsReportThePoolSessionsAndHealth) {
   absl::StatusOr<bool> ended = client_->EndSession(session->name());
   EXPECT_TRUE(ended.ok()) << ended.status();
   EXPECT_EQ(session->Execute("SELECT 1").status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// TLS: the client's TlsCredentials against a broker requiring client
+// certificates (certificates made at test time).
+class ClientTlsE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    certs_ = testing::MakeTlsCertificates();
+    ASSERT_FALSE(certs_.empty());
+    const std::string url = testing::TestDatabaseUrl();
+    ASSERT_FALSE(url.empty());
+    broker_ = std::make_unique<testing::BrokerProcess>(
+        url, std::map<std::string, std::string>{{"BROKER_TLS_CERT", Cert("server.pem")},
+                                                {"BROKER_TLS_KEY", Cert("server.key")},
+                                                {"BROKER_TLS_CLIENT_CA", Cert("ca.pem")}});
+    ASSERT_FALSE(broker_->address().empty()) << broker_->Log();
+    // The certificate names localhost (and 127.0.0.1).
+    target_ = "localhost:" + broker_->address().substr(broker_->address().rfind(':') + 1);
+  }
+  void TearDown() override {
+    broker_.reset();
+    if (!certs_.empty()) std::system(("rm -rf '" + certs_ + "'").c_str());
+  }
+  std::string Cert(const std::string& name) const { return certs_ + "/" + name; }
+
+  absl::StatusOr<std::unique_ptr<Client>> Connect(const TlsFiles& files) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = TlsCredentials(files);
+    if (!creds.ok()) return creds.status();
+    ClientOptions options;
+    options.target = target_;
+    options.credentials = *std::move(creds);
+    options.default_deadline = absl::Seconds(10);
+    return Client::Create(options);
+  }
+
+  std::string certs_;
+  std::string target_;
+  std::unique_ptr<testing::BrokerProcess> broker_;
+};
+
+TEST_F(ClientTlsE2eTest, MutualTlsClientRunsStatementsAndSessions) {
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Connect({Cert("ca.pem"), Cert("client.pem"), Cert("client.key")});
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::Status ready = absl::UnavailableError("not yet");
+  for (int i = 0; i < 200 && !ready.ok(); ++i) {
+    absl::StatusOr<ServingStatus> health = (*client)->Health("sessionbroker.v1.SessionBroker");
+    ready = health.ok() && *health == ServingStatus::kServing ? absl::OkStatus()
+                                                              : absl::UnavailableError("waiting");
+    if (!ready.ok()) absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(ready.ok()) << broker_->Log();
+  absl::StatusOr<Result> r = (*client)->Execute("SELECT $1::int4 + 1", {41});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*(*r)[0].Get<int64_t>(0), 42);
+  absl::StatusOr<std::unique_ptr<Session>> session = (*client)->BeginSession();
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_TRUE((*session)->Execute("SELECT 1").ok());
+}
+
+TEST_F(ClientTlsE2eTest, WithoutAClientCertificateOrWithAForeignCaTheCallFails) {
+  for (const TlsFiles& files :
+       {TlsFiles{Cert("ca.pem"), "", ""},
+        TlsFiles{Cert("otherca.pem"), Cert("client.pem"), Cert("client.key")},
+        TlsFiles{Cert("ca.pem"), Cert("otherca_client.pem"), Cert("otherca_client.key")}}) {
+    absl::StatusOr<std::unique_ptr<Client>> client = Connect(files);
+    ASSERT_TRUE(client.ok()) << client.status();
+    EXPECT_EQ((*client)->Execute("SELECT 1").status().code(), absl::StatusCode::kUnavailable)
+        << files.ca << " " << files.cert;
+  }
+}
+
+TEST_F(ClientTlsE2eTest, TlsCredentialsNamesAnUnreadableFileAndACertWithoutKey) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> missing =
+      TlsCredentials({Cert("absent.pem"), "", ""});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(missing.status().message(), HasSubstr("absent.pem"));
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> no_key =
+      TlsCredentials({Cert("ca.pem"), Cert("client.pem"), ""});
+  EXPECT_EQ(no_key.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 // number of concurrent async tasks; calls on one session run one at a time
 // in the broker, in arrival order.
 
+const fs = require('node:fs');
 const grpc = require('@grpc/grpc-js');
 const {setTimeout: sleep} = require('node:timers/promises');
 const {load} = require('./proto');
@@ -87,6 +88,25 @@ function queryArgs(textOrConfig, values, options) {
   return config;
 }
 
+/**
+ * The channel's credentials: options.credentials as given, or TLS from the
+ * PEM files of options.tls ({ca, cert, key}: the CA bundle the broker's
+ * certificate must chain to, default the system's roots; a client
+ * certificate and its key for mutual TLS, both or neither), or insecure.
+ */
+function channelCredentials(options) {
+  if (options.tls && options.credentials) {
+    throw new TypeError('new Broker(): give either credentials or tls, not both');
+  }
+  if (!options.tls) return options.credentials || grpc.credentials.createInsecure();
+  const {ca, cert, key} = options.tls === true ? {} : options.tls;
+  if (Boolean(cert) !== Boolean(key)) {
+    throw new TypeError('new Broker({tls}): tls.cert and tls.key go together');
+  }
+  const read = (file) => (file ? fs.readFileSync(file) : null);
+  return grpc.credentials.createSsl(read(ca), read(key), read(cert));
+}
+
 class Broker {
   constructor(options = {}) {
     const target = options.target || process.env.SESSIONBROKER_TARGET;
@@ -97,7 +117,7 @@ class Broker {
     this._int8 = options.int8 || 'bigint';
     decoder('int8', {int8: this._int8}); // validates the option now
     const {SessionBroker} = load();
-    this._client = new SessionBroker(target, options.credentials || grpc.credentials.createInsecure(), {
+    this._client = new SessionBroker(target, channelCredentials(options), {
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
       ...(options.channelOptions || {}),

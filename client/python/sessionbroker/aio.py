@@ -32,7 +32,7 @@ import grpc
 import grpc.aio
 
 from sessionbroker import _core
-from sessionbroker._channel import CHANNEL_OPTIONS, channel_for
+from sessionbroker._channel import CHANNEL_OPTIONS, channel_for, resolve_credentials
 from sessionbroker._errors import (DatabaseError, DataError, Error, IntegrityError, InterfaceError,
                                    InternalError, NotSupportedError, OperationalError,
                                    ProgrammingError, Warning, error_from_rpc, is_disconnect)
@@ -456,8 +456,11 @@ async def connect(target: str, *, client_id: Optional[str] = None,
                   isolation_level: Optional[str] = None,
                   settings: Optional[Mapping[str, str]] = None,
                   credentials: Optional[grpc.ChannelCredentials] = None,
-                  autocommit: bool = False) -> AsyncConnection:
+                  autocommit: bool = False, tls: bool = False, tls_ca: Optional[str] = None,
+                  tls_cert: Optional[str] = None,
+                  tls_key: Optional[str] = None) -> AsyncConnection:
     """Leases a broker session; the arguments are ``sessionbroker.dbapi.connect``'s."""
+    credentials = resolve_credentials(credentials, tls, tls_ca, tls_cert, tls_key)
     conn = AsyncConnection(target, client_id=client_id, timeout=timeout, credentials=credentials,
                            autocommit=autocommit, isolation_level=isolation_level)
     await conn._open(_core.begin_session_request(ttl=ttl, label=label, read_only=read_only,

@@ -85,7 +85,7 @@ from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 import grpc
 
 from sessionbroker import _core
-from sessionbroker._channel import channel_for
+from sessionbroker._channel import channel_for, resolve_credentials
 from sessionbroker._errors import (DatabaseError, DataError, Error, IntegrityError, InterfaceError,
                                    InternalError, NotSupportedError, OperationalError,
                                    ProgrammingError, Warning, error_from_rpc, is_disconnect)
@@ -561,7 +561,9 @@ def connect(target: str, *, client_id: Optional[str] = None, timeout: Optional[f
             ttl: Optional[float] = None, label: str = "", read_only: bool = False,
             isolation_level: Optional[str] = None, settings: Optional[Mapping[str, str]] = None,
             credentials: Optional[grpc.ChannelCredentials] = None,
-            autocommit: bool = False, retry_writes: bool = False) -> Connection:
+            autocommit: bool = False, retry_writes: bool = False, tls: bool = False,
+            tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
+            tls_key: Optional[str] = None) -> Connection:
     """Opens a connection: leases a broker session at ``target`` ("host:port").
 
     client_id: sent as x-client-id (the broker's per-service quotas and listings).
@@ -577,14 +579,20 @@ def connect(target: str, *, client_id: Optional[str] = None, timeout: Optional[f
         "REPEATABLE READ", "SERIALIZABLE"; None: the database's default).
     settings: PostgreSQL settings for every statement (search_path, TimeZone,
         statement_timeout, application_name, app.* ...; docs/sessions.md).
-    credentials: grpc.ChannelCredentials for TLS; None: plaintext.
+    credentials: grpc.ChannelCredentials for TLS; None: plaintext (or the tls options).
     autocommit: start in autocommit mode.
     retry_writes: in autocommit mode, each execute() outside a transaction gets
         a request_id of its own (a UUID) and is retried with it, up to 4
         attempts, on UNAVAILABLE or ABORTED: a retry whose lost first attempt
         ran gets that attempt's outcome instead of running twice
         (docs/retries.md). Off by default.
+    tls: connect over TLS, verifying the broker's certificate against the
+        system's roots or ``tls_ca``; implied by any tls_* option.
+    tls_ca: PEM file of the CA bundle the broker's certificate must chain to.
+    tls_cert, tls_key: PEM files of a client certificate and its key, for a
+        broker that asks for one (mutual TLS).
     """
+    credentials = resolve_credentials(credentials, tls, tls_ca, tls_cert, tls_key)
     return Connection(target, client_id=client_id, timeout=timeout,
                       connect_timeout=connect_timeout, ttl=ttl, label=label, read_only=read_only,
                       isolation_level=isolation_level, settings=settings, credentials=credentials,

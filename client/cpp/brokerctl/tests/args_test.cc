@@ -73,6 +73,21 @@ TEST(SplitInvocation, TargetDefaultsToTheEnvironmentThenLoopback) {
   EXPECT_EQ(SplitInvocation({"status", "--target", "x:1"}, "broker:9")->global.target, "x:1");
 }
 
+TEST(SplitInvocation, TlsFlagsNameThePemFiles) {
+  auto inv = SplitInvocation(
+      {"--tls-ca", "/tls/ca.pem", "status", "--tls-cert=/tls/c.pem", "--tls-key", "/tls/c.key"},
+      nullptr);
+  ASSERT_TRUE(inv.ok()) << inv.status();
+  EXPECT_EQ(inv->global.tls_ca, "/tls/ca.pem");
+  EXPECT_EQ(inv->global.tls_cert, "/tls/c.pem");
+  EXPECT_EQ(inv->global.tls_key, "/tls/c.key");
+  EXPECT_EQ(inv->command, "status");
+  EXPECT_FALSE(SplitInvocation({"status", "--tls-ca"}, nullptr).ok());
+  auto alone = SplitInvocation({"status", "--tls-cert", "/tls/c.pem"}, nullptr);
+  ASSERT_FALSE(alone.ok());
+  EXPECT_THAT(std::string(alone.status().message()), HasSubstr("go together"));
+}
+
 TEST(SplitInvocation, HelpForms) {
   EXPECT_TRUE(SplitInvocation({"--help"}, nullptr)->global_help);
   EXPECT_TRUE(SplitInvocation({}, nullptr)->command.empty());

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sessionbroker/client.h"
@@ -271,6 +272,46 @@ TEST_F(BrokerctlTest, WatchPrintsPlainLinesWhenNotATerminal) {
   EXPECT_THAT(o.out, HasSubstr("open="));
   EXPECT_THAT(o.out, HasSubstr("/15 in_use=0"));
   EXPECT_THAT(o.out, HasSubstr("db=up"));
+}
+
+// --tls-ca, --tls-cert, --tls-key against a broker that requires client
+// certificates (made at test time).
+TEST(BrokerctlTlsTest, MutualTlsFlagsConnectAndAMissingClientCertificateIsUnavailable) {
+  const std::string certs = sessionbroker::testing::MakeTlsCertificates();
+  ASSERT_FALSE(certs.empty());
+  const std::string url = TestDatabaseUrl();
+  ASSERT_FALSE(url.empty());
+  BrokerProcess broker(url, {{"BROKER_TLS_CERT", certs + "/server.pem"},
+                             {"BROKER_TLS_KEY", certs + "/server.key"},
+                             {"BROKER_TLS_CLIENT_CA", certs + "/ca.pem"}});
+  ASSERT_FALSE(broker.address().empty()) << broker.Log();
+  const std::string target =
+      "localhost:" + broker.address().substr(broker.address().rfind(':') + 1);
+  const std::string base = std::string(SB_BROKERCTL_BINARY) + " --timeout 10s --target " + target +
+                           " --tls-ca " + Quote(certs + "/ca.pem");
+  const std::string mtls = base + " --tls-cert " + Quote(certs + "/client.pem") + " --tls-key " +
+                           Quote(certs + "/client.key");
+  std::string out;
+  int code = 1;
+  // The broker's readiness follows its first database probe.
+  for (int i = 0; i < 100 && code != 0; ++i) {
+    out.clear();
+    code = RunCommand(mtls + " query 'SELECT 40 + 2 AS answer' 2>&1", &out);
+    if (code != 0) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("42"));
+  out.clear();
+  EXPECT_EQ(RunCommand(base + " query 'SELECT 1' 2>&1", &out), 3) << out;
+  EXPECT_THAT(out, HasSubstr("UNAVAILABLE"));
+  out.clear();
+  EXPECT_EQ(
+      RunCommand(base + " --tls-cert " + Quote(certs + "/client.pem") + " query 'SELECT 1' 2>&1",
+                 &out),
+      2)
+      << out;
+  EXPECT_THAT(out, HasSubstr("go together"));
+  std::system(("rm -rf " + Quote(certs)).c_str());
 }
 
 }  // namespace

@@ -52,13 +52,29 @@ namespace internal {
 class ClientCore;
 }  // namespace internal
 
+// TLS to the broker from PEM files (docs/security.md, "Transport security"):
+// `ca` is the bundle the broker's certificate must chain to (empty: the
+// system's roots); `cert` and `key` are a client certificate chain and its
+// private key, for a broker that asks for one (mutual TLS), both or neither.
+struct TlsFiles {
+  std::string ca;
+  std::string cert;
+  std::string key;
+};
+
+// Credentials for ClientOptions::credentials from `files`, read once (a
+// rotated client certificate takes a new Client). INVALID_ARGUMENT naming
+// the file that cannot be read, or a cert without its key.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsCredentials(const TlsFiles& files);
+
 struct ClientOptions {
   // The broker's address, e.g. "127.0.0.1:50051" or "dns:///broker:50051".
   std::string target;
   // Sent as "x-client-id" on every call: the broker's per-client session
   // quota and pool share, and what operators see.
   std::string client_id;
-  // Channel credentials; null: insecure (plaintext).
+  // Channel credentials; null: insecure (plaintext). TlsCredentials() makes
+  // TLS ones from PEM files.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   // The deadline of every unary call that sets none (CallOptions::deadline).
   absl::Duration default_deadline = absl::Seconds(30);

@@ -59,6 +59,8 @@ _QUERY_TYPES: Dict[str, Callable[[str], Any]] = {
     "ttl": float,
     "read_only": util.asbool,
     "autocommit": util.asbool,
+    # TLS: ?tls=true, and tls_ca / tls_cert / tls_key as file paths.
+    "tls": util.asbool,
 }
 _SETTING_PREFIX = "setting."
 
