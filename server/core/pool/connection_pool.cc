@@ -56,6 +56,7 @@ ConnectionPool::ConnectionPool(PoolOptions options, storage::DbConnector& connec
       expiry_(timers, [this](RearmingTimer::Token token) { ExpireDue(token); }) {
   anonymous_->refs = 1;
   anonymous_->quota = QuotaOf("");
+  floors_ = anonymous_->quota.reserved_connections > 0;
   clients_.emplace(anonymous_->name, std::unique_ptr<Client>(anonymous_));
 }
 
@@ -90,7 +91,11 @@ ClientQuota ConnectionPool::QuotaOf(absl::string_view id) const {
 
 void ConnectionPool::RefreshQuotas() {
   MutexLock lock(&mu_);
-  for (auto& [name, client] : clients_) client->quota = QuotaOf(name);
+  floors_ = false;
+  for (auto& [name, client] : clients_) {
+    client->quota = QuotaOf(name);
+    floors_ = floors_ || client->quota.reserved_connections > 0;
+  }
   CheckInvariantsLocked();
 }
 
@@ -112,8 +117,10 @@ void ConnectionPool::FileWaiterLocked(WaiterList::iterator it) {
 ConnectionPool::WaiterList::iterator ConnectionPool::NextWaiterLocked() {
   if (!options_.fair_queuing) return waiters_.begin();
   // A client below its reserved floor first (the first such in ring order).
-  for (Client* client : ring_) {
-    if (HeldLocked(*client) < client->quota.reserved_connections) return client->queue.front();
+  if (floors_) {
+    for (Client* client : ring_) {
+      if (HeldLocked(*client) < client->quota.reserved_connections) return client->queue.front();
+    }
   }
   Client* client = ring_.front();
   // A new turn: its weight in requests. (Unit cost per request, so a turn
@@ -164,6 +171,7 @@ ConnectionPool::Client* ConnectionPool::RefClientLocked(const std::string& id, s
   client->name = id;
   client->refs = 1;
   client->quota = QuotaOf(id);
+  floors_ = floors_ || client->quota.reserved_connections > 0;
   Client* raw = client.get();
   clients_.emplace(raw->name, std::move(client));
   return raw;

@@ -466,6 +466,9 @@ class ConnectionPool final {
   // Clients with queued requests, in deficit-round-robin order (front: the
   // one whose turn it is).
   std::list<Client*> ring_ ABSL_GUARDED_BY(mu_);
+  // Some known client has a reserved floor: only then does picking a waiter
+  // look through the ring for one below its floor.
+  bool floors_ ABSL_GUARDED_BY(mu_) = false;
   WaitId next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   PoolStats counters_ ABSL_GUARDED_BY(mu_);  // only the counter fields are used

@@ -240,6 +240,23 @@ TEST_F(FairQueueTest, ClientBelowItsReservedFloorIsServedFirst) {
   EXPECT_THAT(served_order_, ElementsAre(h1, h2, c1, f1, other, c2));
 }
 
+TEST_F(FairQueueTest, AFloorGivenByRefreshQuotasTakesEffect) {
+  MakePool(Options());
+  const int held = Acquire("flooder");
+  RunAll();
+  const int f1 = Acquire("flooder");
+  const int c1 = Acquire("critical");
+  RunAll();
+  ClientQuota reserved;
+  reserved.reserved_connections = 1;
+  shares_->Set("critical", reserved);
+  shares_->Set("flooder", Weight(5));
+  pool_->RefreshQuotas();
+  // Without the floor the flooder's turn (weight 5) would come first.
+  PassAlong(2);
+  EXPECT_THAT(served_order_, ElementsAre(held, c1, f1));
+}
+
 TEST_F(FairQueueTest, ExpiredAndCancelledWaitersLeaveTheirClientsQueue) {
   MakePool(Options());
   const int held = Acquire("other");
