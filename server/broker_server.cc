@@ -72,7 +72,17 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   // a full pool.
   executor_ =
       std::make_unique<core::ThreadPoolExecutor>(config_.pool.max_connections() + 1, "sb-worker");
-  pool_ = std::make_unique<core::ConnectionPool>(config_.pool, *connector_, *executor_, *timers_,
+  // Every client gets the BROKER_CLIENT_* quota unless shares came with the
+  // configuration (a clients file).
+  core::PoolOptions pool_options = config_.pool;
+  core::SessionOptions session_options = config_.sessions;
+  if (pool_options.shares == nullptr) {
+    core::ClientQuota quota = config_.client_quota;
+    quota.max_sessions = config_.sessions.max_sessions_per_client;
+    pool_options.shares = std::make_shared<core::UniformClientShares>(quota);
+  }
+  if (session_options.shares == nullptr) session_options.shares = pool_options.shares;
+  pool_ = std::make_unique<core::ConnectionPool>(pool_options, *connector_, *executor_, *timers_,
                                                  clock);
   // The first connection reads max_connections and checks the connection
   // budget (BROKER_EXPECTED_REPLICAS); a warning if it is exceeded.
@@ -93,7 +103,7 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   cancel_executor_ = std::make_unique<core::ThreadPoolExecutor>(2, "sb-cancel");
   runner_ = std::make_unique<core::StatementRunner>(*pool_, *timers_, *cancel_executor_, clock,
                                                     runner_options);
-  sessions_ = std::make_unique<core::SessionManager>(*runner_, *timers_, clock, config_.sessions);
+  sessions_ = std::make_unique<core::SessionManager>(*runner_, *timers_, clock, session_options);
   // The listener connection gets the pool's connect_timeout and TCP
   // keepalives (a vanished server is noticed as for the pool) and its
   // reconnect backoff.

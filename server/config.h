@@ -69,7 +69,21 @@ struct Config {
   // BROKER_SESSION_DEFAULT_TTL, BROKER_SESSION_MAX_TTL, BROKER_SESSION_MAX_LIFETIME,
   // BROKER_TX_IDLE_TIMEOUT, BROKER_TX_MAX_DURATION, BROKER_SESSION_ORPHAN_GRACE,
   // BROKER_MAX_SESSIONS, BROKER_MAX_SESSIONS_PER_CLIENT, BROKER_SESSION_MAX_QUEUED_CALLS
-  core::SessionOptions sessions;
+  // BROKER_CLIENT_SESSION_SHARE_PERCENT defaults to 25: no client holds more
+  // than a quarter of BROKER_MAX_SESSIONS, so it takes at least four to
+  // exhaust it.
+  core::SessionOptions sessions = [] {
+    core::SessionOptions o;
+    o.max_client_share_percent = 25;
+    return o;
+  }();
+  // BROKER_CLIENT_MAX_CONNECTIONS, BROKER_CLIENT_MAX_WAITERS,
+  // BROKER_CLIENT_RESERVED_CONNECTIONS, BROKER_CLIENT_STATEMENT_TIMEOUT_MAX:
+  // the quota every client id gets (its max_sessions is
+  // BROKER_MAX_SESSIONS_PER_CLIENT); BrokerServer wires it as
+  // core::UniformClientShares unless pool.shares is set already (a clients
+  // file). BROKER_FAIR_QUEUING is pool.fair_queuing.
+  core::ClientQuota client_quota;
   std::string log_level = "info";   // LOG_LEVEL
   std::string log_format = "text";  // LOG_FORMAT: text | json
 };

@@ -131,6 +131,15 @@ void PoolSnapshotToProto(const core::PoolSnapshot& s, v1::PoolStatus* out) {
     o->set_in_use(client.in_use);
     o->set_waiting(client.waiting);
     o->set_sessions(client.sessions);
+    o->set_weight(client.quota.weight);
+    o->set_max_connections(client.quota.max_connections);
+    o->set_max_waiters(client.quota.max_waiters);
+    o->set_max_sessions(client.quota.max_sessions);
+    o->set_reserved_connections(client.quota.reserved_connections);
+    if (client.quota.statement_timeout_max != absl::InfiniteDuration()) {
+      SetDuration(client.quota.statement_timeout_max, o->mutable_statement_timeout_max());
+    }
+    o->set_quota_rejections(client.quota_rejections);
   }
   out->set_clients_total(s.clients_total);
 

@@ -818,7 +818,9 @@ TEST_F(SessionE2eTest, ConcurrentCallsOnOneSessionDoNotOverlap) {
 // ---- 10. Quotas -----------------------------------------------------------------------
 
 TEST_F(SessionE2eTest, SessionQuotasPerClientAndInTotal) {
-  StartBroker({{"BROKER_MAX_SESSIONS_PER_CLIENT", "2"}, {"BROKER_MAX_SESSIONS", "3"}});
+  StartBroker({{"BROKER_MAX_SESSIONS_PER_CLIENT", "2"},
+               {"BROKER_MAX_SESSIONS", "3"},
+               {"BROKER_CLIENT_SESSION_SHARE_PERCENT", "100"}});
   RpcResult<v1::Session> a1 = BeginSession({}, "a");
   RpcResult<v1::Session> a2 = BeginSession({}, "a");
   ASSERT_TRUE(a1.status.ok() && a2.status.ok());

@@ -148,7 +148,9 @@ absl::StatusOr<bool> Check(const RunRequest& request,
 // the session that owns it).
 class StatementRunner::Call final : public RunningCall, public std::enable_shared_from_this<Call> {
  public:
-  enum class Reason { kNone, kDeadline, kMaxDuration, kCaller, kAborted };
+  // kClientCeiling: the client's statement_timeout_max (ClientQuota), below
+  // BROKER_MAX_STATEMENT_DURATION.
+  enum class Reason { kNone, kDeadline, kMaxDuration, kClientCeiling, kCaller, kAborted };
 
   Call(StatementRunner& runner, RunRequest request, StepCallback done, bool needs_reset)
       : runner_(runner),
@@ -455,13 +457,22 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
              PooledConnection());
       return;
     }
-    const absl::Time cap = started + runner_.options_.max_statement_duration;
+    absl::Duration longest = runner_.options_.max_statement_duration;
+    Reason capped_by = Reason::kMaxDuration;
+    if (const ClientShares* shares = runner_.pool_.options().shares.get(); shares != nullptr) {
+      const absl::Duration ceiling = shares->QuotaFor(request_.client_id).statement_timeout_max;
+      if (ceiling < longest) {
+        longest = client_ceiling_ = ceiling;
+        capped_by = Reason::kClientCeiling;
+      }
+    }
+    const absl::Time cap = started + longest;
     const bool caller_first = request_.deadline <= cap;
     const absl::Time deadline = std::min(request_.deadline, cap);
     TimerQueue::TimerId timer = 0;
     if (deadline != absl::InfiniteFuture()) {
       auto self = shared_from_this();
-      const Reason why = caller_first ? Reason::kDeadline : Reason::kMaxDuration;
+      const Reason why = caller_first ? Reason::kDeadline : capped_by;
       timer = runner_.timers_.Schedule(deadline, [self, why] { self->RequestCancel(why); });
     }
 
@@ -566,6 +577,14 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
             absl::FormatDuration(runner_.options_.max_statement_duration),
             "), so PostgreSQL cancelled it and nothing of it was committed: ", status.message()));
         break;
+      case Reason::kClientCeiling:
+        explained = absl::DeadlineExceededError(absl::StrCat(
+            "the SQL ran longer than ", ClientLabel(request_.client_id),
+            "'s statement_timeout_max quota of ", absl::FormatDuration(client_ceiling_),
+            " (BROKER_CLIENT_STATEMENT_TIMEOUT_MAX or its clients-file entry), so PostgreSQL "
+            "cancelled it and nothing of it was committed: ",
+            status.message()));
+        break;
       case Reason::kCaller:
         explained = absl::CancelledError(
             absl::StrCat("the call was cancelled, so PostgreSQL cancelled its SQL (after ", after,
@@ -614,6 +633,9 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
   RunRequest request_;
   StepCallback done_;
   const bool needs_reset_;
+  // The client's statement_timeout_max when it capped the statement (set and
+  // read on the thread running it).
+  absl::Duration client_ceiling_ = absl::InfiniteDuration();
 
   Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kWaiting;

@@ -27,6 +27,9 @@ struct ClientShare {
   int in_use = 0;        // connections checked out
   int waiting = 0;       // requests queued for a connection
   int64_t sessions = 0;  // open sessions
+  ClientQuota quota;     // in force for it
+  // Calls refused for its pool quotas (PoolStats ClientUsage::rejections).
+  int64_t quota_rejections = 0;
 };
 
 struct PoolSnapshot {

@@ -205,6 +205,30 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
   for (const ClientShare& c : s.top_clients) {
     w.Sample("sessionbroker_client_waiters", c.waiting, {{"client", c.client_id}});
   }
+  w.Family("sessionbroker_client_quota_rejections_total", "counter",
+           "Calls refused for a client's connection or waiter quota (the busiest clients only; "
+           "a client forgotten while idle starts again from 0).");
+  for (const ClientShare& c : s.top_clients) {
+    w.Sample("sessionbroker_client_quota_rejections_total", static_cast<double>(c.quota_rejections),
+             {{"client", c.client_id}});
+  }
+  w.Family("sessionbroker_client_quota", "gauge",
+           "A client's quotas in force, by quota (0 = no cap of its own) and its fair-queuing "
+           "weight (the busiest clients only).");
+  for (const ClientShare& c : s.top_clients) {
+    const std::pair<const char*, int> quotas[] = {
+        {"weight", c.quota.weight},
+        {"max_connections", c.quota.max_connections},
+        {"max_waiters", c.quota.max_waiters},
+        {"max_sessions", c.quota.max_sessions},
+        {"reserved_connections", c.quota.reserved_connections}};
+    for (const auto& [quota, value] : quotas) {
+      w.Sample("sessionbroker_client_quota", value, {{"client", c.client_id}, {"quota", quota}});
+    }
+  }
+  w.Gauge("sessionbroker_fair_queuing", s.config.fair_queuing ? 1 : 0,
+          "1 when waiting calls are served by weighted fair queuing across clients "
+          "(BROKER_FAIR_QUEUING), 0 for one FIFO queue.");
   w.Family("sessionbroker_client_sessions_open", "gauge",
            "Open sessions per client (the busiest clients only).");
   for (const ClientShare& c : s.top_clients) {

@@ -44,9 +44,17 @@ PoolSnapshot StatusCollector::Collect() const {
     ClientShare& c = clients[id];
     c.in_use = usage.in_use;
     c.waiting = usage.waiting;
+    c.quota = usage.quota;
+    c.quota_rejections = usage.rejections;
   }
+  const ClientShares* shares = pool_.options().shares.get();
   for (const auto& [id, open] : s.sessions.open_by_client) {
-    if (open > 0) clients[id].sessions = open;
+    if (open <= 0) continue;
+    auto [it, added] = clients.try_emplace(id);
+    it->second.sessions = open;
+    // Not in the pool's table (nothing in use or waiting): its quota from
+    // the source the pool reads.
+    if (added && shares != nullptr) it->second.quota = shares->QuotaFor(id);
   }
   s.pool.clients.clear();
   s.clients_total = static_cast<int>(clients.size());

@@ -55,6 +55,8 @@ ConnectionPool::ConnectionPool(PoolOptions options, storage::DbConnector& connec
       checkout_wait_(clock),
       expiry_(timers, [this](RearmingTimer::Token token) { ExpireDue(token); }) {
   anonymous_->refs = 1;
+  anonymous_->quota = QuotaOf("");
+  floors_ = anonymous_->quota.reserved_connections > 0;
   clients_.emplace(anonymous_->name, std::unique_ptr<Client>(anonymous_));
 }
 
@@ -80,6 +82,80 @@ ConnectionPool::~ConnectionPool() {
 #endif
 }
 
+ClientQuota ConnectionPool::QuotaOf(absl::string_view id) const {
+  ClientQuota quota = options_.shares != nullptr ? options_.shares->QuotaFor(id) : ClientQuota{};
+  // A weight below 1 would never be served under saturation.
+  quota.weight = std::max(1, quota.weight);
+  return quota;
+}
+
+void ConnectionPool::RefreshQuotas() {
+  MutexLock lock(&mu_);
+  floors_ = false;
+  for (auto& [name, client] : clients_) {
+    client->quota = QuotaOf(name);
+    floors_ = floors_ || client->quota.reserved_connections > 0;
+  }
+  CheckInvariantsLocked();
+}
+
+int ConnectionPool::HeldLocked(const Client& client) const {
+  return client.refs - static_cast<int>(client.queue.size()) - (&client == anonymous_ ? 1 : 0);
+}
+
+void ConnectionPool::FileWaiterLocked(WaiterList::iterator it) {
+  Client* client = it->request.client;
+  auto at = client->queue.end();
+  while (at != client->queue.begin() && (*std::prev(at))->request.id > it->request.id) --at;
+  it->in_client = client->queue.insert(at, it);
+  if (client->queue.size() == 1) {
+    client->deficit = 0;
+    client->ring_pos = ring_.insert(ring_.end(), client);
+  }
+}
+
+ConnectionPool::WaiterList::iterator ConnectionPool::NextWaiterLocked() {
+  if (!options_.fair_queuing) return waiters_.begin();
+  // A client below its reserved floor first (the first such in ring order).
+  if (floors_) {
+    for (Client* client : ring_) {
+      if (HeldLocked(*client) < client->quota.reserved_connections) return client->queue.front();
+    }
+  }
+  Client* client = ring_.front();
+  // A new turn: its weight in requests. (Unit cost per request, so a turn
+  // never ends with credit it cannot spend.)
+  if (client->deficit <= 0) client->deficit = client->quota.weight;
+  --client->deficit;
+  if (client->deficit == 0 && client->queue.size() > 1) {
+    // Its turn is over and it still waits: behind everyone else.
+    ring_.splice(ring_.end(), ring_, client->ring_pos);
+  }
+  return client->queue.front();
+}
+
+ConnectionPool::Waiter ConnectionPool::TakeWaiterLocked(WaiterList::iterator it) {
+  Client* client = it->request.client;
+  client->queue.erase(it->in_client);
+  if (client->queue.empty()) {
+    ring_.erase(client->ring_pos);
+    client->deficit = 0;
+  }
+  waiter_index_.erase(it->request.id);
+  Waiter waiter = std::move(*it);
+  waiters_.erase(it);
+  if (waiters_.empty()) expiry_.Disarm();
+  return waiter;
+}
+
+void ConnectionPool::UnfileAllWaitersLocked() {
+  for (Client* client : ring_) {
+    client->queue.clear();
+    client->deficit = 0;
+  }
+  ring_.clear();
+}
+
 ConnectionPool::Client* ConnectionPool::RefClientLocked(const std::string& id, size_t hash) {
   if (id.empty()) {
     ++anonymous_->refs;  // never 0: the pool holds one
@@ -94,6 +170,8 @@ ConnectionPool::Client* ConnectionPool::RefClientLocked(const std::string& id, s
   auto client = std::make_unique<Client>();
   client->name = id;
   client->refs = 1;
+  client->quota = QuotaOf(id);
+  floors_ = floors_ || client->quota.reserved_connections > 0;
   Client* raw = client.get();
   clients_.emplace(raw->name, std::move(client));
   return raw;
@@ -137,47 +215,74 @@ ConnectionPool::WaitId ConnectionPool::Acquire(const AcquireRequest& request, Ca
     } else if (request.deadline <= now) {
       error = absl::DeadlineExceededError(
           "the call's deadline had already passed before a database connection was requested");
-    } else if (waiters_.empty() && !idle_.empty()) {
-      // LIFO: the most recently returned connection is the warmest.
-      idle = std::move(idle_.back());
-      idle_.pop_back();
-      idle->request.client = RefClientLocked(request.client_id, client_hash);
-      idle->request.id = id = next_wait_id_++;
-    } else if (waiters_.empty() && RoomLocked(now, &growth)) {
-      if (backoff_.TryStart(now, &dial.probe)) {
-        ++open_;
-        ++opening_;
-        dial.growth = growth;
-        if (growth) growth_in_flight_ = true;
-        open_new = true;
-        open_request.client = RefClientLocked(request.client_id, client_hash);
-        open_request.id = id = next_wait_id_++;
-      } else {
-        ++counters_.backoff_rejections;
-        error = absl::UnavailableError(DownMessageLocked(now));
-      }
-    } else if (!request.wait) {
-      error = absl::ResourceExhaustedError(
-          absl::StrCat("all ", open_, " database connections are in use"));
-    } else if (static_cast<int>(waiters_.size()) >= options_.max_waiters) {
-      ++counters_.waiter_rejections;
-      error = absl::ResourceExhaustedError(
-          absl::StrCat("too many callers are waiting for a database connection: all ", open_,
-                       " connections are in use and ", waiters_.size(),
-                       " callers already wait (DB_POOL_MAX_WAITERS=", options_.max_waiters,
-                       "); retry after a short backoff (100 ms or more)"));
     } else {
-      Waiter& waiter = waiters_.emplace_back();
-      Request& r = waiter.request;
-      r.id = id = next_wait_id_++;
-      r.deadline = request.deadline;
-      r.done = std::move(done);
-      r.requested = now;
-      r.client = RefClientLocked(request.client_id, client_hash);
-      SetWaitBoundLocked(&waiter);
-      waiter_index_.emplace(id, std::prev(waiters_.end()));
-      expiry_.ArmBy(waiter.deadline);
-      ArmGrowthLocked();
+      Client* client = RefClientLocked(request.client_id, client_hash);
+      const ClientQuota& quota = client->quota;
+      const int queued = static_cast<int>(client->queue.size());
+      if (quota.max_connections > 0 && HeldLocked(*client) - 1 + queued >= quota.max_connections) {
+        ++client->rejections;
+        error = absl::ResourceExhaustedError(absl::StrCat(
+            ClientLabel(client->name), " has ", HeldLocked(*client) - 1,
+            " database connections in use and ", queued,
+            " calls waiting for one, its max_connections quota of ", quota.max_connections,
+            " (BROKER_CLIENT_MAX_CONNECTIONS or its clients-file entry); wait for its calls to "
+            "finish, or retry after a short backoff (100 ms or more)"));
+        UnrefClientLocked(client);
+      } else if (waiters_.empty() && !idle_.empty()) {
+        // LIFO: the most recently returned connection is the warmest.
+        idle = std::move(idle_.back());
+        idle_.pop_back();
+        idle->request.client = client;
+        idle->request.id = id = next_wait_id_++;
+      } else if (waiters_.empty() && RoomLocked(now, &growth)) {
+        if (backoff_.TryStart(now, &dial.probe)) {
+          ++open_;
+          ++opening_;
+          dial.growth = growth;
+          if (growth) growth_in_flight_ = true;
+          open_new = true;
+          open_request.client = client;
+          open_request.id = id = next_wait_id_++;
+        } else {
+          ++counters_.backoff_rejections;
+          error = absl::UnavailableError(DownMessageLocked(now));
+          UnrefClientLocked(client);
+        }
+      } else if (!request.wait) {
+        error = absl::ResourceExhaustedError(
+            absl::StrCat("all ", open_, " database connections are in use"));
+        UnrefClientLocked(client);
+      } else if (static_cast<int>(waiters_.size()) >= options_.max_waiters) {
+        ++counters_.waiter_rejections;
+        error = absl::ResourceExhaustedError(
+            absl::StrCat("too many callers are waiting for a database connection: all ", open_,
+                         " connections are in use and ", waiters_.size(),
+                         " callers already wait (DB_POOL_MAX_WAITERS=", options_.max_waiters,
+                         "); retry after a short backoff (100 ms or more)"));
+        UnrefClientLocked(client);
+      } else if (quota.max_waiters > 0 && queued >= quota.max_waiters) {
+        ++counters_.waiter_rejections;
+        ++client->rejections;
+        error = absl::ResourceExhaustedError(absl::StrCat(
+            ClientLabel(client->name), " already has ", queued,
+            " calls waiting for a database connection, its max_waiters quota of ",
+            quota.max_waiters, " (BROKER_CLIENT_MAX_WAITERS or its clients-file entry); all ",
+            open_, " connections are in use; retry after a short backoff (100 ms or more)"));
+        UnrefClientLocked(client);
+      } else {
+        Waiter& waiter = waiters_.emplace_back();
+        Request& r = waiter.request;
+        r.id = id = next_wait_id_++;
+        r.deadline = request.deadline;
+        r.done = std::move(done);
+        r.requested = now;
+        r.client = client;
+        SetWaitBoundLocked(&waiter);
+        waiter_index_.emplace(id, std::prev(waiters_.end()));
+        FileWaiterLocked(std::prev(waiters_.end()));
+        expiry_.ArmBy(waiter.deadline);
+        ArmGrowthLocked();
+      }
     }
     CheckInvariantsLocked();
   }
@@ -545,6 +650,7 @@ void ConnectionPool::EnqueueLocked(Request request) {
   it->request = std::move(request);
   SetWaitBoundLocked(&*it);
   waiter_index_.emplace(it->request.id, it);
+  FileWaiterLocked(it);
   expiry_.ArmBy(it->deadline);
 }
 
@@ -611,13 +717,9 @@ void ConnectionPool::Return(std::unique_ptr<Slot> slot, bool broken) {
     } else if (closed_) {
       to_close = std::move(slot);
     } else if (!waiters_.empty()) {
-      // Straight to the oldest waiter: no wake-and-race with newcomers.
-      Waiter& w = waiters_.front();
-      slot->request = std::move(w.request);
+      // Straight to the next waiter: no wake-and-race with newcomers.
+      slot->request = TakeWaiterLocked(NextWaiterLocked()).request;
       hand_off = true;
-      waiter_index_.erase(slot->request.id);
-      waiters_.pop_front();
-      if (waiters_.empty()) expiry_.Disarm();
     } else if (static_cast<int>(idle_.size()) >= options_.pool_size) {
       ++counters_.overflow_closed;
       overflow = true;
@@ -682,6 +784,7 @@ bool ConnectionPool::TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* ou
     // Each of them would need a connect that may not start now: failing them
     // at once is what they would get from dialing the dead database, minus
     // the dialing.
+    UnfileAllWaitersLocked();
     for (Waiter& w : waiters_) UnrefClientLocked(std::exchange(w.request.client, nullptr));
     expiry_.Disarm();
     counters_.backoff_rejections += static_cast<int64_t>(waiters_.size());
@@ -689,10 +792,7 @@ bool ConnectionPool::TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* ou
     refused->splice(refused->end(), waiters_);
     return false;
   }
-  *out = std::move(waiters_.front());
-  waiter_index_.erase(out->request.id);
-  waiters_.pop_front();
-  if (waiters_.empty()) expiry_.Disarm();
+  *out = TakeWaiterLocked(NextWaiterLocked());
   ++open_;
   ++opening_;
   dial->growth = growth;
@@ -750,7 +850,7 @@ void ConnectionPool::ExpireDue(RearmingTimer::Token token) {
     const absl::Time now = clock_.Now();
     // One pass over the queue (at most max_waiters), only when the timer
     // fires: the waiters due, and the earliest deadline of the others.
-    std::vector<std::list<Waiter>::iterator> due;
+    std::vector<WaiterList::iterator> due;
     absl::Time next = absl::InfiniteFuture();
     for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
       if (it->deadline <= now) {
@@ -764,10 +864,8 @@ void ConnectionPool::ExpireDue(RearmingTimer::Token token) {
       return std::make_pair(a->deadline, a->request.id) <
              std::make_pair(b->deadline, b->request.id);
     });
-    for (const std::list<Waiter>::iterator& it : due) {
-      Waiter waiter = std::move(*it);
-      waiters_.erase(it);
-      waiter_index_.erase(waiter.request.id);
+    for (const WaiterList::iterator& it : due) {
+      Waiter waiter = TakeWaiterLocked(it);
       ++counters_.checkout_timeouts;
       Expired& e = expired.emplace_back();
       e.status = TimeoutStatusLocked(waiter, now);
@@ -837,10 +935,8 @@ void ConnectionPool::CancelWait(WaitId id) {
     MutexLock lock(&mu_);
     auto it = waiter_index_.find(id);
     if (it == waiter_index_.end()) return;
-    done = DropRequestLocked(&it->second->request);
-    waiters_.erase(it->second);
-    waiter_index_.erase(it);
-    if (waiters_.empty()) expiry_.Disarm();
+    Waiter waiter = TakeWaiterLocked(it->second);
+    done = DropRequestLocked(&waiter.request);
     CheckInvariantsLocked();
   }
   executor_.Post([done = std::move(done)]() mutable {
@@ -857,6 +953,7 @@ void ConnectionPool::Close() {
     closed_ = true;
     idle.swap(idle_);
     open_ -= static_cast<int>(idle.size());
+    UnfileAllWaitersLocked();
     waiters.swap(waiters_);
     waiter_index_.clear();
     for (Waiter& w : waiters) UnrefClientLocked(std::exchange(w.request.client, nullptr));
@@ -935,11 +1032,21 @@ void ConnectionPool::CheckInvariantsLocked() const {
     SB_DCHECK(name == client->name);
     SB_DCHECK(client->refs >= 0 && client_in_use >= 0);
     SB_DCHECK(client->refs >= client_waiting + client_in_use + (client.get() == anonymous_));
+    // Its queue is exactly its waiters, in id order, and it is in the ring
+    // exactly while it has some.
+    SB_DCHECK(static_cast<int>(client->queue.size()) == client_waiting);
+    SB_DCHECK(client->queue.empty() || client->deficit >= 0);
+    WaitId previous = 0;
+    for (const WaiterList::iterator& q : client->queue) {
+      SB_DCHECK(q->request.client == client.get() && q->request.id > previous);
+      previous = q->request.id;
+    }
     refs += client->refs;
     in_use += client_in_use;
     if (client->refs == 0) ++unreferenced;
   }
   SB_DCHECK(waiting_per_client.size() <= clients_.size());
+  SB_DCHECK(ring_.size() == waiting_per_client.size());
   SB_DCHECK(unreferenced == unreferenced_clients_);
   SB_DCHECK(unreferenced_clients_ <= kMaxUnreferencedClients);
   SB_DCHECK(refs - waiting <= open_ - idle);
@@ -975,9 +1082,13 @@ PoolStats ConnectionPool::Stats() const {
   for (const auto& [name, client] : clients_) {
     const int in_use = client->in_use.load(std::memory_order_relaxed);
     s.checkouts += in_use;
-    if (in_use > 0) s.clients[std::string(name)].in_use = in_use;
+    if (in_use == 0 && client->queue.empty() && client->rejections == 0) continue;
+    ClientUsage& usage = s.clients[std::string(name)];
+    usage.in_use = in_use;
+    usage.waiting = static_cast<int>(client->queue.size());
+    usage.quota = client->quota;
+    usage.rejections = client->rejections;
   }
-  for (const Waiter& w : waiters_) ++s.clients[w.request.client->name].waiting;
   return s;
 }
 

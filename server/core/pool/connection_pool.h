@@ -5,12 +5,23 @@
 //  * at most pool_size + max_overflow connections exist at any moment
 //    (idle + in use + being opened);
 //  * idle connections are reused LIFO (warm ones stay warm, extras age out);
-//  * a returned connection goes straight to the oldest waiter (FIFO, no
+//  * a returned connection goes straight to the next waiter (no
 //    wake-and-race); with no waiter it is kept if fewer than pool_size are
 //    idle, and closed otherwise (overflow is given back);
+//  * the next waiter: with fair_queuing off, the oldest (one FIFO queue);
+//    with it on (the default), waiters queue per client id (FIFO within a
+//    client) and are served by deficit round robin across clients, each
+//    client's turn serving ClientQuota::weight requests, except that a client
+//    with fewer connections than its reserved_connections is served first;
+//    so a client flooding the pool delays another client's request by at
+//    most one turn of each other waiting client, not by its whole queue;
 //  * waiting never blocks a thread: Acquire() queues a request with a deadline
 //    and returns; at most max_waiters may queue, beyond that Acquire fails at
 //    once with RESOURCE_EXHAUSTED;
+//  * per client (ClientShares): its connections in use plus its queued
+//    requests stay within ClientQuota::max_connections and its queued requests
+//    within max_waiters; a request beyond either fails at once with
+//    RESOURCE_EXHAUSTED naming the quota and the client (0: no such cap);
 //  * a connection older than its recycle age (recycle, minus up to
 //    recycle_jitter of it, drawn per connection so they do not all expire
 //    together) is closed instead of reused; a connection idle for at least
@@ -76,6 +87,7 @@
 #include "server/core/base/mutex.h"
 #include "server/core/base/rearming_timer.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/pool/client_shares.h"
 #include "server/core/pool/reconnect_backoff.h"
 #include "server/storage/db_connection.h"
 
@@ -105,6 +117,13 @@ struct PoolOptions {
   // connection budget checked at start (connection_budget.h); the pool
   // itself does not use it.
   int expected_replicas = 1;
+  // BROKER_FAIR_QUEUING: weighted fair queuing across client ids while
+  // requests wait; false serves every waiter in one FIFO queue.
+  bool fair_queuing = true;
+  // Per-client quotas and weights (read when a client's entry is created and
+  // on RefreshQuotas()); null gives every client ClientQuota{} (no caps,
+  // weight 1).
+  std::shared_ptr<const ClientShares> shares;
 
   int max_connections() const { return pool_size + max_overflow; }
 };
@@ -119,8 +138,13 @@ struct ServerConnectionSettings {
 
 // One client's share of the pool right now.
 struct ClientUsage {
-  int in_use = 0;   // connections checked out
-  int waiting = 0;  // requests queued
+  int in_use = 0;     // connections checked out
+  int waiting = 0;    // requests queued
+  ClientQuota quota;  // in force for it
+  // Requests refused for its quotas (max_connections, max_waiters) since its
+  // entry was created (entries of clients with nothing in use or queued are
+  // forgotten beyond 64 of them).
+  int64_t rejections = 0;
 };
 
 // Counters since start and the pool's current shape.
@@ -163,7 +187,7 @@ struct PoolStats {
   absl::Time last_connect_error_time = absl::InfinitePast();
 
   // Per AcquireRequest::client_id; only clients with something in use or
-  // queued.
+  // queued, or with quota rejections.
   absl::flat_hash_map<std::string, ClientUsage> clients;
 };
 
@@ -271,6 +295,10 @@ class ConnectionPool final {
   // the server's settings there). It must leave the connection's session
   // state as it found it. Set it before the first Acquire.
   void SetFirstConnectHook(absl::AnyInvocable<void(storage::DbConnection&) &&> hook);
+  // Re-reads every known client's quota from options().shares (a clients
+  // file reloaded). Connections already in use stay in use; the new caps
+  // apply to the next requests.
+  void RefreshQuotas();
   // Kept for Stats() (PoolStats::server).
   void RecordServerSettings(const ServerConnectionSettings& settings);
   const PoolOptions& options() const { return options_; }
@@ -284,18 +312,7 @@ class ConnectionPool final {
   friend class PooledConnection;
   using Slot = PooledConnection::Slot;
 
-  // One client id's share of the pool. Kept while referenced (by a request
-  // on its way to a connection, or by a connection checked out), plus up to
-  // kMaxUnreferencedClients unreferenced ones, swept when there are more: a
-  // client's next checkout finds its entry instead of allocating one, and
-  // ids cannot grow memory.
-  struct Client {
-    std::string name;
-    // Connections checked out. Atomic: counted up at delivery, outside mu_
-    // (the references keep the entry alive meanwhile), and down under mu_.
-    std::atomic<int> in_use{0};
-    int refs = 0;  // guarded by mu_
-  };
+  struct Client;
   static constexpr int kMaxUnreferencedClients = 64;
 
   // What a request carries from Acquire to its delivery: the caller's
@@ -312,10 +329,37 @@ class ConnectionPool final {
   };
 
   // A request in the queue (request.id indexes it in waiter_index_).
+  struct Waiter;
+  using WaiterList = std::list<Waiter>;
+  using ClientQueue = std::list<WaiterList::iterator>;
   struct Waiter {
-    absl::Time deadline;   // the earlier of request.deadline and the pool timeout
-    bool caller_deadline;  // request.deadline, not the pool timeout, bounds it
-    Request request;       // request.requested: when it was first queued or dialed for
+    absl::Time deadline;              // the earlier of request.deadline and the pool timeout
+    bool caller_deadline;             // request.deadline, not the pool timeout, bounds it
+    Request request;                  // request.requested: when it was first queued or dialed for
+    ClientQueue::iterator in_client;  // its place in request.client->queue
+  };
+
+  // One client id's share of the pool. Kept while referenced (by a request
+  // on its way to a connection or queued, or by a connection checked out),
+  // plus up to kMaxUnreferencedClients unreferenced ones, swept when there
+  // are more: a client's next checkout finds its entry instead of allocating
+  // one, and ids cannot grow memory. Every field but in_use is guarded by
+  // mu_ (the analysis cannot name the pool's mutex from here).
+  struct Client {
+    std::string name;
+    // Connections checked out. Atomic: counted up at delivery, outside mu_
+    // (the references keep the entry alive meanwhile), and down under mu_.
+    std::atomic<int> in_use{0};
+    int refs = 0;
+    ClientQuota quota;
+    // Its queued requests, oldest (lowest id) first; non-empty exactly while
+    // it is in ring_ (at ring_pos).
+    ClientQueue queue;
+    std::list<Client*>::iterator ring_pos;
+    // Deficit round robin: requests it may still be served in its current
+    // turn (a turn adds quota.weight).
+    int deficit = 0;
+    int64_t rejections = 0;
   };
 
   // How a connect was allowed to start: `probe` is ReconnectBackoff's probe,
@@ -358,6 +402,22 @@ class ConnectionPool final {
   // Whether one more connection may open at `now`: below the effective
   // limit, or (*growth) as the growth probe above it.
   bool RoomLocked(absl::Time now, bool* growth) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Connections it holds (checked out or on their way to it): its references
+  // minus its queued requests (minus the pool's own on the anonymous entry).
+  int HeldLocked(const Client& client) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Files a waiter (already in waiters_) in its client's queue, in id order,
+  // putting the client in the fair-queuing ring if it was not.
+  void FileWaiterLocked(WaiterList::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The waiter to serve next (someone waits): the policy in the class
+  // comment. Charges the client's turn.
+  WaiterList::iterator NextWaiterLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes a waiter out of every queue and index; disarms the expiry timer
+  // when no one is left.
+  Waiter TakeWaiterLocked(WaiterList::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Empties every client's queue and the ring (all of waiters_ is about to
+  // be failed).
+  void UnfileAllWaitersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  ClientQuota QuotaOf(absl::string_view id) const;
   // Queues a request (its wait bounded by the earlier of its deadline and
   // requested + timeout), in id order (a request queued again after a
   // refused connect goes before those that came after it), and arms the
@@ -401,8 +461,14 @@ class ConnectionPool final {
   std::vector<std::unique_ptr<Slot>> idle_ ABSL_GUARDED_BY(mu_);  // back = most recently used
   int open_ ABSL_GUARDED_BY(mu_) = 0;
   int opening_ ABSL_GUARDED_BY(mu_) = 0;
-  std::list<Waiter> waiters_ ABSL_GUARDED_BY(mu_);  // front = oldest
-  absl::flat_hash_map<WaitId, std::list<Waiter>::iterator> waiter_index_ ABSL_GUARDED_BY(mu_);
+  WaiterList waiters_ ABSL_GUARDED_BY(mu_);  // front = oldest (lowest id)
+  absl::flat_hash_map<WaitId, WaiterList::iterator> waiter_index_ ABSL_GUARDED_BY(mu_);
+  // Clients with queued requests, in deficit-round-robin order (front: the
+  // one whose turn it is).
+  std::list<Client*> ring_ ABSL_GUARDED_BY(mu_);
+  // Some known client has a reserved floor: only then does picking a waiter
+  // look through the ring for one below its floor.
+  bool floors_ ABSL_GUARDED_BY(mu_) = false;
   WaitId next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   PoolStats counters_ ABSL_GUARDED_BY(mu_);  // only the counter fields are used

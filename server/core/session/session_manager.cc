@@ -504,15 +504,33 @@ absl::Status SessionManager::RoomForSessionLocked(const std::string& client_id) 
         "MAX_SESSIONS");
   }
   auto by_client = open_by_client_.find(client_id);
-  if (options_.max_sessions_per_client > 0 && by_client != open_by_client_.end() &&
-      by_client->second >= options_.max_sessions_per_client) {
+  const int open = by_client == open_by_client_.end() ? 0 : static_cast<int>(by_client->second);
+  const int own_cap = options_.shares != nullptr ? options_.shares->QuotaFor(client_id).max_sessions
+                                                 : options_.max_sessions_per_client;
+  if (own_cap > 0 && open >= own_cap) {
     ++counters_.rejected;
     return WithReason(
         absl::ResourceExhaustedError(absl::StrCat(
-            "client \"", client_id, "\" has ", by_client->second,
-            " open sessions, its limit (BROKER_MAX_SESSIONS_PER_CLIENT); end sessions you no "
+            ClientLabel(client_id), " has ", open, " open sessions, its max_sessions quota of ",
+            own_cap,
+            " (BROKER_MAX_SESSIONS_PER_CLIENT or its clients-file entry); end sessions you no "
             "longer need, or retry later")),
         "MAX_SESSIONS_PER_CLIENT");
+  }
+  if (options_.max_client_share_percent < 100) {
+    const int share = std::max<int64_t>(
+        1, int64_t{options_.max_sessions} * options_.max_client_share_percent / 100);
+    if (open >= share) {
+      ++counters_.rejected;
+      return WithReason(
+          absl::ResourceExhaustedError(absl::StrCat(
+              ClientLabel(client_id), " has ", open,
+              " open sessions, its share of the broker's sessions (",
+              options_.max_client_share_percent, "% of BROKER_MAX_SESSIONS=", options_.max_sessions,
+              ", BROKER_CLIENT_SESSION_SHARE_PERCENT), so that no "
+              "client can take every session; end sessions you no longer need, or retry later")),
+          "MAX_SESSIONS_PER_CLIENT");
+    }
   }
   return absl::OkStatus();
 }

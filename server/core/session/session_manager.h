@@ -67,6 +67,7 @@
 #include "server/core/base/rearming_timer.h"
 #include "server/core/base/timer_queue.h"
 #include "server/core/exec/statement_runner.h"
+#include "server/core/pool/client_shares.h"
 #include "server/core/session/ended_sessions.h"
 #include "server/core/session/session_stats.h"
 #include "server/core/session/session_types.h"
@@ -85,6 +86,13 @@ struct SessionOptions {
   absl::Duration orphan_grace = absl::Seconds(5);
   int max_sessions = 10000;
   int max_sessions_per_client = 5000;
+  // No client may hold more than this percentage of max_sessions (at least
+  // one session), whatever its own cap: so one or two clients cannot take
+  // every session (BROKER_CLIENT_SESSION_SHARE_PERCENT; 100: no such bound).
+  int max_client_share_percent = 100;
+  // Per-client caps (ClientQuota::max_sessions, 0 = none) replace
+  // max_sessions_per_client when set (a clients file); read at each Begin.
+  std::shared_ptr<const ClientShares> shares;
   int max_queued_calls = 16;
   // Ended sessions remembered (to answer "ended, because ..." rather than
   // "not found"): at most this many, for at most this long.

@@ -79,7 +79,15 @@ core::PoolSnapshot ASnapshot() {
   s.sessions.tx_killed_idle = 46;
   s.sessions.tx_killed_max_duration = 47;
   s.sessions.tx_killed_session_end = 48;
-  s.top_clients = {{"billing", 3, 1, 7}, {"reports", 1, 0, 2}};
+  core::ClientQuota billing_quota;
+  billing_quota.weight = 2;
+  billing_quota.max_connections = 4;
+  billing_quota.max_waiters = 8;
+  billing_quota.max_sessions = 50;
+  billing_quota.reserved_connections = 1;
+  billing_quota.statement_timeout_max = absl::Seconds(30);
+  s.top_clients = {{"billing", 3, 1, 7, billing_quota, 5},
+                   {"reports", 1, 0, 2, core::ClientQuota{}, 0}};
   s.clients_total = 9;
   s.database_reachable = false;
   s.last_error = "connection refused";
@@ -187,6 +195,15 @@ TEST(PoolStatusConversionTest, TheTopClientsInOrderAndTheirTotal) {
   EXPECT_EQ(out.clients(0).in_use(), 3);
   EXPECT_EQ(out.clients(0).waiting(), 1);
   EXPECT_EQ(out.clients(0).sessions(), 7);
+  EXPECT_EQ(out.clients(0).weight(), 2);
+  EXPECT_EQ(out.clients(0).max_connections(), 4);
+  EXPECT_EQ(out.clients(0).max_waiters(), 8);
+  EXPECT_EQ(out.clients(0).max_sessions(), 50);
+  EXPECT_EQ(out.clients(0).reserved_connections(), 1);
+  EXPECT_EQ(out.clients(0).statement_timeout_max().seconds(), 30);
+  EXPECT_EQ(out.clients(0).quota_rejections(), 5);
+  EXPECT_FALSE(out.clients(1).has_statement_timeout_max()) << "no ceiling: absent";
+  EXPECT_EQ(out.clients(1).weight(), 1);
   EXPECT_EQ(out.clients(1).client_id(), "reports");
   EXPECT_EQ(out.clients_total(), 9);
 }

@@ -29,6 +29,17 @@ RunRequest One(std::string sql, std::vector<storage::Value> params = {}) {
   return r;
 }
 
+// Client "capped" may run statements for at most 10 s; the others have no
+// ceiling of their own.
+class CappedClientShares final : public ClientShares {
+ public:
+  ClientQuota QuotaFor(absl::string_view client_id) const override {
+    ClientQuota quota;
+    if (client_id == "capped") quota.statement_timeout_max = absl::Seconds(10);
+    return quota;
+  }
+};
+
 class StatementRunnerTest : public ::testing::Test {
  protected:
   StatementRunnerTest() {
@@ -338,6 +349,7 @@ class StatementRunnerCancelTest : public ::testing::Test {
     options.pool_size = 1;
     options.max_overflow = 0;
     options.pre_ping = false;
+    options.shares = std::make_shared<CappedClientShares>();
     pool_ = std::make_unique<ConnectionPool>(options, connector_, executor_, timers_, clock_);
     RunnerOptions runner_options;
     runner_options.max_statement_duration = absl::Minutes(5);
@@ -417,6 +429,32 @@ TEST_F(StatementRunnerCancelTest, MaxStatementDurationCapsCallersWithoutDeadline
   absl::StatusOr<Results> r = Wait();
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_THAT(r.status().message(), HasSubstr("BROKER_MAX_STATEMENT_DURATION"));
+}
+
+TEST_F(StatementRunnerCancelTest, ClientStatementTimeoutCeilingCancelsItsStatementNamingTheQuota) {
+  RunRequest request = One("SELECT pg_sleep(3600)");
+  request.client_id = "capped";
+  request.deadline = clock_.Now() + absl::Minutes(1);  // later than its ceiling
+  StartBlocking(std::move(request));
+  clock_.Advance(absl::Seconds(10));
+  timers_.RunDue();
+  absl::StatusOr<Results> r = Wait();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(r.status().message(), HasSubstr("client \"capped\""));
+  EXPECT_THAT(r.status().message(), HasSubstr("statement_timeout_max quota of 10s"));
+  EXPECT_THAT(r.status().message(), HasSubstr("BROKER_CLIENT_STATEMENT_TIMEOUT_MAX"));
+}
+
+TEST_F(StatementRunnerCancelTest, CallerDeadlineBeforeTheClientCeilingIsTheCallersDeadline) {
+  RunRequest request = One("SELECT pg_sleep(3600)");
+  request.client_id = "capped";
+  request.deadline = clock_.Now() + absl::Seconds(2);
+  StartBlocking(std::move(request));
+  clock_.Advance(absl::Seconds(2));
+  timers_.RunDue();
+  absl::StatusOr<Results> r = Wait();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(r.status().message(), HasSubstr("the call's deadline passed"));
 }
 
 TEST_F(StatementRunnerCancelTest, CallerCancellationCancelsTheStatementAndKeepsTheConnection) {

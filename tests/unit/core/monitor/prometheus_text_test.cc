@@ -35,7 +35,11 @@ PoolSnapshot Example() {
   s.checkout_wait_totals.sum_seconds = 0.75;
   s.sessions.tx_killed_idle = 3;
   s.sessions.expired = 4;
-  s.top_clients.push_back({"billing \"eu\"\\1", 2, 1, 6});
+  ClientQuota quota;
+  quota.weight = 3;
+  quota.max_connections = 4;
+  s.top_clients.push_back({"billing \"eu\"\\1", 2, 1, 6, quota, 9});
+  s.config.fair_queuing = true;
   s.clients_total = 1;
   s.database_reachable = true;
   return s;
@@ -104,6 +108,19 @@ TEST(PrometheusTextTest, ClientLabelValuesAreEscaped) {
       text,
       HasSubstr("sessionbroker_client_sessions_open{client=\"billing \\\"eu\\\"\\\\1\"} 6\n"));
   EXPECT_EQ(EscapeLabelValue("a\nb"), "a\\nb");
+}
+
+TEST(PrometheusTextTest, FairSharesArePerClientQuotasAndRejections) {
+  const std::string text = RenderPrometheus(Example());
+  const std::string client = "client=\"billing \\\"eu\\\"\\\\1\"";
+  EXPECT_THAT(text, HasSubstr("# TYPE sessionbroker_client_quota_rejections_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("sessionbroker_client_quota_rejections_total{" + client + "} 9\n"));
+  EXPECT_THAT(text, HasSubstr("sessionbroker_client_quota{" + client + ",quota=\"weight\"} 3\n"));
+  EXPECT_THAT(
+      text, HasSubstr("sessionbroker_client_quota{" + client + ",quota=\"max_connections\"} 4\n"));
+  EXPECT_THAT(text,
+              HasSubstr("sessionbroker_client_quota{" + client + ",quota=\"max_waiters\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("sessionbroker_fair_queuing 1\n"));
 }
 
 TEST(PrometheusTextTest, EveryLineIsACommentOrASample) {

@@ -1430,6 +1430,43 @@ TEST_F(SessionManagerTest, MaxSessionsIsEnforcedAndEndingASessionFreesItsSlot) {
   EXPECT_EQ(manager_->Stats().open, 3);
 }
 
+TEST_F(SessionManagerTest, NoClientHoldsMoreThanItsShareOfAllSessions) {
+  SessionOptions o = TestOptions();
+  o.max_sessions = 8;
+  o.max_sessions_per_client = 0;
+  o.max_client_share_percent = 25;  // two of eight
+  Restart(o);
+  MustBegin(ForClient("a"));
+  MustBegin(ForClient("a"));
+  absl::StatusOr<SessionInfo> r = Begin(ForClient("a"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ReasonOf(r.status()), "MAX_SESSIONS_PER_CLIENT");
+  EXPECT_THAT(r.status().message(), HasSubstr("client \"a\""));
+  EXPECT_THAT(r.status().message(), HasSubstr("25% of BROKER_MAX_SESSIONS=8"));
+  EXPECT_TRUE(Begin(ForClient("b")).ok()) << "the rest stay for other clients";
+}
+
+TEST_F(SessionManagerTest, ClientSharesGiveEachClientItsOwnSessionCap) {
+  class Shares final : public ClientShares {
+   public:
+    ClientQuota QuotaFor(absl::string_view id) const override {
+      ClientQuota q;
+      q.max_sessions = id == "small" ? 1 : 0;
+      return q;
+    }
+  };
+  SessionOptions o = TestOptions();
+  o.max_sessions_per_client = 1000;  // replaced by the shares
+  o.shares = std::make_shared<Shares>();
+  Restart(o);
+  MustBegin(ForClient("small"));
+  absl::StatusOr<SessionInfo> r = Begin(ForClient("small"));
+  EXPECT_EQ(ReasonOf(r.status()), "MAX_SESSIONS_PER_CLIENT");
+  EXPECT_THAT(r.status().message(), HasSubstr("max_sessions quota of 1"));
+  MustBegin(ForClient("big"));
+  MustBegin(ForClient("big"));
+}
+
 TEST_F(SessionManagerTest, MaxSessionsPerClientIsEnforcedPerClient) {
   SessionOptions o = TestOptions();
   o.max_sessions_per_client = 2;
