@@ -240,6 +240,9 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
     switch (request_.op) {
       case Op::kExecute:
         if (request_.transaction.IsPlain()) {
+          // The connection sends the reset in the statement's round trip.
+          options.reset_session_after = needs_reset_;
+          reset_by_statement_ = needs_reset_;
           absl::StatusOr<storage::QueryResult> one = conn.Execute(request_.statements[0], options);
           if (!one.ok()) return one.status();
           Results out;
@@ -414,6 +417,8 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
   void ResetIfNeeded(PooledConnection& conn) {
     if (!(needs_reset_ || request_.reset_on_release) || conn->IsBroken()) return;
     runner_.session_resets_.fetch_add(1, std::memory_order_relaxed);
+    // Done with the statement (a failed one leaves the connection broken).
+    if (reset_by_statement_) return;
     const absl::Status reset = conn->ResetSession();
     if (!reset.ok()) {
       spdlog::warn("discarding connection pid={}: session reset failed: {}", conn->BackendPid(),
@@ -492,6 +497,9 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
   RunRequest request_;
   StepCallback done_;
   const bool needs_reset_;
+  // The statement's Execute reset the connection itself
+  // (ExecuteOptions::reset_session_after). Worker thread only.
+  bool reset_by_statement_ = false;
 
   Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kWaiting;
