@@ -485,10 +485,19 @@ class Walker {
     } else if (type == "FuncCall") {
       Function(body);
     } else if (type == "A_Expr") {
-      // An operator named with a schema other than pg_catalog
-      // (OPERATOR(s.+)) is a user operator.
-      const QualifiedName op = NameOf(body.value("name", Json()));
-      if (!IsCatalogSchema(op.schema)) provable = false;
+      // Operators are found by name and argument types on the search_path,
+      // and a user operator with other argument types than pg_catalog's
+      // (CREATE OPERATOR + (int4, text)) wins for those types wherever its
+      // schema is: only OPERATOR(pg_catalog.op) is provably a built-in. The
+      // same holds for the operators IN, LIKE, BETWEEN, IS DISTINCT FROM
+      // and NULLIF use.
+      OperatorNamed(body.value("name", Json()));
+    } else if (type == "SubLink") {
+      if (body.contains("operName")) OperatorNamed(body["operName"]);
+    } else if (type == "SortBy") {
+      if (body.contains("useOp")) OperatorNamed(body["useOp"]);
+    } else if (type == "CaseExpr") {
+      if (body.contains("arg")) provable = false;  // CASE x WHEN ...: x = ... by name
     } else if (type == "SelectStmt") {
       if (body.contains("intoClause") || body.contains("lockingClause")) provable = false;
     } else if (type == "ExplainStmt") {
@@ -557,6 +566,10 @@ class Walker {
     if (!name.schema.empty() || !BuiltinTypes().contains(name.name)) provable = false;
   }
 
+  void OperatorNamed(const Json& name) {
+    if (NameOf(name).schema != "pg_catalog") provable = false;
+  }
+
   void Function(const Json& body) {
     const QualifiedName f = NameOf(body.value("funcname", Json()));
     if (!f.ok || !IsCatalogSchema(f.schema)) {
@@ -564,6 +577,13 @@ class Walker {
       return;
     }
     if (!StatelessFunctions().contains(f.name)) provable = false;
+    // Like operators, a function is chosen by name and argument types on
+    // the search_path: pg_catalog comes first, so it wins for identical
+    // argument types only. A call without arguments has one signature (and
+    // pg_catalog's wins); a call with arguments is provably the built-in
+    // only as pg_catalog.f(...).
+    const bool has_args = body.contains("args") || body.contains("agg_order");
+    if (has_args && f.schema != "pg_catalog") provable = false;
     if (!StatefulFunctions().contains(f.name)) return;
     changes_state = true;
     const Json args = body.value("args", Json::array());

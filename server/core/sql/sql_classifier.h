@@ -66,8 +66,11 @@ struct SqlInfo {
   // connection needs no reset afterwards. True only for SELECT, VALUES, SHOW
   // and EXPLAIN (without ANALYZE) whose every function call is in an
   // allow-list of pg_catalog built-ins that cannot change session state
-  // (called unqualified or as pg_catalog.f), whose every type cast names a
-  // pg_catalog type, that read no relation other than an allow-listed
+  // (called as pg_catalog.f(...), or unqualified without arguments: a user
+  // overload with other argument types would win over the built-in), whose
+  // every operator is written OPERATOR(pg_catalog.op) (so no IN, LIKE,
+  // BETWEEN or CASE x WHEN either: they name operators too), whose every
+  // type cast names a pg_catalog type, that read no relation other than an allow-listed
   // pg_catalog catalog or view, that have no SELECT INTO and no locking
   // clause. Any other relation could run user code (a view calling
   // set_config, a rule, a row-level security policy), so INSERT, UPDATE,

@@ -146,7 +146,7 @@ TEST_F(StatementRunnerTest, SessionStateStatementsResetTheConnectionBeforeItIsRe
 }
 
 TEST_F(StatementRunnerTest, ProvablyStatelessStatementsDoNotResetTheConnection) {
-  ASSERT_TRUE(RunToEnd(One("SELECT $1::int8 + 1", {storage::Value::Int64(1)})).ok());
+  ASSERT_TRUE(RunToEnd(One("SELECT $1::int8", {storage::Value::Int64(1)})).ok());
   ASSERT_TRUE(RunToEnd(One("SELECT now(), pg_backend_pid()")).ok());
   EXPECT_EQ(connector_.connection(1)->resets(), 0);
 }

@@ -726,7 +726,7 @@ TEST_F(FailingStatementTest, TheCallGetsItsErrorAndTheTransactionIsRolledBackAnd
   EXPECT_EQ(statement_error_.code(), failure_.code());
   EXPECT_THAT(statement_error_.message(), HasSubstr("division by zero"));
   EXPECT_EQ(storage::SqlStateOf(statement_error_), "22012");
-  EXPECT_THAT(Log(1), ElementsAre("BEGIN", "SELECT 1", "SELECT 1/0", "ROLLBACK"));
+  EXPECT_THAT(Log(1), ElementsAre("BEGIN", "SELECT 1", "SELECT 1/0", "ROLLBACK", "RESET"));
   EXPECT_FALSE(connector_.connection(1)->in_transaction());
   EXPECT_EQ(pool_->Stats().in_use, 0);
 
@@ -821,7 +821,7 @@ TEST_F(FailingStatementTest, CommitOfATransactionAbortedAfterASavepointRollsBack
   EXPECT_EQ(commit.status().code(), absl::StatusCode::kAborted);
   EXPECT_THAT(commit.status().message(), HasSubstr("nothing was committed"));
   EXPECT_EQ(ReasonOf(commit.status()), "TX_STATEMENT_FAILED");
-  EXPECT_THAT(Log(1), ElementsAre("BEGIN", "SAVEPOINT a", "SELECT 1/0", "ROLLBACK"));
+  EXPECT_THAT(Log(1), ElementsAre("BEGIN", "SAVEPOINT a", "SELECT 1/0", "ROLLBACK", "RESET"));
   EXPECT_EQ(pool_->Stats().in_use, 0);
   EXPECT_FALSE(manager_->Get(s.name)->in_transaction);
   EXPECT_TRUE(Exec(s.name, "SELECT 3").ok());
@@ -1768,7 +1768,8 @@ TEST_F(SessionManagerThreadedTest, TxMaxDurationCancelsTheRunningStatement) {
   EXPECT_THAT(r.status().message(), HasSubstr("BROKER_TX_MAX_DURATION"));
   EXPECT_EQ(ReasonOf(r.status()), "TX_MAX_DURATION");
   EXPECT_EQ(connector_.connection(1)->cancels(), 1);
-  EXPECT_THAT(connector_.connection(1)->log(), ElementsAre("BEGIN", "ROLLBACK"));
+  // The cancelled statement was not provably stateless: a reset follows.
+  EXPECT_THAT(connector_.connection(1)->log(), ElementsAre("BEGIN", "ROLLBACK", "RESET"));
   EXPECT_EQ(pool_->Stats().in_use, 0);
   EXPECT_EQ(manager_->Stats().tx_killed_max_duration, 1);
   absl::StatusOr<SessionInfo> info = manager_->Get(s.name);
@@ -1827,7 +1828,8 @@ TEST_F(SessionManagerThreadedTest, SessionExpiryCancelsTheRunningStatementAndRol
   EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted);
   EXPECT_THAT(r.status().message(), HasSubstr("lease expired"));
   EXPECT_EQ(ReasonOf(r.status()), "SESSION_EXPIRED");
-  EXPECT_THAT(connector_.connection(1)->log(), ElementsAre("BEGIN", "ROLLBACK"));
+  // The cancelled statement was not provably stateless: a reset follows.
+  EXPECT_THAT(connector_.connection(1)->log(), ElementsAre("BEGIN", "ROLLBACK", "RESET"));
   EXPECT_EQ(pool_->Stats().in_use, 0);
   SessionStats stats = manager_->Stats();
   EXPECT_EQ(stats.expired, 1);
@@ -1848,7 +1850,8 @@ TEST_F(SessionManagerThreadedTest, EndCancelsTheRunningStatementAndRollsBack) {
   absl::StatusOr<Results> r = out.Wait();
   EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted);
   EXPECT_THAT(r.status().message(), HasSubstr("EndSession was called"));
-  EXPECT_THAT(connector_.connection(1)->log(), ElementsAre("BEGIN", "ROLLBACK"));
+  // The cancelled statement was not provably stateless: a reset follows.
+  EXPECT_THAT(connector_.connection(1)->log(), ElementsAre("BEGIN", "ROLLBACK", "RESET"));
   EXPECT_EQ(pool_->Stats().in_use, 0);
 }
 
@@ -1920,7 +1923,8 @@ TEST_F(SessionManagerThreadedTest, ShutdownCancelsRunningStatementsAndWaits) {
   EXPECT_TRUE(manager_->Shutdown(absl::InfiniteFuture()));
   EXPECT_EQ(pool_->Stats().in_use, 0);
   EXPECT_EQ(out.Wait().status().code(), absl::StatusCode::kAborted);
-  EXPECT_THAT(connector_.connection(1)->log(), ElementsAre("BEGIN", "ROLLBACK"));
+  // The cancelled statement was not provably stateless: a reset follows.
+  EXPECT_THAT(connector_.connection(1)->log(), ElementsAre("BEGIN", "ROLLBACK", "RESET"));
 }
 
 // Many threads on shared sessions while another thread moves the clock and

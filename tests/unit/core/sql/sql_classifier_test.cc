@@ -769,23 +769,26 @@ INSTANTIATE_TEST_SUITE_P(
     SqlClassifierTest, ProvablyStatelessTest,
     testing::Values(
         NamedSql{"Empty", ""}, NamedSql{"SelectOne", "SELECT 1"},
-        NamedSql{"Parameters", "SELECT $1::int8 + 1, $2::text || 'x'"},
+        NamedSql{"Parameters", "SELECT $1::int8, $2::text"},
+        NamedSql{"CatalogQualifiedOperator", "SELECT $1::int8 OPERATOR(pg_catalog.+) 1"},
         NamedSql{"Values", "VALUES (1, 'a'), (2, 'b')"}, NamedSql{"Show", "SHOW search_path"},
         NamedSql{"Explain", "EXPLAIN SELECT 1"},
         NamedSql{"AllowedBuiltins",
-                 "SELECT now(), pg_catalog.length('abc'), current_setting('TimeZone'), "
+                 "SELECT now(), pg_catalog.length('abc'), pg_catalog.current_setting('TimeZone'), "
                  "pg_backend_pid(), coalesce(null, 1), greatest(1, 2)"},
         NamedSql{"CaseAndSubquery",
-                 "SELECT CASE WHEN x > 1 THEN 'a' ELSE 'b' END FROM (SELECT 2 AS x) s"},
-        NamedSql{"SetReturningBuiltin", "SELECT g FROM generate_series(1, 3) AS g"},
-        NamedSql{"Aggregate", "SELECT count(*), sum(g) FROM generate_series(1, 3) g"},
-        NamedSql{"CatalogRead", "SELECT relname FROM pg_catalog.pg_class WHERE oid = $1"},
+                 "SELECT CASE WHEN x IS NULL THEN 'a' ELSE 'b' END FROM (SELECT 2 AS x) s"},
+        NamedSql{"SetReturningBuiltin", "SELECT g FROM pg_catalog.generate_series(1, 3) AS g"},
+        NamedSql{"Aggregate",
+                 "SELECT count(*), pg_catalog.sum(g) FROM pg_catalog.generate_series(1, 3) g"},
+        NamedSql{"CatalogRead", "SELECT relname FROM pg_catalog.pg_class ORDER BY 1 LIMIT $1"},
         NamedSql{"UnqualifiedCatalogView", "SELECT count(*) FROM pg_stat_activity"},
         NamedSql{"SqlValueFunctions", "SELECT current_user, session_user, current_date"},
         NamedSql{"Cte", "WITH x AS (SELECT 1 AS a) SELECT a FROM x"},
         NamedSql{"CteSeesEarlierCte", "WITH x AS (SELECT 1 AS a), y AS (SELECT a FROM x) TABLE y"},
         NamedSql{"RecursiveCte",
-                 "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) "
+                 "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n OPERATOR(pg_catalog.+) 1 FROM r "
+                 "WHERE n OPERATOR(pg_catalog.<) 3) "
                  "SELECT n FROM r"},
         NamedSql{"Savepoint", "SAVEPOINT a"}, NamedSql{"RollbackTo", "ROLLBACK TO SAVEPOINT a"},
         NamedSql{"Release", "RELEASE a"},
@@ -813,6 +816,14 @@ INSTANTIATE_TEST_SUITE_P(
         NamedSql{"QualifiedNameIsNotACte", "WITH t AS (SELECT 1) SELECT * FROM public.t"},
         NamedSql{"DataModifyingCte", "WITH d AS (DELETE FROM t RETURNING 1) SELECT 1"},
         NamedSql{"UserFunction", "SELECT my_func(1)"},
+        // A user overload with other argument types would win over these.
+        NamedSql{"UnqualifiedBuiltinWithArguments", "SELECT length('abc')"},
+        NamedSql{"UnqualifiedAggregateWithArgument", "SELECT sum(1)"},
+        NamedSql{"Operator", "SELECT 1 + 1"}, NamedSql{"In", "SELECT 1 IN (1, 2)"},
+        NamedSql{"Like", "SELECT 'a' LIKE 'b'"}, NamedSql{"Between", "SELECT 1 BETWEEN 0 AND 2"},
+        NamedSql{"SimpleCase", "SELECT CASE 1 WHEN 1 THEN 2 END"},
+        NamedSql{"AnySublink", "SELECT 1 = ANY (SELECT 1)"},
+        NamedSql{"OrderByUsing", "SELECT 1 ORDER BY 1 USING <"},
         NamedSql{"QualifiedUserFunction", "SELECT app.length('x')"},
         NamedSql{"BuiltinNameInAnotherSchema", "SELECT public.now()"},
         NamedSql{"UserOperatorQualified", "SELECT 1 OPERATOR(app.+) 2"},
