@@ -786,10 +786,11 @@ INSTANTIATE_TEST_SUITE_P(
         NamedSql{"SqlValueFunctions", "SELECT current_user, session_user, current_date"},
         NamedSql{"Cte", "WITH x AS (SELECT 1 AS a) SELECT a FROM x"},
         NamedSql{"CteSeesEarlierCte", "WITH x AS (SELECT 1 AS a), y AS (SELECT a FROM x) TABLE y"},
-        NamedSql{"RecursiveCte",
-                 "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n OPERATOR(pg_catalog.+) 1 FROM r "
-                 "WHERE n OPERATOR(pg_catalog.<) 3) "
-                 "SELECT n FROM r"},
+        NamedSql{
+            "RecursiveCte",
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n OPERATOR(pg_catalog.+) 1 FROM r "
+            "WHERE n OPERATOR(pg_catalog.<) 3) "
+            "SELECT n FROM r"},
         NamedSql{"Savepoint", "SAVEPOINT a"}, NamedSql{"RollbackTo", "ROLLBACK TO SAVEPOINT a"},
         NamedSql{"Release", "RELEASE a"},
         NamedSql{"BuiltinCasts", "SELECT '1'::int4, '{}'::jsonb, '2020-01-01'::date"}),
