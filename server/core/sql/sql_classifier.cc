@@ -405,6 +405,9 @@ bool BoolField(const Json& body, const char* key) {
 
 // Nested SQL text (query_to_xml('...')) is classified in turn, to this depth.
 constexpr int kMaxNestedSql = 4;
+// Levels of the parse tree's JSON the walk descends (a parenthesised
+// expression costs about three).
+constexpr int kMaxTreeDepth = 3000;
 
 SqlInfo Classify(absl::string_view sql, int depth);
 
@@ -419,6 +422,21 @@ class Walker {
   bool changes_role = false;
 
   void Walk(const Json& value) {
+    // Bounds the recursion (and so the stack) on deeply nested text. What
+    // lies deeper is not looked at, so it counts as everything it could be.
+    if (++level_ > kMaxTreeDepth) {
+      provable = false;
+      changes_state = true;
+      changes_role = true;
+      --level_;
+      return;
+    }
+    WalkValue(value);
+    --level_;
+  }
+
+ private:
+  void WalkValue(const Json& value) {
     if (value.is_array()) {
       for (const Json& item : value) Walk(item);
       return;
@@ -437,7 +455,6 @@ class Walker {
     WalkChildren(value);
   }
 
- private:
   void WalkChildren(const Json& value, const Json* skip = nullptr) {
     for (const auto& [key, child] : value.items()) {
       if (skip != nullptr && &child == skip) continue;
@@ -612,6 +629,7 @@ class Walker {
   }
 
   const int depth_;
+  int level_ = 0;
   // The names of the common table expressions in scope.
   std::vector<std::string> ctes_;
 };

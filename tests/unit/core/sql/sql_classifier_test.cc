@@ -968,5 +968,18 @@ INSTANTIATE_TEST_SUITE_P(
                     NamedSql{"RoleInString", "SELECT 'SET ROLE bob'"}),
     TestName);
 
+TEST(SqlClassifierTest, DeeplyNestedTextIsClassifiedConservatively) {
+  for (int depth : {10, 900, 5000, 50000}) {
+    const std::string sql = "SELECT " + std::string(depth, '(') + "set_config('role', 'x', false)" +
+                            std::string(depth, ')');
+    const SqlInfo info = ClassifySql(sql);
+    EXPECT_FALSE(info.leaves_no_state) << depth;
+    if (info.parsed) {
+      EXPECT_TRUE(info.changes_role) << depth;
+      EXPECT_TRUE(info.changes_session_state) << depth;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sessionbroker::core
