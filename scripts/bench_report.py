@@ -327,6 +327,28 @@ def cmd_report(args):
         for row in rows:
             p(row)
         p()
+    reset_clients = clients_of(runs, "reset-needed")
+    if reset_clients:
+        p("## The session reset")
+        p()
+        p("`SELECT $1::int8` (provably stateless: no reset) against `SELECT $1::int8 + 0` "
+          "(an operator: reset in the same pipeline), same broker.")
+        p()
+        p("| clients | tps no reset | tps with reset | with/without | p50 µs without → with "
+          "| PostgreSQL CPU µs/call without → with |")
+        p("|---:|---:|---:|---:|---:|---:|")
+        for c in reset_clients:
+            nt = median_of(runs, "reset-none-c%d" % c, "throughput")
+            wt = median_of(runs, "reset-needed-c%d" % c, "throughput")
+            nl = median_of(runs, "reset-none-c%d" % c, "p50_us")
+            wl = median_of(runs, "reset-needed-c%d" % c, "p50_us")
+            nc = median_of(runs, "reset-none-c%d" % c, "postgres_us_per_call")
+            wc = median_of(runs, "reset-needed-c%d" % c, "postgres_us_per_call")
+            p("| %d | %s | %s | %s | %s | %s |" % (
+                c, fmt_tps(nt), fmt_tps(wt), fmt_ratio(ratio(wt, nt)),
+                "–" if nl is None or wl is None else "%.0f → %.0f" % (nl, wl),
+                "–" if nc is None or wc is None else "%.0f → %.0f" % (nc, wc)))
+        p()
     p("## Sessions")
     p()
     p("A transaction of 3 statements (UPDATE, SELECT, INSERT on the pgbench tables): through "

@@ -53,6 +53,13 @@ struct ExecuteOptions {
   // Execute: the statement runs inside a transaction begun with Begin(), so
   // its effects are not committed yet (only changes what errors say).
   bool in_transaction = false;
+  // Execute outside a transaction: the caller wants the session reset
+  // afterwards (as ResetSession() does), whether the statement succeeds or
+  // not. The connection sends the reset in the same round trip as the
+  // statement where it can (libpq pipeline mode); a failed reset leaves the
+  // connection broken (IsBroken()). The caller does not call ResetSession()
+  // after such a call.
+  bool reset_session_after = false;
 };
 
 class DbConnection {
@@ -90,10 +97,15 @@ class DbConnection {
   // A cheap round trip proving the connection still works.
   virtual absl::Status Ping() = 0;
 
-  // Returns the connection to a pristine session state: rolls back any open
-  // transaction, then drops session-level state (settings, temporary tables,
-  // prepared statements, cursors, LISTENs, advisory locks: DISCARD ALL), then
-  // re-applies the broker's baseline settings.
+  // Returns the connection to its baseline session state: rolls back any
+  // open transaction, closes cursors, restores the session's role and every
+  // setting (SET SESSION AUTHORIZATION DEFAULT, RESET ALL, then the broker's
+  // baseline settings), stops listening, releases session advisory locks,
+  // drops temporary objects and sequence state, and deallocates the
+  // statements a caller PREPAREd, in one round trip. The broker's own
+  // prepared statements stay (unless a caller deallocated or replaced one:
+  // then all are deallocated and prepared again on their next use). On
+  // failure the connection is broken.
   virtual absl::Status ResetSession() = 0;
 
   // Stops the work in progress: asks the server to cancel the statement now

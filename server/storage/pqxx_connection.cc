@@ -72,6 +72,39 @@ constexpr char kBaselineSettingsSql[] =
     "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
     "SET extra_float_digits = 3";
 
+// What a reset runs after a statement, each item one statement (in pipeline
+// mode every statement is its own message). DISCARD ALL would do all of it in
+// one, but it also deallocates the broker's prepared statements (which would
+// cost a PREPARE on each one's next use) and is refused inside a transaction
+// block, so it could not share the statement's round trip. The last one puts
+// the baseline back, releases advisory locks and reports the prepared
+// statements: how many came from the protocol (the broker's own PQprepare)
+// and the DEALLOCATE commands for those a caller made with SQL PREPARE.
+// Everything is schema-qualified: RESET ALL has restored search_path, but
+// the role's default may still name a schema a caller can write to.
+constexpr const char* kResetStatements[] = {
+    "CLOSE ALL",
+    "SET SESSION AUTHORIZATION DEFAULT",
+    "RESET ALL",
+    "UNLISTEN *",
+    "DISCARD TEMP",
+    "DISCARD SEQUENCES",
+    "SELECT pg_catalog.pg_advisory_unlock_all(), "
+    "pg_catalog.set_config('DateStyle', 'ISO, YMD', false), "
+    "pg_catalog.set_config('IntervalStyle', 'iso_8601', false), "
+    "pg_catalog.set_config('TimeZone', 'UTC', false), "
+    "pg_catalog.set_config('extra_float_digits', '3', false), "
+    "(SELECT pg_catalog.count(*) FILTER (WHERE NOT from_sql) "
+    "FROM pg_catalog.pg_prepared_statements), "
+    "(SELECT pg_catalog.string_agg('DEALLOCATE ' OPERATOR(pg_catalog.||) "
+    "pg_catalog.quote_ident(name), '; ') FILTER (WHERE from_sql) "
+    "FROM pg_catalog.pg_prepared_statements)",
+};
+constexpr int kResetStatementCount = sizeof(kResetStatements) / sizeof(kResetStatements[0]);
+// Columns of the last reset statement's row.
+constexpr int kResetProtocolStatementsColumn = 5;
+constexpr int kResetDeallocateColumn = 6;
+
 // Names a result's non-built-in types. For arrays it also gives the element
 // type to decode with (a domain's base type, since the server reports domain
 // values with their base type's OID anyway). Every name is qualified, also the
@@ -187,8 +220,8 @@ class PqxxConnection final : public DbConnection {
   PqxxConnection(const PqxxConnection&) = delete;
   PqxxConnection& operator=(const PqxxConnection&) = delete;
 
-  absl::StatusOr<QueryResult> Execute(const Statement& statement,
-                                      const ExecuteOptions& options) override {
+  absl::StatusOr<QueryResult> ExecuteStatement(const Statement& statement,
+                                               const ExecuteOptions& options) {
     if (IsBroken()) return BrokenError();
     absl::StatusOr<PqParams> params = EncodeParams(statement.params);
     if (!params.ok()) return params.status();
@@ -207,13 +240,28 @@ class PqxxConnection final : public DbConnection {
       if (absl::Status room = MakeRoomToPrepare(statement, key); !room.ok()) return room;
     }
     bool stale = false;
-    absl::StatusOr<QueryResult> out = ExecuteOnce(statement, *params, key, options, &stale);
+    const bool pipeline_reset = options.reset_session_after && !options.in_transaction;
+    absl::StatusOr<QueryResult> out =
+        ExecuteOnce(statement, *params, key, options, pipeline_reset, &stale);
     if (stale && !options.in_transaction && !Cancelled() && !IsBroken()) {
       // The failed statement did nothing; autocommit lets it run again, now
-      // unprepared (it is prepared afresh on its next use).
-      out = ExecuteOnce(statement, *params, key, options, &stale);
+      // unprepared (it is prepared afresh on its next use), and reset again.
+      out = ExecuteOnce(statement, *params, key, options, /*pipeline_reset=*/false, &stale);
+      reset_in_pipeline_ = false;
     }
     if (close_after_call_) MarkBroken();
+    return out;
+  }
+
+  absl::StatusOr<QueryResult> Execute(const Statement& statement,
+                                      const ExecuteOptions& options) override {
+    reset_in_pipeline_ = false;
+    absl::StatusOr<QueryResult> out = ExecuteStatement(statement, options);
+    // Whatever happened before or instead of the pipelined reset (a refused
+    // parameter, a failed type lookup, a retried stale statement): reset now.
+    if (options.reset_session_after && !reset_in_pipeline_ && !IsBroken()) {
+      ResetSession().IgnoreError();  // a failed reset breaks the connection
+    }
     return out;
   }
 
@@ -221,9 +269,9 @@ class PqxxConnection final : public DbConnection {
   // connection's prepared copy of the statement was stale (now forgotten).
   absl::StatusOr<QueryResult> ExecuteOnce(const Statement& statement, const PqParams& params,
                                           const std::string& key, const ExecuteOptions& options,
-                                          bool* stale) {
+                                          bool pipeline_reset, bool* stale) {
     try {
-      absl::StatusOr<PgResult> result = RunStatement(statement, params, key, stale);
+      absl::StatusOr<PgResult> result = RunStatement(statement, params, key, pipeline_reset, stale);
       if (!result.ok()) return result.status();
       size_t result_bytes = 0;
       return Convert(result->get(), /*in_transaction=*/options.in_transaction,
@@ -242,15 +290,31 @@ class PqxxConnection final : public DbConnection {
   // failed drops those names from the lookup cache (the type may have been
   // dropped and created again under another OID).
   absl::StatusOr<PgResult> RunStatement(const Statement& statement, const PqParams& params,
-                                        const std::string& key, bool* stale) {
+                                        const std::string& key, bool pipeline_reset, bool* stale) {
     *stale = false;
     PGconn* const pg = pqxx_internals::RawConnection(*conn_);
     PgResult result;
     const std::string* name = nullptr;
+    bool prepare = false;
     if (statement.cacheable) {
       const StatementCache::Plan plan = statements_.Use(key);
       name = plan.name;
-      if (plan.prepare) {
+      prepare = plan.prepare;
+    }
+    if (pipeline_reset) {
+      PgResult prepared;
+      absl::Status piped =
+          RunPipelinedWithReset(statement, params, name, prepare, &prepared, &result);
+      if (!piped.ok()) return piped;
+      if (prepare) {
+        if (absl::Status ok = CheckResult(prepared.get()); !ok.ok()) {
+          statements_.Forget(key);
+          ForgetLookedUpTypes(statement);
+          return ok;
+        }
+      }
+    } else if (statement.cacheable) {
+      if (prepare) {
         PgResult prepared(PQprepare(pg, name->c_str(), statement.sql.c_str(), params.count(),
                                     params.types.data()));
         if (absl::Status ok = CheckResult(prepared.get()); !ok.ok()) {
@@ -260,7 +324,9 @@ class PqxxConnection final : public DbConnection {
         }
       }
     }
-    if (name != nullptr) {
+    if (pipeline_reset) {
+      // Sent and read above.
+    } else if (name != nullptr) {
       result.reset(PQexecPrepared(pg, name->c_str(), params.count(), params.values.data(),
                                   params.lengths.data(), params.formats.data(), 0));
     } else {
@@ -278,6 +344,111 @@ class PqxxConnection final : public DbConnection {
       return ok;
     }
     return result;
+  }
+
+  // Sends the statement (prepared first if `prepare`), a Sync, the reset
+  // statements and a Sync in one pipeline, then reads everything: the
+  // statement's result (and the PREPARE's) for the caller, the reset's for
+  // itself. The reset runs whether the statement failed or not (the Sync
+  // between them ends the statement's implicit transaction either way). An
+  // error here is the reset's or the connection's; the statement's own error
+  // is in *result. Sets reset_in_pipeline_ once the reset is through.
+  absl::Status RunPipelinedWithReset(const Statement& statement, const PqParams& params,
+                                     const std::string* name, bool prepare, PgResult* prepared,
+                                     PgResult* result) {
+    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
+    auto lost = [&](absl::string_view what) {
+      MarkBroken();
+      return LostConnection(absl::UnavailableError(
+          absl::StrCat(what, ": ", pg == nullptr ? "" : PQerrorMessage(pg))));
+    };
+    if (pg == nullptr || PQenterPipelineMode(pg) != 1) return lost("entering pipeline mode");
+    bool sent = true;
+    if (prepare) {
+      sent = sent && PQsendPrepare(pg, name->c_str(), statement.sql.c_str(), params.count(),
+                                   params.types.data()) == 1;
+    }
+    if (name != nullptr) {
+      sent = sent && PQsendQueryPrepared(pg, name->c_str(), params.count(), params.values.data(),
+                                         params.lengths.data(), params.formats.data(), 0) == 1;
+    } else {
+      sent = sent && PQsendQueryParams(pg, statement.sql.c_str(), params.count(),
+                                       params.types.data(), params.values.data(),
+                                       params.lengths.data(), params.formats.data(), 0) == 1;
+    }
+    sent = sent && PQpipelineSync(pg) == 1;
+    for (const char* sql : kResetStatements) {
+      sent = sent && PQsendQueryParams(pg, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+    }
+    sent = sent && PQpipelineSync(pg) == 1;
+    if (!sent) return lost("sending a pipeline");
+    // Each query's results end with a null; each Sync answers with
+    // PGRES_PIPELINE_SYNC.
+    auto next = [&](PgResult* into) {
+      into->reset(PQgetResult(pg));
+      if (into->get() != nullptr) {
+        const ExecStatusType st = PQresultStatus(into->get());
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) return false;
+        PgResult end(PQgetResult(pg));
+        if (end.get() != nullptr) return false;
+      }
+      return into->get() != nullptr;
+    };
+    auto sync = [&] {
+      PgResult r(PQgetResult(pg));
+      return r.get() != nullptr && PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC;
+    };
+    if (prepare && !next(prepared)) return lost("reading a PREPARE in a pipeline");
+    if (!next(result)) return lost("reading a statement in a pipeline");
+    if (!sync()) return lost("reading a pipeline");
+    PgResult reset;
+    absl::Status reset_status;
+    for (int i = 0; i < kResetStatementCount; ++i) {
+      if (!next(&reset)) return lost("reading the session reset in a pipeline");
+      if (reset_status.ok()) reset_status = CheckResult(reset.get());
+    }
+    if (!sync()) return lost("reading a pipeline");
+    if (PQexitPipelineMode(pg) != 1) return lost("leaving pipeline mode");
+    if (!reset_status.ok()) {
+      MarkBroken();
+      return WithPrefix(reset_status, "resetting the session failed: ");
+    }
+    if (absl::Status kept = ReconcilePreparedStatements(reset.get()); !kept.ok()) return kept;
+    reset_in_pipeline_ = true;
+    return absl::OkStatus();
+  }
+
+  // After a reset: deallocates what callers PREPAREd, and when the server's
+  // protocol-level statements are not the ones the cache counts (a caller
+  // deallocated one of the broker's, perhaps to PREPARE its own under that
+  // name), deallocates everything and starts the cache over. `row` is the
+  // last reset statement's result.
+  absl::Status ReconcilePreparedStatements(const PGresult* row) {
+    if (PQntuples(row) != 1) {
+      MarkBroken();
+      return absl::InternalError("resetting the session failed: no prepared-statement count");
+    }
+    size_t protocol = 0;
+    const bool counted =
+        absl::SimpleAtoi(PQgetvalue(row, 0, kResetProtocolStatementsColumn), &protocol);
+    std::string deallocate;
+    if (!PQgetisnull(row, 0, kResetDeallocateColumn)) {
+      deallocate = PQgetvalue(row, 0, kResetDeallocateColumn);
+    }
+    if (!deallocate.empty()) {
+      if (absl::Status s = ExecSimple(deallocate.c_str()); !s.ok()) {
+        MarkBroken();
+        return WithPrefix(s, "resetting the session failed: ");
+      }
+    }
+    if (!counted || protocol != statements_.PreparedCount()) {
+      if (absl::Status s = ExecSimple("DEALLOCATE ALL"); !s.ok()) {
+        MarkBroken();
+        return WithPrefix(s, "resetting the session failed: ");
+      }
+      statements_.MarkAllUnprepared();
+    }
+    return absl::OkStatus();
   }
 
   // OK for a result that completed a statement. Otherwise the error: the
@@ -548,19 +719,18 @@ class PqxxConnection final : public DbConnection {
   absl::Status ResetSession() override {
     if (IsBroken()) return BrokenError();
     try {
-      pqxx::nontransaction tx(*conn_);
-      // Always: the broker cannot see whether a caller's BEGIN left a
-      // transaction open (libpqxx 6.4 does not expose PQtransactionStatus).
-      // Without one the server only warns, and the warning is discarded.
-      tx.exec("ROLLBACK");
-      // Refused inside a transaction block or a multi-statement string,
-      // hence its own round trip.
-      tx.exec("DISCARD ALL");
-      // DISCARD ALL deallocated the cached prepared statements too: each is
-      // prepared again when it is next used.
-      statements_.MarkAllUnprepared();
-      tx.exec(kBaselineSettingsSql);
-      return absl::OkStatus();
+      // One round trip: the simple protocol takes the statements as one
+      // string. ROLLBACK first, always: a transaction may be open (a
+      // session's, aborted or not); without one the server only warns (the
+      // warning is discarded) and the rest runs in a transaction of its own.
+      std::string sql = "ROLLBACK";
+      for (const char* statement : kResetStatements) absl::StrAppend(&sql, "; ", statement);
+      PgResult result(PQexec(pqxx_internals::RawConnection(*conn_), sql.c_str()));
+      if (absl::Status ok = CheckResult(result.get()); !ok.ok()) {
+        MarkBroken();
+        return WithPrefix(ok, "resetting the session failed: ");
+      }
+      return ReconcilePreparedStatements(result.get());
     } catch (...) {
       const absl::Status status = StatusFromException();
       MarkBroken();
@@ -670,8 +840,8 @@ class PqxxConnection final : public DbConnection {
             !typed.ok()) {
           return ForStatement(typed, k, n);
         }
-        absl::StatusOr<PgResult> result =
-            RunStatement(statements[k], p, CacheKey(statements[k], p), stale);
+        absl::StatusOr<PgResult> result = RunStatement(statements[k], p, CacheKey(statements[k], p),
+                                                       /*pipeline_reset=*/false, stale);
         if (!result.ok()) return ForStatement(result.status(), k, n);
         absl::StatusOr<QueryResult> converted = Convert(result->get(), /*in_transaction=*/true,
                                                         options.max_result_bytes, &result_bytes);
@@ -929,6 +1099,9 @@ class PqxxConnection final : public DbConnection {
   // Set when a result may have left libpq in copy mode: the call then closes
   // the connection, once no transaction object uses it. Owner thread only.
   bool close_after_call_ = false;
+  // The current Execute's reset went out in the statement's pipeline. Owner
+  // thread only.
+  bool reset_in_pipeline_ = false;
 
   // Orders Cancel() (any thread) against closing the connection (the owner
   // thread, or destruction): cancel_query() reads the libpq connection.

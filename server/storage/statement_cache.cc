@@ -52,6 +52,12 @@ std::optional<std::string> StatementCache::Forget(const std::string& sql) {
   return name;
 }
 
+size_t StatementCache::PreparedCount() const {
+  size_t n = 0;
+  for (const auto& [sql, statement] : statements_) n += statement.prepared ? 1 : 0;
+  return n;
+}
+
 void StatementCache::MarkAllUnprepared() {
   for (auto& [sql, statement] : statements_) statement.prepared = false;
 }

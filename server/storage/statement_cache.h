@@ -73,6 +73,9 @@ class StatementCache final {
   // prepared again on its next use.
   void MarkAllUnprepared();
 
+  // Statements the cache counts as prepared on the server.
+  size_t PreparedCount() const;
+
   // Statements held (prepared on the server or due to be again).
   size_t size() const { return statements_.size(); }
 

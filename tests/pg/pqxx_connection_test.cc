@@ -1799,17 +1799,92 @@ TEST_F(StatementCacheTest, ABatchWithAStaleStatementIsRunAgainAndCommittedOnce) 
   EXPECT_EQ((*r)[1].rows.size(), 3u);
 }
 
-TEST_F(StatementCacheTest, ResetSessionDropsPreparedStatementsAndTheyArePreparedAgainOnUse) {
+TEST_F(StatementCacheTest, ResetSessionKeepsTheBrokersPreparedStatements) {
   std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
   const std::string sql = "SELECT $1::text || '!'";
   for (int i = 0; i < 2; ++i) ASSERT_TRUE(RunCached(*conn, sql, {Value::String("a")}).ok());
   ASSERT_THAT(PreparedOn(*conn), ::testing::SizeIs(1));
   ASSERT_TRUE(conn->ResetSession().ok());
-  EXPECT_THAT(PreparedOn(*conn), ::testing::IsEmpty());
+  EXPECT_THAT(PreparedOn(*conn), ::testing::ElementsAre(HasSubstr(sql)));
   absl::StatusOr<QueryResult> r = RunCached(*conn, sql, {Value::String("b")});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->rows[0][0], Value::String("b!"));
   EXPECT_THAT(PreparedOn(*conn), ::testing::ElementsAre(HasSubstr(sql)));
+}
+
+// The reset that follows a statement in its pipeline (reset_session_after).
+ExecuteOptions WithReset() {
+  ExecuteOptions options;
+  options.reset_session_after = true;
+  return options;
+}
+
+TEST_F(StatementCacheTest, APipelinedResetRestoresTheBaselineAndKeepsPreparedStatements) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
+  const std::string sql = "SELECT $1::text || '!'";
+  ASSERT_TRUE(RunCached(*conn, sql, {Value::String("a")}).ok());
+  // Prepared in the pipeline this time, then reset.
+  absl::StatusOr<QueryResult> r = RunCached(*conn, sql, {Value::String("b")}, WithReset());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rows[0][0], Value::String("b!"));
+  for (const char* state :
+       {"SELECT set_config('search_path', 'evil', false)", "SET TimeZone = 'Asia/Tokyo'",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "SELECT pg_advisory_lock(42)",
+        "CREATE TEMP TABLE leak (a int)", "LISTEN leak", "PREPARE leak AS SELECT 1"}) {
+    absl::StatusOr<QueryResult> set = conn->Execute(Statement{state, {}}, WithReset());
+    ASSERT_TRUE(set.ok()) << state << ": " << set.status();
+  }
+  ASSERT_FALSE(conn->IsBroken());
+  EXPECT_EQ(Scalar(*conn, "SHOW search_path").text, "\"$user\", public");
+  EXPECT_EQ(Scalar(*conn, "SHOW TimeZone").text, "UTC");
+  EXPECT_EQ(Scalar(*conn, "SHOW default_transaction_read_only").text, "off");
+  EXPECT_EQ(Scalar(*conn,
+                   "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = "
+                   "pg_backend_pid()"),
+            Value::Int64(0));
+  EXPECT_EQ(Scalar(*conn, "SELECT count(*) FROM pg_listening_channels()"), Value::Int64(0));
+  EXPECT_EQ(Scalar(*conn, "SELECT to_regclass('pg_temp.leak') IS NULL"), Value::Bool(true));
+  EXPECT_EQ(Scalar(*conn, "SELECT count(*) FROM pg_prepared_statements WHERE from_sql"),
+            Value::Int64(0));
+  EXPECT_THAT(PreparedOn(*conn), ::testing::ElementsAre(HasSubstr(sql)));
+}
+
+TEST_F(StatementCacheTest, AFailedStatementIsStillFollowedByItsReset) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
+  absl::StatusOr<QueryResult> r = conn->Execute(
+      Statement{"SELECT set_config('search_path', 'evil', false), 1/0", {}}, WithReset());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(SqlStateOf(r.status()).value_or(""), "22012");
+  ASSERT_FALSE(conn->IsBroken());
+  EXPECT_EQ(Scalar(*conn, "SHOW search_path").text, "\"$user\", public");
+}
+
+TEST_F(StatementCacheTest, AStatementFailingToPrepareInThePipelineReportsTheServersError) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<QueryResult> r =
+        RunCached(*conn, "SELECT * FROM no_such_table_p", {}, WithReset());
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(SqlStateOf(r.status()).value_or(""), "42P01");
+  }
+  EXPECT_FALSE(conn->IsBroken());
+  EXPECT_EQ(Scalar(*conn, "SELECT 7"), Value::Int64(7));
+}
+
+TEST_F(StatementCacheTest, ACallerReplacingABrokerStatementGetsEveryStatementPreparedAgain) {
+  std::unique_ptr<DbConnection> conn = ConnectWithCache(10);
+  const std::string sql = "SELECT $1::text || '!'";
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(RunCached(*conn, sql, {Value::String("a")}).ok());
+  const std::vector<std::string> prepared = PreparedOn(*conn);
+  ASSERT_THAT(prepared, ::testing::SizeIs(1));
+  const std::string name = prepared[0].substr(0, prepared[0].find(':'));
+  ASSERT_TRUE(conn->Execute(Statement{"DEALLOCATE " + name, {}}, WithReset()).ok());
+  ASSERT_TRUE(
+      conn->Execute(Statement{"PREPARE " + name + "(text) AS SELECT 'evil'", {}}, WithReset())
+          .ok());
+  absl::StatusOr<QueryResult> r = RunCached(*conn, sql, {Value::String("b")});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rows[0][0], Value::String("b!"));
 }
 
 TEST_F(StatementCacheTest, AStatementThatFailsToPrepareReportsTheServersError) {

@@ -11,8 +11,17 @@ FakeConnection::FakeConnection(FakeConnector* owner, int id) : owner_(owner), id
 
 FakeConnection::~FakeConnection() { owner_->Closed(id_); }
 
-absl::StatusOr<storage::QueryResult> FakeConnection::Execute(const storage::Statement& statement,
-                                                             const storage::ExecuteOptions&) {
+absl::StatusOr<storage::QueryResult> FakeConnection::Execute(
+    const storage::Statement& statement, const storage::ExecuteOptions& options) {
+  absl::StatusOr<storage::QueryResult> out = ExecuteStatement(statement);
+  // As the real connection does: the reset follows the statement, whatever
+  // its outcome.
+  if (options.reset_session_after && !broken_.load()) ResetSession().IgnoreError();
+  return out;
+}
+
+absl::StatusOr<storage::QueryResult> FakeConnection::ExecuteStatement(
+    const storage::Statement& statement) {
   if (broken_.load()) return absl::UnavailableError("fake connection is broken");
   {
     core::MutexLock lock(&mu_);

@@ -68,6 +68,9 @@ class FakeConnection final : public storage::DbConnection {
   void FailStatement(std::string sql, absl::Status status);
 
  private:
+  // Execute without the reset ExecuteOptions::reset_session_after asks for.
+  absl::StatusOr<storage::QueryResult> ExecuteStatement(const storage::Statement& statement);
+
   FakeConnector* const owner_;
   const int id_;
   std::atomic<bool> broken_{false};

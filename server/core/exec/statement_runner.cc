@@ -18,7 +18,12 @@ namespace {
 // notifications there, and the connection is reset afterwards). Decided on
 // the first keyword alone, so it carries over to any classifier that names
 // the statement's kind.
-bool IsListen(const SqlInfo& info) { return info.first_keyword == "LISTEN"; }
+bool IsListen(const SqlInfo& info) {
+  // Any statement of a multi-statement text counts (`SELECT 1; LISTEN c`).
+  return info.first_keyword == "LISTEN" ||
+         std::find(info.statement_kinds.begin(), info.statement_kinds.end(), "listen") !=
+             info.statement_kinds.end();
+}
 
 constexpr absl::string_view kQueryCanceled = "57014";
 
@@ -46,10 +51,9 @@ bool RunsOnGivenConnection(Op op) {
 // Statements the connection may prepare and keep (storage::Statement::
 // cacheable): queries and DML that leave nothing behind on the session.
 bool Cacheable(const SqlInfo& info) {
-  if (info.changes_session_state) return false;
-  const std::string& k = info.first_keyword;
-  return k == "SELECT" || k == "INSERT" || k == "UPDATE" || k == "DELETE" || k == "WITH" ||
-         k == "VALUES" || k == "TABLE" || k == "MERGE";
+  if (!info.parsed || info.changes_session_state || info.statement_kinds.size() != 1) return false;
+  const std::string& k = info.statement_kinds[0];
+  return k == "select" || k == "insert" || k == "update" || k == "delete" || k == "merge";
 }
 
 // Checks the request; on success tells whether the connection must be reset
@@ -126,7 +130,9 @@ absl::StatusOr<bool> Check(const RunRequest& request,
           "goes back to the pool after the call and is reset. Subscribe with the Listen stream "
           "(rpc Listen, docs/notifications.md) instead; NOTIFY through Execute works"));
     }
-    if (info.max_placeholder != static_cast<int>(s.params.size())) {
+    // Text that does not parse is left to PostgreSQL, which reports the
+    // syntax error before it counts parameters.
+    if (info.parsed && info.max_placeholder != static_cast<int>(s.params.size())) {
       return absl::InvalidArgumentError(
           info.max_placeholder == 0
               ? absl::StrCat(where, "the statement has no $n placeholders but ", s.params.size(),
@@ -134,7 +140,8 @@ absl::StatusOr<bool> Check(const RunRequest& request,
               : absl::StrCat(where, "the statement uses placeholders up to $", info.max_placeholder,
                              " but ", s.params.size(), " parameters were given"));
     }
-    needs_reset = needs_reset || info.changes_session_state;
+    // Only what is provably stateless skips the reset (SqlInfo::leaves_no_state).
+    needs_reset = needs_reset || !info.leaves_no_state;
     if (statements != nullptr) (*statements)[i].cacheable = Cacheable(info);
   }
   return needs_reset;
@@ -388,6 +395,9 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
     switch (request_.op) {
       case Op::kExecute:
         if (request_.transaction.IsPlain()) {
+          // The connection sends the reset in the statement's round trip.
+          options.reset_session_after = needs_reset_;
+          reset_by_statement_ = needs_reset_;
           absl::StatusOr<storage::QueryResult> one = conn.Execute(request_.statements[0], options);
           if (!one.ok()) return one.status();
           Results out;
@@ -547,6 +557,8 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
   void ResetIfNeeded(PooledConnection& conn) {
     if (!(needs_reset_ || request_.reset_on_release) || conn->IsBroken()) return;
     runner_.session_resets_.fetch_add(1, std::memory_order_relaxed);
+    // Done with the statement (a failed one leaves the connection broken).
+    if (reset_by_statement_) return;
     const absl::Status reset = conn->ResetSession();
     if (!reset.ok()) {
       spdlog::warn("discarding connection pid={}: session reset failed: {}", conn->BackendPid(),
@@ -636,6 +648,9 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
   // The client's statement_timeout_max when it capped the statement (set and
   // read on the thread running it).
   absl::Duration client_ceiling_ = absl::InfiniteDuration();
+  // The statement's Execute reset the connection itself
+  // (ExecuteOptions::reset_session_after). Worker thread only.
+  bool reset_by_statement_ = false;
 
   Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kWaiting;
