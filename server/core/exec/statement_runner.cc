@@ -15,9 +15,7 @@ namespace sessionbroker::core {
 namespace {
 
 // LISTEN on a pooled connection could never deliver (the broker reads no
-// notifications there, and the connection is reset afterwards). Decided on
-// the first keyword alone, so it carries over to any classifier that names
-// the statement's kind.
+// notifications there, and the connection is reset afterwards).
 bool IsListen(const SqlInfo& info) {
   // Any statement of a multi-statement text counts (`SELECT 1; LISTEN c`).
   return info.first_keyword == "LISTEN" ||
