@@ -87,8 +87,16 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   runner_ = std::make_unique<core::StatementRunner>(*pool_, *timers_, *cancel_executor_, clock,
                                                     runner_options);
   sessions_ = std::make_unique<core::SessionManager>(*runner_, *timers_, clock, config_.sessions);
+  transport::CallAuthenticator auth;
+  if (!config_.clients_file.empty()) {
+    // Nobody is admitted until Start() has loaded the file.
+    absl::StatusOr<std::shared_ptr<const core::ClientDirectory>> none =
+        core::ClientDirectory::Parse("clients: []");
+    authenticator_ = std::make_unique<core::Authenticator>(*std::move(none));
+    auth = transport::CallAuthenticator(authenticator_.get());
+  }
   service_ = std::make_unique<transport::SessionBrokerService>(*runner_, *sessions_,
-                                                               config_.max_result_bytes);
+                                                               config_.max_result_bytes, auth);
   health_service_ = std::make_unique<transport::HealthService>(kServiceName);
   health_ = std::make_unique<core::HealthChecker>(
       *pool_, *timers_, clock, config_.health_check_interval,
@@ -101,7 +109,7 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   monitor_executor_ = std::make_unique<core::ThreadPoolExecutor>(1, "sb-monitor");
   sampler_ = std::make_unique<core::SnapshotSampler>([this] { return collector_->Collect(); },
                                                      *timers_, *monitor_executor_, clock);
-  monitor_ = std::make_unique<transport::PoolMonitorService>(*sampler_);
+  monitor_ = std::make_unique<transport::PoolMonitorService>(*sampler_, auth);
   // Every service registered in Start(), listed by reflection.
   const std::vector<std::string> services = {
       v1::SessionBroker::service_full_name(),
@@ -117,6 +125,22 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
 BrokerServer::~BrokerServer() { Shutdown(); }
 
 absl::Status BrokerServer::Start() {
+  if (authenticator_ != nullptr) {
+    core::ClientsFileWatcher::FileStamp stamp;
+    absl::StatusOr<std::shared_ptr<const core::ClientDirectory>> directory =
+        core::ClientsFileWatcher::Load(config_.clients_file, &stamp);
+    if (!directory.ok()) return directory.status();
+    spdlog::info("clients file {}: {} clients; calls without valid credentials are refused",
+                 config_.clients_file, (*directory)->clients().size());
+    authenticator_->Replace(*std::move(directory));
+    clients_watcher_ = std::make_unique<core::ClientsFileWatcher>(
+        config_.clients_file, stamp, *authenticator_, *timers_, core::RealClock::Get(),
+        config_.clients_file_poll);
+  } else {
+    spdlog::warn(
+        "no clients file (BROKER_CLIENTS_FILE): calls are not authenticated, x-client-id is "
+        "taken at its word and any caller may use any session it can name");
+  }
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config_.listen_addr, grpc::InsecureServerCredentials(), &port_);
   // gRPC sets SO_REUSEPORT by default, which lets a second broker bind the
@@ -160,6 +184,7 @@ absl::Status BrokerServer::Start() {
   // (HealthService starts so); liveness is SERVING from here on.
   timers_->Start();
   health_->Start();
+  if (clients_watcher_ != nullptr) clients_watcher_->Start();
   const std::string metrics = http_ == nullptr ? "metrics off"
                                                : absl::StrCat("metrics on ", config_.metrics_addr,
                                                               " (port ", http_->port(), ")");
@@ -253,6 +278,7 @@ void BrokerServer::Shutdown(absl::Duration drain) {
   }
   if (http_ != nullptr) http_->Stop();
   health_->Stop();
+  if (clients_watcher_ != nullptr) clients_watcher_->Stop();
   sampler_->Stop();
   pool_->Close();
   executor_->Shutdown();  // runs every pending completion, then joins

@@ -35,6 +35,8 @@
 #include "absl/status/status.h"
 #include "grpcpp/grpcpp.h"
 #include "server/config.h"
+#include "server/core/auth/authenticator.h"
+#include "server/core/auth/clients_file_watcher.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
 #include "server/core/exec/statement_runner.h"
@@ -61,7 +63,9 @@ class BrokerServer final {
   BrokerServer(const BrokerServer&) = delete;
   BrokerServer& operator=(const BrokerServer&) = delete;
 
-  // Binds the listening addresses (gRPC, and HTTP unless
+  // Loads the clients file (INVALID_ARGUMENT naming the problem if it is
+  // broken: the broker does not start with a broken one). Then binds the
+  // listening addresses (gRPC, and HTTP unless
   // BROKER_METRICS_ADDR is off) and starts serving; UNAVAILABLE if one
   // cannot be bound. Then writes the port file when BROKER_PORT_FILE is set
   // (FAILED_PRECONDITION if it cannot be written): "grpc=HOST:PORT" and,
@@ -85,6 +89,10 @@ class BrokerServer final {
   const Config config_;
   std::unique_ptr<storage::DbConnector> connector_;
   std::unique_ptr<core::TimerQueue> timers_;
+  // With BROKER_CLIENTS_FILE: who may call (empty until Start() loads the
+  // file), and what keeps it current.
+  std::unique_ptr<core::Authenticator> authenticator_;
+  std::unique_ptr<core::ClientsFileWatcher> clients_watcher_;
   std::unique_ptr<core::ThreadPoolExecutor> executor_;
   std::unique_ptr<core::ThreadPoolExecutor> cancel_executor_;
   std::unique_ptr<core::ConnectionPool> pool_;

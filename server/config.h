@@ -47,6 +47,13 @@ struct Config {
   // BROKER_TX_IDLE_TIMEOUT, BROKER_TX_MAX_DURATION, BROKER_SESSION_ORPHAN_GRACE,
   // BROKER_MAX_SESSIONS, BROKER_MAX_SESSIONS_PER_CLIENT, BROKER_SESSION_MAX_QUEUED_CALLS
   core::SessionOptions sessions;
+  // BROKER_CLIENTS_FILE: who may call (core/auth/client_directory.h); ""
+  // = no authentication, x-client-id taken at its word.
+  std::string clients_file;
+  // BROKER_CLIENTS_FILE_POLL: how often the file is checked for changes.
+  absl::Duration clients_file_poll = absl::Seconds(2);
+  // BROKER_REQUIRE_AUTH: refuse to start without a clients file.
+  bool require_auth = false;
   std::string log_level = "info";   // LOG_LEVEL
   std::string log_format = "text";  // LOG_FORMAT: text | json
 };

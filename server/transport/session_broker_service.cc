@@ -132,8 +132,9 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 };
 
 SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
-                                           core::SessionManager& sessions, size_t max_result_bytes)
-    : runner_(runner), sessions_(sessions), max_result_bytes_(max_result_bytes) {
+                                           core::SessionManager& sessions, size_t max_result_bytes,
+                                           CallAuthenticator auth)
+    : runner_(runner), sessions_(sessions), max_result_bytes_(max_result_bytes), auth_(auth) {
   // The indexes are the methods' order in broker.proto, as the generated
   // base class registers them.
   ReportParseFailures(0, &SessionBrokerService::Execute);
@@ -146,11 +147,15 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
   ReportParseFailures(7, &SessionBrokerService::BeginTransaction);
   ReportParseFailures(8, &SessionBrokerService::Commit);
   ReportParseFailures(9, &SessionBrokerService::Rollback);
-  MarkMethodRawCallback(10,
-                        new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
-                            [this](grpc::CallbackServerContext*) {
-                              return KeepAliveReactor::Create(sessions_, draining_.load());
-                            }));
+  MarkMethodRawCallback(
+      10, new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+              [this](grpc::CallbackServerContext* context) {
+                absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+                absl::StatusOr<core::Caller> caller =
+                    who.ok() ? absl::StatusOr<core::Caller>(who->caller())
+                             : absl::StatusOr<core::Caller>(who.status());
+                return KeepAliveReactor::Create(sessions_, draining_.load(), std::move(caller));
+              }));
 }
 
 template <typename Request, typename Response>
@@ -226,9 +231,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
                                                         const v1::ExecuteRequest* request,
                                                         v1::ExecuteResponse* response) {
   if (draining_.load()) return RejectDraining(context);
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   core::RunRequest run;
   run.deadline = DeadlineOf(*context);
-  run.client_id = ClientIdOf(*context);
+  run.client_id = who->client_id;
   absl::StatusOr<std::vector<storage::Value>> params = ParamsFromProto(request->params(), "");
   if (!params.ok()) return Respond(context, params.status());
   absl::StatusOr<std::vector<std::string>> types = ParamTypesFromProto(request->params(), "");
@@ -241,7 +248,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   }
   // Invalid SQL requests (empty, several statements, placeholder count) are
   // refused by the runner before it touches the pool.
-  return StartRun(context, std::move(run), request->session(),
+  return StartRun(context, std::move(run), request->session(), who->caller(),
                   [this, response](core::StatementRunner::Results&& results) {
                     ResultToProto(std::move(results.front()), response);
                     return CapResponse(response);
@@ -252,10 +259,12 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
                                                              const v1::ExecuteBatchRequest* request,
                                                              v1::ExecuteBatchResponse* response) {
   if (draining_.load()) return RejectDraining(context);
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   core::RunRequest run;
   run.op = core::RunRequest::Op::kBatch;
   run.deadline = DeadlineOf(*context);
-  run.client_id = ClientIdOf(*context);
+  run.client_id = who->client_id;
   run.statements.reserve(request->statements_size());
   for (int i = 0; i < request->statements_size(); ++i) {
     const v1::Statement& s = request->statements(i);
@@ -272,7 +281,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
       !taken.ok()) {
     return Respond(context, taken);
   }
-  return StartRun(context, std::move(run), request->session(),
+  return StartRun(context, std::move(run), request->session(), who->caller(),
                   [this, response](core::StatementRunner::Results&& results) {
                     for (storage::QueryResult& r : results) {
                       ResultToProto(std::move(r), response->add_results());
@@ -285,6 +294,8 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginSession(grpc::CallbackServe
                                                              const v1::BeginSessionRequest* request,
                                                              v1::Session* response) {
   if (draining_.load()) return RejectDraining(context);
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   core::SessionSpec spec;
   absl::StatusOr<absl::Duration> ttl = DurationFromProto(request->ttl(), "ttl");
   if (!ttl.ok()) return Respond(context, ttl.status());
@@ -295,7 +306,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginSession(grpc::CallbackServe
   spec.read_only = request->read_only();
   for (const auto& [name, value] : request->settings()) spec.settings.emplace_back(name, value);
   spec.label = request->label();
-  spec.client_id = ClientIdOf(*context);
+  spec.client_id = who->client_id;
   const absl::Time deadline = DeadlineOf(*context);
   return StartCall(context,
                    [this, spec = std::move(spec), deadline,
@@ -314,9 +325,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::RenewSession(grpc::CallbackServe
                                                              const v1::RenewSessionRequest* request,
                                                              v1::Session* response) {
   if (draining_.load()) return RejectDraining(context);
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   absl::StatusOr<absl::Duration> ttl = DurationFromProto(request->ttl(), "ttl");
   if (!ttl.ok()) return Respond(context, ttl.status());
-  absl::StatusOr<core::SessionInfo> info = sessions_.Renew(request->session(), *ttl);
+  absl::StatusOr<core::SessionInfo> info = sessions_.Renew(who->caller(), request->session(), *ttl);
   if (info.ok()) SessionToProto(*info, response);
   return Respond(context, info.status());
 }
@@ -324,7 +337,9 @@ grpc::ServerUnaryReactor* SessionBrokerService::RenewSession(grpc::CallbackServe
 grpc::ServerUnaryReactor* SessionBrokerService::GetSession(grpc::CallbackServerContext* context,
                                                            const v1::GetSessionRequest* request,
                                                            v1::Session* response) {
-  absl::StatusOr<core::SessionInfo> info = sessions_.Get(request->session());
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
+  absl::StatusOr<core::SessionInfo> info = sessions_.Get(who->caller(), request->session());
   if (info.ok()) SessionToProto(*info, response);
   return Respond(context, info.status());
 }
@@ -332,8 +347,12 @@ grpc::ServerUnaryReactor* SessionBrokerService::GetSession(grpc::CallbackServerC
 grpc::ServerUnaryReactor* SessionBrokerService::ListSessions(grpc::CallbackServerContext* context,
                                                              const v1::ListSessionsRequest* request,
                                                              v1::ListSessionsResponse* response) {
-  absl::StatusOr<core::SessionManager::Page> page =
-      sessions_.List(request->page_size(), request->page_token(), request->client_id());
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
+  // Only an admin (or any caller without a clients file) sees every
+  // client's sessions; the others see their own whatever they filter by.
+  absl::StatusOr<core::SessionManager::Page> page = sessions_.List(
+      who->caller(), request->page_size(), request->page_token(), request->client_id());
   if (page.ok()) {
     for (const core::SessionInfo& info : page->sessions) {
       SessionToProto(info, response->add_sessions());
@@ -347,12 +366,15 @@ grpc::ServerUnaryReactor* SessionBrokerService::ListSessions(grpc::CallbackServe
 grpc::ServerUnaryReactor* SessionBrokerService::EndSession(grpc::CallbackServerContext* context,
                                                            const v1::EndSessionRequest* request,
                                                            v1::EndSessionResponse* response) {
-  // Allowed while draining: ending a session only gives back.
+  // Allowed while draining: ending a session only gives back. An admin may
+  // end any session.
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   return StartCall(
       context,
-      [this, name = request->session(),
+      [this, name = request->session(), caller = who->caller(),
        response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
-        sessions_.End(name,
+        sessions_.End(caller, name,
                       [response, done = std::move(done)](absl::StatusOr<bool> rolled_back) mutable {
                         if (rolled_back.ok()) response->set_rolled_back(*rolled_back);
                         std::move(done)(rolled_back.status());
@@ -366,6 +388,8 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginTransaction(
     grpc::CallbackServerContext* context, const v1::BeginTransactionRequest* request,
     v1::BeginTransactionResponse* response) {
   if (draining_.load()) return RejectDraining(context);
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   core::TransactionSpec spec;
   absl::StatusOr<core::Isolation> isolation = IsolationFromProto(request->isolation(), "isolation");
   if (!isolation.ok()) return Respond(context, isolation.status());
@@ -375,10 +399,10 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginTransaction(
   const absl::Time deadline = DeadlineOf(*context);
   return StartCall(
       context,
-      [this, name = request->session(), spec, deadline,
+      [this, name = request->session(), caller = who->caller(), spec, deadline,
        response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
         return sessions_.BeginTransaction(
-            name, spec, deadline,
+            caller, name, spec, deadline,
             [response, done = std::move(done)](absl::StatusOr<core::SessionInfo> info) mutable {
               if (info.ok()) SessionToProto(*info, response->mutable_session());
               std::move(done)(info.status());
@@ -390,13 +414,15 @@ grpc::ServerUnaryReactor* SessionBrokerService::Commit(grpc::CallbackServerConte
                                                        const v1::CommitRequest* request,
                                                        v1::CommitResponse* response) {
   // Allowed while draining: it ends a transaction a running client began.
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   const absl::Time deadline = DeadlineOf(*context);
   return StartCall(
       context,
-      [this, name = request->session(), deadline,
+      [this, name = request->session(), caller = who->caller(), deadline,
        response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
         return sessions_.Commit(
-            name, deadline,
+            caller, name, deadline,
             [response, done = std::move(done)](absl::StatusOr<absl::Time> at) mutable {
               if (at.ok()) TimeToProto(*at, response->mutable_commit_time());
               std::move(done)(at.status());
@@ -408,13 +434,15 @@ grpc::ServerUnaryReactor* SessionBrokerService::Commit(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* SessionBrokerService::Rollback(grpc::CallbackServerContext* context,
                                                          const v1::RollbackRequest* request,
                                                          v1::RollbackResponse* response) {
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   const absl::Time deadline = DeadlineOf(*context);
   return StartCall(
       context,
-      [this, name = request->session(), deadline,
+      [this, name = request->session(), caller = who->caller(), deadline,
        response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
         return sessions_.Rollback(
-            name, deadline,
+            caller, name, deadline,
             [response, done = std::move(done)](absl::StatusOr<bool> rolled_back) mutable {
               if (rolled_back.ok()) response->set_rolled_back(*rolled_back);
               std::move(done)(rolled_back.status());
@@ -438,10 +466,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartCall(grpc::CallbackServerCo
 
 grpc::ServerUnaryReactor* SessionBrokerService::StartRun(grpc::CallbackServerContext* context,
                                                          core::RunRequest run,
-                                                         const std::string& session, RunFill fill) {
+                                                         const std::string& session,
+                                                         core::Caller caller, RunFill fill) {
   return StartCall(
       context,
-      [this, run = std::move(run), session,
+      [this, run = std::move(run), session, caller = std::move(caller),
        fill = std::move(fill)](Done done) mutable -> std::shared_ptr<core::RunningCall> {
         auto complete = [fill = std::move(fill), done = std::move(done)](
                             absl::StatusOr<core::StatementRunner::Results> results) mutable {
@@ -450,7 +479,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartRun(grpc::CallbackServerCon
         // Invalid SQL requests (empty, several statements, placeholder count)
         // are refused before any database work.
         if (session.empty()) return runner_.Run(std::move(run), std::move(complete));
-        return sessions_.Run(session, std::move(run), std::move(complete));
+        return sessions_.Run(caller, session, std::move(run), std::move(complete));
       });
 }
 

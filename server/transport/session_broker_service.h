@@ -4,8 +4,12 @@
 // once; the work completes the call from an executor thread. No handler
 // blocks.
 //
-// Callers identify themselves with the "x-client-id" request metadata (used
-// for session quotas and shown to operators).
+// Who calls is CallAuthenticator's answer (call_identity.h): with a clients
+// file, the authenticated client (unauthenticated calls are refused with
+// UNAUTHENTICATED before anything else); without one, the self-declared
+// "x-client-id". It is the id sessions are owned by, the pool's occupancy and
+// quotas are charged to, and logs show. A session answers only its owner
+// (and admins): to anyone else it is NOT_FOUND, as if it did not exist.
 //
 // A request that cannot be parsed is answered INVALID_ARGUMENT, naming its
 // message type (gRPC's own handlers would answer UNIMPLEMENTED with no
@@ -34,6 +38,7 @@
 #include "server/core/base/mutex.h"
 #include "server/core/exec/statement_runner.h"
 #include "server/core/session/session_manager.h"
+#include "server/transport/call_identity.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 
 namespace sessionbroker::transport {
@@ -41,7 +46,7 @@ namespace sessionbroker::transport {
 class SessionBrokerService final : public v1::SessionBroker::CallbackService {
  public:
   SessionBrokerService(core::StatementRunner& runner, core::SessionManager& sessions,
-                       size_t max_result_bytes);
+                       size_t max_result_bytes, CallAuthenticator auth = CallAuthenticator());
 
   grpc::ServerUnaryReactor* Execute(grpc::CallbackServerContext* context,
                                     const v1::ExecuteRequest* request,
@@ -104,7 +109,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
                                       bool during_drain = false);
   // Execute/ExecuteBatch: one-shot, or in the named session.
   grpc::ServerUnaryReactor* StartRun(grpc::CallbackServerContext* context, core::RunRequest run,
-                                     const std::string& session, RunFill fill);
+                                     const std::string& session, core::Caller caller, RunFill fill);
   // RESOURCE_EXHAUSTED (and an empty response) if it is over the size limit.
   absl::Status CapResponse(google::protobuf::Message* response) const;
   // Finishes at once with `status` (OK: the response is filled in; otherwise
@@ -118,6 +123,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   core::StatementRunner& runner_;
   core::SessionManager& sessions_;
   const size_t max_result_bytes_;
+  const CallAuthenticator auth_;
   std::atomic<bool> draining_{false};
   mutable core::Mutex mu_;
   core::CondVar idle_;
