@@ -111,7 +111,8 @@ class AsyncConnection:
     ProgrammingError = ProgrammingError
     NotSupportedError = NotSupportedError
 
-    def __init__(self, target: str, *, client_id: Optional[str], timeout: Optional[float],
+    def __init__(self, target: str, *, client_id: Optional[str], token: Optional[str],
+                 timeout: Optional[float],
                  credentials: Optional[grpc.ChannelCredentials], autocommit: bool,
                  isolation_level: Optional[str]) -> None:
         self.target = target
@@ -119,7 +120,7 @@ class AsyncConnection:
         self.timeout = timeout
         self._lock = asyncio.Lock()
         self._core = _core.SessionCore(autocommit=autocommit, isolation_level=isolation_level)
-        self._core.metadata = (("x-client-id", client_id),) if client_id else ()
+        self._core.metadata = _core.call_metadata(client_id, token)
         self._channels = _loop_channels()
         self._channel_key, channel = self._channels.acquire(target, credentials)
         self._channel_released = False
@@ -447,6 +448,7 @@ class AsyncCursor:
 
 
 async def connect(target: str, *, client_id: Optional[str] = None,
+                  token: Optional[str] = None,
                   timeout: Optional[float] = None,
                   connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
                   ttl: Optional[float] = None, label: str = "", read_only: bool = False,
@@ -455,7 +457,8 @@ async def connect(target: str, *, client_id: Optional[str] = None,
                   credentials: Optional[grpc.ChannelCredentials] = None,
                   autocommit: bool = False) -> AsyncConnection:
     """Leases a broker session; the arguments are ``sessionbroker.dbapi.connect``'s."""
-    conn = AsyncConnection(target, client_id=client_id, timeout=timeout, credentials=credentials,
+    conn = AsyncConnection(target, client_id=client_id, token=token, timeout=timeout,
+                           credentials=credentials,
                            autocommit=autocommit, isolation_level=isolation_level)
     await conn._open(_core.begin_session_request(ttl=ttl, label=label, read_only=read_only,
                                                  isolation_level=isolation_level,
