@@ -40,10 +40,9 @@ bool RunsOnGivenConnection(Op op) {
 // Statements the connection may prepare and keep (storage::Statement::
 // cacheable): queries and DML that leave nothing behind on the session.
 bool Cacheable(const SqlInfo& info) {
-  if (info.changes_session_state) return false;
-  const std::string& k = info.first_keyword;
-  return k == "SELECT" || k == "INSERT" || k == "UPDATE" || k == "DELETE" || k == "WITH" ||
-         k == "VALUES" || k == "TABLE" || k == "MERGE";
+  if (!info.parsed || info.changes_session_state || info.statement_kinds.size() != 1) return false;
+  const std::string& k = info.statement_kinds[0];
+  return k == "select" || k == "insert" || k == "update" || k == "delete" || k == "merge";
 }
 
 // Checks the request; on success tells whether the connection must be reset
@@ -113,7 +112,9 @@ absl::StatusOr<bool> Check(const RunRequest& request,
           "COPY ... FROM STDIN / TO STDOUT streams data over a protocol the broker does "
           "not offer; use INSERT ... VALUES with parameters, or SELECT"));
     }
-    if (info.max_placeholder != static_cast<int>(s.params.size())) {
+    // Text that does not parse is left to PostgreSQL, which reports the
+    // syntax error before it counts parameters.
+    if (info.parsed && info.max_placeholder != static_cast<int>(s.params.size())) {
       return absl::InvalidArgumentError(
           info.max_placeholder == 0
               ? absl::StrCat(where, "the statement has no $n placeholders but ", s.params.size(),
@@ -121,7 +122,8 @@ absl::StatusOr<bool> Check(const RunRequest& request,
               : absl::StrCat(where, "the statement uses placeholders up to $", info.max_placeholder,
                              " but ", s.params.size(), " parameters were given"));
     }
-    needs_reset = needs_reset || info.changes_session_state;
+    // Only what is provably stateless skips the reset (SqlInfo::leaves_no_state).
+    needs_reset = needs_reset || !info.leaves_no_state;
     if (statements != nullptr) (*statements)[i].cacheable = Cacheable(info);
   }
   return needs_reset;

@@ -11,9 +11,10 @@
 //    BROKER_MAX_STATEMENT_DURATION caps statements of callers with no
 //    deadline. RunningCall::Cancel() (the RPC was cancelled) does the same
 //    and yields CANCELLED.
-//  * Statements that may leave session state behind (SET, temp tables,
-//    PREPARE, advisory locks, ...; see SqlInfo) get the connection reset
-//    before it goes back to the pool, so no caller sees another's state.
+//  * Unless every statement provably leaves no session state behind
+//    (SqlInfo::leaves_no_state: relation-free SELECT/VALUES/SHOW/EXPLAIN with
+//    allow-listed built-ins), the connection is reset before it goes back to
+//    the pool, so no caller sees another's state.
 //  * Sessions (SessionManager) run their transactions as steps: kBegin takes
 //    a connection and hands it back inside its transaction, kInTransaction
 //    and kCommit/kRollback run on that connection. Each step gets the same

@@ -1,476 +1,765 @@
 #include "server/core/sql/sql_classifier.h"
 
+#include <pg_query.h>
+
+#include <algorithm>
+#include <cctype>
 #include <climits>
-#include <cstddef>
 #include <string>
 #include <utility>
+#include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/str_replace.h"
-#include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
 
 namespace sessionbroker::core {
 namespace {
 
-// Character classes, as in PostgreSQL's lexer (src/backend/parser/scan.l).
-// Bytes >= 0x80 count as letters so that multibyte (e.g. UTF-8) names lex as
-// one identifier, whatever the encoding.
+using Json = nlohmann::json;
+using NameSet = absl::flat_hash_set<absl::string_view>;
 
-bool IsSpace(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+// Built-in functions (in pg_catalog) that read or compute and keep nothing on
+// the session. A call of anything else (a user function, or a built-in that
+// locks, seeds, sets, prepares or runs SQL) makes a statement not provably
+// stateless. Kept short and obvious on purpose: a name missing here costs a
+// reset, a wrong name here would be a leak.
+const NameSet& StatelessFunctions() {
+  static const NameSet* const kNames = new NameSet({
+      // time
+      "now",
+      "clock_timestamp",
+      "statement_timestamp",
+      "transaction_timestamp",
+      "timeofday",
+      "date_trunc",
+      "date_part",
+      "date_bin",
+      "extract",
+      "age",
+      "make_date",
+      "make_time",
+      "make_timestamp",
+      "make_timestamptz",
+      "make_interval",
+      "to_timestamp",
+      "to_date",
+      "to_char",
+      "to_number",
+      "isfinite",
+      "justify_days",
+      "justify_hours",
+      "justify_interval",
+      // session and server facts (read only)
+      "version",
+      "current_setting",
+      "current_database",
+      "current_schema",
+      "current_schemas",
+      "pg_backend_pid",
+      "pg_postmaster_start_time",
+      "pg_conf_load_time",
+      "pg_is_in_recovery",
+      "txid_current",
+      "pg_current_xact_id",
+      "inet_server_addr",
+      "inet_server_port",
+      "inet_client_addr",
+      "inet_client_port",
+      "pg_typeof",
+      "to_regclass",
+      "to_regtype",
+      "to_regproc",
+      "to_regnamespace",
+      "to_regrole",
+      "format_type",
+      "pg_sleep",
+      "pg_sleep_for",
+      "pg_size_pretty",
+      "pg_database_size",
+      "pg_relation_size",
+      "pg_total_relation_size",
+      "has_table_privilege",
+      "has_schema_privilege",
+      "has_database_privilege",
+      "pg_has_role",
+      "obj_description",
+      "col_description",
+      "pg_get_userbyid",
+      // text
+      "length",
+      "char_length",
+      "character_length",
+      "octet_length",
+      "bit_length",
+      "lower",
+      "upper",
+      "initcap",
+      "substr",
+      "substring",
+      "concat",
+      "concat_ws",
+      "format",
+      "replace",
+      "btrim",
+      "ltrim",
+      "rtrim",
+      "trim",
+      "lpad",
+      "rpad",
+      "left",
+      "right",
+      "position",
+      "strpos",
+      "split_part",
+      "repeat",
+      "reverse",
+      "md5",
+      "sha224",
+      "sha256",
+      "sha384",
+      "sha512",
+      "encode",
+      "decode",
+      "quote_ident",
+      "quote_literal",
+      "quote_nullable",
+      "regexp_replace",
+      "regexp_match",
+      "regexp_matches",
+      "regexp_split_to_array",
+      "regexp_split_to_table",
+      "starts_with",
+      "string_to_array",
+      "array_to_string",
+      "ascii",
+      "chr",
+      "translate",
+      "to_hex",
+      "convert_from",
+      "convert_to",
+      // numbers
+      "abs",
+      "round",
+      "ceil",
+      "ceiling",
+      "floor",
+      "trunc",
+      "mod",
+      "power",
+      "sqrt",
+      "cbrt",
+      "exp",
+      "ln",
+      "log",
+      "sign",
+      "div",
+      "gcd",
+      "lcm",
+      "pi",
+      "random",
+      "width_bucket",
+      "numeric",
+      // uuids, arrays, json
+      "gen_random_uuid",
+      "array_length",
+      "array_lower",
+      "array_upper",
+      "array_ndims",
+      "array_dims",
+      "array_append",
+      "array_prepend",
+      "array_cat",
+      "array_position",
+      "array_positions",
+      "array_remove",
+      "array_replace",
+      "cardinality",
+      "unnest",
+      "generate_series",
+      "generate_subscripts",
+      "to_json",
+      "to_jsonb",
+      "row_to_json",
+      "array_to_json",
+      "json_build_object",
+      "jsonb_build_object",
+      "json_build_array",
+      "jsonb_build_array",
+      "json_object",
+      "jsonb_object",
+      "jsonb_set",
+      "jsonb_insert",
+      "jsonb_pretty",
+      "jsonb_typeof",
+      "json_typeof",
+      "jsonb_strip_nulls",
+      "json_strip_nulls",
+      "json_array_elements",
+      "jsonb_array_elements",
+      "json_array_elements_text",
+      "jsonb_array_elements_text",
+      "json_each",
+      "jsonb_each",
+      "json_each_text",
+      "jsonb_each_text",
+      "json_object_keys",
+      "jsonb_object_keys",
+      "json_array_length",
+      "jsonb_array_length",
+      "jsonb_path_query",
+      "jsonb_path_exists",
+      "jsonb_path_match",
+      "json_extract_path",
+      "jsonb_extract_path",
+      "json_extract_path_text",
+      "jsonb_extract_path_text",
+      "num_nulls",
+      "num_nonnulls",
+      // aggregates and window functions
+      "count",
+      "sum",
+      "avg",
+      "min",
+      "max",
+      "array_agg",
+      "string_agg",
+      "json_agg",
+      "jsonb_agg",
+      "json_object_agg",
+      "jsonb_object_agg",
+      "bool_and",
+      "bool_or",
+      "every",
+      "bit_and",
+      "bit_or",
+      "stddev",
+      "variance",
+      "percentile_cont",
+      "percentile_disc",
+      "mode",
+      "row_number",
+      "rank",
+      "dense_rank",
+      "lag",
+      "lead",
+      "first_value",
+      "last_value",
+      "nth_value",
+      "ntile",
+      "cume_dist",
+      "percent_rank",
+  });
+  return *kNames;
 }
 
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
-bool IsIdentStart(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' || u >= 0x80;
+// Built-ins that keep state on the session (beyond the statement's own
+// transaction) or run SQL text: visibly stateful, whatever else the
+// statement does.
+const NameSet& StatefulFunctions() {
+  static const NameSet* const kNames = new NameSet({
+      "set_config",
+      "setseed",
+      "pg_advisory_lock",
+      "pg_advisory_lock_shared",
+      "pg_try_advisory_lock",
+      "pg_try_advisory_lock_shared",
+      "dblink_connect",
+      "dblink_connect_u",
+      "lo_open",
+      "query_to_xml",
+      "query_to_xml_and_xmlschema",
+      "query_to_xmlschema",
+      "ts_stat",
+      "ts_rewrite",
+  });
+  return *kNames;
 }
 
-// `$` may continue an identifier (`a$1` is one name, not `a` and `$1`).
-bool IsIdentCont(char c) { return IsIdentStart(c) || IsDigit(c) || c == '$'; }
-
-// A dollar-quote tag is like an identifier but cannot contain `$`.
-bool IsDollarTagCont(char c) { return IsIdentStart(c) || IsDigit(c); }
-
-// Names whose use may outlive the statement: functions with session-level
-// effects, and pg_settings, whose UPDATE rule runs a session-level SET.
-constexpr absl::string_view kSessionStateFunctions[] = {
-    "pg_settings",
-    "set_config",
-    "setseed",
-    "pg_advisory_lock",
-    "pg_advisory_lock_shared",
-    "pg_try_advisory_lock",
-    "pg_try_advisory_lock_shared",
-    "dblink_connect",
-    "dblink_connect_u",
-    "lo_open",
-};
-
-// Statements that are transaction control whatever follows their first word.
-// (PREPARE TRANSACTION needs a second look; see Classifier::OnToken.)
-constexpr absl::string_view kTransactionControlStatements[] = {
-    "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
-};
-
-// Statements that change session state whatever follows their first word.
-// (SET and PREPARE need a second look; see Classifier::OnToken.) DO and CALL
-// run code the lexer cannot see into, so they count as state-changing: a
-// needless reset is cheap, a leak is not.
-constexpr absl::string_view kSessionStateStatements[] = {
-    "RESET", "DEALLOCATE", "LISTEN", "UNLISTEN", "DECLARE", "DISCARD", "LOAD", "DO", "CALL",
-};
-
-template <size_t N>
-bool IsOneOf(absl::string_view word, const absl::string_view (&list)[N]) {
-  for (absl::string_view candidate : list) {
-    if (absl::EqualsIgnoreCase(word, candidate)) return true;
-  }
-  return false;
+// Types in pg_catalog whose casts run no user code, as written without a
+// schema (the grammar already qualifies its keyword types: int, varchar,
+// ...). pg_catalog comes first on the broker's search_path, so these names
+// resolve there.
+const NameSet& BuiltinTypes() {
+  static const NameSet* const kNames = new NameSet({
+      "text",    "varchar",   "bpchar",    "char",        "name",      "int2",      "int4",
+      "int8",    "float4",    "float8",    "numeric",     "bool",      "bytea",     "date",
+      "time",    "timetz",    "timestamp", "timestamptz", "interval",  "uuid",      "json",
+      "jsonb",   "oid",       "regclass",  "regtype",     "regproc",   "inet",      "cidr",
+      "macaddr", "money",     "bit",       "varbit",      "xml",       "tsvector",  "tsquery",
+      "record",  "void",      "unknown",   "point",       "int4range", "int8range", "numrange",
+      "tsrange", "tstzrange", "daterange", "jsonpath",
+  });
+  return *kNames;
 }
 
-// Whether `name` (an identifier, quoted or not) names the pg_temp schema
-// (pg_temp, or a backend's own pg_temp_N) or a session-state function.
-// Quoted names are compared case-insensitively too: that can only add
-// false positives.
-bool IsSessionStateName(absl::string_view name) {
-  return absl::StartsWithIgnoreCase(name, "pg_temp") || IsOneOf(name, kSessionStateFunctions);
+// Catalogs and system views in pg_catalog a statement may read and still be
+// provably stateless (non-superusers cannot put triggers, rules or policies
+// on them). pg_settings only for reading: its UPDATE rule runs set_config.
+const NameSet& StatelessRelations() {
+  static const NameSet* const kNames = new NameSet({
+      "pg_class",
+      "pg_namespace",
+      "pg_attribute",
+      "pg_type",
+      "pg_proc",
+      "pg_database",
+      "pg_roles",
+      "pg_settings",
+      "pg_stat_activity",
+      "pg_locks",
+      "pg_stat_database",
+      "pg_tables",
+      "pg_views",
+      "pg_indexes",
+      "pg_index",
+      "pg_constraint",
+      "pg_extension",
+      "pg_stat_user_tables",
+      "pg_prepared_statements",
+      "pg_cursors",
+      "pg_am",
+      "pg_description",
+  });
+  return *kNames;
 }
 
-enum class TokenKind {
-  kWord,              // unquoted identifier or keyword
-  kQuotedIdentifier,  // "..." or U&"..."
-  kString,            // any string literal, including dollar-quoted ones
-  kPlaceholder,       // $n
-  kNumber,            // a run of digits
-  kOther,             // any other single byte: ( ) . , + ...
+// Node types a provably stateless statement may contain. Any other node
+// (DML, DDL, a locking clause, a node this list does not know) makes the
+// statement need a reset.
+const NameSet& StatelessNodes() {
+  static const NameSet* const kNames = new NameSet({
+      "TransactionStmt",  // only savepoints get this far (Classify)
+      "SelectStmt",      "ResTarget",      "A_Const",
+      "ParamRef",        "TypeCast",       "FuncCall",
+      "A_Expr",          "BoolExpr",       "NullTest",
+      "BooleanTest",     "CaseExpr",       "CaseWhen",
+      "CoalesceExpr",    "MinMaxExpr",     "SQLValueFunction",
+      "RowExpr",         "A_ArrayExpr",    "A_Indirection",
+      "A_Indices",       "A_Star",         "ColumnRef",
+      "String",          "Integer",        "Float",
+      "Boolean",         "BitString",      "List",
+      "SubLink",         "RangeSubselect", "RangeFunction",
+      "Alias",           "SortBy",         "WithClause",
+      "CommonTableExpr", "GroupingSet",    "WindowDef",
+      "JoinExpr",        "RangeVar",       "NamedArgExpr",
+      "GroupingFunc",    "ExplainStmt",    "VariableShowStmt",
+      "DefElem",         "XmlExpr",        "XmlSerialize",
+      "CollateClause",
+  });
+  return *kNames;
+}
+
+std::string Lower(absl::string_view s) { return absl::AsciiStrToLower(s); }
+
+// The sval of a {"String": {"sval": ...}} node ("" for anything else).
+std::string StringNode(const Json& node) {
+  if (!node.is_object()) return "";
+  const auto s = node.find("String");
+  if (s == node.end() || !s->is_object()) return "";
+  const auto v = s->find("sval");
+  return v != s->end() && v->is_string() ? v->get<std::string>() : "";
+}
+
+// A qualified name as the parser gives it (funcname, TypeName.names,
+// A_Expr.name): schema ("" if none) and the last part.
+struct QualifiedName {
+  std::string schema;
+  std::string name;
+  bool ok = false;  // one or two parts
 };
 
-// One pass over the bytes. The scanning loop (Run) splits the text into
-// tokens, skipping whitespace and comments; OnToken applies the rules that
-// look at a statement's first words, plus the rules that apply to any word.
-class Classifier {
+QualifiedName NameOf(const Json& list) {
+  QualifiedName out;
+  if (!list.is_array() || list.empty() || list.size() > 2) return out;
+  out.name = StringNode(list.back());
+  if (list.size() == 2) out.schema = StringNode(list.front());
+  out.ok = !out.name.empty();
+  return out;
+}
+
+bool IsCatalogSchema(const std::string& schema) { return schema.empty() || schema == "pg_catalog"; }
+
+// The string literal a node is ('text'), if it is one.
+bool StringLiteral(const Json& node, std::string* out) {
+  if (!node.is_object()) return false;
+  const auto c = node.find("A_Const");
+  if (c == node.end() || !c->is_object()) return false;
+  const auto s = c->find("sval");
+  if (s == c->end() || !s->is_object()) return false;
+  const auto v = s->find("sval");
+  *out = v != s->end() && v->is_string() ? v->get<std::string>() : "";
+  return true;
+}
+
+std::string StrField(const Json& body, const char* key) {
+  const auto it = body.find(key);
+  return it != body.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+bool BoolField(const Json& body, const char* key) {
+  const auto it = body.find(key);
+  return it != body.end() && it->is_boolean() && it->get<bool>();
+}
+
+// Nested SQL text (query_to_xml('...')) is classified in turn, to this depth.
+constexpr int kMaxNestedSql = 4;
+
+SqlInfo Classify(absl::string_view sql, int depth);
+
+// Collects the facts of one parse tree.
+class Walker {
  public:
-  explicit Classifier(absl::string_view sql) : sql_(sql) {}
+  explicit Walker(int depth) : depth_(depth) {}
 
-  SqlInfo Run() {
-    const size_t n = sql_.size();
-    size_t i = 0;
-    while (i < n) {
-      const char c = sql_[i];
-      const char next = i + 1 < n ? sql_[i + 1] : '\0';
-      if (IsSpace(c)) {
-        ++i;
-      } else if (c == '-' && next == '-') {
-        i = SkipLineComment(i + 2);
-      } else if (c == '/' && next == '*') {
-        i = SkipBlockComment(i + 2);
-      } else if (c == ';') {
-        EndStatement();
-        ++i;
-      } else if (c == '\'') {
-        i = ScanQuoted(i + 1, '\'', /*backslash_escapes=*/false, TokenKind::kString);
-      } else if (c == '"') {
-        i = ScanQuoted(i + 1, '"', /*backslash_escapes=*/false, TokenKind::kQuotedIdentifier);
-      } else if (IsIdentStart(c)) {
-        i = ScanWordOrPrefixedLiteral(i);
-      } else if (c == '$') {
-        i = ScanDollar(i);
-      } else if (IsDigit(c)) {
-        // Only the digits: letters after them start a new word (PostgreSQL
-        // before 15 lexes `1temp` as `1 temp`), which keeps keyword checks
-        // conservative. `1.5`, `1e5` and `0x1F` lex as several tokens, which
-        // no rule cares about.
-        size_t end = i + 1;
-        while (end < n && IsDigit(sql_[end])) ++end;
-        OnToken(TokenKind::kNumber, sql_.substr(i, end - i));
-        i = end;
-      } else {
-        OnToken(TokenKind::kOther, sql_.substr(i, 1));
-        ++i;
-      }
+  int max_placeholder = 0;
+  bool provable = true;
+  bool changes_state = false;
+  bool changes_role = false;
+
+  void Walk(const Json& value) {
+    if (value.is_array()) {
+      for (const Json& item : value) Walk(item);
+      return;
     }
-    EndStatement();
-    return std::move(info_);
+    if (!value.is_object()) return;
+    // The parser's JSON writes some nodes without their type wrapper (a
+    // RangeVar under "relation", a TypeName under "typeName"): recognise
+    // them by their fields.
+    if (value.contains("relname")) Relation(value);
+    if (value.contains("names") && value.contains("typemod")) Type(value);
+    const auto with = value.find("withClause");
+    if (with != value.end() && with->is_object()) {
+      WalkWithScope(value, *with);
+      return;
+    }
+    WalkChildren(value);
   }
 
  private:
-  // What the current statement's next token decides.
-  enum class Expect {
-    kFirstWord,    // Nothing but `(` so far.
-    kSetScope,     // After SET: LOCAL / TRANSACTION / CONSTRAINTS, or a name.
-    kSetScopeDot,  // After SET LOCAL (etc.): `.` means that word was the
-                   // start of a qualified variable name (`SET local.x = 1`).
-    kPrepareName,  // After PREPARE: TRANSACTION, or a statement name.
-    kPrepareGid,   // After PREPARE TRANSACTION: a string literal (the gid),
-                   // or else TRANSACTION was the name (`PREPARE transaction
-                   // AS ...`).
-    // Savepoint statements (the first statement only):
-    kReleaseName,          // After RELEASE: SAVEPOINT, or the name.
-    kRollbackTo,           // After ROLLBACK: WORK / TRANSACTION, or TO.
-    kRollbackToAfterWork,  // After ROLLBACK WORK: TO.
-    kRollbackToName,       // After ROLLBACK ... TO: SAVEPOINT, or the name.
-    kSavepointName,        // The name, next.
-    kSavepointEnd,         // After the name: nothing more may follow.
-    kRest,                 // Only the statement-independent rules apply.
-  };
-
-  // Each Skip/Scan function takes the position of the first byte it should
-  // look at and returns the position just past what it consumed, or
-  // sql_.size() if the construct is unterminated: the rest of the text is
-  // then inside it and PostgreSQL reports the syntax error.
-
-  // `--` up to the end of the line.
-  size_t SkipLineComment(size_t i) const {
-    while (i < sql_.size() && sql_[i] != '\n' && sql_[i] != '\r') ++i;
-    return i;
-  }
-
-  // `/* ... */`, which nests in PostgreSQL (unlike the SQL standard).
-  size_t SkipBlockComment(size_t i) const {
-    const size_t n = sql_.size();
-    int depth = 1;
-    while (i < n) {
-      const char next = i + 1 < n ? sql_[i + 1] : '\0';
-      if (sql_[i] == '/' && next == '*') {
-        ++depth;
-        i += 2;
-      } else if (sql_[i] == '*' && next == '/') {
-        i += 2;
-        if (--depth == 0) return i;
-      } else {
-        ++i;
+  void WalkChildren(const Json& value, const Json* skip = nullptr) {
+    for (const auto& [key, child] : value.items()) {
+      if (skip != nullptr && &child == skip) continue;
+      if (!key.empty() && std::isupper(static_cast<unsigned char>(key[0])) && child.is_object()) {
+        Node(key, child);
       }
-    }
-    return n;
-  }
-
-  // A quoted string or identifier whose body starts at `i`; a doubled quote
-  // is an escaped quote. With `backslash_escapes` (E'...'), a backslash
-  // escapes the next byte. Standard strings, N'', B'', X'' and U&'' all lex
-  // alike here: a B'' or X'' body cannot contain a quote, and U&'' escapes
-  // are `\XXXX` with no way to escape a quote.
-  size_t ScanQuoted(size_t i, char quote, bool backslash_escapes, TokenKind kind) {
-    const size_t n = sql_.size();
-    const size_t body_start = i;
-    while (i < n) {
-      if (backslash_escapes && sql_[i] == '\\') {
-        i += 2;
-      } else if (sql_[i] == quote) {
-        if (i + 1 < n && sql_[i + 1] == quote) {
-          i += 2;
-        } else {
-          OnToken(kind, sql_.substr(body_start, i - body_start));
-          return i + 1;
-        }
-      } else {
-        ++i;
-      }
-    }
-    // `i` may be n + 1 after a trailing backslash.
-    OnToken(kind, sql_.substr(body_start));
-    return n;
-  }
-
-  // An identifier or keyword starting at `i`, unless it is the prefix of a
-  // string literal (E'', B'', X'', N'', U&'') or quoted identifier (U&"").
-  size_t ScanWordOrPrefixedLiteral(size_t i) {
-    const size_t n = sql_.size();
-    const char prefix = absl::ascii_tolower(static_cast<unsigned char>(sql_[i]));
-    const char next = i + 1 < n ? sql_[i + 1] : '\0';
-    if (next == '\'') {
-      if (prefix == 'e') {
-        return ScanQuoted(i + 2, '\'', /*backslash_escapes=*/true, TokenKind::kString);
-      }
-      if (prefix == 'b' || prefix == 'x' || prefix == 'n') {
-        return ScanQuoted(i + 2, '\'', /*backslash_escapes=*/false, TokenKind::kString);
-      }
-    }
-    if (prefix == 'u' && next == '&' && i + 2 < n) {
-      if (sql_[i + 2] == '\'') {
-        return ScanQuoted(i + 3, '\'', /*backslash_escapes=*/false, TokenKind::kString);
-      }
-      if (sql_[i + 2] == '"') {
-        return ScanQuoted(i + 3, '"', /*backslash_escapes=*/false, TokenKind::kQuotedIdentifier);
-      }
-    }
-    size_t end = i + 1;
-    while (end < n && IsIdentCont(sql_[end])) ++end;
-    OnToken(TokenKind::kWord, sql_.substr(i, end - i));
-    return end;
-  }
-
-  // At a `$` that does not continue an identifier: a placeholder ($n), a
-  // dollar-quoted string ($$...$$ or $tag$...$tag$), or a lone `$`.
-  size_t ScanDollar(size_t i) {
-    const size_t n = sql_.size();
-    size_t end = i + 1;
-    if (end < n && IsDigit(sql_[end])) {
-      // Saturate instead of overflowing on absurd numbers.
-      int number = 0;
-      for (; end < n && IsDigit(sql_[end]); ++end) {
-        const int digit = sql_[end] - '0';
-        number = number > (INT_MAX - digit) / 10 ? INT_MAX : number * 10 + digit;
-      }
-      OnToken(TokenKind::kPlaceholder, sql_.substr(i, end - i));
-      if (number > info_.max_placeholder) info_.max_placeholder = number;
-      return end;
-    }
-    // A tag cannot start with a digit, so `$1$` is `$1` then `$`.
-    if (end < n && IsIdentStart(sql_[end])) {
-      ++end;
-      while (end < n && IsDollarTagCont(sql_[end])) ++end;
-    }
-    if (end < n && sql_[end] == '$') {
-      const absl::string_view delimiter = sql_.substr(i, end + 1 - i);
-      const size_t body_start = end + 1;
-      // PostgreSQL checks for the closing delimiter at every `$` of the body,
-      // so the first occurrence of the delimiter ends the string.
-      const size_t close = sql_.find(delimiter, body_start);
-      if (close == absl::string_view::npos) {
-        OnToken(TokenKind::kString, sql_.substr(body_start));
-        return n;
-      }
-      OnToken(TokenKind::kString, sql_.substr(body_start, close - body_start));
-      return close + delimiter.size();
-    }
-    // `$` alone or `$name` with no closing `$`: PostgreSQL returns the `$`
-    // by itself and lexes what follows afresh.
-    OnToken(TokenKind::kOther, sql_.substr(i, 1));
-    return i + 1;
-  }
-
-  void OnToken(TokenKind kind, absl::string_view text) {
-    if (!in_statement_) {
-      in_statement_ = true;
-      expect_ = Expect::kFirstWord;
-      ++statements_;
-      info_.empty = false;
-      if (statements_ > 1) info_.multiple_statements = true;
-    }
-
-    const bool is_word = kind == TokenKind::kWord;
-    switch (expect_) {
-      case Expect::kFirstWord:
-        if (kind == TokenKind::kOther && text == "(") break;
-        expect_ = Expect::kRest;
-        if (is_word) OnFirstWord(text);
-        break;
-      case Expect::kSetScope:
-        if (is_word &&
-            (absl::EqualsIgnoreCase(text, "LOCAL") || absl::EqualsIgnoreCase(text, "TRANSACTION") ||
-             absl::EqualsIgnoreCase(text, "CONSTRAINTS"))) {
-          expect_ = Expect::kSetScopeDot;
-        } else {
-          // SET var, SET SESSION ..., SET ROLE, SET "var", ...
-          info_.changes_session_state = true;
-          expect_ = Expect::kRest;
-        }
-        break;
-      case Expect::kSetScopeDot:
-        if (kind == TokenKind::kOther && text == ".") {
-          info_.changes_session_state = true;
-        }
-        expect_ = Expect::kRest;
-        break;
-      case Expect::kPrepareName:
-        if (is_word && absl::EqualsIgnoreCase(text, "TRANSACTION")) {
-          expect_ = Expect::kPrepareGid;
-        } else {
-          info_.changes_session_state = true;
-          expect_ = Expect::kRest;
-        }
-        break;
-      case Expect::kPrepareGid:
-        if (kind == TokenKind::kString) {
-          info_.transaction_control = true;
-        } else {
-          info_.changes_session_state = true;
-        }
-        expect_ = Expect::kRest;
-        break;
-      case Expect::kReleaseName:
-        if (is_word && absl::EqualsIgnoreCase(text, "SAVEPOINT")) {
-          expect_ = Expect::kSavepointName;
-        } else {
-          OnSavepointName(kind, text);
-        }
-        break;
-      case Expect::kRollbackTo:
-        if (is_word &&
-            (absl::EqualsIgnoreCase(text, "WORK") || absl::EqualsIgnoreCase(text, "TRANSACTION"))) {
-          expect_ = Expect::kRollbackToAfterWork;
-        } else if (is_word && absl::EqualsIgnoreCase(text, "TO")) {
-          expect_ = Expect::kRollbackToName;
-        } else {
-          expect_ = Expect::kRest;
-        }
-        break;
-      case Expect::kRollbackToAfterWork:
-        expect_ =
-            is_word && absl::EqualsIgnoreCase(text, "TO") ? Expect::kRollbackToName : Expect::kRest;
-        break;
-      case Expect::kRollbackToName:
-        if (is_word && absl::EqualsIgnoreCase(text, "SAVEPOINT")) {
-          expect_ = Expect::kSavepointName;
-        } else {
-          OnSavepointName(kind, text);
-        }
-        break;
-      case Expect::kSavepointName:
-        OnSavepointName(kind, text);
-        break;
-      case Expect::kSavepointEnd:
-        pending_savepoint_ = SqlInfo::Savepoint::kNone;
-        expect_ = Expect::kRest;
-        break;
-      case Expect::kRest:
-        break;
-    }
-
-    // Rules that hold wherever the word appears. TEMP/TEMPORARY only as a
-    // bare keyword: a quoted "temp" is an ordinary name.
-    if (is_word) {
-      if (in_copy_ &&
-          (absl::EqualsIgnoreCase(text, "STDIN") || absl::EqualsIgnoreCase(text, "STDOUT"))) {
-        info_.copy_stdio = true;
-      }
-      if (absl::EqualsIgnoreCase(text, "TEMP") || absl::EqualsIgnoreCase(text, "TEMPORARY") ||
-          IsSessionStateName(text)) {
-        info_.changes_session_state = true;
-      }
-    } else if (kind == TokenKind::kQuotedIdentifier) {
-      if (IsSessionStateName(text)) info_.changes_session_state = true;
+      Walk(child);
     }
   }
 
-  // The first word of a statement (after any `(`).
-  void OnFirstWord(absl::string_view word) {
-    if (statements_ == 1) info_.first_keyword = absl::AsciiStrToUpper(word);
-    in_copy_ = absl::EqualsIgnoreCase(word, "COPY");
-    if (IsOneOf(word, kTransactionControlStatements)) {
-      info_.transaction_control = true;
-      if (statements_ == 1) {
-        if (absl::EqualsIgnoreCase(word, "SAVEPOINT")) {
-          pending_savepoint_ = SqlInfo::Savepoint::kSavepoint;
-          expect_ = Expect::kSavepointName;
-        } else if (absl::EqualsIgnoreCase(word, "RELEASE")) {
-          pending_savepoint_ = SqlInfo::Savepoint::kRelease;
-          expect_ = Expect::kReleaseName;
-        } else if (absl::EqualsIgnoreCase(word, "ROLLBACK")) {
-          pending_savepoint_ = SqlInfo::Savepoint::kRollbackTo;
-          expect_ = Expect::kRollbackTo;
+  // A statement with a WITH clause: an unqualified name in FROM may be one
+  // of its common table expressions, which are not relations. A CTE's own
+  // query sees the ones before it (all of them with RECURSIVE); the rest of
+  // the statement sees all.
+  void WalkWithScope(const Json& statement, const Json& with) {
+    Node("WithClause", with);
+    const size_t outer = ctes_.size();
+    const Json ctes = with.value("ctes", Json::array());
+    const bool recursive = BoolField(with, "recursive");
+    if (recursive) {
+      for (const Json& cte : ctes) ctes_.push_back(CteName(cte));
+    }
+    for (const Json& cte : ctes) {
+      Walk(cte);
+      if (!recursive) ctes_.push_back(CteName(cte));
+    }
+    WalkChildren(statement, &with);
+    ctes_.resize(outer);
+  }
+
+  static std::string CteName(const Json& cte) {
+    const auto body = cte.find("CommonTableExpr");
+    return body != cte.end() && body->is_object() ? StrField(*body, "ctename") : "";
+  }
+
+  void Node(const std::string& type, const Json& body) {
+    if (!StatelessNodes().contains(type)) provable = false;
+    if (type == "ParamRef") {
+      const auto n = body.find("number");
+      if (n != body.end() && n->is_number_integer()) {
+        const int64_t number =
+            std::clamp<int64_t>(n->get<int64_t>(), 0, static_cast<int64_t>(INT_MAX));
+        max_placeholder = std::max(max_placeholder, static_cast<int>(number));
+      }
+    } else if (type == "FuncCall") {
+      Function(body);
+    } else if (type == "A_Expr") {
+      // An operator named with a schema other than pg_catalog
+      // (OPERATOR(s.+)) is a user operator.
+      const QualifiedName op = NameOf(body.value("name", Json()));
+      if (!IsCatalogSchema(op.schema)) provable = false;
+    } else if (type == "SelectStmt") {
+      if (body.contains("intoClause") || body.contains("lockingClause")) provable = false;
+    } else if (type == "ExplainStmt") {
+      for (const Json& option : body.value("options", Json::array())) {
+        if (option.is_object() && option.contains("DefElem") &&
+            Lower(StrField(option["DefElem"], "defname")) == "analyze") {
+          provable = false;
         }
       }
-    } else if (IsOneOf(word, kSessionStateStatements)) {
-      info_.changes_session_state = true;
-    } else if (absl::EqualsIgnoreCase(word, "SET")) {
-      expect_ = Expect::kSetScope;
-    } else if (absl::EqualsIgnoreCase(word, "PREPARE")) {
-      expect_ = Expect::kPrepareName;
+    } else if (type == "InsertStmt" || type == "UpdateStmt" || type == "DeleteStmt" ||
+               type == "MergeStmt") {
+      // pg_settings' UPDATE rule runs set_config; any DML on it counts.
+      const Json relation = body.value("relation", Json());
+      if (relation.is_object() && StrField(relation, "relname") == "pg_settings" &&
+          IsCatalogSchema(StrField(relation, "schemaname"))) {
+        changes_state = true;
+        changes_role = true;
+      }
+    } else if (type == "VariableSetStmt") {
+      VariableSet(body);
+    } else if (type == "DiscardStmt") {
+      changes_state = true;
+      if (StrField(body, "target") == "DISCARD_ALL") changes_role = true;
+    } else if (type == "PrepareStmt" || type == "ExecuteStmt" || type == "DeallocateStmt" ||
+               type == "ListenStmt" || type == "UnlistenStmt" || type == "DeclareCursorStmt" ||
+               type == "FetchStmt" || type == "ClosePortalStmt" || type == "LoadStmt" ||
+               type == "CallStmt") {
+      changes_state = true;
+    } else if (type == "DoStmt") {
+      changes_state = true;
+      changes_role = true;  // its body is code the classifier does not follow
     }
   }
 
-  // The name of a savepoint statement (only an identifier will do).
-  void OnSavepointName(TokenKind kind, absl::string_view text) {
-    if (kind == TokenKind::kWord) {
-      savepoint_name_ = absl::AsciiStrToLower(text);
-    } else if (kind == TokenKind::kQuotedIdentifier && !text.empty()) {
-      savepoint_name_ = absl::StrReplaceAll(text, {{"\"\"", "\""}});
-    } else {
-      pending_savepoint_ = SqlInfo::Savepoint::kNone;
-      expect_ = Expect::kRest;
+  void VariableSet(const Json& body) {
+    const std::string kind = StrField(body, "kind");
+    const std::string name = StrField(body, "name");
+    if (kind == "VAR_RESET_ALL" || name == "role" || name == "session_authorization") {
+      changes_role = true;
+    }
+    const bool transaction_scoped =
+        BoolField(body, "is_local") ||
+        (kind == "VAR_SET_MULTI" && absl::StartsWith(name, "TRANSACTION"));
+    if (!transaction_scoped) changes_state = true;
+  }
+
+  void Relation(const Json& rel) {
+    const std::string schema = StrField(rel, "schemaname");
+    const std::string name = StrField(rel, "relname");
+    if (StrField(rel, "relpersistence") == "t" || absl::StartsWith(schema, "pg_temp")) {
+      changes_state = true;
+      provable = false;
       return;
     }
-    // PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes, never
-    // splitting a multibyte character.
-    constexpr size_t kMaxNameBytes = 63;
-    if (savepoint_name_.size() > kMaxNameBytes) {
-      size_t cut = kMaxNameBytes;
-      while (cut > 0 && (static_cast<unsigned char>(savepoint_name_[cut]) & 0xC0) == 0x80) --cut;
-      savepoint_name_.resize(cut);
-    }
-    expect_ = Expect::kSavepointEnd;
+    if (schema.empty() && std::find(ctes_.begin(), ctes_.end(), name) != ctes_.end()) return;
+    if (!(IsCatalogSchema(schema) && StatelessRelations().contains(name))) provable = false;
   }
 
-  // At `;` or the end of the text.
-  void EndStatement() {
-    if (!in_statement_) return;
-    if (statements_ == 1) {
-      if (expect_ == Expect::kSavepointEnd && pending_savepoint_ != SqlInfo::Savepoint::kNone) {
-        info_.savepoint = pending_savepoint_;
-        info_.savepoint_name = std::move(savepoint_name_);
+  void Type(const Json& type) {
+    const QualifiedName name = NameOf(type["names"]);
+    if (!name.ok) {
+      provable = false;
+      return;
+    }
+    if (name.schema == "pg_catalog") return;
+    if (!name.schema.empty() || !BuiltinTypes().contains(name.name)) provable = false;
+  }
+
+  void Function(const Json& body) {
+    const QualifiedName f = NameOf(body.value("funcname", Json()));
+    if (!f.ok || !IsCatalogSchema(f.schema)) {
+      provable = false;
+      return;
+    }
+    if (!StatelessFunctions().contains(f.name)) provable = false;
+    if (!StatefulFunctions().contains(f.name)) return;
+    changes_state = true;
+    const Json args = body.value("args", Json::array());
+    std::string text;
+    if (f.name == "set_config") {
+      if (args.empty() || !StringLiteral(args[0], &text)) {
+        changes_role = true;
+      } else {
+        const std::string setting = Lower(text);
+        if (setting == "role" || setting == "session_authorization") changes_role = true;
+      }
+      return;
+    }
+    // Built-ins that run SQL given as text: the query argument.
+    size_t query_arg = SIZE_MAX;
+    if (absl::StartsWith(f.name, "query_to_xml") || f.name == "ts_stat") query_arg = 0;
+    if (f.name == "ts_rewrite" && args.size() == 2) query_arg = 1;
+    if (query_arg == SIZE_MAX) return;
+    if (query_arg >= args.size() || !StringLiteral(args[query_arg], &text) ||
+        depth_ >= kMaxNestedSql) {
+      changes_role = true;
+      return;
+    }
+    const SqlInfo inner = Classify(text, depth_ + 1);
+    if (inner.changes_role || !inner.parsed) changes_role = true;
+  }
+
+  const int depth_;
+  // The names of the common table expressions in scope.
+  std::vector<std::string> ctes_;
+};
+
+std::string KindOf(const std::string& type, const Json& body) {
+  if (type == "SelectStmt") return body.contains("intoClause") ? "ddl" : "select";
+  if (type == "InsertStmt") return "insert";
+  if (type == "UpdateStmt") return "update";
+  if (type == "DeleteStmt") return "delete";
+  if (type == "MergeStmt") return "merge";
+  if (type == "TransactionStmt") return "transaction";
+  if (type == "VariableSetStmt" || type == "ConstraintsSetStmt") return "set";
+  if (type == "VariableShowStmt") return "show";
+  if (type == "CopyStmt") return "copy";
+  if (type == "CallStmt") return "call";
+  if (type == "DoStmt") return "do";
+  if (type == "ExplainStmt") return "explain";
+  if (type == "LockStmt") return "lock";
+  if (type == "VacuumStmt" || type == "ClusterStmt" || type == "ReindexStmt" ||
+      type == "CheckPointStmt" || type == "RefreshMatViewStmt") {
+    return "maintenance";
+  }
+  if (type == "ListenStmt" || type == "UnlistenStmt" || type == "NotifyStmt") return "listen";
+  if (type == "PrepareStmt" || type == "ExecuteStmt" || type == "DeallocateStmt") {
+    return "prepare";
+  }
+  static const NameSet* const kDdl = new NameSet({
+      "ViewStmt",
+      "IndexStmt",
+      "DefineStmt",
+      "RenameStmt",
+      "CommentStmt",
+      "SecLabelStmt",
+      "RuleStmt",
+      "TruncateStmt",
+      "CompositeTypeStmt",
+      "ReassignOwnedStmt",
+      "DropOwnedStmt",
+      "ImportForeignSchemaStmt",
+      "CreatedbStmt",
+      "DropdbStmt",
+      "GrantStmt",
+      "GrantRoleStmt",
+  });
+  if (absl::StartsWith(type, "Create") || absl::StartsWith(type, "Alter") ||
+      absl::StartsWith(type, "Drop") || kDdl->contains(type)) {
+    return "ddl";
+  }
+  return "other";
+}
+
+// The index of the first character of `sql` from `i` on that is not
+// whitespace, a comment or (with `parentheses`) an opening parenthesis.
+size_t SkipNoise(absl::string_view sql, size_t i, bool parentheses) {
+  while (i < sql.size()) {
+    const char c = sql[i];
+    if (absl::ascii_isspace(static_cast<unsigned char>(c)) || (parentheses && c == '(')) {
+      ++i;
+    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      while (i < sql.size() && sql[i] != '\n' && sql[i] != '\r') ++i;
+    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+      int nesting = 1;
+      i += 2;
+      while (i < sql.size() && nesting > 0) {
+        if (sql[i] == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+          ++nesting;
+          i += 2;
+        } else if (sql[i] == '*' && i + 1 < sql.size() && sql[i + 1] == '/') {
+          --nesting;
+          i += 2;
+        } else {
+          ++i;
+        }
       }
     } else {
-      // Several statements: none of them is a savepoint statement alone.
-      info_.savepoint = SqlInfo::Savepoint::kNone;
-      info_.savepoint_name.clear();
-    }
-    in_statement_ = false;
-    in_copy_ = false;
-    // A statement cut short after SET or PREPARE is a syntax error; flag it
-    // anyway rather than reason about what it might have been.
-    if (expect_ == Expect::kSetScope || expect_ == Expect::kPrepareName ||
-        expect_ == Expect::kPrepareGid) {
-      info_.changes_session_state = true;
+      break;
     }
   }
+  return std::min(i, sql.size());
+}
 
-  const absl::string_view sql_;
-  SqlInfo info_;
-  int statements_ = 0;  // Non-empty statements seen so far.
-  bool in_statement_ = false;
-  bool in_copy_ = false;  // the current statement starts with COPY
-  Expect expect_ = Expect::kFirstWord;
-  // The first statement's savepoint command while it is being read.
-  SqlInfo::Savepoint pending_savepoint_ = SqlInfo::Savepoint::kNone;
-  std::string savepoint_name_;
-};
+// The first word of `sql` from `offset`, upper-cased, skipping whitespace,
+// comments and opening parentheses; "" if it starts with anything else.
+std::string FirstWord(absl::string_view sql, size_t offset) {
+  size_t i = SkipNoise(sql, std::min(offset, sql.size()), /*parentheses=*/true);
+  auto is_start = [](unsigned char c) { return std::isalpha(c) || c == '_' || c >= 0x80; };
+  auto is_part = [&](unsigned char c) { return is_start(c) || std::isdigit(c) || c == '$'; };
+  if (i >= sql.size() || !is_start(static_cast<unsigned char>(sql[i]))) return "";
+  const size_t start = i;
+  while (i < sql.size() && is_part(static_cast<unsigned char>(sql[i]))) ++i;
+  return absl::AsciiStrToUpper(sql.substr(start, i - start));
+}
+
+// Text the parser refused. It goes to PostgreSQL as it is, which reports the
+// syntax error (with its SQLSTATE) before it runs anything, and refuses
+// several statements in one extended-protocol message by itself; so it is
+// one non-empty statement of unknown kind, never provably stateless.
+SqlInfo Unparsed(const std::string& text, const char* message) {
+  SqlInfo info;
+  info.parsed = false;
+  info.parse_error = message == nullptr ? "syntax error" : message;
+  info.empty = false;
+  info.leaves_no_state = false;
+  info.first_keyword = FirstWord(text, 0);
+  info.statement_kinds = {"other"};
+  return info;
+}
+
+SqlInfo Classify(absl::string_view sql, int depth) {
+  // libpg_query takes a C string.
+  const std::string text(sql);
+  PgQueryParseResult result = pg_query_parse(text.c_str());
+  if (result.error != nullptr) {
+    SqlInfo info = Unparsed(text, result.error->message);
+    pg_query_free_parse_result(result);
+    return info;
+  }
+  Json tree = Json::parse(result.parse_tree, nullptr, /*allow_exceptions=*/false);
+  pg_query_free_parse_result(result);
+  SqlInfo info;
+  if (tree.is_discarded() || !tree.is_object()) return Unparsed(text, "unreadable parse tree");
+  const Json stmts = tree.value("stmts", Json::array());
+  info.empty = stmts.empty();
+  info.multiple_statements = stmts.size() > 1;
+  Walker walker(depth);
+  for (const Json& raw : stmts) {
+    const Json stmt = raw.value("stmt", Json::object());
+    if (!stmt.is_object() || stmt.empty()) continue;
+    const std::string& type = stmt.begin().key();
+    const Json& body = stmt.begin().value();
+    info.statement_kinds.push_back(KindOf(type, body));
+    const std::string tx_kind = type == "TransactionStmt" ? StrField(body, "kind") : "";
+    // Savepoints live and die with their transaction.
+    const bool savepoint_statement = tx_kind == "TRANS_STMT_SAVEPOINT" ||
+                                     tx_kind == "TRANS_STMT_RELEASE" ||
+                                     tx_kind == "TRANS_STMT_ROLLBACK_TO";
+    if (type != "SelectStmt" && type != "VariableShowStmt" && type != "ExplainStmt" &&
+        !savepoint_statement) {
+      walker.provable = false;
+    }
+    if (type == "TransactionStmt") {
+      info.transaction_control = true;
+      SqlInfo::Savepoint savepoint = SqlInfo::Savepoint::kNone;
+      if (tx_kind == "TRANS_STMT_SAVEPOINT") savepoint = SqlInfo::Savepoint::kSavepoint;
+      if (tx_kind == "TRANS_STMT_RELEASE") savepoint = SqlInfo::Savepoint::kRelease;
+      if (tx_kind == "TRANS_STMT_ROLLBACK_TO") savepoint = SqlInfo::Savepoint::kRollbackTo;
+      if (stmts.size() == 1 && savepoint != SqlInfo::Savepoint::kNone) {
+        info.savepoint = savepoint;
+        info.savepoint_name = StrField(body, "savepoint_name");
+      }
+    } else if (type == "CopyStmt") {
+      if (!body.contains("filename") && !BoolField(body, "is_program")) info.copy_stdio = true;
+    }
+    walker.Walk(stmt);
+  }
+  info.max_placeholder = walker.max_placeholder;
+  info.changes_session_state = walker.changes_state;
+  info.changes_role = walker.changes_role;
+  info.leaves_no_state = walker.provable && !walker.changes_state;
+  if (!info.empty) {
+    const int first = stmts[0].value("stmt_location", 0);
+    info.first_keyword = FirstWord(text, static_cast<size_t>(std::max(first, 0)));
+  }
+  return info;
+}
 
 }  // namespace
 
-SqlInfo ClassifySql(absl::string_view sql) { return Classifier(sql).Run(); }
+SqlInfo ClassifySql(absl::string_view sql) { return Classify(sql, 0); }
 
 }  // namespace sessionbroker::core

@@ -1,78 +1,111 @@
-// A small SQL lexer that tells the broker what a statement is before it
-// reaches the database: how many $n placeholders it uses, whether it is empty,
-// whether it controls transactions, and whether it may leave session-level
-// state behind on the connection (see docs/design.md, "No state leaks").
+// Tells the broker what a statement is before it reaches the database: how
+// many $n placeholders it uses, whether it is empty, whether it controls
+// transactions, what kinds of statement it holds, whether it changes the
+// role, and whether it provably leaves no session state behind on the
+// connection (see docs/design.md, "No state leaks between callers", and
+// docs/security.md, "State isolation").
 //
-// It understands comments (-- and nested /* */), quoted identifiers (also
-// U&"..."), string literals ('...', E'...' with backslash escapes, U&'...',
-// N'...', B'...', X'...'), dollar-quoted strings ($$...$$, $tag$...$tag$), so
-// placeholders, semicolons and keywords inside them are ignored. Standard
-// strings follow standard_conforming_strings = on (the default): a backslash
-// in '...' is an ordinary character. An unterminated literal or comment runs
-// to the end of the text (PostgreSQL will report the syntax error).
+// It parses with PostgreSQL's own grammar (libpg_query, the server's parser
+// compiled as a library, version 15), so identifiers are compared as
+// PostgreSQL resolves them (U&"set\005fconfig" is set_config), and string
+// literals, comments and dollar quotes never hide or fake anything. What it
+// cannot see (the body of a user function, a view, a trigger, a DO block) is
+// treated as possibly leaving state: `leaves_no_state` holds only when it is
+// provable from the text alone.
 //
-// It is not a parser: it looks at keywords and names, and errs on the side of
-// reporting session state (a false positive costs a connection reset; a false
-// negative leaks state to the next caller). It cannot see inside function
-// bodies, DO blocks or called user functions.
-// Pure functions; thread-safe.
+// Text that does not parse is not refused here (PostgreSQL reports the syntax
+// error with its SQLSTATE): it gets `parsed == false`, statement boundaries
+// from PostgreSQL's scanner, and counts as not provably stateless.
+//
+// Pure function; thread-safe (libpg_query keeps its memory contexts in
+// thread-local storage, so concurrent calls on different threads do not
+// share state).
 #ifndef SESSIONBROKER_SERVER_CORE_SQL_SQL_CLASSIFIER_H_
 #define SESSIONBROKER_SERVER_CORE_SQL_SQL_CLASSIFIER_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 
 namespace sessionbroker::core {
 
 struct SqlInfo {
-  // No tokens at all (only whitespace, comments and semicolons).
+  // No statement at all (only whitespace, comments and semicolons).
   bool empty = true;
-  // More than one non-empty statement: a `;` followed by further tokens.
-  // Empty statements do not count (`SELECT 1;;`, `;SELECT 1 -- x` are one
-  // statement). Every `;` outside literals and comments separates statements,
-  // even inside parentheses or a BEGIN ATOMIC body, so CREATE RULE ... DO
-  // (a; b) and SQL-standard function bodies are reported as multiple.
+  // More than one non-empty statement (`SELECT 1;;` is one). Semicolons
+  // inside a statement's own syntax (CREATE RULE ... DO (a; b), a BEGIN
+  // ATOMIC body) do not separate statements.
   bool multiple_statements = false;
-  // The highest n among $n placeholders (0 if none), saturating at INT_MAX.
-  // `$` inside an identifier is not a placeholder (`a$1` is one name).
+  // The highest n among $n placeholders (0 if none). 0 when the text does not
+  // parse: the caller then leaves the count to PostgreSQL, which reports the
+  // syntax error before it looks at parameters.
   int max_placeholder = 0;
   // The first word of the first statement, upper-cased ("SELECT", "BEGIN",
-  // "WITH", ...). Leading `(` are skipped (`(SELECT 1)` gives "SELECT").
-  // Empty if there are no tokens or the statement starts with something other
-  // than an unquoted word (a quoted identifier, a literal, ...).
+  // "WITH", ...), for messages. Leading `(` are skipped. Empty if the text
+  // starts with something other than an unquoted word.
   std::string first_keyword;
-  // Some statement (not only the first) starts with BEGIN, START, COMMIT,
-  // END, ROLLBACK, ABORT, SAVEPOINT, RELEASE, or is PREPARE TRANSACTION 'gid'
-  // (COMMIT PREPARED and ROLLBACK PREPARED start with COMMIT/ROLLBACK).
+  // Some statement is BEGIN, START TRANSACTION, COMMIT, END, ROLLBACK, ABORT,
+  // SAVEPOINT, RELEASE, ROLLBACK TO, PREPARE TRANSACTION, COMMIT PREPARED or
+  // ROLLBACK PREPARED.
   bool transaction_control = false;
-  // Some statement may change state that outlives it on the connection:
-  // - statements starting with SET (including SET SESSION ...; but not SET
-  //   LOCAL, SET TRANSACTION or SET CONSTRAINTS, which are transaction-scoped;
-  //   `SET local.x = 1` sets a variable named local.x and does count), RESET,
-  //   PREPARE (but not PREPARE TRANSACTION 'gid'), DEALLOCATE, LISTEN,
-  //   UNLISTEN, DECLARE, DISCARD, LOAD, and DO and CALL (whose code the lexer
-  //   cannot see into);
-  // - the keyword TEMP/TEMPORARY anywhere outside literals, comments and
-  //   quoted identifiers (so a column named temp is a false positive);
-  // - any name, quoted or not, that starts with pg_temp (pg_temp.t,
-  //   pg_temp_3.t) or is pg_settings (its UPDATE rule runs a SET),
-  //   set_config, setseed, pg_advisory_lock, pg_advisory_lock_shared,
-  //   pg_try_advisory_lock, pg_try_advisory_lock_shared, dblink_connect,
-  //   dblink_connect_u, lo_open (schema-qualified or not, called or merely
-  //   named).
-  // Transaction-scoped variants (pg_advisory_xact_lock, SET LOCAL) are not
-  // session state. Keywords and names compare case-insensitively.
+  // Some statement visibly changes state that outlives it on the connection:
+  // SET and RESET (not SET LOCAL, SET TRANSACTION or SET CONSTRAINTS, which
+  // are transaction-scoped; SET SESSION CHARACTERISTICS is session state),
+  // PREPARE, EXECUTE, DEALLOCATE, LISTEN, UNLISTEN, DECLARE, FETCH, CLOSE,
+  // DISCARD, LOAD, DO, CALL, a temporary object (CREATE TEMP ..., SELECT INTO
+  // TEMP, anything in a pg_temp schema), DML on pg_settings (its rule runs a
+  // SET), and calls of built-ins known to keep session state (set_config,
+  // setseed, session-level advisory locks, lo_open, dblink_connect, and the
+  // built-ins that run SQL text: query_to_xml and its family, ts_stat,
+  // ts_rewrite). Used to refuse such statements in read-only sessions and to
+  // keep them out of the prepared-statement cache. This is what can be seen;
+  // whether a reset is needed is `leaves_no_state`.
   bool changes_session_state = false;
+  // Every statement provably leaves no session state behind, so the
+  // connection needs no reset afterwards. True only for SELECT, VALUES, SHOW
+  // and EXPLAIN (without ANALYZE) whose every function call is in an
+  // allow-list of pg_catalog built-ins that cannot change session state
+  // (called unqualified or as pg_catalog.f), whose every type cast names a
+  // pg_catalog type, that read no relation other than an allow-listed
+  // pg_catalog catalog or view, that have no SELECT INTO and no locking
+  // clause. Any other relation could run user code (a view calling
+  // set_config, a rule, a row-level security policy), so INSERT, UPDATE,
+  // DELETE and reads of user tables are never provably stateless. SAVEPOINT,
+  // RELEASE and ROLLBACK TO are (they end with their transaction).
+  // True for empty text (nothing runs).
+  bool leaves_no_state = true;
+  // One lower-case kind per statement, in order: select, insert, update,
+  // delete, merge, ddl, transaction, set, copy, call, do, explain, show,
+  // lock, maintenance, listen, prepare, other. SELECT INTO (it creates a
+  // table) and TRUNCATE are ddl; SET, RESET and SET CONSTRAINTS are set;
+  // LISTEN, UNLISTEN and NOTIFY are listen; PREPARE, EXECUTE and DEALLOCATE
+  // are prepare; VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT and REFRESH
+  // MATERIALIZED VIEW are maintenance; EXPLAIN is explain whatever it
+  // explains. Text that does not parse gives {"other"}.
+  std::vector<std::string> statement_kinds;
+  // Some statement may change the current or session role: SET [LOCAL] ROLE,
+  // RESET ROLE, SET/RESET SESSION AUTHORIZATION, RESET ALL, DISCARD ALL,
+  // set_config whose first argument is 'role' or 'session_authorization' (any
+  // case) or not a literal, DML on pg_settings, a DO block (its body is not
+  // followed), and a SQL-running built-in (query_to_xml, ts_stat, ...) whose
+  // SQL text is not a literal or itself changes the role. A user function
+  // that does it internally is not seen: the reset after the call restores
+  // the role.
+  bool changes_role = false;
+  // The text parsed. When false, the boundaries above come from PostgreSQL's
+  // scanner and `parse_error` says what the parser reported.
+  bool parsed = true;
+  std::string parse_error;
   // The text is one savepoint statement: SAVEPOINT name, RELEASE [SAVEPOINT]
   // name, or ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name (these also
   // count as transaction_control). kNone for anything else, also when the
-  // statement is followed by another or by tokens after the name.
+  // statement is followed by another.
   enum class Savepoint { kNone, kSavepoint, kRelease, kRollbackTo };
   Savepoint savepoint = Savepoint::kNone;
-  // With `savepoint`: the name as PostgreSQL compares it: an unquoted name
-  // lower-cased (ASCII), a quoted one as written ("" unescaped), both cut to
-  // 63 bytes (NAMEDATALEN - 1) at a UTF-8 character boundary.
+  // With `savepoint`: the name as PostgreSQL compares it (unquoted names
+  // lower-cased, cut to 63 bytes at a character boundary), as the parser
+  // gives it.
   std::string savepoint_name;
   // A COPY ... FROM STDIN / TO STDOUT: it streams data over the connection's
   // copy sub-protocol, which the broker does not offer.

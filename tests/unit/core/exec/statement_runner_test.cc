@@ -145,10 +145,25 @@ TEST_F(StatementRunnerTest, SessionStateStatementsResetTheConnectionBeforeItIsRe
   EXPECT_EQ(runner_->Stats().session_resets, 2);
 }
 
-TEST_F(StatementRunnerTest, PlainStatementsDoNotResetTheConnection) {
+TEST_F(StatementRunnerTest, ProvablyStatelessStatementsDoNotResetTheConnection) {
+  ASSERT_TRUE(RunToEnd(One("SELECT $1::int8 + 1", {storage::Value::Int64(1)})).ok());
+  ASSERT_TRUE(RunToEnd(One("SELECT now(), pg_backend_pid()")).ok());
+  EXPECT_EQ(connector_.connection(1)->resets(), 0);
+}
+
+TEST_F(StatementRunnerTest, StatementsOnRelationsResetTheConnection) {
+  // A table may be a view calling set_config, or have a trigger or a rule
+  // that does: only relation-free statements are provably stateless.
   ASSERT_TRUE(RunToEnd(One("SELECT * FROM t WHERE id = $1", {storage::Value::Int64(1)})).ok());
   ASSERT_TRUE(RunToEnd(One("INSERT INTO t VALUES (1)")).ok());
-  EXPECT_EQ(connector_.connection(1)->resets(), 0);
+  EXPECT_EQ(connector_.connection(1)->resets(), 2);
+}
+
+TEST_F(StatementRunnerTest, UnparsableSqlGoesToTheDatabaseWithItsParameters) {
+  // PostgreSQL reports the syntax error (with its SQLSTATE); the broker does
+  // not count placeholders it cannot parse.
+  ASSERT_TRUE(RunToEnd(One("SELEC $1", {storage::Value::Int64(1)})).ok());
+  EXPECT_EQ(connector_.connection(1)->resets(), 1);
 }
 
 TEST_F(StatementRunnerTest, PoolErrorsReachTheCaller) {
