@@ -545,6 +545,23 @@ class PqxxConnection final : public DbConnection {
     }
   }
 
+  absl::Status UseRole(const std::string& role) override {
+    if (role == role_) return absl::OkStatus();
+    if (IsBroken()) return BrokenError();
+    try {
+      pqxx::nontransaction tx(*conn_);
+      tx.exec(role.empty() ? std::string("RESET ROLE") : "SET ROLE " + conn_->quote_name(role));
+      role_ = role;
+      return absl::OkStatus();
+    } catch (...) {
+      // A failed SET ROLE changes nothing (it runs alone, outside any
+      // transaction): role_ still says what the connection runs as.
+      const absl::Status status = StatusFromException();
+      return WithPrefix(status, role.empty() ? "RESET ROLE failed: "
+                                             : absl::StrCat("SET ROLE ", role, " failed: "));
+    }
+  }
+
   absl::Status ResetSession() override {
     if (IsBroken()) return BrokenError();
     try {
@@ -560,6 +577,7 @@ class PqxxConnection final : public DbConnection {
       // prepared again when it is next used.
       statements_.MarkAllUnprepared();
       tx.exec(kBaselineSettingsSql);
+      role_.clear();  // DISCARD ALL reset the role too
       return absl::OkStatus();
     } catch (...) {
       const absl::Status status = StatusFromException();
@@ -915,6 +933,8 @@ class PqxxConnection final : public DbConnection {
   // The prepared statement cache (see PqxxConnector::Options), keyed by SQL
   // and parameter types (PreparedStatementKey). Owner thread only.
   StatementCache statements_;
+  // The role set by UseRole; "" = the login role.
+  std::string role_;
   // Parameter types named by name (Value.type) and not built in: the OID the
   // server gave, by search_path and name ("<search_path>\0<name>"). Owner
   // thread only.

@@ -8,6 +8,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/auth/statement_policy.h"
 #include "server/core/sql/session_settings.h"
 #include "server/transport/client_id.h"
 #include "server/transport/keep_alive_reactor.h"
@@ -225,6 +226,27 @@ absl::Status TakeCallSettings(const google::protobuf::Map<std::string, std::stri
   return absl::OkStatus();
 }
 
+// The caller's policy on a one-shot or session call: its statements are
+// checked (role changes, statement kinds, SET when read-only); a one-shot
+// call runs as the client's database role and, for a read-only client, in a
+// read-only transaction (a session call gets both from its session).
+absl::Status ApplyPolicy(const CallIdentity& who, bool in_session, core::RunRequest& run) {
+  if (who.policy == nullptr) return absl::OkStatus();
+  const core::ClientPolicy& policy = *who.policy;
+  if (core::ConstrainsStatements(policy)) {
+    std::vector<absl::string_view> sqls;
+    sqls.reserve(run.statements.size());
+    for (const storage::Statement& s : run.statements) sqls.push_back(s.sql);
+    if (absl::Status allowed = core::CheckStatementsAllowed(policy, sqls); !allowed.ok()) {
+      return allowed;
+    }
+  }
+  if (in_session) return absl::OkStatus();
+  run.database_role = policy.database_role;
+  if (policy.read_only) run.transaction.read_only = true;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerContext* context,
@@ -245,6 +267,9 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   if (absl::Status taken = TakeCallSettings(request->settings(), request->session(), run);
       !taken.ok()) {
     return Respond(context, taken);
+  }
+  if (absl::Status allowed = ApplyPolicy(*who, !request->session().empty(), run); !allowed.ok()) {
+    return Respond(context, allowed);
   }
   // Invalid SQL requests (empty, several statements, placeholder count) are
   // refused by the runner before it touches the pool.
@@ -281,6 +306,9 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
       !taken.ok()) {
     return Respond(context, taken);
   }
+  if (absl::Status allowed = ApplyPolicy(*who, !request->session().empty(), run); !allowed.ok()) {
+    return Respond(context, allowed);
+  }
   return StartRun(context, std::move(run), request->session(), who->caller(),
                   [this, response](core::StatementRunner::Results&& results) {
                     for (storage::QueryResult& r : results) {
@@ -307,6 +335,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginSession(grpc::CallbackServe
   for (const auto& [name, value] : request->settings()) spec.settings.emplace_back(name, value);
   spec.label = request->label();
   spec.client_id = who->client_id;
+  if (who->policy != nullptr) {
+    // A read-only client's sessions are read-only whatever it asks.
+    spec.read_only = spec.read_only || who->policy->read_only;
+    spec.database_role = who->policy->database_role;
+  }
   const absl::Time deadline = DeadlineOf(*context);
   return StartCall(context,
                    [this, spec = std::move(spec), deadline,
@@ -394,7 +427,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginTransaction(
   absl::StatusOr<core::Isolation> isolation = IsolationFromProto(request->isolation(), "isolation");
   if (!isolation.ok()) return Respond(context, isolation.status());
   spec.isolation = *isolation;
-  spec.read_only = request->read_only();
+  spec.read_only = request->read_only() || (who->policy != nullptr && who->policy->read_only);
   spec.deferrable = request->deferrable();
   const absl::Time deadline = DeadlineOf(*context);
   return StartCall(

@@ -45,6 +45,7 @@ template <typename Response>
 struct Result {
   grpc::Status status;
   Response response;
+  std::string sqlstate;  // the "sqlstate" trailer, if any
 };
 
 class IdentityE2eTest : public BrokerFixture {
@@ -55,7 +56,8 @@ class IdentityE2eTest : public BrokerFixture {
     ASSERT_NE(::mkdtemp(dir), nullptr);
     dir_ = dir;
     clients_file_ = dir_ + "/clients.yaml";
-    for (const char* who : {"alice", "bob", "ops", "carol", "watcher"}) {
+    for (const char* who :
+         {"alice", "bob", "ops", "carol", "watcher", "ra", "rb", "plain", "ro", "reader"}) {
       hashes_[who] = HashOf(TokenFor(who));
     }
   }
@@ -96,6 +98,7 @@ class IdentityE2eTest : public BrokerFixture {
     if (!declared_id.empty()) context.AddMetadata("x-client-id", declared_id);
     Result<Response> out;
     out.status = (stub_.get()->*method)(&context, request, &out.response);
+    out.sqlstate = SqlStateOf(context);
     return out;
   }
   Result<v1::ExecuteResponse> Exec(const std::string& who, const std::string& sql,
@@ -314,6 +317,128 @@ TEST_F(IdentityE2eTest, PoolMonitorIsForAdminAndMonitorRoles) {
   EXPECT_THAT(alice.error_message(), HasSubstr("admin or monitor"));
   EXPECT_TRUE(PoolStatusAs("ops").ok());
   EXPECT_TRUE(PoolStatusAs("watcher").ok());
+}
+
+// Database roles: each client's statements run as its own role, on whatever
+// connection serves them, and no role reaches another client.
+class RoleE2eTest : public IdentityE2eTest {
+ protected:
+  void SetUp() override {
+    IdentityE2eTest::SetUp();
+    if (HasFatalFailure()) return;
+    for (const char* role : {"sb_e2e_role_a", "sb_e2e_role_b"}) {
+      Admin(absl::StrCat("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '", role,
+                         "') THEN CREATE ROLE ", role, " NOLOGIN; END IF; END $$"));
+      Admin(absl::StrCat("GRANT ", role, " TO CURRENT_USER"));
+    }
+    Admin("DROP TABLE IF EXISTS identity_e2e_rls");
+    Admin("CREATE TABLE identity_e2e_rls (owner text, v int)");
+    Admin("INSERT INTO identity_e2e_rls VALUES ('sb_e2e_role_a', 1), ('sb_e2e_role_b', 2)");
+    Admin("ALTER TABLE identity_e2e_rls ENABLE ROW LEVEL SECURITY");
+    Admin("CREATE POLICY own_rows ON identity_e2e_rls USING (owner = current_user)");
+    Admin("GRANT SELECT, INSERT ON identity_e2e_rls TO sb_e2e_role_a, sb_e2e_role_b");
+    login_role_ = Admin("SELECT current_user::text").rows[0][0].text;
+    // One connection: every client's calls share it.
+    WriteClients(Client("ra", "    database_role: sb_e2e_role_a\n") +
+                 Client("rb", "    database_role: sb_e2e_role_b\n") + Client("plain") +
+                 Client("ro", "    read_only: true\n") +
+                 Client("reader", "    allowed_statement_kinds: [select]\n"));
+    StartBroker(
+        {{"BROKER_CLIENTS_FILE", clients_file_}, {"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}});
+  }
+  void TearDown() override {
+    broker_.reset();
+    if (admin_ != nullptr) Admin("DROP TABLE IF EXISTS identity_e2e_rls");
+    IdentityE2eTest::TearDown();
+  }
+  std::string One(const std::string& who, const std::string& sql, const std::string& session = "") {
+    Result<v1::ExecuteResponse> r = Exec(who, sql, session);
+    EXPECT_TRUE(r.status.ok()) << who << ": " << sql << ": " << r.status.error_message();
+    if (!r.status.ok() || r.response.rows_size() != 1) return "";
+    const v1::Value& v = r.response.rows(0).values(0);
+    return v.has_string_value() ? v.string_value() : absl::StrCat(v.int64_value());
+  }
+
+  std::string login_role_;
+};
+
+TEST_F(RoleE2eTest, EachClientSeesItsOwnRoleOnOneSharedConnection) {
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_EQ(One("ra", "SELECT current_user::text"), "sb_e2e_role_a");
+    EXPECT_EQ(One("rb", "SELECT current_user::text"), "sb_e2e_role_b");
+    EXPECT_EQ(One("plain", "SELECT current_user::text"), login_role_);
+    EXPECT_EQ(One("rb", "SELECT current_user::text"), "sb_e2e_role_b");
+  }
+  // A session's transaction runs as its client's role too, and the role
+  // does not outlive it.
+  const std::string session = Begin("ra");
+  v1::BeginTransactionRequest begin_tx;
+  begin_tx.set_session(session);
+  ASSERT_TRUE(As("ra", &Stub::BeginTransaction, begin_tx).status.ok());
+  EXPECT_EQ(One("ra", "SELECT current_user::text", session), "sb_e2e_role_a");
+  v1::CommitRequest commit;
+  commit.set_session(session);
+  ASSERT_TRUE(As("ra", &Stub::Commit, commit).status.ok());
+  EXPECT_EQ(One("plain", "SELECT current_user::text"), login_role_);
+  EXPECT_EQ(BrokerConnections(), 1);
+}
+
+TEST_F(RoleE2eTest, RowLevelSecurityAppliesPerClient) {
+  EXPECT_EQ(One("ra", "SELECT string_agg(v::text, ',') FROM identity_e2e_rls"), "1");
+  EXPECT_EQ(One("rb", "SELECT string_agg(v::text, ',') FROM identity_e2e_rls"), "2");
+  EXPECT_EQ(One("ra", "SELECT string_agg(v::text, ',') FROM identity_e2e_rls"), "1");
+}
+
+TEST_F(RoleE2eTest, RoleChangesAreRefusedForRoleBoundClients) {
+  for (const char* sql :
+       {"SET ROLE NONE", "RESET ROLE", "SET SESSION AUTHORIZATION DEFAULT",
+        "SELECT set_config('role', 'sb_e2e_role_b', false)", "SET LOCAL ROLE sb_e2e_role_b"}) {
+    Result<v1::ExecuteResponse> r = Exec("ra", sql);
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << sql;
+    EXPECT_THAT(r.status.error_message(), HasSubstr("database_role")) << sql;
+  }
+  EXPECT_EQ(One("ra", "SELECT current_user::text"), "sb_e2e_role_a");
+}
+
+TEST_F(RoleE2eTest, ReadOnlyClientsAlwaysGetReadOnlyTransactions) {
+  Result<v1::ExecuteResponse> write =
+      Exec("ro", "INSERT INTO identity_e2e_rls VALUES ('sb_e2e_role_a', 3)");
+  EXPECT_FALSE(write.status.ok());
+  EXPECT_EQ(write.sqlstate, "25006") << write.status.error_message();
+
+  // Its sessions are read-only though it asked otherwise.
+  v1::BeginSessionRequest begin;
+  begin.set_read_only(false);
+  Result<v1::Session> session = As("ro", &Stub::BeginSession, begin);
+  ASSERT_TRUE(session.status.ok());
+  EXPECT_TRUE(session.response.read_only());
+  v1::BeginTransactionRequest begin_tx;
+  begin_tx.set_session(session.response.name());
+  ASSERT_TRUE(As("ro", &Stub::BeginTransaction, begin_tx).status.ok());
+  Result<v1::ExecuteResponse> in_tx = Exec(
+      "ro", "INSERT INTO identity_e2e_rls VALUES ('sb_e2e_role_a', 4)", session.response.name());
+  EXPECT_EQ(in_tx.sqlstate, "25006") << in_tx.status.error_message();
+
+  // No way back to read-write: SET is refused before it reaches PostgreSQL.
+  v1::ExecuteBatchRequest batch;
+  batch.add_statements()->set_sql("SET TRANSACTION READ WRITE");
+  batch.add_statements()->set_sql("INSERT INTO identity_e2e_rls VALUES ('sb_e2e_role_a', 5)");
+  Result<v1::ExecuteBatchResponse> escape = As("ro", &Stub::ExecuteBatch, batch);
+  EXPECT_EQ(escape.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(escape.status.error_message(), HasSubstr("read-only"));
+  EXPECT_EQ(AdminCount("SELECT count(*) FROM identity_e2e_rls"), 2);
+}
+
+TEST_F(RoleE2eTest, StatementKindsOutsideTheAllowListAreRefusedByName) {
+  EXPECT_EQ(One("reader", "SELECT 7"), "7");
+  Result<v1::ExecuteResponse> ddl = Exec("reader", "CREATE TABLE identity_e2e_nope (i int)");
+  EXPECT_EQ(ddl.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(ddl.status.error_message(), HasSubstr("of kind ddl"));
+  Result<v1::ExecuteResponse> insert =
+      Exec("reader", "INSERT INTO identity_e2e_rls VALUES ('x', 9)");
+  EXPECT_EQ(insert.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(insert.status.error_message(), HasSubstr("of kind insert"));
+  EXPECT_EQ(AdminCount("SELECT count(*) FROM pg_class WHERE relname = 'identity_e2e_nope'"), 0);
 }
 
 }  // namespace

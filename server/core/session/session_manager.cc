@@ -47,6 +47,7 @@ struct SessionManager::Session {
   std::string name;
   std::string label;
   std::string client_id;
+  std::string database_role;
   // The session's own isolation, read-only flag and settings.
   storage::TransactionOptions base;
   absl::Duration ttl;
@@ -555,6 +556,7 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
   // Kept for the probe below: `spec` itself moves into `create`.
   SessionSettings probe_settings = spec.settings;
   const std::string client_id = spec.client_id;
+  const std::string database_role = spec.database_role;
 
   auto create = [this, spec = std::move(spec)]() mutable -> absl::StatusOr<SessionInfo> {
     MutexLock lock(&mu_);
@@ -565,6 +567,7 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
     } while (sessions_.contains(s->name) || ended_.Contains(s->name));
     s->label = std::move(spec.label);
     s->client_id = std::move(spec.client_id);
+    s->database_role = std::move(spec.database_role);
     s->base.isolation = spec.isolation;
     s->base.read_only = spec.read_only;
     s->base.settings = std::move(spec.settings);
@@ -595,6 +598,8 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
   probe.op = Op::kBegin;
   probe.deadline = deadline;
   probe.transaction.settings = std::move(probe_settings);
+  probe.client_id = client_id;
+  probe.database_role = database_role;
   runner_.RunStep(std::move(probe), [this, create = std::move(create),
                                      done = std::move(done)](RunOutcome begun) mutable {
     if (!begun.results.ok()) {
@@ -797,6 +802,7 @@ void SessionManager::StartLocked(const std::shared_ptr<Session>& s, std::shared_
   // The session's owner, for per-client pool occupancy (also for steps that
   // carry no caller's request: BEGIN, COMMIT, ROLLBACK).
   step.client_id = s->client_id;
+  step.database_role = s->database_role;
   s->running = call;
   ++steps_in_flight_;
   RescheduleLocked(*s);  // a running statement is not idle

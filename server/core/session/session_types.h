@@ -29,6 +29,8 @@ struct SessionSpec {
   SessionSettings settings;
   std::string label;
   std::string client_id;
+  // The PostgreSQL role the session's statements run as ("" = the broker's).
+  std::string database_role;
 };
 
 // A session as callers see it.
