@@ -34,16 +34,19 @@ constexpr char kUsage[] =
     "\n"
     "Exit codes: 0 done, 1 failed to start, 2 configuration error or bad usage.\n";
 
+// Written with one fwrite: the text is over stdio's 4 KiB buffer, and a
+// reader that stops early (`--help | grep -q`) would otherwise end the
+// process with SIGPIPE between two writes.
 void PrintUsage(std::FILE* to) {
-  std::fputs(kUsage, to);
-  std::fputs("\nSettings (environment variables, or .env lines):\n", to);
+  std::string text = kUsage;
+  text += "\nSettings (environment variables, or .env lines):\n";
   for (const sessionbroker::SettingInfo& s : sessionbroker::DescribeSettings()) {
     const std::string default_value =
         s.required ? "required"
                    : "default: " + (s.default_value.empty() ? "none" : s.default_value);
-    std::fprintf(to, "  %s (%s)\n      %s\n", s.name.c_str(), default_value.c_str(),
-                 s.description.c_str());
+    text += "  " + s.name + " (" + default_value + ")\n      " + s.description + "\n";
   }
+  std::fwrite(text.data(), 1, text.size(), to);
 }
 
 int ConfigError(const absl::Status& status) {
