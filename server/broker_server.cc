@@ -72,14 +72,26 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   // a full pool.
   executor_ =
       std::make_unique<core::ThreadPoolExecutor>(config_.pool.max_connections() + 1, "sb-worker");
-  // Every client gets the BROKER_CLIENT_* quota unless shares came with the
-  // configuration (a clients file).
+  transport::CallAuthenticator auth;
+  if (!config_.clients_file.empty()) {
+    // Nobody is admitted until Start() has loaded the file.
+    absl::StatusOr<std::shared_ptr<const core::ClientDirectory>> none =
+        core::ClientDirectory::Parse("clients: []");
+    authenticator_ = std::make_unique<core::Authenticator>(*std::move(none));
+    auth = transport::CallAuthenticator(authenticator_.get());
+  }
+  // Every client gets the BROKER_CLIENT_* quota, unless the clients file
+  // gives it one of its own.
   core::PoolOptions pool_options = config_.pool;
   core::SessionOptions session_options = config_.sessions;
   if (pool_options.shares == nullptr) {
     core::ClientQuota quota = config_.client_quota;
     quota.max_sessions = config_.sessions.max_sessions_per_client;
-    pool_options.shares = std::make_shared<core::UniformClientShares>(quota);
+    if (authenticator_ != nullptr) {
+      pool_options.shares = std::make_shared<core::DirectoryShares>(*authenticator_, quota);
+    } else {
+      pool_options.shares = std::make_shared<core::UniformClientShares>(quota);
+    }
   }
   if (session_options.shares == nullptr) session_options.shares = pool_options.shares;
   pool_ = std::make_unique<core::ConnectionPool>(pool_options, *connector_, *executor_, *timers_,
@@ -120,7 +132,7 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   ledger_ = std::make_unique<core::RequestLedger>(clock, ledger_options);
   pruner_ = std::make_unique<core::OutcomePruner>(*runner_, *timers_, clock, *request_outcomes_);
   service_ = std::make_unique<transport::SessionBrokerService>(
-      *runner_, *sessions_, config_.max_result_bytes, *ledger_, notifications_.get(),
+      *runner_, *sessions_, config_.max_result_bytes, *ledger_, auth, notifications_.get(),
       listen_options.queue_capacity);
   health_service_ = std::make_unique<transport::HealthService>(kServiceName);
   health_ = std::make_unique<core::HealthChecker>(
@@ -135,7 +147,7 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   monitor_executor_ = std::make_unique<core::ThreadPoolExecutor>(1, "sb-monitor");
   sampler_ = std::make_unique<core::SnapshotSampler>([this] { return collector_->Collect(); },
                                                      *timers_, *monitor_executor_, clock);
-  monitor_ = std::make_unique<transport::PoolMonitorService>(*sampler_);
+  monitor_ = std::make_unique<transport::PoolMonitorService>(*sampler_, auth);
   // Every service registered in Start(), listed by reflection.
   const std::vector<std::string> services = {
       v1::SessionBroker::service_full_name(),
@@ -151,6 +163,25 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
 BrokerServer::~BrokerServer() { Shutdown(); }
 
 absl::Status BrokerServer::Start() {
+  if (authenticator_ != nullptr) {
+    core::ClientsFileWatcher::FileStamp stamp;
+    absl::StatusOr<std::shared_ptr<const core::ClientDirectory>> directory =
+        core::ClientsFileWatcher::Load(config_.clients_file, &stamp);
+    if (!directory.ok()) return directory.status();
+    spdlog::info("clients file {}: {} clients; calls without valid credentials are refused",
+                 config_.clients_file, (*directory)->clients().size());
+    authenticator_->Replace(*std::move(directory));
+    clients_watcher_ = std::make_unique<core::ClientsFileWatcher>(
+        config_.clients_file, stamp, *authenticator_, *timers_, core::RealClock::Get(),
+        config_.clients_file_poll);
+    // A reload changes quotas too: the pool re-reads the ones it cached.
+    clients_watcher_->SetReloadHook([pool = pool_.get()] { pool->RefreshQuotas(); });
+    pool_->RefreshQuotas();
+  } else {
+    spdlog::warn(
+        "no clients file (BROKER_CLIENTS_FILE): calls are not authenticated, x-client-id is "
+        "taken at its word and any caller may use any session it can name");
+  }
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   std::string security = "plaintext";
   if (!config_.tls_cert.empty()) {
@@ -215,6 +246,7 @@ absl::Status BrokerServer::Start() {
   timers_->Start();
   health_->Start();
   pruner_->Start();
+  if (clients_watcher_ != nullptr) clients_watcher_->Start();
   const std::string metrics = http_ == nullptr ? "metrics off"
                                                : absl::StrCat("metrics on ", config_.metrics_addr,
                                                               " (port ", http_->port(), ")");
@@ -313,6 +345,7 @@ void BrokerServer::Shutdown(absl::Duration drain) {
   if (http_ != nullptr) http_->Stop();
   if (tls_ != nullptr) tls_->Stop();
   health_->Stop();
+  if (clients_watcher_ != nullptr) clients_watcher_->Stop();
   pruner_->Stop();
   sampler_->Stop();
   pool_->Close();

@@ -36,6 +36,9 @@
 #include "absl/status/status.h"
 #include "grpcpp/grpcpp.h"
 #include "server/config.h"
+#include "server/core/auth/authenticator.h"
+#include "server/core/auth/clients_file_watcher.h"
+#include "server/core/auth/directory_shares.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
 #include "server/core/exec/outcome_pruner.h"
@@ -68,8 +71,10 @@ class BrokerServer final {
   BrokerServer(const BrokerServer&) = delete;
   BrokerServer& operator=(const BrokerServer&) = delete;
 
-  // Loads the TLS files when configured (INVALID_ARGUMENT naming the file
-  // when one is bad), binds the listening addresses (gRPC, and HTTP unless
+  // Loads the clients file (INVALID_ARGUMENT naming the problem if it is
+  // broken: the broker does not start with a broken one) and the TLS files
+  // when configured (INVALID_ARGUMENT naming the file when one is bad), binds
+  // the listening addresses (gRPC, and HTTP unless
   // BROKER_METRICS_ADDR is off) and starts serving; UNAVAILABLE if one
   // cannot be bound. Then writes the port file when BROKER_PORT_FILE is set
   // (FAILED_PRECONDITION if it cannot be written): "grpc=HOST:PORT" and,
@@ -93,6 +98,10 @@ class BrokerServer final {
   const Config config_;
   std::unique_ptr<storage::DbConnector> connector_;
   std::unique_ptr<core::TimerQueue> timers_;
+  // With BROKER_CLIENTS_FILE: who may call (empty until Start() loads the
+  // file), and what keeps it current.
+  std::unique_ptr<core::Authenticator> authenticator_;
+  std::unique_ptr<core::ClientsFileWatcher> clients_watcher_;
   std::unique_ptr<core::ThreadPoolExecutor> executor_;
   std::unique_ptr<core::ThreadPoolExecutor> cancel_executor_;
   std::unique_ptr<core::ConnectionPool> pool_;

@@ -227,6 +227,16 @@ const std::vector<Setting>& Settings() {
       {"BROKER_SESSION_MAX_QUEUED_CALLS", IntRule{0, 10000},
        [](Config& c) -> Field { return &c.sessions.max_queued_calls; }, kPlain,
        "calls that may wait behind the running one on a session"},
+      {"BROKER_CLIENTS_FILE", StringRule{}, [](Config& c) -> Field { return &c.clients_file; },
+       kPlain,
+       "YAML/JSON file of the clients allowed to call (token hashes, roles, database role); "
+       "empty: no authentication, x-client-id taken at its word"},
+      {"BROKER_CLIENTS_FILE_POLL", SecondsRule{0.05, 3600},
+       [](Config& c) -> Field { return &c.clients_file_poll; }, kPlain,
+       "seconds between checks of the clients file for changes (reloaded without a restart)"},
+      {"BROKER_REQUIRE_AUTH", BoolRule{}, [](Config& c) -> Field { return &c.require_auth; },
+       kPlain,
+       "refuse to start without BROKER_CLIENTS_FILE (no unauthenticated broker by mistake)"},
       {"LOG_LEVEL", ChoiceRule{{"trace", "debug", "info", "warn", "error", "critical", "off"}},
        [](Config& c) -> Field { return &c.log_level; }, kPlain, "least severe level logged"},
       {"LOG_FORMAT", ChoiceRule{{"text", "json"}}, [](Config& c) -> Field { return &c.log_format; },
@@ -402,6 +412,11 @@ absl::Status ApplyAll(const EnvMap& env, bool require_database_url, Config* c) {
         absl::StrCat("BROKER_SESSION_DEFAULT_TTL (", absl::FormatDuration(so.default_ttl),
                      ") is longer than BROKER_SESSION_MAX_TTL (", absl::FormatDuration(so.max_ttl),
                      "); make the default at most the maximum"));
+  }
+  if (c->require_auth && c->clients_file.empty()) {
+    return absl::InvalidArgumentError(
+        "BROKER_REQUIRE_AUTH is true but BROKER_CLIENTS_FILE is not set: point it at the clients "
+        "file (docs/security.md), or set BROKER_REQUIRE_AUTH=false to let any caller in");
   }
   return absl::OkStatus();
 }

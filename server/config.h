@@ -84,6 +84,13 @@ struct Config {
   // core::UniformClientShares unless pool.shares is set already (a clients
   // file). BROKER_FAIR_QUEUING is pool.fair_queuing.
   core::ClientQuota client_quota;
+  // BROKER_CLIENTS_FILE: who may call (core/auth/client_directory.h); ""
+  // = no authentication, x-client-id taken at its word.
+  std::string clients_file;
+  // BROKER_CLIENTS_FILE_POLL: how often the file is checked for changes.
+  absl::Duration clients_file_poll = absl::Seconds(2);
+  // BROKER_REQUIRE_AUTH: refuse to start without a clients file.
+  bool require_auth = false;
   std::string log_level = "info";   // LOG_LEVEL
   std::string log_format = "text";  // LOG_FORMAT: text | json
 };

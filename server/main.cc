@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "server/broker_server.h"
 #include "server/config.h"
+#include "server/core/auth/token_hash.h"
 #include "server/logging.h"
 #include "spdlog/spdlog.h"
 
@@ -26,20 +27,26 @@ constexpr char kUsage[] =
     "                                         came from (environment, the .env file, default),\n"
     "                                         secrets redacted; connects to nothing\n"
     "       session-broker --print-config=env the same as NAME=value lines, values shell-quoted\n"
+    "       session-broker hash-token         read a client's bearer token from stdin, print its\n"
+    "                                         argon2id hash for the clients file\n"
+    "                                         (BROKER_CLIENTS_FILE); the token is never echoed\n"
     "       session-broker --help             this text\n"
     "\n"
     "Exit codes: 0 done, 1 failed to start, 2 configuration error or bad usage.\n";
 
+// Written with one fwrite: the text is over stdio's 4 KiB buffer, and a
+// reader that stops early (`--help | grep -q`) would otherwise end the
+// process with SIGPIPE between two writes.
 void PrintUsage(std::FILE* to) {
-  std::fputs(kUsage, to);
-  std::fputs("\nSettings (environment variables, or .env lines):\n", to);
+  std::string text = kUsage;
+  text += "\nSettings (environment variables, or .env lines):\n";
   for (const sessionbroker::SettingInfo& s : sessionbroker::DescribeSettings()) {
     const std::string default_value =
         s.required ? "required"
                    : "default: " + (s.default_value.empty() ? "none" : s.default_value);
-    std::fprintf(to, "  %s (%s)\n      %s\n", s.name.c_str(), default_value.c_str(),
-                 s.description.c_str());
+    text += "  " + s.name + " (" + default_value + ")\n      " + s.description + "\n";
   }
+  std::fwrite(text.data(), 1, text.size(), to);
 }
 
 int ConfigError(const absl::Status& status) {
@@ -48,9 +55,32 @@ int ConfigError(const absl::Status& status) {
   return 2;
 }
 
+// `hash-token`: the token is the whole of stdin but for one trailing newline
+// (what `echo` or a here-string adds), so a script can pipe it in.
+int HashTokenCommand() {
+  std::string token;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), stdin)) > 0) {
+    token.append(buffer, n);
+    if (token.size() > 2 * sessionbroker::core::kMaxTokenBytes) break;
+  }
+  if (!token.empty() && token.back() == '\n') token.pop_back();
+  if (!token.empty() && token.back() == '\r') token.pop_back();
+  absl::StatusOr<std::string> hash = sessionbroker::core::HashToken(token);
+  if (!hash.ok()) {
+    std::fprintf(stderr, "session-broker hash-token: %s\n",
+                 std::string(hash.status().message()).c_str());
+    return 2;
+  }
+  std::printf("%s\n", hash->c_str());
+  return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "hash-token") return HashTokenCommand();
   enum class Mode { kServe, kPrintConfig, kPrintConfigEnv } mode = Mode::kServe;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];

@@ -15,6 +15,9 @@ export interface BrokerOptions {
   target?: string;
   /** Sent as x-client-id on every call (the broker's per-client quotas and views). */
   clientId?: string;
+  /** Bearer token the broker's clients file knows this service by, sent as
+   * `authorization: Bearer <token>` on every call; default `$SB_TOKEN`. */
+  token?: string;
   /** Channel credentials (default: insecure). */
   credentials?: ChannelCredentials;
   /**

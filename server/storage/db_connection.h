@@ -108,6 +108,13 @@ class DbConnection {
   // failure the connection is broken.
   virtual absl::Status ResetSession() = 0;
 
+  // Makes later statements run as PostgreSQL role `role` (SET ROLE), or as
+  // the connection's login role when `role` is empty (RESET ROLE). Skipped
+  // when the connection already is in that role; ResetSession (DISCARD ALL)
+  // returns it to the login role. The role must exist and the login role be
+  // a member of it, or PostgreSQL's error (42704, 42501) is returned.
+  virtual absl::Status UseRole(const std::string& role) = 0;
+
   // Stops the work in progress: asks the server to cancel the statement now
   // running, if any, and makes every later Execute/ExecuteBatch step on this
   // connection (the next statement of a batch, its COMMIT, a new call) fail

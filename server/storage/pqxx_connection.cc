@@ -424,6 +424,9 @@ class PqxxConnection final : public DbConnection {
   // name), deallocates everything and starts the cache over. `row` is the
   // last reset statement's result.
   absl::Status ReconcilePreparedStatements(const PGresult* row) {
+    // The reset ran SET SESSION AUTHORIZATION DEFAULT and RESET ALL: the
+    // connection is back to the login role, whatever UseRole set.
+    role_.clear();
     if (PQntuples(row) != 1) {
       MarkBroken();
       return absl::InternalError("resetting the session failed: no prepared-statement count");
@@ -713,6 +716,23 @@ class PqxxConnection final : public DbConnection {
       const absl::Status status = StatusFromException();
       MarkBroken();
       return WithPrefix(status, "ping failed: ");
+    }
+  }
+
+  absl::Status UseRole(const std::string& role) override {
+    if (role == role_) return absl::OkStatus();
+    if (IsBroken()) return BrokenError();
+    try {
+      pqxx::nontransaction tx(*conn_);
+      tx.exec(role.empty() ? std::string("RESET ROLE") : "SET ROLE " + conn_->quote_name(role));
+      role_ = role;
+      return absl::OkStatus();
+    } catch (...) {
+      // A failed SET ROLE changes nothing (it runs alone, outside any
+      // transaction): role_ still says what the connection runs as.
+      const absl::Status status = StatusFromException();
+      return WithPrefix(status, role.empty() ? "RESET ROLE failed: "
+                                             : absl::StrCat("SET ROLE ", role, " failed: "));
     }
   }
 
@@ -1085,6 +1105,8 @@ class PqxxConnection final : public DbConnection {
   // The prepared statement cache (see PqxxConnector::Options), keyed by SQL
   // and parameter types (PreparedStatementKey). Owner thread only.
   StatementCache statements_;
+  // The role set by UseRole; "" = the login role.
+  std::string role_;
   // Parameter types named by name (Value.type) and not built in: the OID the
   // server gave, by search_path and name ("<search_path>\0<name>"). Owner
   // thread only.

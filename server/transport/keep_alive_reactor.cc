@@ -72,15 +72,19 @@ void KeepAliveReactor::MergeUpdates::operator()(
   waiting = merged.Take();
 }
 
-KeepAliveReactor* KeepAliveReactor::Create(core::SessionManager& sessions, bool draining) {
-  std::shared_ptr<KeepAliveReactor> reactor(new KeepAliveReactor(sessions));
+KeepAliveReactor* KeepAliveReactor::Create(core::SessionManager& sessions, bool draining,
+                                           absl::StatusOr<core::Caller> caller) {
+  const absl::Status refused = caller.status();
+  std::shared_ptr<KeepAliveReactor> reactor(
+      new KeepAliveReactor(sessions, caller.ok() ? *std::move(caller) : core::Caller{"", false}));
   reactor->self_ = reactor;
-  reactor->Begin(draining);
+  reactor->Begin(draining, refused);
   return reactor.get();
 }
 
-KeepAliveReactor::KeepAliveReactor(core::SessionManager& sessions)
+KeepAliveReactor::KeepAliveReactor(core::SessionManager& sessions, core::Caller caller)
     : sessions_(sessions),
+      caller_(std::move(caller)),
       writer_(
           [this](const v1::KeepAliveResponse& response) {
             // Only one write is in flight: the buffer is free again.
@@ -99,7 +103,7 @@ KeepAliveReactor::KeepAliveReactor(core::SessionManager& sessions)
             Finish(ToGrpcStatus(status, nullptr));
           }) {}
 
-void KeepAliveReactor::Begin(bool draining) {
+void KeepAliveReactor::Begin(bool draining, absl::Status refused) {
   std::weak_ptr<KeepAliveReactor> weak = self_;
   stream_ = sessions_.OpenStream([weak](Update update) {
     // The reference taken here keeps the reactor alive through the call even
@@ -108,6 +112,10 @@ void KeepAliveReactor::Begin(bool draining) {
       reactor->Enqueue({std::move(update)});
     }
   });
+  if (!refused.ok()) {
+    RequestFinish(std::move(refused));
+    return;
+  }
   if (draining) {
     FinishFromServer("the broker is shutting down; retry on another instance");
     return;
@@ -144,8 +152,8 @@ void KeepAliveReactor::OnReadDone(bool ok) {
   }
   std::vector<std::string> hold(request_.hold().begin(), request_.hold().end());
   std::vector<std::string> release(request_.release().begin(), request_.release().end());
-  std::vector<Update> updates = sessions_.Hold(stream_, hold);
-  std::vector<Update> released = sessions_.Release(stream_, release);
+  std::vector<Update> updates = sessions_.Hold(caller_, stream_, hold);
+  std::vector<Update> released = sessions_.Release(caller_, stream_, release);
   for (Update& u : released) updates.push_back(std::move(u));
   Enqueue(std::move(updates));
   ReadNextOrPause();

@@ -37,6 +37,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/grpcpp.h"
 #include "server/core/base/latest_only_writer.h"
@@ -97,7 +98,10 @@ class SessionStateList final {
 
 class KeepAliveReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  static KeepAliveReactor* Create(core::SessionManager& sessions, bool draining);
+  // `caller`: who opened the stream (it holds only sessions `caller` may
+  // see); an error (UNAUTHENTICATED) ends the stream with it at once.
+  static KeepAliveReactor* Create(core::SessionManager& sessions, bool draining,
+                                  absl::StatusOr<core::Caller> caller);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -112,10 +116,10 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, 
   };
 
  private:
-  explicit KeepAliveReactor(core::SessionManager& sessions);
+  KeepAliveReactor(core::SessionManager& sessions, core::Caller caller);
   // Opens the stream with the SessionManager, then starts reading or, when
-  // draining, finishes. Call once, with self_ set.
-  void Begin(bool draining);
+  // draining or `refused` is an error, finishes. Call once, with self_ set.
+  void Begin(bool draining, absl::Status refused);
   // Ends the stream from the broker's side with UNAVAILABLE.
   void FinishFromServer(absl::string_view why);
   // Ends the stream with `status` once the write in flight, if any, is done;
@@ -129,6 +133,7 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, 
   void ReadNextOrPause();
 
   core::SessionManager& sessions_;
+  const core::Caller caller_;
   // gRPC's reference, from Create to OnDone. Touched only there, never
   // concurrently.
   std::shared_ptr<KeepAliveReactor> self_;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/core/base/latest_only_writer.h"
 #include "server/transport/pool_status_conversion.h"
+#include "server/transport/status_mapping.h"
 #include "spdlog/spdlog.h"
 
 namespace sessionbroker::transport {
@@ -56,19 +57,39 @@ class PoolMonitorService::WatchReactor final : public grpc::ServerWriteReactor<v
   core::SnapshotSampler::WatchId watch_id_ = 0;  // set before any callback can run
 };
 
-PoolMonitorService::PoolMonitorService(core::SnapshotSampler& sampler) : sampler_(sampler) {}
+PoolMonitorService::PoolMonitorService(core::SnapshotSampler& sampler, CallAuthenticator auth)
+    : sampler_(sampler), auth_(auth) {}
+
+absl::Status PoolMonitorService::MayMonitor(const grpc::CallbackServerContext& context) const {
+  absl::StatusOr<CallIdentity> who = auth_.Identify(context);
+  if (!who.ok()) return who.status();
+  if (!who->may_monitor()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "client \"", who->client_id,
+        "\" may not read the pool's status: it names every client's occupancy; give the client "
+        "the role admin or monitor in the clients file"));
+  }
+  return absl::OkStatus();
+}
 
 grpc::ServerUnaryReactor* PoolMonitorService::GetPoolStatus(grpc::CallbackServerContext* context,
                                                             const v1::GetPoolStatusRequest*,
                                                             v1::PoolStatus* response) {
-  PoolSnapshotToProto(*sampler_.Current(), response);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status allowed = MayMonitor(*context); !allowed.ok()) {
+    reactor->Finish(ToGrpcStatus(allowed, context));
+    return reactor;
+  }
+  PoolSnapshotToProto(*sampler_.Current(), response);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 
 grpc::ServerWriteReactor<v1::PoolStatus>* PoolMonitorService::WatchPoolStatus(
     grpc::CallbackServerContext* context, const v1::WatchPoolStatusRequest* request) {
+  if (absl::Status allowed = MayMonitor(*context); !allowed.ok()) {
+    return new RefusedStream(ToGrpcStatus(allowed, context));
+  }
   absl::Duration interval = kDefaultInterval;
   if (request->has_interval()) {
     interval = absl::Seconds(request->interval().seconds()) +

@@ -10,6 +10,10 @@
 //    every open stream with OK, so that clients see a clean end rather than
 //    the cancellation grpc::Server::Shutdown would give them.
 //
+// With a clients file, only clients with the role admin or monitor may call
+// it (PERMISSION_DENIED otherwise; UNAUTHENTICATED without credentials): the
+// status names every client and its occupancy.
+//
 // Thread-safe. Outlives the grpc::Server it is registered with; the sampler
 // outlives it.
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_POOL_MONITOR_SERVICE_H_
@@ -22,6 +26,7 @@
 #include "grpcpp/grpcpp.h"
 #include "server/core/base/mutex.h"
 #include "server/core/monitor/snapshot_sampler.h"
+#include "server/transport/call_identity.h"
 #include "sessionbroker/v1/monitor.grpc.pb.h"
 
 namespace sessionbroker::transport {
@@ -31,7 +36,8 @@ class PoolMonitorService final : public v1::PoolMonitor::CallbackService {
   static constexpr absl::Duration kDefaultInterval = absl::Seconds(1);
   static constexpr absl::Duration kMaxInterval = absl::Hours(1);
 
-  explicit PoolMonitorService(core::SnapshotSampler& sampler);
+  explicit PoolMonitorService(core::SnapshotSampler& sampler,
+                              CallAuthenticator auth = CallAuthenticator());
 
   grpc::ServerUnaryReactor* GetPoolStatus(grpc::CallbackServerContext* context,
                                           const v1::GetPoolStatusRequest* request,
@@ -51,8 +57,10 @@ class PoolMonitorService final : public v1::PoolMonitor::CallbackService {
   // every watcher due at a tick gets the same snapshot.
   std::shared_ptr<const v1::PoolStatus> ProtoOf(const core::SnapshotSampler::Snapshot& snapshot);
   void StreamDone(WatchReactor* reactor);
+  absl::Status MayMonitor(const grpc::CallbackServerContext& context) const;
 
   core::SnapshotSampler& sampler_;
+  const CallAuthenticator auth_;
 
   mutable core::Mutex mu_;
   core::CondVar all_done_;

@@ -8,6 +8,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/auth/statement_policy.h"
 #include "server/core/exec/request_outcomes.h"
 #include "server/core/sql/session_settings.h"
 #include "server/transport/client_id.h"
@@ -146,13 +147,14 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 
 SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
                                            core::SessionManager& sessions, size_t max_result_bytes,
-                                           core::RequestLedger& ledger,
+                                           core::RequestLedger& ledger, CallAuthenticator auth,
                                            core::NotificationHub* notifications,
                                            size_t listen_queue_capacity)
     : runner_(runner),
       sessions_(sessions),
       max_result_bytes_(max_result_bytes),
       ledger_(ledger),
+      auth_(auth),
       notifications_(notifications),
       listen_queue_capacity_(listen_queue_capacity) {
   // The indexes are the methods' order in broker.proto, as the generated
@@ -167,11 +169,15 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
   ReportParseFailures(7, &SessionBrokerService::BeginTransaction);
   ReportParseFailures(8, &SessionBrokerService::Commit);
   ReportParseFailures(9, &SessionBrokerService::Rollback);
-  MarkMethodRawCallback(10,
-                        new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
-                            [this](grpc::CallbackServerContext*) {
-                              return KeepAliveReactor::Create(sessions_, draining_.load());
-                            }));
+  MarkMethodRawCallback(
+      10, new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+              [this](grpc::CallbackServerContext* context) {
+                absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+                absl::StatusOr<core::Caller> caller =
+                    who.ok() ? absl::StatusOr<core::Caller>(who->caller())
+                             : absl::StatusOr<core::Caller>(who.status());
+                return KeepAliveReactor::Create(sessions_, draining_.load(), std::move(caller));
+              }));
   {
     // Like ReportParseFailures' check: the slot must be Listen's, or another
     // method's calls would be served as Listen streams.
@@ -193,6 +199,12 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
       new grpc::internal::CallbackServerStreamingHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
           [this](grpc::CallbackServerContext* context,
                  const grpc::ByteBuffer* request) -> grpc::ServerWriteReactor<grpc::ByteBuffer>* {
+            // Listen is refused to whom every other call is refused.
+            if (absl::StatusOr<CallIdentity> who = auth_.Identify(*context); !who.ok()) {
+              auto* reactor = new UnimplementedWriter();
+              reactor->Finish(ToGrpcStatus(who.status(), context));
+              return reactor;
+            }
             if (notifications_ == nullptr) {
               auto* reactor = new UnimplementedWriter();
               reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
@@ -314,18 +326,41 @@ absl::Status FromRecorded(const core::DurableRequest& durable, size_t max_outcom
   return absl::OkStatus();
 }
 
+// The caller's policy on a one-shot or session call: its statements are
+// checked (role changes, statement kinds, SET when read-only); a one-shot
+// call runs as the client's database role and, for a read-only client, in a
+// read-only transaction (a session call gets both from its session).
+absl::Status ApplyPolicy(const CallIdentity& who, bool in_session, core::RunRequest& run) {
+  if (who.policy == nullptr) return absl::OkStatus();
+  const core::ClientPolicy& policy = *who.policy;
+  if (core::ConstrainsStatements(policy)) {
+    std::vector<absl::string_view> sqls;
+    sqls.reserve(run.statements.size());
+    for (const storage::Statement& s : run.statements) sqls.push_back(s.sql);
+    if (absl::Status allowed = core::CheckStatementsAllowed(policy, sqls); !allowed.ok()) {
+      return allowed;
+    }
+  }
+  if (in_session) return absl::OkStatus();
+  run.database_role = policy.database_role;
+  if (policy.read_only) run.transaction.read_only = true;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerContext* context,
                                                         const v1::ExecuteRequest* request,
                                                         v1::ExecuteResponse* response) {
   if (draining_.load()) return RejectDraining(context);
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
     return Respond(context, valid);
   }
   core::RunRequest run;
   run.deadline = DeadlineOf(*context);
-  run.client_id = ClientIdOf(*context);
+  run.client_id = who->client_id;
   absl::StatusOr<std::vector<storage::Value>> params = ParamsFromProto(request->params(), "");
   if (!params.ok()) return Respond(context, params.status());
   absl::StatusOr<std::vector<std::string>> types = ParamTypesFromProto(request->params(), "");
@@ -336,10 +371,13 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
       !taken.ok()) {
     return Respond(context, taken);
   }
+  if (absl::Status allowed = ApplyPolicy(*who, !request->session().empty(), run); !allowed.ok()) {
+    return Respond(context, allowed);
+  }
   // Invalid SQL requests (empty, several statements, placeholder count) are
   // refused by the runner before it touches the pool.
-  return StartRun(context, std::move(run), request->session(), request->request_id(), *request,
-                  response, [this, response](core::StatementRunner::Results&& results) {
+  return StartRun(context, std::move(run), request->session(), who->caller(), request->request_id(),
+                  *request, response, [this, response](core::StatementRunner::Results&& results) {
                     ResultToProto(std::move(results.front()), response);
                     return CapResponse(response);
                   });
@@ -349,13 +387,15 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
                                                              const v1::ExecuteBatchRequest* request,
                                                              v1::ExecuteBatchResponse* response) {
   if (draining_.load()) return RejectDraining(context);
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
     return Respond(context, valid);
   }
   core::RunRequest run;
   run.op = core::RunRequest::Op::kBatch;
   run.deadline = DeadlineOf(*context);
-  run.client_id = ClientIdOf(*context);
+  run.client_id = who->client_id;
   run.statements.reserve(request->statements_size());
   for (int i = 0; i < request->statements_size(); ++i) {
     const v1::Statement& s = request->statements(i);
@@ -372,8 +412,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
       !taken.ok()) {
     return Respond(context, taken);
   }
-  return StartRun(context, std::move(run), request->session(), request->request_id(), *request,
-                  response, [this, response](core::StatementRunner::Results&& results) {
+  if (absl::Status allowed = ApplyPolicy(*who, !request->session().empty(), run); !allowed.ok()) {
+    return Respond(context, allowed);
+  }
+  return StartRun(context, std::move(run), request->session(), who->caller(), request->request_id(),
+                  *request, response, [this, response](core::StatementRunner::Results&& results) {
                     for (storage::QueryResult& r : results) {
                       ResultToProto(std::move(r), response->add_results());
                     }
@@ -385,6 +428,8 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginSession(grpc::CallbackServe
                                                              const v1::BeginSessionRequest* request,
                                                              v1::Session* response) {
   if (draining_.load()) return RejectDraining(context);
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   core::SessionSpec spec;
   absl::StatusOr<absl::Duration> ttl = DurationFromProto(request->ttl(), "ttl");
   if (!ttl.ok()) return Respond(context, ttl.status());
@@ -395,25 +440,30 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginSession(grpc::CallbackServe
   spec.read_only = request->read_only();
   for (const auto& [name, value] : request->settings()) spec.settings.emplace_back(name, value);
   spec.label = request->label();
-  spec.client_id = ClientIdOf(*context);
+  spec.client_id = who->client_id;
+  if (who->policy != nullptr) {
+    // A read-only client's sessions are read-only whatever it asks.
+    spec.read_only = spec.read_only || who->policy->read_only;
+    spec.database_role = who->policy->database_role;
+  }
   const absl::Time deadline = DeadlineOf(*context);
   if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
     return Respond(context, valid);
   }
   // A retry gets the session the first call leased, as it is now (or the
   // error GetSession would give once it has ended): never a second one.
-  Replay replay = [this, response](grpc::CallbackServerContext* context,
-                                   const std::string& outcome) {
+  Replay replay = [this, response, caller = who->caller()](grpc::CallbackServerContext* context,
+                                                           const std::string& outcome) {
     v1::Session first;
     if (!first.ParseFromString(outcome)) {
       return Respond(context, absl::InternalError("a remembered session could not be read"));
     }
-    absl::StatusOr<core::SessionInfo> info = sessions_.Get(first.name());
+    absl::StatusOr<core::SessionInfo> info = sessions_.Get(caller, first.name());
     if (info.ok()) SessionToProto(*info, response);
     return Respond(context, info.status());
   };
   return StartRemembered(
-      context, request->request_id(), *request, response,
+      context, who->client_id, request->request_id(), *request, response,
       [this, spec = std::move(spec), deadline,
        response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
         sessions_.Begin(
@@ -431,9 +481,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::RenewSession(grpc::CallbackServe
                                                              const v1::RenewSessionRequest* request,
                                                              v1::Session* response) {
   if (draining_.load()) return RejectDraining(context);
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   absl::StatusOr<absl::Duration> ttl = DurationFromProto(request->ttl(), "ttl");
   if (!ttl.ok()) return Respond(context, ttl.status());
-  absl::StatusOr<core::SessionInfo> info = sessions_.Renew(request->session(), *ttl);
+  absl::StatusOr<core::SessionInfo> info = sessions_.Renew(who->caller(), request->session(), *ttl);
   if (info.ok()) SessionToProto(*info, response);
   return Respond(context, info.status());
 }
@@ -441,7 +493,9 @@ grpc::ServerUnaryReactor* SessionBrokerService::RenewSession(grpc::CallbackServe
 grpc::ServerUnaryReactor* SessionBrokerService::GetSession(grpc::CallbackServerContext* context,
                                                            const v1::GetSessionRequest* request,
                                                            v1::Session* response) {
-  absl::StatusOr<core::SessionInfo> info = sessions_.Get(request->session());
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
+  absl::StatusOr<core::SessionInfo> info = sessions_.Get(who->caller(), request->session());
   if (info.ok()) SessionToProto(*info, response);
   return Respond(context, info.status());
 }
@@ -449,8 +503,12 @@ grpc::ServerUnaryReactor* SessionBrokerService::GetSession(grpc::CallbackServerC
 grpc::ServerUnaryReactor* SessionBrokerService::ListSessions(grpc::CallbackServerContext* context,
                                                              const v1::ListSessionsRequest* request,
                                                              v1::ListSessionsResponse* response) {
-  absl::StatusOr<core::SessionManager::Page> page =
-      sessions_.List(request->page_size(), request->page_token(), request->client_id());
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
+  // Only an admin (or any caller without a clients file) sees every
+  // client's sessions; the others see their own whatever they filter by.
+  absl::StatusOr<core::SessionManager::Page> page = sessions_.List(
+      who->caller(), request->page_size(), request->page_token(), request->client_id());
   if (page.ok()) {
     for (const core::SessionInfo& info : page->sessions) {
       SessionToProto(info, response->add_sessions());
@@ -464,12 +522,15 @@ grpc::ServerUnaryReactor* SessionBrokerService::ListSessions(grpc::CallbackServe
 grpc::ServerUnaryReactor* SessionBrokerService::EndSession(grpc::CallbackServerContext* context,
                                                            const v1::EndSessionRequest* request,
                                                            v1::EndSessionResponse* response) {
-  // Allowed while draining: ending a session only gives back.
+  // Allowed while draining: ending a session only gives back. An admin may
+  // end any session.
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   return StartCall(
       context,
-      [this, name = request->session(),
+      [this, name = request->session(), caller = who->caller(),
        response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
-        sessions_.End(name,
+        sessions_.End(caller, name,
                       [response, done = std::move(done)](absl::StatusOr<bool> rolled_back) mutable {
                         if (rolled_back.ok()) response->set_rolled_back(*rolled_back);
                         std::move(done)(rolled_back.status());
@@ -483,22 +544,24 @@ grpc::ServerUnaryReactor* SessionBrokerService::BeginTransaction(
     grpc::CallbackServerContext* context, const v1::BeginTransactionRequest* request,
     v1::BeginTransactionResponse* response) {
   if (draining_.load()) return RejectDraining(context);
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   core::TransactionSpec spec;
   absl::StatusOr<core::Isolation> isolation = IsolationFromProto(request->isolation(), "isolation");
   if (!isolation.ok()) return Respond(context, isolation.status());
   spec.isolation = *isolation;
-  spec.read_only = request->read_only();
+  spec.read_only = request->read_only() || (who->policy != nullptr && who->policy->read_only);
   spec.deferrable = request->deferrable();
   const absl::Time deadline = DeadlineOf(*context);
   if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
     return Respond(context, valid);
   }
   return StartRemembered(
-      context, request->request_id(), *request, response,
-      [this, name = request->session(), spec, deadline,
+      context, who->client_id, request->request_id(), *request, response,
+      [this, name = request->session(), caller = who->caller(), spec, deadline,
        response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
         return sessions_.BeginTransaction(
-            name, spec, deadline,
+            caller, name, spec, deadline,
             [response, done = std::move(done)](absl::StatusOr<core::SessionInfo> info) mutable {
               if (info.ok()) SessionToProto(*info, response->mutable_session());
               std::move(done)(info.status());
@@ -510,16 +573,18 @@ grpc::ServerUnaryReactor* SessionBrokerService::Commit(grpc::CallbackServerConte
                                                        const v1::CommitRequest* request,
                                                        v1::CommitResponse* response) {
   // Allowed while draining: it ends a transaction a running client began.
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   const absl::Time deadline = DeadlineOf(*context);
   if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
     return Respond(context, valid);
   }
   return StartRemembered(
-      context, request->request_id(), *request, response,
-      [this, name = request->session(), deadline,
+      context, who->client_id, request->request_id(), *request, response,
+      [this, name = request->session(), caller = who->caller(), deadline,
        response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
         return sessions_.Commit(
-            name, deadline,
+            caller, name, deadline,
             [response, done = std::move(done)](absl::StatusOr<absl::Time> at) mutable {
               if (at.ok()) TimeToProto(*at, response->mutable_commit_time());
               std::move(done)(at.status());
@@ -531,13 +596,15 @@ grpc::ServerUnaryReactor* SessionBrokerService::Commit(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* SessionBrokerService::Rollback(grpc::CallbackServerContext* context,
                                                          const v1::RollbackRequest* request,
                                                          v1::RollbackResponse* response) {
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return Respond(context, who.status());
   const absl::Time deadline = DeadlineOf(*context);
   return StartCall(
       context,
-      [this, name = request->session(), deadline,
+      [this, name = request->session(), caller = who->caller(), deadline,
        response](Done done) mutable -> std::shared_ptr<core::RunningCall> {
         return sessions_.Rollback(
-            name, deadline,
+            caller, name, deadline,
             [response, done = std::move(done)](absl::StatusOr<bool> rolled_back) mutable {
               if (rolled_back.ok()) response->set_rolled_back(*rolled_back);
               std::move(done)(rolled_back.status());
@@ -560,12 +627,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartCall(grpc::CallbackServerCo
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::StartRemembered(
-    grpc::CallbackServerContext* context, const std::string& request_id,
+    grpc::CallbackServerContext* context, const std::string& scope, const std::string& request_id,
     const google::protobuf::Message& request, google::protobuf::Message* response, Starter start,
     bool during_drain, Replay replay) {
   if (request_id.empty()) return StartCall(context, std::move(start), during_drain);
   if (draining_.load() && !during_drain) return RejectDraining(context);
-  std::string scope = ClientIdOf(*context);
   const core::RequestLedger::Claim claim =
       ledger_.Begin(scope, request_id, RequestFingerprint(request));
   using Kind = core::RequestLedger::Claim::Kind;
@@ -586,7 +652,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartRemembered(
     case Kind::kRun:
       break;
   }
-  auto settle = std::make_shared<LedgerClaim>(ledger_, std::move(scope), request_id);
+  auto settle = std::make_shared<LedgerClaim>(ledger_, scope, request_id);
   return StartCall(
       context,
       [start = std::move(start), settle,
@@ -602,14 +668,14 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartRemembered(
 
 grpc::ServerUnaryReactor* SessionBrokerService::StartRun(
     grpc::CallbackServerContext* context, core::RunRequest run, const std::string& session,
-    const std::string& request_id, const google::protobuf::Message& request,
+    core::Caller caller, const std::string& request_id, const google::protobuf::Message& request,
     google::protobuf::Message* response, RunFill fill) {
   if (request_id.empty()) {
-    return StartCall(context, RunStarter(std::move(run), session, std::move(fill)));
+    return StartCall(context, RunStarter(std::move(run), session, caller, std::move(fill)));
   }
   if (!session.empty()) {
-    return StartRemembered(context, request_id, request, response,
-                           RunStarter(std::move(run), session, std::move(fill)));
+    return StartRemembered(context, caller.client_id, request_id, request, response,
+                           RunStarter(std::move(run), session, caller, std::move(fill)));
   }
   // One-shot: the request id is recorded with the statements' own
   // transaction, and an earlier attempt's record answers instead.
@@ -637,13 +703,14 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartRun(
     if (durable->replayed.has_value()) return FromRecorded(*durable, max_outcome_bytes, response);
     return fill(std::move(results));
   };
-  return StartCall(context, RunStarter(std::move(run), session, std::move(recorded)));
+  return StartCall(context,
+                   RunStarter(std::move(run), session, std::move(caller), std::move(recorded)));
 }
 
 SessionBrokerService::Starter SessionBrokerService::RunStarter(core::RunRequest run,
                                                                const std::string& session,
-                                                               RunFill fill) {
-  return [this, run = std::move(run), session,
+                                                               core::Caller caller, RunFill fill) {
+  return [this, run = std::move(run), session, caller = std::move(caller),
           fill = std::move(fill)](Done done) mutable -> std::shared_ptr<core::RunningCall> {
     auto complete = [fill = std::move(fill), done = std::move(done)](
                         absl::StatusOr<core::StatementRunner::Results> results) mutable {
@@ -652,7 +719,7 @@ SessionBrokerService::Starter SessionBrokerService::RunStarter(core::RunRequest 
     // Invalid SQL requests (empty, several statements, placeholder count)
     // are refused before any database work.
     if (session.empty()) return runner_.Run(std::move(run), std::move(complete));
-    return sessions_.Run(session, std::move(run), std::move(complete));
+    return sessions_.Run(caller, session, std::move(run), std::move(complete));
   };
 }
 

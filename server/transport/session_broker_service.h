@@ -4,8 +4,12 @@
 // once; the work completes the call from an executor thread. No handler
 // blocks.
 //
-// Callers identify themselves with the "x-client-id" request metadata (used
-// for session quotas and shown to operators, and the scope of request ids).
+// Who calls is CallAuthenticator's answer (call_identity.h): with a clients
+// file, the authenticated client (unauthenticated calls are refused with
+// UNAUTHENTICATED before anything else); without one, the self-declared
+// "x-client-id". It is the id sessions are owned by, the pool's occupancy and
+// quotas are charged to, and logs show. A session answers only its owner
+// (and admins): to anyone else it is NOT_FOUND, as if it did not exist.
 //
 // request_id (docs/retries.md): one-shot Execute/ExecuteBatch record it in
 // the database with the call's own transaction (RunRequest::durable);
@@ -42,6 +46,7 @@
 #include "server/core/exec/statement_runner.h"
 #include "server/core/notify/notification_hub.h"
 #include "server/core/session/session_manager.h"
+#include "server/transport/call_identity.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 
 namespace sessionbroker::transport {
@@ -53,6 +58,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   // database) answers Listen with UNIMPLEMENTED.
   SessionBrokerService(core::StatementRunner& runner, core::SessionManager& sessions,
                        size_t max_result_bytes, core::RequestLedger& ledger,
+                       CallAuthenticator auth = CallAuthenticator(),
                        core::NotificationHub* notifications = nullptr,
                        size_t listen_queue_capacity = 1000);
 
@@ -119,10 +125,12 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   // Execute/ExecuteBatch: one-shot, or in the named session; with a
   // request_id, remembered (in a session) or recorded (one-shot).
   grpc::ServerUnaryReactor* StartRun(grpc::CallbackServerContext* context, core::RunRequest run,
-                                     const std::string& session, const std::string& request_id,
+                                     const std::string& session, core::Caller caller,
+                                     const std::string& request_id,
                                      const google::protobuf::Message& request,
                                      google::protobuf::Message* response, RunFill fill);
-  Starter RunStarter(core::RunRequest run, const std::string& session, RunFill fill);
+  Starter RunStarter(core::RunRequest run, const std::string& session, core::Caller caller,
+                     RunFill fill);
   // Calls whose request_id the ledger keeps (BeginSession, calls in a
   // session): answers a retry from the ledger, or runs `start` and records
   // its outcome (the serialized `response`) if it succeeds. `replay` turns a
@@ -130,8 +138,9 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   // `response`). Without a request_id, StartCall.
   using Replay = absl::AnyInvocable<grpc::ServerUnaryReactor*(grpc::CallbackServerContext*,
                                                               const std::string& outcome)>;
+  // `scope` is the caller's client id: request ids are per client.
   grpc::ServerUnaryReactor* StartRemembered(grpc::CallbackServerContext* context,
-                                            const std::string& request_id,
+                                            const std::string& scope, const std::string& request_id,
                                             const google::protobuf::Message& request,
                                             google::protobuf::Message* response, Starter start,
                                             bool during_drain = false, Replay replay = nullptr);
@@ -149,6 +158,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   core::SessionManager& sessions_;
   const size_t max_result_bytes_;
   core::RequestLedger& ledger_;
+  const CallAuthenticator auth_;
   core::NotificationHub* const notifications_;
   const size_t listen_queue_capacity_;
   std::atomic<bool> draining_{false};

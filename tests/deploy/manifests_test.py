@@ -38,6 +38,8 @@ EXCLUDED = {
     # For tests and scripts that start brokers on port 0; in a pod the
     # ports are fixed and the Service and probes name them.
     "BROKER_PORT_FILE": "for tests on port 0",
+    # Names a file from a Secret the operator mounts (docs/security.md).
+    "BROKER_CLIENTS_FILE": "a file from a Secret",
     # Only the environment can set it, and the image has no .env to read.
     "BROKER_ENV_FILE": "the image has no .env",
     # Paths in a cert-manager Secret the base does not mount: the TLS patch

@@ -74,8 +74,10 @@ RpcResult<Response> Unary(v1::SessionBroker::Stub* stub,
 
 }  // namespace
 
-KeepAliveStream::KeepAliveStream(v1::SessionBroker::Stub* stub, const std::string& client_id) {
+KeepAliveStream::KeepAliveStream(v1::SessionBroker::Stub* stub, const std::string& client_id,
+                                 const std::string& token) {
   if (!client_id.empty()) context_.AddMetadata("x-client-id", client_id);
+  if (!token.empty()) context_.AddMetadata("authorization", "Bearer " + token);
   stream_ = stub->KeepAlive(&context_);
   reader_ = std::thread([this] {
     v1::KeepAliveResponse response;

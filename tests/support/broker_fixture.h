@@ -62,7 +62,9 @@ absl::Time TimeOf(const google::protobuf::Timestamp& t);
 // (and joins the reader) on destruction.
 class KeepAliveStream {
  public:
-  explicit KeepAliveStream(v1::SessionBroker::Stub* stub, const std::string& client_id = "");
+  // `token`, when not empty, goes out as `authorization: Bearer <token>`.
+  explicit KeepAliveStream(v1::SessionBroker::Stub* stub, const std::string& client_id = "",
+                           const std::string& token = "");
   ~KeepAliveStream();
   KeepAliveStream(const KeepAliveStream&) = delete;
   KeepAliveStream& operator=(const KeepAliveStream&) = delete;

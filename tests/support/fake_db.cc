@@ -170,9 +170,19 @@ absl::Status FakeConnection::ResetSession() {
   {
     core::MutexLock lock(&mu_);
     in_transaction_ = false;
+    role_.clear();
     log_.push_back("RESET");
   }
   return broken_.load() ? absl::UnavailableError("fake connection is broken") : absl::OkStatus();
+}
+
+absl::Status FakeConnection::UseRole(const std::string& role) {
+  if (broken_.load()) return absl::UnavailableError("fake connection is broken");
+  core::MutexLock lock(&mu_);
+  if (role == role_) return absl::OkStatus();
+  log_.push_back(role.empty() ? std::string("RESET ROLE") : "SET ROLE " + role);
+  role_ = role;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<storage::DbConnection>> FakeConnector::Connect() {

@@ -37,6 +37,8 @@ class FakeConnection final : public storage::DbConnection {
   absl::Status Rollback() override;
   absl::Status Ping() override;
   absl::Status ResetSession() override;
+  // Logs "SET ROLE r" / "RESET ROLE" when the role changes.
+  absl::Status UseRole(const std::string& role) override;
   void Cancel() override;
   void ClearCancel() override;
   bool IsBroken() const override { return broken_.load(); }
@@ -88,6 +90,7 @@ class FakeConnection final : public storage::DbConnection {
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool in_transaction_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::string> log_ ABSL_GUARDED_BY(mu_);
+  std::string role_ ABSL_GUARDED_BY(mu_);
   absl::Status next_commit_ ABSL_GUARDED_BY(mu_);
   std::string failing_sql_ ABSL_GUARDED_BY(mu_);
   absl::Status failing_status_ ABSL_GUARDED_BY(mu_);

@@ -100,6 +100,17 @@ TEST(ConfigTest, RecycleMinusOneDisablesRecycling) {
   EXPECT_EQ(c->pool.recycle, absl::InfiniteDuration());
 }
 
+TEST(ConfigTest, RequireAuthWithoutAClientsFileIsAnError) {
+  absl::StatusOr<Config> c = LoadConfig(WithUrl({{"BROKER_REQUIRE_AUTH", "true"}}));
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("BROKER_CLIENTS_FILE is not set"));
+  c = LoadConfig(
+      WithUrl({{"BROKER_REQUIRE_AUTH", "true"}, {"BROKER_CLIENTS_FILE", "/etc/sb/clients.yaml"}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->clients_file, "/etc/sb/clients.yaml");
+  EXPECT_TRUE(c->require_auth);
+}
+
 TEST(ConfigTest, MissingDatabaseUrlIsAnErrorThatSaysWhatToSet) {
   absl::StatusOr<Config> c = LoadConfig({});
   ASSERT_FALSE(c.ok());

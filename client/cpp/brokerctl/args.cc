@@ -85,7 +85,9 @@ const std::vector<FlagSpec>& GlobalFlagSpecs() {
   static const auto* const kSpecs = new std::vector<FlagSpec>{
       {"--target", "", "HOST:PORT",
        "the broker's gRPC address (default $BROKER_TARGET, else 127.0.0.1:50051)"},
-      {"--client-id", "", "ID", "sent as x-client-id: the broker's per-client quotas and filters"},
+      {"--client-id", "", "ID",
+       "sent as x-client-id: the broker's per-client quotas and filters (a broker with a clients "
+       "file knows the caller by its token instead: set $SB_TOKEN)"},
       {"--timeout", "", "DURATION",
        "deadline of each call, e.g. 5s, 500ms (default 30s); the broker makes it the "
        "statement timeout"},

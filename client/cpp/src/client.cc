@@ -1,6 +1,7 @@
 #include "sessionbroker/client.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -31,15 +32,27 @@ class ClientCore {
         broker(v1::SessionBroker::NewStub(channel)),
         monitor(v1::PoolMonitor::NewStub(channel)),
         health(grpc::health::v1::Health::NewStub(channel)),
-        keep_alive(broker.get(), options.client_id, options.keepalive_reconnect_initial,
+        keep_alive(broker.get(), Metadata(), options.keepalive_reconnect_initial,
                    options.keepalive_reconnect_max) {}
+
+  // What every call carries: the bearer token and the client id.
+  std::vector<std::pair<std::string, std::string>> Metadata() const {
+    std::vector<std::pair<std::string, std::string>> out;
+    if (!options.token.empty()) out.emplace_back("authorization", "Bearer " + options.token);
+    if (!options.client_id.empty()) out.emplace_back("x-client-id", options.client_id);
+    return out;
+  }
+  void AddMetadata(grpc::ClientContext& context) const {
+    if (!options.token.empty()) context.AddMetadata("authorization", "Bearer " + options.token);
+    if (!options.client_id.empty()) context.AddMetadata("x-client-id", options.client_id);
+  }
 
   // A call's deadline and metadata.
   void Prepare(grpc::ClientContext& context, const CallOptions& call) const {
     absl::Duration d =
         call.deadline > absl::ZeroDuration() ? call.deadline : options.default_deadline;
     context.set_deadline(absl::ToChronoTime(absl::Now() + d));
-    if (!options.client_id.empty()) context.AddMetadata("x-client-id", options.client_id);
+    AddMetadata(context);
   }
 
   template <typename Stub, typename Request, typename Response>
@@ -310,6 +323,9 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   if (options.default_deadline <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("ClientOptions.default_deadline must be positive");
   }
+  if (options.token.empty()) {
+    if (const char* token = std::getenv("SB_TOKEN"); token != nullptr) options.token = token;
+  }
   return std::unique_ptr<Client>(
       new Client(std::make_shared<internal::ClientCore>(std::move(options), std::move(channel))));
 }
@@ -387,9 +403,7 @@ absl::Status Client::WatchPoolStatus(absl::Duration interval,
                                      const std::function<bool(const v1::PoolStatus&)>& on_status,
                                      WatchCanceller* cancel) {
   grpc::ClientContext context;
-  if (!core_->options.client_id.empty()) {
-    context.AddMetadata("x-client-id", core_->options.client_id);
-  }
+  core_->AddMetadata(context);
   std::shared_ptr<WatchCanceller::State> state =
       cancel != nullptr ? cancel->state_ : std::make_shared<WatchCanceller::State>();
   {

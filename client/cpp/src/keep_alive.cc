@@ -8,10 +8,11 @@
 
 namespace sessionbroker::internal {
 
-KeepAlive::KeepAlive(v1::SessionBroker::Stub* stub, std::string client_id,
+KeepAlive::KeepAlive(v1::SessionBroker::Stub* stub,
+                     std::vector<std::pair<std::string, std::string>> metadata,
                      absl::Duration initial_backoff, absl::Duration max_backoff)
     : stub_(stub),
-      client_id_(std::move(client_id)),
+      metadata_(std::move(metadata)),
       initial_backoff_(initial_backoff),
       max_backoff_(max_backoff),
       thread_([this] { Run(); }) {}
@@ -76,7 +77,7 @@ void KeepAlive::Run() {
 
 bool KeepAlive::RunStream() {
   grpc::ClientContext context;
-  if (!client_id_.empty()) context.AddMetadata("x-client-id", client_id_);
+  for (const auto& [key, value] : metadata_) context.AddMetadata(key, value);
   v1::KeepAliveRequest first;
   {
     absl::MutexLock lock(&mu_);

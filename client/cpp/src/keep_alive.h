@@ -14,6 +14,8 @@
 #include <deque>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
@@ -27,8 +29,10 @@ namespace sessionbroker::internal {
 class KeepAlive {
  public:
   // `stub` outlives this object.
-  KeepAlive(v1::SessionBroker::Stub* stub, std::string client_id, absl::Duration initial_backoff,
-            absl::Duration max_backoff);
+  // `metadata`: sent with every stream (authorization, x-client-id).
+  KeepAlive(v1::SessionBroker::Stub* stub,
+            std::vector<std::pair<std::string, std::string>> metadata,
+            absl::Duration initial_backoff, absl::Duration max_backoff);
   ~KeepAlive();
   KeepAlive(const KeepAlive&) = delete;
   KeepAlive& operator=(const KeepAlive&) = delete;
@@ -49,7 +53,7 @@ class KeepAlive {
   bool RunStream();
 
   v1::SessionBroker::Stub* const stub_;
-  const std::string client_id_;
+  const std::vector<std::pair<std::string, std::string>> metadata_;
   const absl::Duration initial_backoff_;
   const absl::Duration max_backoff_;
 

@@ -1,9 +1,13 @@
 // The C++ client end to end: the real broker binary and PostgreSQL
 // (BrokerFixture), checked from PostgreSQL's side through the fixture's
 // admin connection where the client's claims concern the database.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -378,6 +382,84 @@ TEST_F(ClientTlsE2eTest, TlsCredentialsNamesAnUnreadableFileAndACertWithoutKey) 
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> no_key =
       TlsCredentials({Cert("ca.pem"), Cert("client.pem"), ""});
   EXPECT_EQ(no_key.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace sessionbroker
+
+namespace sessionbroker {
+namespace {
+
+// Against a broker with a clients file: the token goes out on every call and
+// on the KeepAlive stream, and the broker knows the client by it.
+class ClientAuthE2eTest : public testing::BrokerFixture {
+ protected:
+  void SetUp() override {
+    BrokerFixture::SetUp();
+    if (HasFatalFailure()) return;
+    token_ = absl::StrCat("cpp-client-token-", getpid(), "-5d1e");
+    std::string hash;
+    ASSERT_EQ(
+        testing::RunCommand(
+            absl::StrCat("printf '%s' '", token_, "' | ", SB_BROKER_BINARY, " hash-token"), &hash),
+        0);
+    while (!hash.empty() && hash.back() == '\n') hash.pop_back();
+    clients_file_ = absl::StrCat("/tmp/sb-cpp-clients-", getpid(), ".yaml");
+    std::ofstream(clients_file_) << "clients:\n  - id: cppapp\n    token_hashes: [\"" << hash
+                                 << "\"]\n";
+    StartBroker({{"BROKER_CLIENTS_FILE", clients_file_}});
+  }
+  void TearDown() override {
+    broker_.reset();
+    std::remove(clients_file_.c_str());
+  }
+  absl::StatusOr<std::unique_ptr<Client>> MakeClient(const std::string& token) {
+    ClientOptions options;
+    options.target = broker_->address();
+    options.client_id = "spoofed";
+    options.token = token;
+    return Client::Create(options);
+  }
+
+  std::string token_;
+  std::string clients_file_;
+};
+
+TEST_F(ClientAuthE2eTest, TokenAuthenticatesCallsAndTheKeepAliveStream) {
+  absl::StatusOr<std::unique_ptr<Client>> client = MakeClient(token_);
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::StatusOr<Result> one = (*client)->Execute("SELECT 1");
+  ASSERT_TRUE(one.ok()) << one.status();
+  SessionOptions options;
+  options.ttl = absl::Seconds(30);
+  absl::StatusOr<std::unique_ptr<Session>> session = (*client)->BeginSession(options);
+  ASSERT_TRUE(session.ok()) << session.status();
+  // Only a KeepAlive stream that authenticated can hold the session.
+  ASSERT_TRUE(Eventually([&] {
+    absl::StatusOr<v1::Session> s = (*session)->Get();
+    return s.ok() && s->held_by_stream();
+  }));
+  absl::StatusOr<v1::Session> s = (*session)->Get();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->client_id(), "cppapp");  // the token's client, not "spoofed"
+}
+
+TEST_F(ClientAuthE2eTest, TokenComesFromSbTokenWhenNotGiven) {
+  ::setenv("SB_TOKEN", token_.c_str(), 1);
+  absl::StatusOr<std::unique_ptr<Client>> client = MakeClient("");
+  ::unsetenv("SB_TOKEN");
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::StatusOr<Result> one = (*client)->Execute("SELECT 1");
+  EXPECT_TRUE(one.ok()) << one.status();
+}
+
+TEST_F(ClientAuthE2eTest, WithoutATokenCallsAreUnauthenticated) {
+  ::unsetenv("SB_TOKEN");
+  absl::StatusOr<std::unique_ptr<Client>> client = MakeClient("");
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::StatusOr<Result> one = (*client)->Execute("SELECT 1");
+  EXPECT_EQ(one.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(one.status().message(), HasSubstr("authorization: Bearer"));
 }
 
 }  // namespace

@@ -123,6 +123,10 @@ class Broker {
       ...(options.channelOptions || {}),
     });
     this._metadata = new grpc.Metadata();
+    // The bearer token of the broker's clients file, on every call (KeepAlive
+    // too); never kept on the object where it could be logged.
+    const token = options.token || process.env.SB_TOKEN || '';
+    if (token) this._metadata.set('authorization', `Bearer ${token}`);
     if (this.clientId) this._metadata.set('x-client-id', this.clientId);
     this._keepAlive = new KeepAlive(() => this._client.KeepAlive(this._metadata.clone()));
     this._sessions = new Set();

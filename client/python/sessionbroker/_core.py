@@ -8,6 +8,7 @@ immutable once built.
 """
 
 import datetime as _dt
+import os
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
@@ -19,6 +20,25 @@ from sessionbroker._keepalive import SessionLease
 from sessionbroker._pb import broker_pb2
 from sessionbroker._sql import placeholder_names, translate
 from sessionbroker._types import from_value, to_value
+
+#: The environment variable a bearer token is read from when ``token`` is not given.
+TOKEN_ENV = "SB_TOKEN"
+
+
+def call_metadata(client_id: Optional[str],
+                  token: Optional[str]) -> Tuple[Tuple[str, str], ...]:
+    """The metadata every call carries: ``authorization: Bearer <token>`` (the
+    broker's clients file; ``token`` None: ``$SB_TOKEN`` if set) and
+    ``x-client-id`` (only a hint once the broker authenticates callers)."""
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
+    metadata: List[Tuple[str, str]] = []
+    if token:
+        metadata.append(("authorization", f"Bearer {token}"))
+    if client_id:
+        metadata.append(("x-client-id", client_id))
+    return tuple(metadata)
+
 
 ISOLATION_LEVELS = {
     None: broker_pb2.ISOLATION_LEVEL_UNSPECIFIED,

@@ -114,7 +114,8 @@ class AsyncConnection:
     ProgrammingError = ProgrammingError
     NotSupportedError = NotSupportedError
 
-    def __init__(self, target: str, *, client_id: Optional[str], timeout: Optional[float],
+    def __init__(self, target: str, *, client_id: Optional[str], token: Optional[str],
+                 timeout: Optional[float],
                  credentials: Optional[grpc.ChannelCredentials], autocommit: bool,
                  isolation_level: Optional[str]) -> None:
         self.target = target
@@ -122,7 +123,7 @@ class AsyncConnection:
         self.timeout = timeout
         self._lock = asyncio.Lock()
         self._core = _core.SessionCore(autocommit=autocommit, isolation_level=isolation_level)
-        self._core.metadata = (("x-client-id", client_id),) if client_id else ()
+        self._core.metadata = _core.call_metadata(client_id, token)
         self._channels = _loop_channels()
         self._channel_key, channel = self._channels.acquire(target, credentials)
         self._channel_released = False
@@ -450,6 +451,7 @@ class AsyncCursor:
 
 
 async def connect(target: str, *, client_id: Optional[str] = None,
+                  token: Optional[str] = None,
                   timeout: Optional[float] = None,
                   connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
                   ttl: Optional[float] = None, label: str = "", read_only: bool = False,
@@ -461,7 +463,8 @@ async def connect(target: str, *, client_id: Optional[str] = None,
                   tls_key: Optional[str] = None) -> AsyncConnection:
     """Leases a broker session; the arguments are ``sessionbroker.dbapi.connect``'s."""
     credentials = resolve_credentials(credentials, tls, tls_ca, tls_cert, tls_key)
-    conn = AsyncConnection(target, client_id=client_id, timeout=timeout, credentials=credentials,
+    conn = AsyncConnection(target, client_id=client_id, token=token, timeout=timeout,
+                           credentials=credentials,
                            autocommit=autocommit, isolation_level=isolation_level)
     await conn._open(_core.begin_session_request(ttl=ttl, label=label, read_only=read_only,
                                                  isolation_level=isolation_level,

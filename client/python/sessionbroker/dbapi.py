@@ -147,6 +147,7 @@ class Connection:
     NotSupportedError = NotSupportedError
 
     def __init__(self, target: str, *, client_id: Optional[str] = None,
+                 token: Optional[str] = None,
                  timeout: Optional[float] = None,
                  connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
                  ttl: Optional[float] = None, label: str = "", read_only: bool = False,
@@ -163,7 +164,7 @@ class Connection:
         self.timeout = timeout
         self._lock = threading.RLock()
         self._core = _core.SessionCore(autocommit=autocommit, isolation_level=isolation_level)
-        self._core.metadata = (("x-client-id", client_id),) if client_id else ()
+        self._core.metadata = _core.call_metadata(client_id, token)
         channel = channel_for(target, credentials)
         self._stub = broker_pb2_grpc.SessionBrokerStub(channel)
         request = _core.begin_session_request(ttl=ttl, label=label, read_only=read_only,
@@ -556,7 +557,8 @@ class Cursor:
         self.close()
 
 
-def connect(target: str, *, client_id: Optional[str] = None, timeout: Optional[float] = None,
+def connect(target: str, *, client_id: Optional[str] = None, token: Optional[str] = None,
+            timeout: Optional[float] = None,
             connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
             ttl: Optional[float] = None, label: str = "", read_only: bool = False,
             isolation_level: Optional[str] = None, settings: Optional[Mapping[str, str]] = None,
@@ -566,7 +568,11 @@ def connect(target: str, *, client_id: Optional[str] = None, timeout: Optional[f
             tls_key: Optional[str] = None) -> Connection:
     """Opens a connection: leases a broker session at ``target`` ("host:port").
 
-    client_id: sent as x-client-id (the broker's per-service quotas and listings).
+    client_id: sent as x-client-id (the broker's per-service quotas and listings);
+        a broker with a clients file ignores it and uses the token's client.
+    token: the bearer token the broker's clients file knows this service by, sent
+        as ``authorization: Bearer <token>`` on every call (KeepAlive too).
+        None: the SB_TOKEN environment variable, if set.
     timeout: deadline in seconds of each later call; the broker turns it into the
         statement's timeout. None: only the broker's own limits.
     connect_timeout: how long to wait for the broker to answer BeginSession.
@@ -593,7 +599,7 @@ def connect(target: str, *, client_id: Optional[str] = None, timeout: Optional[f
         broker that asks for one (mutual TLS).
     """
     credentials = resolve_credentials(credentials, tls, tls_ca, tls_cert, tls_key)
-    return Connection(target, client_id=client_id, timeout=timeout,
+    return Connection(target, client_id=client_id, token=token, timeout=timeout,
                       connect_timeout=connect_timeout, ttl=ttl, label=label, read_only=read_only,
                       isolation_level=isolation_level, settings=settings, credentials=credentials,
                       autocommit=autocommit, retry_writes=retry_writes)

@@ -387,6 +387,11 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
   absl::StatusOr<Results> Work(storage::DbConnection& conn) {
     storage::ExecuteOptions options;
     options.max_result_bytes = runner_.options_.max_result_bytes;
+    if (!RunsOnGivenConnection(request_.op)) {
+      // A connection fresh from the pool: the caller's role (or the login
+      // role) before anything of the caller's runs.
+      if (absl::Status role = conn.UseRole(request_.database_role); !role.ok()) return role;
+    }
     if (request_.durable != nullptr && (request_.op == Op::kExecute || request_.op == Op::kBatch)) {
       return WorkDurable(conn, options);
     }

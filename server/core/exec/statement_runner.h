@@ -99,13 +99,19 @@ struct RunRequest {
   // it back, so that a ROLLBACK TO SAVEPOINT can recover it. Not when the
   // connection broke or the broker aborted the call.
   bool keep_on_failure = false;
-  // Who asks ("x-client-id"), passed on to the pool.
+  // Who asks (the authenticated client, or "x-client-id"), passed on to the
+  // pool.
   std::string client_id;
   // kExecute, kBatch: the call carries a request_id; its statements run in a
   // transaction together with its RequestOutcomes row (request_outcomes.h).
   // When an earlier attempt's row is found instead, nothing runs, the
   // results are empty and durable->replayed holds that row.
   std::shared_ptr<DurableRequest> durable;
+  // kExecute, kBatch, kBegin: the PostgreSQL role the statements run as
+  // (DbConnection::UseRole on the connection taken from the pool, before
+  // anything else runs on it); "" = the broker's login role. Every such
+  // checkout sets it, so a role never reaches another caller.
+  std::string database_role;
 };
 
 // What a step produced.

@@ -29,6 +29,9 @@ struct EndedSession {
   absl::Time at;
   // Says why, for people: "its lease expired: ...".
   std::string detail;
+  // Whose it was: to any other client it is as unknown as a name that never
+  // existed (SessionManager's ownership rule).
+  std::string client_id;
 };
 
 class EndedSessions final {

@@ -47,6 +47,7 @@ struct SessionManager::Session {
   std::string name;
   std::string label;
   std::string client_id;
+  std::string database_role;
   // The session's own isolation, read-only flag and settings.
   storage::TransactionOptions base;
   absl::Duration ttl;
@@ -203,9 +204,10 @@ std::string SessionManager::NewName() {
 // ---- Lookup and bookkeeping -------------------------------------------------
 
 absl::StatusOr<std::shared_ptr<SessionManager::Session>> SessionManager::FindLocked(
-    absl::string_view name) const {
+    const Caller& caller, absl::string_view name) const {
   if (name.empty()) return absl::InvalidArgumentError("session is empty: name a session");
   auto it = sessions_.find(name);
+  if (it != sessions_.end() && !caller.Owns(it->second->client_id)) return NotFound(name);
   if (it != sessions_.end()) {
     // Past its lease or lifetime but not reaped yet (the reaper runs at the
     // deadline, a moment later, or works through a mass expiry in batches):
@@ -225,8 +227,13 @@ absl::StatusOr<std::shared_ptr<SessionManager::Session>> SessionManager::FindLoc
     return it->second;
   }
   if (const EndedSession* ended = ended_.Find(name, clock_.Now()); ended != nullptr) {
+    if (!caller.Owns(ended->client_id)) return NotFound(name);
     return EndedSessions::StatusOf(name, *ended);
   }
+  return NotFound(name);
+}
+
+absl::Status SessionManager::NotFound(absl::string_view name) const {
   return WithReason(absl::NotFoundError(
                         absl::StrCat("session \"", Abbreviated(name),
                                      "\" not found: it never existed here, or it ended more than ",
@@ -421,7 +428,7 @@ void SessionManager::EndLocked(const std::shared_ptr<Session>& s, EndReason reas
       ++counters_.ended_by_shutdown;
       break;
   }
-  EndedSession ended{reason, now, EndDetail(*s, reason, now)};
+  EndedSession ended{reason, now, EndDetail(*s, reason, now), s->client_id};
   const absl::Status ended_status = EndedSessions::StatusOf(s->name, ended);
   const TransactionMachine::EndPlan tx_end = machine_.End(
       s->tx, s->running != nullptr, s->running != nullptr && s->running->in_transaction);
@@ -567,6 +574,7 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
   // Kept for the probe below: `spec` itself moves into `create`.
   SessionSettings probe_settings = spec.settings;
   const std::string client_id = spec.client_id;
+  const std::string database_role = spec.database_role;
 
   auto create = [this, spec = std::move(spec)]() mutable -> absl::StatusOr<SessionInfo> {
     MutexLock lock(&mu_);
@@ -577,6 +585,7 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
     } while (sessions_.contains(s->name) || ended_.Contains(s->name));
     s->label = std::move(spec.label);
     s->client_id = std::move(spec.client_id);
+    s->database_role = std::move(spec.database_role);
     s->base.isolation = spec.isolation;
     s->base.read_only = spec.read_only;
     s->base.settings = std::move(spec.settings);
@@ -607,6 +616,8 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
   probe.op = Op::kBegin;
   probe.deadline = deadline;
   probe.transaction.settings = std::move(probe_settings);
+  probe.client_id = client_id;
+  probe.database_role = database_role;
   runner_.RunStep(std::move(probe), [this, create = std::move(create),
                                      done = std::move(done)](RunOutcome begun) mutable {
     if (!begun.results.ok()) {
@@ -621,7 +632,8 @@ void SessionManager::Begin(SessionSpec spec, absl::Time deadline, Callback<Sessi
   });
 }
 
-absl::StatusOr<SessionInfo> SessionManager::Renew(absl::string_view name, absl::Duration ttl) {
+absl::StatusOr<SessionInfo> SessionManager::Renew(const Caller& caller, absl::string_view name,
+                                                  absl::Duration ttl) {
   if (ttl < absl::ZeroDuration()) return absl::InvalidArgumentError("ttl is negative");
   if (ttl > options_.max_ttl) {
     return absl::InvalidArgumentError(absl::StrCat("ttl ", DurationText(ttl),
@@ -629,23 +641,27 @@ absl::StatusOr<SessionInfo> SessionManager::Renew(absl::string_view name, absl::
                                                    DurationText(options_.max_ttl), ")"));
   }
   MutexLock lock(&mu_);
-  absl::StatusOr<std::shared_ptr<Session>> s = FindLocked(name);
+  absl::StatusOr<std::shared_ptr<Session>> s = FindLocked(caller, name);
   if (!s.ok()) return s.status();
   if (ttl > absl::ZeroDuration()) (*s)->ttl = ttl;
   RenewLocked(**s, clock_.Now());
   return InfoLocked(**s);
 }
 
-absl::StatusOr<SessionInfo> SessionManager::Get(absl::string_view name) const {
+absl::StatusOr<SessionInfo> SessionManager::Get(const Caller& caller,
+                                                absl::string_view name) const {
   MutexLock lock(&mu_);
-  absl::StatusOr<std::shared_ptr<Session>> s = FindLocked(name);
+  absl::StatusOr<std::shared_ptr<Session>> s = FindLocked(caller, name);
   if (!s.ok()) return s.status();
   return InfoLocked(**s);
 }
 
-absl::StatusOr<SessionManager::Page> SessionManager::List(int page_size,
+absl::StatusOr<SessionManager::Page> SessionManager::List(const Caller& caller, int page_size,
                                                           absl::string_view page_token,
                                                           absl::string_view client_id) const {
+  // A caller that does not see all is shown its own sessions, whatever
+  // filter it asked for.
+  if (!caller.sees_all) client_id = caller.client_id;
   if (page_size < 0) return absl::InvalidArgumentError("page_size is negative");
   if (page_size == 0) page_size = kDefaultPageSize;
   page_size = std::min(page_size, kMaxPageSize);
@@ -669,12 +685,12 @@ absl::StatusOr<SessionManager::Page> SessionManager::List(int page_size,
   return page;
 }
 
-void SessionManager::End(absl::string_view name, Callback<bool> done) {
+void SessionManager::End(const Caller& caller, absl::string_view name, Callback<bool> done) {
   Actions actions;
   absl::Status not_found;
   {
     MutexLock lock(&mu_);
-    absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(name);
+    absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(caller, name);
     if (!found.ok()) {
       not_found = found.status();
     } else {
@@ -697,30 +713,33 @@ void SessionManager::End(absl::string_view name, Callback<bool> done) {
 
 // ---- Calls -------------------------------------------------------------------
 
-std::shared_ptr<RunningCall> SessionManager::BeginTransaction(absl::string_view name,
+std::shared_ptr<RunningCall> SessionManager::BeginTransaction(const Caller& caller,
+                                                              absl::string_view name,
                                                               TransactionSpec spec,
                                                               absl::Time deadline,
                                                               Callback<SessionInfo> done) {
   auto call = std::make_shared<Call>(this, BeginTransactionCall{spec, deadline, std::move(done)});
-  Submit(name, call);
+  Submit(caller, name, call);
   return call;
 }
 
-std::shared_ptr<RunningCall> SessionManager::Commit(absl::string_view name, absl::Time deadline,
+std::shared_ptr<RunningCall> SessionManager::Commit(const Caller& caller, absl::string_view name,
+                                                    absl::Time deadline,
                                                     Callback<absl::Time> done) {
   auto call = std::make_shared<Call>(this, CommitCall{deadline, std::move(done)});
-  Submit(name, call);
+  Submit(caller, name, call);
   return call;
 }
 
-std::shared_ptr<RunningCall> SessionManager::Rollback(absl::string_view name, absl::Time deadline,
-                                                      Callback<bool> done) {
+std::shared_ptr<RunningCall> SessionManager::Rollback(const Caller& caller, absl::string_view name,
+                                                      absl::Time deadline, Callback<bool> done) {
   auto call = std::make_shared<Call>(this, RollbackCall{deadline, std::move(done)});
-  Submit(name, call);
+  Submit(caller, name, call);
   return call;
 }
 
-std::shared_ptr<RunningCall> SessionManager::Run(absl::string_view name, RunRequest request,
+std::shared_ptr<RunningCall> SessionManager::Run(const Caller& caller, absl::string_view name,
+                                                 RunRequest request,
                                                  StatementRunner::Callback done) {
   // Bad requests fail before they reach the session: they must not abort its
   // transaction.
@@ -729,16 +748,17 @@ std::shared_ptr<RunningCall> SessionManager::Run(absl::string_view name, RunRequ
     return nullptr;
   }
   auto call = std::make_shared<Call>(this, RunCall{std::move(request), std::move(done)});
-  Submit(name, call);
+  Submit(caller, name, call);
   return call;
 }
 
-void SessionManager::Submit(absl::string_view name, std::shared_ptr<Call> call) {
+void SessionManager::Submit(const Caller& caller, absl::string_view name,
+                            std::shared_ptr<Call> call) {
   Actions actions;
   absl::Status rejected;
   {
     MutexLock lock(&mu_);
-    absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(name);
+    absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(caller, name);
     if (!found.ok()) {
       rejected = found.status();
     } else {
@@ -800,6 +820,7 @@ void SessionManager::StartLocked(const std::shared_ptr<Session>& s, std::shared_
   // The session's owner, for per-client pool occupancy (also for steps that
   // carry no caller's request: BEGIN, COMMIT, ROLLBACK).
   step.client_id = s->client_id;
+  step.database_role = s->database_role;
   s->running = call;
   ++steps_in_flight_;
   RescheduleLocked(*s);  // a running statement is not idle
@@ -964,12 +985,12 @@ SessionManager::StreamUpdate SessionManager::UpdateLocked(const Session& s,
 }
 
 std::vector<SessionManager::StreamUpdate> SessionManager::Hold(
-    StreamId stream, const std::vector<std::string>& names) {
+    const Caller& caller, StreamId stream, const std::vector<std::string>& names) {
   std::vector<StreamUpdate> out;
   MutexLock lock(&mu_);
   const bool open = holds_.IsOpen(stream);
   for (const std::string& name : names) {
-    absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(name);
+    absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(caller, name);
     if (!found.ok() || !open) {
       StreamUpdate update;
       update.name = name;
@@ -988,11 +1009,11 @@ std::vector<SessionManager::StreamUpdate> SessionManager::Hold(
 }
 
 std::vector<SessionManager::StreamUpdate> SessionManager::Release(
-    StreamId stream, const std::vector<std::string>& names) {
+    const Caller& caller, StreamId stream, const std::vector<std::string>& names) {
   std::vector<StreamUpdate> out;
   MutexLock lock(&mu_);
   for (const std::string& name : names) {
-    absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(name);
+    absl::StatusOr<std::shared_ptr<Session>> found = FindLocked(caller, name);
     if (!found.ok()) {
       StreamUpdate update;
       update.name = name;

@@ -136,31 +136,37 @@ class SessionManager final {
   // PostgreSQL's message, rather than at every later statement.
   void Begin(SessionSpec spec, absl::Time deadline, Callback<SessionInfo> done);
   // ttl zero: the session's ttl; otherwise it becomes the session's ttl.
-  absl::StatusOr<SessionInfo> Renew(absl::string_view name, absl::Duration ttl);
-  absl::StatusOr<SessionInfo> Get(absl::string_view name) const;
-  // Open sessions ordered by name, from after `page_token`.
-  absl::StatusOr<Page> List(int page_size, absl::string_view page_token,
+  absl::StatusOr<SessionInfo> Renew(const Caller& caller, absl::string_view name,
+                                    absl::Duration ttl);
+  absl::StatusOr<SessionInfo> Get(const Caller& caller, absl::string_view name) const;
+  // Open sessions ordered by name, from after `page_token`: the caller's
+  // own, or every one (filtered by `client_id` when not empty) for a caller
+  // that sees all.
+  absl::StatusOr<Page> List(const Caller& caller, int page_size, absl::string_view page_token,
                             absl::string_view client_id) const;
   // Ends the session: queued calls fail, a running statement is cancelled, an
   // open transaction is rolled back. `done` gets whether one was open.
-  void End(absl::string_view name, Callback<bool> done);
+  void End(const Caller& caller, absl::string_view name, Callback<bool> done);
 
-  std::shared_ptr<RunningCall> BeginTransaction(absl::string_view name, TransactionSpec spec,
-                                                absl::Time deadline, Callback<SessionInfo> done);
+  std::shared_ptr<RunningCall> BeginTransaction(const Caller& caller, absl::string_view name,
+                                                TransactionSpec spec, absl::Time deadline,
+                                                Callback<SessionInfo> done);
   // `done` gets the commit time.
-  std::shared_ptr<RunningCall> Commit(absl::string_view name, absl::Time deadline,
-                                      Callback<absl::Time> done);
+  std::shared_ptr<RunningCall> Commit(const Caller& caller, absl::string_view name,
+                                      absl::Time deadline, Callback<absl::Time> done);
   // `done` gets false when the broker had already rolled the transaction back.
-  std::shared_ptr<RunningCall> Rollback(absl::string_view name, absl::Time deadline,
-                                        Callback<bool> done);
+  std::shared_ptr<RunningCall> Rollback(const Caller& caller, absl::string_view name,
+                                        absl::Time deadline, Callback<bool> done);
   // Execute (op kExecute) or ExecuteBatch (op kBatch) in the session.
-  std::shared_ptr<RunningCall> Run(absl::string_view name, RunRequest request,
+  std::shared_ptr<RunningCall> Run(const Caller& caller, absl::string_view name, RunRequest request,
                                    StatementRunner::Callback done);
 
   // KeepAlive streams.
   StreamId OpenStream(StreamListener listener);
-  std::vector<StreamUpdate> Hold(StreamId stream, const std::vector<std::string>& names);
-  std::vector<StreamUpdate> Release(StreamId stream, const std::vector<std::string>& names);
+  std::vector<StreamUpdate> Hold(const Caller& caller, StreamId stream,
+                                 const std::vector<std::string>& names);
+  std::vector<StreamUpdate> Release(const Caller& caller, StreamId stream,
+                                    const std::vector<std::string>& names);
   // The stream is gone: sessions no other stream holds end after the orphan
   // grace unless renewed or held again.
   void CloseStream(StreamId stream);
@@ -185,7 +191,7 @@ class SessionManager final {
   absl::Status RoomForSession(const std::string& client_id);
   absl::Status RoomForSessionLocked(const std::string& client_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Submit(absl::string_view name, std::shared_ptr<Call> call);
+  void Submit(const Caller& caller, absl::string_view name, std::shared_ptr<Call> call);
   void StartLocked(const std::shared_ptr<Session>& s, std::shared_ptr<Call> call, Actions& actions)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnStepDone(std::shared_ptr<Session> s, std::shared_ptr<Call> call, RunOutcome outcome);
@@ -210,8 +216,12 @@ class SessionManager final {
   // it earlier; a firing for a deadline that moved later finds nothing due).
   void ArmReaperLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Reap(RearmingTimer::Token token);
-  absl::StatusOr<std::shared_ptr<Session>> FindLocked(absl::string_view name) const
+  absl::StatusOr<std::shared_ptr<Session>> FindLocked(const Caller& caller,
+                                                      absl::string_view name) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // NOT_FOUND for `name`: the same for a name that never existed and for
+  // another client's session.
+  absl::Status NotFound(absl::string_view name) const;
   SessionInfo InfoLocked(const Session& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   StreamUpdate UpdateLocked(const Session& s, StreamUpdate::State state) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -29,6 +29,8 @@ struct SessionSpec {
   SessionSettings settings;
   std::string label;
   std::string client_id;
+  // The PostgreSQL role the session's statements run as ("" = the broker's).
+  std::string database_role;
 };
 
 // A session as callers see it.
@@ -49,6 +51,20 @@ struct SessionInfo {
   absl::Time transaction_start_time = absl::InfinitePast();
   bool held_by_stream = false;
   int queued_calls = 0;
+};
+
+// Who makes a call that names a session. A caller that does not see every
+// session finds only those its client began: another client's session (live
+// or remembered as ended) answers exactly as a name that never existed
+// (NOT_FOUND, same message), so names cannot be probed. Default: sees all
+// (no clients file, or tests of other rules).
+struct Caller {
+  std::string client_id;
+  // An admin client, or a broker without a clients file (where client ids
+  // are self-declared and prove nothing).
+  bool sees_all = true;
+
+  bool Owns(absl::string_view owner) const { return sees_all || owner == client_id; }
 };
 
 // BeginTransaction's options; the session's own apply where these say nothing.

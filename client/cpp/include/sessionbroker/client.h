@@ -71,8 +71,13 @@ struct ClientOptions {
   // The broker's address, e.g. "127.0.0.1:50051" or "dns:///broker:50051".
   std::string target;
   // Sent as "x-client-id" on every call: the broker's per-client session
-  // quota and pool share, and what operators see.
+  // quota and pool share, and what operators see. A broker with a clients
+  // file ignores it and knows the client by its token.
   std::string client_id;
+  // The bearer token the broker's clients file knows this service by, sent
+  // as "authorization: Bearer <token>" on every call (the KeepAlive stream
+  // too). Empty: the SB_TOKEN environment variable at Client::Create, if set.
+  std::string token;
   // Channel credentials; null: insecure (plaintext). TlsCredentials() makes
   // TLS ones from PEM files.
   std::shared_ptr<grpc::ChannelCredentials> credentials;

@@ -1694,6 +1694,7 @@ class CloseHookConnector final : public storage::DbConnector {
     absl::Status Rollback() override { return absl::UnimplementedError("not used"); }
     absl::Status Ping() override { return absl::OkStatus(); }
     absl::Status ResetSession() override { return absl::OkStatus(); }
+    absl::Status UseRole(const std::string&) override { return absl::OkStatus(); }
     void Cancel() override {}
     void ClearCancel() override {}
     bool IsBroken() const override { return false; }

@@ -18,6 +18,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -168,7 +169,8 @@ class SessionManagerTest : public ::testing::Test {
 
   absl::StatusOr<Results> Run(const std::string& name, RunRequest request) {
     std::optional<absl::StatusOr<Results>> out;
-    manager_->Run(name, std::move(request), [&](absl::StatusOr<Results> r) { out = std::move(r); });
+    manager_->Run(Caller(), name, std::move(request),
+                  [&](absl::StatusOr<Results> r) { out = std::move(r); });
     Settle();
     EXPECT_TRUE(out.has_value()) << "Run's callback did not run";
     return out.has_value() ? *std::move(out) : absl::InternalError("no callback");
@@ -179,7 +181,7 @@ class SessionManagerTest : public ::testing::Test {
 
   absl::StatusOr<SessionInfo> BeginTx(const std::string& name, TransactionSpec spec = {}) {
     std::optional<absl::StatusOr<SessionInfo>> out;
-    manager_->BeginTransaction(name, spec, absl::InfiniteFuture(),
+    manager_->BeginTransaction(Caller(), name, spec, absl::InfiniteFuture(),
                                [&](absl::StatusOr<SessionInfo> r) { out = std::move(r); });
     Settle();
     EXPECT_TRUE(out.has_value()) << "BeginTransaction's callback did not run";
@@ -187,7 +189,7 @@ class SessionManagerTest : public ::testing::Test {
   }
   absl::StatusOr<absl::Time> Commit(const std::string& name) {
     std::optional<absl::StatusOr<absl::Time>> out;
-    manager_->Commit(name, absl::InfiniteFuture(),
+    manager_->Commit(Caller(), name, absl::InfiniteFuture(),
                      [&](absl::StatusOr<absl::Time> r) { out = std::move(r); });
     Settle();
     EXPECT_TRUE(out.has_value()) << "Commit's callback did not run";
@@ -195,7 +197,7 @@ class SessionManagerTest : public ::testing::Test {
   }
   absl::StatusOr<bool> Rollback(const std::string& name) {
     std::optional<absl::StatusOr<bool>> out;
-    manager_->Rollback(name, absl::InfiniteFuture(),
+    manager_->Rollback(Caller(), name, absl::InfiniteFuture(),
                        [&](absl::StatusOr<bool> r) { out = std::move(r); });
     Settle();
     EXPECT_TRUE(out.has_value()) << "Rollback's callback did not run";
@@ -203,7 +205,7 @@ class SessionManagerTest : public ::testing::Test {
   }
   absl::StatusOr<bool> End(const std::string& name) {
     std::optional<absl::StatusOr<bool>> out;
-    manager_->End(name, [&](absl::StatusOr<bool> r) { out = std::move(r); });
+    manager_->End(Caller(), name, [&](absl::StatusOr<bool> r) { out = std::move(r); });
     Settle();
     EXPECT_TRUE(out.has_value()) << "End's callback did not run";
     return out.has_value() ? *std::move(out) : absl::InternalError("no callback");
@@ -217,7 +219,7 @@ class SessionManagerTest : public ::testing::Test {
   };
   Pending StartRun(const std::string& name, RunRequest request) {
     Pending p;
-    p.call = manager_->Run(name, std::move(request),
+    p.call = manager_->Run(Caller(), name, std::move(request),
                            [out = p.result](absl::StatusOr<Results> r) { *out = std::move(r); });
     return p;
   }
@@ -237,6 +239,96 @@ class SessionManagerTest : public ::testing::Test {
   SessionOptions options_;
   std::unique_ptr<SessionManager> manager_;
 };
+
+// ---- Ownership -----------------------------------------------------------------
+
+// With a clients file each session belongs to the client that began it.
+TEST_F(SessionManagerTest, AnotherClientsSessionIsIndistinguishableFromANonexistentOne) {
+  SessionSpec spec;
+  spec.client_id = "alice";
+  const std::string name = MustBegin(spec).name;
+  ASSERT_TRUE(BeginTx(name).ok());
+  const Caller mallory{"mallory", /*sees_all=*/false};
+  const absl::Status unknown = manager_->Get(mallory, "AAAAAAAAAAAAAAAAAAAAAA").status();
+  ASSERT_EQ(unknown.code(), absl::StatusCode::kNotFound);
+  const auto same_as_unknown = [&](const absl::Status& s) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(s.message(),
+              absl::StrReplaceAll(unknown.message(), {{"AAAAAAAAAAAAAAAAAAAAAA", name}}));
+    EXPECT_EQ(ReasonOf(s), "SESSION_NOT_FOUND");
+  };
+  same_as_unknown(manager_->Get(mallory, name).status());
+  same_as_unknown(manager_->Renew(mallory, name, absl::Nanoseconds(1)).status());
+  std::optional<absl::StatusOr<Results>> run;
+  manager_->Run(mallory, name, One("UPDATE accounts SET balance = 0"),
+                [&](absl::StatusOr<Results> r) { run = std::move(r); });
+  std::optional<absl::StatusOr<absl::Time>> commit;
+  manager_->Commit(mallory, name, absl::InfiniteFuture(),
+                   [&](absl::StatusOr<absl::Time> r) { commit = std::move(r); });
+  std::optional<absl::StatusOr<bool>> rollback;
+  manager_->Rollback(mallory, name, absl::InfiniteFuture(),
+                     [&](absl::StatusOr<bool> r) { rollback = std::move(r); });
+  std::optional<absl::StatusOr<SessionInfo>> begin_tx;
+  manager_->BeginTransaction(mallory, name, TransactionSpec{}, absl::InfiniteFuture(),
+                             [&](absl::StatusOr<SessionInfo> r) { begin_tx = std::move(r); });
+  std::optional<absl::StatusOr<bool>> end;
+  manager_->End(mallory, name, [&](absl::StatusOr<bool> r) { end = std::move(r); });
+  Settle();
+  ASSERT_TRUE(run && commit && rollback && begin_tx && end);
+  same_as_unknown(run->status());
+  same_as_unknown(commit->status());
+  same_as_unknown(rollback->status());
+  same_as_unknown(begin_tx->status());
+  same_as_unknown(end->status());
+  const SessionManager::StreamId stream = manager_->OpenStream([](SessionManager::StreamUpdate) {});
+  std::vector<SessionManager::StreamUpdate> held = manager_->Hold(mallory, stream, {name});
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(held[0].state, SessionManager::StreamUpdate::State::kNotFound);
+  manager_->CloseStream(stream);
+
+  // The owner's transaction is untouched and its lease was not cut.
+  absl::StatusOr<SessionInfo> mine = manager_->Get(Caller{"alice", false}, name);
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  EXPECT_TRUE(mine->in_transaction);
+  EXPECT_FALSE(mine->transaction_aborted);
+  EXPECT_EQ(mine->ttl, options_.default_ttl);
+  EXPECT_TRUE(Commit(name).ok());
+}
+
+TEST_F(SessionManagerTest, AnEndedSessionIsNotFoundForOtherClients) {
+  SessionSpec spec;
+  spec.client_id = "alice";
+  const std::string name = MustBegin(spec).name;
+  ASSERT_TRUE(End(name).ok());
+  EXPECT_EQ(manager_->Get(Caller{"alice", false}, name).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(manager_->Get(Caller{"mallory", false}, name).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(SessionManagerTest, ListShowsAClientItsOwnAndACallerWhoSeesAllEveryone) {
+  SessionSpec a;
+  a.client_id = "alice";
+  SessionSpec b;
+  b.client_id = "bob";
+  MustBegin(a);
+  MustBegin(a);
+  MustBegin(b);
+  absl::StatusOr<SessionManager::Page> alice = manager_->List(Caller{"alice", false}, 0, "", "");
+  ASSERT_TRUE(alice.ok());
+  EXPECT_EQ(alice->sessions.size(), 2u);
+  EXPECT_EQ(alice->total_size, 2);
+  // Asking for another client's sessions shows still only one's own.
+  absl::StatusOr<SessionManager::Page> peek = manager_->List(Caller{"alice", false}, 0, "", "bob");
+  ASSERT_TRUE(peek.ok());
+  for (const SessionInfo& info : peek->sessions) EXPECT_EQ(info.client_id, "alice");
+  absl::StatusOr<SessionManager::Page> admin = manager_->List(Caller{"ops", true}, 0, "", "");
+  ASSERT_TRUE(admin.ok());
+  EXPECT_EQ(admin->total_size, 3);
+  absl::StatusOr<SessionManager::Page> bobs = manager_->List(Caller{"ops", true}, 0, "", "bob");
+  ASSERT_TRUE(bobs.ok());
+  EXPECT_EQ(bobs->total_size, 1);
+}
 
 // ---- Begin -------------------------------------------------------------------
 
@@ -278,7 +370,7 @@ TEST_F(SessionManagerTest, BeginTimesComeFromTheClockWithTheDefaultTtl) {
   EXPECT_FALSE(info->held_by_stream);
   EXPECT_EQ(info->queued_calls, 0);
 
-  absl::StatusOr<SessionInfo> got = manager_->Get(info->name);
+  absl::StatusOr<SessionInfo> got = manager_->Get(Caller(), info->name);
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->expire_time, info->expire_time);
   SessionStats stats = manager_->Stats();
@@ -316,7 +408,7 @@ TEST_F(SessionManagerTest, BeginNormalisesSettingsLowerCasedAndSorted) {
       Begin(WithSettings({{"Search_Path", "app"}, {"APP.Tenant_Id", "t1"}}));
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_THAT(info->settings, ElementsAre(Pair("app.tenant_id", "t1"), Pair("search_path", "app")));
-  EXPECT_THAT(manager_->Get(info->name)->settings,
+  EXPECT_THAT(manager_->Get(Caller(), info->name)->settings,
               ElementsAre(Pair("app.tenant_id", "t1"), Pair("search_path", "app")));
 }
 
@@ -371,13 +463,13 @@ TEST_F(SessionManagerTest, ASessionPastItsLeaseIsOverBeforeTheReaperRuns) {
   // is a moment late, or busy with a mass expiry): a late call must not revive
   // the session.
   clock_.Advance(s.expire_time - clock_.Now());
-  absl::StatusOr<SessionInfo> got = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> got = manager_->Get(Caller(), s.name);
   EXPECT_EQ(got.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(got.status().message(), HasSubstr("lease expired"));
-  EXPECT_EQ(manager_->Renew(s.name, absl::ZeroDuration()).status().code(),
+  EXPECT_EQ(manager_->Renew(Caller(), s.name, absl::ZeroDuration()).status().code(),
             absl::StatusCode::kFailedPrecondition);
   Tick(absl::ZeroDuration());
-  EXPECT_EQ(manager_->Get(s.name).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(manager_->Get(Caller(), s.name).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(manager_->Stats().expired, 1);
 }
 
@@ -386,13 +478,13 @@ TEST_F(SessionManagerTest, ASessionPastItsLeaseIsOverBeforeTheReaperRuns) {
 TEST_F(SessionManagerTest, ACallCompletingAfterTheLeasePassedDoesNotReviveTheSession) {
   const SessionInfo s = MustBegin();
   Pending run = StartRun(s.name, One("SELECT 1"));
-  clock_.Advance(manager_->Get(s.name)->expire_time - clock_.Now());
+  clock_.Advance(manager_->Get(Caller(), s.name)->expire_time - clock_.Now());
   executor_.RunAll();  // the statement completes; no timer has run
   ASSERT_TRUE(run.result->has_value());
   EXPECT_TRUE(run.result->value().ok()) << "it ran by itself, before the session was reaped";
-  EXPECT_EQ(ReasonOf(manager_->Get(s.name).status()), "SESSION_EXPIRED");
+  EXPECT_EQ(ReasonOf(manager_->Get(Caller(), s.name).status()), "SESSION_EXPIRED");
   Tick(absl::ZeroDuration());
-  EXPECT_EQ(ReasonOf(manager_->Get(s.name).status()), "SESSION_EXPIRED");
+  EXPECT_EQ(ReasonOf(manager_->Get(Caller(), s.name).status()), "SESSION_EXPIRED");
   EXPECT_EQ(manager_->Stats().expired, 1);
   EXPECT_EQ(manager_->reaper_entries(), 0u);
 }
@@ -404,7 +496,7 @@ TEST_F(SessionManagerTest, AStatementCompletingAfterTheLeasePassedIsRolledBackWi
   const SessionInfo s = MustBegin();
   ASSERT_TRUE(BeginTx(s.name).ok());
   Pending run = StartRun(s.name, One("UPDATE t SET x = 1"));
-  clock_.Advance(manager_->Get(s.name)->expire_time - clock_.Now());
+  clock_.Advance(manager_->Get(Caller(), s.name)->expire_time - clock_.Now());
   executor_.RunAll();
   ASSERT_TRUE(run.result->has_value());
   EXPECT_EQ(run.result->value().status().code(), absl::StatusCode::kAborted);
@@ -422,11 +514,11 @@ TEST_F(SessionManagerTest, AStatementCompletingAfterTheLeasePassedIsRolledBackWi
 TEST_F(SessionManagerTest, SessionExpiresExactlyAtItsExpireTime) {
   const SessionInfo s = MustBegin();
   Tick(s.expire_time - clock_.Now() - kNs);
-  ASSERT_TRUE(manager_->Get(s.name).ok()) << "expired before its expire_time";
+  ASSERT_TRUE(manager_->Get(Caller(), s.name).ok()) << "expired before its expire_time";
   EXPECT_EQ(manager_->Stats().expired, 0);
 
   Tick(kNs);
-  absl::StatusOr<SessionInfo> gone = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> gone = manager_->Get(Caller(), s.name);
   EXPECT_EQ(gone.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(gone.status().message(), HasSubstr("lease expired"));
   EXPECT_THAT(gone.status().message(), HasSubstr(TimeText(s.expire_time)));
@@ -448,40 +540,41 @@ TEST_F(SessionManagerTest, SessionExpiresExactlyAtItsExpireTime) {
 TEST_F(SessionManagerTest, RenewExtendsTheLeaseToNowPlusTtl) {
   const SessionInfo s = MustBegin();
   Tick(absl::Seconds(50));
-  absl::StatusOr<SessionInfo> renewed = manager_->Renew(s.name, absl::ZeroDuration());
+  absl::StatusOr<SessionInfo> renewed = manager_->Renew(Caller(), s.name, absl::ZeroDuration());
   ASSERT_TRUE(renewed.ok()) << renewed.status();
   EXPECT_EQ(renewed->expire_time, clock_.Now() + absl::Seconds(60));
   EXPECT_EQ(renewed->ttl, absl::Seconds(60));
 
   Tick(s.expire_time - clock_.Now());  // the original expire_time
-  ASSERT_TRUE(manager_->Get(s.name).ok());
+  ASSERT_TRUE(manager_->Get(Caller(), s.name).ok());
   Tick(renewed->expire_time - clock_.Now() - kNs);
-  ASSERT_TRUE(manager_->Get(s.name).ok());
+  ASSERT_TRUE(manager_->Get(Caller(), s.name).ok());
   Tick(kNs);
-  EXPECT_EQ(ReasonOf(manager_->Get(s.name).status()), "SESSION_EXPIRED");
+  EXPECT_EQ(ReasonOf(manager_->Get(Caller(), s.name).status()), "SESSION_EXPIRED");
 }
 
 TEST_F(SessionManagerTest, RenewWithATtlMakesItTheSessionsTtl) {
   const SessionInfo s = MustBegin();
-  absl::StatusOr<SessionInfo> renewed = manager_->Renew(s.name, absl::Minutes(10));
+  absl::StatusOr<SessionInfo> renewed = manager_->Renew(Caller(), s.name, absl::Minutes(10));
   ASSERT_TRUE(renewed.ok()) << renewed.status();
   EXPECT_EQ(renewed->ttl, absl::Minutes(10));
   EXPECT_EQ(renewed->expire_time, clock_.Now() + absl::Minutes(10));
   // Later renewals (and calls) use the new ttl.
   Tick(absl::Minutes(9));
   ASSERT_TRUE(Exec(s.name, "SELECT 1").ok());
-  EXPECT_EQ(manager_->Get(s.name)->expire_time, clock_.Now() + absl::Minutes(10));
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->expire_time, clock_.Now() + absl::Minutes(10));
 }
 
 TEST_F(SessionManagerTest, RenewRefusesBadTtlsAndUnknownSessions) {
   const SessionInfo s = MustBegin();
-  EXPECT_EQ(manager_->Renew(s.name, absl::Hours(2)).status().code(),
+  EXPECT_EQ(manager_->Renew(Caller(), s.name, absl::Hours(2)).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(manager_->Renew(s.name, -absl::Seconds(1)).status().code(),
+  EXPECT_EQ(manager_->Renew(Caller(), s.name, -absl::Seconds(1)).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(manager_->Get(s.name)->ttl, absl::Seconds(60)) << "a refused renew changes nothing";
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->ttl, absl::Seconds(60))
+      << "a refused renew changes nothing";
   absl::StatusOr<SessionInfo> unknown =
-      manager_->Renew("AAAAAAAAAAAAAAAAAAAAAA", absl::ZeroDuration());
+      manager_->Renew(Caller(), "AAAAAAAAAAAAAAAAAAAAAA", absl::ZeroDuration());
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(ReasonOf(unknown.status()), "SESSION_NOT_FOUND");
 }
@@ -494,14 +587,14 @@ TEST_F(SessionManagerTest, RenewIsCappedByMaxLifetimeWhereTheSessionEnds) {
   EXPECT_EQ(s.max_expire_time, s.create_time + absl::Minutes(3));
   for (int i = 0; i < 3; ++i) {
     Tick(absl::Seconds(50));
-    ASSERT_TRUE(manager_->Renew(s.name, absl::ZeroDuration()).ok());
+    ASSERT_TRUE(manager_->Renew(Caller(), s.name, absl::ZeroDuration()).ok());
   }
   // At +150s a renewal would reach +210s: capped at max lifetime.
-  EXPECT_EQ(manager_->Get(s.name)->expire_time, s.max_expire_time);
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->expire_time, s.max_expire_time);
   Tick(s.max_expire_time - clock_.Now() - kNs);
-  ASSERT_TRUE(manager_->Renew(s.name, absl::ZeroDuration()).ok());
+  ASSERT_TRUE(manager_->Renew(Caller(), s.name, absl::ZeroDuration()).ok());
   Tick(kNs);
-  absl::StatusOr<SessionInfo> gone = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> gone = manager_->Get(Caller(), s.name);
   EXPECT_EQ(gone.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(ReasonOf(gone.status()), "SESSION_MAX_LIFETIME");
   EXPECT_THAT(gone.status().message(), HasSubstr("BROKER_SESSION_MAX_LIFETIME"));
@@ -513,28 +606,28 @@ TEST_F(SessionManagerTest, EveryCallOnTheSessionRenewsItsLease) {
   const SessionInfo s = MustBegin();
   Tick(absl::Seconds(50));
   ASSERT_TRUE(Exec(s.name, "SELECT 1").ok());
-  EXPECT_EQ(manager_->Get(s.name)->expire_time, clock_.Now() + absl::Seconds(60));
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->expire_time, clock_.Now() + absl::Seconds(60));
 
   Tick(absl::Seconds(50));
   ASSERT_TRUE(BeginTx(s.name).ok());
-  EXPECT_EQ(manager_->Get(s.name)->expire_time, clock_.Now() + absl::Seconds(60));
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->expire_time, clock_.Now() + absl::Seconds(60));
   Tick(absl::Seconds(5));
   ASSERT_TRUE(Commit(s.name).ok());
-  EXPECT_EQ(manager_->Get(s.name)->expire_time, clock_.Now() + absl::Seconds(60));
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->expire_time, clock_.Now() + absl::Seconds(60));
 
   // Even a call that fails renews: the client is evidently still there.
   Tick(absl::Seconds(50));
   EXPECT_EQ(Commit(s.name).status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(manager_->Get(s.name)->expire_time, clock_.Now() + absl::Seconds(60));
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->expire_time, clock_.Now() + absl::Seconds(60));
   Tick(absl::Seconds(59));
-  EXPECT_TRUE(manager_->Get(s.name).ok());
+  EXPECT_TRUE(manager_->Get(Caller(), s.name).ok());
 }
 
 TEST_F(SessionManagerTest, UnknownSessionIsNotFoundEverywhere) {
   const std::string name = "nosuchsessionnosuchses";
   std::vector<absl::Status> statuses = {
-      manager_->Get(name).status(),
-      manager_->Renew(name, absl::ZeroDuration()).status(),
+      manager_->Get(Caller(), name).status(),
+      manager_->Renew(Caller(), name, absl::ZeroDuration()).status(),
       Exec(name, "SELECT 1").status(),
       BeginTx(name).status(),
       Commit(name).status(),
@@ -545,7 +638,7 @@ TEST_F(SessionManagerTest, UnknownSessionIsNotFoundEverywhere) {
     EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
     EXPECT_EQ(ReasonOf(s), "SESSION_NOT_FOUND") << s;
   }
-  EXPECT_EQ(manager_->Get("").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(manager_->Get(Caller(), "").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(SessionManagerTest, EndedSessionsAreRememberedForRememberEndedForThenNotFound) {
@@ -555,10 +648,10 @@ TEST_F(SessionManagerTest, EndedSessionsAreRememberedForRememberEndedForThenNotF
   const SessionInfo s = MustBegin();
   ASSERT_TRUE(End(s.name).ok());
   Tick(absl::Minutes(10));
-  EXPECT_EQ(manager_->Get(s.name).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(manager_->Get(Caller(), s.name).status().code(), absl::StatusCode::kFailedPrecondition);
   // No other session ends meanwhile: forgetting must not depend on one.
   Tick(kNs);
-  absl::StatusOr<SessionInfo> gone = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> gone = manager_->Get(Caller(), s.name);
   EXPECT_EQ(gone.status().code(), absl::StatusCode::kNotFound) << gone.status();
   EXPECT_EQ(Exec(s.name, "SELECT 1").status().code(), absl::StatusCode::kNotFound);
 }
@@ -570,9 +663,11 @@ TEST_F(SessionManagerTest, AtMostRememberedEndedSessionsAreRemembered) {
   std::vector<std::string> names;
   for (int i = 0; i < 3; ++i) names.push_back(MustBegin().name);
   for (const std::string& name : names) ASSERT_TRUE(End(name).ok());
-  EXPECT_EQ(manager_->Get(names[0]).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(manager_->Get(names[1]).status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(manager_->Get(names[2]).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(manager_->Get(Caller(), names[0]).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(manager_->Get(Caller(), names[1]).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(manager_->Get(Caller(), names[2]).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 // ---- Transactions --------------------------------------------------------------
@@ -638,7 +733,7 @@ TEST_F(SessionManagerTest, StatementsOfATransactionRunOnItsConnectionAndCommitRe
   EXPECT_THAT(Log(2), ElementsAre("SELECT 'b'"));
   EXPECT_EQ(pool_->Stats().in_use, 0);
   EXPECT_EQ(pool_->Stats().idle, 2);
-  absl::StatusOr<SessionInfo> info = manager_->Get(a.name);
+  absl::StatusOr<SessionInfo> info = manager_->Get(Caller(), a.name);
   EXPECT_FALSE(info->in_transaction);
   SessionStats stats = manager_->Stats();
   EXPECT_EQ(stats.transactions_committed, 1);
@@ -655,7 +750,7 @@ TEST_F(SessionManagerTest, RollbackEndsTheTransactionAndReturnsTheConnection) {
   EXPECT_THAT(Log(1), ElementsAre("BEGIN", "DELETE FROM t", "ROLLBACK", "RESET"));
   EXPECT_EQ(pool_->Stats().in_use, 0);
   EXPECT_EQ(manager_->Stats().transactions_rolled_back, 1);
-  EXPECT_FALSE(manager_->Get(s.name)->in_transaction);
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->in_transaction);
 }
 
 // The pinned connection was lost (the backend was terminated, the database
@@ -673,7 +768,7 @@ TEST_F(SessionManagerTest, RollbackOnALostConnectionSucceedsAndDiscardsIt) {
   EXPECT_TRUE(*rolled_back);
   EXPECT_EQ(pool_->Stats().in_use, 0);
   EXPECT_EQ(connector_.live(), 0) << "the lost connection went back to the pool";
-  EXPECT_FALSE(manager_->Get(s.name)->in_transaction);
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->in_transaction);
   EXPECT_EQ(manager_->Stats().transactions_rolled_back, 1);
   // The session goes on, on a new connection.
   ASSERT_TRUE(BeginTx(s.name).ok());
@@ -730,7 +825,7 @@ TEST_F(FailingStatementTest, TheCallGetsItsErrorAndTheTransactionIsRolledBackAnd
   EXPECT_FALSE(connector_.connection(1)->in_transaction());
   EXPECT_EQ(pool_->Stats().in_use, 0);
 
-  absl::StatusOr<SessionInfo> info = manager_->Get(name);
+  absl::StatusOr<SessionInfo> info = manager_->Get(Caller(), name);
   ASSERT_TRUE(info.ok());
   EXPECT_TRUE(info->transaction_aborted);
   EXPECT_THAT(info->abort_reason, HasSubstr("division by zero"));
@@ -752,7 +847,7 @@ TEST_F(FailingStatementTest, CommitAfterwardsIsAbortedNothingCommittedAndAcknowl
   EXPECT_EQ(ReasonOf(commit.status()), "TX_STATEMENT_FAILED");
   EXPECT_THAT(Log(1), Not(Contains("COMMIT")));
   // Acknowledged: the session is usable again.
-  EXPECT_FALSE(manager_->Get(name)->in_transaction);
+  EXPECT_FALSE(manager_->Get(Caller(), name)->in_transaction);
   EXPECT_TRUE(Exec(name, "SELECT 3").ok());
 }
 
@@ -761,7 +856,7 @@ TEST_F(FailingStatementTest, RollbackAfterwardsReportsFalseAndTheSessionIsUsable
   absl::StatusOr<bool> rolled_back = Rollback(name);
   ASSERT_TRUE(rolled_back.ok()) << rolled_back.status();
   EXPECT_FALSE(*rolled_back) << "the broker had already rolled it back";
-  absl::StatusOr<SessionInfo> info = manager_->Get(name);
+  absl::StatusOr<SessionInfo> info = manager_->Get(Caller(), name);
   EXPECT_FALSE(info->in_transaction);
   EXPECT_FALSE(info->transaction_aborted);
   EXPECT_TRUE(Exec(name, "SELECT 3").ok());
@@ -790,7 +885,7 @@ TEST_F(FailingStatementTest, WithASavepointTheTransactionStaysAbortedUntilRollba
   EXPECT_EQ(storage::SqlStateOf(failed), "22012");
   EXPECT_EQ(pool_->Stats().in_use, 1) << "the aborted transaction keeps its connection";
   EXPECT_TRUE(connector_.connection(1)->in_transaction());
-  absl::StatusOr<SessionInfo> info = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> info = manager_->Get(Caller(), s.name);
   EXPECT_TRUE(info->in_transaction);
   EXPECT_TRUE(info->transaction_aborted);
   EXPECT_THAT(info->abort_reason, HasSubstr("division by zero"));
@@ -801,7 +896,7 @@ TEST_F(FailingStatementTest, WithASavepointTheTransactionStaysAbortedUntilRollba
   EXPECT_THAT(Log(1), Not(Contains("INSERT 2"))) << "refused by the broker";
 
   ASSERT_TRUE(Exec(s.name, "ROLLBACK TO SAVEPOINT a").ok());
-  EXPECT_FALSE(manager_->Get(s.name)->transaction_aborted);
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->transaction_aborted);
   ASSERT_TRUE(Exec(s.name, "INSERT 3").ok());
   ASSERT_TRUE(Commit(s.name).ok());
   EXPECT_THAT(Log(1), ElementsAre("BEGIN", "INSERT 1", "SAVEPOINT a", "SELECT 1/0",
@@ -823,7 +918,7 @@ TEST_F(FailingStatementTest, CommitOfATransactionAbortedAfterASavepointRollsBack
   EXPECT_EQ(ReasonOf(commit.status()), "TX_STATEMENT_FAILED");
   EXPECT_THAT(Log(1), ElementsAre("BEGIN", "SAVEPOINT a", "SELECT 1/0", "ROLLBACK", "RESET"));
   EXPECT_EQ(pool_->Stats().in_use, 0);
-  EXPECT_FALSE(manager_->Get(s.name)->in_transaction);
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->in_transaction);
   EXPECT_TRUE(Exec(s.name, "SELECT 3").ok());
 }
 
@@ -882,10 +977,11 @@ TEST_F(SessionManagerTest, InvalidRequestFailsInlineAndLeavesTheTransactionAlone
   const SessionInfo s = MustBegin();
   ASSERT_TRUE(BeginTx(s.name).ok());
   std::optional<absl::Status> status;
-  manager_->Run(s.name, One("COMMIT"), [&](absl::StatusOr<Results> r) { status = r.status(); });
+  manager_->Run(Caller(), s.name, One("COMMIT"),
+                [&](absl::StatusOr<Results> r) { status = r.status(); });
   ASSERT_TRUE(status.has_value()) << "an invalid request fails inline";
   EXPECT_EQ(status->code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_FALSE(manager_->Get(s.name)->transaction_aborted);
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->transaction_aborted);
   ASSERT_TRUE(Commit(s.name).ok());
 }
 
@@ -901,7 +997,7 @@ TEST_F(SessionManagerTest, FailedCommitReturnsTheErrorAndTheConnection) {
   EXPECT_EQ(storage::SqlStateOf(commit.status()), "40001");
   EXPECT_EQ(pool_->Stats().in_use, 0);
   EXPECT_FALSE(connector_.connection(1)->in_transaction());
-  absl::StatusOr<SessionInfo> info = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> info = manager_->Get(Caller(), s.name);
   EXPECT_FALSE(info->in_transaction);
   EXPECT_FALSE(info->transaction_aborted) << "the caller already knows: nothing to acknowledge";
   SessionStats stats = manager_->Stats();
@@ -947,14 +1043,14 @@ TEST_F(SessionManagerTest, BeginTransactionThatGetsNoConnectionLeavesNoTransacti
   for (int i = 0; i < 2; ++i) ASSERT_TRUE(BeginTx(MustBegin().name).ok());
   const SessionInfo s = MustBegin();
   std::optional<absl::StatusOr<SessionInfo>> out;
-  manager_->BeginTransaction(s.name, {}, clock_.Now() + absl::Seconds(2),
+  manager_->BeginTransaction(Caller(), s.name, {}, clock_.Now() + absl::Seconds(2),
                              [&](absl::StatusOr<SessionInfo> r) { out = std::move(r); });
   Settle();
   EXPECT_FALSE(out.has_value()) << "waits for a connection";
   Tick(absl::Seconds(2));
   ASSERT_TRUE(out.has_value());
   EXPECT_EQ(out->status().code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_FALSE(manager_->Get(s.name)->in_transaction);
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->in_transaction);
   EXPECT_EQ(manager_->Stats().transactions_begun, 2);
   // Once the others' transactions are gone (idle), it can begin one.
   Tick(absl::Seconds(10));
@@ -972,7 +1068,7 @@ TEST_F(SessionManagerTest, ASessionWaitingForAConnectionToBeginIsNotInATransacti
   // Answered when the fixture shuts the manager down, after this body.
   auto out = std::make_shared<std::optional<absl::StatusOr<SessionInfo>>>();
   for (int i = 0; i < 3; ++i) {
-    manager_->BeginTransaction(MustBegin().name, {}, absl::InfiniteFuture(),
+    manager_->BeginTransaction(Caller(), MustBegin().name, {}, absl::InfiniteFuture(),
                                [out](absl::StatusOr<SessionInfo> r) { *out = std::move(r); });
   }
   Settle();
@@ -989,7 +1085,7 @@ TEST_F(SessionManagerTest, ExpiringSessionRollsBackItsIdleTransaction) {
   const SessionInfo s = MustBegin();
   ASSERT_TRUE(BeginTx(s.name).ok());
   Tick(absl::Seconds(60));
-  EXPECT_EQ(ReasonOf(manager_->Get(s.name).status()), "SESSION_EXPIRED");
+  EXPECT_EQ(ReasonOf(manager_->Get(Caller(), s.name).status()), "SESSION_EXPIRED");
   EXPECT_THAT(Log(1), ElementsAre("BEGIN", "ROLLBACK"));
   EXPECT_EQ(pool_->Stats().in_use, 0);
   SessionStats stats = manager_->Stats();
@@ -1006,10 +1102,10 @@ TEST_F(SessionManagerTest, OrphanedSessionRollsBackItsTransaction) {
   const SessionInfo s = MustBegin();
   ASSERT_TRUE(BeginTx(s.name).ok());
   const SessionManager::StreamId stream = manager_->OpenStream([](StreamUpdate) {});
-  manager_->Hold(stream, {s.name});
+  manager_->Hold(Caller(), stream, {s.name});
   manager_->CloseStream(stream);
   Tick(absl::Seconds(5));
-  EXPECT_EQ(ReasonOf(manager_->Get(s.name).status()), "SESSION_ORPHANED");
+  EXPECT_EQ(ReasonOf(manager_->Get(Caller(), s.name).status()), "SESSION_ORPHANED");
   EXPECT_THAT(Log(1), ElementsAre("BEGIN", "ROLLBACK"));
   EXPECT_EQ(pool_->Stats().in_use, 0);
   EXPECT_EQ(manager_->Stats().orphaned, 1);
@@ -1023,13 +1119,13 @@ TEST_F(SessionManagerTest, IdleTransactionIsRolledBackExactlyWhenTxIdleTimeoutPa
   ASSERT_TRUE(BeginTx(s.name).ok());
   const absl::Time idle_since = clock_.Now();
   Tick(absl::Seconds(10) - kNs);
-  EXPECT_FALSE(manager_->Get(s.name)->transaction_aborted) << "killed before the timeout";
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->transaction_aborted) << "killed before the timeout";
   EXPECT_EQ(pool_->Stats().in_use, 1);
 
   Tick(kNs);
   EXPECT_THAT(Log(1), ElementsAre("BEGIN", "ROLLBACK"));
   EXPECT_EQ(pool_->Stats().in_use, 0);
-  absl::StatusOr<SessionInfo> info = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> info = manager_->Get(Caller(), s.name);
   ASSERT_TRUE(info.ok()) << "the session itself goes on";
   EXPECT_TRUE(info->transaction_aborted);
   EXPECT_THAT(info->abort_reason, HasSubstr("BROKER_TX_IDLE_TIMEOUT"));
@@ -1056,13 +1152,13 @@ TEST_F(SessionManagerTest, AbortedTransactionStillReportsWhenItBegan) {
   ASSERT_TRUE(BeginTx(s.name).ok());
   const absl::Time began = clock_.Now();
   Tick(absl::Seconds(10));
-  absl::StatusOr<SessionInfo> info = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> info = manager_->Get(Caller(), s.name);
   ASSERT_TRUE(info.ok());
   ASSERT_TRUE(info->in_transaction);
   ASSERT_TRUE(info->transaction_aborted);
   EXPECT_EQ(info->transaction_start_time, began);
   ASSERT_TRUE(Rollback(s.name).ok());
-  EXPECT_EQ(manager_->Get(s.name)->transaction_start_time, absl::InfinitePast());
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->transaction_start_time, absl::InfinitePast());
 }
 
 TEST_F(SessionManagerTest, EachStatementRestartsTheIdleTimeout) {
@@ -1071,9 +1167,9 @@ TEST_F(SessionManagerTest, EachStatementRestartsTheIdleTimeout) {
   Tick(absl::Seconds(9));
   ASSERT_TRUE(Exec(s.name, "SELECT 1").ok());
   Tick(absl::Seconds(10) - kNs);
-  EXPECT_FALSE(manager_->Get(s.name)->transaction_aborted);
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->transaction_aborted);
   Tick(kNs);
-  EXPECT_TRUE(manager_->Get(s.name)->transaction_aborted);
+  EXPECT_TRUE(manager_->Get(Caller(), s.name)->transaction_aborted);
   EXPECT_EQ(manager_->Stats().tx_killed_idle, 1);
 }
 
@@ -1085,16 +1181,16 @@ TEST_F(SessionManagerTest, ARunningStatementKeepsTheTransactionFromBeingIdle) {
   clock_.Advance(absl::Seconds(30));
   timers_.RunDue();
   EXPECT_EQ(manager_->Stats().tx_killed_idle, 0);
-  EXPECT_FALSE(manager_->Get(s.name)->transaction_aborted);
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->transaction_aborted);
 
   Settle();
   ASSERT_TRUE(p.result->has_value());
   ASSERT_TRUE(p.result->value().ok()) << p.result->value().status();
   // Idle from the statement's end.
   Tick(absl::Seconds(10) - kNs);
-  EXPECT_FALSE(manager_->Get(s.name)->transaction_aborted);
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->transaction_aborted);
   Tick(kNs);
-  EXPECT_TRUE(manager_->Get(s.name)->transaction_aborted);
+  EXPECT_TRUE(manager_->Get(Caller(), s.name)->transaction_aborted);
   EXPECT_THAT(Log(1), ElementsAre("BEGIN", "SELECT slow()", "ROLLBACK", "RESET"));
 }
 
@@ -1108,9 +1204,9 @@ TEST_F(SessionManagerTest, TransactionIsRolledBackAtTxMaxDurationEvenWhenBusy) {
     ASSERT_TRUE(Exec(s.name, "SELECT 1").ok());
   }
   Tick(start + absl::Minutes(5) - clock_.Now() - kNs);
-  EXPECT_FALSE(manager_->Get(s.name)->transaction_aborted);
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->transaction_aborted);
   Tick(kNs);
-  absl::StatusOr<SessionInfo> info = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> info = manager_->Get(Caller(), s.name);
   ASSERT_TRUE(info.ok());
   EXPECT_TRUE(info->transaction_aborted);
   EXPECT_THAT(info->abort_reason, HasSubstr("BROKER_TX_MAX_DURATION"));
@@ -1149,7 +1245,7 @@ TEST_F(SessionManagerTest, TxMaxDurationReachedWhileAStatementIsStartingAbortsIt
   EXPECT_EQ(Log(1)[Log(1).size() - 2], "ROLLBACK");
   EXPECT_EQ(Log(1).back(), "RESET");
   EXPECT_EQ(pool_->Stats().in_use, 0);
-  EXPECT_TRUE(manager_->Get(s.name)->transaction_aborted);
+  EXPECT_TRUE(manager_->Get(Caller(), s.name)->transaction_aborted);
   EXPECT_EQ(manager_->Stats().tx_killed_max_duration, 1);
   absl::StatusOr<bool> rolled_back = Rollback(s.name);
   ASSERT_TRUE(rolled_back.ok());
@@ -1169,14 +1265,14 @@ class StreamTest : public SessionManagerTest {
 TEST_F(StreamTest, HeldSessionDoesNotExpireWhileHeld) {
   const SessionInfo s = MustBegin();
   const SessionManager::StreamId stream = Open();
-  std::vector<StreamUpdate> held = manager_->Hold(stream, {s.name});
+  std::vector<StreamUpdate> held = manager_->Hold(Caller(), stream, {s.name});
   ASSERT_EQ(held.size(), 1u);
   EXPECT_EQ(held[0].state, State::kHeld);
   EXPECT_EQ(held[0].name, s.name);
   EXPECT_EQ(held[0].expire_time, clock_.Now() + absl::Seconds(60));
 
   Tick(absl::Hours(10));
-  absl::StatusOr<SessionInfo> info = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> info = manager_->Get(Caller(), s.name);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_TRUE(info->held_by_stream);
   EXPECT_EQ(info->expire_time, clock_.Now() + absl::Seconds(60));
@@ -1188,16 +1284,16 @@ TEST_F(StreamTest, HeldSessionDoesNotExpireWhileHeld) {
 TEST_F(StreamTest, ClosedStreamEndsItsSessionsExactlyAfterTheOrphanGrace) {
   const SessionInfo s = MustBegin();
   const SessionManager::StreamId stream = Open();
-  manager_->Hold(stream, {s.name});
+  manager_->Hold(Caller(), stream, {s.name});
   Tick(absl::Hours(1));
   const absl::Time closed_at = clock_.Now();
   manager_->CloseStream(stream);
-  EXPECT_FALSE(manager_->Get(s.name)->held_by_stream);
-  EXPECT_EQ(manager_->Get(s.name)->expire_time, closed_at + absl::Seconds(5));
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->held_by_stream);
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->expire_time, closed_at + absl::Seconds(5));
   Tick(absl::Seconds(5) - kNs);
-  ASSERT_TRUE(manager_->Get(s.name).ok()) << "ended before the grace passed";
+  ASSERT_TRUE(manager_->Get(Caller(), s.name).ok()) << "ended before the grace passed";
   Tick(kNs);
-  absl::StatusOr<SessionInfo> gone = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> gone = manager_->Get(Caller(), s.name);
   EXPECT_EQ(gone.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(ReasonOf(gone.status()), "SESSION_ORPHANED");
   EXPECT_THAT(gone.status().message(), HasSubstr("BROKER_SESSION_ORPHAN_GRACE"));
@@ -1210,27 +1306,27 @@ TEST_F(StreamTest, ClosedStreamEndsItsSessionsExactlyAfterTheOrphanGrace) {
 TEST_F(StreamTest, HoldingAgainWithinTheGraceKeepsTheSession) {
   const SessionInfo s = MustBegin();
   const SessionManager::StreamId first = Open();
-  manager_->Hold(first, {s.name});
+  manager_->Hold(Caller(), first, {s.name});
   manager_->CloseStream(first);
   Tick(absl::Seconds(4));
   const SessionManager::StreamId second = Open();
-  EXPECT_EQ(manager_->Hold(second, {s.name})[0].state, State::kHeld);
+  EXPECT_EQ(manager_->Hold(Caller(), second, {s.name})[0].state, State::kHeld);
   Tick(absl::Hours(2));
-  EXPECT_TRUE(manager_->Get(s.name).ok());
+  EXPECT_TRUE(manager_->Get(Caller(), s.name).ok());
   EXPECT_EQ(manager_->Stats().orphaned, 0);
 }
 
 TEST_F(StreamTest, RenewingWithinTheGraceKeepsTheSessionForItsTtl) {
   const SessionInfo s = MustBegin();
   const SessionManager::StreamId stream = Open();
-  manager_->Hold(stream, {s.name});
+  manager_->Hold(Caller(), stream, {s.name});
   manager_->CloseStream(stream);
   Tick(absl::Seconds(4));
-  ASSERT_TRUE(manager_->Renew(s.name, absl::ZeroDuration()).ok());
+  ASSERT_TRUE(manager_->Renew(Caller(), s.name, absl::ZeroDuration()).ok());
   Tick(absl::Seconds(60) - kNs);
-  ASSERT_TRUE(manager_->Get(s.name).ok());
+  ASSERT_TRUE(manager_->Get(Caller(), s.name).ok());
   Tick(kNs);
-  EXPECT_EQ(ReasonOf(manager_->Get(s.name).status()), "SESSION_EXPIRED");
+  EXPECT_EQ(ReasonOf(manager_->Get(Caller(), s.name).status()), "SESSION_EXPIRED");
   EXPECT_EQ(manager_->Stats().orphaned, 0);
   EXPECT_EQ(manager_->Stats().expired, 1);
 }
@@ -1239,11 +1335,11 @@ TEST_F(StreamTest, SessionHeldByTwoStreamsStaysHeldWhenOneCloses) {
   const SessionInfo s = MustBegin();
   const SessionManager::StreamId a = Open();
   const SessionManager::StreamId b = Open();
-  manager_->Hold(a, {s.name});
-  manager_->Hold(b, {s.name});
+  manager_->Hold(Caller(), a, {s.name});
+  manager_->Hold(Caller(), b, {s.name});
   manager_->CloseStream(a);
   Tick(absl::Hours(3));
-  absl::StatusOr<SessionInfo> info = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> info = manager_->Get(Caller(), s.name);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_TRUE(info->held_by_stream);
 }
@@ -1251,19 +1347,19 @@ TEST_F(StreamTest, SessionHeldByTwoStreamsStaysHeldWhenOneCloses) {
 TEST_F(StreamTest, ReleaseStartsTheLeaseFromNowWithTheTtl) {
   const SessionInfo s = MustBegin();
   const SessionManager::StreamId stream = Open();
-  manager_->Hold(stream, {s.name});
+  manager_->Hold(Caller(), stream, {s.name});
   Tick(absl::Hours(2));
-  std::vector<StreamUpdate> released = manager_->Release(stream, {s.name});
+  std::vector<StreamUpdate> released = manager_->Release(Caller(), stream, {s.name});
   ASSERT_EQ(released.size(), 1u);
   EXPECT_EQ(released[0].state, State::kReleased);
   EXPECT_EQ(released[0].expire_time, clock_.Now() + absl::Seconds(60));
-  EXPECT_FALSE(manager_->Get(s.name)->held_by_stream);
+  EXPECT_FALSE(manager_->Get(Caller(), s.name)->held_by_stream);
   // Closing the stream later does not orphan what it no longer holds.
   manager_->CloseStream(stream);
   Tick(absl::Seconds(60) - kNs);
-  ASSERT_TRUE(manager_->Get(s.name).ok());
+  ASSERT_TRUE(manager_->Get(Caller(), s.name).ok());
   Tick(kNs);
-  EXPECT_EQ(ReasonOf(manager_->Get(s.name).status()), "SESSION_EXPIRED");
+  EXPECT_EQ(ReasonOf(manager_->Get(Caller(), s.name).status()), "SESSION_EXPIRED");
 }
 
 TEST_F(StreamTest, HoldReportsUnknownAndEndedSessions) {
@@ -1272,14 +1368,15 @@ TEST_F(StreamTest, HoldReportsUnknownAndEndedSessions) {
   const SessionInfo live = MustBegin();
   const SessionManager::StreamId stream = Open();
   std::vector<StreamUpdate> r =
-      manager_->Hold(stream, {"nosuchsessionnosuchses", ended.name, live.name});
+      manager_->Hold(Caller(), stream, {"nosuchsessionnosuchses", ended.name, live.name});
   ASSERT_EQ(r.size(), 3u);
   EXPECT_EQ(r[0].state, State::kNotFound);
   EXPECT_EQ(r[0].name, "nosuchsessionnosuchses");
   EXPECT_EQ(r[1].state, State::kEnded);
   EXPECT_THAT(r[1].reason, HasSubstr("EndSession was called"));
   EXPECT_EQ(r[2].state, State::kHeld);
-  std::vector<StreamUpdate> rel = manager_->Release(stream, {"nosuchsessionnosuchses", ended.name});
+  std::vector<StreamUpdate> rel =
+      manager_->Release(Caller(), stream, {"nosuchsessionnosuchses", ended.name});
   EXPECT_EQ(rel[0].state, State::kNotFound);
   EXPECT_EQ(rel[1].state, State::kEnded);
 }
@@ -1290,17 +1387,17 @@ TEST_F(StreamTest, HeldSessionEndsAtMaxLifetimeAndTheStreamIsTold) {
   Restart(o);
   const SessionInfo s = MustBegin();
   const SessionManager::StreamId stream = Open();
-  manager_->Hold(stream, {s.name});
+  manager_->Hold(Caller(), stream, {s.name});
   Tick(absl::Hours(2) - kNs);
-  ASSERT_TRUE(manager_->Get(s.name).ok());
-  EXPECT_EQ(manager_->Get(s.name)->expire_time, s.max_expire_time);
+  ASSERT_TRUE(manager_->Get(Caller(), s.name).ok());
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->expire_time, s.max_expire_time);
   EXPECT_THAT(told_, IsEmpty());
   Tick(kNs);
   ASSERT_EQ(told_.size(), 1u);
   EXPECT_EQ(told_[0].name, s.name);
   EXPECT_EQ(told_[0].state, State::kEnded);
   EXPECT_THAT(told_[0].reason, HasSubstr("BROKER_SESSION_MAX_LIFETIME"));
-  EXPECT_EQ(ReasonOf(manager_->Get(s.name).status()), "SESSION_MAX_LIFETIME");
+  EXPECT_EQ(ReasonOf(manager_->Get(Caller(), s.name).status()), "SESSION_MAX_LIFETIME");
   EXPECT_EQ(manager_->Stats().lifetime_exceeded, 1);
   EXPECT_EQ(manager_->Stats().held_by_stream, 0);
 }
@@ -1308,7 +1405,7 @@ TEST_F(StreamTest, HeldSessionEndsAtMaxLifetimeAndTheStreamIsTold) {
 TEST_F(StreamTest, StreamIsToldWhenAHeldSessionIsEnded) {
   const SessionInfo s = MustBegin();
   const SessionManager::StreamId stream = Open();
-  manager_->Hold(stream, {s.name});
+  manager_->Hold(Caller(), stream, {s.name});
   ASSERT_TRUE(End(s.name).ok());
   ASSERT_EQ(told_.size(), 1u);
   EXPECT_EQ(told_[0].state, State::kEnded);
@@ -1324,7 +1421,7 @@ TEST_F(SessionManagerTest, CallsOnOneSessionRunOneAtATimeInArrivalOrder) {
   const SessionInfo s = MustBegin();
   std::vector<int> completed;
   for (int i = 1; i <= 3; ++i) {
-    manager_->Run(s.name, One(absl::StrCat("SELECT ", i)),
+    manager_->Run(Caller(), s.name, One(absl::StrCat("SELECT ", i)),
                   [&completed, i](absl::StatusOr<Results> r) {
                     EXPECT_TRUE(r.ok()) << r.status();
                     completed.push_back(i);
@@ -1333,13 +1430,13 @@ TEST_F(SessionManagerTest, CallsOnOneSessionRunOneAtATimeInArrivalOrder) {
   // Only the first has started: the pool (two connections) would otherwise
   // be opening a connection for each.
   EXPECT_EQ(executor_.queued(), 1u);
-  EXPECT_EQ(manager_->Get(s.name)->queued_calls, 2);
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->queued_calls, 2);
   EXPECT_EQ(manager_->Stats().queued_calls, 2);
   Settle();
   EXPECT_THAT(completed, ElementsAre(1, 2, 3));
   EXPECT_EQ(connector_.connects(), 1) << "never two at once";
   EXPECT_THAT(Log(1), ElementsAre("SELECT 1", "SELECT 2", "SELECT 3"));
-  EXPECT_EQ(manager_->Get(s.name)->queued_calls, 0);
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->queued_calls, 0);
 }
 
 TEST_F(SessionManagerTest, CallsOfDifferentSessionsRunConcurrently) {
@@ -1380,7 +1477,7 @@ TEST_F(SessionManagerTest, QueuedCallWhoseDeadlinePassesFailsAndNeverRuns) {
   ASSERT_TRUE(second.result->has_value());
   EXPECT_EQ(second.result->value().status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_THAT(second.result->value().status().message(), HasSubstr("nothing of it ran"));
-  EXPECT_EQ(manager_->Get(s.name)->queued_calls, 0);
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->queued_calls, 0);
   Settle();
   ASSERT_TRUE(first.result->has_value());
   EXPECT_TRUE(first.result->value().ok());
@@ -1395,7 +1492,7 @@ TEST_F(SessionManagerTest, CancelledQueuedCallFailsCancelledAndNeverRuns) {
   second.call->Cancel();
   ASSERT_TRUE(second.result->has_value());
   EXPECT_EQ(second.result->value().status().code(), absl::StatusCode::kCancelled);
-  EXPECT_EQ(manager_->Get(s.name)->queued_calls, 1);
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->queued_calls, 1);
   Settle();
   EXPECT_TRUE(first.result->value().ok());
   EXPECT_TRUE(third.result->value().ok());
@@ -1487,7 +1584,7 @@ TEST_F(SessionManagerTest, MaxSessionsPerClientIsEnforcedPerClient) {
               ::testing::UnorderedElementsAre(Pair("a", 2), Pair("b", 1)));
 
   // A session that expires frees its client's slot too.
-  ASSERT_TRUE(manager_->Renew(a1.name, absl::Seconds(1)).ok());
+  ASSERT_TRUE(manager_->Renew(Caller(), a1.name, absl::Seconds(1)).ok());
   Tick(absl::Seconds(1));
   EXPECT_TRUE(Begin(ForClient("a")).ok());
 }
@@ -1521,8 +1618,9 @@ TEST_F(SessionManagerTest, CallsAfterEndFailWithFailedPreconditionSayingWhy) {
   const SessionInfo s = MustBegin();
   ASSERT_TRUE(End(s.name).ok());
   for (const absl::Status& status :
-       {manager_->Get(s.name).status(), Exec(s.name, "SELECT 1").status(), BeginTx(s.name).status(),
-        manager_->Renew(s.name, absl::ZeroDuration()).status(), End(s.name).status()}) {
+       {manager_->Get(Caller(), s.name).status(), Exec(s.name, "SELECT 1").status(),
+        BeginTx(s.name).status(), manager_->Renew(Caller(), s.name, absl::ZeroDuration()).status(),
+        End(s.name).status()}) {
     EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
     EXPECT_THAT(status.message(), HasSubstr("EndSession was called"));
     EXPECT_EQ(ReasonOf(status), "SESSION_ENDED");
@@ -1535,7 +1633,7 @@ TEST_F(SessionManagerTest, EndFailsQueuedCallsAndStopsTheRunningOne) {
   Pending queued1 = StartRun(s.name, One("SELECT 2"));
   Pending queued2 = StartRun(s.name, One("SELECT 3"));
   std::optional<absl::StatusOr<bool>> ended;
-  manager_->End(s.name, [&](absl::StatusOr<bool> r) { ended = std::move(r); });
+  manager_->End(Caller(), s.name, [&](absl::StatusOr<bool> r) { ended = std::move(r); });
   for (Pending* q : {&queued1, &queued2}) {
     ASSERT_TRUE(q->result->has_value());
     EXPECT_EQ(q->result->value().status().code(), absl::StatusCode::kFailedPrecondition);
@@ -1555,7 +1653,7 @@ TEST_F(SessionManagerTest, EndFailsQueuedCallsAndStopsTheRunningOne) {
 TEST_F(SessionManagerTest, EndCallbackMayCallBackIntoTheManager) {
   // Callbacks must not run under the manager's lock, even on failure.
   std::optional<absl::Status> status;
-  manager_->End("nosuchsessionnosuchses", [&](absl::StatusOr<bool> r) {
+  manager_->End(Caller(), "nosuchsessionnosuchses", [&](absl::StatusOr<bool> r) {
     status = r.status();
     manager_->Stats();
   });
@@ -1564,9 +1662,10 @@ TEST_F(SessionManagerTest, EndCallbackMayCallBackIntoTheManager) {
 
   const SessionInfo s = MustBegin();
   std::optional<absl::StatusOr<bool>> ended;
-  manager_->End(s.name, [&](absl::StatusOr<bool> r) {
+  manager_->End(Caller(), s.name, [&](absl::StatusOr<bool> r) {
     ended = std::move(r);
-    EXPECT_EQ(manager_->Get(s.name).status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(manager_->Get(Caller(), s.name).status().code(),
+              absl::StatusCode::kFailedPrecondition);
   });
   Settle();
   ASSERT_TRUE(ended.has_value());
@@ -1613,7 +1712,7 @@ TEST_F(SessionManagerTest, ReaperEndsAHundredThousandSessionsInBatchesNotOneTime
   std::string previous;
   int pages = 0;
   do {
-    absl::StatusOr<SessionManager::Page> page = manager_->List(1000, token, "");
+    absl::StatusOr<SessionManager::Page> page = manager_->List(Caller(), 1000, token, "");
     ASSERT_TRUE(page.ok()) << page.status();
     EXPECT_EQ(page->total_size, kSessions);
     for (const SessionInfo& info : page->sessions) {
@@ -1631,7 +1730,7 @@ TEST_F(SessionManagerTest, ReaperEndsAHundredThousandSessionsInBatchesNotOneTime
   int of_b = 0;
   token.clear();
   do {
-    absl::StatusOr<SessionManager::Page> page = manager_->List(1000, token, "b");
+    absl::StatusOr<SessionManager::Page> page = manager_->List(Caller(), 1000, token, "b");
     ASSERT_TRUE(page.ok()) << page.status();
     EXPECT_EQ(page->total_size, kSessions / 3);
     for (const SessionInfo& info : page->sessions) {
@@ -1683,16 +1782,17 @@ TEST_F(SessionManagerTest, ReaperEndsAHundredThousandSessionsInBatchesNotOneTime
 
 TEST_F(SessionManagerTest, ListPagesWithDefaultAndCappedSizesAndRefusesNegative) {
   for (int i = 0; i < 150; ++i) MustBegin();
-  absl::StatusOr<SessionManager::Page> page = manager_->List(0, "", "");
+  absl::StatusOr<SessionManager::Page> page = manager_->List(Caller(), 0, "", "");
   ASSERT_TRUE(page.ok());
   EXPECT_EQ(page->sessions.size(), 100u) << "default page size";
   EXPECT_FALSE(page->next_page_token.empty());
-  page = manager_->List(100000, "", "");
+  page = manager_->List(Caller(), 100000, "", "");
   ASSERT_TRUE(page.ok());
   EXPECT_EQ(page->sessions.size(), 150u);
   EXPECT_TRUE(page->next_page_token.empty()) << "no token after the last page";
-  EXPECT_EQ(manager_->List(-1, "", "").status().code(), absl::StatusCode::kInvalidArgument);
-  page = manager_->List(10, "", "nobody");
+  EXPECT_EQ(manager_->List(Caller(), -1, "", "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  page = manager_->List(Caller(), 10, "", "nobody");
   ASSERT_TRUE(page.ok());
   EXPECT_THAT(page->sessions, IsEmpty());
   EXPECT_EQ(page->total_size, 0);
@@ -1764,7 +1864,7 @@ class SessionManagerThreadedTest : public ::testing::Test {
   }
   void MustBeginTx(const std::string& name) {
     Awaited<absl::StatusOr<SessionInfo>> out;
-    manager_->BeginTransaction(name, {}, absl::InfiniteFuture(), out.Set());
+    manager_->BeginTransaction(Caller(), name, {}, absl::InfiniteFuture(), out.Set());
     absl::StatusOr<SessionInfo> info = out.Wait();
     ASSERT_TRUE(info.ok()) << info.status();
   }
@@ -1774,7 +1874,7 @@ class SessionManagerThreadedTest : public ::testing::Test {
                                              Awaited<absl::StatusOr<Results>>& out) {
     connector_.connection(id)->set_block_until_cancel(true);
     std::shared_ptr<RunningCall> call =
-        manager_->Run(name, One("SELECT pg_sleep(3600)"), out.Set());
+        manager_->Run(Caller(), name, One("SELECT pg_sleep(3600)"), out.Set());
     connector_.connection(id)->WaitUntilExecuting();
     return call;
   }
@@ -1809,7 +1909,7 @@ TEST_F(SessionManagerThreadedTest, TxMaxDurationCancelsTheRunningStatement) {
   EXPECT_THAT(connector_.connection(1)->log(), ElementsAre("BEGIN", "ROLLBACK", "RESET"));
   EXPECT_EQ(pool_->Stats().in_use, 0);
   EXPECT_EQ(manager_->Stats().tx_killed_max_duration, 1);
-  absl::StatusOr<SessionInfo> info = manager_->Get(s.name);
+  absl::StatusOr<SessionInfo> info = manager_->Get(Caller(), s.name);
   ASSERT_TRUE(info.ok());
   EXPECT_TRUE(info->transaction_aborted);
   EXPECT_THAT(info->abort_reason, HasSubstr("BROKER_TX_MAX_DURATION"));
@@ -1830,7 +1930,7 @@ TEST_F(SessionManagerThreadedTest, ATransactionKilledTwiceOverIsCountedOnce) {
   clock_.Set(start + absl::Minutes(5));
   timers_.RunDue();
   EXPECT_EQ(manager_->Stats().tx_killed_max_duration, 1);
-  clock_.Set(manager_->Get(s.name).value_or(SessionInfo{}).expire_time);
+  clock_.Set(manager_->Get(Caller(), s.name).value_or(SessionInfo{}).expire_time);
   timers_.RunDue();
   // The runner repeats its cancel request every second until the statement
   // stops.
@@ -1855,7 +1955,7 @@ TEST_F(SessionManagerThreadedTest, SessionExpiryCancelsTheRunningStatementAndRol
   MustBeginTx(s.name);
   Awaited<absl::StatusOr<Results>> out;
   StartBlocking(s.name, 1, out);
-  const absl::Time expiry = manager_->Get(s.name)->expire_time;
+  const absl::Time expiry = manager_->Get(Caller(), s.name)->expire_time;
   clock_.Set(expiry - kNs);
   timers_.RunDue();
   EXPECT_EQ(connector_.connection(1)->cancels(), 0);
@@ -1871,7 +1971,7 @@ TEST_F(SessionManagerThreadedTest, SessionExpiryCancelsTheRunningStatementAndRol
   SessionStats stats = manager_->Stats();
   EXPECT_EQ(stats.expired, 1);
   EXPECT_EQ(stats.tx_killed_session_end, 1);
-  EXPECT_EQ(ReasonOf(manager_->Get(s.name).status()), "SESSION_EXPIRED");
+  EXPECT_EQ(ReasonOf(manager_->Get(Caller(), s.name).status()), "SESSION_EXPIRED");
 }
 
 TEST_F(SessionManagerThreadedTest, EndCancelsTheRunningStatementAndRollsBack) {
@@ -1880,7 +1980,7 @@ TEST_F(SessionManagerThreadedTest, EndCancelsTheRunningStatementAndRollsBack) {
   Awaited<absl::StatusOr<Results>> out;
   StartBlocking(s.name, 1, out);
   Awaited<absl::StatusOr<bool>> ended;
-  manager_->End(s.name, ended.Set());
+  manager_->End(Caller(), s.name, ended.Set());
   absl::StatusOr<bool> had_tx = ended.Wait();
   ASSERT_TRUE(had_tx.ok()) << had_tx.status();
   EXPECT_TRUE(*had_tx);
@@ -1898,8 +1998,8 @@ TEST_F(SessionManagerThreadedTest, SecondCallStartsOnlyAfterTheFirstCompletes) {
   Awaited<absl::StatusOr<Results>> first;
   std::shared_ptr<RunningCall> call = StartBlocking(s.name, 1, first);
   Awaited<absl::StatusOr<Results>> second;
-  manager_->Run(s.name, One("SELECT 2"), second.Set());
-  EXPECT_EQ(manager_->Get(s.name)->queued_calls, 1);
+  manager_->Run(Caller(), s.name, One("SELECT 2"), second.Set());
+  EXPECT_EQ(manager_->Get(Caller(), s.name)->queued_calls, 1);
   EXPECT_FALSE(second.has_value());
   EXPECT_THAT(connector_.connection(1)->log(), ElementsAre("BEGIN"));
   connector_.connection(1)->set_block_until_cancel(false);
@@ -1908,7 +2008,7 @@ TEST_F(SessionManagerThreadedTest, SecondCallStartsOnlyAfterTheFirstCompletes) {
   // The cancelled statement aborted the transaction: the second call,
   // which ran only after it, is refused.
   EXPECT_EQ(second.Wait().status().code(), absl::StatusCode::kAborted);
-  EXPECT_TRUE(manager_->Get(s.name)->transaction_aborted);
+  EXPECT_TRUE(manager_->Get(Caller(), s.name)->transaction_aborted);
   EXPECT_EQ(pool_->Stats().in_use, 0);
 }
 
@@ -1925,7 +2025,7 @@ TEST_F(SessionManagerThreadedTest, ShutdownEndsEverySessionRollsBackAndWaitsForC
     MutexLock lock(&mu);
     told.push_back(std::move(u));
   });
-  manager_->Hold(stream, {c.name});
+  manager_->Hold(Caller(), stream, {c.name});
 
   EXPECT_TRUE(manager_->Shutdown(absl::InfiniteFuture()));
   EXPECT_EQ(pool_->Stats().in_use, 0);
@@ -1938,7 +2038,7 @@ TEST_F(SessionManagerThreadedTest, ShutdownEndsEverySessionRollsBackAndWaitsForC
   EXPECT_EQ(stats.tx_killed_session_end, 2);
   EXPECT_EQ(manager_->reaper_entries(), 0u);
   for (const SessionInfo& s : {a, b, c}) {
-    absl::StatusOr<SessionInfo> gone = manager_->Get(s.name);
+    absl::StatusOr<SessionInfo> gone = manager_->Get(Caller(), s.name);
     EXPECT_EQ(gone.status().code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_EQ(ReasonOf(gone.status()), "BROKER_SHUTDOWN");
   }
@@ -2059,60 +2159,61 @@ TEST_F(SessionManagerThreadedTest, ConcurrentCallsOnSharedSessionsLeaveNothingBe
           case 2:
           case 3: {
             Awaited<absl::StatusOr<Results>> out;
-            manager_->Run(name, One("SELECT 1"), out.Set());
+            manager_->Run(Caller(), name, One("SELECT 1"), out.Set());
             check(wait(out).status(), "exec");
             break;
           }
           case 4: {
             Awaited<absl::StatusOr<Results>> out;
             std::shared_ptr<RunningCall> call =
-                manager_->Run(name, Batch({"SELECT 1", "SELECT 2"}), out.Set());
+                manager_->Run(Caller(), name, Batch({"SELECT 1", "SELECT 2"}), out.Set());
             if (call != nullptr && rng() % 2 == 0) call->Cancel();
             check(wait(out).status(), "batch");
             break;
           }
           case 5:
-            check(manager_->Renew(name, absl::Seconds(rng() % 10)).status(), "renew");
+            check(manager_->Renew(Caller(), name, absl::Seconds(rng() % 10)).status(), "renew");
             break;
           case 6:
-            check(manager_->Get(name).status(), "get");
+            check(manager_->Get(Caller(), name).status(), "get");
             break;
           case 7: {
             Awaited<absl::StatusOr<SessionInfo>> out;
-            manager_->BeginTransaction(name, {}, clock_.Now() + absl::Seconds(30), out.Set());
+            manager_->BeginTransaction(Caller(), name, {}, clock_.Now() + absl::Seconds(30),
+                                       out.Set());
             check(wait(out).status(), "begin_tx");
             break;
           }
           case 8: {
             Awaited<absl::StatusOr<absl::Time>> out;
-            manager_->Commit(name, absl::InfiniteFuture(), out.Set());
+            manager_->Commit(Caller(), name, absl::InfiniteFuture(), out.Set());
             check(wait(out).status(), "commit");
             break;
           }
           case 9: {
             Awaited<absl::StatusOr<bool>> out;
-            manager_->Rollback(name, absl::InfiniteFuture(), out.Set());
+            manager_->Rollback(Caller(), name, absl::InfiniteFuture(), out.Set());
             check(wait(out).status(), "rollback");
             break;
           }
           case 10: {
             Awaited<absl::StatusOr<bool>> out;
-            manager_->End(name, out.Set());
+            manager_->End(Caller(), name, out.Set());
             check(wait(out).status(), "end");
             break;
           }
           case 11: {
             SessionStats stats = manager_->Stats();
             EXPECT_GE(stats.open, 0);
-            absl::StatusOr<SessionManager::Page> page = manager_->List(10, "", "client1");
+            absl::StatusOr<SessionManager::Page> page = manager_->List(Caller(), 10, "", "client1");
             check(page.status(), "list");
             break;
           }
           case 12:
             if (rng() % 2 == 0) {
-              manager_->Hold(stream, {name});
+              manager_->Hold(Caller(), stream, {name});
             } else {
-              manager_->Release(stream, {name});
+              manager_->Release(Caller(), stream, {name});
             }
             break;
         }
