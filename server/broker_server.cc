@@ -81,14 +81,15 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   runner_options.max_result_bytes = config_.max_result_bytes;
   runner_options.max_statement_duration = config_.max_statement_duration;
   runner_options.echo = config_.echo;
+  runner_options.limits = config_.request_limits;
   // Cancel requests get threads of their own: each is a round trip to
   // PostgreSQL, and none may wait behind statements or delay timers.
   cancel_executor_ = std::make_unique<core::ThreadPoolExecutor>(2, "sb-cancel");
   runner_ = std::make_unique<core::StatementRunner>(*pool_, *timers_, *cancel_executor_, clock,
                                                     runner_options);
   sessions_ = std::make_unique<core::SessionManager>(*runner_, *timers_, clock, config_.sessions);
-  service_ = std::make_unique<transport::SessionBrokerService>(*runner_, *sessions_,
-                                                               config_.max_result_bytes);
+  service_ = std::make_unique<transport::SessionBrokerService>(
+      *runner_, *sessions_, config_.max_result_bytes, config_.max_array_depth);
   health_service_ = std::make_unique<transport::HealthService>(kServiceName);
   health_ = std::make_unique<core::HealthChecker>(
       *pool_, *timers_, clock, config_.health_check_interval,
@@ -128,9 +129,13 @@ absl::Status BrokerServer::Start() {
   builder.RegisterService(health_service_.get());
   builder.RegisterService(reflection_v1_.get());
   builder.RegisterService(reflection_v1alpha_.get());
-  // Requests may carry large parameter sets; responses are capped separately
-  // by BROKER_MAX_RESULT_BYTES.
-  builder.SetMaxReceiveMessageSize(16 << 20);
+  // Requests may carry large parameter sets, up to BROKER_MAX_REQUEST_BYTES
+  // (gRPC answers a larger one RESOURCE_EXHAUSTED before any handler runs);
+  // responses are capped separately by BROKER_MAX_RESULT_BYTES. Metadata
+  // over BROKER_MAX_METADATA_BYTES is refused by gRPC's HTTP/2 layer.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_request_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE,
+                             static_cast<int>(config_.max_metadata_bytes));
   // A KeepAlive stream whose client vanished without closing its socket (a
   // host or network failure) is noticed by HTTP/2 pings within about 30 s, and
   // its sessions then get the orphan grace. Clients may ping as often as

@@ -132,8 +132,12 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 };
 
 SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
-                                           core::SessionManager& sessions, size_t max_result_bytes)
-    : runner_(runner), sessions_(sessions), max_result_bytes_(max_result_bytes) {
+                                           core::SessionManager& sessions, size_t max_result_bytes,
+                                           int max_array_depth)
+    : runner_(runner),
+      sessions_(sessions),
+      max_result_bytes_(max_result_bytes),
+      max_array_depth_(max_array_depth) {
   // The indexes are the methods' order in broker.proto, as the generated
   // base class registers them.
   ReportParseFailures(0, &SessionBrokerService::Execute);
@@ -229,7 +233,8 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   core::RunRequest run;
   run.deadline = DeadlineOf(*context);
   run.client_id = ClientIdOf(*context);
-  absl::StatusOr<std::vector<storage::Value>> params = ParamsFromProto(request->params(), "");
+  absl::StatusOr<std::vector<storage::Value>> params =
+      ParamsFromProto(request->params(), "", max_array_depth_);
   if (!params.ok()) return Respond(context, params.status());
   absl::StatusOr<std::vector<std::string>> types = ParamTypesFromProto(request->params(), "");
   if (!types.ok()) return Respond(context, types.status());
@@ -260,7 +265,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
   for (int i = 0; i < request->statements_size(); ++i) {
     const v1::Statement& s = request->statements(i);
     absl::StatusOr<std::vector<storage::Value>> params =
-        ParamsFromProto(s.params(), absl::StrCat("statements[", i, "]."));
+        ParamsFromProto(s.params(), absl::StrCat("statements[", i, "]."), max_array_depth_);
     if (!params.ok()) return Respond(context, params.status());
     absl::StatusOr<std::vector<std::string>> types =
         ParamTypesFromProto(s.params(), absl::StrCat("statements[", i, "]."));

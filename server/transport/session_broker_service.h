@@ -34,14 +34,17 @@
 #include "server/core/base/mutex.h"
 #include "server/core/exec/statement_runner.h"
 #include "server/core/session/session_manager.h"
+#include "server/transport/value_conversion.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 
 namespace sessionbroker::transport {
 
 class SessionBrokerService final : public v1::SessionBroker::CallbackService {
  public:
+  // `max_array_depth`: BROKER_MAX_ARRAY_DEPTH, the deepest nesting of array
+  // parameters taken (value_conversion.h).
   SessionBrokerService(core::StatementRunner& runner, core::SessionManager& sessions,
-                       size_t max_result_bytes);
+                       size_t max_result_bytes, int max_array_depth = kMaxArrayDepth);
 
   grpc::ServerUnaryReactor* Execute(grpc::CallbackServerContext* context,
                                     const v1::ExecuteRequest* request,
@@ -118,6 +121,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   core::StatementRunner& runner_;
   core::SessionManager& sessions_;
   const size_t max_result_bytes_;
+  const int max_array_depth_;
   std::atomic<bool> draining_{false};
   mutable core::Mutex mu_;
   core::CondVar idle_;

@@ -706,7 +706,7 @@ std::shared_ptr<RunningCall> SessionManager::Run(absl::string_view name, RunRequ
                                                  StatementRunner::Callback done) {
   // Bad requests fail before they reach the session: they must not abort its
   // transaction.
-  if (absl::Status valid = StatementRunner::Validate(request, /*in_session=*/true); !valid.ok()) {
+  if (absl::Status valid = runner_.Validate(request, /*in_session=*/true); !valid.ok()) {
     std::move(done)(std::move(valid));
     return nullptr;
   }
