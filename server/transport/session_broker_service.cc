@@ -11,6 +11,7 @@
 #include "server/core/sql/session_settings.h"
 #include "server/transport/client_id.h"
 #include "server/transport/keep_alive_reactor.h"
+#include "server/transport/parse_failure.h"
 #include "server/transport/session_conversion.h"
 #include "server/transport/status_mapping.h"
 #include "server/transport/value_conversion.h"
@@ -33,42 +34,6 @@ absl::Status TooLarge(size_t bytes, size_t limit) {
       "-byte limit for one response (BROKER_MAX_RESULT_BYTES); add a LIMIT or page through "
       "the rows with WHERE/ORDER BY"));
 }
-
-// The message of the request of the call this thread is setting up, when
-// it could not be parsed; null otherwise. Set by ParseFailureReporter around
-// the generated handler, which calls the method synchronously on this thread.
-thread_local const std::string* t_parse_failure = nullptr;
-
-// Wraps a generated unary handler: when the request could not be parsed,
-// runs it as if it had (the handler then calls the method with an empty
-// request), with t_parse_failure set so the method answers INVALID_ARGUMENT
-// instead of the handler's UNIMPLEMENTED without a message.
-class ParseFailureReporter final : public grpc::internal::MethodHandler {
- public:
-  ParseFailureReporter(std::string request_type, grpc::internal::MethodHandler* inner)
-      : message_(UnparseableRequestMessage(request_type)), inner_(inner) {}
-
-  void RunHandler(const HandlerParameter& param) override {
-    if (param.status.ok()) {
-      inner_->RunHandler(param);
-      return;
-    }
-    t_parse_failure = &message_;
-    inner_->RunHandler(HandlerParameter(param.call, param.server_context, param.request,
-                                        grpc::Status::OK, param.internal_data,
-                                        param.call_requester));
-    t_parse_failure = nullptr;
-  }
-
-  void* Deserialize(grpc_call* call, grpc_byte_buffer* request, grpc::Status* status,
-                    void** handler_data) override {
-    return inner_->Deserialize(call, request, status, handler_data);
-  }
-
- private:
-  const std::string message_;
-  const std::unique_ptr<grpc::internal::MethodHandler> inner_;
-};
 
 }  // namespace
 
@@ -178,11 +143,11 @@ void SessionBrokerService::ReportParseFailures(
     std::abort();
   }
   MarkMethodCallback(index, new ParseFailureReporter(
-                                Request::descriptor()->full_name(),
+                                UnparseableRequestMessage(Request::descriptor()->full_name()),
                                 new grpc::internal::CallbackUnaryHandler<Request, Response>(
                                     [this, method](grpc::CallbackServerContext* context,
                                                    const Request* request, Response* response) {
-                                      if (const std::string* failure = t_parse_failure) {
+                                      if (const std::string* failure = CurrentParseFailure()) {
                                         return Respond(context,
                                                        absl::InvalidArgumentError(*failure));
                                       }
