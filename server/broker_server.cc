@@ -110,6 +110,7 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   outcomes_options.max_outcome_bytes = config_.request_outcome_max_bytes;
   request_outcomes_ = std::make_unique<core::RequestOutcomes>(outcomes_options);
   runner_options.request_outcomes = request_outcomes_.get();
+  runner_options.limits = config_.request_limits;
   // Cancel requests get threads of their own: each is a round trip to
   // PostgreSQL, and none may wait behind statements or delay timers.
   cancel_executor_ = std::make_unique<core::ThreadPoolExecutor>(2, "sb-cancel");
@@ -132,8 +133,8 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   ledger_ = std::make_unique<core::RequestLedger>(clock, ledger_options);
   pruner_ = std::make_unique<core::OutcomePruner>(*runner_, *timers_, clock, *request_outcomes_);
   service_ = std::make_unique<transport::SessionBrokerService>(
-      *runner_, *sessions_, config_.max_result_bytes, *ledger_, auth, notifications_.get(),
-      listen_options.queue_capacity);
+      *runner_, *sessions_, config_.max_result_bytes, *ledger_, auth, config_.max_array_depth,
+      notifications_.get(), listen_options.queue_capacity);
   health_service_ = std::make_unique<transport::HealthService>(kServiceName);
   health_ = std::make_unique<core::HealthChecker>(
       *pool_, *timers_, clock, config_.health_check_interval,
@@ -210,9 +211,13 @@ absl::Status BrokerServer::Start() {
   builder.RegisterService(health_service_.get());
   builder.RegisterService(reflection_v1_.get());
   builder.RegisterService(reflection_v1alpha_.get());
-  // Requests may carry large parameter sets; responses are capped separately
-  // by BROKER_MAX_RESULT_BYTES.
-  builder.SetMaxReceiveMessageSize(16 << 20);
+  // Requests may carry large parameter sets, up to BROKER_MAX_REQUEST_BYTES
+  // (gRPC answers a larger one RESOURCE_EXHAUSTED before any handler runs);
+  // responses are capped separately by BROKER_MAX_RESULT_BYTES. Metadata
+  // over BROKER_MAX_METADATA_BYTES is refused by gRPC's HTTP/2 layer.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_request_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE,
+                             static_cast<int>(config_.max_metadata_bytes));
   // A KeepAlive stream whose client vanished without closing its socket (a
   // host or network failure) is noticed by HTTP/2 pings within about 30 s, and
   // its sessions then get the orphan grace. Clients may ping as often as

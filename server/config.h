@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/core/exec/statement_runner.h"
 #include "server/core/pool/connection_pool.h"
 #include "server/core/session/session_manager.h"
 
@@ -47,6 +48,15 @@ struct Config {
   core::PoolOptions pool;             // DB_POOL_* / DB_MAX_OVERFLOW
   bool echo = false;                  // DB_ECHO
   size_t max_result_bytes = 4 << 20;  // BROKER_MAX_RESULT_BYTES
+  // Bounds on one request (docs/security.md "Hardening"): the gRPC message
+  // (BROKER_MAX_REQUEST_BYTES) and metadata (BROKER_MAX_METADATA_BYTES) sizes
+  // gRPC enforces, and BROKER_MAX_SQL_BYTES, BROKER_MAX_STATEMENT_PARAMS,
+  // BROKER_MAX_BATCH_STATEMENTS, BROKER_MAX_ARRAY_DEPTH checked before any
+  // database work.
+  size_t max_request_bytes = 16 << 20;
+  size_t max_metadata_bytes = 16 << 10;
+  core::RequestLimits request_limits;
+  int max_array_depth = 6;
   // BROKER_STATEMENT_CACHE_SIZE: prepared statements kept per connection
   // (storage::PqxxConnector::Options::statement_cache_size); 0 = none.
   int statement_cache_size = 100;

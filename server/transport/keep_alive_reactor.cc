@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "server/transport/parse_failure.h"
 #include "server/transport/session_conversion.h"
 #include "server/transport/status_mapping.h"
 
@@ -37,12 +38,6 @@ v1::SessionState ToProto(const Update& update) {
 }
 
 }  // namespace
-
-std::string UnparseableRequestMessage(absl::string_view request_type) {
-  return absl::StrCat(request_type,
-                      " could not be parsed: the request's bytes are not that protobuf message "
-                      "(does the client use the broker's proto/sessionbroker/v1/broker.proto?)");
-}
 
 SessionStateList::SessionStateList(const v1::KeepAliveResponse& response) {
   for (const v1::SessionState& state : response.sessions()) Add(state);

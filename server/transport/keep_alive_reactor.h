@@ -58,10 +58,6 @@ inline constexpr int kMaxKeepAliveNames = 10'000;
 // linear search per name made a request of 48k names cost seconds of CPU).
 // Not thread-safe; not copyable or movable (the map's comparator points at
 // the counter).
-// INVALID_ARGUMENT's message for a request that is not a `request_type`
-// (full protobuf name) message.
-std::string UnparseableRequestMessage(absl::string_view request_type);
-
 class SessionStateList final {
  public:
   SessionStateList() = default;

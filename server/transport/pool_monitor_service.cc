@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/core/base/latest_only_writer.h"
+#include "server/transport/parse_failure.h"
 #include "server/transport/pool_status_conversion.h"
 #include "server/transport/status_mapping.h"
 #include "spdlog/spdlog.h"
@@ -56,6 +57,43 @@ class PoolMonitorService::WatchReactor final : public grpc::ServerWriteReactor<v
   core::LatestOnlyWriter<v1::PoolStatus> writer_;
   core::SnapshotSampler::WatchId watch_id_ = 0;  // set before any callback can run
 };
+
+PoolMonitorService::PoolMonitorService(core::SnapshotSampler& sampler, CallAuthenticator auth)
+    : sampler_(sampler), auth_(auth) {
+  // The indexes are the methods' order in monitor.proto, as the generated
+  // base class registers them. A request that cannot be parsed is answered
+  // INVALID_ARGUMENT with a message, as SessionBroker's are, instead of
+  // gRPC's UNIMPLEMENTED without one.
+  constexpr char kProto[] = "proto/sessionbroker/v1/monitor.proto";
+  MarkMethodCallback(
+      0, new ParseFailureReporter(
+             UnparseableRequestMessage(v1::GetPoolStatusRequest::descriptor()->full_name(), kProto),
+             new grpc::internal::CallbackUnaryHandler<v1::GetPoolStatusRequest, v1::PoolStatus>(
+                 [this](grpc::CallbackServerContext* context,
+                        const v1::GetPoolStatusRequest* request, v1::PoolStatus* response) {
+                   if (const std::string* failure = CurrentParseFailure()) {
+                     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+                     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, *failure));
+                     return reactor;
+                   }
+                   return GetPoolStatus(context, request, response);
+                 })));
+  MarkMethodCallback(
+      1,
+      new ParseFailureReporter(
+          UnparseableRequestMessage(v1::WatchPoolStatusRequest::descriptor()->full_name(), kProto),
+          new grpc::internal::CallbackServerStreamingHandler<v1::WatchPoolStatusRequest,
+                                                             v1::PoolStatus>(
+              [this](grpc::CallbackServerContext* context,
+                     const v1::WatchPoolStatusRequest* request)
+                  -> grpc::ServerWriteReactor<v1::PoolStatus>* {
+                if (const std::string* failure = CurrentParseFailure()) {
+                  return new RefusedStream(
+                      grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, *failure));
+                }
+                return WatchPoolStatus(context, request);
+              })));
+}
 
 PoolMonitorService::PoolMonitorService(core::SnapshotSampler& sampler, CallAuthenticator auth)
     : sampler_(sampler), auth_(auth) {}

@@ -6,6 +6,8 @@
 //    waiting (LatestOnlyWriter), so a slow reader never grows memory. A
 //    snapshot is converted to a PoolStatus once, whatever the number of
 //    watchers it goes to.
+//  * A request that cannot be parsed is answered INVALID_ARGUMENT naming its
+//    message type (parse_failure.h), on both methods.
 //  * EndAllStreams() (shutdown) refuses new watches with UNAVAILABLE and ends
 //    every open stream with OK, so that clients see a clean end rather than
 //    the cancellation grpc::Server::Shutdown would give them.

@@ -14,6 +14,7 @@
 #include "server/transport/client_id.h"
 #include "server/transport/keep_alive_reactor.h"
 #include "server/transport/listen_reactor.h"
+#include "server/transport/parse_failure.h"
 #include "server/transport/request_fingerprint.h"
 #include "server/transport/session_conversion.h"
 #include "server/transport/status_mapping.h"
@@ -41,42 +42,6 @@ absl::Status TooLarge(size_t bytes, size_t limit) {
       "-byte limit for one response (BROKER_MAX_RESULT_BYTES); add a LIMIT or page through "
       "the rows with WHERE/ORDER BY"));
 }
-
-// The message of the request of the call this thread is setting up, when
-// it could not be parsed; null otherwise. Set by ParseFailureReporter around
-// the generated handler, which calls the method synchronously on this thread.
-thread_local const std::string* t_parse_failure = nullptr;
-
-// Wraps a generated unary handler: when the request could not be parsed,
-// runs it as if it had (the handler then calls the method with an empty
-// request), with t_parse_failure set so the method answers INVALID_ARGUMENT
-// instead of the handler's UNIMPLEMENTED without a message.
-class ParseFailureReporter final : public grpc::internal::MethodHandler {
- public:
-  ParseFailureReporter(std::string request_type, grpc::internal::MethodHandler* inner)
-      : message_(UnparseableRequestMessage(request_type)), inner_(inner) {}
-
-  void RunHandler(const HandlerParameter& param) override {
-    if (param.status.ok()) {
-      inner_->RunHandler(param);
-      return;
-    }
-    t_parse_failure = &message_;
-    inner_->RunHandler(HandlerParameter(param.call, param.server_context, param.request,
-                                        grpc::Status::OK, param.internal_data,
-                                        param.call_requester));
-    t_parse_failure = nullptr;
-  }
-
-  void* Deserialize(grpc_call* call, grpc_byte_buffer* request, grpc::Status* status,
-                    void** handler_data) override {
-    return inner_->Deserialize(call, request, status, handler_data);
-  }
-
- private:
-  const std::string message_;
-  const std::unique_ptr<grpc::internal::MethodHandler> inner_;
-};
 
 // Listen on a service built without a NotificationHub.
 class UnimplementedWriter final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
@@ -148,6 +113,7 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
                                            core::SessionManager& sessions, size_t max_result_bytes,
                                            core::RequestLedger& ledger, CallAuthenticator auth,
+                                           int max_array_depth,
                                            core::NotificationHub* notifications,
                                            size_t listen_queue_capacity)
     : runner_(runner),
@@ -155,6 +121,7 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
       max_result_bytes_(max_result_bytes),
       ledger_(ledger),
       auth_(auth),
+      max_array_depth_(max_array_depth),
       notifications_(notifications),
       listen_queue_capacity_(listen_queue_capacity) {
   // The indexes are the methods' order in broker.proto, as the generated
@@ -237,11 +204,11 @@ void SessionBrokerService::ReportParseFailures(
     std::abort();
   }
   MarkMethodCallback(index, new ParseFailureReporter(
-                                Request::descriptor()->full_name(),
+                                UnparseableRequestMessage(Request::descriptor()->full_name()),
                                 new grpc::internal::CallbackUnaryHandler<Request, Response>(
                                     [this, method](grpc::CallbackServerContext* context,
                                                    const Request* request, Response* response) {
-                                      if (const std::string* failure = t_parse_failure) {
+                                      if (const std::string* failure = CurrentParseFailure()) {
                                         return Respond(context,
                                                        absl::InvalidArgumentError(*failure));
                                       }
@@ -361,7 +328,8 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   core::RunRequest run;
   run.deadline = DeadlineOf(*context);
   run.client_id = who->client_id;
-  absl::StatusOr<std::vector<storage::Value>> params = ParamsFromProto(request->params(), "");
+  absl::StatusOr<std::vector<storage::Value>> params =
+      ParamsFromProto(request->params(), "", max_array_depth_);
   if (!params.ok()) return Respond(context, params.status());
   absl::StatusOr<std::vector<std::string>> types = ParamTypesFromProto(request->params(), "");
   if (!types.ok()) return Respond(context, types.status());
@@ -400,7 +368,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
   for (int i = 0; i < request->statements_size(); ++i) {
     const v1::Statement& s = request->statements(i);
     absl::StatusOr<std::vector<storage::Value>> params =
-        ParamsFromProto(s.params(), absl::StrCat("statements[", i, "]."));
+        ParamsFromProto(s.params(), absl::StrCat("statements[", i, "]."), max_array_depth_);
     if (!params.ok()) return Respond(context, params.status());
     absl::StatusOr<std::vector<std::string>> types =
         ParamTypesFromProto(s.params(), absl::StrCat("statements[", i, "]."));

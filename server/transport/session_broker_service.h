@@ -47,6 +47,7 @@
 #include "server/core/notify/notification_hub.h"
 #include "server/core/session/session_manager.h"
 #include "server/transport/call_identity.h"
+#include "server/transport/value_conversion.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 
 namespace sessionbroker::transport {
@@ -54,11 +55,13 @@ namespace sessionbroker::transport {
 class SessionBrokerService final : public v1::SessionBroker::CallbackService {
  public:
   // `ledger` remembers the request ids of session calls; it must outlive
-  // the service. `notifications` serves Listen; null (unit tests without a
-  // database) answers Listen with UNIMPLEMENTED.
+  // the service. `max_array_depth`: BROKER_MAX_ARRAY_DEPTH, the deepest
+  // nesting of array parameters taken (value_conversion.h). `notifications` serves Listen; null
+  // (unit tests without a database) answers Listen with UNIMPLEMENTED.
   SessionBrokerService(core::StatementRunner& runner, core::SessionManager& sessions,
                        size_t max_result_bytes, core::RequestLedger& ledger,
                        CallAuthenticator auth = CallAuthenticator(),
+                       int max_array_depth = kMaxArrayDepth,
                        core::NotificationHub* notifications = nullptr,
                        size_t listen_queue_capacity = 1000);
 
@@ -159,6 +162,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   const size_t max_result_bytes_;
   core::RequestLedger& ledger_;
   const CallAuthenticator auth_;
+  const int max_array_depth_;
   core::NotificationHub* const notifications_;
   const size_t listen_queue_capacity_;
   std::atomic<bool> draining_{false};

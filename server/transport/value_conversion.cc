@@ -1,5 +1,6 @@
 #include "server/transport/value_conversion.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -9,9 +10,6 @@
 namespace sessionbroker::transport {
 namespace {
 
-// PostgreSQL arrays have at most 6 dimensions (MAXDIM).
-constexpr int kMaxArrayDepth = 6;
-
 // Why Fill() refused a value.
 enum class Refusal { kNone, kNoValue, kTooDeep };
 
@@ -19,7 +17,8 @@ enum class Refusal { kNone, kNoValue, kTooDeep };
 // array indices that lead to the refused element, innermost first. Parameters
 // are almost always valid, so no position string ("params[3][1]") and no
 // Status is built unless one is refused, and values are built in place.
-Refusal Fill(const v1::Value& value, int depth, storage::Value* out, std::vector<int>* path) {
+Refusal Fill(const v1::Value& value, int depth, int max_depth, storage::Value* out,
+             std::vector<int>* path) {
   using Kind = storage::Value::Kind;
   switch (value.kind_case()) {
     case v1::Value::kNullValue:
@@ -54,13 +53,13 @@ Refusal Fill(const v1::Value& value, int depth, storage::Value* out, std::vector
       out->text = value.json_value();
       return Refusal::kNone;
     case v1::Value::kArrayValue: {
-      if (depth >= kMaxArrayDepth) return Refusal::kTooDeep;
+      if (depth >= max_depth) return Refusal::kTooDeep;
       const auto& values = value.array_value().values();
       out->kind = Kind::kArray;
       out->elements.resize(static_cast<size_t>(values.size()));
       for (int i = 0; i < values.size(); ++i) {
         const Refusal refused =
-            Fill(values.Get(i), depth + 1, &out->elements[static_cast<size_t>(i)], path);
+            Fill(values.Get(i), depth + 1, max_depth, &out->elements[static_cast<size_t>(i)], path);
         if (refused != Refusal::kNone) {
           path->push_back(i);
           return refused;
@@ -75,12 +74,18 @@ Refusal Fill(const v1::Value& value, int depth, storage::Value* out, std::vector
 }
 
 // The INVALID_ARGUMENT for a refused value at `where` + `path`.
-absl::Status Refused(Refusal refusal, absl::string_view where, const std::vector<int>& path) {
+absl::Status Refused(Refusal refusal, absl::string_view where, const std::vector<int>& path,
+                     int max_depth) {
   std::string at(where);
   for (auto it = path.rbegin(); it != path.rend(); ++it) absl::StrAppend(&at, "[", *it, "]");
   if (refusal == Refusal::kTooDeep) {
+    if (max_depth >= kMaxArrayDepth) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ": arrays nest deeper than PostgreSQL's ",
+                                                     kMaxArrayDepth, " dimensions"));
+    }
     return absl::InvalidArgumentError(
-        absl::StrCat(at, ": arrays nest deeper than PostgreSQL's ", kMaxArrayDepth, " dimensions"));
+        absl::StrCat(at, ": arrays nest deeper than ", max_depth,
+                     " levels, this broker's limit (BROKER_MAX_ARRAY_DEPTH)"));
   }
   return absl::InvalidArgumentError(
       absl::StrCat(at, " has no value set; use null_value for SQL NULL"));
@@ -88,22 +93,27 @@ absl::Status Refused(Refusal refusal, absl::string_view where, const std::vector
 
 }  // namespace
 
-absl::StatusOr<storage::Value> ValueFromProto(const v1::Value& value, absl::string_view where) {
+absl::StatusOr<storage::Value> ValueFromProto(const v1::Value& value, absl::string_view where,
+                                              int max_array_depth) {
+  max_array_depth = std::min(max_array_depth, kMaxArrayDepth);
   storage::Value out;
   std::vector<int> path;
-  const Refusal refused = Fill(value, 0, &out, &path);
-  if (refused != Refusal::kNone) return Refused(refused, where, path);
+  const Refusal refused = Fill(value, 0, max_array_depth, &out, &path);
+  if (refused != Refusal::kNone) return Refused(refused, where, path, max_array_depth);
   return out;
 }
 
 absl::StatusOr<std::vector<storage::Value>> ParamsFromProto(
-    const google::protobuf::RepeatedPtrField<v1::Value>& params, absl::string_view where_prefix) {
+    const google::protobuf::RepeatedPtrField<v1::Value>& params, absl::string_view where_prefix,
+    int max_array_depth) {
+  max_array_depth = std::min(max_array_depth, kMaxArrayDepth);
   std::vector<storage::Value> out(static_cast<size_t>(params.size()));
   std::vector<int> path;
   for (int i = 0; i < params.size(); ++i) {
-    const Refusal refused = Fill(params.Get(i), 0, &out[static_cast<size_t>(i)], &path);
+    const Refusal refused =
+        Fill(params.Get(i), 0, max_array_depth, &out[static_cast<size_t>(i)], &path);
     if (refused != Refusal::kNone) {
-      return Refused(refused, absl::StrCat(where_prefix, "params[", i, "]"), path);
+      return Refused(refused, absl::StrCat(where_prefix, "params[", i, "]"), path, max_array_depth);
     }
   }
   return out;

@@ -16,14 +16,21 @@
 
 namespace sessionbroker::transport {
 
+// PostgreSQL arrays have at most 6 dimensions (MAXDIM); the operator's
+// BROKER_MAX_ARRAY_DEPTH may lower it.
+inline constexpr int kMaxArrayDepth = 6;
+
 // INVALID_ARGUMENT, naming `where` (e.g. "params[2]"), when a value has no
-// case set or arrays nest deeper than PostgreSQL allows.
-absl::StatusOr<storage::Value> ValueFromProto(const v1::Value& value, absl::string_view where);
+// case set or arrays nest deeper than `max_array_depth` (at most
+// kMaxArrayDepth) levels.
+absl::StatusOr<storage::Value> ValueFromProto(const v1::Value& value, absl::string_view where,
+                                              int max_array_depth = kMaxArrayDepth);
 
 // `where_prefix` is prepended to each parameter's position (e.g.
 // "statements[1].").
 absl::StatusOr<std::vector<storage::Value>> ParamsFromProto(
-    const google::protobuf::RepeatedPtrField<v1::Value>& params, absl::string_view where_prefix);
+    const google::protobuf::RepeatedPtrField<v1::Value>& params, absl::string_view where_prefix,
+    int max_array_depth = kMaxArrayDepth);
 
 // The longest Value.type accepted: a schema-qualified name of two
 // PostgreSQL identifiers (63 bytes each) with room for quotes, a type

@@ -94,6 +94,45 @@ TEST(ConfigTest, ReadsEveryKnob) {
   EXPECT_EQ(c->log_format, "json");
 }
 
+TEST(ConfigTest, RequestLimitsDefaultToTheDocumentedOnesAndAreRead) {
+  absl::StatusOr<Config> d = LoadConfig(WithUrl({}));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->max_request_bytes, 16u << 20);
+  EXPECT_EQ(d->max_metadata_bytes, 16u << 10);
+  EXPECT_EQ(d->request_limits.max_sql_bytes, 1u << 20);
+  EXPECT_EQ(d->request_limits.max_statement_params, 65535u);
+  EXPECT_EQ(d->request_limits.max_batch_statements, 1000u);
+  EXPECT_EQ(d->max_array_depth, 6);
+  absl::StatusOr<Config> c = LoadConfig(WithUrl({{"BROKER_MAX_REQUEST_BYTES", "65536"},
+                                                 {"BROKER_MAX_METADATA_BYTES", "4096"},
+                                                 {"BROKER_MAX_SQL_BYTES", "100"},
+                                                 {"BROKER_MAX_STATEMENT_PARAMS", "10"},
+                                                 {"BROKER_MAX_BATCH_STATEMENTS", "5"},
+                                                 {"BROKER_MAX_ARRAY_DEPTH", "2"}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->max_request_bytes, 65536u);
+  EXPECT_EQ(c->max_metadata_bytes, 4096u);
+  EXPECT_EQ(c->request_limits.max_sql_bytes, 100u);
+  EXPECT_EQ(c->request_limits.max_statement_params, 10u);
+  EXPECT_EQ(c->request_limits.max_batch_statements, 5u);
+  EXPECT_EQ(c->max_array_depth, 2);
+}
+
+TEST(ConfigTest, RequestLimitsPastWhatPostgresOrGrpcTakeAreRefused) {
+  for (const auto& [name, value] :
+       std::vector<std::pair<std::string, std::string>>{{"BROKER_MAX_STATEMENT_PARAMS", "65536"},
+                                                        {"BROKER_MAX_ARRAY_DEPTH", "7"},
+                                                        {"BROKER_MAX_ARRAY_DEPTH", "0"},
+                                                        {"BROKER_MAX_BATCH_STATEMENTS", "0"},
+                                                        {"BROKER_MAX_SQL_BYTES", "0"},
+                                                        {"BROKER_MAX_REQUEST_BYTES", "2147483648"},
+                                                        {"BROKER_MAX_METADATA_BYTES", "100"}}) {
+    absl::StatusOr<Config> c = LoadConfig(WithUrl({{name, value}}));
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << name << "=" << value;
+    EXPECT_THAT(c.status().message(), HasSubstr(name));
+  }
+}
+
 TEST(ConfigTest, RecycleMinusOneDisablesRecycling) {
   absl::StatusOr<Config> c = LoadConfig(WithUrl({{"DB_POOL_RECYCLE", "-1"}}));
   ASSERT_TRUE(c.ok()) << c.status();

@@ -57,7 +57,7 @@ bool Cacheable(const SqlInfo& info) {
 // Checks the request; on success tells whether the connection must be reset
 // afterwards because a statement may leave session state behind. With
 // `statements` (the request's own), marks the cacheable ones.
-absl::StatusOr<bool> Check(const RunRequest& request,
+absl::StatusOr<bool> Check(const RunRequest& request, const RequestLimits& limits,
                            std::vector<storage::Statement>* statements = nullptr,
                            bool savepoints_may_follow = false) {
   if (RunsOnGivenConnection(request.op) && !request.connection) {
@@ -77,10 +77,24 @@ absl::StatusOr<bool> Check(const RunRequest& request,
   if (!several_allowed && request.statements.size() != 1) {
     return absl::InvalidArgumentError("Execute runs exactly one statement");
   }
+  if (request.statements.size() > limits.max_batch_statements) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the batch has ", request.statements.size(), " statements; this broker takes at most ",
+        limits.max_batch_statements,
+        " per call (BROKER_MAX_BATCH_STATEMENTS): split it, or pass rows as array parameters"));
+  }
   bool needs_reset = false;
   for (size_t i = 0; i < request.statements.size(); ++i) {
     const storage::Statement& s = request.statements[i];
     const std::string where = several_allowed ? absl::StrCat("statements[", i, "]: ") : "";
+    // Before anything reads the text: classifying it costs time linear in
+    // its length.
+    if (s.sql.size() > limits.max_sql_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "sql is ", s.sql.size(), " bytes; this broker takes at most ",
+          limits.max_sql_bytes,
+          " per statement (BROKER_MAX_SQL_BYTES): pass data as parameters, not in the SQL text"));
+    }
     // libpq takes the SQL as a C string: it would end at the NUL, silently.
     if (s.sql.find('\0') != std::string::npos) {
       return absl::InvalidArgumentError(
@@ -90,6 +104,13 @@ absl::StatusOr<bool> Check(const RunRequest& request,
       return absl::InvalidArgumentError(absl::StrCat(
           where, "the statement has ", s.params.size(), " parameters; PostgreSQL takes at most ",
           kMaxStatementParams, " per statement: pass the values as an array parameter instead"));
+    }
+    if (s.params.size() > limits.max_statement_params) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "the statement has ", s.params.size(), " parameters; this broker takes at most ",
+          limits.max_statement_params,
+          " per statement (BROKER_MAX_STATEMENT_PARAMS): pass the values as an array parameter "
+          "instead"));
     }
     const SqlInfo info = ClassifySql(s.sql);
     if (info.empty) return absl::InvalidArgumentError(absl::StrCat(where, "sql is empty"));
@@ -679,8 +700,8 @@ StatementRunner::StatementRunner(ConnectionPool& pool, TimerQueue& timers,
       clock_(clock),
       options_(std::move(options)) {}
 
-absl::Status StatementRunner::Validate(const RunRequest& request, bool in_session) {
-  return Check(request, nullptr, in_session).status();
+absl::Status StatementRunner::Validate(const RunRequest& request, bool in_session) const {
+  return Check(request, options_.limits, nullptr, in_session).status();
 }
 
 std::shared_ptr<RunningCall> StatementRunner::Run(RunRequest request, Callback done) {
@@ -690,7 +711,7 @@ std::shared_ptr<RunningCall> StatementRunner::Run(RunRequest request, Callback d
 }
 
 std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCallback done) {
-  absl::StatusOr<bool> needs_reset = Check(request, &request.statements);
+  absl::StatusOr<bool> needs_reset = Check(request, options_.limits, &request.statements);
   if (!needs_reset.ok()) {
     RunOutcome outcome;
     outcome.results = needs_reset.status();

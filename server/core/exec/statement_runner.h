@@ -3,8 +3,9 @@
 //
 //  * Requests are checked before any database work, here and nowhere else
 //    (empty SQL, a NUL byte in it, several statements in one string,
-//    transaction control, placeholder/parameter count mismatch, more than
-//    kMaxStatementParams parameters → INVALID_ARGUMENT).
+//    transaction control, placeholder/parameter count mismatch, and the
+//    operator's RequestLimits: SQL bytes, parameters per statement,
+//    statements per batch → INVALID_ARGUMENT naming the limit's setting).
 //  * The call's deadline bounds the pool wait and the statement: when it
 //    passes mid-statement, a cancel request goes to PostgreSQL, the statement
 //    stops, the caller gets DEADLINE_EXCEEDED and the connection is reused.
@@ -48,6 +49,19 @@ namespace sessionbroker::core {
 // (and so libpq) counts them in 16 bits.
 inline constexpr size_t kMaxStatementParams = 65'535;
 
+// Bounds on one request, each an operator's setting (server/config.cc); the
+// message of a request over one names the setting. The defaults are the
+// configuration's defaults.
+struct RequestLimits {
+  // BROKER_MAX_SQL_BYTES: the bytes of one statement's SQL text.
+  size_t max_sql_bytes = 1 << 20;
+  // BROKER_MAX_STATEMENT_PARAMS: parameters of one statement, at most
+  // kMaxStatementParams (the protocol's own limit).
+  size_t max_statement_params = kMaxStatementParams;
+  // BROKER_MAX_BATCH_STATEMENTS: statements of one ExecuteBatch.
+  size_t max_batch_statements = 1000;
+};
+
 struct RunnerOptions {
   size_t max_result_bytes = 4 << 20;
   // Upper bound on a statement's (or batch's) run time whatever the deadline.
@@ -57,6 +71,7 @@ struct RunnerOptions {
   // The table of one-shot calls' request ids (RunRequest::durable); null:
   // such requests fail with FAILED_PRECONDITION. Must outlive the runner.
   RequestOutcomes* request_outcomes = nullptr;
+  RequestLimits limits;
 };
 
 struct RunRequest {
@@ -162,7 +177,7 @@ class StatementRunner final {
   // Checks a request without touching the database. `in_session`: the
   // request is a session's, which may yet run inside its transaction (as
   // kInTransaction), so savepoint statements pass here; RunStep checks again.
-  static absl::Status Validate(const RunRequest& request, bool in_session = false);
+  absl::Status Validate(const RunRequest& request, bool in_session = false) const;
 
   // Starts the work and returns at once. `done` runs exactly once: inline when
   // the request is invalid, otherwise on an executor thread. The connection is

@@ -743,7 +743,7 @@ std::shared_ptr<RunningCall> SessionManager::Run(const Caller& caller, absl::str
                                                  StatementRunner::Callback done) {
   // Bad requests fail before they reach the session: they must not abort its
   // transaction.
-  if (absl::Status valid = StatementRunner::Validate(request, /*in_session=*/true); !valid.ok()) {
+  if (absl::Status valid = runner_.Validate(request, /*in_session=*/true); !valid.ok()) {
     std::move(done)(std::move(valid));
     return nullptr;
   }

@@ -287,6 +287,58 @@ TEST_F(KeepAliveStreamTest, ARequestOfMoreNamesThanTheLimitEndsTheStreamWithInva
   EXPECT_FALSE(session.held_by_stream()) << "nothing of the request was applied";
 }
 
+// The in-process transport delivers a message only to a pending read, so
+// the client's writes show when the reactor reads: while an answer waits
+// behind the one in flight (the client does not read), the next request is
+// not read, and a client that keeps writing is held back instead of growing
+// what waits for it; reading an answer resumes the reads.
+TEST_F(KeepAliveStreamTest, ReadsPauseWhileTheClientDoesNotReadItsAnswers) {
+  grpc::CompletionQueue cq;
+  grpc::ClientContext context;
+  auto tag = [](intptr_t i) { return reinterpret_cast<void*>(i); };
+  // The next event, or nullptr when none comes within `wait`.
+  auto next = [&cq](absl::Duration wait) -> void* {
+    void* got = nullptr;
+    bool ok = false;
+    const grpc::CompletionQueue::NextStatus status =
+        cq.AsyncNext(&got, &ok, absl::ToChronoTime(absl::Now() + wait));
+    if (status != grpc::CompletionQueue::GOT_EVENT) return nullptr;
+    EXPECT_TRUE(ok) << "event " << reinterpret_cast<intptr_t>(got);
+    return got;
+  };
+  auto request = [](const std::string& name) {
+    v1::KeepAliveRequest r;
+    r.add_hold(name);
+    return r;
+  };
+  std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::KeepAliveRequest, v1::KeepAliveResponse>>
+      stream = broker_.broker().AsyncKeepAlive(&context, &cq, tag(1));
+  ASSERT_EQ(next(absl::Seconds(10)), tag(1));
+  // The first request is read and answered (the answer is in flight); the
+  // second is read while it is, and its answer waits behind it.
+  const v1::KeepAliveRequest first = request("unknown-1");
+  stream->Write(first, tag(2));
+  ASSERT_EQ(next(absl::Seconds(10)), tag(2));
+  const v1::KeepAliveRequest second = request("unknown-2");
+  stream->Write(second, tag(3));
+  ASSERT_EQ(next(absl::Seconds(10)), tag(3));
+  // The third is not read while the client reads nothing.
+  const v1::KeepAliveRequest third = request("unknown-3");
+  stream->Write(third, tag(4));
+  EXPECT_EQ(next(absl::Milliseconds(300)), nullptr) << "the reactor read while an answer waited";
+  // Reading the first answer lets the waiting one go out and the reads resume.
+  v1::KeepAliveResponse answer;
+  stream->Read(&answer, tag(5));
+  std::vector<void*> events = {next(absl::Seconds(10)), next(absl::Seconds(10))};
+  EXPECT_THAT(events, ::testing::UnorderedElementsAre(tag(4), tag(5)));
+  EXPECT_THAT(Summary(answer), ElementsAre(::testing::StartsWith("unknown-1:")));
+  context.TryCancel();
+  grpc::Status status;
+  stream->Finish(&status, tag(6));
+  while (next(absl::Seconds(10)) != tag(6)) {
+  }
+}
+
 TEST_F(KeepAliveStreamTest, AGarbageFrameEndsTheStreamWithInvalidArgument) {
   // Field 1 with wire type 7, which does not exist: no message parses.
   grpc::Status status = sessionbroker::testing::RawStreamCall(

@@ -11,12 +11,14 @@
 #include "gtest/gtest.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 #include "sessionbroker/v1/monitor.grpc.pb.h"
+#include "tests/support/grpc_wire.h"
 #include "tests/support/in_process_broker.h"
 
 namespace sessionbroker::transport {
 namespace {
 
 using ::sessionbroker::testing::InProcessBroker;
+using ::testing::HasSubstr;
 
 class PoolMonitorServiceTest : public ::testing::Test {
  protected:
@@ -101,6 +103,29 @@ TEST_F(PoolMonitorServiceTest, AWatchOpenedAfterTheStreamsEndedIsUnavailable) {
   grpc::Status rpc = stream->Finish();
   EXPECT_EQ(rpc.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(rpc.error_message(), "the broker is shutting down; watch another instance");
+}
+
+TEST_F(PoolMonitorServiceTest, AnUnparseableRequestIsInvalidArgumentNamingTheMessage) {
+  // Field 1 with wire type 7, which does not exist: no message parses.
+  const std::string garbage("\x0f\x01", 2);
+  grpc::Status unary = sessionbroker::testing::RawUnaryCall(
+      broker_.channel(), "/sessionbroker.v1.PoolMonitor/GetPoolStatus", garbage);
+  EXPECT_EQ(unary.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(unary.error_message(),
+              HasSubstr("sessionbroker.v1.GetPoolStatusRequest could not be parsed"));
+  EXPECT_THAT(unary.error_message(), HasSubstr("monitor.proto"));
+  grpc::Status stream = sessionbroker::testing::RawStreamCall(
+      broker_.channel(), "/sessionbroker.v1.PoolMonitor/WatchPoolStatus", garbage);
+  EXPECT_EQ(stream.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(stream.error_message(),
+              HasSubstr("sessionbroker.v1.WatchPoolStatusRequest could not be parsed"));
+  EXPECT_EQ(broker_.monitor_service().streams(), 0) << "no watch was registered";
+}
+
+TEST_F(PoolMonitorServiceTest, AParseableRequestStillReachesTheMethods) {
+  grpc::Status unary = sessionbroker::testing::RawUnaryCall(
+      broker_.channel(), "/sessionbroker.v1.PoolMonitor/GetPoolStatus", "");
+  EXPECT_TRUE(unary.ok()) << unary.error_message();
 }
 
 }  // namespace

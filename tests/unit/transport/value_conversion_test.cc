@@ -73,6 +73,27 @@ TEST(ValueConversionTest, ArraysDeeperThanPostgresAllowsAreRefused) {
   EXPECT_TRUE(ValueFromProto(six, "value").ok());
 }
 
+TEST(ValueConversionTest, ArraysDeeperThanTheOperatorsLimitAreRefusedNamingTheSetting) {
+  google::protobuf::RepeatedPtrField<v1::Value> params;
+  *params.Add() = ArrayOf({ArrayOf({Int(1)})});
+  *params.Add() = ArrayOf({ArrayOf({ArrayOf({Int(1)})})});
+  absl::StatusOr<std::vector<storage::Value>> out = ParamsFromProto(params, "", 2);
+  ASSERT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(out.status().message(),
+            "params[1][0][0]: arrays nest deeper than 2 levels, this broker's limit "
+            "(BROKER_MAX_ARRAY_DEPTH)");
+  params.RemoveLast();
+  EXPECT_TRUE(ParamsFromProto(params, "", 2).ok()) << "two levels are within the limit";
+}
+
+TEST(ValueConversionTest, ALimitAbovePostgresOwnIsPostgresOwn) {
+  v1::Value v = Int(1);
+  for (int i = 0; i < 7; ++i) v = ArrayOf({std::move(v)});
+  absl::StatusOr<storage::Value> out = ValueFromProto(v, "value", 100);
+  ASSERT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(out.status().message(), HasSubstr("deeper than PostgreSQL's 6"));
+}
+
 TEST(ValueConversionTest, ParamTypesAreEmptyUnlessAParameterNamesOne) {
   v1::ExecuteRequest request;
   request.add_params()->set_int64_value(1);

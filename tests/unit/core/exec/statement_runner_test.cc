@@ -153,6 +153,75 @@ TEST_F(StatementRunnerTest, ANulByteInTheSqlIsRefusedRatherThanTruncatingTheStat
   EXPECT_EQ(connector_.connects(), 0);
 }
 
+// A runner with the operator's lower request limits, over the same pool.
+class LimitedRunnerTest : public StatementRunnerTest {
+ protected:
+  LimitedRunnerTest() {
+    RunnerOptions options;
+    options.limits.max_sql_bytes = 16;
+    options.limits.max_statement_params = 2;
+    options.limits.max_batch_statements = 3;
+    runner_ = std::make_unique<StatementRunner>(*pool_, timers_, executor_, clock_, options);
+  }
+
+  // The status of a request the runner refuses inline, before any database
+  // work (the callback ran before Run returned and nothing connected).
+  absl::Status Refusal(RunRequest request) {
+    std::optional<absl::Status> status;
+    runner_->Run(std::move(request), [&](absl::StatusOr<Results> r) { status = r.status(); });
+    EXPECT_TRUE(status.has_value()) << "refused inline, before any database work";
+    EXPECT_EQ(connector_.connects(), 0);
+    return status.value_or(absl::InternalError("the callback did not run inline"));
+  }
+};
+
+TEST_F(LimitedRunnerTest, SqlLongerThanTheLimitIsRefusedNamingTheSetting) {
+  const absl::Status status = Refusal(One("SELECT 1234567890"));  // 17 bytes
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("sql is 17 bytes"));
+  EXPECT_THAT(status.message(), HasSubstr("at most 16 per statement (BROKER_MAX_SQL_BYTES)"));
+  EXPECT_TRUE(RunToEnd(One("SELECT 123456789")).ok()) << "16 bytes are within the limit";
+}
+
+TEST_F(LimitedRunnerTest, MoreParametersThanTheLimitAreRefusedNamingTheSetting) {
+  const absl::Status status =
+      Refusal(One("SELECT $1,$2,$3",
+                  {storage::Value::Int64(1), storage::Value::Int64(2), storage::Value::Int64(3)}));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("3 parameters"));
+  EXPECT_THAT(status.message(), HasSubstr("at most 2 per statement (BROKER_MAX_STATEMENT_PARAMS)"));
+  EXPECT_TRUE(
+      RunToEnd(One("SELECT $1,$2", {storage::Value::Int64(1), storage::Value::Int64(2)})).ok());
+}
+
+TEST_F(LimitedRunnerTest, ABatchOfMoreStatementsThanTheLimitIsRefusedNamingTheSetting) {
+  RunRequest batch;
+  batch.op = RunRequest::Op::kBatch;
+  batch.statements.assign(4, storage::Statement{"SELECT 1", {}});
+  const absl::Status status = Refusal(std::move(batch));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("the batch has 4 statements"));
+  EXPECT_THAT(status.message(), HasSubstr("at most 3 per call (BROKER_MAX_BATCH_STATEMENTS)"));
+  RunRequest three;
+  three.op = RunRequest::Op::kBatch;
+  three.statements.assign(3, storage::Statement{"SELECT 1", {}});
+  EXPECT_TRUE(RunToEnd(std::move(three)).ok());
+}
+
+TEST_F(LimitedRunnerTest, AnOverlongStatementOfABatchIsNamedByItsPosition) {
+  RunRequest batch;
+  batch.op = RunRequest::Op::kBatch;
+  batch.statements = {{"SELECT 1", {}}, {std::string(100, ' ') + "SELECT 1", {}}};
+  const absl::Status status = Refusal(std::move(batch));
+  EXPECT_THAT(status.message(), HasSubstr("statements[1]: sql is 108 bytes"));
+}
+
+TEST_F(LimitedRunnerTest, ValidateAppliesTheSameLimits) {
+  EXPECT_EQ(runner_->Validate(One("SELECT 1234567890"), /*in_session=*/true).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(runner_->Validate(One("SELECT 1"), /*in_session=*/true).ok());
+}
+
 TEST_F(StatementRunnerTest, BatchErrorsNameTheStatement) {
   RunRequest batch;
   batch.op = RunRequest::Op::kBatch;

@@ -1256,6 +1256,14 @@ TEST_F(SessionManagerTest, TxMaxDurationReachedWhileAStatementIsStartingAbortsIt
 
 class StreamTest : public SessionManagerTest {
  protected:
+  // The manager's shutdown tells the streams their sessions ended: it runs
+  // here, while told_ still exists, not in ~SessionManagerTest after it is
+  // gone (UBSan: the listener reached into a destroyed StreamTest).
+  ~StreamTest() override {
+    manager_->Shutdown(absl::InfinitePast());
+    executor_.RunAll();
+  }
+
   SessionManager::StreamId Open() {
     return manager_->OpenStream([this](StreamUpdate u) { told_.push_back(std::move(u)); });
   }
