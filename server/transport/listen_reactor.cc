@@ -7,6 +7,7 @@
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "server/transport/client_id.h"
 #include "server/transport/keep_alive_reactor.h"
+#include "server/transport/parse_failure.h"
 #include "server/transport/status_mapping.h"
 #include "sessionbroker/v1/broker.pb.h"
 #include "spdlog/spdlog.h"

@@ -95,9 +95,6 @@ PoolMonitorService::PoolMonitorService(core::SnapshotSampler& sampler, CallAuthe
               })));
 }
 
-PoolMonitorService::PoolMonitorService(core::SnapshotSampler& sampler, CallAuthenticator auth)
-    : sampler_(sampler), auth_(auth) {}
-
 absl::Status PoolMonitorService::MayMonitor(const grpc::CallbackServerContext& context) const {
   absl::StatusOr<CallIdentity> who = auth_.Identify(context);
   if (!who.ok()) return who.status();
