@@ -84,10 +84,13 @@ constexpr char kBaselineSettingsSql[] =
 // the role's default may still name a schema a caller can write to. The
 // statements go unnamed (parsed and planned on every reset), so the last one
 // reads the prepared statements in one aggregate over the set-returning
-// function itself, not twice through the pg_prepared_statements view: that
-// halves what the whole reset costs the server (docs/benchmarks.md, "The
-// session reset of issue 13"). With no GROUP BY the aggregate gives exactly
-// one row, in which the other calls run once.
+// function itself, not twice through the pg_prepared_statements view: parsing
+// and planning that view twice was the largest part of what the reset cost
+// the server (docs/benchmarks.md, "The session reset of issue 13"). With no
+// GROUP BY the aggregate gives exactly one row, in which the other calls run
+// once. The statements are not prepared: a caller can DEALLOCATE a named
+// statement and PREPARE its own under the name, which the reset would then
+// run in its place.
 constexpr const char* kResetStatements[] = {
     "CLOSE ALL",
     "SET SESSION AUTHORIZATION DEFAULT",
