@@ -81,7 +81,16 @@ constexpr char kBaselineSettingsSql[] =
 // statements: how many came from the protocol (the broker's own PQprepare)
 // and the DEALLOCATE commands for those a caller made with SQL PREPARE.
 // Everything is schema-qualified: RESET ALL has restored search_path, but
-// the role's default may still name a schema a caller can write to.
+// the role's default may still name a schema a caller can write to. The
+// statements go unnamed (parsed and planned on every reset), so the last one
+// reads the prepared statements in one aggregate over the set-returning
+// function itself, not twice through the pg_prepared_statements view: parsing
+// and planning that view twice was the largest part of what the reset cost
+// the server (docs/benchmarks.md, "The session reset of issue 13"). With no
+// GROUP BY the aggregate gives exactly one row, in which the other calls run
+// once. The statements are not prepared: a caller can DEALLOCATE a named
+// statement and PREPARE its own under the name, which the reset would then
+// run in its place.
 constexpr const char* kResetStatements[] = {
     "CLOSE ALL",
     "SET SESSION AUTHORIZATION DEFAULT",
@@ -94,11 +103,10 @@ constexpr const char* kResetStatements[] = {
     "pg_catalog.set_config('IntervalStyle', 'iso_8601', false), "
     "pg_catalog.set_config('TimeZone', 'UTC', false), "
     "pg_catalog.set_config('extra_float_digits', '3', false), "
-    "(SELECT pg_catalog.count(*) FILTER (WHERE NOT from_sql) "
-    "FROM pg_catalog.pg_prepared_statements), "
-    "(SELECT pg_catalog.string_agg('DEALLOCATE ' OPERATOR(pg_catalog.||) "
-    "pg_catalog.quote_ident(name), '; ') FILTER (WHERE from_sql) "
-    "FROM pg_catalog.pg_prepared_statements)",
+    "pg_catalog.count(*) FILTER (WHERE NOT p.from_sql), "
+    "pg_catalog.string_agg('DEALLOCATE ' OPERATOR(pg_catalog.||) "
+    "pg_catalog.quote_ident(p.name), '; ') FILTER (WHERE p.from_sql) "
+    "FROM pg_catalog.pg_prepared_statement() p",
 };
 constexpr int kResetStatementCount = sizeof(kResetStatements) / sizeof(kResetStatements[0]);
 // Columns of the last reset statement's row.
