@@ -147,6 +147,8 @@ class MonitorE2eTest : public BrokerFixture {
   // tests count from after it.
   static constexpr int kStartupCheckouts = 2;
   static constexpr int kStartupStatements = 2;
+  // The table's creation is one batch: one statement_duration sample.
+  static constexpr int kStartupCalls = 1;
   void WaitForStartupWork() {
     const absl::Time give_up = absl::Now() + absl::Seconds(30);
     while (absl::Now() < give_up) {
@@ -289,7 +291,7 @@ TEST_F(MonitorE2eTest, GetPoolStatusCountsWhatTheTestDid) {
   EXPECT_EQ(BrokerConnections(), 2);
   EXPECT_EQ(after.checkout_wait().count(), kStartupCheckouts + kCalls + 2);
   EXPECT_EQ(FromProto(after.checkout_wait().window()), absl::Seconds(60));
-  EXPECT_EQ(after.statement_duration().count(), kStartupStatements + kCalls + 2);
+  EXPECT_EQ(after.statement_duration().count(), kStartupCalls + kCalls + 2);
   // The two pg_sleep(2) statements are the slowest.
   EXPECT_GE(FromProto(after.statement_duration().max()), absl::Seconds(2));
   EXPECT_LT(FromProto(after.statement_duration().p50()), absl::Seconds(2));
@@ -384,16 +386,20 @@ TEST_F(MonitorE2eTest, MetricsParseAsPrometheusTextWithTheNumbersOfThePool) {
   EXPECT_EQ(m["sessionbroker_pool_checkouts_total"], kStartupCheckouts + kCalls + 1);
   EXPECT_EQ(m["sessionbroker_statements_total"], kStartupStatements + kCalls + 1);
   EXPECT_EQ(m["sessionbroker_statement_errors_total"], 1);
-  EXPECT_EQ(m["sessionbroker_pool_connects_total"], 1);
-  EXPECT_EQ(m["sessionbroker_pool_connections{state=idle}"], 1);
+  // The health probe and the outcomes table's creation may have overlapped
+  // at start and opened a connection each.
+  const double opened = m["sessionbroker_pool_connects_total"];
+  EXPECT_GE(opened, 1);
+  EXPECT_LE(opened, 2);
+  EXPECT_EQ(m["sessionbroker_pool_connections{state=idle}"], opened);
   EXPECT_EQ(m["sessionbroker_pool_connections{state=in_use}"], 0);
   EXPECT_EQ(m["sessionbroker_pool_connections_open"], BrokerConnections());
   EXPECT_EQ(m["sessionbroker_pool_waiters"], 0);
   EXPECT_EQ(m["sessionbroker_database_reachable"], 1);
   // Histograms: buckets are cumulative and end in +Inf = _count.
-  EXPECT_EQ(m["sessionbroker_statement_duration_seconds_count"], kStartupStatements + kCalls + 1);
+  EXPECT_EQ(m["sessionbroker_statement_duration_seconds_count"], kStartupCalls + kCalls + 1);
   EXPECT_EQ(m["sessionbroker_statement_duration_seconds_bucket{le=+Inf}"],
-            kStartupStatements + kCalls + 1);
+            kStartupCalls + kCalls + 1);
   EXPECT_LE(m["sessionbroker_statement_duration_seconds_bucket{le=0.001}"],
             m["sessionbroker_statement_duration_seconds_bucket{le=0.01}"]);
   EXPECT_GT(m["sessionbroker_statement_duration_seconds_sum"], 0);

@@ -123,7 +123,9 @@ TEST_F(ClientE2eTest, AUniqueViolationNamesItsConstraintTableAndDetail) {
 TEST_F(ClientE2eTest, ARequestIdMakesExecuteAndCommitSafeToRetry) {
   MustExecute("CREATE TABLE " + table_ + " (id serial PRIMARY KEY, v text)");
   CallOptions once;
-  once.request_id = "cpp-insert-1";
+  // Unique per run: one-shot ids are recorded in the database, which
+  // outlives this broker.
+  once.request_id = table_ + "-insert-1";
   const std::string insert = "INSERT INTO " + table_ + " (v) VALUES ($1) RETURNING id";
   absl::StatusOr<Result> first = client_->Execute(insert, {"once"}, once);
   ASSERT_TRUE(first.ok()) << first.status();
