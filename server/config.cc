@@ -227,7 +227,7 @@ const std::vector<Setting>& Settings() {
        "open sessions in the broker"},
       {"BROKER_MAX_SESSIONS_PER_CLIENT", IntRule{0, 10'000'000},
        [](Config& c) -> Field { return &c.sessions.max_sessions_per_client; }, kPlain,
-       "open sessions per x-client-id; 0 = no per-client cap"},
+       "open sessions per client (authenticated id, else x-client-id); 0 = no per-client cap"},
       {"BROKER_CLIENT_SESSION_SHARE_PERCENT", IntRule{1, 100},
        [](Config& c) -> Field { return &c.sessions.max_client_share_percent; }, kPlain,
        "percent of BROKER_MAX_SESSIONS one client may hold, whatever its own cap"},
