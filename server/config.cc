@@ -422,7 +422,7 @@ absl::Status ApplyAll(const EnvMap& env, bool require_database_url, Config* c) {
       return absl::InvalidArgumentError(absl::StrCat(
           "BROKER_REQUEST_OUTCOMES_TABLE is \"", c->request_outcomes_table,
           "\"; expected schema.table, each part lower-case letters, digits and _ (at most 50), "
-          "e.g. public.sessionbroker_request_outcomes"));
+          "e.g. sessionbroker.request_outcomes"));
     }
   }
   if (absl::Status status = CheckTransportSecurity(*c); !status.ok()) return status;

@@ -146,7 +146,7 @@ class MonitorE2eTest : public BrokerFixture {
   // (one checkout, kStartupStatements statements; docs/retries.md). The
   // tests count from after it.
   static constexpr int kStartupCheckouts = 2;
-  static constexpr int kStartupStatements = 2;
+  static constexpr int kStartupStatements = 3;
   // The table's creation is one batch: one statement_duration sample.
   static constexpr int kStartupCalls = 1;
   void WaitForStartupWork() {

@@ -82,13 +82,17 @@ RequestOutcomes::RequestOutcomes(RequestOutcomesOptions options)
       index_(IndexName(options_.table)) {}
 
 std::vector<storage::Statement> RequestOutcomes::CreateStatements() const {
-  std::vector<storage::Statement> out(2);
-  out[0].sql = (absl::StrCat(
+  std::vector<storage::Statement> out(3);
+  // Its own schema by default, so that nothing the broker keeps shows up
+  // among the application's tables (ORMs reflect `public`).
+  const std::string schema = options_.table.substr(0, options_.table.find('.'));
+  out[0].sql = absl::StrCat("CREATE SCHEMA IF NOT EXISTS \"", schema, "\"");
+  out[1].sql = (absl::StrCat(
       "CREATE TABLE IF NOT EXISTS ", table_,
       " (client_id text NOT NULL, request_id text NOT NULL, request_hash bytea NOT NULL, "
       "created_at timestamptz NOT NULL, response bytea, rows_omitted boolean NOT NULL DEFAULT "
       "false, PRIMARY KEY (client_id, request_id))"));
-  out[1].sql = absl::StrCat("CREATE INDEX IF NOT EXISTS ", index_, " ON ", table_, " (created_at)");
+  out[2].sql = absl::StrCat("CREATE INDEX IF NOT EXISTS ", index_, " ON ", table_, " (created_at)");
   return out;
 }
 

@@ -72,7 +72,7 @@ struct DurableRequest {
 
 struct RequestOutcomesOptions {
   // schema.table, both lower-case SQL identifiers (checked by config).
-  std::string table = "public.sessionbroker_request_outcomes";
+  std::string table = "sessionbroker.request_outcomes";
   absl::Duration window = absl::Hours(24);
   size_t max_outcome_bytes = 64 << 10;
 };

@@ -124,10 +124,12 @@ TEST(RequestOutcomesTest, StatementsNameTheConfiguredTableQuoted) {
   RequestOutcomesOptions options;
   options.table = "app.outcomes";
   RequestOutcomes outcomes(options);
-  for (const storage::Statement& s : outcomes.CreateStatements()) {
-    EXPECT_THAT(s.sql, HasSubstr("\"app\".\"outcomes\""));
-  }
-  EXPECT_THAT(outcomes.CreateStatements()[1].sql, HasSubstr("\"outcomes_created_at_idx\""));
+  const std::vector<storage::Statement> create = outcomes.CreateStatements();
+  ASSERT_EQ(create.size(), 3u);
+  EXPECT_EQ(create[0].sql, "CREATE SCHEMA IF NOT EXISTS \"app\"");
+  EXPECT_THAT(create[1].sql, HasSubstr("\"app\".\"outcomes\""));
+  EXPECT_THAT(create[2].sql, HasSubstr("\"app\".\"outcomes\""));
+  EXPECT_THAT(create[2].sql, HasSubstr("\"outcomes_created_at_idx\""));
   DurableRequest request;
   request.client_id = "svc";
   request.request_id = "id";
