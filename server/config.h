@@ -68,7 +68,7 @@ struct Config {
   size_t request_outcome_max_bytes = 64 << 10;         // BROKER_REQUEST_OUTCOME_MAX_BYTES
   size_t request_id_memory_bytes = 64 << 20;           // BROKER_REQUEST_ID_MEMORY_BYTES
   std::string request_outcomes_table =
-      "sessionbroker.request_outcomes";              // BROKER_REQUEST_OUTCOMES_TABLE
+      "sessionbroker.request_outcomes";                     // BROKER_REQUEST_OUTCOMES_TABLE
   absl::Duration health_check_interval = absl::Seconds(2);  // BROKER_HEALTH_CHECK_INTERVAL
   // On SIGTERM: BROKER_DRAIN_SECONDS of serving everything while readiness
   // says NOT_SERVING (endpoints converge), then BROKER_SHUTDOWN_GRACE_SECONDS
