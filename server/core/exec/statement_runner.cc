@@ -4,6 +4,8 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/base/mutex.h"
 #include "server/core/sql/sql_classifier.h"
@@ -33,6 +35,25 @@ size_t ResultBytes(const storage::QueryResult& result) {
   return bytes;
 }
 
+// Whether a one-shot statement may change data and return rows, so that
+// its result must be read whole before its changes are committed. Queries
+// (SELECT, VALUES, TABLE, SHOW, ...) run in autocommit; a SELECT calling a
+// function that writes is the exception this cannot see (docs/streaming.md).
+bool MayWriteAndReturnRows(const SqlInfo& info, const std::string& sql) {
+  const std::string& k = info.first_keyword;
+  if (k == "EXECUTE" || k == "CALL") return true;
+  const std::string upper = absl::AsciiStrToUpper(sql);
+  if (k == "INSERT" || k == "UPDATE" || k == "DELETE" || k == "MERGE") {
+    return absl::StrContains(upper, "RETURNING");
+  }
+  if (k == "WITH") {
+    for (const char* word : {"INSERT", "UPDATE", "DELETE", "MERGE"}) {
+      if (absl::StrContains(upper, word)) return true;
+    }
+  }
+  return false;
+}
+
 bool RunsOnGivenConnection(Op op) {
   return op == Op::kInTransaction || op == Op::kCommit || op == Op::kRollback;
 }
@@ -47,11 +68,20 @@ bool Cacheable(const SqlInfo& info) {
 }
 
 // Checks the request; on success tells whether the connection must be reset
-// afterwards because a statement may leave session state behind. With
+// afterwards because a statement may leave session state behind, and how a
+// one-shot statement runs. With
 // `statements` (the request's own), marks the cacheable ones.
-absl::StatusOr<bool> Check(const RunRequest& request,
-                           std::vector<storage::Statement>* statements = nullptr,
-                           bool savepoints_may_follow = false) {
+struct Checked {
+  // A statement may leave session state behind: reset the connection after.
+  bool needs_reset = false;
+  // kExecute: run the statement in a transaction of its own
+  // (MayWriteAndReturnRows).
+  bool own_transaction = false;
+};
+
+absl::StatusOr<Checked> Check(const RunRequest& request,
+                              std::vector<storage::Statement>* statements = nullptr,
+                              bool savepoints_may_follow = false) {
   if (RunsOnGivenConnection(request.op) && !request.connection) {
     return absl::FailedPreconditionError("no transaction is open (no connection was given)");
   }
@@ -59,7 +89,11 @@ absl::StatusOr<bool> Check(const RunRequest& request,
     if (!request.statements.empty()) {
       return absl::InvalidArgumentError("BEGIN, COMMIT and ROLLBACK take no statements");
     }
-    return false;
+    return Checked{};
+  }
+  if (request.sink != nullptr && request.op != Op::kExecute &&
+      !(request.op == Op::kInTransaction && request.statements.size() == 1)) {
+    return absl::InvalidArgumentError("a streamed result comes from exactly one statement");
   }
   const bool several_allowed = request.op != Op::kExecute;
   if (request.statements.empty()) {
@@ -69,7 +103,7 @@ absl::StatusOr<bool> Check(const RunRequest& request,
   if (!several_allowed && request.statements.size() != 1) {
     return absl::InvalidArgumentError("Execute runs exactly one statement");
   }
-  bool needs_reset = false;
+  Checked checked;
   for (size_t i = 0; i < request.statements.size(); ++i) {
     const storage::Statement& s = request.statements[i];
     const std::string where = several_allowed ? absl::StrCat("statements[", i, "]: ") : "";
@@ -121,10 +155,11 @@ absl::StatusOr<bool> Check(const RunRequest& request,
               : absl::StrCat(where, "the statement uses placeholders up to $", info.max_placeholder,
                              " but ", s.params.size(), " parameters were given"));
     }
-    needs_reset = needs_reset || info.changes_session_state;
+    checked.needs_reset = checked.needs_reset || info.changes_session_state;
+    checked.own_transaction = request.op == Op::kExecute && MayWriteAndReturnRows(info, s.sql);
     if (statements != nullptr) (*statements)[i].cacheable = Cacheable(info);
   }
-  return needs_reset;
+  return checked;
 }
 
 }  // namespace
@@ -137,11 +172,13 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
  public:
   enum class Reason { kNone, kDeadline, kMaxDuration, kCaller, kAborted };
 
-  Call(StatementRunner& runner, RunRequest request, StepCallback done, bool needs_reset)
+  Call(StatementRunner& runner, RunRequest request, StepCallback done, bool needs_reset,
+       bool own_transaction)
       : runner_(runner),
         request_(std::move(request)),
         done_(std::move(done)),
-        needs_reset_(needs_reset) {}
+        needs_reset_(needs_reset),
+        own_transaction_(own_transaction) {}
 
   void Start() {
     auto self = shared_from_this();
@@ -237,6 +274,9 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
     options.max_result_bytes = runner_.options_.max_result_bytes;
     switch (request_.op) {
       case Op::kExecute:
+        if (request_.sink != nullptr || own_transaction_) {
+          return RunAlone(conn, options);
+        }
         if (request_.transaction.IsPlain()) {
           absl::StatusOr<storage::QueryResult> one = conn.Execute(request_.statements[0], options);
           if (!one.ok()) return one.status();
@@ -253,6 +293,14 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
         return Results{};
       case Op::kInTransaction: {
         options.in_transaction = true;
+        if (request_.sink != nullptr) {
+          absl::StatusOr<storage::QueryResult> end =
+              conn.ExecuteStream(request_.statements[0], options, *request_.sink);
+          if (!end.ok()) return end.status();
+          Results out;
+          out.push_back(*std::move(end));
+          return out;
+        }
         Results out;
         const size_t n = request_.statements.size();
         // The cap covers the whole batch, as a one-shot batch's does: each
@@ -287,6 +335,37 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
         return Results{};
     }
     return absl::InternalError("unknown step");
+  }
+
+  // A one-shot kExecute that streams, or may write and return rows: in
+  // autocommit when it is a plain query stream, otherwise in a transaction
+  // of its own (begun with the request's settings), committed only once the
+  // whole result was read (and, for a stream, handed over). On failure the
+  // transaction is rolled back.
+  absl::StatusOr<Results> RunAlone(storage::DbConnection& conn, storage::ExecuteOptions options) {
+    const storage::Statement& statement = request_.statements[0];
+    const bool own = own_transaction_ || !request_.transaction.IsPlain();
+    auto run = [&]() -> absl::StatusOr<storage::QueryResult> {
+      if (request_.sink != nullptr) return conn.ExecuteStream(statement, options, *request_.sink);
+      return conn.Execute(statement, options);
+    };
+    absl::StatusOr<storage::QueryResult> one;
+    if (!own) {
+      one = run();
+    } else {
+      if (absl::Status begun = conn.Begin(request_.transaction); !begun.ok()) return begun;
+      options.in_transaction = true;
+      one = run();
+      if (one.ok()) {
+        if (absl::Status committed = conn.Commit(); !committed.ok()) return committed;
+      } else if (!conn.IsBroken()) {
+        conn.Rollback().IgnoreError();  // a failed rollback breaks the connection
+      }
+    }
+    if (!one.ok()) return one.status();
+    Results out;
+    out.push_back(*std::move(one));
+    return out;
   }
 
   void OnConnection(absl::StatusOr<PooledConnection> acquired) {
@@ -490,6 +569,7 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
   RunRequest request_;
   StepCallback done_;
   const bool needs_reset_;
+  const bool own_transaction_;
 
   Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kWaiting;
@@ -523,16 +603,17 @@ std::shared_ptr<RunningCall> StatementRunner::Run(RunRequest request, Callback d
 }
 
 std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCallback done) {
-  absl::StatusOr<bool> needs_reset = Check(request, &request.statements);
-  if (!needs_reset.ok()) {
+  absl::StatusOr<Checked> checked = Check(request, &request.statements);
+  if (!checked.ok()) {
     RunOutcome outcome;
-    outcome.results = needs_reset.status();
+    outcome.results = checked.status();
     // A given connection is not the runner's to keep: hand it back untouched.
     outcome.connection = std::move(request.connection);
     std::move(done)(std::move(outcome));
     return nullptr;
   }
-  auto call = std::make_shared<Call>(*this, std::move(request), std::move(done), *needs_reset);
+  auto call = std::make_shared<Call>(*this, std::move(request), std::move(done),
+                                     checked->needs_reset, checked->own_transaction);
   call->Start();
   return call;
 }

@@ -14,6 +14,11 @@
 //  * Statements that may leave session state behind (SET, temp tables,
 //    PREPARE, advisory locks, ...; see SqlInfo) get the connection reset
 //    before it goes back to the pool, so no caller sees another's state.
+//  * Results are read row by row and capped (RunnerOptions::max_result_bytes).
+//    A one-shot statement that may write and return rows (INSERT/UPDATE/
+//    DELETE/MERGE ... RETURNING, a WITH holding one of them, EXECUTE, CALL)
+//    runs in a transaction of its own, so a result over the cap (or a stream
+//    that fails) is rolled back rather than committed unseen.
 //  * Sessions (SessionManager) run their transactions as steps: kBegin takes
 //    a connection and hands it back inside its transaction, kInTransaction
 //    and kCommit/kRollback run on that connection. Each step gets the same
@@ -38,6 +43,7 @@
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
 #include "server/core/pool/connection_pool.h"
+#include "server/storage/db_connection.h"
 #include "server/storage/value.h"
 
 namespace sessionbroker::core {
@@ -96,6 +102,11 @@ struct RunRequest {
   bool keep_on_failure = false;
   // Who asks ("x-client-id"), passed on to the pool.
   std::string client_id;
+  // StreamExecute (kExecute, or kInTransaction with one statement): the
+  // statement's rows go here as they are read, with back pressure, instead
+  // of into the outcome (whose one result then has no rows). The runner
+  // keeps it alive while the statement runs.
+  std::shared_ptr<storage::RowSink> sink;
 };
 
 // What a step produced.
