@@ -87,8 +87,12 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   runner_ = std::make_unique<core::StatementRunner>(*pool_, *timers_, *cancel_executor_, clock,
                                                     runner_options);
   sessions_ = std::make_unique<core::SessionManager>(*runner_, *timers_, clock, config_.sessions);
+  transport::CallLimits limits;
+  limits.stream_window_bytes = config_.stream_window_bytes;
+  limits.max_pending_result_bytes = config_.max_pending_result_bytes;
+  limits.max_calls_per_client = config_.max_calls_per_client;
   service_ = std::make_unique<transport::SessionBrokerService>(*runner_, *sessions_,
-                                                               config_.max_result_bytes);
+                                                               config_.max_result_bytes, limits);
   health_service_ = std::make_unique<transport::HealthService>(kServiceName);
   health_ = std::make_unique<core::HealthChecker>(
       *pool_, *timers_, clock, config_.health_check_interval,

@@ -1,5 +1,8 @@
 #include "server/transport/session_broker_service.h"
 
+#include <malloc.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -8,16 +11,21 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
 #include "server/core/sql/session_settings.h"
 #include "server/transport/client_id.h"
 #include "server/transport/keep_alive_reactor.h"
 #include "server/transport/session_conversion.h"
 #include "server/transport/status_mapping.h"
+#include "server/transport/stream_execute_reactor.h"
 #include "server/transport/value_conversion.h"
 #include "spdlog/spdlog.h"
 
 namespace sessionbroker::transport {
 namespace {
+
+// Results at least this large give their memory back when done.
+constexpr size_t kTrimAfterBytes = size_t{1} << 20;
 
 constexpr char kDrainingMessage[] = "the broker is shutting down; retry on another instance";
 
@@ -77,8 +85,9 @@ class ParseFailureReporter final : public grpc::internal::MethodHandler {
 // OnCancel always finds it and the reactor cannot be deleted under Start().
 class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor {
  public:
-  CallReactor(SessionBrokerService& service, grpc::CallbackServerContext* context)
-      : service_(service), context_(context) {
+  CallReactor(SessionBrokerService& service, grpc::CallbackServerContext* context,
+              absl::AnyInvocable<void() &&> on_done)
+      : service_(service), context_(context), on_done_(std::move(on_done)) {
     service_.CallStarted();
   }
 
@@ -106,7 +115,9 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 
   void OnDone() override {
     SessionBrokerService& service = service_;
+    absl::AnyInvocable<void()&&> on_done = std::move(on_done_);
     delete this;
+    if (on_done) std::move(on_done)();
     service.CallDone();
   }
 
@@ -125,6 +136,7 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 
   SessionBrokerService& service_;
   grpc::CallbackServerContext* const context_;
+  absl::AnyInvocable<void() &&> on_done_;
   core::Mutex mu_;
   std::shared_ptr<core::RunningCall> call_ ABSL_GUARDED_BY(mu_);
   absl::Status result_;  // written before the second arrival, read after it
@@ -132,8 +144,9 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 };
 
 SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
-                                           core::SessionManager& sessions, size_t max_result_bytes)
-    : runner_(runner), sessions_(sessions), max_result_bytes_(max_result_bytes) {
+                                           core::SessionManager& sessions, size_t max_result_bytes,
+                                           CallLimits limits)
+    : runner_(runner), sessions_(sessions), max_result_bytes_(max_result_bytes), limits_(limits) {
   // The indexes are the methods' order in broker.proto, as the generated
   // base class registers them.
   ReportParseFailures(0, &SessionBrokerService::Execute);
@@ -151,6 +164,11 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
                             [this](grpc::CallbackServerContext*) {
                               return KeepAliveReactor::Create(sessions_, draining_.load());
                             }));
+  MarkMethodRawCallback(
+      11, new grpc::internal::CallbackServerStreamingHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+              [this](grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+                return ServeStreamExecute(context, *request);
+              }));
 }
 
 template <typename Request, typename Response>
@@ -222,30 +240,76 @@ absl::Status TakeCallSettings(const google::protobuf::Map<std::string, std::stri
 
 }  // namespace
 
+absl::StatusOr<core::RunRequest> SessionBrokerService::RunOfExecute(
+    const grpc::CallbackServerContext& context, const v1::ExecuteRequest& request) const {
+  core::RunRequest run;
+  run.deadline = DeadlineOf(context);
+  run.client_id = ClientIdOf(context);
+  absl::StatusOr<std::vector<storage::Value>> params = ParamsFromProto(request.params(), "");
+  if (!params.ok()) return params.status();
+  absl::StatusOr<std::vector<std::string>> types = ParamTypesFromProto(request.params(), "");
+  if (!types.ok()) return types.status();
+  run.statements.push_back(storage::Statement{request.sql(), *std::move(params),
+                                              /*cacheable=*/false, *std::move(types)});
+  if (absl::Status taken = TakeCallSettings(request.settings(), request.session(), run);
+      !taken.ok()) {
+    return taken;
+  }
+  return run;
+}
+
 grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerContext* context,
                                                         const v1::ExecuteRequest* request,
                                                         v1::ExecuteResponse* response) {
   if (draining_.load()) return RejectDraining(context);
-  core::RunRequest run;
-  run.deadline = DeadlineOf(*context);
-  run.client_id = ClientIdOf(*context);
-  absl::StatusOr<std::vector<storage::Value>> params = ParamsFromProto(request->params(), "");
-  if (!params.ok()) return Respond(context, params.status());
-  absl::StatusOr<std::vector<std::string>> types = ParamTypesFromProto(request->params(), "");
-  if (!types.ok()) return Respond(context, types.status());
-  run.statements.push_back(storage::Statement{request->sql(), *std::move(params),
-                                              /*cacheable=*/false, *std::move(types)});
-  if (absl::Status taken = TakeCallSettings(request->settings(), request->session(), run);
-      !taken.ok()) {
-    return Respond(context, taken);
-  }
+  absl::StatusOr<core::RunRequest> run = RunOfExecute(*context, *request);
+  if (!run.ok()) return Respond(context, run.status());
   // Invalid SQL requests (empty, several statements, placeholder count) are
   // refused by the runner before it touches the pool.
-  return StartRun(context, std::move(run), request->session(),
-                  [this, response](core::StatementRunner::Results&& results) {
-                    ResultToProto(std::move(results.front()), response);
-                    return CapResponse(response);
-                  });
+  return StartRun(
+      context, *std::move(run), request->session(),
+      [this, response](core::StatementRunner::Results&& results) {
+        ResultToProto(std::move(results.front()), response);
+        return CapResponse(response);
+      },
+      response);
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* SessionBrokerService::ServeStreamExecute(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer& raw) {
+  CallStarted();
+  auto done = [this] { CallDone(); };
+  if (draining_.load()) {
+    return StreamExecuteReactor::Refuse(context, absl::UnavailableError(kDrainingMessage), done);
+  }
+  v1::ExecuteRequest request;
+  grpc::ByteBuffer copy(raw);
+  if (!grpc::SerializationTraits<v1::ExecuteRequest>::Deserialize(&copy, &request).ok()) {
+    return StreamExecuteReactor::Refuse(
+        context,
+        absl::InvalidArgumentError(UnparseableRequestMessage("sessionbroker.v1.ExecuteRequest")),
+        done);
+  }
+  absl::StatusOr<core::RunRequest> run = RunOfExecute(*context, request);
+  if (!run.ok()) return StreamExecuteReactor::Refuse(context, run.status(), done);
+  const std::string client = run->client_id;
+  if (absl::Status admitted = Admit(client); !admitted.ok()) {
+    return StreamExecuteReactor::Refuse(context, admitted, done);
+  }
+  // The window, and the message being written from it.
+  const size_t held = 2 * limits_.stream_window_bytes;
+  if (absl::Status reserved = Reserve(held); !reserved.ok()) {
+    Leave(client);
+    return StreamExecuteReactor::Refuse(context, reserved, done);
+  }
+  return StreamExecuteReactor::Start(context, runner_, sessions_, *std::move(run),
+                                     request.session(), limits_.stream_window_bytes,
+                                     [this, client, held] {
+                                       Release(held);
+                                       Leave(client);
+                                       TrimMemory();
+                                       CallDone();
+                                     });
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServerContext* context,
@@ -272,13 +336,15 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
       !taken.ok()) {
     return Respond(context, taken);
   }
-  return StartRun(context, std::move(run), request->session(),
-                  [this, response](core::StatementRunner::Results&& results) {
-                    for (storage::QueryResult& r : results) {
-                      ResultToProto(std::move(r), response->add_results());
-                    }
-                    return CapResponse(response);
-                  });
+  return StartRun(
+      context, std::move(run), request->session(),
+      [this, response](core::StatementRunner::Results&& results) {
+        for (storage::QueryResult& r : results) {
+          ResultToProto(std::move(r), response->add_results());
+        }
+        return CapResponse(response);
+      },
+      response);
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::BeginSession(grpc::CallbackServerContext* context,
@@ -424,8 +490,9 @@ grpc::ServerUnaryReactor* SessionBrokerService::Rollback(grpc::CallbackServerCon
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::StartCall(grpc::CallbackServerContext* context,
-                                                          Starter start, bool during_drain) {
-  auto* reactor = new CallReactor(*this, context);
+                                                          Starter start, bool during_drain,
+                                                          absl::AnyInvocable<void() &&> on_done) {
+  auto* reactor = new CallReactor(*this, context, std::move(on_done));
   // Counted in flight first, checked second: StartDraining() either sees
   // this call in WaitForIdle or this call sees the drain.
   if (draining_.load() && !during_drain) {
@@ -438,20 +505,95 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartCall(grpc::CallbackServerCo
 
 grpc::ServerUnaryReactor* SessionBrokerService::StartRun(grpc::CallbackServerContext* context,
                                                          core::RunRequest run,
-                                                         const std::string& session, RunFill fill) {
+                                                         const std::string& session, RunFill fill,
+                                                         google::protobuf::Message* response) {
+  const std::string client = run.client_id;
+  if (absl::Status admitted = Admit(client); !admitted.ok()) return Respond(context, admitted);
+  // Written by the completion (before Finish), read in OnDone (after it).
+  auto held = std::make_shared<size_t>(0);
   return StartCall(
       context,
-      [this, run = std::move(run), session,
-       fill = std::move(fill)](Done done) mutable -> std::shared_ptr<core::RunningCall> {
-        auto complete = [fill = std::move(fill), done = std::move(done)](
-                            absl::StatusOr<core::StatementRunner::Results> results) mutable {
-          std::move(done)(results.ok() ? fill(*std::move(results)) : results.status());
+      [this, run = std::move(run), session, fill = std::move(fill), response,
+       held](Done done) mutable -> std::shared_ptr<core::RunningCall> {
+        auto complete = [this, fill = std::move(fill), done = std::move(done), response,
+                         held](absl::StatusOr<core::StatementRunner::Results> results) mutable {
+          absl::Status status = results.ok() ? fill(*std::move(results)) : results.status();
+          if (status.ok()) {
+            const size_t bytes = response->ByteSizeLong();
+            status = Reserve(bytes);
+            if (status.ok()) {
+              *held = bytes;
+            } else {
+              response->Clear();
+            }
+          }
+          std::move(done)(std::move(status));
         };
         // Invalid SQL requests (empty, several statements, placeholder count)
         // are refused before any database work.
         if (session.empty()) return runner_.Run(std::move(run), std::move(complete));
         return sessions_.Run(session, std::move(run), std::move(complete));
+      },
+      /*during_drain=*/false,
+      [this, client, held] {
+        Release(*held);
+        Leave(client);
+        if (*held >= kTrimAfterBytes) TrimMemory();
       });
+}
+
+absl::Status SessionBrokerService::Admit(const std::string& client) {
+  if (limits_.max_calls_per_client <= 0) return absl::OkStatus();
+  core::MutexLock lock(&mu_);
+  int& calls = calls_by_client_[client];
+  if (calls >= limits_.max_calls_per_client) {
+    if (calls == 0) calls_by_client_.erase(client);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("client \"", client, "\" has ", limits_.max_calls_per_client,
+                     " Execute/ExecuteBatch/StreamExecute calls in flight, its limit "
+                     "(BROKER_MAX_CALLS_PER_CLIENT); retry once some have completed"));
+  }
+  ++calls;
+  return absl::OkStatus();
+}
+
+void SessionBrokerService::Leave(const std::string& client) {
+  if (limits_.max_calls_per_client <= 0) return;
+  core::MutexLock lock(&mu_);
+  auto it = calls_by_client_.find(client);
+  if (it == calls_by_client_.end()) return;
+  if (--it->second <= 0) calls_by_client_.erase(it);
+}
+
+absl::Status SessionBrokerService::Reserve(size_t bytes) {
+  core::MutexLock lock(&mu_);
+  if (pending_result_bytes_ + bytes > limits_.max_pending_result_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the broker holds ", pending_result_bytes_, " bytes of results not yet sent and this one ",
+        "needs ", bytes, " more, over BROKER_MAX_PENDING_RESULT_BYTES (",
+        limits_.max_pending_result_bytes,
+        "); retry shortly, read results faster, or stream them (StreamExecute)"));
+  }
+  pending_result_bytes_ += bytes;
+  return absl::OkStatus();
+}
+
+void SessionBrokerService::Release(size_t bytes) {
+  core::MutexLock lock(&mu_);
+  pending_result_bytes_ -= std::min(bytes, pending_result_bytes_);
+}
+
+size_t SessionBrokerService::pending_result_bytes() const {
+  core::MutexLock lock(&mu_);
+  return pending_result_bytes_;
+}
+
+void SessionBrokerService::TrimMemory() {
+  // glibc keeps freed memory of its arenas for reuse; a large result would
+  // stay in the broker's RSS without this (docs/streaming.md, measured).
+  if (trimming_.exchange(true)) return;
+  malloc_trim(0);
+  trimming_.store(false);
 }
 
 absl::Status SessionBrokerService::CapResponse(google::protobuf::Message* response) const {

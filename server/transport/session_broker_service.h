@@ -26,6 +26,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -38,10 +39,23 @@
 
 namespace sessionbroker::transport {
 
+// Bounds on what calls may hold (README's configuration table).
+struct CallLimits {
+  // BROKER_STREAM_WINDOW_BYTES: rows a StreamExecute call holds at most.
+  size_t stream_window_bytes = 1 << 20;
+  // BROKER_MAX_PENDING_RESULT_BYTES: results (unary responses, stream
+  // windows) held by all calls together until they are sent; a call that
+  // would pass it fails with RESOURCE_EXHAUSTED.
+  size_t max_pending_result_bytes = size_t{256} << 20;
+  // BROKER_MAX_CALLS_PER_CLIENT: Execute, ExecuteBatch and StreamExecute
+  // calls in flight per x-client-id (0 = no limit).
+  int max_calls_per_client = 0;
+};
+
 class SessionBrokerService final : public v1::SessionBroker::CallbackService {
  public:
   SessionBrokerService(core::StatementRunner& runner, core::SessionManager& sessions,
-                       size_t max_result_bytes);
+                       size_t max_result_bytes, CallLimits limits = CallLimits());
 
   grpc::ServerUnaryReactor* Execute(grpc::CallbackServerContext* context,
                                     const v1::ExecuteRequest* request,
@@ -73,8 +87,12 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* context,
                                      const v1::RollbackRequest* request,
                                      v1::RollbackResponse* response) override;
-  // KeepAlive is served on raw bytes (see KeepAliveReactor); the typed
-  // method of the generated base class is never called.
+  // KeepAlive and StreamExecute are served on raw bytes (see
+  // KeepAliveReactor, StreamExecuteReactor); the typed methods of the
+  // generated base class are never called.
+
+  // Result bytes held by calls now (CallLimits::max_pending_result_bytes).
+  size_t pending_result_bytes() const;
 
   void StartDraining();
   // True if no call was in flight by `deadline` (real time).
@@ -100,11 +118,30 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   // Creates the reactor that runs `start` and completes the call.
   // `during_drain`: the call may still start while draining (it ends a
   // session or transaction, which only gives back).
+  // `on_done` runs when the call is over.
   grpc::ServerUnaryReactor* StartCall(grpc::CallbackServerContext* context, Starter start,
-                                      bool during_drain = false);
-  // Execute/ExecuteBatch: one-shot, or in the named session.
+                                      bool during_drain = false,
+                                      absl::AnyInvocable<void() &&> on_done = nullptr);
+  // Execute/ExecuteBatch: one-shot, or in the named session. The filled
+  // `response` is held against max_pending_result_bytes until the call is
+  // over.
   grpc::ServerUnaryReactor* StartRun(grpc::CallbackServerContext* context, core::RunRequest run,
-                                     const std::string& session, RunFill fill);
+                                     const std::string& session, RunFill fill,
+                                     google::protobuf::Message* response);
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* ServeStreamExecute(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer& request);
+  // The RunRequest of an Execute or StreamExecute request.
+  absl::StatusOr<core::RunRequest> RunOfExecute(const grpc::CallbackServerContext& context,
+                                                const v1::ExecuteRequest& request) const;
+  // Counts a call of `client` in flight (max_calls_per_client); Leave ends it.
+  absl::Status Admit(const std::string& client);
+  void Leave(const std::string& client);
+  // Holds `bytes` of results (max_pending_result_bytes); Release gives back.
+  absl::Status Reserve(size_t bytes);
+  void Release(size_t bytes);
+  // Gives freed heap memory back to the system after a large result
+  // (glibc keeps it otherwise); one trim at a time.
+  void TrimMemory();
   // RESOURCE_EXHAUSTED (and an empty response) if it is over the size limit.
   absl::Status CapResponse(google::protobuf::Message* response) const;
   // Finishes at once with `status` (OK: the response is filled in; otherwise
@@ -118,10 +155,14 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   core::StatementRunner& runner_;
   core::SessionManager& sessions_;
   const size_t max_result_bytes_;
+  const CallLimits limits_;
   std::atomic<bool> draining_{false};
+  std::atomic<bool> trimming_{false};
   mutable core::Mutex mu_;
   core::CondVar idle_;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t pending_result_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, int> calls_by_client_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sessionbroker::transport
