@@ -73,6 +73,10 @@ constexpr char kBaselineSettingsSql[] =
     "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
     "SET extra_float_digits = 3";
 
+// A connection that received a row larger than this is closed after the call
+// (ShedBuffersIfLarge), to give libpq's grown input buffer back.
+constexpr size_t kShedBuffersAfterRowBytes = size_t{16} << 20;
+
 // Names a result's non-built-in types. For arrays it also gives the element
 // type to decode with (a domain's base type, since the server reports domain
 // values with their base type's OID anyway). Every name is qualified, also the
@@ -215,6 +219,7 @@ class PqxxConnection final : public DbConnection {
       out = ExecuteOnce(statement, *params, key, options, &stale);
     }
     if (close_after_call_) MarkBroken();
+    if (!options.in_transaction) ShedBuffersIfLarge();
     return out;
   }
 
@@ -236,6 +241,7 @@ class PqxxConnection final : public DbConnection {
       out = StatusFromException();
     }
     if (close_after_call_) MarkBroken();
+    if (!options.in_transaction) ShedBuffersIfLarge();
     return out;
   }
 
@@ -430,6 +436,7 @@ class PqxxConnection final : public DbConnection {
       if (result == nullptr) break;
       const ExecStatusType status = PQresultStatus(result.get());
       if (status == PGRES_SINGLE_TUPLE) {
+        if (RawRowBytes(result.get(), 0) > kShedBuffersAfterRowBytes) shed_after_call_ = true;
         if (!stopped.ok() || !error.ok()) continue;
         stopped = on_row(std::move(result));
         if (!stopped.ok()) CancelOnServer();
@@ -458,6 +465,16 @@ class PqxxConnection final : public DbConnection {
     if (!error.ok()) return error;
     if (last == nullptr) return CheckResult(nullptr);
     return last;
+  }
+
+  // Closes the connection once no transaction is open if a row larger than
+  // kShedBuffersAfterRowBytes went through it: libpq keeps its input buffer
+  // as large as the largest message it ever received (a whole row), for as
+  // long as the connection lives, and the pool would keep that memory.
+  void ShedBuffersIfLarge() {
+    if (!shed_after_call_) return;
+    shed_after_call_ = false;
+    MarkBroken();
   }
 
   // Asks the server to cancel the statement now running on this connection,
@@ -649,6 +666,7 @@ class PqxxConnection final : public DbConnection {
       if (!results.ok()) EndFailedBatch();
     }
     if (close_after_call_) MarkBroken();
+    ShedBuffersIfLarge();
     return results;
   }
 
@@ -691,6 +709,7 @@ class PqxxConnection final : public DbConnection {
     try {
       pqxx::nontransaction tx(*conn_);
       const pqxx::result commit = tx.exec("COMMIT");
+      ShedBuffersIfLarge();
       if (pqxx_internals::CommandTag(commit) != "COMMIT") {
         return absl::AbortedError(
             "COMMIT: PostgreSQL rolled the transaction back instead of committing it (an earlier "
@@ -714,6 +733,7 @@ class PqxxConnection final : public DbConnection {
   absl::Status Rollback() override {
     if (IsBroken()) return BrokenError();
     EndFailedBatch();
+    ShedBuffersIfLarge();
     if (IsBroken()) {
       return absl::UnavailableError(
           "ROLLBACK failed and the connection was closed; the server rolls the transaction back "
@@ -1124,6 +1144,10 @@ class PqxxConnection final : public DbConnection {
   // Set when a result may have left libpq in copy mode: the call then closes
   // the connection, once no transaction object uses it. Owner thread only.
   bool close_after_call_ = false;
+  // Set when a row over kShedBuffersAfterRowBytes was received; the
+  // connection is closed when its transaction (if any) ends. Owner thread
+  // only.
+  bool shed_after_call_ = false;
 
   // Orders Cancel() (any thread) against closing the connection (the owner
   // thread, or destruction): cancel_query() reads the libpq connection.

@@ -510,7 +510,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartRun(grpc::CallbackServerCon
   const std::string client = run.client_id;
   if (absl::Status admitted = Admit(client); !admitted.ok()) return Respond(context, admitted);
   // Written by the completion (before Finish), read in OnDone (after it).
-  auto held = std::make_shared<size_t>(0);
+  struct Held {
+    size_t bytes = 0;   // reserved for the response
+    bool trim = false;  // a large result went through: give memory back
+  };
+  auto held = std::make_shared<Held>();
   return StartCall(
       context,
       [this, run = std::move(run), session, fill = std::move(fill), response,
@@ -518,11 +522,14 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartRun(grpc::CallbackServerCon
         auto complete = [this, fill = std::move(fill), done = std::move(done), response,
                          held](absl::StatusOr<core::StatementRunner::Results> results) mutable {
           absl::Status status = results.ok() ? fill(*std::move(results)) : results.status();
+          // Over a limit: large results were read (and dropped) to get here.
+          if (status.code() == absl::StatusCode::kResourceExhausted) held->trim = true;
           if (status.ok()) {
             const size_t bytes = response->ByteSizeLong();
             status = Reserve(bytes);
             if (status.ok()) {
-              *held = bytes;
+              held->bytes = bytes;
+              held->trim = held->trim || bytes >= kTrimAfterBytes;
             } else {
               response->Clear();
             }
@@ -536,9 +543,9 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartRun(grpc::CallbackServerCon
       },
       /*during_drain=*/false,
       [this, client, held] {
-        Release(*held);
+        Release(held->bytes);
         Leave(client);
-        if (*held >= kTrimAfterBytes) TrimMemory();
+        if (held->trim) TrimMemory();
       });
 }
 
