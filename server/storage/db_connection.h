@@ -69,6 +69,10 @@ class RowSink {
   // (value_text.h). A non-OK status stops the statement: it is cancelled on
   // the server and ExecuteStream returns that status.
   virtual absl::Status Row(std::vector<Value> row, size_t bytes) = 0;
+  // Called from any thread when the statement is being cancelled (deadline,
+  // caller, broker): a Row() blocked waiting for the consumer, or the next
+  // one, returns `why` instead, so a cancel never waits for a reader.
+  virtual void Stop(absl::Status why) {}
 };
 
 class DbConnection {

@@ -284,6 +284,24 @@ TEST_F(StreamE2eTest, DeadlineMidStreamCancelsTheQueryInPostgres) {
   EXPECT_EQ(BrokerConnectionsIn("active"), 0);
 }
 
+TEST_F(StreamE2eTest, MaxStatementDurationEndsAStreamWhoseReaderStoppedReading) {
+  StartBroker({{"BROKER_MAX_STATEMENT_DURATION", "1"}});
+  grpc::ClientContext context;  // no deadline
+  v1::ExecuteRequest request;
+  request.set_sql("SELECT repeat('z', 4000) FROM generate_series(1, 1000000) stalled_reader");
+  auto reader = stub_->StreamExecute(&context, request);
+  v1::StreamExecuteResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  // The reader stops; the broker's cap on statement time still ends the
+  // statement and frees its connection.
+  EXPECT_TRUE(Eventually([&] { return StatementGone("stalled_reader"); }, absl::Seconds(30)));
+  while (reader->Read(&response)) {
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("BROKER_MAX_STATEMENT_DURATION"));
+}
+
 TEST_F(StreamE2eTest, StreamInsideASessionTransactionJoinsItAndAFailedOneAbortsIt) {
   StartBroker();
   const std::string table = NewTable("session");

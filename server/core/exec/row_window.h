@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <deque>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -50,6 +51,8 @@ class RowWindow final : public storage::RowSink {
   // Producer (storage::RowSink).
   absl::Status Columns(std::vector<storage::Column> columns) override;
   absl::Status Row(std::vector<storage::Value> row, size_t bytes) override;
+  // The statement is being cancelled: as Close(why).
+  void Stop(absl::Status why) override { Close(std::move(why)); }
   // Producer: publishes the rows gathered so far (the statement has ended).
   void Flush();
 

@@ -248,6 +248,12 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
       ++cancels_in_flight_;  // completion waits for it before reusing conn
     }
     conn->Cancel();
+    // A stream's reader may have stopped reading: the statement's thread
+    // would wait for it and never see the cancel.
+    if (request_.sink != nullptr) {
+      request_.sink->Stop(
+          storage::SqlError(kQueryCanceled, "canceling statement due to user request"));
+    }
     MutexLock lock(&mu_);
     --cancels_in_flight_;
     cancel_sent_.SignalAll();
