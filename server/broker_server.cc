@@ -132,9 +132,13 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   ledger_options.max_outcome_bytes = config_.request_outcome_max_bytes;
   ledger_ = std::make_unique<core::RequestLedger>(clock, ledger_options);
   pruner_ = std::make_unique<core::OutcomePruner>(*runner_, *timers_, clock, *request_outcomes_);
+  transport::CallLimits limits;
+  limits.stream_window_bytes = config_.stream_window_bytes;
+  limits.max_pending_result_bytes = config_.max_pending_result_bytes;
+  limits.max_calls_per_client = config_.max_calls_per_client;
   service_ = std::make_unique<transport::SessionBrokerService>(
       *runner_, *sessions_, config_.max_result_bytes, *ledger_, auth, config_.max_array_depth,
-      notifications_.get(), listen_options.queue_capacity);
+      notifications_.get(), listen_options.queue_capacity, limits);
   health_service_ = std::make_unique<transport::HealthService>(kServiceName);
   health_ = std::make_unique<core::HealthChecker>(
       *pool_, *timers_, clock, config_.health_check_interval,

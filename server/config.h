@@ -57,6 +57,13 @@ struct Config {
   size_t max_metadata_bytes = 16 << 10;
   core::RequestLimits request_limits;
   int max_array_depth = 6;
+  // BROKER_STREAM_WINDOW_BYTES: rows one StreamExecute call holds at most.
+  size_t stream_window_bytes = 1 << 20;
+  // BROKER_MAX_PENDING_RESULT_BYTES: results all calls together hold until
+  // they are sent.
+  size_t max_pending_result_bytes = size_t{256} << 20;
+  // BROKER_MAX_CALLS_PER_CLIENT: statement calls in flight per client id.
+  int max_calls_per_client = 1024;
   // BROKER_STATEMENT_CACHE_SIZE: prepared statements kept per connection
   // (storage::PqxxConnector::Options::statement_cache_size); 0 = none.
   int statement_cache_size = 100;

@@ -62,6 +62,26 @@ struct ExecuteOptions {
   bool reset_session_after = false;
 };
 
+// Receives a streamed statement's result (DbConnection::ExecuteStream), on
+// the thread running the statement, which it may block to apply back
+// pressure: while it does, the connection reads nothing more and PostgreSQL
+// stops producing once the socket's buffers are full.
+class RowSink {
+ public:
+  virtual ~RowSink() = default;
+  // The result's columns (empty for a statement without rows), once, before
+  // any row. A non-OK status stops the statement before it runs.
+  virtual absl::Status Columns(std::vector<Column> columns) = 0;
+  // The next row; `bytes` is its size as counted against limits
+  // (value_text.h). A non-OK status stops the statement: it is cancelled on
+  // the server and ExecuteStream returns that status.
+  virtual absl::Status Row(std::vector<Value> row, size_t bytes) = 0;
+  // Called from any thread when the statement is being cancelled (deadline,
+  // caller, broker): a Row() blocked waiting for the consumer, or the next
+  // one, returns `why` instead, so a cancel never waits for a reader.
+  virtual void Stop(absl::Status why) {}
+};
+
 class DbConnection {
  public:
   virtual ~DbConnection() = default;
@@ -71,6 +91,29 @@ class DbConnection {
   // (see sql_error.h).
   virtual absl::StatusOr<QueryResult> Execute(const Statement& statement,
                                               const ExecuteOptions& options) = 0;
+
+  // Runs one statement like Execute (options.in_transaction says whether a
+  // transaction begun with Begin() is open) and hands its result to `sink`
+  // row by row as PostgreSQL sends it, holding one row at a time. Returns
+  // the command tag and row count (no rows). A single row over
+  // options.max_result_bytes fails with RESOURCE_EXHAUSTED. An error after
+  // some rows were handed over is returned as Execute would return it.
+  //
+  // The default runs Execute and hands over its result (for connections
+  // that cannot stream, such as test fakes).
+  virtual absl::StatusOr<QueryResult> ExecuteStream(const Statement& statement,
+                                                    const ExecuteOptions& options, RowSink& sink) {
+    ExecuteOptions whole = options;
+    whole.max_result_bytes = 0;
+    absl::StatusOr<QueryResult> result = Execute(statement, whole);
+    if (!result.ok()) return result.status();
+    if (absl::Status s = sink.Columns(result->columns); !s.ok()) return s;
+    for (std::vector<Value>& row : result->rows) {
+      if (absl::Status s = sink.Row(std::move(row), 0); !s.ok()) return s;
+    }
+    result->rows.clear();
+    return result;
+  }
 
   // Runs the statements in order in one transaction; on the first failure the
   // transaction is rolled back and that failure is returned (its message names

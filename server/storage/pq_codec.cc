@@ -69,35 +69,39 @@ ResultShape ShapeOf(const PGresult* result) {
   return shape;
 }
 
-absl::StatusOr<QueryResult> ConvertResult(const PGresult* result, ResultShape shape,
-                                          bool in_transaction, size_t max_bytes,
-                                          size_t* used_bytes) {
-  QueryResult out;
-  const char* tag = PQcmdStatus(const_cast<PGresult*>(result));
-  out.command_tag = tag == nullptr ? "" : tag;
-  out.columns = std::move(shape.columns);
-  const std::vector<uint32_t>& element_oids = shape.element_oids;
+absl::Status ResultTooLarge(size_t max_bytes, bool in_transaction) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "result exceeds ", max_bytes,
+      " bytes (BROKER_MAX_RESULT_BYTES); add a LIMIT, page with WHERE/ORDER BY, or use "
+      "StreamExecute",
+      in_transaction ? "; its transaction was rolled back"
+                     : "; the statement was stopped, in autocommit (the broker runs only "
+                       "queries so: a statement that writes and returns rows runs in a "
+                       "transaction, rolled back then)"));
+}
 
+size_t RawRowBytes(const PGresult* result, int row) {
+  size_t bytes = kResultRowOverheadBytes;
+  for (int c = 0; c < PQnfields(result); ++c) {
+    bytes += kResultCellOverheadBytes + static_cast<size_t>(PQgetlength(result, row, c));
+  }
+  return bytes;
+}
+
+absl::Status AppendRows(const PGresult* result, const ResultShape& shape, bool in_transaction,
+                        size_t max_bytes, size_t* used_bytes,
+                        std::vector<std::vector<Value>>* rows) {
   // Counted as the result is converted, so an oversized one is abandoned
   // early (see value_text.h for why the count bounds the response).
   auto over_cap = [&](size_t bytes) {
     *used_bytes += bytes;
     return max_bytes > 0 && *used_bytes > max_bytes;
   };
-  auto too_large = [&] {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "result exceeds ", max_bytes,
-        " bytes (BROKER_MAX_RESULT_BYTES); add a LIMIT or page with WHERE/ORDER BY",
-        in_transaction ? "; its transaction was rolled back"
-                       : "; the statement itself ran to completion and, outside a batch, its "
-                         "changes were committed"));
-  };
-  if (over_cap(ResultHeaderBytes(out))) return too_large();
   const int num_rows = PQntuples(result);
-  const int num_columns = static_cast<int>(out.columns.size());
-  out.rows.reserve(static_cast<size_t>(num_rows));
+  const int num_columns = static_cast<int>(shape.columns.size());
+  rows->reserve(rows->size() + static_cast<size_t>(num_rows));
   for (int r = 0; r < num_rows; ++r) {
-    if (over_cap(kResultRowOverheadBytes)) return too_large();
+    if (over_cap(kResultRowOverheadBytes)) return ResultTooLarge(max_bytes, in_transaction);
     std::vector<Value> values;
     values.reserve(static_cast<size_t>(num_columns));
     for (int c = 0; c < num_columns; ++c) {
@@ -107,23 +111,49 @@ absl::StatusOr<QueryResult> ConvertResult(const PGresult* result, ResultShape sh
       } else {
         const absl::string_view text(PQgetvalue(result, r, c),
                                      static_cast<size_t>(PQgetlength(result, r, c)));
-        absl::StatusOr<Value> value = element_oids[column] != 0
-                                          ? ArrayFromText(element_oids[column], text)
-                                          : ScalarFromText(out.columns[column].type_oid, text);
+        // A value whose text alone is over the cap is refused before it is
+        // decoded (a copy as large as itself).
+        if (max_bytes > 0 && *used_bytes + text.size() > max_bytes) {
+          return ResultTooLarge(max_bytes, in_transaction);
+        }
+        absl::StatusOr<Value> value = shape.element_oids[column] != 0
+                                          ? ArrayFromText(shape.element_oids[column], text)
+                                          : ScalarFromText(shape.columns[column].type_oid, text);
         if (!value.ok()) {
           return WithPrefix(value.status(),
-                            absl::StrCat("column \"", out.columns[column].name, "\": "));
+                            absl::StrCat("column \"", shape.columns[column].name, "\": "));
         }
         values.push_back(*std::move(value));
       }
-      if (over_cap(ResultBytes(values.back()))) return too_large();
+      if (over_cap(ResultBytes(values.back()))) return ResultTooLarge(max_bytes, in_transaction);
     }
-    out.rows.push_back(std::move(values));
+    rows->push_back(std::move(values));
   }
+  return absl::OkStatus();
+}
+
+void SetCommandTag(const PGresult* result, QueryResult* out) {
+  const char* tag = PQcmdStatus(const_cast<PGresult*>(result));
+  out->command_tag = tag == nullptr ? "" : tag;
   // Empty for statements without a row count (CREATE, SET, ...).
   int64_t affected = 0;
   if (!absl::SimpleAtoi(PQcmdTuples(const_cast<PGresult*>(result)), &affected)) affected = 0;
-  out.rows_affected = affected;
+  out->rows_affected = affected;
+}
+
+absl::StatusOr<QueryResult> ConvertResult(const PGresult* result, ResultShape shape,
+                                          bool in_transaction, size_t max_bytes,
+                                          size_t* used_bytes) {
+  QueryResult out;
+  SetCommandTag(result, &out);
+  out.columns = shape.columns;
+  *used_bytes += ResultHeaderBytes(out);
+  if (max_bytes > 0 && *used_bytes > max_bytes) return ResultTooLarge(max_bytes, in_transaction);
+  if (absl::Status appended =
+          AppendRows(result, shape, in_transaction, max_bytes, used_bytes, &out.rows);
+      !appended.ok()) {
+    return appended;
+  }
   return out;
 }
 

@@ -90,6 +90,27 @@ absl::StatusOr<QueryResult> ConvertResult(const PGresult* result, ResultShape sh
                                           bool in_transaction, size_t max_bytes,
                                           size_t* used_bytes);
 
+// Appends the rows of `result` (PGRES_TUPLES_OK, or PGRES_SINGLE_TUPLE in
+// single-row mode) to *rows, decoded as ConvertResult does and counted the
+// same way against `max_bytes` in *used_bytes (a value whose text alone
+// would pass the cap is refused before it is decoded). On failure *rows may
+// hold some of the rows.
+absl::Status AppendRows(const PGresult* result, const ResultShape& shape, bool in_transaction,
+                        size_t max_bytes, size_t* used_bytes,
+                        std::vector<std::vector<Value>>* rows);
+
+// The command tag and row count of a completed statement's result.
+void SetCommandTag(const PGresult* result, QueryResult* out);
+
+// An upper bound of what row `row` of `result` adds to a response, from the
+// lengths of its texts (before decoding): used to count rows that cannot be
+// decoded yet.
+size_t RawRowBytes(const PGresult* result, int row);
+
+// RESOURCE_EXHAUSTED for a result over BROKER_MAX_RESULT_BYTES, saying what
+// became of the statement's effects.
+absl::Status ResultTooLarge(size_t max_bytes, bool in_transaction);
+
 // The status for an error result (PGRES_FATAL_ERROR): from its fields
 // (PQresultErrorField) as FromErrorFields reads them, or from its message if
 // it has no SQLSTATE (libpq's own errors, a lost connection).

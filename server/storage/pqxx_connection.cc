@@ -16,6 +16,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -112,6 +113,9 @@ constexpr int kResetStatementCount = sizeof(kResetStatements) / sizeof(kResetSta
 // Columns of the last reset statement's row.
 constexpr int kResetProtocolStatementsColumn = 5;
 constexpr int kResetDeallocateColumn = 6;
+// A connection that received a row larger than this is closed after the call
+// (ShedBuffersIfLarge), to give libpq's grown input buffer back.
+constexpr size_t kShedBuffersAfterRowBytes = size_t{16} << 20;
 
 // Names a result's non-built-in types. For arrays it also gives the element
 // type to decode with (a domain's base type, since the server reports domain
@@ -258,6 +262,90 @@ class PqxxConnection final : public DbConnection {
       reset_in_pipeline_ = false;
     }
     if (close_after_call_) MarkBroken();
+    if (!options.in_transaction) ShedBuffersIfLarge();
+    return out;
+  }
+
+  absl::StatusOr<QueryResult> ExecuteStream(const Statement& statement,
+                                            const ExecuteOptions& options, RowSink& sink) override {
+    if (IsBroken()) return BrokenError();
+    absl::StatusOr<PqParams> params = EncodeParams(statement.params);
+    if (!params.ok()) return params.status();
+    if (Cancelled()) return CancelledError();
+    const bool in_transaction = options.in_transaction;
+    absl::Status typed = ResolveParamTypes(
+        statement, in_transaction ? LookupMode::kUnderSavepoint : LookupMode::kPlain,
+        in_transaction ? session_search_path_ : "", &params->types);
+    if (!typed.ok()) return typed;
+    absl::StatusOr<QueryResult> out;
+    try {
+      out = StreamOnce(statement, *params, options, sink);
+    } catch (...) {
+      out = StatusFromException();
+    }
+    if (close_after_call_) MarkBroken();
+    if (!options.in_transaction) ShedBuffersIfLarge();
+    return out;
+  }
+
+  // ExecuteStream's work. The columns must go out before the first row, and
+  // naming a type PostgreSQL has not told this broker about takes a query,
+  // which cannot run while the statement's rows are being read: so the
+  // statement is prepared (unnamed) and described first, one round trip
+  // more than Execute, which a result worth streaming does not notice.
+  absl::StatusOr<QueryResult> StreamOnce(const Statement& statement, const PqParams& params,
+                                         const ExecuteOptions& options, RowSink& sink) {
+    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
+    const bool in_transaction = options.in_transaction;
+    auto prepare = [&]() -> absl::Status {
+      PgResult prepared(
+          PQprepare(pg, "", statement.sql.c_str(), params.count(), params.types.data()));
+      return CheckResult(prepared.get());
+    };
+    if (absl::Status ok = prepare(); !ok.ok()) {
+      ForgetLookedUpTypes(statement);
+      return ok;
+    }
+    PgResult described(PQdescribePrepared(pg, ""));
+    if (absl::Status ok = CheckResult(described.get()); !ok.ok()) return ok;
+    ResultShape shape = ShapeOf(described.get());
+    described.reset();
+    if (!shape.all_named && !NameFromCache(&shape)) {
+      if (absl::Status named = NameUnknownTypes(in_transaction, &shape); !named.ok()) return named;
+      // The lookup ran as the unnamed statement, replacing this one.
+      if (absl::Status ok = prepare(); !ok.ok()) return ok;
+    }
+    if (absl::Status s = sink.Columns(shape.columns); !s.ok()) return s;
+    if (Cancelled()) return CancelledError();
+    if (PQsendQueryPrepared(pg, "", params.count(), params.values.data(), params.lengths.data(),
+                            params.formats.data(), 0) != 1) {
+      return CheckResult(nullptr);
+    }
+    PQsetSingleRowMode(pg);
+    const size_t max_row = options.max_result_bytes;
+    absl::StatusOr<PgResult> last = ReadRows([&](PgResult row) -> absl::Status {
+      std::vector<std::vector<Value>> rows;
+      size_t bytes = 0;
+      absl::Status decoded = AppendRows(row.get(), shape, in_transaction, max_row, &bytes, &rows);
+      if (decoded.code() == absl::StatusCode::kResourceExhausted) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "a row of the result is over ", max_row,
+            " bytes (BROKER_MAX_RESULT_BYTES), the most one message of the stream may carry; "
+            "select fewer or smaller columns",
+            in_transaction ? "; its transaction was rolled back"
+                           : "; the statement was cancelled"));
+      }
+      if (!decoded.ok()) return decoded;
+      row.reset();  // before the sink may block: one row at a time
+      return sink.Row(std::move(rows.front()), bytes);
+    });
+    if (!last.ok()) {
+      ForgetLookedUpTypes(statement);
+      return last.status();
+    }
+    QueryResult out;
+    out.columns = std::move(shape.columns);
+    SetCommandTag(last->get(), &out);
     return out;
   }
 
@@ -279,11 +367,9 @@ class PqxxConnection final : public DbConnection {
                                           const std::string& key, const ExecuteOptions& options,
                                           bool pipeline_reset, bool* stale) {
     try {
-      absl::StatusOr<PgResult> result = RunStatement(statement, params, key, pipeline_reset, stale);
-      if (!result.ok()) return result.status();
       size_t result_bytes = 0;
-      return Convert(result->get(), /*in_transaction=*/options.in_transaction,
-                     options.max_result_bytes, &result_bytes);
+      return RunStatement(statement, params, key, options.in_transaction, pipeline_reset,
+                          options.max_result_bytes, &result_bytes, stale);
     } catch (...) {
       return StatusFromException();
     }
@@ -291,17 +377,28 @@ class PqxxConnection final : public DbConnection {
 
   // Runs one statement with libpq: through the connection's prepared copy
   // when it has one or the statement is due to get one, else as an unnamed
-  // statement (PQexecParams). Both use the extended protocol even without
-  // parameters, so the server refuses a string holding several statements.
-  // Sets *stale when it failed only because the prepared copy was stale (it
-  // is forgotten then). A statement that used types looked up by name and
-  // failed drops those names from the lookup cache (the type may have been
-  // dropped and created again under another OID).
-  absl::StatusOr<PgResult> RunStatement(const Statement& statement, const PqParams& params,
-                                        const std::string& key, bool pipeline_reset, bool* stale) {
+  // statement (PQsendQueryParams). Both use the extended protocol even
+  // without parameters, so the server refuses a string holding several
+  // statements. With `pipeline_reset` (autocommit only) the session reset
+  // goes out in the statement's own pipeline (SendPipelinedWithReset) and is
+  // read after the statement's rows (FinishPipelinedReset). The result is
+  // read row by row (single-row mode, which libpq allows per query in a
+  // pipeline too) and decoded as it arrives, counted against `max_bytes` in
+  // *used_bytes (see ExecuteOptions::max_result_bytes): an oversized result
+  // is abandoned (the statement cancelled) as soon as it is over, and never
+  // held whole by libpq. Rows of types nobody has named yet are kept as
+  // libpq gave them (still counted) and decoded once the statement (and its
+  // pipeline) is over and their names can be looked up. Sets *stale when it
+  // failed only because the prepared copy was stale (it is forgotten then).
+  // A statement that used types looked up by name and failed drops those
+  // names from the lookup cache (the type may have been dropped and created
+  // again under another OID).
+  absl::StatusOr<QueryResult> RunStatement(const Statement& statement, const PqParams& params,
+                                           const std::string& key, bool in_transaction,
+                                           bool pipeline_reset, size_t max_bytes,
+                                           size_t* used_bytes, bool* stale) {
     *stale = false;
     PGconn* const pg = pqxx_internals::RawConnection(*conn_);
-    PgResult result;
     const std::string* name = nullptr;
     bool prepare = false;
     if (statement.cacheable) {
@@ -310,18 +407,25 @@ class PqxxConnection final : public DbConnection {
       prepare = plan.prepare;
     }
     if (pipeline_reset) {
-      PgResult prepared;
-      absl::Status piped =
-          RunPipelinedWithReset(statement, params, name, prepare, &prepared, &result);
-      if (!piped.ok()) return piped;
+      if (absl::Status sent = SendPipelinedWithReset(statement, params, name, prepare);
+          !sent.ok()) {
+        return sent;
+      }
       if (prepare) {
+        PgResult prepared;
+        if (!NextPipelined(&prepared)) return PipelineLost("reading a PREPARE in a pipeline");
         if (absl::Status ok = CheckResult(prepared.get()); !ok.ok()) {
+          // The statement was skipped (its part of the pipeline aborted);
+          // the reset after the Sync ran all the same.
+          PgResult skipped;
+          if (!NextPipelined(&skipped)) return PipelineLost("reading a statement in a pipeline");
+          if (absl::Status reset = FinishPipelinedReset(); !reset.ok()) return reset;
           statements_.Forget(key);
           ForgetLookedUpTypes(statement);
           return ok;
         }
       }
-    } else if (statement.cacheable) {
+    } else {
       if (prepare) {
         PgResult prepared(PQprepare(pg, name->c_str(), statement.sql.c_str(), params.count(),
                                     params.types.data()));
@@ -331,18 +435,48 @@ class PqxxConnection final : public DbConnection {
           return ok;
         }
       }
+      const int sent =
+          name != nullptr
+              ? PQsendQueryPrepared(pg, name->c_str(), params.count(), params.values.data(),
+                                    params.lengths.data(), params.formats.data(), 0)
+              : PQsendQueryParams(pg, statement.sql.c_str(), params.count(), params.types.data(),
+                                  params.values.data(), params.lengths.data(),
+                                  params.formats.data(), 0);
+      if (sent != 1) return CheckResult(nullptr);
     }
+    // Before the statement's first PQgetResult, in a pipeline as outside one.
+    PQsetSingleRowMode(pg);
+
+    ResultShape shape;
+    bool have_shape = false;
+    bool deferred = false;  // rows kept undecoded until their types are named
+    std::vector<PgResult> undecoded;
+    QueryResult out;
+    absl::StatusOr<PgResult> last = ReadRows([&](PgResult row) -> absl::Status {
+      if (!have_shape) {
+        shape = ShapeOf(row.get());
+        have_shape = true;
+        deferred = !shape.all_named && !NameFromCache(&shape);
+      }
+      if (deferred) {
+        *used_bytes += RawRowBytes(row.get(), 0);
+        if (max_bytes > 0 && *used_bytes > max_bytes) {
+          return ResultTooLarge(max_bytes, in_transaction);
+        }
+        undecoded.push_back(std::move(row));
+        return absl::OkStatus();
+      }
+      return AppendRows(row.get(), shape, in_transaction, max_bytes, used_bytes, &out.rows);
+    });
     if (pipeline_reset) {
-      // Sent and read above.
-    } else if (name != nullptr) {
-      result.reset(PQexecPrepared(pg, name->c_str(), params.count(), params.values.data(),
-                                  params.lengths.data(), params.formats.data(), 0));
-    } else {
-      result.reset(PQexecParams(pg, statement.sql.c_str(), params.count(), params.types.data(),
-                                params.values.data(), params.lengths.data(), params.formats.data(),
-                                0));
+      // The reset runs whether the statement failed or not (the Sync between
+      // them ended the statement's implicit transaction either way). The
+      // statement's own failure is what the caller hears first.
+      absl::Status reset = FinishPipelinedReset();
+      if (!reset.ok() && last.ok()) return reset;
     }
-    if (absl::Status ok = CheckResult(result.get()); !ok.ok()) {
+    if (!last.ok()) {
+      const absl::Status& ok = last.status();
       if (name != nullptr && !IsBroken() &&
           IsStalePreparedStatement(SqlStateOf(ok).value_or(""), ok.message())) {
         statements_.Forget(key);  // its server side goes with the next reset or close
@@ -351,26 +485,111 @@ class PqxxConnection final : public DbConnection {
       ForgetLookedUpTypes(statement);
       return ok;
     }
-    return result;
+    if (!have_shape) {
+      // No rows: the final result describes the columns.
+      shape = ShapeOf(last->get());
+      deferred = !shape.all_named && !NameFromCache(&shape);
+    }
+    if (deferred) {
+      if (absl::Status named = NameUnknownTypes(in_transaction, &shape); !named.ok()) return named;
+      // Counted again, decoded this time.
+      *used_bytes = 0;
+      for (const PgResult& row : undecoded) {
+        if (absl::Status appended =
+                AppendRows(row.get(), shape, in_transaction, max_bytes, used_bytes, &out.rows);
+            !appended.ok()) {
+          return appended;
+        }
+      }
+    }
+    out.columns = std::move(shape.columns);
+    SetCommandTag(last->get(), &out);
+    *used_bytes += ResultHeaderBytes(out);
+    if (max_bytes > 0 && *used_bytes > max_bytes) return ResultTooLarge(max_bytes, in_transaction);
+    return out;
   }
 
-  // Sends the statement (prepared first if `prepare`), a Sync, the reset
-  // statements and a Sync in one pipeline, then reads everything: the
-  // statement's result (and the PREPARE's) for the caller, the reset's for
-  // itself. The reset runs whether the statement failed or not (the Sync
-  // between them ends the statement's implicit transaction either way). An
-  // error here is the reset's or the connection's; the statement's own error
-  // is in *result. Sets reset_in_pipeline_ once the reset is through.
-  absl::Status RunPipelinedWithReset(const Statement& statement, const PqParams& params,
-                                     const std::string* name, bool prepare, PgResult* prepared,
-                                     PgResult* result) {
+  // Reads the results of the statement just sent in single-row mode until
+  // libpq has none left: each row (a PGRES_SINGLE_TUPLE result) goes to
+  // `on_row`; returns the final result (PGRES_TUPLES_OK or
+  // PGRES_COMMAND_OK), or the statement's error. When `on_row` fails, the
+  // statement is cancelled on the server and the rest of its output read
+  // and dropped (libpq holds one row at a time meanwhile), and that failure
+  // is returned.
+  absl::StatusOr<PgResult> ReadRows(absl::FunctionRef<absl::Status(PgResult)> on_row) {
     PGconn* const pg = pqxx_internals::RawConnection(*conn_);
-    auto lost = [&](absl::string_view what) {
+    absl::Status stopped;  // on_row's failure
+    absl::Status error;    // the statement's
+    bool error_says_lost = false;
+    PgResult last;
+    while (true) {
+      PgResult result(PQgetResult(pg));
+      if (result == nullptr) break;
+      const ExecStatusType status = PQresultStatus(result.get());
+      if (status == PGRES_SINGLE_TUPLE) {
+        if (RawRowBytes(result.get(), 0) > kShedBuffersAfterRowBytes) shed_after_call_ = true;
+        if (!stopped.ok() || !error.ok()) continue;
+        stopped = on_row(std::move(result));
+        if (!stopped.ok()) CancelOnServer();
+        continue;
+      }
+      absl::Status ok = CheckResult(result.get());
+      if (!ok.ok()) {
+        if (error.ok()) {
+          error = std::move(ok);
+          error_says_lost = IsBroken();
+        }
+        // A lost connection has nothing more to read; libpq would answer a
+        // COPY state again on every call.
+        if (IsBroken() || close_after_call_) break;
+        continue;
+      }
+      last = std::move(result);
+    }
+    if (!error.ok() && !error_says_lost && (IsBroken() || PQstatus(pg) == CONNECTION_BAD)) {
+      // The server's farewell (57P01, a terminated session) came as a
+      // result before libpq saw the socket close.
       MarkBroken();
-      return LostConnection(absl::UnavailableError(
-          absl::StrCat(what, ": ", pg == nullptr ? "" : PQerrorMessage(pg))));
-    };
-    if (pg == nullptr || PQenterPipelineMode(pg) != 1) return lost("entering pipeline mode");
+      error = LostConnection(error);
+    }
+    if (!stopped.ok()) return stopped;
+    if (!error.ok()) return error;
+    if (last == nullptr) return CheckResult(nullptr);
+    return last;
+  }
+
+  // Closes the connection once no transaction is open if a row larger than
+  // kShedBuffersAfterRowBytes went through it: libpq keeps its input buffer
+  // as large as the largest message it ever received (a whole row), for as
+  // long as the connection lives, and the pool would keep that memory.
+  void ShedBuffersIfLarge() {
+    if (!shed_after_call_) return;
+    shed_after_call_ = false;
+    MarkBroken();
+  }
+
+  // Asks the server to cancel the statement now running on this connection,
+  // without setting the cancel flag (the call goes on: it reads what is left
+  // and reports its own error).
+  void CancelOnServer() {
+    absl::MutexLock lock(&close_mu_);
+    if (closed_) return;
+    try {
+      conn_->cancel_query();
+    } catch (...) {
+      // Best effort: the rest of the output is read and dropped anyway.
+    }
+  }
+
+  // Enters pipeline mode and sends the statement (prepared first if
+  // `prepare`), a Sync, the reset statements and a Sync, for one round trip.
+  // The caller reads the statement's results (and the PREPARE's), then
+  // FinishPipelinedReset the rest.
+  absl::Status SendPipelinedWithReset(const Statement& statement, const PqParams& params,
+                                      const std::string* name, bool prepare) {
+    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
+    if (pg == nullptr || PQenterPipelineMode(pg) != 1)
+      return PipelineLost("entering pipeline mode");
     bool sent = true;
     if (prepare) {
       sent = sent && PQsendPrepare(pg, name->c_str(), statement.sql.c_str(), params.count(),
@@ -389,35 +608,52 @@ class PqxxConnection final : public DbConnection {
       sent = sent && PQsendQueryParams(pg, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
     }
     sent = sent && PQpipelineSync(pg) == 1;
-    if (!sent) return lost("sending a pipeline");
-    // Each query's results end with a null; each Sync answers with
-    // PGRES_PIPELINE_SYNC.
-    auto next = [&](PgResult* into) {
-      into->reset(PQgetResult(pg));
-      if (into->get() != nullptr) {
-        const ExecStatusType st = PQresultStatus(into->get());
-        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) return false;
-        PgResult end(PQgetResult(pg));
-        if (end.get() != nullptr) return false;
-      }
-      return into->get() != nullptr;
-    };
+    if (!sent) return PipelineLost("sending a pipeline");
+    return absl::OkStatus();
+  }
+
+  // The connection is lost or in a state no pipeline can continue from.
+  absl::Status PipelineLost(absl::string_view what) {
+    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
+    MarkBroken();
+    return LostConnection(
+        absl::UnavailableError(absl::StrCat(what, ": ", pg == nullptr ? "" : PQerrorMessage(pg))));
+  }
+
+  // Reads one query's whole result in a pipeline (a PREPARE's, or a skipped
+  // statement's): false when there is none or it is not a plain one.
+  bool NextPipelined(PgResult* into) {
+    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
+    into->reset(PQgetResult(pg));
+    if (into->get() == nullptr) return false;
+    const ExecStatusType st = PQresultStatus(into->get());
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) return false;
+    PgResult end(PQgetResult(pg));
+    return end.get() == nullptr;
+  }
+
+  // After the statement's results were read: the Sync, the reset's results,
+  // the second Sync; leaves pipeline mode and reconciles the prepared
+  // statements. A failed reset breaks the connection (it is not reused).
+  // Sets reset_in_pipeline_ once the reset is through.
+  absl::Status FinishPipelinedReset() {
+    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
+    if (IsBroken() || close_after_call_) return PipelineLost("reading a statement in a pipeline");
     auto sync = [&] {
       PgResult r(PQgetResult(pg));
       return r.get() != nullptr && PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC;
     };
-    if (prepare && !next(prepared)) return lost("reading a PREPARE in a pipeline");
-    if (!next(result)) return lost("reading a statement in a pipeline");
-    if (!sync()) return lost("reading a pipeline");
+    if (!sync()) return PipelineLost("reading a pipeline");
     PgResult reset;
     absl::Status reset_status;
     for (int i = 0; i < kResetStatementCount; ++i) {
-      if (!next(&reset)) return lost("reading the session reset in a pipeline");
+      if (!NextPipelined(&reset)) return PipelineLost("reading the session reset in a pipeline");
       if (reset_status.ok()) reset_status = CheckResult(reset.get());
     }
-    if (!sync()) return lost("reading a pipeline");
-    if (PQexitPipelineMode(pg) != 1) return lost("leaving pipeline mode");
+    if (!sync()) return PipelineLost("reading a pipeline");
+    if (PQexitPipelineMode(pg) != 1) return PipelineLost("leaving pipeline mode");
     if (!reset_status.ok()) {
+      // Also when the cancel of an over-cap result reached the reset.
       MarkBroken();
       return WithPrefix(reset_status, "resetting the session failed: ");
     }
@@ -638,6 +874,7 @@ class PqxxConnection final : public DbConnection {
       if (!results.ok()) EndFailedBatch();
     }
     if (close_after_call_) MarkBroken();
+    ShedBuffersIfLarge();
     return results;
   }
 
@@ -680,6 +917,7 @@ class PqxxConnection final : public DbConnection {
     try {
       pqxx::nontransaction tx(*conn_);
       const pqxx::result commit = tx.exec("COMMIT");
+      ShedBuffersIfLarge();
       if (pqxx_internals::CommandTag(commit) != "COMMIT") {
         return absl::AbortedError(
             "COMMIT: PostgreSQL rolled the transaction back instead of committing it (an earlier "
@@ -703,6 +941,7 @@ class PqxxConnection final : public DbConnection {
   absl::Status Rollback() override {
     if (IsBroken()) return BrokenError();
     EndFailedBatch();
+    ShedBuffersIfLarge();
     if (IsBroken()) {
       return absl::UnavailableError(
           "ROLLBACK failed and the connection was closed; the server rolls the transaction back "
@@ -868,11 +1107,9 @@ class PqxxConnection final : public DbConnection {
             !typed.ok()) {
           return ForStatement(typed, k, n);
         }
-        absl::StatusOr<PgResult> result = RunStatement(statements[k], p, CacheKey(statements[k], p),
-                                                       /*pipeline_reset=*/false, stale);
-        if (!result.ok()) return ForStatement(result.status(), k, n);
-        absl::StatusOr<QueryResult> converted = Convert(result->get(), /*in_transaction=*/true,
-                                                        options.max_result_bytes, &result_bytes);
+        absl::StatusOr<QueryResult> converted =
+            RunStatement(statements[k], p, CacheKey(statements[k], p), /*in_transaction=*/true,
+                         /*pipeline_reset=*/false, options.max_result_bytes, &result_bytes, stale);
         if (!converted.ok()) return ForStatement(converted.status(), k, n);
         if (absl::Status ended = CheckTransactionNotEnded(converted->command_tag); !ended.ok()) {
           return ForStatement(ended, k, n);
@@ -949,18 +1186,22 @@ class PqxxConnection final : public DbConnection {
     MarkBroken();
   }
 
-  // The result of a completed statement, its non-built-in types named.
-  // `in_transaction`: the statement ran inside a transaction, which a
-  // failure of the adapter's own queries must not abort.
-  absl::StatusOr<QueryResult> Convert(const PGresult* result, bool in_transaction, size_t max_bytes,
-                                      size_t* used_bytes) {
-    ResultShape shape = ShapeOf(result);
-    if (!shape.all_named) {
-      if (absl::Status named = NameUnknownTypes(in_transaction, &shape); !named.ok()) {
-        return named;
+  // Names the columns of non-built-in types the shared cache knows; true if
+  // none is left to look up.
+  bool NameFromCache(ResultShape* shape) const {
+    bool complete = true;
+    for (size_t c = 0; c < shape->columns.size(); ++c) {
+      Column& column = shape->columns[c];
+      if (!column.type_name.empty()) continue;
+      if (std::optional<PqxxTypeCache::Entry> entry = types_->Find(column.type_oid)) {
+        column.type_name = entry->name;
+        shape->element_oids[c] = entry->element_oid;
+      } else {
+        complete = false;
       }
     }
-    return ConvertResult(result, std::move(shape), in_transaction, max_bytes, used_bytes);
+    shape->all_named = complete;
+    return complete;
   }
 
   // Fills in the names of non-built-in types (enums, domains' arrays,
@@ -1132,6 +1373,10 @@ class PqxxConnection final : public DbConnection {
   // The current Execute's reset went out in the statement's pipeline. Owner
   // thread only.
   bool reset_in_pipeline_ = false;
+  // Set when a row over kShedBuffersAfterRowBytes was received; the
+  // connection is closed when its transaction (if any) ends. Owner thread
+  // only.
+  bool shed_after_call_ = false;
 
   // Orders Cancel() (any thread) against closing the connection (the owner
   // thread, or destruction): cancel_query() reads the libpq connection.

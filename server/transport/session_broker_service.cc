@@ -1,5 +1,8 @@
 #include "server/transport/session_broker_service.h"
 
+#include <malloc.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
@@ -8,6 +11,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
 #include "server/core/auth/statement_policy.h"
 #include "server/core/exec/request_outcomes.h"
 #include "server/core/sql/session_settings.h"
@@ -18,6 +22,7 @@
 #include "server/transport/request_fingerprint.h"
 #include "server/transport/session_conversion.h"
 #include "server/transport/status_mapping.h"
+#include "server/transport/stream_execute_reactor.h"
 #include "server/transport/value_conversion.h"
 #include "spdlog/spdlog.h"
 
@@ -26,7 +31,9 @@ namespace {
 
 // Listen's position among SessionBroker's methods in broker.proto (its
 // handler slot). The one place to change when a method is added before it.
-constexpr int kListenMethodIndex = 11;
+constexpr int kListenMethodIndex = 12;
+// Results at least this large give their memory back when done.
+constexpr size_t kTrimAfterBytes = size_t{1} << 20;
 
 constexpr char kDrainingMessage[] = "the broker is shutting down; retry on another instance";
 
@@ -56,8 +63,9 @@ class UnimplementedWriter final : public grpc::ServerWriteReactor<grpc::ByteBuff
 // OnCancel always finds it and the reactor cannot be deleted under Start().
 class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor {
  public:
-  CallReactor(SessionBrokerService& service, grpc::CallbackServerContext* context)
-      : service_(service), context_(context) {
+  CallReactor(SessionBrokerService& service, grpc::CallbackServerContext* context,
+              absl::AnyInvocable<void() &&> on_done)
+      : service_(service), context_(context), on_done_(std::move(on_done)) {
     service_.CallStarted();
   }
 
@@ -85,7 +93,9 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 
   void OnDone() override {
     SessionBrokerService& service = service_;
+    absl::AnyInvocable<void()&&> on_done = std::move(on_done_);
     delete this;
+    if (on_done) std::move(on_done)();
     service.CallDone();
   }
 
@@ -104,6 +114,7 @@ class SessionBrokerService::CallReactor final : public grpc::ServerUnaryReactor 
 
   SessionBrokerService& service_;
   grpc::CallbackServerContext* const context_;
+  absl::AnyInvocable<void() &&> on_done_;
   core::Mutex mu_;
   std::shared_ptr<core::RunningCall> call_ ABSL_GUARDED_BY(mu_);
   absl::Status result_;  // written before the second arrival, read after it
@@ -115,7 +126,7 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
                                            core::RequestLedger& ledger, CallAuthenticator auth,
                                            int max_array_depth,
                                            core::NotificationHub* notifications,
-                                           size_t listen_queue_capacity)
+                                           size_t listen_queue_capacity, CallLimits limits)
     : runner_(runner),
       sessions_(sessions),
       max_result_bytes_(max_result_bytes),
@@ -123,7 +134,8 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
       auth_(auth),
       max_array_depth_(max_array_depth),
       notifications_(notifications),
-      listen_queue_capacity_(listen_queue_capacity) {
+      listen_queue_capacity_(listen_queue_capacity),
+      limits_(limits) {
   // The indexes are the methods' order in broker.proto, as the generated
   // base class registers them.
   ReportParseFailures(0, &SessionBrokerService::Execute);
@@ -144,6 +156,11 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
                     who.ok() ? absl::StatusOr<core::Caller>(who->caller())
                              : absl::StatusOr<core::Caller>(who.status());
                 return KeepAliveReactor::Create(sessions_, draining_.load(), std::move(caller));
+              }));
+  MarkMethodRawCallback(
+      11, new grpc::internal::CallbackServerStreamingHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+              [this](grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+                return ServeStreamExecute(context, *request);
               }));
   {
     // Like ReportParseFailures' check: the slot must be Listen's, or another
@@ -316,6 +333,29 @@ absl::Status ApplyPolicy(const CallIdentity& who, bool in_session, core::RunRequ
 
 }  // namespace
 
+absl::StatusOr<core::RunRequest> SessionBrokerService::RunOfExecute(
+    const CallIdentity& who, const grpc::CallbackServerContext& context,
+    const v1::ExecuteRequest& request) const {
+  core::RunRequest run;
+  run.deadline = DeadlineOf(context);
+  run.client_id = who.client_id;
+  absl::StatusOr<std::vector<storage::Value>> params =
+      ParamsFromProto(request.params(), "", max_array_depth_);
+  if (!params.ok()) return params.status();
+  absl::StatusOr<std::vector<std::string>> types = ParamTypesFromProto(request.params(), "");
+  if (!types.ok()) return types.status();
+  run.statements.push_back(storage::Statement{request.sql(), *std::move(params),
+                                              /*cacheable=*/false, *std::move(types)});
+  if (absl::Status taken = TakeCallSettings(request.settings(), request.session(), run);
+      !taken.ok()) {
+    return taken;
+  }
+  if (absl::Status allowed = ApplyPolicy(who, !request.session().empty(), run); !allowed.ok()) {
+    return allowed;
+  }
+  return run;
+}
+
 grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerContext* context,
                                                         const v1::ExecuteRequest* request,
                                                         v1::ExecuteResponse* response) {
@@ -325,30 +365,66 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
     return Respond(context, valid);
   }
-  core::RunRequest run;
-  run.deadline = DeadlineOf(*context);
-  run.client_id = who->client_id;
-  absl::StatusOr<std::vector<storage::Value>> params =
-      ParamsFromProto(request->params(), "", max_array_depth_);
-  if (!params.ok()) return Respond(context, params.status());
-  absl::StatusOr<std::vector<std::string>> types = ParamTypesFromProto(request->params(), "");
-  if (!types.ok()) return Respond(context, types.status());
-  run.statements.push_back(storage::Statement{request->sql(), *std::move(params),
-                                              /*cacheable=*/false, *std::move(types)});
-  if (absl::Status taken = TakeCallSettings(request->settings(), request->session(), run);
-      !taken.ok()) {
-    return Respond(context, taken);
-  }
-  if (absl::Status allowed = ApplyPolicy(*who, !request->session().empty(), run); !allowed.ok()) {
-    return Respond(context, allowed);
-  }
+  absl::StatusOr<core::RunRequest> run = RunOfExecute(*who, *context, *request);
+  if (!run.ok()) return Respond(context, run.status());
   // Invalid SQL requests (empty, several statements, placeholder count) are
   // refused by the runner before it touches the pool.
-  return StartRun(context, std::move(run), request->session(), who->caller(), request->request_id(),
-                  *request, response, [this, response](core::StatementRunner::Results&& results) {
+  return StartRun(context, *std::move(run), request->session(), who->caller(),
+                  request->request_id(), *request, response,
+                  [this, response](core::StatementRunner::Results&& results) {
                     ResultToProto(std::move(results.front()), response);
                     return CapResponse(response);
                   });
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* SessionBrokerService::ServeStreamExecute(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer& raw) {
+  CallStarted();
+  auto done = [this] { CallDone(); };
+  if (draining_.load()) {
+    return StreamExecuteReactor::Refuse(context, absl::UnavailableError(kDrainingMessage), done);
+  }
+  // Refused to whom every other call is refused, before the request is read.
+  absl::StatusOr<CallIdentity> who = auth_.Identify(*context);
+  if (!who.ok()) return StreamExecuteReactor::Refuse(context, who.status(), done);
+  v1::ExecuteRequest request;
+  grpc::ByteBuffer copy(raw);
+  if (!grpc::SerializationTraits<v1::ExecuteRequest>::Deserialize(&copy, &request).ok()) {
+    return StreamExecuteReactor::Refuse(
+        context,
+        absl::InvalidArgumentError(UnparseableRequestMessage("sessionbroker.v1.ExecuteRequest")),
+        done);
+  }
+  if (!request.request_id().empty()) {
+    // A retry could not be answered with the first attempt's rows (they
+    // are streamed, not kept), so a request id is not taken here.
+    return StreamExecuteReactor::Refuse(
+        context,
+        absl::InvalidArgumentError(
+            "request_id is not taken on StreamExecute (a streamed result cannot be replayed to a "
+            "retry); use Execute for a write that must be safe to retry (docs/retries.md)"),
+        done);
+  }
+  absl::StatusOr<core::RunRequest> run = RunOfExecute(*who, *context, request);
+  if (!run.ok()) return StreamExecuteReactor::Refuse(context, run.status(), done);
+  const std::string client = run->client_id;
+  if (absl::Status admitted = Admit(client); !admitted.ok()) {
+    return StreamExecuteReactor::Refuse(context, admitted, done);
+  }
+  // The window, and the message being written from it.
+  const size_t held = 2 * limits_.stream_window_bytes;
+  if (absl::Status reserved = Reserve(held); !reserved.ok()) {
+    Leave(client);
+    return StreamExecuteReactor::Refuse(context, reserved, done);
+  }
+  return StreamExecuteReactor::Start(context, runner_, sessions_, *std::move(run),
+                                     request.session(), who->caller(), limits_.stream_window_bytes,
+                                     [this, client, held] {
+                                       Release(held);
+                                       Leave(client);
+                                       TrimMemory();
+                                       CallDone();
+                                     });
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServerContext* context,
@@ -582,8 +658,9 @@ grpc::ServerUnaryReactor* SessionBrokerService::Rollback(grpc::CallbackServerCon
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::StartCall(grpc::CallbackServerContext* context,
-                                                          Starter start, bool during_drain) {
-  auto* reactor = new CallReactor(*this, context);
+                                                          Starter start, bool during_drain,
+                                                          absl::AnyInvocable<void() &&> on_done) {
+  auto* reactor = new CallReactor(*this, context, std::move(on_done));
   // Counted in flight first, checked second: StartDraining() either sees
   // this call in WaitForIdle or this call sees the drain.
   if (draining_.load() && !during_drain) {
@@ -597,26 +674,37 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartCall(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* SessionBrokerService::StartRemembered(
     grpc::CallbackServerContext* context, const std::string& scope, const std::string& request_id,
     const google::protobuf::Message& request, google::protobuf::Message* response, Starter start,
-    bool during_drain, Replay replay) {
-  if (request_id.empty()) return StartCall(context, std::move(start), during_drain);
-  if (draining_.load() && !during_drain) return RejectDraining(context);
+    bool during_drain, Replay replay, absl::AnyInvocable<void() &&> on_done) {
+  if (request_id.empty())
+    return StartCall(context, std::move(start), during_drain, std::move(on_done));
+  // Answered without a call: what the call would release at its end goes now.
+  auto answer = [&](absl::Status status) {
+    if (on_done != nullptr) std::move(on_done)();
+    return Respond(context, status);
+  };
+  if (draining_.load() && !during_drain) {
+    if (on_done != nullptr) std::move(on_done)();
+    return RejectDraining(context);
+  }
   const core::RequestLedger::Claim claim =
       ledger_.Begin(scope, request_id, RequestFingerprint(request));
   using Kind = core::RequestLedger::Claim::Kind;
   switch (claim.kind) {
     case Kind::kMismatch:
-      return Respond(context, core::RequestIdReusedError(request_id));
+      return answer(core::RequestIdReusedError(request_id));
     case Kind::kRunning:
-      return Respond(context, core::RequestIdRunningError(request_id));
+      return answer(core::RequestIdRunningError(request_id));
     case Kind::kOmitted:
-      return Respond(context,
-                     core::OutcomeOmittedError(request_id, ledger_.options().max_outcome_bytes));
+      return answer(core::OutcomeOmittedError(request_id, ledger_.options().max_outcome_bytes));
     case Kind::kReplay:
-      if (replay != nullptr) return replay(context, claim.outcome);
-      if (!response->ParseFromString(claim.outcome)) {
-        return Respond(context, absl::InternalError("a remembered outcome could not be read"));
+      if (replay != nullptr) {
+        if (on_done != nullptr) std::move(on_done)();
+        return replay(context, claim.outcome);
       }
-      return Respond(context, absl::OkStatus());
+      if (!response->ParseFromString(claim.outcome)) {
+        return answer(absl::InternalError("a remembered outcome could not be read"));
+      }
+      return answer(absl::OkStatus());
     case Kind::kRun:
       break;
   }
@@ -631,22 +719,36 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartRemembered(
               std::move(done)(std::move(status));
             });
       },
-      during_drain);
+      during_drain, std::move(on_done));
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::StartRun(
     grpc::CallbackServerContext* context, core::RunRequest run, const std::string& session,
     core::Caller caller, const std::string& request_id, const google::protobuf::Message& request,
     google::protobuf::Message* response, RunFill fill) {
+  const std::string client = run.client_id;
+  if (absl::Status admitted = Admit(client); !admitted.ok()) return Respond(context, admitted);
+  auto held = std::make_shared<HeldResult>();
+  absl::AnyInvocable<void()&&> on_done = [this, client, held] {
+    Release(held->bytes);
+    Leave(client);
+    if (held->trim) TrimMemory();
+  };
   if (request_id.empty()) {
-    return StartCall(context, RunStarter(std::move(run), session, caller, std::move(fill)));
+    return StartCall(context,
+                     RunStarter(std::move(run), session, caller, std::move(fill), response, held),
+                     /*during_drain=*/false, std::move(on_done));
   }
   if (!session.empty()) {
-    return StartRemembered(context, caller.client_id, request_id, request, response,
-                           RunStarter(std::move(run), session, caller, std::move(fill)));
+    return StartRemembered(
+        context, caller.client_id, request_id, request, response,
+        RunStarter(std::move(run), session, caller, std::move(fill), response, held),
+        /*during_drain=*/false, /*replay=*/nullptr, std::move(on_done));
   }
   // One-shot: the request id is recorded with the statements' own
-  // transaction, and an earlier attempt's record answers instead.
+  // transaction, and an earlier attempt's record answers instead. A result
+  // over BROKER_MAX_RESULT_BYTES fails inside that transaction, so the
+  // statements are rolled back together with their record.
   auto durable = std::make_shared<core::DurableRequest>();
   durable->client_id = run.client_id;
   durable->request_id = request_id;
@@ -671,24 +773,95 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartRun(
     if (durable->replayed.has_value()) return FromRecorded(*durable, max_outcome_bytes, response);
     return fill(std::move(results));
   };
-  return StartCall(context,
-                   RunStarter(std::move(run), session, std::move(caller), std::move(recorded)));
+  return StartCall(
+      context,
+      RunStarter(std::move(run), session, std::move(caller), std::move(recorded), response, held),
+      /*during_drain=*/false, std::move(on_done));
 }
 
 SessionBrokerService::Starter SessionBrokerService::RunStarter(core::RunRequest run,
                                                                const std::string& session,
-                                                               core::Caller caller, RunFill fill) {
-  return [this, run = std::move(run), session, caller = std::move(caller),
-          fill = std::move(fill)](Done done) mutable -> std::shared_ptr<core::RunningCall> {
-    auto complete = [fill = std::move(fill), done = std::move(done)](
-                        absl::StatusOr<core::StatementRunner::Results> results) mutable {
-      std::move(done)(results.ok() ? fill(*std::move(results)) : results.status());
+                                                               core::Caller caller, RunFill fill,
+                                                               google::protobuf::Message* response,
+                                                               std::shared_ptr<HeldResult> held) {
+  return [this, run = std::move(run), session, caller = std::move(caller), fill = std::move(fill),
+          response, held](Done done) mutable -> std::shared_ptr<core::RunningCall> {
+    auto complete = [this, fill = std::move(fill), done = std::move(done), response,
+                     held](absl::StatusOr<core::StatementRunner::Results> results) mutable {
+      absl::Status status = results.ok() ? fill(*std::move(results)) : results.status();
+      // Over a limit: large results were read (and dropped) to get here.
+      if (status.code() == absl::StatusCode::kResourceExhausted) held->trim = true;
+      if (status.ok()) {
+        const size_t bytes = response->ByteSizeLong();
+        status = Reserve(bytes);
+        if (status.ok()) {
+          held->bytes = bytes;
+          held->trim = held->trim || bytes >= kTrimAfterBytes;
+        } else {
+          response->Clear();
+        }
+      }
+      std::move(done)(std::move(status));
     };
     // Invalid SQL requests (empty, several statements, placeholder count)
     // are refused before any database work.
     if (session.empty()) return runner_.Run(std::move(run), std::move(complete));
     return sessions_.Run(caller, session, std::move(run), std::move(complete));
   };
+}
+
+absl::Status SessionBrokerService::Admit(const std::string& client) {
+  if (limits_.max_calls_per_client <= 0) return absl::OkStatus();
+  core::MutexLock lock(&mu_);
+  int& calls = calls_by_client_[client];
+  if (calls >= limits_.max_calls_per_client) {
+    if (calls == 0) calls_by_client_.erase(client);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("client \"", client, "\" has ", limits_.max_calls_per_client,
+                     " Execute/ExecuteBatch/StreamExecute calls in flight, its limit "
+                     "(BROKER_MAX_CALLS_PER_CLIENT); retry once some have completed"));
+  }
+  ++calls;
+  return absl::OkStatus();
+}
+
+void SessionBrokerService::Leave(const std::string& client) {
+  if (limits_.max_calls_per_client <= 0) return;
+  core::MutexLock lock(&mu_);
+  auto it = calls_by_client_.find(client);
+  if (it == calls_by_client_.end()) return;
+  if (--it->second <= 0) calls_by_client_.erase(it);
+}
+
+absl::Status SessionBrokerService::Reserve(size_t bytes) {
+  core::MutexLock lock(&mu_);
+  if (pending_result_bytes_ + bytes > limits_.max_pending_result_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the broker holds ", pending_result_bytes_, " bytes of results not yet sent and this one ",
+        "needs ", bytes, " more, over BROKER_MAX_PENDING_RESULT_BYTES (",
+        limits_.max_pending_result_bytes,
+        "); retry shortly, read results faster, or stream them (StreamExecute)"));
+  }
+  pending_result_bytes_ += bytes;
+  return absl::OkStatus();
+}
+
+void SessionBrokerService::Release(size_t bytes) {
+  core::MutexLock lock(&mu_);
+  pending_result_bytes_ -= std::min(bytes, pending_result_bytes_);
+}
+
+size_t SessionBrokerService::pending_result_bytes() const {
+  core::MutexLock lock(&mu_);
+  return pending_result_bytes_;
+}
+
+void SessionBrokerService::TrimMemory() {
+  // glibc keeps freed memory of its arenas for reuse; a large result would
+  // stay in the broker's RSS without this (docs/streaming.md, measured).
+  if (trimming_.exchange(true)) return;
+  malloc_trim(0);
+  trimming_.store(false);
 }
 
 absl::Status SessionBrokerService::CapResponse(google::protobuf::Message* response) const {

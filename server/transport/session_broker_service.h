@@ -36,6 +36,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -52,6 +53,19 @@
 
 namespace sessionbroker::transport {
 
+// Bounds on what calls may hold (README's configuration table).
+struct CallLimits {
+  // BROKER_STREAM_WINDOW_BYTES: rows a StreamExecute call holds at most.
+  size_t stream_window_bytes = 1 << 20;
+  // BROKER_MAX_PENDING_RESULT_BYTES: results (unary responses, stream
+  // windows) held by all calls together until they are sent; a call that
+  // would pass it fails with RESOURCE_EXHAUSTED.
+  size_t max_pending_result_bytes = size_t{256} << 20;
+  // BROKER_MAX_CALLS_PER_CLIENT: Execute, ExecuteBatch and StreamExecute
+  // calls in flight per x-client-id (0 = no limit).
+  int max_calls_per_client = 0;
+};
+
 class SessionBrokerService final : public v1::SessionBroker::CallbackService {
  public:
   // `ledger` remembers the request ids of session calls; it must outlive
@@ -63,7 +77,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
                        CallAuthenticator auth = CallAuthenticator(),
                        int max_array_depth = kMaxArrayDepth,
                        core::NotificationHub* notifications = nullptr,
-                       size_t listen_queue_capacity = 1000);
+                       size_t listen_queue_capacity = 1000, CallLimits limits = CallLimits());
 
   grpc::ServerUnaryReactor* Execute(grpc::CallbackServerContext* context,
                                     const v1::ExecuteRequest* request,
@@ -95,9 +109,12 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* context,
                                      const v1::RollbackRequest* request,
                                      v1::RollbackResponse* response) override;
-  // KeepAlive and Listen are served on raw bytes (see KeepAliveReactor,
-  // ListenReactor); the typed methods of the generated base class are never
-  // called.
+  // KeepAlive, StreamExecute and Listen are served on raw bytes (see
+  // KeepAliveReactor, StreamExecuteReactor, ListenReactor); the typed methods
+  // of the generated base class are never called.
+
+  // Result bytes held by calls now (CallLimits::max_pending_result_bytes).
+  size_t pending_result_bytes() const;
 
   void StartDraining();
   // True if no call was in flight by `deadline` (real time).
@@ -123,22 +140,34 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   // Creates the reactor that runs `start` and completes the call.
   // `during_drain`: the call may still start while draining (it ends a
   // session or transaction, which only gives back).
+  // `on_done` runs when the call is over.
   grpc::ServerUnaryReactor* StartCall(grpc::CallbackServerContext* context, Starter start,
-                                      bool during_drain = false);
+                                      bool during_drain = false,
+                                      absl::AnyInvocable<void() &&> on_done = nullptr);
+  // What a unary statement call holds until it is over: written by its
+  // completion (before Finish), read when the call is done (after it).
+  struct HeldResult {
+    size_t bytes = 0;   // reserved for the response (max_pending_result_bytes)
+    bool trim = false;  // a large result went through: give memory back
+  };
   // Execute/ExecuteBatch: one-shot, or in the named session; with a
-  // request_id, remembered (in a session) or recorded (one-shot).
+  // request_id, remembered (in a session) or recorded (one-shot). Counted
+  // against max_calls_per_client, and the filled `response` is held against
+  // max_pending_result_bytes until the call is over.
   grpc::ServerUnaryReactor* StartRun(grpc::CallbackServerContext* context, core::RunRequest run,
                                      const std::string& session, core::Caller caller,
                                      const std::string& request_id,
                                      const google::protobuf::Message& request,
                                      google::protobuf::Message* response, RunFill fill);
   Starter RunStarter(core::RunRequest run, const std::string& session, core::Caller caller,
-                     RunFill fill);
+                     RunFill fill, google::protobuf::Message* response,
+                     std::shared_ptr<HeldResult> held);
   // Calls whose request_id the ledger keeps (BeginSession, calls in a
   // session): answers a retry from the ledger, or runs `start` and records
   // its outcome (the serialized `response`) if it succeeds. `replay` turns a
   // remembered response into the answer (default: parse it into
-  // `response`). Without a request_id, StartCall.
+  // `response`). Without a request_id, StartCall. `on_done` runs when the
+  // call is over, however it ended.
   using Replay = absl::AnyInvocable<grpc::ServerUnaryReactor*(grpc::CallbackServerContext*,
                                                               const std::string& outcome)>;
   // `scope` is the caller's client id: request ids are per client.
@@ -146,7 +175,24 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
                                             const std::string& scope, const std::string& request_id,
                                             const google::protobuf::Message& request,
                                             google::protobuf::Message* response, Starter start,
-                                            bool during_drain = false, Replay replay = nullptr);
+                                            bool during_drain = false, Replay replay = nullptr,
+                                            absl::AnyInvocable<void() &&> on_done = nullptr);
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* ServeStreamExecute(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer& request);
+  // The RunRequest of an Execute or StreamExecute request of the
+  // authenticated caller `who` (its policy and the request limits applied).
+  absl::StatusOr<core::RunRequest> RunOfExecute(const CallIdentity& who,
+                                                const grpc::CallbackServerContext& context,
+                                                const v1::ExecuteRequest& request) const;
+  // Counts a call of `client` in flight (max_calls_per_client); Leave ends it.
+  absl::Status Admit(const std::string& client);
+  void Leave(const std::string& client);
+  // Holds `bytes` of results (max_pending_result_bytes); Release gives back.
+  absl::Status Reserve(size_t bytes);
+  void Release(size_t bytes);
+  // Gives freed heap memory back to the system after a large result
+  // (glibc keeps it otherwise); one trim at a time.
+  void TrimMemory();
   // RESOURCE_EXHAUSTED (and an empty response) if it is over the size limit.
   absl::Status CapResponse(google::protobuf::Message* response) const;
   // Finishes at once with `status` (OK: the response is filled in; otherwise
@@ -165,10 +211,14 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   const int max_array_depth_;
   core::NotificationHub* const notifications_;
   const size_t listen_queue_capacity_;
+  const CallLimits limits_;
   std::atomic<bool> draining_{false};
+  std::atomic<bool> trimming_{false};
   mutable core::Mutex mu_;
   core::CondVar idle_;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t pending_result_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, int> calls_by_client_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sessionbroker::transport

@@ -108,6 +108,36 @@ class IdentityE2eTest : public BrokerFixture {
     request.set_session(session);
     return As(who, &Stub::Execute, request);
   }
+  // One StreamExecute call as `who` ("" = no credentials): its status and
+  // the rows' first values as text.
+  struct Streamed {
+    grpc::Status status;
+    std::string sqlstate;
+    std::vector<std::string> values;
+  };
+  Streamed StreamAs(const std::string& who, const std::string& sql,
+                    const std::string& session = "") {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    if (!who.empty()) context.AddMetadata("authorization", "Bearer " + TokenFor(who));
+    v1::ExecuteRequest request;
+    request.set_sql(sql);
+    request.set_session(session);
+    Streamed out;
+    auto reader = stub_->StreamExecute(&context, request);
+    v1::StreamExecuteResponse response;
+    while (reader->Read(&response)) {
+      if (!response.has_rows()) continue;
+      for (const v1::Row& row : response.rows().rows()) {
+        const v1::Value& v = row.values(0);
+        out.values.push_back(v.has_string_value() ? v.string_value()
+                                                  : absl::StrCat(v.int64_value()));
+      }
+    }
+    out.status = reader->Finish();
+    out.sqlstate = SqlStateOf(context);
+    return out;
+  }
   std::string Begin(const std::string& who, const std::string& declared_id = "") {
     Result<v1::Session> s = As(who, &Stub::BeginSession, v1::BeginSessionRequest(), declared_id);
     EXPECT_TRUE(s.status.ok()) << s.status.error_message();
@@ -154,6 +184,27 @@ TEST_F(IdentityE2eTest, ValidTokenIsServedWrongOrMissingIsUnauthenticated) {
   for (const char* who : {"alice", "mallory"}) {
     EXPECT_THAT(log, ::testing::Not(HasSubstr(TokenFor(who))));
   }
+}
+
+TEST_F(IdentityE2eTest, StreamExecuteIsAuthenticatedAndKeepsToTheCallersSessions) {
+  StartDefault();
+  Streamed ok = StreamAs("alice", "SELECT g FROM generate_series(1, 3) g");
+  ASSERT_TRUE(ok.status.ok()) << ok.status.error_message();
+  EXPECT_THAT(ok.values, ::testing::ElementsAre("1", "2", "3"));
+
+  Streamed missing = StreamAs("", "SELECT 1");
+  EXPECT_EQ(missing.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  Streamed wrong = StreamAs("mallory", "SELECT 1");
+  EXPECT_EQ(wrong.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(wrong.values.empty());
+
+  // Another client's session is not found, as for Execute.
+  const std::string alices = Begin("alice");
+  Streamed theft = StreamAs("bob", "SELECT 1", alices);
+  EXPECT_EQ(theft.status.error_code(), grpc::StatusCode::NOT_FOUND) << theft.status.error_message();
+  Streamed own = StreamAs("alice", "SELECT 5", alices);
+  ASSERT_TRUE(own.status.ok()) << own.status.error_message();
+  EXPECT_THAT(own.values, ::testing::ElementsAre("5"));
 }
 
 TEST_F(IdentityE2eTest, PlainTextTokenInTheFileStopsTheBrokerWithoutShowingIt) {
@@ -439,6 +490,28 @@ TEST_F(RoleE2eTest, StatementKindsOutsideTheAllowListAreRefusedByName) {
   EXPECT_EQ(insert.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(insert.status.error_message(), HasSubstr("of kind insert"));
   EXPECT_EQ(AdminCount("SELECT count(*) FROM pg_class WHERE relname = 'identity_e2e_nope'"), 0);
+}
+
+TEST_F(RoleE2eTest, StreamExecuteRunsAsTheClientsRoleUnderItsPolicy) {
+  Streamed role = StreamAs("ra", "SELECT current_user::text");
+  ASSERT_TRUE(role.status.ok()) << role.status.error_message();
+  EXPECT_THAT(role.values, ::testing::ElementsAre("sb_e2e_role_a"));
+  Streamed rows = StreamAs("rb", "SELECT v FROM identity_e2e_rls");
+  ASSERT_TRUE(rows.status.ok()) << rows.status.error_message();
+  EXPECT_THAT(rows.values, ::testing::ElementsAre("2"));
+  // The role does not outlive the stream on the one shared connection.
+  EXPECT_EQ(One("plain", "SELECT current_user::text"), login_role_);
+
+  Streamed ddl = StreamAs("reader", "CREATE TABLE identity_e2e_nope (i int)");
+  EXPECT_EQ(ddl.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(ddl.status.error_message(), HasSubstr("of kind ddl"));
+  Streamed escape = StreamAs("ra", "SET ROLE NONE");
+  EXPECT_EQ(escape.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  Streamed write =
+      StreamAs("ro", "INSERT INTO identity_e2e_rls VALUES ('sb_e2e_role_a', 3) RETURNING v");
+  EXPECT_EQ(write.sqlstate, "25006") << write.status.error_message();
+  EXPECT_EQ(AdminCount("SELECT count(*) FROM identity_e2e_rls"), 2);
 }
 
 }  // namespace

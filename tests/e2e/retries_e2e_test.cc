@@ -132,6 +132,45 @@ TEST_F(RetriesE2eTest, AFailedAttemptIsNotRecordedSoItsRetryRunsAgain) {
   EXPECT_EQ(Rows("taken"), 1);
 }
 
+TEST_F(RetriesE2eTest, AWriteReturningRowsOverTheCapIsRolledBackWithItsRecord) {
+  StartBroker(Env({{"BROKER_MAX_RESULT_BYTES", "10000"}}));
+  v1::ExecuteRequest big;
+  big.set_sql(absl::StrCat("INSERT INTO ", table_,
+                           " (v) SELECT 'big-' || g FROM generate_series(1, 5000) g "
+                           "RETURNING id, v, 'padding'"));
+  big.set_request_id("req-big");
+  const RpcResult<v1::ExecuteResponse> first = Exec(big);
+  EXPECT_EQ(first.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << first.status.error_message();
+  EXPECT_THAT(first.status.error_message(), HasSubstr("BROKER_MAX_RESULT_BYTES"));
+  EXPECT_THAT(first.status.error_message(), HasSubstr("rolled back"));
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", table_)), 0);
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", outcomes_)), 0);
+  // Nothing was recorded, so the retry runs again (and fails the same way).
+  const RpcResult<v1::ExecuteResponse> retry = Exec(big);
+  EXPECT_EQ(retry.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", table_)), 0);
+  // Under the cap the same kind of call is recorded with its write.
+  const RpcResult<v1::ExecuteResponse> small = Exec(Insert("small", "req-small"));
+  ASSERT_TRUE(small.status.ok()) << small.status.error_message();
+  EXPECT_EQ(Rows("small"), 1);
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", outcomes_)), 1);
+}
+
+TEST_F(RetriesE2eTest, StreamExecuteRefusesARequestIdAndRunsNothing) {
+  StartBroker(Env());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  context.AddMetadata("x-client-id", "svc-a");
+  auto reader = stub_->StreamExecute(&context, Insert("streamed", "req-stream"));
+  v1::StreamExecuteResponse response;
+  EXPECT_FALSE(reader->Read(&response));
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("request_id"));
+  EXPECT_EQ(Rows("streamed"), 0);
+}
+
 TEST_F(RetriesE2eTest, RetryAfterABrokerRestartReturnsTheFirstOutcome) {
   StartBroker(Env());
   const RpcResult<v1::ExecuteResponse> first = Exec(Insert("a", "req-restart"));

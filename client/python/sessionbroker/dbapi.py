@@ -72,15 +72,20 @@ failed statement the transaction is aborted (25P02) until a ROLLBACK TO. In
 autocommit mode the broker refuses them (ProgrammingError), as it refuses
 other transaction control statements (BEGIN, COMMIT, ...) everywhere.
 
-Not supported: callproc (NotSupportedError), COPY, LISTEN/NOTIFY,
-server-side (named) cursors and two-phase commit.
+Server-side (named) cursors, ``connection.cursor("name")``, stream their
+results through StreamExecute (ServerCursor); SQLAlchemy's ``stream_results``
+and ``yield_per`` use them.
+
+Not supported: callproc (NotSupportedError), COPY, LISTEN/NOTIFY and
+two-phase commit.
 """
 
+import collections
 import threading
 import time
 import uuid
 import weakref
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Deque, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 
@@ -275,11 +280,12 @@ class Connection:
 
     # ---- PEP 249 methods -----------------------------------------------------------
 
-    def cursor(self) -> "Cursor":
-        """A new cursor on this connection."""
+    def cursor(self, name: Optional[str] = None) -> "Cursor":
+        """A new cursor on this connection; with ``name``, a server-side
+        (named) cursor whose results stream (ServerCursor)."""
         with self._lock:
             self._core.check_usable()
-            return Cursor(self)
+            return Cursor(self) if name is None else ServerCursor(self, name)
 
     def commit(self) -> None:
         """Commits the open transaction; nothing to do without one."""
@@ -379,6 +385,13 @@ class Connection:
                         raise self._core.failed(e, "") from None
                 time.sleep(_WRITE_BACKOFF * 2 ** (attempt - 1))
                 attempt += 1
+
+    def _stream(self, sql: str, values: list) -> Iterator["broker_pb2.StreamExecuteResponse"]:
+        with self._lock:
+            self._core.check_usable()
+            self._begin_if_needed()
+            return self._stub.StreamExecute(self._core.execute_request(sql, values),
+                                            timeout=self.timeout, metadata=self._core.metadata)
 
     def _execute_many(self, statements: List[Tuple[str, list]]) -> List[
             "broker_pb2.ExecuteResponse"]:
@@ -603,3 +616,143 @@ def connect(target: str, *, client_id: Optional[str] = None, token: Optional[str
                       connect_timeout=connect_timeout, ttl=ttl, label=label, read_only=read_only,
                       isolation_level=isolation_level, settings=settings, credentials=credentials,
                       autocommit=autocommit, retry_writes=retry_writes)
+
+
+class ServerCursor(Cursor):
+    """A named (server-side) cursor, as ``connection.cursor(name)`` makes it:
+    execute() starts a StreamExecute call, and fetch*() read its rows as they
+    arrive, so a result of any size passes in bounded memory on both sides
+    (the broker reads from PostgreSQL only as fast as this cursor is read;
+    docs/streaming.md). SQLAlchemy's ``stream_results`` / ``yield_per`` use
+    it. The name is the client's own (no DECLARE runs on the server).
+
+    While a stream is being read in a transaction, the session's other calls
+    wait for it (a session runs one call at a time): read it to the end or
+    close the cursor before running other statements on the connection.
+    rowcount is -1 until the last row was read. Not thread-safe."""
+
+    def __init__(self, connection: Connection, name: str) -> None:
+        super().__init__(connection)
+        #: The cursor's name (the client's own; nothing is declared server-side).
+        self.name = name
+        #: Rows a fetch reads ahead at most is what the broker sends per message;
+        #: kept for psycopg2 compatibility.
+        self.itersize = 2000
+        self._stream: Any = None
+        self._buffer: Deque[Any] = collections.deque()
+        self._description: Optional[Tuple[Tuple[Any, ...], ...]] = None
+        self._type_names: Tuple[str, ...] = ()
+        self._status: Optional[str] = None
+        self._done = True
+        self._fetched = 0
+
+    @property
+    def description(self) -> Optional[Tuple[Tuple[Any, ...], ...]]:
+        """As Cursor.description, known as soon as execute() returns."""
+        return self._description
+
+    @property
+    def statusmessage(self) -> Optional[str]:
+        """The command tag, once the last row was read."""
+        return self._status
+
+    @property
+    def rownumber(self) -> Optional[int]:
+        return self._fetched if self._stream is not None else None
+
+    def execute(self, operation: str, parameters: _core.Params = None) -> None:
+        """Starts the statement; returns once its columns are known."""
+        self._check()
+        self._end_stream()
+        sql, values = _core.statement(operation, parameters)
+        _core.declare_types(operation, parameters, values, self._input_types)
+        self._input_types = None
+        self._rowcount = -1
+        self._status = None
+        self._description = None
+        self._fetched = 0
+        self._stream = self.connection._stream(sql, values)
+        self._done = False
+        first = self._next_message()
+        if first is not None and first.HasField("columns"):
+            columns = first.columns.columns
+            self._description = tuple(
+                (c.name, c.type_oid, None, None, None, None, None) for c in columns) or None
+            self._type_names = tuple(c.type_name for c in columns)
+
+    def executemany(self, operation: str, seq_of_parameters: Sequence[_core.Params]) -> None:
+        """Not supported on a named cursor (as in psycopg2)."""
+        raise ProgrammingError("executemany is not supported on a named (server-side) cursor")
+
+    def _next_message(self) -> Optional["broker_pb2.StreamExecuteResponse"]:
+        """Reads the next message into the buffer; None once the stream ended."""
+        if self._done or self._stream is None:
+            return None
+        try:
+            message = next(self._stream)
+        except StopIteration:
+            self._done = True
+            return None
+        except grpc.RpcError as e:
+            self._done = True
+            raise self.connection._core.failed(e, "") from None
+        if message.HasField("rows"):
+            self._buffer.extend(message.rows.rows)
+        elif message.HasField("end"):
+            self._status = message.end.command_tag
+            tail = self._status.rsplit(" ", 1)[-1]
+            self._rowcount = int(tail) if tail.isdigit() else -1
+        return message
+
+    def _need_stream(self) -> None:
+        self._check()
+        if self._stream is None or self._description is None:
+            raise ProgrammingError("no results to fetch: the last statement returned no rows")
+
+    def _decode(self, row: Any) -> Tuple[Any, ...]:
+        names = self._type_names
+        return tuple(_core.from_value(v, names[i]) for i, v in enumerate(row.values))
+
+    def fetchone(self) -> Optional[Tuple[Any, ...]]:
+        """The next row, or None when there are no more."""
+        self._need_stream()
+        while not self._buffer and not self._done:
+            self._next_message()
+        if not self._buffer:
+            return None
+        self._fetched += 1
+        return self._decode(self._buffer.popleft())
+
+    def fetchmany(self, size: Optional[int] = None) -> List[Tuple[Any, ...]]:
+        """Up to ``size`` (default: arraysize) more rows."""
+        size = self.arraysize if size is None else size
+        rows = []
+        for _ in range(max(size, 0)):
+            row = self.fetchone()
+            if row is None:
+                break
+            rows.append(row)
+        return rows
+
+    def fetchall(self) -> List[Tuple[Any, ...]]:
+        """Every remaining row (read to the end of the stream)."""
+        rows = []
+        while True:
+            row = self.fetchone()
+            if row is None:
+                return rows
+            rows.append(row)
+
+    def _end_stream(self) -> None:
+        """Cancels a stream not read to its end (the broker then cancels the
+        statement in PostgreSQL)."""
+        if self._stream is not None and not self._done:
+            self._stream.cancel()
+        self._stream = None
+        self._done = True
+        self._buffer.clear()
+
+    def close(self) -> None:
+        """Ends the stream (cancelling it if unread) and frees the cursor."""
+        self._end_stream()
+        super().close()

@@ -4,6 +4,8 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/base/mutex.h"
 #include "server/core/sql/sql_classifier.h"
@@ -42,6 +44,25 @@ size_t ResultBytes(const storage::QueryResult& result) {
   return bytes;
 }
 
+// Whether a one-shot statement may change data and return rows, so that
+// its result must be read whole before its changes are committed. Queries
+// (SELECT, VALUES, TABLE, SHOW, ...) run in autocommit; a SELECT calling a
+// function that writes is the exception this cannot see (docs/streaming.md).
+bool MayWriteAndReturnRows(const SqlInfo& info, const std::string& sql) {
+  const std::string& k = info.first_keyword;
+  if (k == "EXECUTE" || k == "CALL") return true;
+  const std::string upper = absl::AsciiStrToUpper(sql);
+  if (k == "INSERT" || k == "UPDATE" || k == "DELETE" || k == "MERGE") {
+    return absl::StrContains(upper, "RETURNING");
+  }
+  if (k == "WITH") {
+    for (const char* word : {"INSERT", "UPDATE", "DELETE", "MERGE"}) {
+      if (absl::StrContains(upper, word)) return true;
+    }
+  }
+  return false;
+}
+
 bool RunsOnGivenConnection(Op op) {
   return op == Op::kInTransaction || op == Op::kCommit || op == Op::kRollback;
 }
@@ -55,11 +76,20 @@ bool Cacheable(const SqlInfo& info) {
 }
 
 // Checks the request; on success tells whether the connection must be reset
-// afterwards because a statement may leave session state behind. With
+// afterwards because a statement may leave session state behind, and how a
+// one-shot statement runs. With
 // `statements` (the request's own), marks the cacheable ones.
-absl::StatusOr<bool> Check(const RunRequest& request, const RequestLimits& limits,
-                           std::vector<storage::Statement>* statements = nullptr,
-                           bool savepoints_may_follow = false) {
+struct Checked {
+  // A statement may leave session state behind: reset the connection after.
+  bool needs_reset = false;
+  // kExecute: run the statement in a transaction of its own
+  // (MayWriteAndReturnRows).
+  bool own_transaction = false;
+};
+
+absl::StatusOr<Checked> Check(const RunRequest& request, const RequestLimits& limits,
+                              std::vector<storage::Statement>* statements = nullptr,
+                              bool savepoints_may_follow = false) {
   if (RunsOnGivenConnection(request.op) && !request.connection) {
     return absl::FailedPreconditionError("no transaction is open (no connection was given)");
   }
@@ -67,7 +97,17 @@ absl::StatusOr<bool> Check(const RunRequest& request, const RequestLimits& limit
     if (!request.statements.empty()) {
       return absl::InvalidArgumentError("BEGIN, COMMIT and ROLLBACK take no statements");
     }
-    return false;
+    return Checked{};
+  }
+  if (request.sink != nullptr && request.op != Op::kExecute &&
+      !(request.op == Op::kInTransaction && request.statements.size() == 1)) {
+    return absl::InvalidArgumentError("a streamed result comes from exactly one statement");
+  }
+  if (request.sink != nullptr && request.durable != nullptr) {
+    // A replay could not stream the first attempt's rows again.
+    return absl::InvalidArgumentError(
+        "request_id is not taken on a streamed result (StreamExecute); use Execute for a write "
+        "that must be safe to retry");
   }
   const bool several_allowed = request.op != Op::kExecute;
   if (request.statements.empty()) {
@@ -83,7 +123,7 @@ absl::StatusOr<bool> Check(const RunRequest& request, const RequestLimits& limit
         limits.max_batch_statements,
         " per call (BROKER_MAX_BATCH_STATEMENTS): split it, or pass rows as array parameters"));
   }
-  bool needs_reset = false;
+  Checked checked;
   for (size_t i = 0; i < request.statements.size(); ++i) {
     const storage::Statement& s = request.statements[i];
     const std::string where = several_allowed ? absl::StrCat("statements[", i, "]: ") : "";
@@ -160,10 +200,11 @@ absl::StatusOr<bool> Check(const RunRequest& request, const RequestLimits& limit
                              " but ", s.params.size(), " parameters were given"));
     }
     // Only what is provably stateless skips the reset (SqlInfo::leaves_no_state).
-    needs_reset = needs_reset || !info.leaves_no_state;
+    checked.needs_reset = checked.needs_reset || !info.leaves_no_state;
+    checked.own_transaction = request.op == Op::kExecute && MayWriteAndReturnRows(info, s.sql);
     if (statements != nullptr) (*statements)[i].cacheable = Cacheable(info);
   }
-  return needs_reset;
+  return checked;
 }
 
 }  // namespace
@@ -178,11 +219,13 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
   // BROKER_MAX_STATEMENT_DURATION.
   enum class Reason { kNone, kDeadline, kMaxDuration, kClientCeiling, kCaller, kAborted };
 
-  Call(StatementRunner& runner, RunRequest request, StepCallback done, bool needs_reset)
+  Call(StatementRunner& runner, RunRequest request, StepCallback done, bool needs_reset,
+       bool own_transaction)
       : runner_(runner),
         request_(std::move(request)),
         done_(std::move(done)),
-        needs_reset_(needs_reset) {}
+        needs_reset_(needs_reset),
+        own_transaction_(own_transaction) {}
 
   void Start() {
     auto self = shared_from_this();
@@ -252,6 +295,12 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
       ++cancels_in_flight_;  // completion waits for it before reusing conn
     }
     conn->Cancel();
+    // A stream's reader may have stopped reading: the statement's thread
+    // would wait for it and never see the cancel.
+    if (request_.sink != nullptr) {
+      request_.sink->Stop(
+          storage::SqlError(kQueryCanceled, "canceling statement due to user request"));
+    }
     MutexLock lock(&mu_);
     --cancels_in_flight_;
     cancel_sent_.SignalAll();
@@ -418,6 +467,9 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
     }
     switch (request_.op) {
       case Op::kExecute:
+        if (request_.sink != nullptr || own_transaction_) {
+          return RunAlone(conn, options);
+        }
         if (request_.transaction.IsPlain()) {
           // The connection sends the reset in the statement's round trip.
           options.reset_session_after = needs_reset_;
@@ -437,6 +489,14 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
         return Results{};
       case Op::kInTransaction:
         options.in_transaction = true;
+        if (request_.sink != nullptr) {
+          absl::StatusOr<storage::QueryResult> end =
+              conn.ExecuteStream(request_.statements[0], options, *request_.sink);
+          if (!end.ok()) return end.status();
+          Results out;
+          out.push_back(*std::move(end));
+          return out;
+        }
         return InOpenTransaction(conn, options);
       case Op::kCommit:
         if (absl::Status committed = conn.Commit(); !committed.ok()) return committed;
@@ -446,6 +506,37 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
         return Results{};
     }
     return absl::InternalError("unknown step");
+  }
+
+  // A one-shot kExecute that streams, or may write and return rows: in
+  // autocommit when it is a plain query stream, otherwise in a transaction
+  // of its own (begun with the request's settings), committed only once the
+  // whole result was read (and, for a stream, handed over). On failure the
+  // transaction is rolled back.
+  absl::StatusOr<Results> RunAlone(storage::DbConnection& conn, storage::ExecuteOptions options) {
+    const storage::Statement& statement = request_.statements[0];
+    const bool own = own_transaction_ || !request_.transaction.IsPlain();
+    auto run = [&]() -> absl::StatusOr<storage::QueryResult> {
+      if (request_.sink != nullptr) return conn.ExecuteStream(statement, options, *request_.sink);
+      return conn.Execute(statement, options);
+    };
+    absl::StatusOr<storage::QueryResult> one;
+    if (!own) {
+      one = run();
+    } else {
+      if (absl::Status begun = conn.Begin(request_.transaction); !begun.ok()) return begun;
+      options.in_transaction = true;
+      one = run();
+      if (one.ok()) {
+        if (absl::Status committed = conn.Commit(); !committed.ok()) return committed;
+      } else if (!conn.IsBroken()) {
+        conn.Rollback().IgnoreError();  // a failed rollback breaks the connection
+      }
+    }
+    if (!one.ok()) return one.status();
+    Results out;
+    out.push_back(*std::move(one));
+    return out;
   }
 
   void OnConnection(absl::StatusOr<PooledConnection> acquired) {
@@ -669,6 +760,7 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
   RunRequest request_;
   StepCallback done_;
   const bool needs_reset_;
+  const bool own_transaction_;
   // The client's statement_timeout_max when it capped the statement (set and
   // read on the thread running it).
   absl::Duration client_ceiling_ = absl::InfiniteDuration();
@@ -711,16 +803,17 @@ std::shared_ptr<RunningCall> StatementRunner::Run(RunRequest request, Callback d
 }
 
 std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCallback done) {
-  absl::StatusOr<bool> needs_reset = Check(request, options_.limits, &request.statements);
-  if (!needs_reset.ok()) {
+  absl::StatusOr<Checked> checked = Check(request, options_.limits, &request.statements);
+  if (!checked.ok()) {
     RunOutcome outcome;
-    outcome.results = needs_reset.status();
+    outcome.results = checked.status();
     // A given connection is not the runner's to keep: hand it back untouched.
     outcome.connection = std::move(request.connection);
     std::move(done)(std::move(outcome));
     return nullptr;
   }
-  auto call = std::make_shared<Call>(*this, std::move(request), std::move(done), *needs_reset);
+  auto call = std::make_shared<Call>(*this, std::move(request), std::move(done),
+                                     checked->needs_reset, checked->own_transaction);
   call->Start();
   return call;
 }

@@ -16,6 +16,11 @@
 //    (SqlInfo::leaves_no_state: relation-free SELECT/VALUES/SHOW/EXPLAIN with
 //    allow-listed built-ins), the connection is reset before it goes back to
 //    the pool, so no caller sees another's state.
+//  * Results are read row by row and capped (RunnerOptions::max_result_bytes).
+//    A one-shot statement that may write and return rows (INSERT/UPDATE/
+//    DELETE/MERGE ... RETURNING, a WITH holding one of them, EXECUTE, CALL)
+//    runs in a transaction of its own, so a result over the cap (or a stream
+//    that fails) is rolled back rather than committed unseen.
 //  * Sessions (SessionManager) run their transactions as steps: kBegin takes
 //    a connection and hands it back inside its transaction, kInTransaction
 //    and kCommit/kRollback run on that connection. Each step gets the same
@@ -41,6 +46,7 @@
 #include "server/core/base/timer_queue.h"
 #include "server/core/exec/request_outcomes.h"
 #include "server/core/pool/connection_pool.h"
+#include "server/storage/db_connection.h"
 #include "server/storage/value.h"
 
 namespace sessionbroker::core {
@@ -127,6 +133,11 @@ struct RunRequest {
   // anything else runs on it); "" = the broker's login role. Every such
   // checkout sets it, so a role never reaches another caller.
   std::string database_role;
+  // StreamExecute (kExecute, or kInTransaction with one statement): the
+  // statement's rows go here as they are read, with back pressure, instead
+  // of into the outcome (whose one result then has no rows). The runner
+  // keeps it alive while the statement runs.
+  std::shared_ptr<storage::RowSink> sink;
 };
 
 // What a step produced.

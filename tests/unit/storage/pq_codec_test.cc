@@ -129,7 +129,7 @@ TEST(ConvertResultTest, AResultOverTheCapIsResourceExhaustedSayingWhatHappenedTo
   size_t used = 0;
   absl::Status autocommit = ConvertResult(r.get(), ShapeOf(r.get()), false, 500, &used).status();
   EXPECT_EQ(autocommit.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(autocommit.message(), HasSubstr("committed"));
+  EXPECT_THAT(autocommit.message(), HasSubstr("the statement was stopped, in autocommit"));
   used = 0;
   absl::Status in_tx = ConvertResult(r.get(), ShapeOf(r.get()), true, 500, &used).status();
   EXPECT_THAT(in_tx.message(), HasSubstr("rolled back"));

@@ -218,6 +218,9 @@ class AsyncSessionBrokerDialect(SessionBrokerDialect):
     driver = "sessionbroker_async"
     is_async = True
     supports_statement_cache = True
+    # sessionbroker.aio has no streaming cursor: stream_results buffers, as
+    # SQLAlchemy does for drivers without server-side cursors.
+    supports_server_side_cursors = False
 
     @classmethod
     def dbapi(cls):

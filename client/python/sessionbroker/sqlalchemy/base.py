@@ -26,6 +26,7 @@ used by one thread at a time, as SQLAlchemy's pool guarantees.
 from __future__ import annotations
 
 import decimal
+import itertools
 import json as _json
 import uuid
 from typing import Any, Callable, Dict, List, Tuple
@@ -35,6 +36,7 @@ from sqlalchemy import processors
 from sqlalchemy import types as sqltypes
 from sqlalchemy import util
 from sqlalchemy.dialects.postgresql import ARRAY as PGARRAY
+from sqlalchemy.dialects.postgresql.base import PGExecutionContext
 from sqlalchemy.dialects.postgresql import INTERVAL, JSON, JSONB, UUID
 from sqlalchemy.dialects.postgresql.base import (
     _DECIMAL_TYPES,
@@ -231,6 +233,17 @@ class _SBARRAY(PGARRAY):
         return _ColonCast(bindvalue, self)
 
 
+class SessionBrokerExecutionContext(PGExecutionContext):
+    """Creates the named cursor SQLAlchemy asks for with stream_results."""
+
+    def create_server_side_cursor(self) -> Any:
+        """A sessionbroker.dbapi.ServerCursor (streams via StreamExecute)."""
+        return self._dbapi_connection.cursor("sqlalchemy_%x_%x" % (id(self), next(_cursor_ids)))
+
+
+_cursor_ids = itertools.count(1)
+
+
 class SessionBrokerDialect(PGDialect):
     """``postgresql+sessionbroker://HOST:PORT/?client_id=...``."""
 
@@ -241,10 +254,10 @@ class SessionBrokerDialect(PGDialect):
     supports_native_decimal = True
     # PEP 249's executemany: the rowcount is the sum over the parameter sets.
     supports_sane_multi_rowcount = True
-    # The broker returns each result whole; stream_results=True therefore
-    # buffers (SQLAlchemy's behaviour for drivers without server-side
-    # cursors) until the broker streams (issue 15).
-    supports_server_side_cursors = False
+    # stream_results=True / yield_per use a named cursor of the DB-API
+    # driver, which reads the result through StreamExecute as it is fetched.
+    supports_server_side_cursors = True
+    execution_ctx_cls = SessionBrokerExecutionContext
     use_native_uuid = True
     # Parameters whose Python value leaves their PostgreSQL type open (None,
     # above all: a NULL in "CASE WHEN $1 IS NULL ..." has no type to infer)

@@ -312,3 +312,24 @@ def test_after_a_column_changes_type_a_cached_statement_fails_once_in_a_transact
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE IF EXISTS sa_stale")
         engine.dispose()
+
+
+def test_stream_results_and_yield_per_read_through_a_server_side_cursor(broker_engine) -> None:
+    from sqlalchemy import text
+
+    from sessionbroker import dbapi
+
+    with broker_engine.connect() as connection:
+        result = connection.execution_options(stream_results=True).execute(
+            text("SELECT g AS n FROM generate_series(1, 20000) g"))
+        assert isinstance(result.cursor, dbapi.ServerCursor)
+        total = 0
+        count = 0
+        for partition in result.partitions(1000):
+            count += len(partition)
+            total += sum(row.n for row in partition)
+        assert count == 20000
+        assert total == 20000 * 20001 // 2
+        rows = connection.execution_options(yield_per=500).execute(
+            text("SELECT 'x' || g AS s FROM generate_series(1, 1200) g")).all()
+        assert rows[-1].s == "x1200"
