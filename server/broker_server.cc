@@ -335,6 +335,11 @@ void BrokerServer::Shutdown(absl::Duration drain) {
     // Listen streams end with UNAVAILABLE: their clients listen elsewhere.
     notifications_->Shutdown(
         absl::UnavailableError("the broker is shutting down; listen on another instance"));
+    // Their status must reach the wire before Shutdown below cancels what is
+    // left (a cancelled stream would tell the client "Cancelling all calls").
+    if (!notifications_->WaitForSubscribersGone(absl::Now() + absl::Seconds(2))) {
+      spdlog::warn("some Listen streams did not end in time; cancelling them");
+    }
     // Watchers saw the drain; now their streams end cleanly (OK), before
     // Shutdown below would cancel them.
     monitor_->EndAllStreams();

@@ -709,6 +709,14 @@ TEST_F(MonitorE2eTest, HealthAndWatchersFollowADatabaseOutageAndRecovery) {
   EXPECT_EQ(down.error_code(), grpc::StatusCode::UNAVAILABLE) << down.error_message();
   EXPECT_LT(absl::Now() - call_start, absl::Seconds(5));
   const size_t during_outage = watcher.count();
+  // The pool itself tries the database again (with backoff) and logs the
+  // failure; wait for that before the database comes back, or a fast restart
+  // would leave nothing to report.
+  EXPECT_TRUE(
+      watcher.WaitFor([](const v1::PoolStatus& s) { return s.counters().connect_failures() >= 1; },
+                      absl::Seconds(20), during_outage))
+      << "the pool never tried to reconnect during the outage\n"
+      << broker_->Log();
 
   ASSERT_TRUE(cluster.Start());
   EXPECT_TRUE(

@@ -95,8 +95,17 @@ void NotificationHub::Unsubscribe(SubscriberId id) {
     MutexLock lock(&mu_);
     if (subscribers_.erase(id) == 0) return;
     stats_.subscribers = static_cast<int>(subscribers_.size());
+    if (subscribers_.empty()) subscribers_gone_.SignalAll();
   }
   Wake();
+}
+
+bool NotificationHub::WaitForSubscribersGone(absl::Time deadline) {
+  MutexLock lock(&mu_);
+  while (!subscribers_.empty()) {
+    if (!subscribers_gone_.WaitUntil(&mu_, deadline)) return subscribers_.empty();
+  }
+  return true;
 }
 
 void NotificationHub::Shutdown(const absl::Status& status) {

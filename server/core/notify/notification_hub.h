@@ -101,6 +101,10 @@ class NotificationHub final {
   // Ends every subscriber's stream with `status`; later Subscribe calls fail
   // with UNAVAILABLE. The listener connection closes as they leave.
   void Shutdown(const absl::Status& status);
+  // Waits until every subscriber has left (Unsubscribe), so that a drain can
+  // let the streams ended by Shutdown() deliver their status before the
+  // server cancels what is left. False if some remain at `deadline`.
+  bool WaitForSubscribersGone(absl::Time deadline);
   // Shutdown (if not yet) and joins the listener thread; idempotent.
   void Stop();
 
@@ -140,6 +144,7 @@ class NotificationHub final {
 
   mutable Mutex mu_;
   absl::flat_hash_map<SubscriberId, Subscriber> subscribers_ ABSL_GUARDED_BY(mu_);
+  CondVar subscribers_gone_;  // signalled when subscribers_ runs empty
   SubscriberId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
