@@ -10,19 +10,20 @@ PipelineBook::PipelineBook(v1::PipelineLimits limits)
     : max_in_flight_(limits.max_in_flight_per_stream()), limits_(std::move(limits)) {}
 
 absl::Status PipelineBook::Admit(uint64_t id) {
-  if (in_flight_.contains(id)) {
+  if (ids_.contains(id)) {
     return absl::InvalidArgumentError(
         absl::StrCat("call id ", id,
                      " is already in flight on this stream; an id may be used again once its "
                      "result has been received"));
   }
-  if (in_flight_.size() >= max_in_flight_) {
+  if (in_flight_ >= max_in_flight_) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "the stream has ", in_flight_.size(), " calls in flight, its limit (",
+        "the stream has ", in_flight_, " calls in flight, its limit (",
         "BROKER_PIPELINE_MAX_IN_FLIGHT, advertised in the stream's first message); send more "
         "once results have arrived"));
   }
-  in_flight_.insert(id);
+  ids_.insert(id);
+  ++in_flight_;
   return absl::OkStatus();
 }
 
@@ -39,7 +40,7 @@ std::optional<v1::PipelineResponse> PipelineBook::TakeWrite() {
   }
   response.mutable_results()->Reserve(static_cast<int>(queued_.size()));
   for (Queued& q : queued_) {
-    if (q.held.admitted) writing_ids_.push_back(q.result.id());
+    if (q.held.admitted) ids_.erase(q.result.id());
     writing_held_.push_back(q.held);
     *response.add_results() = std::move(q.result);
   }
@@ -49,8 +50,9 @@ std::optional<v1::PipelineResponse> PipelineBook::TakeWrite() {
 }
 
 std::vector<PipelineBook::Held> PipelineBook::WriteDone() {
-  for (uint64_t id : writing_ids_) in_flight_.erase(id);
-  writing_ids_.clear();
+  for (const Held& held : writing_held_) {
+    if (held.admitted) --in_flight_;
+  }
   writing_ = false;
   return std::exchange(writing_held_, {});
 }
@@ -59,7 +61,10 @@ std::vector<PipelineBook::Held> PipelineBook::DropQueued() {
   std::vector<Held> held;
   held.reserve(queued_.size());
   for (Queued& q : queued_) {
-    if (q.held.admitted) in_flight_.erase(q.result.id());
+    if (q.held.admitted) {
+      ids_.erase(q.result.id());
+      --in_flight_;
+    }
     held.push_back(q.held);
   }
   queued_.clear();

@@ -1,9 +1,11 @@
 // PipelineBook: the bookkeeping of one Pipeline stream, without gRPC: which
 // call ids are in flight, the stream's in-flight limit, and the results that
 // completed but are not yet sent, coalesced into one PipelineResponse per
-// write. A call is in flight from its admission until the message holding its
-// result has been written (so a client that stops reading stops the stream's
-// reading too: back pressure), and its id may be used again only after that.
+// write. A call counts against the limit from its admission until the message
+// holding its result has been written (so a client that stops reading stops
+// the stream's reading too: back pressure). Its id may be used again as soon
+// as its result is taken into a write: a client that received the result may
+// send the id again before the broker saw its write complete.
 //
 // One write at a time: TakeWrite() hands out everything queued (and the
 // limits, in the first message) and nothing more until WriteDone(). There is
@@ -50,8 +52,10 @@ class PipelineBook final {
   // write; it is then being written until WriteDone().
   std::optional<v1::PipelineResponse> TakeWrite();
   // An admitted call's result will never be sent (the stream was
-  // abandoned): its id leaves.
-  void Forget(uint64_t id) { in_flight_.erase(id); }
+  // abandoned): it is no longer in flight.
+  void Forget(uint64_t id) {
+    if (ids_.erase(id) > 0) --in_flight_;
+  }
   // The message being written has gone; returns what its results held.
   std::vector<Held> WriteDone();
   // The client is gone or the stream failed: queued results will never be
@@ -61,9 +65,9 @@ class PipelineBook final {
   bool writing() const { return writing_; }
   bool has_queued() const { return !queued_.empty() || limits_.has_value(); }
   // Calls admitted whose result has not been written yet.
-  size_t in_flight() const { return in_flight_.size(); }
+  size_t in_flight() const { return in_flight_; }
   // Whether another message may be read (fewer than the limit in flight).
-  bool may_read() const { return in_flight_.size() < max_in_flight_; }
+  bool may_read() const { return in_flight_ < max_in_flight_; }
 
  private:
   struct Queued {
@@ -73,10 +77,12 @@ class PipelineBook final {
 
   const size_t max_in_flight_;
   std::optional<v1::PipelineLimits> limits_;  // until the first write
-  absl::flat_hash_set<uint64_t> in_flight_;
+  // Ids of admitted calls whose result has not been taken into a write.
+  absl::flat_hash_set<uint64_t> ids_;
+  // Admitted calls whose result has not been written.
+  size_t in_flight_ = 0;
   std::vector<Queued> queued_;
-  // The message being written: the ids it frees and what it held.
-  std::vector<uint64_t> writing_ids_;
+  // What the message being written held.
   std::vector<Held> writing_held_;
   bool writing_ = false;
 };

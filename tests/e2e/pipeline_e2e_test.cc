@@ -390,7 +390,8 @@ TEST_F(PipelineE2eTest, ARetryWithTheSameRequestIdGetsTheFirstOutcome) {
   const std::string table = NewTable("retry");
   PipelineStream s(stub_.get());
   v1::PipelineCall call = ExecuteCall(1, absl::StrCat("INSERT INTO ", table, " VALUES (1)"));
-  call.mutable_execute()->set_request_id("pipeline-retry-1");
+  call.mutable_execute()->set_request_id(
+      absl::StrCat("pipeline-retry-", getpid(), "-", absl::ToUnixNanos(absl::Now())));
   v1::PipelineCall retry = call;
   retry.set_id(2);
   ASSERT_TRUE(s.Send({std::move(call)}));
