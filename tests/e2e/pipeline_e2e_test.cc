@@ -313,6 +313,30 @@ TEST_F(PipelineE2eTest, AtItsLimitTheStreamReadsNoFurtherMessageAndRefusesTheExc
   EXPECT_TRUE(s.End().ok());
 }
 
+TEST_F(PipelineE2eTest, TheClientsLimitCountsTheCallsOfAllItsStreams) {
+  StartBroker({{"BROKER_PIPELINE_MAX_IN_FLIGHT_PER_CLIENT", "2"}});
+  PipelineStream first(stub_.get());
+  PipelineStream second(stub_.get());
+  ASSERT_TRUE(
+      first.Send({ExecuteCall(1, "SELECT pg_sleep(1)"), ExecuteCall(2, "SELECT pg_sleep(1)")}));
+  WaitForActiveStatements(2);
+  ASSERT_TRUE(second.Send({ExecuteCall(1, "SELECT 1")}));
+  std::optional<v1::PipelineResult> refused = second.Result(1);
+  ASSERT_TRUE(refused.has_value());
+  ASSERT_TRUE(refused->has_status());
+  EXPECT_EQ(refused->status().code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  EXPECT_THAT(refused->status().message(), HasSubstr("BROKER_PIPELINE_MAX_IN_FLIGHT_PER_CLIENT"));
+  ASSERT_TRUE(first.Result(1).has_value());
+  ASSERT_TRUE(first.Result(2).has_value());
+  EXPECT_TRUE(first.End().ok());
+  // With the first stream's calls sent, there is room again.
+  ASSERT_TRUE(second.Send({ExecuteCall(2, "SELECT 2")}));
+  std::optional<v1::PipelineResult> admitted = second.Result(2);
+  ASSERT_TRUE(admitted.has_value());
+  EXPECT_TRUE(admitted->has_execute()) << admitted->status().message();
+  EXPECT_TRUE(second.End().ok());
+}
+
 TEST_F(PipelineE2eTest, SessionCallsRunInTheirSessionsTransaction) {
   StartBroker();
   const std::string table = NewTable("session");
