@@ -41,6 +41,11 @@ PipelineReactor* PipelineReactor::Create(PipelineHost& host, grpc::CallbackServe
                                          v1::PipelineLimits limits) {
   auto* reactor =
       new PipelineReactor(host, context, who.ok() ? *who : CallIdentity(), std::move(limits));
+  if (!who.ok()) {
+    // Finished before it is registered, so a drain never starts its writes.
+    core::MutexLock lock(&reactor->mu_);
+    reactor->finished_ = true;
+  }
   const bool draining = !host.RegisterPipelineStream(reactor);
   absl::Status refused = !who.ok()  ? who.status()
                          : draining ? absl::UnavailableError(kDrainingMessage)
