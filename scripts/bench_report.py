@@ -268,8 +268,28 @@ def cmd_report(args):
             c, fmt_tps(t["direct"]), fmt_tps(t["pgbouncer"]), fmt_tps(t["broker"]),
             fmt_ratio(ratio(t["broker"], t["pgbouncer"])), fmt_ratio(ratio(t["broker"], t["direct"])),
             fmt_ms(q["direct"]), fmt_ms(q["pgbouncer"]), fmt_ms(q["broker"]),
-            fmt_ratio(ratio(q["broker"], q["pgbouncer"]))))
+                fmt_ratio(ratio(q["broker"], q["pgbouncer"]))))
     p()
+    if clients_of(runs, "select-pipeline"):
+        p("The same SELECT as calls on Pipeline streams (broker-bench --mode=pipeline: the "
+          "callers multiplexed over one stream per channel, each awaiting its own result):")
+        p()
+        p("| clients | pipeline tps | pipeline/PgBouncer | pipeline/unary Execute | p99 pipeline ms "
+          "| p99 pipeline/PgBouncer | calls per message | results per message |")
+        p("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for c in clients_of(runs, "select-pipeline"):
+            t = {a: median_of(runs, "select-%s-c%d" % (a, c), "throughput")
+                 for a in ("pgbouncer", "broker", "pipeline")}
+            q = {a: median_of(runs, "select-%s-c%d" % (a, c), "p99_us")
+                 for a in ("pgbouncer", "pipeline")}
+            cpm = median_of(runs, "select-pipeline-c%d" % c, "calls_per_message")
+            rpm = median_of(runs, "select-pipeline-c%d" % c, "results_per_message")
+            p("| %d | %s | %s | %s | %s | %s | %s | %s |" % (
+                c, fmt_tps(t["pipeline"]), fmt_ratio(ratio(t["pipeline"], t["pgbouncer"])),
+                fmt_ratio(ratio(t["pipeline"], t["broker"])), fmt_ms(q["pipeline"]),
+                fmt_ratio(ratio(q["pipeline"], q["pgbouncer"])),
+                "–" if cpm is None else "%.1f" % cpm, "–" if rpm is None else "%.1f" % rpm))
+        p()
     p("CPU per call (µs; the run's CPU time over its calls, warm-up included): what each "
       "arm costs the machine, by process. `loadgen` is pgbench or broker-bench, `pooler` is "
       "PgBouncer or the broker, `postgres` is every PostgreSQL process.")
@@ -277,7 +297,7 @@ def cmd_report(args):
     p("| clients | arm | loadgen | pooler | postgres | total |")
     p("|---:|---|---:|---:|---:|---:|")
     for c in clients_of(runs, "select-broker"):
-        for a in ("direct", "pgbouncer", "broker"):
+        for a in ("direct", "pgbouncer", "broker", "pipeline"):
             parts = [median_of(runs, "select-%s-c%d" % (a, c), k + "_us_per_call")
                      for k in ("loadgen", "pooler", "postgres")]
             if parts[0] is None:
@@ -405,6 +425,11 @@ def cmd_check(args):
             bad.append("%s: %d errors, %d calls%s" % (
                 name, run.get("errors", 0), run.get("calls", 0),
                 (": " + run["first_error"]) if run.get("first_error") else ""))
+        # A Pipeline run: every call sent got exactly one result.
+        if run.get("mode") == "pipeline" and (
+                run.get("submitted") != run.get("answered") or not run.get("submitted")):
+            bad.append("%s: %s pipeline calls sent, %s answered" % (
+                name, run.get("submitted"), run.get("answered")))
     idle_path = os.path.join(args.dir, "raw", "idle.json")
     if os.path.exists(idle_path) and json.load(open(idle_path)).get("errors", 0):
         bad.append("idle sessions: errors while opening sessions")

@@ -136,6 +136,8 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   limits.stream_window_bytes = config_.stream_window_bytes;
   limits.max_pending_result_bytes = config_.max_pending_result_bytes;
   limits.max_calls_per_client = config_.max_calls_per_client;
+  limits.pipeline_max_in_flight = config_.pipeline_max_in_flight;
+  limits.pipeline_max_in_flight_per_client = config_.pipeline_max_in_flight_per_client;
   service_ = std::make_unique<transport::SessionBrokerService>(
       *runner_, *sessions_, config_.max_result_bytes, *ledger_, auth, config_.max_array_depth,
       notifications_.get(), listen_options.queue_capacity, limits);

@@ -64,6 +64,11 @@ struct Config {
   size_t max_pending_result_bytes = size_t{256} << 20;
   // BROKER_MAX_CALLS_PER_CLIENT: statement calls in flight per client id.
   int max_calls_per_client = 1024;
+  // BROKER_PIPELINE_MAX_IN_FLIGHT: calls in flight on one Pipeline stream.
+  int pipeline_max_in_flight = 256;
+  // BROKER_PIPELINE_MAX_IN_FLIGHT_PER_CLIENT: calls in flight on all of a
+  // client's Pipeline streams together; 0 = no limit.
+  int pipeline_max_in_flight_per_client = 1024;
   // BROKER_STATEMENT_CACHE_SIZE: prepared statements kept per connection
   // (storage::PqxxConnector::Options::statement_cache_size); 0 = none.
   int statement_cache_size = 100;

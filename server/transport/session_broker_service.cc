@@ -19,6 +19,7 @@
 #include "server/transport/keep_alive_reactor.h"
 #include "server/transport/listen_reactor.h"
 #include "server/transport/parse_failure.h"
+#include "server/transport/pipeline_reactor.h"
 #include "server/transport/request_fingerprint.h"
 #include "server/transport/session_conversion.h"
 #include "server/transport/status_mapping.h"
@@ -32,6 +33,8 @@ namespace {
 // Listen's position among SessionBroker's methods in broker.proto (its
 // handler slot). The one place to change when a method is added before it.
 constexpr int kListenMethodIndex = 12;
+// Pipeline's position (after Listen).
+constexpr int kPipelineMethodIndex = 13;
 // Results at least this large give their memory back when done.
 constexpr size_t kTrimAfterBytes = size_t{1} << 20;
 
@@ -198,6 +201,41 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
             return ListenReactor::Create(*notifications_, context, *request, draining_.load(),
                                          listen_queue_capacity_);
           }));
+  {
+    const google::protobuf::ServiceDescriptor* service =
+        v1::PipelineRequest::descriptor()->file()->FindServiceByName("SessionBroker");
+    const google::protobuf::MethodDescriptor* slot =
+        service != nullptr && kPipelineMethodIndex < service->method_count()
+            ? service->method(kPipelineMethodIndex)
+            : nullptr;
+    if (slot == nullptr || slot->input_type() != v1::PipelineRequest::descriptor() ||
+        slot->output_type() != v1::PipelineResponse::descriptor() || !slot->client_streaming() ||
+        !slot->server_streaming()) {
+      spdlog::critical("SessionBrokerService: handler slot {} is {}, not Pipeline",
+                       kPipelineMethodIndex, slot == nullptr ? "missing" : slot->full_name());
+      std::abort();
+    }
+  }
+  // Raw bytes, parsed by the reactor: an unparseable message ends the stream
+  // with INVALID_ARGUMENT naming PipelineRequest.
+  MarkMethodRawCallback(
+      kPipelineMethodIndex,
+      new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, grpc::ByteBuffer>(
+          [this](grpc::CallbackServerContext* context) {
+            v1::PipelineLimits advertised;
+            advertised.set_max_in_flight_per_stream(
+                static_cast<uint32_t>(std::max(1, limits_.pipeline_max_in_flight)));
+            // Each call is also an Execute call of BROKER_MAX_CALLS_PER_CLIENT:
+            // the client is told the tighter of the two.
+            int per_client = std::max(0, limits_.pipeline_max_in_flight_per_client);
+            if (limits_.max_calls_per_client > 0) {
+              per_client = per_client == 0 ? limits_.max_calls_per_client
+                                           : std::min(per_client, limits_.max_calls_per_client);
+            }
+            advertised.set_max_in_flight_per_client(static_cast<uint32_t>(per_client));
+            return PipelineReactor::Create(*this, context, auth_.Identify(*context),
+                                           std::move(advertised));
+          }));
 }
 
 template <typename Request, typename Response>
@@ -334,10 +372,9 @@ absl::Status ApplyPolicy(const CallIdentity& who, bool in_session, core::RunRequ
 }  // namespace
 
 absl::StatusOr<core::RunRequest> SessionBrokerService::RunOfExecute(
-    const CallIdentity& who, const grpc::CallbackServerContext& context,
-    const v1::ExecuteRequest& request) const {
+    const CallIdentity& who, absl::Time deadline, const v1::ExecuteRequest& request) const {
   core::RunRequest run;
-  run.deadline = DeadlineOf(context);
+  run.deadline = deadline;
   run.client_id = who.client_id;
   absl::StatusOr<std::vector<storage::Value>> params =
       ParamsFromProto(request.params(), "", max_array_depth_);
@@ -365,7 +402,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::Execute(grpc::CallbackServerCont
   if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
     return Respond(context, valid);
   }
-  absl::StatusOr<core::RunRequest> run = RunOfExecute(*who, *context, *request);
+  absl::StatusOr<core::RunRequest> run = RunOfExecute(*who, DeadlineOf(*context), *request);
   if (!run.ok()) return Respond(context, run.status());
   // Invalid SQL requests (empty, several statements, placeholder count) are
   // refused by the runner before it touches the pool.
@@ -405,7 +442,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* SessionBrokerService::ServeStreamExe
             "retry); use Execute for a write that must be safe to retry (docs/retries.md)"),
         done);
   }
-  absl::StatusOr<core::RunRequest> run = RunOfExecute(*who, *context, request);
+  absl::StatusOr<core::RunRequest> run = RunOfExecute(*who, DeadlineOf(*context), request);
   if (!run.ok()) return StreamExecuteReactor::Refuse(context, run.status(), done);
   const std::string client = run->client_id;
   if (absl::Status admitted = Admit(client); !admitted.ok()) {
@@ -427,6 +464,34 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* SessionBrokerService::ServeStreamExe
                                      });
 }
 
+absl::StatusOr<core::RunRequest> SessionBrokerService::RunOfBatch(
+    const CallIdentity& who, absl::Time deadline, const v1::ExecuteBatchRequest& request) const {
+  core::RunRequest run;
+  run.op = core::RunRequest::Op::kBatch;
+  run.deadline = deadline;
+  run.client_id = who.client_id;
+  run.statements.reserve(request.statements_size());
+  for (int i = 0; i < request.statements_size(); ++i) {
+    const v1::Statement& s = request.statements(i);
+    absl::StatusOr<std::vector<storage::Value>> params =
+        ParamsFromProto(s.params(), absl::StrCat("statements[", i, "]."), max_array_depth_);
+    if (!params.ok()) return params.status();
+    absl::StatusOr<std::vector<std::string>> types =
+        ParamTypesFromProto(s.params(), absl::StrCat("statements[", i, "]."));
+    if (!types.ok()) return types.status();
+    run.statements.push_back(storage::Statement{s.sql(), *std::move(params),
+                                                /*cacheable=*/false, *std::move(types)});
+  }
+  if (absl::Status taken = TakeCallSettings(request.settings(), request.session(), run);
+      !taken.ok()) {
+    return taken;
+  }
+  if (absl::Status allowed = ApplyPolicy(who, !request.session().empty(), run); !allowed.ok()) {
+    return allowed;
+  }
+  return run;
+}
+
 grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServerContext* context,
                                                              const v1::ExecuteBatchRequest* request,
                                                              v1::ExecuteBatchResponse* response) {
@@ -436,31 +501,11 @@ grpc::ServerUnaryReactor* SessionBrokerService::ExecuteBatch(grpc::CallbackServe
   if (absl::Status valid = core::ValidateRequestId(request->request_id()); !valid.ok()) {
     return Respond(context, valid);
   }
-  core::RunRequest run;
-  run.op = core::RunRequest::Op::kBatch;
-  run.deadline = DeadlineOf(*context);
-  run.client_id = who->client_id;
-  run.statements.reserve(request->statements_size());
-  for (int i = 0; i < request->statements_size(); ++i) {
-    const v1::Statement& s = request->statements(i);
-    absl::StatusOr<std::vector<storage::Value>> params =
-        ParamsFromProto(s.params(), absl::StrCat("statements[", i, "]."), max_array_depth_);
-    if (!params.ok()) return Respond(context, params.status());
-    absl::StatusOr<std::vector<std::string>> types =
-        ParamTypesFromProto(s.params(), absl::StrCat("statements[", i, "]."));
-    if (!types.ok()) return Respond(context, types.status());
-    run.statements.push_back(storage::Statement{s.sql(), *std::move(params),
-                                                /*cacheable=*/false, *std::move(types)});
-  }
-  if (absl::Status taken = TakeCallSettings(request->settings(), request->session(), run);
-      !taken.ok()) {
-    return Respond(context, taken);
-  }
-  if (absl::Status allowed = ApplyPolicy(*who, !request->session().empty(), run); !allowed.ok()) {
-    return Respond(context, allowed);
-  }
-  return StartRun(context, std::move(run), request->session(), who->caller(), request->request_id(),
-                  *request, response, [this, response](core::StatementRunner::Results&& results) {
+  absl::StatusOr<core::RunRequest> run = RunOfBatch(*who, DeadlineOf(*context), *request);
+  if (!run.ok()) return Respond(context, run.status());
+  return StartRun(context, *std::move(run), request->session(), who->caller(),
+                  request->request_id(), *request, response,
+                  [this, response](core::StatementRunner::Results&& results) {
                     for (storage::QueryResult& r : results) {
                       ResultToProto(std::move(r), response->add_results());
                     }
@@ -749,6 +794,16 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartRun(
   // transaction, and an earlier attempt's record answers instead. A result
   // over BROKER_MAX_RESULT_BYTES fails inside that transaction, so the
   // statements are rolled back together with their record.
+  RunFill recorded = RecordOneShot(run, request_id, request, response, std::move(fill));
+  return StartCall(
+      context,
+      RunStarter(std::move(run), session, std::move(caller), std::move(recorded), response, held),
+      /*during_drain=*/false, std::move(on_done));
+}
+
+SessionBrokerService::RunFill SessionBrokerService::RecordOneShot(
+    core::RunRequest& run, const std::string& request_id, const google::protobuf::Message& request,
+    google::protobuf::Message* response, RunFill fill) {
   auto durable = std::make_shared<core::DurableRequest>();
   durable->client_id = run.client_id;
   durable->request_id = request_id;
@@ -773,10 +828,7 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartRun(
     if (durable->replayed.has_value()) return FromRecorded(*durable, max_outcome_bytes, response);
     return fill(std::move(results));
   };
-  return StartCall(
-      context,
-      RunStarter(std::move(run), session, std::move(caller), std::move(recorded), response, held),
-      /*during_drain=*/false, std::move(on_done));
+  return recorded;
 }
 
 SessionBrokerService::Starter SessionBrokerService::RunStarter(core::RunRequest run,
@@ -873,7 +925,15 @@ absl::Status SessionBrokerService::CapResponse(google::protobuf::Message* respon
   return TooLarge(bytes, max_result_bytes_);
 }
 
-void SessionBrokerService::StartDraining() { draining_.store(true); }
+void SessionBrokerService::StartDraining() {
+  draining_.store(true);
+  // Each stream stops starting calls and ends once its running ones are
+  // sent. Under pipelines_mu_: a stream's OnDone waits for it, so none is
+  // deleted meanwhile.
+  core::MutexLock lock(&pipelines_mu_);
+  pipelines_draining_ = true;
+  for (PipelineReactor* reactor : pipelines_) reactor->Drain();
+}
 
 void SessionBrokerService::CallStarted() {
   core::MutexLock lock(&mu_);
@@ -896,6 +956,289 @@ bool SessionBrokerService::WaitForIdle(absl::Time deadline) {
 int SessionBrokerService::in_flight() const {
   core::MutexLock lock(&mu_);
   return in_flight_;
+}
+
+// ---- Pipeline ---------------------------------------------------------------
+
+namespace {
+
+// The calls of an independent batch: cancelling it cancels each.
+class RunningCalls final : public core::RunningCall {
+ public:
+  void Add(std::shared_ptr<core::RunningCall> call) {
+    if (call == nullptr) return;
+    core::MutexLock lock(&mu_);
+    calls_.push_back(std::move(call));
+  }
+  void Cancel() override {
+    for (const std::shared_ptr<core::RunningCall>& call : Calls()) call->Cancel();
+  }
+  void Abort(absl::Status why) override {
+    for (const std::shared_ptr<core::RunningCall>& call : Calls()) call->Abort(why);
+  }
+
+ private:
+  std::vector<std::shared_ptr<core::RunningCall>> Calls() {
+    core::MutexLock lock(&mu_);
+    return calls_;
+  }
+  core::Mutex mu_;
+  std::vector<std::shared_ptr<core::RunningCall>> calls_ ABSL_GUARDED_BY(mu_);
+};
+
+// An independent batch's items as they complete; the last one answers.
+struct ItemsGather {
+  ItemsGather(int count, PipelineHost::Completion done) : remaining(count), done(std::move(done)) {
+    for (int i = 0; i < count; ++i) result.mutable_items()->add_items();
+  }
+  // Returns true for the last item.
+  bool Done(size_t bytes) {
+    core::MutexLock lock(&mu);
+    held_bytes += bytes;
+    return --remaining == 0;
+  }
+  core::Mutex mu;
+  int remaining ABSL_GUARDED_BY(mu);
+  size_t held_bytes ABSL_GUARDED_BY(mu) = 0;
+  // Each item is written by its own call only, and read by the last.
+  v1::PipelineResult result;
+  PipelineHost::Completion done;
+};
+
+void FailItem(const absl::Status& status, v1::PipelineItem* item) {
+  std::string reason;
+  StatusToProto(status, item->mutable_status(), item->mutable_sqlstate(), &reason);
+}
+
+void Fail(const absl::Status& status, PipelineHost::Completion done) {
+  v1::PipelineResult result;
+  StatusToProto(status, result.mutable_status(), result.mutable_sqlstate(),
+                result.mutable_reason());
+  std::move(done)(std::move(result), 0);
+}
+
+}  // namespace
+
+bool SessionBrokerService::RegisterPipelineStream(PipelineReactor* reactor) {
+  core::MutexLock lock(&pipelines_mu_);
+  pipelines_.insert(reactor);
+  return !pipelines_draining_;
+}
+
+void SessionBrokerService::PipelineStreamDone(PipelineReactor* reactor) {
+  core::MutexLock lock(&pipelines_mu_);
+  pipelines_.erase(reactor);
+}
+
+absl::Status SessionBrokerService::AdmitPipelineCall(const std::string& client) {
+  core::MutexLock lock(&mu_);
+  const int limit = limits_.pipeline_max_in_flight_per_client;
+  int& calls = pipeline_calls_by_client_[client];
+  if (limit > 0 && calls >= limit) {
+    if (calls == 0) pipeline_calls_by_client_.erase(client);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "client \"", client, "\" has ", limit,
+        " Pipeline calls in flight on its streams together, its limit "
+        "(BROKER_PIPELINE_MAX_IN_FLIGHT_PER_CLIENT, advertised in each stream's first message); "
+        "send more once results have arrived"));
+  }
+  ++calls;
+  ++in_flight_;  // as CallStarted(): draining waits for it
+  return absl::OkStatus();
+}
+
+void SessionBrokerService::PipelineCallSent(const std::string& client, size_t held_bytes) {
+  Release(held_bytes);
+  core::MutexLock lock(&mu_);
+  if (auto it = pipeline_calls_by_client_.find(client); it != pipeline_calls_by_client_.end()) {
+    if (--it->second <= 0) pipeline_calls_by_client_.erase(it);
+  }
+  if (--in_flight_ == 0) idle_.SignalAll();
+}
+
+std::shared_ptr<core::RunningCall> SessionBrokerService::StartDetached(
+    core::RunRequest run, const std::string& session, core::Caller caller,
+    const std::string& request_id, const google::protobuf::Message& request,
+    std::shared_ptr<google::protobuf::Message> response, RunFill fill, Finish finish) {
+  const std::string client = run.client_id;
+  if (absl::Status admitted = Admit(client); !admitted.ok()) {
+    std::move(finish)(admitted, 0);
+    return nullptr;
+  }
+  auto held = std::make_shared<HeldResult>();
+  // `response` lives until the call is done: the fill writes into it.
+  Done done = [this, client, held, response,
+               finish = std::move(finish)](absl::Status status) mutable {
+    Leave(client);
+    if (held->trim) TrimMemory();
+    std::move(finish)(std::move(status), held->bytes);
+  };
+  if (!request_id.empty() && session.empty()) {
+    fill = RecordOneShot(run, request_id, request, response.get(), std::move(fill));
+  }
+  Starter start =
+      RunStarter(std::move(run), session, caller, std::move(fill), response.get(), held);
+  if (!request_id.empty() && !session.empty()) {
+    // As StartRemembered: the ledger answers a retry of a session call.
+    const core::RequestLedger::Claim claim =
+        ledger_.Begin(caller.client_id, request_id, RequestFingerprint(request));
+    using Kind = core::RequestLedger::Claim::Kind;
+    switch (claim.kind) {
+      case Kind::kMismatch:
+        std::move(done)(core::RequestIdReusedError(request_id));
+        return nullptr;
+      case Kind::kRunning:
+        std::move(done)(core::RequestIdRunningError(request_id));
+        return nullptr;
+      case Kind::kOmitted:
+        std::move(done)(core::OutcomeOmittedError(request_id, ledger_.options().max_outcome_bytes));
+        return nullptr;
+      case Kind::kReplay:
+        std::move(done)(response->ParseFromString(claim.outcome)
+                            ? absl::OkStatus()
+                            : absl::InternalError("a remembered outcome could not be read"));
+        return nullptr;
+      case Kind::kRun:
+        break;
+    }
+    auto settle = std::make_shared<LedgerClaim>(ledger_, caller.client_id, request_id);
+    done = [settle, response, done = std::move(done)](absl::Status status) mutable {
+      settle->Settle(status, *response);
+      std::move(done)(std::move(status));
+    };
+  }
+  return std::move(start)(std::move(done));
+}
+
+std::shared_ptr<core::RunningCall> SessionBrokerService::StartPipelineExecute(
+    const CallIdentity& who, absl::Time deadline, const v1::ExecuteRequest& request, Finish finish,
+    std::shared_ptr<v1::ExecuteResponse> out) {
+  if (absl::Status valid = core::ValidateRequestId(request.request_id()); !valid.ok()) {
+    std::move(finish)(valid, 0);
+    return nullptr;
+  }
+  absl::StatusOr<core::RunRequest> run = RunOfExecute(who, deadline, request);
+  if (!run.ok()) {
+    std::move(finish)(run.status(), 0);
+    return nullptr;
+  }
+  v1::ExecuteResponse* response = out.get();
+  return StartDetached(
+      *std::move(run), request.session(), who.caller(), request.request_id(), request, out,
+      [this, response](core::StatementRunner::Results&& results) {
+        ResultToProto(std::move(results.front()), response);
+        return CapResponse(response);
+      },
+      std::move(finish));
+}
+
+std::shared_ptr<core::RunningCall> SessionBrokerService::StartPipelineBatch(
+    const CallIdentity& who, absl::Time deadline, const v1::ExecuteBatchRequest& request,
+    Finish finish, std::shared_ptr<v1::ExecuteBatchResponse> out) {
+  if (absl::Status valid = core::ValidateRequestId(request.request_id()); !valid.ok()) {
+    std::move(finish)(valid, 0);
+    return nullptr;
+  }
+  absl::StatusOr<core::RunRequest> run = RunOfBatch(who, deadline, request);
+  if (!run.ok()) {
+    std::move(finish)(run.status(), 0);
+    return nullptr;
+  }
+  v1::ExecuteBatchResponse* response = out.get();
+  return StartDetached(
+      *std::move(run), request.session(), who.caller(), request.request_id(), request, out,
+      [this, response](core::StatementRunner::Results&& results) {
+        for (storage::QueryResult& r : results) {
+          ResultToProto(std::move(r), response->add_results());
+        }
+        return CapResponse(response);
+      },
+      std::move(finish));
+}
+
+std::shared_ptr<core::RunningCall> SessionBrokerService::StartIndependentBatch(
+    const CallIdentity& who, absl::Time deadline, const v1::ExecuteBatchRequest& request,
+    PipelineHost::Completion done) {
+  if (!request.request_id().empty()) {
+    Fail(absl::InvalidArgumentError(
+             "request_id is not taken on an independent_batch (its items have no single outcome "
+             "to replay); send each item as an execute call with its own request_id"),
+         std::move(done));
+    return nullptr;
+  }
+  if (request.statements_size() == 0) {
+    Fail(absl::InvalidArgumentError("an independent_batch needs at least one statement"),
+         std::move(done));
+    return nullptr;
+  }
+  auto gather = std::make_shared<ItemsGather>(request.statements_size(), std::move(done));
+  auto calls = std::make_shared<RunningCalls>();
+  for (int i = 0; i < request.statements_size(); ++i) {
+    v1::ExecuteRequest item;
+    item.set_sql(request.statements(i).sql());
+    *item.mutable_params() = request.statements(i).params();
+    item.set_session(request.session());
+    *item.mutable_settings() = request.settings();
+    auto out = std::make_shared<v1::ExecuteResponse>();
+    v1::PipelineItem* slot = gather->result.mutable_items()->mutable_items(i);
+    calls->Add(StartPipelineExecute(
+        who, deadline, item,
+        [gather, slot, out](absl::Status status, size_t bytes) {
+          if (status.ok()) {
+            slot->mutable_result()->Swap(out.get());
+          } else {
+            FailItem(status, slot);
+          }
+          if (!gather->Done(bytes)) return;
+          size_t held;
+          {
+            core::MutexLock lock(&gather->mu);
+            held = gather->held_bytes;
+          }
+          std::move(gather->done)(std::move(gather->result), held);
+        },
+        out));
+  }
+  return calls;
+}
+
+std::shared_ptr<core::RunningCall> SessionBrokerService::StartPipelineCall(
+    const CallIdentity& who, absl::Time deadline, v1::PipelineCall& call,
+    PipelineHost::Completion done) {
+  switch (call.body_case()) {
+    case v1::PipelineCall::kExecute: {
+      auto out = std::make_shared<v1::ExecuteResponse>();
+      return StartPipelineExecute(
+          who, deadline, call.execute(),
+          [out, done = std::move(done)](absl::Status status, size_t bytes) mutable {
+            if (!status.ok()) return Fail(status, std::move(done));
+            v1::PipelineResult result;
+            result.mutable_execute()->Swap(out.get());
+            std::move(done)(std::move(result), bytes);
+          },
+          out);
+    }
+    case v1::PipelineCall::kExecuteBatch: {
+      auto out = std::make_shared<v1::ExecuteBatchResponse>();
+      return StartPipelineBatch(
+          who, deadline, call.execute_batch(),
+          [out, done = std::move(done)](absl::Status status, size_t bytes) mutable {
+            if (!status.ok()) return Fail(status, std::move(done));
+            v1::PipelineResult result;
+            result.mutable_execute_batch()->Swap(out.get());
+            std::move(done)(std::move(result), bytes);
+          },
+          out);
+    }
+    case v1::PipelineCall::kIndependentBatch:
+      return StartIndependentBatch(who, deadline, call.independent_batch(), std::move(done));
+    case v1::PipelineCall::BODY_NOT_SET:
+      break;
+  }
+  Fail(absl::InvalidArgumentError(
+           "a PipelineCall needs a body: execute, execute_batch or independent_batch"),
+       std::move(done));
+  return nullptr;
 }
 
 }  // namespace sessionbroker::transport

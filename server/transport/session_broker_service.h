@@ -37,6 +37,7 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -48,6 +49,7 @@
 #include "server/core/notify/notification_hub.h"
 #include "server/core/session/session_manager.h"
 #include "server/transport/call_identity.h"
+#include "server/transport/pipeline_reactor.h"
 #include "server/transport/value_conversion.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 
@@ -64,9 +66,18 @@ struct CallLimits {
   // BROKER_MAX_CALLS_PER_CLIENT: Execute, ExecuteBatch and StreamExecute
   // calls in flight per x-client-id (0 = no limit).
   int max_calls_per_client = 0;
+  // BROKER_PIPELINE_MAX_IN_FLIGHT: calls in flight on one Pipeline stream.
+  int pipeline_max_in_flight = 256;
+  // BROKER_PIPELINE_MAX_IN_FLIGHT_PER_CLIENT: calls in flight on all of a
+  // client's Pipeline streams together (0 = no limit).
+  int pipeline_max_in_flight_per_client = 1024;
 };
 
-class SessionBrokerService final : public v1::SessionBroker::CallbackService {
+// Pipeline streams (PipelineReactor) run their calls through the service's
+// PipelineHost side: the same path as Execute/ExecuteBatch, without a
+// grpc::ServerContext per call. A call of a stream counts as in flight (for
+// draining) until its result was sent; StartDraining() tells every stream.
+class SessionBrokerService final : public v1::SessionBroker::CallbackService, private PipelineHost {
  public:
   // `ledger` remembers the request ids of session calls; it must outlive
   // the service. `max_array_depth`: BROKER_MAX_ARRAY_DEPTH, the deepest
@@ -109,7 +120,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* context,
                                      const v1::RollbackRequest* request,
                                      v1::RollbackResponse* response) override;
-  // KeepAlive, StreamExecute and Listen are served on raw bytes (see
+  // KeepAlive, StreamExecute, Listen and Pipeline are served on raw bytes (see
   // KeepAliveReactor, StreamExecuteReactor, ListenReactor); the typed methods
   // of the generated base class are never called.
 
@@ -177,13 +188,49 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
                                             google::protobuf::Message* response, Starter start,
                                             bool during_drain = false, Replay replay = nullptr,
                                             absl::AnyInvocable<void() &&> on_done = nullptr);
+  // The one-shot request id's record (docs/retries.md): sets run.durable
+  // and returns `fill` wrapped to answer a retry from the first attempt's
+  // record into `response`.
+  RunFill RecordOneShot(core::RunRequest& run, const std::string& request_id,
+                        const google::protobuf::Message& request,
+                        google::protobuf::Message* response, RunFill fill);
+  // PipelineHost.
+  bool RegisterPipelineStream(PipelineReactor* reactor) override;
+  absl::Status AdmitPipelineCall(const std::string& client) override;
+  std::shared_ptr<core::RunningCall> StartPipelineCall(const CallIdentity& who, absl::Time deadline,
+                                                       v1::PipelineCall& call,
+                                                       PipelineHost::Completion done) override;
+  void PipelineCallSent(const std::string& client, size_t held_bytes) override;
+  void PipelineStreamDone(PipelineReactor* reactor) override;
+  // A pipeline call's run, as StartRun without a gRPC call: `finish` gets
+  // the status (the filled `response` when OK) and the bytes reserved.
+  using Finish = absl::AnyInvocable<void(absl::Status, size_t held_bytes) &&>;
+  std::shared_ptr<core::RunningCall> StartDetached(
+      core::RunRequest run, const std::string& session, core::Caller caller,
+      const std::string& request_id, const google::protobuf::Message& request,
+      std::shared_ptr<google::protobuf::Message> response, RunFill fill, Finish finish);
+  // A pipeline call's Execute or ExecuteBatch body.
+  std::shared_ptr<core::RunningCall> StartPipelineExecute(const CallIdentity& who,
+                                                          absl::Time deadline,
+                                                          const v1::ExecuteRequest& request,
+                                                          Finish finish,
+                                                          std::shared_ptr<v1::ExecuteResponse> out);
+  std::shared_ptr<core::RunningCall> StartPipelineBatch(
+      const CallIdentity& who, absl::Time deadline, const v1::ExecuteBatchRequest& request,
+      Finish finish, std::shared_ptr<v1::ExecuteBatchResponse> out);
+  std::shared_ptr<core::RunningCall> StartIndependentBatch(const CallIdentity& who,
+                                                           absl::Time deadline,
+                                                           const v1::ExecuteBatchRequest& request,
+                                                           PipelineHost::Completion done);
   grpc::ServerWriteReactor<grpc::ByteBuffer>* ServeStreamExecute(
       grpc::CallbackServerContext* context, const grpc::ByteBuffer& request);
   // The RunRequest of an Execute or StreamExecute request of the
   // authenticated caller `who` (its policy and the request limits applied).
-  absl::StatusOr<core::RunRequest> RunOfExecute(const CallIdentity& who,
-                                                const grpc::CallbackServerContext& context,
+  absl::StatusOr<core::RunRequest> RunOfExecute(const CallIdentity& who, absl::Time deadline,
                                                 const v1::ExecuteRequest& request) const;
+  // The same for an ExecuteBatch request.
+  absl::StatusOr<core::RunRequest> RunOfBatch(const CallIdentity& who, absl::Time deadline,
+                                              const v1::ExecuteBatchRequest& request) const;
   // Counts a call of `client` in flight (max_calls_per_client); Leave ends it.
   absl::Status Admit(const std::string& client);
   void Leave(const std::string& client);
@@ -219,6 +266,14 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService {
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   size_t pending_result_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, int> calls_by_client_ ABSL_GUARDED_BY(mu_);
+  // Pipeline calls in flight per client (pipeline_max_in_flight_per_client).
+  absl::flat_hash_map<std::string, int> pipeline_calls_by_client_ ABSL_GUARDED_BY(mu_);
+  // Open Pipeline streams; a stream's OnDone removes it under this lock, so
+  // StartDraining may call Drain() on each while holding it. Never taken by
+  // what a stream calls under its own lock, nor while mu_ is held.
+  core::Mutex pipelines_mu_;
+  absl::flat_hash_set<PipelineReactor*> pipelines_ ABSL_GUARDED_BY(pipelines_mu_);
+  bool pipelines_draining_ ABSL_GUARDED_BY(pipelines_mu_) = false;
 };
 
 }  // namespace sessionbroker::transport

@@ -49,4 +49,17 @@ grpc::Status ToGrpcStatus(const absl::Status& status, grpc::ServerContextBase* c
   return grpc::Status(code, std::move(message), rpc_status.SerializeAsString());
 }
 
+void StatusToProto(const absl::Status& status, v1::RpcStatus* out, std::string* sqlstate,
+                   std::string* reason) {
+  out->set_code(static_cast<int32_t>(status.code()));
+  out->set_message(std::string(status.message()));
+  if (std::optional<storage::SqlErrorFields> fields = storage::SqlErrorFieldsOf(status)) {
+    out->add_details()->PackFrom(SqlErrorDetailFrom(*fields));
+  }
+  std::optional<std::string> state = storage::SqlStateOf(status);
+  *sqlstate = state.has_value() ? *std::move(state) : std::string();
+  absl::optional<absl::Cord> why = status.GetPayload(core::kSessionReasonPayloadUrl);
+  *reason = why.has_value() ? std::string(*why) : std::string();
+}
+
 }  // namespace sessionbroker::transport

@@ -10,6 +10,8 @@
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_STATUS_MAPPING_H_
 #define SESSIONBROKER_SERVER_TRANSPORT_STATUS_MAPPING_H_
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "grpcpp/grpcpp.h"
 #include "server/storage/sql_error.h"
@@ -26,6 +28,13 @@ v1::SqlErrorDetail SqlErrorDetailFrom(const storage::SqlErrorFields& fields);
 // `context` may be null (no metadata is added then; the details still go
 // with the status).
 grpc::Status ToGrpcStatus(const absl::Status& status, grpc::ServerContextBase* context);
+
+// For a call inside a stream (Pipeline): `status` (not OK) as the message a
+// unary call's "grpc-status-details-bin" would carry (the same code, message
+// and SqlErrorDetail), plus what its trailers would: the SQLSTATE and the
+// session layer's reason ("" when none).
+void StatusToProto(const absl::Status& status, v1::RpcStatus* out, std::string* sqlstate,
+                   std::string* reason);
 
 }  // namespace sessionbroker::transport
 

@@ -50,7 +50,7 @@
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "broker address");
 ABSL_FLAG(std::string, mode, "execute",
-          "execute | health | session-tx | session-churn | sessions-idle");
+          "execute | pipeline | health | session-tx | session-churn | sessions-idle");
 ABSL_FLAG(int, callers, 1, "concurrent callers, one call outstanding each");
 ABSL_FLAG(int, channels, 0, "channels (TCP connections); 0 = min(callers, 4)");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(10), "measured window");
@@ -58,7 +58,7 @@ ABSL_FLAG(absl::Duration, warmup, absl::Seconds(2), "unmeasured time before the 
 ABSL_FLAG(int64_t, requests, 0, "measured calls (iterations); > 0 replaces --duration");
 ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(10), "deadline of each call");
 ABSL_FLAG(std::string, sql, "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
-          "statement of --mode=execute");
+          "statement of --mode=execute and --mode=pipeline");
 ABSL_FLAG(int64_t, aid_max, 1000000, "aid parameters are uniform in [1, aid_max]");
 ABSL_FLAG(int, scale, 10, "pgbench scale (session-tx: tid in [1, 10*scale], bid in [1, scale])");
 ABSL_FLAG(std::string, client_id, "broker-bench", "sent as x-client-id metadata");
@@ -87,6 +87,12 @@ Modes (--mode):
   execute        Execute(--sql) one-shot, with $1 = uniform random aid in
                  [1, --aid_max] (int64_value). A --sql without $1 gets no
                  parameter.
+  pipeline       the execute mode's calls over Pipeline streams, one per
+                 channel: each caller sends its call (with --call_timeout as
+                 its timeout) on its channel's stream and awaits its result by
+                 id; calls submitted while a message is being written go
+                 together in the next one. --json adds calls_per_message and
+                 results_per_message.
   health         grpc.health.v1.Health/Check (service ""): the bare gRPC round
                  trip of the same broker process.
   session-tx     each caller leases a session (BeginSession, ttl 60s; each call
@@ -299,7 +305,7 @@ class ErrorTable {
 
 // ---- options ---------------------------------------------------------------
 
-enum class Mode { kExecute, kHealth, kSessionTx, kSessionChurn, kSessionsIdle };
+enum class Mode { kExecute, kPipeline, kHealth, kSessionTx, kSessionChurn, kSessionsIdle };
 
 struct Options {
   std::string target;
@@ -387,6 +393,8 @@ int LoadOptions(Options* o) {
   o->mode_name = absl::GetFlag(FLAGS_mode);
   if (o->mode_name == "execute") {
     o->mode = Mode::kExecute;
+  } else if (o->mode_name == "pipeline") {
+    o->mode = Mode::kPipeline;
   } else if (o->mode_name == "health") {
     o->mode = Mode::kHealth;
   } else if (o->mode_name == "session-tx") {
@@ -484,8 +492,12 @@ const std::string& HealthCheckMethod() {
 }
 constexpr int32_t kServing = 1;
 
+class PipelineMux;
+
 struct Endpoint {
   std::shared_ptr<grpc::Channel> channel;
+  // --mode=pipeline: the channel's one Pipeline stream.
+  std::unique_ptr<PipelineMux> mux;
   std::unique_ptr<pb::SessionBroker::Stub> stub;
   std::unique_ptr<HealthStub> health;
 };
@@ -618,6 +630,193 @@ class ExecuteCaller final : public LoadCaller {
 
   pb::ExecuteRequest req_;
   pb::ExecuteResponse resp_;
+};
+
+// One Pipeline stream shared by the callers of a channel: each Submit()ted
+// call goes out in the next message (one write in flight; calls submitted
+// meanwhile are coalesced into the one after), and each result is handed to
+// its call's callback by id. Callbacks run on gRPC's threads, never under
+// the lock (a callback usually submits the caller's next call).
+class PipelineMux final
+    : public grpc::ClientBidiReactor<pb::PipelineRequest, pb::PipelineResponse> {
+ public:
+  using Callback = std::function<void(const pb::PipelineResult&)>;
+
+  PipelineMux(pb::SessionBroker::Stub* stub, const std::string& client_id) {
+    ctx_.AddMetadata("x-client-id", client_id);
+    stub->async()->Pipeline(&ctx_, this);
+    StartRead(&response_);
+    AddHold();  // released by Close(): writes may follow until then
+    StartCall();
+  }
+
+  // `call.id()` must be unique among this stream's calls in flight.
+  void Submit(pb::PipelineCall call, Callback done) {
+    bool write = false;
+    {
+      absl::ReleasableMutexLock lock(&mu_);
+      if (ended_) {
+        lock.Release();
+        done(Failed(call.id(), "the Pipeline stream has ended"));
+        return;
+      }
+      waiting_[call.id()] = std::move(done);
+      *next_.add_calls() = std::move(call);
+      ++submitted_;
+      write = !writing_;
+      if (write) TakeNextLocked();
+    }
+    if (write) StartWrite(&sending_);
+  }
+
+  // After the last call: half-closes and waits for the stream's end.
+  grpc::Status Close() {
+    {
+      absl::ReleasableMutexLock lock(&mu_);
+      closing_ = true;
+      if (!writing_) {
+        lock.Release();
+        StartWritesDone();
+      }
+    }
+    RemoveHold();
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&done_));
+    return status_;
+  }
+
+  // Calls sent per request message and results per response message.
+  double calls_per_message() {
+    absl::MutexLock lock(&mu_);
+    return messages_sent_ == 0 ? 0 : static_cast<double>(submitted_) / messages_sent_;
+  }
+  int64_t submitted() {
+    absl::MutexLock lock(&mu_);
+    return submitted_;
+  }
+  // Results that matched a call waiting for one.
+  int64_t answered() {
+    absl::MutexLock lock(&mu_);
+    return answered_;
+  }
+  double results_per_message() {
+    absl::MutexLock lock(&mu_);
+    return messages_read_ == 0 ? 0 : static_cast<double>(results_read_) / messages_read_;
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool write = false, writes_done = false;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (ok && next_.calls_size() > 0) {
+        TakeNextLocked();
+        write = true;
+      } else if (closing_) {
+        writes_done = true;
+      }
+    }
+    if (write) StartWrite(&sending_);
+    if (writes_done) StartWritesDone();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    std::vector<std::pair<Callback, const pb::PipelineResult*>> ready;
+    {
+      absl::MutexLock lock(&mu_);
+      ++messages_read_;
+      results_read_ += response_.results_size();
+      for (const pb::PipelineResult& r : response_.results()) {
+        auto it = waiting_.find(r.id());
+        if (it == waiting_.end()) continue;
+        ready.emplace_back(std::move(it->second), &r);
+        waiting_.erase(it);
+        ++answered_;
+      }
+    }
+    for (auto& [done, result] : ready) done(*result);
+    StartRead(&response_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    std::map<uint64_t, Callback> orphans;
+    {
+      absl::MutexLock lock(&mu_);
+      ended_ = true;
+      orphans.swap(waiting_);
+    }
+    for (auto& [id, done] : orphans) {
+      done(Failed(id, absl::StrCat("the Pipeline stream ended: ", status.error_message())));
+    }
+    absl::MutexLock lock(&mu_);
+    status_ = status;
+    done_ = true;
+  }
+
+ private:
+  static pb::PipelineResult Failed(uint64_t id, const std::string& message) {
+    pb::PipelineResult r;
+    r.set_id(id);
+    r.mutable_status()->set_code(static_cast<int>(grpc::StatusCode::UNAVAILABLE));
+    r.mutable_status()->set_message(message);
+    return r;
+  }
+  void TakeNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    sending_.Clear();
+    sending_.Swap(&next_);
+    writing_ = true;
+    ++messages_sent_;
+  }
+
+  grpc::ClientContext ctx_;
+  pb::PipelineResponse response_;  // the read in flight
+  pb::PipelineRequest sending_;    // the write in flight
+  absl::Mutex mu_;
+  pb::PipelineRequest next_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, Callback> waiting_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+  int64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t answered_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t messages_sent_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t messages_read_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t results_read_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Execute(--sql) as a call on its channel's Pipeline stream, awaiting its
+// result: a closed loop like ExecuteCaller.
+class PipelineCaller final : public LoadCaller {
+ public:
+  PipelineCaller(LoadShared* shared, Endpoint* endpoint, uint64_t id)
+      : LoadCaller(shared, endpoint) {
+    call_.set_id(id);
+    call_.mutable_execute()->set_sql(shared->opt->sql);
+    if (shared->opt->sql_has_param) call_.mutable_execute()->add_params()->set_int64_value(1);
+    const int64_t timeout_ns = shared->opt->call_timeout.count();
+    call_.mutable_timeout()->set_seconds(timeout_ns / 1000000000);
+    call_.mutable_timeout()->set_nanos(static_cast<int32_t>(timeout_ns % 1000000000));
+  }
+
+ private:
+  void IssueUnit() override {
+    if (call_.execute().params_size() > 0) {
+      call_.mutable_execute()->mutable_params(0)->set_int64_value(RandomAid());
+    }
+    endpoint_->mux->Submit(call_, [this](const pb::PipelineResult& r) {
+      if (r.has_status()) {
+        EndUnit(
+            grpc::Status(static_cast<grpc::StatusCode>(r.status().code()), r.status().message()));
+      } else {
+        EndUnit(grpc::Status::OK);
+      }
+    });
+  }
+
+  pb::PipelineCall call_;
 };
 
 class HealthCaller final : public LoadCaller {
@@ -858,6 +1057,13 @@ int RunLoad(const Options& opt, std::vector<Endpoint>& endpoints) {
       case Mode::kExecute:
         callers.push_back(std::make_unique<ExecuteCaller>(&shared, endpoint));
         break;
+      case Mode::kPipeline:
+        if (endpoint->mux == nullptr) {
+          endpoint->mux = std::make_unique<PipelineMux>(endpoint->stub.get(), opt.client_id);
+        }
+        callers.push_back(
+            std::make_unique<PipelineCaller>(&shared, endpoint, static_cast<uint64_t>(i)));
+        break;
       case Mode::kHealth:
         callers.push_back(std::make_unique<HealthCaller>(&shared, endpoint));
         break;
@@ -896,6 +1102,23 @@ int RunLoad(const Options& opt, std::vector<Endpoint>& endpoints) {
               << absl::FormatDuration(drain_bound) << " after the end; giving up\n";
     std::fflush(stdout);
     std::_Exit(1);
+  }
+
+  // Pipeline streams end cleanly (half-close, then the broker's OK).
+  double calls_per_message = 0, results_per_message = 0;
+  int64_t submitted = 0, answered = 0;
+  for (Endpoint& e : endpoints) {
+    if (e.mux == nullptr) continue;
+    submitted += e.mux->submitted();
+    answered += e.mux->answered();
+    calls_per_message += e.mux->calls_per_message() / opt.channels;
+    results_per_message += e.mux->results_per_message() / opt.channels;
+    const grpc::Status status = e.mux->Close();
+    if (!status.ok()) {
+      shared.errors.Add(absl::StrCat("STREAM_", CodeName(status.error_code())),
+                        status.error_message());
+    }
+    e.mux.reset();
   }
 
   // Sessions the callers leased are ended, so the broker is left clean.
@@ -959,7 +1182,15 @@ int RunLoad(const Options& opt, std::vector<Endpoint>& endpoints) {
     absl::StrAppend(&out, "\"label\":", JsonString(opt.label),
                     ",\"mode\":", JsonString(opt.mode_name), ",\"target\":", JsonString(opt.target),
                     ",\"callers\":", opt.callers, ",\"channels\":", opt.channels);
-    if (opt.mode == Mode::kExecute) absl::StrAppend(&out, ",\"sql\":", JsonString(opt.sql));
+    if (opt.mode == Mode::kExecute || opt.mode == Mode::kPipeline) {
+      absl::StrAppend(&out, ",\"sql\":", JsonString(opt.sql));
+    }
+    if (opt.mode == Mode::kPipeline) {
+      absl::StrAppend(&out,
+                      absl::StrFormat(",\"calls_per_message\":%.2f,\"results_per_message\":%.2f",
+                                      calls_per_message, results_per_message),
+                      ",\"submitted\":", submitted, ",\"answered\":", answered);
+    }
     absl::StrAppend(&out, absl::StrFormat(",\"warmup_s\":%.3f,\"duration_s\":%.3f",
                                           absl::ToDoubleSeconds(opt.warmup), window_s));
     if (shared.count_mode) absl::StrAppend(&out, ",\"requests\":", opt.requests);

@@ -390,9 +390,14 @@ def json_messages_from_stdin() -> Iterator[dict]:
 
 
 def to_json(message, emit_defaults: bool) -> str:
-    """A response as grpcurl prints it."""
+    """A response as grpcurl prints it.
+
+    google.protobuf.Any fields (an RpcStatus's SqlErrorDetail in a Pipeline
+    result) are resolved in the reflection pool the message came from, as
+    grpcurl resolves them through reflection.
+    """
     return json_format.MessageToJson(message, including_default_value_fields=emit_defaults,
-                                     indent=2)
+                                     indent=2, descriptor_pool=message.DESCRIPTOR.file.pool)
 
 
 def print_metadata(title: str, metadata) -> None:
