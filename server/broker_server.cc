@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -141,7 +142,17 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   service_ = std::make_unique<transport::SessionBrokerService>(
       *runner_, *sessions_, config_.max_result_bytes, *ledger_, auth, config_.max_array_depth,
       notifications_.get(), listen_options.queue_capacity, limits);
-  health_service_ = std::make_unique<transport::HealthService>(kServiceName);
+  // Health and reflection answer without credentials only where
+  // BROKER_AUTH_EXEMPT_SERVICES says so (LoadConfig has checked the names;
+  // an unchecked Config exempts nothing).
+  const std::vector<std::string> exempt =
+      AuthExemptServices(config_).value_or(std::vector<std::string>());
+  auto gate_for = [&](const std::string& service) {
+    const bool open = std::find(exempt.begin(), exempt.end(), service) != exempt.end();
+    return open ? transport::CallGate() : transport::CallGate(auth);
+  };
+  health_service_ = std::make_unique<transport::HealthService>(
+      kServiceName, gate_for(grpc::health::v1::Health::service_full_name()));
   health_ = std::make_unique<core::HealthChecker>(
       *pool_, *timers_, clock, config_.health_check_interval,
       [this](bool serving) { health_service_->SetDatabaseReachable(serving); });
@@ -163,8 +174,10 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
       grpc::reflection::v1::ServerReflection::service_full_name(),
       grpc::reflection::v1alpha::ServerReflection::service_full_name(),
   };
-  reflection_v1_ = std::make_unique<transport::ReflectionV1Service>(services);
-  reflection_v1alpha_ = std::make_unique<transport::ReflectionV1AlphaService>(services);
+  reflection_v1_ = std::make_unique<transport::ReflectionV1Service>(
+      services, gate_for(grpc::reflection::v1::ServerReflection::service_full_name()));
+  reflection_v1alpha_ = std::make_unique<transport::ReflectionV1AlphaService>(
+      services, gate_for(grpc::reflection::v1alpha::ServerReflection::service_full_name()));
 }
 
 BrokerServer::~BrokerServer() { Shutdown(); }

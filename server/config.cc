@@ -75,8 +75,12 @@ struct ChoiceRule {
 // BROKER_ENV_FILE: read by main from the process environment before the .env
 // file is, so it fills no Config field.
 struct EnvFileRule {};
-using Rule = std::variant<UrlRule, HostPortRule, HostPortOrOffRule, StringRule, IntRule,
-                          SecondsRule, SecondsOrNeverRule, BoolRule, ChoiceRule, EnvFileRule>;
+// A comma-separated list whose empty value means "none" (not "the default"),
+// checked between settings (BROKER_AUTH_EXEMPT_SERVICES).
+struct ListRule {};
+using Rule =
+    std::variant<UrlRule, HostPortRule, HostPortOrOffRule, StringRule, IntRule, SecondsRule,
+                 SecondsOrNeverRule, BoolRule, ChoiceRule, EnvFileRule, ListRule>;
 
 // The Config field a setting fills.
 using Field = std::variant<std::monostate, std::string*, int*, size_t*, bool*, absl::Duration*>;
@@ -271,6 +275,10 @@ const std::vector<Setting>& Settings() {
       {"BROKER_CLIENTS_FILE_POLL", SecondsRule{0.05, 3600},
        [](Config& c) -> Field { return &c.clients_file_poll; }, kPlain,
        "seconds between checks of the clients file for changes (reloaded without a restart)"},
+      {"BROKER_AUTH_EXEMPT_SERVICES", ListRule{},
+       [](Config& c) -> Field { return &c.auth_exempt_services; }, kPlain,
+       "comma-separated gRPC services that answer without credentials while a clients file is "
+       "on (health, reflection); empty: every call authenticates"},
       {"BROKER_REQUIRE_AUTH", BoolRule{}, [](Config& c) -> Field { return &c.require_auth; },
        kPlain,
        "refuse to start without BROKER_CLIENTS_FILE (no unauthenticated broker by mistake)"},
@@ -294,7 +302,8 @@ Overloaded(F...) -> Overloaded<F...>;
 // The text a setting was given, or nullptr if it counts as unset: empty
 // values count as unset, except where set-but-empty means off.
 const std::string* Lookup(const Setting& s, const EnvMap& env) {
-  if (std::holds_alternative<HostPortOrOffRule>(s.rule)) {
+  if (std::holds_alternative<HostPortOrOffRule>(s.rule) ||
+      std::holds_alternative<ListRule>(s.rule)) {
     auto it = env.find(s.name);
     return it == env.end() ? nullptr : &it->second;
   }
@@ -401,6 +410,10 @@ absl::Status Apply(const Setting& s, const std::string& value, Config* c) {
             return Bad(name, value, absl::StrCat("one of ", absl::StrJoin(r.choices, ", ")));
           },
           [&](const EnvFileRule&) -> absl::Status { return absl::OkStatus(); },
+          [&](const ListRule&) -> absl::Status {
+            Store(field, value);
+            return absl::OkStatus();
+          },
       },
       s.rule);
 }
@@ -449,6 +462,9 @@ absl::Status ApplyAll(const EnvMap& env, bool require_database_url, Config* c) {
         absl::StrCat("BROKER_SESSION_DEFAULT_TTL (", absl::FormatDuration(so.default_ttl),
                      ") is longer than BROKER_SESSION_MAX_TTL (", absl::FormatDuration(so.max_ttl),
                      "); make the default at most the maximum"));
+  }
+  if (absl::StatusOr<std::vector<std::string>> exempt = AuthExemptServices(*c); !exempt.ok()) {
+    return exempt.status();
   }
   if (c->require_auth && c->clients_file.empty()) {
     return absl::InvalidArgumentError(
@@ -613,6 +629,39 @@ EnvMap MergeEnv(const EnvSources& sources) {
   // The environment wins over .env.
   for (const auto& [name, value] : sources.process) env[name] = value;
   return env;
+}
+
+absl::StatusOr<std::vector<std::string>> AuthExemptServices(const Config& config) {
+  static constexpr absl::string_view kExemptable[] = {
+      "grpc.health.v1.Health",
+      "grpc.reflection.v1.ServerReflection",
+      "grpc.reflection.v1alpha.ServerReflection",
+  };
+  std::vector<std::string> services;
+  for (absl::string_view part : absl::StrSplit(config.auth_exempt_services, ',')) {
+    const absl::string_view name = absl::StripAsciiWhitespace(part);
+    if (name.empty()) continue;
+    if (absl::StartsWith(name, "sessionbroker.")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "BROKER_AUTH_EXEMPT_SERVICES names \"", name,
+          "\": the broker's own services always authenticate while a clients file is on (they "
+          "run SQL and show sessions); only grpc.health.v1.Health, "
+          "grpc.reflection.v1.ServerReflection and grpc.reflection.v1alpha.ServerReflection may "
+          "be exempt"));
+    }
+    if (std::find(std::begin(kExemptable), std::end(kExemptable), name) == std::end(kExemptable)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "BROKER_AUTH_EXEMPT_SERVICES names \"", name,
+          "\", which this broker does not serve; expected a comma-separated list of "
+          "grpc.health.v1.Health, grpc.reflection.v1.ServerReflection, "
+          "grpc.reflection.v1alpha.ServerReflection (full names, as grpcurl list prints them), or "
+          "empty for none"));
+    }
+    if (std::find(services.begin(), services.end(), name) == services.end()) {
+      services.emplace_back(name);
+    }
+  }
+  return services;
 }
 
 absl::StatusOr<Config> LoadConfig(const EnvMap& env) {

@@ -113,11 +113,22 @@ struct Config {
   absl::Duration clients_file_poll = absl::Seconds(2);
   // BROKER_REQUIRE_AUTH: refuse to start without a clients file.
   bool require_auth = false;
+  // BROKER_AUTH_EXEMPT_SERVICES: the gRPC services (full names, comma
+  // separated) that answer without credentials while a clients file is on;
+  // "" = none. Read through AuthExemptServices().
+  std::string auth_exempt_services =
+      "grpc.health.v1.Health,grpc.reflection.v1.ServerReflection,"
+      "grpc.reflection.v1alpha.ServerReflection";
   std::string log_level = "info";   // LOG_LEVEL
   std::string log_format = "text";  // LOG_FORMAT: text | json
 };
 
 using EnvMap = std::map<std::string, std::string>;
+
+// The services BROKER_AUTH_EXEMPT_SERVICES names, each one of the health and
+// reflection services; INVALID_ARGUMENT naming an unknown one, or
+// sessionbroker.v1's own (they always authenticate with a clients file).
+absl::StatusOr<std::vector<std::string>> AuthExemptServices(const Config& config);
 
 // Parses .env text: KEY=VALUE per line, '#' comments, blank lines, optional
 // "export ", values optionally in single or double quotes. INVALID_ARGUMENT

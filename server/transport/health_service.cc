@@ -99,13 +99,17 @@ class HealthService::WatchReactor final : public grpc::ServerWriteReactor<Health
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-HealthService::HealthService(std::string readiness_service)
-    : readiness_service_(std::move(readiness_service)) {}
+HealthService::HealthService(std::string readiness_service, CallGate gate)
+    : readiness_service_(std::move(readiness_service)), gate_(std::move(gate)) {}
 
 grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* context,
                                                const HealthCheckRequest* request,
                                                HealthCheckResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (grpc::Status admitted = gate_.Admit(context); !admitted.ok()) {
+    reactor->Finish(std::move(admitted));
+    return reactor;
+  }
   const ServingStatus status = StatusOf(request->service());
   if (status == HealthCheckResponse::SERVICE_UNKNOWN) {
     reactor->Finish(grpc::Status(
@@ -122,6 +126,9 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* cont
 
 grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
     grpc::CallbackServerContext* context, const HealthCheckRequest* request) {
+  if (grpc::Status admitted = gate_.Admit(context); !admitted.ok()) {
+    return new RefusedReactor<grpc::ServerWriteReactor<HealthCheckResponse>>(std::move(admitted));
+  }
   auto* reactor = new WatchReactor(*this, request->service());
   core::MutexLock lock(&mu_);
   streams_.insert(reactor);

@@ -20,6 +20,9 @@
 // that to every watcher, then ends each stream with OK once its last write is
 // done (grpc::Server::Shutdown would cancel them instead).
 //
+// Calls pass `gate` first (BROKER_AUTH_EXEMPT_SERVICES): refused, Check and
+// Watch answer its status (UNAUTHENTICATED) instead.
+//
 // Thread-safe. Outlives the grpc::Server it is registered with.
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_HEALTH_SERVICE_H_
 #define SESSIONBROKER_SERVER_TRANSPORT_HEALTH_SERVICE_H_
@@ -31,6 +34,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "server/core/base/mutex.h"
+#include "server/transport/call_gate.h"
 
 namespace sessionbroker::transport {
 
@@ -38,7 +42,7 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
  public:
   using ServingStatus = grpc::health::v1::HealthCheckResponse::ServingStatus;
 
-  explicit HealthService(std::string readiness_service);
+  explicit HealthService(std::string readiness_service, CallGate gate = CallGate());
   HealthService(const HealthService&) = delete;
   HealthService& operator=(const HealthService&) = delete;
 
@@ -71,6 +75,7 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   void StreamDone(WatchReactor* reactor);
 
   const std::string readiness_service_;
+  const CallGate gate_;
   mutable core::Mutex mu_;
   core::CondVar all_done_;
   bool reachable_ ABSL_GUARDED_BY(mu_) = false;

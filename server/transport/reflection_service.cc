@@ -83,12 +83,15 @@ class ReflectionService<Version>::Reactor final
 };
 
 template <typename Version>
-ReflectionService<Version>::ReflectionService(std::vector<std::string> services)
-    : services_(std::move(services)) {}
+ReflectionService<Version>::ReflectionService(std::vector<std::string> services, CallGate gate)
+    : services_(std::move(services)), gate_(std::move(gate)) {}
 
 template <typename Version>
 grpc::ServerBidiReactor<typename Version::Request, typename Version::Response>*
-ReflectionService<Version>::ServerReflectionInfo(grpc::CallbackServerContext*) {
+ReflectionService<Version>::ServerReflectionInfo(grpc::CallbackServerContext* context) {
+  if (grpc::Status admitted = gate_.Admit(context); !admitted.ok()) {
+    return new RefusedReactor<grpc::ServerBidiReactor<Request, Response>>(std::move(admitted));
+  }
   return new Reactor(*this);
 }
 

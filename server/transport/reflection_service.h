@@ -25,6 +25,7 @@
 #include "grpc/reflection/v1/reflection.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "server/transport/call_gate.h"
 
 namespace sessionbroker::transport {
 
@@ -47,7 +48,9 @@ class ReflectionService final : public Version::Service::CallbackService {
   using Response = typename Version::Response;
 
   // `services`: the fully qualified names list_services answers with.
-  explicit ReflectionService(std::vector<std::string> services);
+  // `gate`: who may call (BROKER_AUTH_EXEMPT_SERVICES); refused, the stream
+  // ends at once with its status (UNAUTHENTICATED).
+  explicit ReflectionService(std::vector<std::string> services, CallGate gate = CallGate());
   ReflectionService(const ReflectionService&) = delete;
   ReflectionService& operator=(const ReflectionService&) = delete;
 
@@ -61,6 +64,7 @@ class ReflectionService final : public Version::Service::CallbackService {
   class Reactor;
 
   const std::vector<std::string> services_;
+  const CallGate gate_;
 };
 
 extern template class ReflectionService<ReflectionV1>;

@@ -62,6 +62,9 @@ ABSL_FLAG(std::string, sql, "SELECT abalance FROM pgbench_accounts WHERE aid = $
 ABSL_FLAG(int64_t, aid_max, 1000000, "aid parameters are uniform in [1, aid_max]");
 ABSL_FLAG(int, scale, 10, "pgbench scale (session-tx: tid in [1, 10*scale], bid in [1, scale])");
 ABSL_FLAG(std::string, client_id, "broker-bench", "sent as x-client-id metadata");
+ABSL_FLAG(std::string, token, "",
+          "sent as `authorization: Bearer <token>` metadata when not empty (a broker with a "
+          "clients file)");
 ABSL_FLAG(bool, json, false, "print one JSON object on stdout");
 ABSL_FLAG(std::string, label, "", "free text copied into the output");
 ABSL_FLAG(int, broker_pid, 0, "sessions-idle: the broker's pid (its VmRSS is read)");
@@ -126,6 +129,7 @@ Flags:
   --aid_max=1000000          aid range (pgbench scale 10 has 1,000,000 accounts)
   --scale=10                 pgbench scale (session-tx: tid and bid ranges)
   --client_id=broker-bench   sent as x-client-id metadata
+  --token=                   sent as authorization: Bearer metadata when set
   --json                     print one JSON object on stdout (latencies in us)
   --label=                   free text copied into the output
   --broker_pid=              sessions-idle: the broker's process id
@@ -323,6 +327,7 @@ struct Options {
   int64_t aid_max = 0;
   int scale = 0;
   std::string client_id;
+  std::string token;
   bool json = false;
   std::string label;
   int broker_pid = 0;
@@ -430,6 +435,7 @@ int LoadOptions(Options* o) {
   o->scale = absl::GetFlag(FLAGS_scale);
   if (o->scale < 1) return bad("--scale must be at least 1");
   o->client_id = absl::GetFlag(FLAGS_client_id);
+  o->token = absl::GetFlag(FLAGS_token);
   o->json = absl::GetFlag(FLAGS_json);
   o->label = absl::GetFlag(FLAGS_label);
   o->broker_pid = absl::GetFlag(FLAGS_broker_pid);
@@ -545,6 +551,9 @@ class LoadCaller {
     ctx_.emplace();
     ctx_->set_deadline(std::chrono::system_clock::now() + shared_->opt->call_timeout);
     ctx_->AddMetadata("x-client-id", shared_->opt->client_id);
+    if (!shared_->opt->token.empty()) {
+      ctx_->AddMetadata("authorization", "Bearer " + shared_->opt->token);
+    }
     return &*ctx_;
   }
 
@@ -1133,6 +1142,7 @@ int RunLoad(const Options& opt, std::vector<Endpoint>& endpoints) {
           std::chrono::system_clock::now() +
           std::max<std::chrono::nanoseconds>(opt.call_timeout, std::chrono::seconds(10)));
       ctx.AddMetadata("x-client-id", opt.client_id);
+      if (!opt.token.empty()) ctx.AddMetadata("authorization", "Bearer " + opt.token);
       pb::EndSessionRequest req;
       req.set_session(name);
       pb::EndSessionResponse resp;
@@ -1257,6 +1267,9 @@ class BulkCaller {
     ctx_.emplace();
     ctx_->set_deadline(std::chrono::system_clock::now() + shared_->opt->call_timeout);
     ctx_->AddMetadata("x-client-id", shared_->opt->client_id);
+    if (!shared_->opt->token.empty()) {
+      ctx_->AddMetadata("authorization", "Bearer " + shared_->opt->token);
+    }
     if (shared_->end) {
       end_req_.set_session((*shared_->names)[static_cast<size_t>(index_)]);
       stub_->async()->EndSession(&*ctx_, &end_req_, &end_resp_,

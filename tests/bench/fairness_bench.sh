@@ -8,6 +8,9 @@
 #   unloaded   no flood (fair queuing on)
 #   fair       the flood, BROKER_FAIR_QUEUING=true
 #   fifo       the flood, BROKER_FAIR_QUEUING=false (one FIFO queue)
+#   reserved   the flood, fair queuing, and a clients file that gives the
+#              quiet client `reserved_connections: 1` (both authenticate
+#              with tokens; docs/security.md, "Reserved floors")
 # Each arm gets a fresh broker (DB_POOL_SIZE=POOL, DB_MAX_OVERFLOW=0,
 # DB_POOL_TIMEOUT=POOL_TIMEOUT). Nothing is asserted: the summary is printed
 # (and written to OUT/fairness.md) for a human to read.
@@ -75,20 +78,26 @@ start_broker() {
     sleep 0.1
   done
   [[ -n $ADDR ]] || { cat "$OUT/fairness/broker-$name.log" >&2; exit 1; }
-  "$BENCH" --target="$ADDR" --mode=execute --sql="SELECT 1" --requests=1 >/dev/null 2>&1
+  "$BENCH" --target="$ADDR" --mode=execute --sql="SELECT 1" --requests=1 --token="$QUIET_TOKEN" \
+    >/dev/null 2>&1
 }
 stop_broker() {
   kill -TERM "$BROKER_PID" 2>/dev/null || true
   wait "$BROKER_PID" 2>/dev/null || true
   BROKER_PID=
 }
+# Tokens for the reserved arm's clients file (empty: no clients file).
+QUIET_TOKEN=
+FLOOD_TOKEN=
 quiet() {
   "$BENCH" --target="$ADDR" --mode=execute --sql="SELECT 1" --client_id=quiet --callers=1 \
+    --token="$QUIET_TOKEN" \
     --duration="${DURATION}s" --warmup="${WARMUP}s" --call_timeout=30s --json --label="$1" \
     >"$OUT/fairness/$1.json"
 }
 flood() {
   "$BENCH" --target="$ADDR" --mode=execute --sql="SELECT pg_sleep($SLEEP)" --client_id=flooder \
+    --token="$FLOOD_TOKEN" \
     --callers="$FLOOD" --channels=4 --duration=3600s --warmup=0s --call_timeout=60s \
     >/dev/null 2>&1 &
   FLOOD_PID=$!
@@ -114,6 +123,24 @@ for arm in fair fifo; do
   stop_broker
 done
 
+log "reserved: the same flood, the quiet client with reserved_connections: 1"
+QUIET_TOKEN=quiet-bench-token-$$-5e8a1c
+FLOOD_TOKEN=flooder-bench-token-$$-9b2d47
+hash_token() { printf '%s\n' "$1" | "$BROKER" hash-token; }
+cat >"$TMP/clients.yaml" <<YAML
+clients:
+  - id: quiet
+    token_hashes: ["$(hash_token "$QUIET_TOKEN")"]
+    reserved_connections: 1
+  - id: flooder
+    token_hashes: ["$(hash_token "$FLOOD_TOKEN")"]
+YAML
+start_broker reserved BROKER_FAIR_QUEUING=true BROKER_CLIENTS_FILE="$TMP/clients.yaml"
+flood
+quiet reserved
+stop_flood
+stop_broker
+
 /usr/bin/python3 - "$OUT/fairness" "$POOL" "$POOL_TIMEOUT" "$FLOOD" "$SLEEP" <<'EOF' |
 import json
 import sys
@@ -121,7 +148,7 @@ import sys
 out, pool, timeout, flood, sleep = sys.argv[1:]
 rows = []
 base = None
-for arm in ("unloaded", "fair", "fifo"):
+for arm in ("unloaded", "fair", "fifo", "reserved"):
     with open(f"{out}/{arm}.json") as f:
         r = json.load(f)
     p99 = r["p99_us"] / 1000

@@ -16,6 +16,9 @@
 //    sleeps on a condition variable instead of spinning (with more threads
 //    than cores, spinning waiters take CPU from the threads that would give
 //    a connection back).
+//  * BM_CheckoutReturnWithReservedFloors: BM_CheckoutReturn with two other
+//    clients holding reserved floors (ClientShares::ReservedClients): the
+//    cost of checking them on the fast path.
 //  * BM_QueuedHandOff: the queued path on one thread: with every connection
 //    held and one request always waiting, Acquire queues and a Release hands
 //    a connection to the oldest waiter.
@@ -39,11 +42,13 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
 #include "server/core/base/clock.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/pool/client_shares.h"
 #include "server/core/pool/connection_pool.h"
 #include "spdlog/spdlog.h"
 #include "tests/support/fake_db.h"
@@ -136,10 +141,10 @@ bool Await(BlockingMailbox& box) {
 // opens `kPoolSize` connections up front so the benchmark never connects.
 class Env {
  public:
-  explicit Env(std::unique_ptr<Executor> executor)
+  explicit Env(std::unique_ptr<Executor> executor, PoolOptions options = BenchOptions())
       : executor_(std::move(executor)), timers_(RealClock::Get()) {
     timers_.Start();
-    pool_ = std::make_unique<ConnectionPool>(BenchOptions(), connector_, *executor_, timers_,
+    pool_ = std::make_unique<ConnectionPool>(std::move(options), connector_, *executor_, timers_,
                                              RealClock::Get());
     std::vector<Mailbox> boxes(kPoolSize);
     for (Mailbox& box : boxes) pool_->Acquire(AcquireRequest{}, Deliverer(&box));
@@ -169,8 +174,9 @@ class Env {
 
 std::string ClientId(int64_t length) { return std::string(static_cast<size_t>(length), 'c'); }
 
-void RunSingleThread(benchmark::State& state, std::unique_ptr<Executor> executor) {
-  Env env(std::move(executor));
+void RunSingleThread(benchmark::State& state, std::unique_ptr<Executor> executor,
+                     PoolOptions options = BenchOptions()) {
+  Env env(std::move(executor), std::move(options));
   AcquireRequest request;
   request.client_id = ClientId(state.range(0));
   Mailbox box;
@@ -190,6 +196,28 @@ void BM_CheckoutReturn(benchmark::State& state) {
   RunSingleThread(state, std::make_unique<InlineExecutor>());
 }
 BENCHMARK(BM_CheckoutReturn)->Arg(0)->Arg(14)->Arg(40);
+
+// Two clients (not the one checking out) hold reserved floors of 2 each, as
+// a clients file's reserved_connections does: what checking the floors costs
+// the fast path of everyone else.
+class ReservedShares final : public ClientShares {
+ public:
+  ClientQuota QuotaFor(absl::string_view id) const override {
+    ClientQuota quota;
+    if (id == "critical-a" || id == "critical-b") quota.reserved_connections = 2;
+    return quota;
+  }
+  std::vector<std::string> ReservedClients() const override { return {"critical-a", "critical-b"}; }
+};
+
+void BM_CheckoutReturnWithReservedFloors(benchmark::State& state) {
+  PoolOptions options = BenchOptions();
+  options.shares = std::make_shared<ReservedShares>();
+  // Room for the 4 held back, so the warm-up still opens all kPoolSize.
+  options.max_overflow = 4;
+  RunSingleThread(state, std::make_unique<InlineExecutor>(), std::move(options));
+}
+BENCHMARK(BM_CheckoutReturnWithReservedFloors)->Arg(14);
 
 void BM_CheckoutReturnThreadPoolExecutor(benchmark::State& state) {
   RunSingleThread(state, std::make_unique<ThreadPoolExecutor>(1, "bench-worker"));

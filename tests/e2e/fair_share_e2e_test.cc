@@ -2,19 +2,29 @@
 // quotas") with the session-broker binary and a real PostgreSQL. One client
 // floods a small pool with slow statements while another runs a short one;
 // per-client quotas answer RESOURCE_EXHAUSTED naming the quota and the client.
+// A reserved floor (a clients-file entry's reserved_connections) keeps a
+// connection free of the flood: the quiet client is served while every flood
+// statement is still blocked, and without the reservation it is not.
 //
 // The order in which PostgreSQL starts statements is read from a sequence:
 // each statement takes nextval() as it starts, so the quiet client's value
 // says how many statements were served before it. No assertion depends on
 // how long anything takes (the p99 comparison is a benchmark,
-// tests/bench/fairness_bench.sh).
+// tests/bench/fairness_bench.sh). The reservation tests block the flood on an
+// advisory lock the test holds, so "served while the flood still runs" is an
+// outcome, not a race.
+#include <unistd.h>
+
 #include <atomic>
 #include <cctype>
+#include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -33,6 +43,24 @@ using ::testing::HasSubstr;
 
 constexpr int kPoolSize = 2;
 constexpr int kFloodCalls = 8;  // kPoolSize running, the rest queued
+// The advisory lock the test holds while the flood waits for it.
+constexpr int64_t kFloodLock = 7340013;
+
+// Per-process tokens, so nothing here could work against another broker.
+std::string TokenFor(const std::string& who) {
+  return absl::StrCat(who, "-token-", getpid(), "-3c9e1a7f5d");
+}
+
+// What `session-broker hash-token` prints for `token`.
+std::string HashOf(const std::string& token) {
+  std::string out;
+  const int rc = RunCommand(
+      absl::StrCat("printf '%s\\n' '", token, "' | ", SB_BROKER_BINARY, " hash-token"), &out);
+  EXPECT_EQ(rc, 0) << out;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  EXPECT_TRUE(absl::StartsWith(out, "$argon2id$")) << out;
+  return out;
+}
 
 class FairShareE2eTest : public BrokerFixture {
  protected:
@@ -47,6 +75,84 @@ class FairShareE2eTest : public BrokerFixture {
   }
   void TearDown() override {
     if (!sequence_.empty()) Admin(absl::StrCat("DROP SEQUENCE IF EXISTS ", sequence_));
+    if (!clients_file_.empty()) std::remove(clients_file_.c_str());
+  }
+
+  // Starts a broker of kPoolSize connections with a clients file for
+  // "flooder", "quiet" (`quiet_extra`: more of its entry) and "watcher" (who
+  // reads the pool's status).
+  void StartWithClients(const std::string& quiet_extra) {
+    clients_file_ = absl::StrCat("/tmp/sb-fair-share-", getpid(), "-clients.yaml");
+    std::ofstream(clients_file_) << "clients:\n"
+                                 << "  - id: flooder\n    token_hashes: [\""
+                                 << HashOf(TokenFor("flooder")) << "\"]\n"
+                                 << "  - id: quiet\n    token_hashes: [\""
+                                 << HashOf(TokenFor("quiet")) << "\"]\n"
+                                 << quiet_extra << "  - id: watcher\n    token_hashes: [\""
+                                 << HashOf(TokenFor("watcher")) << "\"]\n    roles: [monitor]\n";
+    StartBroker({{"DB_POOL_SIZE", absl::StrCat(kPoolSize)},
+                 {"DB_MAX_OVERFLOW", "0"},
+                 {"DB_POOL_TIMEOUT", "120"},
+                 {"BROKER_CLIENTS_FILE", clients_file_}});
+  }
+
+  CallResult ExecuteWithToken(const std::string& client, const std::string& sql,
+                              absl::Duration timeout = absl::Seconds(60)) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    context.AddMetadata("authorization", absl::StrCat("Bearer ", TokenFor(client)));
+    v1::ExecuteRequest request;
+    request.set_sql(sql);
+    CallResult r;
+    r.status = stub_->Execute(&context, request, &r.response);
+    return r;
+  }
+
+  v1::PoolStatus AuthorizedStatus() {
+    auto monitor = v1::PoolMonitor::NewStub(broker_->channel());
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    context.AddMetadata("authorization", absl::StrCat("Bearer ", TokenFor("watcher")));
+    v1::PoolStatus status;
+    const grpc::Status s = monitor->GetPoolStatus(&context, v1::GetPoolStatusRequest(), &status);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return status;
+  }
+
+  // With the test holding kFloodLock, starts kFloodCalls flood statements
+  // that wait for it (none can finish until ReleaseFlood) and waits until
+  // `running` of them hold a connection and the rest are queued.
+  void StartBlockedFlood(int running) {
+    // Each token verified once first: the flood's calls then find it cached
+    // instead of all running argon2 at once on the broker's gRPC threads.
+    for (const char* who : {"flooder", "quiet"}) {
+      EXPECT_TRUE(ExecuteWithToken(who, "SELECT 1").status.ok());
+    }
+    AuthorizedStatus();
+    Admin(absl::StrCat("SELECT pg_advisory_lock(", kFloodLock, ")"));
+    for (int k = 0; k < kFloodCalls; ++k) {
+      flood_.emplace_back([this] {
+        const CallResult r = ExecuteWithToken(
+            "flooder", absl::StrCat("SELECT pg_advisory_xact_lock_shared(", kFloodLock, ")"));
+        if (r.status.ok()) {
+          flood_finished_.fetch_add(1);
+        } else {
+          flood_failures_.fetch_add(1);
+        }
+      });
+    }
+    const bool queued = Eventually([&] {
+      const v1::ClientOccupancy* f = ClientIn(AuthorizedStatus(), "flooder");
+      return f != nullptr && f->in_use() == running && f->waiting() == kFloodCalls - running;
+    });
+    EXPECT_TRUE(queued) << "the flood never took its place in the pool";
+  }
+  void ReleaseFlood() {
+    Admin(absl::StrCat("SELECT pg_advisory_unlock(", kFloodLock, ")"));
+    for (std::thread& t : flood_) t.join();
+    flood_.clear();
+    EXPECT_EQ(flood_failures_.load(), 0);
+    EXPECT_EQ(flood_finished_.load(), kFloodCalls);
   }
 
   CallResult ExecuteAs(const std::string& client, const std::string& sql,
@@ -113,7 +219,43 @@ class FairShareE2eTest : public BrokerFixture {
   }
 
   std::string sequence_;
+  std::string clients_file_;
+  std::vector<std::thread> flood_;
+  std::atomic<int> flood_finished_{0};
+  std::atomic<int> flood_failures_{0};
 };
+
+TEST_F(FairShareE2eTest, AReservedConnectionServesTheQuietClientWhileTheFloodHoldsTheRest) {
+  StartWithClients("    reserved_connections: 1\n");
+  // The reservation leaves the flood one of the two connections.
+  StartBlockedFlood(/*running=*/kPoolSize - 1);
+  const CallResult quiet = ExecuteWithToken("quiet", "SELECT 1");
+  EXPECT_TRUE(quiet.status.ok()) << quiet.status.error_message();
+  EXPECT_EQ(flood_finished_.load(), 0) << "served without a flood statement finishing";
+  // The flood still holds its one connection and waits for the other.
+  const v1::ClientOccupancy* f = ClientIn(AuthorizedStatus(), "flooder");
+  EXPECT_TRUE(f != nullptr && f->in_use() == kPoolSize - 1 &&
+              f->waiting() == kFloodCalls - (kPoolSize - 1));
+  // Again and again: the connection it gave back stays held for it.
+  for (int k = 0; k < 5; ++k) {
+    EXPECT_TRUE(ExecuteWithToken("quiet", "SELECT 1").status.ok());
+  }
+  EXPECT_EQ(flood_finished_.load(), 0);
+  ReleaseFlood();
+}
+
+TEST_F(FairShareE2eTest, WithoutAReservationTheQuietClientWaitsForTheFlood) {
+  StartWithClients("");
+  StartBlockedFlood(/*running=*/kPoolSize);
+  // No flood statement can finish: with every connection the flood's, the
+  // quiet call waits until its own deadline.
+  const CallResult quiet = ExecuteWithToken("quiet", "SELECT 1", absl::Seconds(2));
+  EXPECT_EQ(quiet.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << quiet.status.error_message();
+  EXPECT_EQ(flood_finished_.load(), 0);
+  ReleaseFlood();
+  EXPECT_TRUE(ExecuteWithToken("quiet", "SELECT 1").status.ok());
+}
 
 TEST_F(FairShareE2eTest, WithFairQueuingTheQuietClientIsNotQueuedBehindTheFlood) {
   const int64_t place = QuietPlaceUnderFlood(/*fair_queuing=*/true);

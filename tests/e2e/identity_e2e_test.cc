@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,8 @@
 #include "gtest/gtest.h"
 #include "sessionbroker/v1/monitor.grpc.pb.h"
 #include "tests/support/broker_fixture.h"
+#include "tests/support/broker_process.h"
+#include "tests/support/grpc_wire.h"
 
 namespace sessionbroker::testing {
 namespace {
@@ -215,6 +218,36 @@ TEST_F(IdentityE2eTest, PlainTextTokenInTheFileStopsTheBrokerWithoutShowingIt) {
   EXPECT_NE(*code, 0);
   EXPECT_THAT(broker.Log(), HasSubstr("not an argon2 hash"));
   EXPECT_THAT(broker.Log(), ::testing::Not(HasSubstr(TokenFor("alice"))));
+}
+
+TEST_F(IdentityE2eTest, HealthNeedsATokenWhenNotInTheExemptServices) {
+  WriteClients(Client("alice"));
+  BrokerProcess broker(
+      broker_url_, {{"BROKER_CLIENTS_FILE", clients_file_}, {"BROKER_AUTH_EXEMPT_SERVICES", ""}});
+  ASSERT_FALSE(broker.address().empty()) << broker.Log();
+  absl::StatusOr<ServingStatus> health;
+  // UNAVAILABLE only until the port accepts connections.
+  EXPECT_TRUE(Eventually([&] {
+    health = HealthCheck(broker.channel(), "");
+    return health.status().code() != absl::StatusCode::kUnavailable;
+  }));
+  EXPECT_EQ(health.status().code(), absl::StatusCode::kUnauthenticated) << health.status();
+  EXPECT_THAT(health.status().message(), HasSubstr("authorization: Bearer <token>"));
+  // The broker itself serves: alice's calls work.
+  stub_ = v1::SessionBroker::NewStub(broker.NewChannel());
+  Result<v1::ExecuteResponse> ok = Exec("alice", "SELECT 1");
+  EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
+}
+
+TEST_F(IdentityE2eTest, AnUnknownExemptServiceStopsTheBrokerNamingIt) {
+  WriteClients(Client("alice"));
+  BrokerProcess broker(broker_url_, {{"BROKER_CLIENTS_FILE", clients_file_},
+                                     {"BROKER_AUTH_EXEMPT_SERVICES", "grpc.health.v1.Helth"}});
+  const std::optional<int> code = broker.WaitForExit(absl::Seconds(20));
+  ASSERT_TRUE(code.has_value()) << broker.Log();
+  EXPECT_NE(*code, 0);
+  EXPECT_THAT(broker.Log(),
+              HasSubstr("BROKER_AUTH_EXEMPT_SERVICES names \"grpc.health.v1.Helth\""));
 }
 
 TEST_F(IdentityE2eTest, ReloadAddsAndRemovesClientsWithoutRestart) {

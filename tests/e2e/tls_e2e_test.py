@@ -8,8 +8,10 @@ plaintext beyond loopback, HTTPS metrics, and TLS to PostgreSQL with
 sslmode=verify-full. Every certificate is made here, at test time, with
 Debian's openssl (tests/support/tls_certs.py).
 
-Calls go through raw grpc.health.v1 Check calls (no stubs needed) and through
-the Python driver (client/python), whose TLS options are tested with it.
+Calls go through raw grpc.health.v1 Check calls (no stubs needed), through
+the Python driver (client/python), whose TLS options are tested with it, and
+through the generated SessionBroker stubs for the certificate as the caller's
+identity (a clients file mapping a SPIFFE URI SAN and a subject to clients).
 
 Usage: tls_e2e_test.py BROKER_BINARY SOURCE_DIR; SB_TEST_DATABASE_URL must name
 a PostgreSQL (without it the test fails, never skips).
@@ -247,6 +249,62 @@ class TlsE2eTest(unittest.TestCase):
             health_fails(broker.target(), credentials(self.certs, client="otherca_client")),
             grpc.StatusCode.UNAVAILABLE)
 
+    # --- the certificate as the caller's identity -----------------------------
+
+    def test_mutual_tls_identity_keeps_each_client_to_its_own_sessions(self) -> None:
+        clients_file = os.path.join(self.cert_dir, "clients.yaml")
+        with open(clients_file, "w", encoding="utf-8") as f:
+            f.write("clients:\n"
+                    f"  - id: orders\n    spiffe_ids: [\"{tls_certs.SPIFFE_ID}\"]\n"
+                    "  - id: billing\n    cert_subjects: [\"CN=billing,O=shop\"]\n")
+        self.addCleanup(os.remove, clients_file)
+        broker = self.start(self.tls_env(BROKER_TLS_CLIENT_CA=self.certs["ca"] + ".pem",
+                                         BROKER_TLS_CLIENT_AUTH="require",
+                                         BROKER_METRICS_TLS="true",
+                                         BROKER_CLIENTS_FILE=clients_file))
+        pb, pb_grpc = _pb.broker_pb2, _pb.broker_pb2_grpc
+
+        def stub(client: str):
+            channel = grpc.secure_channel(broker.target(),
+                                          credentials(self.certs, client=client))
+            self.addCleanup(channel.close)
+            return pb_grpc.SessionBrokerStub(channel)
+
+        orders, billing = stub("client"), stub("subject_client")
+        wait_for(lambda: readiness_tls(broker.target(), self.certs) == "SERVING", "readiness")
+        mine = orders.BeginSession(pb.BeginSessionRequest(), timeout=10).name
+        theirs = billing.BeginSession(pb.BeginSessionRequest(), timeout=10).name
+        self.assertEqual(orders.GetSession(pb.GetSessionRequest(session=mine), timeout=10).name,
+                         mine)
+        # Another client's session is not found, exactly as a name that never existed.
+        for own, other in ((orders, theirs), (billing, mine)):
+            with self.assertRaises(grpc.RpcError) as denied:
+                own.GetSession(pb.GetSessionRequest(session=other), timeout=10)
+            self.assertEqual(denied.exception.code(), grpc.StatusCode.NOT_FOUND)
+            with self.assertRaises(grpc.RpcError) as denied:
+                own.Execute(pb.ExecuteRequest(sql="SELECT 1", session=other), timeout=10)
+            self.assertEqual(denied.exception.code(), grpc.StatusCode.NOT_FOUND)
+        listed = orders.ListSessions(pb.ListSessionsRequest(), timeout=10)
+        self.assertEqual([s.name for s in listed.sessions], [mine])
+
+        # A transaction pins a connection: the pool counts it under the
+        # certificate's client id, whatever x-client-id claims.
+        orders.BeginTransaction(pb.BeginTransactionRequest(session=mine), timeout=10,
+                                metadata=(("x-client-id", "billing"),))
+        context = ssl.create_default_context(cafile=self.certs["ca"] + ".pem")
+        url = f"https://localhost:{broker.metrics_port}/metrics"
+        with urllib.request.urlopen(url, context=context, timeout=10) as r:
+            metrics = r.read().decode()
+        self.assertIn('sessionbroker_client_connections_in_use{client="orders"} 1', metrics)
+        self.assertNotIn('sessionbroker_client_connections_in_use{client="billing"} 1', metrics)
+        orders.Rollback(pb.RollbackRequest(session=mine), timeout=10)
+
+        # A certificate the CA signed but the clients file does not map.
+        with self.assertRaises(grpc.RpcError) as unmapped:
+            stub("unmapped_client").Execute(pb.ExecuteRequest(sql="SELECT 1"), timeout=10)
+        self.assertEqual(unmapped.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        self.assertIn("CN=stranger", unmapped.exception.details())
+
     def test_a_bad_certificate_or_key_at_start_refuses_to_start_naming_the_file(self) -> None:
         garbage = os.path.join(self.cert_dir, "garbage.pem")
         with open(garbage, "w", encoding="ascii") as f:
@@ -432,6 +490,15 @@ class TlsE2eTest(unittest.TestCase):
             self.assertNotIn(PASSWORD, text, f"the password leaked into the {where}")
 
 
+def readiness_tls(target: str, certs: Dict[str, str]) -> str:
+    """The readiness status over mutual TLS (the ``client`` certificate)."""
+    service = b"sessionbroker.v1.SessionBroker"
+    with grpc.secure_channel(target, credentials(certs, client="client")) as channel:
+        response = channel.unary_unary("/grpc.health.v1.Health/Check")(
+            b"\x0a" + bytes([len(service)]) + service, timeout=10)
+    return {b"\x08\x01": "SERVING", b"\x08\x02": "NOT_SERVING"}.get(response, repr(response))
+
+
 def readiness(target: str) -> str:
     """The grpc.health.v1 status of the readiness service (plaintext)."""
     service = b"sessionbroker.v1.SessionBroker"
@@ -456,4 +523,5 @@ if __name__ == "__main__":
     from sessionbroker import _codegen  # noqa: E402
     _codegen.generate()
     from sessionbroker import dbapi  # noqa: E402
+    from sessionbroker import _pb  # noqa: E402
     unittest.main(verbosity=2)

@@ -10,7 +10,11 @@ certificates the TLS tests need (each as NAME.pem plus NAME.key):
 - ``otherca_server``: for localhost and 127.0.0.1, signed by ``otherca``;
 - ``client``: a client certificate with CN ``orders`` and the SPIFFE ID
   ``spiffe://example.org/ns/shop/sa/orders`` as its URI SAN (CA ``ca``);
-- ``otherca_client``: a client certificate signed by ``otherca``.
+- ``otherca_client``: a client certificate signed by ``otherca``;
+- ``subject_client``: a client certificate with subject ``O=shop, CN=billing``
+  and no URI SAN (a clients file maps it by subject; CA ``ca``);
+- ``unmapped_client``: a client certificate (``CN=stranger``, CA ``ca``) that
+  no clients file in the tests maps.
 
 Keys are EC P-256 and written 0600, as PostgreSQL insists for its key.
 Nothing here is a secret worth keeping: the directory is the caller's
@@ -93,6 +97,12 @@ def make_certs(directory: str) -> Dict[str, str]:
     _signed(directory, "client", "ca", "/O=shop/CN=orders", f"URI:{SPIFFE_ID}", client=True)
     _signed(directory, "otherca_client", "otherca", "/CN=orders", f"URI:{SPIFFE_ID}",
             client=True)
+    # Mapped by certificate subject (no URI SAN), and one the clients file of
+    # the mTLS identity test does not map.
+    _signed(directory, "subject_client", "ca", "/O=shop/CN=billing", "DNS:billing.example",
+            client=True)
+    _signed(directory, "unmapped_client", "ca", "/O=shop/CN=stranger", "DNS:stranger.example",
+            client=True)
     names = ["ca", "otherca", "server", "server2", "expired", "wronghost", "otherca_server",
-             "client", "otherca_client"]
+             "client", "otherca_client", "subject_client", "unmapped_client"]
     return {n: os.path.join(directory, n) for n in names}

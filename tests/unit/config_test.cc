@@ -5,6 +5,8 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -148,6 +150,38 @@ TEST(ConfigTest, RequireAuthWithoutAClientsFileIsAnError) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->clients_file, "/etc/sb/clients.yaml");
   EXPECT_TRUE(c->require_auth);
+}
+
+TEST(ConfigTest, HealthAndReflectionAreExemptFromAuthenticationByDefault) {
+  absl::StatusOr<Config> c = LoadConfig(WithUrl({}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  absl::StatusOr<std::vector<std::string>> exempt = AuthExemptServices(*c);
+  ASSERT_TRUE(exempt.ok()) << exempt.status();
+  EXPECT_THAT(*exempt,
+              ::testing::ElementsAre("grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                                     "grpc.reflection.v1alpha.ServerReflection"));
+}
+
+TEST(ConfigTest, AnEmptyExemptListMakesEveryServiceAuthenticate) {
+  absl::StatusOr<Config> c = LoadConfig(WithUrl({{"BROKER_AUTH_EXEMPT_SERVICES", ""}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(*AuthExemptServices(*c), ::testing::IsEmpty());
+  c = LoadConfig(WithUrl({{"BROKER_AUTH_EXEMPT_SERVICES", " grpc.health.v1.Health , "}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(*AuthExemptServices(*c), ::testing::ElementsAre("grpc.health.v1.Health"));
+}
+
+TEST(ConfigTest, AnUnknownOrOwnServiceInTheExemptListIsRefusedAtStart) {
+  absl::StatusOr<Config> c =
+      LoadConfig(WithUrl({{"BROKER_AUTH_EXEMPT_SERVICES", "grpc.health.v1.Helth"}}));
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("BROKER_AUTH_EXEMPT_SERVICES"));
+  EXPECT_THAT(c.status().message(), HasSubstr("\"grpc.health.v1.Helth\""));
+  EXPECT_THAT(c.status().message(), HasSubstr("grpc.reflection.v1.ServerReflection"));
+  c = LoadConfig(WithUrl({{"BROKER_AUTH_EXEMPT_SERVICES", "sessionbroker.v1.SessionBroker"}}));
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("always authenticate"));
 }
 
 TEST(ConfigTest, MissingDatabaseUrlIsAnErrorThatSaysWhatToSet) {

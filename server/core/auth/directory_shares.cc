@@ -24,4 +24,14 @@ ClientQuota DirectoryShares::QuotaFor(absl::string_view client_id) const {
   return policy == nullptr ? defaults_ : QuotaFromPolicy(*policy, defaults_);
 }
 
+std::vector<std::string> DirectoryShares::ReservedClients() const {
+  std::vector<std::string> ids;
+  const std::shared_ptr<const ClientDirectory> directory = authenticator_.directory();
+  if (directory == nullptr) return ids;
+  for (const ClientDirectory::Policy& policy : directory->clients()) {
+    if (policy->reserved_connections > 0) ids.push_back(policy->id);
+  }
+  return ids;
+}
+
 }  // namespace sessionbroker::core

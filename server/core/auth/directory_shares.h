@@ -5,11 +5,15 @@
 // not list get the BROKER_CLIENT_* defaults. It reads the Authenticator's
 // current directory on each call, so a reload takes effect once the pool
 // re-reads its cached quotas (ConnectionPool::RefreshQuotas, called from the
-// ClientsFileWatcher's reload hook).
+// ClientsFileWatcher's reload hook). The entries that set
+// reserved_connections are the clients whose floor the pool holds.
 // Thread-safe; never blocks on I/O (it takes the Authenticator's lock only
 // to copy a shared_ptr) and never calls into the pool.
 #ifndef SESSIONBROKER_SERVER_CORE_AUTH_DIRECTORY_SHARES_H_
 #define SESSIONBROKER_SERVER_CORE_AUTH_DIRECTORY_SHARES_H_
+
+#include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "server/core/auth/authenticator.h"
@@ -28,6 +32,10 @@ class DirectoryShares final : public ClientShares {
       : authenticator_(authenticator), defaults_(defaults) {}
 
   ClientQuota QuotaFor(absl::string_view client_id) const override;
+  // The entries that set reserved_connections themselves (a floor from the
+  // BROKER_CLIENT_RESERVED_CONNECTIONS default is not held: it only orders
+  // the fair queue), in file order.
+  std::vector<std::string> ReservedClients() const override;
 
  private:
   const Authenticator& authenticator_;

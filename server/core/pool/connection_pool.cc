@@ -58,6 +58,12 @@ ConnectionPool::ConnectionPool(PoolOptions options, storage::DbConnector& connec
   anonymous_->quota = QuotaOf("");
   floors_ = anonymous_->quota.reserved_connections > 0;
   clients_.emplace(anonymous_->name, std::unique_ptr<Client>(anonymous_));
+  int floors;
+  {
+    MutexLock lock(&mu_);
+    floors = LoadReservationsLocked();
+  }
+  WarnOverReserved(floors);
 }
 
 ConnectionPool::~ConnectionPool() {
@@ -78,7 +84,8 @@ ConnectionPool::~ConnectionPool() {
     refs += client->refs;
   }
   SB_DCHECK(in_use == 0);
-  SB_DCHECK(refs == 1);  // only the pool's own, on the anonymous client
+  // Only the pool's own, on the anonymous client and the reserved ones.
+  SB_DCHECK(refs == 1 + static_cast<int>(reserved_.size()));
 #endif
 }
 
@@ -90,17 +97,112 @@ ClientQuota ConnectionPool::QuotaOf(absl::string_view id) const {
 }
 
 void ConnectionPool::RefreshQuotas() {
-  MutexLock lock(&mu_);
-  floors_ = false;
-  for (auto& [name, client] : clients_) {
-    client->quota = QuotaOf(name);
-    floors_ = floors_ || client->quota.reserved_connections > 0;
+  Dispatch dispatch;
+  int floors;
+  {
+    MutexLock lock(&mu_);
+    floors_ = false;
+    for (auto& [name, client] : clients_) {
+      client->quota = QuotaOf(name);
+      floors_ = floors_ || client->quota.reserved_connections > 0;
+    }
+    floors = LoadReservationsLocked();
+    // Smaller or fewer floors may free what was held back for them.
+    ServeEligibleLocked(clock_.Now(), &dispatch);
+    CheckInvariantsLocked();
   }
-  CheckInvariantsLocked();
+  WarnOverReserved(floors);
+  RunDispatch(std::move(dispatch));
+}
+
+int ConnectionPool::LoadReservationsLocked() {
+  std::vector<std::string> ids;
+  if (options_.shares != nullptr) ids = options_.shares->ReservedClients();
+  std::vector<Client*> reserved;
+  int floors = 0;
+  for (const std::string& id : ids) {
+    // "" is everyone without an id: not a client to hold connections for.
+    if (id.empty()) continue;
+    Client* client = RefClientLocked(id, ClientHash{}(id));
+    if (client->quota.reserved_connections <= 0 ||
+        std::find(reserved.begin(), reserved.end(), client) != reserved.end()) {
+      UnrefClientLocked(client);
+      continue;
+    }
+    reserved.push_back(client);
+    floors += client->quota.reserved_connections;
+  }
+  // The new references are taken before the old ones are dropped: an entry
+  // reserved before and after is never swept in between.
+  for (Client* client : reserved_) client->reserved = false;
+  for (Client* client : reserved) client->reserved = true;
+  std::swap(reserved, reserved_);
+  for (Client* client : reserved) UnrefClientLocked(client);
+  return floors;
+}
+
+void ConnectionPool::WarnOverReserved(int floors) const {
+  if (floors < options_.max_connections()) return;
+  spdlog::warn(
+      "pool: event=over_reserved floors={} max={} (the clients file's reserved_connections add "
+      "up to DB_POOL_SIZE + DB_MAX_OVERFLOW or more: at most {} connections are held back for "
+      "them, one always serves the other clients, and reserved clients below their floors are "
+      "served first come, first served)",
+      floors, options_.max_connections(), options_.max_connections() - 1);
 }
 
 int ConnectionPool::HeldLocked(const Client& client) const {
-  return client.refs - static_cast<int>(client.queue.size()) - (&client == anonymous_ ? 1 : 0);
+  return client.refs - static_cast<int>(client.queue.size()) - (&client == anonymous_ ? 1 : 0) -
+         (client.reserved ? 1 : 0);
+}
+
+int ConnectionPool::AvailableLocked() const {
+  return static_cast<int>(idle_.size()) + std::max(0, limit_ - open_);
+}
+
+int ConnectionPool::HeldBackLocked() const {
+  int held_back = 0;
+  for (const Client* client : reserved_) {
+    held_back += std::max(0, client->quota.reserved_connections - HeldLocked(*client));
+  }
+  return std::min(held_back, std::max(0, limit_ - 1));
+}
+
+bool ConnectionPool::MayTakeLocked(const Client& client, int counted, int available) const {
+  if (reserved_.empty()) return true;
+  if (client.reserved && HeldLocked(client) - counted < client.quota.reserved_connections) {
+    return true;
+  }
+  return available > HeldBackLocked();
+}
+
+void ConnectionPool::ServeEligibleLocked(absl::Time now, Dispatch* dispatch) {
+  while (!closed_ && !waiters_.empty() && !idle_.empty()) {
+    const WaiterList::iterator next = NextWaiterLocked(AvailableLocked());
+    if (next == waiters_.end()) break;
+    std::unique_ptr<Slot> slot = std::move(idle_.back());
+    idle_.pop_back();
+    slot->request = TakeWaiterLocked(next).request;
+    dispatch->checkouts.push_back(std::move(slot));
+  }
+  Waiter waiter;
+  Dial dial;
+  while (TakeWaiterForNewConnectionLocked(now, &waiter, &dial, &dispatch->refused)) {
+    dispatch->opens.emplace_back(std::move(waiter), dial);
+  }
+  if (!dispatch->refused.empty()) dispatch->refusal = DownMessageLocked(now);
+}
+
+void ConnectionPool::RunDispatch(Dispatch dispatch) {
+  for (std::unique_ptr<Slot>& slot : dispatch.checkouts) {
+    executor_.Post([this, slot = std::move(slot)]() mutable { CheckOut(std::move(slot)); });
+  }
+  for (auto& [waiter, dial] : dispatch.opens) {
+    executor_.Post([this, w = std::move(waiter), dial = dial]() mutable {
+      ServeNewConnection(std::move(w), dial);
+    });
+  }
+  Refuse(std::move(dispatch.refused), dispatch.refusal);
 }
 
 void ConnectionPool::FileWaiterLocked(WaiterList::iterator it) {
@@ -114,7 +216,24 @@ void ConnectionPool::FileWaiterLocked(WaiterList::iterator it) {
   }
 }
 
-ConnectionPool::WaiterList::iterator ConnectionPool::NextWaiterLocked() {
+ConnectionPool::WaiterList::iterator ConnectionPool::NextWaiterLocked(int available) {
+  if (!reserved_.empty()) {
+    // A reserved client below its floor first, the oldest request of them
+    // (fair queuing on or off: what is held back is held for it).
+    Client* first = nullptr;
+    for (Client* client : reserved_) {
+      if (client->queue.empty() || HeldLocked(*client) >= client->quota.reserved_connections) {
+        continue;
+      }
+      if (first == nullptr ||
+          client->queue.front()->request.id < first->queue.front()->request.id) {
+        first = client;
+      }
+    }
+    if (first != nullptr) return first->queue.front();
+    // Everyone else leaves the floors held back alone.
+    if (available <= HeldBackLocked()) return waiters_.end();
+  }
   if (!options_.fair_queuing) return waiters_.begin();
   // A client below its reserved floor first (the first such in ring order).
   if (floors_) {
@@ -228,13 +347,18 @@ ConnectionPool::WaitId ConnectionPool::Acquire(const AcquireRequest& request, Ca
             " (BROKER_CLIENT_MAX_CONNECTIONS or its clients-file entry); wait for its calls to "
             "finish, or retry after a short backoff (100 ms or more)"));
         UnrefClientLocked(client);
-      } else if (waiters_.empty() && !idle_.empty()) {
+      } else if (!idle_.empty() && (waiters_.empty() || !reserved_.empty()) &&
+                 MayTakeLocked(*client, 1, AvailableLocked())) {
+        // With reserved floors someone may wait while connections are idle:
+        // they are held back from the waiters, not from a client below its
+        // floor.
         // LIFO: the most recently returned connection is the warmest.
         idle = std::move(idle_.back());
         idle_.pop_back();
         idle->request.client = client;
         idle->request.id = id = next_wait_id_++;
-      } else if (waiters_.empty() && RoomLocked(now, &growth)) {
+      } else if ((waiters_.empty() || !reserved_.empty()) &&
+                 MayTakeLocked(*client, 1, AvailableLocked()) && RoomLocked(now, &growth)) {
         if (backoff_.TryStart(now, &dial.probe)) {
           ++open_;
           ++opening_;
@@ -250,7 +374,11 @@ ConnectionPool::WaitId ConnectionPool::Acquire(const AcquireRequest& request, Ca
         }
       } else if (!request.wait) {
         error = absl::ResourceExhaustedError(
-            absl::StrCat("all ", open_, " database connections are in use"));
+            AvailableLocked() > 0
+                ? absl::StrCat("all ", open_,
+                               " database connections are in use or held for clients' "
+                               "reserved_connections")
+                : absl::StrCat("all ", open_, " database connections are in use"));
         UnrefClientLocked(client);
       } else if (static_cast<int>(waiters_.size()) >= options_.max_waiters) {
         ++counters_.waiter_rejections;
@@ -531,6 +659,7 @@ void ConnectionPool::OnServerFull(Request request, Dial dial, const absl::Status
   int limit;
   int open;
   absl::Time probe_at;
+  Dispatch dispatch;
   {
     MutexLock lock(&mu_);
     --opening_;
@@ -562,7 +691,7 @@ void ConnectionPool::OnServerFull(Request request, Dial dial, const absl::Status
     if (closed_) {
       failure = absl::UnavailableError(kShuttingDown);
       failed = DropRequestLocked(&request);
-    } else if (!idle_.empty()) {
+    } else if (!idle_.empty() && MayTakeLocked(*request.client, 1, AvailableLocked())) {
       // A connection came back while this one was being refused.
       idle = std::move(idle_.back());
       idle_.pop_back();
@@ -595,6 +724,8 @@ void ConnectionPool::OnServerFull(Request request, Dial dial, const absl::Status
       }
     }
     ArmGrowthLocked();
+    // A lower limit lowers what the floors may hold back (limit_ - 1).
+    if (!reserved_.empty()) ServeEligibleLocked(now, &dispatch);
     limit = limit_;
     open = open_;
     probe_at = growth_in_flight_ ? absl::InfinitePast() : growth_at_;
@@ -624,6 +755,7 @@ void ConnectionPool::OnServerFull(Request request, Dial dial, const absl::Status
       std::move(done)(std::move(status));
     });
   }
+  RunDispatch(std::move(dispatch));
 }
 
 bool ConnectionPool::RoomLocked(absl::Time now, bool* growth) const {
@@ -716,9 +848,11 @@ void ConnectionPool::Return(std::unique_ptr<Slot> slot, bool broken) {
       to_close = std::move(slot);
     } else if (closed_) {
       to_close = std::move(slot);
-    } else if (!waiters_.empty()) {
+    } else if (const WaiterList::iterator next =
+                   waiters_.empty() ? waiters_.end() : NextWaiterLocked(AvailableLocked() + 1);
+               next != waiters_.end()) {
       // Straight to the next waiter: no wake-and-race with newcomers.
-      slot->request = TakeWaiterLocked(NextWaiterLocked()).request;
+      slot->request = TakeWaiterLocked(next).request;
       hand_off = true;
     } else if (static_cast<int>(idle_.size()) >= options_.pool_size) {
       ++counters_.overflow_closed;
@@ -780,6 +914,9 @@ bool ConnectionPool::TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* ou
                                                       std::list<Waiter>* refused) {
   bool growth = false;
   if (closed_ || waiters_.empty() || !RoomLocked(now, &growth)) return false;
+  // The growth probe's slot is above the limit, so not in AvailableLocked().
+  const WaiterList::iterator next = NextWaiterLocked(AvailableLocked() + (growth ? 1 : 0));
+  if (next == waiters_.end()) return false;
   if (!backoff_.TryStart(now, &dial->probe)) {
     // Each of them would need a connect that may not start now: failing them
     // at once is what they would get from dialing the dead database, minus
@@ -792,7 +929,7 @@ bool ConnectionPool::TakeWaiterForNewConnectionLocked(absl::Time now, Waiter* ou
     refused->splice(refused->end(), waiters_);
     return false;
   }
-  *out = TakeWaiterLocked(NextWaiterLocked());
+  *out = TakeWaiterLocked(next);
   ++open_;
   ++opening_;
   dial->growth = growth;
@@ -995,8 +1132,16 @@ void ConnectionPool::CheckInvariantsLocked() const {
   SB_DCHECK(limit_ >= 0 && limit_ <= max);
   SB_DCHECK(!growth_in_flight_ || (opening_ >= 1 && limit_ < max));
   // No one waits while a connection is idle or a slot is free: a returned
-  // connection goes to the oldest waiter, a freed slot opens one for it.
-  SB_DCHECK(waiting == 0 || (idle == 0 && open_ >= limit_));
+  // connection goes to the oldest waiter, a freed slot opens one for it;
+  // unless the reserved floors hold them back, and then from no waiter of a
+  // client below its floor.
+  if (waiting > 0 && (idle > 0 || open_ < limit_)) {
+    SB_DCHECK(!reserved_.empty());
+    SB_DCHECK(AvailableLocked() <= HeldBackLocked());
+    for (const Client* client : reserved_) {
+      SB_DCHECK(client->queue.empty() || HeldLocked(*client) >= client->quota.reserved_connections);
+    }
+  }
   // Only one connect probes the database while it is down.
   SB_DCHECK(!backoff_.probe_in_flight() || opening_ >= 1);
 
@@ -1022,7 +1167,11 @@ void ConnectionPool::CheckInvariantsLocked() const {
   // checked out (counted in in_use, also such a slot). in_use is counted up
   // outside mu_, so it may lag behind its reference, never run ahead.
   SB_DCHECK(clients_.contains(absl::string_view()) && anonymous_->refs >= 1);
-  int refs = -1;  // the pool's own reference to the anonymous client
+  // The pool's own references: to the anonymous client and the reserved ones.
+  int refs = -1 - static_cast<int>(reserved_.size());
+  for (const Client* client : reserved_) {
+    SB_DCHECK(client->reserved && client->refs >= 1 && client != anonymous_);
+  }
   int in_use = 0;
   int unreferenced = 0;
   for (const auto& [name, client] : clients_) {
@@ -1031,7 +1180,8 @@ void ConnectionPool::CheckInvariantsLocked() const {
     const int client_waiting = w == waiting_per_client.end() ? 0 : w->second;
     SB_DCHECK(name == client->name);
     SB_DCHECK(client->refs >= 0 && client_in_use >= 0);
-    SB_DCHECK(client->refs >= client_waiting + client_in_use + (client.get() == anonymous_));
+    SB_DCHECK(client->refs >= client_waiting + client_in_use + (client.get() == anonymous_) +
+                                  (client->reserved ? 1 : 0));
     // Its queue is exactly its waiters, in id order, and it is in the ring
     // exactly while it has some.
     SB_DCHECK(static_cast<int>(client->queue.size()) == client_waiting);

@@ -15,6 +15,23 @@
 //    with fewer connections than its reserved_connections is served first;
 //    so a client flooding the pool delays another client's request by at
 //    most one turn of each other waiting client, not by its whole queue;
+//  * reserved floors: for each client ClientShares::ReservedClients() names
+//    (clients-file entries with reserved_connections), the connections it
+//    lacks to its floor (reserved_connections minus those it holds: checked
+//    out, a session's pinned one included, or on their way to it) are held
+//    back from every other client. A request of any other client, and one
+//    of a reserved client at or above its floor, takes a connection only if
+//    more are available (idle, plus room to open under the effective limit,
+//    overflow included) than the floors held back; otherwise it queues (or,
+//    not waiting, fails with RESOURCE_EXHAUSTED) and is served once one
+//    comes back. A request of a reserved client below its floor takes any
+//    available connection, and among waiters is served first (oldest
+//    first), with fair queuing on or off. The floors never hold back more
+//    than the effective limit minus one (an over-reserved clients file
+//    cannot starve everyone else), never open a connection beyond the
+//    bound, and never keep a waiter of a client below its floor waiting
+//    while a connection is available, so they cannot deadlock. Reserved
+//    clients' entries are kept for as long as they are reserved;
 //  * waiting never blocks a thread: Acquire() queues a request with a deadline
 //    and returns; at most max_waiters may queue, beyond that Acquire fails at
 //    once with RESOURCE_EXHAUSTED;
@@ -360,6 +377,8 @@ class ConnectionPool final {
     // turn (a turn adds quota.weight).
     int deficit = 0;
     int64_t rejections = 0;
+    // In reserved_: its floor is held (the pool holds a reference to it).
+    bool reserved = false;
   };
 
   // How a connect was allowed to start: `probe` is ReconnectBackoff's probe,
@@ -403,14 +422,46 @@ class ConnectionPool final {
   // limit, or (*growth) as the growth probe above it.
   bool RoomLocked(absl::Time now, bool* growth) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Connections it holds (checked out or on their way to it): its references
-  // minus its queued requests (minus the pool's own on the anonymous entry).
+  // minus its queued requests (minus the pool's own on the anonymous entry
+  // and on a reserved one).
   int HeldLocked(const Client& client) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Connections a request could have now: idle ones plus room to open more
+  // under the effective limit.
+  int AvailableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Connections the reserved clients' unmet floors hold back from everyone
+  // else (at most limit_ - 1).
+  int HeldBackLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a request of `client` may take one of `available` connections.
+  // `counted`: 1 if the request is already counted in HeldLocked(client) (a
+  // request being decided in Acquire, or on its way), 0 if it waits.
+  bool MayTakeLocked(const Client& client, int counted, int available) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Re-reads ClientShares::ReservedClients(): pins their entries (one pool
+  // reference each) and unpins those no longer reserved. Returns the sum of
+  // their floors.
+  int LoadReservationsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What ServeEligibleLocked hands out: idle connections to check out and
+  // waiters to open a connection for (or to refuse, while connects are
+  // rationed).
+  struct Dispatch {
+    std::vector<std::unique_ptr<Slot>> checkouts;
+    std::vector<std::pair<Waiter, Dial>> opens;
+    std::list<Waiter> refused;
+    std::string refusal;
+  };
+  // After the floors held back shrank (quotas refreshed, the limit
+  // lowered): serves every waiter that may now take a connection.
+  void ServeEligibleLocked(absl::Time now, Dispatch* dispatch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunDispatch(Dispatch dispatch);
+  // Logs a clients file whose floors add up to the bound or more.
+  void WarnOverReserved(int floors) const;
   // Files a waiter (already in waiters_) in its client's queue, in id order,
   // putting the client in the fair-queuing ring if it was not.
   void FileWaiterLocked(WaiterList::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The waiter to serve next (someone waits): the policy in the class
-  // comment. Charges the client's turn.
-  WaiterList::iterator NextWaiterLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The waiter to serve next with `available` connections to give (someone
+  // waits): the policy in the class comment. Charges the client's turn.
+  // waiters_.end() when every waiter must leave them to the reserved floors.
+  WaiterList::iterator NextWaiterLocked(int available) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes a waiter out of every queue and index; disarms the expiry timer
   // when no one is left.
   Waiter TakeWaiterLocked(WaiterList::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -469,6 +520,9 @@ class ConnectionPool final {
   // Some known client has a reserved floor: only then does picking a waiter
   // look through the ring for one below its floor.
   bool floors_ ABSL_GUARDED_BY(mu_) = false;
+  // The clients whose floors are held (ClientShares::ReservedClients()).
+  // Empty, the checkout paths skip every reservation check.
+  std::vector<Client*> reserved_ ABSL_GUARDED_BY(mu_);
   WaitId next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   PoolStats counters_ ABSL_GUARDED_BY(mu_);  // only the counter fields are used

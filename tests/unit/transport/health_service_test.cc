@@ -1,15 +1,23 @@
 // HealthService on a real grpc::Server (in-process channel): the two names
 // and what each follows, NOT_FOUND and SERVICE_UNKNOWN for other names, Watch
-// updates and its clean end on Shutdown.
+// updates and its clean end on Shutdown; a closed CallGate
+// (BROKER_AUTH_EXEMPT_SERVICES without the health service) refusing calls
+// without credentials.
 #include "server/transport/health_service.h"
 
 #include <memory>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "server/core/auth/authenticator.h"
+#include "server/core/auth/client_directory.h"
+#include "server/core/auth/token_hash.h"
+#include "server/transport/call_gate.h"
+#include "server/transport/call_identity.h"
 
 namespace sessionbroker::transport {
 namespace {
@@ -161,6 +169,47 @@ TEST_F(HealthServiceTest, CancelledWatchIsDoneAndForgotten) {
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   }
   EXPECT_TRUE(service_.WaitForStreamsDone(absl::InfiniteFuture()));
+}
+
+TEST(HealthServiceGateTest, WhenNotExemptCheckAndWatchNeedCredentials) {
+  constexpr char kToken[] = "probe-token-0123456789abcdef";
+  absl::StatusOr<std::string> hash = core::HashToken(kToken);
+  ASSERT_TRUE(hash.ok()) << hash.status();
+  absl::StatusOr<std::shared_ptr<const core::ClientDirectory>> directory =
+      core::ClientDirectory::Parse(
+          absl::StrCat("clients:\n  - id: probe\n    token_hashes: [\"", *hash, "\"]\n"));
+  ASSERT_TRUE(directory.ok()) << directory.status();
+  core::Authenticator authenticator(*directory);
+  HealthService service(kReadiness, CallGate(CallAuthenticator(&authenticator)));
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<Health::Stub> stub =
+      Health::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  HealthCheckRequest request;
+  HealthCheckResponse response;
+  {
+    grpc::ClientContext context;
+    const grpc::Status status = stub->Check(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_THAT(status.error_message(), ::testing::HasSubstr("authorization: Bearer"));
+  }
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", absl::StrCat("Bearer ", kToken));
+    const grpc::Status status = stub->Check(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
+  }
+  {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> reader =
+        stub->Watch(&context, request);
+    EXPECT_FALSE(reader->Read(&response)) << "nothing is sent to an unauthenticated watcher";
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  service.Shutdown();
+  server->Shutdown();
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // ReflectionService v1 and v1alpha on a real grpc::Server (in-process
 // channel), over this binary's generated descriptors: every kind of request,
-// transitive dependencies, errors that keep the stream open.
+// transitive dependencies, errors that keep the stream open; a closed
+// CallGate (BROKER_AUTH_EXEMPT_SERVICES without reflection) ending the stream
+// UNAUTHENTICATED without credentials.
 #include "server/transport/reflection_service.h"
 
 #include <memory>
@@ -8,11 +10,17 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "server/core/auth/authenticator.h"
+#include "server/core/auth/client_directory.h"
+#include "server/core/auth/token_hash.h"
+#include "server/transport/call_gate.h"
+#include "server/transport/call_identity.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 
 namespace sessionbroker::transport {
@@ -159,6 +167,43 @@ TYPED_TEST(ReflectionServiceTest, UnknownNamesAreNotFoundAndTheStreamGoesOn) {
   typename TestFixture::Request list;
   list.set_list_services("");
   EXPECT_EQ(this->Ask(list).list_services_response().service_size(), 4);
+}
+
+TEST(ReflectionServiceGateTest, WhenNotExemptTheStreamNeedsCredentials) {
+  constexpr char kToken[] = "operator-token-0123456789abcdef";
+  absl::StatusOr<std::string> hash = core::HashToken(kToken);
+  ASSERT_TRUE(hash.ok()) << hash.status();
+  absl::StatusOr<std::shared_ptr<const core::ClientDirectory>> directory =
+      core::ClientDirectory::Parse(
+          absl::StrCat("clients:\n  - id: operator\n    token_hashes: [\"", *hash, "\"]\n"));
+  ASSERT_TRUE(directory.ok()) << directory.status();
+  core::Authenticator authenticator(*directory);
+  ReflectionV1Service service(kServices, CallGate(CallAuthenticator(&authenticator)));
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  auto stub = ReflectionV1::Service::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  ReflectionV1::Request request;
+  request.set_list_services("");
+  ReflectionV1::Response response;
+  {
+    grpc::ClientContext context;
+    auto stream = stub->ServerReflectionInfo(&context);
+    stream->Write(request);
+    EXPECT_FALSE(stream->Read(&response)) << "nothing is described to an unauthenticated caller";
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", absl::StrCat("Bearer ", kToken));
+    auto stream = stub->ServerReflectionInfo(&context);
+    ASSERT_TRUE(stream->Write(request));
+    ASSERT_TRUE(stream->Read(&response));
+    EXPECT_EQ(response.list_services_response().service_size(), static_cast<int>(kServices.size()));
+    stream->WritesDone();
+    EXPECT_TRUE(stream->Finish().ok());
+  }
+  server->Shutdown();
 }
 
 }  // namespace

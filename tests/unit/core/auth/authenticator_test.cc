@@ -1,11 +1,13 @@
 #include "server/core/auth/authenticator.h"
 
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/core/auth/directory_shares.h"
 #include "server/core/auth/token_hash.h"
 
 namespace sessionbroker::core {
@@ -115,6 +117,32 @@ TEST_F(AuthenticatorTest, PeerCertificateMapsBySpiffeIdThenSubject) {
   PeerCertificate stranger{{"spiffe://other.org/billing"}, {"CN=billing,O=Example"}};
   EXPECT_EQ(auth.MatchPeer(stranger), nullptr);
   EXPECT_EQ(auth.MatchPeer(PeerCertificate{}), nullptr);
+}
+
+// ---- DirectoryShares: the clients file as the pool's shares ----
+
+TEST(DirectorySharesTest, OnlyEntriesThatSetReservedConnectionsHaveTheirFloorHeld) {
+  Authenticator auth(Directory(absl::StrCat(R"(
+clients:
+  - id: checkout
+    token_hashes: [")",
+                                            HashOf(kBillingToken), R"("]
+    reserved_connections: 2
+  - id: batch
+    token_hashes: [")",
+                                            HashOf(kWebToken), R"("]
+    weight: 2
+)")));
+  ClientQuota defaults;
+  defaults.reserved_connections = 1;  // BROKER_CLIENT_RESERVED_CONNECTIONS
+  const DirectoryShares shares(auth, defaults);
+  EXPECT_EQ(shares.ReservedClients(), std::vector<std::string>{"checkout"});
+  EXPECT_EQ(shares.QuotaFor("checkout").reserved_connections, 2);
+  EXPECT_EQ(shares.QuotaFor("batch").reserved_connections, 1) << "the default orders, holds not";
+  EXPECT_EQ(shares.QuotaFor("unlisted").reserved_connections, 1);
+  auth.Replace(Directory(
+      absl::StrCat("clients:\n  - id: batch\n    token_hashes: [\"", HashOf(kWebToken), "\"]\n")));
+  EXPECT_TRUE(shares.ReservedClients().empty()) << "a reload changes who is reserved";
 }
 
 }  // namespace

@@ -41,23 +41,40 @@ using ::sessionbroker::testing::ManualExecutor;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-// Quotas per client id, the rest get `fallback`; changeable (RefreshQuotas).
+// Quotas per client id, the rest get ClientQuota{}; the clients whose floor
+// is held (as a clients file's entries with reserved_connections);
+// changeable (RefreshQuotas).
 class MapShares final : public ClientShares {
  public:
   void Set(const std::string& id, ClientQuota quota) {
     MutexLock lock(&mu_);
     quotas_[id] = quota;
   }
+  void SetReserved(std::vector<std::string> ids) {
+    MutexLock lock(&mu_);
+    reserved_ = std::move(ids);
+  }
   ClientQuota QuotaFor(absl::string_view id) const override {
     MutexLock lock(&mu_);
     auto it = quotas_.find(id);
     return it == quotas_.end() ? ClientQuota{} : it->second;
   }
+  std::vector<std::string> ReservedClients() const override {
+    MutexLock lock(&mu_);
+    return reserved_;
+  }
 
  private:
   mutable Mutex mu_;
   absl::flat_hash_map<std::string, ClientQuota> quotas_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> reserved_ ABSL_GUARDED_BY(mu_);
 };
+
+ClientQuota Floor(int reserved_connections) {
+  ClientQuota q;
+  q.reserved_connections = reserved_connections;
+  return q;
+}
 
 ClientQuota Weight(int weight) {
   ClientQuota q;
@@ -292,6 +309,285 @@ TEST_F(FairQueueTest, CloseFailsEveryClientsWaiters) {
   Release(held);
 }
 
+// ---- Reserved floors held back (ClientShares::ReservedClients) ----
+
+TEST_F(FairQueueTest, ReservedFloorIsHeldFromOtherClientsSoTheReservedClientIsServedAtOnce) {
+  shares_->Set("critical", Floor(1));
+  shares_->SetReserved({"critical"});
+  PoolOptions o = Options();
+  o.pool_size = 2;
+  MakePool(o);
+  const int f1 = Acquire("flooder");
+  const int f2 = Acquire("flooder");
+  RunAll();
+  ASSERT_TRUE(Served(f1));
+  EXPECT_TRUE(Waiting(f2)) << "the second connection is critical's floor";
+  EXPECT_EQ(connector_.live(), 1) << "held back as room to open it, not opened";
+
+  const int c1 = Acquire("critical");
+  RunAll();
+  EXPECT_TRUE(Served(c1)) << "no flood connection had to come back first";
+  EXPECT_TRUE(Waiting(f2));
+  Release(f1);
+  EXPECT_TRUE(Served(f2)) << "critical holds its floor: the rest is everyone's";
+  Release(c1);
+  Release(f2);
+}
+
+TEST_F(FairQueueTest, AFloorOnlyInTheQuotaOrdersTheQueueButHoldsNothing) {
+  // The same quota, but critical is not among ReservedClients (as with the
+  // BROKER_CLIENT_RESERVED_CONNECTIONS default): the flood takes the pool and
+  // critical waits for a flood connection to come back.
+  shares_->Set("critical", Floor(1));
+  PoolOptions o = Options();
+  o.pool_size = 2;
+  MakePool(o);
+  const int f1 = Acquire("flooder");
+  const int f2 = Acquire("flooder");
+  const int f3 = Acquire("flooder");
+  RunAll();
+  ASSERT_TRUE(Served(f1));
+  ASSERT_TRUE(Served(f2));
+  const int c1 = Acquire("critical");
+  RunAll();
+  EXPECT_TRUE(Waiting(c1));
+  Release(f1);
+  EXPECT_TRUE(Served(c1)) << "first in line (below its floor), but only once one came back";
+  EXPECT_TRUE(Waiting(f3));
+  Release(f2);
+  Release(c1);
+  Release(f3);
+}
+
+TEST_F(FairQueueTest, AConnectionReturnedByTheReservedClientIsKeptForItsFloor) {
+  shares_->Set("critical", Floor(1));
+  shares_->SetReserved({"critical"});
+  PoolOptions o = Options();
+  o.pool_size = 2;
+  MakePool(o);
+  const int c1 = Acquire("critical");
+  const int f1 = Acquire("flooder");
+  RunAll();
+  const int f2 = Acquire("flooder");
+  RunAll();
+  ASSERT_TRUE(Served(c1));
+  ASSERT_TRUE(Served(f1));
+  ASSERT_TRUE(Waiting(f2));
+  Release(c1);
+  EXPECT_TRUE(Waiting(f2)) << "critical is below its floor again: its connection stays idle";
+  EXPECT_EQ(pool_->Stats().idle, 1);
+  const int c2 = Acquire("critical");
+  RunAll();
+  EXPECT_TRUE(Served(c2));
+  Release(f1);
+  EXPECT_TRUE(Served(f2));
+  Release(c2);
+  Release(f2);
+}
+
+TEST_F(FairQueueTest, AReservedClientAtItsFloorLeavesOtherFloorsAlone) {
+  shares_->Set("a", Floor(1));
+  shares_->Set("b", Floor(1));
+  shares_->SetReserved({"a", "b"});
+  PoolOptions o = Options();
+  o.pool_size = 3;
+  MakePool(o);
+  const int a1 = Acquire("a");
+  RunAll();
+  const int a2 = Acquire("a");  // 2 available, b's floor holds 1
+  RunAll();
+  const int a3 = Acquire("a");  // 1 available: b's
+  RunAll();
+  EXPECT_TRUE(Served(a1));
+  EXPECT_TRUE(Served(a2));
+  EXPECT_TRUE(Waiting(a3));
+  const int b1 = Acquire("b");
+  RunAll();
+  EXPECT_TRUE(Served(b1));
+  Release(a1);
+  EXPECT_TRUE(Served(a3)) << "a holds one: its floor is met, the returned one is anyone's";
+  Release(a2);
+  Release(a3);
+  Release(b1);
+}
+
+TEST_F(FairQueueTest, ReservedClientsBelowTheirFloorsAreServedOldestFirstAheadOfEveryone) {
+  shares_->Set("a", Floor(1));
+  shares_->Set("b", Floor(1));
+  shares_->SetReserved({"a", "b"});
+  PoolOptions o = Options();
+  o.pool_size = 3;
+  MakePool(o);
+  const int a1 = Acquire("a");
+  const int b1 = Acquire("b");
+  const int f1 = Acquire("flooder");
+  RunAll();
+  ASSERT_TRUE(Served(a1) && Served(b1) && Served(f1));
+  const int f2 = Acquire("flooder");
+  const int a2 = Acquire("a");  // at its floor: waits like the flooder
+  RunAll();
+  Release(a1);  // a below its floor: the connection is held for it
+  EXPECT_TRUE(Waiting(f2));
+  EXPECT_TRUE(Served(a2)) << "its queued request takes its floor back at once";
+  Release(b1);
+  EXPECT_TRUE(Waiting(f2)) << "b's floor";
+  Release(a2);
+  Release(f1);
+  EXPECT_TRUE(Served(f2));
+  Release(f2);
+}
+
+TEST_F(FairQueueTest, WithFairQueuingOffAReservedClientBelowItsFloorStillSkipsTheFifo) {
+  shares_->Set("critical", Floor(1));
+  shares_->SetReserved({"critical"});
+  PoolOptions o = Options();
+  o.pool_size = 2;
+  o.fair_queuing = false;
+  MakePool(o);
+  const int f1 = Acquire("flooder");
+  RunAll();
+  const int f2 = Acquire("flooder");
+  const int f3 = Acquire("flooder");
+  const int c1 = Acquire("critical");
+  RunAll();
+  EXPECT_TRUE(Served(c1));
+  EXPECT_TRUE(Waiting(f2));
+  Release(f1);
+  Release(served_order_.back());
+  EXPECT_THAT(served_order_, ElementsAre(f1, c1, f2, f3));
+  Release(c1);
+  Release(f3);
+}
+
+TEST_F(FairQueueTest, OverflowRoomCountsTowardTheFloorAndTheBoundHolds) {
+  shares_->Set("critical", Floor(1));
+  shares_->SetReserved({"critical"});
+  PoolOptions o = Options();
+  o.pool_size = 1;
+  o.max_overflow = 1;
+  MakePool(o);
+  const int f1 = Acquire("flooder");
+  const int f2 = Acquire("flooder");
+  RunAll();
+  EXPECT_TRUE(Served(f1));
+  EXPECT_TRUE(Waiting(f2));
+  const int c1 = Acquire("critical");
+  RunAll();
+  EXPECT_TRUE(Served(c1)) << "served from the overflow slot";
+  EXPECT_EQ(pool_->Stats().overflow_in_use, 1);
+  EXPECT_LE(connector_.max_live(), 2);
+  Release(c1);
+  EXPECT_TRUE(Waiting(f2));
+  Release(f1);
+  Release(f2);
+}
+
+TEST_F(FairQueueTest, OverReservedFloorsNeverHoldBackTheLastConnection) {
+  shares_->Set("a", Floor(2));
+  shares_->Set("b", Floor(2));
+  shares_->SetReserved({"a", "b"});
+  PoolOptions o = Options();
+  o.pool_size = 2;
+  MakePool(o);
+  const int f1 = Acquire("flooder");
+  RunAll();
+  EXPECT_TRUE(Served(f1)) << "floors of 4 in a pool of 2 hold back at most 1";
+  const int f2 = Acquire("flooder");
+  const int a1 = Acquire("a");
+  RunAll();
+  EXPECT_TRUE(Waiting(f2));
+  EXPECT_TRUE(Served(a1)) << "below its floor: takes the one held back";
+  Release(f1);
+  EXPECT_TRUE(Waiting(f2)) << "b's floor holds the returned one";
+  const int b1 = Acquire("b");
+  RunAll();
+  EXPECT_TRUE(Served(b1));
+  Release(a1);
+  Release(b1);
+  EXPECT_TRUE(Served(f2)) << "nothing deadlocks: it is served once there is more than is held";
+  Release(f2);
+}
+
+TEST_F(FairQueueTest, ARequestThatMayNotWaitIsRefusedRatherThanTakeAFloor) {
+  shares_->Set("critical", Floor(1));
+  shares_->SetReserved({"critical"});
+  PoolOptions o = Options();
+  o.pool_size = 2;
+  MakePool(o);
+  const int f1 = Acquire("flooder");
+  RunAll();
+  std::optional<absl::Status> probe;
+  AcquireRequest request;
+  request.client_id = "health";
+  request.wait = false;
+  pool_->Acquire(request,
+                 [&probe](absl::StatusOr<PooledConnection> result) { probe = result.status(); });
+  RunAll();
+  ASSERT_TRUE(probe.has_value());
+  EXPECT_EQ(probe->code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(probe->message(), HasSubstr("held for clients' reserved_connections"));
+  Release(f1);
+}
+
+TEST_F(FairQueueTest, AWaiterHeldBackByAFloorTimesOutWithTheUsualError) {
+  shares_->Set("critical", Floor(1));
+  shares_->SetReserved({"critical"});
+  PoolOptions o = Options();
+  o.pool_size = 2;
+  o.timeout = absl::Seconds(1);
+  MakePool(o);
+  const int f1 = Acquire("flooder");
+  const int f2 = Acquire("flooder");
+  RunAll();
+  clock_.Advance(absl::Seconds(2));
+  RunAll();
+  EXPECT_EQ(StatusOf(f2).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(StatusOf(f2).message(), HasSubstr("DB_POOL_TIMEOUT"));
+  const int c1 = Acquire("critical");
+  RunAll();
+  EXPECT_TRUE(Served(c1));
+  Release(f1);
+  Release(c1);
+}
+
+TEST_F(FairQueueTest, RefreshQuotasDroppingAReservationServesTheWaitersItHeldBack) {
+  shares_->Set("critical", Floor(1));
+  shares_->SetReserved({"critical"});
+  PoolOptions o = Options();
+  o.pool_size = 2;
+  MakePool(o);
+  const int f1 = Acquire("flooder");
+  const int f2 = Acquire("flooder");
+  RunAll();
+  ASSERT_TRUE(Waiting(f2));
+  shares_->SetReserved({});
+  pool_->RefreshQuotas();
+  RunAll();
+  EXPECT_TRUE(Served(f2));
+  Release(f1);
+  Release(f2);
+}
+
+TEST_F(FairQueueTest, AReservationGivenByRefreshQuotasHoldsForTheNextRequests) {
+  PoolOptions o = Options();
+  o.pool_size = 2;
+  MakePool(o);
+  const int f1 = Acquire("flooder");
+  RunAll();
+  shares_->Set("critical", Floor(1));
+  shares_->SetReserved({"critical"});
+  pool_->RefreshQuotas();
+  const int f2 = Acquire("flooder");
+  RunAll();
+  EXPECT_TRUE(Waiting(f2));
+  const int c1 = Acquire("critical");
+  RunAll();
+  EXPECT_TRUE(Served(c1));
+  Release(f1);
+  Release(c1);
+  Release(f2);
+}
+
 // ---- Quotas ----
 
 TEST_F(FairQueueTest, ConnectionQuotaCountsConnectionsInUseAndQueuedCalls) {
@@ -389,6 +685,80 @@ TEST_F(FairQueueTest, RefreshQuotasAppliesChangedCapsToTheNextRequests) {
 
 // ---- Races ----
 
+// A reserved client with one caller among flooders that overrun their waiter
+// quota on a small pool, from real threads: its floor is always there for
+// it, so every one of its requests is served (none refused, none timed out),
+// while the flood's extra requests are refused; the bound holds.
+TEST(FairQueueConcurrencyTest, AReservedClientIsAlwaysServedWhileAFloodIsRefused) {
+  spdlog::level::level_enum previous = spdlog::get_level();
+  spdlog::set_level(spdlog::level::err);
+  constexpr int kFlooders = 6;
+  constexpr int kRequests = 300;
+  auto shares = std::make_shared<MapShares>();
+  ClientQuota floor;
+  floor.reserved_connections = 1;
+  shares->Set("critical", floor);
+  shares->SetReserved({"critical"});
+  ClientQuota flood;
+  flood.max_waiters = 2;
+  shares->Set("flooder", flood);
+  PoolOptions o;
+  o.pool_size = 2;
+  o.max_overflow = 1;
+  o.timeout = absl::Seconds(60);
+  o.recycle = absl::InfiniteDuration();
+  o.shares = shares;
+
+  FakeConnector connector;
+  ThreadPoolExecutor executor(4, "floor-test");
+  TimerQueue timers(RealClock::Get());
+  timers.Start();
+  ConnectionPool pool(o, connector, executor, timers, RealClock::Get());
+
+  struct Tally {
+    std::atomic<int> served{0};
+    std::atomic<int> refused{0};
+    std::atomic<int> other{0};
+  };
+  Tally critical;
+  Tally flooders;
+  auto run = [&pool](const std::string& client, Tally& tally) {
+    for (int r = 0; r < kRequests; ++r) {
+      std::atomic<bool> done{false};
+      AcquireRequest request;
+      request.client_id = client;
+      pool.Acquire(request, [&](absl::StatusOr<PooledConnection> conn) {
+        if (conn.ok()) {
+          std::this_thread::yield();
+          conn->Release();
+          tally.served.fetch_add(1);
+        } else if (conn.status().code() == absl::StatusCode::kResourceExhausted) {
+          tally.refused.fetch_add(1);
+        } else {
+          tally.other.fetch_add(1);
+        }
+        done.store(true);
+      });
+      while (!done.load()) std::this_thread::yield();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kFlooders; ++t) threads.emplace_back(run, "flooder", std::ref(flooders));
+  threads.emplace_back(run, "critical", std::ref(critical));
+  for (std::thread& t : threads) t.join();
+  executor.Shutdown();
+  timers.Stop();
+
+  EXPECT_EQ(critical.served.load(), kRequests);
+  EXPECT_EQ(critical.refused.load() + critical.other.load(), 0);
+  EXPECT_EQ(flooders.served.load() + flooders.refused.load(), kFlooders * kRequests);
+  EXPECT_EQ(flooders.other.load(), 0);
+  EXPECT_EQ(pool.Stats().waiters, 0);
+  EXPECT_LE(connector.max_live(), o.max_connections());
+  pool.Close();
+  spdlog::set_level(previous);
+}
+
 // Several clients with different weights, floors and quotas hammer a small
 // pool from real threads: every callback runs once, no client ever holds more
 // than its max_connections, and the pool's bound holds.
@@ -407,6 +777,7 @@ TEST(FairQueueConcurrencyTest, ClientsWithSharesAreEachServedOnceWithinTheirQuot
     q.max_waiters = c == 3 ? 1 : 0;
     shares->Set(absl::StrCat("client-", c), q);
   }
+  shares->SetReserved({"client-0"});
   PoolOptions o;
   o.pool_size = 2;
   o.max_overflow = 1;
