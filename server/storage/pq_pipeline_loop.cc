@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -23,7 +25,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
 #include "server/storage/pq_codec.h"
 #include "server/storage/pq_error.h"
 #include "server/storage/sql_error.h"
@@ -62,6 +63,36 @@ using PgConn = std::unique_ptr<PGconn, PgConnDeleter>;
 using CancelHandle = std::shared_ptr<PGcancel>;
 
 void DiscardNotice(void*, const char*) {}
+
+// std::mutex with Clang's thread-safety annotations. Not absl::Mutex:
+// Debian's Abseil is not built with ThreadSanitizer, which would then not see
+// the synchronization (core/base/mutex.h says the same; storage cannot
+// include core).
+class ABSL_LOCKABLE StdMutex final {
+ public:
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
+  void Unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
+  // Waits on `cv`; the caller holds the lock (it is held again on return).
+  void Wait(std::condition_variable& cv) {
+    std::unique_lock<std::mutex> lock(mu_, std::adopt_lock);
+    cv.wait(lock);
+    lock.release();
+  }
+
+ private:
+  std::mutex mu_;
+};
+
+class ABSL_SCOPED_LOCKABLE StdLock final {
+ public:
+  explicit StdLock(StdMutex* mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) { mu_->Lock(); }
+  ~StdLock() ABSL_UNLOCK_FUNCTION() { mu_->Unlock(); }
+  StdLock(const StdLock&) = delete;
+  StdLock& operator=(const StdLock&) = delete;
+
+ private:
+  StdMutex* mu_;
+};
 
 absl::Status Lost(const absl::Status& cause) {
   return Recode(cause, absl::StatusCode::kUnavailable,
@@ -107,15 +138,16 @@ class PqPipelineLoop::Impl {
 
   ~Impl() {
     {
-      absl::MutexLock lock(&mu_);
+      StdLock lock(&mu_);
       stop_ = true;
     }
     Wake();
     loop_.join();
     {
-      absl::MutexLock lock(&cancel_mu_);
+      StdLock lock(&cancel_mu_);
       cancel_stop_ = true;
     }
+    cancel_cv_.notify_all();
     canceller_.join();
     close(event_fd_);
   }
@@ -133,7 +165,7 @@ class PqPipelineLoop::Impl {
     entry->done = std::move(done);
     uint64_t id;
     {
-      absl::MutexLock lock(&mu_);
+      StdLock lock(&mu_);
       id = ++last_id_;
       entry->id = id;
       submissions_.push_back(std::move(entry));
@@ -144,19 +176,19 @@ class PqPipelineLoop::Impl {
 
   void Cancel(uint64_t id, absl::Status why) {
     {
-      absl::MutexLock lock(&mu_);
+      StdLock lock(&mu_);
       cancels_.emplace_back(id, std::move(why));
     }
     Wake();
   }
 
   PipelineStats Stats() const {
-    absl::MutexLock lock(&mu_);
+    StdLock lock(&mu_);
     return stats_;
   }
 
   std::vector<int> BackendPids() const {
-    absl::MutexLock lock(&mu_);
+    StdLock lock(&mu_);
     return pids_;
   }
 
@@ -264,7 +296,7 @@ class PqPipelineLoop::Impl {
       }
       bool stop;
       {
-        absl::MutexLock lock(&mu_);
+        StdLock lock(&mu_);
         submissions.swap(submissions_);
         cancels.swap(cancels_);
         stop = stop_;
@@ -367,8 +399,11 @@ class PqPipelineLoop::Impl {
     if (!head.cancel_wanted || head.cancel_sent || conn.cancel == nullptr) return;
     head.cancel_sent = true;
     ++cancels_sent_;
-    absl::MutexLock lock(&cancel_mu_);
-    cancel_queue_.push_back(conn.cancel);
+    {
+      StdLock lock(&cancel_mu_);
+      cancel_queue_.push_back(conn.cancel);
+    }
+    cancel_cv_.notify_one();
   }
 
   bool CancelReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(cancel_mu_) {
@@ -379,8 +414,8 @@ class PqPipelineLoop::Impl {
     for (;;) {
       CancelHandle handle;
       {
-        absl::MutexLock lock(&cancel_mu_);
-        cancel_mu_.Await(absl::Condition(this, &Impl::CancelReady));
+        StdLock lock(&cancel_mu_);
+        while (!CancelReady()) cancel_mu_.Wait(cancel_cv_);
         if (cancel_queue_.empty()) return;
         handle = std::move(cancel_queue_.front());
         cancel_queue_.pop_front();
@@ -760,7 +795,7 @@ class PqPipelineLoop::Impl {
     stats.cancels_sent = cancels_sent_;
     stats.retries = retries_;
     stats.connection_failures = connection_failures_;
-    absl::MutexLock lock(&mu_);
+    StdLock lock(&mu_);
     stats_ = stats;
     pids_ = std::move(pids);
   }
@@ -783,7 +818,7 @@ class PqPipelineLoop::Impl {
     pending_.clear();
     std::vector<std::unique_ptr<Call>> late;
     {
-      absl::MutexLock lock(&mu_);
+      StdLock lock(&mu_);
       late.swap(submissions_);
       stats_.connections_up = 0;
       pids_.clear();
@@ -794,7 +829,7 @@ class PqPipelineLoop::Impl {
   Options options_;
   int event_fd_ = -1;
 
-  mutable absl::Mutex mu_;
+  mutable StdMutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::unique_ptr<Call>> submissions_ ABSL_GUARDED_BY(mu_);
@@ -802,7 +837,8 @@ class PqPipelineLoop::Impl {
   PipelineStats stats_ ABSL_GUARDED_BY(mu_);
   std::vector<int> pids_ ABSL_GUARDED_BY(mu_);
 
-  mutable absl::Mutex cancel_mu_;
+  mutable StdMutex cancel_mu_;
+  std::condition_variable cancel_cv_;
   bool cancel_stop_ ABSL_GUARDED_BY(cancel_mu_) = false;
   std::deque<CancelHandle> cancel_queue_ ABSL_GUARDED_BY(cancel_mu_);
 
