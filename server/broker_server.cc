@@ -108,6 +108,7 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
     pipeline_options.connections = hot;
     pipeline_options.limits.max_depth = config_.pipeline_depth;
     pipeline_options.statement_cache_size = config_.statement_cache_size;
+    pipeline_options.recycle = config_.pool.recycle;
     // The pool's reconnect backoff (without its jitter: a few connections).
     const core::BackoffOptions backoff = config_.pool.reconnect_backoff;
     pipeline_options.backoff = [backoff](int failures) {

@@ -63,6 +63,7 @@ struct PipelineStats {
   uint64_t cancels_sent = 0;         // cancel requests sent to the server
   uint64_t retries = 0;              // statements sent again (stray cancel, stale prepare)
   uint64_t connection_failures = 0;  // connects that failed and connections lost
+  uint64_t recycles = 0;             // connections closed for their age and reopened
 };
 
 class PipelineEngine {

@@ -234,6 +234,7 @@ class PqPipelineLoop::Impl {
     absl::Time retry_at = absl::InfinitePast();
     absl::Time connect_deadline = absl::InfiniteFuture();
     int failures = 0;
+    absl::Time recycle_at = absl::InfiniteFuture();
     bool connect_failed = false;  // the last failure was a connect attempt's
     std::deque<Segment> in_flight;
     absl::flat_hash_map<std::string, std::string> prepared;  // key -> name
@@ -277,8 +278,9 @@ class PqPipelineLoop::Impl {
         if (conn.state == State::kConnecting) {
           events = conn.polling == PGRES_POLLING_READING ? POLLIN : POLLOUT;
           wake = std::min(wake, conn.connect_deadline);
-        } else if (conn.want_write) {
-          events |= POLLOUT;
+        } else {
+          if (conn.want_write) events |= POLLOUT;
+          if (conn.state == State::kReady) wake = std::min(wake, conn.recycle_at);
         }
         fds.push_back(pollfd{PQsocket(conn.pg.get()), events, 0});
         owners.push_back(i);
@@ -429,8 +431,26 @@ class PqPipelineLoop::Impl {
 
   // ---- connections ----
 
+  absl::Time RecycleAt(const Conn& conn, absl::Time now) const {
+    if (options_.recycle == absl::InfiniteDuration()) return absl::InfiniteFuture();
+    const double index = static_cast<double>(&conn - conns_.data());
+    const double spread = 1.0 - 0.1 * index / static_cast<double>(conns_.size());
+    return now + options_.recycle * spread;
+  }
+
   void Reconnect(absl::Time now) {
     for (Conn& conn : conns_) {
+      if (conn.state == State::kReady && now >= conn.recycle_at && conn.in_flight.empty()) {
+        // Old enough and drained (Dispatch stopped feeding it): a fresh one.
+        ++recycles_;
+        conn.prepared.clear();
+        conn.cancel.reset();
+        conn.pg.reset();
+        conn.pid = 0;
+        conn.want_write = false;
+        conn.state = State::kDown;
+        conn.retry_at = now;
+      }
       if (conn.state == State::kConnecting && now >= conn.connect_deadline) {
         ConnFailed(conn, absl::UnavailableError("connecting to PostgreSQL timed out"), now);
       }
@@ -532,6 +552,7 @@ class PqPipelineLoop::Impl {
             conn.tcp = IsTcp(PQsocket(pg));
             conn.failures = 0;
             conn.state = State::kReady;
+            conn.recycle_at = RecycleAt(conn, now);
             return;
           }
           if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
@@ -711,7 +732,7 @@ class PqPipelineLoop::Impl {
     loads_.resize(conns_.size());
     for (size_t i = 0; i < conns_.size(); ++i) {
       const Conn& conn = conns_[i];
-      loads_[i].ready = conn.state == State::kReady && !conn.want_write;
+      loads_[i].ready = conn.state == State::kReady && !conn.want_write && now < conn.recycle_at;
       loads_[i].in_flight = static_cast<int>(conn.in_flight.size());
       loads_[i].head_sent = conn.in_flight.empty() ? now : conn.in_flight.front().sent;
     }
@@ -795,6 +816,7 @@ class PqPipelineLoop::Impl {
     stats.cancels_sent = cancels_sent_;
     stats.retries = retries_;
     stats.connection_failures = connection_failures_;
+    stats.recycles = recycles_;
     StdLock lock(&mu_);
     stats_ = stats;
     pids_ = std::move(pids);
@@ -855,6 +877,7 @@ class PqPipelineLoop::Impl {
   uint64_t cancels_sent_ = 0;
   uint64_t retries_ = 0;
   uint64_t connection_failures_ = 0;
+  uint64_t recycles_ = 0;
 
   std::thread loop_;
   std::thread canceller_;

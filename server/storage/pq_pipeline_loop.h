@@ -61,6 +61,12 @@ class PqPipelineLoop final : public PipelineEngine {
     int statement_cache_size = 100;
     // Delay before reconnecting after `failures` consecutive failures (>= 1).
     std::function<absl::Duration(int failures)> backoff;
+    // A connection older than this is closed once it has nothing in flight
+    // (it takes no new statements meanwhile) and opened again, as the pool
+    // recycles its own (DB_POOL_RECYCLE); connection i of n recycles at
+    // recycle * (1 - 0.1 * i / n), so they do not all go at once.
+    // absl::InfiniteDuration(): never.
+    absl::Duration recycle = absl::InfiniteDuration();
     // Cork each connection's socket while a dispatch round writes to it.
     bool cork = true;
     // The time deadlines are compared with.

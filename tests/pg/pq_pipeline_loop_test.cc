@@ -306,6 +306,25 @@ TEST_F(PqPipelineLoopTest, KilledConnectionFailsWhatItHadInFlightAndReconnects) 
   EXPECT_NE(loop->BackendPids(), pids);
 }
 
+TEST_F(PqPipelineLoopTest, OldConnectionIsRecycledOnceDrained) {
+  PqPipelineLoop::Options options;
+  options.conninfo = url_;
+  options.connections = 1;
+  options.recycle = absl::Milliseconds(50);
+  PqPipelineLoop loop(std::move(options));
+  Outcome first;
+  loop.Submit(Call("SELECT pg_backend_pid()"), first.Callback());
+  ASSERT_TRUE(first.Wait().ok()) << first.Wait().status();
+  const storage::Value first_pid = first.Wait()->rows[0][0];
+  // Each connection lives 50 ms: a later call runs on another backend.
+  while (loop.Stats().recycles < 1) absl::SleepFor(absl::Milliseconds(5));
+  Outcome second;
+  loop.Submit(Call("SELECT pg_backend_pid()"), second.Callback());
+  ASSERT_TRUE(second.Wait().ok()) << second.Wait().status();
+  EXPECT_NE(second.Wait()->rows[0][0], first_pid);
+  EXPECT_EQ(loop.Stats().connection_failures, 0u);
+}
+
 TEST_F(PqPipelineLoopTest, UnreachableDatabaseAnswersUnavailable) {
   testing::RefusedPort refused;
   ASSERT_NE(refused.port(), 0);

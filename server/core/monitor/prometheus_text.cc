@@ -276,6 +276,8 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
     w.Counter("sessionbroker_pipeline_connection_failures_total",
               static_cast<double>(pl.connection_failures),
               "Pipelined connects that failed and pipelined connections lost.");
+    w.Counter("sessionbroker_pipeline_recycles_total", static_cast<double>(pl.recycles),
+              "Pipelined connections closed for their age (DB_POOL_RECYCLE) and reopened.");
   }
 
   // The database.
