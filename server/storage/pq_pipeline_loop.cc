@@ -482,6 +482,7 @@ class PqPipelineLoop::Impl {
     conn.pg.reset();
     conn.pid = 0;
     conn.want_write = false;
+    conn.wrote = false;
     conn.state = State::kDown;
     ++conn.failures;
     conn.retry_at = now + options_.backoff(conn.failures);
@@ -752,7 +753,7 @@ class PqPipelineLoop::Impl {
       if (load.in_flight++ == 0) load.head_sent = now;
     }
     for (Conn& conn : conns_) {
-      if (!conn.wrote) continue;
+      if (!conn.wrote || conn.state != State::kReady) continue;
       conn.wrote = false;
       ++flushes_;
       Flush(conn, now);

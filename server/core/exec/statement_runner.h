@@ -207,8 +207,10 @@ class StatementRunner final {
   absl::Status Validate(const RunRequest& request, bool in_session = false) const;
 
   // Starts the work and returns at once. `done` runs exactly once: inline when
-  // the request is invalid, otherwise on an executor thread. The connection is
-  // back in the pool before `done` runs. For kExecute and kBatch.
+  // the request is invalid, otherwise on an executor thread (or, for a call
+  // the pipelined engine runs, on its loop thread: `done` must not block).
+  // The connection is back in the pool before `done` runs. For kExecute and
+  // kBatch.
   std::shared_ptr<RunningCall> Run(RunRequest request, Callback done);
 
   // Like Run, for every Op; the outcome may hand a connection back (see
