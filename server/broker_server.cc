@@ -18,6 +18,7 @@
 #include "server/core/monitor/prometheus_text.h"
 #include "server/core/pool/connection_budget.h"
 #include "server/storage/pq_listen_connection.h"
+#include "server/storage/pq_pipeline_loop.h"
 #include "server/storage/pqxx_connection.h"
 #include "spdlog/spdlog.h"
 
@@ -95,6 +96,31 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
     }
   }
   if (session_options.shares == nullptr) session_options.shares = pool_options.shares;
+  // The pipelined engine's hot set is part of the bound: the pool keeps
+  // DB_POOL_SIZE minus it (and at least one, for sessions and statements
+  // that need a pooled connection).
+  const int hot = std::min(config_.pipeline_connections, config_.pool.pool_size - 1);
+  if (hot > 0) {
+    pool_options.pool_size -= hot;
+    storage::PqPipelineLoop::Options pipeline_options;
+    pipeline_options.conninfo =
+        storage::ConninfoWithDefaults(config_.database_url, connector_options);
+    pipeline_options.connections = hot;
+    pipeline_options.limits.max_depth = config_.pipeline_depth;
+    pipeline_options.statement_cache_size = config_.statement_cache_size;
+    pipeline_options.recycle = config_.pool.recycle;
+    // The pool's reconnect backoff (without its jitter: a few connections).
+    const core::BackoffOptions backoff = config_.pool.reconnect_backoff;
+    pipeline_options.backoff = [backoff](int failures) {
+      absl::Duration delay = backoff.initial;
+      for (int i = 1; i < failures && delay < backoff.max; ++i) delay = delay * backoff.multiplier;
+      return std::min(delay, backoff.max);
+    };
+    pipeline_options.now = [&clock] { return clock.Now(); };
+    pipeline_ = std::make_unique<storage::PqPipelineLoop>(std::move(pipeline_options));
+    spdlog::info("pipelined engine: {} hot connections (depth {}), pool keeps {} + {} overflow",
+                 hot, config_.pipeline_depth, pool_options.pool_size, pool_options.max_overflow);
+  }
   pool_ = std::make_unique<core::ConnectionPool>(pool_options, *connector_, *executor_, *timers_,
                                                  clock);
   // The first connection reads max_connections and checks the connection
@@ -112,6 +138,7 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   request_outcomes_ = std::make_unique<core::RequestOutcomes>(outcomes_options);
   runner_options.request_outcomes = request_outcomes_.get();
   runner_options.limits = config_.request_limits;
+  runner_options.pipeline = pipeline_.get();
   // Cancel requests get threads of their own: each is a round trip to
   // PostgreSQL, and none may wait behind statements or delay timers.
   cancel_executor_ = std::make_unique<core::ThreadPoolExecutor>(2, "sb-cancel");
@@ -371,6 +398,8 @@ void BrokerServer::Shutdown(absl::Duration drain) {
   } else {
     sessions_->Shutdown(absl::Now() + absl::Seconds(5));
   }
+  // Answers what it still holds (UNAVAILABLE) while the runner is alive.
+  pipeline_.reset();
   if (http_ != nullptr) http_->Stop();
   if (tls_ != nullptr) tls_->Stop();
   health_->Stop();

@@ -53,6 +53,7 @@
 #include "server/core/session/session_manager.h"
 #include "server/storage/db_connection.h"
 #include "server/storage/listen_connection.h"
+#include "server/storage/pq_pipeline_loop.h"
 #include "server/transport/health_service.h"
 #include "server/transport/metrics_http_server.h"
 #include "server/transport/pool_monitor_service.h"
@@ -109,6 +110,9 @@ class BrokerServer final {
   // runner), its pruner, and the memory of session calls' outcomes.
   std::unique_ptr<core::RequestOutcomes> request_outcomes_;
   std::unique_ptr<core::RequestLedger> ledger_;
+  // The pipelined engine (BROKER_PIPELINE_CONNECTIONS), or null; reset in
+  // Shutdown while the runner its callbacks use is alive.
+  std::unique_ptr<storage::PqPipelineLoop> pipeline_;
   std::unique_ptr<core::StatementRunner> runner_;
   std::unique_ptr<core::OutcomePruner> pruner_;
   std::unique_ptr<core::SessionManager> sessions_;

@@ -210,6 +210,13 @@ const std::vector<Setting>& Settings() {
       {"BROKER_STATEMENT_CACHE_SIZE", IntRule{0, 10000},
        [](Config& c) -> Field { return &c.statement_cache_size; }, kPlain,
        "prepared statements kept per connection; 0 = off"},
+      {"BROKER_PIPELINE_CONNECTIONS", IntRule{0, 64},
+       [](Config& c) -> Field { return &c.pipeline_connections; }, kPlain,
+       "hot connections, taken from DB_POOL_SIZE (at most DB_POOL_SIZE - 1), on which provably "
+       "stateless one-shot Execute calls of different callers are pipelined; 0 = off"},
+      {"BROKER_PIPELINE_DEPTH", IntRule{1, 1024},
+       [](Config& c) -> Field { return &c.pipeline_depth; }, kPlain,
+       "statements in flight per pipelined connection"},
       {"BROKER_MAX_STATEMENT_DURATION", SecondsRule{0.001, 7 * 86400},
        [](Config& c) -> Field { return &c.max_statement_duration; }, kPlain,
        "seconds a statement may run when the caller's deadline is longer or absent"},

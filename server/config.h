@@ -72,6 +72,11 @@ struct Config {
   // BROKER_STATEMENT_CACHE_SIZE: prepared statements kept per connection
   // (storage::PqxxConnector::Options::statement_cache_size); 0 = none.
   int statement_cache_size = 100;
+  // BROKER_PIPELINE_CONNECTIONS: the pipelined engine's hot set (issue 14),
+  // taken out of DB_POOL_SIZE; 0 = off. BROKER_PIPELINE_DEPTH: statements in
+  // flight on each (docs/benchmarks.md says how both were chosen).
+  int pipeline_connections = 0;
+  int pipeline_depth = 16;
   absl::Duration max_statement_duration = absl::Minutes(5);  // BROKER_MAX_STATEMENT_DURATION
   // Request ids (docs/retries.md): how long outcomes are kept, the largest
   // kept whole, the memory for session calls' outcomes, and the table of

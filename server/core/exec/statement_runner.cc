@@ -783,6 +783,95 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
   bool discard_connection_ = false;
 };
 
+// A one-shot statement on the pipelined engine: its deadline (capped like a
+// pooled call's) and cancellation go to the engine, which answers on its
+// loop thread.
+class StatementRunner::PipelinedCall final : public RunningCall {
+ public:
+  PipelinedCall(StatementRunner& runner, const RunRequest& request)
+      : runner_(runner), echo_sql_(runner.options_.echo ? request.statements[0].sql : "") {}
+
+  void Start(RunRequest request, StepCallback done) {
+    absl::Duration longest = runner_.options_.max_statement_duration;
+    if (const ClientShares* shares = runner_.pool_.options().shares.get(); shares != nullptr) {
+      longest = std::min(longest, shares->QuotaFor(request.client_id).statement_timeout_max);
+    }
+    const absl::Time started = runner_.clock_.Now();
+    storage::PipelineCall call;
+    call.statement = std::move(request.statements[0]);
+    call.max_result_bytes = runner_.options_.max_result_bytes;
+    call.deadline = std::min(request.deadline, started + longest);
+    const size_t params = call.statement.params.size();
+    StatementRunner* runner = &runner_;
+    std::string sql = std::move(echo_sql_);
+    const uint64_t id = runner_.options_.pipeline->Submit(
+        std::move(call), [runner, started, params, sql = std::move(sql), done = std::move(done)](
+                             absl::StatusOr<storage::QueryResult> one) mutable {
+          const absl::Duration took = runner->clock_.Now() - started;
+          runner->statement_duration_.Record(took);
+          runner->statements_.fetch_add(1, std::memory_order_relaxed);
+          runner->pipelined_.fetch_add(1, std::memory_order_relaxed);
+          if (!one.ok()) runner->statement_errors_.fetch_add(1, std::memory_order_relaxed);
+          if (!one.ok() && (one.status().code() == absl::StatusCode::kDeadlineExceeded ||
+                            one.status().code() == absl::StatusCode::kCancelled)) {
+            runner->cancellations_.fetch_add(1, std::memory_order_relaxed);
+          }
+          if (runner->options_.echo) {
+            // Parameter values are never logged: they may hold secrets.
+            spdlog::info("sql: {} | params={} took_ms={:.3f} status={} pipelined=true", sql, params,
+                         absl::ToDoubleMilliseconds(took),
+                         one.ok() ? "OK" : absl::StatusCodeToString(one.status().code()));
+          }
+          RunOutcome outcome;
+          if (one.ok()) {
+            Results results;
+            results.push_back(*std::move(one));
+            outcome.results = std::move(results);
+          } else {
+            outcome.results = one.status();
+          }
+          std::move(done)(std::move(outcome));
+        });
+    id_.store(id, std::memory_order_release);
+  }
+
+  void Cancel() override {
+    Stop(absl::CancelledError(
+        "the call was cancelled; its statement was cancelled on the server if it had started, "
+        "and if it had already finished it was committed"));
+  }
+  void Abort(absl::Status why) override { Stop(std::move(why)); }
+
+ private:
+  void Stop(absl::Status why) {
+    const uint64_t id = id_.load(std::memory_order_acquire);
+    if (id != 0) runner_.options_.pipeline->Cancel(id, std::move(why));
+  }
+
+  StatementRunner& runner_;
+  std::string echo_sql_;
+  std::atomic<uint64_t> id_{0};
+};
+
+bool StatementRunner::Pipelinable(const RunRequest& request, bool needs_reset,
+                                  bool own_transaction) {
+  if (request.op != Op::kExecute || request.statements.size() != 1) return false;
+  if (needs_reset || own_transaction || !request.transaction.IsPlain()) return false;
+  if (request.durable != nullptr || request.sink != nullptr || !request.database_role.empty()) {
+    return false;
+  }
+  if (request.reset_on_release || request.connection) return false;
+  for (const std::string& type : request.statements[0].param_types) {
+    if (!type.empty()) return false;
+  }
+  return true;
+}
+
+std::optional<storage::PipelineStats> StatementRunner::PipelineStats() const {
+  if (options_.pipeline == nullptr) return std::nullopt;
+  return options_.pipeline->Stats();
+}
+
 StatementRunner::StatementRunner(ConnectionPool& pool, TimerQueue& timers,
                                  Executor& cancel_executor, const Clock& clock,
                                  RunnerOptions options)
@@ -812,6 +901,13 @@ std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCa
     std::move(done)(std::move(outcome));
     return nullptr;
   }
+  if (options_.pipeline != nullptr &&
+      Pipelinable(request, checked->needs_reset, checked->own_transaction) &&
+      options_.pipeline->Stats().connections_up > 0) {
+    auto pipelined = std::make_shared<PipelinedCall>(*this, request);
+    pipelined->Start(std::move(request), std::move(done));
+    return pipelined;
+  }
   auto call = std::make_shared<Call>(*this, std::move(request), std::move(done),
                                      checked->needs_reset, checked->own_transaction);
   call->Start();
@@ -824,6 +920,7 @@ RunnerStats StatementRunner::Stats() const {
   s.statement_errors = statement_errors_.load(std::memory_order_relaxed);
   s.cancellations = cancellations_.load(std::memory_order_relaxed);
   s.session_resets = session_resets_.load(std::memory_order_relaxed);
+  s.pipelined = pipelined_.load(std::memory_order_relaxed);
   return s;
 }
 

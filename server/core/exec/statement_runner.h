@@ -21,6 +21,13 @@
 //    DELETE/MERGE ... RETURNING, a WITH holding one of them, EXECUTE, CALL)
 //    runs in a transaction of its own, so a result over the cap (or a stream
 //    that fails) is rolled back rather than committed unseen.
+//  * A one-shot Execute that needs nothing of a pooled connection (plain
+//    autocommit, provably stateless, no request id, role, stream, named
+//    parameter types or own transaction) runs on the pipelined engine when
+//    one is configured and up (RunnerOptions::pipeline): pipelined with
+//    other callers' statements, with the same deadline (capped as above),
+//    cancellation and error model. Everything else takes a pooled
+//    connection.
 //  * Sessions (SessionManager) run their transactions as steps: kBegin takes
 //    a connection and hands it back inside its transaction, kInTransaction
 //    and kCommit/kRollback run on that connection. Each step gets the same
@@ -33,6 +40,7 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +55,7 @@
 #include "server/core/exec/request_outcomes.h"
 #include "server/core/pool/connection_pool.h"
 #include "server/storage/db_connection.h"
+#include "server/storage/pipeline_engine.h"
 #include "server/storage/value.h"
 
 namespace sessionbroker::core {
@@ -78,6 +87,12 @@ struct RunnerOptions {
   // such requests fail with FAILED_PRECONDITION. Must outlive the runner.
   RequestOutcomes* request_outcomes = nullptr;
   RequestLimits limits;
+  // The pipelined engine (BROKER_PIPELINE_CONNECTIONS, issue 14), or null.
+  // One-shot calls that need nothing of a pooled connection go there instead
+  // of to the pool (see StatementRunner::Pipelinable); the engine's hot
+  // connections are taken out of the pool's bound by whoever wires them.
+  // Must outlive the runner.
+  storage::PipelineEngine* pipeline = nullptr;
 };
 
 struct RunRequest {
@@ -158,6 +173,7 @@ struct RunnerStats {
   int64_t statement_errors = 0;
   int64_t cancellations = 0;  // by deadline or by the caller
   int64_t session_resets = 0;
+  int64_t pipelined = 0;  // of `statements`, those run by the pipelined engine
 };
 
 // A call in progress; lets the transport cancel it. Thread-safe.
@@ -191,8 +207,10 @@ class StatementRunner final {
   absl::Status Validate(const RunRequest& request, bool in_session = false) const;
 
   // Starts the work and returns at once. `done` runs exactly once: inline when
-  // the request is invalid, otherwise on an executor thread. The connection is
-  // back in the pool before `done` runs. For kExecute and kBatch.
+  // the request is invalid, otherwise on an executor thread (or, for a call
+  // the pipelined engine runs, on its loop thread: `done` must not block).
+  // The connection is back in the pool before `done` runs. For kExecute and
+  // kBatch.
   std::shared_ptr<RunningCall> Run(RunRequest request, Callback done);
 
   // Like Run, for every Op; the outcome may hand a connection back (see
@@ -200,12 +218,22 @@ class StatementRunner final {
   std::shared_ptr<RunningCall> RunStep(RunRequest request, StepCallback done);
 
   RunnerStats Stats() const;
+  // The pipelined engine's numbers; nullopt when there is none.
+  std::optional<storage::PipelineStats> PipelineStats() const;
+
+  // Whether a checked request goes to the pipelined engine (when one is up):
+  // kExecute of one statement in plain autocommit, no request id, stream,
+  // role or named parameter types, that leaves no session state and need not
+  // run in a transaction of its own.
+  static bool Pipelinable(const RunRequest& request, bool needs_reset, bool own_transaction);
   // How long statements (or whole batches) ran on their connection.
   const DurationHistogram& statement_duration() const { return statement_duration_; }
 
  private:
   class Call;
   friend class Call;
+  class PipelinedCall;
+  friend class PipelinedCall;
 
   ConnectionPool& pool_;
   TimerQueue& timers_;
@@ -216,6 +244,7 @@ class StatementRunner final {
   std::atomic<int64_t> statement_errors_{0};
   std::atomic<int64_t> cancellations_{0};
   std::atomic<int64_t> session_resets_{0};
+  std::atomic<int64_t> pipelined_{0};
   DurationHistogram statement_duration_{clock_};
 };
 

@@ -9,6 +9,7 @@
 #define SESSIONBROKER_SERVER_CORE_MONITOR_POOL_SNAPSHOT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,11 @@ struct PoolSnapshot {
 
   // The LISTEN/NOTIFY listener connection, outside the pool's bound.
   ListenerStats listener;
+
+  // The pipelined engine (BROKER_PIPELINE_CONNECTIONS), when configured: its
+  // hot connections are part of the bound (the pool has DB_POOL_SIZE minus
+  // them).
+  std::optional<storage::PipelineStats> pipeline;
 
   // The busiest clients (by connections in use and waiting, then sessions),
   // at most top_clients of them; clients_total counts them all.

@@ -252,6 +252,34 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
             static_cast<double>(ls.connections_lost),
             "Listener connections lost (each followed by a RECONNECTED gap).");
 
+  // The pipelined engine (issue 14), when configured.
+  if (s.pipeline.has_value()) {
+    const storage::PipelineStats& pl = *s.pipeline;
+    w.Gauge("sessionbroker_pipeline_connections", pl.connections,
+            "Hot connections of the pipelined engine (BROKER_PIPELINE_CONNECTIONS, within the "
+            "pool's bound).");
+    w.Gauge("sessionbroker_pipeline_connections_up", pl.connections_up,
+            "Pipelined connections connected and in pipeline mode.");
+    w.Gauge("sessionbroker_pipeline_depth", static_cast<double>(pl.in_flight),
+            "Statements sent on the pipelined connections and not yet answered (all together).");
+    w.Gauge("sessionbroker_pipeline_queued", static_cast<double>(pl.queued),
+            "Statements waiting for a pipelined connection.");
+    w.Counter("sessionbroker_pipeline_statements_total", static_cast<double>(pl.statements),
+              "Statements sent on pipelined connections (retries included).");
+    w.Counter("sessionbroker_pipeline_flushes_total", static_cast<double>(pl.flushes),
+              "Writes of a dispatch round to one connection; statements_total / flushes_total "
+              "is the statements per flush.");
+    w.Counter("sessionbroker_pipeline_cancel_requests_total", static_cast<double>(pl.cancels_sent),
+              "Cancel requests sent for pipelined statements (only while heading their queue).");
+    w.Counter("sessionbroker_pipeline_retries_total", static_cast<double>(pl.retries),
+              "Pipelined statements sent again (hit by a stray cancel, or a stale prepared copy).");
+    w.Counter("sessionbroker_pipeline_connection_failures_total",
+              static_cast<double>(pl.connection_failures),
+              "Pipelined connects that failed and pipelined connections lost.");
+    w.Counter("sessionbroker_pipeline_recycles_total", static_cast<double>(pl.recycles),
+              "Pipelined connections closed for their age (DB_POOL_RECYCLE) and reopened.");
+  }
+
   // The database.
   w.Gauge("sessionbroker_database_reachable", s.database_reachable ? 1 : 0,
           "1 while the health probe reaches the database (grpc.health.v1 SERVING).");

@@ -34,6 +34,7 @@ PoolSnapshot StatusCollector::Collect() const {
   s.checkout_wait = pool_.checkout_wait().Recent();
   s.checkout_wait_totals = pool_.checkout_wait().Totals();
   s.statements = runner_.Stats();
+  s.pipeline = runner_.PipelineStats();
   s.statement_duration = runner_.statement_duration().Recent();
   s.statement_duration_totals = runner_.statement_duration().Totals();
   if (sessions_) s.sessions = sessions_();

@@ -1,0 +1,86 @@
+// The interface of the pipelined execution engine (issue 14): one-shot
+// statements from different callers sent back to back on a small hot set of
+// connections in libpq's pipeline mode, each followed by its own Sync, so
+// each runs in its own implicit transaction and one caller's error never
+// touches another's. The core routes eligible Execute calls here; the libpq
+// event loop that implements it is pq_pipeline_loop.h (the only code that
+// includes libpq for it). No libpq here, so the core and its tests' fakes can
+// use it.
+//
+// What callers may rely on:
+//  - `done` runs exactly once per Submit, on the engine's loop thread, never
+//    inside Submit or Cancel; it must not block (it runs between the loop's
+//    socket reads).
+//  - A call answered early (Cancel, deadline) may still run on the server:
+//    it was already sent, in autocommit, and its result is discarded. A
+//    cancel request is sent to the server only while the call heads its
+//    connection's queue, so it cannot stop another caller's statement (a
+//    late one that does is retried once: see pq_pipeline_loop.h).
+//  - A lost connection answers the calls it had sent with UNAVAILABLE (a
+//    write may or may not have been applied); calls not yet sent wait for
+//    another connection.
+//
+// Thread safety: Submit, Cancel and Stats are thread-safe.
+#ifndef SESSIONBROKER_SERVER_STORAGE_PIPELINE_ENGINE_H_
+#define SESSIONBROKER_SERVER_STORAGE_PIPELINE_ENGINE_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/storage/value.h"
+
+namespace sessionbroker::storage {
+
+struct PipelineCall {
+  // Its parameters' types are the ones their kinds imply: named types
+  // (Statement::param_types) need a lookup the engine does not do, so such
+  // statements are not routed here. `cacheable` statements are prepared
+  // (once per connection, in the same round trip as their first run).
+  Statement statement;
+  // As ExecuteOptions::max_result_bytes: a result over it fails its own
+  // caller only, with RESOURCE_EXHAUSTED.
+  size_t max_result_bytes = 0;
+  // Past it the call is answered DEADLINE_EXCEEDED: at once if it was not
+  // sent yet; if it was, at once too, and a cancel request goes out when it
+  // heads its connection's queue.
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+using PipelineDone = absl::AnyInvocable<void(absl::StatusOr<QueryResult>) &&>;
+
+// Counters and gauges for pool status and metrics.
+struct PipelineStats {
+  int connections = 0;               // configured hot set
+  int connections_up = 0;            // connected and in pipeline mode
+  int64_t in_flight = 0;             // sent, not yet answered by the server
+  int64_t queued = 0;                // waiting for a connection
+  uint64_t statements = 0;           // sent (retries included)
+  uint64_t flushes = 0;              // dispatch rounds that wrote to a connection
+  uint64_t cancels_sent = 0;         // cancel requests sent to the server
+  uint64_t retries = 0;              // statements sent again (stray cancel, stale prepare)
+  uint64_t connection_failures = 0;  // connects that failed and connections lost
+  uint64_t recycles = 0;             // connections closed for their age and reopened
+};
+
+class PipelineEngine {
+ public:
+  virtual ~PipelineEngine() = default;
+
+  // Queues `call`; returns an id for Cancel().
+  virtual uint64_t Submit(PipelineCall call, PipelineDone done) = 0;
+
+  // Answers the call `id` with `why` unless it was answered already, and
+  // asks the server to cancel it if it is running (now, or once it heads its
+  // connection's queue). Unknown or finished ids are ignored.
+  virtual void Cancel(uint64_t id, absl::Status why) = 0;
+
+  virtual PipelineStats Stats() const = 0;
+};
+
+}  // namespace sessionbroker::storage
+
+#endif  // SESSIONBROKER_SERVER_STORAGE_PIPELINE_ENGINE_H_

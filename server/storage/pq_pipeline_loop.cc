@@ -1,0 +1,898 @@
+#include "server/storage/pq_pipeline_loop.h"
+
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/storage/pq_codec.h"
+#include "server/storage/pq_error.h"
+#include "server/storage/sql_error.h"
+
+namespace sessionbroker::storage {
+namespace {
+
+// The same baseline as pqxx_connection.cc's, so a result reads the same
+// whichever path ran it.
+constexpr char kBaselineSettingsSql[] =
+    "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
+    "SET extra_float_digits = 3";
+
+// Names the types that are not built in (as pqxx_connection.cc does).
+constexpr char kTypeLookupSql[] =
+    "SELECT t.oid, t.typname, "
+    "CASE WHEN t.typcategory OPERATOR(pg_catalog.=) 'A' "
+    "AND t.typelem OPERATOR(pg_catalog.<>) 0::pg_catalog.oid "
+    "THEN CASE WHEN e.typtype OPERATOR(pg_catalog.=) 'd' THEN e.typbasetype ELSE e.oid END "
+    "ELSE 0::pg_catalog.oid END "
+    "FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e "
+    "ON e.oid OPERATOR(pg_catalog.=) t.typelem "
+    "WHERE t.oid OPERATOR(pg_catalog.=) ANY($1::pg_catalog.oid[])";
+
+// libpq gives an asynchronous connect no timeout of its own.
+constexpr absl::Duration kConnectTimeout = absl::Seconds(10);
+
+// The message PostgreSQL gives a statement stopped by a cancel request (as
+// opposed to statement_timeout's, which is not retried).
+constexpr char kCancelledByRequest[] = "due to user request";
+
+struct PgConnDeleter {
+  void operator()(PGconn* conn) const { PQfinish(conn); }
+};
+using PgConn = std::unique_ptr<PGconn, PgConnDeleter>;
+using CancelHandle = std::shared_ptr<PGcancel>;
+
+void DiscardNotice(void*, const char*) {}
+
+// std::mutex with Clang's thread-safety annotations. Not absl::Mutex:
+// Debian's Abseil is not built with ThreadSanitizer, which would then not see
+// the synchronization (core/base/mutex.h says the same; storage cannot
+// include core).
+class ABSL_LOCKABLE StdMutex final {
+ public:
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
+  void Unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
+  // Waits on `cv`; the caller holds the lock (it is held again on return).
+  void Wait(std::condition_variable& cv) {
+    std::unique_lock<std::mutex> lock(mu_, std::adopt_lock);
+    cv.wait(lock);
+    lock.release();
+  }
+
+ private:
+  std::mutex mu_;
+};
+
+class ABSL_SCOPED_LOCKABLE StdLock final {
+ public:
+  explicit StdLock(StdMutex* mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) { mu_->Lock(); }
+  ~StdLock() ABSL_UNLOCK_FUNCTION() { mu_->Unlock(); }
+  StdLock(const StdLock&) = delete;
+  StdLock& operator=(const StdLock&) = delete;
+
+ private:
+  StdMutex* mu_;
+};
+
+absl::Status Lost(const absl::Status& cause) {
+  return Recode(cause, absl::StatusCode::kUnavailable,
+                "lost the pipelined connection to PostgreSQL (server restart, terminated session "
+                "or network failure); a write that was running may or may not have been applied: ");
+}
+
+std::string ConnError(PGconn* pg) {
+  const char* message = pg == nullptr ? nullptr : PQerrorMessage(pg);
+  return ParseErrorText(message == nullptr ? "" : message).message;
+}
+
+bool IsTcp(int fd) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof(address);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) return false;
+  return address.ss_family == AF_INET || address.ss_family == AF_INET6;
+}
+
+void SetCork(int fd, bool on) {
+  const int value = on ? 1 : 0;
+  // Best effort: without it each Sync is its own write.
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &value, sizeof(value));
+}
+
+}  // namespace
+
+class PqPipelineLoop::Impl {
+ public:
+  explicit Impl(Options options) : options_(std::move(options)) {
+    if (!options_.now) options_.now = [] { return absl::Now(); };
+    if (!options_.backoff) {
+      options_.backoff = [](int failures) {
+        return std::min(absl::Milliseconds(100) * (1 << std::min(failures - 1, 6)),
+                        absl::Seconds(5));
+      };
+    }
+    conns_.resize(static_cast<size_t>(std::max(options_.connections, 0)));
+    event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    loop_ = std::thread([this] { Run(); });
+    canceller_ = std::thread([this] { RunCanceller(); });
+  }
+
+  ~Impl() {
+    {
+      StdLock lock(&mu_);
+      stop_ = true;
+    }
+    Wake();
+    loop_.join();
+    {
+      StdLock lock(&cancel_mu_);
+      cancel_stop_ = true;
+    }
+    cancel_cv_.notify_all();
+    canceller_.join();
+    close(event_fd_);
+  }
+
+  uint64_t Submit(PipelineCall call, PipelineDone done) {
+    auto entry = std::make_unique<Call>();
+    absl::StatusOr<PqParams> params = EncodeParams(call.statement.params);
+    if (params.ok()) {
+      entry->key = PreparedStatementKey(call.statement.sql, params->types);
+      entry->params = *std::move(params);
+    } else {
+      entry->early_error = params.status();
+    }
+    entry->call = std::move(call);
+    entry->done = std::move(done);
+    uint64_t id;
+    {
+      StdLock lock(&mu_);
+      id = ++last_id_;
+      entry->id = id;
+      submissions_.push_back(std::move(entry));
+    }
+    Wake();
+    return id;
+  }
+
+  void Cancel(uint64_t id, absl::Status why) {
+    {
+      StdLock lock(&mu_);
+      cancels_.emplace_back(id, std::move(why));
+    }
+    Wake();
+  }
+
+  PipelineStats Stats() const {
+    StdLock lock(&mu_);
+    return stats_;
+  }
+
+  std::vector<int> BackendPids() const {
+    StdLock lock(&mu_);
+    return pids_;
+  }
+
+ private:
+  struct Call;
+  // A completed result waiting for the names of its columns' types.
+  struct Parked {
+    std::unique_ptr<Call> call;
+    PgResult result;
+    ResultShape shape;
+  };
+  struct Call {
+    uint64_t id = 0;
+    PipelineCall call;
+    PqParams params;
+    std::string key;  // PreparedStatementKey
+    PipelineDone done;
+    std::optional<absl::Status> early_error;  // parameters that cannot be sent
+    bool answered = false;
+    bool cancel_wanted = false;  // a cancel request goes out once it heads its connection
+    bool cancel_sent = false;
+    int retries = 0;
+    // The loop's own catalog lookup: the results it names.
+    std::vector<uint32_t> lookup_oids;
+    std::vector<Parked> parked;
+  };
+  // One statement sent on a connection: [Parse,] Bind/Execute, Sync.
+  struct Segment {
+    std::unique_ptr<Call> call;
+    bool prepares = false;
+    std::string name;  // the prepared statement run; "" for unnamed
+    int index = 0;     // which of its queries' results are being read
+    bool got_result = false;
+    absl::Time sent;
+    std::optional<absl::Status> error;
+    PgResult result;
+  };
+  enum class State { kDown, kConnecting, kSettingUp, kReady };
+  struct Conn {
+    PgConn pg;
+    State state = State::kDown;
+    PostgresPollingStatusType polling = PGRES_POLLING_WRITING;
+    absl::Time retry_at = absl::InfinitePast();
+    absl::Time connect_deadline = absl::InfiniteFuture();
+    int failures = 0;
+    absl::Time recycle_at = absl::InfiniteFuture();
+    bool connect_failed = false;  // the last failure was a connect attempt's
+    std::deque<Segment> in_flight;
+    absl::flat_hash_map<std::string, std::string> prepared;  // key -> name
+    uint64_t names = 0;
+    CancelHandle cancel;
+    int pid = 0;
+    bool tcp = false;
+    bool wrote = false;       // in this dispatch round
+    bool want_write = false;  // libpq holds unflushed output
+  };
+  struct TypeEntry {
+    std::string name;
+    uint32_t element_oid = 0;
+  };
+
+  void Wake() {
+    const uint64_t one = 1;
+    (void)!write(event_fd_, &one, sizeof(one));
+  }
+
+  // ---- the loop ----
+
+  void Run() {
+    std::vector<pollfd> fds;
+    std::vector<size_t> owners;  // fds[k + 1] belongs to conns_[owners[k]]
+    std::vector<std::unique_ptr<Call>> submissions;
+    std::vector<std::pair<uint64_t, absl::Status>> cancels;
+    for (;;) {
+      const absl::Time now = options_.now();
+      fds.clear();
+      owners.clear();
+      fds.push_back(pollfd{event_fd_, POLLIN, 0});
+      absl::Time wake = absl::InfiniteFuture();
+      for (size_t i = 0; i < conns_.size(); ++i) {
+        Conn& conn = conns_[i];
+        if (conn.state == State::kDown) {
+          wake = std::min(wake, conn.retry_at);
+          continue;
+        }
+        short events = POLLIN;
+        if (conn.state == State::kConnecting) {
+          events = conn.polling == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+          wake = std::min(wake, conn.connect_deadline);
+        } else {
+          if (conn.want_write) events |= POLLOUT;
+          if (conn.state == State::kReady) wake = std::min(wake, conn.recycle_at);
+        }
+        fds.push_back(pollfd{PQsocket(conn.pg.get()), events, 0});
+        owners.push_back(i);
+      }
+      wake = std::min(wake, NextDeadline());
+      int timeout_ms = 1000;
+      if (wake != absl::InfiniteFuture()) {
+        timeout_ms = static_cast<int>(std::clamp<int64_t>(
+            absl::ToInt64Milliseconds(absl::Ceil(wake - now, absl::Milliseconds(1))), 0, 1000));
+      }
+      poll(fds.data(), fds.size(), timeout_ms);
+      if (fds[0].revents != 0) {
+        uint64_t count;
+        (void)!read(event_fd_, &count, sizeof(count));
+      }
+      bool stop;
+      {
+        StdLock lock(&mu_);
+        submissions.swap(submissions_);
+        cancels.swap(cancels_);
+        stop = stop_;
+      }
+      for (std::unique_ptr<Call>& call : submissions) Intake(std::move(call));
+      submissions.clear();
+      for (auto& [id, why] : cancels) HandleCancel(id, std::move(why));
+      cancels.clear();
+      if (stop) break;
+      for (size_t k = 0; k < owners.size(); ++k) {
+        if (fds[k + 1].revents != 0) Service(conns_[owners[k]], fds[k + 1].revents);
+      }
+      const absl::Time after = options_.now();
+      Expire(after);
+      Reconnect(after);
+      FailPendingIfAllDown();
+      Dispatch(after);
+      Publish();
+    }
+    Shutdown();
+  }
+
+  void Intake(std::unique_ptr<Call> call) {
+    if (call->early_error.has_value()) {
+      Answer(*call, *call->early_error);
+      return;
+    }
+    by_id_[call->id] = call.get();
+    pending_.push_back(std::move(call));
+  }
+
+  absl::Time NextDeadline() const {
+    absl::Time next = absl::InfiniteFuture();
+    for (const std::unique_ptr<Call>& call : pending_) next = std::min(next, call->call.deadline);
+    for (const Conn& conn : conns_) {
+      for (const Segment& seg : conn.in_flight) {
+        if (!seg.call->answered) next = std::min(next, seg.call->call.deadline);
+      }
+    }
+    return next;
+  }
+
+  // ---- answering ----
+
+  void Answer(Call& call, absl::StatusOr<QueryResult> result) {
+    if (call.answered) return;
+    call.answered = true;
+    if (call.done) std::move(call.done)(std::move(result));
+  }
+
+  void Forget(const Call& call) { by_id_.erase(call.id); }
+
+  // ---- cancels and deadlines ----
+
+  void HandleCancel(uint64_t id, absl::Status why) {
+    const auto it = by_id_.find(id);
+    if (it == by_id_.end()) return;
+    Call* call = it->second;
+    for (auto p = pending_.begin(); p != pending_.end(); ++p) {
+      if (p->get() == call) {
+        Answer(*call, std::move(why));
+        Forget(*call);
+        pending_.erase(p);
+        return;
+      }
+    }
+    Answer(*call, std::move(why));
+    call->cancel_wanted = true;
+    for (Conn& conn : conns_) MaybeCancelHead(conn);
+  }
+
+  void Expire(absl::Time now) {
+    for (auto p = pending_.begin(); p != pending_.end();) {
+      if ((*p)->call.deadline <= now) {
+        Answer(**p, absl::DeadlineExceededError(
+                        "deadline exceeded while the statement waited for a pipelined "
+                        "connection; it was not sent"));
+        Forget(**p);
+        p = pending_.erase(p);
+      } else {
+        ++p;
+      }
+    }
+    for (Conn& conn : conns_) {
+      for (Segment& seg : conn.in_flight) {
+        if (seg.call->answered || seg.call->call.deadline > now) continue;
+        Answer(*seg.call, absl::DeadlineExceededError(
+                              "deadline exceeded while the statement was pipelined; it is "
+                              "cancelled once it runs, and if it finished first, it was "
+                              "committed"));
+        seg.call->cancel_wanted = true;
+      }
+      MaybeCancelHead(conn);
+    }
+  }
+
+  void MaybeCancelHead(Conn& conn) {
+    if (conn.in_flight.empty() || conn.state != State::kReady) return;
+    Call& head = *conn.in_flight.front().call;
+    if (!head.cancel_wanted || head.cancel_sent || conn.cancel == nullptr) return;
+    head.cancel_sent = true;
+    ++cancels_sent_;
+    {
+      StdLock lock(&cancel_mu_);
+      cancel_queue_.push_back(conn.cancel);
+    }
+    cancel_cv_.notify_one();
+  }
+
+  bool CancelReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(cancel_mu_) {
+    return cancel_stop_ || !cancel_queue_.empty();
+  }
+
+  void RunCanceller() {
+    for (;;) {
+      CancelHandle handle;
+      {
+        StdLock lock(&cancel_mu_);
+        while (!CancelReady()) cancel_mu_.Wait(cancel_cv_);
+        if (cancel_queue_.empty()) return;
+        handle = std::move(cancel_queue_.front());
+        cancel_queue_.pop_front();
+      }
+      char error[256];
+      // A failed request changes nothing: the statement runs to its end and
+      // its caller has its answer already.
+      (void)PQcancel(handle.get(), error, sizeof(error));
+    }
+  }
+
+  // ---- connections ----
+
+  absl::Time RecycleAt(const Conn& conn, absl::Time now) const {
+    if (options_.recycle == absl::InfiniteDuration()) return absl::InfiniteFuture();
+    const double index = static_cast<double>(&conn - conns_.data());
+    const double spread = 1.0 - 0.1 * index / static_cast<double>(conns_.size());
+    return now + options_.recycle * spread;
+  }
+
+  void Reconnect(absl::Time now) {
+    for (Conn& conn : conns_) {
+      if (conn.state == State::kReady && now >= conn.recycle_at && conn.in_flight.empty()) {
+        // Old enough and drained (Dispatch stopped feeding it): a fresh one.
+        ++recycles_;
+        conn.prepared.clear();
+        conn.cancel.reset();
+        conn.pg.reset();
+        conn.pid = 0;
+        conn.want_write = false;
+        conn.state = State::kDown;
+        conn.retry_at = now;
+      }
+      if (conn.state == State::kConnecting && now >= conn.connect_deadline) {
+        ConnFailed(conn, absl::UnavailableError("connecting to PostgreSQL timed out"), now);
+      }
+      if (conn.state != State::kDown || now < conn.retry_at) continue;
+      conn.pg.reset(PQconnectStart(options_.conninfo.c_str()));
+      if (conn.pg == nullptr || PQstatus(conn.pg.get()) == CONNECTION_BAD) {
+        ConnFailed(conn, absl::UnavailableError(ConnError(conn.pg.get())), now);
+        continue;
+      }
+      conn.state = State::kConnecting;
+      conn.polling = PGRES_POLLING_WRITING;
+      conn.connect_deadline = now + kConnectTimeout;
+    }
+  }
+
+  void ConnFailed(Conn& conn, const absl::Status& why, absl::Time now) {
+    ++connection_failures_;
+    // A connection that was up and got lost is retried before its callers
+    // are told the database is unreachable.
+    conn.connect_failed = conn.state != State::kReady;
+    last_connect_error_ = why;
+    for (Segment& seg : conn.in_flight) {
+      Answer(*seg.call, Lost(why));
+      Release(std::move(seg.call), /*named=*/false);
+    }
+    conn.in_flight.clear();
+    conn.prepared.clear();
+    conn.cancel.reset();
+    conn.pg.reset();
+    conn.pid = 0;
+    conn.want_write = false;
+    conn.wrote = false;
+    conn.state = State::kDown;
+    ++conn.failures;
+    conn.retry_at = now + options_.backoff(conn.failures);
+  }
+
+  // Drops a call that is done with; a catalog lookup's parked results are
+  // answered, named (`named`) or not.
+  void Release(std::unique_ptr<Call> call, bool named) {
+    Forget(*call);
+    for (Parked& parked : call->parked) {
+      if (named) NameFromCache(&parked.shape);
+      AnswerWithResult(*parked.call, parked.result.get(), std::move(parked.shape));
+      Forget(*parked.call);
+    }
+  }
+
+  void FailPendingIfAllDown() {
+    if (pending_.empty() || conns_.empty()) return;
+    for (const Conn& conn : conns_) {
+      if (conn.state != State::kDown || !conn.connect_failed) return;
+    }
+    while (!pending_.empty()) {
+      std::unique_ptr<Call> call = std::move(pending_.front());
+      pending_.pop_front();
+      Answer(*call, Recode(last_connect_error_, absl::StatusCode::kUnavailable,
+                           "no pipelined connection to PostgreSQL is up: "));
+      Release(std::move(call), /*named=*/false);
+    }
+  }
+
+  void Service(Conn& conn, short revents) {
+    const absl::Time now = options_.now();
+    PGconn* pg = conn.pg.get();
+    switch (conn.state) {
+      case State::kDown:
+        return;
+      case State::kConnecting: {
+        conn.polling = PQconnectPoll(pg);
+        if (conn.polling == PGRES_POLLING_FAILED) {
+          ConnFailed(conn, absl::UnavailableError(ConnError(pg)), now);
+        } else if (conn.polling == PGRES_POLLING_OK) {
+          PQsetNoticeProcessor(pg, DiscardNotice, nullptr);
+          if (PQsetnonblocking(pg, 1) != 0 || PQsendQuery(pg, kBaselineSettingsSql) != 1) {
+            ConnFailed(conn, absl::UnavailableError(ConnError(pg)), now);
+            return;
+          }
+          conn.state = State::kSettingUp;
+          Flush(conn, now);
+        }
+        return;
+      }
+      case State::kSettingUp: {
+        if (conn.want_write) Flush(conn, now);
+        if (conn.state != State::kSettingUp) return;
+        if (PQconsumeInput(pg) != 1) {
+          ConnFailed(conn, absl::UnavailableError(ConnError(pg)), now);
+          return;
+        }
+        while (!PQisBusy(pg)) {
+          PgResult result(PQgetResult(pg));
+          if (result == nullptr) {
+            if (PQenterPipelineMode(pg) != 1) {
+              ConnFailed(conn, absl::UnavailableError(ConnError(pg)), now);
+              return;
+            }
+            conn.cancel = CancelHandle(PQgetCancel(pg), PQfreeCancel);
+            conn.pid = PQbackendPID(pg);
+            conn.tcp = IsTcp(PQsocket(pg));
+            conn.failures = 0;
+            conn.state = State::kReady;
+            conn.recycle_at = RecycleAt(conn, now);
+            return;
+          }
+          if (PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
+            ConnFailed(conn, StatusOfErrorResult(result.get()), now);
+            return;
+          }
+        }
+        return;
+      }
+      case State::kReady:
+        if ((revents & POLLOUT) != 0 || conn.want_write) Flush(conn, now);
+        if (conn.state != State::kReady) return;
+        if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0) {
+          if (PQconsumeInput(pg) != 1) {
+            ConnFailed(conn, absl::UnavailableError(ConnError(pg)), now);
+            return;
+          }
+          ReadResults(conn, now);
+        }
+        return;
+    }
+  }
+
+  void Flush(Conn& conn, absl::Time now) {
+    const int flushed = PQflush(conn.pg.get());
+    if (flushed < 0) {
+      ConnFailed(conn, absl::UnavailableError(ConnError(conn.pg.get())), now);
+      return;
+    }
+    conn.want_write = flushed == 1;
+  }
+
+  void ReadResults(Conn& conn, absl::Time now) {
+    PGconn* pg = conn.pg.get();
+    while (!conn.in_flight.empty() && !PQisBusy(pg)) {
+      PGresult* raw = PQgetResult(pg);
+      Segment& seg = conn.in_flight.front();
+      if (raw == nullptr) {
+        if (!seg.got_result) break;
+        ++seg.index;
+        seg.got_result = false;
+        continue;
+      }
+      PgResult result(raw);
+      const ExecStatusType status = PQresultStatus(raw);
+      if (status == PGRES_PIPELINE_SYNC) {
+        Segment done = std::move(conn.in_flight.front());
+        conn.in_flight.pop_front();
+        Finish(conn, std::move(done));
+        MaybeCancelHead(conn);
+        continue;
+      }
+      seg.got_result = true;
+      const bool is_prepare = seg.prepares && seg.index == 0;
+      if (status == PGRES_FATAL_ERROR) {
+        if (!seg.error.has_value()) seg.error = StatusOfErrorResult(raw);
+        if (is_prepare) conn.prepared.erase(seg.call->key);
+      } else if (status == PGRES_PIPELINE_ABORTED) {
+        if (!seg.error.has_value()) seg.error = absl::InternalError("pipeline aborted");
+      } else if (is_prepare) {
+        // PGRES_COMMAND_OK: the statement is prepared.
+      } else if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
+        seg.result = std::move(result);
+      } else {
+        // COPY and other modes a pipeline refuses: libpq's state is unknown.
+        ConnFailed(conn,
+                   absl::UnimplementedError(absl::StrCat(
+                       "a pipelined statement returned ", PQresStatus(status),
+                       ", which the pipelined path does not support (COPY: use a session)")),
+                   now);
+        return;
+      }
+    }
+    if (PQstatus(pg) == CONNECTION_BAD) {
+      ConnFailed(conn, absl::UnavailableError(ConnError(pg)), now);
+    }
+  }
+
+  void Finish(Conn& conn, Segment seg) {
+    std::unique_ptr<Call> call = std::move(seg.call);
+    if (seg.error.has_value()) {
+      const absl::Status& error = *seg.error;
+      const std::string sqlstate = SqlStateOf(error).value_or("");
+      const bool stale = !seg.name.empty() && IsStalePreparedStatement(sqlstate, error.message());
+      const bool stray_cancel = sqlstate == "57014" && !call->cancel_sent &&
+                                absl::StrContains(error.message(), kCancelledByRequest);
+      if ((stale || stray_cancel) && call->retries == 0 && !call->answered) {
+        if (stale) conn.prepared.erase(call->key);
+        ++call->retries;
+        ++retries_;
+        pending_.push_front(std::move(call));
+        return;
+      }
+      Answer(*call, error);
+      Release(std::move(call), /*named=*/false);
+      return;
+    }
+    if (!call->lookup_oids.empty()) {
+      const PGresult* found = seg.result.get();
+      for (int r = 0; found != nullptr && r < PQntuples(found); ++r) {
+        uint32_t oid = 0;
+        uint32_t element_oid = 0;
+        if (absl::SimpleAtoi(PQgetvalue(found, r, 0), &oid) &&
+            absl::SimpleAtoi(PQgetvalue(found, r, 2), &element_oid)) {
+          types_.insert_or_assign(oid, TypeEntry{PQgetvalue(found, r, 1), element_oid});
+        }
+      }
+      // Unknown to the server too (dropped since): remembered as nameless.
+      for (const uint32_t oid : call->lookup_oids) types_.try_emplace(oid, TypeEntry{});
+      Release(std::move(call), /*named=*/true);
+      return;
+    }
+    if (call->answered || seg.result == nullptr) {
+      if (!call->answered)
+        Answer(*call, absl::InternalError("a pipelined statement sent no result"));
+      Release(std::move(call), /*named=*/false);
+      return;
+    }
+    ResultShape shape = ShapeOf(seg.result.get());
+    if (shape.all_named || NameFromCache(&shape)) {
+      AnswerWithResult(*call, seg.result.get(), std::move(shape));
+      Release(std::move(call), /*named=*/false);
+      return;
+    }
+    StartLookup(std::move(call), std::move(seg.result), std::move(shape));
+  }
+
+  bool NameFromCache(ResultShape* shape) const {
+    bool complete = true;
+    for (size_t c = 0; c < shape->columns.size(); ++c) {
+      Column& column = shape->columns[c];
+      if (!column.type_name.empty()) continue;
+      const auto it = types_.find(column.type_oid);
+      if (it == types_.end()) {
+        complete = false;
+        continue;
+      }
+      column.type_name = it->second.name;
+      shape->element_oids[c] = it->second.element_oid;
+    }
+    shape->all_named = complete;
+    return complete;
+  }
+
+  void AnswerWithResult(Call& call, const PGresult* result, ResultShape shape) {
+    if (call.answered) return;
+    size_t used = 0;
+    Answer(call, ConvertResult(result, std::move(shape), /*in_transaction=*/false,
+                               call.call.max_result_bytes, &used));
+  }
+
+  // Parks `call`'s result and queues a catalog lookup (ahead of everything)
+  // for the types its columns need names for.
+  void StartLookup(std::unique_ptr<Call> call, PgResult result, ResultShape shape) {
+    auto lookup = std::make_unique<Call>();
+    for (const Column& column : shape.columns) {
+      if (column.type_name.empty() && !types_.contains(column.type_oid)) {
+        lookup->lookup_oids.push_back(column.type_oid);
+      }
+    }
+    lookup->call.statement.sql = kTypeLookupSql;
+    lookup->call.statement.cacheable = true;
+    lookup->call.statement.params.push_back(
+        Value::String(absl::StrCat("{", absl::StrJoin(lookup->lookup_oids, ","), "}")));
+    absl::StatusOr<PqParams> params = EncodeParams(lookup->call.statement.params);
+    lookup->key = PreparedStatementKey(kTypeLookupSql, params->types);
+    lookup->params = *std::move(params);
+    lookup->answered = true;  // nobody waits on it but the parked results
+    lookup->id = ++internal_ids_ | (uint64_t{1} << 63);
+    lookup->parked.push_back(Parked{std::move(call), std::move(result), std::move(shape)});
+    pending_.push_front(std::move(lookup));
+  }
+
+  // ---- dispatch ----
+
+  void Dispatch(absl::Time now) {
+    loads_.resize(conns_.size());
+    for (size_t i = 0; i < conns_.size(); ++i) {
+      const Conn& conn = conns_[i];
+      loads_[i].ready = conn.state == State::kReady && !conn.want_write && now < conn.recycle_at;
+      loads_[i].in_flight = static_cast<int>(conn.in_flight.size());
+      loads_[i].head_sent = conn.in_flight.empty() ? now : conn.in_flight.front().sent;
+    }
+    while (!pending_.empty()) {
+      const int chosen = ChooseConnection(loads_, now, options_.limits);
+      if (chosen < 0) break;
+      Conn& conn = conns_[static_cast<size_t>(chosen)];
+      std::unique_ptr<Call> call = std::move(pending_.front());
+      pending_.pop_front();
+      if (!Send(conn, call, now)) {
+        pending_.push_front(std::move(call));
+        ConnFailed(conn, absl::UnavailableError(ConnError(conn.pg.get())), now);
+        loads_[static_cast<size_t>(chosen)].ready = false;
+        continue;
+      }
+      ConnectionLoad& load = loads_[static_cast<size_t>(chosen)];
+      if (load.in_flight++ == 0) load.head_sent = now;
+    }
+    for (Conn& conn : conns_) {
+      if (!conn.wrote || conn.state != State::kReady) continue;
+      conn.wrote = false;
+      ++flushes_;
+      Flush(conn, now);
+      if (conn.state == State::kReady && conn.tcp && options_.cork) {
+        SetCork(PQsocket(conn.pg.get()), false);
+      }
+    }
+  }
+
+  bool Send(Conn& conn, std::unique_ptr<Call>& call, absl::Time now) {
+    PGconn* pg = conn.pg.get();
+    if (!conn.wrote) {
+      conn.wrote = true;
+      if (conn.tcp && options_.cork) SetCork(PQsocket(pg), true);
+    }
+    Segment seg;
+    const PqParams& p = call->params;
+    const std::string& sql = call->call.statement.sql;
+    bool ok = true;
+    if (call->call.statement.cacheable) {
+      const auto it = conn.prepared.find(call->key);
+      if (it != conn.prepared.end()) {
+        seg.name = it->second;
+      } else if (conn.prepared.size() <
+                 static_cast<size_t>(std::max(0, options_.statement_cache_size))) {
+        seg.name = absl::StrCat("sb_pipe_", ++conn.names);
+        seg.prepares = true;
+        ok = PQsendPrepare(pg, seg.name.c_str(), sql.c_str(), p.count(), p.types.data()) == 1;
+        conn.prepared.emplace(call->key, seg.name);
+      }
+    }
+    if (ok) {
+      ok = seg.name.empty()
+               ? PQsendQueryParams(pg, sql.c_str(), p.count(), p.types.data(), p.values.data(),
+                                   p.lengths.data(), p.formats.data(), 0) == 1
+               : PQsendQueryPrepared(pg, seg.name.c_str(), p.count(), p.values.data(),
+                                     p.lengths.data(), p.formats.data(), 0) == 1;
+    }
+    ok = ok && PQpipelineSync(pg) == 1;
+    if (!ok) return false;
+    ++statements_;
+    seg.sent = now;
+    seg.call = std::move(call);
+    conn.in_flight.push_back(std::move(seg));
+    return true;
+  }
+
+  void Publish() {
+    PipelineStats stats;
+    stats.connections = static_cast<int>(conns_.size());
+    std::vector<int> pids;
+    for (const Conn& conn : conns_) {
+      if (conn.state != State::kReady) continue;
+      ++stats.connections_up;
+      stats.in_flight += static_cast<int64_t>(conn.in_flight.size());
+      pids.push_back(conn.pid);
+    }
+    stats.queued = static_cast<int64_t>(pending_.size());
+    stats.statements = statements_;
+    stats.flushes = flushes_;
+    stats.cancels_sent = cancels_sent_;
+    stats.retries = retries_;
+    stats.connection_failures = connection_failures_;
+    stats.recycles = recycles_;
+    StdLock lock(&mu_);
+    stats_ = stats;
+    pids_ = std::move(pids);
+  }
+
+  void Shutdown() {
+    const absl::Status why = absl::UnavailableError(
+        "the broker is shutting down; the statement's outcome is unknown if it was sent");
+    for (Conn& conn : conns_) {
+      for (Segment& seg : conn.in_flight) {
+        Answer(*seg.call, why);
+        Release(std::move(seg.call), /*named=*/false);
+      }
+      conn.in_flight.clear();
+      conn.pg.reset();
+    }
+    for (std::unique_ptr<Call>& call : pending_) {
+      Answer(*call, why);
+      Release(std::move(call), /*named=*/false);
+    }
+    pending_.clear();
+    std::vector<std::unique_ptr<Call>> late;
+    {
+      StdLock lock(&mu_);
+      late.swap(submissions_);
+      stats_.connections_up = 0;
+      pids_.clear();
+    }
+    for (std::unique_ptr<Call>& call : late) Answer(*call, why);
+  }
+
+  Options options_;
+  int event_fd_ = -1;
+
+  mutable StdMutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::unique_ptr<Call>> submissions_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<uint64_t, absl::Status>> cancels_ ABSL_GUARDED_BY(mu_);
+  PipelineStats stats_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> pids_ ABSL_GUARDED_BY(mu_);
+
+  mutable StdMutex cancel_mu_;
+  std::condition_variable cancel_cv_;
+  bool cancel_stop_ ABSL_GUARDED_BY(cancel_mu_) = false;
+  std::deque<CancelHandle> cancel_queue_ ABSL_GUARDED_BY(cancel_mu_);
+
+  // The loop thread's own (no lock: nothing else touches them).
+  std::vector<Conn> conns_;
+  std::deque<std::unique_ptr<Call>> pending_;
+  absl::flat_hash_map<uint64_t, Call*> by_id_;
+  absl::flat_hash_map<uint32_t, TypeEntry> types_;
+  std::vector<ConnectionLoad> loads_;
+  absl::Status last_connect_error_;
+  uint64_t internal_ids_ = 0;
+  uint64_t statements_ = 0;
+  uint64_t flushes_ = 0;
+  uint64_t cancels_sent_ = 0;
+  uint64_t retries_ = 0;
+  uint64_t connection_failures_ = 0;
+  uint64_t recycles_ = 0;
+
+  std::thread loop_;
+  std::thread canceller_;
+};
+
+PqPipelineLoop::PqPipelineLoop(Options options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+PqPipelineLoop::~PqPipelineLoop() = default;
+
+uint64_t PqPipelineLoop::Submit(PipelineCall call, PipelineDone done) {
+  return impl_->Submit(std::move(call), std::move(done));
+}
+void PqPipelineLoop::Cancel(uint64_t id, absl::Status why) { impl_->Cancel(id, std::move(why)); }
+PipelineStats PqPipelineLoop::Stats() const { return impl_->Stats(); }
+std::vector<int> PqPipelineLoop::BackendPids() const { return impl_->BackendPids(); }
+
+}  // namespace sessionbroker::storage

@@ -1,0 +1,350 @@
+// PqPipelineLoop against a real PostgreSQL (label pg): many callers'
+// statements pipelined on a few connections, each in its own implicit
+// transaction; errors, over-cap results, deadlines and cancels reaching only
+// their own caller; a connection killed mid-pipeline.
+#include "server/storage/pq_pipeline_loop.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/storage/sql_error.h"
+#include "tests/support/test_env.h"
+
+namespace sessionbroker::storage {
+namespace {
+
+using ::testing::HasSubstr;
+
+// One call's answer, waited for by the test thread. (std::mutex, not
+// absl's: ThreadSanitizer sees it.)
+struct Outcome {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool answered = false;
+  absl::StatusOr<QueryResult> result = absl::UnknownError("not answered");
+
+  PipelineDone Callback() {
+    return [this](absl::StatusOr<QueryResult> r) {
+      std::lock_guard<std::mutex> lock(mu);
+      result = std::move(r);
+      answered = true;
+      cv.notify_all();
+    };
+  }
+  const absl::StatusOr<QueryResult>& Wait() {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [this] { return answered; });
+    return result;
+  }
+  bool HasBeenAnswered() {
+    std::lock_guard<std::mutex> lock(mu);
+    return answered;
+  }
+};
+
+// A plain blocking libpq connection for the test's own SQL.
+class Admin {
+ public:
+  explicit Admin(const std::string& url) : pg_(PQconnectdb(url.c_str())) {}
+  ~Admin() { PQfinish(pg_); }
+  bool ok() const { return PQstatus(pg_) == CONNECTION_OK; }
+  // The first value of the first row ("" if none); fails the test on error.
+  std::string Value(const std::string& sql) {
+    PGresult* r = PQexec(pg_, sql.c_str());
+    const ExecStatusType status = PQresultStatus(r);
+    EXPECT_TRUE(status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK)
+        << sql << ": " << PQresultErrorMessage(r);
+    std::string out = (status == PGRES_TUPLES_OK && PQntuples(r) > 0) ? PQgetvalue(r, 0, 0) : "";
+    PQclear(r);
+    return out;
+  }
+  // Polls until `sql` returns "t" (the test waits for a state, not a time).
+  void WaitFor(const std::string& sql) {
+    while (Value(sql) != "t") absl::SleepFor(absl::Milliseconds(5));
+  }
+
+ private:
+  PGconn* pg_;
+};
+
+PipelineCall Call(std::string sql, std::vector<storage::Value> params = {}) {
+  PipelineCall call;
+  call.statement.sql = std::move(sql);
+  call.statement.params = std::move(params);
+  call.statement.cacheable = true;
+  return call;
+}
+
+class PqPipelineLoopTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    url_ = testing::TestDatabaseUrl();
+    ASSERT_FALSE(url_.empty());
+    admin_ = std::make_unique<Admin>(url_);
+    ASSERT_TRUE(admin_->ok());
+  }
+
+  std::unique_ptr<PqPipelineLoop> Loop(int connections, int depth = 16) {
+    PqPipelineLoop::Options options;
+    options.conninfo = url_;
+    options.connections = connections;
+    options.limits.max_depth = depth;
+    options.backoff = [](int) { return absl::Milliseconds(10); };
+    return std::make_unique<PqPipelineLoop>(std::move(options));
+  }
+
+  std::string url_;
+  std::unique_ptr<Admin> admin_;
+};
+
+TEST_F(PqPipelineLoopTest, ManyStatementsInFlightAreEachAnsweredWithTheirOwnResult) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(2);
+  constexpr int kCalls = 300;
+  std::vector<Outcome> outcomes(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    loop->Submit(Call("SELECT $1::int8 * 2 AS doubled", {storage::Value::Int64(i)}),
+                 outcomes[i].Callback());
+  }
+  for (int i = 0; i < kCalls; ++i) {
+    const absl::StatusOr<QueryResult>& r = outcomes[i].Wait();
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->rows.size(), 1u);
+    EXPECT_EQ(r->rows[0][0], storage::Value::Int64(2 * i));
+    EXPECT_EQ(r->columns[0].name, "doubled");
+    EXPECT_EQ(r->command_tag, "SELECT 1");
+  }
+  const PipelineStats stats = loop->Stats();
+  EXPECT_EQ(stats.statements, static_cast<uint64_t>(kCalls));
+  // Pipelined: several statements went out per flush.
+  EXPECT_LT(stats.flushes, stats.statements);
+}
+
+TEST_F(PqPipelineLoopTest, OneCallersErrorLeavesTheOthersCommitted) {
+  admin_->Value("DROP TABLE IF EXISTS pipe_isolation; CREATE TABLE pipe_isolation (id int)");
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  Outcome before, failing, after;
+  loop->Submit(Call("INSERT INTO pipe_isolation VALUES (1)"), before.Callback());
+  loop->Submit(Call("INSERT INTO pipe_isolation VALUES (1 / 0)"), failing.Callback());
+  loop->Submit(Call("INSERT INTO pipe_isolation VALUES (3)"), after.Callback());
+  ASSERT_TRUE(before.Wait().ok()) << before.Wait().status();
+  ASSERT_FALSE(failing.Wait().ok());
+  EXPECT_EQ(SqlStateOf(failing.Wait().status()), "22012");
+  ASSERT_TRUE(after.Wait().ok()) << after.Wait().status();
+  EXPECT_EQ(after.Wait()->command_tag, "INSERT 0 1");
+  EXPECT_EQ(admin_->Value("SELECT string_agg(id::text, ',' ORDER BY id) FROM pipe_isolation"),
+            "1,3");
+  admin_->Value("DROP TABLE pipe_isolation");
+}
+
+TEST_F(PqPipelineLoopTest, ParametersTravelWithTheTypesTheirKindsImply) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  Outcome out;
+  loop->Submit(Call("SELECT pg_typeof($1)::text, pg_typeof($2)::text, pg_typeof($3)::text, "
+                    "$4::text IS NULL, $5::numeric + 1, $6::jsonb ->> 'a', $7::int8[]",
+                    {storage::Value::Bool(true), storage::Value::Int64(7),
+                     storage::Value::Double(1.5), storage::Value::Null(),
+                     storage::Value::Numeric("1.25"), storage::Value::Json(R"({"a":"x"})"),
+                     storage::Value::Array({storage::Value::Int64(1), storage::Value::Int64(2)})}),
+               out.Callback());
+  const absl::StatusOr<QueryResult>& r = out.Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->rows.size(), 1u);
+  EXPECT_EQ(r->rows[0][0], storage::Value::String("boolean"));
+  EXPECT_EQ(r->rows[0][1], storage::Value::String("bigint"));
+  EXPECT_EQ(r->rows[0][2], storage::Value::String("double precision"));
+  EXPECT_EQ(r->rows[0][3], storage::Value::Bool(true));
+  EXPECT_EQ(r->rows[0][4], storage::Value::Numeric("2.25"));
+  EXPECT_EQ(r->rows[0][5], storage::Value::String("x"));
+  EXPECT_EQ(r->rows[0][6],
+            storage::Value::Array({storage::Value::Int64(1), storage::Value::Int64(2)}));
+  EXPECT_EQ(r->columns[6].type_name, "_int8");
+}
+
+TEST_F(PqPipelineLoopTest, NamesColumnsOfUserDefinedTypes) {
+  admin_->Value("DROP TYPE IF EXISTS pipe_mood; CREATE TYPE pipe_mood AS ENUM ('sad', 'happy')");
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  Outcome first, second;
+  loop->Submit(Call("SELECT 'happy'::pipe_mood AS m, ARRAY['sad'::pipe_mood] AS ms"),
+               first.Callback());
+  loop->Submit(Call("SELECT 'sad'::pipe_mood AS m"), second.Callback());
+  const absl::StatusOr<QueryResult>& r = first.Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->columns[0].type_name, "pipe_mood");
+  EXPECT_EQ(r->columns[1].type_name, "_pipe_mood");
+  EXPECT_EQ(r->rows[0][0], storage::Value::String("happy"));
+  EXPECT_EQ(r->rows[0][1], storage::Value::Array({storage::Value::String("sad")}));
+  ASSERT_TRUE(second.Wait().ok()) << second.Wait().status();
+  EXPECT_EQ(second.Wait()->columns[0].type_name, "pipe_mood");
+  loop.reset();
+  admin_->Value("DROP TYPE pipe_mood");
+}
+
+TEST_F(PqPipelineLoopTest, ResultOverTheCapFailsOnlyItsCaller) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  Outcome big, small;
+  PipelineCall capped = Call("SELECT g, repeat('x', 100) FROM generate_series(1, 1000) g");
+  capped.max_result_bytes = 4096;
+  loop->Submit(std::move(capped), big.Callback());
+  PipelineCall fits = Call("SELECT 'small'");
+  fits.max_result_bytes = 4096;
+  loop->Submit(std::move(fits), small.Callback());
+  EXPECT_EQ(big.Wait().status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(big.Wait().status().message(), HasSubstr("BROKER_MAX_RESULT_BYTES"));
+  ASSERT_TRUE(small.Wait().ok()) << small.Wait().status();
+  EXPECT_EQ(small.Wait()->rows[0][0], storage::Value::String("small"));
+}
+
+TEST_F(PqPipelineLoopTest, CancelledHeadStopsOnTheServerAndTheCallBehindItStillRuns) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  Outcome sleeper, expired, behind;
+  const uint64_t sleeper_id = loop->Submit(Call("SELECT pg_sleep(600)"), sleeper.Callback());
+  PipelineCall short_deadline = Call("SELECT 'expired'");
+  short_deadline.deadline = absl::Now() + absl::Milliseconds(100);
+  loop->Submit(std::move(short_deadline), expired.Callback());
+  loop->Submit(Call("SELECT 'behind'"), behind.Callback());
+  // Queued behind the sleeper, on the same connection: answered at its
+  // deadline without waiting for its turn.
+  EXPECT_EQ(expired.Wait().status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_FALSE(sleeper.HasBeenAnswered());
+  loop->Cancel(sleeper_id, absl::CancelledError("cancelled by the test"));
+  EXPECT_EQ(sleeper.Wait().status().code(), absl::StatusCode::kCancelled);
+  // Only possible if the sleeper stopped on the server; the expired call's
+  // own cancel request (sent when it headed the queue) did not fail it.
+  const absl::StatusOr<QueryResult>& r = behind.Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rows[0][0], storage::Value::String("behind"));
+  EXPECT_GE(loop->Stats().cancels_sent, 1u);
+}
+
+TEST_F(PqPipelineLoopTest, QueuedCallPastItsDeadlineIsNeverSentNorCancelled) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1, /*depth=*/1);
+  Outcome sleeper, queued;
+  const uint64_t sleeper_id = loop->Submit(Call("SELECT pg_sleep(600)"), sleeper.Callback());
+  PipelineCall short_deadline = Call("SELECT 'queued'");
+  short_deadline.deadline = absl::Now() + absl::Milliseconds(100);
+  loop->Submit(std::move(short_deadline), queued.Callback());
+  EXPECT_EQ(queued.Wait().status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(queued.Wait().status().message(), HasSubstr("not sent"));
+  EXPECT_EQ(loop->Stats().cancels_sent, 0u);
+  EXPECT_EQ(loop->Stats().statements, 1u);
+  loop->Cancel(sleeper_id, absl::CancelledError("cancelled by the test"));
+  EXPECT_EQ(sleeper.Wait().status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST_F(PqPipelineLoopTest, StatementCancelledByNobodyInTheBrokerIsRetriedOnce) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  admin_->Value("SELECT pg_advisory_lock(4242)");
+  Outcome blocked;
+  loop->Submit(Call("SELECT pg_advisory_xact_lock(4242), 'done'"), blocked.Callback());
+  const std::string waiting =
+      "SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE "
+      "'%pg_advisory_xact_lock(4242)%' AND pid <> pg_backend_pid()";
+  // A cancel request the loop did not send (as a stray one meant for the
+  // statement before would be): the statement runs again.
+  admin_->WaitFor(waiting);
+  admin_->Value(
+      "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+      "query LIKE '%pg_advisory_xact_lock(4242)%' AND pid <> pg_backend_pid()");
+  while (loop->Stats().retries < 1) absl::SleepFor(absl::Milliseconds(5));
+  // A second one is the caller's answer.
+  admin_->WaitFor(waiting);
+  admin_->Value(
+      "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+      "query LIKE '%pg_advisory_xact_lock(4242)%' AND pid <> pg_backend_pid()");
+  EXPECT_EQ(SqlStateOf(blocked.Wait().status()), "57014");
+  EXPECT_EQ(loop->Stats().retries, 1u);
+  admin_->Value("SELECT pg_advisory_unlock(4242)");
+}
+
+TEST_F(PqPipelineLoopTest, StalePreparedStatementIsPreparedAgain) {
+  admin_->Value(
+      "DROP TABLE IF EXISTS pipe_stale; CREATE TABLE pipe_stale (a int); "
+      "INSERT INTO pipe_stale VALUES (1)");
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  Outcome first, second;
+  loop->Submit(Call("SELECT * FROM pipe_stale"), first.Callback());
+  ASSERT_TRUE(first.Wait().ok()) << first.Wait().status();
+  admin_->Value("ALTER TABLE pipe_stale ADD COLUMN b text DEFAULT 'new'");
+  loop->Submit(Call("SELECT * FROM pipe_stale"), second.Callback());
+  const absl::StatusOr<QueryResult>& r = second.Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->columns.size(), 2u);
+  EXPECT_EQ(r->rows[0][1], storage::Value::String("new"));
+  admin_->Value("DROP TABLE pipe_stale");
+}
+
+TEST_F(PqPipelineLoopTest, KilledConnectionFailsWhatItHadInFlightAndReconnects) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  Outcome warm;
+  loop->Submit(Call("SELECT 1"), warm.Callback());
+  ASSERT_TRUE(warm.Wait().ok());
+  const std::vector<int> pids = loop->BackendPids();
+  ASSERT_EQ(pids.size(), 1u);
+  Outcome sleeper, behind;
+  loop->Submit(Call("SELECT pg_sleep(600)"), sleeper.Callback());
+  loop->Submit(Call("SELECT 'behind'"), behind.Callback());
+  admin_->WaitFor(absl::StrCat("SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = ", pids[0],
+                               " AND query LIKE '%pg_sleep(600)%'"));
+  admin_->Value(absl::StrCat("SELECT pg_terminate_backend(", pids[0], ")"));
+  EXPECT_EQ(sleeper.Wait().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(behind.Wait().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(behind.Wait().status().message(), HasSubstr("may or may not have been applied"));
+  Outcome again;
+  loop->Submit(Call("SELECT 'again'"), again.Callback());
+  ASSERT_TRUE(again.Wait().ok()) << again.Wait().status();
+  EXPECT_EQ(again.Wait()->rows[0][0], storage::Value::String("again"));
+  EXPECT_GE(loop->Stats().connection_failures, 1u);
+  EXPECT_NE(loop->BackendPids(), pids);
+}
+
+TEST_F(PqPipelineLoopTest, OldConnectionIsRecycledOnceDrained) {
+  PqPipelineLoop::Options options;
+  options.conninfo = url_;
+  options.connections = 1;
+  options.recycle = absl::Milliseconds(50);
+  PqPipelineLoop loop(std::move(options));
+  Outcome first;
+  loop.Submit(Call("SELECT pg_backend_pid()"), first.Callback());
+  ASSERT_TRUE(first.Wait().ok()) << first.Wait().status();
+  const storage::Value first_pid = first.Wait()->rows[0][0];
+  // Each connection lives 50 ms: a later call runs on another backend.
+  while (loop.Stats().recycles < 1) absl::SleepFor(absl::Milliseconds(5));
+  Outcome second;
+  loop.Submit(Call("SELECT pg_backend_pid()"), second.Callback());
+  ASSERT_TRUE(second.Wait().ok()) << second.Wait().status();
+  EXPECT_NE(second.Wait()->rows[0][0], first_pid);
+  EXPECT_EQ(loop.Stats().connection_failures, 0u);
+}
+
+TEST_F(PqPipelineLoopTest, UnreachableDatabaseAnswersUnavailable) {
+  testing::RefusedPort refused;
+  ASSERT_NE(refused.port(), 0);
+  PqPipelineLoop::Options options;
+  options.conninfo = absl::StrCat("postgresql://postgres@127.0.0.1:", refused.port(), "/postgres");
+  options.connections = 1;
+  options.backoff = [](int) { return absl::Seconds(60); };
+  PqPipelineLoop loop(std::move(options));
+  Outcome out;
+  loop.Submit(Call("SELECT 1"), out.Callback());
+  EXPECT_EQ(out.Wait().status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(PqPipelineLoopTest, ParameterThatCannotBeSentIsInvalidArgument) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  Outcome out;
+  loop->Submit(Call("SELECT $1::text", {storage::Value::String(std::string("a\0b", 3))}),
+               out.Callback());
+  EXPECT_EQ(out.Wait().status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace sessionbroker::storage
