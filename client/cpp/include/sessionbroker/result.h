@@ -39,7 +39,7 @@ namespace internal {
 struct ResultData;
 }  // namespace internal
 
-// One row of a Result.
+// One row of a Result (or of a RowStream, row_stream.h).
 class Row {
  public:
   // Number of cells (= columns).
@@ -76,6 +76,7 @@ class Row {
 
  private:
   friend class Result;
+  friend class RowStream;
   Row(std::shared_ptr<const internal::ResultData> data, size_t row)
       : data_(std::move(data)), row_(row) {}
   template <typename T>
