@@ -26,6 +26,7 @@ namespace sessionbroker {
 
 namespace v1 {
 class ExecuteResponse;
+class Row;
 }  // namespace v1
 
 // Metadata of one result column.
@@ -73,6 +74,9 @@ class Row {
     absl::StatusOr<T> v = Get<T>(column);
     return v.ok() ? *std::move(v) : std::move(fallback);
   }
+
+  // The broker's row as it came.
+  const v1::Row& proto() const;
 
  private:
   friend class Result;
