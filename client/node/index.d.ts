@@ -2,6 +2,8 @@
 // test/package.test.js, which runs `tsc --noEmit` on test/types/usage.ts).
 
 import type {ChannelCredentials, ChannelOptions, status} from '@grpc/grpc-js';
+import {EventEmitter} from 'node:events';
+import {Readable} from 'node:stream';
 
 /** How int8 (bigint) columns come back: BigInt (default), decimal string, or number (lossy beyond 2^53). */
 export type Int8Mode = 'bigint' | 'string' | 'number';
@@ -74,6 +76,81 @@ export interface QueryResult<R = any> {
 
 export interface QueryArrayResult<R extends any[] = any[]> extends QueryResult<R> {}
 
+export interface StreamOptions extends QueryOptions {
+  /** Rows buffered before the call is paused (back pressure; default 100). */
+  highWaterMark?: number;
+}
+
+export interface StreamConfig<V extends unknown[] = unknown[]> extends StreamOptions {
+  text: string;
+  values?: V;
+}
+
+/**
+ * A streamed result (StreamExecute): a Readable of rows in object mode, also
+ * an async iterable. 'fields' comes before the first row; after 'end',
+ * command and rowCount are set; 'error' carries a DatabaseError.
+ * destroy() cancels the statement in PostgreSQL.
+ */
+export class RowStream<R = any> extends Readable {
+  private constructor();
+  /** The columns, once 'fields' was emitted; null before. */
+  readonly fields: FieldDef[] | null;
+  /** After 'end': the command tag's first word. */
+  readonly command: string | null;
+  /** After 'end': the command tag's count. */
+  readonly rowCount: number | null;
+  [Symbol.asyncIterator](): AsyncIterableIterator<R>;
+  on(event: 'fields', listener: (fields: FieldDef[]) => void): this;
+  on(event: 'data', listener: (row: R) => void): this;
+  on(event: 'error', listener: (err: DatabaseError | Error) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+/** A NOTIFY, as node-postgres' 'notification' event has it. */
+export interface Notification {
+  channel: string;
+  /** '' when NOTIFY gave no payload. */
+  payload: string;
+  /** The backend pid of the session that sent the NOTIFY. */
+  processId: number;
+}
+
+/** Notifications may have been missed before the next event. */
+export interface NotificationGap {
+  reason: 'reconnected' | 'overflow' | 'unspecified';
+  /** overflow: how many of the oldest were dropped. */
+  dropped: number;
+  /** The broker's listener connection now in use. */
+  listenerPid: number;
+}
+
+/**
+ * A LISTEN subscription (Broker.listen). A broken stream emits 'error'
+ * (then 'end') and is not reconnected: subscribe again.
+ */
+export class Subscription extends EventEmitter {
+  private constructor();
+  readonly channels: string[];
+  readonly listenerPid: number;
+  readonly ended: boolean;
+  on(event: 'notification', listener: (msg: Notification) => void): this;
+  on(event: 'gap', listener: (gap: NotificationGap) => void): this;
+  on(event: 'error', listener: (err: DatabaseError) => void): this;
+  on(event: 'end', listener: () => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+  /** Stops listening; resolves once the stream has ended. */
+  close(): Promise<void>;
+}
+
+/** Something that can stream a statement's rows: a Broker, a Session, a Transaction. */
+export interface Streamable {
+  stream<R = any, V extends unknown[] = unknown[]>(
+    config: StreamConfig<V>, values?: V): RowStream<R>;
+  stream<R = any, V extends unknown[] = unknown[]>(
+    text: string, values?: V, options?: StreamOptions): RowStream<R>;
+}
+
 /** Something that can run statements: a Broker, a Session, a Transaction. */
 export interface Queryable {
   query<R extends any[] = any[], V extends unknown[] = unknown[]>(
@@ -123,7 +200,7 @@ export interface SessionInfo {
   settings: Record<string, string>;
 }
 
-export class Session implements Queryable {
+export class Session implements Queryable, Streamable {
   private constructor();
   readonly name: string;
   /** Why the session ended (the broker's reason, or 'ended by this client'), else null. */
@@ -134,6 +211,10 @@ export class Session implements Queryable {
     config: QueryConfig<V>, values?: V): Promise<QueryResult<R>>;
   query<R = any, V extends unknown[] = unknown[]>(
     text: string, values?: V, options?: QueryOptions): Promise<QueryResult<R>>;
+  stream<R = any, V extends unknown[] = unknown[]>(
+    config: StreamConfig<V>, values?: V): RowStream<R>;
+  stream<R = any, V extends unknown[] = unknown[]>(
+    text: string, values?: V, options?: StreamOptions): RowStream<R>;
   info(options?: CallOptions): Promise<SessionInfo>;
   begin(options?: BeginOptions): Promise<void>;
   commit(options?: CallOptions): Promise<void>;
@@ -143,7 +224,7 @@ export class Session implements Queryable {
   end(): Promise<void>;
 }
 
-export class Transaction implements Queryable {
+export class Transaction implements Queryable, Streamable {
   private constructor();
   readonly session: Session;
   /** 1 for the first run of the function, 2 for its first retry, ... */
@@ -154,9 +235,13 @@ export class Transaction implements Queryable {
     config: QueryConfig<V>, values?: V): Promise<QueryResult<R>>;
   query<R = any, V extends unknown[] = unknown[]>(
     text: string, values?: V, options?: QueryOptions): Promise<QueryResult<R>>;
+  stream<R = any, V extends unknown[] = unknown[]>(
+    config: StreamConfig<V>, values?: V): RowStream<R>;
+  stream<R = any, V extends unknown[] = unknown[]>(
+    text: string, values?: V, options?: StreamOptions): RowStream<R>;
 }
 
-export class Broker implements Queryable {
+export class Broker implements Queryable, Streamable {
   constructor(options?: BrokerOptions);
   readonly target: string;
   readonly clientId: string;
@@ -168,6 +253,12 @@ export class Broker implements Queryable {
     config: QueryConfig<V>, values?: V): Promise<QueryResult<R>>;
   query<R = any, V extends unknown[] = unknown[]>(
     text: string, values?: V, options?: QueryOptions): Promise<QueryResult<R>>;
+  stream<R = any, V extends unknown[] = unknown[]>(
+    config: StreamConfig<V>, values?: V): RowStream<R>;
+  stream<R = any, V extends unknown[] = unknown[]>(
+    text: string, values?: V, options?: StreamOptions): RowStream<R>;
+  /** Subscribes to LISTEN/NOTIFY channels; resolves once the broker listens. */
+  listen(channels: string | string[], options?: CallOptions): Promise<Subscription>;
   session(options?: SessionOptions): Promise<Session>;
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
   close(): Promise<void>;

@@ -27,6 +27,11 @@ int RunStatus(const GlobalOptions& global, const Args& args);
 int RunWatch(const GlobalOptions& global, const Args& args);
 int RunSessions(const GlobalOptions& global, const Args& args);
 int RunHealth(const GlobalOptions& global, const Args& args);
+int RunListen(const GlobalOptions& global, const Args& args);
+
+// listen's lines (psql's wording, or one JSON object), each ending "\n".
+std::string FormatNotification(const sessionbroker::Notification& n, bool json);
+std::string FormatGap(const sessionbroker::NotificationGap& g, bool json);
 
 // ---- shared by the commands ----
 

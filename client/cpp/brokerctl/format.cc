@@ -350,49 +350,72 @@ std::string FormatTable(const ExecuteResponse& response) {
   return out;
 }
 
-std::string FormatCsv(const ExecuteResponse& response) {
-  if (response.columns_size() == 0) return "";
+std::string CsvHeader(const google::protobuf::RepeatedPtrField<Column>& columns) {
+  if (columns.empty()) return "";
   std::string out;
-  for (int c = 0; c < response.columns_size(); ++c) {
+  for (int c = 0; c < columns.size(); ++c) {
     if (c > 0) out += ',';
-    out += CsvField(response.columns(c).name());
+    out += CsvField(columns[c].name());
   }
   out += '\n';
-  for (const auto& row : response.rows()) {
-    for (int c = 0; c < response.columns_size(); ++c) {
-      if (c > 0) out += ',';
-      std::optional<std::string> text;
-      if (c < row.values_size()) text = ValueText(row.values(c));
-      if (text) out += CsvField(*text);
-    }
-    out += '\n';
-  }
   return out;
 }
 
-std::string FormatJson(const ExecuteResponse& response) {
-  std::string out = "{\"command\":\"" + JsonEscape(response.command_tag()) +
-                    "\",\"rows_affected\":" + std::to_string(response.rows_affected()) +
-                    ",\"columns\":[";
-  for (int c = 0; c < response.columns_size(); ++c) {
-    const Column& col = response.columns(c);
+std::string CsvRow(const sessionbroker::v1::Row& row, int ncols) {
+  std::string out;
+  for (int c = 0; c < ncols; ++c) {
+    if (c > 0) out += ',';
+    std::optional<std::string> text;
+    if (c < row.values_size()) text = ValueText(row.values(c));
+    if (text) out += CsvField(*text);
+  }
+  out += '\n';
+  return out;
+}
+
+std::string FormatCsv(const ExecuteResponse& response) {
+  if (response.columns_size() == 0) return "";
+  std::string out = CsvHeader(response.columns());
+  for (const auto& row : response.rows()) out += CsvRow(row, response.columns_size());
+  return out;
+}
+
+std::string JsonOpening(const google::protobuf::RepeatedPtrField<Column>& columns) {
+  std::string out = "{\"columns\":[";
+  for (int c = 0; c < columns.size(); ++c) {
+    const Column& col = columns[c];
     if (c > 0) out += ',';
     out += "{\"name\":\"" + JsonEscape(col.name()) + "\",\"type\":\"" +
            JsonEscape(col.type_name()) + "\"}";
   }
   out += "],\"rows\":[";
+  return out;
+}
+
+std::string JsonRow(const sessionbroker::v1::Row& row) {
+  std::string out = "[";
+  for (int c = 0; c < row.values_size(); ++c) {
+    if (c > 0) out += ',';
+    out += ValueJson(row.values(c));
+  }
+  out += ']';
+  return out;
+}
+
+std::string JsonClosing(const std::string& command_tag, int64_t rows_affected) {
+  return "],\"command\":\"" + JsonEscape(command_tag) +
+         "\",\"rows_affected\":" + std::to_string(rows_affected) + "}\n";
+}
+
+std::string FormatJson(const ExecuteResponse& response) {
+  std::string out = JsonOpening(response.columns());
   bool first_row = true;
   for (const auto& row : response.rows()) {
     if (!first_row) out += ',';
     first_row = false;
-    out += '[';
-    for (int c = 0; c < row.values_size(); ++c) {
-      if (c > 0) out += ',';
-      out += ValueJson(row.values(c));
-    }
-    out += ']';
+    out += JsonRow(row);
   }
-  out += "]}\n";
+  out += JsonClosing(response.command_tag(), response.rows_affected());
   return out;
 }
 

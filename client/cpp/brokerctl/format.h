@@ -58,11 +58,22 @@ std::string FormatTable(const sessionbroker::v1::ExecuteResponse& response);
 // response without columns prints nothing.
 std::string FormatCsv(const sessionbroker::v1::ExecuteResponse& response);
 
+// The pieces of FormatCsv, for results printed as they stream
+// (stream_format.h): the header line (nothing without columns), one row.
+std::string CsvHeader(const google::protobuf::RepeatedPtrField<sessionbroker::v1::Column>& columns);
+std::string CsvRow(const sessionbroker::v1::Row& row, int ncols);
+
 // One JSON object on one line, then "\n":
-// {"command":"SELECT 2","rows_affected":2,
-//  "columns":[{"name":"id","type":"int4"},...],"rows":[[1,"a"],...]}
-// (rows are arrays in column order, so repeated column names are kept).
+// {"columns":[{"name":"id","type":"int4"},...],"rows":[[1,"a"],...],
+//  "command":"SELECT 2","rows_affected":2}
+// (rows are arrays in column order, so repeated column names are kept; the
+// command tag comes last because a streamed result knows it last).
 std::string FormatJson(const sessionbroker::v1::ExecuteResponse& response);
+// Its pieces: up to the rows' "[", one row, and from the rows' "]" on.
+std::string JsonOpening(
+    const google::protobuf::RepeatedPtrField<sessionbroker::v1::Column>& columns);
+std::string JsonRow(const sessionbroker::v1::Row& row);
+std::string JsonClosing(const std::string& command_tag, int64_t rows_affected);
 
 std::string FormatResult(const sessionbroker::v1::ExecuteResponse& response, OutputFormat format);
 

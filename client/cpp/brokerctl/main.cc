@@ -26,11 +26,12 @@ int main(int argc, char** argv) {
       {"query", brokerctl::RunQuery},       {"tx", brokerctl::RunTx},
       {"status", brokerctl::RunStatus},     {"watch", brokerctl::RunWatch},
       {"sessions", brokerctl::RunSessions}, {"health", brokerctl::RunHealth},
+      {"listen", brokerctl::RunListen},
   };
   auto it = kCommands.find(inv->command);
   if (it == kCommands.end()) {
     return brokerctl::UsageError("", "unknown command \"" + inv->command +
-                                         "\" (query, tx, status, watch, sessions, health)");
+                                         "\" (query, tx, status, watch, sessions, health, listen)");
   }
   return it->second(inv->global, inv->args);
 }

@@ -1,10 +1,13 @@
-// brokerctl query: one statement, its result in the chosen format.
+// brokerctl query: one statement, its result in the chosen format, printed
+// as it streams (StreamExecute: a result of any size in bounded memory).
 #include <iostream>
 #include <iterator>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/cpp/brokerctl/commands.h"
+#include "client/cpp/brokerctl/stream_format.h"
 
 namespace brokerctl {
 namespace {
@@ -19,15 +22,23 @@ const std::vector<FlagSpec>& QueryFlags() {
        "send $N as the PostgreSQL type TYPE (e.g. --type 1=int4, --type 2=uuid)", true},
       {"--json", "", "", "print the result as one JSON object"},
       {"--csv", "", "", "print the result as CSV with a header line"},
+      {"--fetch-count", "", "N",
+       "align the table per N rows, as psql's FETCH_COUNT (default 1000); CSV and JSON print "
+       "row by row"},
   };
   return *kFlags;
 }
 
-constexpr char kUsage[] = "brokerctl query SQL [-p VALUE ...] [--type N=TYPE ...] [--json|--csv]";
+constexpr char kUsage[] =
+    "brokerctl query SQL [-p VALUE ...] [--type N=TYPE ...] [--json|--csv] [--fetch-count N]";
+constexpr size_t kDefaultFetchCount = 1000;
 constexpr char kSummary[] =
     "Runs one statement in autocommit mode and prints its result: a psql-style table with\n"
     "\"(N rows)\", or the command tag of a statement without rows (INSERT 0 1). Parameters are\n"
     "sent as bind values, never spliced into the SQL. SQL \"-\" reads the statement from stdin.\n"
+    "Rows are printed as they arrive (the table aligned per --fetch-count rows), so results of\n"
+    "any size print in bounded memory; --timeout bounds the whole statement. After an error\n"
+    "mid-result the output stops where it came.\n"
     "On error prints PostgreSQL's message, DETAIL, HINT, SQLSTATE and the gRPC status to\n"
     "stderr. Exit codes: 0 ok, 1 SQL error, 2 usage, 3 broker unavailable, 4 other error.";
 
@@ -78,6 +89,12 @@ int RunQuery(const GlobalOptions& global, const Args& args) {
   if (!format.ok()) return UsageError("query", std::string(format.status().message()));
   absl::StatusOr<std::vector<sessionbroker::Param>> params = QueryParams(*flags);
   if (!params.ok()) return UsageError("query", std::string(params.status().message()));
+  size_t fetch_count = kDefaultFetchCount;
+  if (auto it = flags->values.find("--fetch-count"); it != flags->values.end()) {
+    if (!absl::SimpleAtoi(it->second.back(), &fetch_count) || fetch_count == 0) {
+      return UsageError("query", "--fetch-count " + it->second.back() + ": expected a count > 0");
+    }
+  }
   std::string sql = flags->positional[0];
   if (sql == "-") {
     sql.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
@@ -85,9 +102,30 @@ int RunQuery(const GlobalOptions& global, const Args& args) {
 
   auto client = MakeClient(global);
   if (!client.ok()) return PrintError(client.status());
-  absl::StatusOr<sessionbroker::Result> result = (*client)->Execute(sql, *std::move(params));
-  if (!result.ok()) return PrintError(result.status());
-  std::cout << FormatResult(result->proto(), *format) << std::flush;
+  sessionbroker::CallOptions call;
+  call.deadline = global.timeout;
+  absl::StatusOr<std::unique_ptr<sessionbroker::RowStream>> rows =
+      (*client)->Stream(sql, *std::move(params), call);
+  if (!rows.ok()) return PrintError(rows.status());
+  StreamFormatter formatter(*format, fetch_count);
+  google::protobuf::RepeatedPtrField<sessionbroker::v1::Column> columns;
+  for (const sessionbroker::Column& c : (*rows)->columns()) {
+    sessionbroker::v1::Column* out = columns.Add();
+    out->set_name(c.name);
+    out->set_type_oid(c.type_oid);
+    out->set_type_name(c.type_name);
+  }
+  std::cout << formatter.Begin(columns);
+  while (std::optional<sessionbroker::Row> row = (*rows)->Next()) {
+    const std::string text = formatter.Add(row->proto());
+    // Flushed as it comes: a pipe or terminal sees rows before the end.
+    if (!text.empty()) std::cout << text << std::flush;
+  }
+  if (!(*rows)->status().ok()) {
+    std::cout << formatter.Abort() << std::flush;
+    return PrintError((*rows)->status());
+  }
+  std::cout << formatter.End((*rows)->command_tag(), (*rows)->rows_affected()) << std::flush;
   return kExitOk;
 }
 

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 
 #include "sessionbroker/client.h"
 
@@ -76,6 +77,38 @@ int main(int argc, char** argv) {
       return 1;
     }
     std::cout << *id << " " << *owner << " " << *balance << " " << note->value_or("-") << "\n";
+  }
+
+  // Results of any size: rows are read from the broker as they are
+  // consumed, so memory stays bounded.
+  absl::StatusOr<std::unique_ptr<sessionbroker::RowStream>> stream =
+      broker.Stream("SELECT generate_series(1, $1::int4) AS n", {100000});
+  if (!stream.ok()) {
+    std::cerr << stream.status() << "\n";
+    return 1;
+  }
+  int64_t sum = 0;
+  while (std::optional<Row> row = (*stream)->Next()) sum += row->GetOr<int64_t>("n", 0);
+  if (!(*stream)->status().ok()) {
+    std::cerr << "stream failed: " << (*stream)->status() << "\n";
+    return 1;
+  }
+  std::cout << (*stream)->command_tag() << " " << sum << "\n";
+
+  // LISTEN/NOTIFY: Listen returns once the broker listens on the channel.
+  absl::StatusOr<std::unique_ptr<sessionbroker::Subscription>> sub = broker.Listen({"accounts"});
+  if (!sub.ok()) {
+    std::cerr << sub.status() << "\n";
+    return 1;
+  }
+  s = broker.Execute("SELECT pg_notify('accounts', 'changed')").status();
+  std::optional<sessionbroker::ListenEvent> event = (*sub)->Next();
+  if (!s.ok() || !event.has_value()) {
+    std::cerr << "notify failed: " << s << " " << (*sub)->status() << "\n";
+    return 1;
+  }
+  if (const auto* n = std::get_if<sessionbroker::Notification>(&*event)) {
+    std::cout << n->channel << " " << n->payload << "\n";
   }
 
   // Errors carry the SQLSTATE and PostgreSQL's fields.

@@ -99,6 +99,66 @@ class ClientCore {
     return results;
   }
 
+  // A StreamExecute call, once its first message (the columns) is read:
+  // errors that come before any row (syntax, permissions, the pool wait)
+  // are returned here rather than from the first Next().
+  static absl::StatusOr<std::unique_ptr<RowStream>> Stream(std::shared_ptr<ClientCore> core,
+                                                           const std::string& session,
+                                                           absl::string_view sql,
+                                                           const std::vector<Param>& params,
+                                                           const CallOptions& call) {
+    v1::ExecuteRequest request;
+    request.set_sql(std::string(sql));
+    request.set_session(session);
+    request.set_request_id(call.request_id);
+    for (const Param& p : params) *request.add_params() = p.proto();
+    auto state = std::make_unique<RowStreamState>();
+    core->PrepareStream(state->context, call);
+    state->reader = core->broker->StreamExecute(&state->context, request);
+    state->owner = core;
+    std::unique_ptr<RowStream> stream(new RowStream(std::move(state)));
+    if (!stream->ReadMessage()) return stream->status();
+    return stream;
+  }
+
+  // A Listen call, once the broker confirmed it listens.
+  static absl::StatusOr<std::unique_ptr<Subscription>> Listen(
+      std::shared_ptr<ClientCore> core, const std::vector<std::string>& channels,
+      const CallOptions& call) {
+    v1::ListenRequest request;
+    for (const std::string& c : channels) request.add_channels(c);
+    auto state = std::make_unique<SubscriptionState>();
+    core->PrepareStream(state->context, call);
+    state->reader = core->broker->Listen(&state->context, request);
+    state->owner = core;
+    v1::ListenResponse first;
+    if (!state->reader->Read(&first)) {
+      absl::Status s = FromGrpc(state->reader->Finish(), state->context);
+      if (s.ok()) s = absl::UnavailableError("the broker ended the Listen stream before listening");
+      return s;
+    }
+    if (!first.has_listening()) {
+      state->context.TryCancel();
+      while (state->reader->Read(&first)) {
+      }
+      (void)state->reader->Finish();
+      return absl::InternalError("the broker's Listen stream did not begin with its confirmation");
+    }
+    state->channels.assign(first.listening().channels().begin(),
+                           first.listening().channels().end());
+    state->listener_pid = first.listening().listener_pid();
+    return std::unique_ptr<Subscription>(new Subscription(std::move(state)));
+  }
+
+  // A stream's metadata, and a deadline only if the call sets one: a
+  // stream lasts as long as its reader reads, not the unary default.
+  void PrepareStream(grpc::ClientContext& context, const CallOptions& call) const {
+    if (call.deadline > absl::ZeroDuration()) {
+      context.set_deadline(absl::ToChronoTime(absl::Now() + call.deadline));
+    }
+    AddMetadata(context);
+  }
+
   const ClientOptions options;
   const std::shared_ptr<grpc::Channel> channel;
   const std::unique_ptr<v1::SessionBroker::Stub> broker;
@@ -188,6 +248,13 @@ absl::StatusOr<std::vector<Result>> Session::ExecuteBatch(std::vector<Statement>
                                                           const CallOptions& options) {
   if (ended_) return Ended(name_);
   return core_->ExecuteBatch(name_, statements, options);
+}
+
+absl::StatusOr<std::unique_ptr<RowStream>> Session::Stream(absl::string_view sql,
+                                                           std::vector<Param> params,
+                                                           const CallOptions& options) {
+  if (ended_) return Ended(name_);
+  return internal::ClientCore::Stream(core_, name_, sql, params, options);
 }
 
 absl::Status Session::Begin(const TransactionOptions& options) {
@@ -341,6 +408,17 @@ absl::StatusOr<Result> Client::Execute(absl::string_view sql, std::vector<Param>
 absl::StatusOr<std::vector<Result>> Client::ExecuteBatch(std::vector<Statement> statements,
                                                          const CallOptions& options) {
   return core_->ExecuteBatch("", statements, options);
+}
+
+absl::StatusOr<std::unique_ptr<RowStream>> Client::Stream(absl::string_view sql,
+                                                          std::vector<Param> params,
+                                                          const CallOptions& options) {
+  return internal::ClientCore::Stream(core_, "", sql, params, options);
+}
+
+absl::StatusOr<std::unique_ptr<Subscription>> Client::Listen(std::vector<std::string> channels,
+                                                             const CallOptions& options) {
+  return internal::ClientCore::Listen(core_, channels, options);
 }
 
 absl::StatusOr<std::unique_ptr<Session>> Client::BeginSession(const SessionOptions& options) {

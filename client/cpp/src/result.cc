@@ -42,6 +42,7 @@ int64_t Result::rows_affected() const { return data_->response.rows_affected(); 
 const v1::ExecuteResponse& Result::proto() const { return data_->response; }
 
 size_t Row::size() const { return data_->columns.size(); }
+const v1::Row& Row::proto() const { return data_->response.rows(static_cast<int>(row_)); }
 
 absl::StatusOr<Cell> Row::cell(size_t index) const {
   const v1::Row& row = data_->response.rows(static_cast<int>(row_));

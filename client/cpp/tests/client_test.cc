@@ -8,6 +8,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
+#include <variant>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -414,6 +416,235 @@ TEST_F(ClientTest, TransactionRunsOnAGivenSessionAndLeavesItOpen) {
           .ok());
   EXPECT_THAT(fake_.calls(),
               ElementsAre("BeginSession", "BeginTransaction s1", "Execute s1", "Commit s1"));
+}
+
+// ---- streamed results (StreamExecute) ----
+
+v1::StreamExecuteResponse ColumnsMessage(const std::vector<std::string>& names) {
+  v1::StreamExecuteResponse m;
+  for (const std::string& n : names) {
+    v1::Column* c = m.mutable_columns()->add_columns();
+    c->set_name(n);
+    c->set_type_name("int8");
+    c->set_type_oid(20);
+  }
+  return m;
+}
+// A message of rows with one cell each: first, first + 1, ...
+v1::StreamExecuteResponse RowsMessage(int64_t first, int n) {
+  v1::StreamExecuteResponse m;
+  for (int i = 0; i < n; ++i) *m.mutable_rows()->add_rows()->add_values() = Int(first + i);
+  return m;
+}
+v1::StreamExecuteResponse EndMessage(const std::string& tag, int64_t rows) {
+  v1::StreamExecuteResponse m;
+  m.mutable_end()->set_command_tag(tag);
+  m.mutable_end()->set_rows_affected(rows);
+  return m;
+}
+
+TEST_F(ClientTest, AStreamHasItsColumnsFirstThenRowsAcrossMessagesThenItsTag) {
+  fake_.NextStream(
+      {ColumnsMessage({"n"}), RowsMessage(1, 2), RowsMessage(3, 1), EndMessage("SELECT 3", 3)});
+  absl::StatusOr<std::unique_ptr<RowStream>> rows = client_->Stream("SELECT n ...", {7});
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ((*rows)->columns().size(), 1u);
+  EXPECT_EQ((*rows)->columns()[0].name, "n");
+  EXPECT_EQ((*rows)->column_index("n"), 0u);
+  EXPECT_EQ((*rows)->command_tag(), "");
+  std::vector<int64_t> seen;
+  while (std::optional<Row> row = (*rows)->Next()) seen.push_back(*row->Get<int64_t>("n"));
+  EXPECT_THAT(seen, ElementsAre(1, 2, 3));
+  EXPECT_TRUE((*rows)->status().ok()) << (*rows)->status();
+  EXPECT_TRUE((*rows)->done());
+  EXPECT_EQ((*rows)->rows_read(), 3);
+  EXPECT_EQ((*rows)->command_tag(), "SELECT 3");
+  EXPECT_EQ((*rows)->rows_affected(), 3);
+  EXPECT_FALSE((*rows)->Next().has_value());
+  ASSERT_EQ(fake_.executes().size(), 1u);
+  EXPECT_EQ(fake_.executes()[0].sql(), "SELECT n ...");
+  EXPECT_EQ(fake_.executes()[0].params(0).int64_value(), 7);
+  EXPECT_EQ(fake_.last_client_id(), "billing");
+}
+
+TEST_F(ClientTest, AStreamHasNoDeadlineUnlessTheCallSetsOne) {
+  fake_.NextStream({ColumnsMessage({}), EndMessage("CREATE TABLE", 0)});
+  ASSERT_TRUE(client_->Stream("CREATE TABLE t ()").ok());
+  EXPECT_FALSE(fake_.last_call_had_deadline());
+  fake_.NextStream({ColumnsMessage({}), EndMessage("CREATE TABLE", 0)});
+  ASSERT_TRUE(client_->Stream("CREATE TABLE t ()", {}, CallOptions{absl::Seconds(30)}).ok());
+  EXPECT_TRUE(fake_.last_call_had_deadline());
+}
+
+TEST_F(ClientTest, ARowOutlivesItsStream) {
+  fake_.NextStream({ColumnsMessage({"n"}), RowsMessage(41, 1), EndMessage("SELECT 1", 1)});
+  std::optional<Row> kept;
+  {
+    std::unique_ptr<RowStream> rows = *client_->Stream("SELECT 41");
+    kept = rows->Next();
+  }
+  ASSERT_TRUE(kept.has_value());
+  EXPECT_EQ(*kept->Get<int64_t>(0), 41);
+}
+
+TEST_F(ClientTest, AnErrorBeforeTheColumnsIsTheStreamCallsErrorWithItsSqlError) {
+  v1::SqlErrorDetail detail;
+  detail.set_sqlstate("42P01");
+  detail.set_message("relation \"nope\" does not exist");
+  v1::RpcStatus rpc;
+  rpc.add_details()->PackFrom(detail);
+  fake_.NextStream({}, {grpc::StatusCode::NOT_FOUND, "relation \"nope\" does not exist", "42P01",
+                        "", rpc.SerializeAsString()});
+  absl::Status s = client_->Stream("SELECT * FROM nope").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(SqlStateOf(s), "42P01");
+  ASSERT_TRUE(SqlErrorOf(s).has_value());
+  EXPECT_EQ(SqlErrorOf(s)->message, "relation \"nope\" does not exist");
+}
+
+TEST_F(ClientTest, AnErrorMidResultEndsTheRowsAndIsTheStatusWithoutATag) {
+  v1::SqlErrorDetail detail;
+  detail.set_sqlstate("22012");
+  v1::RpcStatus rpc;
+  rpc.add_details()->PackFrom(detail);
+  fake_.NextStream({ColumnsMessage({"x"}), RowsMessage(1, 2)},
+                   {grpc::StatusCode::INVALID_ARGUMENT, "division by zero", "22012", "",
+                    rpc.SerializeAsString()});
+  std::unique_ptr<RowStream> rows = *client_->Stream("SELECT 1 / (3 - g) ...");
+  int n = 0;
+  while (rows->Next()) ++n;
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(rows->status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SqlErrorOf(rows->status())->sqlstate, "22012");
+  EXPECT_EQ(rows->command_tag(), "");
+}
+
+TEST_F(ClientTest, AStreamThatEndsWithoutItsEndMessageIsDataLoss) {
+  fake_.NextStream({ColumnsMessage({"n"}), RowsMessage(1, 1)});
+  std::unique_ptr<RowStream> rows = *client_->Stream("SELECT 1");
+  while (rows->Next()) {
+  }
+  EXPECT_EQ(rows->status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(ClientTest, DestroyingAStreamMidResultCancelsTheCall) {
+  fake_.NextStream({ColumnsMessage({"n"}), RowsMessage(1, 1)}, {}, /*hang=*/true);
+  {
+    std::unique_ptr<RowStream> rows = *client_->Stream("SELECT n FROM big");
+    ASSERT_TRUE(rows->Next().has_value());
+  }
+  fake_.AwaitStreamsCancelled(1);
+  EXPECT_EQ(fake_.streams_cancelled(), 1);
+}
+
+TEST_F(ClientTest, CancelEndsAWaitingNextWithCancelled) {
+  fake_.NextStream({ColumnsMessage({"n"})}, {}, /*hang=*/true);
+  std::unique_ptr<RowStream> rows = *client_->Stream("SELECT n FROM big");
+  std::thread canceller([&rows] { rows->Cancel(); });
+  EXPECT_FALSE(rows->Next().has_value());
+  canceller.join();
+  EXPECT_EQ(rows->status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST_F(ClientTest, ASessionStreamNamesItsSessionAndAnEndedOneRefuses) {
+  std::unique_ptr<Session> session = *client_->BeginSession();
+  fake_.NextStream({ColumnsMessage({}), EndMessage("SELECT 0", 0)});
+  ASSERT_TRUE(session->Stream("SELECT 1 WHERE false").ok());
+  EXPECT_EQ(fake_.executes().back().session(), session->name());
+  ASSERT_TRUE(session->End().ok());
+  EXPECT_EQ(session->Stream("SELECT 1").status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// ---- LISTEN/NOTIFY (Listen) ----
+
+v1::ListenResponse Listening(const std::vector<std::string>& channels, int32_t pid) {
+  v1::ListenResponse m;
+  for (const std::string& c : channels) m.mutable_listening()->add_channels(c);
+  m.mutable_listening()->set_listener_pid(pid);
+  return m;
+}
+v1::ListenResponse NotificationMessage(const std::string& channel, const std::string& payload,
+                                       int32_t pid) {
+  v1::ListenResponse m;
+  m.mutable_notification()->set_channel(channel);
+  m.mutable_notification()->set_payload(payload);
+  m.mutable_notification()->set_sender_pid(pid);
+  return m;
+}
+v1::ListenResponse GapMessage(v1::ListenGap::Reason reason, int64_t dropped, int32_t pid) {
+  v1::ListenResponse m;
+  m.mutable_gap()->set_reason(reason);
+  m.mutable_gap()->set_dropped(dropped);
+  m.mutable_gap()->set_listener_pid(pid);
+  return m;
+}
+
+TEST_F(ClientTest, ListenReturnsOnceConfirmedThenDeliversNotificationsAndGaps) {
+  fake_.NextListen(
+      {Listening({"orders", "Audit"}, 900), NotificationMessage("orders", "42", 77),
+       GapMessage(v1::ListenGap::OVERFLOW, 5, 900), GapMessage(v1::ListenGap::RECONNECTED, 0, 901)},
+      {}, /*hang=*/true);
+  absl::StatusOr<std::unique_ptr<Subscription>> sub = client_->Listen({"orders", "Audit"});
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  EXPECT_THAT((*sub)->channels(), ElementsAre("orders", "Audit"));
+  EXPECT_EQ((*sub)->listener_pid(), 900);
+  ASSERT_EQ(fake_.listens().size(), 1u);
+  EXPECT_THAT(fake_.listens()[0].channels(), ElementsAre("orders", "Audit"));
+  EXPECT_FALSE(fake_.last_call_had_deadline());
+
+  std::optional<ListenEvent> e = (*sub)->Next();
+  ASSERT_TRUE(e.has_value());
+  const Notification* n = std::get_if<Notification>(&*e);
+  ASSERT_NE(n, nullptr);
+  EXPECT_EQ(n->channel, "orders");
+  EXPECT_EQ(n->payload, "42");
+  EXPECT_EQ(n->sender_pid, 77);
+  e = (*sub)->Next();
+  ASSERT_TRUE(e.has_value());
+  const NotificationGap* g = std::get_if<NotificationGap>(&*e);
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(g->reason, NotificationGap::Reason::kOverflow);
+  EXPECT_EQ(g->dropped, 5);
+  e = (*sub)->Next();
+  ASSERT_TRUE(e.has_value());
+  g = std::get_if<NotificationGap>(&*e);
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(g->reason, NotificationGap::Reason::kReconnected);
+  EXPECT_EQ(g->listener_pid, 901);
+}
+
+TEST_F(ClientTest, ListenRefusedByTheBrokerIsItsError) {
+  fake_.NextListen({}, {grpc::StatusCode::INVALID_ARGUMENT, "channel name is empty", "", "", ""});
+  absl::Status s = client_->Listen({""}).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("channel name is empty"));
+}
+
+TEST_F(ClientTest, ASubscriptionWhoseStreamBreaksReportsTheErrorAndDoesNotReconnect) {
+  fake_.NextListen({Listening({"orders"}, 900)},
+                   {grpc::StatusCode::UNAVAILABLE, "the broker is shutting down", "", "", ""});
+  std::unique_ptr<Subscription> sub = *client_->Listen({"orders"});
+  EXPECT_FALSE(sub->Next().has_value());
+  EXPECT_EQ(sub->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(sub->Next().has_value());
+  EXPECT_EQ(fake_.listens().size(), 1u);
+}
+
+TEST_F(ClientTest, CancelEndsAWaitingSubscriptionWithOk) {
+  fake_.NextListen({Listening({"orders"}, 900)}, {}, /*hang=*/true);
+  std::unique_ptr<Subscription> sub = *client_->Listen({"orders"});
+  std::thread canceller([&sub] { sub->Cancel(); });
+  EXPECT_FALSE(sub->Next().has_value());
+  canceller.join();
+  EXPECT_TRUE(sub->status().ok()) << sub->status();
+  fake_.AwaitStreamsCancelled(1);
+}
+
+TEST_F(ClientTest, DestroyingASubscriptionCancelsItsStream) {
+  fake_.NextListen({Listening({"orders"}, 900)}, {}, /*hang=*/true);
+  { std::unique_ptr<Subscription> sub = *client_->Listen({"orders"}); }
+  fake_.AwaitStreamsCancelled(1);
+  EXPECT_EQ(fake_.streams_cancelled(), 1);
 }
 
 // Over a real TCP channel: the client's service config applies there.

@@ -2,7 +2,8 @@
 // in-process gRPC server (no port), for the C++ client's unit tests. It
 // records what the client sent (requests, metadata, deadlines, the order of
 // session calls, the sessions its KeepAlive streams hold) and answers as the
-// test scripts it (the next Execute response or error, Commit failures).
+// test scripts it (the next Execute response or error, Commit failures, the
+// messages and end of the next StreamExecute or Listen stream).
 //
 // Thread-safe: gRPC runs the handlers on its threads while the test reads.
 #ifndef SESSIONBROKER_CLIENT_CPP_TESTS_FAKE_BROKER_H_
@@ -74,6 +75,38 @@ class FakeBroker final : public v1::SessionBroker::Service {
   void HangExecutes() {
     absl::MutexLock lock(&mu_);
     hang_executes_ = true;
+  }
+  // The next StreamExecute (or Listen) call writes `messages`, then ends
+  // with `end` or, with `hang`, waits until the client cancels it.
+  void NextStream(std::vector<v1::StreamExecuteResponse> messages, FakeError end = {},
+                  bool hang = false) {
+    absl::MutexLock lock(&mu_);
+    streams_script_.push_back({std::move(messages), std::move(end), hang});
+  }
+  void NextListen(std::vector<v1::ListenResponse> messages, FakeError end = {}, bool hang = false) {
+    absl::MutexLock lock(&mu_);
+    listen_script_.push_back({std::move(messages), std::move(end), hang});
+  }
+  // Server streams (StreamExecute, Listen) that ended because the client
+  // cancelled them.
+  int streams_cancelled() const {
+    absl::MutexLock lock(&mu_);
+    return streams_cancelled_;
+  }
+  // Blocks until `n` server streams were cancelled by their client.
+  void AwaitStreamsCancelled(int n) const {
+    struct Waiter {
+      const FakeBroker* fake;
+      int n;
+      bool Done() const ABSL_NO_THREAD_SAFETY_ANALYSIS { return fake->streams_cancelled_ >= n; }
+    };
+    Waiter waiter{this, n};
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&waiter, &Waiter::Done));
+  }
+  std::vector<v1::ListenRequest> listens() const {
+    absl::MutexLock lock(&mu_);
+    return listens_;
   }
   // The next `n` Commits fail with `error`.
   void FailCommits(int n, FakeError error) {
@@ -158,6 +191,36 @@ class FakeBroker final : public v1::SessionBroker::Service {
     if (reply.error.code != grpc::StatusCode::OK) return Fail(context, reply.error);
     *response = std::move(reply.response);
     return grpc::Status::OK;
+  }
+
+  grpc::Status StreamExecute(grpc::ServerContext* context, const v1::ExecuteRequest* request,
+                             grpc::ServerWriter<v1::StreamExecuteResponse>* writer) override {
+    Script<v1::StreamExecuteResponse> script;
+    {
+      absl::MutexLock lock(&mu_);
+      Record(context, absl::StrCat("StreamExecute ", request->session()));
+      executes_.push_back(*request);
+      if (!streams_script_.empty()) {
+        script = std::move(streams_script_.front());
+        streams_script_.pop_front();
+      }
+    }
+    return Play(context, writer, script);
+  }
+
+  grpc::Status Listen(grpc::ServerContext* context, const v1::ListenRequest* request,
+                      grpc::ServerWriter<v1::ListenResponse>* writer) override {
+    Script<v1::ListenResponse> script;
+    {
+      absl::MutexLock lock(&mu_);
+      Record(context, "Listen");
+      listens_.push_back(*request);
+      if (!listen_script_.empty()) {
+        script = std::move(listen_script_.front());
+        listen_script_.pop_front();
+      }
+    }
+    return Play(context, writer, script);
   }
 
   grpc::Status BeginSession(grpc::ServerContext* context, const v1::BeginSessionRequest* request,
@@ -248,6 +311,32 @@ class FakeBroker final : public v1::SessionBroker::Service {
     v1::ExecuteResponse response;
     FakeError error;
   };
+  template <typename Message>
+  struct Script {
+    std::vector<Message> messages;
+    FakeError end;
+    bool hang = false;
+  };
+
+  // Writes a script's messages, then ends as it says; a call the client
+  // cancels is counted.
+  template <typename Message>
+  grpc::Status Play(grpc::ServerContext* context, grpc::ServerWriter<Message>* writer,
+                    const Script<Message>& script) {
+    for (const Message& m : script.messages) {
+      if (!writer->Write(m)) break;
+    }
+    static constexpr bool kNever = false;
+    absl::MutexLock lock(&mu_);
+    while (script.hang && !context->IsCancelled()) {
+      mu_.AwaitWithTimeout(absl::Condition(&kNever), absl::Milliseconds(5));
+    }
+    if (context->IsCancelled()) {
+      ++streams_cancelled_;
+      return grpc::Status::CANCELLED;
+    }
+    return Fail(context, script.end);
+  }
 
   void Record(grpc::ServerContext* context, std::string call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     calls_.push_back(std::move(call));
@@ -287,6 +376,10 @@ class FakeBroker final : public v1::SessionBroker::Service {
   std::vector<grpc::ServerContext*> streams_ ABSL_GUARDED_BY(mu_);
   int streams_opened_ ABSL_GUARDED_BY(mu_) = 0;
   bool hang_executes_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<Script<v1::StreamExecuteResponse>> streams_script_ ABSL_GUARDED_BY(mu_);
+  std::deque<Script<v1::ListenResponse>> listen_script_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::ListenRequest> listens_ ABSL_GUARDED_BY(mu_);
+  int streams_cancelled_ ABSL_GUARDED_BY(mu_) = 0;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
 };

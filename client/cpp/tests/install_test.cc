@@ -84,6 +84,8 @@ TEST_F(InstallTest, AnotherProjectBuildsTheExampleAgainstTheInstalledPackageAndR
   EXPECT_EQ(out,
             "1 alice 70.00 -\n"
             "2 bob 50.00 new\n"
+            "SELECT 100000 5000050000\n"
+            "accounts changed\n"
             "ALREADY_EXISTS 23505 accounts_pkey\n");
   Admin("DROP TABLE IF EXISTS accounts");
   RunCommand(absl::StrCat("rm -rf ", Quote(dir)));

@@ -5,7 +5,10 @@
 // holding every session it opened, and the set of those sessions (so that
 // close() ends them). broker.query() runs one statement in autocommit mode
 // on any pooled connection; broker.session() leases a session for
-// multi-statement transactions; broker.transaction(fn) runs fn in a
+// multi-statement transactions; broker.stream() reads a result of any size
+// as a Readable of rows with back pressure (lib/stream.js); broker.listen()
+// subscribes to LISTEN/NOTIFY channels (lib/listen.js);
+// broker.transaction(fn) runs fn in a
 // session's transaction and runs it again when it failed in a way a retry
 // can fix (serialization failure, deadlock, ABORTED). Every call takes an
 // AbortSignal (`signal`: the call is cancelled in the broker, and a running
@@ -23,6 +26,8 @@ const {load} = require('./proto');
 const {DatabaseError, fromServiceError} = require('./errors');
 const {KeepAlive, Lease} = require('./keepalive');
 const {toValue, decoder} = require('./types');
+const {RowStream} = require('./stream');
+const {Subscription} = require('./listen');
 
 const DEFAULT_DEADLINE_MS = 60000;
 const END_SESSION_DEADLINE_MS = 5000;
@@ -130,12 +135,51 @@ class Broker {
     if (this.clientId) this._metadata.set('x-client-id', this.clientId);
     this._keepAlive = new KeepAlive(() => this._client.KeepAlive(this._metadata.clone()));
     this._sessions = new Set();
+    // Open streams and subscriptions, cancelled by close().
+    this._streams = new Set();
     this._closed = false;
   }
 
   /** Runs one statement in autocommit mode. */
   query(textOrConfig, values, options) {
     return this._execute('', textOrConfig, values, options);
+  }
+
+  /**
+   * Runs one statement in autocommit mode and streams its rows
+   * (StreamExecute): a Readable in object mode (lib/stream.js). No deadline
+   * unless options.deadlineMs sets one: a stream lasts as long as it is read.
+   */
+  stream(textOrConfig, values, options) {
+    return this._stream('', textOrConfig, values, options);
+  }
+
+  /**
+   * Subscribes to LISTEN/NOTIFY channels (a name or an array of 1 to 64,
+   * used exactly as given: 'Orders' needs NOTIFY "Orders"); resolves with a
+   * Subscription (lib/listen.js) once the broker listens on all of them.
+   */
+  async listen(channels, options = {}) {
+    if (this._closed) throw new Error('the Broker is closed');
+    const names = typeof channels === 'string' ? [channels] : [...(channels || [])];
+    const signal = options.signal;
+    if (signal && signal.aborted) throw abortReason(signal);
+    const call = this._client.Listen({channels: names}, this._metadata.clone(),
+      this._streamCallOptions(options));
+    const subscription = new Subscription(call);
+    this._streams.add(subscription);
+    subscription.once('end', () => this._streams.delete(subscription));
+    if (signal) {
+      const onAbort = () => subscription.close();
+      signal.addEventListener('abort', onAbort, {once: true});
+      subscription.once('end', () => signal.removeEventListener('abort', onAbort));
+    }
+    try {
+      return await subscription._start();
+    } catch (err) {
+      if (signal && signal.aborted) throw abortReason(signal);
+      throw err;
+    }
   }
 
   /**
@@ -205,6 +249,10 @@ class Broker {
   async close() {
     if (this._closed) return;
     this._closed = true;
+    for (const open of [...this._streams]) {
+      if (open instanceof Subscription) open.close();
+      else open.destroy();
+    }
     const sessions = [...this._sessions];
     await Promise.allSettled(sessions.map((s) => s._end(true)));
     this._keepAlive.close();
@@ -261,6 +309,33 @@ class Broker {
     return this._result(response, config.rowMode);
   }
 
+  _streamCallOptions(options) {
+    const callOptions = {};
+    if (options.deadlineMs !== undefined && options.deadlineMs !== null &&
+        Number.isFinite(options.deadlineMs)) {
+      callOptions.deadline = new Date(Date.now() + options.deadlineMs);
+    }
+    return callOptions;
+  }
+
+  _stream(sessionName, textOrConfig, values, options) {
+    const config = queryArgs(textOrConfig, values, options);
+    const types = config.types || [];
+    const params = config.values.map((v, i) => toValue(v, types[i]));
+    const closed = this._closed;
+    const stream = new RowStream(() => (closed ? null : this._client.StreamExecute(
+      {sql: config.text, params, session: sessionName}, this._metadata.clone(),
+      this._streamCallOptions(config))), {rowMode: config.rowMode, int8: this._int8, highWaterMark: config.highWaterMark,
+      signal: config.signal});
+    if (closed) {
+      process.nextTick(() => stream.destroy(new Error('the Broker is closed')));
+    } else {
+      this._streams.add(stream);
+      stream.once('close', () => this._streams.delete(stream));
+    }
+    return stream;
+  }
+
   _result(response, rowMode) {
     const columns = response.columns || [];
     const fields = columns.map((c) => ({
@@ -306,6 +381,21 @@ class Session {
     const gone = this._check();
     if (gone) return Promise.reject(gone);
     return this._broker._execute(this.name, textOrConfig, values, options);
+  }
+
+  /**
+   * Streams one statement's rows in this session (inside its transaction if
+   * one is open), as Broker.stream(). Read it to its end (or destroy it)
+   * before the session's next call: the broker runs them one at a time.
+   */
+  stream(textOrConfig, values, options) {
+    const gone = this._check();
+    if (gone) {
+      const failed = new RowStream(() => null, {int8: this._broker._int8});
+      process.nextTick(() => failed.destroy(gone));
+      return failed;
+    }
+    return this._broker._stream(this.name, textOrConfig, values, options);
   }
 
   /** The broker's view of the session now (GetSession). */
@@ -405,6 +495,12 @@ class Transaction {
     if (config.signal === undefined) config.signal = this._callOptions.signal;
     if (config.deadlineMs === undefined) config.deadlineMs = this._callOptions.deadlineMs;
     return this.session.query(config);
+  }
+
+  stream(textOrConfig, values, options) {
+    const config = queryArgs(textOrConfig, values, options);
+    if (config.signal === undefined) config.signal = this._callOptions.signal;
+    return this.session.stream(config);
   }
 }
 

@@ -8,6 +8,11 @@
     await conn.commit()
     await conn.close()
 
+A named cursor, ``conn.cursor("big")``, streams its result (StreamExecute)
+instead of holding it: ``async for row in cur`` (or ``await cur.fetchmany()``)
+reads rows as they arrive, so a result of any size passes in bounded memory,
+as ``sessionbroker.dbapi``'s ServerCursor does for blocking code.
+
 Everything but the I/O is the DB-API module's: the same paramstyle
 ("pyformat", and "format"), types, exceptions (``sessionbroker.dbapi``'s
 classes, re-exported here), transaction rules (the first statement begins a
@@ -25,8 +30,10 @@ asyncio.Lock; a cursor must not be used by two tasks at once.
 """
 
 import asyncio
+import collections
 import weakref
-from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (Any, AsyncIterator, Deque, Dict, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import grpc
 import grpc.aio
@@ -46,6 +53,7 @@ from sessionbroker._types import (BINARY, DATETIME, NUMBER, ROWID, STRING, Binar
 
 __all__ = [
     "apilevel", "threadsafety", "paramstyle", "connect", "AsyncConnection", "AsyncCursor",
+    "AsyncServerCursor",
     "Warning", "Error", "InterfaceError", "DatabaseError", "DataError", "OperationalError",
     "IntegrityError", "InternalError", "ProgrammingError", "NotSupportedError",
     "STRING", "BINARY", "NUMBER", "DATETIME", "ROWID", "Binary", "Date", "Time", "Timestamp",
@@ -217,9 +225,11 @@ class AsyncConnection:
             except grpc.aio.AioRpcError as e:
                 raise self._core.failed(e, "ping failed: ") from None
 
-    def cursor(self) -> "AsyncCursor":
+    def cursor(self, name: Optional[str] = None) -> "AsyncCursor":
+        """A new cursor; with ``name``, a server-side (named) cursor whose
+        results stream (:class:`AsyncServerCursor`)."""
         self._core.check_usable()
-        return AsyncCursor(self)
+        return AsyncCursor(self) if name is None else AsyncServerCursor(self, name)
 
     async def commit(self) -> None:
         async with self._lock:
@@ -307,6 +317,15 @@ class AsyncConnection:
                                                 metadata=self._core.metadata)
             except grpc.aio.AioRpcError as e:
                 raise self._core.failed(e, "") from None
+
+    async def _stream(self, sql: str, values: list) -> "grpc.aio.UnaryStreamCall":
+        """Starts a StreamExecute call in the session (beginning its
+        transaction first unless autocommit)."""
+        async with self._lock:
+            self._core.check_usable()
+            await self._begin_if_needed()
+            return self._stub.StreamExecute(self._core.execute_request(sql, values),
+                                            timeout=self.timeout, metadata=self._core.metadata)
 
     async def _execute_many(self, statements: List[Tuple[str, list]]) -> List[
             "broker_pb2.ExecuteResponse"]:
@@ -448,6 +467,144 @@ class AsyncCursor:
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
         await self.close()
+
+
+class AsyncServerCursor(AsyncCursor):
+    """A named (server-side) cursor, as ``connection.cursor(name)`` makes it:
+    execute() starts a StreamExecute call and returns once the columns are
+    known; fetch*() and ``async for`` read the rows as they arrive, one
+    message (at most BROKER_STREAM_WINDOW_BYTES / 4 bytes of rows) at a
+    time, so a result of any size passes in bounded memory and a slow reader
+    holds the broker back (docs/streaming.md). An error mid-result is raised
+    by the fetch that reaches it. ``sessionbroker.dbapi.ServerCursor``'s
+    rules: while a stream is read in a transaction the session's other calls
+    wait for it (read it to the end or close the cursor first); rowcount and
+    statusmessage are known once the last row was read; the name is the
+    client's own (nothing is DECLAREd on the server). One task at a time."""
+
+    def __init__(self, connection: AsyncConnection, name: str) -> None:
+        super().__init__(connection)
+        #: The cursor's name (the client's own).
+        self.name = name
+        self._call: Any = None
+        self._buffer: Deque[Any] = collections.deque()
+        self._description: Optional[Tuple[Tuple[Any, ...], ...]] = None
+        self._type_names: Tuple[str, ...] = ()
+        self._status: Optional[str] = None
+        self._done = True
+        self._fetched = 0
+
+    @property
+    def description(self) -> Optional[Tuple[Tuple[Any, ...], ...]]:
+        """As AsyncCursor.description, known as soon as execute() returns."""
+        return self._description
+
+    @property
+    def statusmessage(self) -> Optional[str]:
+        """The command tag, once the last row was read."""
+        return self._status
+
+    @property
+    def rownumber(self) -> Optional[int]:
+        """Rows fetched so far (None before execute)."""
+        return self._fetched if self._call is not None else None
+
+    async def execute(self, operation: str, parameters: _core.Params = None) -> None:
+        """Starts the statement; returns once its columns are known."""
+        self._check()
+        self._end_stream()
+        sql, values = _core.statement(operation, parameters)
+        _core.declare_types(operation, parameters, values, self._input_types)
+        self._input_types = None
+        self._rowcount = -1
+        self._status = None
+        self._description = None
+        self._fetched = 0
+        self._call = await self.connection._stream(sql, values)
+        self._done = False
+        first = await self._next_message()
+        if first is not None and first.HasField("columns"):
+            columns = first.columns.columns
+            self._description = tuple(
+                (c.name, c.type_oid, None, None, None, None, None) for c in columns) or None
+            self._type_names = tuple(c.type_name for c in columns)
+
+    async def executemany(self, operation: str,
+                          seq_of_parameters: Sequence[_core.Params]) -> None:
+        """Not supported on a named cursor (as in psycopg2)."""
+        raise ProgrammingError("executemany is not supported on a named (server-side) cursor")
+
+    async def _next_message(self) -> Optional["broker_pb2.StreamExecuteResponse"]:
+        """Reads the next message into the buffer; None once the stream ended."""
+        if self._done or self._call is None:
+            return None
+        try:
+            message = await self._call.read()
+        except grpc.aio.AioRpcError as e:
+            self._done = True
+            raise self.connection._core.failed(e, "") from None
+        if message is grpc.aio.EOF:
+            self._done = True
+            return None
+        if message.HasField("rows"):
+            self._buffer.extend(message.rows.rows)
+        elif message.HasField("end"):
+            self._status = message.end.command_tag
+            tail = self._status.rsplit(" ", 1)[-1]
+            self._rowcount = int(tail) if tail.isdigit() else -1
+        return message
+
+    def _need_stream(self) -> None:
+        self._check()
+        if self._call is None or self._description is None:
+            raise ProgrammingError("no results to fetch: the last statement returned no rows")
+
+    async def fetchone(self) -> Optional[Tuple[Any, ...]]:
+        """The next row (reading the stream when the rows read are used up),
+        or None when there are no more."""
+        self._need_stream()
+        while not self._buffer and not self._done:
+            await self._next_message()
+        if not self._buffer:
+            return None
+        self._fetched += 1
+        row = self._buffer.popleft()
+        names = self._type_names
+        return tuple(_core.from_value(v, names[i]) for i, v in enumerate(row.values))
+
+    async def fetchmany(self, size: Optional[int] = None) -> List[Tuple[Any, ...]]:
+        """Up to ``size`` (default: arraysize) more rows."""
+        size = self.arraysize if size is None else size
+        rows = []
+        for _ in range(max(size, 0)):
+            row = await self.fetchone()
+            if row is None:
+                break
+            rows.append(row)
+        return rows
+
+    async def fetchall(self) -> List[Tuple[Any, ...]]:
+        """Every remaining row (read to the end of the stream)."""
+        rows = []
+        while True:
+            row = await self.fetchone()
+            if row is None:
+                return rows
+            rows.append(row)
+
+    def _end_stream(self) -> None:
+        """Cancels a stream not read to its end (the broker then cancels the
+        statement in PostgreSQL)."""
+        if self._call is not None and not self._done:
+            self._call.cancel()
+        self._call = None
+        self._done = True
+        self._buffer.clear()
+
+    async def close(self) -> None:
+        """Ends the stream (cancelling it if unread) and frees the cursor."""
+        self._end_stream()
+        await super().close()
 
 
 async def connect(target: str, *, client_id: Optional[str] = None,

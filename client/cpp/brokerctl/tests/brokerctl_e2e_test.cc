@@ -1,6 +1,7 @@
 // brokerctl against the real broker and PostgreSQL: what each command prints
 // and the exit codes scripts rely on (docs/clients.md "## brokerctl").
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -23,6 +24,7 @@ using sessionbroker::testing::RefusedPort;
 using sessionbroker::testing::RunCommand;
 using sessionbroker::testing::TestDatabaseUrl;
 using testing::HasSubstr;
+using testing::Not;
 using testing::StartsWith;
 
 struct Output {
@@ -117,7 +119,8 @@ TEST_F(BrokerctlTest, QueryJsonKeepsTypes) {
                   "--json"});
   EXPECT_EQ(o.code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("\"rows\":[[7,1.5,\"12.50\",true,null,{\"k\": [1]},[1,2]]]"));
-  EXPECT_THAT(o.out, StartsWith("{\"command\":\"SELECT 1\",\"rows_affected\":1,"));
+  EXPECT_THAT(o.out, StartsWith("{\"columns\":[{\"name\":\"i\",\"type\":\"int8\"},"));
+  EXPECT_THAT(o.out, testing::EndsWith("],\"command\":\"SELECT 1\",\"rows_affected\":1}\n"));
 }
 
 TEST_F(BrokerctlTest, SqlErrorExitsOneWithSqlstateDetailAndCodeOnStderr) {
@@ -312,6 +315,130 @@ TEST(BrokerctlTlsTest, MutualTlsFlagsConnectAndAMissingClientCertificateIsUnavai
       << out;
   EXPECT_THAT(out, HasSubstr("go together"));
   std::system(("rm -rf " + Quote(certs)).c_str());
+}
+
+// ---- query streams; listen ----
+
+TEST_F(BrokerctlTest, QueryPrintsAResultOverExecutesCapInFull) {
+  // 20,000 rows of 1,000 bytes: five times Execute's 4 MiB cap.
+  std::string out;
+  const int code = RunCommand(
+      std::string(SB_BROKERCTL_BINARY) + " --target " + broker_->address() +
+          " query \"SELECT n, repeat('x', 1000) AS body FROM (SELECT generate_series(1, 20000) AS "
+          "n) s\" --csv 2>" +
+          Quote(err_path_) + " | wc -l",
+      &out);
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(out, "20001\n");
+}
+
+TEST_F(BrokerctlTest, QueryPrintsRowsBeforeTheResultEnds) {
+  // A result that would take hours to end: its first rows are printed (and
+  // `head` exits) while it runs.
+  std::string out;
+  const int code =
+      RunCommand(std::string(SB_BROKERCTL_BINARY) + " --target " + broker_->address() +
+                     " --timeout 10m query 'SELECT generate_series(1, 2000000000) AS n' --csv 2>" +
+                     Quote(err_path_) + " | head -n 3",
+                 &out);
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(out, "n\n1\n2\n");
+}
+
+TEST_F(BrokerctlTest, QueryFailingMidResultExitsOneWithTheSqlState) {
+  Output o = Run({"query", "SELECT 1 / (3 - g) AS x FROM generate_series(1, 5) g", "--csv"});
+  EXPECT_EQ(o.code, 1);
+  EXPECT_THAT(o.err, HasSubstr("22012"));
+  EXPECT_THAT(o.out, Not(HasSubstr("(5 rows)")));
+}
+
+// brokerctl listen run in the background: its stdout read line by line.
+class ListenProcess {
+ public:
+  ListenProcess(const std::string& command, const std::string& err_path) : err_path_(err_path) {
+    // A previous run's "Listening on" must not be taken for this one's.
+    std::remove(err_path.c_str());
+    pipe_ = popen((command + " 2>" + Quote(err_path)).c_str(), "r");
+  }
+  ~ListenProcess() {
+    if (pipe_ != nullptr) pclose(pipe_);
+  }
+  // Waits until it printed "Listening on ..." to stderr; returns that line.
+  std::string AwaitListening() {
+    for (int i = 0; i < 1000; ++i) {
+      std::ifstream f(err_path_);
+      std::string line;
+      if (std::getline(f, line) && line.rfind("Listening on", 0) == 0) return line;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return "";
+  }
+  // The next line of its stdout ("" at its end).
+  std::string Line() {
+    char buf[4096];
+    return fgets(buf, sizeof buf, pipe_) != nullptr ? std::string(buf) : std::string();
+  }
+  // Its exit code, once it ended.
+  int Wait() {
+    const int status = pclose(pipe_);
+    pipe_ = nullptr;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+ private:
+  std::string err_path_;
+  FILE* pipe_ = nullptr;
+};
+
+TEST_F(BrokerctlTest, ListenPrintsEachNotificationAndGapAsItArrives) {
+  const std::string channel = table_;
+  ListenProcess listen(std::string(SB_BROKERCTL_BINARY) + " --target " + broker_->address() +
+                           " listen " + channel + " --json --count 2",
+                       err_path_ + ".listen");
+  const std::string listening = listen.AwaitListening();
+  ASSERT_THAT(listening, HasSubstr("\"" + channel + "\""));
+  const std::string listener_pid = listening.substr(listening.find("PID ") + 4);
+
+  Output sent = Run(
+      {"query", "SELECT pg_notify($1, 'first') IS NULL, pg_backend_pid()", "-p", channel, "--csv"});
+  ASSERT_EQ(sent.code, 0) << sent.err;
+  std::string sender = sent.out.substr(sent.out.rfind(',') + 1);
+  sender.pop_back();  // "\n"
+  EXPECT_EQ(listen.Line(), "{\"channel\":\"" + channel +
+                               "\",\"payload\":\"first\",\"sender_pid\":" + sender + "}\n");
+
+  // The broker's listener connection is killed: it listens again and says so.
+  ASSERT_EQ(Run({"query", "SELECT pg_terminate_backend(" +
+                              listener_pid.substr(0, listener_pid.find(')')) + ")"})
+                .code,
+            0);
+  EXPECT_THAT(listen.Line(), StartsWith("{\"gap\":\"reconnected\",\"dropped\":0,"));
+  ASSERT_EQ(Run({"query", "NOTIFY " + channel}).code, 0);
+  EXPECT_THAT(listen.Line(), StartsWith("{\"channel\":\"" + channel + "\",\"payload\":\"\","));
+  EXPECT_EQ(listen.Line(), "");
+  EXPECT_EQ(listen.Wait(), 0);
+}
+
+TEST_F(BrokerctlTest, ListenPrintsPsqlsLineAndExitsThreeWhenTheBrokerStops) {
+  const std::string channel = table_;
+  ListenProcess listen(
+      std::string(SB_BROKERCTL_BINARY) + " --target " + broker_->address() + " listen " + channel,
+      err_path_ + ".listen");
+  ASSERT_THAT(listen.AwaitListening(), HasSubstr(channel));
+  ASSERT_EQ(Run({"query", "NOTIFY " + channel + ", 'hello'"}).code, 0);
+  EXPECT_THAT(listen.Line(), StartsWith("Asynchronous notification \"" + channel +
+                                        "\" with payload \"hello\" received from server "
+                                        "process with PID "));
+  ASSERT_EQ(broker_->SignalAndWait(SIGTERM, absl::Seconds(30)), 0);
+  EXPECT_EQ(listen.Line(), "");
+  EXPECT_EQ(listen.Wait(), 3);
+}
+
+TEST_F(BrokerctlTest, ListenWithoutChannelsIsAUsageErrorAndABadOneABrokerError) {
+  EXPECT_EQ(Run({"listen"}).code, 2);
+  Output o = Run({"listen", std::string(64, 'c')});
+  EXPECT_EQ(o.code, 4);
+  EXPECT_THAT(o.err, HasSubstr("INVALID_ARGUMENT"));
 }
 
 }  // namespace

@@ -83,5 +83,34 @@ TEST(QueryParams, RefusesTypesForParametersNotGiven) {
   EXPECT_THAT(QueryParams(flags).status().message(), testing::HasSubstr("expected N=TYPE"));
 }
 
+// ---- listen's lines ----
+
+TEST(ListenLines, NotificationsReadAsPsqlPrintsThemOrAsJson) {
+  sessionbroker::Notification n{"orders", "42 \"big\"", 4811};
+  EXPECT_EQ(FormatNotification(n, false),
+            "Asynchronous notification \"orders\" with payload \"42 \"big\"\" received from "
+            "server process with PID 4811.\n");
+  EXPECT_EQ(FormatNotification(n, true),
+            "{\"channel\":\"orders\",\"payload\":\"42 \\\"big\\\"\",\"sender_pid\":4811}\n");
+  EXPECT_EQ(FormatNotification({"orders", "", 7}, false),
+            "Asynchronous notification \"orders\" received from server process with PID 7.\n");
+}
+
+TEST(ListenLines, GapsSayWhyNotificationsMayBeMissing) {
+  sessionbroker::NotificationGap reconnected;
+  reconnected.reason = sessionbroker::NotificationGap::Reason::kReconnected;
+  reconnected.listener_pid = 900;
+  EXPECT_EQ(FormatGap(reconnected, true),
+            "{\"gap\":\"reconnected\",\"dropped\":0,\"listener_pid\":900}\n");
+  EXPECT_THAT(FormatGap(reconnected, false),
+              testing::HasSubstr("listener connection was replaced"));
+  sessionbroker::NotificationGap overflow;
+  overflow.reason = sessionbroker::NotificationGap::Reason::kOverflow;
+  overflow.dropped = 12;
+  EXPECT_THAT(FormatGap(overflow, false), testing::HasSubstr("the oldest 12 were dropped"));
+  EXPECT_EQ(FormatGap(overflow, true),
+            "{\"gap\":\"overflow\",\"dropped\":12,\"listener_pid\":0}\n");
+}
+
 }  // namespace
 }  // namespace brokerctl

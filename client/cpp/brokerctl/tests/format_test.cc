@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "client/cpp/brokerctl/stream_format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -147,12 +148,13 @@ TEST(FormatJson, KeepsTypes) {
                               {"a", "_int8"}},
                              {{Int(-7), Str("q\"uote"), Null(), b, d, n, j, bytes, arr}});
   EXPECT_EQ(FormatJson(r),
-            "{\"command\":\"SELECT 1\",\"rows_affected\":1,\"columns\":[{\"name\":\"i\",\"type\":"
+            "{\"columns\":[{\"name\":\"i\",\"type\":"
             "\"int8\"},{\"name\":\"s\",\"type\":\"text\"},{\"name\":\"n\",\"type\":\"text\"},{"
             "\"name\":\"b\",\"type\":\"bool\"},{\"name\":\"d\",\"type\":\"float8\"},{\"name\":"
             "\"num\",\"type\":\"numeric\"},{\"name\":\"j\",\"type\":\"jsonb\"},{\"name\":\"by\","
             "\"type\":\"bytea\"},{\"name\":\"a\",\"type\":\"_int8\"}],\"rows\":[[-7,\"q\\\"uote\","
-            "null,true,1.5,\"12.50\",{\"k\": [1, 2]},\"\\\\x00ff\",[1,null]]]}\n");
+            "null,true,1.5,\"12.50\",{\"k\": [1, 2]},\"\\\\x00ff\",[1,null]]],\"command\":"
+            "\"SELECT 1\",\"rows_affected\":1}\n");
 }
 
 TEST(ValueJson, NonFiniteFloatsAreStrings) {
@@ -212,6 +214,89 @@ TEST(FormatError, BrokerErrorsShowCodeMessageAndReason) {
   r.reason = "SESSION_EXPIRED";
   EXPECT_EQ(FormatError(r),
             "error: FAILED_PRECONDITION: session X ended\nreason:  SESSION_EXPIRED\n");
+}
+
+// ---- StreamFormatter: results printed as they stream ----
+
+// What StreamFormatter prints for `r` fed row by row.
+std::string Streamed(const ExecuteResponse& r, OutputFormat format, size_t batch) {
+  StreamFormatter f(format, batch);
+  std::string out = f.Begin(r.columns());
+  for (const auto& row : r.rows()) out += f.Add(row);
+  return out + f.End(r.command_tag(), r.rows_affected());
+}
+
+ExecuteResponse Numbers(int n) {
+  std::vector<std::vector<Value>> rows;
+  for (int i = 1; i <= n; ++i) rows.push_back({Int(i * i * i), Str(i % 2 ? "odd" : "even")});
+  ExecuteResponse r = Result({{"cube", "int8"}, {"parity", "text"}}, rows);
+  r.set_command_tag("SELECT " + std::to_string(n));
+  r.set_rows_affected(n);
+  return r;
+}
+
+TEST(StreamFormatter, CsvAndJsonAreExactlyTheBufferedFormats) {
+  for (int n : {0, 1, 5}) {
+    ExecuteResponse r = Numbers(n);
+    EXPECT_EQ(Streamed(r, OutputFormat::kCsv, 2), FormatCsv(r));
+    EXPECT_EQ(Streamed(r, OutputFormat::kJson, 2), FormatJson(r));
+  }
+}
+
+TEST(StreamFormatter, ATableWithinOneBatchIsExactlyFormatTable) {
+  for (int n : {0, 1, 5}) {
+    ExecuteResponse r = Numbers(n);
+    EXPECT_EQ(Streamed(r, OutputFormat::kTable, 5), FormatTable(r));
+  }
+}
+
+TEST(StreamFormatter, ALongerTableIsAlignedPerBatchWithOneHeaderAndTheTotalCount) {
+  EXPECT_EQ(Streamed(Numbers(5), OutputFormat::kTable, 2),
+            " cube | parity\n"
+            "------+--------\n"
+            "    1 | odd\n"
+            "    8 | even\n"
+            "   27 | odd\n"
+            "   64 | even\n"
+            "  125 | odd\n"
+            "(5 rows)\n");
+}
+
+TEST(StreamFormatter, RowsArePrintedWhenTheirBatchIsFull) {
+  ExecuteResponse r = Numbers(3);
+  StreamFormatter table(OutputFormat::kTable, 2);
+  EXPECT_EQ(table.Begin(r.columns()), "");
+  EXPECT_EQ(table.Add(r.rows(0)), "");
+  EXPECT_THAT(table.Add(r.rows(1)), testing::HasSubstr("    8 | even\n"));
+  StreamFormatter csv(OutputFormat::kCsv, 2);
+  EXPECT_EQ(csv.Begin(r.columns()), "cube,parity\n");
+  EXPECT_EQ(csv.Add(r.rows(0)), "1,odd\n");
+}
+
+TEST(StreamFormatter, AStatementWithoutColumnsPrintsItsTagAsTheTableDoes) {
+  ExecuteResponse r;
+  r.set_command_tag("INSERT 0 2");
+  r.set_rows_affected(2);
+  EXPECT_EQ(Streamed(r, OutputFormat::kTable, 10), "INSERT 0 2\n");
+  EXPECT_EQ(Streamed(r, OutputFormat::kCsv, 10), "");
+  EXPECT_EQ(Streamed(r, OutputFormat::kJson, 10), FormatJson(r));
+}
+
+TEST(StreamFormatter, AbortPrintsTheHeldRowsWithoutACount) {
+  ExecuteResponse r = Numbers(3);
+  StreamFormatter f(OutputFormat::kTable, 10);
+  std::string out = f.Begin(r.columns());
+  for (const auto& row : r.rows()) out += f.Add(row);
+  out += f.Abort();
+  EXPECT_EQ(out,
+            " cube | parity\n"
+            "------+--------\n"
+            "    1 | odd\n"
+            "    8 | even\n"
+            "   27 | odd\n");
+  StreamFormatter json(OutputFormat::kJson, 10);
+  (void)json.Begin(r.columns());
+  EXPECT_EQ(json.Abort(), "");
 }
 
 }  // namespace

@@ -7,6 +7,9 @@
 //   absl::StatusOr<Result> r = (*client)->Execute("SELECT $1::int4 + 1", {41});
 //   int64_t answer = *(*r)[0].Get<int64_t>(0);
 //
+// Results of any size stream through Client::Stream / Session::Stream
+// (row_stream.h); LISTEN/NOTIFY is Client::Listen (subscription.h).
+//
 // Client: one gRPC channel (keepalive pings; a service config that retries
 // UNAVAILABLE only for the calls that are safe to repeat; a default deadline
 // on every unary call), the "x-client-id" metadata on every call, and one
@@ -41,7 +44,9 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "sessionbroker/result.h"
+#include "sessionbroker/row_stream.h"
 #include "sessionbroker/status.h"
+#include "sessionbroker/subscription.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 #include "sessionbroker/v1/monitor.grpc.pb.h"
 #include "sessionbroker/value.h"
@@ -172,6 +177,13 @@ class Session {
                                  const CallOptions& options = {});
   absl::StatusOr<std::vector<Result>> ExecuteBatch(std::vector<Statement> statements,
                                                    const CallOptions& options = {});
+  // As Client::Stream, in this session (inside its transaction if one is
+  // open; a failed stream fails the transaction as a failed Execute does).
+  // Read the stream to its end before the session's next call: the broker
+  // runs a session's calls one at a time.
+  absl::StatusOr<std::unique_ptr<RowStream>> Stream(absl::string_view sql,
+                                                    std::vector<Param> params = {},
+                                                    const CallOptions& options = {});
   // BeginTransaction: pins a pooled connection until Commit or Rollback
   // (uses isolation, read_only and deferrable of `options`).
   absl::Status Begin(const TransactionOptions& options = {});
@@ -229,6 +241,24 @@ class Client {
   // Statements in one transaction: all applied or none.
   absl::StatusOr<std::vector<Result>> ExecuteBatch(std::vector<Statement> statements,
                                                    const CallOptions& options = {});
+
+  // One statement in autocommit mode, its result streamed in bounded memory
+  // (StreamExecute; row_stream.h). Returns once the columns have arrived;
+  // an error before them (syntax, permissions, the pool wait) is returned
+  // here. No deadline unless options.deadline sets one (the deadline, when
+  // set, also bounds the statement in PostgreSQL); options.request_id must
+  // be empty (the broker refuses it for streams: INVALID_ARGUMENT).
+  absl::StatusOr<std::unique_ptr<RowStream>> Stream(absl::string_view sql,
+                                                    std::vector<Param> params = {},
+                                                    const CallOptions& options = {});
+
+  // Subscribes to LISTEN/NOTIFY `channels` (1 to 64 names, used exactly as
+  // given: "Orders" needs NOTIFY "Orders"); returns once the broker listens
+  // on all of them (subscription.h). No deadline unless options.deadline
+  // sets one. INVALID_ARGUMENT for a bad channel list, UNAVAILABLE when the
+  // broker cannot open its listener connection.
+  absl::StatusOr<std::unique_ptr<Subscription>> Listen(std::vector<std::string> channels,
+                                                       const CallOptions& options = {});
 
   // Leases a session, held by the client's KeepAlive stream until the
   // Session is destroyed or ended.

@@ -26,6 +26,7 @@ namespace sessionbroker {
 
 namespace v1 {
 class ExecuteResponse;
+class Row;
 }  // namespace v1
 
 // Metadata of one result column.
@@ -39,7 +40,7 @@ namespace internal {
 struct ResultData;
 }  // namespace internal
 
-// One row of a Result.
+// One row of a Result (or of a RowStream, row_stream.h).
 class Row {
  public:
   // Number of cells (= columns).
@@ -74,8 +75,12 @@ class Row {
     return v.ok() ? *std::move(v) : std::move(fallback);
   }
 
+  // The broker's row as it came.
+  const v1::Row& proto() const;
+
  private:
   friend class Result;
+  friend class RowStream;
   Row(std::shared_ptr<const internal::ResultData> data, size_t row)
       : data_(std::move(data)), row_(row) {}
   template <typename T>

@@ -1,6 +1,7 @@
 // A TypeScript program using @sessionbroker/client as docs/clients.md shows
 // it: `tsc --noEmit` (test/package.test.js) checks it against index.d.ts.
-import {Broker, DatabaseError, Transaction, grpcStatus, json, typed} from '../../index';
+import {Broker, DatabaseError, Notification, NotificationGap, RowStream, Subscription, Transaction,
+  grpcStatus, json, typed} from '../../index';
 
 interface User {
   id: bigint;
@@ -55,6 +56,24 @@ export async function main(): Promise<void> {
       void g;
     }
   }
+  const rowStream: RowStream<{n: number}> = broker.stream<{n: number}>(
+    'SELECT generate_series(1, $1::int4) AS n', [1000], {highWaterMark: 50});
+  rowStream.on('fields', (f) => void f.map((x) => x.dataTypeName));
+  let sum = 0;
+  for await (const row of rowStream) sum += row.n;
+  const streamed: number | null = rowStream.rowCount;
+  const inSession = (await broker.session()).stream({text: 'SELECT 1', rowMode: 'array'});
+  inSession.destroy();
+
+  const sub: Subscription = await broker.listen(['orders'], {signal: AbortSignal.timeout(1000)});
+  sub.on('notification', (msg: Notification) => {
+    const text: string = `${msg.channel}:${msg.payload}:${msg.processId}`;
+    void text;
+  });
+  sub.on('gap', (gap: NotificationGap) => void gap.reason);
+  sub.on('error', (err: DatabaseError) => void err.grpcCode);
+  await sub.close();
+
   await broker.close();
-  void [first, names, count, tag, cell, balance];
+  void [first, names, count, tag, cell, balance, sum, streamed];
 }
