@@ -101,6 +101,24 @@ def proc_cpu(pid, children=False):
     return ticks / CLOCK_TICKS
 
 
+def proc_context_switches(pid):
+    """Voluntary + involuntary context switches of all of a process's threads."""
+    total = 0
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, task)) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def postgres_cpu(postmaster):
     """CPU of the cluster: the postmaster, its live children, and those it reaped."""
     if not postmaster:
@@ -122,14 +140,17 @@ def postgres_cpu(postmaster):
 def cmd_measure(args):
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
     pooler0 = proc_cpu(args.pooler) if args.pooler else 0.0
+    cs0 = proc_context_switches(args.pooler) if args.pooler else 0
     pg0 = postgres_cpu(args.postmaster)
     rc = subprocess.call(cmd)
     pooler1 = proc_cpu(args.pooler) if args.pooler else 0.0
+    cs1 = proc_context_switches(args.pooler) if args.pooler else 0
     pg1 = postgres_cpu(args.postmaster)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(args.out, "w") as f:
         json.dump({"loadgen_cpu_s": usage.ru_utime + usage.ru_stime,
-                   "pooler_cpu_s": pooler1 - pooler0, "postgres_cpu_s": pg1 - pg0}, f)
+                   "pooler_cpu_s": pooler1 - pooler0, "postgres_cpu_s": pg1 - pg0,
+                   "pooler_context_switches": cs1 - cs0}, f)
     sys.exit(rc)
 
 
@@ -183,6 +204,8 @@ def load_runs(directory):
             if total_calls:
                 for key in ("loadgen", "pooler", "postgres"):
                     run[key + "_us_per_call"] = cpu[key + "_cpu_s"] * 1e6 / total_calls
+                if "pooler_context_switches" in cpu:
+                    run["pooler_cs_per_call"] = cpu["pooler_context_switches"] / total_calls
     return runs
 
 
@@ -235,6 +258,51 @@ def clients_of(runs, prefix):
         if m:
             found.add(int(m.group(1)))
     return sorted(found)
+
+
+INT8_ARMS = (("execute-off", "unary, pipelining off"), ("execute-on", "unary, pipelining on"),
+              ("pipeline-off", "stream, pipelining off"), ("pipeline-on", "stream, pipelining on"))
+
+
+def int8_section(runs):
+    """The int8 arms: unary and stream, pipelining off and on, against PgBouncer."""
+    clients = clients_of(runs, "int8-pgbouncer")
+    if not clients:
+        return
+    p = print
+    p("## `SELECT $1::int8`: unary and stream calls, pipelining off and on")
+    p()
+    p("A relation-free statement, which the pipelined engine takes when it is on "
+      "(BROKER_PIPELINE_CONNECTIONS > 0, out of the same pool); PgBouncer runs the same "
+      "statement (pgbench -M extended). Ratios are against PgBouncer's median; `cs` and `CPU` "
+      "are the broker process's context switches and CPU µs per call (warm-up included).")
+    p()
+    p("| clients | arm | tps | /PgBouncer | p50 ms | p99 ms | p99/PgBouncer | cs/call "
+      "| CPU µs/call |")
+    p("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for c in clients:
+        bt = median_of(runs, "int8-pgbouncer-c%d" % c, "throughput")
+        b99 = median_of(runs, "int8-pgbouncer-c%d" % c, "p99_us")
+        p("| %d | PgBouncer | %s | 1.00× | %s | %s | 1.00× | – | %s |" % (
+            c, fmt_tps(bt), fmt_ms(median_of(runs, "int8-pgbouncer-c%d" % c, "p50_us")),
+            fmt_ms(b99), fmt_us(median_of(runs, "int8-pgbouncer-c%d" % c, "pooler_us_per_call"))))
+        for arm, label in INT8_ARMS:
+            prefix = "int8-%s-c%d" % (arm, c)
+            t = median_of(runs, prefix, "throughput")
+            if t is None:
+                continue
+            q99 = median_of(runs, prefix, "p99_us")
+            cs = median_of(runs, prefix, "pooler_cs_per_call")
+            p("| %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                c, label, fmt_tps(t), fmt_ratio(ratio(t, bt)),
+                fmt_ms(median_of(runs, prefix, "p50_us")), fmt_ms(q99),
+                fmt_ratio(ratio(q99, b99)), "–" if cs is None else "%.1f" % cs,
+                fmt_us(median_of(runs, prefix, "pooler_us_per_call"))))
+    p()
+
+
+def fmt_us(v):
+    return "–" if v is None else "{:.0f}".format(v)
 
 
 def cmd_report(args):
@@ -335,6 +403,7 @@ def cmd_report(args):
                 "–" if off_l is None else "%.0f → %.0f" % (off_l, on_l),
                 "–" if off_cpu is None or on_cpu is None else "%.0f → %.0f" % (off_cpu, on_cpu),
                 "–" if off_cpu is None or on_cpu is None else fmt_ratio(ratio(on_cpu, off_cpu))))
+    int8_section(runs)
     if rows:
         p("## Optimisations switched off (same run)")
         p()

@@ -21,11 +21,18 @@
 //    another connection.
 //
 // Thread safety: Submit, Cancel and Stats are thread-safe.
+//
+// CompletionRound (below) lets the loop's answers of one turn go out
+// together: the engine opens a round on its thread around each turn, and a
+// `done` that would start I/O for its result (a stream's write) defers that
+// to the round's end, so results completed in one turn share one write.
 #ifndef SESSIONBROKER_SERVER_STORAGE_PIPELINE_ENGINE_H_
 #define SESSIONBROKER_SERVER_STORAGE_PIPELINE_ENGINE_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -64,6 +71,44 @@ struct PipelineStats {
   uint64_t retries = 0;              // statements sent again (stray cancel, stale prepare)
   uint64_t connection_failures = 0;  // connects that failed and connections lost
   uint64_t recycles = 0;             // connections closed for their age and reopened
+};
+
+// One batch of completions on the current thread. While a round is open on
+// a thread, Defer() queues work to run when the round closes (in the order
+// deferred, on the same thread, with no round open); with none open it
+// refuses and the caller acts at once. Rounds do not nest: an inner one is
+// inert. Thread-compatible: each object lives on the stack of one thread.
+class CompletionRound {
+ public:
+  using Action = absl::AnyInvocable<void() &&>;
+
+  CompletionRound() : owner_(current_ == nullptr) {
+    if (owner_) current_ = this;
+  }
+  ~CompletionRound() {
+    if (!owner_) return;
+    current_ = nullptr;
+    // What an action defers now runs at once (no round is open), so this
+    // list does not grow while it is run.
+    for (Action& action : deferred_) std::move(action)();
+  }
+  CompletionRound(const CompletionRound&) = delete;
+  CompletionRound& operator=(const CompletionRound&) = delete;
+
+  // Whether a round is open on this thread.
+  static bool Open() { return current_ != nullptr; }
+  // Queues `action` for the end of this thread's round; false (and `action`
+  // untouched) when none is open.
+  static bool Defer(Action& action) {
+    if (current_ == nullptr) return false;
+    current_->deferred_.push_back(std::move(action));
+    return true;
+  }
+
+ private:
+  static inline thread_local CompletionRound* current_ = nullptr;
+  const bool owner_;
+  std::vector<Action> deferred_;
 };
 
 class PipelineEngine {

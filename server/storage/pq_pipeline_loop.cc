@@ -292,6 +292,9 @@ class PqPipelineLoop::Impl {
             absl::ToInt64Milliseconds(absl::Ceil(wake - now, absl::Milliseconds(1))), 0, 1000));
       }
       poll(fds.data(), fds.size(), timeout_ms);
+      // What this turn answers goes out together: a stream's write for its
+      // results is started once, when the turn ends (CompletionRound).
+      CompletionRound round;
       if (fds[0].revents != 0) {
         uint64_t count;
         (void)!read(event_fd_, &count, sizeof(count));

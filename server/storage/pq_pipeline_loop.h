@@ -12,8 +12,9 @@
 //    caller's backoff (Options::backoff, the pool's ReconnectBackoff when
 //    wired by the broker).
 //  - Submissions and cancels reach the loop through an inbox and an eventfd.
-//    Each loop turn reads what the sockets have, answers what completed,
-//    handles deadlines and cancels, then runs one dispatch round: queued
+//    Each loop turn (a CompletionRound, pipeline_engine.h) reads what the
+//    sockets have, answers what completed, handles deadlines and cancels,
+//    then runs one dispatch round: queued
 //    calls go to connections as pipeline_dispatch.h chooses, each as
 //    [Parse,] Bind/Execute, Sync, and every connection written to is flushed
 //    once at the end of the round (the socket is corked with TCP_CORK while

@@ -237,7 +237,8 @@ void PipelineReactor::CallDone(uint64_t id, v1::PipelineResult result, size_t he
   const std::string client = who_.client_id;
   result.set_id(id);
   bool dropped = false;
-  Action action;
+  bool defer = false;
+  Action action = Action::kNone;
   {
     core::MutexLock lock(&mu_);
     running_.erase(id);
@@ -247,9 +248,36 @@ void PipelineReactor::CallDone(uint64_t id, v1::PipelineResult result, size_t he
     } else {
       book_.Complete(std::move(result), PipelineBook::Held{/*admitted=*/true, held_bytes});
     }
-    action = NextLocked();
+    if (kick_deferred_) {
+      // The end of this round writes it with the others.
+    } else if (!dropped && storage::CompletionRound::Open()) {
+      // Completed on the engine's loop thread, whose turn may answer more
+      // of this stream's calls: write them all when the turn ends. Counted
+      // as an op being started, so the stream cannot finish meanwhile.
+      kick_deferred_ = true;
+      ++starting_;
+      defer = true;
+    } else {
+      action = NextLocked();
+    }
   }
   if (dropped) host.PipelineCallSent(client, held_bytes);
+  if (defer) {
+    storage::CompletionRound::Action kick = [this] {
+      Action next;
+      {
+        core::MutexLock lock(&mu_);
+        kick_deferred_ = false;
+        --starting_;
+        next = NextLocked();
+      }
+      Run(next);
+    };
+    // Open was checked on this same thread just above.
+    const bool deferred = storage::CompletionRound::Defer(kick);
+    if (!deferred) std::move(kick)();
+    return;
+  }
   Run(action);
 }
 

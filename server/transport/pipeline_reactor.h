@@ -2,9 +2,12 @@
 // that an unparseable message ends the stream with INVALID_ARGUMENT naming
 // its type). Each PipelineRequest's calls are admitted (PipelineBook: unique
 // ids, the stream's in-flight limit) and started through the PipelineHost,
-// which runs them on the unary calls' path; results go out by id in
-// completion order, one write in flight, everything that completed during a
-// write coalesced into the next message.
+// which runs them on the unary calls' path (a call the pipelined engine
+// runs is submitted inline from the gRPC thread that read it); results go
+// out by id in completion order, one write in flight, everything that
+// completed during a write coalesced into the next message, and results the
+// engine answers in one loop turn written together when the turn ends
+// (storage::CompletionRound), not the first alone.
 //
 // Back pressure: the next message is read only while fewer calls than the
 // limit are in flight (a call is in flight until its result was written), so
@@ -38,6 +41,7 @@
 #include "grpcpp/grpcpp.h"
 #include "server/core/base/mutex.h"
 #include "server/core/exec/statement_runner.h"
+#include "server/storage/pipeline_engine.h"
 #include "server/transport/call_identity.h"
 #include "server/transport/pipeline_book.h"
 #include "sessionbroker/v1/broker.pb.h"
@@ -131,6 +135,9 @@ class PipelineReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, g
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   // Read, write ops being started outside the lock: no Finish meanwhile.
   int starting_ ABSL_GUARDED_BY(mu_) = 0;
+  // A completion on the engine's loop thread deferred the next write to the
+  // end of the loop's turn (storage::CompletionRound); counted in starting_.
+  bool kick_deferred_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status end_status_ ABSL_GUARDED_BY(mu_);  // why it was abandoned
   absl::Status finish_status_;                    // written when finished_ is set, read after
 };

@@ -198,6 +198,53 @@ TEST_F(PipelineE2eTest, ManyCallsInOneMessageAreAnsweredByIdWithTheirOwnResults)
   EXPECT_TRUE(s.End().ok());
 }
 
+// With the pipelined engine on, its calls are submitted from the thread
+// that read the message, and the results one loop turn answers go out in one
+// message (storage::CompletionRound), not the first alone.
+TEST_F(PipelineE2eTest, OnThePipelinedEngineResultsShareMessagesAndEachIsItsOwn) {
+  StartBroker({{"BROKER_PIPELINE_CONNECTIONS", "2"}});
+  PipelineStream s(stub_.get());
+  ASSERT_TRUE(s.Limits().has_value());
+  constexpr uint64_t kCalls = 200;
+  std::vector<v1::PipelineCall> calls;
+  for (uint64_t id = 1; id <= kCalls; ++id) {
+    calls.push_back(ExecuteCall(id, "SELECT $1::int8 AS n", {Int(static_cast<int64_t>(id))}));
+  }
+  ASSERT_TRUE(s.Send(std::move(calls)));
+  for (uint64_t id = 1; id <= kCalls; ++id) {
+    std::optional<v1::PipelineResult> r = s.Result(id);
+    ASSERT_TRUE(r.has_value()) << id;
+    ASSERT_TRUE(r->has_execute()) << r->status().message();
+    EXPECT_EQ(r->execute().rows(0).values(0).int64_value(), static_cast<int64_t>(id));
+  }
+  EXPECT_EQ(s.Order().size(), kCalls);
+  // The limits' message, then fewer messages than results.
+  EXPECT_LT(s.Messages() - 1, static_cast<int>(kCalls));
+  EXPECT_TRUE(s.End().ok());
+}
+
+TEST_F(PipelineE2eTest, OnThePipelinedEngineCancellingOneCallLeavesTheStream) {
+  StartBroker({{"BROKER_PIPELINE_CONNECTIONS", "2"}});
+  PipelineStream s(stub_.get());
+  ASSERT_TRUE(s.Send(
+      {ExecuteCall(1, "SELECT pg_sleep(60) -- engine-cancel-me"), ExecuteCall(2, "SELECT 2")}));
+  std::optional<v1::PipelineResult> other = s.Result(2);
+  ASSERT_TRUE(other.has_value());
+  EXPECT_TRUE(other->has_execute()) << other->status().message();
+  WaitForActiveStatements(1);
+  ASSERT_TRUE(s.Send({}, {1}));
+  std::optional<v1::PipelineResult> cancelled = s.Result(1);
+  ASSERT_TRUE(cancelled.has_value());
+  ASSERT_TRUE(cancelled->has_status());
+  EXPECT_EQ(cancelled->status().code(), static_cast<int>(grpc::StatusCode::CANCELLED));
+  EXPECT_TRUE(Eventually([&] { return StatementGone("engine-cancel-me"); }));
+  ASSERT_TRUE(s.Send({ExecuteCall(3, "SELECT 3")}));
+  std::optional<v1::PipelineResult> after = s.Result(3);
+  ASSERT_TRUE(after.has_value());
+  EXPECT_TRUE(after->has_execute()) << after->status().message();
+  EXPECT_TRUE(s.End().ok());
+}
+
 TEST_F(PipelineE2eTest, AnSqlErrorFailsOnlyItsCallWithTheUnaryCallsStatusAndDetail) {
   StartBroker();
   const std::string table = NewTable("errors");

@@ -128,6 +128,40 @@ TEST_F(PqPipelineLoopTest, ManyStatementsInFlightAreEachAnsweredWithTheirOwnResu
   EXPECT_LT(stats.flushes, stats.statements);
 }
 
+TEST_F(PqPipelineLoopTest, AnswersComeInsideALoopTurnWhoseDeferredWorkRunsAfterThem) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(2);
+  constexpr int kCalls = 200;
+  struct Seen {
+    std::mutex mu;
+    std::condition_variable cv;
+    int answered_in_round = 0;
+    int deferred_ran = 0;
+    // A deferred action saw no round open and every answer of its turn given.
+    int deferred_after_answers = 0;
+  } seen;
+  for (int i = 0; i < kCalls; ++i) {
+    loop->Submit(Call("SELECT $1::int8", {storage::Value::Int64(i)}),
+                 [&seen](absl::StatusOr<QueryResult> r) {
+                   ASSERT_TRUE(r.ok()) << r.status();
+                   {
+                     std::lock_guard<std::mutex> lock(seen.mu);
+                     if (CompletionRound::Open()) ++seen.answered_in_round;
+                   }
+                   CompletionRound::Action after = [&seen] {
+                     std::lock_guard<std::mutex> lock(seen.mu);
+                     ++seen.deferred_ran;
+                     if (!CompletionRound::Open()) ++seen.deferred_after_answers;
+                     seen.cv.notify_all();
+                   };
+                   if (!CompletionRound::Defer(after)) std::move(after)();
+                 });
+  }
+  std::unique_lock<std::mutex> lock(seen.mu);
+  seen.cv.wait(lock, [&seen] { return seen.deferred_ran == kCalls; });
+  EXPECT_EQ(seen.answered_in_round, kCalls);
+  EXPECT_EQ(seen.deferred_after_answers, kCalls);
+}
+
 TEST_F(PqPipelineLoopTest, OneCallersErrorLeavesTheOthersCommitted) {
   admin_->Value("DROP TABLE IF EXISTS pipe_isolation; CREATE TABLE pipe_isolation (id int)");
   std::unique_ptr<PqPipelineLoop> loop = Loop(1);

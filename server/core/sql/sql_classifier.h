@@ -19,7 +19,8 @@
 //
 // Pure function; thread-safe (libpg_query keeps its memory contexts in
 // thread-local storage, so concurrent calls on different threads do not
-// share state).
+// share state). Recent texts' answers are kept (bounded, under a mutex), so a
+// statement sent again is not parsed again.
 #ifndef SESSIONBROKER_SERVER_CORE_SQL_SQL_CLASSIFIER_H_
 #define SESSIONBROKER_SERVER_CORE_SQL_SQL_CLASSIFIER_H_
 

@@ -2,6 +2,7 @@
 
 #include <climits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -979,6 +980,68 @@ TEST(SqlClassifierTest, DeeplyNestedTextIsClassifiedConservatively) {
       EXPECT_TRUE(info.changes_session_state) << depth;
     }
   }
+}
+
+// ---------------------------------------------------------------------------
+// Recent texts' answers are kept
+// ---------------------------------------------------------------------------
+
+void ExpectSameInfo(const SqlInfo& a, const SqlInfo& b) {
+  EXPECT_EQ(a.empty, b.empty);
+  EXPECT_EQ(a.multiple_statements, b.multiple_statements);
+  EXPECT_EQ(a.max_placeholder, b.max_placeholder);
+  EXPECT_EQ(a.first_keyword, b.first_keyword);
+  EXPECT_EQ(a.transaction_control, b.transaction_control);
+  EXPECT_EQ(a.changes_session_state, b.changes_session_state);
+  EXPECT_EQ(a.leaves_no_state, b.leaves_no_state);
+  EXPECT_EQ(a.statement_kinds, b.statement_kinds);
+  EXPECT_EQ(a.parsed, b.parsed);
+}
+
+TEST(SqlClassifierTest, TheSameTextAskedAgainGetsTheSameAnswer) {
+  for (const char* sql : {"SELECT $1::int8", "SET search_path = x", "SELEC oops", "BEGIN"}) {
+    const SqlInfo first = ClassifySql(sql);
+    ExpectSameInfo(ClassifySql(sql), first);
+  }
+  EXPECT_TRUE(ClassifySql("SELECT $1::int8").leaves_no_state);
+  EXPECT_FALSE(ClassifySql("SET search_path = x").leaves_no_state);
+}
+
+TEST(SqlClassifierTest, MoreDistinctTextsThanAreKeptStillEachGetTheirOwnAnswer) {
+  // Beyond the kept texts' bound, with stateless and stateful texts mixed.
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 3000; ++i) {
+      const std::string sql = i % 2 == 0 ? "SELECT " + std::to_string(i) + " + $1"
+                                         : "SET application_name = 'a" + std::to_string(i) + "'";
+      const SqlInfo info = ClassifySql(sql);
+      ASSERT_TRUE(info.parsed) << sql;
+      EXPECT_EQ(info.max_placeholder, i % 2 == 0 ? 1 : 0) << sql;
+      EXPECT_EQ(info.changes_session_state, i % 2 == 1) << sql;
+    }
+  }
+}
+
+TEST(SqlClassifierTest, ConcurrentCallersGetTheSameAnswers) {
+  const std::vector<std::string> texts = {"SELECT $1::int8", "SET search_path = x", "SELECT now()",
+                                          "DISCARD ALL"};
+  std::vector<SqlInfo> expected;
+  for (const std::string& sql : texts) expected.push_back(ClassifySql(sql));
+  std::vector<std::thread> threads;
+  std::vector<int> mismatches(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 500; ++i) {
+        const size_t k = (i + t) % texts.size();
+        const SqlInfo info = ClassifySql(texts[k]);
+        if (info.leaves_no_state != expected[k].leaves_no_state ||
+            info.first_keyword != expected[k].first_keyword) {
+          ++mismatches[t];
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(mismatches, std::vector<int>(4, 0));
 }
 
 }  // namespace
