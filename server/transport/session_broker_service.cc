@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -333,6 +334,31 @@ class LedgerClaim final {
   const std::string request_id_;
   bool settled_ = false;
 };
+
+// What a ledger claim answers without running the call: a request id reused
+// for another request, one still running, an outcome too large to have been
+// kept, or the remembered outcome (parsed into `response`, OK); nullopt when
+// the call is to run (kRun).
+std::optional<absl::Status> LedgerAnswerOf(const core::RequestLedger::Claim& claim,
+                                           const std::string& request_id, size_t max_outcome_bytes,
+                                           google::protobuf::Message* response) {
+  using Kind = core::RequestLedger::Claim::Kind;
+  switch (claim.kind) {
+    case Kind::kMismatch:
+      return core::RequestIdReusedError(request_id);
+    case Kind::kRunning:
+      return core::RequestIdRunningError(request_id);
+    case Kind::kOmitted:
+      return core::OutcomeOmittedError(request_id, max_outcome_bytes);
+    case Kind::kReplay:
+      return response->ParseFromString(claim.outcome)
+                 ? absl::OkStatus()
+                 : absl::InternalError("a remembered outcome could not be read");
+    case Kind::kRun:
+      break;
+  }
+  return std::nullopt;
+}
 
 // The answer a one-shot call's retry gets from the row its first attempt
 // recorded.
@@ -733,25 +759,13 @@ grpc::ServerUnaryReactor* SessionBrokerService::StartRemembered(
   }
   const core::RequestLedger::Claim claim =
       ledger_.Begin(scope, request_id, RequestFingerprint(request));
-  using Kind = core::RequestLedger::Claim::Kind;
-  switch (claim.kind) {
-    case Kind::kMismatch:
-      return answer(core::RequestIdReusedError(request_id));
-    case Kind::kRunning:
-      return answer(core::RequestIdRunningError(request_id));
-    case Kind::kOmitted:
-      return answer(core::OutcomeOmittedError(request_id, ledger_.options().max_outcome_bytes));
-    case Kind::kReplay:
-      if (replay != nullptr) {
-        if (on_done != nullptr) std::move(on_done)();
-        return replay(context, claim.outcome);
-      }
-      if (!response->ParseFromString(claim.outcome)) {
-        return answer(absl::InternalError("a remembered outcome could not be read"));
-      }
-      return answer(absl::OkStatus());
-    case Kind::kRun:
-      break;
+  if (claim.kind == core::RequestLedger::Claim::Kind::kReplay && replay != nullptr) {
+    if (on_done != nullptr) std::move(on_done)();
+    return replay(context, claim.outcome);
+  }
+  if (std::optional<absl::Status> answered =
+          LedgerAnswerOf(claim, request_id, ledger_.options().max_outcome_bytes, response)) {
+    return answer(*std::move(answered));
   }
   auto settle = std::make_shared<LedgerClaim>(ledger_, scope, request_id);
   return StartCall(
@@ -1082,24 +1096,10 @@ std::shared_ptr<core::RunningCall> SessionBrokerService::StartDetached(
     // As StartRemembered: the ledger answers a retry of a session call.
     const core::RequestLedger::Claim claim =
         ledger_.Begin(caller.client_id, request_id, RequestFingerprint(request));
-    using Kind = core::RequestLedger::Claim::Kind;
-    switch (claim.kind) {
-      case Kind::kMismatch:
-        std::move(done)(core::RequestIdReusedError(request_id));
-        return nullptr;
-      case Kind::kRunning:
-        std::move(done)(core::RequestIdRunningError(request_id));
-        return nullptr;
-      case Kind::kOmitted:
-        std::move(done)(core::OutcomeOmittedError(request_id, ledger_.options().max_outcome_bytes));
-        return nullptr;
-      case Kind::kReplay:
-        std::move(done)(response->ParseFromString(claim.outcome)
-                            ? absl::OkStatus()
-                            : absl::InternalError("a remembered outcome could not be read"));
-        return nullptr;
-      case Kind::kRun:
-        break;
+    if (std::optional<absl::Status> answered = LedgerAnswerOf(
+            claim, request_id, ledger_.options().max_outcome_bytes, response.get())) {
+      std::move(done)(*std::move(answered));
+      return nullptr;
     }
     auto settle = std::make_shared<LedgerClaim>(ledger_, caller.client_id, request_id);
     done = [settle, response, done = std::move(done)](absl::Status status) mutable {
