@@ -392,6 +392,12 @@ void BrokerServer::Shutdown(absl::Duration drain) {
     if (!health_service_->WaitForStreamsDone(absl::Now() + absl::Seconds(2))) {
       spdlog::warn("some health Watch streams did not end in time; cancelling them");
     }
+    // Pipeline streams end with UNAVAILABLE once their running calls' results
+    // are sent; WaitForIdle returned when the last result was written, which
+    // is before the stream's Finish: Shutdown below would cancel it.
+    if (!service_->WaitForPipelineStreamsDone(absl::Now() + absl::Seconds(2))) {
+      spdlog::warn("some Pipeline streams did not end in time; cancelling them");
+    }
     // 4. Cancels whatever is left; the runner sees the cancellations and stops
     // the statements in PostgreSQL.
     server_->Shutdown(std::chrono::system_clock::now());

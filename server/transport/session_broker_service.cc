@@ -1042,6 +1042,15 @@ bool SessionBrokerService::RegisterPipelineStream(PipelineReactor* reactor) {
 void SessionBrokerService::PipelineStreamDone(PipelineReactor* reactor) {
   core::MutexLock lock(&pipelines_mu_);
   pipelines_.erase(reactor);
+  if (pipelines_.empty()) pipelines_gone_.SignalAll();
+}
+
+bool SessionBrokerService::WaitForPipelineStreamsDone(absl::Time deadline) {
+  core::MutexLock lock(&pipelines_mu_);
+  while (!pipelines_.empty()) {
+    if (!pipelines_gone_.WaitUntil(&pipelines_mu_, deadline)) return false;
+  }
+  return true;
 }
 
 absl::Status SessionBrokerService::AdmitPipelineCall(const std::string& client) {

@@ -25,7 +25,11 @@
 // EndSession, Commit and Rollback, which only give back) and calls already
 // running finish; WaitForIdle() lets shutdown wait for them. KeepAlive
 // streams are not waited for (see keep_alive_reactor.h); Listen streams are
-// ended by the NotificationHub's Shutdown (listen_reactor.h).
+// ended by the NotificationHub's Shutdown (listen_reactor.h); Pipeline
+// streams end by themselves once their calls' results are sent, and
+// WaitForPipelineStreamsDone() lets shutdown wait for their status to be sent
+// (WaitForIdle returns as soon as the last result was written, before the
+// stream's Finish).
 //
 // Thread-safe. Outlives the grpc::Server it is registered with.
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_SESSION_BROKER_SERVICE_H_
@@ -130,6 +134,9 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService, pr
   void StartDraining();
   // True if no call was in flight by `deadline` (real time).
   bool WaitForIdle(absl::Time deadline);
+  // True if every Pipeline stream was done (its status sent) by `deadline`
+  // (real time). After StartDraining, so that no new stream opens.
+  bool WaitForPipelineStreamsDone(absl::Time deadline);
   int in_flight() const;
 
  private:
@@ -273,6 +280,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService, pr
   // what a stream calls under its own lock, nor while mu_ is held.
   core::Mutex pipelines_mu_;
   absl::flat_hash_set<PipelineReactor*> pipelines_ ABSL_GUARDED_BY(pipelines_mu_);
+  core::CondVar pipelines_gone_;  // signalled when pipelines_ becomes empty
   bool pipelines_draining_ ABSL_GUARDED_BY(pipelines_mu_) = false;
 };
 

@@ -178,6 +178,9 @@ void NotificationHub::Loop() {
       if (conn_ != nullptr) {
         SyncChannels(wanted);
         if (conn_ != nullptr) ReadAndDispatch();  // what arrived during the round trips
+        // Published before anyone is confirmed or told of a gap: a client
+        // that reads PoolStatus after its confirmation sees its channels.
+        PublishConnectionStats();
         if (conn_ != nullptr) {
           const int pid = conn_->BackendPid();
           if (std::exchange(gap_owed_, false)) {
@@ -198,7 +201,6 @@ void NotificationHub::Loop() {
           }
           ConfirmReady();
         }
-        PublishConnectionStats();
       }
       // No connection (the attempt failed or was not allowed yet, or the
       // connection was lost just now): try again when the backoff allows,
