@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "server/core/base/clock.h"
+#include "server/core/base/mutex.h"
 #include "server/core/notify/subscriber_queue.h"
 
 namespace sessionbroker::core {
@@ -40,18 +40,21 @@ class FakeListenConnector final : public storage::ListenConnector {
 class StatsAtConfirmation {
  public:
   void Record(const ListenerStats& stats) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stats_ = stats;
+    recorded_.SignalAll();
   }
   ListenerStats Await() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(
-        +[](std::optional<ListenerStats>* s) { return s->has_value(); }, &stats_));
+    MutexLock lock(&mu_);
+    while (!stats_.has_value()) recorded_.Wait(&mu_);
     return *stats_;
   }
 
  private:
-  absl::Mutex mu_;
+  // The project's Mutex/CondVar (std:: underneath), which ThreadSanitizer
+  // sees; Debian's absl::Mutex is not instrumented.
+  Mutex mu_;
+  CondVar recorded_;
   std::optional<ListenerStats> stats_ ABSL_GUARDED_BY(mu_);
 };
 
