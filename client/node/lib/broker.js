@@ -28,6 +28,7 @@ const {KeepAlive, Lease} = require('./keepalive');
 const {toValue, decoder} = require('./types');
 const {RowStream} = require('./stream');
 const {Subscription} = require('./listen');
+const {SharedPipeline} = require('./pipeline');
 
 const DEFAULT_DEADLINE_MS = 60000;
 const END_SESSION_DEADLINE_MS = 5000;
@@ -137,6 +138,11 @@ class Broker {
     this._sessions = new Set();
     // Open streams and subscriptions, cancelled by close().
     this._streams = new Set();
+    // Every Execute (query(), a session's and a transaction's queries) goes
+    // over one shared Pipeline stream (lib/pipeline.js) unless switched off.
+    this._pipeline = options.pipeline === false ? null : new SharedPipeline(
+      () => this._client.Pipeline(this._metadata.clone()),
+      (request, callOptions) => this._unary('Execute', request, callOptions));
     this._closed = false;
   }
 
@@ -253,6 +259,7 @@ class Broker {
       if (open instanceof Subscription) open.close();
       else open.destroy();
     }
+    if (this._pipeline) this._pipeline.close();
     const sessions = [...this._sessions];
     await Promise.allSettled(sessions.map((s) => s._end(true)));
     this._keepAlive.close();
@@ -304,8 +311,17 @@ class Broker {
     const config = queryArgs(textOrConfig, values, options);
     const types = config.types || [];
     const params = config.values.map((v, i) => toValue(v, types[i]));
-    const response = await this._unary('Execute',
-      {sql: config.text, params, session: sessionName}, config);
+    const request = {sql: config.text, params, session: sessionName};
+    let response;
+    if (this._pipeline && this._pipeline.usable) {
+      const signal = config.signal;
+      if (signal && signal.aborted) throw abortReason(signal);
+      let deadlineMs = config.deadlineMs === undefined ? this.deadlineMs : config.deadlineMs;
+      if (deadlineMs === null || !Number.isFinite(deadlineMs)) deadlineMs = null;
+      response = await this._pipeline.execute(request, deadlineMs, signal);
+    } else {
+      response = await this._unary('Execute', request, config);
+    }
     return this._result(response, config.rowMode);
   }
 
