@@ -7,7 +7,10 @@
 // on any pooled connection; broker.session() leases a session for
 // multi-statement transactions; broker.stream() reads a result of any size
 // as a Readable of rows with back pressure (lib/stream.js); broker.listen()
-// subscribes to LISTEN/NOTIFY channels (lib/listen.js);
+// subscribes to LISTEN/NOTIFY channels (lib/listen.js); every query
+// (one-shot or in a session) goes over the Broker's shared Pipeline stream
+// (lib/pipeline.js) unless `pipeline: false`, with unary Execute as the
+// fallback;
 // broker.transaction(fn) runs fn in a
 // session's transaction and runs it again when it failed in a way a retry
 // can fix (serialization failure, deadlock, ABORTED). Every call takes an

@@ -379,7 +379,10 @@ class SharedPipeline {
         this._retryMs = Math.min(RETRY_MAX_MS, this._retryMs * 2);
       }
       // Written calls may have run: they fail as a lost unary call would.
-      const err = failure || Object.assign(
+      const failed = status.code === grpc.status.OK ? null : Object.assign(
+        new Error(`${status.code} ${grpc.status[status.code]}: ${status.details}`),
+        {code: status.code, details: status.details, metadata: status.metadata});
+      const err = failure || failed || Object.assign(
         new Error(`${grpc.status.UNAVAILABLE} UNAVAILABLE: the Pipeline stream ended ` +
                   'before the call\'s result'),
         {code: grpc.status.UNAVAILABLE, details: 'the Pipeline stream ended before the ' +

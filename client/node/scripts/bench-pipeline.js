@@ -29,8 +29,11 @@ async function run(db, callers, perCaller) {
   }));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   latencies.sort((a, b) => a - b);
-  return {qps: Math.round(callers * perCaller / seconds), p50: Math.round(percentile(latencies, 0.5)),
-    p99: Math.round(percentile(latencies, 0.99))};
+  return {
+    qps: Math.round(callers * perCaller / seconds),
+    p50: Math.round(percentile(latencies, 0.5)),
+    p99: Math.round(percentile(latencies, 0.99)),
+  };
 }
 
 async function main() {

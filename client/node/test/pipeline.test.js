@@ -131,7 +131,8 @@ test('a session\'s errors with a reason are the same over the stream and unary',
     const a = await viaStream.query('SELECT 1').catch((e) => e);
     const b = await viaUnary.query('SELECT 1').catch((e) => e);
     assert.equal(a.reason, 'SESSION_EXPIRED');
-    assert.deepEqual({...observable(a), message: undefined}, {...observable(b), message: undefined});
+    assert.deepEqual({...observable(a), message: undefined},
+      {...observable(b), message: undefined});
     const shape = (e, name) => e.message.replace(name, 'S').replace(/\d{4}-[\d:.TZ-]+/g, 'T');
     assert.equal(shape(a, viaStream.name), shape(b, viaUnary.name));
   } finally {
