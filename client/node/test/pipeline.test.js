@@ -78,6 +78,26 @@ test('200 concurrent queries are answered correctly over one Pipeline stream, no
     }
   });
 
+test('queries issued in the same turn go out together: one call until the broker\'s limits ' +
+     'arrive, then the other 99 in one message', async () => {
+  const sent = [];
+  const interceptor = (options, nextCall) => new grpc.InterceptingCall(nextCall(options), {
+    sendMessage(message, next) {
+      if (options.method_definition.path.endsWith('/Pipeline')) sent.push(message.calls.length);
+      next(message);
+    },
+  });
+  const piped = new Broker({target: broker.target, channelOptions: {interceptors: [interceptor]}});
+  try {
+    const results = await Promise.all(Array.from({length: 100}, (_, i) =>
+      piped.query('SELECT $1::int4 AS n', [i])));
+    assert.deepEqual(results.map((r) => r.rows[0].n), Array.from({length: 100}, (_, i) => i));
+    assert.deepEqual(sent, [1, 99]);
+  } finally {
+    await piped.close();
+  }
+});
+
 test('with pipeline: false every query is a unary Execute and no stream opens', async () => {
   const {counts, channelOptions} = methodCounter();
   const unary = new Broker({target: broker.target, pipeline: false, channelOptions});
@@ -244,7 +264,9 @@ test('large calls go unary and a burst of medium ones is split into messages und
 
 test('a broker killed mid-flight fails the calls on the stream as it fails unary calls, ' +
      'without resending; after its restart queries succeed again', async () => {
-  let victim = await startBroker();
+  // Each sleep on a connection of its own (no pipelined engine), so that all
+  // six are seen running before the kill.
+  let victim = await startBroker({BROKER_PIPELINE_CONNECTIONS: '0'});
   const target = victim.target;
   const {counts, channelOptions} = methodCounter();
   const piped = new Broker({target, channelOptions});
@@ -267,7 +289,7 @@ test('a broker killed mid-flight fails the calls on the stream as it fails unary
     }
     assert.equal(counts.Execute, undefined); // nothing was resent unary
     await victim.stop();
-    victim = await startBroker({BROKER_LISTEN_ADDR: target});
+    victim = await startBroker({BROKER_LISTEN_ADDR: target, BROKER_PIPELINE_CONNECTIONS: '0'});
     // The backends the killed broker left finish their sleep; the writes
     // that reached PostgreSQL ran once each, never twice.
     await waitUntil(async () => (await running(marker)) === 0);
