@@ -324,6 +324,33 @@ test('a draining broker finishes the calls running on the stream; later calls fa
   }
 });
 
+test('a broker that cannot be reached fails queries UNAVAILABLE as unary calls do; the next ' +
+     'ones go unary', async () => {
+  const gone = await startBroker();
+  const target = gone.target;
+  await gone.stop();
+  const {counts, channelOptions} = methodCounter();
+  const piped = new Broker({target, channelOptions});
+  const unary = new Broker({target, pipeline: false});
+  try {
+    const viaStream = await Promise.all(Array.from({length: 3}, () =>
+      piped.query('SELECT 1').catch((e) => e)));
+    // Within the pause after a failed stream: unary.
+    const next = await piped.query('SELECT 1').catch((e) => e);
+    const viaUnary = await unary.query('SELECT 1').catch((e) => e);
+    assert.equal(viaUnary.grpcCode, grpcStatus.UNAVAILABLE);
+    for (const e of [...viaStream, next]) {
+      assert.ok(e instanceof DatabaseError);
+      assert.equal(e.grpcCode, grpcStatus.UNAVAILABLE);
+    }
+    assert.equal(counts.Pipeline, 1);
+    assert.ok(counts.Execute >= 1);
+  } finally {
+    await piped.close();
+    await unary.close();
+  }
+});
+
 test('a broker without the Pipeline method is served unary, and the client remembers it',
   async () => {
     const {SessionBroker} = load();
