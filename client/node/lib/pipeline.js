@@ -24,7 +24,9 @@
 //   fromServiceError).
 // - Limits: at most one call in flight before the broker's first message
 //   (its limits) arrived, then at most the tighter of the stream and client
-//   limits; more are queued here, never refused.
+//   limits; more are queued here, never refused. A call the broker refuses
+//   for those limits all the same (the client's other streams count too)
+//   did not run and goes unary.
 // - Size: a message is kept under 64 KiB (estimated) and a call over 16 KiB
 //   goes unary: the broker's BROKER_MAX_REQUEST_BYTES bounds a whole
 //   message, and a message over it would end the stream with every call on
@@ -54,6 +56,10 @@ const RETRY_MAX_MS = 30000;
 // kept under MESSAGE_BUDGET_BYTES, and a call larger than
 // UNARY_ABOVE_BYTES goes unary, where a size error is that call's alone.
 const MESSAGE_BUDGET_BYTES = 64 * 1024;
+// RESOURCE_EXHAUSTED naming these settings refuses a call for the stream's
+// or the client's Pipeline limit (nothing ran): a unary call is not bound by
+// them, so the call goes unary.
+const STREAM_LIMIT_MARK = 'BROKER_PIPELINE_MAX_IN_FLIGHT';
 const UNARY_ABOVE_BYTES = 16 * 1024;
 
 // An upper estimate of a request's encoded size: its strings' UTF-8 bytes,
@@ -350,6 +356,10 @@ class SharedPipeline {
       this.stats.streamCalls++;
       if (result.outcome === 'execute') {
         this._settle(entry, null, result.execute);
+      } else if (result.outcome === 'status' && result.status &&
+                 result.status.code === grpc.status.RESOURCE_EXHAUSTED &&
+                 String(result.status.message).includes(STREAM_LIMIT_MARK)) {
+        this._toUnary(entry);
       } else if (result.outcome === 'status') {
         this._settle(entry, fromServiceError(serviceErrorOfPipelineStatus(result)));
       } else {

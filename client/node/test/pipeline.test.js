@@ -235,6 +235,20 @@ test('calls beyond the advertised in-flight limit wait on the client, none is re
     }
   });
 
+test('calls refused for the client\'s Pipeline limit (over all its streams) go unary: none ' +
+     'fails', async () => {
+  const limited = await startBroker({BROKER_PIPELINE_MAX_IN_FLIGHT_PER_CLIENT: '2'});
+  const brokers = [1, 2].map(() => new Broker({target: limited.target, clientId: 'shared'}));
+  try {
+    const results = await Promise.all(brokers.flatMap((b, k) => Array.from({length: 10}, (_, i) =>
+      b.query('SELECT $1::int4 AS n, pg_sleep(0.05)', [k * 10 + i]))));
+    assert.deepEqual(results.map((r) => r.rows[0].n), Array.from({length: 20}, (_, i) => i));
+  } finally {
+    for (const b of brokers) await b.close();
+    await limited.stop();
+  }
+});
+
 test('large calls go unary and a burst of medium ones is split into messages under the ' +
      'broker\'s request size limit', async () => {
   const small = await startBroker({BROKER_MAX_REQUEST_BYTES: String(128 * 1024)});
