@@ -281,7 +281,11 @@ class SharedPipeline {
       for (const entry of this._queue.splice(0)) this._toUnary(entry);
       return;
     }
-    if (this._queue.length > 0 && !this._stream) this._startStream();
+    if (this._queue.length > 0 && !this._stream && !this._startStream()) {
+      // The channel cannot start a call (it was closed): unary gives the error.
+      for (const entry of this._queue.splice(0)) this._toUnary(entry);
+      return;
+    }
     const stream = this._stream;
     if (!stream || stream.writing) return;
     const calls = [];
@@ -326,8 +330,14 @@ class SharedPipeline {
     }
   }
 
+  // Opens a stream; false if the channel refused to start the call.
   _startStream() {
-    const call = this._open();
+    let call;
+    try {
+      call = this._open();
+    } catch (err) {
+      return false;
+    }
     const stream = new Stream(call);
     this._stream = stream;
     this.stats.streamsOpened++;
@@ -338,6 +348,7 @@ class SharedPipeline {
       failure = err;
     });
     call.on('status', (status) => this._onEnd(stream, status, failure));
+    return true;
   }
 
   _onResponse(stream, response) {
