@@ -193,6 +193,29 @@ test('a deadline over the stream fails DEADLINE_EXCEEDED and cancels the stateme
   assert.equal((await other).rowCount, 1);
 });
 
+test('a query\'s deadline travels as its call\'s timeout; without one the call has none',
+  async () => {
+    const sent = [];
+    const interceptor = (options, nextCall) => new grpc.InterceptingCall(nextCall(options), {
+      sendMessage(message, next) {
+        sent.push(...message.calls);
+        next(message);
+      },
+    });
+    const piped = new Broker({target: broker.target, deadlineMs: null,
+      channelOptions: {interceptors: [interceptor]}});
+    try {
+      await piped.query('SELECT 1', [], {deadlineMs: 2000});
+      await piped.query('SELECT 2');
+      assert.equal(sent.length, 2);
+      const ms = Number(sent[0].timeout.seconds) * 1000 + sent[0].timeout.nanos / 1e6;
+      assert.ok(ms > 0 && ms <= 2000, `timeout ${ms} ms`);
+      assert.equal(sent[1].timeout, undefined);
+    } finally {
+      await piped.close();
+    }
+  });
+
 test('an AbortSignal over the stream rejects with its reason and cancels the statement',
   async () => {
     const marker = `pipe_abort_${process.pid}`;
