@@ -154,7 +154,7 @@ class SharedPipeline {
     this._retryAt = 0;
     this._retryMs = RETRY_INITIAL_MS;
     this._closed = false;
-    /** Counters for tests and diagnostics: calls answered on a stream, streams opened. */
+    /** Counters for diagnostics: calls answered on a stream, calls made unary, streams opened. */
     this.stats = {streamCalls: 0, unaryCalls: 0, streamsOpened: 0};
   }
 
@@ -232,8 +232,9 @@ class SharedPipeline {
     }
   }
 
-  // A call that never reached a stream, or reached one that cannot have run
-  // it (UNIMPLEMENTED), runs unary with what is left of its deadline.
+  // A call that never reached a stream, or that the broker did not run
+  // (UNIMPLEMENTED, refused for the Pipeline limits), runs unary with what is
+  // left of its deadline.
   _toUnary(entry) {
     if (entry.settled) return;
     let left = null;
@@ -364,14 +365,15 @@ class SharedPipeline {
       const entry = stream.inFlight.get(String(result.id));
       if (!entry) continue;
       stream.inFlight.delete(entry.id);
-      this.stats.streamCalls++;
       if (result.outcome === 'execute') {
+        this.stats.streamCalls++;
         this._settle(entry, null, result.execute);
       } else if (result.outcome === 'status' && result.status &&
                  result.status.code === grpc.status.RESOURCE_EXHAUSTED &&
                  String(result.status.message).includes(STREAM_LIMIT_MARK)) {
         this._toUnary(entry);
       } else if (result.outcome === 'status') {
+        this.stats.streamCalls++;
         this._settle(entry, fromServiceError(serviceErrorOfPipelineStatus(result)));
       } else {
         this._settle(entry, fromServiceError(serviceErrorOfPipelineStatus({
