@@ -33,6 +33,13 @@ export interface BrokerOptions {
   int8?: Int8Mode;
   /** Extra @grpc/grpc-js channel options. */
   channelOptions?: ChannelOptions;
+  /**
+   * Route every query (broker.query(), a session's and a transaction's)
+   * over one shared Pipeline stream, several calls per message (default
+   * true); false: one unary Execute call each. Results and errors are the
+   * same either way; a broker without Pipeline is served unary.
+   */
+  pipeline?: boolean;
 }
 
 export interface CallOptions {

@@ -3,7 +3,8 @@
 // in node-postgres' shape (docs/clients.md, "Node.js"). See lib/broker.js for
 // the Broker and its sessions, lib/types.js for values, lib/errors.js for
 // DatabaseError, lib/keepalive.js for the shared KeepAlive stream,
-// lib/stream.js for streamed queries, lib/listen.js for LISTEN/NOTIFY.
+// lib/stream.js for streamed queries, lib/listen.js for LISTEN/NOTIFY,
+// lib/pipeline.js for the shared Pipeline stream queries travel on.
 
 const {status} = require('@grpc/grpc-js');
 const {Broker, Session, Transaction} = require('./lib/broker');

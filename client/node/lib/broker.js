@@ -7,7 +7,10 @@
 // on any pooled connection; broker.session() leases a session for
 // multi-statement transactions; broker.stream() reads a result of any size
 // as a Readable of rows with back pressure (lib/stream.js); broker.listen()
-// subscribes to LISTEN/NOTIFY channels (lib/listen.js);
+// subscribes to LISTEN/NOTIFY channels (lib/listen.js); every query
+// (one-shot or in a session) goes over the Broker's shared Pipeline stream
+// (lib/pipeline.js) unless `pipeline: false`, with unary Execute as the
+// fallback;
 // broker.transaction(fn) runs fn in a
 // session's transaction and runs it again when it failed in a way a retry
 // can fix (serialization failure, deadlock, ABORTED). Every call takes an
@@ -28,6 +31,7 @@ const {KeepAlive, Lease} = require('./keepalive');
 const {toValue, decoder} = require('./types');
 const {RowStream} = require('./stream');
 const {Subscription} = require('./listen');
+const {SharedPipeline} = require('./pipeline');
 
 const DEFAULT_DEADLINE_MS = 60000;
 const END_SESSION_DEADLINE_MS = 5000;
@@ -137,6 +141,11 @@ class Broker {
     this._sessions = new Set();
     // Open streams and subscriptions, cancelled by close().
     this._streams = new Set();
+    // Every Execute (query(), a session's and a transaction's queries) goes
+    // over one shared Pipeline stream (lib/pipeline.js) unless switched off.
+    this._pipeline = options.pipeline === false ? null : new SharedPipeline(
+      () => this._client.Pipeline(this._metadata.clone()),
+      (request, callOptions) => this._unary('Execute', request, callOptions));
     this._closed = false;
   }
 
@@ -253,6 +262,7 @@ class Broker {
       if (open instanceof Subscription) open.close();
       else open.destroy();
     }
+    if (this._pipeline) this._pipeline.close();
     const sessions = [...this._sessions];
     await Promise.allSettled(sessions.map((s) => s._end(true)));
     this._keepAlive.close();
@@ -304,8 +314,17 @@ class Broker {
     const config = queryArgs(textOrConfig, values, options);
     const types = config.types || [];
     const params = config.values.map((v, i) => toValue(v, types[i]));
-    const response = await this._unary('Execute',
-      {sql: config.text, params, session: sessionName}, config);
+    const request = {sql: config.text, params, session: sessionName};
+    let response;
+    if (this._pipeline && this._pipeline.usable) {
+      const signal = config.signal;
+      if (signal && signal.aborted) throw abortReason(signal);
+      let deadlineMs = config.deadlineMs === undefined ? this.deadlineMs : config.deadlineMs;
+      if (deadlineMs === null || !Number.isFinite(deadlineMs)) deadlineMs = null;
+      response = await this._pipeline.execute(request, deadlineMs, signal);
+    } else {
+      response = await this._unary('Execute', request, config);
+    }
     return this._result(response, config.rowMode);
   }
 

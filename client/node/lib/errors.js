@@ -112,4 +112,36 @@ function fromServiceError(err) {
   return e;
 }
 
-module.exports = {DatabaseError, fromServiceError, SESSION_GONE};
+/**
+ * A failed Pipeline result (PipelineResult with `status`, `sqlstate` and
+ * `reason`) as the grpc-js ServiceError the unary call would have failed
+ * with: the same code and message, and the trailers the broker would have
+ * sent (sqlstate, sessionbroker-reason, grpc-status-details-bin holding the
+ * status with its SqlErrorDetail). fromServiceError() maps it as it maps a
+ * unary call's error, so both paths give the same DatabaseError.
+ */
+function serviceErrorOfPipelineStatus(result) {
+  const rpcStatus = result.status || {};
+  const code = Number(rpcStatus.code) || status.UNKNOWN;
+  const message = rpcStatus.message || '';
+  const {Metadata} = require('@grpc/grpc-js');
+  const metadata = new Metadata();
+  if (result.sqlstate) metadata.set('sqlstate', result.sqlstate);
+  if (result.reason) metadata.set('sessionbroker-reason', result.reason);
+  if ((rpcStatus.details || []).length > 0) {
+    const {RpcStatus} = load();
+    const encoded = RpcStatus.encode(RpcStatus.fromObject({
+      code,
+      message,
+      details: rpcStatus.details.map((any) => ({type_url: any.type_url, value: any.value})),
+    })).finish();
+    metadata.set('grpc-status-details-bin', Buffer.from(encoded));
+  }
+  const err = new Error(`${code} ${status[code] || code}: ${message}`);
+  err.code = code;
+  err.details = message;
+  err.metadata = metadata;
+  return err;
+}
+
+module.exports = {DatabaseError, fromServiceError, serviceErrorOfPipelineStatus, SESSION_GONE};

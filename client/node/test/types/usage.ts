@@ -11,7 +11,7 @@ interface User {
 
 export async function main(): Promise<void> {
   const broker = new Broker({target: '127.0.0.1:50051', clientId: 'billing', int8: 'bigint',
-    deadlineMs: 5000});
+    deadlineMs: 5000, pipeline: true});
   const {rows, fields, rowCount, command} = await broker.query<User>(
     'SELECT id, email, created FROM users WHERE id = $1', [42n]);
   const first: User | undefined = rows[0];
