@@ -402,3 +402,97 @@ def test_a_broker_without_the_method_is_remembered_and_calls_stay_unary():
         mux.release()
         channel.close()
         server.stop(None)
+
+
+def _idle_stream(mux: PipelineMux):
+    """A ready stream of the mux whose messages nobody sends (its threads are
+    never started), so that calls stay queued: the state just before a break."""
+    from sessionbroker._pipeline import _Stream
+    stream = _Stream(mux)
+    stream.ready = True
+    stream.capacity = 8
+    with mux.lock:
+        mux._stream = stream
+    return stream
+
+
+def _call_in_thread(mux: PipelineMux, unary) -> dict:
+    """Starts a concurrent call in a thread; its outcome lands in the dict."""
+    outcome: dict = {}
+    request = broker_pb2.ExecuteRequest(sql="SELECT 1")
+
+    def run() -> None:
+        try:
+            outcome["value"] = mux.call("execute", request, None, unary)
+        except grpc.RpcError as e:
+            outcome["error"] = e
+
+    outcome["thread"] = threading.Thread(target=run)
+    outcome["thread"].start()
+    return outcome
+
+
+def test_calls_not_yet_sent_when_the_stream_breaks_go_unary_and_sent_ones_are_lost():
+    channel = grpc.insecure_channel("127.0.0.1:1")  # never dialled: the stream is not started
+    mux = PipelineMux(channel, ())
+    mux.acquire()
+    stream = _idle_stream(mux)
+    unary_calls = []
+
+    def unary(timeout):
+        unary_calls.append(timeout)
+        return "unary answer"
+
+    with another_call_in_flight(mux):
+        queued = _call_in_thread(mux, unary)
+        sent = _call_in_thread(mux, unary)
+        _wait_for("both calls are queued on the stream", lambda: len(stream.pending) == 2)
+        with mux.lock:
+            first = min(stream.pending)
+            stream.pending[first].sent = True  # as if gRPC's thread had taken it
+        mux._stream_ended(stream, grpc.StatusCode.UNAVAILABLE, "Socket closed", ())
+        queued["thread"].join()
+        sent["thread"].join()
+    outcomes = [queued, sent]
+    lost = [o for o in outcomes if "error" in o]
+    answered = [o for o in outcomes if "value" in o]
+    assert len(lost) == 1 and len(answered) == 1
+    assert answered[0]["value"] == "unary answer" and unary_calls == [None]
+    error = lost[0]["error"]
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "Socket closed" + LOST_SUFFIX
+    assert mux.stats.lost_calls == 1 and mux.stats.fallbacks == 1
+    mux.release()
+    channel.close()
+
+
+def test_a_refusal_by_the_streams_own_limit_goes_unary_and_other_errors_do_not():
+    channel = grpc.insecure_channel("127.0.0.1:1")
+    mux = PipelineMux(channel, ())
+    mux.acquire()
+    stream = _idle_stream(mux)
+    with another_call_in_flight(mux):
+        refused = _call_in_thread(mux, lambda t: "unary answer")
+        exhausted = _call_in_thread(mux, lambda t: "unary answer")
+        _wait_for("both calls are queued on the stream", lambda: len(stream.pending) == 2)
+        first, second = sorted(stream.pending)
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        stream._received(broker_pb2.PipelineResponse(results=[
+            broker_pb2.PipelineResult(id=first, status=broker_pb2.RpcStatus(
+                code=code, message="the stream has 8 calls in flight, its limit "
+                "(BROKER_PIPELINE_MAX_IN_FLIGHT, advertised in the stream's first message)")),
+            broker_pb2.PipelineResult(id=second, status=broker_pb2.RpcStatus(
+                code=code, message="too many waiters for a connection"))]))
+        refused["thread"].join()
+        exhausted["thread"].join()
+    by_id = {first: None, second: None}
+    for o in (refused, exhausted):
+        if "value" in o:
+            by_id[first] = o
+        else:
+            by_id[second] = o
+    assert by_id[first]["value"] == "unary answer"
+    assert by_id[second]["error"].code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert by_id[second]["error"].details() == "too many waiters for a connection"
+    mux.release()
+    channel.close()
