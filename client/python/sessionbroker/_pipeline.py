@@ -31,9 +31,9 @@ which blocks on the stream's queue and coalesces every call queued meanwhile
 into one request message (no timer). Both end when the stream ends; the
 mux closes its stream when its last connection releases it.
 
-Thread-safe: one lock per mux guards its state and its stream's pending
-calls; a pending call is completed once, under that lock, and its caller is
-woken through its own Event.
+Thread-safe: one (reentrant) lock per mux guards its state and its
+stream's pending calls; a pending call is completed once, under that lock,
+and its caller is woken through its own Event.
 """
 
 import itertools
@@ -297,7 +297,9 @@ class PipelineMux:
         self.stub = broker_pb2_grpc.SessionBrokerStub(channel)
         self.metadata = metadata
         self.thread_name = thread_name
-        self.lock = threading.Lock()
+        # Reentrant: a connection's finalizer (release) may run, through the
+        # garbage collector, on a thread that holds it.
+        self.lock = threading.RLock()
         self.stats = MuxStats()
         self.backoff = _BACKOFF_INITIAL
         self._users = 0
