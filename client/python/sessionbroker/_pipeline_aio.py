@@ -217,21 +217,27 @@ class AioPipelineMux:
                 return await unary(timeout)
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
-                value = await asyncio.wait_for(asyncio.shield(pending.future), remaining)
-            except (asyncio.TimeoutError, asyncio.CancelledError) as e:
-                if pending.future.done():
-                    value = pending.future.result()
+                if remaining is None:
+                    value = await pending.future
                 else:
+                    value = await asyncio.wait_for(pending.future, remaining)
+            except (asyncio.TimeoutError, asyncio.CancelledError) as e:
+                answered = pending.future.done() and not pending.future.cancelled()
+                if not answered:
+                    # Given up (deadline, or the awaiting task was cancelled):
+                    # cancel it by id if sent, else it is never sent.
                     pending.abandoned = True
                     if pending.sent and not stream.ended:
                         stream.send(pending.id)
                     else:
                         stream.pending.pop(pending.id, None)
-                    if isinstance(e, asyncio.CancelledError):
-                        raise
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+                if not answered:
                     self.stats.cancelled_calls += 1
                     raise _aio_error(grpc.StatusCode.DEADLINE_EXCEEDED,
                                      "Deadline Exceeded") from None
+                value = pending.future.result()
             if pending.unsent:
                 self.stats.unary_calls += 1
                 remaining = None if deadline is None else deadline - time.monotonic()
