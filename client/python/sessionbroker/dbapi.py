@@ -64,7 +64,10 @@ PostgreSQL's fields (``.detail``, ``.hint``, ``.constraint_name``,
 **Threads** (threadsafety 2): the module, its gRPC channel and KeepAlive
 stream are shared by every connection; a connection may be shared between
 threads (each call holds the connection's lock, and the broker runs one
-session's calls one at a time), a cursor may not.
+session's calls one at a time), a cursor may not. While several threads'
+calls are in flight on the channel, their Execute/ExecuteBatch calls share
+one Pipeline stream (``sessionbroker._pipeline``; a lone call is unary; the
+same results and errors; ``connect(pipeline=False)`` switches it off).
 
 **Savepoints**: ``SAVEPOINT``, ``RELEASE SAVEPOINT`` and ``ROLLBACK TO
 SAVEPOINT`` statements work inside a transaction, as in PostgreSQL: after a
