@@ -214,6 +214,43 @@ def test_a_passed_deadline_cancels_the_call_on_the_stream_as_unary(broker_target
     asyncio.run(main())
 
 
+def test_a_cancelled_task_cancels_its_call_on_the_stream(broker_target):
+    async def main():
+        client = _client()
+        marker = uuid.uuid4().hex
+        conn = await aio.connect(broker_target, client_id=client, autocommit=True)
+        watcher = await aio.connect(broker_target, client_id=client, autocommit=True,
+                                    pipeline=False)
+        counts = []
+
+        async def count() -> None:
+            cur = watcher.cursor()
+            await cur.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s "
+                              "AND pid <> pg_backend_pid()", (f"%{marker}%",))
+            counts.append((await cur.fetchone())[0])
+
+        try:
+            await _stream_ready(conn)
+            mux = conn._mux
+            async with another_call_in_flight(mux):
+                task = asyncio.ensure_future(
+                    conn.cursor().execute(f"SELECT pg_sleep(30) /* {marker} */"))
+                await _wait_for("the call runs in PostgreSQL",
+                                lambda: bool(counts) and counts[-1] == 1, count)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            counts.clear()
+            await _wait_for("the statement was cancelled in PostgreSQL",
+                            lambda: bool(counts) and counts[-1] == 0, count)
+            assert mux.stats.unary_calls >= 1 and mux.stats.stream_calls == 0
+        finally:
+            await watcher.close()
+            await conn.close()
+
+    asyncio.run(main())
+
+
 def test_calls_lost_with_a_killed_broker_fail_as_maybe_applied(broker_factory):
     broker = broker_factory({})
 
