@@ -47,6 +47,7 @@ from sessionbroker._keepalive import SessionLease, keepalive_for
 from sessionbroker._listen import (Event, Gap, Notification, confirmation_from, event_from,
                                    request_for)
 from sessionbroker._pb import broker_pb2, broker_pb2_grpc
+from sessionbroker._pipeline_aio import AioPipelineMux, MuxKey
 from sessionbroker._types import (BINARY, DATETIME, NUMBER, ROWID, STRING, Binary, Date,
                                   DateFromTicks, Json, Time, TimeFromTicks, Timestamp,
                                   TimestampFromTicks)
@@ -76,6 +77,8 @@ class _LoopChannels:
 
     def __init__(self) -> None:
         self.channels: Dict[Tuple[str, int], List[Any]] = {}  # key -> [channel, users]
+        # The shared Pipeline stream of each channel and call metadata.
+        self.muxes: Dict[MuxKey, AioPipelineMux] = {}
 
     def acquire(self, target: str,
                 credentials: Optional[grpc.ChannelCredentials]) -> Tuple[Any, grpc.aio.Channel]:
@@ -89,6 +92,25 @@ class _LoopChannels:
             entry = self.channels[key] = [channel, 0]
         entry[1] += 1
         return key, entry[0]
+
+    def acquire_mux(self, key: Tuple[str, int], metadata) -> AioPipelineMux:
+        """The mux of an acquired channel and this call metadata, for one more user."""
+        mux = self.muxes.get((key, metadata))
+        if mux is None:
+            mux = self.muxes[(key, metadata)] = AioPipelineMux(self.channels[key][0], metadata)
+        mux.users += 1
+        return mux
+
+    async def release_mux(self, key: Tuple[str, int], metadata) -> None:
+        """One user less; the last one closes the mux's stream (before the
+        channel is released)."""
+        mux = self.muxes.get((key, metadata))
+        if mux is None:
+            return
+        mux.users -= 1
+        if mux.users == 0:
+            del self.muxes[(key, metadata)]
+            await mux.close()
 
     async def release(self, key: Tuple[str, int]) -> None:
         entry = self.channels.get(key)
@@ -125,7 +147,7 @@ class AsyncConnection:
     def __init__(self, target: str, *, client_id: Optional[str], token: Optional[str],
                  timeout: Optional[float],
                  credentials: Optional[grpc.ChannelCredentials], autocommit: bool,
-                 isolation_level: Optional[str]) -> None:
+                 isolation_level: Optional[str], pipeline: bool = True) -> None:
         self.target = target
         self.client_id = client_id
         self.timeout = timeout
@@ -136,6 +158,10 @@ class AsyncConnection:
         self._channel_key, channel = self._channels.acquire(target, credentials)
         self._channel_released = False
         self._stub = broker_pb2_grpc.SessionBrokerStub(channel)
+        #: The shared Pipeline stream's router for concurrent calls; None: unary only.
+        self._mux: Optional[AioPipelineMux] = (
+            self._channels.acquire_mux(self._channel_key, self._core.metadata)
+            if pipeline else None)
         self._keepalive = keepalive_for(channel_for(target, credentials), self._core.metadata,
                                         target)
 
@@ -279,6 +305,8 @@ class AsyncConnection:
     async def _release_channel(self) -> None:
         if not self._channel_released:
             self._channel_released = True
+            if self._mux is not None:
+                await self._channels.release_mux(self._channel_key, self._core.metadata)
             await self._channels.release(self._channel_key)
 
     async def __aenter__(self) -> "AsyncConnection":
@@ -312,11 +340,20 @@ class AsyncConnection:
             self._core.check_usable()
             await self._begin_if_needed()
             try:
-                return await self._stub.Execute(self._core.execute_request(sql, values),
-                                                timeout=self.timeout,
-                                                metadata=self._core.metadata)
+                return await self._call("execute", self._core.execute_request(sql, values),
+                                        self._stub.Execute)
             except grpc.aio.AioRpcError as e:
                 raise self._core.failed(e, "") from None
+
+    async def _call(self, body: str, request: Any, method: Any) -> Any:
+        """An Execute ("execute") or ExecuteBatch ("execute_batch") call: on
+        the loop's shared Pipeline stream while other calls are in flight on
+        the channel, else unary (``method``); raises the unary call's AioRpcError."""
+        metadata = self._core.metadata
+        if self._mux is None:
+            return await method(request, timeout=self.timeout, metadata=metadata)
+        return await self._mux.call(body, request, self.timeout,
+                                    lambda t: method(request, timeout=t, metadata=metadata))
 
     async def _stream(self, sql: str, values: list) -> "grpc.aio.UnaryStreamCall":
         """Starts a StreamExecute call in the session (beginning its
@@ -333,14 +370,13 @@ class AsyncConnection:
             self._core.check_usable()
             try:
                 if self._core.autocommit:
-                    return [await self._stub.Execute(self._core.execute_request(s, v),
-                                                     timeout=self.timeout,
-                                                     metadata=self._core.metadata)
+                    return [await self._call("execute", self._core.execute_request(s, v),
+                                             self._stub.Execute)
                             for s, v in statements]
                 await self._begin_if_needed()
-                response = await self._stub.ExecuteBatch(
-                    self._core.batch_request(_core.batch_statements(statements)),
-                    timeout=self.timeout, metadata=self._core.metadata)
+                response = await self._call(
+                    "execute_batch", self._core.batch_request(_core.batch_statements(statements)),
+                    self._stub.ExecuteBatch)
                 return list(response.results)
             except grpc.aio.AioRpcError as e:
                 raise self._core.failed(e, "") from None
@@ -617,12 +653,15 @@ async def connect(target: str, *, client_id: Optional[str] = None,
                   credentials: Optional[grpc.ChannelCredentials] = None,
                   autocommit: bool = False, tls: bool = False, tls_ca: Optional[str] = None,
                   tls_cert: Optional[str] = None,
-                  tls_key: Optional[str] = None) -> AsyncConnection:
-    """Leases a broker session; the arguments are ``sessionbroker.dbapi.connect``'s."""
+                  tls_key: Optional[str] = None, pipeline: bool = True) -> AsyncConnection:
+    """Leases a broker session; the arguments are ``sessionbroker.dbapi.connect``'s
+    (``pipeline``: the loop's connections share a Pipeline stream for
+    concurrent Execute/ExecuteBatch calls; False: unary calls only)."""
     credentials = resolve_credentials(credentials, tls, tls_ca, tls_cert, tls_key)
     conn = AsyncConnection(target, client_id=client_id, token=token, timeout=timeout,
                            credentials=credentials,
-                           autocommit=autocommit, isolation_level=isolation_level)
+                           autocommit=autocommit, isolation_level=isolation_level,
+                           pipeline=pipeline)
     await conn._open(_core.begin_session_request(ttl=ttl, label=label, read_only=read_only,
                                                  isolation_level=isolation_level,
                                                  settings=settings), connect_timeout)

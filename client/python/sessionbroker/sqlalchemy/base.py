@@ -63,6 +63,8 @@ _QUERY_TYPES: Dict[str, Callable[[str], Any]] = {
     "autocommit": util.asbool,
     # TLS: ?tls=true, and tls_ca / tls_cert / tls_key as file paths.
     "tls": util.asbool,
+    # ?pipeline=false: unary calls only (no shared Pipeline stream).
+    "pipeline": util.asbool,
 }
 _SETTING_PREFIX = "setting."
 
