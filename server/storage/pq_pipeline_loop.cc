@@ -407,6 +407,7 @@ class PqPipelineLoop::Impl {
     call.answered = true;
     if (call.is_batch) {
       // Only failures come this way for a batch (AnswerBatch has its results).
+      if (!call.batch_done) return;
       std::move(call.batch_done)(
           result.ok() ? absl::InternalError("a batch answered with one result") : result.status());
       return;
