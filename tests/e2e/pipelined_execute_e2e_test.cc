@@ -333,5 +333,30 @@ TEST_F(PipelineE2eTest, IndependentWritesEachCommitOrFailAlone) {
   Admin(absl::StrCat("DROP TABLE ", table));
 }
 
+TEST_F(PipelineE2eTest, PipelinedBatchPastItsDeadlineStopsAsAUnit) {
+  StartPipelined();
+  ASSERT_TRUE(Eventually(
+      [&] { return MetricValue(Metrics(), "sessionbroker_pipeline_connections_up") == 2; }));
+  v1::ExecuteBatchRequest request;
+  request.add_statements()->set_sql("SELECT 1::int8");
+  request.add_statements()->set_sql("SELECT pg_catalog.pg_sleep(30) -- batch-deadline");
+  v1::ExecuteBatchResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(300)));
+  const grpc::Status status = stub_->ExecuteBatch(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(response.results_size(), 0);
+  // Cancelled on the server once it headed its connection's queue.
+  EXPECT_TRUE(Eventually([&] {
+    return AdminCount(
+               "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND "
+               "state = 'active' AND query LIKE '%batch-deadline%' AND pid <> pg_backend_pid()",
+               {storage::Value::String(app_name_)}) == 0;
+  }));
+  EXPECT_THAT(BatchAnswer(stub_.get(), {"SELECT 5::int8", "SELECT 6::int8"}), HasSubstr("code=0 "));
+  ASSERT_TRUE(Eventually(
+      [&] { return MetricValue(Metrics(), "sessionbroker_pipeline_batches_total") >= 2; }));
+}
+
 }  // namespace
 }  // namespace sessionbroker::testing
