@@ -301,6 +301,48 @@ def int8_section(runs):
     p()
 
 
+TX_ARMS = (("broker", "session: BeginTransaction, 3 × Execute, Commit"),
+           ("batch-off", "ExecuteBatch, unary, pipelining off"),
+           ("pipebatch-off", "execute_batch on a stream, pipelining off"),
+           ("batch-on", "ExecuteBatch, unary, pipelining on"),
+           ("pipebatch-on", "execute_batch on a stream, pipelining on"))
+
+
+def tx_section(runs):
+    """The 3-statement transaction as a session, a unary batch and a stream batch."""
+    if not clients_of(runs, "tx3-batch-off") and not clients_of(runs, "txint8-batch-off"):
+        return
+    p = print
+    p("## A transaction of 3 statements: session, ExecuteBatch, stream batch")
+    p()
+    p("One all-or-nothing transaction per unit. `tx3` is the pgbench-like UPDATE, SELECT, "
+      "INSERT on the pgbench tables (tables: never pipelined, each batch takes a pooled "
+      "connection and a reset); `txint8` is `SELECT $1::int8` three times, relation-free, "
+      "which the pipelined engine sends under one Sync when it is on. PgBouncer runs BEGIN, "
+      "the 3 statements, END (pgbench script; txint8 with -M extended). Ratios are against "
+      "PgBouncer's median; CPU is the broker's µs per transaction (warm-up included).")
+    p()
+    p("| workload | clients | arm | tx/s | /PgBouncer | p50 ms | p99 ms | CPU µs/tx |")
+    p("|---|---:|---|---:|---:|---:|---:|---:|")
+    for tx in ("tx3", "txint8"):
+        for c in clients_of(runs, "%s-pgbouncer" % tx):
+            bt = median_of(runs, "%s-pgbouncer-c%d" % (tx, c), "throughput")
+            p("| %s | %d | PgBouncer | %s | 1.00× | %s | %s | – |" % (
+                tx, c, fmt_tps(bt), fmt_ms(median_of(runs, "%s-pgbouncer-c%d" % (tx, c), "p50_us")),
+                fmt_ms(median_of(runs, "%s-pgbouncer-c%d" % (tx, c), "p99_us"))))
+            for arm, label in TX_ARMS:
+                prefix = "%s-%s-c%d" % (tx, arm, c)
+                t = median_of(runs, prefix, "throughput")
+                if t is None:
+                    continue
+                p("| %s | %d | %s | %s | %s | %s | %s | %s |" % (
+                    tx, c, label, fmt_tps(t), fmt_ratio(ratio(t, bt)),
+                    fmt_ms(median_of(runs, prefix, "p50_us")),
+                    fmt_ms(median_of(runs, prefix, "p99_us")),
+                    fmt_us(median_of(runs, prefix, "pooler_us_per_call"))))
+    p()
+
+
 def fmt_us(v):
     return "–" if v is None else "{:.0f}".format(v)
 
@@ -455,6 +497,7 @@ def cmd_report(args):
             fmt_ms(median_of(runs, "tx3-pgbouncer-c%d" % c, "p99_us")),
             fmt_ms(median_of(runs, "tx3-broker-c%d" % c, "p99_us"))))
     p()
+    tx_section(runs)
     churn = median_of(runs, "churn-broker-c16", "throughput")
     if churn is not None:
         p("BeginSession + EndSession, 16 callers: **%s pairs/s** (p99 %s ms)." % (
@@ -495,7 +538,7 @@ def cmd_check(args):
                 name, run.get("errors", 0), run.get("calls", 0),
                 (": " + run["first_error"]) if run.get("first_error") else ""))
         # A Pipeline run: every call sent got exactly one result.
-        if run.get("mode") == "pipeline" and (
+        if run.get("mode") in ("pipeline", "pipeline-batch") and (
                 run.get("submitted") != run.get("answered") or not run.get("submitted")):
             bad.append("%s: %s pipeline calls sent, %s answered" % (
                 name, run.get("submitted"), run.get("answered")))

@@ -2,13 +2,16 @@
 // statements from different callers sent back to back on a small hot set of
 // connections in libpq's pipeline mode, each followed by its own Sync, so
 // each runs in its own implicit transaction and one caller's error never
-// touches another's. The core routes eligible Execute calls here; the libpq
+// touches another's. A batch (SubmitBatch) goes out as its statements back to
+// back under ONE Sync: one implicit transaction, all or nothing (an error
+// makes PostgreSQL skip the rest up to the Sync, and nothing before it
+// commits). The core routes eligible Execute and ExecuteBatch calls here; the libpq
 // event loop that implements it is pq_pipeline_loop.h (the only code that
 // includes libpq for it). No libpq here, so the core and its tests' fakes can
 // use it.
 //
 // What callers may rely on:
-//  - `done` runs exactly once per Submit, on the engine's loop thread, never
+//  - `done` runs exactly once per Submit or SubmitBatch, on the engine's loop thread, never
 //    inside Submit or Cancel; it must not block (it runs between the loop's
 //    socket reads).
 //  - A call answered early (Cancel, deadline) may still run on the server:
@@ -59,13 +62,30 @@ struct PipelineCall {
 
 using PipelineDone = absl::AnyInvocable<void(absl::StatusOr<QueryResult>) &&>;
 
+// Statements run in one implicit transaction (one Sync after the last).
+// Errors are reported as the pooled ExecuteBatch reports them: the failed
+// statement's status prefixed "statement <k> of <n>: " and its SqlErrorDetail
+// with statement_index k (storage::ForStatement). The results are read after
+// the Sync, so a result over `max_result_bytes` (the batch's results
+// together, as the pooled path counts them) fails the batch though its
+// statements committed: callers send only batches that write nothing (the
+// core's Pipelinable rule already keeps every write out).
+struct PipelineBatch {
+  std::vector<Statement> statements;  // at least one; param types as PipelineCall's
+  size_t max_result_bytes = 0;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+using PipelineBatchDone = absl::AnyInvocable<void(absl::StatusOr<std::vector<QueryResult>>) &&>;
+
 // Counters and gauges for pool status and metrics.
 struct PipelineStats {
   int connections = 0;               // configured hot set
   int connections_up = 0;            // connected and in pipeline mode
-  int64_t in_flight = 0;             // sent, not yet answered by the server
-  int64_t queued = 0;                // waiting for a connection
-  uint64_t statements = 0;           // sent (retries included)
+  int64_t in_flight = 0;             // calls sent, not yet answered by the server
+  int64_t queued = 0;                // calls waiting for a connection
+  uint64_t statements = 0;           // sent (retries included; a batch counts each)
+  uint64_t batches = 0;              // SubmitBatch calls sent (retries included)
   uint64_t flushes = 0;              // dispatch rounds that wrote to a connection
   uint64_t cancels_sent = 0;         // cancel requests sent to the server
   uint64_t retries = 0;              // statements sent again (stray cancel, stale prepare)
@@ -117,6 +137,12 @@ class PipelineEngine {
 
   // Queues `call`; returns an id for Cancel().
   virtual uint64_t Submit(PipelineCall call, PipelineDone done) = 0;
+
+  // Queues `batch` (its statements, then one Sync); returns an id for
+  // Cancel(), which cancels the batch as a unit. A statement stopped by a
+  // cancel request nobody in the engine sent (57014) rolled the whole
+  // implicit transaction back, so the batch is retried once, as a whole.
+  virtual uint64_t SubmitBatch(PipelineBatch batch, PipelineBatchDone done) = 0;
 
   // Answers the call `id` with `why` unless it was answered already, and
   // asks the server to cancel it if it is running (now, or once it heads its

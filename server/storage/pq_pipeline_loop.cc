@@ -163,15 +163,31 @@ class PqPipelineLoop::Impl {
     }
     entry->call = std::move(call);
     entry->done = std::move(done);
-    uint64_t id;
-    {
-      StdLock lock(&mu_);
-      id = ++last_id_;
-      entry->id = id;
-      submissions_.push_back(std::move(entry));
+    return Enqueue(std::move(entry));
+  }
+
+  uint64_t SubmitBatch(PipelineBatch batch, PipelineBatchDone done) {
+    auto entry = std::make_unique<Call>();
+    entry->call.max_result_bytes = batch.max_result_bytes;
+    entry->call.deadline = batch.deadline;
+    const size_t n = batch.statements.size();
+    if (n == 0) entry->early_error = absl::InvalidArgumentError("a batch needs a statement");
+    entry->batch.reserve(n);
+    for (size_t k = 0; k < n && !entry->early_error.has_value(); ++k) {
+      BatchPart part;
+      absl::StatusOr<PqParams> params = EncodeParams(batch.statements[k].params);
+      if (!params.ok()) {
+        entry->early_error = ForStatement(params.status(), k, n);
+        break;
+      }
+      part.key = PreparedStatementKey(batch.statements[k].sql, params->types);
+      part.params = *std::move(params);
+      part.statement = std::move(batch.statements[k]);
+      entry->batch.push_back(std::move(part));
     }
-    Wake();
-    return id;
+    entry->is_batch = true;
+    entry->batch_done = std::move(done);
+    return Enqueue(std::move(entry));
   }
 
   void Cancel(uint64_t id, absl::Status why) {
@@ -194,11 +210,20 @@ class PqPipelineLoop::Impl {
 
  private:
   struct Call;
-  // A completed result waiting for the names of its columns' types.
+  // A completed result waiting for the names of its columns' types (a
+  // batch's: all of its results, in `results` and `shapes`).
   struct Parked {
     std::unique_ptr<Call> call;
     PgResult result;
     ResultShape shape;
+    std::vector<PgResult> results;
+    std::vector<ResultShape> shapes;
+  };
+  // One statement of a batch.
+  struct BatchPart {
+    Statement statement;
+    PqParams params;
+    std::string key;  // PreparedStatementKey
   };
   struct Call {
     uint64_t id = 0;
@@ -207,6 +232,11 @@ class PqPipelineLoop::Impl {
     std::string key;  // PreparedStatementKey
     PipelineDone done;
     std::optional<absl::Status> early_error;  // parameters that cannot be sent
+    // A batch (SubmitBatch): its statements, sent under one Sync, answered
+    // through batch_done; `call` then holds only the cap and the deadline.
+    bool is_batch = false;
+    std::vector<BatchPart> batch;
+    PipelineBatchDone batch_done;
     bool answered = false;
     bool cancel_wanted = false;  // a cancel request goes out once it heads its connection
     bool cancel_sent = false;
@@ -215,7 +245,19 @@ class PqPipelineLoop::Impl {
     std::vector<uint32_t> lookup_oids;
     std::vector<Parked> parked;
   };
-  // One statement sent on a connection: [Parse,] Bind/Execute, Sync.
+  // How a batch's results are read: what each query sent yields, in order.
+  struct BatchRead {
+    struct Query {
+      size_t statement = 0;
+      bool prepare = false;
+    };
+    std::vector<Query> queries;
+    std::vector<std::string> names;  // per statement: the prepared statement run, or ""
+    std::vector<PgResult> results;   // per statement
+    size_t failed = 0;               // the statement whose error is Segment::error
+  };
+  // One statement sent on a connection: [Parse,] Bind/Execute, Sync. A
+  // batch's: each statement's [Parse,] Bind/Execute, then one Sync (`batch`).
   struct Segment {
     std::unique_ptr<Call> call;
     bool prepares = false;
@@ -225,6 +267,7 @@ class PqPipelineLoop::Impl {
     absl::Time sent;
     std::optional<absl::Status> error;
     PgResult result;
+    std::unique_ptr<BatchRead> batch;
   };
   enum class State { kDown, kConnecting, kSettingUp, kReady };
   struct Conn {
@@ -249,6 +292,19 @@ class PqPipelineLoop::Impl {
     std::string name;
     uint32_t element_oid = 0;
   };
+
+  // Hands `entry` to the loop; returns its id.
+  uint64_t Enqueue(std::unique_ptr<Call> entry) {
+    uint64_t id;
+    {
+      StdLock lock(&mu_);
+      id = ++last_id_;
+      entry->id = id;
+      submissions_.push_back(std::move(entry));
+    }
+    Wake();
+    return id;
+  }
 
   void Wake() {
     const uint64_t one = 1;
@@ -349,7 +405,20 @@ class PqPipelineLoop::Impl {
   void Answer(Call& call, absl::StatusOr<QueryResult> result) {
     if (call.answered) return;
     call.answered = true;
+    if (call.is_batch) {
+      // Only failures come this way for a batch (AnswerBatch has its results).
+      if (!call.batch_done) return;
+      std::move(call.batch_done)(
+          result.ok() ? absl::InternalError("a batch answered with one result") : result.status());
+      return;
+    }
     if (call.done) std::move(call.done)(std::move(result));
+  }
+
+  void AnswerBatch(Call& call, absl::StatusOr<std::vector<QueryResult>> results) {
+    if (call.answered) return;
+    call.answered = true;
+    if (call.is_batch && call.batch_done) std::move(call.batch_done)(std::move(results));
   }
 
   void Forget(const Call& call) { by_id_.erase(call.id); }
@@ -496,8 +565,15 @@ class PqPipelineLoop::Impl {
   void Release(std::unique_ptr<Call> call, bool named) {
     Forget(*call);
     for (Parked& parked : call->parked) {
-      if (named) NameFromCache(&parked.shape);
-      AnswerWithResult(*parked.call, parked.result.get(), std::move(parked.shape));
+      if (parked.call->is_batch) {
+        if (named) {
+          for (ResultShape& shape : parked.shapes) NameFromCache(&shape);
+        }
+        AnswerBatchWithResults(*parked.call, parked.results, std::move(parked.shapes));
+      } else {
+        if (named) NameFromCache(&parked.shape);
+        AnswerWithResult(*parked.call, parked.result.get(), std::move(parked.shape));
+      }
       Forget(*parked.call);
     }
   }
@@ -610,6 +686,10 @@ class PqPipelineLoop::Impl {
         continue;
       }
       seg.got_result = true;
+      if (seg.batch != nullptr) {
+        if (!ReadBatchResult(conn, seg, std::move(result), status, now)) return;
+        continue;
+      }
       const bool is_prepare = seg.prepares && seg.index == 0;
       if (status == PGRES_FATAL_ERROR) {
         if (!seg.error.has_value()) seg.error = StatusOfErrorResult(raw);
@@ -635,7 +715,138 @@ class PqPipelineLoop::Impl {
     }
   }
 
+  // One result of a batch's queries (ReadResults); false when the
+  // connection failed (it is down then, `seg` gone).
+  bool ReadBatchResult(Conn& conn, Segment& seg, PgResult result, ExecStatusType status,
+                       absl::Time now) {
+    BatchRead& read = *seg.batch;
+    if (static_cast<size_t>(seg.index) >= read.queries.size()) {
+      ConnFailed(conn,
+                 absl::InternalError("a pipelined batch got more results than it sent queries"),
+                 now);
+      return false;
+    }
+    const BatchRead::Query query = read.queries[static_cast<size_t>(seg.index)];
+    if (status == PGRES_FATAL_ERROR) {
+      // The first error is the batch's; PostgreSQL skips the rest up to the
+      // Sync (PGRES_PIPELINE_ABORTED) and rolls the transaction back.
+      if (!seg.error.has_value()) {
+        seg.error = StatusOfErrorResult(result.get());
+        read.failed = query.statement;
+      }
+      if (query.prepare) conn.prepared.erase(seg.call->batch[query.statement].key);
+    } else if (status == PGRES_PIPELINE_ABORTED) {
+      if (!seg.error.has_value()) {
+        seg.error = absl::InternalError("pipeline aborted");
+        read.failed = query.statement;
+      }
+      // A Parse skipped after the error: the statement was not prepared.
+      if (query.prepare) conn.prepared.erase(seg.call->batch[query.statement].key);
+    } else if (query.prepare) {
+      // PGRES_COMMAND_OK: the statement is prepared.
+    } else if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
+      read.results[query.statement] = std::move(result);
+    } else {
+      ConnFailed(conn,
+                 absl::UnimplementedError(absl::StrCat(
+                     "a pipelined statement returned ", PQresStatus(status),
+                     ", which the pipelined path does not support (COPY: use a session)")),
+                 now);
+      return false;
+    }
+    return true;
+  }
+
+  // A batch whose Sync came back: all of it committed, or (an error) none.
+  void FinishBatch(Conn& conn, Segment seg) {
+    std::unique_ptr<Call> call = std::move(seg.call);
+    BatchRead& read = *seg.batch;
+    const size_t n = call->batch.size();
+    if (seg.error.has_value()) {
+      const absl::Status& error = *seg.error;
+      const std::string sqlstate = SqlStateOf(error).value_or("");
+      const bool stale =
+          !read.names[read.failed].empty() && IsStalePreparedStatement(sqlstate, error.message());
+      const bool stray_cancel = sqlstate == "57014" && !call->cancel_sent &&
+                                absl::StrContains(error.message(), kCancelledByRequest);
+      // Under one Sync nothing committed: the whole batch runs again.
+      if ((stale || stray_cancel) && call->retries == 0 && !call->answered) {
+        if (stale) conn.prepared.erase(call->batch[read.failed].key);
+        ++call->retries;
+        ++retries_;
+        pending_.push_front(std::move(call));
+        return;
+      }
+      Answer(*call, ForStatement(error, read.failed, n));
+      Release(std::move(call), /*named=*/false);
+      return;
+    }
+    if (call->answered) {
+      Release(std::move(call), /*named=*/false);
+      return;
+    }
+    std::vector<ResultShape> shapes;
+    shapes.reserve(n);
+    bool named = true;
+    for (size_t k = 0; k < n; ++k) {
+      if (read.results[k] == nullptr) {
+        Answer(*call,
+               ForStatement(absl::InternalError("a pipelined statement sent no result"), k, n));
+        Release(std::move(call), /*named=*/false);
+        return;
+      }
+      ResultShape shape = ShapeOf(read.results[k].get());
+      if (!shape.all_named && !NameFromCache(&shape)) named = false;
+      shapes.push_back(std::move(shape));
+    }
+    if (named) {
+      AnswerBatchWithResults(*call, read.results, std::move(shapes));
+      Release(std::move(call), /*named=*/false);
+      return;
+    }
+    std::vector<uint32_t> oids;
+    for (const ResultShape& shape : shapes) {
+      for (const Column& column : shape.columns) {
+        if (column.type_name.empty() && !types_.contains(column.type_oid) &&
+            std::find(oids.begin(), oids.end(), column.type_oid) == oids.end()) {
+          oids.push_back(column.type_oid);
+        }
+      }
+    }
+    Parked parked;
+    parked.call = std::move(call);
+    parked.results = std::move(read.results);
+    parked.shapes = std::move(shapes);
+    QueueLookup(std::move(oids), std::move(parked));
+  }
+
+  // The batch's results, converted and counted against its cap together (as
+  // the pooled path counts a batch's), or the first one's failure.
+  void AnswerBatchWithResults(Call& call, const std::vector<PgResult>& results,
+                              std::vector<ResultShape> shapes) {
+    if (call.answered) return;
+    const size_t n = results.size();
+    std::vector<QueryResult> out;
+    out.reserve(n);
+    size_t used = 0;
+    for (size_t k = 0; k < n; ++k) {
+      absl::StatusOr<QueryResult> one =
+          ConvertResult(results[k].get(), std::move(shapes[k]),
+                        /*in_transaction=*/true, call.call.max_result_bytes, &used);
+      if (!one.ok()) {
+        Answer(call, ForStatement(one.status(), k, n));
+        return;
+      }
+      out.push_back(*std::move(one));
+    }
+    AnswerBatch(call, std::move(out));
+  }
+
   void Finish(Conn& conn, Segment seg) {
+    if (seg.batch != nullptr) {
+      FinishBatch(conn, std::move(seg));
+      return;
+    }
     std::unique_ptr<Call> call = std::move(seg.call);
     if (seg.error.has_value()) {
       const absl::Status& error = *seg.error;
@@ -711,12 +922,24 @@ class PqPipelineLoop::Impl {
   // Parks `call`'s result and queues a catalog lookup (ahead of everything)
   // for the types its columns need names for.
   void StartLookup(std::unique_ptr<Call> call, PgResult result, ResultShape shape) {
-    auto lookup = std::make_unique<Call>();
+    std::vector<uint32_t> oids;
     for (const Column& column : shape.columns) {
       if (column.type_name.empty() && !types_.contains(column.type_oid)) {
-        lookup->lookup_oids.push_back(column.type_oid);
+        oids.push_back(column.type_oid);
       }
     }
+    Parked parked;
+    parked.call = std::move(call);
+    parked.result = std::move(result);
+    parked.shape = std::move(shape);
+    QueueLookup(std::move(oids), std::move(parked));
+  }
+
+  // Queues (ahead of everything) a catalog lookup of `oids`, whose answer
+  // names the results `parked` waits with.
+  void QueueLookup(std::vector<uint32_t> oids, Parked parked) {
+    auto lookup = std::make_unique<Call>();
+    lookup->lookup_oids = std::move(oids);
     lookup->call.statement.sql = kTypeLookupSql;
     lookup->call.statement.cacheable = true;
     lookup->call.statement.params.push_back(
@@ -726,7 +949,7 @@ class PqPipelineLoop::Impl {
     lookup->params = *std::move(params);
     lookup->answered = true;  // nobody waits on it but the parked results
     lookup->id = ++internal_ids_ | (uint64_t{1} << 63);
-    lookup->parked.push_back(Parked{std::move(call), std::move(result), std::move(shape)});
+    lookup->parked.push_back(std::move(parked));
     pending_.push_front(std::move(lookup));
   }
 
@@ -772,29 +995,10 @@ class PqPipelineLoop::Impl {
       conn.wrote = true;
       if (conn.tcp && options_.cork) SetCork(PQsocket(pg), true);
     }
+    if (call->is_batch) return SendBatch(conn, call, now);
     Segment seg;
-    const PqParams& p = call->params;
-    const std::string& sql = call->call.statement.sql;
-    bool ok = true;
-    if (call->call.statement.cacheable) {
-      const auto it = conn.prepared.find(call->key);
-      if (it != conn.prepared.end()) {
-        seg.name = it->second;
-      } else if (conn.prepared.size() <
-                 static_cast<size_t>(std::max(0, options_.statement_cache_size))) {
-        seg.name = absl::StrCat("sb_pipe_", ++conn.names);
-        seg.prepares = true;
-        ok = PQsendPrepare(pg, seg.name.c_str(), sql.c_str(), p.count(), p.types.data()) == 1;
-        conn.prepared.emplace(call->key, seg.name);
-      }
-    }
-    if (ok) {
-      ok = seg.name.empty()
-               ? PQsendQueryParams(pg, sql.c_str(), p.count(), p.types.data(), p.values.data(),
-                                   p.lengths.data(), p.formats.data(), 0) == 1
-               : PQsendQueryPrepared(pg, seg.name.c_str(), p.count(), p.values.data(),
-                                     p.lengths.data(), p.formats.data(), 0) == 1;
-    }
+    bool ok = SendStatement(conn, call->call.statement, call->params, call->key, &seg.name,
+                            &seg.prepares);
     ok = ok && PQpipelineSync(pg) == 1;
     if (!ok) return false;
     ++statements_;
@@ -802,6 +1006,61 @@ class PqPipelineLoop::Impl {
     seg.call = std::move(call);
     conn.in_flight.push_back(std::move(seg));
     return true;
+  }
+
+  // A batch's statements back to back, then one Sync: one implicit
+  // transaction.
+  bool SendBatch(Conn& conn, std::unique_ptr<Call>& call, absl::Time now) {
+    Segment seg;
+    seg.batch = std::make_unique<BatchRead>();
+    BatchRead& read = *seg.batch;
+    const size_t n = call->batch.size();
+    read.names.resize(n);
+    read.results.resize(n);
+    for (size_t k = 0; k < n; ++k) {
+      const BatchPart& part = call->batch[k];
+      bool prepares = false;
+      if (!SendStatement(conn, part.statement, part.params, part.key, &read.names[k], &prepares)) {
+        return false;
+      }
+      if (prepares) read.queries.push_back(BatchRead::Query{k, /*prepare=*/true});
+      read.queries.push_back(BatchRead::Query{k, /*prepare=*/false});
+    }
+    if (PQpipelineSync(conn.pg.get()) != 1) return false;
+    statements_ += n;
+    ++batches_;
+    seg.sent = now;
+    seg.call = std::move(call);
+    conn.in_flight.push_back(std::move(seg));
+    return true;
+  }
+
+  // Queues one statement's [Parse,] Bind/Execute (no Sync): a cacheable one
+  // runs as the connection's prepared copy (*name; *prepares when it is
+  // prepared now, in the same round trip). False when libpq refused.
+  bool SendStatement(Conn& conn, const Statement& statement, const PqParams& p,
+                     const std::string& key, std::string* name, bool* prepares) {
+    PGconn* pg = conn.pg.get();
+    const std::string& sql = statement.sql;
+    if (statement.cacheable) {
+      const auto it = conn.prepared.find(key);
+      if (it != conn.prepared.end()) {
+        *name = it->second;
+      } else if (conn.prepared.size() <
+                 static_cast<size_t>(std::max(0, options_.statement_cache_size))) {
+        *name = absl::StrCat("sb_pipe_", ++conn.names);
+        *prepares = true;
+        if (PQsendPrepare(pg, name->c_str(), sql.c_str(), p.count(), p.types.data()) != 1) {
+          return false;
+        }
+        conn.prepared.emplace(key, *name);
+      }
+    }
+    return name->empty()
+               ? PQsendQueryParams(pg, sql.c_str(), p.count(), p.types.data(), p.values.data(),
+                                   p.lengths.data(), p.formats.data(), 0) == 1
+               : PQsendQueryPrepared(pg, name->c_str(), p.count(), p.values.data(),
+                                     p.lengths.data(), p.formats.data(), 0) == 1;
   }
 
   void Publish() {
@@ -816,6 +1075,7 @@ class PqPipelineLoop::Impl {
     }
     stats.queued = static_cast<int64_t>(pending_.size());
     stats.statements = statements_;
+    stats.batches = batches_;
     stats.flushes = flushes_;
     stats.cancels_sent = cancels_sent_;
     stats.retries = retries_;
@@ -877,6 +1137,7 @@ class PqPipelineLoop::Impl {
   absl::Status last_connect_error_;
   uint64_t internal_ids_ = 0;
   uint64_t statements_ = 0;
+  uint64_t batches_ = 0;
   uint64_t flushes_ = 0;
   uint64_t cancels_sent_ = 0;
   uint64_t retries_ = 0;
@@ -893,6 +1154,9 @@ PqPipelineLoop::~PqPipelineLoop() = default;
 
 uint64_t PqPipelineLoop::Submit(PipelineCall call, PipelineDone done) {
   return impl_->Submit(std::move(call), std::move(done));
+}
+uint64_t PqPipelineLoop::SubmitBatch(PipelineBatch batch, PipelineBatchDone done) {
+  return impl_->SubmitBatch(std::move(batch), std::move(done));
 }
 void PqPipelineLoop::Cancel(uint64_t id, absl::Status why) { impl_->Cancel(id, std::move(why)); }
 PipelineStats PqPipelineLoop::Stats() const { return impl_->Stats(); }

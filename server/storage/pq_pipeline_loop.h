@@ -26,6 +26,13 @@
 //    (26000, or 0A000 "cached plan must not change result type") is dropped
 //    and the statement retried once (it failed under its own Sync: nothing
 //    was applied).
+//  - A batch (SubmitBatch) goes out as each statement's [Parse,]
+//    Bind/Execute and one Sync after the last: one implicit transaction, one
+//    queue entry and one unit for the depth cap, cancelled as a unit. Its
+//    results are read after the Sync; the first error is the batch's
+//    (storage::ForStatement names the statement), the statements after it
+//    were skipped and nothing of it committed, so a stale prepared copy or a
+//    stray 57014 (below) retries the whole batch once.
 //  - A statement that fails with 57014 "canceling statement due to user
 //    request" though nobody cancelled it was hit by a cancel meant for the
 //    statement before it (a cancel request hits whatever the backend runs);
@@ -81,6 +88,7 @@ class PqPipelineLoop final : public PipelineEngine {
   PqPipelineLoop& operator=(const PqPipelineLoop&) = delete;
 
   uint64_t Submit(PipelineCall call, PipelineDone done) override;
+  uint64_t SubmitBatch(PipelineBatch batch, PipelineBatchDone done) override;
   void Cancel(uint64_t id, absl::Status why) override;
   PipelineStats Stats() const override;
 

@@ -50,7 +50,8 @@
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "broker address");
 ABSL_FLAG(std::string, mode, "execute",
-          "execute | pipeline | health | session-tx | session-churn | sessions-idle");
+          "execute | pipeline | batch | pipeline-batch | health | session-tx | session-churn | "
+          "sessions-idle");
 ABSL_FLAG(int, callers, 1, "concurrent callers, one call outstanding each");
 ABSL_FLAG(int, channels, 0, "channels (TCP connections); 0 = min(callers, 4)");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(10), "measured window");
@@ -61,6 +62,9 @@ ABSL_FLAG(std::string, sql, "SELECT abalance FROM pgbench_accounts WHERE aid = $
           "statement of --mode=execute and --mode=pipeline");
 ABSL_FLAG(int64_t, aid_max, 1000000, "aid parameters are uniform in [1, aid_max]");
 ABSL_FLAG(int, scale, 10, "pgbench scale (session-tx: tid in [1, 10*scale], bid in [1, scale])");
+ABSL_FLAG(std::string, batch, "tx3",
+          "statements of --mode=batch and --mode=pipeline-batch: tx3 (session-tx's UPDATE, "
+          "SELECT, INSERT on the pgbench tables) or int8 (three relation-free SELECT $1::int8)");
 ABSL_FLAG(std::string, client_id, "broker-bench", "sent as x-client-id metadata");
 ABSL_FLAG(std::string, token, "",
           "sent as `authorization: Bearer <token>` metadata when not empty (a broker with a "
@@ -96,6 +100,13 @@ Modes (--mode):
                  id; calls submitted while a message is being written go
                  together in the next one. --json adds calls_per_message and
                  results_per_message.
+  batch          one ExecuteBatch of 3 statements (--batch): one all-or-nothing
+                 transaction per call, the session-tx transaction in one round
+                 trip. --batch=tx3 is session-tx's UPDATE, SELECT, INSERT (needs
+                 the pgbench tables); --batch=int8 is SELECT $1::int8 three
+                 times, relation-free (the pipelined engine takes it).
+  pipeline-batch the batch mode's calls as execute_batch calls on Pipeline
+                 streams, one per channel (as --mode=pipeline).
   health         grpc.health.v1.Health/Check (service ""): the bare gRPC round
                  trip of the same broker process.
   session-tx     each caller leases a session (BeginSession, ttl 60s; each call
@@ -127,7 +138,8 @@ Flags:
   --call_timeout=10s         deadline of each call
   --sql="SELECT abalance FROM pgbench_accounts WHERE aid = $1"   (execute)
   --aid_max=1000000          aid range (pgbench scale 10 has 1,000,000 accounts)
-  --scale=10                 pgbench scale (session-tx: tid and bid ranges)
+  --scale=10                 pgbench scale (session-tx, batch: tid and bid ranges)
+  --batch=tx3                statements of batch and pipeline-batch: tx3 | int8
   --client_id=broker-bench   sent as x-client-id metadata
   --token=                   sent as authorization: Bearer metadata when set
   --json                     print one JSON object on stdout (latencies in us)
@@ -309,7 +321,16 @@ class ErrorTable {
 
 // ---- options ---------------------------------------------------------------
 
-enum class Mode { kExecute, kPipeline, kHealth, kSessionTx, kSessionChurn, kSessionsIdle };
+enum class Mode {
+  kExecute,
+  kPipeline,
+  kBatch,
+  kPipelineBatch,
+  kHealth,
+  kSessionTx,
+  kSessionChurn,
+  kSessionsIdle
+};
 
 struct Options {
   std::string target;
@@ -326,6 +347,7 @@ struct Options {
   bool sql_has_param = true;
   int64_t aid_max = 0;
   int scale = 0;
+  bool batch_tx3 = true;  // --batch=tx3 (else int8)
   std::string client_id;
   std::string token;
   bool json = false;
@@ -400,6 +422,10 @@ int LoadOptions(Options* o) {
     o->mode = Mode::kExecute;
   } else if (o->mode_name == "pipeline") {
     o->mode = Mode::kPipeline;
+  } else if (o->mode_name == "batch") {
+    o->mode = Mode::kBatch;
+  } else if (o->mode_name == "pipeline-batch") {
+    o->mode = Mode::kPipelineBatch;
   } else if (o->mode_name == "health") {
     o->mode = Mode::kHealth;
   } else if (o->mode_name == "session-tx") {
@@ -434,6 +460,9 @@ int LoadOptions(Options* o) {
   if (o->aid_max < 1) return bad("--aid_max must be at least 1");
   o->scale = absl::GetFlag(FLAGS_scale);
   if (o->scale < 1) return bad("--scale must be at least 1");
+  const std::string batch = absl::GetFlag(FLAGS_batch);
+  if (batch != "tx3" && batch != "int8") return bad("--batch must be tx3 or int8");
+  o->batch_tx3 = batch == "tx3";
   o->client_id = absl::GetFlag(FLAGS_client_id);
   o->token = absl::GetFlag(FLAGS_token);
   o->json = absl::GetFlag(FLAGS_json);
@@ -828,6 +857,106 @@ class PipelineCaller final : public LoadCaller {
   pb::PipelineCall call_;
 };
 
+// The 3 statements of --mode=batch and --mode=pipeline-batch (--batch), with
+// fresh random parameters per call.
+class BatchStatements {
+ public:
+  explicit BatchStatements(const Options& opt) : tx3_(opt.batch_tx3), scale_(opt.scale) {
+    if (tx3_) {
+      Add("UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2", 2);
+      Add("SELECT abalance FROM pgbench_accounts WHERE aid = $1", 1);
+      Add("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+          "VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
+          4);
+    } else {
+      for (int i = 0; i < 3; ++i) Add("SELECT $1::int8", 1);
+    }
+  }
+
+  // Sets `request`'s parameters as session-tx sets its transaction's.
+  template <typename Uniform>
+  void Randomize(pb::ExecuteBatchRequest* request, int64_t aid, Uniform uniform) const {
+    if (request->statements_size() == 0) *request = request_;
+    auto set = [request](int statement, int param, int64_t v) {
+      request->mutable_statements(statement)->mutable_params(param)->set_int64_value(v);
+    };
+    if (!tx3_) {
+      for (int i = 0; i < 3; ++i) set(i, 0, uniform(1, 1000000));
+      return;
+    }
+    const int64_t delta = uniform(-5000, 5000);
+    set(0, 0, delta);
+    set(0, 1, aid);
+    set(1, 0, aid);
+    set(2, 0, uniform(1, 10 * scale_));
+    set(2, 1, uniform(1, scale_));
+    set(2, 2, aid);
+    set(2, 3, delta);
+  }
+
+ private:
+  void Add(const std::string& sql, int params) {
+    pb::Statement* s = request_.add_statements();
+    s->set_sql(sql);
+    for (int i = 0; i < params; ++i) s->add_params()->set_int64_value(1);
+  }
+
+  const bool tx3_;
+  const int64_t scale_;
+  pb::ExecuteBatchRequest request_;
+};
+
+// One unary ExecuteBatch (BatchStatements) per unit.
+class BatchCaller final : public LoadCaller {
+ public:
+  BatchCaller(LoadShared* shared, Endpoint* endpoint)
+      : LoadCaller(shared, endpoint), statements_(*shared->opt) {}
+
+ private:
+  void IssueUnit() override {
+    statements_.Randomize(&req_, RandomAid(),
+                          [this](int64_t lo, int64_t hi) { return Uniform(lo, hi); });
+    endpoint_->stub->async()->ExecuteBatch(NewContext(), &req_, &resp_,
+                                           [this](grpc::Status status) { EndUnit(status); });
+  }
+
+  BatchStatements statements_;
+  pb::ExecuteBatchRequest req_;
+  pb::ExecuteBatchResponse resp_;
+};
+
+// The batch mode's call as an execute_batch call on its channel's Pipeline
+// stream, awaiting its result: a closed loop like BatchCaller.
+class PipelineBatchCaller final : public LoadCaller {
+ public:
+  PipelineBatchCaller(LoadShared* shared, Endpoint* endpoint, uint64_t id)
+      : LoadCaller(shared, endpoint), statements_(*shared->opt) {
+    call_.set_id(id);
+    const int64_t timeout_ns = shared->opt->call_timeout.count();
+    call_.mutable_timeout()->set_seconds(timeout_ns / 1000000000);
+    call_.mutable_timeout()->set_nanos(static_cast<int32_t>(timeout_ns % 1000000000));
+  }
+
+ private:
+  void IssueUnit() override {
+    statements_.Randomize(call_.mutable_execute_batch(), RandomAid(),
+                          [this](int64_t lo, int64_t hi) { return Uniform(lo, hi); });
+    endpoint_->mux->Submit(call_, [this](const pb::PipelineResult& r) {
+      if (r.has_status()) {
+        EndUnit(
+            grpc::Status(static_cast<grpc::StatusCode>(r.status().code()), r.status().message()));
+      } else if (!r.has_execute_batch() || r.execute_batch().results_size() != 3) {
+        EndUnitError("BAD_RESULT", "an execute_batch call did not get its 3 results");
+      } else {
+        EndUnit(grpc::Status::OK);
+      }
+    });
+  }
+
+  BatchStatements statements_;
+  pb::PipelineCall call_;
+};
+
 class HealthCaller final : public LoadCaller {
  public:
   using LoadCaller::LoadCaller;
@@ -1073,6 +1202,16 @@ int RunLoad(const Options& opt, std::vector<Endpoint>& endpoints) {
         callers.push_back(
             std::make_unique<PipelineCaller>(&shared, endpoint, static_cast<uint64_t>(i)));
         break;
+      case Mode::kBatch:
+        callers.push_back(std::make_unique<BatchCaller>(&shared, endpoint));
+        break;
+      case Mode::kPipelineBatch:
+        if (endpoint->mux == nullptr) {
+          endpoint->mux = std::make_unique<PipelineMux>(endpoint->stub.get(), opt.client_id);
+        }
+        callers.push_back(
+            std::make_unique<PipelineBatchCaller>(&shared, endpoint, static_cast<uint64_t>(i)));
+        break;
       case Mode::kHealth:
         callers.push_back(std::make_unique<HealthCaller>(&shared, endpoint));
         break;
@@ -1195,7 +1334,10 @@ int RunLoad(const Options& opt, std::vector<Endpoint>& endpoints) {
     if (opt.mode == Mode::kExecute || opt.mode == Mode::kPipeline) {
       absl::StrAppend(&out, ",\"sql\":", JsonString(opt.sql));
     }
-    if (opt.mode == Mode::kPipeline) {
+    if (opt.mode == Mode::kBatch || opt.mode == Mode::kPipelineBatch) {
+      absl::StrAppend(&out, ",\"batch\":", JsonString(opt.batch_tx3 ? "tx3" : "int8"));
+    }
+    if (opt.mode == Mode::kPipeline || opt.mode == Mode::kPipelineBatch) {
       absl::StrAppend(&out,
                       absl::StrFormat(",\"calls_per_message\":%.2f,\"results_per_message\":%.2f",
                                       calls_per_message, results_per_message),

@@ -2,7 +2,11 @@
 // concurrent one-shot calls come back with their own results, one caller's
 // error stays its own, a slow statement does not hold the short ones behind
 // it, the connection bound includes the hot set, and /metrics shows the
-// pipeline's numbers.
+// pipeline's numbers. Atomic batches (unary ExecuteBatch and the Pipeline
+// stream's execute_batch) answer exactly as with the engine off, all or
+// nothing; independent_batch items each run under their own Sync.
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <map>
@@ -11,17 +15,22 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "sessionbroker/v1/broker.grpc.pb.h"
 #include "tests/support/broker_fixture.h"
 
 namespace sessionbroker::testing {
 namespace {
+
+using ::testing::HasSubstr;
 
 // /metrics' sample `name` (no labels), or -1.
 double MetricValue(const std::string& metrics, const std::string& name) {
@@ -32,6 +41,41 @@ double MetricValue(const std::string& metrics, const std::string& name) {
     }
   }
   return -1;
+}
+
+// What a caller observes of an ExecuteBatch: status (code, message,
+// details), the sqlstate trailer and the results, as comparable text.
+std::string BatchAnswer(v1::SessionBroker::Stub* stub, const std::vector<std::string>& sqls) {
+  v1::ExecuteBatchRequest request;
+  for (const std::string& sql : sqls) request.add_statements()->set_sql(sql);
+  v1::ExecuteBatchResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  const grpc::Status status = stub->ExecuteBatch(&context, request, &response);
+  return absl::StrCat("code=", status.error_code(), " message=", status.error_message(),
+                      " details=", absl::CEscape(status.error_details()),
+                      " sqlstate=", SqlStateOf(context), " results=", response.DebugString());
+}
+
+// Sends `calls` in one message on a fresh Pipeline stream, half-closes and
+// reads every result until the stream ends: the results by id.
+std::map<uint64_t, v1::PipelineResult> PipelineExchange(v1::SessionBroker::Stub* stub,
+                                                        std::vector<v1::PipelineCall> calls) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  auto stream = stub->Pipeline(&context);
+  v1::PipelineRequest request;
+  for (v1::PipelineCall& call : calls) *request.add_calls() = std::move(call);
+  EXPECT_TRUE(stream->Write(request));
+  stream->WritesDone();
+  std::map<uint64_t, v1::PipelineResult> results;
+  v1::PipelineResponse response;
+  while (stream->Read(&response)) {
+    for (const v1::PipelineResult& r : response.results()) results[r.id()] = r;
+  }
+  const grpc::Status end = stream->Finish();
+  EXPECT_TRUE(end.ok()) << end.error_message();
+  return results;
 }
 
 class PipelineE2eTest : public BrokerFixture {
@@ -171,6 +215,147 @@ TEST_F(PipelineE2eTest, DeadlineOfAPipelinedCallIsDeadlineExceeded) {
   const CallResult next = Execute("SELECT $1::int8", {Int(5)});
   ASSERT_TRUE(next.status.ok()) << next.status.error_message();
   EXPECT_EQ(next.response.rows(0).values(0).int64_value(), 5);
+}
+
+TEST_F(PipelineE2eTest, AtomicBatchAnswersAlikeWithTheEngineOnAndOffAndAppliesNothingOnError) {
+  const std::string table = absl::StrCat("sb_pipe_batch_", getpid());
+  Admin(absl::StrCat("DROP TABLE IF EXISTS ", table));
+  Admin(absl::StrCat("CREATE TABLE ", table, " (id int)"));
+  const std::vector<std::vector<std::string>> batches = {
+      // Relation-free: the engine takes these.
+      {"SELECT $1::int8 AS n", "SELECT 'two'::text AS t", "SELECT 3::int8"},
+      {"SELECT 1::int8", "SELECT 'abc'::int8", "SELECT 3::int8"},
+      // Writes: never pipelined; all or nothing on either path.
+      {absl::StrCat("INSERT INTO ", table, " VALUES (1)"),
+       absl::StrCat("INSERT INTO ", table, " VALUES (1 / 0)"),
+       absl::StrCat("INSERT INTO ", table, " VALUES (3)")},
+  };
+  // $1 without a parameter is refused alike; give the first one none.
+  std::vector<std::vector<std::string>> runs = batches;
+  runs[0][0] = "SELECT 1::int8 AS n";
+  std::vector<std::string> off;
+  StartBroker({{"DB_POOL_SIZE", "3"}, {"DB_MAX_OVERFLOW", "0"}});
+  for (const auto& batch : runs) off.push_back(BatchAnswer(stub_.get(), batch));
+  stub_.reset();
+  broker_.reset();
+  StartPipelined();
+  ASSERT_TRUE(Eventually(
+      [&] { return MetricValue(Metrics(), "sessionbroker_pipeline_connections_up") == 2; }));
+  for (size_t i = 0; i < runs.size(); ++i) {
+    EXPECT_EQ(BatchAnswer(stub_.get(), runs[i]), off[i]) << "batch " << i;
+  }
+  EXPECT_THAT(off[1], HasSubstr("statement 2 of 3: "));
+  EXPECT_THAT(off[1], HasSubstr("sqlstate=22P02"));
+  EXPECT_THAT(off[2], HasSubstr("statement 2 of 3: "));
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", table)), 0);
+  // The two relation-free batches were pipelined, the write batch was not.
+  ASSERT_TRUE(Eventually(
+      [&] { return MetricValue(Metrics(), "sessionbroker_pipeline_batches_total") >= 2; }));
+  EXPECT_EQ(MetricValue(Metrics(), "sessionbroker_pipeline_batches_total"), 2);
+  Admin(absl::StrCat("DROP TABLE ", table));
+}
+
+TEST_F(PipelineE2eTest, BatchWithAStatefulStatementTakesAPooledConnection) {
+  StartPipelined();
+  ASSERT_TRUE(Eventually(
+      [&] { return MetricValue(Metrics(), "sessionbroker_pipeline_connections_up") == 2; }));
+  // SET LOCAL changes session state (a reset follows): the whole batch is
+  // pooled. It completes before the pipelined one below starts, so a
+  // snapshot that counts the later one would count it too.
+  const std::string stateful =
+      BatchAnswer(stub_.get(), {"SET LOCAL statement_timeout = '5s'", "SELECT 1::int8"});
+  EXPECT_THAT(stateful, HasSubstr("code=0 "));
+  EXPECT_THAT(BatchAnswer(stub_.get(), {"SELECT 1::int8", "SELECT 2::int8"}), HasSubstr("code=0 "));
+  ASSERT_TRUE(Eventually(
+      [&] { return MetricValue(Metrics(), "sessionbroker_pipeline_batches_total") >= 1; }));
+  EXPECT_EQ(MetricValue(Metrics(), "sessionbroker_pipeline_batches_total"), 1);
+}
+
+TEST_F(PipelineE2eTest, StreamBatchesRunOnTheEngineAtomicOrItemByItem) {
+  StartPipelined();
+  ASSERT_TRUE(Eventually(
+      [&] { return MetricValue(Metrics(), "sessionbroker_pipeline_connections_up") == 2; }));
+  std::vector<v1::PipelineCall> calls(3);
+  calls[0].set_id(1);
+  calls[0].mutable_execute_batch()->add_statements()->set_sql("SELECT 1::int8");
+  calls[0].mutable_execute_batch()->add_statements()->set_sql("SELECT 'abc'::int8");
+  calls[1].set_id(2);
+  v1::ExecuteBatchRequest* ok = calls[1].mutable_execute_batch();
+  ok->add_statements()->set_sql("SELECT $1::int8");
+  *ok->mutable_statements(0)->add_params() = Int(41);
+  ok->add_statements()->set_sql("SELECT 42::int8");
+  calls[2].set_id(3);
+  v1::ExecuteBatchRequest* items = calls[2].mutable_independent_batch();
+  items->add_statements()->set_sql("SELECT 1::int8");
+  items->add_statements()->set_sql("SELECT 'abc'::int8");
+  items->add_statements()->set_sql("SELECT 3::int8");
+  std::map<uint64_t, v1::PipelineResult> results = PipelineExchange(stub_.get(), std::move(calls));
+  ASSERT_EQ(results.size(), 3u);
+  // The atomic one fails as a whole, naming its statement as unary does.
+  const std::string unary = BatchAnswer(stub_.get(), {"SELECT 1::int8", "SELECT 'abc'::int8"});
+  ASSERT_TRUE(results[1].has_status());
+  EXPECT_EQ(results[1].sqlstate(), "22P02");
+  EXPECT_THAT(unary, HasSubstr(absl::StrCat("message=", results[1].status().message(), " ")));
+  ASSERT_TRUE(results[2].has_execute_batch()) << results[2].status().message();
+  ASSERT_EQ(results[2].execute_batch().results_size(), 2);
+  EXPECT_EQ(results[2].execute_batch().results(0).rows(0).values(0).int64_value(), 41);
+  EXPECT_EQ(results[2].execute_batch().results(1).rows(0).values(0).int64_value(), 42);
+  // Independent items: each its own Sync; one fails, the others succeed.
+  ASSERT_TRUE(results[3].has_items()) << results[3].status().message();
+  ASSERT_EQ(results[3].items().items_size(), 3);
+  EXPECT_EQ(results[3].items().items(0).result().rows(0).values(0).int64_value(), 1);
+  EXPECT_EQ(results[3].items().items(1).sqlstate(), "22P02");
+  EXPECT_EQ(results[3].items().items(2).result().rows(0).values(0).int64_value(), 3);
+  // Three batches (the unary one too) and the three items as statements.
+  ASSERT_TRUE(Eventually(
+      [&] { return MetricValue(Metrics(), "sessionbroker_pipeline_batches_total") >= 3; }));
+  EXPECT_EQ(MetricValue(Metrics(), "sessionbroker_pipeline_batches_total"), 3);
+  EXPECT_GE(MetricValue(Metrics(), "sessionbroker_pipeline_statements_total"), 9);
+}
+
+TEST_F(PipelineE2eTest, IndependentWritesEachCommitOrFailAlone) {
+  StartPipelined();
+  const std::string table = absl::StrCat("sb_pipe_items_", getpid());
+  Admin(absl::StrCat("DROP TABLE IF EXISTS ", table));
+  Admin(absl::StrCat("CREATE TABLE ", table, " (id int)"));
+  std::vector<v1::PipelineCall> calls(1);
+  calls[0].set_id(7);
+  v1::ExecuteBatchRequest* items = calls[0].mutable_independent_batch();
+  items->add_statements()->set_sql(absl::StrCat("INSERT INTO ", table, " VALUES (1)"));
+  items->add_statements()->set_sql(absl::StrCat("INSERT INTO ", table, " VALUES (1 / 0)"));
+  items->add_statements()->set_sql(absl::StrCat("INSERT INTO ", table, " VALUES (3)"));
+  std::map<uint64_t, v1::PipelineResult> results = PipelineExchange(stub_.get(), std::move(calls));
+  ASSERT_TRUE(results[7].has_items()) << results[7].status().message();
+  EXPECT_EQ(results[7].items().items(0).result().command_tag(), "INSERT 0 1");
+  EXPECT_EQ(results[7].items().items(1).sqlstate(), "22012");
+  EXPECT_EQ(results[7].items().items(2).result().command_tag(), "INSERT 0 1");
+  EXPECT_EQ(AdminCount(absl::StrCat("SELECT count(*) FROM ", table)), 2);
+  Admin(absl::StrCat("DROP TABLE ", table));
+}
+
+TEST_F(PipelineE2eTest, PipelinedBatchPastItsDeadlineStopsAsAUnit) {
+  StartPipelined();
+  ASSERT_TRUE(Eventually(
+      [&] { return MetricValue(Metrics(), "sessionbroker_pipeline_connections_up") == 2; }));
+  v1::ExecuteBatchRequest request;
+  request.add_statements()->set_sql("SELECT 1::int8");
+  request.add_statements()->set_sql("SELECT pg_catalog.pg_sleep(30) -- batch-deadline");
+  v1::ExecuteBatchResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(300)));
+  const grpc::Status status = stub_->ExecuteBatch(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(response.results_size(), 0);
+  // Cancelled on the server once it headed its connection's queue.
+  EXPECT_TRUE(Eventually([&] {
+    return AdminCount(
+               "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND "
+               "state = 'active' AND query LIKE '%batch-deadline%' AND pid <> pg_backend_pid()",
+               {storage::Value::String(app_name_)}) == 0;
+  }));
+  EXPECT_THAT(BatchAnswer(stub_.get(), {"SELECT 5::int8", "SELECT 6::int8"}), HasSubstr("code=0 "));
+  ASSERT_TRUE(Eventually(
+      [&] { return MetricValue(Metrics(), "sessionbroker_pipeline_batches_total") >= 2; }));
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // PqPipelineLoop against a real PostgreSQL (label pg): many callers'
 // statements pipelined on a few connections, each in its own implicit
 // transaction; errors, over-cap results, deadlines and cancels reaching only
-// their own caller; a connection killed mid-pipeline.
+// their own caller; a connection killed mid-pipeline; batches under one Sync,
+// all or nothing, answered as the pooled (libpqxx) ExecuteBatch answers.
 #include "server/storage/pq_pipeline_loop.h"
 
 #include <gmock/gmock.h>
@@ -16,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/storage/pqxx_connection.h"
 #include "server/storage/sql_error.h"
 #include "tests/support/test_env.h"
 
@@ -82,6 +84,39 @@ PipelineCall Call(std::string sql, std::vector<storage::Value> params = {}) {
   call.statement.params = std::move(params);
   call.statement.cacheable = true;
   return call;
+}
+
+// A batch's answer, waited for by the test thread.
+struct BatchOutcome {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool answered = false;
+  absl::StatusOr<std::vector<QueryResult>> result = absl::UnknownError("not answered");
+
+  PipelineBatchDone Callback() {
+    return [this](absl::StatusOr<std::vector<QueryResult>> r) {
+      std::lock_guard<std::mutex> lock(mu);
+      result = std::move(r);
+      answered = true;
+      cv.notify_all();
+    };
+  }
+  const absl::StatusOr<std::vector<QueryResult>>& Wait() {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [this] { return answered; });
+    return result;
+  }
+};
+
+PipelineBatch Batch(std::vector<std::string> sqls) {
+  PipelineBatch batch;
+  for (std::string& sql : sqls) {
+    Statement statement;
+    statement.sql = std::move(sql);
+    statement.cacheable = true;
+    batch.statements.push_back(std::move(statement));
+  }
+  return batch;
 }
 
 class PqPipelineLoopTest : public ::testing::Test {
@@ -378,6 +413,158 @@ TEST_F(PqPipelineLoopTest, ParameterThatCannotBeSentIsInvalidArgument) {
   loop->Submit(Call("SELECT $1::text", {storage::Value::String(std::string("a\0b", 3))}),
                out.Callback());
   EXPECT_EQ(out.Wait().status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PqPipelineLoopTest, BatchRunsInOneTransactionAndAnswersEachStatement) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  PipelineBatch batch = Batch(
+      {"SELECT $1::int8 AS first", "SELECT pg_catalog.now() AS t", "SELECT pg_catalog.now() AS t"});
+  batch.statements[0].params.push_back(Value::Int64(7));
+  BatchOutcome out;
+  loop->SubmitBatch(std::move(batch), out.Callback());
+  const absl::StatusOr<std::vector<QueryResult>>& r = out.Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 3u);
+  EXPECT_EQ((*r)[0].rows[0][0], Value::Int64(7));
+  EXPECT_EQ((*r)[0].columns[0].name, "first");
+  // now() is the transaction's start: one transaction for the whole batch.
+  EXPECT_EQ((*r)[1].rows[0][0], (*r)[2].rows[0][0]);
+  EXPECT_EQ(loop->Stats().statements, 3u);
+  EXPECT_EQ(loop->Stats().batches, 1u);
+}
+
+TEST_F(PqPipelineLoopTest, BatchWithAFailingMiddleStatementAppliesNothingAndSaysWhichFailed) {
+  admin_->Value("DROP TABLE IF EXISTS pipe_batch; CREATE TABLE pipe_batch (id int)");
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  const std::vector<std::string> sqls = {"INSERT INTO pipe_batch VALUES (1)",
+                                         "INSERT INTO pipe_batch VALUES (1 / 0)",
+                                         "INSERT INTO pipe_batch VALUES (3)"};
+  Outcome before, after;
+  BatchOutcome batch;
+  // Other callers' statements on the same connection, before and after it.
+  loop->Submit(Call("INSERT INTO pipe_batch VALUES (10)"), before.Callback());
+  loop->SubmitBatch(Batch(sqls), batch.Callback());
+  loop->Submit(Call("INSERT INTO pipe_batch VALUES (20)"), after.Callback());
+  const absl::Status engine = batch.Wait().status();
+  ASSERT_TRUE(before.Wait().ok()) << before.Wait().status();
+  ASSERT_TRUE(after.Wait().ok()) << after.Wait().status();
+  EXPECT_EQ(admin_->Value("SELECT string_agg(id::text, ',' ORDER BY id) FROM pipe_batch"), "10,20");
+
+  // The pooled path (libpqxx, BEGIN .. COMMIT) answers the same batch alike.
+  PqxxConnector connector(url_);
+  absl::StatusOr<std::unique_ptr<DbConnection>> pooled = connector.Connect();
+  ASSERT_TRUE(pooled.ok()) << pooled.status();
+  std::vector<Statement> statements;
+  for (const std::string& sql : sqls) statements.push_back(Statement{sql, {}});
+  const absl::Status expected = (*pooled)->ExecuteBatch(statements, ExecuteOptions{}).status();
+  EXPECT_EQ(engine.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine.code(), expected.code());
+  EXPECT_EQ(engine.message(), expected.message());
+  EXPECT_THAT(engine.message(), HasSubstr("statement 2 of 3: "));
+  EXPECT_EQ(SqlStateOf(engine), "22012");
+  const std::optional<SqlErrorFields> fields = SqlErrorFieldsOf(engine);
+  ASSERT_TRUE(fields.has_value());
+  EXPECT_EQ(fields->statement_index, 2u);
+  EXPECT_EQ(fields, SqlErrorFieldsOf(expected));
+  EXPECT_EQ(admin_->Value("SELECT count(*) FROM pipe_batch"), "2");
+  admin_->Value("DROP TABLE pipe_batch");
+}
+
+TEST_F(PqPipelineLoopTest, BatchResultsOverTheCapFailTheBatchAsThePooledPathDoes) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  const std::vector<std::string> sqls = {"SELECT repeat('x', 3000)", "SELECT repeat('y', 3000)"};
+  PipelineBatch batch = Batch(sqls);
+  batch.max_result_bytes = 4096;
+  BatchOutcome out;
+  loop->SubmitBatch(std::move(batch), out.Callback());
+  const absl::Status engine = out.Wait().status();
+  PqxxConnector connector(url_);
+  absl::StatusOr<std::unique_ptr<DbConnection>> pooled = connector.Connect();
+  ASSERT_TRUE(pooled.ok()) << pooled.status();
+  std::vector<Statement> statements;
+  for (const std::string& sql : sqls) statements.push_back(Statement{sql, {}});
+  ExecuteOptions options;
+  options.max_result_bytes = 4096;
+  const absl::Status expected = (*pooled)->ExecuteBatch(statements, options).status();
+  EXPECT_EQ(engine.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(engine.message(), expected.message());
+  EXPECT_THAT(engine.message(), HasSubstr("statement 2 of 2: "));
+}
+
+TEST_F(PqPipelineLoopTest, BatchColumnsOfUserDefinedTypesAreNamed) {
+  admin_->Value("DROP TYPE IF EXISTS pipe_batch_mood; CREATE TYPE pipe_batch_mood AS ENUM ('ok')");
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  BatchOutcome out;
+  loop->SubmitBatch(Batch({"SELECT 1 AS n", "SELECT 'ok'::pipe_batch_mood AS m"}), out.Callback());
+  const absl::StatusOr<std::vector<QueryResult>>& r = out.Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)[1].columns[0].type_name, "pipe_batch_mood");
+  EXPECT_EQ((*r)[1].rows[0][0], Value::String("ok"));
+  loop.reset();
+  admin_->Value("DROP TYPE pipe_batch_mood");
+}
+
+TEST_F(PqPipelineLoopTest, BatchHitByAStrayCancelIsRetriedAsAWholeOnce) {
+  admin_->Value("DROP TABLE IF EXISTS pipe_batch_retry; CREATE TABLE pipe_batch_retry (id int)");
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  admin_->Value("SELECT pg_advisory_lock(4343)");
+  BatchOutcome out;
+  loop->SubmitBatch(
+      Batch({"INSERT INTO pipe_batch_retry VALUES (1)", "SELECT pg_advisory_xact_lock(4343)",
+             "INSERT INTO pipe_batch_retry VALUES (3)"}),
+      out.Callback());
+  const std::string waiting =
+      "SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE "
+      "'%pg_advisory_xact_lock(4343)%' AND pid <> pg_backend_pid()";
+  // A cancel request the loop did not send: the statement before it was
+  // rolled back with it, and the whole batch runs again.
+  admin_->WaitFor(waiting);
+  admin_->Value(
+      "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+      "query LIKE '%pg_advisory_xact_lock(4343)%' AND pid <> pg_backend_pid()");
+  while (loop->Stats().retries < 1) absl::SleepFor(absl::Milliseconds(5));
+  admin_->WaitFor(waiting);
+  admin_->Value("SELECT pg_advisory_unlock(4343)");
+  const absl::StatusOr<std::vector<QueryResult>>& r = out.Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(loop->Stats().retries, 1u);
+  EXPECT_EQ(loop->Stats().batches, 2u);
+  // Applied once: the first attempt's INSERT was rolled back.
+  EXPECT_EQ(admin_->Value("SELECT string_agg(id::text, ',' ORDER BY id) FROM pipe_batch_retry"),
+            "1,3");
+  admin_->Value("DROP TABLE pipe_batch_retry");
+}
+
+TEST_F(PqPipelineLoopTest, CancelledBatchStopsAsAUnitAndTheCallBehindItRuns) {
+  admin_->Value("DROP TABLE IF EXISTS pipe_batch_cancel; CREATE TABLE pipe_batch_cancel (id int)");
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  BatchOutcome out;
+  Outcome behind;
+  const uint64_t id =
+      loop->SubmitBatch(Batch({"INSERT INTO pipe_batch_cancel VALUES (1)", "SELECT pg_sleep(600)",
+                               "INSERT INTO pipe_batch_cancel VALUES (3)"}),
+                        out.Callback());
+  loop->Submit(Call("SELECT 'behind'"), behind.Callback());
+  admin_->WaitFor(
+      "SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' AND "
+      "state = 'active' AND pid <> pg_backend_pid()");
+  loop->Cancel(id, absl::CancelledError("cancelled by the test"));
+  EXPECT_EQ(out.Wait().status().code(), absl::StatusCode::kCancelled);
+  const absl::StatusOr<QueryResult>& r = behind.Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rows[0][0], Value::String("behind"));
+  EXPECT_EQ(admin_->Value("SELECT count(*) FROM pipe_batch_cancel"), "0");
+  admin_->Value("DROP TABLE pipe_batch_cancel");
+}
+
+TEST_F(PqPipelineLoopTest, BatchParameterThatCannotBeSentNamesItsStatement) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  PipelineBatch batch = Batch({"SELECT 1", "SELECT $1::text"});
+  batch.statements[1].params.push_back(Value::String(std::string("a\0b", 3)));
+  BatchOutcome out;
+  loop->SubmitBatch(std::move(batch), out.Callback());
+  EXPECT_EQ(out.Wait().status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(out.Wait().status().message(), HasSubstr("statement 2 of 2: "));
 }
 
 }  // namespace

@@ -783,13 +783,12 @@ class StatementRunner::Call final : public RunningCall, public std::enable_share
   bool discard_connection_ = false;
 };
 
-// A one-shot statement on the pipelined engine: its deadline (capped like a
-// pooled call's) and cancellation go to the engine, which answers on its
-// loop thread.
+// A one-shot statement, or an atomic batch, on the pipelined engine: its
+// deadline (capped like a pooled call's) and cancellation go to the engine,
+// which answers on its loop thread. A batch is cancelled as a unit.
 class StatementRunner::PipelinedCall final : public RunningCall {
  public:
-  PipelinedCall(StatementRunner& runner, const RunRequest& request)
-      : runner_(runner), echo_sql_(runner.options_.echo ? request.statements[0].sql : "") {}
+  explicit PipelinedCall(StatementRunner& runner) : runner_(runner) {}
 
   void Start(RunRequest request, StepCallback done) {
     absl::Duration longest = runner_.options_.max_statement_duration;
@@ -797,41 +796,62 @@ class StatementRunner::PipelinedCall final : public RunningCall {
       longest = std::min(longest, shares->QuotaFor(request.client_id).statement_timeout_max);
     }
     const absl::Time started = runner_.clock_.Now();
-    storage::PipelineCall call;
-    call.statement = std::move(request.statements[0]);
-    call.max_result_bytes = runner_.options_.max_result_bytes;
-    call.deadline = std::min(request.deadline, started + longest);
-    const size_t params = call.statement.params.size();
+    const absl::Time deadline = std::min(request.deadline, started + longest);
+    // Parameter values are never logged: they may hold secrets.
+    std::vector<std::pair<std::string, size_t>> echo;
+    if (runner_.options_.echo) {
+      for (const storage::Statement& s : request.statements)
+        echo.emplace_back(s.sql, s.params.size());
+    }
     StatementRunner* runner = &runner_;
-    std::string sql = std::move(echo_sql_);
-    const uint64_t id = runner_.options_.pipeline->Submit(
-        std::move(call), [runner, started, params, sql = std::move(sql), done = std::move(done)](
-                             absl::StatusOr<storage::QueryResult> one) mutable {
-          const absl::Duration took = runner->clock_.Now() - started;
-          runner->statement_duration_.Record(took);
-          runner->statements_.fetch_add(1, std::memory_order_relaxed);
-          runner->pipelined_.fetch_add(1, std::memory_order_relaxed);
-          if (!one.ok()) runner->statement_errors_.fetch_add(1, std::memory_order_relaxed);
-          if (!one.ok() && (one.status().code() == absl::StatusCode::kDeadlineExceeded ||
-                            one.status().code() == absl::StatusCode::kCancelled)) {
-            runner->cancellations_.fetch_add(1, std::memory_order_relaxed);
-          }
-          if (runner->options_.echo) {
-            // Parameter values are never logged: they may hold secrets.
-            spdlog::info("sql: {} | params={} took_ms={:.3f} status={} pipelined=true", sql, params,
-                         absl::ToDoubleMilliseconds(took),
-                         one.ok() ? "OK" : absl::StatusCodeToString(one.status().code()));
-          }
-          RunOutcome outcome;
-          if (one.ok()) {
+    const int64_t n = static_cast<int64_t>(request.statements.size());
+    auto finish = [runner, started, n, echo = std::move(echo),
+                   done = std::move(done)](absl::StatusOr<Results> out) mutable {
+      const absl::Duration took = runner->clock_.Now() - started;
+      runner->statement_duration_.Record(took);
+      runner->statements_.fetch_add(n, std::memory_order_relaxed);
+      runner->pipelined_.fetch_add(n, std::memory_order_relaxed);
+      if (!out.ok()) runner->statement_errors_.fetch_add(1, std::memory_order_relaxed);
+      if (!out.ok() && (out.status().code() == absl::StatusCode::kDeadlineExceeded ||
+                        out.status().code() == absl::StatusCode::kCancelled)) {
+        runner->cancellations_.fetch_add(1, std::memory_order_relaxed);
+      }
+      for (const auto& [sql, params] : echo) {
+        spdlog::info("sql: {} | params={} took_ms={:.3f} status={} pipelined=true", sql, params,
+                     absl::ToDoubleMilliseconds(took),
+                     out.ok() ? "OK" : absl::StatusCodeToString(out.status().code()));
+      }
+      RunOutcome outcome;
+      outcome.results = std::move(out);
+      std::move(done)(std::move(outcome));
+    };
+    uint64_t id;
+    if (request.op == Op::kBatch) {
+      storage::PipelineBatch batch;
+      batch.statements = std::move(request.statements);
+      batch.max_result_bytes = runner_.options_.max_result_bytes;
+      batch.deadline = deadline;
+      id = runner_.options_.pipeline->SubmitBatch(
+          std::move(batch), [finish = std::move(finish)](absl::StatusOr<Results> results) mutable {
+            std::move(finish)(std::move(results));
+          });
+    } else {
+      storage::PipelineCall call;
+      call.statement = std::move(request.statements[0]);
+      call.max_result_bytes = runner_.options_.max_result_bytes;
+      call.deadline = deadline;
+      id = runner_.options_.pipeline->Submit(
+          std::move(call),
+          [finish = std::move(finish)](absl::StatusOr<storage::QueryResult> one) mutable {
+            if (!one.ok()) {
+              std::move(finish)(one.status());
+              return;
+            }
             Results results;
             results.push_back(*std::move(one));
-            outcome.results = std::move(results);
-          } else {
-            outcome.results = one.status();
-          }
-          std::move(done)(std::move(outcome));
-        });
+            std::move(finish)(std::move(results));
+          });
+    }
     id_.store(id, std::memory_order_release);
   }
 
@@ -849,20 +869,27 @@ class StatementRunner::PipelinedCall final : public RunningCall {
   }
 
   StatementRunner& runner_;
-  std::string echo_sql_;
   std::atomic<uint64_t> id_{0};
 };
 
 bool StatementRunner::Pipelinable(const RunRequest& request, bool needs_reset,
                                   bool own_transaction) {
-  if (request.op != Op::kExecute || request.statements.size() != 1) return false;
+  // kBatch: its statements under one Sync are one implicit transaction, all
+  // or nothing as the pooled BEGIN..COMMIT. Every statement must pass the
+  // rules below (needs_reset covers them all), which keep every write out:
+  // the engine reads a batch's results after its Sync committed it, so a
+  // result over the cap could not roll a write back.
+  const bool batch = request.op == Op::kBatch && !request.statements.empty();
+  if (!batch && (request.op != Op::kExecute || request.statements.size() != 1)) return false;
   if (needs_reset || own_transaction || !request.transaction.IsPlain()) return false;
   if (request.durable != nullptr || request.sink != nullptr || !request.database_role.empty()) {
     return false;
   }
   if (request.reset_on_release || request.connection) return false;
-  for (const std::string& type : request.statements[0].param_types) {
-    if (!type.empty()) return false;
+  for (const storage::Statement& statement : request.statements) {
+    for (const std::string& type : statement.param_types) {
+      if (!type.empty()) return false;
+    }
   }
   return true;
 }
@@ -904,7 +931,7 @@ std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCa
   if (options_.pipeline != nullptr &&
       Pipelinable(request, checked->needs_reset, checked->own_transaction) &&
       options_.pipeline->Stats().connections_up > 0) {
-    auto pipelined = std::make_shared<PipelinedCall>(*this, request);
+    auto pipelined = std::make_shared<PipelinedCall>(*this);
     pipelined->Start(std::move(request), std::move(done));
     return pipelined;
   }

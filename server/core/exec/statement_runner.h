@@ -26,7 +26,11 @@
 //    parameter types or own transaction) runs on the pipelined engine when
 //    one is configured and up (RunnerOptions::pipeline): pipelined with
 //    other callers' statements, with the same deadline (capped as above),
-//    cancellation and error model. Everything else takes a pooled
+//    cancellation and error model. So does an ExecuteBatch (kBatch) whose
+//    every statement qualifies: its statements go out under one Sync, one
+//    implicit transaction, all or nothing as the pooled BEGIN..COMMIT, with
+//    the same per-statement results and the same error (which statement
+//    failed, its SqlErrorDetail). Everything else takes a pooled
 //    connection.
 //  * Sessions (SessionManager) run their transactions as steps: kBegin takes
 //    a connection and hands it back inside its transaction, kInTransaction
@@ -224,7 +228,8 @@ class StatementRunner final {
   // Whether a checked request goes to the pipelined engine (when one is up):
   // kExecute of one statement in plain autocommit, no request id, stream,
   // role or named parameter types, that leaves no session state and need not
-  // run in a transaction of its own.
+  // run in a transaction of its own; or kBatch whose statements all are so,
+  // with plain transaction options (no isolation, read-only or settings).
   static bool Pipelinable(const RunRequest& request, bool needs_reset, bool own_transaction);
   // How long statements (or whole batches) ran on their connection.
   const DurationHistogram& statement_duration() const { return statement_duration_; }

@@ -266,6 +266,9 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
             "Statements waiting for a pipelined connection.");
     w.Counter("sessionbroker_pipeline_statements_total", static_cast<double>(pl.statements),
               "Statements sent on pipelined connections (retries included).");
+    w.Counter("sessionbroker_pipeline_batches_total", static_cast<double>(pl.batches),
+              "ExecuteBatch calls sent on pipelined connections, each as its statements under "
+              "one Sync (one implicit transaction; retries included).");
     w.Counter("sessionbroker_pipeline_flushes_total", static_cast<double>(pl.flushes),
               "Writes of a dispatch round to one connection; statements_total / flushes_total "
               "is the statements per flush.");

@@ -1,12 +1,13 @@
 // StatementRunner's routing to the pipelined engine (RunnerOptions::pipeline):
-// which one-shot calls go there, with which deadline, and how cancellation
-// and answers travel. A fake engine records submissions; the fake clock
+// which one-shot calls and atomic batches go there, with which deadline, and
+// how cancellation and answers travel. A fake engine records submissions; the fake clock
 // fixes time.
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/core/base/clock.h"
@@ -35,6 +36,12 @@ class FakePipelineEngine final : public storage::PipelineEngine {
     dones_.push_back(std::move(done));
     return calls_.size();
   }
+  uint64_t SubmitBatch(storage::PipelineBatch batch, storage::PipelineBatchDone done) override {
+    MutexLock lock(&mu_);
+    batches_.push_back(std::move(batch));
+    batch_dones_.push_back(std::move(done));
+    return 1000 + batches_.size();
+  }
   void Cancel(uint64_t id, absl::Status why) override {
     MutexLock lock(&mu_);
     cancels_.emplace_back(id, std::move(why));
@@ -59,6 +66,22 @@ class FakePipelineEngine final : public storage::PipelineEngine {
     MutexLock lock(&mu_);
     return calls_[i];
   }
+  size_t batches() const {
+    MutexLock lock(&mu_);
+    return batches_.size();
+  }
+  storage::PipelineBatch batch(size_t i) const {
+    MutexLock lock(&mu_);
+    return batches_[i];
+  }
+  void AnswerBatch(size_t i, absl::StatusOr<std::vector<storage::QueryResult>> results) {
+    storage::PipelineBatchDone done;
+    {
+      MutexLock lock(&mu_);
+      done = std::move(batch_dones_[i]);
+    }
+    std::move(done)(std::move(results));
+  }
   std::vector<std::pair<uint64_t, absl::Status>> cancels() const {
     MutexLock lock(&mu_);
     return cancels_;
@@ -77,6 +100,8 @@ class FakePipelineEngine final : public storage::PipelineEngine {
   int up_ ABSL_GUARDED_BY(mu_) = 2;
   std::vector<storage::PipelineCall> calls_ ABSL_GUARDED_BY(mu_);
   std::vector<storage::PipelineDone> dones_ ABSL_GUARDED_BY(mu_);
+  std::vector<storage::PipelineBatch> batches_ ABSL_GUARDED_BY(mu_);
+  std::vector<storage::PipelineBatchDone> batch_dones_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<uint64_t, absl::Status>> cancels_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -93,6 +118,13 @@ class CappedClientShares final : public ClientShares {
 RunRequest One(std::string sql, std::vector<storage::Value> params = {}) {
   RunRequest r;
   r.statements.push_back(storage::Statement{std::move(sql), std::move(params)});
+  return r;
+}
+
+RunRequest Batch(std::vector<std::string> sqls) {
+  RunRequest r;
+  r.op = RunRequest::Op::kBatch;
+  for (std::string& sql : sqls) r.statements.push_back(storage::Statement{std::move(sql), {}});
   return r;
 }
 
@@ -166,9 +198,6 @@ TEST_F(PipelinedExecuteTest, CallsThatNeedAPooledConnectionKeepThePool) {
   RunRequest typed = One("SELECT $1", {storage::Value::String("x")});
   typed.statements[0].param_types = {"uuid"};
   requests.push_back(std::move(typed));
-  RunRequest batch = One("SELECT 1");
-  batch.op = RunRequest::Op::kBatch;
-  requests.push_back(std::move(batch));
   for (RunRequest& request : requests) {
     std::optional<absl::StatusOr<Results>> out;
     Start(std::move(request), &out);
@@ -176,6 +205,7 @@ TEST_F(PipelinedExecuteTest, CallsThatNeedAPooledConnectionKeepThePool) {
     ASSERT_TRUE(out.has_value());
   }
   EXPECT_EQ(engine_.submitted(), 0u);
+  EXPECT_EQ(engine_.batches(), 0u);
   EXPECT_EQ(runner_->Stats().pipelined, 0);
   EXPECT_GE(connector_.connects(), 1);
 }
@@ -247,6 +277,82 @@ TEST_F(PipelinedExecuteTest, InvalidRequestIsRefusedBeforeReachingTheEngine) {
   ASSERT_TRUE(out.has_value());
   EXPECT_EQ(out->status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine_.submitted(), 0u);
+}
+
+TEST_F(PipelinedExecuteTest, AtomicBatchOfStatelessStatementsGoesToTheEngineAsOneBatch) {
+  std::optional<absl::StatusOr<Results>> out;
+  RunRequest batch = Batch({"SELECT 1", "SELECT $1::int8", "SELECT 3"});
+  batch.statements[1].params.push_back(storage::Value::Int64(2));
+  batch.deadline = clock_.Now() + absl::Seconds(3);
+  Start(std::move(batch), &out);
+  executor_.RunAll();
+  ASSERT_EQ(engine_.batches(), 1u);
+  EXPECT_EQ(engine_.submitted(), 0u);
+  EXPECT_EQ(connector_.connects(), 0);
+  const storage::PipelineBatch sent = engine_.batch(0);
+  ASSERT_EQ(sent.statements.size(), 3u);
+  EXPECT_EQ(sent.statements[1].sql, "SELECT $1::int8");
+  EXPECT_EQ(sent.statements[1].params[0], storage::Value::Int64(2));
+  EXPECT_EQ(sent.max_result_bytes, 1234u);
+  EXPECT_EQ(sent.deadline, clock_.Now() + absl::Seconds(3));
+  std::vector<storage::QueryResult> results(3);
+  for (int k = 0; k < 3; ++k) results[k].command_tag = absl::StrCat("SELECT ", k + 1);
+  engine_.AnswerBatch(0, results);
+  ASSERT_TRUE(out.has_value());
+  ASSERT_TRUE(out->ok()) << out->status();
+  ASSERT_EQ((*out)->size(), 3u);
+  EXPECT_EQ((**out)[2].command_tag, "SELECT 3");
+  EXPECT_EQ(runner_->Stats().statements, 3);
+  EXPECT_EQ(runner_->Stats().pipelined, 3);
+}
+
+TEST_F(PipelinedExecuteTest, BatchThatNeedsAPooledConnectionKeepsThePool) {
+  std::vector<RunRequest> requests;
+  // One statement that may leave state (a relation) keeps the whole batch off.
+  requests.push_back(Batch({"SELECT 1", "SELECT * FROM accounts"}));
+  requests.push_back(Batch({"SELECT 1", "INSERT INTO t VALUES (1)"}));
+  RunRequest isolated = Batch({"SELECT 1", "SELECT 2"});
+  isolated.transaction.isolation = storage::TransactionOptions::Isolation::kSerializable;
+  requests.push_back(std::move(isolated));
+  RunRequest set = Batch({"SELECT 1", "SELECT 2"});
+  set.transaction.settings.emplace_back("search_path", "x");
+  requests.push_back(std::move(set));
+  RunRequest role = Batch({"SELECT 1"});
+  role.database_role = "reporting";
+  requests.push_back(std::move(role));
+  for (RunRequest& request : requests) {
+    std::optional<absl::StatusOr<Results>> out;
+    Start(std::move(request), &out);
+    executor_.RunAll();
+    ASSERT_TRUE(out.has_value());
+  }
+  EXPECT_EQ(engine_.batches(), 0u);
+  EXPECT_EQ(engine_.submitted(), 0u);
+  EXPECT_EQ(runner_->Stats().pipelined, 0);
+}
+
+TEST_F(PipelinedExecuteTest, CancelledBatchIsCancelledAsAUnit) {
+  std::optional<absl::StatusOr<Results>> out;
+  std::shared_ptr<RunningCall> running = Start(Batch({"SELECT 1", "SELECT 2"}), &out);
+  ASSERT_NE(running, nullptr);
+  running->Cancel();
+  ASSERT_EQ(engine_.cancels().size(), 1u);
+  EXPECT_EQ(engine_.cancels()[0].first, 1001u);
+  EXPECT_EQ(engine_.cancels()[0].second.code(), absl::StatusCode::kCancelled);
+  engine_.AnswerBatch(0, engine_.cancels()[0].second);
+  ASSERT_TRUE(out.has_value());
+  EXPECT_EQ(out->status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(runner_->Stats().cancellations, 1);
+}
+
+TEST_F(PipelinedExecuteTest, BatchErrorReachesTheCallerAsTheEngineReportedIt) {
+  std::optional<absl::StatusOr<Results>> out;
+  Start(Batch({"SELECT 1", "SELECT 2"}), &out);
+  engine_.AnswerBatch(0, absl::InvalidArgumentError("statement 2 of 2: division by zero"));
+  ASSERT_TRUE(out.has_value());
+  EXPECT_EQ(out->status(), absl::InvalidArgumentError("statement 2 of 2: division by zero"));
+  EXPECT_EQ(runner_->Stats().statement_errors, 1);
+  EXPECT_EQ(runner_->Stats().statements, 2);
 }
 
 }  // namespace
