@@ -168,9 +168,7 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   limits.pipeline_max_in_flight_per_client = config_.pipeline_max_in_flight_per_client;
   service_ = std::make_unique<transport::SessionBrokerService>(
       *runner_, *sessions_, config_.max_result_bytes, *ledger_, auth, config_.max_array_depth,
-      notifications_.get(), listen_options.queue_capacity, limits,
-      config_.unary_cq_threads > 0 ? transport::UnaryApi::kCompletionQueue
-                                   : transport::UnaryApi::kCallback);
+      notifications_.get(), listen_options.queue_capacity, limits);
   // Health and reflection answer without credentials only where
   // BROKER_AUTH_EXEMPT_SERVICES says so (LoadConfig has checked the names;
   // an unchecked Config exempts nothing).
@@ -255,10 +253,6 @@ absl::Status BrokerServer::Start() {
   // database sees). One address, one broker.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(service_.get());
-  if (config_.unary_cq_threads > 0) {
-    unary_cqs_ = std::make_unique<transport::UnaryCompletionQueues>(*service_, builder,
-                                                                    config_.unary_cq_threads);
-  }
   builder.RegisterService(monitor_.get());
   builder.RegisterService(health_service_.get());
   builder.RegisterService(reflection_v1_.get());
@@ -286,7 +280,6 @@ absl::Status BrokerServer::Start() {
         absl::StrCat("could not listen on ", config_.listen_addr,
                      " (BROKER_LISTEN_ADDR): the address is in use or not available on this host"));
   }
-  if (unary_cqs_ != nullptr) unary_cqs_->Start();
   if (!config_.metrics_addr.empty()) {
     std::string host;
     int port = 0;
@@ -423,9 +416,6 @@ void BrokerServer::Shutdown(absl::Duration drain) {
   executor_->Shutdown();  // runs every pending completion, then joins
   cancel_executor_->Shutdown();
   monitor_executor_->Shutdown();
-  // Everything that completes calls has stopped: no Finish is started on
-  // the queues after this.
-  if (unary_cqs_ != nullptr) unary_cqs_->Shutdown(absl::Now() + absl::Seconds(2));
   if (server_ != nullptr) server_->Wait();
   notifications_->Stop();  // closes the listener connection
   timers_->Stop();

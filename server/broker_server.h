@@ -60,7 +60,6 @@
 #include "server/transport/reflection_service.h"
 #include "server/transport/session_broker_service.h"
 #include "server/transport/tls_certificates.h"
-#include "server/transport/unary_completion_queues.h"
 
 namespace sessionbroker {
 
@@ -133,9 +132,6 @@ class BrokerServer final {
   // TLS (BROKER_TLS_CERT): before server_ and http_, which read what it
   // publishes until they are destroyed.
   std::unique_ptr<transport::CertificateReloader> tls_;
-  // Execute/ExecuteBatch on the completion-queue API (BROKER_UNARY_CQ_THREADS),
-  // or null. Before server_: the queues are destroyed after the server.
-  std::unique_ptr<transport::UnaryCompletionQueues> unary_cqs_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<transport::MetricsHttpServer> http_;
   std::atomic<bool> draining_{false};

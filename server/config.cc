@@ -217,10 +217,6 @@ const std::vector<Setting>& Settings() {
       {"BROKER_PIPELINE_DEPTH", IntRule{1, 1024},
        [](Config& c) -> Field { return &c.pipeline_depth; }, kPlain,
        "statements in flight per pipelined connection"},
-      {"BROKER_UNARY_CQ_THREADS", IntRule{0, 64},
-       [](Config& c) -> Field { return &c.unary_cq_threads; }, kPlain,
-       "threads serving Execute/ExecuteBatch on gRPC's completion-queue API, one queue each; "
-       "0 = gRPC's callback API"},
       {"BROKER_MAX_STATEMENT_DURATION", SecondsRule{0.001, 7 * 86400},
        [](Config& c) -> Field { return &c.max_statement_duration; }, kPlain,
        "seconds a statement may run when the caller's deadline is longer or absent"},

@@ -77,10 +77,6 @@ struct Config {
   // flight on each (docs/benchmarks.md says how both were chosen).
   int pipeline_connections = 0;
   int pipeline_depth = 16;
-  // BROKER_UNARY_CQ_THREADS: Execute and ExecuteBatch served on gRPC's
-  // async completion-queue API by this many threads (one queue each); 0 =
-  // the callback API (docs/benchmarks.md says how the default was chosen).
-  int unary_cq_threads = 0;
   absl::Duration max_statement_duration = absl::Minutes(5);  // BROKER_MAX_STATEMENT_DURATION
   // Request ids (docs/retries.md): how long outcomes are kept, the largest
   // kept whole, the memory for session calls' outcomes, and the table of

@@ -41,7 +41,7 @@ constexpr size_t kTrimAfterBytes = size_t{1} << 20;
 
 constexpr char kDrainingMessage[] = "the broker is shutting down; retry on another instance";
 
-absl::Time DeadlineOf(const grpc::ServerContextBase& context) {
+absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   const auto deadline = context.deadline();
   if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
   return absl::FromChrono(deadline);
@@ -130,8 +130,7 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
                                            core::RequestLedger& ledger, CallAuthenticator auth,
                                            int max_array_depth,
                                            core::NotificationHub* notifications,
-                                           size_t listen_queue_capacity, CallLimits limits,
-                                           UnaryApi unary_api)
+                                           size_t listen_queue_capacity, CallLimits limits)
     : runner_(runner),
       sessions_(sessions),
       max_result_bytes_(max_result_bytes),
@@ -140,22 +139,11 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
       max_array_depth_(max_array_depth),
       notifications_(notifications),
       listen_queue_capacity_(listen_queue_capacity),
-      limits_(limits),
-      unary_api_(unary_api) {
+      limits_(limits) {
   // The indexes are the methods' order in broker.proto, as the generated
   // base class registers them.
   ReportParseFailures(0, &SessionBrokerService::Execute);
   ReportParseFailures(1, &SessionBrokerService::ExecuteBatch);
-  if (unary_api_ == UnaryApi::kCompletionQueue) {
-    // Served on the async API instead (UnaryCompletionQueues). The slots were
-    // checked above. gRPC takes a method without a handler for an async one;
-    // MarkMethodRaw alone would keep the callback handler set above (it drops
-    // the handler only of a method still marked sync), so it goes first.
-    for (const int method : {kExecuteMethod, kExecuteBatchMethod}) {
-      MarkMethodRawCallback(method, nullptr);
-      MarkMethodRaw(method);
-    }
-  }
   ReportParseFailures(2, &SessionBrokerService::BeginSession);
   ReportParseFailures(3, &SessionBrokerService::RenewSession);
   ReportParseFailures(4, &SessionBrokerService::EndSession);
@@ -982,91 +970,6 @@ bool SessionBrokerService::WaitForIdle(absl::Time deadline) {
 int SessionBrokerService::in_flight() const {
   core::MutexLock lock(&mu_);
   return in_flight_;
-}
-
-// ---- Execute and ExecuteBatch on the completion-queue API -------------------
-
-void SessionBrokerService::RequestAsyncUnary(
-    int method, grpc::ServerContext* context, grpc::ByteBuffer* request,
-    grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder, grpc::ServerCompletionQueue* cq,
-    void* tag) {
-  grpc::Service::RequestAsyncUnary(method, context, request, responder, cq, cq, tag);
-}
-
-namespace {
-
-// The async call's answer: the gRPC status (details in the context's
-// trailers) and, when OK, the serialized response.
-template <typename Response>
-void AnswerAsync(const absl::Status& status, const Response* response, grpc::ServerContext& context,
-                 size_t held_bytes, SessionBrokerService::AsyncFinish finish) {
-  grpc::ByteBuffer bytes;
-  if (status.ok()) {
-    bool own = false;
-    grpc::Status serialized =
-        grpc::SerializationTraits<Response>::Serialize(*response, &bytes, &own);
-    if (!serialized.ok()) {
-      std::move(finish)(std::move(serialized), grpc::ByteBuffer(), held_bytes);
-      return;
-    }
-  }
-  std::move(finish)(ToGrpcStatus(status, &context), std::move(bytes), held_bytes);
-}
-
-}  // namespace
-
-std::shared_ptr<core::RunningCall> SessionBrokerService::StartAsyncUnary(
-    int method, grpc::ServerContext& context, const grpc::ByteBuffer& raw, AsyncFinish finish) {
-  // Counted in flight first, checked second (as StartCall): StartDraining()
-  // either sees this call in WaitForIdle or this call sees the drain.
-  CallStarted();
-  auto refuse = [&](const absl::Status& status) -> std::shared_ptr<core::RunningCall> {
-    std::move(finish)(ToGrpcStatus(status, &context), grpc::ByteBuffer(), 0);
-    return nullptr;
-  };
-  if (draining_.load()) return refuse(absl::UnavailableError(kDrainingMessage));
-  const bool batch = method == kExecuteBatchMethod;
-  // Read here rather than by gRPC, which would answer a request that does
-  // not parse with INTERNAL and no useful message.
-  grpc::ByteBuffer copy(raw);
-  v1::ExecuteRequest execute;
-  v1::ExecuteBatchRequest execute_batch;
-  const bool parsed =
-      batch ? grpc::SerializationTraits<v1::ExecuteBatchRequest>::Deserialize(&copy, &execute_batch)
-                  .ok()
-            : grpc::SerializationTraits<v1::ExecuteRequest>::Deserialize(&copy, &execute).ok();
-  if (!parsed) {
-    return refuse(absl::InvalidArgumentError(
-        UnparseableRequestMessage(batch ? v1::ExecuteBatchRequest::descriptor()->full_name()
-                                        : v1::ExecuteRequest::descriptor()->full_name())));
-  }
-  absl::StatusOr<CallIdentity> who = auth_.Identify(context);
-  if (!who.ok()) return refuse(who.status());
-  const absl::Time deadline = DeadlineOf(context);
-  // From here on a Pipeline call's Execute or ExecuteBatch body: the same
-  // checks, runner and ledger as the callback handlers. The response's bytes
-  // stay reserved (max_pending_result_bytes) until AsyncUnaryDone.
-  if (batch) {
-    auto out = std::make_shared<v1::ExecuteBatchResponse>();
-    return StartPipelineBatch(
-        *who, deadline, execute_batch,
-        [out, &context, finish = std::move(finish)](absl::Status status, size_t held) mutable {
-          AnswerAsync(status, out.get(), context, held, std::move(finish));
-        },
-        out);
-  }
-  auto out = std::make_shared<v1::ExecuteResponse>();
-  return StartPipelineExecute(
-      *who, deadline, execute,
-      [out, &context, finish = std::move(finish)](absl::Status status, size_t held) mutable {
-        AnswerAsync(status, out.get(), context, held, std::move(finish));
-      },
-      out);
-}
-
-void SessionBrokerService::AsyncUnaryDone(size_t held_bytes) {
-  Release(held_bytes);
-  CallDone();
 }
 
 // ---- Pipeline ---------------------------------------------------------------

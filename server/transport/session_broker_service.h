@@ -31,14 +31,6 @@
 // (WaitForIdle returns as soon as the last result was written, before the
 // stream's Finish).
 //
-// Execute and ExecuteBatch are served either on the callback API (the
-// handlers below) or, with `async_unary`, on gRPC's asynchronous
-// completion-queue API: UnaryCompletionQueues (unary_completion_queues.h)
-// requests their calls (RequestAsyncUnary) and hands each arrived call to
-// StartAsyncUnary, which runs it through the same path as a Pipeline call's
-// Execute or ExecuteBatch body (identity, policy, quotas, request_id, result
-// limits), so only the transport adapter differs.
-//
 // Thread-safe. Outlives the grpc::Server it is registered with.
 #ifndef SESSIONBROKER_SERVER_TRANSPORT_SESSION_BROKER_SERVICE_H_
 #define SESSIONBROKER_SERVER_TRANSPORT_SESSION_BROKER_SERVICE_H_
@@ -85,12 +77,6 @@ struct CallLimits {
   int pipeline_max_in_flight_per_client = 1024;
 };
 
-// How Execute and ExecuteBatch are served (BROKER_UNARY_CQ_THREADS).
-enum class UnaryApi {
-  kCallback,         // gRPC's callback API (the handlers below)
-  kCompletionQueue,  // the async API, driven by UnaryCompletionQueues
-};
-
 // Pipeline streams (PipelineReactor) run their calls through the service's
 // PipelineHost side: the same path as Execute/ExecuteBatch, without a
 // grpc::ServerContext per call. A call of a stream counts as in flight (for
@@ -106,8 +92,7 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService, pr
                        CallAuthenticator auth = CallAuthenticator(),
                        int max_array_depth = kMaxArrayDepth,
                        core::NotificationHub* notifications = nullptr,
-                       size_t listen_queue_capacity = 1000, CallLimits limits = CallLimits(),
-                       UnaryApi unary_api = UnaryApi::kCallback);
+                       size_t listen_queue_capacity = 1000, CallLimits limits = CallLimits());
 
   grpc::ServerUnaryReactor* Execute(grpc::CallbackServerContext* context,
                                     const v1::ExecuteRequest* request,
@@ -142,32 +127,6 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService, pr
   // KeepAlive, StreamExecute, Listen and Pipeline are served on raw bytes (see
   // KeepAliveReactor, StreamExecuteReactor, ListenReactor); the typed methods
   // of the generated base class are never called.
-
-  // ---- Execute and ExecuteBatch on the completion-queue API (kCompletionQueue)
-  // Positions of the methods served so (broker.proto).
-  static constexpr int kExecuteMethod = 0;
-  static constexpr int kExecuteBatchMethod = 1;
-  UnaryApi unary_api() const { return unary_api_; }
-  // Asks the server for the next call of `method` (kExecuteMethod or
-  // kExecuteBatchMethod): `tag` comes out of `cq` when one arrived (ok) or
-  // the server shuts down (not ok). The request is read as raw bytes so that
-  // an unparseable one is answered INVALID_ARGUMENT, as on the callback API.
-  void RequestAsyncUnary(int method, grpc::ServerContext* context, grpc::ByteBuffer* request,
-                         grpc::ServerAsyncResponseWriter<grpc::ByteBuffer>* responder,
-                         grpc::ServerCompletionQueue* cq, void* tag);
-  // What an async call is answered with: its status (the error details in
-  // the context's trailers), the serialized response when OK, and the result
-  // bytes it holds until AsyncUnaryDone.
-  using AsyncFinish = absl::AnyInvocable<void(grpc::Status, grpc::ByteBuffer, size_t) &&>;
-  // Runs an arrived call of `method` (counted in flight from here on): calls
-  // `finish` exactly once, inline for a call refused before it runs, else
-  // from the thread that completes it. Returns what cancels it (may be null).
-  std::shared_ptr<core::RunningCall> StartAsyncUnary(int method, grpc::ServerContext& context,
-                                                     const grpc::ByteBuffer& request,
-                                                     AsyncFinish finish);
-  // The call's status was sent (or it was cancelled): gives back what it
-  // held; it no longer counts in flight.
-  void AsyncUnaryDone(size_t held_bytes);
 
   // Result bytes held by calls now (CallLimits::max_pending_result_bytes).
   size_t pending_result_bytes() const;
@@ -307,7 +266,6 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService, pr
   core::NotificationHub* const notifications_;
   const size_t listen_queue_capacity_;
   const CallLimits limits_;
-  const UnaryApi unary_api_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> trimming_{false};
   mutable core::Mutex mu_;

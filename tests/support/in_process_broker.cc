@@ -34,21 +34,13 @@ InProcessBroker::InProcessBroker(Options options) : options_(std::move(options))
                                                      timers_, monitor_executor_, clock_);
   ledger_ = std::make_unique<core::RequestLedger>(clock_, core::RequestLedgerOptions{});
   broker_service_ = std::make_unique<transport::SessionBrokerService>(
-      *runner_, *sessions_, options_.max_result_bytes, *ledger_, transport::CallAuthenticator(),
-      transport::kMaxArrayDepth, nullptr, 1000, transport::CallLimits(),
-      options_.unary_cq_threads > 0 ? transport::UnaryApi::kCompletionQueue
-                                    : transport::UnaryApi::kCallback);
+      *runner_, *sessions_, options_.max_result_bytes, *ledger_);
   monitor_service_ = std::make_unique<transport::PoolMonitorService>(*sampler_);
 
   grpc::ServerBuilder builder;
   builder.RegisterService(broker_service_.get());
   builder.RegisterService(monitor_service_.get());
-  if (options_.unary_cq_threads > 0) {
-    unary_cqs_ = std::make_unique<transport::UnaryCompletionQueues>(*broker_service_, builder,
-                                                                    options_.unary_cq_threads);
-  }
   server_ = builder.BuildAndStart();  // no port: in-process channel only
-  if (unary_cqs_ != nullptr) unary_cqs_->Start();
   channel_ = server_->InProcessChannel(grpc::ChannelArguments());
   broker_stub_ = v1::SessionBroker::NewStub(channel_);
   monitor_stub_ = v1::PoolMonitor::NewStub(channel_);
@@ -68,7 +60,6 @@ InProcessBroker::~InProcessBroker() {
   executor_->Shutdown();
   cancel_executor_.Shutdown();
   monitor_executor_.Shutdown();
-  if (unary_cqs_ != nullptr) unary_cqs_->Shutdown(give_up);
   server_->Wait();
 }
 

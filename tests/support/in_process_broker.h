@@ -29,7 +29,6 @@
 #include "server/core/session/session_manager.h"
 #include "server/transport/pool_monitor_service.h"
 #include "server/transport/session_broker_service.h"
-#include "server/transport/unary_completion_queues.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 #include "sessionbroker/v1/monitor.grpc.pb.h"
 #include "tests/support/fake_db.h"
@@ -42,9 +41,6 @@ class InProcessBroker final {
     core::PoolOptions pool;
     core::SessionOptions sessions;
     size_t max_result_bytes = 64 << 20;
-    // > 0: Execute and ExecuteBatch served on the completion-queue API by
-    // this many threads (BROKER_UNARY_CQ_THREADS); 0: the callback API.
-    int unary_cq_threads = 0;
   };
   // A small pool (2 connections, no overflow, no pre-ping, no recycling) and
   // the default session options.
@@ -89,7 +85,6 @@ class InProcessBroker final {
   std::unique_ptr<core::RequestLedger> ledger_;
   std::unique_ptr<transport::SessionBrokerService> broker_service_;
   std::unique_ptr<transport::PoolMonitorService> monitor_service_;
-  std::unique_ptr<transport::UnaryCompletionQueues> unary_cqs_;  // or null
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::SessionBroker::Stub> broker_stub_;

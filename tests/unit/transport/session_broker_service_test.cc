@@ -9,7 +9,6 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -23,7 +22,6 @@
 namespace sessionbroker::transport {
 namespace {
 
-using ::sessionbroker::testing::FakeConnection;
 using ::sessionbroker::testing::InProcessBroker;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -36,10 +34,7 @@ std::string Trailer(const grpc::ClientContext& context, const std::string& key) 
   return it == trailers.end() ? "" : std::string(it->second.data(), it->second.size());
 }
 
-// Every case runs twice: Execute and ExecuteBatch served on gRPC's callback
-// API, and on its completion-queue API (two queue threads); what a client
-// sees must not differ.
-class SessionBrokerServiceTest : public ::testing::TestWithParam<int> {
+class SessionBrokerServiceTest : public ::testing::Test {
  protected:
   grpc::Status Execute(const std::string& sql, v1::ExecuteResponse* response,
                        const std::string& session = "") {
@@ -75,22 +70,10 @@ class SessionBrokerServiceTest : public ::testing::TestWithParam<int> {
     }
   }
 
-  static InProcessBroker::Options OptionsWithQueues(int unary_cq_threads) {
-    InProcessBroker::Options options = InProcessBroker::DefaultOptions();
-    options.unary_cq_threads = unary_cq_threads;
-    return options;
-  }
-
-  InProcessBroker broker_{OptionsWithQueues(GetParam())};
+  InProcessBroker broker_;
 };
 
-INSTANTIATE_TEST_SUITE_P(CallbackAndCompletionQueueApis, SessionBrokerServiceTest,
-                         ::testing::Values(0, 2), [](const ::testing::TestParamInfo<int>& info) {
-                           return info.param == 0 ? std::string("Callback")
-                                                  : std::string("CompletionQueue");
-                         });
-
-TEST_P(SessionBrokerServiceTest, ExecuteReturnsTheRowsTheDatabaseSent) {
+TEST_F(SessionBrokerServiceTest, ExecuteReturnsTheRowsTheDatabaseSent) {
   v1::ExecuteResponse response;
   grpc::Status status = Execute("SELECT 'hello'", &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
@@ -103,7 +86,7 @@ TEST_P(SessionBrokerServiceTest, ExecuteReturnsTheRowsTheDatabaseSent) {
   EXPECT_EQ(response.rows_affected(), 1);
 }
 
-TEST_P(SessionBrokerServiceTest, ADatabaseErrorBecomesItsCodeWithTheSqlStateTrailer) {
+TEST_F(SessionBrokerServiceTest, ADatabaseErrorBecomesItsCodeWithTheSqlStateTrailer) {
   v1::ExecuteResponse response;
   ASSERT_TRUE(Execute("SELECT 1", &response).ok());
   FailEverywhere("INSERT INTO t VALUES (1)",
@@ -119,7 +102,7 @@ TEST_P(SessionBrokerServiceTest, ADatabaseErrorBecomesItsCodeWithTheSqlStateTrai
   EXPECT_EQ(Trailer(context, "sqlstate"), "23505");
 }
 
-TEST_P(SessionBrokerServiceTest, ExecuteBatchRunsEveryStatementInOneTransaction) {
+TEST_F(SessionBrokerServiceTest, ExecuteBatchRunsEveryStatementInOneTransaction) {
   grpc::ClientContext context;
   v1::ExecuteBatchRequest request;
   request.add_statements()->set_sql("INSERT INTO t VALUES (1)");
@@ -136,7 +119,7 @@ TEST_P(SessionBrokerServiceTest, ExecuteBatchRunsEveryStatementInOneTransaction)
                           "RESET"));
 }
 
-TEST_P(SessionBrokerServiceTest, AFailedBatchStatementRollsBackAndSendsItsSqlState) {
+TEST_F(SessionBrokerServiceTest, AFailedBatchStatementRollsBackAndSendsItsSqlState) {
   v1::ExecuteResponse warm;
   ASSERT_TRUE(Execute("SELECT 1", &warm).ok());
   FailEverywhere("UPDATE t SET a = 2", storage::SqlError("40001", "could not serialize access"));
@@ -152,7 +135,7 @@ TEST_P(SessionBrokerServiceTest, AFailedBatchStatementRollsBackAndSendsItsSqlSta
   EXPECT_FALSE(broker_.connector().connection(1)->in_transaction());
 }
 
-TEST_P(SessionBrokerServiceTest, ASessionBeginsRunsATransactionCommitsAndEnds) {
+TEST_F(SessionBrokerServiceTest, ASessionBeginsRunsATransactionCommitsAndEnds) {
   const v1::Session session = MustBeginSession();
   EXPECT_FALSE(session.name().empty());
   EXPECT_EQ(session.label(), "test");
@@ -205,7 +188,7 @@ TEST_P(SessionBrokerServiceTest, ASessionBeginsRunsATransactionCommitsAndEnds) {
   EXPECT_EQ(Trailer(context, "sessionbroker-reason"), "SESSION_ENDED");
 }
 
-TEST_P(SessionBrokerServiceTest, AnUnknownSessionIsNotFoundWithItsReason) {
+TEST_F(SessionBrokerServiceTest, AnUnknownSessionIsNotFoundWithItsReason) {
   grpc::ClientContext context;
   v1::GetSessionRequest request;
   request.set_session("no-such-session");
@@ -216,7 +199,7 @@ TEST_P(SessionBrokerServiceTest, AnUnknownSessionIsNotFoundWithItsReason) {
   EXPECT_EQ(Trailer(context, "sessionbroker-reason"), "SESSION_NOT_FOUND");
 }
 
-TEST_P(SessionBrokerServiceTest, ALongUnknownSessionNameIsCutShortInTheMessage) {
+TEST_F(SessionBrokerServiceTest, ALongUnknownSessionNameIsCutShortInTheMessage) {
   const std::string name(10'000, 'n');
   v1::Session out;
   grpc::Status status = GetSession(name, &out);
@@ -227,7 +210,7 @@ TEST_P(SessionBrokerServiceTest, ALongUnknownSessionNameIsCutShortInTheMessage) 
   EXPECT_LT(status.error_message().size(), 400u) << status.error_message();
 }
 
-TEST_P(SessionBrokerServiceTest, AnUnparseableRequestIsInvalidArgumentNamingTheMessage) {
+TEST_F(SessionBrokerServiceTest, AnUnparseableRequestIsInvalidArgumentNamingTheMessage) {
   // Field 1 with wire type 7, which does not exist: no message parses.
   const std::string garbage("\x0f\x01", 2);
   const int connects = broker_.connector().connects();
@@ -242,7 +225,7 @@ TEST_P(SessionBrokerServiceTest, AnUnparseableRequestIsInvalidArgumentNamingTheM
   EXPECT_EQ(broker_.connector().connects(), connects) << "nothing reached the database";
 }
 
-TEST_P(SessionBrokerServiceTest, BadRequestsAreInvalidArgumentSayingWhatIsWrong) {
+TEST_F(SessionBrokerServiceTest, BadRequestsAreInvalidArgumentSayingWhatIsWrong) {
   {
     grpc::ClientContext context;
     v1::BeginSessionRequest request;
@@ -277,7 +260,7 @@ TEST_P(SessionBrokerServiceTest, BadRequestsAreInvalidArgumentSayingWhatIsWrong)
 
 // ---- Per-call settings ----------------------------------------------------------
 
-TEST_P(SessionBrokerServiceTest, ExecuteWithSettingsRunsInATransactionBegunWithThem) {
+TEST_F(SessionBrokerServiceTest, ExecuteWithSettingsRunsInATransactionBegunWithThem) {
   grpc::ClientContext context;
   v1::ExecuteRequest request;
   request.set_sql("SELECT current_setting('app.tenant_id')");
@@ -295,7 +278,7 @@ TEST_P(SessionBrokerServiceTest, ExecuteWithSettingsRunsInATransactionBegunWithT
   EXPECT_FALSE(broker_.connector().connection(1)->in_transaction());
 }
 
-TEST_P(SessionBrokerServiceTest, ExecuteBatchWithSettingsBeginsItsTransactionWithThem) {
+TEST_F(SessionBrokerServiceTest, ExecuteBatchWithSettingsBeginsItsTransactionWithThem) {
   grpc::ClientContext context;
   v1::ExecuteBatchRequest request;
   request.add_statements()->set_sql("INSERT INTO t VALUES (1)");
@@ -307,7 +290,7 @@ TEST_P(SessionBrokerServiceTest, ExecuteBatchWithSettingsBeginsItsTransactionWit
               ElementsAre("BEGIN lock_timeout=1s", "INSERT INTO t VALUES (1)", "COMMIT", "RESET"));
 }
 
-TEST_P(SessionBrokerServiceTest, CallSettingsOutsideTheAllowListAreRefusedNamingThem) {
+TEST_F(SessionBrokerServiceTest, CallSettingsOutsideTheAllowListAreRefusedNamingThem) {
   for (const char* name : {"role", "session_authorization", "DateStyle", "no_such_setting"}) {
     grpc::ClientContext context;
     v1::ExecuteRequest request;
@@ -329,7 +312,7 @@ TEST_P(SessionBrokerServiceTest, CallSettingsOutsideTheAllowListAreRefusedNaming
   EXPECT_EQ(broker_.connector().connects(), 0) << "refused before touching the pool";
 }
 
-TEST_P(SessionBrokerServiceTest, CallSettingsInASessionAreRefused) {
+TEST_F(SessionBrokerServiceTest, CallSettingsInASessionAreRefused) {
   const v1::Session session = MustBeginSession();
   grpc::ClientContext context;
   v1::ExecuteRequest request;
@@ -342,7 +325,7 @@ TEST_P(SessionBrokerServiceTest, CallSettingsInASessionAreRefused) {
   EXPECT_THAT(status.error_message(), HasSubstr("session's own settings"));
 }
 
-TEST_P(SessionBrokerServiceTest, WhileDrainingNewCallsAreUnavailable) {
+TEST_F(SessionBrokerServiceTest, WhileDrainingNewCallsAreUnavailable) {
   broker_.broker_service().StartDraining();
   v1::ExecuteResponse out;
   grpc::Status status = Execute("SELECT 1", &out);
@@ -350,44 +333,7 @@ TEST_P(SessionBrokerServiceTest, WhileDrainingNewCallsAreUnavailable) {
   EXPECT_EQ(status.error_message(), "the broker is shutting down; retry on another instance");
 }
 
-// A running Execute whose client goes away (cancels, or its deadline
-// passes) has its statement cancelled in the database, and no longer counts
-// in flight.
-TEST_P(SessionBrokerServiceTest, AClientCancelOrDeadlineCancelsTheRunningStatement) {
-  v1::ExecuteResponse warm;
-  ASSERT_TRUE(Execute("SELECT 1", &warm).ok());  // the pool's one connection
-  ASSERT_EQ(broker_.connector().connects(), 1);
-  FakeConnection& db = *broker_.connector().connection(1);
-  for (const bool by_deadline : {false, true}) {
-    SCOPED_TRACE(by_deadline ? "deadline" : "cancel");
-    const int cancels = db.cancels();
-    db.set_block_until_cancel(true);
-    grpc::ClientContext context;
-    if (by_deadline) {
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
-    }
-    v1::ExecuteRequest request;
-    request.set_sql("SELECT pg_sleep(3600)");
-    v1::ExecuteResponse response;
-    absl::Notification done;
-    grpc::Status status;
-    broker_.broker().async()->Execute(&context, &request, &response, [&](grpc::Status s) {
-      status = std::move(s);
-      done.Notify();
-    });
-    db.WaitUntilExecuting();
-    if (!by_deadline) context.TryCancel();
-    done.WaitForNotification();
-    EXPECT_EQ(status.error_code(),
-              by_deadline ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED);
-    ASSERT_TRUE(broker_.broker_service().WaitForIdle(absl::Now() + absl::Seconds(60)));
-    EXPECT_EQ(db.cancels(), cancels + 1);
-    db.set_block_until_cancel(false);
-    db.ClearCancel();
-  }
-}
-
-TEST_P(SessionBrokerServiceTest, ACommitRetriedWithItsRequestIdAnswersTheFirstOutcome) {
+TEST_F(SessionBrokerServiceTest, ACommitRetriedWithItsRequestIdAnswersTheFirstOutcome) {
   const v1::Session session = MustBeginSession();
   v1::CommitRequest commit;
   commit.set_session(session.name());
@@ -432,7 +378,7 @@ TEST_P(SessionBrokerServiceTest, ACommitRetriedWithItsRequestIdAnswersTheFirstOu
   }
 }
 
-TEST_P(SessionBrokerServiceTest, ARequestIdIsScopedByClientId) {
+TEST_F(SessionBrokerServiceTest, ARequestIdIsScopedByClientId) {
   v1::BeginSessionRequest request;
   request.set_request_id("begin-1");
   v1::Session a;
@@ -448,7 +394,7 @@ TEST_P(SessionBrokerServiceTest, ARequestIdIsScopedByClientId) {
   EXPECT_NE(b.name(), a.name());
 }
 
-TEST_P(SessionBrokerServiceTest, AOneShotRequestIdWithoutAnOutcomesTableIsFailedPrecondition) {
+TEST_F(SessionBrokerServiceTest, AOneShotRequestIdWithoutAnOutcomesTableIsFailedPrecondition) {
   // This broker's runner keeps no outcomes table (RunnerOptions::
   // request_outcomes is null): nothing runs rather than running unrecorded.
   grpc::ClientContext context;
@@ -461,7 +407,7 @@ TEST_P(SessionBrokerServiceTest, AOneShotRequestIdWithoutAnOutcomesTableIsFailed
   EXPECT_THAT(status.error_message(), HasSubstr("request_id"));
 }
 
-TEST_P(SessionBrokerServiceTest, ACallRefusedWhileDrainingLeavesItsRequestIdFree) {
+TEST_F(SessionBrokerServiceTest, ACallRefusedWhileDrainingLeavesItsRequestIdFree) {
   const v1::Session session = MustBeginSession();
   v1::BeginTransactionRequest begin;
   begin.set_session(session.name());
