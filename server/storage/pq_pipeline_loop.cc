@@ -219,8 +219,9 @@ class PqPipelineLoop::Impl {
   struct Segment {
     std::unique_ptr<Call> call;
     bool prepares = false;
-    std::string name;  // the prepared statement run; "" for unnamed
-    int index = 0;     // which of its queries' results are being read
+    std::string name;     // the prepared statement run; "" for unnamed
+    int deallocates = 0;  // DEALLOCATEs of stale statements sent first
+    int index = 0;        // which of its queries' results are being read
     bool got_result = false;
     absl::Time sent;
     std::optional<absl::Status> error;
@@ -238,6 +239,9 @@ class PqPipelineLoop::Impl {
     bool connect_failed = false;  // the last failure was a connect attempt's
     std::deque<Segment> in_flight;
     absl::flat_hash_map<std::string, std::string> prepared;  // key -> name
+    // Prepared names that went stale: deallocated ahead of the next
+    // statement sent, in its segment (libpq 15 has no PQsendClosePrepared).
+    std::vector<std::string> stale;
     uint64_t names = 0;
     CancelHandle cancel;
     int pid = 0;
@@ -447,6 +451,7 @@ class PqPipelineLoop::Impl {
         // Old enough and drained (Dispatch stopped feeding it): a fresh one.
         ++recycles_;
         conn.prepared.clear();
+        conn.stale.clear();
         conn.cancel.reset();
         conn.pg.reset();
         conn.pid = 0;
@@ -481,6 +486,7 @@ class PqPipelineLoop::Impl {
     }
     conn.in_flight.clear();
     conn.prepared.clear();
+    conn.stale.clear();
     conn.cancel.reset();
     conn.pg.reset();
     conn.pid = 0;
@@ -610,7 +616,8 @@ class PqPipelineLoop::Impl {
         continue;
       }
       seg.got_result = true;
-      const bool is_prepare = seg.prepares && seg.index == 0;
+      if (seg.index < seg.deallocates && status == PGRES_COMMAND_OK) continue;
+      const bool is_prepare = seg.prepares && seg.index == seg.deallocates;
       if (status == PGRES_FATAL_ERROR) {
         if (!seg.error.has_value()) seg.error = StatusOfErrorResult(raw);
         if (is_prepare) conn.prepared.erase(seg.call->key);
@@ -643,8 +650,19 @@ class PqPipelineLoop::Impl {
       const bool stale = !seg.name.empty() && IsStalePreparedStatement(sqlstate, error.message());
       const bool stray_cancel = sqlstate == "57014" && !call->cancel_sent &&
                                 absl::StrContains(error.message(), kCancelledByRequest);
+      if (stale) {
+        // Forgotten, and deallocated with the next statement this
+        // connection sends, so stale copies do not pile up on the server.
+        // Only the first of several calls that ran the same copy does it (a
+        // second DEALLOCATE would fail the statement it is sent with).
+        const auto it = conn.prepared.find(call->key);
+        if (it != conn.prepared.end() && it->second == seg.name) {
+          conn.prepared.erase(it);
+          // 26000: it is gone already.
+          if (sqlstate == "0A000") conn.stale.push_back(seg.name);
+        }
+      }
       if ((stale || stray_cancel) && call->retries == 0 && !call->answered) {
-        if (stale) conn.prepared.erase(call->key);
         ++call->retries;
         ++retries_;
         pending_.push_front(std::move(call));
@@ -776,7 +794,15 @@ class PqPipelineLoop::Impl {
     const PqParams& p = call->params;
     const std::string& sql = call->call.statement.sql;
     bool ok = true;
-    if (call->call.statement.cacheable) {
+    for (const std::string& name : conn.stale) {
+      // Names are the loop's own (sb_pipe_N): nothing to quote.
+      const std::string deallocate = absl::StrCat("DEALLOCATE ", name);
+      ok = ok &&
+           PQsendQueryParams(pg, deallocate.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+      ++seg.deallocates;
+    }
+    conn.stale.clear();
+    if (ok && call->call.statement.cacheable) {
       const auto it = conn.prepared.find(call->key);
       if (it != conn.prepared.end()) {
         seg.name = it->second;

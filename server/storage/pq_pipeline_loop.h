@@ -23,9 +23,11 @@
 //    own (per SQL text and parameter types, pq_codec.h), in the same round
 //    trip as its first run; up to Options::statement_cache_size per
 //    connection, beyond that unprepared. A prepared copy that went stale
-//    (26000, or 0A000 "cached plan must not change result type") is dropped
-//    and the statement retried once (it failed under its own Sync: nothing
-//    was applied).
+//    (26000, or 0A000 "cached plan must not change result type" after DDL
+//    changed a `SELECT *`'s columns) is dropped, deallocated on the server
+//    ahead of the next statement the connection sends (0A000), and the
+//    statement retried once, prepared afresh (it failed under its own Sync:
+//    nothing was applied).
 //  - A statement that fails with 57014 "canceling statement due to user
 //    request" though nobody cancelled it was hit by a cancel meant for the
 //    statement before it (a cancel request hits whatever the backend runs);

@@ -180,20 +180,19 @@ CatalogGuard::Lookup CatalogGuard::ThroughEngine(storage::PipelineEngine& engine
     call.statement.cacheable = true;
     call.max_result_bytes = 4096;
     call.deadline = absl::Now() + absl::Seconds(5);
-    engine.Submit(std::move(call),
-                  [done = std::move(done)](absl::StatusOr<storage::QueryResult> result) mutable {
-                    if (!result.ok()) {
-                      std::move(done)(result.status());
-                      return;
-                    }
-                    if (result->rows.size() != 1 || result->rows[0].size() != 1 ||
-                        result->rows[0][0].kind != storage::Value::Kind::kBool) {
-                      std::move(done)(absl::InternalError(
-                          "the catalog lookup did not answer with one boolean"));
-                      return;
-                    }
-                    std::move(done)(result->rows[0][0].bool_value);
-                  });
+    engine.Submit(std::move(call), [done = std::move(done)](
+                                       absl::StatusOr<storage::QueryResult> result) mutable {
+      if (!result.ok()) {
+        std::move(done)(result.status());
+        return;
+      }
+      if (result->rows.size() != 1 || result->rows[0].size() != 1 ||
+          result->rows[0][0].kind != storage::Value::Kind::kBool) {
+        std::move(done)(absl::InternalError("the catalog lookup did not answer with one boolean"));
+        return;
+      }
+      std::move(done)(result->rows[0][0].bool_value);
+    });
   };
 }
 

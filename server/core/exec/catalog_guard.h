@@ -72,10 +72,10 @@ class CatalogGuard {
   };
 
   struct Stats {
-    uint64_t proved = 0;    // Check() answered kStateless
-    uint64_t refused = 0;   // Check() answered kStateful
-    uint64_t unknown = 0;   // Check() answered kUnknown
-    uint64_t lookups = 0;   // lookups started
+    uint64_t proved = 0;   // Check() answered kStateless
+    uint64_t refused = 0;  // Check() answered kStateful
+    uint64_t unknown = 0;  // Check() answered kUnknown
+    uint64_t lookups = 0;  // lookups started
     uint64_t lookup_failures = 0;
   };
 

@@ -887,8 +887,8 @@ StatementRunner::StatementRunner(ConnectionPool& pool, TimerQueue& timers,
   if (options_.pipeline != nullptr && options_.pipeline_table_reads) {
     CatalogGuard::Options guard;
     guard.refresh = options_.catalog_refresh;
-    catalog_guard_ = std::make_unique<CatalogGuard>(guard, clock_,
-                                                    CatalogGuard::ThroughEngine(*options_.pipeline));
+    catalog_guard_ = std::make_unique<CatalogGuard>(
+        guard, clock_, CatalogGuard::ThroughEngine(*options_.pipeline));
   }
 }
 
@@ -921,8 +921,7 @@ std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCa
       catalog_guard_->Check(*checked->stateless_if) == CatalogGuard::Verdict::kStateless) {
     needs_reset = false;
   }
-  if (options_.pipeline != nullptr &&
-      Pipelinable(request, needs_reset, checked->own_transaction) &&
+  if (options_.pipeline != nullptr && Pipelinable(request, needs_reset, checked->own_transaction) &&
       options_.pipeline->Stats().connections_up > 0) {
     auto pipelined = std::make_shared<PipelinedCall>(*this, request);
     pipelined->Start(std::move(request), std::move(done));

@@ -290,8 +290,8 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
               "starts or waits for a lookup; BROKER_PIPELINE_CATALOG_REFRESH).");
     w.Counter("sessionbroker_pipeline_catalog_lookups_total", st.catalog_lookups,
               "Catalog lookups sent through the pipelined engine.");
-    w.Counter("sessionbroker_pipeline_catalog_lookup_failures_total",
-              st.catalog_lookup_failures, "Catalog lookups that failed (the reads keep their reset).");
+    w.Counter("sessionbroker_pipeline_catalog_lookup_failures_total", st.catalog_lookup_failures,
+              "Catalog lookups that failed (the reads keep their reset).");
   }
 
   // The database.

@@ -160,10 +160,9 @@ TEST_F(CatalogGuardTest, LookupAnsweringAfterTheGuardIsGoneIsHarmless) {
 }
 
 TEST_F(CatalogGuardTest, LookupAnsweringInlineIsUsedAtTheNextCheck) {
-  CatalogGuard guard(Options(), clock_,
-                     [](const CatalogDependencies&, CatalogGuard::LookupDone done) {
-                       std::move(done)(true);
-                     });
+  CatalogGuard guard(
+      Options(), clock_,
+      [](const CatalogDependencies&, CatalogGuard::LookupDone done) { std::move(done)(true); });
   EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
   EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kStateless);
 }
