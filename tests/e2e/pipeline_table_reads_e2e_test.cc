@@ -2,8 +2,9 @@
 // read of a table goes through the engine once the catalog has shown it runs
 // no user code; reads of an RLS-enabled table, a view, a table with a
 // user-defined type, and reads in a database with a user `=` operator do
-// not, and DDL that makes a read unsafe is seen after the refresh. A view
-// calling set_config does not leak its setting to the next caller, and ALTER
+// not, and DDL that makes a read unsafe is seen after the refresh. A view or
+// a row-level security policy calling set_config does not leak its setting
+// to the next caller, and ALTER
 // TABLE under a SELECT * the engine prepared keeps working. Counters come
 // from /metrics; conditions are polled, never timed.
 #include <string>
@@ -33,6 +34,7 @@ class PipelineTableReadsE2eTest : public BrokerFixture {
   void TearDown() override {
     broker_.reset();
     Admin(absl::StrCat("DROP SCHEMA IF EXISTS ", Schema(), " CASCADE"));
+    Admin(absl::StrCat("DROP ROLE IF EXISTS e2e_reader_", suffix_));
     BrokerFixture::TearDown();
   }
 
@@ -175,6 +177,36 @@ TEST_F(PipelineTableReadsE2eTest, ViewCallingSetConfigLeaksNothingToTheNextCalle
   ASSERT_TRUE(RunUntilRefused(read));
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(Execute(read).status.ok());
   // Provable from its text: it runs on the engine's one connection.
+  const double pipelined = Metric("sessionbroker_pipeline_statements_total");
+  const CallResult look = Execute("SELECT pg_catalog.current_setting('e2e.leak', true)");
+  ASSERT_TRUE(look.status.ok()) << look.status.error_message();
+  EXPECT_GT(Metric("sessionbroker_pipeline_statements_total"), pipelined);
+  ASSERT_EQ(look.response.rows_size(), 1);
+  const v1::Value& leaked = look.response.rows(0).values(0);
+  EXPECT_TRUE(leaked.has_null_value() || leaked.string_value().empty()) << leaked.DebugString();
+}
+
+// Row-level security binds only non-superusers: the broker logs in as a
+// role of the test's own (trust authentication, as scripts/pg sets up).
+TEST_F(PipelineTableReadsE2eTest, RowLevelSecurityPolicyCallingSetConfigLeaksNothing) {
+  const std::string reader = absl::StrCat("e2e_reader_", suffix_);
+  Admin(absl::StrCat("CREATE ROLE ", reader, " LOGIN NOSUPERUSER"));
+  Admin(absl::StrCat("GRANT USAGE ON SCHEMA ", Schema(), " TO ", reader));
+  Admin(absl::StrCat("CREATE TABLE ", Name("t"), " (id int)"));
+  Admin(absl::StrCat("INSERT INTO ", Name("t"), " VALUES (1)"));
+  Admin(absl::StrCat("GRANT SELECT ON ", Name("t"), " TO ", reader));
+  Admin(absl::StrCat("ALTER TABLE ", Name("t"), " ENABLE ROW LEVEL SECURITY"));
+  Admin(absl::StrCat("CREATE POLICY leak ON ", Name("t"),
+                     " FOR SELECT USING (set_config('e2e.leak', 'policy', false) IS NOT NULL)"));
+  broker_url_ = absl::StrCat(broker_url_, "&user=", reader);
+  StartWithEngine();
+  const std::string read = absl::StrCat("SELECT id FROM ", Name("t"));
+  ASSERT_TRUE(RunUntilRefused(read));
+  for (int i = 0; i < 5; ++i) {
+    const CallResult r = Execute(read);
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.response.rows_size(), 1);  // the policy ran, and let the row through
+  }
   const double pipelined = Metric("sessionbroker_pipeline_statements_total");
   const CallResult look = Execute("SELECT pg_catalog.current_setting('e2e.leak', true)");
   ASSERT_TRUE(look.status.ok()) << look.status.error_message();
