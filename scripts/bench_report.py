@@ -343,6 +343,39 @@ def tx_section(runs):
     p()
 
 
+def table_reads_section(runs):
+    """The SELECT by primary key on the pipelined broker (a catalog-proved table read)."""
+    clients = clients_of(runs, "select-on-execute")
+    if not clients:
+        return
+    p = print
+    p("## SELECT by primary key, pipelining on (catalog-proved table read)")
+    p()
+    p("`SELECT abalance FROM pgbench_accounts WHERE aid = $1` on the broker with "
+      "BROKER_PIPELINE_CONNECTIONS > 0: the catalog shows the read runs no user code "
+      "(BROKER_PIPELINE_TABLE_READS), so the engine takes it. Off and PgBouncer come from the "
+      "SELECT arms above (same run, not interleaved with these).")
+    p()
+    p("| clients | arm | tps | /PgBouncer | p50 ms | p99 ms | CPU µs/call |")
+    p("|---:|---|---:|---:|---:|---:|---:|")
+    for c in clients:
+        bt = median_of(runs, "select-pgbouncer-c%d" % c, "throughput")
+        for prefix, label in (("select-pgbouncer", "PgBouncer"),
+                              ("select-broker", "unary, pipelining off"),
+                              ("select-on-execute", "unary, pipelining on"),
+                              ("select-pipeline", "stream, pipelining off"),
+                              ("select-on-pipeline", "stream, pipelining on")):
+            name = "%s-c%d" % (prefix, c)
+            t = median_of(runs, name, "throughput")
+            if t is None:
+                continue
+            p("| %d | %s | %s | %s | %s | %s | %s |" % (
+                c, label, fmt_tps(t), fmt_ratio(ratio(t, bt)),
+                fmt_ms(median_of(runs, name, "p50_us")), fmt_ms(median_of(runs, name, "p99_us")),
+                fmt_us(median_of(runs, name, "pooler_us_per_call"))))
+    p()
+
+
 def fmt_us(v):
     return "–" if v is None else "{:.0f}".format(v)
 
@@ -446,6 +479,7 @@ def cmd_report(args):
                 "–" if off_cpu is None or on_cpu is None else "%.0f → %.0f" % (off_cpu, on_cpu),
                 "–" if off_cpu is None or on_cpu is None else fmt_ratio(ratio(on_cpu, off_cpu))))
     int8_section(runs)
+    table_reads_section(runs)
     if rows:
         p("## Optimisations switched off (same run)")
         p()

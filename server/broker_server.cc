@@ -139,6 +139,8 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   runner_options.request_outcomes = request_outcomes_.get();
   runner_options.limits = config_.request_limits;
   runner_options.pipeline = pipeline_.get();
+  runner_options.pipeline_table_reads = config_.pipeline_table_reads;
+  runner_options.catalog_refresh = config_.pipeline_catalog_refresh;
   // Cancel requests get threads of their own: each is a round trip to
   // PostgreSQL, and none may wait behind statements or delay timers.
   cancel_executor_ = std::make_unique<core::ThreadPoolExecutor>(2, "sb-cancel");

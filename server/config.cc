@@ -217,6 +217,15 @@ const std::vector<Setting>& Settings() {
       {"BROKER_PIPELINE_DEPTH", IntRule{1, 1024},
        [](Config& c) -> Field { return &c.pipeline_depth; }, kPlain,
        "statements in flight per pipelined connection"},
+      {"BROKER_PIPELINE_TABLE_READS", BoolRule{},
+       [](Config& c) -> Field { return &c.pipeline_table_reads; }, kPlain,
+       "with BROKER_PIPELINE_CONNECTIONS > 0, also pipeline SELECTs that read tables when the "
+       "catalog shows they run no user code (no view, row-level security, rule, user operator, "
+       "function or type)"},
+      {"BROKER_PIPELINE_CATALOG_REFRESH", SecondsRule{0.01, 3600},
+       [](Config& c) -> Field { return &c.pipeline_catalog_refresh; }, kPlain,
+       "seconds a catalog answer for BROKER_PIPELINE_TABLE_READS is trusted: DDL that makes a "
+       "read run user code is seen within it"},
       {"BROKER_MAX_STATEMENT_DURATION", SecondsRule{0.001, 7 * 86400},
        [](Config& c) -> Field { return &c.max_statement_duration; }, kPlain,
        "seconds a statement may run when the caller's deadline is longer or absent"},

@@ -77,6 +77,12 @@ struct Config {
   // flight on each (docs/benchmarks.md says how both were chosen).
   int pipeline_connections = 0;
   int pipeline_depth = 16;
+  // BROKER_PIPELINE_TABLE_READS: with the engine on, also pipeline SELECTs
+  // that read tables when the catalog shows they run no user code
+  // (core::CatalogGuard); BROKER_PIPELINE_CATALOG_REFRESH: how long such an
+  // answer is trusted, so DDL is seen within it (docs/security.md).
+  bool pipeline_table_reads = true;
+  absl::Duration pipeline_catalog_refresh = absl::Seconds(1);
   absl::Duration max_statement_duration = absl::Minutes(5);  // BROKER_MAX_STATEMENT_DURATION
   // Request ids (docs/retries.md): how long outcomes are kept, the largest
   // kept whole, the memory for session calls' outcomes, and the table of

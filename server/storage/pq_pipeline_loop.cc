@@ -261,8 +261,9 @@ class PqPipelineLoop::Impl {
   struct Segment {
     std::unique_ptr<Call> call;
     bool prepares = false;
-    std::string name;  // the prepared statement run; "" for unnamed
-    int index = 0;     // which of its queries' results are being read
+    std::string name;     // the prepared statement run; "" for unnamed
+    int deallocates = 0;  // DEALLOCATEs of stale statements sent first
+    int index = 0;        // which of its queries' results are being read
     bool got_result = false;
     absl::Time sent;
     std::optional<absl::Status> error;
@@ -281,6 +282,9 @@ class PqPipelineLoop::Impl {
     bool connect_failed = false;  // the last failure was a connect attempt's
     std::deque<Segment> in_flight;
     absl::flat_hash_map<std::string, std::string> prepared;  // key -> name
+    // Prepared names that went stale: deallocated ahead of the next
+    // statement sent, in its segment (libpq 15 has no PQsendClosePrepared).
+    std::vector<std::string> stale;
     uint64_t names = 0;
     CancelHandle cancel;
     int pid = 0;
@@ -516,6 +520,7 @@ class PqPipelineLoop::Impl {
         // Old enough and drained (Dispatch stopped feeding it): a fresh one.
         ++recycles_;
         conn.prepared.clear();
+        conn.stale.clear();
         conn.cancel.reset();
         conn.pg.reset();
         conn.pid = 0;
@@ -550,6 +555,7 @@ class PqPipelineLoop::Impl {
     }
     conn.in_flight.clear();
     conn.prepared.clear();
+    conn.stale.clear();
     conn.cancel.reset();
     conn.pg.reset();
     conn.pid = 0;
@@ -686,11 +692,14 @@ class PqPipelineLoop::Impl {
         continue;
       }
       seg.got_result = true;
+      // The DEALLOCATEs of stale copies sent ahead of the segment's own
+      // queries (SendDeallocates).
+      if (seg.index < seg.deallocates && status == PGRES_COMMAND_OK) continue;
       if (seg.batch != nullptr) {
         if (!ReadBatchResult(conn, seg, std::move(result), status, now)) return;
         continue;
       }
-      const bool is_prepare = seg.prepares && seg.index == 0;
+      const bool is_prepare = seg.prepares && seg.index == seg.deallocates;
       if (status == PGRES_FATAL_ERROR) {
         if (!seg.error.has_value()) seg.error = StatusOfErrorResult(raw);
         if (is_prepare) conn.prepared.erase(seg.call->key);
@@ -720,13 +729,14 @@ class PqPipelineLoop::Impl {
   bool ReadBatchResult(Conn& conn, Segment& seg, PgResult result, ExecStatusType status,
                        absl::Time now) {
     BatchRead& read = *seg.batch;
-    if (static_cast<size_t>(seg.index) >= read.queries.size()) {
+    const size_t q = static_cast<size_t>(seg.index - seg.deallocates);
+    if (q >= read.queries.size()) {
       ConnFailed(conn,
                  absl::InternalError("a pipelined batch got more results than it sent queries"),
                  now);
       return false;
     }
-    const BatchRead::Query query = read.queries[static_cast<size_t>(seg.index)];
+    const BatchRead::Query query = read.queries[q];
     if (status == PGRES_FATAL_ERROR) {
       // The first error is the batch's; PostgreSQL skips the rest up to the
       // Sync (PGRES_PIPELINE_ABORTED) and rolls the transaction back.
@@ -757,6 +767,20 @@ class PqPipelineLoop::Impl {
     return true;
   }
 
+  // A prepared copy (`name`, for `key`) failed as stale: forgotten, and
+  // deallocated with the next statement this connection sends, so stale
+  // copies do not pile up on the server. Only the first of several calls
+  // that ran the same copy does it (a second DEALLOCATE would fail the
+  // statement it is sent with).
+  static void ForgetStale(Conn& conn, const std::string& key, const std::string& name,
+                          const std::string& sqlstate) {
+    const auto it = conn.prepared.find(key);
+    if (it == conn.prepared.end() || it->second != name) return;
+    conn.prepared.erase(it);
+    // 26000: it is gone already.
+    if (sqlstate == "0A000") conn.stale.push_back(name);
+  }
+
   // A batch whose Sync came back: all of it committed, or (an error) none.
   void FinishBatch(Conn& conn, Segment seg) {
     std::unique_ptr<Call> call = std::move(seg.call);
@@ -771,7 +795,8 @@ class PqPipelineLoop::Impl {
                                 absl::StrContains(error.message(), kCancelledByRequest);
       // Under one Sync nothing committed: the whole batch runs again.
       if ((stale || stray_cancel) && call->retries == 0 && !call->answered) {
-        if (stale) conn.prepared.erase(call->batch[read.failed].key);
+        if (stale)
+          ForgetStale(conn, call->batch[read.failed].key, read.names[read.failed], sqlstate);
         ++call->retries;
         ++retries_;
         pending_.push_front(std::move(call));
@@ -854,8 +879,8 @@ class PqPipelineLoop::Impl {
       const bool stale = !seg.name.empty() && IsStalePreparedStatement(sqlstate, error.message());
       const bool stray_cancel = sqlstate == "57014" && !call->cancel_sent &&
                                 absl::StrContains(error.message(), kCancelledByRequest);
+      if (stale) ForgetStale(conn, call->key, seg.name, sqlstate);
       if ((stale || stray_cancel) && call->retries == 0 && !call->answered) {
-        if (stale) conn.prepared.erase(call->key);
         ++call->retries;
         ++retries_;
         pending_.push_front(std::move(call));
@@ -997,8 +1022,8 @@ class PqPipelineLoop::Impl {
     }
     if (call->is_batch) return SendBatch(conn, call, now);
     Segment seg;
-    bool ok = SendStatement(conn, call->call.statement, call->params, call->key, &seg.name,
-                            &seg.prepares);
+    bool ok = SendDeallocates(conn, seg) && SendStatement(conn, call->call.statement, call->params,
+                                                          call->key, &seg.name, &seg.prepares);
     ok = ok && PQpipelineSync(pg) == 1;
     if (!ok) return false;
     ++statements_;
@@ -1017,6 +1042,7 @@ class PqPipelineLoop::Impl {
     const size_t n = call->batch.size();
     read.names.resize(n);
     read.results.resize(n);
+    if (!SendDeallocates(conn, seg)) return false;
     for (size_t k = 0; k < n; ++k) {
       const BatchPart& part = call->batch[k];
       bool prepares = false;
@@ -1033,6 +1059,23 @@ class PqPipelineLoop::Impl {
     seg.call = std::move(call);
     conn.in_flight.push_back(std::move(seg));
     return true;
+  }
+
+  // Queues a DEALLOCATE for each of the connection's stale prepared copies
+  // (libpq 15 has no PQsendClosePrepared), ahead of `seg`'s own queries and
+  // under its Sync; counted in seg.deallocates so that their results are
+  // skipped. False when libpq refused.
+  bool SendDeallocates(Conn& conn, Segment& seg) {
+    bool ok = true;
+    for (const std::string& name : conn.stale) {
+      // Names are the loop's own (sb_pipe_N): nothing to quote.
+      const std::string deallocate = absl::StrCat("DEALLOCATE ", name);
+      ok = ok && PQsendQueryParams(conn.pg.get(), deallocate.c_str(), 0, nullptr, nullptr, nullptr,
+                                   nullptr, 0) == 1;
+      ++seg.deallocates;
+    }
+    conn.stale.clear();
+    return ok;
   }
 
   // Queues one statement's [Parse,] Bind/Execute (no Sync): a cacheable one

@@ -23,9 +23,11 @@
 //    own (per SQL text and parameter types, pq_codec.h), in the same round
 //    trip as its first run; up to Options::statement_cache_size per
 //    connection, beyond that unprepared. A prepared copy that went stale
-//    (26000, or 0A000 "cached plan must not change result type") is dropped
-//    and the statement retried once (it failed under its own Sync: nothing
-//    was applied).
+//    (26000, or 0A000 "cached plan must not change result type" after DDL
+//    changed a `SELECT *`'s columns) is dropped, deallocated on the server
+//    ahead of the next statement the connection sends (0A000), and the
+//    statement retried once, prepared afresh (it failed under its own Sync:
+//    nothing was applied).
 //  - A batch (SubmitBatch) goes out as each statement's [Parse,]
 //    Bind/Execute and one Sync after the last: one implicit transaction, one
 //    queue entry and one unit for the depth cap, cancelled as a unit. Its

@@ -348,6 +348,17 @@ TEST_F(PqPipelineLoopTest, StalePreparedStatementIsPreparedAgain) {
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->columns.size(), 2u);
   EXPECT_EQ(r->rows[0][1], storage::Value::String("new"));
+  EXPECT_EQ(loop->Stats().retries, 1u);
+  // The stale copy is deallocated with the connection's next statement: one
+  // prepared copy of the read is left on the server, and it still runs.
+  Outcome third, count;
+  loop->Submit(Call("SELECT * FROM pipe_stale"), third.Callback());
+  ASSERT_TRUE(third.Wait().ok()) << third.Wait().status();
+  loop->Submit(Call("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE "
+                    "'%FROM pipe_stale%' AND statement NOT LIKE '%pg_prepared_statements%'"),
+               count.Callback());
+  ASSERT_TRUE(count.Wait().ok()) << count.Wait().status();
+  EXPECT_EQ(count.Wait()->rows[0][0], storage::Value::Int64(1));
   admin_->Value("DROP TABLE pipe_stale");
 }
 

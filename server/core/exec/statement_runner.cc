@@ -85,6 +85,9 @@ struct Checked {
   // kExecute: run the statement in a transaction of its own
   // (MayWriteAndReturnRows).
   bool own_transaction = false;
+  // One statement that needs the reset only unless the catalog proves it
+  // stateless (SqlInfo::stateless_if).
+  std::optional<CatalogDependencies> stateless_if;
 };
 
 absl::StatusOr<Checked> Check(const RunRequest& request, const RequestLimits& limits,
@@ -201,6 +204,7 @@ absl::StatusOr<Checked> Check(const RunRequest& request, const RequestLimits& li
     }
     // Only what is provably stateless skips the reset (SqlInfo::leaves_no_state).
     checked.needs_reset = checked.needs_reset || !info.leaves_no_state;
+    if (request.statements.size() == 1) checked.stateless_if = info.stateless_if;
     checked.own_transaction = request.op == Op::kExecute && MayWriteAndReturnRows(info, s.sql);
     if (statements != nullptr) (*statements)[i].cacheable = Cacheable(info);
   }
@@ -906,7 +910,14 @@ StatementRunner::StatementRunner(ConnectionPool& pool, TimerQueue& timers,
       timers_(timers),
       cancel_executor_(cancel_executor),
       clock_(clock),
-      options_(std::move(options)) {}
+      options_(std::move(options)) {
+  if (options_.pipeline != nullptr && options_.pipeline_table_reads) {
+    CatalogGuard::Options guard;
+    guard.refresh = options_.catalog_refresh;
+    catalog_guard_ = std::make_unique<CatalogGuard>(
+        guard, clock_, CatalogGuard::ThroughEngine(*options_.pipeline));
+  }
+}
 
 absl::Status StatementRunner::Validate(const RunRequest& request, bool in_session) const {
   return Check(request, options_.limits, nullptr, in_session).status();
@@ -928,8 +939,16 @@ std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCa
     std::move(done)(std::move(outcome));
     return nullptr;
   }
-  if (options_.pipeline != nullptr &&
-      Pipelinable(request, checked->needs_reset, checked->own_transaction) &&
+  bool needs_reset = checked->needs_reset;
+  // A table read the catalog may prove stateless: asked only when it is
+  // otherwise bound for the engine, so sessions and batches cause no lookups.
+  if (needs_reset && checked->stateless_if.has_value() && catalog_guard_ != nullptr &&
+      Pipelinable(request, /*needs_reset=*/false, checked->own_transaction) &&
+      options_.pipeline->Stats().connections_up > 0 &&
+      catalog_guard_->Check(*checked->stateless_if) == CatalogGuard::Verdict::kStateless) {
+    needs_reset = false;
+  }
+  if (options_.pipeline != nullptr && Pipelinable(request, needs_reset, checked->own_transaction) &&
       options_.pipeline->Stats().connections_up > 0) {
     auto pipelined = std::make_shared<PipelinedCall>(*this);
     pipelined->Start(std::move(request), std::move(done));
@@ -948,6 +967,14 @@ RunnerStats StatementRunner::Stats() const {
   s.cancellations = cancellations_.load(std::memory_order_relaxed);
   s.session_resets = session_resets_.load(std::memory_order_relaxed);
   s.pipelined = pipelined_.load(std::memory_order_relaxed);
+  if (catalog_guard_ != nullptr) {
+    const CatalogGuard::Stats guard = catalog_guard_->stats();
+    s.catalog_proved = static_cast<int64_t>(guard.proved);
+    s.catalog_refused = static_cast<int64_t>(guard.refused);
+    s.catalog_unknown = static_cast<int64_t>(guard.unknown);
+    s.catalog_lookups = static_cast<int64_t>(guard.lookups);
+    s.catalog_lookup_failures = static_cast<int64_t>(guard.lookup_failures);
+  }
   return s;
 }
 

@@ -30,8 +30,12 @@
 //    every statement qualifies: its statements go out under one Sync, one
 //    implicit transaction, all or nothing as the pooled BEGIN..COMMIT, with
 //    the same per-statement results and the same error (which statement
-//    failed, its SqlErrorDetail). Everything else takes a pooled
-//    connection.
+//    failed, its SqlErrorDetail). A SELECT that is stateless only if the
+//    names it reads resolve to no user code (SqlInfo::stateless_if: a table
+//    read) goes there too when the CatalogGuard's recent answer says so
+//    (RunnerOptions::pipeline_table_reads); without an answer yet it takes
+//    the pooled path with its reset, and the guard looks the answer up.
+//    Everything else takes a pooled connection.
 //  * Sessions (SessionManager) run their transactions as steps: kBegin takes
 //    a connection and hands it back inside its transaction, kInTransaction
 //    and kCommit/kRollback run on that connection. Each step gets the same
@@ -56,6 +60,7 @@
 #include "server/core/base/duration_histogram.h"
 #include "server/core/base/executor.h"
 #include "server/core/base/timer_queue.h"
+#include "server/core/exec/catalog_guard.h"
 #include "server/core/exec/request_outcomes.h"
 #include "server/core/pool/connection_pool.h"
 #include "server/storage/db_connection.h"
@@ -97,6 +102,11 @@ struct RunnerOptions {
   // connections are taken out of the pool's bound by whoever wires them.
   // Must outlive the runner.
   storage::PipelineEngine* pipeline = nullptr;
+  // With `pipeline`: also pipeline SELECTs the catalog proves stateless
+  // (BROKER_PIPELINE_TABLE_READS), trusting the catalog's answers for
+  // `catalog_refresh` (BROKER_PIPELINE_CATALOG_REFRESH; CatalogGuard).
+  bool pipeline_table_reads = true;
+  absl::Duration catalog_refresh = absl::Seconds(1);
 };
 
 struct RunRequest {
@@ -178,6 +188,13 @@ struct RunnerStats {
   int64_t cancellations = 0;  // by deadline or by the caller
   int64_t session_resets = 0;
   int64_t pipelined = 0;  // of `statements`, those run by the pipelined engine
+  // The CatalogGuard's answers for table reads otherwise pipelinable
+  // (all 0 without one).
+  int64_t catalog_proved = 0;   // pipelined on the catalog's word
+  int64_t catalog_refused = 0;  // the catalog says they may run user code
+  int64_t catalog_unknown = 0;  // no recent answer: ran with a reset
+  int64_t catalog_lookups = 0;
+  int64_t catalog_lookup_failures = 0;
 };
 
 // A call in progress; lets the transport cancel it. Thread-safe.
@@ -251,6 +268,8 @@ class StatementRunner final {
   std::atomic<int64_t> session_resets_{0};
   std::atomic<int64_t> pipelined_{0};
   DurationHistogram statement_duration_{clock_};
+  // With a pipeline and pipeline_table_reads; null otherwise.
+  std::unique_ptr<CatalogGuard> catalog_guard_;
 };
 
 }  // namespace sessionbroker::core

@@ -383,6 +383,31 @@ QualifiedName NameOf(const Json& list) {
 
 bool IsCatalogSchema(const std::string& schema) { return schema.empty() || schema == "pg_catalog"; }
 
+// An identifier double-quoted as PostgreSQL reads it back unchanged.
+std::string Quoted(const std::string& name) {
+  std::string out = "\"";
+  for (const char c : name) {
+    out += c;
+    if (c == '"') out += '"';
+  }
+  out += '"';
+  return out;
+}
+
+std::string QuotedQualified(const std::string& schema, const std::string& name) {
+  return schema.empty() ? Quoted(name) : Quoted(schema) + "." + Quoted(name);
+}
+
+// An operator's name made only of the characters PostgreSQL allows in one.
+bool IsOperatorSymbol(const std::string& name) {
+  return !name.empty() && name.find_first_not_of("+-*/<>=~!@#%^&|`?") == std::string::npos;
+}
+
+void SortUnique(std::vector<std::string>* names) {
+  std::sort(names->begin(), names->end());
+  names->erase(std::unique(names->begin(), names->end()), names->end());
+}
+
 // The string literal a node is ('text'), if it is one.
 bool StringLiteral(const Json& node, std::string* out) {
   if (!node.is_object()) return false;
@@ -419,15 +444,25 @@ class Walker {
   explicit Walker(int depth) : depth_(depth) {}
 
   int max_placeholder = 0;
+  // Provably stateless from the text alone.
   bool provable = true;
+  // Provably stateless once `needs` resolve to no user code (false: never).
+  bool conditional = true;
+  CatalogDependencies needs;
   bool changes_state = false;
   bool changes_role = false;
+
+  // Not provable whatever the catalog holds.
+  void Unprovable() {
+    provable = false;
+    conditional = false;
+  }
 
   void Walk(const Json& value) {
     // Bounds the recursion (and so the stack) on deeply nested text. What
     // lies deeper is not looked at, so it counts as everything it could be.
     if (++level_ > kMaxTreeDepth) {
-      provable = false;
+      Unprovable();
       changes_state = true;
       changes_role = true;
       --level_;
@@ -493,7 +528,7 @@ class Walker {
   }
 
   void Node(const std::string& type, const Json& body) {
-    if (!StatelessNodes().contains(type)) provable = false;
+    if (!StatelessNodes().contains(type)) Unprovable();
     if (type == "ParamRef") {
       const auto n = body.find("number");
       if (n != body.end() && n->is_number_integer()) {
@@ -511,19 +546,22 @@ class Walker {
       // same holds for the operators IN, LIKE, BETWEEN, IS DISTINCT FROM
       // and NULLIF use.
       OperatorNamed(body.value("name", Json()));
+    } else if (type == "JoinExpr") {
+      // USING and NATURAL compare the joined columns with `=`, by name.
+      if (body.contains("usingClause") || BoolField(body, "isNatural")) NeedOperator("=");
     } else if (type == "SubLink") {
       if (body.contains("operName")) OperatorNamed(body["operName"]);
     } else if (type == "SortBy") {
       if (body.contains("useOp")) OperatorNamed(body["useOp"]);
     } else if (type == "CaseExpr") {
-      if (body.contains("arg")) provable = false;  // CASE x WHEN ...: x = ... by name
+      if (body.contains("arg")) NeedOperator("=");  // CASE x WHEN ...: x = ... by name
     } else if (type == "SelectStmt") {
-      if (body.contains("intoClause") || body.contains("lockingClause")) provable = false;
+      if (body.contains("intoClause") || body.contains("lockingClause")) Unprovable();
     } else if (type == "ExplainStmt") {
       for (const Json& option : body.value("options", Json::array())) {
         if (option.is_object() && option.contains("DefElem") &&
             Lower(StrField(option["DefElem"], "defname")) == "analyze") {
-          provable = false;
+          Unprovable();
         }
       }
     } else if (type == "InsertStmt" || type == "UpdateStmt" || type == "DeleteStmt" ||
@@ -568,41 +606,71 @@ class Walker {
     const std::string name = StrField(rel, "relname");
     if (StrField(rel, "relpersistence") == "t" || absl::StartsWith(schema, "pg_temp")) {
       changes_state = true;
-      provable = false;
+      Unprovable();
       return;
     }
     if (schema.empty() && std::find(ctes_.begin(), ctes_.end(), name) != ctes_.end()) return;
-    if (!(IsCatalogSchema(schema) && StatelessRelations().contains(name))) provable = false;
+    if (IsCatalogSchema(schema) && StatelessRelations().contains(name)) return;
+    provable = false;
+    // database.schema.relation: not resolved by to_regclass the same way.
+    if (name.empty() || !StrField(rel, "catalogname").empty()) {
+      Unprovable();
+      return;
+    }
+    needs.relations.push_back(QuotedQualified(schema, name));
   }
 
   void Type(const Json& type) {
     const QualifiedName name = NameOf(type["names"]);
     if (!name.ok) {
-      provable = false;
+      Unprovable();
       return;
     }
     if (name.schema == "pg_catalog") return;
-    if (!name.schema.empty() || !BuiltinTypes().contains(name.name)) provable = false;
+    if (name.schema.empty() && BuiltinTypes().contains(name.name)) return;
+    provable = false;
+    needs.types.push_back(QuotedQualified(name.schema, name.name));
   }
 
-  void OperatorNamed(const Json& name) {
-    if (NameOf(name).schema != "pg_catalog") provable = false;
+  void NeedOperator(const std::string& name) {
+    provable = false;
+    needs.operators.push_back(name);
+  }
+
+  void OperatorNamed(const Json& list) {
+    const QualifiedName name = NameOf(list);
+    if (!name.ok) {
+      Unprovable();
+      return;
+    }
+    if (name.schema == "pg_catalog") return;
+    if (IsOperatorSymbol(name.name)) {
+      NeedOperator(name.name);
+    } else if (name.schema.empty() && absl::StrContains(name.name, "BETWEEN")) {
+      // [NOT] BETWEEN [SYMMETRIC] becomes comparisons by name.
+      for (const char* op : {"<", "<=", ">", ">="}) NeedOperator(op);
+    } else {
+      Unprovable();
+    }
   }
 
   void Function(const Json& body) {
     const QualifiedName f = NameOf(body.value("funcname", Json()));
     if (!f.ok || !IsCatalogSchema(f.schema)) {
-      provable = false;
+      Unprovable();
       return;
     }
-    if (!StatelessFunctions().contains(f.name)) provable = false;
+    if (!StatelessFunctions().contains(f.name)) Unprovable();
     // Like operators, a function is chosen by name and argument types on
     // the search_path: pg_catalog comes first, so it wins for identical
     // argument types only. A call without arguments has one signature (and
     // pg_catalog's wins); a call with arguments is provably the built-in
     // only as pg_catalog.f(...).
     const bool has_args = body.contains("args") || body.contains("agg_order");
-    if (has_args && f.schema != "pg_catalog") provable = false;
+    if (has_args && f.schema != "pg_catalog") {
+      provable = false;
+      needs.functions.push_back(f.name);
+    }
     if (!StatefulFunctions().contains(f.name)) return;
     changes_state = true;
     const Json args = body.value("args", Json::array());
@@ -770,8 +838,10 @@ SqlInfo Classify(absl::string_view sql, int depth) {
                                      tx_kind == "TRANS_STMT_ROLLBACK_TO";
     if (type != "SelectStmt" && type != "VariableShowStmt" && type != "ExplainStmt" &&
         !savepoint_statement) {
-      walker.provable = false;
+      walker.Unprovable();
     }
+    // The catalog's help is for plain reads only.
+    if (type != "SelectStmt") walker.conditional = false;
     if (type == "TransactionStmt") {
       info.transaction_control = true;
       SqlInfo::Savepoint savepoint = SqlInfo::Savepoint::kNone;
@@ -791,6 +861,14 @@ SqlInfo Classify(absl::string_view sql, int depth) {
   info.changes_session_state = walker.changes_state;
   info.changes_role = walker.changes_role;
   info.leaves_no_state = walker.provable && !walker.changes_state;
+  if (!info.leaves_no_state && walker.conditional && !walker.changes_state && stmts.size() == 1) {
+    CatalogDependencies needs = std::move(walker.needs);
+    SortUnique(&needs.relations);
+    SortUnique(&needs.operators);
+    SortUnique(&needs.functions);
+    SortUnique(&needs.types);
+    info.stateless_if = std::move(needs);
+  }
   if (!info.empty) {
     const int first = stmts[0].value("stmt_location", 0);
     info.first_keyword = FirstWord(text, static_cast<size_t>(std::max(first, 0)));

@@ -24,12 +24,40 @@
 #ifndef SESSIONBROKER_SERVER_CORE_SQL_SQL_CLASSIFIER_H_
 #define SESSIONBROKER_SERVER_CORE_SQL_SQL_CLASSIFIER_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/string_view.h"
 
 namespace sessionbroker::core {
+
+// What a SELECT's proof of statelessness depends on beyond its text: the
+// catalog objects that its names resolve to. Each list is sorted and has no
+// duplicates. CatalogGuard (catalog_guard.h) decides from the catalog whether
+// they run no user code.
+struct CatalogDependencies {
+  // The relations read, as PostgreSQL identifiers always double-quoted
+  // ("public"."t", or "t" when written without a schema), ready for
+  // to_regclass, which resolves them with the connection's search_path.
+  std::vector<std::string> relations;
+  // Operator names used without OPERATOR(pg_catalog.op), including the ones
+  // IN, LIKE, BETWEEN, CASE x WHEN, NULLIF, IS DISTINCT FROM, JOIN ... USING
+  // and NATURAL JOIN imply ("=", "<>", "~~", ...). The schema, if written,
+  // is dropped: any operator of that name outside the built-ins counts.
+  std::vector<std::string> operators;
+  // Allow-listed built-in function names called with arguments but without
+  // the pg_catalog schema: a user function of the same name could win.
+  std::vector<std::string> functions;
+  // Types cast to that are not known pg_catalog types, as double-quoted
+  // identifiers for to_regtype.
+  std::vector<std::string> types;
+
+  bool operator==(const CatalogDependencies& other) const {
+    return relations == other.relations && operators == other.operators &&
+           functions == other.functions && types == other.types;
+  }
+};
 
 struct SqlInfo {
   // No statement at all (only whitespace, comments and semicolons).
@@ -79,6 +107,16 @@ struct SqlInfo {
   // RELEASE and ROLLBACK TO are (they end with their transaction).
   // True for empty text (nothing runs).
   bool leaves_no_state = true;
+  // Set only when `leaves_no_state` is false for no other reason than names
+  // the catalog resolves: one SELECT (no locking clause, no INTO, no
+  // data-modifying WITH, nothing visibly stateful) whose relations,
+  // unqualified operators, unqualified function calls with arguments
+  // (of allow-listed built-in names) and casts to types outside the known
+  // pg_catalog ones are listed here. The statement leaves no state if every
+  // one of them resolves to something that runs no user code
+  // (CatalogGuard). Unset for everything else, which needs the reset
+  // whatever the catalog holds.
+  std::optional<CatalogDependencies> stateless_if;
   // One lower-case kind per statement, in order: select, insert, update,
   // delete, merge, ddl, transaction, set, copy, call, do, explain, show,
   // lock, maintenance, listen, prepare, other. SELECT INTO (it creates a

@@ -186,7 +186,9 @@ TEST_F(PipelinedExecuteTest, StatelessOneShotGoesToTheEngineNotThePool) {
 
 TEST_F(PipelinedExecuteTest, CallsThatNeedAPooledConnectionKeepThePool) {
   std::vector<RunRequest> requests;
-  requests.push_back(One("SELECT * FROM accounts"));  // a relation: may run user code
+  // A locking read: never stateless, whatever the catalog holds.
+  requests.push_back(One("SELECT * FROM accounts FOR UPDATE"));
+  requests.push_back(One("SELECT my_function(1)"));  // a user function
   requests.push_back(One("SET search_path = x"));
   requests.push_back(One("INSERT INTO t VALUES (1) RETURNING id"));
   RunRequest read_only = One("SELECT 1");
@@ -208,6 +210,107 @@ TEST_F(PipelinedExecuteTest, CallsThatNeedAPooledConnectionKeepThePool) {
   EXPECT_EQ(engine_.batches(), 0u);
   EXPECT_EQ(runner_->Stats().pipelined, 0);
   EXPECT_GE(connector_.connects(), 1);
+}
+
+// The catalog's answer to a lookup (CatalogGuard::ThroughEngine).
+storage::QueryResult Verdict(bool stateless) {
+  storage::QueryResult result;
+  result.columns.push_back(storage::Column{"?column?", 16, "bool"});
+  result.rows.push_back({storage::Value::Bool(stateless)});
+  result.command_tag = "SELECT 1";
+  return result;
+}
+
+TEST_F(PipelinedExecuteTest, TableReadTakesThePoolWithAResetUntilTheCatalogProvesIt) {
+  const std::string read = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+  std::optional<absl::StatusOr<Results>> first;
+  Start(One(read, {storage::Value::Int64(1)}), &first);
+  executor_.RunAll();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(runner_->Stats().session_resets, 1);
+  EXPECT_EQ(runner_->Stats().pipelined, 0);
+  // Meanwhile the guard asked the catalog, through the engine.
+  ASSERT_EQ(engine_.submitted(), 1u);
+  const storage::PipelineCall lookup = engine_.call(0);
+  EXPECT_THAT(lookup.statement.sql, HasSubstr("pg_catalog.to_regclass"));
+  ASSERT_EQ(lookup.statement.params.size(), 4u);
+  EXPECT_EQ(lookup.statement.params[0],
+            storage::Value::Array({storage::Value::String("\"pgbench_accounts\"")}));
+  EXPECT_EQ(lookup.statement.params[1], storage::Value::Array({storage::Value::String("=")}));
+  engine_.Answer(0, Verdict(true));
+
+  std::optional<absl::StatusOr<Results>> second;
+  Start(One(read, {storage::Value::Int64(2)}), &second);
+  executor_.RunAll();
+  ASSERT_EQ(engine_.submitted(), 2u);
+  EXPECT_EQ(engine_.call(1).statement.sql, read);
+  EXPECT_TRUE(engine_.call(1).statement.cacheable);
+  engine_.Answer(1, storage::QueryResult{});
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(runner_->Stats().pipelined, 1);
+  EXPECT_EQ(runner_->Stats().catalog_proved, 1);
+  EXPECT_EQ(runner_->Stats().session_resets, 1);
+}
+
+TEST_F(PipelinedExecuteTest, TableReadTheCatalogRefusesStaysOnThePool) {
+  const std::string read = "SELECT * FROM secured";
+  std::optional<absl::StatusOr<Results>> out;
+  Start(One(read), &out);
+  executor_.RunAll();
+  ASSERT_EQ(engine_.submitted(), 1u);
+  engine_.Answer(0, Verdict(false));
+  out.reset();
+  Start(One(read), &out);
+  executor_.RunAll();
+  ASSERT_TRUE(out.has_value());
+  EXPECT_EQ(engine_.submitted(), 1u);
+  EXPECT_EQ(runner_->Stats().pipelined, 0);
+  EXPECT_EQ(runner_->Stats().session_resets, 2);
+  EXPECT_EQ(runner_->Stats().catalog_refused, 1);
+}
+
+TEST_F(PipelinedExecuteTest, CatalogAnswerIsAskedAgainAfterTheRefreshInterval) {
+  const std::string read = "SELECT * FROM t";
+  std::optional<absl::StatusOr<Results>> out;
+  Start(One(read), &out);
+  executor_.RunAll();
+  engine_.Answer(0, Verdict(true));
+  clock_.Advance(absl::Seconds(1));  // RunnerOptions::catalog_refresh's default
+  out.reset();
+  Start(One(read), &out);
+  executor_.RunAll();
+  ASSERT_TRUE(out.has_value());  // ran on the pool: the answer was too old
+  ASSERT_EQ(engine_.submitted(), 2u);
+  EXPECT_THAT(engine_.call(1).statement.sql, HasSubstr("pg_catalog.to_regclass"));
+  EXPECT_EQ(runner_->Stats().pipelined, 0);
+}
+
+TEST_F(PipelinedExecuteTest, LookupFailureKeepsTheReadOnThePool) {
+  std::optional<absl::StatusOr<Results>> out;
+  Start(One("SELECT * FROM t"), &out);
+  executor_.RunAll();
+  engine_.Answer(0, absl::UnavailableError("lost"));
+  out.reset();
+  Start(One("SELECT * FROM t"), &out);
+  executor_.RunAll();
+  ASSERT_TRUE(out.has_value());
+  EXPECT_EQ(runner_->Stats().pipelined, 0);
+  EXPECT_EQ(runner_->Stats().catalog_lookup_failures, 1);
+}
+
+TEST_F(PipelinedExecuteTest, TableReadsSwitchedOffNeverAskTheCatalog) {
+  RunnerOptions options;
+  options.pipeline = &engine_;
+  options.pipeline_table_reads = false;
+  StatementRunner runner(*pool_, timers_, executor_, clock_, options);
+  for (int i = 0; i < 2; ++i) {
+    std::optional<absl::StatusOr<Results>> out;
+    runner.Run(One("SELECT * FROM t"), [&out](absl::StatusOr<Results> r) { out = std::move(r); });
+    executor_.RunAll();
+    ASSERT_TRUE(out.has_value());
+  }
+  EXPECT_EQ(engine_.submitted(), 0u);
+  EXPECT_EQ(runner.Stats().pipelined, 0);
 }
 
 TEST_F(PipelinedExecuteTest, EngineWithNoConnectionUpLeavesTheCallToThePool) {

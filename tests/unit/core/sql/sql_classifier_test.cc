@@ -1044,5 +1044,157 @@ TEST(SqlClassifierTest, ConcurrentCallersGetTheSameAnswers) {
   EXPECT_EQ(mismatches, std::vector<int>(4, 0));
 }
 
+// ---------------------------------------------------------------------------
+// stateless_if: what a SELECT's proof depends on in the catalog
+// ---------------------------------------------------------------------------
+
+namespace deps {
+
+using Names = std::vector<std::string>;
+
+CatalogDependencies Needs(Names relations, Names operators = {}, Names functions = {},
+                          Names types = {}) {
+  CatalogDependencies d;
+  d.relations = std::move(relations);
+  d.operators = std::move(operators);
+  d.functions = std::move(functions);
+  d.types = std::move(types);
+  return d;
+}
+
+}  // namespace deps
+
+TEST(SqlClassifierStatelessIfTest, PlainTableReadDependsOnTheTableAndItsOperator) {
+  const SqlInfo info = ClassifySql("SELECT abalance FROM pgbench_accounts WHERE aid = $1");
+  EXPECT_FALSE(info.leaves_no_state);
+  ASSERT_TRUE(info.stateless_if.has_value());
+  EXPECT_EQ(*info.stateless_if, deps::Needs({"\"pgbench_accounts\""}, {"="}));
+}
+
+TEST(SqlClassifierStatelessIfTest, ProvableStatementsNeedNoCatalog) {
+  const SqlInfo info = ClassifySql("SELECT 1 OPERATOR(pg_catalog.+) 2");
+  EXPECT_TRUE(info.leaves_no_state);
+  EXPECT_FALSE(info.stateless_if.has_value());
+}
+
+TEST(SqlClassifierStatelessIfTest, SchemaAndQuotedNamesAreKeptAsWrittenAndQuoted) {
+  const SqlInfo info = ClassifySql(R"(SELECT * FROM app."My ""T""" JOIN Other o ON true)");
+  ASSERT_TRUE(info.stateless_if.has_value());
+  EXPECT_EQ(info.stateless_if->relations, (deps::Names{"\"app\".\"My \"\"T\"\"\"", "\"other\""}));
+}
+
+TEST(SqlClassifierStatelessIfTest, ListsAreSortedWithoutDuplicates) {
+  const SqlInfo info =
+      ClassifySql("SELECT * FROM b, a, b AS b2 WHERE a.x = b.y AND b.y = b2.z AND a.x < 3");
+  ASSERT_TRUE(info.stateless_if.has_value());
+  EXPECT_EQ(*info.stateless_if, deps::Needs({"\"a\"", "\"b\""}, {"<", "="}));
+}
+
+TEST(SqlClassifierStatelessIfTest, ImpliedOperatorsAreListed) {
+  struct Case {
+    const char* sql;
+    deps::Names operators;
+  };
+  const Case cases[] = {
+      {"SELECT * FROM t WHERE x IN (1, 2)", {"="}},
+      {"SELECT * FROM t WHERE x NOT IN (1, 2)", {"<>"}},
+      {"SELECT * FROM t WHERE x LIKE 'a%'", {"~~"}},
+      {"SELECT * FROM t WHERE x ILIKE 'a%'", {"~~*"}},
+      {"SELECT * FROM t WHERE x BETWEEN 1 AND 2", {"<", "<=", ">", ">="}},
+      {"SELECT * FROM t WHERE x NOT BETWEEN SYMMETRIC 1 AND 2", {"<", "<=", ">", ">="}},
+      {"SELECT * FROM t WHERE x IS DISTINCT FROM 1", {"="}},
+      {"SELECT NULLIF(x, 1) FROM t", {"="}},
+      {"SELECT CASE x WHEN 1 THEN 2 END FROM t", {"="}},
+      {"SELECT * FROM t JOIN u USING (id)", {"="}},
+      {"SELECT * FROM t NATURAL JOIN u", {"="}},
+      {"SELECT * FROM t WHERE x = ANY($1)", {"="}},
+      {"SELECT * FROM t ORDER BY x USING >", {">"}},
+      {"SELECT * FROM t WHERE x OPERATOR(app.===) 1", {"==="}},
+  };
+  for (const Case& c : cases) {
+    const SqlInfo info = ClassifySql(c.sql);
+    ASSERT_TRUE(info.stateless_if.has_value()) << c.sql;
+    EXPECT_EQ(info.stateless_if->operators, c.operators) << c.sql;
+  }
+}
+
+TEST(SqlClassifierStatelessIfTest, UnqualifiedAllowListedCallsWithArgumentsAreListed) {
+  const SqlInfo info = ClassifySql("SELECT lower(name), count(*), now() FROM t");
+  ASSERT_TRUE(info.stateless_if.has_value());
+  EXPECT_EQ(*info.stateless_if, deps::Needs({"\"t\""}, {}, {"lower"}));
+}
+
+TEST(SqlClassifierStatelessIfTest, CastsToTypesOutsidePgCatalogAreListed) {
+  const SqlInfo info = ClassifySql("SELECT $1::mood, $2::app.money2, $3::int4, $4::text");
+  ASSERT_TRUE(info.stateless_if.has_value());
+  EXPECT_EQ(*info.stateless_if, deps::Needs({}, {}, {}, {"\"app\".\"money2\"", "\"mood\""}));
+}
+
+TEST(SqlClassifierStatelessIfTest, CommonTableExpressionsAreNotRelations) {
+  const SqlInfo info = ClassifySql("WITH w AS (SELECT * FROM t) SELECT * FROM w");
+  ASSERT_TRUE(info.stateless_if.has_value());
+  EXPECT_EQ(info.stateless_if->relations, deps::Names{"\"t\""});
+}
+
+TEST(SqlClassifierStatelessIfTest, StatefulOrNonSelectStatementsHaveNoCondition) {
+  for (const char* sql : {
+           "SELECT * FROM t FOR UPDATE",
+           "SELECT * FROM t FOR SHARE SKIP LOCKED",
+           "SELECT * INTO t2 FROM t",
+           "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+           "WITH i AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM i",
+           "SELECT set_config('a.b', 'c', false) FROM t",
+           "SELECT pg_catalog.set_config('a.b', 'c', false), x FROM t",
+           "SELECT pg_advisory_lock(1) FROM t",
+           "SELECT my_function(x) FROM t",
+           "SELECT app.lower(x) FROM t",
+           "SELECT * FROM pg_temp.t",
+           "SELECT * FROM pg_temp_3.t",
+           "SELECT * FROM db.app.t",
+           "SELECT * FROM t TABLESAMPLE SYSTEM (10)",
+           "SELECT * FROM t; SELECT * FROM u",
+           "INSERT INTO t VALUES (1)",
+           "UPDATE t SET x = 1",
+           "DELETE FROM t WHERE x = 1",
+           "EXPLAIN SELECT * FROM t",
+           "DO $$ BEGIN PERFORM 1; END $$",
+           "SET search_path = app",
+           "SELECT * FROM t WHERE x = (SELECT setseed(0.5))",
+           "SELECT query_to_xml('select 1', true, true, '') FROM t",
+           "SELECT * FROM t WHERE x = 1 AND (SELECT 1 FROM u FOR UPDATE) = 1",
+           "SELECT * FRM t",
+       }) {
+    const SqlInfo info = ClassifySql(sql);
+    EXPECT_FALSE(info.leaves_no_state) << sql;
+    EXPECT_FALSE(info.stateless_if.has_value()) << sql;
+  }
+}
+
+TEST(SqlClassifierStatelessIfTest, TextThatOnlyLooksLikeARelationReadStaysProvable) {
+  // Names in strings and comments are not relations.
+  const SqlInfo info = ClassifySql("SELECT 'FROM t WHERE x = 1' /* FROM u */");
+  EXPECT_TRUE(info.leaves_no_state);
+  EXPECT_FALSE(info.stateless_if.has_value());
+}
+
+TEST(SqlClassifierStatelessIfTest, HiddenSetConfigInAReadIsStillStateful) {
+  // U&"..." spells set_config; a literal or a comment does not hide the call.
+  for (const char* sql : {
+           R"(SELECT U&"set\005fconfig"('a.b', 'c', false) FROM t)",
+           "SELECT x FROM t WHERE x = 1 -- ; SELECT 1\n AND set_config('a.b', 'c', false) = ''",
+           "SELECT (SELECT set_config('a.b', x, false)) FROM t",
+       }) {
+    const SqlInfo info = ClassifySql(sql);
+    EXPECT_TRUE(info.changes_session_state) << sql;
+    EXPECT_FALSE(info.stateless_if.has_value()) << sql;
+  }
+}
+
+TEST(SqlClassifierStatelessIfTest, CatalogReadsOutsideTheAllowListDependOnTheCatalog) {
+  const SqlInfo info = ClassifySql("SELECT oprname FROM pg_catalog.pg_operator");
+  ASSERT_TRUE(info.stateless_if.has_value());
+  EXPECT_EQ(info.stateless_if->relations, deps::Names{"\"pg_catalog\".\"pg_operator\""});
+}
+
 }  // namespace
 }  // namespace sessionbroker::core

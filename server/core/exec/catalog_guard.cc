@@ -1,0 +1,199 @@
+#include "server/core/exec/catalog_guard.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "server/core/base/mutex.h"
+
+namespace sessionbroker::core {
+namespace {
+
+// One row, one boolean: true when every dependency resolves to something
+// that runs no user code (see catalog_guard.h). $1 relations, $2 operator
+// names, $3 function names, $4 cast-to types (text[] each). Every name and
+// operator is pg_catalog-qualified: the query runs on the engine's
+// connections like a caller's statement and must not depend on their
+// search_path or on user objects itself.
+constexpr char kVerdictSql[] = R"SQL(WITH RECURSIVE rels AS (
+  SELECT pg_catalog.to_regclass(n) AS oid FROM pg_catalog.unnest($1::pg_catalog.text[]) AS n
+), tree AS (
+  SELECT oid FROM rels WHERE oid IS NOT NULL
+  UNION
+  SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.oid
+), types AS (
+  SELECT a.atttypid AS oid FROM pg_catalog.pg_attribute a JOIN tree ON a.attrelid OPERATOR(pg_catalog.=) tree.oid
+   WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+  UNION
+  SELECT y.oid FROM pg_catalog.unnest($4::pg_catalog.text[]) AS n
+    LEFT JOIN pg_catalog.pg_type y ON y.oid OPERATOR(pg_catalog.=) pg_catalog.to_regtype(n)
+  UNION
+  SELECT CASE WHEN y.typtype OPERATOR(pg_catalog.=) 'd' THEN y.typbasetype ELSE e.oid END
+    FROM types t JOIN pg_catalog.pg_type y ON y.oid OPERATOR(pg_catalog.=) t.oid
+    LEFT JOIN pg_catalog.pg_type e ON e.typarray OPERATOR(pg_catalog.=) y.oid
+   WHERE y.typtype OPERATOR(pg_catalog.=) 'd' OR e.oid IS NOT NULL
+)
+SELECT NOT EXISTS (SELECT FROM rels WHERE oid IS NULL)
+  AND NOT EXISTS (
+    SELECT FROM tree JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.oid
+     WHERE c.relkind OPERATOR(pg_catalog.<>) ALL ('{r,p,m}'::pg_catalog."char"[])
+        OR c.relrowsecurity OR c.relhasrules)
+  AND NOT EXISTS (
+    SELECT FROM types t LEFT JOIN pg_catalog.pg_type y ON y.oid OPERATOR(pg_catalog.=) t.oid
+     WHERE y.oid IS NULL
+        OR (y.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+            AND y.typtype OPERATOR(pg_catalog.<>) ALL ('{b,e,d}'::pg_catalog."char"[]))
+        OR y.typinput::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+        OR y.typoutput::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+        OR y.typreceive::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+        OR y.typsend::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+        OR y.typmodin::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+        OR y.typmodout::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+        OR EXISTS (SELECT FROM pg_catalog.pg_constraint k
+                    WHERE k.contypid OPERATOR(pg_catalog.=) y.oid))
+  AND NOT EXISTS (
+    SELECT FROM pg_catalog.pg_operator o
+     WHERE o.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+       AND o.oprname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.name[]))
+  AND NOT EXISTS (
+    SELECT FROM pg_catalog.pg_proc p
+     WHERE p.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+       AND p.proname OPERATOR(pg_catalog.=) ANY ($3::pg_catalog.name[]))
+  AND (pg_catalog.cardinality($2::pg_catalog.text[]) OPERATOR(pg_catalog.+)
+         pg_catalog.cardinality($3::pg_catalog.text[]) OPERATOR(pg_catalog.+)
+         pg_catalog.cardinality($4::pg_catalog.text[]) OPERATOR(pg_catalog.=) 0
+       OR NOT EXISTS (
+         SELECT FROM pg_catalog.pg_cast k
+          WHERE k.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+            AND k.castfunc OPERATOR(pg_catalog.<>) 0::pg_catalog.oid))
+)SQL";
+
+// The cache key of a dependency set: its lists, each name ended by a NUL
+// (no identifier or operator name contains one) and each list by a newline
+// after its count, so different sets never share a key.
+std::string KeyOf(const CatalogDependencies& needs) {
+  std::string key;
+  for (const std::vector<std::string>* list :
+       {&needs.relations, &needs.operators, &needs.functions, &needs.types}) {
+    absl::StrAppend(&key, list->size(), "\n");
+    for (const std::string& name : *list) {
+      key += name;
+      key.push_back('\0');
+    }
+  }
+  return key;
+}
+
+storage::Value TextArray(const std::vector<std::string>& names) {
+  std::vector<storage::Value> elements;
+  elements.reserve(names.size());
+  for (const std::string& name : names) elements.push_back(storage::Value::String(name));
+  return storage::Value::Array(std::move(elements));
+}
+
+}  // namespace
+
+struct CatalogGuard::Shared {
+  struct Entry {
+    bool stateless = false;
+    bool known = false;      // `stateless` holds an answer
+    absl::Time asked;        // when the lookup behind the answer started
+    bool in_flight = false;  // a lookup is running
+  };
+  mutable Mutex mu;
+  absl::flat_hash_map<std::string, Entry> entries ABSL_GUARDED_BY(mu);
+  Stats stats ABSL_GUARDED_BY(mu);
+};
+
+CatalogGuard::CatalogGuard(Options options, const Clock& clock, Lookup lookup)
+    : options_(options),
+      clock_(clock),
+      lookup_(std::move(lookup)),
+      shared_(std::make_shared<Shared>()) {}
+
+CatalogGuard::~CatalogGuard() = default;
+
+CatalogGuard::Verdict CatalogGuard::Check(const CatalogDependencies& needs) {
+  std::string key = KeyOf(needs);
+  const absl::Time now = clock_.Now();
+  {
+    MutexLock lock(&shared_->mu);
+    auto it = shared_->entries.find(key);
+    if (it != shared_->entries.end()) {
+      Shared::Entry& entry = it->second;
+      if (entry.known && now - entry.asked < options_.refresh) {
+        if (entry.stateless) {
+          ++shared_->stats.proved;
+          return Verdict::kStateless;
+        }
+        ++shared_->stats.refused;
+        return Verdict::kStateful;
+      }
+      ++shared_->stats.unknown;
+      if (entry.in_flight) return Verdict::kUnknown;
+      // Expired: the answer is forgotten so that nothing older than
+      // `refresh` is ever used.
+      entry.known = false;
+      entry.in_flight = true;
+    } else {
+      ++shared_->stats.unknown;
+      if (shared_->entries.size() >= options_.max_entries) shared_->entries.clear();
+      shared_->entries[key].in_flight = true;
+    }
+    ++shared_->stats.lookups;
+  }
+  std::weak_ptr<Shared> weak = shared_;
+  lookup_(needs, [weak, key = std::move(key), asked = now](absl::StatusOr<bool> answer) {
+    const std::shared_ptr<Shared> shared = weak.lock();
+    if (shared == nullptr) return;
+    MutexLock lock(&shared->mu);
+    if (!answer.ok()) ++shared->stats.lookup_failures;
+    auto it = shared->entries.find(key);
+    if (it == shared->entries.end()) {
+      // The cache started over meanwhile.
+      if (!answer.ok()) return;
+      it = shared->entries.emplace(key, Shared::Entry{}).first;
+    }
+    it->second.in_flight = false;
+    if (!answer.ok()) return;
+    it->second.known = true;
+    it->second.stateless = *answer;
+    it->second.asked = asked;
+  });
+  return Verdict::kUnknown;
+}
+
+CatalogGuard::Stats CatalogGuard::stats() const {
+  MutexLock lock(&shared_->mu);
+  return shared_->stats;
+}
+
+CatalogGuard::Lookup CatalogGuard::ThroughEngine(storage::PipelineEngine& engine) {
+  return [&engine](const CatalogDependencies& needs, LookupDone done) {
+    storage::PipelineCall call;
+    call.statement.sql = kVerdictSql;
+    call.statement.params = {TextArray(needs.relations), TextArray(needs.operators),
+                             TextArray(needs.functions), TextArray(needs.types)};
+    call.statement.cacheable = true;
+    call.max_result_bytes = 4096;
+    call.deadline = absl::Now() + absl::Seconds(5);
+    engine.Submit(std::move(call), [done = std::move(done)](
+                                       absl::StatusOr<storage::QueryResult> result) mutable {
+      if (!result.ok()) {
+        std::move(done)(result.status());
+        return;
+      }
+      if (result->rows.size() != 1 || result->rows[0].size() != 1 ||
+          result->rows[0][0].kind != storage::Value::Kind::kBool) {
+        std::move(done)(absl::InternalError("the catalog lookup did not answer with one boolean"));
+        return;
+      }
+      std::move(done)(result->rows[0][0].bool_value);
+    });
+  };
+}
+
+}  // namespace sessionbroker::core

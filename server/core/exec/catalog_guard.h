@@ -1,0 +1,109 @@
+// CatalogGuard: decides whether a SELECT that reads relations (or uses
+// unqualified operators, function calls or casts) leaves no session state,
+// from facts the catalog gave recently. SqlInfo::stateless_if (the
+// classifier) lists what the text's proof depends on; the guard asks
+// PostgreSQL whether each of those names resolves to something that runs no
+// user code, and caches the answer for a bounded time (`refresh`), so DDL
+// that changes the answer (CREATE OPERATOR, ENABLE ROW LEVEL SECURITY,
+// CREATE RULE, ALTER TABLE ... TYPE, a view replacing a table) is seen
+// within that bound plus one lookup.
+//
+// What counts as "runs no user code" (the lookup's SQL, kVerdictSql in the
+// .cc, written with pg_catalog-qualified names and operators throughout so
+// it is itself stateless and pipelinable):
+//  - each relation resolves (to_regclass, with the asking connection's
+//    search_path) to a table, partitioned table or materialized view
+//    (relkind r, p, m: never a view or a foreign table), and so do all its
+//    inheritance children and partitions, none with row-level security
+//    enabled or rules;
+//  - every column type of those, followed through domains (which must carry
+//    no constraint) and arrays, is built in (oid < 16384, FirstNormalObjectId)
+//    or a base type or enum, with built-in input, output, receive, send and
+//    typmod functions; cast-to types likewise;
+//  - no operator of a listed name and no function of a listed name exists
+//    outside the built-ins (pg_operator / pg_proc oid >= 16384), and, when
+//    the statement has operators, function calls with arguments or casts,
+//    no user-defined cast with a function exists (pg_cast oid >= 16384).
+// Anything else, a name that does not resolve, or a failed lookup, is
+// "stateful": the statement takes the pooled path and its reset.
+//
+// Check() never blocks and never waits for the database: an answer not in
+// the cache (or older than `refresh`) is kUnknown, and a lookup for it
+// starts (one at a time per dependency set); the caller runs the statement
+// on the reset path meanwhile.
+//
+// Ownership: the guard owns its cache; lookups' callbacks hold the cache
+// alive (shared), so they may finish after the guard is gone.
+// Thread safety: all methods are thread-safe; the lookup is started outside
+// the guard's lock and its callback may run on any thread, also inline.
+#ifndef SESSIONBROKER_SERVER_CORE_EXEC_CATALOG_GUARD_H_
+#define SESSIONBROKER_SERVER_CORE_EXEC_CATALOG_GUARD_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/core/base/clock.h"
+#include "server/core/sql/sql_classifier.h"
+#include "server/storage/pipeline_engine.h"
+
+namespace sessionbroker::core {
+
+class CatalogGuard {
+ public:
+  enum class Verdict { kStateless, kStateful, kUnknown };
+
+  // Answers whether `needs` resolve to nothing that runs user code (true),
+  // or not (false), or that it could not tell (an error). `done` runs
+  // exactly once, on any thread.
+  using LookupDone = absl::AnyInvocable<void(absl::StatusOr<bool>) &&>;
+  using Lookup = std::function<void(const CatalogDependencies& needs, LookupDone done)>;
+
+  struct Options {
+    // How long an answer stays trusted (BROKER_PIPELINE_CATALOG_REFRESH),
+    // counted from when its lookup started.
+    absl::Duration refresh = absl::Seconds(1);
+    // Dependency sets remembered; when full the cache starts over.
+    size_t max_entries = 1024;
+  };
+
+  struct Stats {
+    uint64_t proved = 0;   // Check() answered kStateless
+    uint64_t refused = 0;  // Check() answered kStateful
+    uint64_t unknown = 0;  // Check() answered kUnknown
+    uint64_t lookups = 0;  // lookups started
+    uint64_t lookup_failures = 0;
+  };
+
+  // `clock` must outlive the guard.
+  CatalogGuard(Options options, const Clock& clock, Lookup lookup);
+  ~CatalogGuard();
+
+  CatalogGuard(const CatalogGuard&) = delete;
+  CatalogGuard& operator=(const CatalogGuard&) = delete;
+
+  Verdict Check(const CatalogDependencies& needs);
+
+  Stats stats() const;
+
+  // The lookup as one catalog query through `engine` (it reads only
+  // pg_catalog, so it leaves no state and pipelines with callers'
+  // statements: no connection of its own). `engine` must outlive every
+  // lookup started.
+  static Lookup ThroughEngine(storage::PipelineEngine& engine);
+
+ private:
+  struct Shared;
+  const Options options_;
+  const Clock& clock_;
+  const Lookup lookup_;
+  std::shared_ptr<Shared> shared_;
+};
+
+}  // namespace sessionbroker::core
+
+#endif  // SESSIONBROKER_SERVER_CORE_EXEC_CATALOG_GUARD_H_

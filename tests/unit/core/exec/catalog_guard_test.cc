@@ -1,0 +1,171 @@
+// CatalogGuard with fake catalog answers and a fake clock: what it answers
+// before, during and after a lookup, how long an answer is trusted, and that
+// failures and a full cache keep it conservative.
+#include "server/core/exec/catalog_guard.h"
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace sessionbroker::core {
+namespace {
+
+using Verdict = CatalogGuard::Verdict;
+
+CatalogDependencies Reads(std::string relation) {
+  CatalogDependencies d;
+  d.relations = {std::move(relation)};
+  d.operators = {"="};
+  return d;
+}
+
+// Lookups wait here until the test answers them.
+struct FakeCatalog {
+  struct Pending {
+    CatalogDependencies needs;
+    CatalogGuard::LookupDone done;
+  };
+  std::vector<Pending> pending;
+
+  CatalogGuard::Lookup AsLookup() {
+    return [this](const CatalogDependencies& needs, CatalogGuard::LookupDone done) {
+      pending.push_back({needs, std::move(done)});
+    };
+  }
+  void AnswerAll(absl::StatusOr<bool> answer) {
+    std::vector<Pending> now = std::move(pending);
+    pending.clear();
+    for (Pending& p : now) std::move(p.done)(answer);
+  }
+};
+
+class CatalogGuardTest : public ::testing::Test {
+ protected:
+  CatalogGuard::Options Options() {
+    CatalogGuard::Options o;
+    o.refresh = absl::Seconds(1);
+    return o;
+  }
+  FakeClock clock_;
+  FakeCatalog catalog_;
+};
+
+TEST_F(CatalogGuardTest, FirstCheckIsUnknownAndStartsOneLookup) {
+  CatalogGuard guard(Options(), clock_, catalog_.AsLookup());
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
+  ASSERT_EQ(catalog_.pending.size(), 1u);
+  EXPECT_EQ(catalog_.pending[0].needs, Reads("\"t\""));
+  EXPECT_EQ(guard.stats().lookups, 1u);
+  EXPECT_EQ(guard.stats().unknown, 2u);
+}
+
+TEST_F(CatalogGuardTest, AnswerIsUsedUntilTheRefreshIntervalPasses) {
+  CatalogGuard guard(Options(), clock_, catalog_.AsLookup());
+  guard.Check(Reads("\"t\""));
+  catalog_.AnswerAll(true);
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kStateless);
+  clock_.Advance(absl::Milliseconds(999));
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kStateless);
+  EXPECT_TRUE(catalog_.pending.empty());
+  clock_.Advance(absl::Milliseconds(1));
+  // Expired: not trusted any more, and asked again.
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
+  EXPECT_EQ(catalog_.pending.size(), 1u);
+  EXPECT_EQ(guard.stats().proved, 2u);
+}
+
+TEST_F(CatalogGuardTest, RefreshSeesACatalogChange) {
+  CatalogGuard guard(Options(), clock_, catalog_.AsLookup());
+  guard.Check(Reads("\"t\""));
+  catalog_.AnswerAll(true);
+  ASSERT_EQ(guard.Check(Reads("\"t\"")), Verdict::kStateless);
+  // ENABLE ROW LEVEL SECURITY happens; the next refresh says so.
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
+  catalog_.AnswerAll(false);
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kStateful);
+  EXPECT_EQ(guard.stats().refused, 1u);
+}
+
+TEST_F(CatalogGuardTest, AnAnswerAgesFromWhenItsLookupStarted) {
+  CatalogGuard guard(Options(), clock_, catalog_.AsLookup());
+  guard.Check(Reads("\"t\""));
+  clock_.Advance(absl::Milliseconds(800));  // a slow lookup
+  catalog_.AnswerAll(true);
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kStateless);
+  clock_.Advance(absl::Milliseconds(200));
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
+}
+
+TEST_F(CatalogGuardTest, FailedLookupLeavesItUnknownAndTheNextCheckAsksAgain) {
+  CatalogGuard guard(Options(), clock_, catalog_.AsLookup());
+  guard.Check(Reads("\"t\""));
+  catalog_.AnswerAll(absl::UnavailableError("engine down"));
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
+  EXPECT_EQ(catalog_.pending.size(), 1u);
+  EXPECT_EQ(guard.stats().lookup_failures, 1u);
+  EXPECT_EQ(guard.stats().proved, 0u);
+}
+
+TEST_F(CatalogGuardTest, DifferentDependencySetsHaveTheirOwnAnswers) {
+  CatalogGuard guard(Options(), clock_, catalog_.AsLookup());
+  guard.Check(Reads("\"plain\""));
+  guard.Check(Reads("\"secured\""));
+  ASSERT_EQ(catalog_.pending.size(), 2u);
+  std::move(catalog_.pending[0].done)(true);
+  std::move(catalog_.pending[1].done)(false);
+  catalog_.pending.clear();
+  EXPECT_EQ(guard.Check(Reads("\"plain\"")), Verdict::kStateless);
+  EXPECT_EQ(guard.Check(Reads("\"secured\"")), Verdict::kStateful);
+  // Same relation, another operator: another question.
+  CatalogDependencies other = Reads("\"plain\"");
+  other.operators = {"~~"};
+  EXPECT_EQ(guard.Check(other), Verdict::kUnknown);
+}
+
+TEST_F(CatalogGuardTest, NamesAreNotConfusedAcrossLists) {
+  CatalogGuard guard(Options(), clock_, catalog_.AsLookup());
+  CatalogDependencies a;
+  a.functions = {"lower"};
+  CatalogDependencies b;
+  b.types = {"lower"};
+  guard.Check(a);
+  catalog_.AnswerAll(true);
+  EXPECT_EQ(guard.Check(b), Verdict::kUnknown);
+}
+
+TEST_F(CatalogGuardTest, FullCacheStartsOverAndStaysConservative) {
+  CatalogGuard::Options o = Options();
+  o.max_entries = 2;
+  CatalogGuard guard(o, clock_, catalog_.AsLookup());
+  guard.Check(Reads("\"a\""));
+  guard.Check(Reads("\"b\""));
+  catalog_.AnswerAll(true);
+  ASSERT_EQ(guard.Check(Reads("\"a\"")), Verdict::kStateless);
+  guard.Check(Reads("\"c\""));  // full: the cache starts over
+  EXPECT_EQ(guard.Check(Reads("\"a\"")), Verdict::kUnknown);
+}
+
+TEST_F(CatalogGuardTest, LookupAnsweringAfterTheGuardIsGoneIsHarmless) {
+  std::optional<CatalogGuard> guard;
+  guard.emplace(Options(), clock_, catalog_.AsLookup());
+  guard->Check(Reads("\"t\""));
+  guard.reset();
+  catalog_.AnswerAll(true);
+  EXPECT_TRUE(catalog_.pending.empty());
+}
+
+TEST_F(CatalogGuardTest, LookupAnsweringInlineIsUsedAtTheNextCheck) {
+  CatalogGuard guard(
+      Options(), clock_,
+      [](const CatalogDependencies&, CatalogGuard::LookupDone done) { std::move(done)(true); });
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kStateless);
+}
+
+}  // namespace
+}  // namespace sessionbroker::core
