@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -109,6 +110,15 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
     pipeline_options.limits.max_depth = config_.pipeline_depth;
     pipeline_options.statement_cache_size = config_.statement_cache_size;
     pipeline_options.recycle = config_.pool.recycle;
+    pipeline_options.fair_queuing = config_.pool.fair_queuing;
+    // One loop per core by default: a loop is one thread that never blocks,
+    // so more loops than cores only time-slice, and a loop without a
+    // connection of its own would only add a hop (PqPipelineLoop clamps to
+    // the hot set).
+    pipeline_options.loops =
+        config_.pipeline_loops > 0
+            ? config_.pipeline_loops
+            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     // The pool's reconnect backoff (without its jitter: a few connections).
     const core::BackoffOptions backoff = config_.pool.reconnect_backoff;
     pipeline_options.backoff = [backoff](int failures) {
@@ -118,8 +128,10 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
     };
     pipeline_options.now = [&clock] { return clock.Now(); };
     pipeline_ = std::make_unique<storage::PqPipelineLoop>(std::move(pipeline_options));
-    spdlog::info("pipelined engine: {} hot connections (depth {}), pool keeps {} + {} overflow",
-                 hot, config_.pipeline_depth, pool_options.pool_size, pool_options.max_overflow);
+    spdlog::info(
+        "pipelined engine: {} hot connections (depth {}) on {} loops, pool keeps {} + {} overflow",
+        hot, config_.pipeline_depth, pipeline_->Stats().loops, pool_options.pool_size,
+        pool_options.max_overflow);
   }
   pool_ = std::make_unique<core::ConnectionPool>(pool_options, *connector_, *executor_, *timers_,
                                                  clock);

@@ -77,6 +77,9 @@ struct Config {
   // flight on each (docs/benchmarks.md says how both were chosen).
   int pipeline_connections = 0;
   int pipeline_depth = 16;
+  // BROKER_PIPELINE_LOOPS: event-loop threads the hot set is divided among;
+  // 0 = one per core, at most one per hot connection.
+  int pipeline_loops = 0;
   absl::Duration max_statement_duration = absl::Minutes(5);  // BROKER_MAX_STATEMENT_DURATION
   // Request ids (docs/retries.md): how long outcomes are kept, the largest
   // kept whole, the memory for session calls' outcomes, and the table of

@@ -2,11 +2,11 @@
 // against a PostgreSQL: N closed-loop callers each submit `SELECT $1::int8`
 // and resubmit from the completion, for a few seconds; prints statements/s,
 // statements per flush and the latency percentiles. Used to choose
-// BROKER_PIPELINE_CONNECTIONS / BROKER_PIPELINE_DEPTH and to measure corking
-// (docs/benchmarks.md). Nothing here is a test.
+// BROKER_PIPELINE_CONNECTIONS / BROKER_PIPELINE_DEPTH / BROKER_PIPELINE_LOOPS
+// and to measure corking (docs/benchmarks.md). Nothing here is a test.
 //
 //   pipeline-loop-bench --url=postgresql://... --callers=64 --connections=3 \
-//     --depth=16 --seconds=4 --cork=true
+//     --depth=16 --seconds=4 --cork=true --loops=1
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -25,6 +25,7 @@ ABSL_FLAG(int, connections, 3, "pipelined connections");
 ABSL_FLAG(int, depth, 16, "statements in flight per connection");
 ABSL_FLAG(double, seconds, 4, "measured seconds");
 ABSL_FLAG(bool, cork, true, "cork sockets per dispatch round");
+ABSL_FLAG(int, loops, 1, "event-loop threads the connections are divided among");
 
 namespace sessionbroker::storage {
 namespace {
@@ -105,6 +106,7 @@ int main(int argc, char** argv) {
   options.connections = absl::GetFlag(FLAGS_connections);
   options.limits.max_depth = absl::GetFlag(FLAGS_depth);
   options.cork = absl::GetFlag(FLAGS_cork);
+  options.loops = absl::GetFlag(FLAGS_loops);
   sessionbroker::storage::PqPipelineLoop loop(std::move(options));
   sessionbroker::storage::Bench bench(&loop);
   bench.Run(absl::GetFlag(FLAGS_callers), absl::Seconds(absl::GetFlag(FLAGS_seconds)));

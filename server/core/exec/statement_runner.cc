@@ -793,11 +793,16 @@ class StatementRunner::PipelinedCall final : public RunningCall {
 
   void Start(RunRequest request, StepCallback done) {
     absl::Duration longest = runner_.options_.max_statement_duration;
-    if (const ClientShares* shares = runner_.pool_.options().shares.get(); shares != nullptr) {
-      longest = std::min(longest, shares->QuotaFor(request.client_id).statement_timeout_max);
-    }
-    const absl::Time started = runner_.clock_.Now();
     storage::PipelineCall call;
+    if (const ClientShares* shares = runner_.pool_.options().shares.get(); shares != nullptr) {
+      const ClientQuota quota = shares->QuotaFor(request.client_id);
+      longest = std::min(longest, quota.statement_timeout_max);
+      call.weight = quota.weight;
+    }
+    // The engine's fair queue serves clients round robin by this id, as the
+    // pool's does for connections.
+    call.client_id = request.client_id;
+    const absl::Time started = runner_.clock_.Now();
     call.statement = std::move(request.statements[0]);
     call.max_result_bytes = runner_.options_.max_result_bytes;
     call.deadline = std::min(request.deadline, started + longest);
