@@ -111,14 +111,16 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
     pipeline_options.statement_cache_size = config_.statement_cache_size;
     pipeline_options.recycle = config_.pool.recycle;
     pipeline_options.fair_queuing = config_.pool.fair_queuing;
-    // One loop per core by default: a loop is one thread that never blocks,
-    // so more loops than cores only time-slice, and a loop without a
-    // connection of its own would only add a hop (PqPipelineLoop clamps to
-    // the hot set).
+    // By default one loop per core, but at least two hot connections per
+    // loop. More loops than cores only time-slice. Two loops served 1.2-2x
+    // the statements of one on 2 cores (docs/benchmarks.md: one thread
+    // reading every connection in turn is a serialization point), but a
+    // loop's age-aware dispatch routes around a stalled connection only among
+    // its own: calls queued in a loop whose only connection runs a slow
+    // statement wait for it. With two or more per loop that guarantee holds.
+    const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     pipeline_options.loops =
-        config_.pipeline_loops > 0
-            ? config_.pipeline_loops
-            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+        config_.pipeline_loops > 0 ? config_.pipeline_loops : std::max(1, std::min(cores, hot / 2));
     // The pool's reconnect backoff (without its jitter: a few connections).
     const core::BackoffOptions backoff = config_.pool.reconnect_backoff;
     pipeline_options.backoff = [backoff](int failures) {

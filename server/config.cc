@@ -220,7 +220,7 @@ const std::vector<Setting>& Settings() {
       {"BROKER_PIPELINE_LOOPS", IntRule{0, 64},
        [](Config& c) -> Field { return &c.pipeline_loops; }, kPlain,
        "event-loop threads the pipelined connections are divided among; 0 = one per core, "
-       "at most one per pipelined connection"},
+       "at most one per two pipelined connections"},
       {"BROKER_MAX_STATEMENT_DURATION", SecondsRule{0.001, 7 * 86400},
        [](Config& c) -> Field { return &c.max_statement_duration; }, kPlain,
        "seconds a statement may run when the caller's deadline is longer or absent"},

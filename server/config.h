@@ -78,7 +78,7 @@ struct Config {
   int pipeline_connections = 0;
   int pipeline_depth = 16;
   // BROKER_PIPELINE_LOOPS: event-loop threads the hot set is divided among;
-  // 0 = one per core, at most one per hot connection.
+  // 0 = one per core, at most one per two hot connections (at least 1).
   int pipeline_loops = 0;
   absl::Duration max_statement_duration = absl::Minutes(5);  // BROKER_MAX_STATEMENT_DURATION
   // Request ids (docs/retries.md): how long outcomes are kept, the largest
