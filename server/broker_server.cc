@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -109,6 +110,17 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
     pipeline_options.limits.max_depth = config_.pipeline_depth;
     pipeline_options.statement_cache_size = config_.statement_cache_size;
     pipeline_options.recycle = config_.pool.recycle;
+    pipeline_options.fair_queuing = config_.pool.fair_queuing;
+    // By default one loop per core, but at least two hot connections per
+    // loop. More loops than cores only time-slice. Two loops served 1.2-2x
+    // the statements of one on 2 cores (docs/benchmarks.md: one thread
+    // reading every connection in turn is a serialization point), but a
+    // loop's age-aware dispatch routes around a stalled connection only among
+    // its own: calls queued in a loop whose only connection runs a slow
+    // statement wait for it. With two or more per loop that guarantee holds.
+    const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    pipeline_options.loops =
+        config_.pipeline_loops > 0 ? config_.pipeline_loops : std::max(1, std::min(cores, hot / 2));
     // The pool's reconnect backoff (without its jitter: a few connections).
     const core::BackoffOptions backoff = config_.pool.reconnect_backoff;
     pipeline_options.backoff = [backoff](int failures) {
@@ -118,8 +130,10 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
     };
     pipeline_options.now = [&clock] { return clock.Now(); };
     pipeline_ = std::make_unique<storage::PqPipelineLoop>(std::move(pipeline_options));
-    spdlog::info("pipelined engine: {} hot connections (depth {}), pool keeps {} + {} overflow",
-                 hot, config_.pipeline_depth, pool_options.pool_size, pool_options.max_overflow);
+    spdlog::info(
+        "pipelined engine: {} hot connections (depth {}) on {} loops, pool keeps {} + {} overflow",
+        hot, config_.pipeline_depth, pipeline_->Stats().loops, pool_options.pool_size,
+        pool_options.max_overflow);
   }
   pool_ = std::make_unique<core::ConnectionPool>(pool_options, *connector_, *executor_, *timers_,
                                                  clock);

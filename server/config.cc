@@ -226,6 +226,10 @@ const std::vector<Setting>& Settings() {
        [](Config& c) -> Field { return &c.pipeline_catalog_refresh; }, kPlain,
        "seconds a catalog answer for BROKER_PIPELINE_TABLE_READS is trusted: DDL that makes a "
        "read run user code is seen within it"},
+      {"BROKER_PIPELINE_LOOPS", IntRule{0, 64},
+       [](Config& c) -> Field { return &c.pipeline_loops; }, kPlain,
+       "event-loop threads the pipelined connections are divided among; 0 = one per core, "
+       "at most one per two pipelined connections"},
       {"BROKER_MAX_STATEMENT_DURATION", SecondsRule{0.001, 7 * 86400},
        [](Config& c) -> Field { return &c.max_statement_duration; }, kPlain,
        "seconds a statement may run when the caller's deadline is longer or absent"},

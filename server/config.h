@@ -83,6 +83,9 @@ struct Config {
   // answer is trusted, so DDL is seen within it (docs/security.md).
   bool pipeline_table_reads = true;
   absl::Duration pipeline_catalog_refresh = absl::Seconds(1);
+  // BROKER_PIPELINE_LOOPS: event-loop threads the hot set is divided among;
+  // 0 = one per core, at most one per two hot connections (at least 1).
+  int pipeline_loops = 0;
   absl::Duration max_statement_duration = absl::Minutes(5);  // BROKER_MAX_STATEMENT_DURATION
   // Request ids (docs/retries.md): how long outcomes are kept, the largest
   // kept whole, the memory for session calls' outcomes, and the table of

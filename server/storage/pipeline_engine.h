@@ -34,6 +34,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -58,6 +59,12 @@ struct PipelineCall {
   // sent yet; if it was, at once too, and a cancel request goes out when it
   // heads its connection's queue.
   absl::Time deadline = absl::InfiniteFuture();
+  // Who asks (the caller's client id; "" for none) and its weight in the
+  // engine's fair queue (ClientQuota::weight, at least 1): calls waiting for
+  // a hot connection are taken round robin across clients, `weight` per turn
+  // (pipeline_fair_queue.h).
+  std::string client_id;
+  int weight = 1;
 };
 
 using PipelineDone = absl::AnyInvocable<void(absl::StatusOr<QueryResult>) &&>;
@@ -74,12 +81,15 @@ struct PipelineBatch {
   std::vector<Statement> statements;  // at least one; param types as PipelineCall's
   size_t max_result_bytes = 0;
   absl::Time deadline = absl::InfiniteFuture();
+  std::string client_id;  // as PipelineCall's: one entry of the fair queue
+  int weight = 1;
 };
 
 using PipelineBatchDone = absl::AnyInvocable<void(absl::StatusOr<std::vector<QueryResult>>) &&>;
 
 // Counters and gauges for pool status and metrics.
 struct PipelineStats {
+  int loops = 0;                     // event-loop threads the hot set is divided among
   int connections = 0;               // configured hot set
   int connections_up = 0;            // connected and in pipeline mode
   int64_t in_flight = 0;             // calls sent, not yet answered by the server
@@ -91,6 +101,12 @@ struct PipelineStats {
   uint64_t retries = 0;              // statements sent again (stray cancel, stale prepare)
   uint64_t connection_failures = 0;  // connects that failed and connections lost
   uint64_t recycles = 0;             // connections closed for their age and reopened
+  int max_depth = 0;                 // statements in flight per connection, at most
+  uint64_t calls = 0;                // calls answered (errors, deadlines, cancels included)
+  uint64_t errors = 0;               // calls answered with an error status
+  // Statements written per connection per dispatch round, a moving average
+  // over roughly the last 100 flushes (0 before the first).
+  double recent_statements_per_flush = 0;
 };
 
 // One batch of completions on the current thread. While a round is open on

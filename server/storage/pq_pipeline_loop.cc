@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -25,6 +26,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/storage/pipeline_fair_queue.h"
 #include "server/storage/pq_codec.h"
 #include "server/storage/pq_error.h"
 #include "server/storage/sql_error.h"
@@ -122,7 +124,14 @@ void SetCork(int fd, bool on) {
 
 class PqPipelineLoop::Impl {
  public:
-  explicit Impl(Options options) : options_(std::move(options)) {
+  // Runs `options.connections` of the engine's `total_connections`, the
+  // first of them being the engine's connection `first_connection` (which
+  // spreads recycling over the whole hot set).
+  Impl(Options options, int first_connection, int total_connections)
+      : options_(std::move(options)),
+        first_connection_(first_connection),
+        total_connections_(std::max(total_connections, 1)),
+        pending_(options_.fair_queuing) {
     if (!options_.now) options_.now = [] { return absl::Now(); };
     if (!options_.backoff) {
       options_.backoff = [](int failures) {
@@ -131,6 +140,13 @@ class PqPipelineLoop::Impl {
       };
     }
     conns_.resize(static_cast<size_t>(std::max(options_.connections, 0)));
+    {
+      // What Stats() says before the loop's first turn publishes.
+      StdLock lock(&mu_);
+      stats_.loops = 1;
+      stats_.connections = static_cast<int>(conns_.size());
+      stats_.max_depth = options_.limits.max_depth;
+    }
     event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     loop_ = std::thread([this] { Run(); });
     canceller_ = std::thread([this] { RunCanceller(); });
@@ -170,6 +186,8 @@ class PqPipelineLoop::Impl {
     auto entry = std::make_unique<Call>();
     entry->call.max_result_bytes = batch.max_result_bytes;
     entry->call.deadline = batch.deadline;
+    entry->call.client_id = std::move(batch.client_id);
+    entry->call.weight = batch.weight;
     const size_t n = batch.statements.size();
     if (n == 0) entry->early_error = absl::InvalidArgumentError("a batch needs a statement");
     entry->batch.reserve(n);
@@ -207,6 +225,11 @@ class PqPipelineLoop::Impl {
     StdLock lock(&mu_);
     return pids_;
   }
+
+  int connections() const { return static_cast<int>(conns_.size()); }
+
+  // Calls submitted and not answered yet (how Submit picks a loop).
+  int64_t Open() const { return open_.load(std::memory_order_relaxed); }
 
  private:
   struct Call;
@@ -289,8 +312,9 @@ class PqPipelineLoop::Impl {
     CancelHandle cancel;
     int pid = 0;
     bool tcp = false;
-    bool wrote = false;       // in this dispatch round
-    bool want_write = false;  // libpq holds unflushed output
+    bool wrote = false;        // in this dispatch round
+    int round_statements = 0;  // written in this dispatch round
+    bool want_write = false;   // libpq holds unflushed output
   };
   struct TypeEntry {
     std::string name;
@@ -300,6 +324,7 @@ class PqPipelineLoop::Impl {
   // Hands `entry` to the loop; returns its id.
   uint64_t Enqueue(std::unique_ptr<Call> entry) {
     uint64_t id;
+    open_.fetch_add(1, std::memory_order_relaxed);
     {
       StdLock lock(&mu_);
       id = ++last_id_;
@@ -389,13 +414,15 @@ class PqPipelineLoop::Impl {
       Answer(*call, *call->early_error);
       return;
     }
-    by_id_[call->id] = call.get();
-    pending_.push_back(std::move(call));
+    Call* raw = call.get();
+    by_id_[raw->id] = raw;
+    pending_.PushBack(raw->call.client_id, raw->call.weight, std::move(call));
   }
 
   absl::Time NextDeadline() const {
     absl::Time next = absl::InfiniteFuture();
-    for (const std::unique_ptr<Call>& call : pending_) next = std::min(next, call->call.deadline);
+    pending_.ForEach(
+        [&next](const std::unique_ptr<Call>& call) { next = std::min(next, call->call.deadline); });
     for (const Conn& conn : conns_) {
       for (const Segment& seg : conn.in_flight) {
         if (!seg.call->answered) next = std::min(next, seg.call->call.deadline);
@@ -409,6 +436,9 @@ class PqPipelineLoop::Impl {
   void Answer(Call& call, absl::StatusOr<QueryResult> result) {
     if (call.answered) return;
     call.answered = true;
+    ++calls_;
+    if (!result.ok()) ++errors_;
+    open_.fetch_sub(1, std::memory_order_relaxed);
     if (call.is_batch) {
       // Only failures come this way for a batch (AnswerBatch has its results).
       if (!call.batch_done) return;
@@ -422,6 +452,9 @@ class PqPipelineLoop::Impl {
   void AnswerBatch(Call& call, absl::StatusOr<std::vector<QueryResult>> results) {
     if (call.answered) return;
     call.answered = true;
+    ++calls_;
+    if (!results.ok()) ++errors_;
+    open_.fetch_sub(1, std::memory_order_relaxed);
     if (call.is_batch && call.batch_done) std::move(call.batch_done)(std::move(results));
   }
 
@@ -433,31 +466,27 @@ class PqPipelineLoop::Impl {
     const auto it = by_id_.find(id);
     if (it == by_id_.end()) return;
     Call* call = it->second;
-    for (auto p = pending_.begin(); p != pending_.end(); ++p) {
-      if (p->get() == call) {
-        Answer(*call, std::move(why));
-        Forget(*call);
-        pending_.erase(p);
-        return;
-      }
-    }
+    const size_t waiting = pending_.RemoveIf([&](std::unique_ptr<Call>& p) {
+      if (p.get() != call) return false;
+      Answer(*call, why);
+      Forget(*call);
+      return true;
+    });
+    if (waiting > 0) return;
     Answer(*call, std::move(why));
     call->cancel_wanted = true;
     for (Conn& conn : conns_) MaybeCancelHead(conn);
   }
 
   void Expire(absl::Time now) {
-    for (auto p = pending_.begin(); p != pending_.end();) {
-      if ((*p)->call.deadline <= now) {
-        Answer(**p, absl::DeadlineExceededError(
-                        "deadline exceeded while the statement waited for a pipelined "
-                        "connection; it was not sent"));
-        Forget(**p);
-        p = pending_.erase(p);
-      } else {
-        ++p;
-      }
-    }
+    pending_.RemoveIf([&](std::unique_ptr<Call>& p) {
+      if (p->call.deadline > now) return false;
+      Answer(*p, absl::DeadlineExceededError(
+                     "deadline exceeded while the statement waited for a pipelined "
+                     "connection; it was not sent"));
+      Forget(*p);
+      return true;
+    });
     for (Conn& conn : conns_) {
       for (Segment& seg : conn.in_flight) {
         if (seg.call->answered || seg.call->call.deadline > now) continue;
@@ -509,8 +538,8 @@ class PqPipelineLoop::Impl {
 
   absl::Time RecycleAt(const Conn& conn, absl::Time now) const {
     if (options_.recycle == absl::InfiniteDuration()) return absl::InfiniteFuture();
-    const double index = static_cast<double>(&conn - conns_.data());
-    const double spread = 1.0 - 0.1 * index / static_cast<double>(conns_.size());
+    const double index = static_cast<double>(first_connection_ + (&conn - conns_.data()));
+    const double spread = 1.0 - 0.1 * index / static_cast<double>(total_connections_);
     return now + options_.recycle * spread;
   }
 
@@ -590,8 +619,7 @@ class PqPipelineLoop::Impl {
       if (conn.state != State::kDown || !conn.connect_failed) return;
     }
     while (!pending_.empty()) {
-      std::unique_ptr<Call> call = std::move(pending_.front());
-      pending_.pop_front();
+      std::unique_ptr<Call> call = pending_.PopFront();
       Answer(*call, Recode(last_connect_error_, absl::StatusCode::kUnavailable,
                            "no pipelined connection to PostgreSQL is up: "));
       Release(std::move(call), /*named=*/false);
@@ -799,7 +827,7 @@ class PqPipelineLoop::Impl {
           ForgetStale(conn, call->batch[read.failed].key, read.names[read.failed], sqlstate);
         ++call->retries;
         ++retries_;
-        pending_.push_front(std::move(call));
+        pending_.PushUrgent(std::move(call));
         return;
       }
       Answer(*call, ForStatement(error, read.failed, n));
@@ -883,7 +911,7 @@ class PqPipelineLoop::Impl {
       if ((stale || stray_cancel) && call->retries == 0 && !call->answered) {
         ++call->retries;
         ++retries_;
-        pending_.push_front(std::move(call));
+        pending_.PushUrgent(std::move(call));
         return;
       }
       Answer(*call, error);
@@ -975,7 +1003,7 @@ class PqPipelineLoop::Impl {
     lookup->answered = true;  // nobody waits on it but the parked results
     lookup->id = ++internal_ids_ | (uint64_t{1} << 63);
     lookup->parked.push_back(std::move(parked));
-    pending_.push_front(std::move(lookup));
+    pending_.PushUrgent(std::move(lookup));
   }
 
   // ---- dispatch ----
@@ -992,10 +1020,10 @@ class PqPipelineLoop::Impl {
       const int chosen = ChooseConnection(loads_, now, options_.limits);
       if (chosen < 0) break;
       Conn& conn = conns_[static_cast<size_t>(chosen)];
-      std::unique_ptr<Call> call = std::move(pending_.front());
-      pending_.pop_front();
+      std::unique_ptr<Call> call = pending_.PopFront();
       if (!Send(conn, call, now)) {
-        pending_.push_front(std::move(call));
+        // It keeps its place: first.
+        pending_.PushUrgent(std::move(call));
         ConnFailed(conn, absl::UnavailableError(ConnError(conn.pg.get())), now);
         loads_[static_cast<size_t>(chosen)].ready = false;
         continue;
@@ -1007,6 +1035,12 @@ class PqPipelineLoop::Impl {
       if (!conn.wrote || conn.state != State::kReady) continue;
       conn.wrote = false;
       ++flushes_;
+      const double written = static_cast<double>(conn.round_statements);
+      conn.round_statements = 0;
+      // An exponential moving average over about the last 100 flushes.
+      statements_per_flush_ =
+          flushes_ == 1 ? written
+                        : statements_per_flush_ + (written - statements_per_flush_) / 100.0;
       Flush(conn, now);
       if (conn.state == State::kReady && conn.tcp && options_.cork) {
         SetCork(PQsocket(conn.pg.get()), false);
@@ -1027,6 +1061,7 @@ class PqPipelineLoop::Impl {
     ok = ok && PQpipelineSync(pg) == 1;
     if (!ok) return false;
     ++statements_;
+    ++conn.round_statements;
     seg.sent = now;
     seg.call = std::move(call);
     conn.in_flight.push_back(std::move(seg));
@@ -1054,6 +1089,7 @@ class PqPipelineLoop::Impl {
     }
     if (PQpipelineSync(conn.pg.get()) != 1) return false;
     statements_ += n;
+    conn.round_statements += static_cast<int>(n);
     ++batches_;
     seg.sent = now;
     seg.call = std::move(call);
@@ -1108,7 +1144,9 @@ class PqPipelineLoop::Impl {
 
   void Publish() {
     PipelineStats stats;
+    stats.loops = 1;
     stats.connections = static_cast<int>(conns_.size());
+    stats.max_depth = options_.limits.max_depth;
     std::vector<int> pids;
     for (const Conn& conn : conns_) {
       if (conn.state != State::kReady) continue;
@@ -1124,6 +1162,9 @@ class PqPipelineLoop::Impl {
     stats.retries = retries_;
     stats.connection_failures = connection_failures_;
     stats.recycles = recycles_;
+    stats.calls = calls_;
+    stats.errors = errors_;
+    stats.recent_statements_per_flush = statements_per_flush_;
     StdLock lock(&mu_);
     stats_ = stats;
     pids_ = std::move(pids);
@@ -1140,11 +1181,11 @@ class PqPipelineLoop::Impl {
       conn.in_flight.clear();
       conn.pg.reset();
     }
-    for (std::unique_ptr<Call>& call : pending_) {
+    pending_.RemoveIf([&](std::unique_ptr<Call>& call) {
       Answer(*call, why);
       Release(std::move(call), /*named=*/false);
-    }
-    pending_.clear();
+      return true;
+    });
     std::vector<std::unique_ptr<Call>> late;
     {
       StdLock lock(&mu_);
@@ -1156,7 +1197,10 @@ class PqPipelineLoop::Impl {
   }
 
   Options options_;
+  const int first_connection_;
+  const int total_connections_;
   int event_fd_ = -1;
+  std::atomic<int64_t> open_{0};
 
   mutable StdMutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
@@ -1173,7 +1217,7 @@ class PqPipelineLoop::Impl {
 
   // The loop thread's own (no lock: nothing else touches them).
   std::vector<Conn> conns_;
-  std::deque<std::unique_ptr<Call>> pending_;
+  PipelineFairQueue<std::unique_ptr<Call>> pending_;
   absl::flat_hash_map<uint64_t, Call*> by_id_;
   absl::flat_hash_map<uint32_t, TypeEntry> types_;
   std::vector<ConnectionLoad> loads_;
@@ -1186,23 +1230,100 @@ class PqPipelineLoop::Impl {
   uint64_t retries_ = 0;
   uint64_t connection_failures_ = 0;
   uint64_t recycles_ = 0;
+  uint64_t calls_ = 0;
+  uint64_t errors_ = 0;
+  double statements_per_flush_ = 0;
 
   std::thread loop_;
   std::thread canceller_;
 };
 
-PqPipelineLoop::PqPipelineLoop(Options options)
-    : impl_(std::make_unique<Impl>(std::move(options))) {}
+PqPipelineLoop::PqPipelineLoop(Options options) {
+  const int connections = std::max(options.connections, 0);
+  const int loops = std::clamp(options.loops, 1, std::max(connections, 1));
+  int first = 0;
+  for (int i = 0; i < loops; ++i) {
+    Options mine = options;
+    // Connection counts differ by at most one; the first loops get the extra.
+    mine.connections = connections / loops + (i < connections % loops ? 1 : 0);
+    loops_.push_back(std::make_unique<Impl>(std::move(mine), first, connections));
+    first += loops_.back()->connections();
+  }
+}
 PqPipelineLoop::~PqPipelineLoop() = default;
 
+size_t PqPipelineLoop::PickLoop() {
+  // The loop with the fewest calls open; ties (and a lone loop) cost no
+  // shared write but a relaxed counter that spreads the scan's start, so
+  // equal loads alternate. No lock: each loop's count is an atomic.
+  const size_t n = loops_.size();
+  size_t best = next_.fetch_add(1, std::memory_order_relaxed) % n;
+  int64_t best_open = loops_[best]->Open();
+  for (size_t k = 1; k < n && best_open > 0; ++k) {
+    const size_t i = (best + k) % n;
+    const int64_t open = loops_[i]->Open();
+    if (open < best_open) {
+      best = i;
+      best_open = open;
+    }
+  }
+  return best;
+}
+
 uint64_t PqPipelineLoop::Submit(PipelineCall call, PipelineDone done) {
-  return impl_->Submit(std::move(call), std::move(done));
+  const size_t n = loops_.size();
+  const size_t best = PickLoop();
+  // The loop's own id, with the loop's index folded in for Cancel.
+  return loops_[best]->Submit(std::move(call), std::move(done)) * n + best;
+}
+
+void PqPipelineLoop::Cancel(uint64_t id, absl::Status why) {
+  const size_t n = loops_.size();
+  loops_[id % n]->Cancel(id / n, std::move(why));
+}
+
+PipelineStats PqPipelineLoop::Stats() const {
+  PipelineStats total;
+  double weighted_per_flush = 0;
+  uint64_t weight = 0;
+  for (const std::unique_ptr<Impl>& loop : loops_) {
+    const PipelineStats s = loop->Stats();
+    total.connections += s.connections;
+    total.connections_up += s.connections_up;
+    total.in_flight += s.in_flight;
+    total.queued += s.queued;
+    total.statements += s.statements;
+    total.batches += s.batches;
+    total.flushes += s.flushes;
+    total.cancels_sent += s.cancels_sent;
+    total.retries += s.retries;
+    total.connection_failures += s.connection_failures;
+    total.recycles += s.recycles;
+    total.calls += s.calls;
+    total.errors += s.errors;
+    total.max_depth = s.max_depth;
+    // Loops that flushed more weigh more in the mean.
+    weighted_per_flush += s.recent_statements_per_flush * static_cast<double>(s.flushes);
+    weight += s.flushes;
+  }
+  total.loops = static_cast<int>(loops_.size());
+  if (weight > 0)
+    total.recent_statements_per_flush = weighted_per_flush / static_cast<double>(weight);
+  return total;
+}
+
+std::vector<int> PqPipelineLoop::BackendPids() const {
+  std::vector<int> pids;
+  for (const std::unique_ptr<Impl>& loop : loops_) {
+    std::vector<int> mine = loop->BackendPids();
+    pids.insert(pids.end(), mine.begin(), mine.end());
+  }
+  return pids;
 }
 uint64_t PqPipelineLoop::SubmitBatch(PipelineBatch batch, PipelineBatchDone done) {
-  return impl_->SubmitBatch(std::move(batch), std::move(done));
+  const size_t n = loops_.size();
+  const size_t best = PickLoop();
+  return loops_[best]->SubmitBatch(std::move(batch), std::move(done)) * n + best;
 }
-void PqPipelineLoop::Cancel(uint64_t id, absl::Status why) { impl_->Cancel(id, std::move(why)); }
-PipelineStats PqPipelineLoop::Stats() const { return impl_->Stats(); }
-std::vector<int> PqPipelineLoop::BackendPids() const { return impl_->BackendPids(); }
 
 }  // namespace sessionbroker::storage

@@ -1,10 +1,18 @@
-// The libpq implementation of PipelineEngine (pipeline_engine.h): one
-// event-loop thread owning a small hot set of connections on libpq's
-// asynchronous API, plus one helper thread that sends cancel requests
-// (PQcancel opens a connection of its own and blocks, which the loop never
-// does).
+// The libpq implementation of PipelineEngine (pipeline_engine.h): one or
+// more event-loop threads (Options::loops), each owning its share of a small
+// hot set of connections on libpq's asynchronous API, plus per loop one helper
+// thread that sends cancel requests (PQcancel opens a connection of its own
+// and blocks, which a loop never does).
 //
 // How it works:
+//  - Submit hands a call to the loop with the fewest calls open (an atomic
+//    count per loop, no lock shared by the loops); the id it returns names
+//    that loop, so Cancel goes straight to it. The hot connections are
+//    divided among the loops (counts differing by at most one).
+//  - Calls waiting for a connection queue per client id and are taken round
+//    robin, `weight` per client per turn (pipeline_fair_queue.h), so a
+//    flooding client cannot put another's statement behind its backlog;
+//    with Options::fair_queuing false, one FIFO.
 //  - Each connection connects without blocking (PQconnectStart /
 //    PQconnectPoll), applies the broker's baseline settings (the same as
 //    pqxx_connection.h's), switches to non-blocking mode and enters pipeline
@@ -49,6 +57,7 @@
 #ifndef SESSIONBROKER_SERVER_STORAGE_PQ_PIPELINE_LOOP_H_
 #define SESSIONBROKER_SERVER_STORAGE_PQ_PIPELINE_LOOP_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -67,6 +76,12 @@ class PqPipelineLoop final : public PipelineEngine {
     // (ConninfoWithDefaults).
     std::string conninfo;
     int connections = 2;
+    // Event-loop threads the connections are divided among: at least 1, at
+    // most `connections` (a loop with no connection would only add a hop).
+    int loops = 1;
+    // Serve waiting calls round robin across client ids (the pool's
+    // BROKER_FAIR_QUEUING); false: one FIFO.
+    bool fair_queuing = true;
     DispatchLimits limits;
     int statement_cache_size = 100;
     // Delay before reconnecting after `failures` consecutive failures (>= 1).
@@ -99,8 +114,13 @@ class PqPipelineLoop final : public PipelineEngine {
   std::vector<int> BackendPids() const;
 
  private:
-  class Impl;
-  std::unique_ptr<Impl> impl_;
+  class Impl;  // one event loop
+  // The loop a new call (or batch) goes to.
+  size_t PickLoop();
+
+  std::vector<std::unique_ptr<Impl>> loops_;
+  // Where Submit starts looking for the least-loaded loop.
+  std::atomic<uint64_t> next_{0};
 };
 
 }  // namespace sessionbroker::storage

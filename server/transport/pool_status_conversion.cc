@@ -152,6 +152,26 @@ void PoolSnapshotToProto(const core::PoolSnapshot& s, v1::PoolStatus* out) {
   listener->set_notifications_dropped(s.listener.notifications_dropped);
   listener->set_connections_lost(s.listener.connections_lost);
 
+  if (s.pipeline.has_value()) {
+    const storage::PipelineStats& pl = *s.pipeline;
+    v1::PipelineStatus* pipeline = out->mutable_pipeline();
+    pipeline->set_enabled(true);
+    pipeline->set_loops(pl.loops);
+    pipeline->set_connections(pl.connections);
+    pipeline->set_connections_up(pl.connections_up);
+    pipeline->set_max_depth(pl.max_depth);
+    pipeline->set_queued(pl.queued);
+    pipeline->set_in_flight(pl.in_flight);
+    pipeline->set_calls(static_cast<int64_t>(pl.calls));
+    pipeline->set_errors(static_cast<int64_t>(pl.errors));
+    pipeline->set_statements(static_cast<int64_t>(pl.statements));
+    pipeline->set_retries(static_cast<int64_t>(pl.retries));
+    pipeline->set_cancels_sent(static_cast<int64_t>(pl.cancels_sent));
+    pipeline->set_connection_failures(static_cast<int64_t>(pl.connection_failures));
+    pipeline->set_recycles(static_cast<int64_t>(pl.recycles));
+    pipeline->set_recent_statements_per_flush(pl.recent_statements_per_flush);
+  }
+
   v1::DatabaseHealth* db = out->mutable_database();
   db->set_reachable(s.database_reachable);
   db->set_last_error(s.last_error);

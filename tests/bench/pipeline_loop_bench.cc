@@ -2,11 +2,13 @@
 // against a PostgreSQL: N closed-loop callers each submit `SELECT $1::int8`
 // and resubmit from the completion, for a few seconds; prints statements/s,
 // statements per flush and the latency percentiles. Used to choose
-// BROKER_PIPELINE_CONNECTIONS / BROKER_PIPELINE_DEPTH and to measure corking
-// (docs/benchmarks.md). Nothing here is a test.
+// BROKER_PIPELINE_CONNECTIONS / BROKER_PIPELINE_DEPTH / BROKER_PIPELINE_LOOPS
+// and to measure corking (docs/benchmarks.md). Nothing here is a test.
 //
 //   pipeline-loop-bench --url=postgresql://... --callers=64 --connections=3 \
-//     --depth=16 --seconds=4 --cork=true
+//     --depth=16 --seconds=4 --cork=true --loops=1
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -25,6 +27,7 @@ ABSL_FLAG(int, connections, 3, "pipelined connections");
 ABSL_FLAG(int, depth, 16, "statements in flight per connection");
 ABSL_FLAG(double, seconds, 4, "measured seconds");
 ABSL_FLAG(bool, cork, true, "cork sockets per dispatch round");
+ABSL_FLAG(int, loops, 1, "event-loop threads the connections are divided among");
 
 namespace sessionbroker::storage {
 namespace {
@@ -63,6 +66,8 @@ class Bench {
       latencies_.clear();
     }
     const PipelineStats before = loop_->Stats();
+    rusage usage_before{};
+    getrusage(RUSAGE_SELF, &usage_before);
     const absl::Time start = absl::Now();
     absl::SleepFor(duration);
     std::vector<double> sample;
@@ -72,6 +77,8 @@ class Bench {
     }
     const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
     const PipelineStats after = loop_->Stats();
+    rusage usage_after{};
+    getrusage(RUSAGE_SELF, &usage_after);
     stop_.store(true);
     idle_.WaitForNotification();
     std::sort(sample.begin(), sample.end());
@@ -80,9 +87,19 @@ class Bench {
     };
     const double statements = static_cast<double>(after.statements - before.statements);
     const double flushes = static_cast<double>(after.flushes - before.flushes);
-    std::printf("statements/s %.0f  per flush %.2f  p50 %.0f us  p99 %.0f us  errors %d\n",
-                static_cast<double>(sample.size()) / elapsed,
-                flushes > 0 ? statements / flushes : 0.0, pct(0.5), pct(0.99), errors_.load());
+    auto micros = [](const timeval& t) { return t.tv_sec * 1e6 + t.tv_usec; };
+    const double cpu_us = micros(usage_after.ru_utime) + micros(usage_after.ru_stime) -
+                          micros(usage_before.ru_utime) - micros(usage_before.ru_stime);
+    const double switches = static_cast<double>(usage_after.ru_nvcsw + usage_after.ru_nivcsw -
+                                                usage_before.ru_nvcsw - usage_before.ru_nivcsw);
+    const double done = std::max<double>(1, static_cast<double>(sample.size()));
+    // CPU and context switches of this process (the engine's loops and the
+    // callers' resubmissions), per statement.
+    std::printf(
+        "statements/s %.0f  per flush %.2f  p50 %.0f us  p99 %.0f us  cpu %.1f us/stmt  "
+        "cs %.2f/stmt  errors %d\n",
+        static_cast<double>(sample.size()) / elapsed, flushes > 0 ? statements / flushes : 0.0,
+        pct(0.5), pct(0.99), cpu_us / done, switches / done, errors_.load());
   }
 
  private:
@@ -105,6 +122,7 @@ int main(int argc, char** argv) {
   options.connections = absl::GetFlag(FLAGS_connections);
   options.limits.max_depth = absl::GetFlag(FLAGS_depth);
   options.cork = absl::GetFlag(FLAGS_cork);
+  options.loops = absl::GetFlag(FLAGS_loops);
   sessionbroker::storage::PqPipelineLoop loop(std::move(options));
   sessionbroker::storage::Bench bench(&loop);
   bench.Run(absl::GetFlag(FLAGS_callers), absl::Seconds(absl::GetFlag(FLAGS_seconds)));

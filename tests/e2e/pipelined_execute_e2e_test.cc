@@ -1,10 +1,12 @@
 // The pipelined engine through the broker binary (BROKER_PIPELINE_CONNECTIONS):
 // concurrent one-shot calls come back with their own results, one caller's
 // error stays its own, a slow statement does not hold the short ones behind
-// it, the connection bound includes the hot set, and /metrics shows the
-// pipeline's numbers. Atomic batches (unary ExecuteBatch and the Pipeline
-// stream's execute_batch) answer exactly as with the engine off, all or
-// nothing; independent_batch items each run under their own Sync.
+// it, the connection bound includes the hot set, /metrics and GetPoolStatus
+// show the pipeline's numbers, and a flooding client does not make a quiet
+// one wait behind its backlog (unless fair queuing is off). Atomic batches
+// (unary ExecuteBatch and the Pipeline stream's execute_batch) answer exactly
+// as with the engine off, all or nothing; independent_batch items each run
+// under their own Sync.
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
+#include "sessionbroker/v1/monitor.grpc.pb.h"
 #include "tests/support/broker_fixture.h"
 
 namespace sessionbroker::testing {
@@ -86,6 +89,72 @@ class PipelineE2eTest : public BrokerFixture {
     env.emplace("DB_POOL_SIZE", "3");
     env.emplace("DB_MAX_OVERFLOW", "0");
     StartBroker(std::move(env));
+  }
+
+  v1::PoolStatus Status() {
+    auto monitor = v1::PoolMonitor::NewStub(broker_->NewChannel());
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::PoolStatus status;
+    const grpc::Status s = monitor->GetPoolStatus(&context, v1::GetPoolStatusRequest(), &status);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return status;
+  }
+
+  CallResult ExecuteAs(const std::string& client, const std::string& sql) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    context.AddMetadata("x-client-id", client);
+    v1::ExecuteRequest request;
+    request.set_sql(sql);
+    CallResult r;
+    r.status = stub_->Execute(&context, request, &r.response);
+    return r;
+  }
+
+  // With one hot connection taking one statement at a time, "flood" submits
+  // kFlood slow statements; once all of them are in the engine (running or
+  // queued, as PoolStatus.pipeline says), "quiet" runs a short one. Returns
+  // how many flood calls completed before the quiet one.
+  static constexpr int kFlood = 16;
+  int FloodCallsBeforeQuiet(bool fair_queuing) {
+    StartBroker({{"BROKER_PIPELINE_CONNECTIONS", "1"},
+                 {"BROKER_PIPELINE_DEPTH", "1"},
+                 {"BROKER_PIPELINE_LOOPS", "1"},
+                 {"BROKER_FAIR_QUEUING", fair_queuing ? "true" : "false"},
+                 {"DB_POOL_SIZE", "2"},
+                 {"DB_MAX_OVERFLOW", "0"}});
+    // Calls made before the hot connection is up take the pool instead.
+    EXPECT_TRUE(Eventually([&] { return Status().pipeline().connections_up() == 1; }));
+    std::mutex mu;
+    std::vector<std::string> finished;  // in completion order
+    std::atomic<int> failures{0};
+    std::vector<std::thread> flood;
+    for (int i = 0; i < kFlood; ++i) {
+      flood.emplace_back([&] {
+        const CallResult r = ExecuteAs("flood", "SELECT pg_catalog.pg_sleep(0.1)");
+        if (!r.status.ok()) failures.fetch_add(1);
+        std::lock_guard<std::mutex> lock(mu);
+        finished.push_back("flood");
+      });
+    }
+    EXPECT_TRUE(Eventually([&] {
+      const v1::PipelineStatus p = Status().pipeline();
+      std::lock_guard<std::mutex> lock(mu);
+      return p.queued() + p.in_flight() + static_cast<int64_t>(finished.size()) >= kFlood;
+    })) << "the flood never reached the engine";
+    const CallResult quiet = ExecuteAs("quiet", "SELECT 'quiet'");
+    EXPECT_TRUE(quiet.status.ok()) << quiet.status.error_message();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      finished.push_back("quiet");
+    }
+    for (std::thread& t : flood) t.join();
+    EXPECT_EQ(failures.load(), 0);
+    // Every call went through the engine.
+    EXPECT_GE(Status().pipeline().calls(), kFlood + 1);
+    return static_cast<int>(std::find(finished.begin(), finished.end(), "quiet") -
+                            finished.begin());
   }
 
   std::string Metrics() {
@@ -356,6 +425,52 @@ TEST_F(PipelineE2eTest, PipelinedBatchPastItsDeadlineStopsAsAUnit) {
   EXPECT_THAT(BatchAnswer(stub_.get(), {"SELECT 5::int8", "SELECT 6::int8"}), HasSubstr("code=0 "));
   ASSERT_TRUE(Eventually(
       [&] { return MetricValue(Metrics(), "sessionbroker_pipeline_batches_total") >= 2; }));
+}
+
+TEST_F(PipelineE2eTest, QuietClientIsAnsweredBeforeAFloodingClientsBacklogDrains) {
+  // The flood's running statement and its current turn may go first; the
+  // rest of its backlog waits for the quiet call.
+  const int before = FloodCallsBeforeQuiet(/*fair_queuing=*/true);
+  EXPECT_LE(before, 3);
+}
+
+TEST_F(PipelineE2eTest, WithFairQueuingOffTheQuietClientWaitsBehindTheWholeFlood) {
+  // One FIFO: the quiet call was queued last. (Its answer and the last flood
+  // answer leave the broker back to back, so one may overtake the other on
+  // the way to the test.)
+  const int before = FloodCallsBeforeQuiet(/*fair_queuing=*/false);
+  EXPECT_GE(before, kFlood - 1);
+}
+
+TEST_F(PipelineE2eTest, PoolStatusShowsThePipelinedEngine) {
+  StartPipelined({{"BROKER_PIPELINE_LOOPS", "2"}});
+  ASSERT_TRUE(Eventually([&] { return Status().pipeline().connections_up() == 2; }));
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(Execute("SELECT 1").status.ok());
+  // An error the engine answers (operators such as `/` would take the pool).
+  const CallResult failed = Execute("SELECT pg_catalog.pg_sleep(30)", {}, absl::Milliseconds(300));
+  EXPECT_EQ(failed.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  ASSERT_TRUE(Eventually([&] { return Status().pipeline().errors() >= 1; }));
+  const v1::PoolStatus status = Status();
+  ASSERT_TRUE(status.has_pipeline());
+  const v1::PipelineStatus& p = status.pipeline();
+  EXPECT_TRUE(p.enabled());
+  EXPECT_EQ(p.loops(), 2);
+  EXPECT_EQ(p.connections(), 2);
+  EXPECT_EQ(p.max_depth(), 8);
+  EXPECT_GE(p.calls(), 11);
+  EXPECT_EQ(p.errors(), 1);
+  EXPECT_GE(p.statements(), p.calls());
+  EXPECT_GT(p.recent_statements_per_flush(), 0);
+  // The same numbers as /metrics (one source), which are sampled.
+  EXPECT_TRUE(Eventually([&] {
+    return MetricValue(Metrics(), "sessionbroker_pipeline_loops") == 2 &&
+           MetricValue(Metrics(), "sessionbroker_pipeline_errors_total") == 1;
+  })) << Metrics();
+}
+
+TEST_F(PipelineE2eTest, PoolStatusHasNoPipelineWhenItIsOff) {
+  StartBroker();
+  EXPECT_FALSE(Status().has_pipeline());
 }
 
 }  // namespace

@@ -2,7 +2,9 @@
 // statements pipelined on a few connections, each in its own implicit
 // transaction; errors, over-cap results, deadlines and cancels reaching only
 // their own caller; a connection killed mid-pipeline; batches under one Sync,
-// all or nothing, answered as the pooled (libpqxx) ExecuteBatch answers.
+// all or nothing, answered as the pooled (libpqxx) ExecuteBatch answers;
+// calls waiting for a connection served round robin across clients; several
+// loops.
 #include "server/storage/pq_pipeline_loop.h"
 
 #include <gmock/gmock.h>
@@ -12,6 +14,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -128,10 +131,13 @@ class PqPipelineLoopTest : public ::testing::Test {
     ASSERT_TRUE(admin_->ok());
   }
 
-  std::unique_ptr<PqPipelineLoop> Loop(int connections, int depth = 16) {
+  std::unique_ptr<PqPipelineLoop> Loop(int connections, int depth = 16, int loops = 1,
+                                       bool fair_queuing = true) {
     PqPipelineLoop::Options options;
     options.conninfo = url_;
     options.connections = connections;
+    options.loops = loops;
+    options.fair_queuing = fair_queuing;
     options.limits.max_depth = depth;
     options.backoff = [](int) { return absl::Milliseconds(10); };
     return std::make_unique<PqPipelineLoop>(std::move(options));
@@ -576,6 +582,173 @@ TEST_F(PqPipelineLoopTest, BatchParameterThatCannotBeSentNamesItsStatement) {
   loop->SubmitBatch(std::move(batch), out.Callback());
   EXPECT_EQ(out.Wait().status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(out.Wait().status().message(), HasSubstr("statement 2 of 2: "));
+}
+
+// Answers in the order the engine gave them (its callbacks run on its loop
+// threads).
+class AnswerLog {
+ public:
+  PipelineDone Callback(std::string label) {
+    return [this, label = std::move(label)](absl::StatusOr<QueryResult> r) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!r.ok()) errors_.push_back(label + ": " + r.status().ToString());
+      order_.push_back(label);
+      cv_.notify_all();
+    };
+  }
+  std::vector<std::string> WaitFor(size_t answers) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return order_.size() >= answers; });
+    return order_;
+  }
+  std::vector<std::string> Errors() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return errors_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> order_;
+  std::vector<std::string> errors_;
+};
+
+PipelineCall FromClient(std::string client, std::string sql) {
+  PipelineCall call = Call(std::move(sql));
+  call.client_id = std::move(client);
+  return call;
+}
+
+// The index at which `label` was answered, or -1.
+int PositionOf(const std::vector<std::string>& order, const std::string& label) {
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (order[i] == label) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+constexpr int kFlood = 40;
+
+TEST_F(PqPipelineLoopTest, QuietClientIsAnsweredBeforeAFloodingClientsBacklogDrains) {
+  // One connection, one statement at a time: everything else waits in the
+  // engine's queue, where the quiet client's call must not sit behind the
+  // flood.
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1, /*depth=*/1);
+  AnswerLog log;
+  for (int i = 0; i < kFlood; ++i) {
+    loop->Submit(FromClient("flood", "SELECT pg_sleep(0.01)"), log.Callback(absl::StrCat("f", i)));
+  }
+  loop->Submit(FromClient("quiet", "SELECT 'quiet'"), log.Callback("quiet"));
+  const std::vector<std::string> order = log.WaitFor(kFlood + 1);
+  EXPECT_THAT(log.Errors(), ::testing::IsEmpty());
+  // At most the flood's running statement and its current turn go first.
+  const int quiet = PositionOf(order, "quiet");
+  ASSERT_GE(quiet, 0);
+  EXPECT_LE(quiet, 2);
+  // The flood itself keeps its own order.
+  std::vector<std::string> flood;
+  for (const std::string& label : order) {
+    if (label != "quiet") flood.push_back(label);
+  }
+  for (int i = 0; i < kFlood; ++i) EXPECT_EQ(flood[i], absl::StrCat("f", i));
+  // The loop publishes its numbers at the end of the turn that answered.
+  while (loop->Stats().calls < static_cast<uint64_t>(kFlood + 1)) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  const PipelineStats stats = loop->Stats();
+  EXPECT_EQ(stats.calls, static_cast<uint64_t>(kFlood + 1));
+  EXPECT_EQ(stats.errors, 0u);
+}
+
+TEST_F(PqPipelineLoopTest, HeavierClientTakesMoreCallsPerTurn) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1, /*depth=*/1);
+  AnswerLog log;
+  // A blocker holds the connection until both backlogs are queued.
+  admin_->Value("SELECT pg_advisory_lock(4343)");
+  loop->Submit(FromClient("blocker", "SELECT pg_advisory_xact_lock(4343)"),
+               log.Callback("blocker"));
+  for (int i = 0; i < 4; ++i) {
+    PipelineCall heavy = FromClient("heavy", "SELECT 1");
+    heavy.weight = 2;
+    loop->Submit(std::move(heavy), log.Callback(absl::StrCat("h", i)));
+  }
+  for (int i = 0; i < 2; ++i) {
+    loop->Submit(FromClient("light", "SELECT 1"), log.Callback(absl::StrCat("l", i)));
+  }
+  while (loop->Stats().queued < 6) absl::SleepFor(absl::Milliseconds(5));
+  admin_->Value("SELECT pg_advisory_unlock(4343)");
+  EXPECT_EQ(log.WaitFor(7),
+            (std::vector<std::string>{"blocker", "h0", "h1", "l0", "h2", "h3", "l1"}));
+}
+
+TEST_F(PqPipelineLoopTest, WithFairQueuingOffTheQuietClientWaitsItsTurnInOneFifo) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1, /*depth=*/1, /*loops=*/1, /*fair_queuing=*/false);
+  AnswerLog log;
+  for (int i = 0; i < 10; ++i) {
+    loop->Submit(FromClient("flood", "SELECT 1"), log.Callback(absl::StrCat("f", i)));
+  }
+  loop->Submit(FromClient("quiet", "SELECT 'quiet'"), log.Callback("quiet"));
+  const std::vector<std::string> order = log.WaitFor(11);
+  EXPECT_EQ(PositionOf(order, "quiet"), 10);
+}
+
+TEST_F(PqPipelineLoopTest, SeveralLoopsShareTheHotSetAndEachCallGetsItsOwnResult) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(3, /*depth=*/4, /*loops=*/2);
+  EXPECT_EQ(loop->Stats().loops, 2);
+  EXPECT_EQ(loop->Stats().connections, 3);
+  constexpr int kCalls = 400;
+  std::vector<Outcome> outcomes(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    PipelineCall call = Call("SELECT $1::int8 + 1", {storage::Value::Int64(i)});
+    call.client_id = absl::StrCat("client-", i % 4);
+    loop->Submit(std::move(call), outcomes[i].Callback());
+  }
+  for (int i = 0; i < kCalls; ++i) {
+    const absl::StatusOr<QueryResult>& r = outcomes[i].Wait();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->rows[0][0], storage::Value::Int64(i + 1));
+  }
+  while (loop->Stats().connections_up < 3) absl::SleepFor(absl::Milliseconds(5));
+  const std::vector<int> pids = loop->BackendPids();
+  EXPECT_EQ(std::set<int>(pids.begin(), pids.end()).size(), 3u);
+  while (loop->Stats().calls < static_cast<uint64_t>(kCalls)) absl::SleepFor(absl::Milliseconds(5));
+  const PipelineStats stats = loop->Stats();
+  EXPECT_EQ(stats.calls, static_cast<uint64_t>(kCalls));
+  EXPECT_GE(stats.statements, static_cast<uint64_t>(kCalls));
+  EXPECT_GT(stats.recent_statements_per_flush, 0.0);
+  EXPECT_EQ(stats.max_depth, 4);
+}
+
+TEST_F(PqPipelineLoopTest, CancelFindsTheCallsLoop) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(2, /*depth=*/4, /*loops=*/2);
+  Outcome first, second;
+  // The least-loaded loop takes each: one sleeper per loop.
+  const uint64_t first_id = loop->Submit(Call("SELECT pg_sleep(600)"), first.Callback());
+  const uint64_t second_id = loop->Submit(Call("SELECT pg_sleep(600)"), second.Callback());
+  admin_->WaitFor(
+      "SELECT count(*) = 2 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600)' AND "
+      "state = 'active'");
+  loop->Cancel(second_id, absl::CancelledError("second"));
+  EXPECT_EQ(second.Wait().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_FALSE(first.HasBeenAnswered());
+  loop->Cancel(first_id, absl::CancelledError("first"));
+  EXPECT_EQ(first.Wait().status().code(), absl::StatusCode::kCancelled);
+  // Both stopped on the server.
+  admin_->WaitFor(
+      "SELECT count(*) = 0 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600)' AND "
+      "state = 'active'");
+  while (loop->Stats().errors < 2) absl::SleepFor(absl::Milliseconds(5));
+  const PipelineStats stats = loop->Stats();
+  EXPECT_EQ(stats.errors, 2u);
+  EXPECT_EQ(stats.cancels_sent, 2u);
+}
+
+TEST_F(PqPipelineLoopTest, MoreLoopsThanConnectionsAreClampedToTheConnections) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(2, /*depth=*/4, /*loops=*/8);
+  EXPECT_EQ(loop->Stats().loops, 2);
+  Outcome out;
+  loop->Submit(Call("SELECT 'one'"), out.Callback());
+  ASSERT_TRUE(out.Wait().ok()) << out.Wait().status();
 }
 
 }  // namespace

@@ -177,6 +177,14 @@ std::vector<ScreenLine> RenderWatchScreen(const PoolStatus& s, const PoolHistory
       absl::StrFormat("Sessions        open %d  in transaction %d  held by stream %d  queued "
                       "calls %d",
                       ss.open(), ss.in_transaction(), ss.held_by_stream(), ss.queued_calls()));
+  if (s.has_pipeline()) {
+    const auto& pl = s.pipeline();
+    add(absl::StrFormat(
+        "Pipeline        %d/%d connections up on %d loops  queued %d  in flight "
+        "%d (depth %d)  %.1f stmts/flush  calls %d  errors %d",
+        pl.connections_up(), pl.connections(), pl.loops(), pl.queued(), pl.in_flight(),
+        pl.max_depth(), pl.recent_statements_per_flush(), pl.calls(), pl.errors()));
+  }
   const auto& k = s.counters();
   add(
       absl::StrFormat("Since start     checkouts %d  timeouts %d  rejected %d  statements %d  "
@@ -295,6 +303,21 @@ std::string FormatStatus(const PoolStatus& s) {
                             k.connects(), k.connect_failures(), k.checkouts(),
                             k.checkout_timeouts(), k.waiter_rejections(), k.statements(),
                             k.statement_errors(), k.recycled(), k.invalidated()));
+  if (s.has_pipeline()) {
+    const auto& pl = s.pipeline();
+    absl::StrAppend(
+        &out,
+        absl::StrFormat("pipeline    %d of %d connections up on %d loops, depth %d; queued %d, "
+                        "in flight %d; %.1f statements per flush (recent)\n            calls %d "
+                        "(errors %d), statements %d, retries %d, cancels %d, connection "
+                        "failures %d, recycled %d\n",
+                        pl.connections_up(), pl.connections(), pl.loops(), pl.max_depth(),
+                        pl.queued(), pl.in_flight(), pl.recent_statements_per_flush(), pl.calls(),
+                        pl.errors(), pl.statements(), pl.retries(), pl.cancels_sent(),
+                        pl.connection_failures(), pl.recycles()));
+  } else {
+    absl::StrAppend(&out, "pipeline    off (BROKER_PIPELINE_CONNECTIONS=0)\n");
+  }
   absl::StrAppend(
       &out, absl::StrFormat("tx killed   idle %d, max duration %d, session end %d\n",
                             ss.transactions_killed_idle(), ss.transactions_killed_max_duration(),

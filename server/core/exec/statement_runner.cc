@@ -796,8 +796,11 @@ class StatementRunner::PipelinedCall final : public RunningCall {
 
   void Start(RunRequest request, StepCallback done) {
     absl::Duration longest = runner_.options_.max_statement_duration;
+    int weight = 1;
     if (const ClientShares* shares = runner_.pool_.options().shares.get(); shares != nullptr) {
-      longest = std::min(longest, shares->QuotaFor(request.client_id).statement_timeout_max);
+      const ClientQuota quota = shares->QuotaFor(request.client_id);
+      longest = std::min(longest, quota.statement_timeout_max);
+      weight = quota.weight;
     }
     const absl::Time started = runner_.clock_.Now();
     const absl::Time deadline = std::min(request.deadline, started + longest);
@@ -835,6 +838,10 @@ class StatementRunner::PipelinedCall final : public RunningCall {
       batch.statements = std::move(request.statements);
       batch.max_result_bytes = runner_.options_.max_result_bytes;
       batch.deadline = deadline;
+      // The engine's fair queue serves clients round robin by this id, as
+      // the pool's does for connections.
+      batch.client_id = request.client_id;
+      batch.weight = weight;
       id = runner_.options_.pipeline->SubmitBatch(
           std::move(batch), [finish = std::move(finish)](absl::StatusOr<Results> results) mutable {
             std::move(finish)(std::move(results));
@@ -844,6 +851,8 @@ class StatementRunner::PipelinedCall final : public RunningCall {
       call.statement = std::move(request.statements[0]);
       call.max_result_bytes = runner_.options_.max_result_bytes;
       call.deadline = deadline;
+      call.client_id = request.client_id;
+      call.weight = weight;
       id = runner_.options_.pipeline->Submit(
           std::move(call),
           [finish = std::move(finish)](absl::StatusOr<storage::QueryResult> one) mutable {

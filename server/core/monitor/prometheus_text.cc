@@ -255,6 +255,17 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
   // The pipelined engine (issue 14), when configured.
   if (s.pipeline.has_value()) {
     const storage::PipelineStats& pl = *s.pipeline;
+    w.Gauge("sessionbroker_pipeline_loops", pl.loops,
+            "Event-loop threads the hot connections are divided among (BROKER_PIPELINE_LOOPS).");
+    w.Gauge("sessionbroker_pipeline_max_depth", pl.max_depth,
+            "Statements in flight per pipelined connection, at most (BROKER_PIPELINE_DEPTH).");
+    w.Gauge("sessionbroker_pipeline_statements_per_flush", pl.recent_statements_per_flush,
+            "Statements written per connection per dispatch round, a moving average over about "
+            "the last 100 flushes.");
+    w.Counter("sessionbroker_pipeline_calls_total", static_cast<double>(pl.calls),
+              "Calls the pipelined engine answered (errors, deadlines and cancels included).");
+    w.Counter("sessionbroker_pipeline_errors_total", static_cast<double>(pl.errors),
+              "Calls the pipelined engine answered with an error status.");
     w.Gauge("sessionbroker_pipeline_connections", pl.connections,
             "Hot connections of the pipelined engine (BROKER_PIPELINE_CONNECTIONS, within the "
             "pool's bound).");

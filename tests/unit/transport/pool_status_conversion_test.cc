@@ -280,5 +280,52 @@ TEST(PoolStatusConversionTest, ConvertingIntoAUsedMessageLeavesNothingOfTheOldOn
   EXPECT_FALSE(out.database().has_next_connect_attempt());
 }
 
+TEST(PoolStatusConversionTest, ThePipelinedEnginesNumbersWhenItIsOn) {
+  core::PoolSnapshot s = ASnapshot();
+  storage::PipelineStats pl;
+  pl.loops = 2;
+  pl.connections = 3;
+  pl.connections_up = 2;
+  pl.max_depth = 16;
+  pl.queued = 7;
+  pl.in_flight = 11;
+  pl.calls = 1000;
+  pl.errors = 12;
+  pl.statements = 1005;
+  pl.retries = 5;
+  pl.cancels_sent = 4;
+  pl.connection_failures = 3;
+  pl.recycles = 1;
+  pl.recent_statements_per_flush = 6.5;
+  s.pipeline = pl;
+  v1::PoolStatus out;
+  PoolSnapshotToProto(s, &out);
+  ASSERT_TRUE(out.has_pipeline());
+  const v1::PipelineStatus& p = out.pipeline();
+  EXPECT_TRUE(p.enabled());
+  EXPECT_EQ(p.loops(), 2);
+  EXPECT_EQ(p.connections(), 3);
+  EXPECT_EQ(p.connections_up(), 2);
+  EXPECT_EQ(p.max_depth(), 16);
+  EXPECT_EQ(p.queued(), 7);
+  EXPECT_EQ(p.in_flight(), 11);
+  EXPECT_EQ(p.calls(), 1000);
+  EXPECT_EQ(p.errors(), 12);
+  EXPECT_EQ(p.statements(), 1005);
+  EXPECT_EQ(p.retries(), 5);
+  EXPECT_EQ(p.cancels_sent(), 4);
+  EXPECT_EQ(p.connection_failures(), 3);
+  EXPECT_EQ(p.recycles(), 1);
+  EXPECT_DOUBLE_EQ(p.recent_statements_per_flush(), 6.5);
+}
+
+TEST(PoolStatusConversionTest, NoPipelineWhenTheEngineIsOff) {
+  core::PoolSnapshot s = ASnapshot();
+  s.pipeline.reset();
+  v1::PoolStatus out;
+  PoolSnapshotToProto(s, &out);
+  EXPECT_FALSE(out.has_pipeline());
+}
+
 }  // namespace
 }  // namespace sessionbroker::transport

@@ -239,6 +239,21 @@ TEST_F(BrokerctlTerminalTest, WatchShowsThePoolFollowsResizesAndQuitsOnQ) {
   tmux.WaitFor("brokerctl exited 0");
 }
 
+TEST_F(BrokerctlTerminalTest, WatchAndStatusShowThePipelinedEngine) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartBroker({{"BROKER_PIPELINE_CONNECTIONS", "2"}, {"BROKER_PIPELINE_LOOPS", "2"}}));
+  Tmux tmux(Brokerctl("watch --interval 200ms"), 160, 40);
+  std::string screen = tmux.WaitFor("connections up on 2 loops");
+  EXPECT_THAT(screen, HasSubstr("Pipeline        "));
+  EXPECT_THAT(screen, HasSubstr("(depth 16)"));
+  tmux.Key("q");
+  tmux.WaitFor("brokerctl exited 0");
+  std::string out;
+  ASSERT_EQ(RunCommand(Brokerctl("status"), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("connections up on 2 loops, depth 16"));
+  EXPECT_THAT(out, HasSubstr("statements per flush (recent)"));
+}
+
 TEST_F(BrokerctlTerminalTest, WatchPrintsLinesOnATerminalNcursesDoesNotKnow) {
   ASSERT_NO_FATAL_FAILURE(StartBroker({{"BROKER_DRAIN_SECONDS", "0"}}));
   Tmux tmux(absl::StrCat("env TERM=no-such-terminal ", SB_BROKERCTL_BINARY, " --target ",

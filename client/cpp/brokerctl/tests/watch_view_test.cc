@@ -150,6 +150,49 @@ TEST(FormatStatus, CoversEverySection) {
   EXPECT_THAT(text, HasSubstr("billing"));
 }
 
+PoolStatus WithPipeline(PoolStatus s) {
+  auto* pl = s.mutable_pipeline();
+  pl->set_enabled(true);
+  pl->set_loops(2);
+  pl->set_connections(3);
+  pl->set_connections_up(3);
+  pl->set_max_depth(16);
+  pl->set_queued(5);
+  pl->set_in_flight(9);
+  pl->set_calls(1200);
+  pl->set_errors(4);
+  pl->set_statements(1203);
+  pl->set_retries(3);
+  pl->set_cancels_sent(2);
+  pl->set_connection_failures(1);
+  pl->set_recent_statements_per_flush(4.25);
+  return s;
+}
+
+TEST(RenderWatchScreen, ShowsThePipelinedEngineWhenItIsOn) {
+  PoolHistory h;
+  h.Add(Snapshot(0, 1, 1));
+  std::string all;
+  for (const auto& l : RenderWatchScreen(WithPipeline(Snapshot(0, 1, 1)), h, "t", 160, 40)) {
+    all += l.text + "\n";
+  }
+  EXPECT_THAT(all, HasSubstr("Pipeline        3/3 connections up on 2 loops  queued 5  in flight 9 "
+                             "(depth 16)  4.2 stmts/flush  calls 1200  errors 4"));
+  all.clear();
+  for (const auto& l : RenderWatchScreen(Snapshot(0, 1, 1), h, "t", 160, 40)) all += l.text;
+  EXPECT_THAT(all, Not(HasSubstr("Pipeline")));
+}
+
+TEST(FormatStatus, ShowsThePipelinedEngineOrSaysItIsOff) {
+  const std::string on = FormatStatus(WithPipeline(Snapshot(0, 3, 7)));
+  EXPECT_THAT(on, HasSubstr("pipeline    3 of 3 connections up on 2 loops, depth 16; queued 5, "
+                            "in flight 9; 4.2 statements per flush (recent)"));
+  EXPECT_THAT(on, HasSubstr("calls 1200 (errors 4), statements 1203, retries 3, cancels 2, "
+                            "connection failures 1, recycled 0"));
+  EXPECT_THAT(FormatStatus(Snapshot(0, 3, 7)),
+              HasSubstr("pipeline    off (BROKER_PIPELINE_CONNECTIONS=0)"));
+}
+
 TEST(StatusJson, UsesProtoFieldNames) {
   const std::string json = StatusJson(Snapshot(0, 3, 7));
   EXPECT_THAT(json, HasSubstr("\"in_use\":3"));

@@ -111,6 +111,7 @@ class CappedClientShares final : public ClientShares {
   ClientQuota QuotaFor(absl::string_view client_id) const override {
     ClientQuota quota;
     if (client_id == "capped") quota.statement_timeout_max = absl::Seconds(10);
+    if (client_id == "heavy") quota.weight = 3;
     return quota;
   }
 };
@@ -339,6 +340,24 @@ TEST_F(PipelinedExecuteTest, DeadlineIsTheCallersCappedByTheMaxStatementDuration
   EXPECT_EQ(engine_.call(0).deadline, clock_.Now() + absl::Seconds(2));
   EXPECT_EQ(engine_.call(1).deadline, clock_.Now() + absl::Minutes(5));
   EXPECT_EQ(engine_.call(2).deadline, clock_.Now() + absl::Seconds(10));
+}
+
+TEST_F(PipelinedExecuteTest, TheCallersClientIdAndWeightGoToTheEnginesFairQueue) {
+  std::optional<absl::StatusOr<Results>> a, b, c;
+  RunRequest heavy = One("SELECT 1");
+  heavy.client_id = "heavy";
+  Start(std::move(heavy), &a);
+  RunRequest plain = One("SELECT 1");
+  plain.client_id = "plain";
+  Start(std::move(plain), &b);
+  Start(One("SELECT 1"), &c);
+  ASSERT_EQ(engine_.submitted(), 3u);
+  EXPECT_EQ(engine_.call(0).client_id, "heavy");
+  EXPECT_EQ(engine_.call(0).weight, 3);
+  EXPECT_EQ(engine_.call(1).client_id, "plain");
+  EXPECT_EQ(engine_.call(1).weight, 1);
+  EXPECT_EQ(engine_.call(2).client_id, "");
+  EXPECT_EQ(engine_.call(2).weight, 1);
 }
 
 TEST_F(PipelinedExecuteTest, CancelledCallAsksTheEngineToCancelIt) {
