@@ -159,19 +159,19 @@ class MuxStream final : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::
       }
     }
     if (became_ready) mux_->StreamReady();
-    int64_t answered = 0;
     for (auto& [waiter, result] : ready) {
       if (result->has_status() &&
           (IsDraining(result->status().code(), result->status().message()) ||
            IsStreamLimit(result->status().code(), result->status().message()))) {
         waiter->routed = PipelineMux::Routed::kUnary;
+        mux_->handed_back_.fetch_add(1, std::memory_order_relaxed);
       } else {
         waiter->out = std::move(*result);
-        ++answered;
+        // Counted before its caller wakes, so the caller sees it counted.
+        mux_->stream_calls_.fetch_add(1, std::memory_order_relaxed);
       }
       waiter->done.Notify();
     }
-    mux_->stream_calls_.fetch_add(answered, std::memory_order_relaxed);
     StartRead(&response_);
   }
 
@@ -189,11 +189,10 @@ class MuxStream final : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::
       }
       waiting_.clear();
     }
-    int64_t handed_back = 0;
     for (auto& [waiter, sent] : orphans) {
       if (!sent || draining) {
         waiter->routed = PipelineMux::Routed::kUnary;
-        ++handed_back;
+        mux_->handed_back_.fetch_add(1, std::memory_order_relaxed);
       } else {
         waiter->out = absl::UnavailableError(absl::StrCat(
             "the Pipeline stream to the broker broke before this call's result arrived (",
@@ -202,7 +201,7 @@ class MuxStream final : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::
       }
       waiter->done.Notify();
     }
-    mux_->StreamEnded(this, status, ready, handed_back);
+    mux_->StreamEnded(this, status, ready);
   }
 
  private:
@@ -315,6 +314,7 @@ MuxCounters PipelineMux::counters() const {
   MuxCounters c = counters_;
   c.stream_calls = stream_calls_.load(std::memory_order_relaxed);
   c.stream_messages = stream_messages_.load(std::memory_order_relaxed);
+  c.handed_back = handed_back_.load(std::memory_order_relaxed);
   return c;
 }
 
@@ -324,14 +324,12 @@ void PipelineMux::StreamReady() {
   backoff_ = backoff_initial_;
 }
 
-void PipelineMux::StreamEnded(MuxStream* stream, const grpc::Status& status, bool ready,
-                              int64_t handed_back) {
+void PipelineMux::StreamEnded(MuxStream* stream, const grpc::Status& status, bool ready) {
   absl::MutexLock lock(&mu_);
   if (stream_.get() == stream) {
     stream_.reset();
     counters_.stream_ready = false;
   }
-  counters_.handed_back += handed_back;
   const absl::Time now = absl::Now();
   if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
     unary_until_ = now + kUnimplementedRetry;

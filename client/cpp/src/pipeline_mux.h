@@ -86,7 +86,7 @@ class PipelineMux {
  private:
   friend class MuxStream;
   // The stream's end (from its OnDone): `ready` whether its limits came.
-  void StreamEnded(MuxStream* stream, const grpc::Status& status, bool ready, int64_t handed_back);
+  void StreamEnded(MuxStream* stream, const grpc::Status& status, bool ready);
   void StreamReady();
   void CountCalls(int64_t calls, int64_t messages);
 
@@ -102,9 +102,10 @@ class PipelineMux {
   absl::Duration backoff_ ABSL_GUARDED_BY(mu_);
   int live_streams_ ABSL_GUARDED_BY(mu_) = 0;  // started, OnDone not yet run
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;  // never reused: no id clash on any stream
-  MuxCounters counters_ ABSL_GUARDED_BY(mu_);  // but for the two below
+  MuxCounters counters_ ABSL_GUARDED_BY(mu_);  // but for the three below
   std::atomic<int64_t> stream_calls_{0};
   std::atomic<int64_t> stream_messages_{0};
+  std::atomic<int64_t> handed_back_{0};
 };
 
 }  // namespace sessionbroker::internal
