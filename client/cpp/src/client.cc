@@ -672,6 +672,7 @@ PipelineStats Client::pipeline_stats() const {
   out.stream_messages = c.stream_messages;
   out.unary_calls = core_->unary_calls.load(std::memory_order_relaxed);
   out.handed_back = c.handed_back;
+  out.streams_failed = c.streams_failed;
   out.stream_ready = c.stream_ready;
   return out;
 }

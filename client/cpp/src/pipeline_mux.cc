@@ -330,6 +330,7 @@ void PipelineMux::StreamEnded(MuxStream* stream, const grpc::Status& status, boo
     stream_.reset();
     counters_.stream_ready = false;
   }
+  if (!ready) ++counters_.streams_failed;
   const absl::Time now = absl::Now();
   if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
     unary_until_ = now + kUnimplementedRetry;

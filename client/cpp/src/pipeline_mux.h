@@ -46,6 +46,7 @@ struct MuxCounters {
   int64_t stream_calls = 0;     // calls answered through a stream
   int64_t stream_messages = 0;  // request messages written (calls coalesced)
   int64_t handed_back = 0;      // calls a stream handed back for the unary path
+  int64_t streams_failed = 0;   // streams that ended before the broker's first message
   bool stream_ready = false;
 };
 

@@ -12,6 +12,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/cpp/tests/fake_broker.h"
 #include "gmock/gmock.h"
@@ -682,6 +683,47 @@ TEST_F(ClientChannelTest, ACallOptionsDeadlineBoundsTheCall) {
 
 TEST(ClientCreateTest, ATargetIsRequired) {
   EXPECT_EQ(Client::Create(ClientOptions()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// ---- the shared Pipeline stream ----
+
+TEST(ClientPipelineTest, ABrokerWithoutThePipelineMethodIsCalledUnaryAndNotAskedAgainAtOnce) {
+  FakeBroker fake;  // implements no Pipeline: UNIMPLEMENTED
+  ClientOptions options;
+  options.channel = fake.channel();
+  options.pipeline = PipelineMode::kAlways;
+  std::unique_ptr<Client> client = *Client::Create(std::move(options));
+  fake.NextExecute(OneCell("n", "int8", Int(1)));
+  ASSERT_TRUE(client->Execute("SELECT 1").ok());  // opens the stream, goes unary
+  for (int i = 0; i < 500 && client->pipeline_stats().streams_failed == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(client->pipeline_stats().streams_failed, 1);
+  for (int i = 0; i < 10; ++i) {
+    fake.NextExecute(OneCell("n", "int8", Int(i)));
+    absl::StatusOr<Result> r = client->Execute("SELECT $1::int8", {i});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(*(*r)[0].Get<int64_t>(0), i);
+  }
+  PipelineStats stats = client->pipeline_stats();
+  EXPECT_EQ(stats.streams_opened, 1);
+  EXPECT_EQ(stats.stream_calls, 0);
+  EXPECT_EQ(stats.unary_calls, 11);
+  EXPECT_EQ(fake.executes().size(), 11u);
+}
+
+TEST(ClientPipelineTest, TheConcurrentPolicyLeavesALoneCallerUnaryWithoutAStream) {
+  FakeBroker fake;
+  ClientOptions options;
+  options.channel = fake.channel();
+  std::unique_ptr<Client> client = *Client::Create(std::move(options));
+  EXPECT_EQ(client->options().pipeline, PipelineMode::kConcurrent);
+  for (int i = 0; i < 3; ++i) {
+    fake.NextExecute(OneCell("n", "int8", Int(i)));
+    ASSERT_TRUE(client->Execute("SELECT 1").ok());
+  }
+  EXPECT_EQ(client->pipeline_stats().streams_opened, 0);
+  EXPECT_EQ(client->pipeline_stats().unary_calls, 3);
 }
 
 }  // namespace

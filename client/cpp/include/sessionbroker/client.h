@@ -238,7 +238,10 @@ struct PipelineStats {
   int64_t stream_messages = 0;  // request messages written (calls / messages: coalescing)
   int64_t unary_calls = 0;      // Execute/ExecuteBatch calls sent as unary calls
   int64_t handed_back = 0;      // calls a stream returned unsent (they went unary)
-  bool stream_ready = false;    // a stream is open and takes calls now
+  // Streams that ended before the broker's first message (UNIMPLEMENTED, a
+  // draining or unreachable broker): calls then go unary for a while.
+  int64_t streams_failed = 0;
+  bool stream_ready = false;  // a stream is open and takes calls now
 };
 
 // grpc.health.v1 serving status.
