@@ -321,6 +321,7 @@ MuxCounters PipelineMux::counters() const {
 void PipelineMux::StreamReady() {
   absl::MutexLock lock(&mu_);
   counters_.stream_ready = true;
+  ready_.store(true, std::memory_order_relaxed);
   backoff_ = backoff_initial_;
 }
 
@@ -329,6 +330,7 @@ void PipelineMux::StreamEnded(MuxStream* stream, const grpc::Status& status, boo
   if (stream_.get() == stream) {
     stream_.reset();
     counters_.stream_ready = false;
+    ready_.store(false, std::memory_order_relaxed);
   }
   if (!ready) ++counters_.streams_failed;
   const absl::Time now = absl::Now();

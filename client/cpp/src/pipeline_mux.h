@@ -83,6 +83,8 @@ class PipelineMux {
   Routed Run(v1::PipelineCall call, absl::Time deadline, absl::StatusOr<v1::PipelineResult>* out);
 
   MuxCounters counters() const;
+  // A stream takes calls now (lock-free; it may end at any time).
+  bool ready() const { return ready_.load(std::memory_order_relaxed); }
 
  private:
   friend class MuxStream;
@@ -107,6 +109,7 @@ class PipelineMux {
   std::atomic<int64_t> stream_calls_{0};
   std::atomic<int64_t> stream_messages_{0};
   std::atomic<int64_t> handed_back_{0};
+  std::atomic<bool> ready_{false};
 };
 
 }  // namespace sessionbroker::internal

@@ -119,7 +119,7 @@ TEST_F(ClientPipelineE2eTest, ConcurrentCallersAreAllAnsweredOverOneStream) {
   EXPECT_EQ(rpcs.count("Execute"), 1);
 }
 
-TEST_F(ClientPipelineE2eTest, TheConcurrentPolicySendsCallsThatOverlapOnTheStream) {
+TEST_F(ClientPipelineE2eTest, TheConcurrentPolicyOpensTheStreamWhenCallsOverlap) {
   RpcCounter rpcs;
   std::unique_ptr<Client> client = MakeClient(PipelineMode::kConcurrent, &rpcs);
   // A lone call goes unary and opens no stream.
@@ -132,6 +132,10 @@ TEST_F(ClientPipelineE2eTest, TheConcurrentPolicySendsCallsThatOverlapOnTheStrea
   EXPECT_EQ(stats.stream_calls + stats.unary_calls, 401);
   EXPECT_EQ(rpcs.count("Execute"), stats.unary_calls);
   EXPECT_EQ(rpcs.count("Pipeline"), 1);
+  // Once the stream is open, a lone call uses it too.
+  ASSERT_TRUE(client->Execute("SELECT 1").ok());
+  EXPECT_EQ(client->pipeline_stats().stream_calls, stats.stream_calls + 1);
+  EXPECT_EQ(rpcs.count("Execute"), stats.unary_calls);
 }
 
 TEST_F(ClientPipelineE2eTest, WithThePipelineOffEveryCallIsUnary) {

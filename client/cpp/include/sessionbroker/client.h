@@ -78,11 +78,12 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsCredentials(const T
 enum class PipelineMode {
   // Always unary.
   kOff,
-  // On the stream while another of this client's Execute/ExecuteBatch calls
-  // is in flight; a lone call goes unary (as fast as it gets alone). The
-  // default.
+  // The stream is opened once two of this client's Execute/ExecuteBatch
+  // calls overlap; from then on, while it is open, every call uses it (a
+  // lone call too: it is no slower on the stream). A client whose calls
+  // never overlap holds no stream. The default.
   kConcurrent,
-  // On the stream whenever it is open.
+  // The first call opens the stream; every call uses it while it is open.
   kAlways,
 };
 
