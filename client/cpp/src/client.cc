@@ -109,11 +109,11 @@ class ClientCore {
   // `call` on the shared stream when the policy and the stream allow;
   // nullopt: make the unary call (the caller does, until `deadline`).
   std::optional<absl::StatusOr<v1::PipelineResult>> OnStream(const InFlight& in_flight,
-                                                             v1::PipelineCall call,
+                                                             v1::PipelineCall& call,
                                                              absl::Time deadline) {
     if (!UseStream(in_flight)) return std::nullopt;
     absl::StatusOr<v1::PipelineResult> out;
-    if (mux.Run(std::move(call), deadline, &out) == PipelineMux::Routed::kUnary) {
+    if (mux.Run(call, deadline, &out) == PipelineMux::Routed::kUnary) {
       return std::nullopt;
     }
     if (out.ok() && out->has_status()) {

@@ -268,7 +268,7 @@ PipelineMux::~PipelineMux() {
       +[](int* live) { return *live == 0; }, &live_streams_));
 }
 
-PipelineMux::Routed PipelineMux::Run(v1::PipelineCall call, absl::Time deadline,
+PipelineMux::Routed PipelineMux::Run(v1::PipelineCall& call, absl::Time deadline,
                                      absl::StatusOr<v1::PipelineResult>* out) {
   std::shared_ptr<MuxStream> stream;
   bool start = false;

@@ -74,13 +74,13 @@ class PipelineMux {
     kUnary,     // not run on a stream: make the unary call
     kAnswered,  // *out holds the outcome
   };
-  // Sends `call` (its id is set here; its timeout is the time left until
-  // `deadline`) on the stream and waits for its result until `deadline`;
-  // then it answers DEADLINE_EXCEEDED and cancels the call on the stream.
+  // Sends `call` (its id and timeout are set here, the timeout to the time
+  // left until `deadline`; its body is untouched for a unary retry) on the stream and waits for its
+  // result until `deadline`; then it answers DEADLINE_EXCEEDED and cancels the call on the stream.
   // *out: the broker's result, or a status of the client's own
   // (DEADLINE_EXCEEDED, or UNAVAILABLE when the stream broke after the call
   // was written).
-  Routed Run(v1::PipelineCall call, absl::Time deadline, absl::StatusOr<v1::PipelineResult>* out);
+  Routed Run(v1::PipelineCall& call, absl::Time deadline, absl::StatusOr<v1::PipelineResult>* out);
 
   MuxCounters counters() const;
   // A stream takes calls now (lock-free; it may end at any time).

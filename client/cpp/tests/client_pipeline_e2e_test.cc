@@ -138,6 +138,21 @@ TEST_F(ClientPipelineE2eTest, TheConcurrentPolicyOpensTheStreamWhenCallsOverlap)
   EXPECT_EQ(rpcs.count("Execute"), stats.unary_calls);
 }
 
+TEST_F(ClientPipelineE2eTest, CallsBeyondTheAdvertisedLimitGoUnaryInsteadOfBeingRefused) {
+  broker_.reset();
+  StartBroker({{"BROKER_PIPELINE_MAX_IN_FLIGHT", "2"}});
+  RpcCounter rpcs;
+  std::unique_ptr<Client> client = StreamingClient(&rpcs);
+  // 8 callers, at most 2 calls on the stream at a time: every call is
+  // answered, none RESOURCE_EXHAUSTED.
+  EXPECT_EQ(RunCallers(*client, 8, 30), 240);
+  PipelineStats stats = client->pipeline_stats();
+  EXPECT_EQ(stats.stream_calls + stats.unary_calls, 241);
+  EXPECT_GT(stats.stream_calls, 0);
+  EXPECT_EQ(rpcs.count("Execute"), stats.unary_calls);
+  EXPECT_EQ(stats.streams_opened, 1);
+}
+
 TEST_F(ClientPipelineE2eTest, WithThePipelineOffEveryCallIsUnary) {
   RpcCounter rpcs;
   std::unique_ptr<Client> client = MakeClient(PipelineMode::kOff, &rpcs);
