@@ -14,8 +14,10 @@
 // UNAVAILABLE only for the calls that are safe to repeat; a default deadline
 // on every unary call), the "x-client-id" metadata on every call, and one
 // KeepAlive stream (a background thread) that holds every Session the client
-// has open, re-opened with backoff if it breaks. Thread-safe: share one
-// Client per broker across threads.
+// has open, re-opened with backoff if it breaks, and one shared Pipeline
+// stream that carries Execute/ExecuteBatch calls of many threads at once
+// (ClientOptions::pipeline; unary calls as the fallback). Thread-safe: share
+// one Client per broker across threads.
 //
 // Session: an RAII lease (BeginSession). Its destructor rolls back an open
 // transaction and ends the session, never throwing. One thread at a time
