@@ -57,7 +57,24 @@ class MuxStream final : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::
     StartCall();
   }
 
-  void Cancel() { context_.TryCancel(); }
+  // Cancels the call unless it is already finishing. TryCancel is only safe
+  // while gRPC's call lives, which the hold guarantees: it is not released
+  // while a cancel is in progress.
+  void Cancel() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (hold_released_) return;
+      cancelling_ = true;
+    }
+    context_.TryCancel();
+    bool release;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelling_ = false;
+      release = ReleaseHoldLocked();
+    }
+    if (release) RemoveHold();
+  }
 
   // Queues `call` (id and timeout set) for the next message; false when
   // this stream takes no call now (its limits not yet read, ended, or as
@@ -199,9 +216,12 @@ class MuxStream final : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::
             absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())), ": ",
             status.error_message(), "); the call may or may not have been applied"));
       }
-      waiter->done.Notify();
     }
+    // The mux forgets this stream before its callers wake, so their next
+    // calls see it gone (and open a new one, or go unary for a backoff).
     mux_->StreamEnded(this, status, ready);
+    for (auto& [waiter, sent] : orphans) waiter->done.Notify();
+    mux_->StreamGone();
   }
 
  private:
@@ -224,7 +244,7 @@ class MuxStream final : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::
   // The hold goes once the read side ended and no write is in flight: no
   // write starts after that, so gRPC may then finish the call.
   bool ReleaseHoldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!ended_ || writing_ || hold_released_) return false;
+    if (!ended_ || writing_ || cancelling_ || hold_released_) return false;
     hold_released_ = true;
     return true;
   }
@@ -239,10 +259,11 @@ class MuxStream final : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::
   v1::PipelineRequest next_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, Entry> waiting_ ABSL_GUARDED_BY(mu_);
   uint32_t limit_ ABSL_GUARDED_BY(mu_) = 0;
-  bool ready_ ABSL_GUARDED_BY(mu_) = false;    // the limits arrived
-  bool ended_ ABSL_GUARDED_BY(mu_) = false;    // the read side ended
-  bool broken_ ABSL_GUARDED_BY(mu_) = false;   // a write failed
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;  // a write is in flight
+  bool ready_ ABSL_GUARDED_BY(mu_) = false;       // the limits arrived
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;       // the read side ended
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;      // a write failed
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;     // a write is in flight
+  bool cancelling_ ABSL_GUARDED_BY(mu_) = false;  // Cancel() is in TryCancel
   bool hold_released_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -342,6 +363,10 @@ void PipelineMux::StreamEnded(MuxStream* stream, const grpc::Status& status, boo
     unary_until_ = now + backoff_ * absl::Uniform(gen, 0.5, 1.0);
     backoff_ = std::min(backoff_ * 2, backoff_max_);
   }
+}
+
+void PipelineMux::StreamGone() {
+  absl::MutexLock lock(&mu_);
   --live_streams_;
 }
 

@@ -90,6 +90,8 @@ class PipelineMux {
   friend class MuxStream;
   // The stream's end (from its OnDone): `ready` whether its limits came.
   void StreamEnded(MuxStream* stream, const grpc::Status& status, bool ready);
+  // The stream's last use of the mux (the destructor waits for it).
+  void StreamGone();
   void StreamReady();
   void CountCalls(int64_t calls, int64_t messages);
 
