@@ -59,6 +59,11 @@ struct SubscriptionState {
 // the grpc-status-details-bin bytes.
 absl::Status FromGrpc(const grpc::Status& status, const grpc::ClientContext& context);
 
+// The same for a Pipeline call's failed result (PipelineResult.status with
+// its sqlstate and reason): the Status the unary call would have returned.
+absl::Status FromPipeline(const v1::RpcStatus& status, const std::string& sqlstate,
+                          const std::string& reason);
+
 }  // namespace sessionbroker::internal
 
 #endif  // SESSIONBROKER_CLIENT_SRC_INTERNAL_H_

@@ -66,23 +66,44 @@ bool IsRetryableTransactionError(const absl::Status& status) {
 
 namespace internal {
 
+namespace {
+
+// The one place a broker's error becomes an absl::Status, whichever way it
+// came: the code and message, and the payloads status.h reads.
+absl::Status WithPayloads(int code, absl::string_view message, absl::string_view sqlstate,
+                          absl::string_view reason, absl::string_view details) {
+  absl::Status out(static_cast<absl::StatusCode>(code), message);
+  if (!sqlstate.empty()) out.SetPayload(kSqlStatePayloadUrl, absl::Cord(sqlstate));
+  if (!reason.empty()) out.SetPayload(kReasonPayloadUrl, absl::Cord(reason));
+  if (!details.empty()) out.SetPayload(kRpcStatusPayloadUrl, absl::Cord(details));
+  return out;
+}
+
+absl::string_view TrailerOf(const std::multimap<grpc::string_ref, grpc::string_ref>& trailers,
+                            absl::string_view key) {
+  auto it = trailers.find(grpc::string_ref(key.data(), key.size()));
+  if (it == trailers.end()) return absl::string_view();
+  return absl::string_view(it->second.data(), it->second.size());
+}
+
+}  // namespace
+
 absl::Status FromGrpc(const grpc::Status& status, const grpc::ClientContext& context) {
   if (status.ok()) return absl::OkStatus();
-  absl::Status out(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   const std::multimap<grpc::string_ref, grpc::string_ref>& trailers =
       context.GetServerTrailingMetadata();
-  if (auto it = trailers.find("sqlstate"); it != trailers.end()) {
-    out.SetPayload(kSqlStatePayloadUrl,
-                   absl::Cord(absl::string_view(it->second.data(), it->second.size())));
-  }
-  if (auto it = trailers.find("sessionbroker-reason"); it != trailers.end()) {
-    out.SetPayload(kReasonPayloadUrl,
-                   absl::Cord(absl::string_view(it->second.data(), it->second.size())));
-  }
-  if (!status.error_details().empty()) {
-    out.SetPayload(kRpcStatusPayloadUrl, absl::Cord(status.error_details()));
-  }
-  return out;
+  return WithPayloads(status.error_code(), status.error_message(), TrailerOf(trailers, "sqlstate"),
+                      TrailerOf(trailers, "sessionbroker-reason"), status.error_details());
+}
+
+absl::Status FromPipeline(const v1::RpcStatus& status, const std::string& sqlstate,
+                          const std::string& reason) {
+  if (status.code() == 0) return absl::OkStatus();
+  // The unary call sends grpc-status-details-bin only with a SqlErrorDetail
+  // (server/transport/status_mapping.cc), the same RpcStatus message.
+  std::string details;
+  if (status.details_size() > 0) details = status.SerializeAsString();
+  return WithPayloads(status.code(), status.message(), sqlstate, reason, details);
 }
 
 }  // namespace internal

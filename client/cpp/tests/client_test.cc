@@ -12,6 +12,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/cpp/tests/fake_broker.h"
 #include "gmock/gmock.h"
@@ -682,6 +683,125 @@ TEST_F(ClientChannelTest, ACallOptionsDeadlineBoundsTheCall) {
 
 TEST(ClientCreateTest, ATargetIsRequired) {
   EXPECT_EQ(Client::Create(ClientOptions()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// ---- the shared Pipeline stream ----
+
+TEST(ClientPipelineTest, ABrokerWithoutThePipelineMethodIsCalledUnaryAndNotAskedAgainAtOnce) {
+  FakeBroker fake;  // implements no Pipeline: UNIMPLEMENTED
+  ClientOptions options;
+  options.channel = fake.channel();
+  options.pipeline = PipelineMode::kAlways;
+  std::unique_ptr<Client> client = *Client::Create(std::move(options));
+  fake.NextExecute(OneCell("n", "int8", Int(1)));
+  ASSERT_TRUE(client->Execute("SELECT 1").ok());  // opens the stream, goes unary
+  for (int i = 0; i < 500 && client->pipeline_stats().streams_failed == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(client->pipeline_stats().streams_failed, 1);
+  for (int i = 0; i < 10; ++i) {
+    fake.NextExecute(OneCell("n", "int8", Int(i)));
+    absl::StatusOr<Result> r = client->Execute("SELECT $1::int8", {i});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(*(*r)[0].Get<int64_t>(0), i);
+  }
+  PipelineStats stats = client->pipeline_stats();
+  EXPECT_EQ(stats.streams_opened, 1);
+  EXPECT_EQ(stats.stream_calls, 0);
+  EXPECT_EQ(stats.unary_calls, 11);
+  EXPECT_EQ(fake.executes().size(), 11u);
+}
+
+// A kAlways client of `fake` whose stream is open (the first call opened it
+// and went unary).
+std::unique_ptr<Client> StreamingClient(FakeBroker& fake) {
+  ClientOptions options;
+  options.channel = fake.channel();
+  options.pipeline = PipelineMode::kAlways;
+  options.keepalive_reconnect_initial = absl::Milliseconds(1);
+  std::unique_ptr<Client> client = *Client::Create(std::move(options));
+  EXPECT_TRUE(client->Execute("SELECT 1").ok());
+  for (int i = 0; i < 500 && !client->pipeline_stats().stream_ready; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_TRUE(client->pipeline_stats().stream_ready);
+  return client;
+}
+
+TEST(ClientPipelineTest, ACallAnsweredOnTheStreamIsNotSentUnary) {
+  FakeBroker fake;
+  fake.EnablePipeline(FakeBroker::PipelineScript::kAnswer);
+  std::unique_ptr<Client> client = StreamingClient(fake);
+  absl::StatusOr<Result> r = client->Execute("SELECT 1");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(*(*r)[0].Get<int64_t>(0), 0);  // the id the fake echoes
+  EXPECT_EQ(fake.executes().size(), 1u);   // the opener only
+  EXPECT_EQ(fake.pipeline_calls(), 1);
+  EXPECT_EQ(client->pipeline_stats().stream_calls, 1);
+}
+
+TEST(ClientPipelineTest, ACallTheDrainingBrokerRefusedOnTheStreamIsSentUnary) {
+  FakeBroker fake;
+  fake.EnablePipeline(FakeBroker::PipelineScript::kRefuseDraining);
+  std::unique_ptr<Client> client = StreamingClient(fake);
+  fake.NextExecute(OneCell("n", "int8", Int(7)));
+  absl::StatusOr<Result> r = client->Execute("SELECT 7");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*(*r)[0].Get<int64_t>(0), 7);
+  EXPECT_EQ(fake.pipeline_calls(), 1);
+  EXPECT_EQ(fake.executes().size(), 2u);
+  EXPECT_EQ(client->pipeline_stats().handed_back, 1);
+}
+
+TEST(ClientPipelineTest, CallsADrainLeftUnansweredAreSentUnary) {
+  FakeBroker fake;
+  fake.EnablePipeline(FakeBroker::PipelineScript::kEndDraining);
+  std::unique_ptr<Client> client = StreamingClient(fake);
+  fake.NextExecute(OneCell("n", "int8", Int(8)));
+  absl::StatusOr<Result> r = client->Execute("SELECT 8");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*(*r)[0].Get<int64_t>(0), 8);
+  EXPECT_EQ(fake.pipeline_calls(), 1);
+  EXPECT_EQ(fake.executes().size(), 2u);
+  EXPECT_EQ(client->pipeline_stats().handed_back, 1);
+}
+
+TEST(ClientPipelineTest, ACallWrittenOnAStreamThatBreaksFailsUnavailableAndANewStreamOpensLater) {
+  FakeBroker fake;
+  fake.EnablePipeline(FakeBroker::PipelineScript::kBreak);
+  std::unique_ptr<Client> client = StreamingClient(fake);
+  absl::StatusOr<Result> r = client->Execute("INSERT INTO t VALUES (1)");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(r.status().message()),
+              ::testing::HasSubstr("may or may not have been applied"));
+  EXPECT_EQ(fake.executes().size(), 1u);  // never resent
+  EXPECT_EQ(client->pipeline_stats().handed_back, 0);
+  // The next call opens a new stream (and goes unary); calls then use it.
+  fake.EnablePipeline(FakeBroker::PipelineScript::kAnswer);
+  for (int i = 0; i < 500 && !client->pipeline_stats().stream_ready; ++i) {
+    ASSERT_TRUE(client->Execute("SELECT 1").ok());
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_TRUE(client->pipeline_stats().stream_ready);
+  ASSERT_TRUE(client->Execute("SELECT 1").ok());
+  EXPECT_EQ(fake.pipeline_streams(), 2);
+  EXPECT_EQ(client->pipeline_stats().streams_opened, 2);
+  EXPECT_EQ(client->pipeline_stats().stream_calls, 1);
+}
+
+TEST(ClientPipelineTest, TheConcurrentPolicyLeavesALoneCallerUnaryWithoutAStream) {
+  FakeBroker fake;
+  ClientOptions options;
+  options.channel = fake.channel();
+  std::unique_ptr<Client> client = *Client::Create(std::move(options));
+  EXPECT_EQ(client->options().pipeline, PipelineMode::kConcurrent);
+  for (int i = 0; i < 3; ++i) {
+    fake.NextExecute(OneCell("n", "int8", Int(i)));
+    ASSERT_TRUE(client->Execute("SELECT 1").ok());
+  }
+  EXPECT_EQ(client->pipeline_stats().streams_opened, 0);
+  EXPECT_EQ(client->pipeline_stats().unary_calls, 3);
 }
 
 }  // namespace

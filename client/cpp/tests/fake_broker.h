@@ -114,6 +114,34 @@ class FakeBroker final : public v1::SessionBroker::Service {
     for (int i = 0; i < n; ++i) commit_errors_.push_back(error);
   }
 
+  // ---- Pipeline ----
+  // How the Pipeline method treats a stream's calls. Until EnablePipeline it
+  // answers UNIMPLEMENTED, as a broker without the method. Its first
+  // message advertises 16 calls in flight per stream.
+  enum class PipelineScript {
+    kAnswer,          // each call answered: one int8 cell holding its id
+    kRefuseDraining,  // each call answered UNAVAILABLE with the draining message
+    kEndDraining,     // the first message read ends the stream as a drain does, unanswered
+    kBreak,           // the first message read ends the stream UNAVAILABLE, unanswered
+  };
+  // The broker's draining message (server/transport/pipeline_reactor.cc).
+  static constexpr char kDrainingMessage[] =
+      "the broker is shutting down; retry the calls that got no result on another instance";
+  void EnablePipeline(PipelineScript script) {
+    absl::MutexLock lock(&mu_);
+    pipeline_enabled_ = true;
+    pipeline_script_ = script;
+  }
+  // Pipeline streams opened (while enabled) and calls read on them.
+  int pipeline_streams() const {
+    absl::MutexLock lock(&mu_);
+    return pipeline_streams_;
+  }
+  int pipeline_calls() const {
+    absl::MutexLock lock(&mu_);
+    return pipeline_calls_;
+  }
+
   // ---- what the client did ----
   std::vector<v1::ExecuteRequest> executes() const {
     absl::MutexLock lock(&mu_);
@@ -190,6 +218,50 @@ class FakeBroker final : public v1::SessionBroker::Service {
     execute_replies_.pop_front();
     if (reply.error.code != grpc::StatusCode::OK) return Fail(context, reply.error);
     *response = std::move(reply.response);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Pipeline(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::PipelineResponse, v1::PipelineRequest>* stream) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!pipeline_enabled_) return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "");
+      ++pipeline_streams_;
+    }
+    v1::PipelineResponse first;
+    first.mutable_limits()->set_max_in_flight_per_stream(16);
+    if (!stream->Write(first)) return grpc::Status::OK;
+    v1::PipelineRequest request;
+    while (stream->Read(&request)) {
+      PipelineScript script;
+      {
+        absl::MutexLock lock(&mu_);
+        pipeline_calls_ += request.calls_size();
+        script = pipeline_script_;
+      }
+      if (script == PipelineScript::kEndDraining) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE, kDrainingMessage);
+      }
+      if (script == PipelineScript::kBreak) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the connection was lost");
+      }
+      v1::PipelineResponse response;
+      for (const v1::PipelineCall& call : request.calls()) {
+        v1::PipelineResult* r = response.add_results();
+        r->set_id(call.id());
+        if (script == PipelineScript::kRefuseDraining) {
+          r->mutable_status()->set_code(static_cast<int>(grpc::StatusCode::UNAVAILABLE));
+          r->mutable_status()->set_message(kDrainingMessage);
+        } else {
+          v1::ExecuteResponse* e = r->mutable_execute();
+          e->add_columns()->set_name("id");
+          e->add_rows()->add_values()->set_int64_value(static_cast<int64_t>(call.id()));
+          e->set_command_tag("SELECT 1");
+        }
+      }
+      if (response.results_size() > 0 && !stream->Write(response)) break;
+    }
     return grpc::Status::OK;
   }
 
@@ -380,6 +452,10 @@ class FakeBroker final : public v1::SessionBroker::Service {
   std::deque<Script<v1::ListenResponse>> listen_script_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::ListenRequest> listens_ ABSL_GUARDED_BY(mu_);
   int streams_cancelled_ ABSL_GUARDED_BY(mu_) = 0;
+  bool pipeline_enabled_ ABSL_GUARDED_BY(mu_) = false;
+  PipelineScript pipeline_script_ ABSL_GUARDED_BY(mu_) = PipelineScript::kAnswer;
+  int pipeline_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  int pipeline_calls_ ABSL_GUARDED_BY(mu_) = 0;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
 };

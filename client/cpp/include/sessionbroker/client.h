@@ -14,8 +14,10 @@
 // UNAVAILABLE only for the calls that are safe to repeat; a default deadline
 // on every unary call), the "x-client-id" metadata on every call, and one
 // KeepAlive stream (a background thread) that holds every Session the client
-// has open, re-opened with backoff if it breaks. Thread-safe: share one
-// Client per broker across threads.
+// has open, re-opened with backoff if it breaks, and one shared Pipeline
+// stream that carries Execute/ExecuteBatch calls of many threads at once
+// (ClientOptions::pipeline; unary calls as the fallback). Thread-safe: share
+// one Client per broker across threads.
 //
 // Session: an RAII lease (BeginSession). Its destructor rolls back an open
 // transaction and ends the session, never throwing. One thread at a time
@@ -72,6 +74,21 @@ struct TlsFiles {
 // the file that cannot be read, or a cert without its key.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsCredentials(const TlsFiles& files);
 
+// When Execute and ExecuteBatch (one-shot and in a Session) go through the
+// client's shared Pipeline stream (docs/clients.md, "Shared Pipeline
+// stream") instead of a unary call each.
+enum class PipelineMode {
+  // Always unary.
+  kOff,
+  // The stream is opened once two of this client's Execute/ExecuteBatch
+  // calls overlap; from then on, while it is open, every call uses it (a
+  // lone call too: it is no slower on the stream). A client whose calls
+  // never overlap holds no stream. The default.
+  kConcurrent,
+  // The first call opens the stream; every call uses it while it is open.
+  kAlways,
+};
+
 struct ClientOptions {
   // The broker's address, e.g. "127.0.0.1:50051" or "dns:///broker:50051".
   std::string target;
@@ -96,6 +113,15 @@ struct ClientOptions {
   // jitter, up to the maximum).
   absl::Duration keepalive_reconnect_initial = absl::Milliseconds(100);
   absl::Duration keepalive_reconnect_max = absl::Seconds(5);
+  // Calls on the shared Pipeline stream: opened on the first call that
+  // would use it (that call and any until the broker's first message still
+  // go unary), kept open, reopened after it breaks. Against a broker without
+  // the method calls go unary (and the stream is tried again a minute
+  // later). Outcomes are the unary calls' (codes, messages, SQLSTATE
+  // details, deadlines), but for one: a call whose stream broke after it
+  // was sent fails UNAVAILABLE and may or may not have been applied, as a
+  // unary call that lost its connection; it is never resent.
+  PipelineMode pipeline = PipelineMode::kConcurrent;
   // Extra channel arguments (e.g. GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH);
   // applied after the client's own.
   std::map<std::string, int> int_channel_args;
@@ -208,6 +234,19 @@ class Session {
   bool ended_ = false;
 };
 
+// The shared Pipeline stream's counters (Client::pipeline_stats).
+struct PipelineStats {
+  int64_t streams_opened = 0;   // streams this client opened (or tried to)
+  int64_t stream_calls = 0;     // calls answered through a stream
+  int64_t stream_messages = 0;  // request messages written (calls / messages: coalescing)
+  int64_t unary_calls = 0;      // Execute/ExecuteBatch calls sent as unary calls
+  int64_t handed_back = 0;      // calls a stream returned unsent (they went unary)
+  // Streams that ended before the broker's first message (UNIMPLEMENTED, a
+  // draining or unreachable broker): calls then go unary for a while.
+  int64_t streams_failed = 0;
+  bool stream_ready = false;  // a stream is open and takes calls now
+};
+
 // grpc.health.v1 serving status.
 enum class ServingStatus { kUnknown, kServing, kNotServing, kServiceUnknown };
 
@@ -297,6 +336,9 @@ class Client {
   // readiness (docs/operations.md).
   absl::StatusOr<ServingStatus> Health(absl::string_view service = "",
                                        const CallOptions& options = {});
+
+  // The shared Pipeline stream's counters (thread-safe).
+  PipelineStats pipeline_stats() const;
 
   // ---- anything else ----
   const std::shared_ptr<grpc::Channel>& channel() const;
