@@ -1059,11 +1059,13 @@ absl::Status SessionBrokerService::AdmitPipelineCall(const std::string& client) 
   int& calls = pipeline_calls_by_client_[client];
   if (limit > 0 && calls >= limit) {
     if (calls == 0) pipeline_calls_by_client_.erase(client);
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "client \"", client, "\" has ", limit,
-        " Pipeline calls in flight on its streams together, its limit "
-        "(BROKER_PIPELINE_MAX_IN_FLIGHT_PER_CLIENT, advertised in each stream's first message); "
-        "send more once results have arrived"));
+    return WithPipelineReason(
+        absl::ResourceExhaustedError(absl::StrCat(
+            "client \"", client, "\" has ", limit,
+            " Pipeline calls in flight on its streams together, its limit "
+            "(BROKER_PIPELINE_MAX_IN_FLIGHT_PER_CLIENT, advertised in each stream's first "
+            "message); send more once results have arrived")),
+        kPipelineLimitReason);
   }
   ++calls;
   ++in_flight_;  // as CallStarted(): draining waits for it

@@ -123,6 +123,12 @@ class PipelineStream {
     finished_ = true;
     return stream_->Finish();
   }
+  // A trailer of the ended stream (after End()), "" if absent.
+  std::string Trailer(const std::string& key) {
+    const auto& trailers = context_.GetServerTrailingMetadata();
+    auto it = trailers.find(key);
+    return it == trailers.end() ? std::string() : std::string(it->second.data(), it->second.size());
+  }
   bool WaitEnded() {
     std::unique_lock<std::mutex> lock(mu_);
     return cv_.wait_for(lock, std::chrono::seconds(60), [&] { return ended_; });
@@ -351,6 +357,7 @@ TEST_F(PipelineE2eTest, AtItsLimitTheStreamReadsNoFurtherMessageAndRefusesTheExc
   ASSERT_TRUE(over->has_status());
   EXPECT_EQ(over->status().code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
   EXPECT_THAT(over->status().message(), HasSubstr("BROKER_PIPELINE_MAX_IN_FLIGHT"));
+  EXPECT_EQ(over->reason(), "PIPELINE_LIMIT");  // it did not run: a client may go unary
   ASSERT_TRUE(s.Result(4).has_value());
   const std::vector<uint64_t> order = s.Order();
   const auto position = [&](uint64_t id) {
@@ -373,6 +380,7 @@ TEST_F(PipelineE2eTest, TheClientsLimitCountsTheCallsOfAllItsStreams) {
   ASSERT_TRUE(refused->has_status());
   EXPECT_EQ(refused->status().code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
   EXPECT_THAT(refused->status().message(), HasSubstr("BROKER_PIPELINE_MAX_IN_FLIGHT_PER_CLIENT"));
+  EXPECT_EQ(refused->reason(), "PIPELINE_LIMIT");
   ASSERT_TRUE(first.Result(1).has_value());
   ASSERT_TRUE(first.Result(2).has_value());
   EXPECT_TRUE(first.End().ok());
@@ -506,10 +514,13 @@ TEST_F(PipelineE2eTest, DrainFinishesTheRunningCallsThenEndsWithUnavailable) {
   // It was running when the drain began, and finished.
   ASSERT_TRUE(r->has_execute()) << r->status().message();
   EXPECT_EQ(r->execute().command_tag(), "SELECT 1");
+  EXPECT_TRUE(r->reason().empty());
   ASSERT_TRUE(s.WaitEnded());
   grpc::Status end = s.End(/*half_close=*/false);
   EXPECT_EQ(end.error_code(), grpc::StatusCode::UNAVAILABLE) << end.error_message();
   EXPECT_THAT(end.error_message(), HasSubstr("shutting down"));
+  // Every call without a result never started: safe to send elsewhere.
+  EXPECT_EQ(s.Trailer("sessionbroker-reason"), "DRAINING");
   EXPECT_EQ(broker_->WaitForExit(absl::Seconds(30)), 0) << broker_->Log();
 }
 

@@ -478,9 +478,10 @@ def test_a_refusal_by_the_streams_own_limit_goes_unary_and_other_errors_do_not()
         first, second = sorted(stream.pending)
         code = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
         stream._received(broker_pb2.PipelineResponse(results=[
-            broker_pb2.PipelineResult(id=first, status=broker_pb2.RpcStatus(
-                code=code, message="the stream has 8 calls in flight, its limit "
-                "(BROKER_PIPELINE_MAX_IN_FLIGHT, advertised in the stream's first message)")),
+            broker_pb2.PipelineResult(
+                id=first, reason="PIPELINE_LIMIT", status=broker_pb2.RpcStatus(
+                    code=code, message="the stream has 8 calls in flight, its limit "
+                    "(BROKER_PIPELINE_MAX_IN_FLIGHT, advertised in the stream's first message)")),
             broker_pb2.PipelineResult(id=second, status=broker_pb2.RpcStatus(
                 code=code, message="too many waiters for a connection"))]))
         refused["thread"].join()
