@@ -203,6 +203,7 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   collector_ = std::make_unique<core::StatusCollector>(*pool_, *runner_, *health_,
                                                        std::move(session_stats), clock);
   collector_->SetListenerStats([this] { return notifications_->Stats(); });
+  collector_->SetPipelineStreamStats([this] { return service_->PipelineStreams(); });
   // The sampler and its fan-out get a thread of their own: snapshots and
   // StartWrite calls for many watchers must not delay statements or timers.
   monitor_executor_ = std::make_unique<core::ThreadPoolExecutor>(1, "sb-monitor");

@@ -2,9 +2,16 @@
 
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/session/session_types.h"
 
 namespace sessionbroker::transport {
+
+absl::Status WithPipelineReason(absl::Status status, absl::string_view reason) {
+  status.SetPayload(core::kSessionReasonPayloadUrl, absl::Cord(reason));
+  return status;
+}
 
 PipelineBook::PipelineBook(v1::PipelineLimits limits)
     : max_in_flight_(limits.max_in_flight_per_stream()), limits_(std::move(limits)) {}
@@ -17,10 +24,12 @@ absl::Status PipelineBook::Admit(uint64_t id) {
                      "result has been received"));
   }
   if (in_flight_ >= max_in_flight_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the stream has ", in_flight_, " calls in flight, its limit (",
-        "BROKER_PIPELINE_MAX_IN_FLIGHT, advertised in the stream's first message); send more "
-        "once results have arrived"));
+    return WithPipelineReason(
+        absl::ResourceExhaustedError(absl::StrCat(
+            "the stream has ", in_flight_, " calls in flight, its limit (",
+            "BROKER_PIPELINE_MAX_IN_FLIGHT, advertised in the stream's first message); send more "
+            "once results have arrived")),
+        kPipelineLimitReason);
   }
   ids_.insert(id);
   ++in_flight_;

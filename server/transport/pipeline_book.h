@@ -23,9 +23,23 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "sessionbroker/v1/broker.pb.h"
 
 namespace sessionbroker::transport {
+
+// The reason tokens (PipelineResult.reason, the sessionbroker-reason
+// trailer) of the stream's refusals of calls that did not run, so that a
+// client can send them as unary calls without reading message text:
+// PIPELINE_LIMIT (BROKER_PIPELINE_MAX_IN_FLIGHT[_PER_CLIENT], which unary
+// calls are not subject to) and DRAINING (read after the drain began, or a
+// stream refused or ended by the drain: every call without a result never
+// started).
+inline constexpr absl::string_view kPipelineLimitReason = "PIPELINE_LIMIT";
+inline constexpr absl::string_view kPipelineDrainingReason = "DRAINING";
+
+// `status` carrying `reason` as its reason payload.
+absl::Status WithPipelineReason(absl::Status status, absl::string_view reason);
 
 class PipelineBook final {
  public:

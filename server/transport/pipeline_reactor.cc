@@ -16,6 +16,11 @@ namespace {
 constexpr char kDrainingMessage[] =
     "the broker is shutting down; retry the calls that got no result on another instance";
 
+// A call, or a whole stream, the drain stopped before it started.
+absl::Status Draining() {
+  return WithPipelineReason(absl::UnavailableError(kDrainingMessage), kPipelineDrainingReason);
+}
+
 absl::Time StreamDeadline(const grpc::CallbackServerContext& context) {
   const auto deadline = context.deadline();
   if (deadline == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
@@ -47,9 +52,7 @@ PipelineReactor* PipelineReactor::Create(PipelineHost& host, grpc::CallbackServe
     reactor->finished_ = true;
   }
   const bool draining = !host.RegisterPipelineStream(reactor);
-  absl::Status refused = !who.ok()  ? who.status()
-                         : draining ? absl::UnavailableError(kDrainingMessage)
-                                    : absl::OkStatus();
+  absl::Status refused = !who.ok() ? who.status() : draining ? Draining() : absl::OkStatus();
   if (!refused.ok()) {
     {
       core::MutexLock lock(&reactor->mu_);
@@ -108,7 +111,7 @@ PipelineReactor::Action PipelineReactor::NextLocked() {
       (abandoned_ || !book_.has_queued())) {
     finished_ = true;
     finish_status_ = abandoned_                   ? end_status_
-                     : draining_ && !half_closed_ ? absl::UnavailableError(kDrainingMessage)
+                     : draining_ && !half_closed_ ? Draining()
                                                   : absl::OkStatus();
     return Action::kFinish;
   }
@@ -175,7 +178,7 @@ void PipelineReactor::Serve(v1::PipelineRequest& request) {
       stopped = draining_ || abandoned_;
     }
     if (stopped) {
-      Refuse(id, absl::UnavailableError(kDrainingMessage));
+      Refuse(id, Draining());
       continue;
     }
     absl::Time deadline = stream_deadline;

@@ -152,9 +152,12 @@ void PoolSnapshotToProto(const core::PoolSnapshot& s, v1::PoolStatus* out) {
   listener->set_notifications_dropped(s.listener.notifications_dropped);
   listener->set_connections_lost(s.listener.connections_lost);
 
+  v1::PipelineStatus* pipeline = out->mutable_pipeline();
+  pipeline->set_streams_open(s.pipeline_streams.open);
+  pipeline->set_streams(static_cast<int64_t>(s.pipeline_streams.opened));
+  pipeline->set_stream_calls(static_cast<int64_t>(s.pipeline_streams.calls));
   if (s.pipeline.has_value()) {
     const storage::PipelineStats& pl = *s.pipeline;
-    v1::PipelineStatus* pipeline = out->mutable_pipeline();
     pipeline->set_enabled(true);
     pipeline->set_loops(pl.loops);
     pipeline->set_connections(pl.connections);

@@ -1036,7 +1036,17 @@ void Fail(const absl::Status& status, PipelineHost::Completion done) {
 bool SessionBrokerService::RegisterPipelineStream(PipelineReactor* reactor) {
   core::MutexLock lock(&pipelines_mu_);
   pipelines_.insert(reactor);
+  ++pipeline_streams_opened_;
   return !pipelines_draining_;
+}
+
+core::PipelineStreamStats SessionBrokerService::PipelineStreams() const {
+  core::PipelineStreamStats out;
+  out.calls = pipeline_stream_calls_.load(std::memory_order_relaxed);
+  core::MutexLock lock(&pipelines_mu_);
+  out.open = static_cast<int64_t>(pipelines_.size());
+  out.opened = pipeline_streams_opened_;
+  return out;
 }
 
 void SessionBrokerService::PipelineStreamDone(PipelineReactor* reactor) {
@@ -1059,11 +1069,13 @@ absl::Status SessionBrokerService::AdmitPipelineCall(const std::string& client) 
   int& calls = pipeline_calls_by_client_[client];
   if (limit > 0 && calls >= limit) {
     if (calls == 0) pipeline_calls_by_client_.erase(client);
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "client \"", client, "\" has ", limit,
-        " Pipeline calls in flight on its streams together, its limit "
-        "(BROKER_PIPELINE_MAX_IN_FLIGHT_PER_CLIENT, advertised in each stream's first message); "
-        "send more once results have arrived"));
+    return WithPipelineReason(
+        absl::ResourceExhaustedError(absl::StrCat(
+            "client \"", client, "\" has ", limit,
+            " Pipeline calls in flight on its streams together, its limit "
+            "(BROKER_PIPELINE_MAX_IN_FLIGHT_PER_CLIENT, advertised in each stream's first "
+            "message); send more once results have arrived")),
+        kPipelineLimitReason);
   }
   ++calls;
   ++in_flight_;  // as CallStarted(): draining waits for it
@@ -1214,6 +1226,7 @@ std::shared_ptr<core::RunningCall> SessionBrokerService::StartIndependentBatch(
 std::shared_ptr<core::RunningCall> SessionBrokerService::StartPipelineCall(
     const CallIdentity& who, absl::Time deadline, v1::PipelineCall& call,
     PipelineHost::Completion done) {
+  pipeline_stream_calls_.fetch_add(1, std::memory_order_relaxed);
   switch (call.body_case()) {
     case v1::PipelineCall::kExecute: {
       auto out = std::make_shared<v1::ExecuteResponse>();

@@ -50,6 +50,7 @@
 #include "server/core/base/mutex.h"
 #include "server/core/exec/request_ledger.h"
 #include "server/core/exec/statement_runner.h"
+#include "server/core/monitor/pool_snapshot.h"
 #include "server/core/notify/notification_hub.h"
 #include "server/core/session/session_manager.h"
 #include "server/transport/call_identity.h"
@@ -137,6 +138,9 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService, pr
   // True if every Pipeline stream was done (its status sent) by `deadline`
   // (real time). After StartDraining, so that no new stream opens.
   bool WaitForPipelineStreamsDone(absl::Time deadline);
+  // The Pipeline streams open, opened and their calls started, for
+  // PoolStatus and /metrics.
+  core::PipelineStreamStats PipelineStreams() const;
   int in_flight() const;
 
  private:
@@ -278,10 +282,12 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService, pr
   // Open Pipeline streams; a stream's OnDone removes it under this lock, so
   // StartDraining may call Drain() on each while holding it. Never taken by
   // what a stream calls under its own lock, nor while mu_ is held.
-  core::Mutex pipelines_mu_;
+  mutable core::Mutex pipelines_mu_;
   absl::flat_hash_set<PipelineReactor*> pipelines_ ABSL_GUARDED_BY(pipelines_mu_);
   core::CondVar pipelines_gone_;  // signalled when pipelines_ becomes empty
   bool pipelines_draining_ ABSL_GUARDED_BY(pipelines_mu_) = false;
+  uint64_t pipeline_streams_opened_ ABSL_GUARDED_BY(pipelines_mu_) = 0;
+  std::atomic<uint64_t> pipeline_stream_calls_{0};  // calls started on streams
 };
 
 }  // namespace sessionbroker::transport

@@ -25,7 +25,9 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "httplib.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
+#include "sessionbroker/v1/monitor.grpc.pb.h"
 #include "tests/support/broker_fixture.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/grpc_wire.h"
@@ -123,6 +125,12 @@ class PipelineStream {
     finished_ = true;
     return stream_->Finish();
   }
+  // A trailer of the ended stream (after End()), "" if absent.
+  std::string Trailer(const std::string& key) {
+    const auto& trailers = context_.GetServerTrailingMetadata();
+    auto it = trailers.find(key);
+    return it == trailers.end() ? std::string() : std::string(it->second.data(), it->second.size());
+  }
   bool WaitEnded() {
     std::unique_lock<std::mutex> lock(mu_);
     return cv_.wait_for(lock, std::chrono::seconds(60), [&] { return ended_; });
@@ -163,6 +171,21 @@ class PipelineE2eTest : public BrokerFixture {
                "AND state = 'active' AND position($2 in query) > 0",
                {storage::Value::String(app_name_), storage::Value::String(text)}) == 0;
   }
+  v1::PipelineStatus PipelineStatus() {
+    auto monitor = v1::PoolMonitor::NewStub(broker_->NewChannel());
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    v1::PoolStatus status;
+    const grpc::Status s = monitor->GetPoolStatus(&context, v1::GetPoolStatusRequest(), &status);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return status.pipeline();
+  }
+  std::string Metrics() {
+    httplib::Client http(absl::StrCat("http://", broker_->metrics_address()));
+    httplib::Result metrics = http.Get("/metrics");
+    EXPECT_TRUE(metrics) << "no /metrics";
+    return metrics ? metrics->body : "";
+  }
   std::vector<std::string> tables_;
 };
 
@@ -175,6 +198,29 @@ TEST_F(PipelineE2eTest, TheFirstMessageAdvertisesTheLimits) {
   EXPECT_EQ(limits->max_in_flight_per_stream(), 7u);
   EXPECT_EQ(limits->max_in_flight_per_client(), 40u);
   EXPECT_TRUE(s.End().ok());
+}
+
+TEST_F(PipelineE2eTest, PoolStatusAndMetricsCountTheStreamsAndTheirCallsWithTheEngineOff) {
+  StartBroker();
+  PipelineStream s(stub_.get());
+  ASSERT_TRUE(s.Send({ExecuteCall(1, "SELECT 1"), ExecuteCall(2, "SELECT 2")}));
+  ASSERT_TRUE(s.Result(1).has_value());
+  ASSERT_TRUE(s.Result(2).has_value());
+  // Snapshots are sampled: the numbers show up within a sampling period.
+  EXPECT_TRUE(Eventually([&] {
+    const v1::PipelineStatus p = PipelineStatus();
+    return p.streams_open() == 1 && p.streams() == 1 && p.stream_calls() == 2;
+  })) << PipelineStatus().DebugString();
+  EXPECT_FALSE(PipelineStatus().enabled());
+  EXPECT_TRUE(Eventually([&] {
+    const std::string m = Metrics();
+    return absl::StrContains(m, "\nsessionbroker_pipeline_streams_open 1\n") &&
+           absl::StrContains(m, "\nsessionbroker_pipeline_streams_total 1\n") &&
+           absl::StrContains(m, "\nsessionbroker_pipeline_stream_calls_total 2\n");
+  })) << Metrics();
+  EXPECT_TRUE(s.End().ok());
+  EXPECT_TRUE(Eventually([&] { return PipelineStatus().streams_open() == 0; }));
+  EXPECT_EQ(PipelineStatus().streams(), 1);
 }
 
 TEST_F(PipelineE2eTest, ManyCallsInOneMessageAreAnsweredByIdWithTheirOwnResults) {
@@ -351,6 +397,7 @@ TEST_F(PipelineE2eTest, AtItsLimitTheStreamReadsNoFurtherMessageAndRefusesTheExc
   ASSERT_TRUE(over->has_status());
   EXPECT_EQ(over->status().code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
   EXPECT_THAT(over->status().message(), HasSubstr("BROKER_PIPELINE_MAX_IN_FLIGHT"));
+  EXPECT_EQ(over->reason(), "PIPELINE_LIMIT");  // it did not run: a client may go unary
   ASSERT_TRUE(s.Result(4).has_value());
   const std::vector<uint64_t> order = s.Order();
   const auto position = [&](uint64_t id) {
@@ -373,6 +420,7 @@ TEST_F(PipelineE2eTest, TheClientsLimitCountsTheCallsOfAllItsStreams) {
   ASSERT_TRUE(refused->has_status());
   EXPECT_EQ(refused->status().code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
   EXPECT_THAT(refused->status().message(), HasSubstr("BROKER_PIPELINE_MAX_IN_FLIGHT_PER_CLIENT"));
+  EXPECT_EQ(refused->reason(), "PIPELINE_LIMIT");
   ASSERT_TRUE(first.Result(1).has_value());
   ASSERT_TRUE(first.Result(2).has_value());
   EXPECT_TRUE(first.End().ok());
@@ -506,10 +554,13 @@ TEST_F(PipelineE2eTest, DrainFinishesTheRunningCallsThenEndsWithUnavailable) {
   // It was running when the drain began, and finished.
   ASSERT_TRUE(r->has_execute()) << r->status().message();
   EXPECT_EQ(r->execute().command_tag(), "SELECT 1");
+  EXPECT_TRUE(r->reason().empty());
   ASSERT_TRUE(s.WaitEnded());
   grpc::Status end = s.End(/*half_close=*/false);
   EXPECT_EQ(end.error_code(), grpc::StatusCode::UNAVAILABLE) << end.error_message();
   EXPECT_THAT(end.error_message(), HasSubstr("shutting down"));
+  // Every call without a result never started: safe to send elsewhere.
+  EXPECT_EQ(s.Trailer("sessionbroker-reason"), "DRAINING");
   EXPECT_EQ(broker_->WaitForExit(absl::Seconds(30)), 0) << broker_->Log();
 }
 

@@ -468,9 +468,10 @@ TEST_F(PipelineE2eTest, PoolStatusShowsThePipelinedEngine) {
   })) << Metrics();
 }
 
-TEST_F(PipelineE2eTest, PoolStatusHasNoPipelineWhenItIsOff) {
+TEST_F(PipelineE2eTest, PoolStatusSaysThePipelinedEngineIsOffWhenItIsOff) {
   StartBroker();
-  EXPECT_FALSE(Status().has_pipeline());
+  EXPECT_FALSE(Status().pipeline().enabled());
+  EXPECT_EQ(Status().pipeline().connections(), 0);
 }
 
 }  // namespace

@@ -177,7 +177,7 @@ std::vector<ScreenLine> RenderWatchScreen(const PoolStatus& s, const PoolHistory
       absl::StrFormat("Sessions        open %d  in transaction %d  held by stream %d  queued "
                       "calls %d",
                       ss.open(), ss.in_transaction(), ss.held_by_stream(), ss.queued_calls()));
-  if (s.has_pipeline()) {
+  if (s.pipeline().enabled()) {
     const auto& pl = s.pipeline();
     add(absl::StrFormat(
         "Pipeline        %d/%d connections up on %d loops  queued %d  in flight "
@@ -303,7 +303,7 @@ std::string FormatStatus(const PoolStatus& s) {
                             k.connects(), k.connect_failures(), k.checkouts(),
                             k.checkout_timeouts(), k.waiter_rejections(), k.statements(),
                             k.statement_errors(), k.recycled(), k.invalidated()));
-  if (s.has_pipeline()) {
+  if (s.pipeline().enabled()) {
     const auto& pl = s.pipeline();
     absl::StrAppend(
         &out,

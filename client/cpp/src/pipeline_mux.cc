@@ -5,7 +5,6 @@
 #include <utility>
 
 #include "absl/random/random.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -13,21 +12,26 @@
 namespace sessionbroker::internal {
 namespace {
 
-// The broker's answer to calls it read after its drain began, and its
-// stream's final status then (server/transport/pipeline_reactor.cc): none
-// of the calls without a result ran, so they are safe to send again.
-constexpr absl::string_view kDrainingMessage =
-    "the broker is shutting down; retry the calls that got no result on another instance";
+// The reasons (PipelineResult.reason, the stream's sessionbroker-reason
+// trailer; server/transport/pipeline_book.h) of the broker's refusals of
+// calls that did not run, so they go unary: DRAINING (read after the drain
+// began; on the stream's final status, none of the calls without a result
+// ran) and PIPELINE_LIMIT (BROKER_PIPELINE_MAX_IN_FLIGHT[_PER_CLIENT], which
+// a unary call is not subject to).
+constexpr absl::string_view kDrainingReason = "DRAINING";
+constexpr absl::string_view kPipelineLimitReason = "PIPELINE_LIMIT";
 
-bool IsDraining(int code, absl::string_view message) {
-  return code == static_cast<int>(grpc::StatusCode::UNAVAILABLE) && message == kDrainingMessage;
+bool NotRun(const v1::PipelineResult& result) {
+  return result.has_status() &&
+         (result.reason() == kDrainingReason || result.reason() == kPipelineLimitReason);
 }
 
-// The stream's own limits (BROKER_PIPELINE_MAX_IN_FLIGHT[_PER_CLIENT]): the
-// call did not run, and a unary call is not subject to them.
-bool IsStreamLimit(int code, absl::string_view message) {
-  return code == static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED) &&
-         absl::StrContains(message, "BROKER_PIPELINE_MAX_IN_FLIGHT");
+// The stream ended by the drain (its trailers, after OnDone).
+bool EndedDraining(const grpc::ClientContext& context) {
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto it = trailers.find("sessionbroker-reason");
+  return it != trailers.end() &&
+         absl::string_view(it->second.data(), it->second.size()) == kDrainingReason;
 }
 
 }  // namespace
@@ -177,9 +181,7 @@ class MuxStream final : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::
     }
     if (became_ready) mux_->StreamReady();
     for (auto& [waiter, result] : ready) {
-      if (result->has_status() &&
-          (IsDraining(result->status().code(), result->status().message()) ||
-           IsStreamLimit(result->status().code(), result->status().message()))) {
+      if (NotRun(*result)) {
         waiter->routed = PipelineMux::Routed::kUnary;
         mux_->handed_back_.fetch_add(1, std::memory_order_relaxed);
       } else {
@@ -194,7 +196,7 @@ class MuxStream final : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::
 
   void OnDone(const grpc::Status& status) override {
     std::shared_ptr<MuxStream> keep = std::move(self_);  // `this` lives until we return
-    const bool draining = IsDraining(static_cast<int>(status.error_code()), status.error_message());
+    const bool draining = !status.ok() && EndedDraining(context_);
     std::vector<std::pair<MuxWaiter*, bool>> orphans;  // waiter, was written
     bool ready;
     {

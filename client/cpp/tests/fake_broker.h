@@ -120,8 +120,9 @@ class FakeBroker final : public v1::SessionBroker::Service {
   // message advertises 16 calls in flight per stream.
   enum class PipelineScript {
     kAnswer,          // each call answered: one int8 cell holding its id
-    kRefuseDraining,  // each call answered UNAVAILABLE with the draining message
-    kEndDraining,     // the first message read ends the stream as a drain does, unanswered
+    kRefuseDraining,  // each call answered UNAVAILABLE, reason DRAINING, as a draining broker
+    kEndDraining,     // the first message read ends the stream as a drain does (reason
+                      // DRAINING), unanswered
     kBreak,           // the first message read ends the stream UNAVAILABLE, unanswered
   };
   // The broker's draining message (server/transport/pipeline_reactor.cc).
@@ -241,6 +242,7 @@ class FakeBroker final : public v1::SessionBroker::Service {
         script = pipeline_script_;
       }
       if (script == PipelineScript::kEndDraining) {
+        context->AddTrailingMetadata("sessionbroker-reason", "DRAINING");
         return grpc::Status(grpc::StatusCode::UNAVAILABLE, kDrainingMessage);
       }
       if (script == PipelineScript::kBreak) {
@@ -253,6 +255,7 @@ class FakeBroker final : public v1::SessionBroker::Service {
         if (script == PipelineScript::kRefuseDraining) {
           r->mutable_status()->set_code(static_cast<int>(grpc::StatusCode::UNAVAILABLE));
           r->mutable_status()->set_message(kDrainingMessage);
+          r->set_reason("DRAINING");
         } else {
           v1::ExecuteResponse* e = r->mutable_execute();
           e->add_columns()->set_name("id");

@@ -56,10 +56,11 @@ const RETRY_MAX_MS = 30000;
 // kept under MESSAGE_BUDGET_BYTES, and a call larger than
 // UNARY_ABOVE_BYTES goes unary, where a size error is that call's alone.
 const MESSAGE_BUDGET_BYTES = 64 * 1024;
-// RESOURCE_EXHAUSTED naming these settings refuses a call for the stream's
-// or the client's Pipeline limit (nothing ran): a unary call is not bound by
-// them, so the call goes unary.
-const STREAM_LIMIT_MARK = 'BROKER_PIPELINE_MAX_IN_FLIGHT';
+// The reasons of the broker's refusals of calls that did not run
+// (server/transport/pipeline_book.h), so the call goes unary: PIPELINE_LIMIT
+// (the stream's or the client's Pipeline limit, which a unary call is not
+// bound by) and DRAINING (read after the broker's drain began).
+const NOT_RUN_REASONS = new Set(['PIPELINE_LIMIT', 'DRAINING']);
 const UNARY_ABOVE_BYTES = 16 * 1024;
 
 // An upper estimate of a request's encoded size: its strings' UTF-8 bytes,
@@ -368,9 +369,7 @@ class SharedPipeline {
       if (result.outcome === 'execute') {
         this.stats.streamCalls++;
         this._settle(entry, null, result.execute);
-      } else if (result.outcome === 'status' && result.status &&
-                 result.status.code === grpc.status.RESOURCE_EXHAUSTED &&
-                 String(result.status.message).includes(STREAM_LIMIT_MARK)) {
+      } else if (result.outcome === 'status' && NOT_RUN_REASONS.has(result.reason)) {
         this._toUnary(entry);
       } else if (result.outcome === 'status') {
         this.stats.streamCalls++;

@@ -21,7 +21,8 @@ call whose deadline passed. Fallbacks: a broker without the method
 (UNIMPLEMENTED) -> unary for good; a stream that cannot be opened -> unary,
 retried after a backoff; a stream that breaks -> its calls not yet sent go
 unary, its calls already sent fail with the stream's status (a lost call,
-never resent); a refusal by the stream's own limits (nothing ran) -> unary.
+never resent); a refusal of a call that did not run (reason PIPELINE_LIMIT:
+the stream's own limits, or DRAINING) -> unary.
 On drain the broker ends the stream UNAVAILABLE after its calls finished;
 later calls go unary until a new stream opens.
 
@@ -53,9 +54,11 @@ Metadata = Tuple[Tuple[str, str], ...]
 # Backoff before opening a stream again after one failed to open or broke.
 _BACKOFF_INITIAL = 0.1
 _BACKOFF_MAX = 5.0
-# The text of the broker's refusals by the stream's own in-flight limits
-# (BROKER_PIPELINE_MAX_IN_FLIGHT[_PER_CLIENT]): nothing ran, so the call goes unary.
-_STREAM_LIMIT_MARK = "BROKER_PIPELINE_MAX_IN_FLIGHT"
+# The reasons of the broker's refusals of calls that did not run, so they go
+# unary (server/transport/pipeline_book.h): the stream's own in-flight limits
+# (BROKER_PIPELINE_MAX_IN_FLIGHT[_PER_CLIENT]), which a unary call is not
+# subject to, and a call read after the broker's drain began.
+_NOT_RUN_REASONS = frozenset({"PIPELINE_LIMIT", "DRAINING"})
 #: What a lost call's error message ends with.
 LOST_SUFFIX = (" (the call was sent on a Pipeline stream that ended before its result came: "
                "it may or may not have been applied)")
@@ -103,11 +106,11 @@ def status_parts(status: "broker_pb2.RpcStatus", sqlstate: str,
     return code, status.message, tuple(trailers)
 
 
-def is_stream_limit_refusal(status: "broker_pb2.RpcStatus") -> bool:
-    """The broker refused the call for the stream's own in-flight limits
-    (nothing ran; a unary call is not subject to them)."""
-    return (status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-            and _STREAM_LIMIT_MARK in status.message)
+def is_not_run_refusal(result: "broker_pb2.PipelineResult") -> bool:
+    """The broker refused the call on the stream without running it (its
+    in-flight limits, or its drain): the call goes unary. Told by the
+    result's reason token, never by its message."""
+    return result.WhichOneof("outcome") == "status" and result.reason in _NOT_RUN_REASONS
 
 
 def pipeline_call(call_id: int, body: str, request: Any,
@@ -276,8 +279,7 @@ class _Stream:
                 p = self.pending.pop(result.id, None)
                 if p is None or p.abandoned:
                     continue
-                if (result.WhichOneof("outcome") == "status"
-                        and is_stream_limit_refusal(result.status)):
+                if is_not_run_refusal(result):
                     p.unsent = True
                     mux.stats.fallbacks += 1
                 else:

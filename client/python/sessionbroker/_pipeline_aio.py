@@ -28,7 +28,7 @@ import grpc.aio
 
 from sessionbroker._pb import broker_pb2, broker_pb2_grpc
 from sessionbroker._pipeline import (LOST_SUFFIX, Metadata, MuxStats, _BACKOFF_INITIAL,
-                                     _BACKOFF_MAX, is_stream_limit_refusal, pipeline_call,
+                                     _BACKOFF_MAX, is_not_run_refusal, pipeline_call,
                                      status_parts)
 
 
@@ -144,8 +144,7 @@ class _AioStream:
             p = self.pending.pop(result.id, None)
             if p is None or p.abandoned:
                 continue
-            if (result.WhichOneof("outcome") == "status"
-                    and is_stream_limit_refusal(result.status)):
+            if is_not_run_refusal(result):
                 p.unsent = True
                 mux.stats.fallbacks += 1
                 p.finish()

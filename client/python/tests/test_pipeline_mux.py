@@ -466,7 +466,8 @@ def test_calls_not_yet_sent_when_the_stream_breaks_go_unary_and_sent_ones_are_lo
     channel.close()
 
 
-def test_a_refusal_by_the_streams_own_limit_goes_unary_and_other_errors_do_not():
+@pytest.mark.parametrize("reason", ["PIPELINE_LIMIT", "DRAINING"])
+def test_a_refusal_of_a_call_that_did_not_run_goes_unary_and_other_errors_do_not(reason):
     channel = grpc.insecure_channel("127.0.0.1:1")
     mux = PipelineMux(channel, ())
     mux.acquire()
@@ -478,9 +479,10 @@ def test_a_refusal_by_the_streams_own_limit_goes_unary_and_other_errors_do_not()
         first, second = sorted(stream.pending)
         code = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
         stream._received(broker_pb2.PipelineResponse(results=[
-            broker_pb2.PipelineResult(id=first, status=broker_pb2.RpcStatus(
-                code=code, message="the stream has 8 calls in flight, its limit "
-                "(BROKER_PIPELINE_MAX_IN_FLIGHT, advertised in the stream's first message)")),
+            broker_pb2.PipelineResult(
+                id=first, reason=reason, status=broker_pb2.RpcStatus(
+                    code=code, message="the stream has 8 calls in flight, its limit "
+                    "(BROKER_PIPELINE_MAX_IN_FLIGHT, advertised in the stream's first message)")),
             broker_pb2.PipelineResult(id=second, status=broker_pb2.RpcStatus(
                 code=code, message="too many waiters for a connection"))]))
         refused["thread"].join()

@@ -33,6 +33,14 @@ struct ClientShare {
   int64_t quota_rejections = 0;
 };
 
+// The Pipeline RPC's streams (issue 14), whether or not the pipelined engine
+// runs: kept by the transport's SessionBrokerService.
+struct PipelineStreamStats {
+  int64_t open = 0;     // streams open now
+  uint64_t opened = 0;  // streams opened since start (refused ones included)
+  uint64_t calls = 0;   // calls admitted and started on them since start
+};
+
 struct PoolSnapshot {
   absl::Time time;  // when it was taken
 
@@ -64,6 +72,7 @@ struct PoolSnapshot {
   // hot connections are part of the bound (the pool has DB_POOL_SIZE minus
   // them).
   std::optional<storage::PipelineStats> pipeline;
+  PipelineStreamStats pipeline_streams;
 
   // The busiest clients (by connections in use and waiting, then sessions),
   // at most top_clients of them; clients_total counts them all.

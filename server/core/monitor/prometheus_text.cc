@@ -252,6 +252,15 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
             static_cast<double>(ls.connections_lost),
             "Listener connections lost (each followed by a RECONNECTED gap).");
 
+  // The Pipeline RPC's streams, with or without the engine.
+  const PipelineStreamStats& ps = s.pipeline_streams;
+  w.Gauge("sessionbroker_pipeline_streams_open", static_cast<double>(ps.open),
+          "Pipeline streams open.");
+  w.Counter("sessionbroker_pipeline_streams_total", static_cast<double>(ps.opened),
+            "Pipeline streams opened (those refused at once included).");
+  w.Counter("sessionbroker_pipeline_stream_calls_total", static_cast<double>(ps.calls),
+            "Calls admitted and started on Pipeline streams (whichever path ran them).");
+
   // The pipelined engine (issue 14), when configured.
   if (s.pipeline.has_value()) {
     const storage::PipelineStats& pl = *s.pipeline;

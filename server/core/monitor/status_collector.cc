@@ -39,6 +39,7 @@ PoolSnapshot StatusCollector::Collect() const {
   s.statement_duration_totals = runner_.statement_duration().Totals();
   if (sessions_) s.sessions = sessions_();
   if (listener_) s.listener = listener_();
+  if (pipeline_streams_) s.pipeline_streams = pipeline_streams_();
 
   absl::flat_hash_map<std::string, ClientShare> clients;
   for (auto& [id, usage] : s.pool.clients) {

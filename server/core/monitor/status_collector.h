@@ -41,6 +41,13 @@ class StatusCollector final {
   using ListenerStatsFn = std::function<ListenerStats()>;
   void SetListenerStats(ListenerStatsFn listener) { listener_ = std::move(listener); }
 
+  // The Pipeline streams' numbers (SessionBrokerService); thread-safe. Set
+  // before the first Collect(); unset, snapshots show zeros.
+  using PipelineStreamStatsFn = std::function<PipelineStreamStats()>;
+  void SetPipelineStreamStats(PipelineStreamStatsFn streams) {
+    pipeline_streams_ = std::move(streams);
+  }
+
   // From now on snapshots say the broker is draining.
   void SetDraining() { draining_.store(true); }
   absl::Time started() const { return started_; }
@@ -50,7 +57,8 @@ class StatusCollector final {
   const StatementRunner& runner_;
   const HealthChecker& health_;
   const SessionStatsFn sessions_;
-  ListenerStatsFn listener_;  // set before any Collect()
+  ListenerStatsFn listener_;                // set before any Collect()
+  PipelineStreamStatsFn pipeline_streams_;  // set before any Collect()
   const Clock& clock_;
   const int top_clients_;
   const absl::Time started_;

@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/core/session/session_types.h"
 
 namespace sessionbroker::transport {
 namespace {
@@ -106,6 +107,8 @@ TEST(PipelineBookTest, AtTheLimitNoMoreIsReadAndFurtherCallsAreRefused) {
   absl::Status over = book.Admit(3);
   EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(over.message(), HasSubstr("BROKER_PIPELINE_MAX_IN_FLIGHT"));
+  // The token a client goes by (the call did not run), not the text.
+  EXPECT_EQ(over.GetPayload(core::kSessionReasonPayloadUrl), absl::Cord("PIPELINE_LIMIT"));
   // A completed result still counts until it has been sent.
   book.Complete(Result(1), {true, 0});
   EXPECT_FALSE(book.may_read());

@@ -298,6 +298,7 @@ TEST(PoolStatusConversionTest, ThePipelinedEnginesNumbersWhenItIsOn) {
   pl.recycles = 1;
   pl.recent_statements_per_flush = 6.5;
   s.pipeline = pl;
+  s.pipeline_streams = {/*open=*/1, /*opened=*/3, /*calls=*/900};
   v1::PoolStatus out;
   PoolSnapshotToProto(s, &out);
   ASSERT_TRUE(out.has_pipeline());
@@ -317,14 +318,25 @@ TEST(PoolStatusConversionTest, ThePipelinedEnginesNumbersWhenItIsOn) {
   EXPECT_EQ(p.connection_failures(), 3);
   EXPECT_EQ(p.recycles(), 1);
   EXPECT_DOUBLE_EQ(p.recent_statements_per_flush(), 6.5);
+  EXPECT_EQ(p.streams_open(), 1);
+  EXPECT_EQ(p.streams(), 3);
+  EXPECT_EQ(p.stream_calls(), 900);
 }
 
-TEST(PoolStatusConversionTest, NoPipelineWhenTheEngineIsOff) {
+TEST(PoolStatusConversionTest, WithTheEngineOffThePipelineIsDisabledAndStillCountsItsStreams) {
   core::PoolSnapshot s = ASnapshot();
   s.pipeline.reset();
+  s.pipeline_streams = {/*open=*/2, /*opened=*/5, /*calls=*/40};
   v1::PoolStatus out;
   PoolSnapshotToProto(s, &out);
-  EXPECT_FALSE(out.has_pipeline());
+  ASSERT_TRUE(out.has_pipeline());
+  const v1::PipelineStatus& p = out.pipeline();
+  EXPECT_FALSE(p.enabled());
+  EXPECT_EQ(p.connections(), 0);
+  EXPECT_EQ(p.calls(), 0);
+  EXPECT_EQ(p.streams_open(), 2);
+  EXPECT_EQ(p.streams(), 5);
+  EXPECT_EQ(p.stream_calls(), 40);
 }
 
 }  // namespace

@@ -191,6 +191,10 @@ TEST(FormatStatus, ShowsThePipelinedEngineOrSaysItIsOff) {
                             "connection failures 1, recycled 0"));
   EXPECT_THAT(FormatStatus(Snapshot(0, 3, 7)),
               HasSubstr("pipeline    off (BROKER_PIPELINE_CONNECTIONS=0)"));
+  // A broker with the engine off still sends `pipeline` (its stream counters).
+  PoolStatus off = Snapshot(0, 3, 7);
+  off.mutable_pipeline()->set_stream_calls(5);
+  EXPECT_THAT(FormatStatus(off), HasSubstr("pipeline    off (BROKER_PIPELINE_CONNECTIONS=0)"));
 }
 
 TEST(StatusJson, UsesProtoFieldNames) {

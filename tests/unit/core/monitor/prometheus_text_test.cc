@@ -87,6 +87,21 @@ TEST(PrometheusTextTest, CountersEndInTotal) {
   EXPECT_THAT(text, HasSubstr("sessionbroker_sessions_ended_total{reason=\"expired\"} 4\n"));
 }
 
+TEST(PrometheusTextTest, PipelineStreamsAreShownWithTheEngineOffToo) {
+  PoolSnapshot s = Example();
+  s.pipeline.reset();
+  s.pipeline_streams = {/*open=*/2, /*opened=*/7, /*calls=*/130};
+  const std::string text = RenderPrometheus(s);
+  EXPECT_THAT(text, HasSubstr("# TYPE sessionbroker_pipeline_streams_open gauge\n"
+                              "sessionbroker_pipeline_streams_open 2\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE sessionbroker_pipeline_streams_total counter\n"
+                              "sessionbroker_pipeline_streams_total 7\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE sessionbroker_pipeline_stream_calls_total counter\n"
+                              "sessionbroker_pipeline_stream_calls_total 130\n"));
+  // The engine's own numbers are not shown when it is off.
+  EXPECT_THAT(text, Not(HasSubstr("sessionbroker_pipeline_loops")));
+}
+
 TEST(PrometheusTextTest, HistogramsHaveCumulativeBucketsSumAndCount) {
   const std::string text = RenderPrometheus(Example());
   EXPECT_THAT(text, HasSubstr("# TYPE sessionbroker_pool_checkout_wait_seconds histogram\n"
