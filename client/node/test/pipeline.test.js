@@ -374,24 +374,38 @@ test('a drain loses no call: calls running on the stream return their rows, one 
   const probe = new Broker({target: draining.target, pipeline: false});
   const key = String(Math.floor(Math.random() * 2 ** 40));
   const marker = `pipe_drain_lock_${process.pid}_${key}`;
+  const keeperKey = String(Number(key) + 1);
+  const keeperMarker = `pipe_drain_keeper_${process.pid}_${keeperKey}`;
   // On the test file's broker (not the one that drains): a transaction holds
-  // the advisory lock, so the calls that take it shared run until it commits.
-  let release;
-  const released = new Promise((resolve) => {
-    release = resolve;
-  });
-  let locked;
-  const holding = new Promise((resolve) => {
-    locked = resolve;
-  });
-  const holder = db.transaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1::int8)', [key]);
-    locked();
-    await released;
-  });
+  // an advisory lock, so the calls that take it shared run until it commits.
+  const holdLock = (lockKey) => {
+    let release;
+    const released = new Promise((resolve) => {
+      release = resolve;
+    });
+    let locked;
+    const holding = new Promise((resolve) => {
+      locked = resolve;
+    });
+    const done = db.transaction(async (tx) => {
+      await tx.query('SELECT pg_advisory_xact_lock($1::int8)', [lockKey]);
+      locked();
+      await released;
+    });
+    return {holding, release, done};
+  };
+  const holder = holdLock(key);
+  // Holds a unary call running on the draining broker until the end, so that
+  // the broker still answers the calls that go unary (and has not shut its
+  // server down, which would cancel them).
+  const keeperHolder = holdLock(keeperKey);
   const stopped = {promise: null};
   try {
-    await holding;
+    await holder.holding;
+    await keeperHolder.holding;
+    const keeper = probe.query(
+      `SELECT pg_advisory_xact_lock_shared(${keeperKey}), 'kept' AS s /* ${keeperMarker} */`);
+    await waitUntil(async () => (await running(keeperMarker)) === 1);
     const heldSql = `SELECT pg_advisory_xact_lock_shared(${key}), 'ran' AS s /* ${marker} */`;
     const held = [piped.query(heldSql), piped.query(heldSql)];
     const pipeline = piped._pipeline;
@@ -413,8 +427,8 @@ test('a drain loses no call: calls running on the stream return their rows, one 
     // stream ends by the drain.
     const unread = piped.query('SELECT 2').catch((e) => e);
     await waitUntil(() => pipeline._stream !== null && pipeline._stream.inFlight.size === 3);
-    release();
-    await holder;
+    holder.release();
+    await holder.done;
     const rows = await Promise.all(held);
     assert.deepEqual(rows.map((r) => r.rows[0].s), ['ran', 'ran']);
     for (const e of [read, await unread]) {
@@ -424,10 +438,15 @@ test('a drain loses no call: calls running on the stream return their rows, one 
     assert.equal(pipeline.stats.drainHandedBack, 1);
     assert.equal(counts.Execute, executesBefore + 2);
     assert.equal(counts.Pipeline, 1);
+    keeperHolder.release();
+    await keeperHolder.done;
+    assert.deepEqual((await keeper).rows.map((r) => r.s), ['kept']);
     await stopped.promise;
   } finally {
-    release();
-    await holder.catch(() => {});
+    for (const h of [holder, keeperHolder]) {
+      h.release();
+      await h.done.catch(() => {});
+    }
     await piped.close();
     await probe.close();
     await draining.stop();

@@ -330,19 +330,25 @@ def test_a_drain_never_loses_a_call_running_ones_finish_and_unread_ones_fail_as_
         broker_factory, broker_target):
     # A drain window of 1 s, and a grace long enough for the calls held by the lock.
     broker = broker_factory({"BROKER_DRAIN_SECONDS": "1", "BROKER_SHUTDOWN_GRACE_SECONDS": "60"})
-    key = int(uuid.uuid4().int % (1 << 62))
-    marker = uuid.uuid4().hex
+    key, keeper_key = (int(uuid.uuid4().int % (1 << 62)) for _ in range(2))
+    marker, keeper_marker = uuid.uuid4().hex, uuid.uuid4().hex
     holder = _lock_holder(broker_target, key)
+    # Holds a unary call running on the draining broker until the end, so that
+    # the broker still answers the calls that go unary (and has not shut its
+    # server down, which would cancel them).
+    keeper_holder = _lock_holder(broker_target, keeper_key)
     watcher = dbapi.connect(broker_target, client_id=_client(), autocommit=True, pipeline=False)
     client = _client()
     # A connection per call (a connection runs one call at a time); one mux.
     names = ("held0", "held1", "read", "unread")
     conns = {name: dbapi.connect(broker.target, client_id=client, autocommit=True)
              for name in names}
+    conns["keeper"] = dbapi.connect(broker.target, client_id=client, autocommit=True,
+                                    pipeline=False)
     probe = dbapi.connect(broker.target, client_id=client, autocommit=True, pipeline=False)
     _stream_ready(conns["held0"])
     mux = conns["held0"]._mux
-    assert all(c._mux is mux for c in conns.values())
+    assert all(conns[name]._mux is mux for name in names)
     outcomes: dict = {}
 
     def run(name: str, sql: str) -> None:
@@ -353,10 +359,10 @@ def test_a_drain_never_loses_a_call_running_ones_finish_and_unread_ones_fail_as_
         except dbapi.Error as e:
             outcomes[name] = e
 
-    def waiting_for_the_lock() -> int:
+    def waiting_for_the_lock(tag: str) -> int:
         cur = watcher.cursor()
         cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE %s AND pid <> pg_backend_pid()", (f"%{marker}%",))
+                    "AND query LIKE %s AND pid <> pg_backend_pid()", (f"%{tag}%",))
         return cur.fetchone()[0]
 
     def drain_began() -> bool:
@@ -375,7 +381,12 @@ def test_a_drain_never_loses_a_call_running_ones_finish_and_unread_ones_fail_as_
         return check
 
     held_sql = f"SELECT pg_advisory_xact_lock_shared({key}), 'ran' /* {marker} */"
+    keeper_sql = (f"SELECT pg_advisory_xact_lock_shared({keeper_key}), 'kept' "
+                  f"/* {keeper_marker} */")
+    keeper = threading.Thread(target=run, args=("keeper", keeper_sql))
     try:
+        keeper.start()
+        _wait_for("the keeper waits for its lock", lambda: waiting_for_the_lock(keeper_marker) == 1)
         with another_call_in_flight(mux):
             held = [threading.Thread(target=run, args=(f"held{i}", held_sql)) for i in range(2)]
             for t in held:
@@ -383,7 +394,7 @@ def test_a_drain_never_loses_a_call_running_ones_finish_and_unread_ones_fail_as_
             # Both were sent; one waits for the lock in PostgreSQL (the other may
             # wait behind it on the same pipelined connection).
             _wait_for("both calls were sent on the stream", sent(2))
-            _wait_for("a call waits for the lock", lambda: waiting_for_the_lock() >= 1)
+            _wait_for("a call waits for the lock", lambda: waiting_for_the_lock(marker) >= 1)
             broker.process.terminate()
             _wait_for("the drain window is over (unary calls are refused)", drain_began)
             # Read after the drain began: answered DRAINING, so it goes unary and
@@ -399,9 +410,13 @@ def test_a_drain_never_loses_a_call_running_ones_finish_and_unread_ones_fail_as_
             holder.commit()
             for t in held + [unread]:
                 t.join()
+        keeper_holder.commit()
+        keeper.join()
     finally:
         holder.close()
+        keeper_holder.close()
     assert outcomes["held0"] == outcomes["held1"] == ("", "ran")
+    assert outcomes["keeper"] == ("", "kept")
     for name in ("read", "unread"):
         error = outcomes[name]
         assert isinstance(error, dbapi.OperationalError), (name, error)
