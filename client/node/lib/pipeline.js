@@ -36,11 +36,17 @@
 //   and an AbortSignal reject the caller at once and send `cancel: [id]`.
 // - A broker without Pipeline (UNIMPLEMENTED): the calls on that stream did
 //   not run and go unary, as does every later call (remembered). A stream
-//   that fails or ends (drain: UNAVAILABLE once running calls finished):
-//   calls already written reject with the stream's error mapped as a unary
-//   call's (UNAVAILABLE: they may or may not have run; never resent), calls
-//   not yet written go unary, and so do new calls for a pause that grows
-//   while streams keep failing (1 s to 30 s) before a new stream is tried.
+//   the broker ends by its drain (UNAVAILABLE with the trailer
+//   `sessionbroker-reason: DRAINING`, read by token, never by message) ended
+//   once every running call's result was sent: its written calls without a
+//   result were never read, so they go unary as calls refused with DRAINING
+//   do (the draining broker refuses them UNAVAILABLE, or another instance
+//   serves them). A stream that fails or ends otherwise: calls already
+//   written reject with the stream's error mapped as a unary call's
+//   (UNAVAILABLE: they may or may not have run; never resent). Either way
+//   calls not yet written go unary, and so do new calls for a pause that
+//   grows while streams keep failing (1 s to 30 s) before a new stream is
+//   tried.
 //
 // Node runs it on one thread: no locks; all state changes happen in
 // callbacks of the event loop. Owned by its Broker.
@@ -60,7 +66,9 @@ const MESSAGE_BUDGET_BYTES = 64 * 1024;
 // (server/transport/pipeline_book.h), so the call goes unary: PIPELINE_LIMIT
 // (the stream's or the client's Pipeline limit, which a unary call is not
 // bound by) and DRAINING (read after the broker's drain began).
-const NOT_RUN_REASONS = new Set(['PIPELINE_LIMIT', 'DRAINING']);
+const DRAINING = 'DRAINING';
+const NOT_RUN_REASONS = new Set(['PIPELINE_LIMIT', DRAINING]);
+const REASON_KEY = 'sessionbroker-reason';
 const UNARY_ABOVE_BYTES = 16 * 1024;
 
 // An upper estimate of a request's encoded size: its strings' UTF-8 bytes,
@@ -79,6 +87,14 @@ function estimatedBytes(value) {
     return n;
   }
   return 11;
+}
+
+// The stream was ended by the broker's drain: a non-OK status whose trailers
+// carry the DRAINING reason token.
+function endedByDrain(status) {
+  if (status.code === grpc.status.OK || !status.metadata) return false;
+  const values = status.metadata.get(REASON_KEY);
+  return values.length > 0 && String(values[0]) === DRAINING;
 }
 
 function abortReason(signal) {
@@ -155,8 +171,11 @@ class SharedPipeline {
     this._retryAt = 0;
     this._retryMs = RETRY_INITIAL_MS;
     this._closed = false;
-    /** Counters for diagnostics: calls answered on a stream, calls made unary, streams opened. */
-    this.stats = {streamCalls: 0, unaryCalls: 0, streamsOpened: 0};
+    /**
+     * Counters for diagnostics: calls answered on a stream, calls made unary,
+     * streams opened, written calls a drained stream handed back to unary.
+     */
+    this.stats = {streamCalls: 0, unaryCalls: 0, streamsOpened: 0, drainHandedBack: 0};
   }
 
   /** Whether new calls go to a stream now (else unary). */
@@ -394,6 +413,12 @@ class SharedPipeline {
     if (status.code === grpc.status.UNIMPLEMENTED) {
       // The broker has no Pipeline: nothing ran. Unary from now on.
       this._unsupported = true;
+      for (const entry of written) this._toUnary(entry);
+    } else if (endedByDrain(status)) {
+      // Every call the broker read has its result: the others never ran.
+      this._retryAt = Date.now() + this._retryMs;
+      this._retryMs = Math.min(RETRY_MAX_MS, this._retryMs * 2);
+      this.stats.drainHandedBack += written.length;
       for (const entry of written) this._toUnary(entry);
     } else {
       if (status.code !== grpc.status.OK || written.length > 0) {

@@ -2,9 +2,11 @@
 // The shared Pipeline stream (lib/pipeline.js) against a live broker: calls
 // are multiplexed over it with the unary calls' results and errors,
 // deadlines and aborts cancel by id, the advertised limits queue calls
-// locally, a broken or drained stream fails what it carried as a lost unary
-// call and leaves new calls to the unary path, a broker without Pipeline is
-// served unary, and `pipeline: false` never opens the stream.
+// locally, a broken stream fails what it carried as a lost unary call and
+// leaves new calls to the unary path, a drained stream (result reason or
+// stream trailer DRAINING) hands its calls that never ran to the unary path,
+// a broker without Pipeline is served unary, and `pipeline: false` never
+// opens the stream.
 //
 // Which RPCs a Broker made is observed with a grpc-js client interceptor
 // (channelOptions.interceptors): the broker exports no per-method counters.
@@ -360,6 +362,178 @@ test('a draining broker finishes the calls running on the stream; later calls fa
     await draining.stop();
   }
 });
+
+test('a drain loses no call: calls running on the stream return their rows, one read after ' +
+     'the drain began (result DRAINING) and one left unread (stream trailer DRAINING) go ' +
+     'unary and fail UNAVAILABLE there', async () => {
+  // A drain window of 1 s, and a grace long enough for the calls held by the lock.
+  const draining = await startBroker({BROKER_DRAIN_SECONDS: '1',
+    BROKER_SHUTDOWN_GRACE_SECONDS: '60'});
+  const {counts, channelOptions} = methodCounter();
+  const piped = new Broker({target: draining.target, channelOptions});
+  const probe = new Broker({target: draining.target, pipeline: false});
+  const key = String(Math.floor(Math.random() * 2 ** 40));
+  const marker = `pipe_drain_lock_${process.pid}_${key}`;
+  const keeperKey = String(Number(key) + 1);
+  const keeperMarker = `pipe_drain_keeper_${process.pid}_${keeperKey}`;
+  // On the test file's broker (not the one that drains): a transaction holds
+  // an advisory lock, so the calls that take it shared run until it commits.
+  const holdLock = (lockKey) => {
+    let release;
+    const released = new Promise((resolve) => {
+      release = resolve;
+    });
+    let locked;
+    const holding = new Promise((resolve) => {
+      locked = resolve;
+    });
+    const done = db.transaction(async (tx) => {
+      await tx.query('SELECT pg_advisory_xact_lock($1::int8)', [lockKey]);
+      locked();
+      await released;
+    });
+    return {holding, release, done};
+  };
+  const holder = holdLock(key);
+  // Holds a unary call running on the draining broker until the end, so that
+  // the broker still answers the calls that go unary (and has not shut its
+  // server down, which would cancel them).
+  const keeperHolder = holdLock(keeperKey);
+  const stopped = {promise: null};
+  try {
+    await holder.holding;
+    await keeperHolder.holding;
+    const keeper = probe.query(
+      `SELECT pg_advisory_xact_lock_shared(${keeperKey}), 'kept' AS s /* ${keeperMarker} */`);
+    await waitUntil(async () => (await running(keeperMarker)) === 1);
+    const heldSql = `SELECT pg_advisory_xact_lock_shared(${key}), 'ran' AS s /* ${marker} */`;
+    const held = [piped.query(heldSql), piped.query(heldSql)];
+    const pipeline = piped._pipeline;
+    // Both written; one waits for the lock in PostgreSQL (the other may wait
+    // behind it on the same pipelined connection).
+    await waitUntil(() => pipeline._stream !== null && pipeline._stream.inFlight.size === 2);
+    await waitUntil(async () => (await running(marker)) >= 1);
+    stopped.promise = draining.stop();
+    await waitUntil(() => probe.query('SELECT 1').then(() => false, (e) => {
+      assert.equal(e.grpcCode, grpcStatus.UNAVAILABLE);
+      return true;
+    }));
+    // Read after the drain began: answered DRAINING on the stream, so it
+    // goes unary and is refused there.
+    const executesBefore = counts.Execute || 0;
+    const read = await piped.query('SELECT 1').catch((e) => e);
+    assert.equal(counts.Execute, executesBefore + 1);
+    // The broker reads no further message: this one waits, unread, until the
+    // stream ends by the drain.
+    const unread = piped.query('SELECT 2').catch((e) => e);
+    await waitUntil(() => pipeline._stream !== null && pipeline._stream.inFlight.size === 3);
+    holder.release();
+    await holder.done;
+    const rows = await Promise.all(held);
+    assert.deepEqual(rows.map((r) => r.rows[0].s), ['ran', 'ran']);
+    for (const e of [read, await unread]) {
+      assert.ok(e instanceof DatabaseError, `not a DatabaseError: ${e}`);
+      assert.equal(e.grpcCode, grpcStatus.UNAVAILABLE);
+    }
+    assert.equal(pipeline.stats.drainHandedBack, 1);
+    assert.equal(counts.Execute, executesBefore + 2);
+    assert.equal(counts.Pipeline, 1);
+    keeperHolder.release();
+    await keeperHolder.done;
+    assert.deepEqual((await keeper).rows.map((r) => r.s), ['kept']);
+    await stopped.promise;
+  } finally {
+    for (const h of [holder, keeperHolder]) {
+      h.release();
+      await h.done.catch(() => {});
+    }
+    await piped.close();
+    await probe.close();
+    await draining.stop();
+  }
+});
+
+/**
+ * A fake broker whose Pipeline answers the calls of its first message with
+ * results refused DRAINING and ends the stream at the next message with
+ * UNAVAILABLE and `trailers`; its Execute serves every call (as another
+ * instance would).
+ */
+async function drainingFake(trailers) {
+  const {SessionBroker} = load();
+  const server = new grpc.Server();
+  const seen = {messages: 0, executes: []};
+  server.addService(SessionBroker.service, {
+    Execute(call, callback) {
+      seen.executes.push(call.request.sql);
+      callback(null, {columns: [{name: 'sql', type_name: 'text'}],
+        rows: [{values: [{string_value: call.request.sql}]}], command_tag: 'SELECT 1'});
+    },
+    Pipeline(call) {
+      call.write({limits: {max_in_flight_per_stream: 8, max_in_flight_per_client: 8}});
+      call.on('data', (request) => {
+        if (++seen.messages === 1) {
+          call.write({results: request.calls.map((c) => ({id: c.id, reason: 'DRAINING',
+            status: {code: grpc.status.UNAVAILABLE,
+              message: 'the broker is shutting down; retry on another instance'}}))});
+        } else {
+          const metadata = new grpc.Metadata();
+          for (const [k, v] of Object.entries(trailers)) metadata.set(k, v);
+          call.emit('error', {code: grpc.status.UNAVAILABLE,
+            details: 'the broker is shutting down (DRAINING)', metadata});
+        }
+      });
+      call.on('end', () => call.end());
+    },
+  });
+  const port = await new Promise((resolve, reject) => server.bindAsync('127.0.0.1:0',
+    grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return {target: `127.0.0.1:${port}`, seen, stop: () => server.forceShutdown()};
+}
+
+test('a result refused DRAINING and the calls of a stream ended with the DRAINING trailer ' +
+     'go unary; no stream opens again before the pause', async () => {
+  const fake = await drainingFake({'sessionbroker-reason': 'DRAINING'});
+  const {counts, channelOptions} = methodCounter();
+  const piped = new Broker({target: fake.target, channelOptions});
+  try {
+    const refused = await piped.query('SELECT refused');
+    assert.deepEqual(refused.rows, [{sql: 'SELECT refused'}]);
+    const unread = await piped.query('SELECT unread');
+    assert.deepEqual(unread.rows, [{sql: 'SELECT unread'}]);
+    assert.equal(piped._pipeline.stats.drainHandedBack, 1);
+    const streams = counts.Pipeline;
+    const next = await piped.query('SELECT next');
+    assert.deepEqual(next.rows, [{sql: 'SELECT next'}]);
+    assert.equal(counts.Pipeline, streams);
+    assert.deepEqual(fake.seen.executes, ['SELECT refused', 'SELECT unread', 'SELECT next']);
+  } finally {
+    await piped.close();
+    fake.stop();
+  }
+});
+
+for (const [what, trailers] of [['no reason trailer', {}],
+  ['another reason', {'sessionbroker-reason': 'PIPELINE_LIMIT'}]]) {
+  test(`the calls of a stream ended UNAVAILABLE with ${what} fail as lost, never resent`,
+    async () => {
+      const fake = await drainingFake(trailers);
+      const piped = new Broker({target: fake.target});
+      try {
+        await piped.query('SELECT refused');
+        const lost = await piped.query('SELECT lost').catch((e) => e);
+        assert.ok(lost instanceof DatabaseError, `not a DatabaseError: ${lost}`);
+        assert.equal(lost.grpcCode, grpcStatus.UNAVAILABLE);
+        // The message names the drain, but only the trailer's token counts.
+        assert.match(lost.message, /DRAINING/);
+        assert.equal(piped._pipeline.stats.drainHandedBack, 0);
+        assert.deepEqual(fake.seen.executes, ['SELECT refused']);
+      } finally {
+        await piped.close();
+        fake.stop();
+      }
+    });
+}
 
 test('a broker that cannot be reached fails queries UNAVAILABLE as unary calls do; the next ' +
      'ones go unary', async () => {

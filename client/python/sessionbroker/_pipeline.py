@@ -23,8 +23,14 @@ retried after a backoff; a stream that breaks -> its calls not yet sent go
 unary, its calls already sent fail with the stream's status (a lost call,
 never resent); a refusal of a call that did not run (reason PIPELINE_LIMIT:
 the stream's own limits, or DRAINING) -> unary.
-On drain the broker ends the stream UNAVAILABLE after its calls finished;
-later calls go unary until a new stream opens.
+On drain the broker answers the calls it reads after the drain began with
+DRAINING and ends the stream UNAVAILABLE with the trailer
+``sessionbroker-reason: DRAINING`` once every running call's result was
+sent: the stream's sent calls without a result were never read, so they go
+unary as refused ones do (the draining broker refuses them UNAVAILABLE, or
+another instance serves them), never as lost; the next stream opens after
+the backoff. What is shared with the asyncio mux (outcomes, the not-run
+decisions, the reopen policy) is in ``_pipeline_common``.
 
 **Threads.** A stream has one reader thread (it owns the gRPC call and
 completes calls by id) and gRPC's own thread consuming the request iterator,
@@ -45,23 +51,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import grpc
 
-from sessionbroker._core import duration
-from sessionbroker._errors import DETAILS_KEY, REASON_KEY, SQLSTATE_KEY
 from sessionbroker._pb import broker_pb2, broker_pb2_grpc
+from sessionbroker._pipeline_common import (LOST_SUFFIX, Metadata, MuxStats, ReopenPolicy,
+                                            StreamEnd, capacity, is_not_run_refusal, outcome,
+                                            pipeline_call, status_parts)
 
-Metadata = Tuple[Tuple[str, str], ...]
+__all__ = ["LOST_SUFFIX", "Metadata", "MuxStats", "PipelineCallError", "PipelineMux",
+           "deadline_error", "is_not_run_refusal", "mux_for", "pipeline_call", "status_parts"]
 
-# Backoff before opening a stream again after one failed to open or broke.
-_BACKOFF_INITIAL = 0.1
-_BACKOFF_MAX = 5.0
-# The reasons of the broker's refusals of calls that did not run, so they go
-# unary (server/transport/pipeline_book.h): the stream's own in-flight limits
-# (BROKER_PIPELINE_MAX_IN_FLIGHT[_PER_CLIENT]), which a unary call is not
-# subject to, and a call read after the broker's drain began.
-_NOT_RUN_REASONS = frozenset({"PIPELINE_LIMIT", "DRAINING"})
-#: What a lost call's error message ends with.
-LOST_SUFFIX = (" (the call was sent on a Pipeline stream that ended before its result came: "
-               "it may or may not have been applied)")
 _STOP = object()
 
 
@@ -88,90 +85,9 @@ class PipelineCallError(grpc.RpcError):
         return f"{self._code.name}: {self._details}"
 
 
-_CODES = {c.value[0]: c for c in grpc.StatusCode}
-
-
-def status_parts(status: "broker_pb2.RpcStatus", sqlstate: str,
-                 reason: str) -> Tuple[grpc.StatusCode, str, Metadata]:
-    """(code, message, trailers) of a Pipeline result's status: what the unary
-    call would have ended with (its trailers rebuilt from the status)."""
-    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
-    trailers: List[Tuple[str, Any]] = []
-    if sqlstate:
-        trailers.append((SQLSTATE_KEY, sqlstate))
-    if reason:
-        trailers.append((REASON_KEY, reason))
-    if status.details:
-        trailers.append((DETAILS_KEY, status.SerializeToString()))
-    return code, status.message, tuple(trailers)
-
-
-def is_not_run_refusal(result: "broker_pb2.PipelineResult") -> bool:
-    """The broker refused the call on the stream without running it (its
-    in-flight limits, or its drain): the call goes unary. Told by the
-    result's reason token, never by its message."""
-    return result.WhichOneof("outcome") == "status" and result.reason in _NOT_RUN_REASONS
-
-
-def pipeline_call(call_id: int, body: str, request: Any,
-                  timeout: Optional[float]) -> "broker_pb2.PipelineCall":
-    """The PipelineCall for an ``execute`` or ``execute_batch`` request."""
-    call = broker_pb2.PipelineCall(id=call_id, **{body: request})
-    if timeout is not None:
-        call.timeout.CopyFrom(duration(max(timeout, 0.001)))
-    return call
-
-
-def outcome(result: "broker_pb2.PipelineResult") -> Any:
-    """The response of a successful result, or a PipelineCallError."""
-    kind = result.WhichOneof("outcome")
-    if kind == "status":
-        return PipelineCallError(*status_parts(result.status, result.sqlstate, result.reason))
-    if kind is None:
-        return PipelineCallError(grpc.StatusCode.INTERNAL,
-                                 f"the broker answered call {result.id} with no outcome")
-    return getattr(result, kind)
-
-
 def deadline_error() -> PipelineCallError:
     """What a unary call whose deadline passed raises (gRPC's own status)."""
     return PipelineCallError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-
-
-def lost_error(code: Optional[grpc.StatusCode], details: str,
-               trailers: Metadata) -> PipelineCallError:
-    """The error of a call sent on a stream that ended before its result:
-    the stream's status, as a unary call lost with the connection gets it."""
-    if code is None or code == grpc.StatusCode.OK:
-        code, details = grpc.StatusCode.UNAVAILABLE, "the Pipeline stream ended"
-    return PipelineCallError(code, (details or code.name) + LOST_SUFFIX, trailers)
-
-
-class MuxStats:
-    """Counters of one mux (for tests, benchmarks and diagnostics)."""
-
-    __slots__ = ("unary_calls", "stream_calls", "stream_messages", "streams_opened",
-                 "fallbacks", "lost_calls", "cancelled_calls")
-
-    def __init__(self) -> None:
-        #: Calls made unary (lone callers, no stream ready, fallbacks).
-        self.unary_calls = 0
-        #: Calls answered on a stream.
-        self.stream_calls = 0
-        #: Request messages written on streams (several calls each when coalesced).
-        self.stream_messages = 0
-        #: Streams whose first message (the limits) arrived.
-        self.streams_opened = 0
-        #: Calls queued for a stream that went unary instead (stream ended before
-        #: sending them, or the stream's limits refused them).
-        self.fallbacks = 0
-        #: Calls sent on a stream that ended before their result (raised, never resent).
-        self.lost_calls = 0
-        #: Calls cancelled by id because their deadline passed.
-        self.cancelled_calls = 0
-
-    def as_dict(self) -> Dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class _Pending:
@@ -267,14 +183,10 @@ class _Stream:
         wake: List[_Pending] = []
         with mux.lock:
             if response.HasField("limits") and not self.ready:
-                limits = response.limits
-                cap = limits.max_in_flight_per_stream or 1
-                if limits.max_in_flight_per_client:
-                    cap = min(cap, limits.max_in_flight_per_client)
-                self.capacity = cap
+                self.capacity = capacity(response.limits)
                 self.ready = True
                 mux.stats.streams_opened += 1
-                mux.backoff = _BACKOFF_INITIAL
+                mux.reopen.opened()
             for result in response.results:
                 p = self.pending.pop(result.id, None)
                 if p is None or p.abandoned:
@@ -283,7 +195,7 @@ class _Stream:
                     p.unsent = True
                     mux.stats.fallbacks += 1
                 else:
-                    p.outcome = outcome(result)
+                    p.outcome = outcome(result, PipelineCallError)
                     mux.stats.stream_calls += 1
                 wake.append(p)
         for p in wake:
@@ -303,12 +215,10 @@ class PipelineMux:
         # garbage collector, on a thread that holds it.
         self.lock = threading.RLock()
         self.stats = MuxStats()
-        self.backoff = _BACKOFF_INITIAL
+        self.reopen = ReopenPolicy()
         self._users = 0
         self._active = 0  # calls of this mux in flight, unary or streamed
         self._stream: Optional[_Stream] = None
-        self._retry_at = 0.0
-        self._unimplemented = False
         self._ids = itertools.count(1)
 
     # ---- users -----------------------------------------------------------------
@@ -355,7 +265,7 @@ class PipelineMux:
     @property
     def unimplemented(self) -> bool:
         """The broker has no Pipeline method: every call goes unary."""
-        return self._unimplemented
+        return self.reopen.unimplemented
 
     def threads(self) -> List[threading.Thread]:
         """The stream's reader thread, if one runs (for tests)."""
@@ -376,7 +286,7 @@ class PipelineMux:
         with self.lock:
             concurrent = self._active > 0
             self._active += 1
-            if concurrent and not self._unimplemented:
+            if concurrent and not self.reopen.unimplemented:
                 stream = self._stream_for_call_locked()
                 if stream is not None:
                     call_id = next(self._ids)
@@ -418,7 +328,7 @@ class PipelineMux:
         opens one in the background when there is none."""
         stream = self._stream
         if stream is None:
-            if self._users <= 0 or time.monotonic() < self._retry_at:
+            if self._users <= 0 or not self.reopen.may_open():
                 return None
             stream = self._stream = _Stream(self)
             stream.thread.start()
@@ -429,25 +339,22 @@ class PipelineMux:
 
     def _stream_ended(self, stream: _Stream, code: Optional[grpc.StatusCode], details: str,
                       trailers: Metadata) -> None:
-        """The reader thread saw its stream end: fail the calls it sent, send
-        the others unary, and decide when a new stream may open."""
+        """The reader thread saw its stream end: its calls not yet sent go unary;
+        its sent calls without a result go unary too when the broker ended it
+        by its drain (never read), else fail as lost. Decides when a new
+        stream may open."""
+        end = StreamEnd(code, details, trailers)
         wake: List[_Pending] = []
         with self.lock:
             stream.ended = True
-            served = stream.ready
             if self._stream is stream:
                 self._stream = None
-            if code == grpc.StatusCode.UNIMPLEMENTED and not served:
-                self._unimplemented = True
-            elif code != grpc.StatusCode.OK or not served:
-                self._retry_at = time.monotonic() + (0.0 if served else self.backoff)
-                if not served:
-                    self.backoff = min(self.backoff * 2, _BACKOFF_MAX)
+            self.reopen.ended(end, stream.ready)
             for p in stream.pending.values():
                 if p.abandoned:
                     continue
-                if p.sent:
-                    p.outcome = lost_error(code, details, trailers)
+                if p.sent and not end.draining:
+                    p.outcome = PipelineCallError(*end.lost_parts())
                     self.stats.lost_calls += 1
                 else:
                     p.unsent = True

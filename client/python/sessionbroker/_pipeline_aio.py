@@ -7,7 +7,11 @@ docstring): a call goes on the stream only while another call of the mux is
 in flight; errors are the unary call's (``grpc.aio.AioRpcError`` with the
 same code, message and trailers); a passed deadline cancels the call by id;
 UNIMPLEMENTED -> unary for good; a stream that cannot open -> unary with a
-backoff; a broken stream -> unsent calls go unary, sent ones fail as lost.
+backoff; a broken stream -> unsent calls go unary, sent ones fail as lost;
+a stream the broker ended by its drain (trailer ``sessionbroker-reason:
+DRAINING``) -> its sent calls without a result were never read and go unary
+too, and the next stream opens after the backoff. The shared parts
+(outcomes, not-run decisions, reopen policy) are ``_pipeline_common``'s.
 
 Tasks: a stream has a writer task (one write in flight; everything queued
 while it writes goes into the next message, no timer) and a reader task
@@ -27,25 +31,15 @@ import grpc
 import grpc.aio
 
 from sessionbroker._pb import broker_pb2, broker_pb2_grpc
-from sessionbroker._pipeline import (LOST_SUFFIX, Metadata, MuxStats, _BACKOFF_INITIAL,
-                                     _BACKOFF_MAX, is_not_run_refusal, pipeline_call,
-                                     status_parts)
+from sessionbroker._pipeline_common import (Metadata, MuxStats, ReopenPolicy, StreamEnd,
+                                            capacity, is_not_run_refusal, outcome,
+                                            pipeline_call)
 
 
 def _aio_error(code: grpc.StatusCode, details: str,
                trailers: Metadata = ()) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailers),
                                 details)
-
-
-def _outcome(result: "broker_pb2.PipelineResult") -> Any:
-    kind = result.WhichOneof("outcome")
-    if kind == "status":
-        return _aio_error(*status_parts(result.status, result.sqlstate, result.reason))
-    if kind is None:
-        return _aio_error(grpc.StatusCode.INTERNAL,
-                          f"the broker answered call {result.id} with no outcome")
-    return getattr(result, kind)
 
 
 class _Pending:
@@ -132,14 +126,10 @@ class _AioStream:
     def _received(self, response: "broker_pb2.PipelineResponse") -> None:
         mux = self.mux
         if response.HasField("limits") and not self.ready:
-            limits = response.limits
-            cap = limits.max_in_flight_per_stream or 1
-            if limits.max_in_flight_per_client:
-                cap = min(cap, limits.max_in_flight_per_client)
-            self.capacity = cap
+            self.capacity = capacity(response.limits)
             self.ready = True
             mux.stats.streams_opened += 1
-            mux.backoff = _BACKOFF_INITIAL
+            mux.reopen.opened()
         for result in response.results:
             p = self.pending.pop(result.id, None)
             if p is None or p.abandoned:
@@ -150,7 +140,7 @@ class _AioStream:
                 p.finish()
             else:
                 mux.stats.stream_calls += 1
-                p.finish(_outcome(result))
+                p.finish(outcome(result, _aio_error))
 
     async def close(self) -> None:
         """Half-closes, cancels the call and waits for both tasks."""
@@ -169,18 +159,16 @@ class AioPipelineMux:
         self.stub = broker_pb2_grpc.SessionBrokerStub(channel)
         self.metadata = metadata
         self.stats = MuxStats()
-        self.backoff = _BACKOFF_INITIAL
+        self.reopen = ReopenPolicy()
         self.users = 0
         self._active = 0
         self._stream: Optional[_AioStream] = None
-        self._retry_at = 0.0
-        self._unimplemented = False
         self._ids = itertools.count(1)
 
     @property
     def unimplemented(self) -> bool:
         """The broker has no Pipeline method: every call goes unary."""
-        return self._unimplemented
+        return self.reopen.unimplemented
 
     def tasks(self) -> List["asyncio.Task"]:
         """The current stream's tasks still running (for tests)."""
@@ -203,7 +191,7 @@ class AioPipelineMux:
         concurrent = self._active > 0
         self._active += 1
         try:
-            if concurrent and not self._unimplemented:
+            if concurrent and not self.reopen.unimplemented:
                 stream = self._stream_for_call()
                 if stream is not None:
                     call_id = next(self._ids)
@@ -252,7 +240,7 @@ class AioPipelineMux:
     def _stream_for_call(self) -> Optional[_AioStream]:
         stream = self._stream
         if stream is None:
-            if self.users <= 0 or time.monotonic() < self._retry_at:
+            if self.users <= 0 or not self.reopen.may_open():
                 return None
             self._stream = _AioStream(self)
             return None
@@ -262,24 +250,20 @@ class AioPipelineMux:
 
     def _stream_ended(self, stream: _AioStream, code: Optional[grpc.StatusCode], details: str,
                       trailers: Metadata) -> None:
+        """As ``_pipeline.PipelineMux._stream_ended``: unsent calls, and on a
+        drain's end sent calls without a result, go unary; other sent calls
+        fail as lost."""
+        end = StreamEnd(code, details, trailers)
         stream.ended = True
-        served = stream.ready
         if self._stream is stream:
             self._stream = None
-        if code == grpc.StatusCode.UNIMPLEMENTED and not served:
-            self._unimplemented = True
-        elif code != grpc.StatusCode.OK or not served:
-            self._retry_at = time.monotonic() + (0.0 if served else self.backoff)
-            if not served:
-                self.backoff = min(self.backoff * 2, _BACKOFF_MAX)
-        if code is None or code == grpc.StatusCode.OK:
-            code, details = grpc.StatusCode.UNAVAILABLE, "the Pipeline stream ended"
+        self.reopen.ended(end, stream.ready)
         for p in stream.pending.values():
             if p.abandoned:
                 continue
-            if p.sent:
+            if p.sent and not end.draining:
                 self.stats.lost_calls += 1
-                p.finish(_aio_error(code, (details or code.name) + LOST_SUFFIX, trailers))
+                p.finish(_aio_error(*end.lost_parts()))
             else:
                 p.unsent = True
                 self.stats.fallbacks += 1

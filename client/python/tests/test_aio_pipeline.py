@@ -281,6 +281,121 @@ def test_calls_lost_with_a_killed_broker_fail_as_maybe_applied(broker_factory):
     asyncio.run(main())
 
 
+def test_a_drain_never_loses_a_call_running_ones_finish_and_unread_ones_fail_as_not_run(
+        broker_factory, broker_target):
+    # A drain window of 1 s, and a grace long enough for the calls held by the lock.
+    broker = broker_factory({"BROKER_DRAIN_SECONDS": "1", "BROKER_SHUTDOWN_GRACE_SECONDS": "60"})
+    key, keeper_key = (int(uuid.uuid4().int % (1 << 62)) for _ in range(2))
+    marker, keeper_marker = uuid.uuid4().hex, uuid.uuid4().hex
+
+    async def main():
+        # On the test session's broker (not the one that drains): transactions
+        # holding advisory locks, so the calls that take them shared run until
+        # they commit, and a watcher of pg_stat_activity.
+        holder = await aio.connect(broker_target, client_id=_client())
+        await holder.cursor().execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        # Holds a unary call running on the draining broker until the end, so
+        # that the broker still answers the calls that go unary (and has not
+        # shut its server down, which would cancel them).
+        keeper_holder = await aio.connect(broker_target, client_id=_client())
+        await keeper_holder.cursor().execute("SELECT pg_advisory_xact_lock(%s)", (keeper_key,))
+        watcher = await aio.connect(broker_target, client_id=_client(), autocommit=True,
+                                    pipeline=False)
+        client = _client()
+        # A connection per call (a connection runs one call at a time); one mux.
+        names = ("held0", "held1", "read", "unread")
+        conns = {name: await aio.connect(broker.target, client_id=client, autocommit=True)
+                 for name in names}
+        conns["keeper"] = await aio.connect(broker.target, client_id=client, autocommit=True,
+                                            pipeline=False)
+        probe = await aio.connect(broker.target, client_id=client, autocommit=True,
+                                  pipeline=False)
+        await _stream_ready(conns["held0"])
+        mux = conns["held0"]._mux
+        assert all(conns[name]._mux is mux for name in names)
+
+        async def run(name: str, sql: str):
+            try:
+                cur = conns[name].cursor()
+                await cur.execute(sql)
+                return await cur.fetchone()
+            except dbapi.Error as e:
+                return e
+
+        waiting = {marker: 0, keeper_marker: 0}
+
+        def count_waiting(tag: str) -> Callable[[], Awaitable[None]]:
+            async def count() -> None:
+                cur = watcher.cursor()
+                await cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type "
+                                  "= 'Lock' AND query LIKE %s AND pid <> pg_backend_pid()",
+                                  (f"%{tag}%",))
+                waiting[tag] = (await cur.fetchone())[0]
+            return count
+
+        drained = [False]
+
+        async def probe_drain() -> None:
+            try:
+                await probe.cursor().execute("SELECT 1")
+            except dbapi.OperationalError as e:
+                assert e.grpc_code == grpc.StatusCode.UNAVAILABLE
+                drained[0] = True
+
+        def sent(count: int) -> Callable[[], bool]:
+            def check() -> bool:
+                s = mux._stream
+                return s is not None and sum(p.sent for p in s.pending.values()) == count
+            return check
+
+        held_sql = f"SELECT pg_advisory_xact_lock_shared({key}), 'ran' /* {marker} */"
+        keeper_sql = (f"SELECT pg_advisory_xact_lock_shared({keeper_key}), 'kept' "
+                      f"/* {keeper_marker} */")
+        keeper = asyncio.ensure_future(run("keeper", keeper_sql))
+        try:
+            await _wait_for("the keeper waits for its lock", lambda: waiting[keeper_marker] == 1,
+                            count_waiting(keeper_marker))
+            async with another_call_in_flight(mux):
+                held = [asyncio.ensure_future(run(f"held{i}", held_sql)) for i in range(2)]
+                # Both were sent; one waits for the lock in PostgreSQL (the other
+                # may wait behind it on the same pipelined connection).
+                await _wait_for("both calls were sent on the stream", sent(2))
+                await _wait_for("a call waits for the lock", lambda: waiting[marker] >= 1,
+                                count_waiting(marker))
+                broker.process.terminate()
+                await _wait_for("the drain window is over (unary calls are refused)",
+                                lambda: drained[0], probe_drain)
+                # Read after the drain began: answered DRAINING, goes unary, refused.
+                read = await run("read", "SELECT 'read'")
+                # The broker reads no further message: this one waits, unread,
+                # until the stream ends by the drain.
+                unread = asyncio.ensure_future(run("unread", "SELECT 'unread'"))
+                await _wait_for("the last call was sent on the stream", sent(3))
+                await holder.commit()
+                results = await asyncio.gather(*held)
+                unread = await unread
+            await keeper_holder.commit()
+            kept = await keeper
+        finally:
+            await holder.close()
+            await keeper_holder.close()
+        assert results == [("", "ran"), ("", "ran")]
+        assert kept == ("", "kept")
+        for error in (read, unread):
+            assert isinstance(error, dbapi.OperationalError), error
+            assert error.grpc_code == grpc.StatusCode.UNAVAILABLE, error
+            assert not error.message.endswith(LOST_SUFFIX), error
+        assert mux.stats.lost_calls == 0
+        assert mux.stats.fallbacks == 2
+        assert mux.stats.stream_calls >= 2
+        assert mux._stream is None
+        for c in [*conns.values(), probe, watcher]:
+            await c.close()
+
+    asyncio.run(main())
+    assert broker.process.wait(timeout=_POLL_LIMIT) == 0
+
+
 def test_the_option_off_makes_every_call_unary(broker_target):
     async def main():
         conns = [await aio.connect(broker_target, client_id=_client(), autocommit=True,

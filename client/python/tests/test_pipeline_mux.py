@@ -317,6 +317,120 @@ def test_a_draining_broker_answers_the_running_call_and_later_calls_go_unary(bro
     watcher.close()
 
 
+def _lock_holder(broker_target: str, key: int) -> dbapi.Connection:
+    """A connection to the test session's broker (not the one that drains)
+    whose open transaction holds the advisory lock ``key`` exclusively: calls
+    that take it shared wait, running, until the holder commits."""
+    holder = dbapi.connect(broker_target, client_id=_client())
+    holder.cursor().execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+    return holder
+
+
+def test_a_drain_never_loses_a_call_running_ones_finish_and_unread_ones_fail_as_not_run(
+        broker_factory, broker_target):
+    # A drain window of 1 s, and a grace long enough for the calls held by the lock.
+    broker = broker_factory({"BROKER_DRAIN_SECONDS": "1", "BROKER_SHUTDOWN_GRACE_SECONDS": "60"})
+    key, keeper_key = (int(uuid.uuid4().int % (1 << 62)) for _ in range(2))
+    marker, keeper_marker = uuid.uuid4().hex, uuid.uuid4().hex
+    holder = _lock_holder(broker_target, key)
+    # Holds a unary call running on the draining broker until the end, so that
+    # the broker still answers the calls that go unary (and has not shut its
+    # server down, which would cancel them).
+    keeper_holder = _lock_holder(broker_target, keeper_key)
+    watcher = dbapi.connect(broker_target, client_id=_client(), autocommit=True, pipeline=False)
+    client = _client()
+    # A connection per call (a connection runs one call at a time); one mux.
+    names = ("held0", "held1", "read", "unread")
+    conns = {name: dbapi.connect(broker.target, client_id=client, autocommit=True)
+             for name in names}
+    conns["keeper"] = dbapi.connect(broker.target, client_id=client, autocommit=True,
+                                    pipeline=False)
+    probe = dbapi.connect(broker.target, client_id=client, autocommit=True, pipeline=False)
+    _stream_ready(conns["held0"])
+    mux = conns["held0"]._mux
+    assert all(conns[name]._mux is mux for name in names)
+    outcomes: dict = {}
+
+    def run(name: str, sql: str) -> None:
+        try:
+            cur = conns[name].cursor()
+            cur.execute(sql)
+            outcomes[name] = cur.fetchone()
+        except dbapi.Error as e:
+            outcomes[name] = e
+
+    def waiting_for_the_lock(tag: str) -> int:
+        cur = watcher.cursor()
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE %s AND pid <> pg_backend_pid()", (f"%{tag}%",))
+        return cur.fetchone()[0]
+
+    def drain_began() -> bool:
+        try:
+            probe.cursor().execute("SELECT 1")
+            return False
+        except dbapi.OperationalError as e:
+            assert e.grpc_code == grpc.StatusCode.UNAVAILABLE
+            return True
+
+    def sent(count: int) -> Callable[[], bool]:
+        def check() -> bool:
+            with mux.lock:
+                stream = mux._stream
+                return stream is not None and sum(p.sent for p in stream.pending.values()) == count
+        return check
+
+    held_sql = f"SELECT pg_advisory_xact_lock_shared({key}), 'ran' /* {marker} */"
+    keeper_sql = (f"SELECT pg_advisory_xact_lock_shared({keeper_key}), 'kept' "
+                  f"/* {keeper_marker} */")
+    keeper = threading.Thread(target=run, args=("keeper", keeper_sql))
+    try:
+        keeper.start()
+        _wait_for("the keeper waits for its lock", lambda: waiting_for_the_lock(keeper_marker) == 1)
+        with another_call_in_flight(mux):
+            held = [threading.Thread(target=run, args=(f"held{i}", held_sql)) for i in range(2)]
+            for t in held:
+                t.start()
+            # Both were sent; one waits for the lock in PostgreSQL (the other may
+            # wait behind it on the same pipelined connection).
+            _wait_for("both calls were sent on the stream", sent(2))
+            _wait_for("a call waits for the lock", lambda: waiting_for_the_lock(marker) >= 1)
+            broker.process.terminate()
+            _wait_for("the drain window is over (unary calls are refused)", drain_began)
+            # Read after the drain began: answered DRAINING, so it goes unary and
+            # is refused there.
+            read = threading.Thread(target=run, args=("read", "SELECT 'read'"))
+            read.start()
+            read.join()
+            # The broker reads no further message: this call waits, unread,
+            # until the stream ends by the drain.
+            unread = threading.Thread(target=run, args=("unread", "SELECT 'unread'"))
+            unread.start()
+            _wait_for("the last call was sent on the stream", sent(3))
+            holder.commit()
+            for t in held + [unread]:
+                t.join()
+        keeper_holder.commit()
+        keeper.join()
+    finally:
+        holder.close()
+        keeper_holder.close()
+    assert outcomes["held0"] == outcomes["held1"] == ("", "ran")
+    assert outcomes["keeper"] == ("", "kept")
+    for name in ("read", "unread"):
+        error = outcomes[name]
+        assert isinstance(error, dbapi.OperationalError), (name, error)
+        assert error.grpc_code == grpc.StatusCode.UNAVAILABLE, (name, error)
+        assert not error.message.endswith(LOST_SUFFIX), (name, error)
+    assert mux.stats.lost_calls == 0
+    assert mux.stats.fallbacks == 2
+    assert mux.stats.stream_calls >= 2
+    assert mux._stream is None
+    assert broker.process.wait(timeout=_POLL_LIMIT) == 0
+    for c in [*conns.values(), probe, watcher]:
+        c.close()
+
+
 def test_the_option_off_makes_every_call_unary(broker_target):
     before = set(threading.enumerate())
     conns = [dbapi.connect(broker_target, client_id=_client(), autocommit=True, pipeline=False)
@@ -464,6 +578,58 @@ def test_calls_not_yet_sent_when_the_stream_breaks_go_unary_and_sent_ones_are_lo
     assert mux.stats.lost_calls == 1 and mux.stats.fallbacks == 1
     mux.release()
     channel.close()
+
+
+@pytest.mark.parametrize("reason,not_run", [("DRAINING", True), ("PIPELINE_LIMIT", False),
+                                             ("", False)])
+def test_sent_calls_of_a_stream_ended_by_the_drain_go_unary_and_of_other_ends_are_lost(
+        reason, not_run):
+    channel = grpc.insecure_channel("127.0.0.1:1")
+    mux = PipelineMux(channel, ())
+    mux.acquire()
+    stream = _idle_stream(mux)
+    unary_calls = []
+
+    def unary(timeout):
+        unary_calls.append(timeout)
+        return "unary answer"
+
+    with another_call_in_flight(mux):
+        call = _call_in_thread(mux, unary)
+        _wait_for("the call is queued on the stream", lambda: len(stream.pending) == 1)
+        with mux.lock:
+            next(iter(stream.pending.values())).sent = True
+        trailers = (("sessionbroker-reason", reason),) if reason else ()
+        retry_at_before = mux.reopen.retry_at
+        mux._stream_ended(stream, grpc.StatusCode.UNAVAILABLE,
+                          "the broker is shutting down", trailers)
+        call["thread"].join()
+    if not_run:
+        assert call["value"] == "unary answer" and unary_calls == [None]
+        assert mux.stats.lost_calls == 0 and mux.stats.fallbacks == 1
+        # No new stream to the draining broker before the backoff, which grows.
+        assert mux.reopen.retry_at > retry_at_before
+        assert mux.reopen.backoff > 0.1
+    else:
+        error = call["error"]
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert error.details() == "the broker is shutting down" + LOST_SUFFIX
+        assert unary_calls == []
+        assert mux.stats.lost_calls == 1 and mux.stats.fallbacks == 0
+    mux.release()
+    channel.close()
+
+
+def test_a_stream_that_ended_ok_or_without_a_status_is_not_taken_for_a_drain():
+    from sessionbroker._pipeline_common import StreamEnd
+    drained = (("sessionbroker-reason", "DRAINING"),)
+    assert StreamEnd(grpc.StatusCode.UNAVAILABLE, "x", drained).draining
+    assert StreamEnd(grpc.StatusCode.UNAVAILABLE, "x", (("sessionbroker-reason", b"DRAINING"),)
+                     ).draining
+    assert not StreamEnd(grpc.StatusCode.OK, "", drained).draining
+    assert not StreamEnd(None, "", drained).draining
+    # By the token only, never by the message text.
+    assert not StreamEnd(grpc.StatusCode.UNAVAILABLE, "DRAINING", ()).draining
 
 
 @pytest.mark.parametrize("reason", ["PIPELINE_LIMIT", "DRAINING"])
