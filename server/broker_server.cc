@@ -284,10 +284,14 @@ absl::Status BrokerServer::Start() {
   // A KeepAlive stream whose client vanished without closing its socket (a
   // host or network failure) is noticed by HTTP/2 pings within about 30 s, and
   // its sessions then get the orphan grace. Clients may ping as often as
-  // every 10 s.
+  // every 10 s while they have calls open. Connections without calls are not
+  // pinged: an idle client's gRPC answers a ping only when its backup poller
+  // next runs (every 5 s by default, later on a busy host), so the 10 s
+  // watchdog closed idle connections of healthy clients, and a call sent just
+  // then failed UNAVAILABLE "Socket closed" (seen with the Python client).
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
   builder.SetMaxSendMessageSize(
       static_cast<int>(std::min<size_t>(config_.max_result_bytes + (1 << 20), size_t{1} << 30)));
