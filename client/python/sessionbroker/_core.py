@@ -87,6 +87,29 @@ def begin_session_request(
     return req
 
 
+#: Attempts of BeginSession while it fails UNAVAILABLE. The call waits for a
+#: connection (``wait_for_ready``), so UNAVAILABLE means the connection broke
+#: under it: typically an idle HTTP/2 connection that the broker, a proxy or a
+#: NAT closed just as the call went out ("Socket closed"), which the next
+#: attempt replaces. A session opened by an attempt whose answer was lost is
+#: never used and ends at its ttl, so opening one again is safe.
+BEGIN_SESSION_ATTEMPTS = 3
+_BEGIN_SESSION_BACKOFF = 0.05
+
+
+def begin_session_retry_delay(code: Optional[grpc.StatusCode], attempt: int,
+                              remaining: Optional[float]) -> Optional[float]:
+    """Seconds to wait before BeginSession's next attempt, after attempt number
+    ``attempt`` (1-based) failed with ``code`` and ``remaining`` seconds of the
+    connect timeout are left (None: no timeout); None: give up."""
+    if code != grpc.StatusCode.UNAVAILABLE or attempt >= BEGIN_SESSION_ATTEMPTS:
+        return None
+    delay = _BEGIN_SESSION_BACKOFF * (2 ** (attempt - 1))
+    if remaining is not None and remaining <= delay:
+        return None
+    return delay
+
+
 def statement(operation: str, parameters: Params) -> Tuple[str, List["broker_pb2.Value"]]:
     """The SQL with $n and its parameters as Values (DataError/ProgrammingError
     before anything is sent)."""

@@ -167,14 +167,25 @@ class AsyncConnection:
 
     async def _open(self, request: "broker_pb2.BeginSessionRequest",
                     connect_timeout: Optional[float]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = None if connect_timeout is None else loop.time() + connect_timeout
+        attempt = 0
         try:
-            session = await self._stub.BeginSession(request, timeout=connect_timeout,
-                                                    metadata=self._core.metadata,
-                                                    wait_for_ready=True)
-        except grpc.aio.AioRpcError as e:
-            await self._release_channel()
-            raise error_from_rpc(e, context=f"cannot open a session on the broker at "
-                                 f"{self.target}: ") from None
+            while True:
+                attempt += 1
+                remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+                try:
+                    session = await self._stub.BeginSession(request, timeout=remaining,
+                                                            metadata=self._core.metadata,
+                                                            wait_for_ready=True)
+                    break
+                except grpc.aio.AioRpcError as e:
+                    left = None if deadline is None else deadline - loop.time()
+                    delay = _core.begin_session_retry_delay(e.code(), attempt, left)
+                    if delay is None:
+                        raise error_from_rpc(e, context=f"cannot open a session on the broker at "
+                                             f"{self.target}: ") from None
+                    await asyncio.sleep(delay)
         except BaseException:
             await self._release_channel()
             raise

@@ -182,12 +182,23 @@ class Connection:
         self._stub = broker_pb2_grpc.SessionBrokerStub(channel)
         request = _core.begin_session_request(ttl=ttl, label=label, read_only=read_only,
                                               isolation_level=isolation_level, settings=settings)
-        try:
-            session = self._stub.BeginSession(request, timeout=connect_timeout,
-                                              metadata=self._core.metadata, wait_for_ready=True)
-        except grpc.RpcError as e:
-            raise error_from_rpc(e, context=f"cannot open a session on the broker at {target}: "
-                                 ) from None
+        deadline = None if connect_timeout is None else time.monotonic() + connect_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                session = self._stub.BeginSession(request, timeout=remaining,
+                                                  metadata=self._core.metadata,
+                                                  wait_for_ready=True)
+                break
+            except grpc.RpcError as e:
+                left = None if deadline is None else deadline - time.monotonic()
+                delay = _core.begin_session_retry_delay(e.code(), attempt, left)
+                if delay is None:
+                    raise error_from_rpc(
+                        e, context=f"cannot open a session on the broker at {target}: ") from None
+                time.sleep(delay)
         self._core.name = session.name
         self._core.lease = SessionLease(session.name)
         self._keepalive = keepalive_for(channel, self._core.metadata, target)
