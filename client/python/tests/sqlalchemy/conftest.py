@@ -62,7 +62,7 @@ def one_connection_broker_url(broker_process):
     broker = type(broker_process)(
         os.environ["SB_BROKER_BINARY"],
         os.environ["SB_TEST_DATABASE_URL"],
-        {"DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0"},
+        {"DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0", "BROKER_DRAIN_SECONDS": "0"},
     )
     try:
         yield "postgresql+sessionbroker://%s/" % broker.target
