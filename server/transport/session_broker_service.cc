@@ -142,8 +142,8 @@ SessionBrokerService::SessionBrokerService(core::StatementRunner& runner,
       limits_(limits) {
   // The indexes are the methods' order in broker.proto, as the generated
   // base class registers them.
-  ReportParseFailures(0, &SessionBrokerService::Execute);
-  ReportParseFailures(1, &SessionBrokerService::ExecuteBatch);
+  ReportParseFailures(0, &SessionBrokerService::Execute, &execute_messages_);
+  ReportParseFailures(1, &SessionBrokerService::ExecuteBatch, &batch_messages_);
   ReportParseFailures(2, &SessionBrokerService::BeginSession);
   ReportParseFailures(3, &SessionBrokerService::RenewSession);
   ReportParseFailures(4, &SessionBrokerService::EndSession);
@@ -243,7 +243,8 @@ template <typename Request, typename Response>
 void SessionBrokerService::ReportParseFailures(
     int index,
     grpc::ServerUnaryReactor* (SessionBrokerService::*method)(grpc::CallbackServerContext*,
-                                                              const Request*, Response*)) {
+                                                              const Request*, Response*),
+    grpc::MessageAllocator<Request, Response>* allocator) {
   // The generated base class numbers its handlers in broker.proto's method
   // order; a wrapper in the wrong slot would serve one method's calls with
   // another's code. Checked once per method at construction, so every test
@@ -259,17 +260,20 @@ void SessionBrokerService::ReportParseFailures(
                      Request::descriptor()->full_name(), Response::descriptor()->full_name());
     std::abort();
   }
-  MarkMethodCallback(index, new ParseFailureReporter(
-                                UnparseableRequestMessage(Request::descriptor()->full_name()),
-                                new grpc::internal::CallbackUnaryHandler<Request, Response>(
-                                    [this, method](grpc::CallbackServerContext* context,
-                                                   const Request* request, Response* response) {
-                                      if (const std::string* failure = CurrentParseFailure()) {
-                                        return Respond(context,
-                                                       absl::InvalidArgumentError(*failure));
-                                      }
-                                      return (this->*method)(context, request, response);
-                                    })));
+  auto* handler = new grpc::internal::CallbackUnaryHandler<Request, Response>(
+      [this, method](grpc::CallbackServerContext* context, const Request* request,
+                     Response* response) {
+        if (const std::string* failure = CurrentParseFailure()) {
+          return Respond(context, absl::InvalidArgumentError(*failure));
+        }
+        return (this->*method)(context, request, response);
+      });
+  // Set on the handler itself: the generated SetMessageAllocatorFor_*
+  // would cast the ParseFailureReporter around it.
+  if (allocator != nullptr) handler->SetMessageAllocator(allocator);
+  MarkMethodCallback(
+      index, new ParseFailureReporter(UnparseableRequestMessage(Request::descriptor()->full_name()),
+                                      handler));
 }
 
 grpc::ServerUnaryReactor* SessionBrokerService::RejectDraining(

@@ -53,6 +53,7 @@
 #include "server/core/monitor/pool_snapshot.h"
 #include "server/core/notify/notification_hub.h"
 #include "server/core/session/session_manager.h"
+#include "server/transport/arena_message_allocator.h"
 #include "server/transport/call_identity.h"
 #include "server/transport/pipeline_reactor.h"
 #include "server/transport/value_conversion.h"
@@ -147,10 +148,13 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService, pr
   class CallReactor;
 
   // Replaces method `index`'s handler with one that calls `method` when the
-  // request parsed, and answers INVALID_ARGUMENT when it did not.
+  // request parsed, and answers INVALID_ARGUMENT when it did not. With an
+  // `allocator`, the call's request and response come from it.
   template <typename Request, typename Response>
-  void ReportParseFailures(int index, grpc::ServerUnaryReactor* (SessionBrokerService::*method)(
-                                          grpc::CallbackServerContext*, const Request*, Response*));
+  void ReportParseFailures(int index,
+                           grpc::ServerUnaryReactor* (SessionBrokerService::*method)(
+                               grpc::CallbackServerContext*, const Request*, Response*),
+                           grpc::MessageAllocator<Request, Response>* allocator = nullptr);
 
   // Completes a call: OK or the error to send.
   using Done = absl::AnyInvocable<void(absl::Status) &&>;
@@ -270,6 +274,12 @@ class SessionBrokerService final : public v1::SessionBroker::CallbackService, pr
   core::NotificationHub* const notifications_;
   const size_t listen_queue_capacity_;
   const CallLimits limits_;
+  // Execute's and ExecuteBatch's requests and responses, each call's on its
+  // own protobuf arena (arena_message_allocator.h). Nothing of a call's
+  // request or response is kept past its OnDone: the ledger and the one-shot
+  // records keep serialized bytes.
+  ArenaMessageAllocator<v1::ExecuteRequest, v1::ExecuteResponse> execute_messages_;
+  ArenaMessageAllocator<v1::ExecuteBatchRequest, v1::ExecuteBatchResponse> batch_messages_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> trimming_{false};
   mutable core::Mutex mu_;

@@ -378,6 +378,71 @@ TEST_F(SessionBrokerServiceTest, ACommitRetriedWithItsRequestIdAnswersTheFirstOu
   }
 }
 
+// Execute's and ExecuteBatch's responses live on an arena that is reset and
+// reused once the call is over; a retry is answered from the ledger's copy.
+TEST_F(SessionBrokerServiceTest, ASessionExecuteRetriedAfterOtherCallsAnswersTheFirstResult) {
+  const v1::Session session = MustBeginSession();
+  // Larger than an arena's first block: the result spans several blocks.
+  const std::string sql = absl::StrCat("SELECT '", std::string(20000, 'a'), "'");
+  v1::ExecuteRequest request;
+  request.set_sql(sql);
+  request.set_session(session.name());
+  request.set_request_id("read-1");
+  v1::ExecuteResponse first;
+  {
+    grpc::ClientContext context;
+    grpc::Status status = broker_.broker().Execute(&context, request, &first);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  ASSERT_EQ(first.rows(0).values(0).string_value(), sql) << "the fake echoes";
+  // Other calls take (and reset) the first call's arena meanwhile.
+  for (int i = 0; i < 4; ++i) {
+    v1::ExecuteResponse other;
+    ASSERT_TRUE(Execute(absl::StrCat("SELECT ", i), &other, session.name()).ok());
+    EXPECT_EQ(other.rows(0).values(0).string_value(), absl::StrCat("SELECT ", i));
+  }
+  v1::ExecuteResponse retried;
+  {
+    grpc::ClientContext context;
+    grpc::Status status = broker_.broker().Execute(&context, request, &retried);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  EXPECT_EQ(retried.SerializeAsString(), first.SerializeAsString());
+  EXPECT_THAT(broker_.connector().connection(1)->log(), ::testing::Contains(sql).Times(1))
+      << "the retry was answered without running the statement again";
+}
+
+TEST_F(SessionBrokerServiceTest, ASessionBatchRetriedAfterOtherCallsAnswersTheFirstResults) {
+  const v1::Session session = MustBeginSession();
+  v1::ExecuteBatchRequest request;
+  request.set_session(session.name());
+  request.set_request_id("batch-1");
+  request.add_statements()->set_sql(absl::StrCat("SELECT '", std::string(9000, 'b'), "'"));
+  request.add_statements()->set_sql("SELECT 2");
+  v1::ExecuteBatchResponse first;
+  {
+    grpc::ClientContext context;
+    grpc::Status status = broker_.broker().ExecuteBatch(&context, request, &first);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  ASSERT_EQ(first.results_size(), 2);
+  for (int i = 0; i < 4; ++i) {
+    grpc::ClientContext context;
+    v1::ExecuteBatchRequest other;
+    other.set_session(session.name());
+    other.add_statements()->set_sql(absl::StrCat("SELECT ", 10 + i));
+    v1::ExecuteBatchResponse out;
+    ASSERT_TRUE(broker_.broker().ExecuteBatch(&context, other, &out).ok());
+  }
+  v1::ExecuteBatchResponse retried;
+  {
+    grpc::ClientContext context;
+    grpc::Status status = broker_.broker().ExecuteBatch(&context, request, &retried);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  EXPECT_EQ(retried.SerializeAsString(), first.SerializeAsString());
+}
+
 TEST_F(SessionBrokerServiceTest, ARequestIdIsScopedByClientId) {
   v1::BeginSessionRequest request;
   request.set_request_id("begin-1");
