@@ -972,19 +972,22 @@ std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCa
     return nullptr;
   }
   bool needs_reset = checked->needs_reset;
-  const bool engine_up =
-      options_.pipeline != nullptr && options_.pipeline->Stats().connections_up > 0;
+  // Asked only of calls that could go there: Stats() gathers every loop's
+  // numbers.
+  auto engine_up = [this] {
+    return options_.pipeline != nullptr && options_.pipeline->Stats().connections_up > 0;
+  };
   // A table read the catalog may prove stateless: asked only when the proof
   // would be used (on the engine, or on a pooled connection that then skips
   // its reset), so sessions, batches and reads under a role cause no
   // lookups.
   if (needs_reset && checked->stateless_if.has_value() && catalog_guard_ != nullptr &&
-      ((engine_up && Pipelinable(request, /*needs_reset=*/false, checked->own_transaction)) ||
+      ((Pipelinable(request, /*needs_reset=*/false, checked->own_transaction) && engine_up()) ||
        ProvableOnPool(request)) &&
       catalog_guard_->Check(*checked->stateless_if) == CatalogGuard::Verdict::kStateless) {
     needs_reset = false;
   }
-  if (engine_up && Pipelinable(request, needs_reset, checked->own_transaction)) {
+  if (Pipelinable(request, needs_reset, checked->own_transaction) && engine_up()) {
     auto pipelined = std::make_shared<PipelinedCall>(*this);
     pipelined->Start(std::move(request), std::move(done));
     return pipelined;
