@@ -219,9 +219,9 @@ const std::vector<Setting>& Settings() {
        "statements in flight per pipelined connection"},
       {"BROKER_PIPELINE_TABLE_READS", BoolRule{},
        [](Config& c) -> Field { return &c.pipeline_table_reads; }, kPlain,
-       "with BROKER_PIPELINE_CONNECTIONS > 0, also pipeline SELECTs that read tables when the "
-       "catalog shows they run no user code (no view, row-level security, rule, user operator, "
-       "function or type)"},
+       "SELECTs that read tables skip the session reset when the catalog shows they run no user "
+       "code (no view, row-level security, rule, user operator, function or type): pipelined "
+       "with BROKER_PIPELINE_CONNECTIONS > 0, on their pooled connection otherwise"},
       {"BROKER_PIPELINE_CATALOG_REFRESH", SecondsRule{0.01, 3600},
        [](Config& c) -> Field { return &c.pipeline_catalog_refresh; }, kPlain,
        "seconds a catalog answer for BROKER_PIPELINE_TABLE_READS is trusted: DDL that makes a "

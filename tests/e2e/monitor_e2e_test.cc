@@ -239,6 +239,9 @@ class MonitorE2eTest : public BrokerFixture {
 TEST_F(MonitorE2eTest, GetPoolStatusCountsWhatTheTestDid) {
   std::map<std::string, std::string> env = kQuietHealth;
   env.insert({{"DB_POOL_SIZE", "2"}, {"DB_MAX_OVERFLOW", "0"}, {"DB_POOL_TIMEOUT", "0.3"}});
+  // Exact checkout counts: no catalog lookup for pg_sleep($1) (it would take
+  // a pooled connection of its own).
+  env.insert({"BROKER_PIPELINE_TABLE_READS", "false"});
   Start(env);
   const v1::PoolStatus before = Status();
   EXPECT_EQ(before.counters().checkouts(), kStartupCheckouts)
@@ -372,6 +375,9 @@ TEST_F(MonitorE2eTest, WatchIntervalDefaultsToOneSecondAndRejectsTooShort) {
 TEST_F(MonitorE2eTest, MetricsParseAsPrometheusTextWithTheNumbersOfThePool) {
   std::map<std::string, std::string> env = kQuietHealth;
   env.insert({{"DB_POOL_SIZE", "3"}, {"DB_MAX_OVERFLOW", "1"}});
+  // Exact checkout counts: no catalog lookup for 1/0 (it would take a
+  // pooled connection of its own).
+  env.insert({"BROKER_PIPELINE_TABLE_READS", "false"});
   Start(env);
   constexpr int kCalls = 4;
   for (int i = 0; i < kCalls; ++i) ASSERT_TRUE(ExecuteAs("metrics-test", "SELECT 1").ok());

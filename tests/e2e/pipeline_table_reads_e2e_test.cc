@@ -5,8 +5,11 @@
 // not, and DDL that makes a read unsafe is seen after the refresh. A view or
 // a row-level security policy calling set_config does not leak its setting
 // to the next caller, and ALTER
-// TABLE under a SELECT * the engine prepared keeps working. Counters come
-// from /metrics; conditions are polled, never timed.
+// TABLE under a SELECT * the engine prepared keeps working. Without the
+// engine (BROKER_PIPELINE_CONNECTIONS=0) the same proofs spare pooled
+// connections the reset, on a pool of one connection so that the next caller
+// gets the same backend, and the same views and policies leak nothing there.
+// Counters come from /metrics; conditions are polled, never timed.
 #include <string>
 #include <vector>
 
@@ -45,6 +48,34 @@ class PipelineTableReadsE2eTest : public BrokerFixture {
                  {"DB_POOL_SIZE", "3"},
                  {"DB_MAX_OVERFLOW", "0"},
                  {"BROKER_PIPELINE_CATALOG_REFRESH", "0.2"}});
+  }
+
+  // No engine, one pooled connection: every call and the catalog lookup
+  // share one backend.
+  void StartPooled() {
+    StartBroker({{"BROKER_PIPELINE_CONNECTIONS", "0"},
+                 {"DB_POOL_SIZE", "1"},
+                 {"DB_MAX_OVERFLOW", "0"},
+                 {"BROKER_PIPELINE_CATALOG_REFRESH", "0.2"}});
+  }
+
+  // The backend serving the next pooled call.
+  int64_t BackendPid() {
+    const CallResult r = Execute("SELECT pg_catalog.pg_backend_pid()");
+    EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+    if (!r.status.ok() || r.response.rows_size() != 1) return -1;
+    return r.response.rows(0).values(0).int64_value();
+  }
+
+  // What e2e.leak holds on the pooled backend `pid` (which must serve it).
+  void ExpectNoLeakOn(int64_t pid) {
+    const CallResult look =
+        Execute("SELECT pg_catalog.current_setting('e2e.leak', true), pg_catalog.pg_backend_pid()");
+    ASSERT_TRUE(look.status.ok()) << look.status.error_message();
+    ASSERT_EQ(look.response.rows_size(), 1);
+    EXPECT_EQ(look.response.rows(0).values(1).int64_value(), pid);
+    const v1::Value& leaked = look.response.rows(0).values(0);
+    EXPECT_TRUE(leaked.has_null_value() || leaked.string_value().empty()) << leaked.DebugString();
   }
 
   std::string Schema() const { return absl::StrCat("e2e_reads_", suffix_); }
@@ -259,6 +290,87 @@ TEST_F(PipelineTableReadsE2eTest, SwitchedOffTableReadsAlwaysTakeTheReset) {
   for (int i = 0; i < 3; ++i)
     ASSERT_TRUE(Execute(absl::StrCat("SELECT * FROM ", Name("t"))).status.ok());
   EXPECT_GE(Metric("sessionbroker_session_resets_total"), resets + 3);
+  EXPECT_EQ(Metric("sessionbroker_pipeline_catalog_lookups_total"), 0);
+  EXPECT_EQ(Metric("sessionbroker_pipeline_catalog_proved_total"), 0);
+}
+
+TEST_F(PipelineTableReadsE2eTest, WithoutTheEngineAProvedTableReadSkipsTheResetOnThePool) {
+  Admin(absl::StrCat("CREATE TABLE ", Name("accounts"), " (aid int PRIMARY KEY, abalance int)"));
+  Admin(absl::StrCat("INSERT INTO ", Name("accounts"), " VALUES (1, 10), (2, 20)"));
+  StartPooled();
+  const std::string read =
+      absl::StrCat("SELECT abalance FROM ", Name("accounts"), " WHERE aid = $1");
+  // The lookup finds a connection in a pool of one: the read gets proved.
+  ASSERT_TRUE(Eventually([&] {
+    const double before = Metric("sessionbroker_pipeline_catalog_proved_total");
+    EXPECT_TRUE(Execute(read, {Int(2)}).status.ok());
+    return Metric("sessionbroker_pipeline_catalog_proved_total") > before;
+  }));
+  const double resets = Metric("sessionbroker_session_resets_total");
+  const double proved = Metric("sessionbroker_pipeline_catalog_proved_total");
+  const int ran = 10;
+  for (int i = 0; i < ran; ++i) {
+    const CallResult r = Execute(read, {Int(1)});
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    ASSERT_EQ(r.response.rows_size(), 1);
+    EXPECT_EQ(r.response.rows(0).values(0).int64_value(), 10);
+  }
+  const double proved_now = Metric("sessionbroker_pipeline_catalog_proved_total") - proved;
+  EXPECT_GE(proved_now, 1);
+  // Every call the catalog proved skipped the reset; the others (an answer
+  // that expired meanwhile) took it.
+  EXPECT_EQ(Metric("sessionbroker_session_resets_total") - resets, ran - proved_now);
+}
+
+TEST_F(PipelineTableReadsE2eTest, WithoutTheEngineAViewCallingSetConfigLeaksNothing) {
+  Admin(absl::StrCat("CREATE TABLE ", Name("t"), " (id int)"));
+  Admin(absl::StrCat("INSERT INTO ", Name("t"), " VALUES (1)"));
+  Admin(absl::StrCat("CREATE VIEW ", Name("leaky"),
+                     " AS SELECT id, set_config('e2e.leak', 'view', false) AS s FROM ", Name("t")));
+  StartPooled();
+  const int64_t pid = BackendPid();
+  const std::string read = absl::StrCat("SELECT * FROM ", Name("leaky"));
+  ASSERT_TRUE(RunUntilRefused(read));
+  const double resets = Metric("sessionbroker_session_resets_total");
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(Execute(read).status.ok());
+  EXPECT_EQ(Metric("sessionbroker_session_resets_total"), resets + 5);
+  ExpectNoLeakOn(pid);
+}
+
+TEST_F(PipelineTableReadsE2eTest,
+       WithoutTheEngineARowLevelSecurityPolicyCallingSetConfigLeaksNothing) {
+  const std::string reader = absl::StrCat("e2e_reader_", suffix_);
+  Admin(absl::StrCat("CREATE ROLE ", reader, " LOGIN NOSUPERUSER"));
+  Admin(absl::StrCat("GRANT USAGE ON SCHEMA ", Schema(), " TO ", reader));
+  Admin(absl::StrCat("CREATE TABLE ", Name("t"), " (id int)"));
+  Admin(absl::StrCat("INSERT INTO ", Name("t"), " VALUES (1)"));
+  Admin(absl::StrCat("GRANT SELECT ON ", Name("t"), " TO ", reader));
+  Admin(absl::StrCat("ALTER TABLE ", Name("t"), " ENABLE ROW LEVEL SECURITY"));
+  Admin(absl::StrCat("CREATE POLICY leak ON ", Name("t"),
+                     " FOR SELECT USING (set_config('e2e.leak', 'policy', false) IS NOT NULL)"));
+  broker_url_ = absl::StrCat(broker_url_, "&user=", reader);
+  StartPooled();
+  const int64_t pid = BackendPid();
+  const std::string read = absl::StrCat("SELECT id FROM ", Name("t"));
+  ASSERT_TRUE(RunUntilRefused(read));
+  for (int i = 0; i < 5; ++i) {
+    const CallResult r = Execute(read);
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.response.rows_size(), 1);  // the policy ran, and let the row through
+  }
+  ExpectNoLeakOn(pid);
+}
+
+TEST_F(PipelineTableReadsE2eTest, WithoutTheEngineSwitchedOffTableReadsAlwaysTakeTheReset) {
+  Admin(absl::StrCat("CREATE TABLE ", Name("t"), " (id int)"));
+  StartBroker({{"BROKER_PIPELINE_CONNECTIONS", "0"},
+               {"DB_POOL_SIZE", "1"},
+               {"DB_MAX_OVERFLOW", "0"},
+               {"BROKER_PIPELINE_TABLE_READS", "off"}});
+  const double resets = Metric("sessionbroker_session_resets_total");
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(Execute(absl::StrCat("SELECT * FROM ", Name("t"))).status.ok());
+  EXPECT_EQ(Metric("sessionbroker_session_resets_total"), resets + 3);
   EXPECT_EQ(Metric("sessionbroker_pipeline_catalog_lookups_total"), 0);
   EXPECT_EQ(Metric("sessionbroker_pipeline_catalog_proved_total"), 0);
 }

@@ -23,6 +23,10 @@ absl::StatusOr<storage::QueryResult> FakeConnection::Execute(
 absl::StatusOr<storage::QueryResult> FakeConnection::ExecuteStatement(
     const storage::Statement& statement) {
   if (broken_.load()) return absl::UnavailableError("fake connection is broken");
+  if (std::optional<absl::StatusOr<storage::QueryResult>> answer = owner_->AnswerFor(statement.sql);
+      answer.has_value()) {
+    return *std::move(answer);
+  }
   {
     core::MutexLock lock(&mu_);
     if (block_until_cancel_.load()) {
@@ -183,6 +187,21 @@ absl::Status FakeConnection::UseRole(const std::string& role) {
   log_.push_back(role.empty() ? std::string("RESET ROLE") : "SET ROLE " + role);
   role_ = role;
   return absl::OkStatus();
+}
+
+void FakeConnector::AnswerSqlContaining(std::string needle,
+                                        absl::StatusOr<storage::QueryResult> answer) {
+  core::MutexLock lock(&mu_);
+  answer_needle_ = std::move(needle);
+  answer_ = std::move(answer);
+}
+
+std::optional<absl::StatusOr<storage::QueryResult>> FakeConnector::AnswerFor(
+    const std::string& sql) {
+  core::MutexLock lock(&mu_);
+  if (answer_needle_.empty() || sql.find(answer_needle_) == std::string::npos) return std::nullopt;
+  answered_.fetch_add(1);
+  return answer_;
 }
 
 absl::StatusOr<std::unique_ptr<storage::DbConnection>> FakeConnector::Connect() {

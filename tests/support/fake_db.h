@@ -9,6 +9,7 @@
 #include <atomic>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -111,6 +112,12 @@ class FakeConnector final : public storage::DbConnector {
   // connection when the transaction sets `setting`, as PostgreSQL refuses a
   // bad value for it.
   void FailBeginsSetting(std::string setting, absl::Status status);
+  // From now on statements whose SQL contains `needle` get `answer` at once
+  // on every connection: never blocked (set_block_until_cancel), not in
+  // log(), counted by answered(). For queries the broker sends by itself,
+  // such as the catalog lookup of CatalogGuard::ThroughPool.
+  void AnswerSqlContaining(std::string needle, absl::StatusOr<storage::QueryResult> answer);
+  int answered() const { return answered_.load(); }
 
   int connects() const { return connects_.load(); }  // successful ones
   int live() const { return live_.load(); }          // open right now
@@ -121,6 +128,8 @@ class FakeConnector final : public storage::DbConnector {
  private:
   friend class FakeConnection;
   void Closed(int id);
+  // The answer for `sql` if AnswerSqlContaining covers it.
+  std::optional<absl::StatusOr<storage::QueryResult>> AnswerFor(const std::string& sql);
   absl::Status BeginFailure(const storage::TransactionOptions& options);
 
   std::atomic<bool> fail_connects_{false};
@@ -129,10 +138,13 @@ class FakeConnector final : public storage::DbConnector {
   std::atomic<int> connects_{0};
   std::atomic<int> live_{0};
   std::atomic<int> max_live_{0};
+  std::atomic<int> answered_{0};
   core::Mutex mu_;
   std::vector<FakeConnection*> by_id_ ABSL_GUARDED_BY(mu_);  // index id-1; null once closed
   std::string failing_setting_ ABSL_GUARDED_BY(mu_);
   absl::Status failing_setting_status_ ABSL_GUARDED_BY(mu_);
+  std::string answer_needle_ ABSL_GUARDED_BY(mu_);
+  absl::StatusOr<storage::QueryResult> answer_ ABSL_GUARDED_BY(mu_);
 };
 
 // Runs posted tasks only in RunAll()/RunOne(), on the calling thread.

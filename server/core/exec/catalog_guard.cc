@@ -94,6 +94,40 @@ storage::Value TextArray(const std::vector<std::string>& names) {
   return storage::Value::Array(std::move(elements));
 }
 
+// The lookup's statement for `needs`: one prepared statement on every
+// connection, whatever the names.
+storage::Statement VerdictStatement(const CatalogDependencies& needs) {
+  storage::Statement statement;
+  statement.sql = kVerdictSql;
+  statement.params = {TextArray(needs.relations), TextArray(needs.operators),
+                      TextArray(needs.functions), TextArray(needs.types)};
+  statement.cacheable = true;
+  return statement;
+}
+
+// One row of one boolean: far below this.
+constexpr size_t kVerdictMaxBytes = 4096;
+
+absl::StatusOr<bool> VerdictOf(const absl::StatusOr<storage::QueryResult>& result) {
+  if (!result.ok()) return result.status();
+  if (result->rows.size() != 1 || result->rows[0].size() != 1 ||
+      result->rows[0][0].kind != storage::Value::Kind::kBool) {
+    return absl::InternalError("the catalog lookup did not answer with one boolean");
+  }
+  return result->rows[0][0].bool_value;
+}
+
+// ThroughPool's lookups waiting for its one connection request.
+struct PoolLookups {
+  struct Pending {
+    CatalogDependencies needs;
+    CatalogGuard::LookupDone done;
+  };
+  Mutex mu;
+  std::vector<Pending> pending ABSL_GUARDED_BY(mu);
+  bool acquiring ABSL_GUARDED_BY(mu) = false;  // a request is with the pool
+};
+
 }  // namespace
 
 struct CatalogGuard::Shared {
@@ -174,24 +208,55 @@ CatalogGuard::Stats CatalogGuard::stats() const {
 CatalogGuard::Lookup CatalogGuard::ThroughEngine(storage::PipelineEngine& engine) {
   return [&engine](const CatalogDependencies& needs, LookupDone done) {
     storage::PipelineCall call;
-    call.statement.sql = kVerdictSql;
-    call.statement.params = {TextArray(needs.relations), TextArray(needs.operators),
-                             TextArray(needs.functions), TextArray(needs.types)};
-    call.statement.cacheable = true;
-    call.max_result_bytes = 4096;
+    call.statement = VerdictStatement(needs);
+    call.max_result_bytes = kVerdictMaxBytes;
     call.deadline = absl::Now() + absl::Seconds(5);
-    engine.Submit(std::move(call), [done = std::move(done)](
-                                       absl::StatusOr<storage::QueryResult> result) mutable {
-      if (!result.ok()) {
-        std::move(done)(result.status());
+    engine.Submit(std::move(call),
+                  [done = std::move(done)](absl::StatusOr<storage::QueryResult> result) mutable {
+                    std::move(done)(VerdictOf(result));
+                  });
+  };
+}
+
+CatalogGuard::Lookup CatalogGuard::ThroughPool(ConnectionPool& pool, const Clock& clock,
+                                               absl::Duration wait) {
+  auto waiting = std::make_shared<PoolLookups>();
+  return [&pool, &clock, wait, waiting](const CatalogDependencies& needs, LookupDone done) {
+    {
+      MutexLock lock(&waiting->mu);
+      waiting->pending.push_back(PoolLookups::Pending{needs, std::move(done)});
+      if (waiting->acquiring) return;  // the acquire under way takes it along
+      waiting->acquiring = true;
+    }
+    AcquireRequest request;
+    request.deadline = clock.Now() + wait;
+    pool.Acquire(request, [waiting](absl::StatusOr<PooledConnection> acquired) {
+      std::vector<PoolLookups::Pending> batch;
+      {
+        MutexLock lock(&waiting->mu);
+        batch.swap(waiting->pending);
+        waiting->acquiring = false;
+      }
+      if (!acquired.ok()) {
+        for (PoolLookups::Pending& lookup : batch) std::move(lookup.done)(acquired.status());
         return;
       }
-      if (result->rows.size() != 1 || result->rows[0].size() != 1 ||
-          result->rows[0][0].kind != storage::Value::Kind::kBool) {
-        std::move(done)(absl::InternalError("the catalog lookup did not answer with one boolean"));
-        return;
+      PooledConnection conn = *std::move(acquired);
+      // The login role, with the search_path a caller's statement without
+      // a database_role resolves its names with (an earlier caller's role
+      // may still be set: UseRole is applied at checkout, not undone).
+      absl::Status role = conn->UseRole("");
+      for (PoolLookups::Pending& lookup : batch) {
+        if (!role.ok()) {
+          std::move(lookup.done)(role);
+          continue;
+        }
+        storage::ExecuteOptions options;
+        options.max_result_bytes = kVerdictMaxBytes;
+        std::move(lookup.done)(VerdictOf(conn->Execute(VerdictStatement(lookup.needs), options)));
       }
-      std::move(done)(result->rows[0][0].bool_value);
+      // A broken connection is discarded by the pool on its way back.
+      conn.Release();
     });
   };
 }

@@ -32,6 +32,12 @@
 // starts (one at a time per dependency set); the caller runs the statement
 // on the reset path meanwhile.
 //
+// The runner uses one guard for both paths a one-shot table read may take:
+// a proof lets it run on the pipelined engine, or, without an engine, on a
+// pooled connection without the session reset. The lookup runs where the
+// proof is used: through the engine when there is one (ThroughEngine),
+// otherwise on a pooled connection (ThroughPool).
+//
 // Ownership: the guard owns its cache; lookups' callbacks hold the cache
 // alive (shared), so they may finish after the guard is gone.
 // Thread safety: all methods are thread-safe; the lookup is started outside
@@ -48,6 +54,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/core/base/clock.h"
+#include "server/core/pool/connection_pool.h"
 #include "server/core/sql/sql_classifier.h"
 #include "server/storage/pipeline_engine.h"
 
@@ -95,6 +102,21 @@ class CatalogGuard {
   // statements: no connection of its own). `engine` must outlive every
   // lookup started.
   static Lookup ThroughEngine(storage::PipelineEngine& engine);
+
+  // The lookup as the same catalog query on a connection taken from `pool`
+  // (no engine): the query blocks a pool executor thread, where Acquire's
+  // callback runs, and the connection goes straight back (the query leaves
+  // no state: no reset). The connection is waited for like a caller's,
+  // bounded by `wait` (and the pool's timeout): under load every released
+  // connection goes to a queued caller first, so a request that may not
+  // wait would never get one and the proofs would lapse exactly when they
+  // pay. To take at most one place in the waiter queue (which callers are
+  // bounded by, DB_POOL_MAX_WAITERS), lookups that start while one waits
+  // for its connection join it and run on the same connection. A failed
+  // acquire or query fails every lookup it carried. `pool` and `clock` must
+  // outlive every lookup started (the pool's executor runs them).
+  static Lookup ThroughPool(ConnectionPool& pool, const Clock& clock,
+                            absl::Duration wait = absl::Seconds(5));
 
  private:
   struct Shared;

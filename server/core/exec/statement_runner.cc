@@ -907,6 +907,25 @@ bool StatementRunner::Pipelinable(const RunRequest& request, bool needs_reset,
   return true;
 }
 
+bool StatementRunner::ProvableOnPool(const RunRequest& request) {
+  // One statement on a connection fresh from the pool, whose only session
+  // state is the baseline: the lookup ran with that baseline too.
+  if (request.op != Op::kExecute || request.statements.size() != 1) return false;
+  // Not a session's connection, nor one an earlier step dirtied.
+  if (request.connection || request.reset_on_release) return false;
+  // SET ROLE changes what `$user` in search_path resolves to (the lookup
+  // runs as the login role), and a transaction's settings may set
+  // search_path itself: the proof would be about other names.
+  if (!request.database_role.empty() || !request.transaction.IsPlain()) return false;
+  // A named parameter type may be a user type whose input function runs.
+  for (const std::string& type : request.statements[0].param_types) {
+    if (!type.empty()) return false;
+  }
+  // A durable call also runs the outcomes table's statements, whose
+  // classification this proof does not cover; reads rarely carry an id.
+  return request.durable == nullptr;
+}
+
 std::optional<storage::PipelineStats> StatementRunner::PipelineStats() const {
   if (options_.pipeline == nullptr) return std::nullopt;
   return options_.pipeline->Stats();
@@ -920,11 +939,15 @@ StatementRunner::StatementRunner(ConnectionPool& pool, TimerQueue& timers,
       cancel_executor_(cancel_executor),
       clock_(clock),
       options_(std::move(options)) {
-  if (options_.pipeline != nullptr && options_.pipeline_table_reads) {
+  if (options_.pipeline_table_reads) {
     CatalogGuard::Options guard;
     guard.refresh = options_.catalog_refresh;
+    // The lookup runs where the proofs are used: on the engine when there
+    // is one (pipelined with callers' statements), on the pool otherwise.
     catalog_guard_ = std::make_unique<CatalogGuard>(
-        guard, clock_, CatalogGuard::ThroughEngine(*options_.pipeline));
+        guard, clock_,
+        options_.pipeline != nullptr ? CatalogGuard::ThroughEngine(*options_.pipeline)
+                                     : CatalogGuard::ThroughPool(pool_, clock_));
   }
 }
 
@@ -949,22 +972,28 @@ std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCa
     return nullptr;
   }
   bool needs_reset = checked->needs_reset;
-  // A table read the catalog may prove stateless: asked only when it is
-  // otherwise bound for the engine, so sessions and batches cause no lookups.
+  // Asked only of calls that could go there: Stats() gathers every loop's
+  // numbers.
+  auto engine_up = [this] {
+    return options_.pipeline != nullptr && options_.pipeline->Stats().connections_up > 0;
+  };
+  // A table read the catalog may prove stateless: asked only when the proof
+  // would be used (on the engine, or on a pooled connection that then skips
+  // its reset), so sessions, batches and reads under a role cause no
+  // lookups.
   if (needs_reset && checked->stateless_if.has_value() && catalog_guard_ != nullptr &&
-      Pipelinable(request, /*needs_reset=*/false, checked->own_transaction) &&
-      options_.pipeline->Stats().connections_up > 0 &&
+      ((Pipelinable(request, /*needs_reset=*/false, checked->own_transaction) && engine_up()) ||
+       ProvableOnPool(request)) &&
       catalog_guard_->Check(*checked->stateless_if) == CatalogGuard::Verdict::kStateless) {
     needs_reset = false;
   }
-  if (options_.pipeline != nullptr && Pipelinable(request, needs_reset, checked->own_transaction) &&
-      options_.pipeline->Stats().connections_up > 0) {
+  if (Pipelinable(request, needs_reset, checked->own_transaction) && engine_up()) {
     auto pipelined = std::make_shared<PipelinedCall>(*this);
     pipelined->Start(std::move(request), std::move(done));
     return pipelined;
   }
-  auto call = std::make_shared<Call>(*this, std::move(request), std::move(done),
-                                     checked->needs_reset, checked->own_transaction);
+  auto call = std::make_shared<Call>(*this, std::move(request), std::move(done), needs_reset,
+                                     checked->own_transaction);
   call->Start();
   return call;
 }

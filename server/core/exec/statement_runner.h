@@ -35,7 +35,11 @@
 //    read) goes there too when the CatalogGuard's recent answer says so
 //    (RunnerOptions::pipeline_table_reads); without an answer yet it takes
 //    the pooled path with its reset, and the guard looks the answer up.
-//    Everything else takes a pooled connection.
+//    Everything else takes a pooled connection. The guard serves the pooled
+//    path too, with the engine on or off: a one-shot Execute or
+//    StreamExecute of such a read (no role, transaction settings, named
+//    parameter types or request id: ProvableOnPool) that the catalog proved
+//    stateless skips the reset on its pooled connection.
 //  * Sessions (SessionManager) run their transactions as steps: kBegin takes
 //    a connection and hands it back inside its transaction, kInTransaction
 //    and kCommit/kRollback run on that connection. Each step gets the same
@@ -102,9 +106,11 @@ struct RunnerOptions {
   // connections are taken out of the pool's bound by whoever wires them.
   // Must outlive the runner.
   storage::PipelineEngine* pipeline = nullptr;
-  // With `pipeline`: also pipeline SELECTs the catalog proves stateless
-  // (BROKER_PIPELINE_TABLE_READS), trusting the catalog's answers for
-  // `catalog_refresh` (BROKER_PIPELINE_CATALOG_REFRESH; CatalogGuard).
+  // SELECTs the catalog proves stateless (BROKER_PIPELINE_TABLE_READS) are
+  // pipelined (with `pipeline`) or skip the reset on a pooled connection,
+  // trusting the catalog's answers for `catalog_refresh`
+  // (BROKER_PIPELINE_CATALOG_REFRESH; CatalogGuard). The catalog is asked
+  // through the engine when there is one, on a pooled connection otherwise.
   bool pipeline_table_reads = true;
   absl::Duration catalog_refresh = absl::Seconds(1);
 };
@@ -188,9 +194,10 @@ struct RunnerStats {
   int64_t cancellations = 0;  // by deadline or by the caller
   int64_t session_resets = 0;
   int64_t pipelined = 0;  // of `statements`, those run by the pipelined engine
-  // The CatalogGuard's answers for table reads otherwise pipelinable
-  // (all 0 without one).
-  int64_t catalog_proved = 0;   // pipelined on the catalog's word
+  // The CatalogGuard's answers for table reads that would otherwise be
+  // pipelinable or skip the reset on a pooled connection (all 0 without a
+  // guard: pipeline_table_reads off).
+  int64_t catalog_proved = 0;   // pipelined, or not reset, on the catalog's word
   int64_t catalog_refused = 0;  // the catalog says they may run user code
   int64_t catalog_unknown = 0;  // no recent answer: ran with a reset
   int64_t catalog_lookups = 0;
@@ -248,6 +255,14 @@ class StatementRunner final {
   // run in a transaction of its own; or kBatch whose statements all are so,
   // with plain transaction options (no isolation, read-only or settings).
   static bool Pipelinable(const RunRequest& request, bool needs_reset, bool own_transaction);
+  // Whether a request's one table read, when the catalog proves it
+  // stateless (SqlInfo::stateless_if), may skip the reset on the pooled
+  // connection it runs on: kExecute of one statement (also streamed, also in
+  // a transaction of its own) on a connection fresh from the pool, with no
+  // database_role, transaction settings, named parameter types or request
+  // id; never a session's connection or reset_on_release. What Pipelinable
+  // adds to this is about the engine, not about session state.
+  static bool ProvableOnPool(const RunRequest& request);
   // How long statements (or whole batches) ran on their connection.
   const DurationHistogram& statement_duration() const { return statement_duration_; }
 
@@ -268,7 +283,7 @@ class StatementRunner final {
   std::atomic<int64_t> session_resets_{0};
   std::atomic<int64_t> pipelined_{0};
   DurationHistogram statement_duration_{clock_};
-  // With a pipeline and pipeline_table_reads; null otherwise.
+  // With pipeline_table_reads; null otherwise.
   std::unique_ptr<CatalogGuard> catalog_guard_;
 };
 

@@ -301,21 +301,25 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
               "Pipelined connects that failed and pipelined connections lost.");
     w.Counter("sessionbroker_pipeline_recycles_total", static_cast<double>(pl.recycles),
               "Pipelined connections closed for their age (DB_POOL_RECYCLE) and reopened.");
-    const RunnerStats& st = s.statements;
-    w.Counter("sessionbroker_pipeline_catalog_proved_total", st.catalog_proved,
-              "Table reads pipelined because the catalog showed they run no user code "
-              "(BROKER_PIPELINE_TABLE_READS).");
-    w.Counter("sessionbroker_pipeline_catalog_refused_total", st.catalog_refused,
-              "Table reads not pipelined because the catalog showed they may run user code (a "
-              "view, row-level security, a rule, a user operator, function or type).");
-    w.Counter("sessionbroker_pipeline_catalog_unknown_total", st.catalog_unknown,
-              "Table reads not pipelined because no recent catalog answer was at hand (each "
-              "starts or waits for a lookup; BROKER_PIPELINE_CATALOG_REFRESH).");
-    w.Counter("sessionbroker_pipeline_catalog_lookups_total", st.catalog_lookups,
-              "Catalog lookups sent through the pipelined engine.");
-    w.Counter("sessionbroker_pipeline_catalog_lookup_failures_total", st.catalog_lookup_failures,
-              "Catalog lookups that failed (the reads keep their reset).");
   }
+
+  // The CatalogGuard's table-read proofs, for the engine and for the
+  // pooled path (absent with BROKER_PIPELINE_TABLE_READS=off they stay 0).
+  const RunnerStats& st = s.statements;
+  w.Counter("sessionbroker_pipeline_catalog_proved_total", st.catalog_proved,
+            "Table reads the catalog showed run no user code (BROKER_PIPELINE_TABLE_READS): "
+            "pipelined, or run on a pooled connection without the session reset.");
+  w.Counter("sessionbroker_pipeline_catalog_refused_total", st.catalog_refused,
+            "Table reads kept on the reset path because the catalog showed they may run user "
+            "code (a view, row-level security, a rule, a user operator, function or type).");
+  w.Counter("sessionbroker_pipeline_catalog_unknown_total", st.catalog_unknown,
+            "Table reads kept on the reset path because no recent catalog answer was at hand "
+            "(each starts or waits for a lookup; BROKER_PIPELINE_CATALOG_REFRESH).");
+  w.Counter("sessionbroker_pipeline_catalog_lookups_total", st.catalog_lookups,
+            "Catalog lookups sent (through the pipelined engine, or on a pooled connection "
+            "without one).");
+  w.Counter("sessionbroker_pipeline_catalog_lookup_failures_total", st.catalog_lookup_failures,
+            "Catalog lookups that failed (the reads keep their reset).");
 
   // The database.
   w.Gauge("sessionbroker_database_reachable", s.database_reachable ? 1 : 0,

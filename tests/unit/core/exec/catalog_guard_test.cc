@@ -1,6 +1,8 @@
 // CatalogGuard with fake catalog answers and a fake clock: what it answers
 // before, during and after a lookup, how long an answer is trusted, and that
-// failures and a full cache keep it conservative.
+// failures and a full cache keep it conservative. Its lookup on a pooled
+// connection (ThroughPool) against a fake database: where it runs, how many
+// places in the pool's queue it takes, and how it fails.
 #include "server/core/exec/catalog_guard.h"
 
 #include <optional>
@@ -9,10 +11,15 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "server/core/base/timer_queue.h"
+#include "server/core/pool/connection_pool.h"
+#include "tests/support/fake_db.h"
 
 namespace sessionbroker::core {
 namespace {
 
+using ::sessionbroker::testing::FakeConnector;
+using ::sessionbroker::testing::ManualExecutor;
 using Verdict = CatalogGuard::Verdict;
 
 CatalogDependencies Reads(std::string relation) {
@@ -165,6 +172,142 @@ TEST_F(CatalogGuardTest, LookupAnsweringInlineIsUsedAtTheNextCheck) {
       [](const CatalogDependencies&, CatalogGuard::LookupDone done) { std::move(done)(true); });
   EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
   EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kStateless);
+}
+
+// The catalog's one boolean.
+storage::QueryResult Answer(bool stateless) {
+  storage::QueryResult result;
+  result.columns.push_back(storage::Column{"?column?", 16, "bool"});
+  result.rows.push_back({storage::Value::Bool(stateless)});
+  return result;
+}
+
+constexpr char kLookupSql[] = "pg_catalog.to_regclass";
+
+// A pool of one connection over a fake database, on a manual executor.
+class PoolLookupTest : public ::testing::Test {
+ protected:
+  PoolLookupTest() {
+    PoolOptions options;
+    options.pool_size = 1;
+    options.max_overflow = 0;
+    options.pre_ping = false;
+    pool_ = std::make_unique<ConnectionPool>(options, connector_, executor_, timers_, clock_);
+  }
+  ~PoolLookupTest() override {
+    pool_->Close();
+    executor_.RunAll();
+  }
+
+  // Takes the pool's one connection and keeps it until the test lets go.
+  PooledConnection Hold() {
+    std::optional<PooledConnection> held;
+    pool_->Acquire(AcquireRequest{}, [&held](absl::StatusOr<PooledConnection> c) {
+      if (c.ok()) held = *std::move(c);
+    });
+    executor_.RunAll();
+    EXPECT_TRUE(held.has_value());
+    return held.has_value() ? *std::move(held) : PooledConnection();
+  }
+
+  CatalogGuard::Options Options() {
+    CatalogGuard::Options o;
+    o.refresh = absl::Seconds(10);
+    return o;
+  }
+
+  FakeClock clock_;
+  TimerQueue timers_{clock_};
+  ManualExecutor executor_;
+  FakeConnector connector_;
+  std::unique_ptr<ConnectionPool> pool_;
+};
+
+TEST_F(PoolLookupTest, AnswerComesFromAPooledConnectionThatGoesBackUnreset) {
+  connector_.AnswerSqlContaining(kLookupSql, Answer(true));
+  CatalogGuard guard(Options(), clock_, CatalogGuard::ThroughPool(*pool_, clock_));
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
+  executor_.RunAll();
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kStateless);
+  EXPECT_EQ(connector_.answered(), 1);
+  const PoolStats pool = pool_->Stats();
+  EXPECT_EQ(pool.in_use, 0);
+  EXPECT_EQ(pool.idle, 1);
+  EXPECT_EQ(connector_.connection(1)->resets(), 0);
+}
+
+TEST_F(PoolLookupTest, RunsAsTheLoginRoleWhateverTheLastCallerLeftSet) {
+  connector_.AnswerSqlContaining(kLookupSql, Answer(true));
+  {
+    PooledConnection conn = Hold();
+    ASSERT_TRUE(conn->UseRole("reader").ok());
+  }
+  CatalogGuard guard(Options(), clock_, CatalogGuard::ThroughPool(*pool_, clock_));
+  guard.Check(Reads("\"t\""));
+  executor_.RunAll();
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kStateless);
+  const std::vector<std::string> log = connector_.connection(1)->log();
+  ASSERT_FALSE(log.empty());
+  EXPECT_EQ(log.back(), "RESET ROLE");
+}
+
+TEST_F(PoolLookupTest, LookupsStartedWhileOneWaitsShareItsPlaceInTheQueue) {
+  connector_.AnswerSqlContaining(kLookupSql, Answer(true));
+  CatalogGuard guard(Options(), clock_, CatalogGuard::ThroughPool(*pool_, clock_));
+  PooledConnection held = Hold();
+  guard.Check(Reads("\"a\""));
+  guard.Check(Reads("\"b\""));
+  guard.Check(Reads("\"c\""));
+  executor_.RunAll();
+  EXPECT_EQ(pool_->Stats().waiters, 1);
+  EXPECT_EQ(connector_.answered(), 0);
+  held.Release();
+  executor_.RunAll();
+  EXPECT_EQ(connector_.answered(), 3);
+  EXPECT_EQ(guard.Check(Reads("\"a\"")), Verdict::kStateless);
+  EXPECT_EQ(guard.Check(Reads("\"b\"")), Verdict::kStateless);
+  EXPECT_EQ(guard.Check(Reads("\"c\"")), Verdict::kStateless);
+  EXPECT_EQ(pool_->Stats().waiters, 0);
+}
+
+TEST_F(PoolLookupTest, WaitForAConnectionIsBoundedAndThenFailsTheLookup) {
+  connector_.AnswerSqlContaining(kLookupSql, Answer(true));
+  CatalogGuard guard(Options(), clock_,
+                     CatalogGuard::ThroughPool(*pool_, clock_, absl::Seconds(2)));
+  PooledConnection held = Hold();
+  guard.Check(Reads("\"t\""));
+  clock_.Advance(absl::Seconds(2));
+  timers_.RunDue();
+  executor_.RunAll();
+  EXPECT_EQ(guard.stats().lookup_failures, 1u);
+  EXPECT_EQ(pool_->Stats().waiters, 0);
+  held.Release();
+  executor_.RunAll();
+  EXPECT_EQ(connector_.answered(), 0);
+  // Still unknown: the next check asks again.
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
+  EXPECT_EQ(guard.stats().lookups, 2u);
+}
+
+TEST_F(PoolLookupTest, NoConnectionToBeHadFailsTheLookup) {
+  connector_.set_fail_connects(true);
+  CatalogGuard guard(Options(), clock_, CatalogGuard::ThroughPool(*pool_, clock_));
+  guard.Check(Reads("\"t\""));
+  executor_.RunAll();
+  timers_.RunDue();
+  executor_.RunAll();
+  EXPECT_EQ(guard.stats().lookup_failures, 1u);
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
+}
+
+TEST_F(PoolLookupTest, QueryThatDoesNotAnswerOneBooleanFailsTheLookup) {
+  connector_.AnswerSqlContaining(kLookupSql, storage::QueryResult{});
+  CatalogGuard guard(Options(), clock_, CatalogGuard::ThroughPool(*pool_, clock_));
+  guard.Check(Reads("\"t\""));
+  executor_.RunAll();
+  EXPECT_EQ(guard.stats().lookup_failures, 1u);
+  EXPECT_EQ(pool_->Stats().in_use, 0);
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kUnknown);
 }
 
 }  // namespace

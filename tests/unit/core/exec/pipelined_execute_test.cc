@@ -253,6 +253,52 @@ TEST_F(PipelinedExecuteTest, TableReadTakesThePoolWithAResetUntilTheCatalogProve
   EXPECT_EQ(runner_->Stats().session_resets, 1);
 }
 
+// Takes a streamed result's rows and keeps nothing.
+class DiscardingSink final : public storage::RowSink {
+ public:
+  absl::Status Columns(std::vector<storage::Column>) override { return absl::OkStatus(); }
+  absl::Status Row(std::vector<storage::Value>, size_t) override { return absl::OkStatus(); }
+};
+
+TEST_F(PipelinedExecuteTest, ProvedTableReadBoundForThePoolSkipsTheResetThere) {
+  // A stream never goes to the engine; the engine's proof still spares its
+  // pooled connection the reset.
+  const std::string read = "SELECT * FROM t";
+  std::optional<absl::StatusOr<Results>> out;
+  Start(One(read), &out);
+  executor_.RunAll();
+  ASSERT_EQ(engine_.submitted(), 1u);  // the lookup
+  engine_.Answer(0, Verdict(true));
+  out.reset();
+  RunRequest streamed = One(read);
+  streamed.sink = std::make_shared<DiscardingSink>();
+  Start(std::move(streamed), &out);
+  executor_.RunAll();
+  ASSERT_TRUE(out.has_value());
+  EXPECT_TRUE(out->ok()) << out->status();
+  EXPECT_EQ(engine_.submitted(), 1u);
+  EXPECT_EQ(runner_->Stats().pipelined, 0);
+  EXPECT_EQ(runner_->Stats().catalog_proved, 1);
+  EXPECT_EQ(connector_.connection(1)->resets(), 1);
+  EXPECT_EQ(runner_->Stats().session_resets, 1);
+}
+
+TEST_F(PipelinedExecuteTest, ProvedTableReadUnderARoleKeepsItsReset) {
+  const std::string read = "SELECT * FROM t";
+  std::optional<absl::StatusOr<Results>> out;
+  Start(One(read), &out);
+  executor_.RunAll();
+  engine_.Answer(0, Verdict(true));
+  out.reset();
+  RunRequest as_reader = One(read);
+  as_reader.database_role = "reader";
+  Start(std::move(as_reader), &out);
+  executor_.RunAll();
+  ASSERT_TRUE(out.has_value());
+  EXPECT_EQ(runner_->Stats().catalog_proved, 0);
+  EXPECT_EQ(runner_->Stats().session_resets, 2);
+}
+
 TEST_F(PipelinedExecuteTest, TableReadTheCatalogRefusesStaysOnThePool) {
   const std::string read = "SELECT * FROM secured";
   std::optional<absl::StatusOr<Results>> out;

@@ -29,6 +29,25 @@ RunRequest One(std::string sql, std::vector<storage::Value> params = {}) {
   return r;
 }
 
+// The catalog's answer to the guard's lookup (CatalogGuard::ThroughPool).
+storage::QueryResult Verdict(bool stateless) {
+  storage::QueryResult result;
+  result.columns.push_back(storage::Column{"?column?", 16, "bool"});
+  result.rows.push_back({storage::Value::Bool(stateless)});
+  result.command_tag = "SELECT 1";
+  return result;
+}
+
+// What identifies the lookup's SQL among the statements a connection runs.
+constexpr char kLookupSql[] = "pg_catalog.to_regclass";
+
+// Takes a streamed result's rows and keeps nothing.
+class DiscardingSink final : public storage::RowSink {
+ public:
+  absl::Status Columns(std::vector<storage::Column>) override { return absl::OkStatus(); }
+  absl::Status Row(std::vector<storage::Value>, size_t) override { return absl::OkStatus(); }
+};
+
 // Client "capped" may run statements for at most 10 s; the others have no
 // ceiling of their own.
 class CappedClientShares final : public ClientShares {
@@ -255,6 +274,94 @@ TEST_F(StatementRunnerTest, StatementsOnRelationsResetTheConnection) {
   EXPECT_EQ(connector_.connection(1)->resets(), 2);
 }
 
+TEST_F(StatementRunnerTest, TableReadTheCatalogProvedSkipsTheResetOnThePool) {
+  connector_.AnswerSqlContaining(kLookupSql, Verdict(true));
+  const std::string read = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+  // No answer yet: the reset, while the guard asks on a pooled connection.
+  ASSERT_TRUE(RunToEnd(One(read, {storage::Value::Int64(1)})).ok());
+  EXPECT_EQ(connector_.answered(), 1);
+  EXPECT_EQ(connector_.connection(1)->resets(), 1);
+  ASSERT_TRUE(RunToEnd(One(read, {storage::Value::Int64(2)})).ok());
+  ASSERT_TRUE(RunToEnd(One(read, {storage::Value::Int64(3)})).ok());
+  EXPECT_EQ(connector_.connection(1)->resets(), 1);
+  EXPECT_EQ(connector_.answered(), 1);
+  EXPECT_EQ(connector_.connects(), 1);
+  const RunnerStats stats = runner_->Stats();
+  EXPECT_EQ(stats.session_resets, 1);
+  EXPECT_EQ(stats.catalog_proved, 2);
+  EXPECT_EQ(stats.catalog_lookups, 1);
+  EXPECT_EQ(stats.pipelined, 0);
+}
+
+TEST_F(StatementRunnerTest, StreamedTableReadTheCatalogProvedSkipsTheReset) {
+  connector_.AnswerSqlContaining(kLookupSql, Verdict(true));
+  ASSERT_TRUE(RunToEnd(One("SELECT * FROM t")).ok());
+  RunRequest streamed = One("SELECT * FROM t");
+  streamed.sink = std::make_shared<DiscardingSink>();
+  ASSERT_TRUE(RunToEnd(std::move(streamed)).ok());
+  EXPECT_EQ(connector_.connection(1)->resets(), 1);
+  EXPECT_EQ(runner_->Stats().catalog_proved, 1);
+}
+
+TEST_F(StatementRunnerTest, TableReadTheCatalogRefusesKeepsTheReset) {
+  connector_.AnswerSqlContaining(kLookupSql, Verdict(false));
+  ASSERT_TRUE(RunToEnd(One("SELECT * FROM secured")).ok());
+  ASSERT_TRUE(RunToEnd(One("SELECT * FROM secured")).ok());
+  EXPECT_EQ(connector_.connection(1)->resets(), 2);
+  EXPECT_EQ(runner_->Stats().catalog_refused, 1);
+}
+
+TEST_F(StatementRunnerTest, TableReadUnderADatabaseRoleKeepsTheResetWithoutAskingTheCatalog) {
+  // SET ROLE changes what `$user` in search_path names: the login role's
+  // answer would be about other relations.
+  connector_.AnswerSqlContaining(kLookupSql, Verdict(true));
+  for (int i = 0; i < 2; ++i) {
+    RunRequest read = One("SELECT * FROM t");
+    read.database_role = "reader";
+    ASSERT_TRUE(RunToEnd(std::move(read)).ok());
+  }
+  EXPECT_EQ(connector_.connection(1)->resets(), 2);
+  EXPECT_EQ(connector_.answered(), 0);
+  EXPECT_EQ(runner_->Stats().catalog_lookups, 0);
+  EXPECT_EQ(runner_->Stats().catalog_proved, 0);
+}
+
+TEST_F(StatementRunnerTest, TableReadWithTransactionSettingsKeepsTheReset) {
+  // A transaction's settings may set search_path: other names again.
+  connector_.AnswerSqlContaining(kLookupSql, Verdict(true));
+  ASSERT_TRUE(RunToEnd(One("SELECT * FROM t")).ok());
+  RunRequest read = One("SELECT * FROM t");
+  read.transaction.settings.emplace_back("search_path", "other");
+  ASSERT_TRUE(RunToEnd(std::move(read)).ok());
+  EXPECT_EQ(connector_.connection(1)->resets(), 2);
+  EXPECT_EQ(runner_->Stats().catalog_proved, 0);
+}
+
+TEST_F(StatementRunnerTest, CatalogLookupFailureKeepsTheResetAndAsksAgain) {
+  connector_.AnswerSqlContaining(kLookupSql, absl::UnavailableError("lost"));
+  ASSERT_TRUE(RunToEnd(One("SELECT * FROM t")).ok());
+  ASSERT_TRUE(RunToEnd(One("SELECT * FROM t")).ok());
+  EXPECT_EQ(connector_.connection(1)->resets(), 2);
+  EXPECT_EQ(connector_.answered(), 2);
+  EXPECT_EQ(runner_->Stats().catalog_lookup_failures, 2);
+  EXPECT_EQ(runner_->Stats().catalog_proved, 0);
+}
+
+TEST_F(StatementRunnerTest, TableReadsSwitchedOffNeverAskTheCatalogOnThePool) {
+  connector_.AnswerSqlContaining(kLookupSql, Verdict(true));
+  RunnerOptions options;
+  options.pipeline_table_reads = false;
+  StatementRunner runner(*pool_, timers_, executor_, clock_, options);
+  for (int i = 0; i < 2; ++i) {
+    std::optional<absl::StatusOr<Results>> out;
+    runner.Run(One("SELECT * FROM t"), [&out](absl::StatusOr<Results> r) { out = std::move(r); });
+    executor_.RunAll();
+    ASSERT_TRUE(out.has_value());
+  }
+  EXPECT_EQ(connector_.answered(), 0);
+  EXPECT_EQ(connector_.connection(1)->resets(), 2);
+}
+
 TEST_F(StatementRunnerTest, UnparsableSqlGoesToTheDatabaseWithItsParameters) {
   // PostgreSQL reports the syntax error (with its SQLSTATE); the broker does
   // not count placeholders it cannot parse.
@@ -438,6 +545,9 @@ class StatementRunnerCancelTest : public ::testing::Test {
     RunnerOptions runner_options;
     runner_options.max_statement_duration = absl::Minutes(5);
     runner_ = std::make_unique<StatementRunner>(*pool_, timers_, cancels_, clock_, runner_options);
+    // The catalog lookup a read like pg_sleep($1) starts runs on the same
+    // connection as the statements these tests block: it answers at once.
+    connector_.AnswerSqlContaining(kLookupSql, Verdict(false));
   }
   ~StatementRunnerCancelTest() override {
     pool_->Close();

@@ -102,6 +102,19 @@ TEST(PrometheusTextTest, PipelineStreamsAreShownWithTheEngineOffToo) {
   EXPECT_THAT(text, Not(HasSubstr("sessionbroker_pipeline_loops")));
 }
 
+TEST(PrometheusTextTest, CatalogProofsAreShownWithTheEngineOffToo) {
+  // Without the engine the proofs spare pooled connections their reset.
+  PoolSnapshot s = Example();
+  s.pipeline.reset();
+  s.statements.catalog_proved = 40;
+  s.statements.catalog_lookups = 3;
+  const std::string text = RenderPrometheus(s);
+  EXPECT_THAT(text, HasSubstr("# TYPE sessionbroker_pipeline_catalog_proved_total counter\n"
+                              "sessionbroker_pipeline_catalog_proved_total 40\n"));
+  EXPECT_THAT(text, HasSubstr("sessionbroker_pipeline_catalog_lookups_total 3\n"));
+  EXPECT_THAT(text, HasSubstr("sessionbroker_pipeline_catalog_lookup_failures_total 0\n"));
+}
+
 TEST(PrometheusTextTest, HistogramsHaveCumulativeBucketsSumAndCount) {
   const std::string text = RenderPrometheus(Example());
   EXPECT_THAT(text, HasSubstr("# TYPE sessionbroker_pool_checkout_wait_seconds histogram\n"
