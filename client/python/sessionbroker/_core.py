@@ -9,6 +9,7 @@ immutable once built.
 
 import datetime as _dt
 import os
+import uuid
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
@@ -77,8 +78,10 @@ def duration(seconds: Optional[float]):
 def begin_session_request(
         *, ttl: Optional[float], label: str, read_only: bool, isolation_level: Optional[str],
         settings: Optional[Mapping[str, str]]) -> "broker_pb2.BeginSessionRequest":
-    """The BeginSession request for connect()'s arguments."""
-    req = broker_pb2.BeginSessionRequest(label=label or "", read_only=bool(read_only),
+    """The BeginSession request for connect()'s arguments, with a request_id of
+    its own that every attempt of this connect() sends."""
+    req = broker_pb2.BeginSessionRequest(request_id=str(uuid.uuid4()),
+                                         label=label or "", read_only=bool(read_only),
                                          isolation=isolation_enum(isolation_level),
                                          settings={str(k): str(v) for k, v in
                                                    (settings or {}).items()})
@@ -91,10 +94,16 @@ def begin_session_request(
 #: connection (``wait_for_ready``), so UNAVAILABLE means the connection broke
 #: under it: typically an idle HTTP/2 connection that the broker, a proxy or a
 #: NAT closed just as the call went out ("Socket closed"), which the next
-#: attempt replaces. A session opened by an attempt whose answer was lost is
-#: never used and ends at its ttl, so opening one again is safe.
+#: attempt replaces. Every attempt carries the same ``request_id``, so a
+#: broker that opened the session for an attempt whose answer was lost
+#: answers the retry with that session instead of leasing a second one
+#: (docs/retries.md).
 BEGIN_SESSION_ATTEMPTS = 3
 _BEGIN_SESSION_BACKOFF = 0.05
+# An attempt needs this much of the connect timeout left after its backoff;
+# with less, the last UNAVAILABLE (which says what went wrong) is raised
+# rather than a DEADLINE_EXCEEDED from an attempt that had no chance.
+_BEGIN_SESSION_MIN_ATTEMPT = 0.25
 
 
 def begin_session_retry_delay(code: Optional[grpc.StatusCode], attempt: int,
@@ -105,7 +114,7 @@ def begin_session_retry_delay(code: Optional[grpc.StatusCode], attempt: int,
     if code != grpc.StatusCode.UNAVAILABLE or attempt >= BEGIN_SESSION_ATTEMPTS:
         return None
     delay = _BEGIN_SESSION_BACKOFF * (2 ** (attempt - 1))
-    if remaining is not None and remaining <= delay:
+    if remaining is not None and remaining < delay + _BEGIN_SESSION_MIN_ATTEMPT:
         return None
     return delay
 

@@ -25,12 +25,14 @@ class ScriptedBroker(broker_pb2_grpc.SessionBrokerServicer):
     def __init__(self, failures: List[grpc.StatusCode]) -> None:
         self.failures = list(failures)
         self.begins = 0
+        self.request_ids: List[str] = []
         self.ended: List[str] = []
         self.lock = threading.Lock()
 
     def BeginSession(self, request, context):  # noqa: N802 - gRPC's name
         with self.lock:
             self.begins += 1
+            self.request_ids.append(request.request_id)
             n = self.begins
             code = self.failures.pop(0) if self.failures else None
         if code is not None:
@@ -67,12 +69,22 @@ def scripted():
         server.stop(None)
 
 
+def test_separate_connects_send_separate_request_ids(scripted):
+    servicer, target = scripted([])
+    for _ in range(2):
+        dbapi.connect(target, client_id="retry").close()
+    assert len(set(servicer.request_ids)) == 2
+
+
 def test_a_connection_that_breaks_under_begin_session_is_retried(scripted):
     servicer, target = scripted([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE])
     conn = dbapi.connect(target, client_id="retry")
     try:
         assert servicer.begins == 3
         assert conn._core.name == "sessions/s3"
+        # One request id for all attempts: a broker that opened a session for
+        # an attempt whose answer was lost answers the retry with it.
+        assert len(set(servicer.request_ids)) == 1 and servicer.request_ids[0]
     finally:
         conn.close()
     assert servicer.ended == ["sessions/s3"]
@@ -96,8 +108,10 @@ def test_other_errors_of_begin_session_are_not_retried(scripted):
 
 
 def test_no_retry_outlives_the_connect_timeout():
-    # No time left after the first attempt: give up rather than wait.
+    # Too little time left for another attempt: the UNAVAILABLE is raised
+    # rather than a deadline from an attempt that had no chance.
     assert _core.begin_session_retry_delay(grpc.StatusCode.UNAVAILABLE, 1, 0.01) is None
+    assert _core.begin_session_retry_delay(grpc.StatusCode.UNAVAILABLE, 1, 0.2) is None
     assert _core.begin_session_retry_delay(grpc.StatusCode.UNAVAILABLE, 1, None) > 0
     assert _core.begin_session_retry_delay(grpc.StatusCode.UNAVAILABLE, 1, 5.0) > 0
 
@@ -114,3 +128,20 @@ def test_the_asyncio_connection_retries_begin_session_too(scripted):
 
     asyncio.run(main())
     assert servicer.ended == ["sessions/s2"]
+
+
+def test_the_broker_answers_a_repeated_begin_session_with_the_same_session(broker_target):
+    # What the retry relies on, against the real broker: the second attempt
+    # of one connect() (same request_id) gets the session the first opened.
+    from sessionbroker._channel import channel_for
+    stub = broker_pb2_grpc.SessionBrokerStub(channel_for(broker_target, None))
+    metadata = _core.call_metadata("retry", None)
+    request = _core.begin_session_request(ttl=None, label="", read_only=False,
+                                          isolation_level=None, settings=None)
+    first = stub.BeginSession(request, metadata=metadata, timeout=10)
+    again = stub.BeginSession(request, metadata=metadata, timeout=10)
+    try:
+        assert again.name == first.name
+    finally:
+        stub.EndSession(broker_pb2.EndSessionRequest(session=first.name), metadata=metadata,
+                        timeout=10)

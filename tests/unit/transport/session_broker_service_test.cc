@@ -378,8 +378,8 @@ TEST_F(SessionBrokerServiceTest, ACommitRetriedWithItsRequestIdAnswersTheFirstOu
   }
 }
 
-// Execute's and ExecuteBatch's responses live on an arena that is reset and
-// reused once the call is over; a retry is answered from the ledger's copy.
+// Execute's and ExecuteBatch's responses live on an arena per call, freed
+// once the call is over; a retry is answered from the ledger's own copy.
 TEST_F(SessionBrokerServiceTest, ASessionExecuteRetriedAfterOtherCallsAnswersTheFirstResult) {
   const v1::Session session = MustBeginSession();
   // Larger than an arena's first block: the result spans several blocks.
@@ -395,7 +395,7 @@ TEST_F(SessionBrokerServiceTest, ASessionExecuteRetriedAfterOtherCallsAnswersThe
     ASSERT_TRUE(status.ok()) << status.error_message();
   }
   ASSERT_EQ(first.rows(0).values(0).string_value(), sql) << "the fake echoes";
-  // Other calls take (and reset) the first call's arena meanwhile.
+  // Other calls come and go meanwhile (the first call's arena is long freed).
   for (int i = 0; i < 4; ++i) {
     v1::ExecuteResponse other;
     ASSERT_TRUE(Execute(absl::StrCat("SELECT ", i), &other, session.name()).ok());
