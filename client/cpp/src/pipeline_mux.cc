@@ -48,7 +48,7 @@ struct MuxWaiter {
 // by the mux while it is the current stream.
 class MuxStream final : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::PipelineResponse> {
  public:
-  explicit MuxStream(PipelineMux* mux) : mux_(mux) {}
+  explicit MuxStream(PipelineMux* mux) : liveness_{mux}, mux_(mux) {}
 
   void Start(v1::SessionBroker::Stub* stub,
              const std::vector<std::pair<std::string, std::string>>& metadata,
@@ -223,7 +223,8 @@ class MuxStream final : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::
     // calls see it gone (and open a new one, or go unary for a backoff).
     mux_->StreamEnded(this, status, ready);
     for (auto& [waiter, sent] : orphans) waiter->done.Notify();
-    mux_->StreamGone();
+    // The mux learns that this stream is gone when it is destroyed (liveness_),
+    // which may be right here, as `keep` goes.
   }
 
  private:
@@ -251,6 +252,21 @@ class MuxStream final : public grpc::ClientBidiReactor<v1::PipelineRequest, v1::
     return true;
   }
 
+  // Tells the mux the stream is gone from its destructor. Declared first, so
+  // destroyed last: the mux's destructor waits for every stream to be gone,
+  // its ClientContext included, which holds a reference to the channel. Were
+  // the context destroyed after the mux (and the client) had gone, the
+  // channel's last reference could drop on gRPC's callback thread, in OnDone;
+  // gRPC 1.51 then tears its callback completion queue down from its own
+  // thread and aborts (seen as "assertion failed: prior > 0" in
+  // grpc_cq_internal_unref at a test's end).
+  struct Liveness {
+    PipelineMux* mux;
+    ~Liveness() { Gone(mux); }
+  };
+  static void Gone(PipelineMux* mux) { mux->StreamGone(); }
+
+  Liveness liveness_;
   PipelineMux* const mux_;
   std::shared_ptr<MuxStream> self_;
   grpc::ClientContext context_;

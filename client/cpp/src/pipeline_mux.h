@@ -105,7 +105,7 @@ class PipelineMux {
   // Calls go unary until then (UNIMPLEMENTED, or a stream that failed to open).
   absl::Time unary_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Duration backoff_ ABSL_GUARDED_BY(mu_);
-  int live_streams_ ABSL_GUARDED_BY(mu_) = 0;  // started, OnDone not yet run
+  int live_streams_ ABSL_GUARDED_BY(mu_) = 0;  // created, not yet destroyed
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;  // never reused: no id clash on any stream
   MuxCounters counters_ ABSL_GUARDED_BY(mu_);  // but for the three below
   std::atomic<int64_t> stream_calls_{0};
