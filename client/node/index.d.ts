@@ -178,6 +178,14 @@ export interface SessionOptions extends CallOptions {
   label?: string;
   /** Hold the session on the Broker's KeepAlive stream (default true). */
   keepAlive?: boolean;
+  /**
+   * BeginSession's request_id (docs/retries.md): at most 128 of A-Z a-z 0-9
+   * - _ . : ~; default a random UUID. Every attempt of the call carries it
+   * (BeginSession is made again, up to 3 attempts within the deadline, when
+   * it fails UNAVAILABLE), and a call repeated with it, the same options and
+   * clientId gets the same session, not a second one.
+   */
+  requestId?: string;
 }
 
 export interface BeginOptions extends CallOptions {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -278,9 +279,12 @@ v1::IsolationLevel ToProto(Isolation i) {
 
 // Retries UNAVAILABLE only where repeating the call cannot do anything twice
 // (docs/errors.md, "Retry guide"): reads, lease renewal, and Rollback (which
-// succeeds with no transaction open). Execute, ExecuteBatch, BeginSession
-// (a second session), BeginTransaction, Commit and EndSession are not
-// retried: their outcome after UNAVAILABLE is for the caller to judge.
+// succeeds with no transaction open). Execute, ExecuteBatch, BeginTransaction,
+// Commit and EndSession are not retried: their outcome after UNAVAILABLE is
+// for the caller to judge. BeginSession is not named here either, since a
+// service config retries every call of a method alike and a retry without a
+// request_id would lease a second session: Client::BeginSession retries it
+// itself, every attempt with the same request_id (BeginSessionRetryDelay).
 // gRPC's transparent retries (the call never left the client) apply to all.
 constexpr char kServiceConfig[] = R"json({
   "methodConfig": [{
@@ -303,6 +307,48 @@ constexpr char kServiceConfig[] = R"json({
 })json";
 
 constexpr absl::Duration kDestructorDeadline = absl::Seconds(5);
+
+// Attempts of BeginSession while it fails UNAVAILABLE: the connection broke
+// under the call (a broker restart or rolling deploy, an idle connection a
+// proxy or NAT closed just as the call went out), which the next attempt
+// replaces. Every attempt carries the same request_id, so a broker that
+// opened the session for an attempt whose answer was lost answers the retry
+// with that session instead of leasing a second one (docs/retries.md). The
+// Python client's connect() does the same (client/python/sessionbroker/
+// _core.py, begin_session_retry_delay).
+constexpr int kBeginSessionAttempts = 3;
+constexpr absl::Duration kBeginSessionBackoff = absl::Milliseconds(50);
+// An attempt needs this much of the call's deadline left after its backoff;
+// with less, the last UNAVAILABLE (which says what went wrong) is returned
+// rather than a DEADLINE_EXCEEDED from an attempt that had no chance.
+constexpr absl::Duration kBeginSessionMinAttempt = absl::Milliseconds(250);
+
+// How long to wait before BeginSession's next attempt, after attempt number
+// `attempt` (1-based) failed with `code` and `remaining` of the call's
+// deadline is left; nullopt: give up and return the failure.
+std::optional<absl::Duration> BeginSessionRetryDelay(absl::StatusCode code, int attempt,
+                                                     absl::Duration remaining) {
+  if (code != absl::StatusCode::kUnavailable || attempt >= kBeginSessionAttempts) {
+    return std::nullopt;
+  }
+  const absl::Duration delay = kBeginSessionBackoff * (1 << (attempt - 1));
+  if (remaining < delay + kBeginSessionMinAttempt) return std::nullopt;
+  return delay;
+}
+
+// A random (version 4) UUID: 36 characters of the request_id alphabet, one
+// per BeginSession call that came without a request_id of the caller's.
+std::string NewRequestId() {
+  absl::BitGen rng;
+  uint64_t hi = absl::Uniform<uint64_t>(rng);
+  uint64_t lo = absl::Uniform<uint64_t>(rng);
+  hi = (hi & ~uint64_t{0xF000}) | uint64_t{0x4000};            // version 4
+  lo = (lo & ~(uint64_t{0xC} << 60)) | (uint64_t{0x8} << 60);  // variant 10
+  return absl::StrCat(
+      absl::Hex(hi >> 32, absl::kZeroPad8), "-", absl::Hex((hi >> 16) & 0xFFFF, absl::kZeroPad4),
+      "-", absl::Hex(hi & 0xFFFF, absl::kZeroPad4), "-", absl::Hex(lo >> 48, absl::kZeroPad4), "-",
+      absl::Hex(lo & 0xFFFFFFFFFFFF, absl::kZeroPad12));
+}
 
 absl::Status Ended(const std::string& name) {
   return absl::FailedPreconditionError(
@@ -522,11 +568,22 @@ absl::StatusOr<std::unique_ptr<Session>> Client::BeginSession(const SessionOptio
   request.set_isolation(ToProto(options.isolation));
   for (const auto& [k, v] : options.settings) (*request.mutable_settings())[k] = v;
   request.set_label(options.label);
-  request.set_request_id(options.call.request_id);
+  // One id for every attempt (BeginSessionRetryDelay): the caller's, or one
+  // of this call's own.
+  request.set_request_id(options.call.request_id.empty() ? NewRequestId()
+                                                         : options.call.request_id);
+  // One deadline for all attempts: a retry never outlives the call's.
+  const absl::Time deadline = core_->DeadlineOf(options.call);
   v1::Session response;
-  absl::Status s = core_->Unary(*core_->broker, &v1::SessionBroker::Stub::BeginSession, request,
-                                &response, options.call);
-  if (!s.ok()) return s;
+  for (int attempt = 1;; ++attempt) {
+    absl::Status s = core_->UnaryUntil(*core_->broker, &v1::SessionBroker::Stub::BeginSession,
+                                       request, &response, deadline);
+    if (s.ok()) break;
+    std::optional<absl::Duration> delay =
+        BeginSessionRetryDelay(s.code(), attempt, deadline - absl::Now());
+    if (!delay.has_value()) return s;
+    absl::SleepFor(*delay);
+  }
   return std::unique_ptr<Session>(new Session(core_, response.name()));
 }
 

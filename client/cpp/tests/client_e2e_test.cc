@@ -156,6 +156,37 @@ TEST_F(ClientE2eTest, ARequestIdMakesExecuteAndCommitSafeToRetry) {
   EXPECT_EQ((*again)->name(), (*session)->name());
 }
 
+TEST_F(ClientE2eTest, ARetriedBeginSessionGetsTheSessionItsLostAttemptOpened) {
+  // The first attempt, whose answer the client never saw (sent on the raw
+  // stub here), and BeginSession's retry with the same request_id and
+  // request: the broker answers with the session it opened, not a second.
+  SessionOptions options;
+  options.call.request_id = table_ + "-begin";
+  v1::BeginSessionRequest lost;
+  lost.set_request_id(options.call.request_id);
+  v1::Session first;
+  std::unique_ptr<grpc::ClientContext> context = client_->NewContext();
+  grpc::Status sent = client_->broker_stub().BeginSession(context.get(), lost, &first);
+  ASSERT_TRUE(sent.ok()) << sent.error_message();
+  absl::StatusOr<std::unique_ptr<Session>> retried = client_->BeginSession(options);
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ((*retried)->name(), first.name());
+  absl::StatusOr<v1::ListSessionsResponse> open = client_->ListSessions("cpp-e2e");
+  ASSERT_TRUE(open.ok()) << open.status();
+  ASSERT_EQ(open->sessions_size(), 1);
+  EXPECT_EQ(open->sessions(0).name(), first.name());
+}
+
+TEST_F(ClientE2eTest, BeginSessionCallsWithoutARequestIdLeaseSessionsOfTheirOwn) {
+  // Each call's own id: two calls are two sessions, never one replayed.
+  std::unique_ptr<Session> a = *client_->BeginSession();
+  std::unique_ptr<Session> b = *client_->BeginSession();
+  EXPECT_NE(a->name(), b->name());
+  absl::StatusOr<v1::ListSessionsResponse> open = client_->ListSessions("cpp-e2e");
+  ASSERT_TRUE(open.ok()) << open.status();
+  EXPECT_EQ(open->sessions_size(), 2);
+}
+
 TEST_F(ClientE2eTest, AFailedBatchStatementIsNamedByItsIndex) {
   MustExecute("CREATE TABLE " + table_ + " (id int8 PRIMARY KEY)");
   absl::StatusOr<std::vector<Result>> r =

@@ -1,6 +1,7 @@
 // Specification of the C++ client against a scripted in-process broker
 // (fake_broker.h): how C++ values are sent, how cells read back (and fail),
-// what errors carry, the Session life cycle and Transaction's retries.
+// what errors carry, the Session life cycle, BeginSession's retry on
+// UNAVAILABLE (one request_id for all attempts) and Transaction's retries.
 #include "sessionbroker/client.h"
 
 #include <chrono>
@@ -334,6 +335,104 @@ TEST_F(ClientTest, AnEndedSessionRefusesCallsAndItsDestructorDoesNothingMore) {
     EXPECT_EQ(session->Execute("SELECT 1").status().code(), absl::StatusCode::kFailedPrecondition);
   }
   EXPECT_THAT(fake_.calls(), ElementsAre("BeginSession", "EndSession s1"));
+}
+
+// ---- BeginSession's retry on UNAVAILABLE ----
+
+FakeError Unavailable(const std::string& message) {
+  return {grpc::StatusCode::UNAVAILABLE, message, "", "", ""};
+}
+
+// The request_ids of the BeginSession calls the fake received.
+std::vector<std::string> BeginSessionIds(const FakeBroker& fake) {
+  std::vector<std::string> ids;
+  for (const v1::BeginSessionRequest& r : fake.begin_sessions()) ids.push_back(r.request_id());
+  return ids;
+}
+
+TEST_F(ClientTest, ABeginSessionThatFailsUnavailableIsRetriedWithOneRequestId) {
+  fake_.FailNext("BeginSession", 2, Unavailable("Socket closed"));
+  absl::StatusOr<std::unique_ptr<Session>> session = client_->BeginSession();
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_EQ((*session)->name(), "s1");
+  EXPECT_THAT(fake_.calls(), ElementsAre("BeginSession", "BeginSession", "BeginSession"));
+  // One id for all attempts, made by the client (a UUID: within the
+  // broker's alphabet and length), so a broker that opened the session for
+  // an attempt whose answer was lost answers the retry with it.
+  std::vector<std::string> ids = BeginSessionIds(fake_);
+  ASSERT_EQ(ids.size(), 3);
+  EXPECT_THAT(ids[0], ::testing::MatchesRegex(
+                          "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"));
+  EXPECT_THAT(ids, ElementsAre(ids[0], ids[0], ids[0]));
+}
+
+TEST_F(ClientTest, ACallersRequestIdIsSentOnEveryAttemptOfBeginSession) {
+  fake_.FailNext("BeginSession", 1, Unavailable("Socket closed"));
+  SessionOptions options;
+  options.call.request_id = "order-42-session";
+  options.label = "billing-worker";
+  ASSERT_TRUE(client_->BeginSession(options).ok());
+  EXPECT_THAT(BeginSessionIds(fake_), ElementsAre("order-42-session", "order-42-session"));
+  // Every attempt repeats the request exactly: the broker replays only an
+  // identical one.
+  std::vector<v1::BeginSessionRequest> sent = fake_.begin_sessions();
+  ASSERT_EQ(sent.size(), 2);
+  EXPECT_EQ(sent[0].SerializeAsString(), sent[1].SerializeAsString());
+}
+
+TEST_F(ClientTest, SeparateBeginSessionCallsSendSeparateRequestIds) {
+  std::unique_ptr<Session> first = *client_->BeginSession();
+  std::unique_ptr<Session> second = *client_->BeginSession();
+  std::vector<std::string> ids = BeginSessionIds(fake_);
+  ASSERT_EQ(ids.size(), 2);
+  EXPECT_FALSE(ids[0].empty());
+  EXPECT_NE(ids[0], ids[1]);
+}
+
+TEST_F(ClientTest, BeginSessionGivesUpAfterThreeAttemptsWithTheLastUnavailable) {
+  fake_.FailNext("BeginSession", 1, Unavailable("down 1"));
+  fake_.FailNext("BeginSession", 1, Unavailable("down 2"));
+  fake_.FailNext("BeginSession", 1, Unavailable("down 3"));
+  fake_.FailNext("BeginSession", 1, Unavailable("down 4"));
+  absl::Status s = client_->BeginSession().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(s.message(), HasSubstr("down 3"));
+  EXPECT_EQ(fake_.begin_sessions().size(), 3);
+}
+
+TEST_F(ClientTest, OtherErrorsOfBeginSessionAreReturnedAtOnce) {
+  for (grpc::StatusCode code : {grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::ABORTED}) {
+    const size_t before = fake_.begin_sessions().size();
+    fake_.FailNext("BeginSession", 1, {code, "refused", "", "", ""});
+    absl::Status s = client_->BeginSession().status();
+    EXPECT_EQ(static_cast<int>(s.code()), static_cast<int>(code));
+    EXPECT_EQ(fake_.begin_sessions().size(), before + 1) << s;
+  }
+}
+
+TEST_F(ClientTest, NoBeginSessionAttemptStartsWithoutTimeForItWithinTheDeadline) {
+  // Less than the first backoff (50 ms) plus the 250 ms an attempt needs:
+  // the first UNAVAILABLE is returned, not a DEADLINE_EXCEEDED from an
+  // attempt that had no chance.
+  fake_.FailNext("BeginSession", 3, Unavailable("Socket closed"));
+  SessionOptions options;
+  options.call.deadline = absl::Milliseconds(290);
+  absl::Status s = client_->BeginSession(options).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(fake_.begin_sessions().size(), 1);
+}
+
+TEST_F(ClientTest, TransactionRetriesTheBeginSessionOfItsFreshSession) {
+  fake_.FailNext("BeginSession", 1, Unavailable("Socket closed"));
+  absl::Status s =
+      client_->Transaction([](Session& session) { return session.Execute("UPDATE ...").status(); });
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_THAT(fake_.calls(), ElementsAre("BeginSession", "BeginSession", "BeginTransaction s1",
+                                         "Execute s1", "Commit s1", "EndSession s1"));
+  std::vector<std::string> ids = BeginSessionIds(fake_);
+  ASSERT_EQ(ids.size(), 2);
+  EXPECT_EQ(ids[0], ids[1]);
 }
 
 // ---- Transaction ----
@@ -673,6 +772,15 @@ TEST_F(ClientChannelTest, StatementsAreNotRetriedOnUnavailable) {
   absl::Status s = client_->Execute("INSERT ...").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(fake_.calls(), ElementsAre("Execute "));
+}
+
+TEST_F(ClientChannelTest, BeginSessionIsRetriedByTheClientAloneAtMostThreeTimes) {
+  // The service config does not name BeginSession: on a real channel the
+  // client's own three attempts are all there are.
+  fake_.FailNext("BeginSession", 5, {grpc::StatusCode::UNAVAILABLE, "Socket closed", "", "", ""});
+  absl::Status s = client_->BeginSession().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(fake_.calls(), ElementsAre("BeginSession", "BeginSession", "BeginSession"));
 }
 
 TEST_F(ClientChannelTest, ACallOptionsDeadlineBoundsTheCall) {

@@ -64,9 +64,8 @@ class FakeBroker final : public v1::SessionBroker::Service {
     absl::MutexLock lock(&mu_);
     execute_replies_.push_back({v1::ExecuteResponse(), std::move(error)});
   }
-  // The next `n` calls of `method` ("Execute", "GetSession",
-  // "BeginTransaction") fail with
-  // `error` (before any scripted reply).
+  // The next `n` calls of `method` ("Execute", "GetSession", "BeginSession",
+  // "BeginTransaction") fail with `error` (before any scripted reply).
   void FailNext(const std::string& method, int n, FakeError error) {
     absl::MutexLock lock(&mu_);
     for (int i = 0; i < n; ++i) failures_[method].push_back(error);
@@ -147,6 +146,11 @@ class FakeBroker final : public v1::SessionBroker::Service {
   std::vector<v1::ExecuteRequest> executes() const {
     absl::MutexLock lock(&mu_);
     return executes_;
+  }
+  // Every BeginSession request (failed ones too), in arrival order.
+  std::vector<v1::BeginSessionRequest> begin_sessions() const {
+    absl::MutexLock lock(&mu_);
+    return begin_sessions_;
   }
   // "BeginSession", "BeginTransaction s1", "Commit s1", "Rollback s1",
   // "EndSession s1", "Execute s1", in arrival order.
@@ -302,6 +306,8 @@ class FakeBroker final : public v1::SessionBroker::Service {
                             v1::Session* response) override {
     absl::MutexLock lock(&mu_);
     Record(context, "BeginSession");
+    begin_sessions_.push_back(*request);
+    if (std::optional<FakeError> e = TakeFailure("BeginSession")) return Fail(context, *e);
     response->set_name(absl::StrCat("s", ++sessions_));
     response->set_label(request->label());
     return grpc::Status::OK;
@@ -443,6 +449,7 @@ class FakeBroker final : public v1::SessionBroker::Service {
   std::deque<FakeError> commit_errors_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::deque<FakeError>> failures_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::ExecuteRequest> executes_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::BeginSessionRequest> begin_sessions_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> held_ ABSL_GUARDED_BY(mu_);
   std::string last_client_id_ ABSL_GUARDED_BY(mu_);

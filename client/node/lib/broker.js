@@ -13,7 +13,9 @@
 // fallback;
 // broker.transaction(fn) runs fn in a
 // session's transaction and runs it again when it failed in a way a retry
-// can fix (serialization failure, deadlock, ABORTED). Every call takes an
+// can fix (serialization failure, deadlock, ABORTED). BeginSession (of
+// session() and transaction()) is made again, with one request_id for all
+// attempts, when it fails UNAVAILABLE. Every call takes an
 // AbortSignal (`signal`: the call is cancelled in the broker, and a running
 // statement in PostgreSQL) and a deadline (`deadlineMs`, default the
 // Broker's: the broker turns it into the statement's timeout).
@@ -22,6 +24,7 @@
 // number of concurrent async tasks; calls on one session run one at a time
 // in the broker, in arrival order.
 
+const {randomUUID} = require('node:crypto');
 const fs = require('node:fs');
 const grpc = require('@grpc/grpc-js');
 const {setTimeout: sleep} = require('node:timers/promises');
@@ -36,6 +39,35 @@ const {SharedPipeline} = require('./pipeline');
 const DEFAULT_DEADLINE_MS = 60000;
 const END_SESSION_DEADLINE_MS = 5000;
 const MAX_MESSAGE_BYTES = 64 << 20;
+
+// Attempts of BeginSession while it fails UNAVAILABLE (session(), and so
+// transaction()): the connection broke under the call (a broker restart or
+// rolling deploy, an idle connection a proxy or NAT closed just as the call
+// went out), which the next attempt replaces. Every attempt carries the same
+// request_id, so a broker that opened the session for an attempt whose
+// answer was lost answers the retry with that session instead of leasing a
+// second one (docs/retries.md). The Python and C++ clients do the same.
+const BEGIN_SESSION_ATTEMPTS = 3;
+const BEGIN_SESSION_BACKOFF_MS = 50;
+// An attempt needs this much of the call's deadline left after its backoff;
+// with less, the last UNAVAILABLE (which says what went wrong) is thrown
+// rather than a DEADLINE_EXCEEDED from an attempt that had no chance.
+const BEGIN_SESSION_MIN_ATTEMPT_MS = 250;
+
+/**
+ * Milliseconds to wait before BeginSession's next attempt, after attempt
+ * number `attempt` (1-based) failed with `err` and `remainingMs` of the
+ * call's deadline is left (null: no deadline); null: give up.
+ */
+function beginSessionRetryDelay(err, attempt, remainingMs) {
+  if (!(err instanceof DatabaseError) || err.grpcCode !== grpc.status.UNAVAILABLE ||
+      attempt >= BEGIN_SESSION_ATTEMPTS) {
+    return null;
+  }
+  const delay = BEGIN_SESSION_BACKOFF_MS * 2 ** (attempt - 1);
+  if (remainingMs !== null && remainingMs < delay + BEGIN_SESSION_MIN_ATTEMPT_MS) return null;
+  return delay;
+}
 
 const ISOLATION = {
   'default': 'ISOLATION_LEVEL_UNSPECIFIED',
@@ -194,6 +226,8 @@ class Broker {
   /**
    * Leases a session (docs/sessions.md), held by this Broker's KeepAlive
    * stream until session.end() (keepAlive: false leaves it to its ttl).
+   * BeginSession carries options.requestId, or a random UUID, and is made
+   * again with it when it fails UNAVAILABLE (_beginSession).
    */
   async session(options = {}) {
     const request = {
@@ -201,9 +235,10 @@ class Broker {
       isolation: isolationLevel(options.isolation),
       settings: {...(options.settings || {})},
       label: options.label || '',
+      request_id: options.requestId || randomUUID(),
     };
     if (options.ttlMs !== undefined) request.ttl = duration(options.ttlMs);
-    const response = await this._unary('BeginSession', request, options);
+    const response = await this._beginSession(request, options);
     const session = new Session(this, response.name, options.keepAlive !== false);
     this._sessions.add(session);
     if (session._held) this._keepAlive.hold(session._lease);
@@ -274,6 +309,33 @@ class Broker {
   }
 
   // ---- internals ---------------------------------------------------------
+
+  /**
+   * BeginSession, made again while it fails UNAVAILABLE: at most
+   * BEGIN_SESSION_ATTEMPTS in all, with one request (its request_id
+   * included) and within one deadline, options.deadlineMs from now.
+   */
+  async _beginSession(request, options) {
+    const deadlineMs = options.deadlineMs === undefined ? this.deadlineMs : options.deadlineMs;
+    const deadline = deadlineMs !== null && Number.isFinite(deadlineMs) ?
+      Date.now() + deadlineMs : null;
+    const signal = options.signal;
+    for (let attempt = 1; ; attempt++) {
+      const remaining = deadline === null ? null : Math.max(deadline - Date.now(), 0);
+      try {
+        return await this._unary('BeginSession', request, {signal, deadlineMs: remaining});
+      } catch (err) {
+        const left = deadline === null ? null : deadline - Date.now();
+        const delay = beginSessionRetryDelay(err, attempt, left);
+        if (delay === null) throw err;
+        try {
+          await sleep(delay, undefined, signal ? {signal} : undefined);
+        } catch (aborted) {
+          throw signal && signal.aborted ? abortReason(signal) : aborted;
+        }
+      }
+    }
+  }
 
   _unary(method, request, options = {}, {allowClosed = false} = {}) {
     return new Promise((resolve, reject) => {

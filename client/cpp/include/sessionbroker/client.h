@@ -11,13 +11,14 @@
 // (row_stream.h); LISTEN/NOTIFY is Client::Listen (subscription.h).
 //
 // Client: one gRPC channel (keepalive pings; a service config that retries
-// UNAVAILABLE only for the calls that are safe to repeat; a default deadline
-// on every unary call), the "x-client-id" metadata on every call, and one
-// KeepAlive stream (a background thread) that holds every Session the client
-// has open, re-opened with backoff if it breaks, and one shared Pipeline
-// stream that carries Execute/ExecuteBatch calls of many threads at once
-// (ClientOptions::pipeline; unary calls as the fallback). Thread-safe: share
-// one Client per broker across threads.
+// UNAVAILABLE only for the calls that are safe to repeat, and BeginSession
+// retried by the client itself with one request_id for all attempts; a
+// default deadline on every unary call), the "x-client-id" metadata on every
+// call, and one KeepAlive stream (a background thread) that holds every
+// Session the client has open, re-opened with backoff if it breaks, and one
+// shared Pipeline stream that carries Execute/ExecuteBatch calls of many
+// threads at once (ClientOptions::pipeline; unary calls as the fallback).
+// Thread-safe: share one Client per broker across threads.
 //
 // Session: an RAII lease (BeginSession). Its destructor rolls back an open
 // transaction and ends the session, never throwing. One thread at a time
@@ -137,7 +138,8 @@ struct CallOptions {
   // Execute, ExecuteBatch, Commit, and BeginSession (SessionOptions::call):
   // a retry with the same id returns the first outcome instead of doing the
   // work twice (docs/retries.md). At most 128 of A-Z a-z 0-9 - _ . : ~ (a
-  // UUID); empty: none. Ignored by the other calls.
+  // UUID); empty: none, but for BeginSession, which then makes one of its
+  // own (Client::BeginSession). Ignored by the other calls.
   std::string request_id;
 };
 
@@ -300,11 +302,21 @@ class Client {
                                                        const CallOptions& options = {});
 
   // Leases a session, held by the client's KeepAlive stream until the
-  // Session is destroyed or ended.
+  // Session is destroyed or ended. The request carries
+  // options.call.request_id, or a random UUID when it is empty. A BeginSession
+  // that fails UNAVAILABLE (the connection broke under the call: a broker
+  // restart, an idle connection closed just then) is made again, with the same
+  // request_id, so that a broker which opened the session for an attempt whose
+  // answer was lost answers with that session instead of leasing a second
+  // (docs/retries.md): at most 3 attempts in all, 50 and 100 ms apart, all
+  // within the one deadline of options.call, and none begun with less than
+  // 250 ms of it left (the last UNAVAILABLE is returned then). Any other
+  // error is returned at once.
   absl::StatusOr<std::unique_ptr<Session>> BeginSession(const SessionOptions& options = {});
 
   // Runs fn in a transaction (on options.session, or on a fresh session
-  // ended afterwards) and commits. When fn or Commit fails with a retryable
+  // begun as BeginSession does, retries included, and ended afterwards) and
+  // commits. When fn or Commit fails with a retryable
   // error (IsRetryableTransactionError: ABORTED, SQLSTATE 40001/40P01), rolls
   // back, waits (exponential backoff with jitter) and runs fn again, at most
   // options.max_attempts times in all; returns the last error. Any other

@@ -34,7 +34,7 @@ export async function main(): Promise<void> {
   const balance: string = total.balance;
 
   const session = await broker.session({ttlMs: 30000, label: 'worker',
-    settings: {search_path: 'app'}});
+    settings: {search_path: 'app'}, requestId: 'worker-7c1d'});
   try {
     await session.begin({readOnly: true});
     await session.query('SELECT 1');
