@@ -18,9 +18,9 @@
 #include "server/core/base/clock.h"
 #include "server/core/monitor/prometheus_text.h"
 #include "server/core/pool/connection_budget.h"
+#include "server/storage/pq_connection.h"
 #include "server/storage/pq_listen_connection.h"
 #include "server/storage/pq_pipeline_loop.h"
-#include "server/storage/pqxx_connection.h"
 #include "spdlog/spdlog.h"
 
 namespace sessionbroker {
@@ -66,9 +66,9 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
 
 BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   core::Clock& clock = core::RealClock::Get();
-  storage::PqxxConnector::Options connector_options;
+  storage::PqConnector::Options connector_options;
   connector_options.statement_cache_size = config_.statement_cache_size;
-  connector_ = std::make_unique<storage::PqxxConnector>(config_.database_url, connector_options);
+  connector_ = std::make_unique<storage::PqConnector>(config_.database_url, connector_options);
   timers_ = std::make_unique<core::TimerQueue>(clock);
   // One worker per connection the pool may open (each runs one statement at a
   // time), plus one so that completions and health probes never queue behind

@@ -70,7 +70,7 @@ struct Config {
   // client's Pipeline streams together; 0 = no limit.
   int pipeline_max_in_flight_per_client = 1024;
   // BROKER_STATEMENT_CACHE_SIZE: prepared statements kept per connection
-  // (storage::PqxxConnector::Options::statement_cache_size); 0 = none.
+  // (storage::PqConnector::Options::statement_cache_size); 0 = none.
   int statement_cache_size = 100;
   // BROKER_PIPELINE_CONNECTIONS: the pipelined engine's hot set (issue 14),
   // taken out of DB_POOL_SIZE; 0 = off. BROKER_PIPELINE_DEPTH: statements in

@@ -1,6 +1,6 @@
 // The storage boundary: one physical database connection and the factory that
-// opens them. The core (pool, runner) sees only these interfaces; the libpqxx
-// adapter (pqxx_connection.h) and the unit-test fakes implement them.
+// opens them. The core (pool, runner) sees only these interfaces; the libpq
+// adapter (pq_connection.h) and the unit-test fakes implement them.
 //
 // Thread safety: a DbConnection is used by one thread at a time, except
 // Cancel(), which any thread may call while another runs a statement.

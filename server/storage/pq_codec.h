@@ -1,6 +1,6 @@
 // The libpq-level half of running a statement, shared by every connection
-// built on libpq (the libpqxx adapter's statements today, the asynchronous
-// event-loop connection of issue 14 later): parameters become the four
+// built on libpq (the pooled connections of pq_connection.h, blocking, and
+// the pipelined engine of pq_pipeline_loop.h, non-blocking): parameters become the four
 // arrays PQexecParams / PQsendQueryParams / PQexecPrepared take (types,
 // values, lengths, formats), and a PGresult becomes a QueryResult or, for an
 // error result, an absl::Status with the error's fields (pq_error.h,

@@ -1,9 +1,9 @@
 // What libpq reports about a failed statement or connection, read into the
 // SQLSTATE, one readable line and the error's fields, and from there
 // (sql_error.h) into an absl::Status. Two sources, one result:
-//  - the error text (PQerrorMessage, PQresultErrorMessage, or what libpqxx
-//    puts in its exceptions), which carries the SQLSTATE only in verbose mode
-//    (PQERRORS_VERBOSE); libpqxx 6.4 gives nothing else;
+//  - the error text (PQerrorMessage, PQresultErrorMessage), which carries
+//    the SQLSTATE only in verbose mode (PQERRORS_VERBOSE): all there is for
+//    a failed connection attempt or a connection lost without a result;
 //  - the structured fields of a PGresult (PQresultErrorField), for a
 //    connection on libpq itself.
 // Either way the message is the primary message, then "; DETAIL: ..." and

@@ -1,6 +1,6 @@
 // The libpq adapter of ListenConnection: PqListenConnector opens a plain libpq
-// connection (no libpqxx: only raw libpq lets the listener poll() the socket
-// and read notifications with PQconsumeInput/PQnotifies without blocking).
+// connection of its own (the listener poll()s the socket and reads
+// notifications with PQconsumeInput/PQnotifies without blocking).
 // LISTEN/UNLISTEN quote the channel with PQescapeIdentifier. Notices are
 // discarded (they would go to stderr).
 //

@@ -34,13 +34,13 @@
 namespace sessionbroker::storage {
 namespace {
 
-// The same baseline as pqxx_connection.cc's, so a result reads the same
+// The same baseline as pq_connection.cc's, so a result reads the same
 // whichever path ran it.
 constexpr char kBaselineSettingsSql[] =
     "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
     "SET extra_float_digits = 3";
 
-// Names the types that are not built in (as pqxx_connection.cc does).
+// Names the types that are not built in (as pq_connection.cc does).
 constexpr char kTypeLookupSql[] =
     "SELECT t.oid, t.typname, "
     "CASE WHEN t.typcategory OPERATOR(pg_catalog.=) 'A' "

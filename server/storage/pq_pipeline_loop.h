@@ -15,7 +15,7 @@
 //    with Options::fair_queuing false, one FIFO.
 //  - Each connection connects without blocking (PQconnectStart /
 //    PQconnectPoll), applies the broker's baseline settings (the same as
-//    pqxx_connection.h's), switches to non-blocking mode and enters pipeline
+//    pq_connection.h's), switches to non-blocking mode and enters pipeline
 //    mode. A failed connect or a lost connection is retried after the
 //    caller's backoff (Options::backoff, the pool's ReconnectBackoff when
 //    wired by the broker).

@@ -3,7 +3,7 @@
 // which of them the server still has prepared, and which to deallocate when
 // the cache is full. It sends nothing itself: the connection does the
 // PREPARE, DEALLOCATE and execution it decides on, so any client library can
-// use it (the libpqxx adapter now, a libpq connection later).
+// use it (the pooled libpq connections, pq_connection.h).
 //
 // The policy:
 //  - Only SQL that repeats is worth a PREPARE round trip: a text is prepared

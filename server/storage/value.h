@@ -1,5 +1,5 @@
 // Domain values, statements and results exchanged between the core and the
-// storage layer. Plain data: no gRPC, no libpqxx. Thread-compatible.
+// storage layer. Plain data: no gRPC, no libpq. Thread-compatible.
 #ifndef SESSIONBROKER_SERVER_STORAGE_VALUE_H_
 #define SESSIONBROKER_SERVER_STORAGE_VALUE_H_
 

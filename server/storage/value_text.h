@@ -7,7 +7,7 @@
 //    explicit type), or for an untyped parameter ($n whose type the server
 //    infers from context).
 // Also the built-in type names (both ways), the type a parameter is sent as,
-// and the result-size accounting used for the result cap. No libpqxx here: pure functions over
+// and the result-size accounting used for the result cap. No libpq here: pure functions over
 // strings, thread-safe.
 #ifndef SESSIONBROKER_SERVER_STORAGE_VALUE_TEXT_H_
 #define SESSIONBROKER_SERVER_STORAGE_VALUE_TEXT_H_

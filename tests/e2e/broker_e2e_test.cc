@@ -18,7 +18,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "server/storage/pqxx_connection.h"
+#include "server/storage/pq_connection.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
 #include "tests/support/broker_fixture.h"
 #include "tests/support/broker_process.h"

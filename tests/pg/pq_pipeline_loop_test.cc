@@ -2,7 +2,7 @@
 // statements pipelined on a few connections, each in its own implicit
 // transaction; errors, over-cap results, deadlines and cancels reaching only
 // their own caller; a connection killed mid-pipeline; batches under one Sync,
-// all or nothing, answered as the pooled (libpqxx) ExecuteBatch answers;
+// all or nothing, answered as the pooled (blocking) ExecuteBatch answers;
 // calls waiting for a connection served round robin across clients; several
 // loops.
 #include "server/storage/pq_pipeline_loop.h"
@@ -20,7 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "server/storage/pqxx_connection.h"
+#include "server/storage/pq_connection.h"
 #include "server/storage/sql_error.h"
 #include "tests/support/test_env.h"
 
@@ -467,8 +467,8 @@ TEST_F(PqPipelineLoopTest, BatchWithAFailingMiddleStatementAppliesNothingAndSays
   ASSERT_TRUE(after.Wait().ok()) << after.Wait().status();
   EXPECT_EQ(admin_->Value("SELECT string_agg(id::text, ',' ORDER BY id) FROM pipe_batch"), "10,20");
 
-  // The pooled path (libpqxx, BEGIN .. COMMIT) answers the same batch alike.
-  PqxxConnector connector(url_);
+  // The pooled path (blocking libpq, BEGIN .. COMMIT) answers the same batch alike.
+  PqConnector connector(url_);
   absl::StatusOr<std::unique_ptr<DbConnection>> pooled = connector.Connect();
   ASSERT_TRUE(pooled.ok()) << pooled.status();
   std::vector<Statement> statements;
@@ -495,7 +495,7 @@ TEST_F(PqPipelineLoopTest, BatchResultsOverTheCapFailTheBatchAsThePooledPathDoes
   BatchOutcome out;
   loop->SubmitBatch(std::move(batch), out.Callback());
   const absl::Status engine = out.Wait().status();
-  PqxxConnector connector(url_);
+  PqConnector connector(url_);
   absl::StatusOr<std::unique_ptr<DbConnection>> pooled = connector.Connect();
   ASSERT_TRUE(pooled.ok()) << pooled.status();
   std::vector<Statement> statements;

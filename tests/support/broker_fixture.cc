@@ -8,7 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "server/storage/pqxx_connection.h"
+#include "server/storage/pq_connection.h"
 #include "tests/support/test_env.h"
 
 namespace sessionbroker::testing {
@@ -143,7 +143,7 @@ grpc::Status KeepAliveStream::FinishAfterEnd(absl::Duration timeout) {
 ConnectionPeakSampler::ConnectionPeakSampler(const std::string& database_url,
                                              const std::string& application_name) {
   thread_ = std::thread([this, database_url, application_name] {
-    storage::PqxxConnector connector(database_url);
+    storage::PqConnector connector(database_url);
     auto conn = connector.Connect();
     if (!conn.ok()) return;  // samples() stays 0: the test sees it
     while (!done_.load()) {
@@ -173,7 +173,7 @@ void BrokerFixture::SetUp() {
   app_name_ = absl::StrCat("sb_e2e_", getpid(), "_", ++fixture_counter);
   broker_url_ = absl::StrCat(base_url_, absl::StrContains(base_url_, "?") ? "&" : "?",
                              "application_name=", app_name_);
-  storage::PqxxConnector connector(base_url_);
+  storage::PqConnector connector(base_url_);
   auto admin = connector.Connect();
   ASSERT_TRUE(admin.ok()) << admin.status();
   admin_ = *std::move(admin);

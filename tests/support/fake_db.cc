@@ -210,7 +210,7 @@ absl::StatusOr<std::unique_ptr<storage::DbConnection>> FakeConnector::Connect() 
   const int limit = server_limit_.load();
   if (limit >= 0 && live_.load() >= limit) {
     refused_.fetch_add(1);
-    // What PostgreSQL says, and what PqxxConnector makes of it.
+    // What PostgreSQL says, and what PqConnector makes of it.
     return storage::SqlError("53300", "sorry, too many clients already");
   }
   const int id = static_cast<int>(by_id_.size()) + 1;

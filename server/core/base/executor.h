@@ -1,7 +1,8 @@
-// Where blocking work runs. libpqxx blocks, and gRPC's callback threads must
-// never block, so every database call is posted to an Executor owned by the
-// broker. The pool hands out connections on executor threads; the statement
-// runner runs SQL there and completes the RPC from there.
+// Where blocking work runs. The pooled database connections block (libpq in
+// blocking mode), and gRPC's callback threads must never block, so every
+// database call is posted to an Executor owned by the broker. The pool hands
+// out connections on executor threads; the statement runner runs SQL there
+// and completes the RPC from there.
 //
 // Thread-safe. A ThreadPoolExecutor owns its threads; its destructor runs the
 // tasks already posted, then joins.

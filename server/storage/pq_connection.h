@@ -1,11 +1,14 @@
-// The libpqxx adapter: PqxxConnector opens PostgreSQL connections with the
-// broker's baseline session settings (DateStyle ISO/YMD, IntervalStyle
-// iso_8601, TimeZone UTC, extra_float_digits 3); each connection it returns is
-// a PqxxConnection (defined in the .cc, so that no libpqxx type leaks out of
-// this file pair) implementing DbConnection on one pqxx::connection. The
-// callers' statements run on that connection's libpq handle with libpq itself
-// (pq_codec.h), since libpqxx 6.4 cannot send parameter types; transaction
-// control, pings and resets go through libpqxx.
+// The pooled connections, on libpq in blocking mode: PqConnector opens
+// PostgreSQL connections with the broker's baseline session settings
+// (DateStyle ISO/YMD, IntervalStyle iso_8601, TimeZone UTC,
+// extra_float_digits 3); each connection it returns is a PqConnection
+// (defined in the .cc) implementing DbConnection on one PGconn. Everything
+// runs with libpq itself: the callers' statements through pq_codec.h
+// (PQexecParams, PQprepare, PQsendQueryPrepared, pipeline mode for the reset
+// that follows a statement), the fixed ones (baseline, BEGIN/COMMIT/ROLLBACK,
+// SET ROLE, ping, reset) with PQexec. A connection blocks the thread that
+// calls it (the pool's worker threads do); the pipelined engine
+// (pq_pipeline_loop.h) is the same driver used without blocking.
 //
 // What callers may rely on:
 //  - Statements go over the extended protocol with text-format parameters
@@ -35,18 +38,21 @@
 //    call would have to drain or abort.
 //  - Ping() runs SELECT 1, so a session stuck in a failed transaction fails
 //    it (and the connection is then broken).
+//  - Notices and warnings from the server (e.g. "there is no transaction in
+//    progress" from a reset's ROLLBACK) are discarded: libpq's default would
+//    write them to stderr.
 //  - Errors follow sql_error.h; a lost connection is UNAVAILABLE whatever the
 //    SQLSTATE, and a COMMIT whose outcome is unknown is UNKNOWN.
 //
 // Ownership: Connect() hands the caller a connection it owns. Connections
 // share the connector's cache of type names through a shared_ptr, so they may
 // outlive the connector.
-// Thread safety: PqxxConnector is thread-safe. A connection follows
+// Thread safety: PqConnector is thread-safe. A connection follows
 // DbConnection's contract: one thread at a time, plus Cancel() from any thread
 // while the owner runs a statement. Cancel() must not be called once the
 // connection's destruction has begun (a Cancel() already running is waited for).
-#ifndef SESSIONBROKER_SERVER_STORAGE_PQXX_CONNECTION_H_
-#define SESSIONBROKER_SERVER_STORAGE_PQXX_CONNECTION_H_
+#ifndef SESSIONBROKER_SERVER_STORAGE_PQ_CONNECTION_H_
+#define SESSIONBROKER_SERVER_STORAGE_PQ_CONNECTION_H_
 
 #include <memory>
 #include <string>
@@ -58,9 +64,9 @@
 
 namespace sessionbroker::storage {
 
-class PqxxTypeCache;
+class PqTypeCache;
 
-class PqxxConnector final : public DbConnector {
+class PqConnector final : public DbConnector {
  public:
   // Defaults added to the conninfo, each only if the conninfo does not set
   // that parameter itself; 0 (or less) adds nothing for it. keepalives=1
@@ -105,12 +111,12 @@ class PqxxConnector final : public DbConnector {
   // key=value pairs, read by libpq's own parser. It is not checked here;
   // Connect() reports problems (one that does not parse: UNAVAILABLE with
   // libpq's explanation, showing nothing of the string).
-  explicit PqxxConnector(std::string conninfo);
-  PqxxConnector(std::string conninfo, Options options);
-  ~PqxxConnector() override;
+  explicit PqConnector(std::string conninfo);
+  PqConnector(std::string conninfo, Options options);
+  ~PqConnector() override;
 
-  PqxxConnector(const PqxxConnector&) = delete;
-  PqxxConnector& operator=(const PqxxConnector&) = delete;
+  PqConnector(const PqConnector&) = delete;
+  PqConnector& operator=(const PqConnector&) = delete;
 
   // UNAVAILABLE when the server cannot be reached or refuses the connection;
   // the message names the host, port, database and user (never the password)
@@ -124,16 +130,15 @@ class PqxxConnector final : public DbConnector {
   std::vector<std::string> secrets_;  // scrubbed from libpq's messages, never shown
   absl::Status conninfo_error_;       // why the conninfo does not parse, if it does not
   int statement_cache_size_ = 0;
-  const std::shared_ptr<PqxxTypeCache> types_;
+  const std::shared_ptr<PqTypeCache> types_;
 };
 
 // The connection string Connect() gives libpq: `conninfo` plus each default of
 // `options` it does not set itself, in its own syntax (URL query parameters or
 // key=value pairs); `conninfo` unchanged if it does not parse. It holds the
 // password if `conninfo` does, so it is for tests, never for messages or logs.
-std::string ConninfoWithDefaults(const std::string& conninfo,
-                                 const PqxxConnector::Options& options);
+std::string ConninfoWithDefaults(const std::string& conninfo, const PqConnector::Options& options);
 
 }  // namespace sessionbroker::storage
 
-#endif  // SESSIONBROKER_SERVER_STORAGE_PQXX_CONNECTION_H_
+#endif  // SESSIONBROKER_SERVER_STORAGE_PQ_CONNECTION_H_

@@ -1,14 +1,14 @@
-#include "server/storage/pqxx_connection.h"
+#include "server/storage/pq_connection.h"
 
+#include <libpq-fe.h>
 #include <poll.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <new>
+#include <memory>
 #include <optional>
-#include <pqxx/pqxx>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -28,7 +28,6 @@
 #include "server/storage/conninfo.h"
 #include "server/storage/pq_codec.h"
 #include "server/storage/pq_error.h"
-#include "server/storage/pqxx_internals.h"
 #include "server/storage/sql_error.h"
 #include "server/storage/statement_cache.h"
 #include "server/storage/value_text.h"
@@ -39,7 +38,7 @@ namespace sessionbroker::storage {
 // as the server reported them. Shared by every connection of a connector; a
 // type's OID names the same type for the life of the database.
 // Thread-safe.
-class PqxxTypeCache final {
+class PqTypeCache final {
  public:
   struct Entry {
     std::string name;          // pg_type.typname; empty if the server did not know the OID
@@ -137,9 +136,9 @@ constexpr char kTypeLookupSql[] =
 constexpr char kTypeByNameSql[] =
     "SELECT pg_catalog.to_regtype($1::pg_catalog.text)::pg_catalog.oid";
 
-// libpqxx 6.4 often reports a lost connection only as "not connected" (the
-// server's own farewell, e.g. 57P01 for a terminated session, does not reach
-// the exception), so the message lists the usual causes.
+// The server's farewell (e.g. 57P01 for a terminated session) does not
+// always reach the caller before libpq sees the socket close ("server closed
+// the connection unexpectedly"), so the message lists the usual causes.
 absl::Status LostConnection(const absl::Status& cause) {
   return Recode(cause, absl::StatusCode::kUnavailable,
                 "lost the connection to PostgreSQL (server restart, terminated session or "
@@ -166,7 +165,7 @@ std::string SearchPathOf(const TransactionOptions& options) {
 // its own syntax (URL query parameters or key=value pairs). The caller's text
 // is kept as it is, so that libpq reads its options exactly as before.
 std::string WithDefaults(const std::string& conninfo, const Conninfo& parsed,
-                         const PqxxConnector::Options& options) {
+                         const PqConnector::Options& options) {
   const std::pair<const char*, int> defaults[] = {
       {"connect_timeout", options.connect_timeout_seconds},
       {"keepalives", 1},
@@ -204,33 +203,46 @@ std::string ScrubSecrets(std::string message, const std::vector<std::string>& se
   return message;
 }
 
-void ApplyBaselineSettings(pqxx::connection_base& conn) {
-  pqxx::nontransaction tx(conn);
-  tx.exec(kBaselineSettingsSql);
+struct PgConnDeleter {
+  void operator()(PGconn* conn) const { PQfinish(conn); }
+};
+// Owns a PGconn until a PqConnection takes it over.
+using PgConn = std::unique_ptr<PGconn, PgConnDeleter>;
+
+// Notices and warnings (e.g. "there is no transaction in progress" from a
+// reset's ROLLBACK) would otherwise go to stderr, libpq's default.
+void DiscardNotice(void*, const char*) {}
+
+// The one-line text of the error libpq has on `pg`.
+std::string ConnectionErrorText(const PGconn* pg) {
+  const char* message = pg == nullptr ? nullptr : PQerrorMessage(pg);
+  return ParseErrorText(message == nullptr ? "" : message).message;
 }
 
-// One PostgreSQL connection. See pqxx_connection.h for the contract.
-class PqxxConnection final : public DbConnection {
+// One PostgreSQL connection. See pq_connection.h for the contract.
+class PqConnection final : public DbConnection {
  public:
-  // `conn` is open, with reactivation inhibited, verbose errors and the
-  // baseline settings applied; `quiet` is registered on it.
-  PqxxConnection(std::unique_ptr<pqxx::connection> conn,
-                 std::unique_ptr<pqxx::quiet_errorhandler> quiet,
-                 std::shared_ptr<PqxxTypeCache> types, int statement_cache_size)
-      : conn_(std::move(conn)),
-        quiet_(std::move(quiet)),
+  // `conn` is open, in blocking mode, with verbose errors, notices discarded
+  // and the baseline settings applied.
+  PqConnection(PgConn conn, std::shared_ptr<PqTypeCache> types, int statement_cache_size)
+      : pg_(conn.release()),
+        cancel_(PQgetCancel(pg_)),
         types_(std::move(types)),
         statements_(statement_cache_size),
-        backend_pid_(conn_->backendpid()) {}
+        backend_pid_(PQbackendPID(pg_)) {}
 
-  ~PqxxConnection() override {
-    // Waits for a Cancel() in progress; the members then close the connection.
-    absl::MutexLock lock(&close_mu_);
-    closed_ = true;
+  ~PqConnection() override {
+    {
+      // Waits for a Cancel() in progress; none starts afterwards.
+      absl::MutexLock lock(&close_mu_);
+      closed_ = true;
+    }
+    if (pg_ != nullptr) PQfinish(pg_);
+    if (cancel_ != nullptr) PQfreeCancel(cancel_);
   }
 
-  PqxxConnection(const PqxxConnection&) = delete;
-  PqxxConnection& operator=(const PqxxConnection&) = delete;
+  PqConnection(const PqConnection&) = delete;
+  PqConnection& operator=(const PqConnection&) = delete;
 
   absl::StatusOr<QueryResult> ExecuteStatement(const Statement& statement,
                                                const ExecuteOptions& options) {
@@ -277,12 +289,7 @@ class PqxxConnection final : public DbConnection {
         statement, in_transaction ? LookupMode::kUnderSavepoint : LookupMode::kPlain,
         in_transaction ? session_search_path_ : "", &params->types);
     if (!typed.ok()) return typed;
-    absl::StatusOr<QueryResult> out;
-    try {
-      out = StreamOnce(statement, *params, options, sink);
-    } catch (...) {
-      out = StatusFromException();
-    }
+    absl::StatusOr<QueryResult> out = StreamOnce(statement, *params, options, sink);
     if (close_after_call_) MarkBroken();
     if (!options.in_transaction) ShedBuffersIfLarge();
     return out;
@@ -295,18 +302,17 @@ class PqxxConnection final : public DbConnection {
   // more than Execute, which a result worth streaming does not notice.
   absl::StatusOr<QueryResult> StreamOnce(const Statement& statement, const PqParams& params,
                                          const ExecuteOptions& options, RowSink& sink) {
-    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
     const bool in_transaction = options.in_transaction;
     auto prepare = [&]() -> absl::Status {
       PgResult prepared(
-          PQprepare(pg, "", statement.sql.c_str(), params.count(), params.types.data()));
+          PQprepare(pg_, "", statement.sql.c_str(), params.count(), params.types.data()));
       return CheckResult(prepared.get());
     };
     if (absl::Status ok = prepare(); !ok.ok()) {
       ForgetLookedUpTypes(statement);
       return ok;
     }
-    PgResult described(PQdescribePrepared(pg, ""));
+    PgResult described(PQdescribePrepared(pg_, ""));
     if (absl::Status ok = CheckResult(described.get()); !ok.ok()) return ok;
     ResultShape shape = ShapeOf(described.get());
     described.reset();
@@ -317,11 +323,11 @@ class PqxxConnection final : public DbConnection {
     }
     if (absl::Status s = sink.Columns(shape.columns); !s.ok()) return s;
     if (Cancelled()) return CancelledError();
-    if (PQsendQueryPrepared(pg, "", params.count(), params.values.data(), params.lengths.data(),
+    if (PQsendQueryPrepared(pg_, "", params.count(), params.values.data(), params.lengths.data(),
                             params.formats.data(), 0) != 1) {
       return CheckResult(nullptr);
     }
-    PQsetSingleRowMode(pg);
+    PQsetSingleRowMode(pg_);
     const size_t max_row = options.max_result_bytes;
     absl::StatusOr<PgResult> last = ReadRows([&](PgResult row) -> absl::Status {
       std::vector<std::vector<Value>> rows;
@@ -366,13 +372,9 @@ class PqxxConnection final : public DbConnection {
   absl::StatusOr<QueryResult> ExecuteOnce(const Statement& statement, const PqParams& params,
                                           const std::string& key, const ExecuteOptions& options,
                                           bool pipeline_reset, bool* stale) {
-    try {
-      size_t result_bytes = 0;
-      return RunStatement(statement, params, key, options.in_transaction, pipeline_reset,
-                          options.max_result_bytes, &result_bytes, stale);
-    } catch (...) {
-      return StatusFromException();
-    }
+    size_t result_bytes = 0;
+    return RunStatement(statement, params, key, options.in_transaction, pipeline_reset,
+                        options.max_result_bytes, &result_bytes, stale);
   }
 
   // Runs one statement with libpq: through the connection's prepared copy
@@ -398,7 +400,6 @@ class PqxxConnection final : public DbConnection {
                                            bool pipeline_reset, size_t max_bytes,
                                            size_t* used_bytes, bool* stale) {
     *stale = false;
-    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
     const std::string* name = nullptr;
     bool prepare = false;
     if (statement.cacheable) {
@@ -427,7 +428,7 @@ class PqxxConnection final : public DbConnection {
       }
     } else {
       if (prepare) {
-        PgResult prepared(PQprepare(pg, name->c_str(), statement.sql.c_str(), params.count(),
+        PgResult prepared(PQprepare(pg_, name->c_str(), statement.sql.c_str(), params.count(),
                                     params.types.data()));
         if (absl::Status ok = CheckResult(prepared.get()); !ok.ok()) {
           statements_.Forget(key);  // the server has no such statement
@@ -437,15 +438,15 @@ class PqxxConnection final : public DbConnection {
       }
       const int sent =
           name != nullptr
-              ? PQsendQueryPrepared(pg, name->c_str(), params.count(), params.values.data(),
+              ? PQsendQueryPrepared(pg_, name->c_str(), params.count(), params.values.data(),
                                     params.lengths.data(), params.formats.data(), 0)
-              : PQsendQueryParams(pg, statement.sql.c_str(), params.count(), params.types.data(),
+              : PQsendQueryParams(pg_, statement.sql.c_str(), params.count(), params.types.data(),
                                   params.values.data(), params.lengths.data(),
                                   params.formats.data(), 0);
       if (sent != 1) return CheckResult(nullptr);
     }
     // Before the statement's first PQgetResult, in a pipeline as outside one.
-    PQsetSingleRowMode(pg);
+    PQsetSingleRowMode(pg_);
 
     ResultShape shape;
     bool have_shape = false;
@@ -517,13 +518,12 @@ class PqxxConnection final : public DbConnection {
   // and dropped (libpq holds one row at a time meanwhile), and that failure
   // is returned.
   absl::StatusOr<PgResult> ReadRows(absl::FunctionRef<absl::Status(PgResult)> on_row) {
-    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
     absl::Status stopped;  // on_row's failure
     absl::Status error;    // the statement's
     bool error_says_lost = false;
     PgResult last;
     while (true) {
-      PgResult result(PQgetResult(pg));
+      PgResult result(PQgetResult(pg_));
       if (result == nullptr) break;
       const ExecStatusType status = PQresultStatus(result.get());
       if (status == PGRES_SINGLE_TUPLE) {
@@ -546,7 +546,7 @@ class PqxxConnection final : public DbConnection {
       }
       last = std::move(result);
     }
-    if (!error.ok() && !error_says_lost && (IsBroken() || PQstatus(pg) == CONNECTION_BAD)) {
+    if (!error.ok() && !error_says_lost && (IsBroken() || PQstatus(pg_) == CONNECTION_BAD)) {
       // The server's farewell (57P01, a terminated session) came as a
       // result before libpq saw the socket close.
       MarkBroken();
@@ -574,11 +574,18 @@ class PqxxConnection final : public DbConnection {
   void CancelOnServer() {
     absl::MutexLock lock(&close_mu_);
     if (closed_) return;
-    try {
-      conn_->cancel_query();
-    } catch (...) {
-      // Best effort: the rest of the output is read and dropped anyway.
-    }
+    // Best effort: the rest of the output is read and dropped anyway.
+    SendCancelRequest();
+  }
+
+  // Sends PostgreSQL a cancel request for this connection's backend (a
+  // connection of its own, opened and closed by PQcancel); failures are
+  // ignored. PQcancel only reads cancel_, which does not change after
+  // construction; close_mu_ keeps it from racing the close.
+  void SendCancelRequest() ABSL_EXCLUSIVE_LOCKS_REQUIRED(close_mu_) {
+    if (cancel_ == nullptr) return;
+    char error[256];
+    PQcancel(cancel_, error, sizeof(error));
   }
 
   // Enters pipeline mode and sends the statement (prepared first if
@@ -587,48 +594,46 @@ class PqxxConnection final : public DbConnection {
   // FinishPipelinedReset the rest.
   absl::Status SendPipelinedWithReset(const Statement& statement, const PqParams& params,
                                       const std::string* name, bool prepare) {
-    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
-    if (pg == nullptr || PQenterPipelineMode(pg) != 1)
+    if (pg_ == nullptr || PQenterPipelineMode(pg_) != 1)
       return PipelineLost("entering pipeline mode");
     bool sent = true;
     if (prepare) {
-      sent = sent && PQsendPrepare(pg, name->c_str(), statement.sql.c_str(), params.count(),
+      sent = sent && PQsendPrepare(pg_, name->c_str(), statement.sql.c_str(), params.count(),
                                    params.types.data()) == 1;
     }
     if (name != nullptr) {
-      sent = sent && PQsendQueryPrepared(pg, name->c_str(), params.count(), params.values.data(),
+      sent = sent && PQsendQueryPrepared(pg_, name->c_str(), params.count(), params.values.data(),
                                          params.lengths.data(), params.formats.data(), 0) == 1;
     } else {
-      sent = sent && PQsendQueryParams(pg, statement.sql.c_str(), params.count(),
+      sent = sent && PQsendQueryParams(pg_, statement.sql.c_str(), params.count(),
                                        params.types.data(), params.values.data(),
                                        params.lengths.data(), params.formats.data(), 0) == 1;
     }
-    sent = sent && PQpipelineSync(pg) == 1;
+    sent = sent && PQpipelineSync(pg_) == 1;
     for (const char* sql : kResetStatements) {
-      sent = sent && PQsendQueryParams(pg, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+      sent = sent && PQsendQueryParams(pg_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
     }
-    sent = sent && PQpipelineSync(pg) == 1;
+    sent = sent && PQpipelineSync(pg_) == 1;
     if (!sent) return PipelineLost("sending a pipeline");
     return absl::OkStatus();
   }
 
   // The connection is lost or in a state no pipeline can continue from.
   absl::Status PipelineLost(absl::string_view what) {
-    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
+    // Read before MarkBroken closes the connection (and frees its message).
+    const std::string message = pg_ == nullptr ? "" : PQerrorMessage(pg_);
     MarkBroken();
-    return LostConnection(
-        absl::UnavailableError(absl::StrCat(what, ": ", pg == nullptr ? "" : PQerrorMessage(pg))));
+    return LostConnection(absl::UnavailableError(absl::StrCat(what, ": ", message)));
   }
 
   // Reads one query's whole result in a pipeline (a PREPARE's, or a skipped
   // statement's): false when there is none or it is not a plain one.
   bool NextPipelined(PgResult* into) {
-    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
-    into->reset(PQgetResult(pg));
+    into->reset(PQgetResult(pg_));
     if (into->get() == nullptr) return false;
     const ExecStatusType st = PQresultStatus(into->get());
     if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) return false;
-    PgResult end(PQgetResult(pg));
+    PgResult end(PQgetResult(pg_));
     return end.get() == nullptr;
   }
 
@@ -637,10 +642,9 @@ class PqxxConnection final : public DbConnection {
   // statements. A failed reset breaks the connection (it is not reused).
   // Sets reset_in_pipeline_ once the reset is through.
   absl::Status FinishPipelinedReset() {
-    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
     if (IsBroken() || close_after_call_) return PipelineLost("reading a statement in a pipeline");
     auto sync = [&] {
-      PgResult r(PQgetResult(pg));
+      PgResult r(PQgetResult(pg_));
       return r.get() != nullptr && PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC;
     };
     if (!sync()) return PipelineLost("reading a pipeline");
@@ -651,7 +655,7 @@ class PqxxConnection final : public DbConnection {
       if (reset_status.ok()) reset_status = CheckResult(reset.get());
     }
     if (!sync()) return PipelineLost("reading a pipeline");
-    if (PQexitPipelineMode(pg) != 1) return PipelineLost("leaving pipeline mode");
+    if (PQexitPipelineMode(pg_) != 1) return PipelineLost("leaving pipeline mode");
     if (!reset_status.ok()) {
       // Also when the cancel of an over-cap result reached the reset.
       MarkBroken();
@@ -728,7 +732,7 @@ class PqxxConnection final : public DbConnection {
         return absl::InternalError(absl::StrCat(
             "unexpected result from libpq (", PQresStatus(status), "); the connection was closed"));
     }
-    PGconn* const pg = pqxx_internals::RawConnection(*conn_);
+    PGconn* const pg = pg_;
     absl::Status error;
     if (result != nullptr) {
       error = StatusOfErrorResult(result);
@@ -746,8 +750,18 @@ class PqxxConnection final : public DbConnection {
   // Runs `sql` (no parameters; may hold several statements: the simple
   // protocol) on the libpq connection.
   absl::Status ExecSimple(const char* sql) {
-    PgResult result(PQexec(pqxx_internals::RawConnection(*conn_), sql));
+    PgResult result = Exec(sql);
     return CheckResult(result.get());
+  }
+
+  // PQexec, then drops the notifications libpq collected meanwhile: a
+  // session that ran LISTEN receives them until the reset's UNLISTEN *, and
+  // nothing on this connection delivers them (the Listen RPC has a
+  // connection of its own), so they would pile up in libpq's queue.
+  PgResult Exec(const char* sql) {
+    PgResult result(PQexec(pg_, sql));
+    while (PGnotify* notify = PQnotifies(pg_)) PQfreemem(notify);
+    return result;
   }
 
   // How a failed lookup affects the transaction around it.
@@ -792,8 +806,7 @@ class PqxxConnection final : public DbConnection {
       if (absl::Status s = ExecSimple("SAVEPOINT sessionbroker_type_lookup"); !s.ok()) return s;
     }
     const char* const values[] = {name.c_str()};
-    PgResult result(PQexecParams(pqxx_internals::RawConnection(*conn_), kTypeByNameSql, 1, nullptr,
-                                 values, nullptr, nullptr, 0));
+    PgResult result(PQexecParams(pg_, kTypeByNameSql, 1, nullptr, values, nullptr, nullptr, 0));
     absl::Status status = CheckResult(result.get());
     if (IsBroken()) return status;
     if (savepoint) {
@@ -881,17 +894,15 @@ class PqxxConnection final : public DbConnection {
   absl::Status Begin(const TransactionOptions& options) override {
     if (IsBroken()) return BrokenError();
     if (Cancelled()) return WithPrefix(CancelledError(), "BEGIN: ");
-    try {
-      pqxx::nontransaction tx(*conn_);
-      tx.exec(BeginSql(*conn_, options));
-      session_search_path_ = SearchPathOf(options);
-      return absl::OkStatus();
-    } catch (...) {
-      const absl::Status status = StatusFromException();
+    absl::StatusOr<std::string> begin = BeginSql(options);
+    if (!begin.ok()) return WithPrefix(begin.status(), "BEGIN: ");
+    if (absl::Status s = ExecSimple(begin->c_str()); !s.ok()) {
       // A failed setting leaves the transaction open and aborted.
       EndFailedBatch();
-      return WithPrefix(status, "BEGIN: ");
+      return WithPrefix(s, "BEGIN: ");
     }
+    session_search_path_ = SearchPathOf(options);
+    return absl::OkStatus();
   }
 
   absl::Status Commit() override {
@@ -914,18 +925,8 @@ class PqxxConnection final : public DbConnection {
           "session, idle_in_transaction_session_timeout or server restart), before COMMIT was "
           "sent, and rolled the transaction back; nothing of the transaction was applied");
     }
-    try {
-      pqxx::nontransaction tx(*conn_);
-      const pqxx::result commit = tx.exec("COMMIT");
-      ShedBuffersIfLarge();
-      if (pqxx_internals::CommandTag(commit) != "COMMIT") {
-        return absl::AbortedError(
-            "COMMIT: PostgreSQL rolled the transaction back instead of committing it (an earlier "
-            "statement had failed and aborted it); nothing of the transaction was applied");
-      }
-      return absl::OkStatus();
-    } catch (...) {
-      const absl::Status status = StatusFromException();
+    const PgResult commit = Exec("COMMIT");
+    if (absl::Status status = CheckResult(commit.get()); !status.ok()) {
       if (IsBroken() && status.code() == absl::StatusCode::kUnavailable) {
         return Recode(status, absl::StatusCode::kUnknown,
                       "COMMIT: the connection was lost during COMMIT, so whether the transaction "
@@ -936,6 +937,13 @@ class PqxxConnection final : public DbConnection {
       EndFailedBatch();
       return WithPrefix(status, "COMMIT: ");
     }
+    ShedBuffersIfLarge();
+    if (absl::string_view(PQcmdStatus(commit.get())) != "COMMIT") {
+      return absl::AbortedError(
+          "COMMIT: PostgreSQL rolled the transaction back instead of committing it (an earlier "
+          "statement had failed and aborted it); nothing of the transaction was applied");
+    }
+    return absl::OkStatus();
   }
 
   absl::Status Rollback() override {
@@ -952,57 +960,54 @@ class PqxxConnection final : public DbConnection {
 
   absl::Status Ping() override {
     if (IsBroken()) return BrokenError();
-    try {
-      // A real statement rather than an empty query: it fails in a session
-      // stuck in a failed transaction (25P02), which would fail every
-      // statement of the connection's next user.
-      pqxx::nontransaction tx(*conn_);
-      tx.exec("SELECT 1");
-      return absl::OkStatus();
-    } catch (...) {
-      const absl::Status status = StatusFromException();
+    // A real statement rather than an empty query: it fails in a session
+    // stuck in a failed transaction (25P02), which would fail every
+    // statement of the connection's next user.
+    if (absl::Status status = ExecSimple("SELECT 1"); !status.ok()) {
       MarkBroken();
       return WithPrefix(status, "ping failed: ");
     }
+    return absl::OkStatus();
   }
 
   absl::Status UseRole(const std::string& role) override {
     if (role == role_) return absl::OkStatus();
     if (IsBroken()) return BrokenError();
-    try {
-      pqxx::nontransaction tx(*conn_);
-      tx.exec(role.empty() ? std::string("RESET ROLE") : "SET ROLE " + conn_->quote_name(role));
-      role_ = role;
-      return absl::OkStatus();
-    } catch (...) {
+    absl::Status status;
+    if (role.empty()) {
+      status = ExecSimple("RESET ROLE");
+    } else if (char* quoted = PQescapeIdentifier(pg_, role.data(), role.size())) {
+      const std::string sql = absl::StrCat("SET ROLE ", quoted);
+      PQfreemem(quoted);
+      status = ExecSimple(sql.c_str());
+    } else {
+      status = absl::InternalError(
+          absl::StrCat("cannot quote the role name: ", ConnectionErrorText(pg_)));
+    }
+    if (!status.ok()) {
       // A failed SET ROLE changes nothing (it runs alone, outside any
       // transaction): role_ still says what the connection runs as.
-      const absl::Status status = StatusFromException();
       return WithPrefix(status, role.empty() ? "RESET ROLE failed: "
                                              : absl::StrCat("SET ROLE ", role, " failed: "));
     }
+    role_ = role;
+    return absl::OkStatus();
   }
 
   absl::Status ResetSession() override {
     if (IsBroken()) return BrokenError();
-    try {
-      // One round trip: the simple protocol takes the statements as one
-      // string. ROLLBACK first, always: a transaction may be open (a
-      // session's, aborted or not); without one the server only warns (the
-      // warning is discarded) and the rest runs in a transaction of its own.
-      std::string sql = "ROLLBACK";
-      for (const char* statement : kResetStatements) absl::StrAppend(&sql, "; ", statement);
-      PgResult result(PQexec(pqxx_internals::RawConnection(*conn_), sql.c_str()));
-      if (absl::Status ok = CheckResult(result.get()); !ok.ok()) {
-        MarkBroken();
-        return WithPrefix(ok, "resetting the session failed: ");
-      }
-      return ReconcilePreparedStatements(result.get());
-    } catch (...) {
-      const absl::Status status = StatusFromException();
+    // One round trip: the simple protocol takes the statements as one
+    // string. ROLLBACK first, always: a transaction may be open (a
+    // session's, aborted or not); without one the server only warns (the
+    // warning is discarded) and the rest runs in a transaction of its own.
+    std::string sql = "ROLLBACK";
+    for (const char* statement : kResetStatements) absl::StrAppend(&sql, "; ", statement);
+    const PgResult result = Exec(sql.c_str());
+    if (absl::Status ok = CheckResult(result.get()); !ok.ok()) {
       MarkBroken();
-      return WithPrefix(status, "resetting the session failed: ");
+      return WithPrefix(ok, "resetting the session failed: ");
     }
+    return ReconcilePreparedStatements(result.get());
   }
 
   void Cancel() override {
@@ -1011,12 +1016,9 @@ class PqxxConnection final : public DbConnection {
     cancelled_.store(true, std::memory_order_release);
     absl::MutexLock lock(&close_mu_);
     if (closed_) return;
-    try {
-      conn_->cancel_query();
-    } catch (...) {
-      // Best effort: the flag stops the next step, and the statement's
-      // deadline still ends the wait for this one.
-    }
+    // Best effort: the flag stops the next step, and the statement's
+    // deadline still ends the wait for this one.
+    SendCancelRequest();
   }
 
   void ClearCancel() override { cancelled_.store(false, std::memory_order_release); }
@@ -1032,7 +1034,7 @@ class PqxxConnection final : public DbConnection {
   // round trip: a backend that exits (terminated, restarted) closes the
   // socket, and nothing sent afterwards reaches a transaction.
   bool ServerClosedConnection() const {
-    pollfd p{conn_->sock(), POLLRDHUP, 0};
+    pollfd p{PQsocket(pg_), POLLRDHUP, 0};
     return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
   }
 
@@ -1040,7 +1042,7 @@ class PqxxConnection final : public DbConnection {
   // characteristics, then its settings as SET LOCAL would set them. Names were
   // checked against the allow-list by the caller; both names and values go in
   // as quoted literals, so neither can change what runs.
-  static std::string BeginSql(pqxx::connection_base& conn, const TransactionOptions& options) {
+  absl::StatusOr<std::string> BeginSql(const TransactionOptions& options) {
     std::string sql = "BEGIN";
     switch (options.isolation) {
       case TransactionOptions::Isolation::kDefault:
@@ -1061,12 +1063,31 @@ class PqxxConnection final : public DbConnection {
       sql += "; SELECT ";
       const char* sep = "";
       for (const auto& [name, value] : options.settings) {
-        absl::StrAppend(&sql, sep, "pg_catalog.set_config(", conn.quote(name), ", ",
-                        conn.quote(value), ", true)");
+        absl::StatusOr<std::string> quoted_name = QuoteLiteral(name);
+        if (!quoted_name.ok()) return quoted_name.status();
+        absl::StatusOr<std::string> quoted_value = QuoteLiteral(value);
+        if (!quoted_value.ok()) return quoted_value.status();
+        absl::StrAppend(&sql, sep, "pg_catalog.set_config(", *quoted_name, ", ", *quoted_value,
+                        ", true)");
         sep = ", ";
       }
     }
     return sql;
+  }
+
+  // `text` as a string literal for this connection: escaped by
+  // PQescapeStringConn (which knows the connection's encoding and
+  // standard_conforming_strings) and put in single quotes.
+  absl::StatusOr<std::string> QuoteLiteral(const std::string& text) {
+    std::string escaped(2 * text.size() + 1, '\0');
+    int error = 0;
+    const size_t length = PQescapeStringConn(pg_, escaped.data(), text.data(), text.size(), &error);
+    if (error != 0) {
+      return absl::InternalError(
+          absl::StrCat("cannot quote a setting for SQL: ", ConnectionErrorText(pg_)));
+    }
+    escaped.resize(length);
+    return absl::StrCat("'", escaped, "'");
   }
 
   // What the server would have said had the cancel request hit a statement.
@@ -1088,58 +1109,55 @@ class PqxxConnection final : public DbConnection {
     *stale = false;
     const size_t n = statements.size();
     const std::string commit_prefix = absl::StrCat("commit of ", n, " statements: ");
-    try {
-      const std::string begin = options.transaction.IsPlain()
-                                    ? std::string("BEGIN")
-                                    : BeginSql(*conn_, options.transaction);
-      if (absl::Status begun = ExecSimple(begin.c_str()); !begun.ok()) {
-        return WithPrefix(begun, "BEGIN: ");
-      }
-      const std::string search_path = SearchPathOf(options.transaction);
-      std::vector<QueryResult> results;
-      results.reserve(n);
-      size_t result_bytes = 0;
-      for (size_t k = 0; k < n; ++k) {
-        if (Cancelled()) return ForStatement(CancelledError(), k, n);
-        PqParams& p = (*params)[k];
-        if (absl::Status typed =
-                ResolveParamTypes(statements[k], LookupMode::kPlain, search_path, &p.types);
-            !typed.ok()) {
-          return ForStatement(typed, k, n);
-        }
-        absl::StatusOr<QueryResult> converted =
-            RunStatement(statements[k], p, CacheKey(statements[k], p), /*in_transaction=*/true,
-                         /*pipeline_reset=*/false, options.max_result_bytes, &result_bytes, stale);
-        if (!converted.ok()) return ForStatement(converted.status(), k, n);
-        if (absl::Status ended = CheckTransactionNotEnded(converted->command_tag); !ended.ok()) {
-          return ForStatement(ended, k, n);
-        }
-        results.push_back(*std::move(converted));
-      }
-      if (Cancelled()) return WithPrefix(CancelledError(), commit_prefix);
-      PgResult commit(PQexec(pqxx_internals::RawConnection(*conn_), "COMMIT"));
-      if (absl::Status committed = CheckResult(commit.get()); !committed.ok()) {
-        if (IsBroken() && committed.code() == absl::StatusCode::kUnavailable) {
-          return Recode(committed, absl::StatusCode::kUnknown,
-                        absl::StrCat(commit_prefix,
-                                     "the connection was lost during COMMIT, so whether the "
-                                     "transaction was applied is unknown; check before "
-                                     "retrying: "));
-        }
-        return WithPrefix(committed, commit_prefix);
-      }
-      if (absl::string_view(PQcmdStatus(commit.get())) != "COMMIT") {
-        // Only an error the adapter did not see can get here; the server has
-        // ended the transaction either way.
-        return absl::AbortedError(
-            absl::StrCat(commit_prefix,
-                         "PostgreSQL rolled the transaction back instead of committing it (an "
-                         "earlier error had aborted it); nothing of the batch was applied"));
-      }
-      return results;
-    } catch (...) {
-      return StatusFromException();
+    absl::StatusOr<std::string> begin = options.transaction.IsPlain()
+                                            ? absl::StatusOr<std::string>("BEGIN")
+                                            : BeginSql(options.transaction);
+    if (!begin.ok()) return WithPrefix(begin.status(), "BEGIN: ");
+    if (absl::Status begun = ExecSimple(begin->c_str()); !begun.ok()) {
+      return WithPrefix(begun, "BEGIN: ");
     }
+    const std::string search_path = SearchPathOf(options.transaction);
+    std::vector<QueryResult> results;
+    results.reserve(n);
+    size_t result_bytes = 0;
+    for (size_t k = 0; k < n; ++k) {
+      if (Cancelled()) return ForStatement(CancelledError(), k, n);
+      PqParams& p = (*params)[k];
+      if (absl::Status typed =
+              ResolveParamTypes(statements[k], LookupMode::kPlain, search_path, &p.types);
+          !typed.ok()) {
+        return ForStatement(typed, k, n);
+      }
+      absl::StatusOr<QueryResult> converted =
+          RunStatement(statements[k], p, CacheKey(statements[k], p), /*in_transaction=*/true,
+                       /*pipeline_reset=*/false, options.max_result_bytes, &result_bytes, stale);
+      if (!converted.ok()) return ForStatement(converted.status(), k, n);
+      if (absl::Status ended = CheckTransactionNotEnded(converted->command_tag); !ended.ok()) {
+        return ForStatement(ended, k, n);
+      }
+      results.push_back(*std::move(converted));
+    }
+    if (Cancelled()) return WithPrefix(CancelledError(), commit_prefix);
+    const PgResult commit = Exec("COMMIT");
+    if (absl::Status committed = CheckResult(commit.get()); !committed.ok()) {
+      if (IsBroken() && committed.code() == absl::StatusCode::kUnavailable) {
+        return Recode(committed, absl::StatusCode::kUnknown,
+                      absl::StrCat(commit_prefix,
+                                   "the connection was lost during COMMIT, so whether the "
+                                   "transaction was applied is unknown; check before "
+                                   "retrying: "));
+      }
+      return WithPrefix(committed, commit_prefix);
+    }
+    if (absl::string_view(PQcmdStatus(commit.get())) != "COMMIT") {
+      // Only an error the adapter did not see can get here; the server has
+      // ended the transaction either way.
+      return absl::AbortedError(
+          absl::StrCat(commit_prefix,
+                       "PostgreSQL rolled the transaction back instead of committing it (an "
+                       "earlier error had aborted it); nothing of the batch was applied"));
+    }
+    return results;
   }
 
   // A statement of a batch must not end the batch's transaction: what ran
@@ -1174,14 +1192,8 @@ class PqxxConnection final : public DbConnection {
     session_search_path_.clear();
     if (close_after_call_) MarkBroken();
     for (int attempt = 0; attempt < 2 && !IsBroken(); ++attempt) {
-      try {
-        pqxx::nontransaction tx(*conn_);
-        // Without an open transaction the server only warns (discarded).
-        tx.exec("ROLLBACK");
-        return;
-      } catch (...) {
-        StatusFromException().IgnoreError();
-      }
+      // Without an open transaction the server only warns (discarded).
+      if (ExecSimple("ROLLBACK").ok()) return;
     }
     MarkBroken();
   }
@@ -1193,7 +1205,7 @@ class PqxxConnection final : public DbConnection {
     for (size_t c = 0; c < shape->columns.size(); ++c) {
       Column& column = shape->columns[c];
       if (!column.type_name.empty()) continue;
-      if (std::optional<PqxxTypeCache::Entry> entry = types_->Find(column.type_oid)) {
+      if (std::optional<PqTypeCache::Entry> entry = types_->Find(column.type_oid)) {
         column.type_name = entry->name;
         shape->element_oids[c] = entry->element_oid;
       } else {
@@ -1225,8 +1237,7 @@ class PqxxConnection final : public DbConnection {
       }
       const std::string oids = absl::StrCat("{", absl::StrJoin(missing, ","), "}");
       const char* const values[] = {oids.c_str()};
-      PgResult found(PQexecParams(pqxx_internals::RawConnection(*conn_), kTypeLookupSql, 1, nullptr,
-                                  values, nullptr, nullptr, 0));
+      PgResult found(PQexecParams(pg_, kTypeLookupSql, 1, nullptr, values, nullptr, nullptr, 0));
       const bool failed = !CheckResult(found.get()).ok();
       if (IsBroken()) return LostConnection(BrokenError());
       if (!failed) {
@@ -1235,12 +1246,12 @@ class PqxxConnection final : public DbConnection {
           uint32_t element_oid = 0;
           if (absl::SimpleAtoi(PQgetvalue(found.get(), r, 0), &oid) &&
               absl::SimpleAtoi(PQgetvalue(found.get(), r, 2), &element_oid)) {
-            types_->Insert(oid, PqxxTypeCache::Entry{PQgetvalue(found.get(), r, 1), element_oid});
+            types_->Insert(oid, PqTypeCache::Entry{PQgetvalue(found.get(), r, 1), element_oid});
           }
         }
         // Unknown to the server too (dropped since): remember that as well.
         for (const uint32_t oid : missing) {
-          if (!types_->Find(oid).has_value()) types_->Insert(oid, PqxxTypeCache::Entry{});
+          if (!types_->Find(oid).has_value()) types_->Insert(oid, PqTypeCache::Entry{});
         }
       }
       if (in_transaction) {
@@ -1256,85 +1267,12 @@ class PqxxConnection final : public DbConnection {
     for (size_t c = 0; c < shape->columns.size(); ++c) {
       Column& column = shape->columns[c];
       if (!column.type_name.empty()) continue;
-      if (std::optional<PqxxTypeCache::Entry> entry = types_->Find(column.type_oid)) {
+      if (std::optional<PqTypeCache::Entry> entry = types_->Find(column.type_oid)) {
         column.type_name = entry->name;
         shape->element_oids[c] = entry->element_oid;
       }
     }
     return absl::OkStatus();
-  }
-
-  // Turns the exception being handled into a status; marks the connection
-  // broken when it is lost or its state is unknown. Call only from a catch
-  // block (the transaction objects of the try block are gone by then).
-  absl::Status StatusFromException() {
-    absl::Status status;
-    bool state_unknown = false;
-    try {
-      throw;
-    } catch (const pqxx::in_doubt_error& e) {
-      MarkBroken();
-      return absl::UnknownError(absl::StrCat(
-          "the connection to PostgreSQL was lost during COMMIT, so whether the transaction was "
-          "applied is unknown; check before retrying: ",
-          ParseErrorText(e.what()).message));
-    } catch (const pqxx::broken_connection& e) {
-      const PqError error = ParseErrorText(e.what());
-      // libpqxx 6.4 throws broken_connection for every class 08 SQLSTATE, also
-      // when a healthy connection merely relays the server's complaint (a
-      // parameter count mismatch is 08P01): only a closed one is lost.
-      if (error.sqlstate.empty() || !conn_->is_open()) {
-        MarkBroken();
-        return LostConnection(ToStatus(error));
-      }
-      status = ToStatus(error);
-    } catch (const pqxx::sql_error& e) {
-      PqError error = ParseErrorText(e.what());
-      if (!e.sqlstate().empty()) error.sqlstate = e.sqlstate();
-      status = ToStatus(error);
-    } catch (const pqxx::serialization_failure& e) {
-      status = FromRollback(e.what(), "40001");
-    } catch (const pqxx::deadlock_detected& e) {
-      status = FromRollback(e.what(), "40P01");
-    } catch (const pqxx::statement_completion_unknown& e) {
-      status = FromRollback(e.what(), "40003");
-    } catch (const pqxx::transaction_rollback& e) {
-      status = FromRollback(e.what(), "40000");
-    } catch (const pqxx::usage_error& e) {
-      // libpqxx's view of the connection no longer matches what the code
-      // did with it: do not trust either again.
-      state_unknown = true;
-      status = absl::InternalError(absl::StrCat("libpqxx usage error: ", e.what()));
-    } catch (const pqxx::internal_error& e) {
-      state_unknown = true;
-      status = absl::InternalError(absl::StrCat("libpqxx internal error: ", e.what()));
-    } catch (const pqxx::failure& e) {
-      const PqError error = ParseErrorText(e.what());
-      status = error.sqlstate.empty()
-                   ? absl::InternalError(absl::StrCat("libpqxx: ", error.message))
-                   : ToStatus(error);
-    } catch (const std::bad_alloc&) {
-      status = absl::ResourceExhaustedError("out of memory while handling a PostgreSQL result");
-    } catch (const std::exception& e) {
-      status = absl::InternalError(absl::StrCat("unexpected error from libpqxx: ", e.what()));
-    } catch (...) {
-      state_unknown = true;
-      status = absl::InternalError("unexpected non-standard exception from libpqxx");
-    }
-    if (!conn_->is_open()) {
-      MarkBroken();
-      return LostConnection(status);
-    }
-    if (state_unknown) MarkBroken();
-    return status;
-  }
-
-  // libpqxx 6.4's transaction_rollback family carries no SQLSTATE; the
-  // verbose message does, and the exception type names it otherwise.
-  static absl::Status FromRollback(const char* what, const char* sqlstate_of_type) {
-    PqError error = ParseErrorText(what);
-    if (error.sqlstate.empty()) error.sqlstate = sqlstate_of_type;
-    return ToStatus(error);
   }
 
   // Closes the socket at once, so the server ends the session (rolling back
@@ -1344,14 +1282,21 @@ class PqxxConnection final : public DbConnection {
     absl::MutexLock lock(&close_mu_);
     if (closed_) return;
     closed_ = true;
-    conn_->disconnect();
+    PQfinish(pg_);
+    pg_ = nullptr;
   }
 
-  // Declared before quiet_ so that the error handler is unregistered first.
-  const std::unique_ptr<pqxx::connection> conn_;
-  const std::unique_ptr<pqxx::quiet_errorhandler> quiet_;
-  const std::shared_ptr<PqxxTypeCache> types_;
-  // The prepared statement cache (see PqxxConnector::Options), keyed by SQL
+  // The libpq connection, owned; nullptr once closed (MarkBroken, after
+  // which every call fails before using it; libpq also answers a null
+  // connection with errors). Written by the owner thread only (MarkBroken,
+  // under close_mu_ so that Cancel() sees closed_ first), read by it freely.
+  PGconn* pg_;
+  // What PQcancel needs to reach the backend (PQgetCancel, once): Cancel()
+  // uses it from any thread without touching pg_. Owned; nullptr if libpq
+  // could not allocate it (cancel requests are then not sent).
+  PGcancel* const cancel_;
+  const std::shared_ptr<PqTypeCache> types_;
+  // The prepared statement cache (see PqConnector::Options), keyed by SQL
   // and parameter types (PreparedStatementKey). Owner thread only.
   StatementCache statements_;
   // The role set by UseRole; "" = the login role.
@@ -1386,12 +1331,10 @@ class PqxxConnection final : public DbConnection {
 
 }  // namespace
 
-PqxxConnector::PqxxConnector(std::string conninfo)
-    : PqxxConnector(std::move(conninfo), Options()) {}
+PqConnector::PqConnector(std::string conninfo) : PqConnector(std::move(conninfo), Options()) {}
 
-PqxxConnector::PqxxConnector(std::string conninfo, Options options)
-    : statement_cache_size_(options.statement_cache_size),
-      types_(std::make_shared<PqxxTypeCache>()) {
+PqConnector::PqConnector(std::string conninfo, Options options)
+    : statement_cache_size_(options.statement_cache_size), types_(std::make_shared<PqTypeCache>()) {
   absl::StatusOr<Conninfo> parsed = Conninfo::Parse(conninfo);
   if (!parsed.ok()) {
     conninfo_error_ = parsed.status();
@@ -1402,15 +1345,14 @@ PqxxConnector::PqxxConnector(std::string conninfo, Options options)
   secrets_ = parsed->SecretValues();
 }
 
-PqxxConnector::~PqxxConnector() = default;
+PqConnector::~PqConnector() = default;
 
-std::string ConninfoWithDefaults(const std::string& conninfo,
-                                 const PqxxConnector::Options& options) {
+std::string ConninfoWithDefaults(const std::string& conninfo, const PqConnector::Options& options) {
   absl::StatusOr<Conninfo> parsed = Conninfo::Parse(conninfo);
   return parsed.ok() ? WithDefaults(conninfo, *parsed, options) : conninfo;
 }
 
-absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
+absl::StatusOr<std::unique_ptr<DbConnection>> PqConnector::Connect() {
   if (!conninfo_error_.ok()) {
     return absl::UnavailableError(
         absl::StrCat("cannot connect to PostgreSQL: ", conninfo_error_.message()));
@@ -1418,29 +1360,15 @@ absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
   const std::string where =
       redacted_.empty() ? std::string("the default address (libpq defaults and PG* variables)")
                         : redacted_;
-  try {
-    auto conn = std::make_unique<pqxx::connection>(conninfo_);
-    // A connection that libpqxx silently re-opened would have lost its
-    // session state (and any transaction) without anyone noticing.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-    conn->inhibit_reactivation(true);
-#pragma GCC diagnostic pop
-    // Notices and warnings (e.g. "there is no transaction in progress" from
-    // ResetSession) would otherwise go to stderr.
-    auto quiet = std::make_unique<pqxx::quiet_errorhandler>(*conn);
-    // Verbose error messages are the only way to learn the SQLSTATE of the
-    // errors libpqxx 6.4 throws without one (broken_connection for every
-    // class 08 state, the transaction_rollback family): ParseErrorText reads
-    // it from the text.
-    conn->set_verbosity(pqxx::connection_base::verbose);
-    ApplyBaselineSettings(*conn);
-    return std::unique_ptr<DbConnection>(std::make_unique<PqxxConnection>(
-        std::move(conn), std::move(quiet), types_, statement_cache_size_));
-  } catch (const pqxx::broken_connection& e) {
+  PgConn conn(PQconnectdb(conninfo_.c_str()));
+  if (conn == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot connect to PostgreSQL at ", where,
+                                               ": libpq could not allocate a connection"));
+  }
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
     // The server answered but has no slot left (53300): the pool holds at
     // the connections it has instead of treating the database as down.
-    if (PqError error = ParseErrorText(e.what());
+    if (PqError error = ParseErrorText(PQerrorMessage(conn.get()));
         absl::StartsWith(error.sqlstate, "53") || IsOutOfConnectionSlots(error.message)) {
       return SqlError(error.sqlstate.empty() ? "53300" : error.sqlstate,
                       ScrubSecrets(absl::StrCat("PostgreSQL at ", where,
@@ -1449,16 +1377,30 @@ absl::StatusOr<std::unique_ptr<DbConnection>> PqxxConnector::Connect() {
     }
     return absl::UnavailableError(ScrubSecrets(
         absl::StrCat("cannot connect to PostgreSQL at ", where, ": ",
-                     ParseErrorText(e.what()).message,
+                     ConnectionErrorText(conn.get()),
                      "; check that the server is running and accepts connections at that host "
                      "and port, and that the user, password and database name are right"),
         secrets_));
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(ScrubSecrets(
-        absl::StrCat("connected to PostgreSQL at ", where,
-                     " but could not set up the session: ", ParseErrorText(e.what()).message),
-        secrets_));
   }
+  // Notices and warnings (e.g. "there is no transaction in progress" from
+  // ResetSession) would otherwise go to stderr.
+  PQsetNoticeProcessor(conn.get(), DiscardNotice, nullptr);
+  // Verbose messages carry the SQLSTATE in the text too, for the errors that
+  // come only as text (PQerrorMessage: a lost connection, a failed send),
+  // which ParseErrorText reads.
+  PQsetErrorVerbosity(conn.get(), PQERRORS_VERBOSE);
+  const PgResult baseline(PQexec(conn.get(), kBaselineSettingsSql));
+  if (PQresultStatus(baseline.get()) != PGRES_COMMAND_OK) {
+    const std::string why = baseline == nullptr
+                                ? ConnectionErrorText(conn.get())
+                                : ParseErrorText(PQresultErrorMessage(baseline.get())).message;
+    return absl::UnavailableError(
+        ScrubSecrets(absl::StrCat("connected to PostgreSQL at ", where,
+                                  " but could not set up the session: ", why),
+                     secrets_));
+  }
+  return std::unique_ptr<DbConnection>(
+      std::make_unique<PqConnection>(std::move(conn), types_, statement_cache_size_));
 }
 
 }  // namespace sessionbroker::storage

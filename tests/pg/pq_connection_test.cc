@@ -1,14 +1,15 @@
-// The libpqxx adapter against a real PostgreSQL (SB_TEST_DATABASE_URL, a
-// superuser connection: some tests create roles and types). Every test uses
-// temporary tables or uniquely named objects, so tests can run in any order
-// and in parallel processes.
-#include "server/storage/pqxx_connection.h"
+// The pooled connections (PqConnection, libpq in blocking mode) against a real PostgreSQL
+// (SB_TEST_DATABASE_URL, a superuser connection: some tests create roles and types). Every test
+// uses temporary tables or uniquely named objects, so tests can run in any order and in parallel
+// processes.
+#include "server/storage/pq_connection.h"
 
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -71,12 +72,12 @@ std::string AllBytes() {
   return out;
 }
 
-class PqxxConnectionTest : public ::testing::Test {
+class PqConnectionTest : public ::testing::Test {
  protected:
   void SetUp() override {
     url_ = testing::TestDatabaseUrl();
     ASSERT_FALSE(url_.empty());
-    connector_ = std::make_unique<PqxxConnector>(url_);
+    connector_ = std::make_unique<PqConnector>(url_);
     conn_ = Connect();
     ASSERT_NE(conn_, nullptr);
   }
@@ -129,30 +130,30 @@ class PqxxConnectionTest : public ::testing::Test {
   }
 
   std::string url_;
-  std::unique_ptr<PqxxConnector> connector_;
+  std::unique_ptr<PqConnector> connector_;
   std::unique_ptr<DbConnection> conn_;
   std::vector<std::string> cleanup_;
 };
 
 // ---- connecting and baseline settings ----
 
-TEST_F(PqxxConnectionTest, NewConnectionHasBaselineSettings) {
+TEST_F(PqConnectionTest, NewConnectionHasBaselineSettings) {
   EXPECT_EQ(Scalar(*conn_, "SHOW DateStyle"), Value::String("ISO, YMD"));
   EXPECT_EQ(Scalar(*conn_, "SHOW IntervalStyle"), Value::String("iso_8601"));
   EXPECT_EQ(Scalar(*conn_, "SHOW TimeZone"), Value::String("UTC"));
   EXPECT_EQ(Scalar(*conn_, "SHOW extra_float_digits"), Value::String("3"));
 }
 
-TEST_F(PqxxConnectionTest, BackendPidMatchesTheServer) {
+TEST_F(PqConnectionTest, BackendPidMatchesTheServer) {
   EXPECT_GT(conn_->BackendPid(), 0);
   EXPECT_EQ(Scalar(*conn_, "SELECT pg_backend_pid()"), Value::Int64(conn_->BackendPid()));
 }
 
-TEST_F(PqxxConnectionTest, UnreachableDatabaseIsUnavailableAndNeverShowsThePassword) {
+TEST_F(PqConnectionTest, UnreachableDatabaseIsUnavailableAndNeverShowsThePassword) {
   const testing::RefusedPort refused;
   ASSERT_NE(refused.port(), 0);
   const int port = refused.port();
-  PqxxConnector connector(absl::StrCat("postgresql://bob:S3cretPw@127.0.0.1:", port, "/nodb"));
+  PqConnector connector(absl::StrCat("postgresql://bob:S3cretPw@127.0.0.1:", port, "/nodb"));
   const auto start = Clock::now();
   absl::StatusOr<std::unique_ptr<DbConnection>> conn = connector.Connect();
   ASSERT_FALSE(conn.ok());
@@ -164,11 +165,11 @@ TEST_F(PqxxConnectionTest, UnreachableDatabaseIsUnavailableAndNeverShowsThePassw
                     Not(HasSubstr("S3cretPw"))));
 }
 
-TEST_F(PqxxConnectionTest, UnreachableKeyValueConninfoNeverShowsThePassword) {
+TEST_F(PqConnectionTest, UnreachableKeyValueConninfoNeverShowsThePassword) {
   const testing::RefusedPort refused;
   ASSERT_NE(refused.port(), 0);
   const int port = refused.port();
-  PqxxConnector connector(
+  PqConnector connector(
       absl::StrCat("host=127.0.0.1 port=", port, " dbname=nodb user=bob password='S3cret pw'"));
   absl::StatusOr<std::unique_ptr<DbConnection>> conn = connector.Connect();
   ASSERT_FALSE(conn.ok());
@@ -178,8 +179,8 @@ TEST_F(PqxxConnectionTest, UnreachableKeyValueConninfoNeverShowsThePassword) {
                     HasSubstr("dbname=nodb"), Not(HasSubstr("S3cret"))));
 }
 
-TEST_F(PqxxConnectionTest, MalformedUrlNeverShowsThePassword) {
-  PqxxConnector connector("postgresql://bob:Pass%zzword@127.0.0.1:1/db");
+TEST_F(PqConnectionTest, MalformedUrlNeverShowsThePassword) {
+  PqConnector connector("postgresql://bob:Pass%zzword@127.0.0.1:1/db");
   absl::StatusOr<std::unique_ptr<DbConnection>> conn = connector.Connect();
   ASSERT_FALSE(conn.ok());
   EXPECT_EQ(conn.status().code(), absl::StatusCode::kUnavailable);
@@ -188,7 +189,7 @@ TEST_F(PqxxConnectionTest, MalformedUrlNeverShowsThePassword) {
 
 // BEGIN conninfo defaults
 TEST(ConninfoWithDefaultsTest, AddsTimeoutAndKeepaliveDefaultsToAUrl) {
-  const PqxxConnector::Options defaults;
+  const PqConnector::Options defaults;
   EXPECT_EQ(ConninfoWithDefaults("postgresql://bob:pw@db.example:5432/app", defaults),
             "postgresql://bob:pw@db.example:5432/app?connect_timeout=10&keepalives=1&"
             "keepalives_idle=30&keepalives_interval=10&keepalives_count=3&tcp_user_timeout=60000");
@@ -204,7 +205,7 @@ TEST(ConninfoWithDefaultsTest, AddsTimeoutAndKeepaliveDefaultsToAUrl) {
 }
 
 TEST(ConninfoWithDefaultsTest, AddsTimeoutAndKeepaliveDefaultsToKeyValuePairs) {
-  const PqxxConnector::Options defaults;
+  const PqConnector::Options defaults;
   EXPECT_EQ(ConninfoWithDefaults("host=h dbname=app keepalives = 0 connect_timeout=3 "
                                  "password='a b'",
                                  defaults),
@@ -217,7 +218,7 @@ TEST(ConninfoWithDefaultsTest, AddsTimeoutAndKeepaliveDefaultsToKeyValuePairs) {
 }
 
 TEST(ConninfoWithDefaultsTest, ZeroOptionsAddNothingButKeepalives) {
-  PqxxConnector::Options none;
+  PqConnector::Options none;
   none.connect_timeout_seconds = 0;
   none.keepalives_idle_seconds = 0;
   none.keepalives_interval_seconds = 0;
@@ -229,8 +230,8 @@ TEST(ConninfoWithDefaultsTest, ZeroOptionsAddNothingButKeepalives) {
 }
 // END conninfo defaults
 
-TEST_F(PqxxConnectionTest, ConnectionsOutliveTheirConnector) {
-  auto connector = std::make_unique<PqxxConnector>(url_);
+TEST_F(PqConnectionTest, ConnectionsOutliveTheirConnector) {
+  auto connector = std::make_unique<PqConnector>(url_);
   absl::StatusOr<std::unique_ptr<DbConnection>> conn = connector->Connect();
   ASSERT_TRUE(conn.ok()) << conn.status();
   connector.reset();
@@ -239,7 +240,7 @@ TEST_F(PqxxConnectionTest, ConnectionsOutliveTheirConnector) {
 
 // ---- values out: kinds, OIDs and type names ----
 
-TEST_F(PqxxConnectionTest, ReturnsColumnNamesTypeOidsAndTypeNames) {
+TEST_F(PqConnectionTest, ReturnsColumnNamesTypeOidsAndTypeNames) {
   QueryResult r = Must(*conn_, "SELECT 1::int4 AS a, 'x'::text AS b, ARRAY[1]::int8[] AS c");
   ASSERT_EQ(r.columns.size(), 3u);
   EXPECT_EQ(r.columns[0].name, "a");
@@ -252,7 +253,7 @@ TEST_F(PqxxConnectionTest, ReturnsColumnNamesTypeOidsAndTypeNames) {
   EXPECT_EQ(r.columns[2].type_name, "_int8");
 }
 
-TEST_F(PqxxConnectionTest, DecodesScalarValuesWithTheirKinds) {
+TEST_F(PqConnectionTest, DecodesScalarValuesWithTheirKinds) {
   QueryResult r =
       Must(*conn_,
            "SELECT true, (-32768)::int2, 2147483647::int4, (-9223372036854775808)::int8, "
@@ -282,7 +283,7 @@ TEST_F(PqxxConnectionTest, DecodesScalarValuesWithTheirKinds) {
   EXPECT_EQ(r.rows[0], expected);
 }
 
-TEST_F(PqxxConnectionTest, DecodesFloatSpecialValues) {
+TEST_F(PqConnectionTest, DecodesFloatSpecialValues) {
   QueryResult r = Must(*conn_,
                        "SELECT 'NaN'::float8, 'Infinity'::float8, '-Infinity'::float4, "
                        "'-0'::float8, 1e308::float8, 4.9e-324::float8");
@@ -295,7 +296,7 @@ TEST_F(PqxxConnectionTest, DecodesFloatSpecialValues) {
   EXPECT_EQ(r.rows[0][5], Value::Double(4.9e-324));
 }
 
-TEST_F(PqxxConnectionTest, RendersDateTimeTypesInUtcIsoForm) {
+TEST_F(PqConnectionTest, RendersDateTimeTypesInUtcIsoForm) {
   QueryResult r = Must(*conn_,
                        "SELECT 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, '2024-02-29'::date, "
                        "'12:34:56.789'::time, '12:34:56+02'::timetz, "
@@ -315,7 +316,7 @@ TEST_F(PqxxConnectionTest, RendersDateTimeTypesInUtcIsoForm) {
   EXPECT_EQ(r.rows[0], expected);
 }
 
-TEST_F(PqxxConnectionTest, NullOfEveryTypeIsNullWithTheColumnsType) {
+TEST_F(PqConnectionTest, NullOfEveryTypeIsNullWithTheColumnsType) {
   const std::vector<std::pair<std::string, uint32_t>> types = {
       {"bool", 16},          {"int2", 21},       {"int4", 23},      {"int8", 20},
       {"float4", 700},       {"float8", 701},    {"numeric", 1700}, {"text", 25},
@@ -438,7 +439,7 @@ std::vector<RoundTrip> RoundTrips() {
   };
 }
 
-TEST_F(PqxxConnectionTest, EveryTypeRoundTripsThroughATypedParameter) {
+TEST_F(PqConnectionTest, EveryTypeRoundTripsThroughATypedParameter) {
   for (const RoundTrip& t : RoundTrips()) {
     SCOPED_TRACE(absl::StrCat(t.type, " ", DebugString(t.param)));
     QueryResult r = Must(*conn_, absl::StrCat("SELECT $1::", t.type, " AS v"), {t.param});
@@ -449,14 +450,14 @@ TEST_F(PqxxConnectionTest, EveryTypeRoundTripsThroughATypedParameter) {
   }
 }
 
-TEST_F(PqxxConnectionTest, NullParameterOfEveryTypeIsNull) {
+TEST_F(PqConnectionTest, NullParameterOfEveryTypeIsNull) {
   for (const RoundTrip& t : RoundTrips()) {
     SCOPED_TRACE(t.type);
     EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT $1::", t.type), {Value::Null()}), Value::Null());
   }
 }
 
-TEST_F(PqxxConnectionTest, StringParametersTakeTheirTypeFromContext) {
+TEST_F(PqConnectionTest, StringParametersTakeTheirTypeFromContext) {
   // Nothing says what $1 is: the server treats it as text.
   QueryResult r = Must(*conn_, "SELECT $1 AS v", {Value::String("5")});
   ASSERT_EQ(r.rows.size(), 1u);
@@ -472,7 +473,7 @@ TEST_F(PqxxConnectionTest, StringParametersTakeTheirTypeFromContext) {
             Value::Int64(3));
 }
 
-TEST_F(PqxxConnectionTest, EveryTypeRoundTripsThroughATableWithImpliedParameterTypes) {
+TEST_F(PqConnectionTest, EveryTypeRoundTripsThroughATableWithImpliedParameterTypes) {
   Must(*conn_,
        "CREATE TEMP TABLE rt (b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, "
        "n numeric, t text, vc varchar(20), c char(5), nm name, by bytea, u uuid, d date, "
@@ -531,7 +532,7 @@ TEST_F(PqxxConnectionTest, EveryTypeRoundTripsThroughATableWithImpliedParameterT
   EXPECT_EQ(r.columns[26].type_name, "_jsonb");
 }
 
-TEST_F(PqxxConnectionTest, NamesUserDefinedTypesAndDecodesTheirArrays) {
+TEST_F(PqConnectionTest, NamesUserDefinedTypesAndDecodesTheirArrays) {
   const std::string mood = UniqueName("sb_mood");
   const std::string posint = UniqueName("sb_posint");
   Must(*conn_, absl::StrCat("CREATE TYPE ", mood, " AS ENUM ('sad', 'ok')"));
@@ -563,7 +564,7 @@ TEST_F(PqxxConnectionTest, NamesUserDefinedTypesAndDecodesTheirArrays) {
 
 // ---- command tags and counts ----
 
-TEST_F(PqxxConnectionTest, ReportsCommandTagAndRowsAffected) {
+TEST_F(PqConnectionTest, ReportsCommandTagAndRowsAffected) {
   QueryResult created = Must(*conn_, "CREATE TEMP TABLE tags (id int)");
   EXPECT_EQ(created.command_tag, "CREATE TABLE");
   EXPECT_EQ(created.rows_affected, 0);
@@ -591,7 +592,7 @@ TEST_F(PqxxConnectionTest, ReportsCommandTagAndRowsAffected) {
   EXPECT_EQ(set.command_tag, "SET");
 }
 
-TEST_F(PqxxConnectionTest, RefusesSeveralStatementsInOneString) {
+TEST_F(PqConnectionTest, RefusesSeveralStatementsInOneString) {
   Must(*conn_, "CREATE TEMP TABLE multi (id int)");
   absl::Status s = RunStatus(*conn_, "INSERT INTO multi VALUES (1); DROP TABLE multi");
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
@@ -600,7 +601,7 @@ TEST_F(PqxxConnectionTest, RefusesSeveralStatementsInOneString) {
   EXPECT_EQ(Scalar(*conn_, "SELECT count(*) FROM multi"), Value::Int64(0));
 }
 
-TEST_F(PqxxConnectionTest, CopyToStdoutIsRefusedAndTheConnectionIsNeverReused) {
+TEST_F(PqConnectionTest, CopyToStdoutIsRefusedAndTheConnectionIsNeverReused) {
   absl::Status out =
       RunStatus(*conn_,
                 "COPY (SELECT g, repeat('x', 100) FROM generate_series(1, 100000) g) "
@@ -613,7 +614,7 @@ TEST_F(PqxxConnectionTest, CopyToStdoutIsRefusedAndTheConnectionIsNeverReused) {
   EXPECT_EQ(conn_->Ping().code(), absl::StatusCode::kUnavailable);
 }
 
-TEST_F(PqxxConnectionTest, CopyFromStdinIsRefusedEvenWithoutColumnsAndInABatch) {
+TEST_F(PqConnectionTest, CopyFromStdinIsRefusedEvenWithoutColumnsAndInABatch) {
   const std::string table = UniqueName("sb_copy_in");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -650,23 +651,23 @@ void ExpectSqlError(const absl::Status& s, absl::StatusCode code, const std::str
                                  Not(HasSubstr("LOCATION")), Not(HasSubstr("SCHEMA NAME"))));
 }
 
-TEST_F(PqxxConnectionTest, SyntaxErrorIsInvalidArgument) {
+TEST_F(PqConnectionTest, SyntaxErrorIsInvalidArgument) {
   absl::Status s = RunStatus(*conn_, "SELEC 1");
   ExpectSqlError(s, absl::StatusCode::kInvalidArgument, "42601");
   EXPECT_THAT(s.message(), StartsWith("syntax error at or near \"SELEC\""));
 }
 
-TEST_F(PqxxConnectionTest, UndefinedTableIsInvalidArgument) {
+TEST_F(PqConnectionTest, UndefinedTableIsInvalidArgument) {
   ExpectSqlError(RunStatus(*conn_, "SELECT * FROM no_such_table_sb"),
                  absl::StatusCode::kInvalidArgument, "42P01");
 }
 
-TEST_F(PqxxConnectionTest, DivisionByZeroIsInvalidArgument) {
+TEST_F(PqConnectionTest, DivisionByZeroIsInvalidArgument) {
   ExpectSqlError(RunStatus(*conn_, "SELECT 1 / $1::int", {Value::Int64(0)}),
                  absl::StatusCode::kInvalidArgument, "22012");
 }
 
-TEST_F(PqxxConnectionTest, UniqueViolationIsAlreadyExistsWithDetail) {
+TEST_F(PqConnectionTest, UniqueViolationIsAlreadyExistsWithDetail) {
   Must(*conn_, "CREATE TEMP TABLE uniq (id int PRIMARY KEY)");
   Must(*conn_, "INSERT INTO uniq VALUES (1)");
   absl::Status s = RunStatus(*conn_, "INSERT INTO uniq VALUES ($1)", {Value::Int64(1)});
@@ -676,7 +677,7 @@ TEST_F(PqxxConnectionTest, UniqueViolationIsAlreadyExistsWithDetail) {
             "already exists. [SQLSTATE 23505]");
 }
 
-TEST_F(PqxxConnectionTest, ConstraintViolationsAreFailedPrecondition) {
+TEST_F(PqConnectionTest, ConstraintViolationsAreFailedPrecondition) {
   Must(*conn_, "CREATE TEMP TABLE parent (id int PRIMARY KEY)");
   Must(*conn_, "CREATE TEMP TABLE child (id int NOT NULL REFERENCES parent, n int CHECK (n > 0))");
   Must(*conn_, "INSERT INTO parent VALUES (1)");
@@ -688,8 +689,9 @@ TEST_F(PqxxConnectionTest, ConstraintViolationsAreFailedPrecondition) {
                  absl::StatusCode::kFailedPrecondition, "23502");
 }
 
-TEST_F(PqxxConnectionTest, RaisedRollbackStatesAreAborted) {
-  // libpqxx 6.4 throws these without a SQLSTATE; the adapter must still find it.
+// The transaction-rollback class maps by its SQLSTATE: retryable ones are
+// ABORTED, 40003 (the statement's outcome is unknown) UNKNOWN.
+TEST_F(PqConnectionTest, RaisedRollbackStatesAreAborted) {
   absl::Status serialization =
       RunStatus(*conn_, "DO $$BEGIN RAISE EXCEPTION 'forced' USING ERRCODE = '40001'; END$$");
   ExpectSqlError(serialization, absl::StatusCode::kAborted, "40001");
@@ -703,8 +705,10 @@ TEST_F(PqxxConnectionTest, RaisedRollbackStatesAreAborted) {
   EXPECT_FALSE(conn_->IsBroken());
 }
 
-TEST_F(PqxxConnectionTest, RaisedClass08ErrorOnALiveConnectionKeepsTheConnection) {
-  // libpqxx 6.4 throws broken_connection for every class 08 SQLSTATE.
+// A class 08 SQLSTATE the server merely relays on a healthy connection is
+// UNAVAILABLE like any 08 error, but it is not a lost connection: the
+// connection stays usable. Only a connection libpq sees closed is broken.
+TEST_F(PqConnectionTest, RaisedClass08ErrorOnALiveConnectionKeepsTheConnection) {
   absl::Status s =
       RunStatus(*conn_, "DO $$BEGIN RAISE EXCEPTION 'remote gone' USING ERRCODE = '08006'; END$$");
   ExpectSqlError(s, absl::StatusCode::kUnavailable, "08006");
@@ -712,7 +716,7 @@ TEST_F(PqxxConnectionTest, RaisedClass08ErrorOnALiveConnectionKeepsTheConnection
   EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
 }
 
-TEST_F(PqxxConnectionTest, RealSerializationFailureIsAborted) {
+TEST_F(PqConnectionTest, RealSerializationFailureIsAborted) {
   const std::string table = UniqueName("sb_serial");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int PRIMARY KEY, v int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -728,7 +732,7 @@ TEST_F(PqxxConnectionTest, RealSerializationFailureIsAborted) {
   Must(*conn_, "ROLLBACK");
 }
 
-TEST_F(PqxxConnectionTest, RealDeadlockIsAborted) {
+TEST_F(PqConnectionTest, RealDeadlockIsAborted) {
   const std::string table = UniqueName("sb_deadlock");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int PRIMARY KEY, v int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -772,7 +776,7 @@ TEST_F(PqxxConnectionTest, RealDeadlockIsAborted) {
   EXPECT_THAT((a_status.ok() ? b_status : a_status).message(), HasSubstr("deadlock detected"));
 }
 
-TEST_F(PqxxConnectionTest, InsufficientPrivilegeIsPermissionDenied) {
+TEST_F(PqConnectionTest, InsufficientPrivilegeIsPermissionDenied) {
   const std::string role = UniqueName("sb_norights");
   const std::string table = UniqueName("sb_secret");
   Must(*conn_, absl::StrCat("CREATE ROLE ", role, " NOLOGIN"));
@@ -791,7 +795,7 @@ TEST_F(PqxxConnectionTest, InsufficientPrivilegeIsPermissionDenied) {
   EXPECT_EQ(Scalar(*conn_, "SELECT current_user = session_user"), Value::Bool(true));
 }
 
-TEST_F(PqxxConnectionTest, WrongParameterCountIsInvalidArgumentAndKeepsTheConnection) {
+TEST_F(PqConnectionTest, WrongParameterCountIsInvalidArgumentAndKeepsTheConnection) {
   absl::Status too_few = RunStatus(*conn_, "SELECT $1::int + $2::int", {Value::Int64(1)});
   ExpectSqlError(too_few, absl::StatusCode::kInvalidArgument, "08P01");
   EXPECT_THAT(too_few.message(), HasSubstr("bind message supplies 1 parameters"));
@@ -814,7 +818,7 @@ absl::StatusOr<QueryResult> RunTyped(DbConnection& conn, const std::string& sql,
   return conn.Execute(s, options);
 }
 
-TEST_F(PqxxConnectionTest, AnInt64ParameterIsAnInt8) {
+TEST_F(PqConnectionTest, AnInt64ParameterIsAnInt8) {
   QueryResult r = Must(*conn_, "SELECT $1 AS v", {Value::Int64(41)});
   ASSERT_EQ(r.rows.size(), 1u);
   EXPECT_EQ(r.columns[0].type_oid, 20u);
@@ -827,7 +831,7 @@ TEST_F(PqxxConnectionTest, AnInt64ParameterIsAnInt8) {
   EXPECT_EQ(sum.rows[0][0], Value::Int64((int64_t{1} << 40) + 1));
 }
 
-TEST_F(PqxxConnectionTest, EveryKindRoundTripsAsItsImpliedType) {
+TEST_F(PqConnectionTest, EveryKindRoundTripsAsItsImpliedType) {
   struct Case {
     Value value;
     uint32_t oid;
@@ -873,7 +877,7 @@ TEST_F(PqxxConnectionTest, EveryKindRoundTripsAsItsImpliedType) {
   }
 }
 
-TEST_F(PqxxConnectionTest, ANamedTypeIsSentAsThatType) {
+TEST_F(PqConnectionTest, ANamedTypeIsSentAsThatType) {
   struct Case {
     const char* type;
     Value value;
@@ -908,7 +912,7 @@ TEST_F(PqxxConnectionTest, ANamedTypeIsSentAsThatType) {
   }
 }
 
-TEST_F(PqxxConnectionTest, EnumsAndDomainsAreNamedByTheirNames) {
+TEST_F(PqConnectionTest, EnumsAndDomainsAreNamedByTheirNames) {
   const std::string mood = UniqueName("mood");
   const std::string posint = UniqueName("posint");
   Must(*conn_, absl::StrCat("CREATE TYPE ", mood, " AS ENUM ('sad', 'happy')"));
@@ -945,7 +949,7 @@ TEST_F(PqxxConnectionTest, EnumsAndDomainsAreNamedByTheirNames) {
   EXPECT_EQ(fields->schema_name, "public");
 }
 
-TEST_F(PqxxConnectionTest, AnUnknownTypeNameIsInvalidArgumentNamingTheParameterAndType) {
+TEST_F(PqConnectionTest, AnUnknownTypeNameIsInvalidArgumentNamingTheParameterAndType) {
   for (const char* name : {"no_such_type_sb", "nosuchschema_sb.int4", "int4 int4"}) {
     SCOPED_TRACE(name);
     Statement s{"SELECT $1::text, $2", {Value::String("a"), Value::String("b")}};
@@ -959,7 +963,7 @@ TEST_F(PqxxConnectionTest, AnUnknownTypeNameIsInvalidArgumentNamingTheParameterA
   EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
 }
 
-TEST_F(PqxxConnectionTest, AnUnknownTypeNameInsideATransactionLeavesItUsable) {
+TEST_F(PqConnectionTest, AnUnknownTypeNameInsideATransactionLeavesItUsable) {
   Must(*conn_, "CREATE TEMP TABLE kept (id int)");
   ASSERT_TRUE(conn_->Begin(TransactionOptions{}).ok());
   ExecuteOptions in_tx;
@@ -974,7 +978,7 @@ TEST_F(PqxxConnectionTest, AnUnknownTypeNameInsideATransactionLeavesItUsable) {
   EXPECT_EQ(Scalar(*conn_, "SELECT count(*) FROM kept"), Value::Int64(2));
 }
 
-TEST_F(PqxxConnectionTest, ATypeNamedInABatchIsLookedUpUnderTheBatchsSearchPath) {
+TEST_F(PqConnectionTest, ATypeNamedInABatchIsLookedUpUnderTheBatchsSearchPath) {
   const std::string schema = UniqueName("sbschema");
   Must(*conn_, absl::StrCat("CREATE SCHEMA ", schema));
   CleanUpWith(absl::StrCat("DROP SCHEMA ", schema, " CASCADE"));
@@ -994,7 +998,7 @@ TEST_F(PqxxConnectionTest, ATypeNamedInABatchIsLookedUpUnderTheBatchsSearchPath)
 
 // ---- the fields of PostgreSQL's errors (SqlErrorFields) ----
 
-TEST_F(PqxxConnectionTest, AUniqueViolationCarriesItsConstraintTableSchemaAndDetail) {
+TEST_F(PqConnectionTest, AUniqueViolationCarriesItsConstraintTableSchemaAndDetail) {
   const std::string table = UniqueName("uniq_fields");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int8 PRIMARY KEY)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1015,7 +1019,7 @@ TEST_F(PqxxConnectionTest, AUniqueViolationCarriesItsConstraintTableSchemaAndDet
   EXPECT_EQ(f->statement_index, 0u);
 }
 
-TEST_F(PqxxConnectionTest, ErrorFieldsNameTheColumnAndThePosition) {
+TEST_F(PqConnectionTest, ErrorFieldsNameTheColumnAndThePosition) {
   Must(*conn_, "CREATE TEMP TABLE nn_fields (id int, name text NOT NULL)");
   absl::Status missing = RunStatus(*conn_, "INSERT INTO nn_fields VALUES (1, NULL)");
   std::optional<SqlErrorFields> f = SqlErrorFieldsOf(missing);
@@ -1036,7 +1040,7 @@ TEST_F(PqxxConnectionTest, ErrorFieldsNameTheColumnAndThePosition) {
   EXPECT_EQ(f->hint, "");
 }
 
-TEST_F(PqxxConnectionTest, ABatchFailureCarriesTheIndexOfTheStatement) {
+TEST_F(PqConnectionTest, ABatchFailureCarriesTheIndexOfTheStatement) {
   Must(*conn_, "CREATE TEMP TABLE batch_fields (id int PRIMARY KEY)");
   absl::StatusOr<std::vector<QueryResult>> batch =
       conn_->ExecuteBatch({Statement{"INSERT INTO batch_fields VALUES (1)", {}},
@@ -1051,7 +1055,7 @@ TEST_F(PqxxConnectionTest, ABatchFailureCarriesTheIndexOfTheStatement) {
   EXPECT_EQ(f->constraint_name, "batch_fields_pkey");
 }
 
-TEST_F(PqxxConnectionTest, AnErrorOfBeginCarriesTheFieldsReadFromItsText) {
+TEST_F(PqConnectionTest, AnErrorOfBeginCarriesTheServersFields) {
   TransactionOptions options;
   options.settings = {{"statement_timeout", "not a duration"}};
   absl::Status s = conn_->Begin(options);
@@ -1063,7 +1067,7 @@ TEST_F(PqxxConnectionTest, AnErrorOfBeginCarriesTheFieldsReadFromItsText) {
   EXPECT_THAT(f->message, HasSubstr("statement_timeout"));
 }
 
-TEST_F(PqxxConnectionTest, TheBrokersOwnErrorsCarryNoFields) {
+TEST_F(PqConnectionTest, TheBrokersOwnErrorsCarryNoFields) {
   conn_->Cancel();
   absl::Status cancelled = RunStatus(*conn_, "SELECT 1");
   conn_->ClearCancel();
@@ -1071,7 +1075,7 @@ TEST_F(PqxxConnectionTest, TheBrokersOwnErrorsCarryNoFields) {
   EXPECT_FALSE(SqlErrorFieldsOf(cancelled).has_value());
 }
 
-TEST_F(PqxxConnectionTest, UnsendableParameterIsInvalidArgumentBeforeReachingTheServer) {
+TEST_F(PqConnectionTest, UnsendableParameterIsInvalidArgumentBeforeReachingTheServer) {
   absl::Status s = RunStatus(*conn_, "SELECT $1::int, $2::text",
                              {Value::Int64(1), Value::String(std::string("a\0b", 3))});
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
@@ -1096,7 +1100,7 @@ void AwaitActive(DbConnection& watcher, int pid, const std::string& text) {
   FAIL() << "backend " << pid << " never ran " << text;
 }
 
-TEST_F(PqxxConnectionTest, CancelStopsARunningStatementAndKeepsTheConnection) {
+TEST_F(PqConnectionTest, CancelStopsARunningStatementAndKeepsTheConnection) {
   std::unique_ptr<DbConnection> watcher = Connect();
   ASSERT_NE(watcher, nullptr);
   std::thread canceller([&] {
@@ -1115,7 +1119,7 @@ TEST_F(PqxxConnectionTest, CancelStopsARunningStatementAndKeepsTheConnection) {
   EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
 }
 
-TEST_F(PqxxConnectionTest, CancelRefusesEveryLaterCallUntilClearCancel) {
+TEST_F(PqConnectionTest, CancelRefusesEveryLaterCallUntilClearCancel) {
   const std::string table = UniqueName("sb_cancel_sticky");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1150,7 +1154,7 @@ std::string SessionState(DbConnection& watcher, int pid) {
   return r->rows[0][0].text;
 }
 
-TEST_F(PqxxConnectionTest, CancelStopsALongBatchBetweenStatementsAndCommitsNothing) {
+TEST_F(PqConnectionTest, CancelStopsALongBatchBetweenStatementsAndCommitsNothing) {
   // Most of the time goes to round trips, when the server is idle and would
   // ignore a cancel request: the flag must stop the batch anyway.
   const std::string table = UniqueName("sb_cancel_long");
@@ -1192,7 +1196,7 @@ TEST_F(PqxxConnectionTest, CancelStopsALongBatchBetweenStatementsAndCommitsNothi
   EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
 }
 
-TEST_F(PqxxConnectionTest, CancelInsideABatchRollsItBack) {
+TEST_F(PqConnectionTest, CancelInsideABatchRollsItBack) {
   const std::string table = UniqueName("sb_cancel_batch");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1214,7 +1218,7 @@ TEST_F(PqxxConnectionTest, CancelInsideABatchRollsItBack) {
   EXPECT_FALSE(conn_->IsBroken());
 }
 
-TEST_F(PqxxConnectionTest, TerminatedIdleConnectionIsUnavailableAndBroken) {
+TEST_F(PqConnectionTest, TerminatedIdleConnectionIsUnavailableAndBroken) {
   std::unique_ptr<DbConnection> admin = Connect();
   ASSERT_NE(admin, nullptr);
   // The timeout makes pg_terminate_backend wait until the backend is gone.
@@ -1234,7 +1238,7 @@ TEST_F(PqxxConnectionTest, TerminatedIdleConnectionIsUnavailableAndBroken) {
   conn_->Cancel();
 }
 
-TEST_F(PqxxConnectionTest, ConnectionTerminatedMidStatementIsUnavailableAndBroken) {
+TEST_F(PqConnectionTest, ConnectionTerminatedMidStatementIsUnavailableAndBroken) {
   std::unique_ptr<DbConnection> admin = Connect();
   ASSERT_NE(admin, nullptr);
   std::thread terminator([&] {
@@ -1246,17 +1250,78 @@ TEST_F(PqxxConnectionTest, ConnectionTerminatedMidStatementIsUnavailableAndBroke
   terminator.join();
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(10));
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+  // The server's farewell reaches the caller: its SQLSTATE (57P01,
+  // admin_shutdown) travels with the status, which says the connection was
+  // lost.
+  EXPECT_EQ(SqlStateOf(s), "57P01") << s;
+  EXPECT_THAT(s.message(), StartsWith("lost the connection to PostgreSQL"));
   EXPECT_TRUE(conn_->IsBroken());
 }
 
-TEST_F(PqxxConnectionTest, PingWorksOnAHealthySession) {
+// Transaction control, batches, pings, role changes and the reset run on the
+// same libpq connection as statements: on a connection whose backend was
+// terminated each one is UNAVAILABLE, says that the connection was lost, and
+// leaves the connection broken.
+TEST_F(PqConnectionTest, SessionCallsOnATerminatedConnectionAreUnavailableAndBreakIt) {
+  std::unique_ptr<DbConnection> admin = Connect();
+  ASSERT_NE(admin, nullptr);
+  struct Call {
+    std::string expected_prefix;
+    std::function<absl::Status(DbConnection&)> run;
+  };
+  const std::string lost = "lost the connection to PostgreSQL";
+  const std::vector<Call> calls = {
+      {"BEGIN: " + lost, [](DbConnection& c) { return c.Begin({}); }},
+      {"BEGIN: " + lost,
+       [](DbConnection& c) {
+         return c.ExecuteBatch({Statement{"SELECT 1", {}}}, ExecuteOptions{}).status();
+       }},
+      {"ping failed: " + lost, [](DbConnection& c) { return c.Ping(); }},
+      {"SET ROLE pg_monitor failed: " + lost,
+       [](DbConnection& c) { return c.UseRole("pg_monitor"); }},
+      {"resetting the session failed: " + lost, [](DbConnection& c) { return c.ResetSession(); }},
+      {"ROLLBACK failed and the connection was closed",
+       [](DbConnection& c) { return c.Rollback(); }},
+  };
+  for (const Call& call : calls) {
+    SCOPED_TRACE(call.expected_prefix);
+    std::unique_ptr<DbConnection> conn = Connect();
+    ASSERT_NE(conn, nullptr);
+    // The timeout makes pg_terminate_backend wait until the backend is gone.
+    ASSERT_EQ(Scalar(*admin, "SELECT pg_terminate_backend($1::int, 10000)",
+                     {Value::Int64(conn->BackendPid())}),
+              Value::Bool(true));
+    const absl::Status s = call.run(*conn);
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_THAT(s.message(), StartsWith(call.expected_prefix));
+    EXPECT_TRUE(conn->IsBroken());
+  }
+}
+
+// Notices and warnings from the server (a reset's ROLLBACK outside any
+// transaction warns "there is no transaction in progress"; RAISE) are
+// discarded: libpq's default would write each one to the broker's stderr.
+TEST_F(PqConnectionTest, NoticesAndWarningsNeverReachStderr) {
+  ::testing::internal::CaptureStderr();
+  const absl::Status reset = conn_->ResetSession();
+  const absl::Status raised =
+      RunStatus(*conn_, "DO $$BEGIN RAISE WARNING 'sb warning'; RAISE NOTICE 'sb notice'; END$$");
+  const absl::Status rolled_back = conn_->Rollback();
+  const std::string stderr_text = ::testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(reset.ok()) << reset;
+  EXPECT_TRUE(raised.ok()) << raised;
+  EXPECT_TRUE(rolled_back.ok()) << rolled_back;
+  EXPECT_EQ(stderr_text, "");
+}
+
+TEST_F(PqConnectionTest, PingWorksOnAHealthySession) {
   EXPECT_TRUE(conn_->Ping().ok());
   EXPECT_TRUE(conn_->Ping().ok());
   EXPECT_FALSE(conn_->IsBroken());
   EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
 }
 
-TEST_F(PqxxConnectionTest, PingFailsInsideAFailedTransactionAndBreaksTheConnection) {
+TEST_F(PqConnectionTest, PingFailsInsideAFailedTransactionAndBreaksTheConnection) {
   Must(*conn_, "BEGIN");
   EXPECT_FALSE(RunStatus(*conn_, "SELECT 1 / 0").ok());
   const absl::Status ping = conn_->Ping();
@@ -1267,7 +1332,7 @@ TEST_F(PqxxConnectionTest, PingFailsInsideAFailedTransactionAndBreaksTheConnecti
 
 // ---- batches ----
 
-TEST_F(PqxxConnectionTest, BatchAppliesAllStatementsAndReturnsEachResult) {
+TEST_F(PqConnectionTest, BatchAppliesAllStatementsAndReturnsEachResult) {
   const std::string table = UniqueName("sb_batch_ok");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int PRIMARY KEY, name text)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1290,7 +1355,7 @@ TEST_F(PqxxConnectionTest, BatchAppliesAllStatementsAndReturnsEachResult) {
   EXPECT_EQ(Scalar(*other, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(3));
 }
 
-TEST_F(PqxxConnectionTest, BatchIsAllOrNothing) {
+TEST_F(PqConnectionTest, BatchIsAllOrNothing) {
   const std::string table = UniqueName("sb_batch_fail");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int PRIMARY KEY)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1311,7 +1376,7 @@ TEST_F(PqxxConnectionTest, BatchIsAllOrNothing) {
   EXPECT_EQ(Scalar(*other, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(1));
 }
 
-TEST_F(PqxxConnectionTest, FailedBatchLeavesTheSessionOutsideAnyTransaction) {
+TEST_F(PqConnectionTest, FailedBatchLeavesTheSessionOutsideAnyTransaction) {
   std::unique_ptr<DbConnection> watcher = Connect();
   ASSERT_NE(watcher, nullptr);
   const Statement ok{"SELECT 1", {}};
@@ -1329,7 +1394,7 @@ TEST_F(PqxxConnectionTest, FailedBatchLeavesTheSessionOutsideAnyTransaction) {
   }
 }
 
-TEST_F(PqxxConnectionTest, BatchStatementThatEndsTheTransactionFailsTheBatch) {
+TEST_F(PqConnectionTest, BatchStatementThatEndsTheTransactionFailsTheBatch) {
   const std::string table = UniqueName("sb_batch_txctl");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1362,7 +1427,7 @@ TEST_F(PqxxConnectionTest, BatchStatementThatEndsTheTransactionFailsTheBatch) {
   EXPECT_EQ(SessionState(*watcher, conn_->BackendPid()), "idle");
 }
 
-TEST_F(PqxxConnectionTest, BatchCommitsWhenNamingAResultTypeFails) {
+TEST_F(PqConnectionTest, BatchCommitsWhenNamingAResultTypeFails) {
   // The type's name cannot be sent in LATIN1, so looking it up fails after
   // the statement itself succeeded. That must neither abort the batch's
   // transaction (turning its COMMIT into a silent ROLLBACK) nor fail it.
@@ -1398,7 +1463,7 @@ TEST_F(PqxxConnectionTest, BatchCommitsWhenNamingAResultTypeFails) {
   EXPECT_EQ(again.columns[0].type_name, type);
 }
 
-TEST_F(PqxxConnectionTest, BatchWithUnsendableParameterRunsNothing) {
+TEST_F(PqConnectionTest, BatchWithUnsendableParameterRunsNothing) {
   const std::string table = UniqueName("sb_batch_param");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (t text)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1413,7 +1478,7 @@ TEST_F(PqxxConnectionTest, BatchWithUnsendableParameterRunsNothing) {
   EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(0));
 }
 
-TEST_F(PqxxConnectionTest, EmptyBatchSucceeds) {
+TEST_F(PqConnectionTest, EmptyBatchSucceeds) {
   absl::StatusOr<std::vector<QueryResult>> batch = conn_->ExecuteBatch({}, ExecuteOptions{});
   ASSERT_TRUE(batch.ok()) << batch.status();
   EXPECT_TRUE(batch->empty());
@@ -1421,7 +1486,7 @@ TEST_F(PqxxConnectionTest, EmptyBatchSucceeds) {
 
 // ---- result cap ----
 
-TEST_F(PqxxConnectionTest, ResultOverTheCapIsResourceExhausted) {
+TEST_F(PqConnectionTest, ResultOverTheCapIsResourceExhausted) {
   const std::string sql = "SELECT repeat('x', 1000) FROM generate_series(1, 100)";
   absl::Status s = Run(*conn_, sql, {}, CappedAt(10000)).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
@@ -1437,7 +1502,7 @@ TEST_F(PqxxConnectionTest, ResultOverTheCapIsResourceExhausted) {
 // The storage layer runs what it is given; the runner sends statements that
 // write and return rows as one-statement batches instead (see
 // StatementRunner), so over the cap they are rolled back.
-TEST_F(PqxxConnectionTest, OverCapAutocommitStatementIsStoppedAndSaysItRanInAutocommit) {
+TEST_F(PqConnectionTest, OverCapAutocommitStatementIsStoppedAndSaysItRanInAutocommit) {
   const std::string table = UniqueName("sb_cap_returning");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int, t text)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1455,7 +1520,7 @@ TEST_F(PqxxConnectionTest, OverCapAutocommitStatementIsStoppedAndSaysItRanInAuto
   EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(100));
 }
 
-TEST_F(PqxxConnectionTest, BatchOverTheCapFailsBeforeCommitting) {
+TEST_F(PqConnectionTest, BatchOverTheCapFailsBeforeCommitting) {
   const std::string table = UniqueName("sb_cap_batch");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1479,7 +1544,7 @@ TEST_F(PqxxConnectionTest, BatchOverTheCapFailsBeforeCommitting) {
   }
 }
 
-TEST_F(PqxxConnectionTest, ResultCapCoversTheWholeBatch) {
+TEST_F(PqConnectionTest, ResultCapCoversTheWholeBatch) {
   const Statement big{"SELECT repeat('x', 600)", {}};
   absl::StatusOr<std::vector<QueryResult>> batch = conn_->ExecuteBatch({big, big}, CappedAt(1000));
   ASSERT_FALSE(batch.ok());
@@ -1489,7 +1554,7 @@ TEST_F(PqxxConnectionTest, ResultCapCoversTheWholeBatch) {
 
 // ---- ResetSession: nothing leaks to the next user ----
 
-TEST_F(PqxxConnectionTest, ResetSessionRollsBackAnOpenTransaction) {
+TEST_F(PqConnectionTest, ResetSessionRollsBackAnOpenTransaction) {
   const std::string table = UniqueName("sb_reset_tx");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1507,7 +1572,7 @@ TEST_F(PqxxConnectionTest, ResetSessionRollsBackAnOpenTransaction) {
   Must(*conn_, "ROLLBACK");
 }
 
-TEST_F(PqxxConnectionTest, ResetSessionClearsSettingsTempTablesPreparedStatementsAndRole) {
+TEST_F(PqConnectionTest, ResetSessionClearsSettingsTempTablesPreparedStatementsAndRole) {
   const Value search_path = Scalar(*conn_, "SHOW search_path");
   Must(*conn_, "SET search_path = pg_catalog");
   Must(*conn_, "SET TimeZone = 'America/New_York'");
@@ -1532,7 +1597,7 @@ TEST_F(PqxxConnectionTest, ResetSessionClearsSettingsTempTablesPreparedStatement
   EXPECT_EQ(Scalar(*conn_, "SHOW extra_float_digits"), Value::String("3"));
 }
 
-TEST_F(PqxxConnectionTest, ResetSessionReleasesAdvisoryLocks) {
+TEST_F(PqConnectionTest, ResetSessionReleasesAdvisoryLocks) {
   std::unique_ptr<DbConnection> other = Connect();
   ASSERT_NE(other, nullptr);
   const std::string count_locks =
@@ -1544,7 +1609,7 @@ TEST_F(PqxxConnectionTest, ResetSessionReleasesAdvisoryLocks) {
   EXPECT_EQ(Scalar(*other, count_locks, {pid}), Value::Int64(0));
 }
 
-TEST_F(PqxxConnectionTest, ResetSessionOnACleanSessionSucceeds) {
+TEST_F(PqConnectionTest, ResetSessionOnACleanSessionSucceeds) {
   EXPECT_TRUE(conn_->ResetSession().ok());
   EXPECT_TRUE(conn_->ResetSession().ok());
   EXPECT_FALSE(conn_->IsBroken());
@@ -1552,7 +1617,7 @@ TEST_F(PqxxConnectionTest, ResetSessionOnACleanSessionSucceeds) {
 
 // ---- Transactions opened with Begin() (sessions) ----
 
-TEST_F(PqxxConnectionTest, BeginAppliesIsolationReadOnlyAndSettingsUntilCommit) {
+TEST_F(PqConnectionTest, BeginAppliesIsolationReadOnlyAndSettingsUntilCommit) {
   TransactionOptions options;
   options.isolation = TransactionOptions::Isolation::kRepeatableRead;
   options.read_only = true;
@@ -1579,7 +1644,7 @@ TEST_F(PqxxConnectionTest, BeginAppliesIsolationReadOnlyAndSettingsUntilCommit) 
   EXPECT_FALSE(conn_->IsBroken());
 }
 
-TEST_F(PqxxConnectionTest, CommitMakesTheTransactionsWritesVisibleAndRollbackDiscardsThem) {
+TEST_F(PqConnectionTest, CommitMakesTheTransactionsWritesVisibleAndRollbackDiscardsThem) {
   const std::string table = UniqueName("sb_tx");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1601,7 +1666,7 @@ TEST_F(PqxxConnectionTest, CommitMakesTheTransactionsWritesVisibleAndRollbackDis
   EXPECT_EQ(SessionState(*watcher, conn_->BackendPid()), "idle");
 }
 
-TEST_F(PqxxConnectionTest, BeginWithABadSettingValueFailsAndLeavesNoTransactionOpen) {
+TEST_F(PqConnectionTest, BeginWithABadSettingValueFailsAndLeavesNoTransactionOpen) {
   std::unique_ptr<DbConnection> watcher = Connect();
   ASSERT_NE(watcher, nullptr);
   TransactionOptions options;
@@ -1614,7 +1679,7 @@ TEST_F(PqxxConnectionTest, BeginWithABadSettingValueFailsAndLeavesNoTransactionO
   EXPECT_EQ(SessionState(*watcher, conn_->BackendPid()), "idle");
 }
 
-TEST_F(PqxxConnectionTest, CancelledCommitCommitsNothing) {
+TEST_F(PqConnectionTest, CancelledCommitCommitsNothing) {
   const std::string table = UniqueName("sb_tx_cancel");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1631,7 +1696,7 @@ TEST_F(PqxxConnectionTest, CancelledCommitCommitsNothing) {
 // restart) was rolled back by PostgreSQL before COMMIT could be sent: the
 // outcome is known, and "unknown, check before retrying" would send every
 // client of an outage to look for rows that cannot be there.
-TEST_F(PqxxConnectionTest, CommitOnAConnectionLostWhileIdleSaysNothingWasCommitted) {
+TEST_F(PqConnectionTest, CommitOnAConnectionLostWhileIdleSaysNothingWasCommitted) {
   const std::string table = UniqueName("sb_tx_lost");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -1651,7 +1716,7 @@ TEST_F(PqxxConnectionTest, CommitOnAConnectionLostWhileIdleSaysNothingWasCommitt
   EXPECT_EQ(Scalar(*admin, absl::StrCat("SELECT count(*) FROM ", table)).int64_value, 0);
 }
 
-TEST_F(PqxxConnectionTest, BatchBeginsWithItsTransactionOptions) {
+TEST_F(PqConnectionTest, BatchBeginsWithItsTransactionOptions) {
   ExecuteOptions options;
   options.transaction.isolation = TransactionOptions::Isolation::kSerializable;
   options.transaction.settings = {{"TimeZone", "Asia/Tokyo"}};
@@ -1665,13 +1730,13 @@ TEST_F(PqxxConnectionTest, BatchBeginsWithItsTransactionOptions) {
 
 // ---- the prepared statement cache (Options::statement_cache_size) ----
 
-class StatementCacheTest : public PqxxConnectionTest {
+class StatementCacheTest : public PqConnectionTest {
  protected:
   // A connection of a connector with the given cache size.
   std::unique_ptr<DbConnection> ConnectWithCache(int size) {
-    PqxxConnector::Options options;
+    PqConnector::Options options;
     options.statement_cache_size = size;
-    connector_ = std::make_unique<PqxxConnector>(url_, options);
+    connector_ = std::make_unique<PqConnector>(url_, options);
     return Connect();
   }
 
@@ -2009,7 +2074,7 @@ class CollectingSink final : public RowSink {
   std::optional<size_t> stop_after_;
 };
 
-TEST_F(PqxxConnectionTest, StreamHandsOverColumnsThenEveryRowWithTypesAndNulls) {
+TEST_F(PqConnectionTest, StreamHandsOverColumnsThenEveryRowWithTypesAndNulls) {
   CollectingSink sink;
   absl::StatusOr<QueryResult> end = conn_->ExecuteStream(
       Statement{"SELECT g AS n, CASE WHEN g % 2 = 0 THEN NULL ELSE 'v' || g END AS t "
@@ -2033,7 +2098,7 @@ TEST_F(PqxxConnectionTest, StreamHandsOverColumnsThenEveryRowWithTypesAndNulls) 
   EXPECT_GT(sink.total_bytes, 0u);
 }
 
-TEST_F(PqxxConnectionTest, StreamOfAnEmptyResultHasColumnsAndNoRows) {
+TEST_F(PqConnectionTest, StreamOfAnEmptyResultHasColumnsAndNoRows) {
   CollectingSink sink;
   absl::StatusOr<QueryResult> end =
       conn_->ExecuteStream(Statement{"SELECT 1 AS one WHERE false", {}}, ExecuteOptions{}, sink);
@@ -2044,12 +2109,12 @@ TEST_F(PqxxConnectionTest, StreamOfAnEmptyResultHasColumnsAndNoRows) {
   EXPECT_TRUE(sink.rows.empty());
 }
 
-TEST_F(PqxxConnectionTest, StreamNamesEnumColumnsBeforeTheFirstRow) {
+TEST_F(PqConnectionTest, StreamNamesEnumColumnsBeforeTheFirstRow) {
   const std::string mood = UniqueName("sb_stream_mood");
   Must(*conn_, absl::StrCat("CREATE TYPE ", mood, " AS ENUM ('sad', 'ok')"));
   CleanUpWith(absl::StrCat("DROP TYPE ", mood));
   // A fresh connector: its type cache has never seen the enum.
-  PqxxConnector fresh(url_);
+  PqConnector fresh(url_);
   absl::StatusOr<std::unique_ptr<DbConnection>> conn = fresh.Connect();
   ASSERT_TRUE(conn.ok()) << conn.status();
   CollectingSink sink;
@@ -2064,7 +2129,7 @@ TEST_F(PqxxConnectionTest, StreamNamesEnumColumnsBeforeTheFirstRow) {
   EXPECT_EQ(sink.rows[0][1], Strings({"sad"}));
 }
 
-TEST_F(PqxxConnectionTest, StreamErrorAfterRowsComesAfterThemWithItsSqlstate) {
+TEST_F(PqConnectionTest, StreamErrorAfterRowsComesAfterThemWithItsSqlstate) {
   CollectingSink sink;
   absl::StatusOr<QueryResult> end =
       conn_->ExecuteStream(Statement{"SELECT 1 / (5000 - g) FROM generate_series(1, 10000) g", {}},
@@ -2076,7 +2141,7 @@ TEST_F(PqxxConnectionTest, StreamErrorAfterRowsComesAfterThemWithItsSqlstate) {
   EXPECT_EQ(Scalar(*conn_, "SELECT 7"), Value::Int64(7));
 }
 
-TEST_F(PqxxConnectionTest, SinkThatStopsCancelsTheStatementAndTheConnectionStaysUsable) {
+TEST_F(PqConnectionTest, SinkThatStopsCancelsTheStatementAndTheConnectionStaysUsable) {
   CollectingSink sink(/*stop_after=*/3);
   // Endless without the cancel.
   absl::StatusOr<QueryResult> end = conn_->ExecuteStream(
@@ -2088,7 +2153,7 @@ TEST_F(PqxxConnectionTest, SinkThatStopsCancelsTheStatementAndTheConnectionStays
   EXPECT_EQ(Scalar(*conn_, "SELECT 8"), Value::Int64(8));
 }
 
-TEST_F(PqxxConnectionTest, StreamedRowOverTheCapFailsNamingTheLimit) {
+TEST_F(PqConnectionTest, StreamedRowOverTheCapFailsNamingTheLimit) {
   CollectingSink sink;
   absl::StatusOr<QueryResult> end =
       conn_->ExecuteStream(Statement{"SELECT repeat('x', 100000) FROM generate_series(1, 3)", {}},
@@ -2099,7 +2164,7 @@ TEST_F(PqxxConnectionTest, StreamedRowOverTheCapFailsNamingTheLimit) {
   EXPECT_EQ(Scalar(*conn_, "SELECT 9"), Value::Int64(9));
 }
 
-TEST_F(PqxxConnectionTest, StreamInsideATransactionJoinsIt) {
+TEST_F(PqConnectionTest, StreamInsideATransactionJoinsIt) {
   const std::string table = UniqueName("sb_stream_tx");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
@@ -2118,7 +2183,7 @@ TEST_F(PqxxConnectionTest, StreamInsideATransactionJoinsIt) {
   EXPECT_EQ(Scalar(*conn_, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(0));
 }
 
-TEST_F(PqxxConnectionTest, ExecuteOverTheCapStopsALongQueryInsteadOfReadingItAll) {
+TEST_F(PqConnectionTest, ExecuteOverTheCapStopsALongQueryInsteadOfReadingItAll) {
   // A billion rows: reading them whole would never end; the cap stops the
   // query after its first few kilobytes.
   absl::Status s =
@@ -2128,11 +2193,11 @@ TEST_F(PqxxConnectionTest, ExecuteOverTheCapStopsALongQueryInsteadOfReadingItAll
   EXPECT_EQ(Scalar(*conn_, "SELECT 10"), Value::Int64(10));
 }
 
-TEST_F(PqxxConnectionTest, ExecuteDecodesEnumRowsOnceTheirTypeIsNamed) {
+TEST_F(PqConnectionTest, ExecuteDecodesEnumRowsOnceTheirTypeIsNamed) {
   const std::string mood = UniqueName("sb_rows_mood");
   Must(*conn_, absl::StrCat("CREATE TYPE ", mood, " AS ENUM ('sad', 'ok')"));
   CleanUpWith(absl::StrCat("DROP TYPE ", mood));
-  PqxxConnector fresh(url_);
+  PqConnector fresh(url_);
   absl::StatusOr<std::unique_ptr<DbConnection>> conn = fresh.Connect();
   ASSERT_TRUE(conn.ok()) << conn.status();
   QueryResult r = Must(
