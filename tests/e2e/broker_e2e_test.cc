@@ -452,18 +452,25 @@ TEST_F(BrokerE2eTest, ConnectionBoundHoldsUnderFiftyConcurrentCallers) {
 
 TEST_F(BrokerE2eTest, WaiterLimitRejectsAtOnceWithResourceExhausted) {
   StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}, {"DB_POOL_MAX_WAITERS", "1"}});
-  std::thread holder([&] { Execute("SELECT pg_sleep(3)"); });
+  // The broker's start-up statements queue for the one connection like a
+  // caller: until they are done the holder itself could be the waiter
+  // refused.
+  WaitForStartupWork();
+  CallResult held;
+  std::thread holder([&] { held = Execute("SELECT pg_sleep(3)"); });
   WaitForActiveStatements(1);
   auto stub2 = v1::SessionBroker::NewStub(broker_->NewChannel());
   CallResult waited;
   std::thread waiter([&] { waited = Execute("SELECT 1", {}, absl::Seconds(20), stub2.get()); });
-  // The waiter cannot be observed from outside; give it time to queue (the
-  // holder keeps the connection for 3 s).
-  absl::SleepFor(absl::Milliseconds(500));
+  // The third call comes once the second is seen queued (the holder keeps
+  // the connection for 3 s, far longer than this takes).
+  const bool queued = Eventually([&] { return PoolWaiters() == 1; });
   auto stub3 = v1::SessionBroker::NewStub(broker_->NewChannel());
   CallResult rejected = Execute("SELECT 1", {}, absl::Seconds(20), stub3.get());
   holder.join();
   waiter.join();
+  EXPECT_TRUE(held.status.ok()) << held.status.error_message();
+  EXPECT_TRUE(queued) << "the second call never queued";
   EXPECT_EQ(rejected.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(rejected.status.error_message(), HasSubstr("DB_POOL_MAX_WAITERS"));
   EXPECT_TRUE(waited.status.ok()) << "the queued caller is served once the holder is done: "

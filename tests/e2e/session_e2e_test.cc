@@ -131,6 +131,13 @@ class ClientProcess {
 
 class SessionE2eTest : public BrokerFixture {
  protected:
+  // These tests count this broker's connections by state: the broker's own
+  // start-up transaction must be over first (see WaitForStartupWork).
+  void StartBroker(std::map<std::string, std::string> env = {}) {
+    BrokerFixture::StartBroker(std::move(env));
+    WaitForStartupWork();
+  }
+
   void TearDown() override {
     client_.reset();
     // The broker first: its connections (and their locks) go with it.

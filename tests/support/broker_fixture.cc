@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -183,6 +184,44 @@ void BrokerFixture::StartBroker(std::map<std::string, std::string> env) {
   broker_ = std::make_unique<BrokerProcess>(broker_url_, std::move(env));
   ASSERT_TRUE(broker_->WaitUntilServing()) << "broker did not become SERVING:\n" << broker_->Log();
   stub_ = v1::SessionBroker::NewStub(broker_->channel());
+}
+
+namespace {
+
+// One GetPoolStatus call; nullopt if it failed.
+std::optional<v1::PoolStatus> PoolStatusOf(BrokerProcess& broker) {
+  std::unique_ptr<v1::PoolMonitor::Stub> monitor = v1::PoolMonitor::NewStub(broker.channel());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  v1::PoolStatus status;
+  if (!monitor->GetPoolStatus(&context, v1::GetPoolStatusRequest(), &status).ok()) {
+    return std::nullopt;
+  }
+  return status;
+}
+
+}  // namespace
+
+void BrokerFixture::WaitForStartupWork() {
+  std::optional<v1::PoolStatus> last;
+  // The give-up only turns a hang into a failure; the condition decides.
+  const bool done = Eventually(
+      [&] {
+        last = PoolStatusOf(*broker_);
+        return last.has_value() && last->counters().statements() >= kStartupStatements &&
+               last->connections().in_use() == 0;
+      },
+      absl::Seconds(60));
+  if (!done) {
+    ADD_FAILURE() << "the broker's start-up statements did not finish; last pool status: "
+                  << (last.has_value() ? last->DebugString() : "none") << "\n"
+                  << broker_->Log();
+  }
+}
+
+int BrokerFixture::PoolWaiters() {
+  std::optional<v1::PoolStatus> status = PoolStatusOf(*broker_);
+  return status.has_value() ? status->waiters().count() : -1;
 }
 
 CallResult BrokerFixture::Execute(const std::string& sql, std::vector<v1::Value> params,

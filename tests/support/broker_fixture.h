@@ -24,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "server/storage/db_connection.h"
 #include "sessionbroker/v1/broker.grpc.pb.h"
+#include "sessionbroker/v1/monitor.grpc.pb.h"
 #include "tests/support/broker_process.h"
 
 namespace sessionbroker::testing {
@@ -121,6 +122,24 @@ class BrokerFixture : public ::testing::Test {
   // Starts the broker with `env` on top of the defaults and waits until it
   // serves; stub_ talks to it.
   void StartBroker(std::map<std::string, std::string> env = {});
+
+  // Waits until the broker's own start-up work is done and its connection is
+  // back in the pool. SERVING comes before it: the request outcomes table's
+  // creation (OutcomePruner's first run, a transaction of
+  // kStartupStatements statements, one round trip each) checks out a
+  // connection like a caller. Until it ends that connection may show as
+  // "idle in transaction" between its round trips, and while it waits for
+  // a connection it takes a place among the DB_POOL_MAX_WAITERS. A test
+  // that counts either calls this after StartBroker. Observed through
+  // GetPoolStatus: the statements counter covers the batch however it
+  // ended (a role without CREATE fails it, which is fine here).
+  void WaitForStartupWork();
+  // The broker's start-up statements: CREATE SCHEMA, TABLE and INDEX IF NOT
+  // EXISTS of the request outcomes table (RequestOutcomes::CreateStatements).
+  static constexpr int kStartupStatements = 3;
+  // Calls queued for a connection now, as GetPoolStatus reports them (-1 if
+  // GetPoolStatus failed).
+  int PoolWaiters();
 
   // One Execute call; `session` empty = one-shot.
   CallResult Execute(const std::string& sql, std::vector<v1::Value> params = {},
