@@ -1085,27 +1085,35 @@ TEST_F(PqConnectionTest, UnsendableParameterIsInvalidArgumentBeforeReachingTheSe
 
 // ---- cancellation and lost connections ----
 
-// Waits until `pid` runs a statement containing `text`.
-void AwaitActive(DbConnection& watcher, int pid, const std::string& text) {
-  for (int i = 0; i < 500; ++i) {
+// Polls until backend `pid`'s row in pg_stat_activity meets `condition` (the
+// test waits for a state, not a time; ctest's timeout ends a wait that never
+// ends).
+void AwaitBackend(DbConnection& watcher, int pid, const std::string& condition) {
+  for (;;) {
     absl::StatusOr<QueryResult> r = watcher.Execute(
-        Statement{"SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' "
-                  "AND strpos(query, $2) > 0",
-                  {Value::Int64(pid), Value::String(text)}},
+        Statement{
+            absl::StrCat("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND ", condition),
+            {Value::Int64(pid)}},
         ExecuteOptions{});
     ASSERT_TRUE(r.ok()) << r.status();
     if (r->rows.at(0).at(0) == Value::Int64(1)) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  FAIL() << "backend " << pid << " never ran " << text;
+}
+
+// Until backend `pid` runs pg_sleep itself. Not state = 'active': a statement
+// shows as active from its Parse message on, and a cancel request that
+// reaches the backend between Parse, Bind and Execute (while it reads the
+// next message) is discarded by PostgreSQL, so the sleep would run on.
+void AwaitSleeping(DbConnection& watcher, int pid) {
+  AwaitBackend(watcher, pid, "wait_event = 'PgSleep'");
 }
 
 TEST_F(PqConnectionTest, CancelStopsARunningStatementAndKeepsTheConnection) {
   std::unique_ptr<DbConnection> watcher = Connect();
   ASSERT_NE(watcher, nullptr);
   std::thread canceller([&] {
-    AwaitActive(*watcher, conn_->BackendPid(), "pg_sleep(30)");
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    AwaitSleeping(*watcher, conn_->BackendPid());
     conn_->Cancel();
   });
   const auto start = Clock::now();
@@ -1155,43 +1163,50 @@ std::string SessionState(DbConnection& watcher, int pid) {
 }
 
 TEST_F(PqConnectionTest, CancelStopsALongBatchBetweenStatementsAndCommitsNothing) {
-  // Most of the time goes to round trips, when the server is idle and would
-  // ignore a cancel request: the flag must stop the batch anyway.
+  // PostgreSQL discards a cancel request that reaches a backend between two
+  // statements (while it reads the next one); the flag Cancel() sets must stop
+  // the batch before its next statement anyway. So that the request is
+  // discarded every time, not only when it happens to arrive in a gap,
+  // statement 2 waits for an advisory lock the watcher holds, in a function
+  // that swallows the cancel (and says so through application_name); the
+  // watcher lets it go only after that. The function swallows every
+  // interrupt, not just one: the postmaster signals the backend and then its
+  // process group, so one request can interrupt it twice (seen under load).
   const std::string table = UniqueName("sb_cancel_long");
+  const std::string wait = UniqueName("sb_wait_ignoring_cancel");
   Must(*conn_, absl::StrCat("CREATE TABLE ", table, " (id int)"));
   CleanUpWith(absl::StrCat("DROP TABLE ", table));
-  constexpr int kStatements = 5000;
-  std::vector<Statement> statements;
-  for (int i = 0; i < kStatements; ++i) {
-    statements.push_back(
-        Statement{absl::StrCat("INSERT INTO ", table, " VALUES ($1)"), {Value::Int64(i)}});
-  }
+  Must(*conn_, absl::StrCat("CREATE FUNCTION ", wait,
+                            "(key bigint) RETURNS void LANGUAGE plpgsql AS $$ BEGIN LOOP "
+                            "BEGIN PERFORM pg_advisory_xact_lock(key); RETURN; "
+                            "EXCEPTION WHEN query_canceled THEN "
+                            "PERFORM set_config('application_name', 'cancel swallowed', false); "
+                            "END; END LOOP; END $$"));
+  CleanUpWith(absl::StrCat("DROP FUNCTION ", wait));
   std::unique_ptr<DbConnection> watcher = Connect();
   ASSERT_NE(watcher, nullptr);
+  const int pid = conn_->BackendPid();
+  Must(*watcher, "SELECT pg_advisory_lock($1)", {Value::Int64(pid)});
   std::thread canceller([&] {
-    // Until the batch has started inserting.
-    for (int i = 0; i < 500; ++i) {
-      absl::StatusOr<QueryResult> r =
-          watcher->Execute(Statement{"SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND "
-                                     "strpos(query, $2) > 0",
-                                     {Value::Int64(conn_->BackendPid()), Value::String(table)}},
-                           ExecuteOptions{});
-      if (r.ok() && r->rows.at(0).at(0) == Value::Int64(1)) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    AwaitBackend(*watcher, pid, "wait_event_type = 'Lock' AND wait_event = 'advisory'");
     conn_->Cancel();
+    AwaitBackend(*watcher, pid, "application_name = 'cancel swallowed'");
+    Must(*watcher, "SELECT pg_advisory_unlock($1)", {Value::Int64(pid)});
   });
   absl::StatusOr<std::vector<QueryResult>> batch =
-      conn_->ExecuteBatch(statements, ExecuteOptions{});
+      conn_->ExecuteBatch({Statement{absl::StrCat("INSERT INTO ", table, " VALUES (1)"), {}},
+                           Statement{absl::StrCat("SELECT ", wait, "($1)"), {Value::Int64(pid)}},
+                           Statement{absl::StrCat("INSERT INTO ", table, " VALUES (3)"), {}},
+                           Statement{absl::StrCat("INSERT INTO ", table, " VALUES (4)"), {}}},
+                          ExecuteOptions{});
   canceller.join();
-  ASSERT_FALSE(batch.ok()) << "the batch finished before the cancel";
+  ASSERT_FALSE(batch.ok()) << "the batch ran past the cancel";
   ExpectSqlError(batch.status(), absl::StatusCode::kDeadlineExceeded, "57014");
-  EXPECT_THAT(batch.status().message(),
-              AllOf(StartsWith("statement "), HasSubstr(absl::StrCat(" of ", kStatements, ": "))));
+  // Statement 2 ran to its end; statement 3 was never sent.
+  EXPECT_THAT(batch.status().message(), StartsWith("statement 3 of 4: "));
   EXPECT_EQ(Scalar(*watcher, absl::StrCat("SELECT count(*) FROM ", table)), Value::Int64(0));
   EXPECT_FALSE(conn_->IsBroken());
-  EXPECT_EQ(SessionState(*watcher, conn_->BackendPid()), "idle");
+  EXPECT_EQ(SessionState(*watcher, pid), "idle");
   conn_->ClearCancel();
   EXPECT_EQ(Scalar(*conn_, "SELECT 1"), Value::Int64(1));
 }
@@ -1203,7 +1218,7 @@ TEST_F(PqConnectionTest, CancelInsideABatchRollsItBack) {
   std::unique_ptr<DbConnection> watcher = Connect();
   ASSERT_NE(watcher, nullptr);
   std::thread canceller([&] {
-    AwaitActive(*watcher, conn_->BackendPid(), "pg_sleep(30)");
+    AwaitSleeping(*watcher, conn_->BackendPid());
     conn_->Cancel();
   });
   absl::StatusOr<std::vector<QueryResult>> batch =
@@ -1242,7 +1257,7 @@ TEST_F(PqConnectionTest, ConnectionTerminatedMidStatementIsUnavailableAndBroken)
   std::unique_ptr<DbConnection> admin = Connect();
   ASSERT_NE(admin, nullptr);
   std::thread terminator([&] {
-    AwaitActive(*admin, conn_->BackendPid(), "pg_sleep(30)");
+    AwaitSleeping(*admin, conn_->BackendPid());
     Must(*admin, "SELECT pg_terminate_backend($1::int)", {Value::Int64(conn_->BackendPid())});
   });
   const auto start = Clock::now();

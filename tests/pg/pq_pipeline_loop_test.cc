@@ -10,6 +10,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <unistd.h>
 
 #include <condition_variable>
 #include <memory>
@@ -76,10 +77,27 @@ class Admin {
   void WaitFor(const std::string& sql) {
     while (Value(sql) != "t") absl::SleepFor(absl::Milliseconds(5));
   }
+  // Waits until `count` backends are inside pg_sleep running `sql` (see
+  // Sleeper). Not state = 'active': a statement shows as active from its
+  // Parse message on, and a cancel request that reaches the backend between
+  // Parse, Bind and Execute (while it reads the next message) is discarded by
+  // PostgreSQL, so the sleep would run its full length.
+  void WaitForSleeping(const std::string& sql, int count) {
+    WaitFor(absl::StrCat("SELECT count(*) = ", count, " FROM pg_stat_activity WHERE query = '", sql,
+                         "' AND wait_event = 'PgSleep'"));
+  }
 
  private:
   PGconn* pg_;
 };
+
+// A long sleep whose text no other test process runs: ctest runs this
+// program's cases as separate processes, two at a time, against one
+// database, so a condition on pg_stat_activity must not match another
+// case's sleeper.
+std::string Sleeper(absl::string_view name) {
+  return absl::StrCat("SELECT pg_sleep(600) /* ", name, " ", getpid(), " */");
+}
 
 PipelineCall Call(std::string sql, std::vector<storage::Value> params = {}) {
   PipelineCall call;
@@ -281,7 +299,10 @@ TEST_F(PqPipelineLoopTest, ResultOverTheCapFailsOnlyItsCaller) {
 TEST_F(PqPipelineLoopTest, CancelledHeadStopsOnTheServerAndTheCallBehindItStillRuns) {
   std::unique_ptr<PqPipelineLoop> loop = Loop(1);
   Outcome sleeper, expired, behind;
-  const uint64_t sleeper_id = loop->Submit(Call("SELECT pg_sleep(600)"), sleeper.Callback());
+  const std::string sleep = Sleeper("CancelledHeadStops");
+  const uint64_t sleeper_id = loop->Submit(Call(sleep), sleeper.Callback());
+  // Running, so that the cancel below finds it.
+  admin_->WaitForSleeping(sleep, 1);
   PipelineCall short_deadline = Call("SELECT 'expired'");
   short_deadline.deadline = absl::Now() + absl::Milliseconds(100);
   loop->Submit(std::move(short_deadline), expired.Callback());
@@ -303,7 +324,11 @@ TEST_F(PqPipelineLoopTest, CancelledHeadStopsOnTheServerAndTheCallBehindItStillR
 TEST_F(PqPipelineLoopTest, QueuedCallPastItsDeadlineIsNeverSentNorCancelled) {
   std::unique_ptr<PqPipelineLoop> loop = Loop(1, /*depth=*/1);
   Outcome sleeper, queued;
-  const uint64_t sleeper_id = loop->Submit(Call("SELECT pg_sleep(600)"), sleeper.Callback());
+  const std::string sleep = Sleeper("QueuedCallPastItsDeadline");
+  const uint64_t sleeper_id = loop->Submit(Call(sleep), sleeper.Callback());
+  // Sent and running (it holds the only place), before the next call's
+  // deadline starts to count.
+  admin_->WaitForSleeping(sleep, 1);
   PipelineCall short_deadline = Call("SELECT 'queued'");
   short_deadline.deadline = absl::Now() + absl::Milliseconds(100);
   loop->Submit(std::move(short_deadline), queued.Callback());
@@ -557,14 +582,12 @@ TEST_F(PqPipelineLoopTest, CancelledBatchStopsAsAUnitAndTheCallBehindItRuns) {
   std::unique_ptr<PqPipelineLoop> loop = Loop(1);
   BatchOutcome out;
   Outcome behind;
-  const uint64_t id =
-      loop->SubmitBatch(Batch({"INSERT INTO pipe_batch_cancel VALUES (1)", "SELECT pg_sleep(600)",
-                               "INSERT INTO pipe_batch_cancel VALUES (3)"}),
-                        out.Callback());
+  const std::string sleep = Sleeper("CancelledBatchStopsAsAUnit");
+  const uint64_t id = loop->SubmitBatch(Batch({"INSERT INTO pipe_batch_cancel VALUES (1)", sleep,
+                                               "INSERT INTO pipe_batch_cancel VALUES (3)"}),
+                                        out.Callback());
   loop->Submit(Call("SELECT 'behind'"), behind.Callback());
-  admin_->WaitFor(
-      "SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(600)%' AND "
-      "state = 'active' AND pid <> pg_backend_pid()");
+  admin_->WaitForSleeping(sleep, 1);
   loop->Cancel(id, absl::CancelledError("cancelled by the test"));
   EXPECT_EQ(out.Wait().status().code(), absl::StatusCode::kCancelled);
   const absl::StatusOr<QueryResult>& r = behind.Wait();
@@ -722,21 +745,21 @@ TEST_F(PqPipelineLoopTest, SeveralLoopsShareTheHotSetAndEachCallGetsItsOwnResult
 TEST_F(PqPipelineLoopTest, CancelFindsTheCallsLoop) {
   std::unique_ptr<PqPipelineLoop> loop = Loop(2, /*depth=*/4, /*loops=*/2);
   Outcome first, second;
+  const std::string sleep = Sleeper("CancelFindsTheCallsLoop");
   // The least-loaded loop takes each: one sleeper per loop.
-  const uint64_t first_id = loop->Submit(Call("SELECT pg_sleep(600)"), first.Callback());
-  const uint64_t second_id = loop->Submit(Call("SELECT pg_sleep(600)"), second.Callback());
-  admin_->WaitFor(
-      "SELECT count(*) = 2 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600)' AND "
-      "state = 'active'");
+  const uint64_t first_id = loop->Submit(Call(sleep), first.Callback());
+  const uint64_t second_id = loop->Submit(Call(sleep), second.Callback());
+  // Both sent and running: a call cancelled while it still waits for its
+  // loop's connection is answered without a cancel request.
+  admin_->WaitForSleeping(sleep, 2);
   loop->Cancel(second_id, absl::CancelledError("second"));
   EXPECT_EQ(second.Wait().status().code(), absl::StatusCode::kCancelled);
   EXPECT_FALSE(first.HasBeenAnswered());
   loop->Cancel(first_id, absl::CancelledError("first"));
   EXPECT_EQ(first.Wait().status().code(), absl::StatusCode::kCancelled);
   // Both stopped on the server.
-  admin_->WaitFor(
-      "SELECT count(*) = 0 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600)' AND "
-      "state = 'active'");
+  admin_->WaitFor(absl::StrCat("SELECT count(*) = 0 FROM pg_stat_activity WHERE query = '", sleep,
+                               "' AND state = 'active'"));
   while (loop->Stats().errors < 2) absl::SleepFor(absl::Milliseconds(5));
   const PipelineStats stats = loop->Stats();
   EXPECT_EQ(stats.errors, 2u);
