@@ -97,7 +97,8 @@ struct PipelineStats {
   uint64_t statements = 0;           // sent (retries included; a batch counts each)
   uint64_t batches = 0;              // SubmitBatch calls sent (retries included)
   uint64_t flushes = 0;              // dispatch rounds that wrote to a connection
-  uint64_t cancels_sent = 0;         // cancel requests sent to the server
+  uint64_t cancels_sent = 0;         // statements a cancel request was sent for
+  uint64_t cancel_resends = 0;       // requests sent again: the statement still ran
   uint64_t retries = 0;              // statements sent again (stray cancel, stale prepare)
   uint64_t connection_failures = 0;  // connects that failed and connections lost
   uint64_t recycles = 0;             // connections closed for their age and reopened

@@ -57,6 +57,10 @@ constexpr absl::Duration kConnectTimeout = absl::Seconds(10);
 // The message PostgreSQL gives a statement stopped by a cancel request (as
 // opposed to statement_timeout's, which is not retried).
 constexpr char kCancelledByRequest[] = "due to user request";
+// When a cancelled statement that still runs gets its cancel request again
+// (ResendCancels): after the first gap, then at doubling gaps up to the last.
+constexpr absl::Duration kFirstCancelResend = absl::Seconds(1);
+constexpr absl::Duration kMaxCancelResend = absl::Seconds(8);
 
 struct PgConnDeleter {
   void operator()(PGconn* conn) const { PQfinish(conn); }
@@ -263,6 +267,10 @@ class PqPipelineLoop::Impl {
     bool answered = false;
     bool cancel_wanted = false;  // a cancel request goes out once it heads its connection
     bool cancel_sent = false;
+    // While it still heads its connection after a cancel request, another
+    // goes out at this time (ResendCancels), each gap twice the last.
+    absl::Time cancel_resend_at = absl::InfiniteFuture();
+    absl::Duration cancel_resend_gap = absl::ZeroDuration();
     int retries = 0;
     // The loop's own catalog lookup: the results it names.
     std::vector<uint32_t> lookup_oids;
@@ -401,6 +409,7 @@ class PqPipelineLoop::Impl {
       }
       const absl::Time after = options_.now();
       Expire(after);
+      ResendCancels(after);
       Reconnect(after);
       FailPendingIfAllDown();
       Dispatch(after);
@@ -426,6 +435,9 @@ class PqPipelineLoop::Impl {
     for (const Conn& conn : conns_) {
       for (const Segment& seg : conn.in_flight) {
         if (!seg.call->answered) next = std::min(next, seg.call->call.deadline);
+      }
+      if (!conn.in_flight.empty()) {
+        next = std::min(next, conn.in_flight.front().call->cancel_resend_at);
       }
     }
     return next;
@@ -506,6 +518,35 @@ class PqPipelineLoop::Impl {
     if (!head.cancel_wanted || head.cancel_sent || conn.cancel == nullptr) return;
     head.cancel_sent = true;
     ++cancels_sent_;
+    head.cancel_resend_gap = kFirstCancelResend;
+    head.cancel_resend_at = options_.now() + head.cancel_resend_gap;
+    SendCancelRequest(conn);
+  }
+
+  // PostgreSQL drops a cancel request that reaches the backend while it waits
+  // for the next message (the statement's own messages not yet read, under
+  // load), and the statement then runs to its end, holding the queue behind
+  // it. So while a cancelled statement still heads its connection, the
+  // request is sent again, first after kFirstCancelResend, then at doubling
+  // gaps up to kMaxCancelResend. A request that lands once the statement has
+  // ended hits the next one on the connection, which fails 57014 without
+  // having applied anything (its own Sync) and is sent again once (the
+  // stray-cancel retry), as for any cancel.
+  void ResendCancels(absl::Time now) {
+    for (Conn& conn : conns_) {
+      if (conn.in_flight.empty() || conn.state != State::kReady || conn.cancel == nullptr) {
+        continue;
+      }
+      Call& head = *conn.in_flight.front().call;
+      if (!head.cancel_sent || head.cancel_resend_at > now) continue;
+      ++cancel_resends_;
+      head.cancel_resend_gap = std::min(head.cancel_resend_gap * 2, kMaxCancelResend);
+      head.cancel_resend_at = now + head.cancel_resend_gap;
+      SendCancelRequest(conn);
+    }
+  }
+
+  void SendCancelRequest(const Conn& conn) {
     {
       StdLock lock(&cancel_mu_);
       cancel_queue_.push_back(conn.cancel);
@@ -1159,6 +1200,7 @@ class PqPipelineLoop::Impl {
     stats.batches = batches_;
     stats.flushes = flushes_;
     stats.cancels_sent = cancels_sent_;
+    stats.cancel_resends = cancel_resends_;
     stats.retries = retries_;
     stats.connection_failures = connection_failures_;
     stats.recycles = recycles_;
@@ -1227,6 +1269,7 @@ class PqPipelineLoop::Impl {
   uint64_t batches_ = 0;
   uint64_t flushes_ = 0;
   uint64_t cancels_sent_ = 0;
+  uint64_t cancel_resends_ = 0;
   uint64_t retries_ = 0;
   uint64_t connection_failures_ = 0;
   uint64_t recycles_ = 0;
@@ -1296,6 +1339,7 @@ PipelineStats PqPipelineLoop::Stats() const {
     total.batches += s.batches;
     total.flushes += s.flushes;
     total.cancels_sent += s.cancels_sent;
+    total.cancel_resends += s.cancel_resends;
     total.retries += s.retries;
     total.connection_failures += s.connection_failures;
     total.recycles += s.recycles;

@@ -170,6 +170,7 @@ void PoolSnapshotToProto(const core::PoolSnapshot& s, v1::PoolStatus* out) {
     pipeline->set_statements(static_cast<int64_t>(pl.statements));
     pipeline->set_retries(static_cast<int64_t>(pl.retries));
     pipeline->set_cancels_sent(static_cast<int64_t>(pl.cancels_sent));
+    pipeline->set_cancel_resends(static_cast<int64_t>(pl.cancel_resends));
     pipeline->set_connection_failures(static_cast<int64_t>(pl.connection_failures));
     pipeline->set_recycles(static_cast<int64_t>(pl.recycles));
     pipeline->set_recent_statements_per_flush(pl.recent_statements_per_flush);

@@ -321,6 +321,39 @@ TEST_F(PqPipelineLoopTest, CancelledHeadStopsOnTheServerAndTheCallBehindItStillR
   EXPECT_GE(loop->Stats().cancels_sent, 1u);
 }
 
+TEST_F(PqPipelineLoopTest, CancelledStatementThatOutlivesItsCancelRequestGetsAnother) {
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  Outcome survivor, behind;
+  // Stands in for a cancel request PostgreSQL dropped (one that reached the
+  // backend before the statement started): the statement swallows every
+  // interrupt of the first half second after the first (one request can
+  // interrupt a backend twice) and sleeps on; only a request sent again
+  // later stops it.
+  const std::string sql = absl::StrCat(
+      "DO $$ DECLARE first timestamptz; BEGIN LOOP BEGIN PERFORM pg_sleep(600); RETURN; "
+      "EXCEPTION WHEN query_canceled THEN IF first IS NULL THEN first := clock_timestamp(); "
+      "ELSIF clock_timestamp() - first > interval '0.5 s' THEN RAISE; END IF; END; END LOOP; "
+      "END $$ /* CancelledStatementThatOutlives ",
+      getpid(), " */");
+  const uint64_t id = loop->Submit(Call(sql), survivor.Callback());
+  admin_->WaitFor(
+      absl::StrCat("SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE "
+                   "'%CancelledStatementThatOutlives ",
+                   getpid(), " */' AND wait_event = 'PgSleep' AND pid <> pg_backend_pid()"));
+  loop->Cancel(id, absl::CancelledError("cancelled by the test"));
+  // The caller is answered at once, whatever the server does.
+  EXPECT_EQ(survivor.Wait().status().code(), absl::StatusCode::kCancelled);
+  loop->Submit(Call("SELECT 'behind'"), behind.Callback());
+  // Only possible once the survivor stopped on the server, which takes the
+  // request sent again.
+  const absl::StatusOr<QueryResult>& r = behind.Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->rows[0][0], storage::Value::String("behind"));
+  const PipelineStats stats = loop->Stats();
+  EXPECT_EQ(stats.cancels_sent, 1u);
+  EXPECT_GE(stats.cancel_resends, 1u);
+}
+
 TEST_F(PqPipelineLoopTest, QueuedCallPastItsDeadlineIsNeverSentNorCancelled) {
   std::unique_ptr<PqPipelineLoop> loop = Loop(1, /*depth=*/1);
   Outcome sleeper, queued;

@@ -293,7 +293,11 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
               "Writes of a dispatch round to one connection; statements_total / flushes_total "
               "is the statements per flush.");
     w.Counter("sessionbroker_pipeline_cancel_requests_total", static_cast<double>(pl.cancels_sent),
-              "Cancel requests sent for pipelined statements (only while heading their queue).");
+              "Cancel requests sent for pipelined statements (only while heading their queue; "
+              "the first request per statement).");
+    w.Counter("sessionbroker_pipeline_cancel_resends_total", static_cast<double>(pl.cancel_resends),
+              "Cancel requests sent again because the cancelled pipelined statement still ran "
+              "(PostgreSQL drops a request that arrives before the statement starts).");
     w.Counter("sessionbroker_pipeline_retries_total", static_cast<double>(pl.retries),
               "Pipelined statements sent again (hit by a stray cancel, or a stale prepared copy).");
     w.Counter("sessionbroker_pipeline_connection_failures_total",
