@@ -32,6 +32,30 @@
 
 namespace sessionbroker::storage {
 
+// Run on every new connection, pooled or pipelined, so a result reads the
+// same whichever path ran it, whatever the server's or role's defaults: ISO
+// dates, ISO 8601 intervals, UTC timestamps, and floats printed with the
+// shortest text that round-trips exactly. One round trip (simple protocol,
+// several statements).
+inline constexpr char kBaselineSettingsSql[] =
+    "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
+    "SET extra_float_digits = 3";
+
+// Names a result's non-built-in types ($1: their OIDs as an oid[]). For
+// arrays it also gives the element type to decode with (a domain's base type,
+// since the server reports domain values with their base type's OID anyway).
+// Every name is qualified, also the operators, so that nothing on the
+// session's search_path can change what it runs.
+inline constexpr char kTypeLookupSql[] =
+    "SELECT t.oid, t.typname, "
+    "CASE WHEN t.typcategory OPERATOR(pg_catalog.=) 'A' "
+    "AND t.typelem OPERATOR(pg_catalog.<>) 0::pg_catalog.oid "
+    "THEN CASE WHEN e.typtype OPERATOR(pg_catalog.=) 'd' THEN e.typbasetype ELSE e.oid END "
+    "ELSE 0::pg_catalog.oid END "
+    "FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e "
+    "ON e.oid OPERATOR(pg_catalog.=) t.typelem "
+    "WHERE t.oid OPERATOR(pg_catalog.=) ANY($1::pg_catalog.oid[])";
+
 struct PgResultDeleter {
   void operator()(PGresult* result) const { PQclear(result); }
 };

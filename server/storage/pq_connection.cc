@@ -64,14 +64,6 @@ class PqTypeCache final {
 
 namespace {
 
-// Makes every connection render values the same way, whatever the server's or
-// role's defaults: ISO dates, ISO 8601 intervals, UTC timestamps, and floats
-// printed with the shortest text that round-trips exactly. One round trip
-// (simple protocol, several statements).
-constexpr char kBaselineSettingsSql[] =
-    "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
-    "SET extra_float_digits = 3";
-
 // What a reset runs after a statement, each item one statement (in pipeline
 // mode every statement is its own message). DISCARD ALL would do all of it in
 // one, but it also deallocates the broker's prepared statements (which would
@@ -115,21 +107,6 @@ constexpr int kResetDeallocateColumn = 6;
 // A connection that received a row larger than this is closed after the call
 // (ShedBuffersIfLarge), to give libpq's grown input buffer back.
 constexpr size_t kShedBuffersAfterRowBytes = size_t{16} << 20;
-
-// Names a result's non-built-in types. For arrays it also gives the element
-// type to decode with (a domain's base type, since the server reports domain
-// values with their base type's OID anyway). Every name is qualified, also the
-// operators, so that nothing on the session's search_path can change what it
-// runs.
-constexpr char kTypeLookupSql[] =
-    "SELECT t.oid, t.typname, "
-    "CASE WHEN t.typcategory OPERATOR(pg_catalog.=) 'A' "
-    "AND t.typelem OPERATOR(pg_catalog.<>) 0::pg_catalog.oid "
-    "THEN CASE WHEN e.typtype OPERATOR(pg_catalog.=) 'd' THEN e.typbasetype ELSE e.oid END "
-    "ELSE 0::pg_catalog.oid END "
-    "FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e "
-    "ON e.oid OPERATOR(pg_catalog.=) t.typelem "
-    "WHERE t.oid OPERATOR(pg_catalog.=) ANY($1::pg_catalog.oid[])";
 
 // The OID of a type named as SQL spells it (Value.type), NULL if there is no
 // such type; an error for text that does not parse as a type name.

@@ -34,23 +34,6 @@
 namespace sessionbroker::storage {
 namespace {
 
-// The same baseline as pq_connection.cc's, so a result reads the same
-// whichever path ran it.
-constexpr char kBaselineSettingsSql[] =
-    "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'iso_8601'; SET TimeZone = 'UTC'; "
-    "SET extra_float_digits = 3";
-
-// Names the types that are not built in (as pq_connection.cc does).
-constexpr char kTypeLookupSql[] =
-    "SELECT t.oid, t.typname, "
-    "CASE WHEN t.typcategory OPERATOR(pg_catalog.=) 'A' "
-    "AND t.typelem OPERATOR(pg_catalog.<>) 0::pg_catalog.oid "
-    "THEN CASE WHEN e.typtype OPERATOR(pg_catalog.=) 'd' THEN e.typbasetype ELSE e.oid END "
-    "ELSE 0::pg_catalog.oid END "
-    "FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e "
-    "ON e.oid OPERATOR(pg_catalog.=) t.typelem "
-    "WHERE t.oid OPERATOR(pg_catalog.=) ANY($1::pg_catalog.oid[])";
-
 // libpq gives an asynchronous connect no timeout of its own.
 constexpr absl::Duration kConnectTimeout = absl::Seconds(10);
 
