@@ -316,8 +316,13 @@ absl::Status BrokerServer::Start() {
   // Readiness is NOT_SERVING until the first probe reaches the database
   // (HealthService starts so); liveness is SERVING from here on.
   timers_->Start();
+  // Readiness also waits for the outcome pruner's first run (it creates the
+  // request outcomes table): run after SERVING, it would take a pool
+  // connection, or one of DB_POOL_MAX_WAITERS' places, from the first
+  // callers. A failed run counts as done (it is retried every interval).
+  health_service_->SetStarting();
+  pruner_->Start([health = health_service_.get()] { health->SetStartupDone(); });
   health_->Start();
-  pruner_->Start();
   if (clients_watcher_ != nullptr) clients_watcher_->Start();
   const std::string metrics = http_ == nullptr ? "metrics off"
                                                : absl::StrCat("metrics on ", config_.metrics_addr,
@@ -359,6 +364,10 @@ absl::Status BrokerServer::Ready() const {
     return absl::UnavailableError(error.empty()
                                       ? "no health probe has reached the database yet"
                                       : absl::StrCat("the database is unreachable: ", error));
+  }
+  if (health_service_->starting()) {
+    return absl::UnavailableError(
+        "starting: the request outcomes table is being created (BROKER_REQUEST_OUTCOMES_TABLE)");
   }
   return absl::OkStatus();
 }

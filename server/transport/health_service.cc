@@ -145,6 +145,24 @@ void HealthService::SetDatabaseReachable(bool reachable) {
   PublishLocked();
 }
 
+void HealthService::SetStarting() {
+  core::MutexLock lock(&mu_);
+  starting_ = !startup_done_;
+  PublishLocked();
+}
+
+void HealthService::SetStartupDone() {
+  core::MutexLock lock(&mu_);
+  startup_done_ = true;
+  starting_ = false;
+  PublishLocked();
+}
+
+bool HealthService::starting() const {
+  core::MutexLock lock(&mu_);
+  return starting_;
+}
+
 void HealthService::SetDraining() {
   core::MutexLock lock(&mu_);
   draining_ = true;
@@ -176,8 +194,8 @@ HealthService::ServingStatus HealthService::StatusOfLocked(const std::string& se
     return shut_down_ ? HealthCheckResponse::NOT_SERVING : HealthCheckResponse::SERVING;
   }
   if (service == readiness_service_) {
-    return !shut_down_ && !draining_ && reachable_ ? HealthCheckResponse::SERVING
-                                                   : HealthCheckResponse::NOT_SERVING;
+    return !shut_down_ && !draining_ && !starting_ && reachable_ ? HealthCheckResponse::SERVING
+                                                                 : HealthCheckResponse::NOT_SERVING;
   }
   return HealthCheckResponse::SERVICE_UNKNOWN;
 }

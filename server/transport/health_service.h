@@ -9,8 +9,11 @@
 //    every broker), until Shutdown();
 //  * the readiness name (sessionbroker.v1.SessionBroker) is SERVING only
 //    while the database is reachable (SetDatabaseReachable, driven by the
-//    HealthChecker; false until its first probe succeeds) and the broker is
-//    not draining (SetDraining: the first step of SIGTERM).
+//    HealthChecker; false until its first probe succeeds), the broker's
+//    start-up work is done (SetStarting / SetStartupDone: the request
+//    outcomes table, which would otherwise take a pool connection, or a
+//    waiter's place, from the first callers), and the broker is not draining
+//    (SetDraining: the first step of SIGTERM).
 // Any other name: Check fails with NOT_FOUND; Watch sends SERVICE_UNKNOWN
 // and stays open, as the protocol says.
 //
@@ -55,6 +58,12 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
 
   // The health checker's verdict on the database (readiness).
   void SetDatabaseReachable(bool reachable);
+  // Readiness waits for start-up work from SetStarting() until
+  // SetStartupDone() (which may come first: then SetStarting does nothing).
+  void SetStarting();
+  void SetStartupDone();
+  // Between SetStarting() and SetStartupDone().
+  bool starting() const;
   // Readiness NOT_SERVING for good; liveness unchanged.
   void SetDraining();
   // Every name NOT_SERVING for good; Watch streams end with OK after they
@@ -79,6 +88,8 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   mutable core::Mutex mu_;
   core::CondVar all_done_;
   bool reachable_ ABSL_GUARDED_BY(mu_) = false;
+  bool starting_ ABSL_GUARDED_BY(mu_) = false;
+  bool startup_done_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<WatchReactor*> streams_ ABSL_GUARDED_BY(mu_);

@@ -456,12 +456,28 @@ TEST_F(BrokerE2eTest, ConnectionBoundHoldsUnderFiftyConcurrentCallers) {
   EXPECT_GE(max_seen.load(), 2) << "the load never needed more than one connection?";
 }
 
-TEST_F(BrokerE2eTest, WaiterLimitRejectsAtOnceWithResourceExhausted) {
+TEST_F(BrokerE2eTest, ReadinessComesAfterTheStartupStatements) {
+  // The request outcomes table is created before the broker reports
+  // SERVING: a first caller never finds that work holding the pool.
   StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}, {"DB_POOL_MAX_WAITERS", "1"}});
-  // The broker's start-up statements queue for the one connection like a
-  // caller: until they are done the holder itself could be the waiter
-  // refused.
-  WaitForStartupWork();
+  std::unique_ptr<v1::PoolMonitor::Stub> monitor = v1::PoolMonitor::NewStub(broker_->channel());
+  grpc::ClientContext context;
+  v1::PoolStatus status;
+  ASSERT_TRUE(monitor->GetPoolStatus(&context, v1::GetPoolStatusRequest(), &status).ok());
+  EXPECT_GE(status.counters().statements(), kStartupStatements) << status.DebugString();
+  EXPECT_EQ(status.waiters().count(), 0) << status.DebugString();
+  const CallResult outcomes = Execute(
+      "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON "
+      "n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname || '.' || c.relname = "
+      "'sessionbroker.request_outcomes'");
+  ASSERT_TRUE(outcomes.status.ok()) << outcomes.status.error_message();
+  EXPECT_EQ(outcomes.response.rows(0).values(0).int64_value(), 1);
+}
+
+TEST_F(BrokerE2eTest, WaiterLimitRejectsAtOnceWithResourceExhausted) {
+  // Readiness waits for the broker's own start-up statements, so none of
+  // them queues for the one connection by the time the test calls.
+  StartBroker({{"DB_POOL_SIZE", "1"}, {"DB_MAX_OVERFLOW", "0"}, {"DB_POOL_MAX_WAITERS", "1"}});
   CallResult held;
   std::thread holder([&] { held = Execute("SELECT pg_sleep(3)"); });
   WaitForActiveStatements(1);

@@ -124,15 +124,14 @@ class BrokerFixture : public ::testing::Test {
   void StartBroker(std::map<std::string, std::string> env = {});
 
   // Waits until the broker's own start-up work is done and its connection is
-  // back in the pool. SERVING comes before it: the request outcomes table's
-  // creation (OutcomePruner's first run, a transaction of
-  // kStartupStatements statements, one round trip each) checks out a
-  // connection like a caller. Until it ends that connection may show as
-  // "idle in transaction" between its round trips, and while it waits for
-  // a connection it takes a place among the DB_POOL_MAX_WAITERS. A test
-  // that counts either calls this after StartBroker. Observed through
-  // GetPoolStatus: the statements counter covers the batch however it
-  // ended (a role without CREATE fails it, which is fine here).
+  // back in the pool. Readiness already waits for that work (the request
+  // outcomes table's creation, OutcomePruner's first run, a transaction of
+  // kStartupStatements statements that checks out a connection like a
+  // caller), but its answer may reach the broker just before the connection
+  // is returned. A test that counts connections in use calls this after
+  // StartBroker. Observed through GetPoolStatus: the statements counter
+  // covers the batch however it ended (a role without CREATE fails it, which
+  // is fine here).
   void WaitForStartupWork();
   // The broker's start-up statements: CREATE SCHEMA, TABLE and INDEX IF NOT
   // EXISTS of the request outcomes table (RequestOutcomes::CreateStatements).

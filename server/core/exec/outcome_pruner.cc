@@ -23,6 +23,17 @@ struct OutcomePruner::State : std::enable_shared_from_this<State> {
     timer = timers.Schedule(clock.Now() + Interval(), [self] { self->RunOnce(); });
   }
 
+  // Runs first_run_done, once.
+  void FirstRunDone() {
+    absl::AnyInvocable<void() &&> done;
+    {
+      MutexLock lock(&mu);
+      done = std::move(first_run_done);
+      first_run_done = nullptr;
+    }
+    if (done != nullptr) std::move(done)();
+  }
+
   void RunOnce() {
     {
       MutexLock lock(&mu);
@@ -45,6 +56,7 @@ struct OutcomePruner::State : std::enable_shared_from_this<State> {
                        self->outcomes.options().table, absl::FormatDuration(self->Interval()),
                        done.status().ToString());
         }
+        self->FirstRunDone();
         self->ScheduleNext();
       });
       return;
@@ -58,6 +70,7 @@ struct OutcomePruner::State : std::enable_shared_from_this<State> {
       } else {
         spdlog::warn("pruning request outcomes failed: {}", done.status().ToString());
       }
+      self->FirstRunDone();
       self->ScheduleNext();
     });
   }
@@ -69,6 +82,7 @@ struct OutcomePruner::State : std::enable_shared_from_this<State> {
   Mutex mu;
   bool stopped ABSL_GUARDED_BY(mu) = false;
   TimerQueue::TimerId timer ABSL_GUARDED_BY(mu) = 0;
+  absl::AnyInvocable<void() &&> first_run_done ABSL_GUARDED_BY(mu);
 };
 
 OutcomePruner::OutcomePruner(StatementRunner& runner, TimerQueue& timers, const Clock& clock,
@@ -77,10 +91,11 @@ OutcomePruner::OutcomePruner(StatementRunner& runner, TimerQueue& timers, const 
 
 OutcomePruner::~OutcomePruner() { Stop(); }
 
-void OutcomePruner::Start() {
+void OutcomePruner::Start(absl::AnyInvocable<void() &&> first_run_done) {
   auto state = state_;
   MutexLock lock(&state->mu);
   if (state->stopped) return;
+  state->first_run_done = std::move(first_run_done);
   state->timer = state->timers.Schedule(state->clock.Now(), [state] { state->RunOnce(); });
 }
 
@@ -90,6 +105,8 @@ void OutcomePruner::Stop() {
     MutexLock lock(&state_->mu);
     state_->stopped = true;
     timer = std::exchange(state_->timer, 0);
+    // A run still under way must not call back into a broker shutting down.
+    state_->first_run_done = nullptr;
   }
   if (timer != 0) state_->timers.Cancel(timer);
 }

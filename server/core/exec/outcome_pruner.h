@@ -12,6 +12,7 @@
 
 #include <memory>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/time/time.h"
 #include "server/core/base/clock.h"
 #include "server/core/base/timer_queue.h"
@@ -28,8 +29,10 @@ class OutcomePruner final {
   OutcomePruner(const OutcomePruner&) = delete;
   OutcomePruner& operator=(const OutcomePruner&) = delete;
 
-  // The first run now, then every interval().
-  void Start();
+  // The first run now, then every interval(). `first_run_done` (optional)
+  // runs once, on any thread, when the first run has finished, whether it
+  // succeeded or not (a failure is logged and retried every interval()).
+  void Start(absl::AnyInvocable<void() &&> first_run_done = nullptr);
   void Stop();
   // Half the window, between 1 s and 1 h: an expired row lives at most that
   // long past its window (a retry never sees it: the claim ignores it).

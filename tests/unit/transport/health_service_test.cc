@@ -76,6 +76,38 @@ TEST_F(HealthServiceTest, LivenessServesFromTheStartAndReadinessWaitsForTheDatab
   EXPECT_EQ(Check(kReadiness), HealthCheckResponse::SERVING);
 }
 
+TEST_F(HealthServiceTest, ReadinessWaitsForTheStartupWorkToo) {
+  service_.SetStarting();
+  service_.SetDatabaseReachable(true);
+  EXPECT_TRUE(service_.starting());
+  EXPECT_EQ(Check(kReadiness), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(Check(""), HealthCheckResponse::SERVING);
+  service_.SetStartupDone();
+  EXPECT_FALSE(service_.starting());
+  EXPECT_EQ(Check(kReadiness), HealthCheckResponse::SERVING);
+}
+
+TEST_F(HealthServiceTest, StartupWorkDoneBeforeItWasAnnouncedDoesNotHoldReadiness) {
+  service_.SetStartupDone();
+  service_.SetStarting();
+  service_.SetDatabaseReachable(true);
+  EXPECT_FALSE(service_.starting());
+  EXPECT_EQ(Check(kReadiness), HealthCheckResponse::SERVING);
+}
+
+TEST_F(HealthServiceTest, WatchHearsServingOnceTheStartupWorkIsDone) {
+  service_.SetStarting();
+  service_.SetDatabaseReachable(true);
+  grpc::ClientContext context;
+  auto reader = Watch(&context, kReadiness);
+  EXPECT_EQ(Next(*reader), HealthCheckResponse::NOT_SERVING);
+  service_.SetStartupDone();
+  EXPECT_EQ(Next(*reader), HealthCheckResponse::SERVING);
+  service_.Shutdown();
+  EXPECT_EQ(Next(*reader), HealthCheckResponse::NOT_SERVING);
+  EXPECT_TRUE(reader->Finish().ok());
+}
+
 TEST_F(HealthServiceTest, DatabaseOutageTurnsOnlyReadinessNotServing) {
   service_.SetDatabaseReachable(true);
   service_.SetDatabaseReachable(false);
