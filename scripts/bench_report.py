@@ -484,7 +484,7 @@ def cmd_report(args):
         p("## Optimisations switched off (same run)")
         p()
         p("Each row is the SELECT arm against a broker with one optimisation turned off, "
-          "compared with the default broker above.")
+          "compared with the pipelining-off broker above.")
         p()
         p("| broker started with | clients | tps off | tps on | on/off | p50 µs off → on "
           "| broker CPU µs/call off → on | CPU on/off |")

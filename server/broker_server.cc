@@ -100,7 +100,7 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   // The pipelined engine's hot set is part of the bound: the pool keeps
   // DB_POOL_SIZE minus it (and at least one, for sessions and statements
   // that need a pooled connection).
-  const int hot = std::min(config_.pipeline_connections, config_.pool.pool_size - 1);
+  const int hot = PipelineHotConnections(config_);
   if (hot > 0) {
     pool_options.pool_size -= hot;
     storage::PqPipelineLoop::Options pipeline_options;
@@ -131,16 +131,28 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
     pipeline_options.now = [&clock] { return clock.Now(); };
     pipeline_ = std::make_unique<storage::PqPipelineLoop>(std::move(pipeline_options));
     spdlog::info(
-        "pipelined engine: {} hot connections (depth {}) on {} loops, pool keeps {} + {} overflow",
-        hot, config_.pipeline_depth, pipeline_->Stats().loops, pool_options.pool_size,
+        "pipelined engine: {} hot connections{} (depth {}) on {} loops, pool keeps {} + {} "
+        "overflow",
+        hot,
+        config_.pipeline_connections == Config::kPipelineConnectionsAuto
+            ? " (BROKER_PIPELINE_CONNECTIONS=auto)"
+            : "",
+        config_.pipeline_depth, pipeline_->Stats().loops, pool_options.pool_size,
         pool_options.max_overflow);
+  } else {
+    spdlog::info("pipelined engine off (BROKER_PIPELINE_CONNECTIONS={}, DB_POOL_SIZE={})",
+                 config_.pipeline_connections == Config::kPipelineConnectionsAuto
+                     ? std::string("auto")
+                     : std::to_string(config_.pipeline_connections),
+                 config_.pool.pool_size);
   }
   pool_ = std::make_unique<core::ConnectionPool>(pool_options, *connector_, *executor_, *timers_,
                                                  clock);
   // The first connection reads max_connections and checks the connection
   // budget (BROKER_EXPECTED_REPLICAS); a warning if it is exceeded.
-  pool_->SetFirstConnectHook(
-      [pool = pool_.get()](storage::DbConnection& db) { core::CheckConnectionBudget(db, *pool); });
+  pool_->SetFirstConnectHook([pool = pool_.get(), hot](storage::DbConnection& db) {
+    core::CheckConnectionBudget(db, *pool, hot);
+  });
   core::RunnerOptions runner_options;
   runner_options.max_result_bytes = config_.max_result_bytes;
   runner_options.max_statement_duration = config_.max_statement_duration;

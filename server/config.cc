@@ -57,6 +57,12 @@ struct IntRule {
   int64_t min;
   int64_t max;
 };
+// Like IntRule, or "auto" (case-insensitive), stored as -1: the broker
+// derives the value from other settings (BROKER_PIPELINE_CONNECTIONS).
+struct IntOrAutoRule {
+  int64_t min;
+  int64_t max;
+};
 // Seconds, possibly fractional ("30", "0.5").
 struct SecondsRule {
   double min;
@@ -79,8 +85,8 @@ struct EnvFileRule {};
 // checked between settings (BROKER_AUTH_EXEMPT_SERVICES).
 struct ListRule {};
 using Rule =
-    std::variant<UrlRule, HostPortRule, HostPortOrOffRule, StringRule, IntRule, SecondsRule,
-                 SecondsOrNeverRule, BoolRule, ChoiceRule, EnvFileRule, ListRule>;
+    std::variant<UrlRule, HostPortRule, HostPortOrOffRule, StringRule, IntRule, IntOrAutoRule,
+                 SecondsRule, SecondsOrNeverRule, BoolRule, ChoiceRule, EnvFileRule, ListRule>;
 
 // The Config field a setting fills.
 using Field = std::variant<std::monostate, std::string*, int*, size_t*, bool*, absl::Duration*>;
@@ -210,10 +216,12 @@ const std::vector<Setting>& Settings() {
       {"BROKER_STATEMENT_CACHE_SIZE", IntRule{0, 10000},
        [](Config& c) -> Field { return &c.statement_cache_size; }, kPlain,
        "prepared statements kept per connection; 0 = off"},
-      {"BROKER_PIPELINE_CONNECTIONS", IntRule{0, 64},
+      {"BROKER_PIPELINE_CONNECTIONS", IntOrAutoRule{0, 64},
        [](Config& c) -> Field { return &c.pipeline_connections; }, kPlain,
        "hot connections, taken from DB_POOL_SIZE (at most DB_POOL_SIZE - 1), on which provably "
-       "stateless one-shot Execute calls of different callers are pipelined; 0 = off"},
+       "stateless one-shot Execute calls of different callers are pipelined; auto = a quarter "
+       "of DB_POOL_SIZE, at least 2 and at most 4, none below a pool of 4 (about twice the "
+       "database's cores is best); 0 = off"},
       {"BROKER_PIPELINE_DEPTH", IntRule{1, 1024},
        [](Config& c) -> Field { return &c.pipeline_depth; }, kPlain,
        "statements in flight per pipelined connection"},
@@ -390,6 +398,18 @@ absl::Status Apply(const Setting& s, const std::string& value, Config* c) {
             StoreInt(field, parsed);
             return absl::OkStatus();
           },
+          [&](const IntOrAutoRule& r) -> absl::Status {
+            int64_t parsed;
+            if (absl::AsciiStrToLower(absl::StripAsciiWhitespace(value)) == "auto") {
+              StoreInt(field, -1);
+            } else if (!absl::SimpleAtoi(value, &parsed) || parsed < r.min || parsed > r.max) {
+              return Bad(name, value,
+                         absl::StrCat("auto, or an integer from ", r.min, " to ", r.max));
+            } else {
+              StoreInt(field, parsed);
+            }
+            return absl::OkStatus();
+          },
           [&](const SecondsRule& r) -> absl::Status {
             double parsed;
             if (!absl::SimpleAtod(value, &parsed) || !(parsed >= r.min && parsed <= r.max)) {
@@ -559,7 +579,11 @@ std::string Show(const Setting& s, Config& c) {
                             return std::string("off");
                           return s.secret && !v->empty() ? RedactUrl(*v) : *v;
                         },
-                        [](const int* v) { return absl::StrCat(*v); },
+                        [&](const int* v) {
+                          if (*v == -1 && std::holds_alternative<IntOrAutoRule>(s.rule))
+                            return std::string("auto");
+                          return absl::StrCat(*v);
+                        },
                         [](const size_t* v) { return absl::StrCat(*v); },
                         [](const bool* v) { return std::string(*v ? "true" : "false"); },
                         [](const absl::Duration* v) {
@@ -649,6 +673,16 @@ EnvMap MergeEnv(const EnvSources& sources) {
   // The environment wins over .env.
   for (const auto& [name, value] : sources.process) env[name] = value;
   return env;
+}
+
+int PipelineHotConnections(const Config& config) {
+  const int pool = config.pool.pool_size;
+  // Never one by itself: the engine routes around a slow statement only
+  // among two or more connections (pipeline_dispatch.h).
+  const int wanted = config.pipeline_connections == Config::kPipelineConnectionsAuto
+                         ? (pool < 4 ? 0 : std::clamp(pool / 4, 2, 4))
+                         : config.pipeline_connections;
+  return std::max(0, std::min(wanted, pool - 1));
 }
 
 absl::StatusOr<std::vector<std::string>> AuthExemptServices(const Config& config) {

@@ -73,9 +73,11 @@ struct Config {
   // (storage::PqConnector::Options::statement_cache_size); 0 = none.
   int statement_cache_size = 100;
   // BROKER_PIPELINE_CONNECTIONS: the pipelined engine's hot set (issue 14),
-  // taken out of DB_POOL_SIZE; 0 = off. BROKER_PIPELINE_DEPTH: statements in
-  // flight on each (docs/benchmarks.md says how both were chosen).
-  int pipeline_connections = 0;
+  // taken out of DB_POOL_SIZE; 0 = off, kPipelineConnectionsAuto = derived
+  // from the pool (HotConnections below). BROKER_PIPELINE_DEPTH: statements
+  // in flight on each (docs/benchmarks.md says how both were chosen).
+  static constexpr int kPipelineConnectionsAuto = -1;
+  int pipeline_connections = kPipelineConnectionsAuto;
   int pipeline_depth = 16;
   // BROKER_PIPELINE_TABLE_READS: with the engine on, also pipeline SELECTs
   // that read tables when the catalog shows they run no user code
@@ -143,6 +145,16 @@ using EnvMap = std::map<std::string, std::string>;
 // reflection services; INVALID_ARGUMENT naming an unknown one, or
 // sessionbroker.v1's own (they always authenticate with a clients file).
 absl::StatusOr<std::vector<std::string>> AuthExemptServices(const Config& config);
+
+// The pipelined engine's hot connections for this configuration. With
+// BROKER_PIPELINE_CONNECTIONS=auto: none for a pool under 4 (a small pool
+// keeps every connection for sessions and statements that need one), else a
+// quarter of DB_POOL_SIZE, at least 2 (the engine routes around a slow
+// statement only among two or more connections) and at most 4: 2 for the
+// default pool of 5 and up to 11, 4 from 16. A number is taken as given, but
+// the pool always keeps at least one connection (at most DB_POOL_SIZE - 1).
+// 0 = the engine is off.
+int PipelineHotConnections(const Config& config);
 
 // Parses .env text: KEY=VALUE per line, '#' comments, blank lines, optional
 // "export ", values optionally in single or double quotes. INVALID_ARGUMENT

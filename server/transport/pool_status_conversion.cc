@@ -47,7 +47,11 @@ void ConvertConnectionLimit(const core::PoolSnapshot& s, v1::ConnectionLimit* ou
       std::max(0, p.server.superuser_reserved_connections));
   out->set_server_reserved_connections(std::max(0, p.server.reserved_connections));
   out->set_expected_replicas(s.config.expected_replicas);
-  out->set_budget_exceeded(core::ComputeConnectionBudget(p.server, s.config).exceeded);
+  // The budget is DB_POOL_SIZE's: the pool's share plus the pipelined
+  // engine's hot connections carved out of it.
+  core::PoolOptions configured = s.config;
+  if (s.pipeline.has_value()) configured.pool_size += s.pipeline->connections;
+  out->set_budget_exceeded(core::ComputeConnectionBudget(p.server, configured).exceeded);
 }
 
 }  // namespace

@@ -12,7 +12,8 @@
 #              quiet client `reserved_connections: 1` (both authenticate
 #              with tokens; docs/security.md, "Reserved floors")
 # Each arm gets a fresh broker (DB_POOL_SIZE=POOL, DB_MAX_OVERFLOW=0,
-# DB_POOL_TIMEOUT=POOL_TIMEOUT). Nothing is asserted: the summary is printed
+# DB_POOL_TIMEOUT=POOL_TIMEOUT, BROKER_PIPELINE_CONNECTIONS=0: every call
+# queues for the pool, whose fair queuing is what is measured). Nothing is asserted: the summary is printed
 # (and written to OUT/fairness.md) for a human to read.
 #
 #   tests/bench/fairness_bench.sh --url URL --bin BUILD_DIR --out DIR
@@ -69,7 +70,7 @@ start_broker() {
     exec env DATABASE_URL="$URL" BROKER_LISTEN_ADDR=127.0.0.1:0 BROKER_METRICS_ADDR=off \
       BROKER_PORT_FILE="$ports" BROKER_DRAIN_SECONDS=0 BROKER_ENV_FILE= \
       DB_POOL_SIZE="$POOL" DB_MAX_OVERFLOW=0 DB_POOL_TIMEOUT="$POOL_TIMEOUT" LOG_LEVEL=error \
-      "$@" "$BROKER"
+      BROKER_PIPELINE_CONNECTIONS=0 "$@" "$BROKER"
   ) >"$OUT/fairness/broker-$name.log" 2>&1 &
   BROKER_PID=$!
   ADDR=

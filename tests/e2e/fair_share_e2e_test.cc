@@ -272,7 +272,11 @@ TEST_F(FairShareE2eTest, WithFairQueuingOffTheQuietClientIsServedAfterTheWholeFl
 }
 
 TEST_F(FairShareE2eTest, ConnectionQuotaRefusesBeyondItNamingTheQuotaAndTheClient) {
-  StartBroker({{"DB_POOL_SIZE", "4"}, {"BROKER_CLIENT_MAX_CONNECTIONS", "1"}});
+  // The quota counts pooled connections: with the pipelined engine on, these
+  // relation-free statements would hold none (docs/security.md).
+  StartBroker({{"DB_POOL_SIZE", "4"},
+               {"BROKER_CLIENT_MAX_CONNECTIONS", "1"},
+               {"BROKER_PIPELINE_CONNECTIONS", "0"}});
   std::thread holder([&] { ExecuteAs("greedy", "SELECT pg_sleep(3)"); });
   WaitForActiveStatements(1);
   const CallResult second = ExecuteAs("greedy", "SELECT 1");

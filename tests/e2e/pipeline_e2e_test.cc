@@ -201,7 +201,7 @@ TEST_F(PipelineE2eTest, TheFirstMessageAdvertisesTheLimits) {
 }
 
 TEST_F(PipelineE2eTest, PoolStatusAndMetricsCountTheStreamsAndTheirCallsWithTheEngineOff) {
-  StartBroker();
+  StartBroker({{"BROKER_PIPELINE_CONNECTIONS", "0"}});
   PipelineStream s(stub_.get());
   ASSERT_TRUE(s.Send({ExecuteCall(1, "SELECT 1"), ExecuteCall(2, "SELECT 2")}));
   ASSERT_TRUE(s.Result(1).has_value());

@@ -469,7 +469,31 @@ TEST_F(PipelineE2eTest, PoolStatusShowsThePipelinedEngine) {
 }
 
 TEST_F(PipelineE2eTest, PoolStatusSaysThePipelinedEngineIsOffWhenItIsOff) {
+  StartBroker({{"BROKER_PIPELINE_CONNECTIONS", "0"}});
+  EXPECT_FALSE(Status().pipeline().enabled());
+  EXPECT_EQ(Status().pipeline().connections(), 0);
+  EXPECT_EQ(Status().config().pool_size(), 5);
+}
+
+TEST_F(PipelineE2eTest, TheDefaultBrokerPipelinesOnTwoOfItsFiveConnections) {
+  // BROKER_PIPELINE_CONNECTIONS=auto with the default DB_POOL_SIZE of 5.
   StartBroker();
+  EXPECT_TRUE(Status().pipeline().enabled());
+  EXPECT_EQ(Status().pipeline().connections(), 2);
+  // The hot set is carved out of DB_POOL_SIZE: the pool keeps the rest.
+  EXPECT_EQ(Status().config().pool_size(), 3);
+  EXPECT_EQ(Status().config().max_connections(), 13);
+  for (int i = 0; i < 20; ++i) {
+    const CallResult r = Execute("SELECT $1::int8", {Int(i)});
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.response.rows(0).values(0).int64_value(), i);
+  }
+  EXPECT_TRUE(Eventually([&] { return Status().pipeline().calls() >= 20; }))
+      << Status().pipeline().DebugString();
+}
+
+TEST_F(PipelineE2eTest, APoolUnderFourKeepsEveryConnectionForThePoolByDefault) {
+  StartBroker({{"DB_POOL_SIZE", "3"}});
   EXPECT_FALSE(Status().pipeline().enabled());
   EXPECT_EQ(Status().pipeline().connections(), 0);
 }

@@ -216,13 +216,47 @@ TEST(ConfigTest, BadValuesAreErrorsNamingTheVariable) {
       {"BROKER_SHUTDOWN_GRACE_SECONDS", "-1"},
       {"BROKER_HEALTH_CHECK_INTERVAL", "0"},
       {"BROKER_STATEMENT_CACHE_SIZE", "-1"},
-      {"BROKER_STATEMENT_CACHE_SIZE", "lots"}};
+      {"BROKER_STATEMENT_CACHE_SIZE", "lots"},
+      {"BROKER_PIPELINE_CONNECTIONS", "-1"},
+      {"BROKER_PIPELINE_CONNECTIONS", "65"},
+      {"BROKER_PIPELINE_CONNECTIONS", "automatic"}};
   for (const auto& [name, value] : bad) {
     absl::StatusOr<Config> c = LoadConfig(WithUrl({{name, value}}));
     EXPECT_FALSE(c.ok()) << name << "=" << value;
     EXPECT_THAT(c.status().message(), HasSubstr(name));
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   }
+}
+
+TEST(ConfigTest, PipelinedEngineIsOnByDefaultWithAQuarterOfThePoolFromTwoToFour) {
+  // DB_POOL_SIZE -> hot connections with BROKER_PIPELINE_CONNECTIONS=auto:
+  // never a lone one (nothing to route a slow statement around to).
+  const std::vector<std::pair<int, int>> expected = {{1, 0},  {3, 0},  {4, 2},  {5, 2},  {11, 2},
+                                                     {12, 3}, {15, 3}, {16, 4}, {100, 4}};
+  for (const auto& [pool, hot] : expected) {
+    absl::StatusOr<Config> c = LoadConfig(WithUrl({{"DB_POOL_SIZE", std::to_string(pool)}}));
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->pipeline_connections, Config::kPipelineConnectionsAuto);
+    EXPECT_EQ(PipelineHotConnections(*c), hot) << "DB_POOL_SIZE=" << pool;
+  }
+  absl::StatusOr<Config> c = LoadConfig(WithUrl({{"BROKER_PIPELINE_CONNECTIONS", " AUTO "}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(PipelineHotConnections(*c), 2);
+}
+
+TEST(ConfigTest, PipelinedEngineTakesAGivenNumberButLeavesThePoolOneConnection) {
+  const auto hot = [](const std::string& pool, const std::string& wanted) {
+    absl::StatusOr<Config> c =
+        LoadConfig(WithUrl({{"DB_POOL_SIZE", pool}, {"BROKER_PIPELINE_CONNECTIONS", wanted}}));
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? PipelineHotConnections(*c) : -100;
+  };
+  EXPECT_EQ(hot("10", "0"), 0);  // off
+  EXPECT_EQ(hot("10", "3"), 3);  // more than auto's 2
+  EXPECT_EQ(hot("10", "1"), 1);  // a lone one, when asked for
+  EXPECT_EQ(hot("10", "64"), 9);
+  EXPECT_EQ(hot("2", "1"), 1);  // below auto's threshold, when asked for
+  EXPECT_EQ(hot("1", "4"), 0);
 }
 
 TEST(ConfigTest, MetricsAddrOffOrEmptyDisablesTheHttpEndpoint) {

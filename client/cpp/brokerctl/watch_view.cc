@@ -70,11 +70,17 @@ int EffectiveLimit(const PoolStatus& s) {
   return s.config().max_connections();
 }
 
-// "effective limit 15 (pool 5 + overflow 10)".
+// "effective limit 15 (pool 5 + overflow 10)"; with the pipelined engine on,
+// whose hot connections are carved out of DB_POOL_SIZE, "effective limit 13
+// (pool 3 + overflow 10, + 2 pipelined)".
 std::string LimitText(const PoolStatus& s) {
   const auto& cfg = s.config();
-  return absl::StrFormat("effective limit %d (pool %d + overflow %d)", EffectiveLimit(s),
-                         cfg.pool_size(), cfg.max_overflow());
+  std::string text = absl::StrFormat("effective limit %d (pool %d + overflow %d", EffectiveLimit(s),
+                                     cfg.pool_size(), cfg.max_overflow());
+  if (s.pipeline().enabled() && s.pipeline().connections() > 0) {
+    absl::StrAppend(&text, ", + ", s.pipeline().connections(), " pipelined");
+  }
+  return text + ")";
 }
 
 // While the database holds the pool below its bound: why, and when the pool
@@ -263,9 +269,13 @@ std::string FormatStatus(const PoolStatus& s) {
   }
   out += "\n";
   absl::StrAppend(
-      &out, absl::StrFormat("pool        size %d, overflow %d, limit %d, timeout %s, recycle %s, "
+      &out, absl::StrFormat("pool        size %d%s, overflow %d, limit %d, timeout %s, recycle %s, "
                             "pre-ping %s, max waiters %d\n",
-                            cfg.pool_size(), cfg.max_overflow(), cfg.max_connections(),
+                            cfg.pool_size(),
+                            s.pipeline().enabled() && s.pipeline().connections() > 0
+                                ? absl::StrCat(" (+ ", s.pipeline().connections(), " pipelined)")
+                                : std::string(),
+                            cfg.max_overflow(), cfg.max_connections(),
                             HumanDuration(FromProto(cfg.timeout())),
                             cfg.has_recycle() ? HumanDuration(FromProto(cfg.recycle())) : "off",
                             cfg.pre_ping() ? "on" : "off", cfg.max_waiters()));
@@ -280,7 +290,8 @@ std::string FormatStatus(const PoolStatus& s) {
         absl::StrFormat(
             "budget      %d x %d replicas against the server's max_connections %d - "
             "reserved %d%s\n",
-            cfg.max_connections(), limit.expected_replicas(), limit.server_max_connections(),
+            cfg.max_connections() + (s.pipeline().enabled() ? s.pipeline().connections() : 0),
+            limit.expected_replicas(), limit.server_max_connections(),
             limit.server_superuser_reserved_connections() + limit.server_reserved_connections(),
             limit.budget_exceeded() ? ": EXCEEDED (see docs/operations.md)" : ""));
   }

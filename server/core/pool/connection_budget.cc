@@ -79,7 +79,7 @@ std::string DescribeExceededBudget(const ServerConnectionSettings& server, const
       "(docs/operations.md, \"Connection budget\")");
 }
 
-void CheckConnectionBudget(storage::DbConnection& db, ConnectionPool& pool) {
+void CheckConnectionBudget(storage::DbConnection& db, ConnectionPool& pool, int outside_pool) {
   absl::StatusOr<ServerConnectionSettings> server = ReadServerConnectionSettings(db);
   if (!server.ok()) {
     spdlog::info("budget: could not read max_connections ({}); connection budget not checked",
@@ -87,7 +87,8 @@ void CheckConnectionBudget(storage::DbConnection& db, ConnectionPool& pool) {
     return;
   }
   pool.RecordServerSettings(*server);
-  const PoolOptions& o = pool.options();
+  PoolOptions o = pool.options();
+  o.pool_size += outside_pool;
   const ConnectionBudget b = ComputeConnectionBudget(*server, o);
   if (b.exceeded) {
     spdlog::warn("budget: {}", DescribeExceededBudget(*server, o, b));

@@ -50,7 +50,10 @@ std::string DescribeExceededBudget(const ServerConnectionSettings& server, const
 // them in `pool`, and logs the budget (a warning when exceeded, an info line
 // otherwise; an info line if the settings cannot be read, e.g. through a
 // pooler that does not pass SHOW through).
-void CheckConnectionBudget(storage::DbConnection& db, ConnectionPool& pool);
+// `outside_pool`: connections of the same bound held outside the pool (the
+// pipelined engine's hot set, carved out of DB_POOL_SIZE), counted back into
+// DB_POOL_SIZE for the check.
+void CheckConnectionBudget(storage::DbConnection& db, ConnectionPool& pool, int outside_pool = 0);
 
 }  // namespace sessionbroker::core
 

@@ -205,10 +205,13 @@ TEST_F(BrokerctlTest, StatusPrintsTheSnapshotHumanOrJson) {
   Output human = Run({"status"});
   EXPECT_EQ(human.code, 0) << human.err;
   EXPECT_THAT(human.out, HasSubstr("database    reachable"));
-  EXPECT_THAT(human.out, HasSubstr("pool        size 5, overflow 10, limit 15"));
+  // The default broker: DB_POOL_SIZE 5, of which the pipelined engine takes
+  // 2 (BROKER_PIPELINE_CONNECTIONS=auto), overflow 10.
+  EXPECT_THAT(human.out, HasSubstr("pool        size 3 (+ 2 pipelined), overflow 10, limit 13"));
   Output json = Run({"status", "--json"});
   EXPECT_EQ(json.code, 0);
-  EXPECT_THAT(json.out, HasSubstr("\"max_connections\":15"));
+  EXPECT_THAT(json.out, HasSubstr("\"max_connections\":13"));
+  EXPECT_THAT(json.out, HasSubstr("\"connections\":2"));
   EXPECT_THAT(json.out, HasSubstr("\"reachable\":true"));
 }
 
@@ -273,7 +276,8 @@ TEST_F(BrokerctlTest, WatchPrintsPlainLinesWhenNotATerminal) {
   EXPECT_EQ(o.code, 0) << o.err;
   EXPECT_EQ(std::count(o.out.begin(), o.out.end(), '\n'), 3);
   EXPECT_THAT(o.out, HasSubstr("open="));
-  EXPECT_THAT(o.out, HasSubstr("/15 in_use=0"));
+  // The default broker: DB_POOL_SIZE 5, 2 of them pipelined, overflow 10.
+  EXPECT_THAT(o.out, HasSubstr("/13 in_use=0"));
   EXPECT_THAT(o.out, HasSubstr("db=up"));
 }
 

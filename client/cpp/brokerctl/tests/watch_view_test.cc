@@ -183,6 +183,26 @@ TEST(RenderWatchScreen, ShowsThePipelinedEngineWhenItIsOn) {
   EXPECT_THAT(all, Not(HasSubstr("Pipeline")));
 }
 
+TEST(FormatStatus, CountsThePipelinedConnectionsInTheLimitAndTheBudget) {
+  // DB_POOL_SIZE 5 with 2 hot connections: the pool keeps 3.
+  PoolStatus s = Snapshot(0, 3, 7);
+  s.mutable_config()->set_pool_size(3);
+  s.mutable_config()->set_max_connections(13);
+  s.mutable_pipeline()->set_enabled(true);
+  s.mutable_pipeline()->set_connections(2);
+  auto* limit = s.mutable_connection_limit();
+  limit->set_effective(13);
+  limit->set_server_max_connections(60);
+  limit->set_server_superuser_reserved_connections(3);
+  limit->set_expected_replicas(4);
+  const std::string text = FormatStatus(s);
+  EXPECT_THAT(text, HasSubstr("pool        size 3 (+ 2 pipelined), overflow 10, limit 13,"));
+  EXPECT_THAT(text,
+              HasSubstr("limit       effective limit 13 (pool 3 + overflow 10, + 2 pipelined)\n"));
+  EXPECT_THAT(text, HasSubstr("budget      15 x 4 replicas against the server's max_connections 60 "
+                              "- reserved 3\n"));
+}
+
 TEST(FormatStatus, ShowsThePipelinedEngineOrSaysItIsOff) {
   const std::string on = FormatStatus(WithPipeline(Snapshot(0, 3, 7)));
   EXPECT_THAT(on, HasSubstr("pipeline    3 of 3 connections up on 2 loops, depth 16; queued 5, "
