@@ -327,7 +327,9 @@ std::string FormatStatus(const PoolStatus& s) {
                         pl.errors(), pl.statements(), pl.retries(), pl.cancels_sent(),
                         pl.connection_failures(), pl.recycles()));
   } else {
-    absl::StrAppend(&out, "pipeline    off (BROKER_PIPELINE_CONNECTIONS=0)\n");
+    absl::StrAppend(
+        &out,
+        "pipeline    off (BROKER_PIPELINE_CONNECTIONS=0, or auto with DB_POOL_SIZE under 4)\n");
   }
   absl::StrAppend(
       &out, absl::StrFormat("tx killed   idle %d, max duration %d, session end %d\n",

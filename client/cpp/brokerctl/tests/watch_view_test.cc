@@ -209,12 +209,17 @@ TEST(FormatStatus, ShowsThePipelinedEngineOrSaysItIsOff) {
                             "in flight 9; 4.2 statements per flush (recent)"));
   EXPECT_THAT(on, HasSubstr("calls 1200 (errors 4), statements 1203, retries 3, cancels 2, "
                             "connection failures 1, recycled 0"));
-  EXPECT_THAT(FormatStatus(Snapshot(0, 3, 7)),
-              HasSubstr("pipeline    off (BROKER_PIPELINE_CONNECTIONS=0)"));
+  EXPECT_THAT(
+      FormatStatus(Snapshot(0, 3, 7)),
+      HasSubstr(
+          "pipeline    off (BROKER_PIPELINE_CONNECTIONS=0, or auto with DB_POOL_SIZE under 4)"));
   // A broker with the engine off still sends `pipeline` (its stream counters).
   PoolStatus off = Snapshot(0, 3, 7);
   off.mutable_pipeline()->set_stream_calls(5);
-  EXPECT_THAT(FormatStatus(off), HasSubstr("pipeline    off (BROKER_PIPELINE_CONNECTIONS=0)"));
+  EXPECT_THAT(
+      FormatStatus(off),
+      HasSubstr(
+          "pipeline    off (BROKER_PIPELINE_CONNECTIONS=0, or auto with DB_POOL_SIZE under 4)"));
 }
 
 TEST(StatusJson, UsesProtoFieldNames) {
