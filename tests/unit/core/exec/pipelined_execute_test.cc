@@ -574,6 +574,42 @@ TEST_F(PipelinedExecuteTest, ProvedWriteReturningRowsTakesThePoolWithoutTheReset
   EXPECT_EQ(runner_->Stats().catalog_proved, 2);
 }
 
+TEST_F(PipelinedExecuteTest, ProvedWriteUnderARoleOrTransactionSettingsKeepsItsReset) {
+  // As for reads: the proof is about the login role's names and baseline
+  // search_path, and named parameter types may run a user input function.
+  const std::string write = "UPDATE t SET x = $1 WHERE id = 1";
+  std::optional<absl::StatusOr<Results>> out;
+  Start(One(write, {storage::Value::Int64(1)}), &out);
+  executor_.RunAll();
+  ASSERT_EQ(engine_.submitted(), 1u);
+  engine_.Answer(0, Verdict(true));
+  std::vector<RunRequest> requests;
+  RunRequest role = One(write, {storage::Value::Int64(1)});
+  role.database_role = "writer";
+  requests.push_back(std::move(role));
+  RunRequest settings = One(write, {storage::Value::Int64(1)});
+  settings.transaction.settings.emplace_back("search_path", "other");
+  requests.push_back(std::move(settings));
+  RunRequest typed = One(write, {storage::Value::String("1")});
+  typed.statements[0].param_types = {"int4"};
+  requests.push_back(std::move(typed));
+  RunRequest batch = Batch({write});
+  batch.statements[0].params.push_back(storage::Value::Int64(1));
+  batch.database_role = "writer";
+  requests.push_back(std::move(batch));
+  const int64_t resets = runner_->Stats().session_resets;
+  for (RunRequest& request : requests) {
+    out.reset();
+    Start(std::move(request), &out);
+    executor_.RunAll();
+    ASSERT_TRUE(out.has_value());
+  }
+  EXPECT_EQ(engine_.submitted(), 1u);
+  EXPECT_EQ(engine_.batches(), 0u);
+  EXPECT_EQ(runner_->Stats().catalog_proved, 0);
+  EXPECT_EQ(runner_->Stats().session_resets, resets + 4);
+}
+
 TEST_F(PipelinedExecuteTest, TableWritesSwitchedOffNeverAskTheCatalogForAWrite) {
   RunnerOptions options;
   options.pipeline = &engine_;
