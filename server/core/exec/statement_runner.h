@@ -33,13 +33,18 @@
 //    failed, its SqlErrorDetail). A SELECT that is stateless only if the
 //    names it reads resolve to no user code (SqlInfo::stateless_if: a table
 //    read) goes there too when the CatalogGuard's recent answer says so
-//    (RunnerOptions::pipeline_table_reads); without an answer yet it takes
-//    the pooled path with its reset, and the guard looks the answer up.
+//    (RunnerOptions::pipeline_table_reads); so does a simple INSERT, UPDATE
+//    or DELETE on a table whose writes the guard proved run no user code
+//    (RunnerOptions::pipeline_table_writes; never with RETURNING on the
+//    engine), and a batch of such statements, proved together with one
+//    lookup; without an answer yet it takes the pooled path with its reset,
+//    and the guard looks the answer up.
 //    Everything else takes a pooled connection. The guard serves the pooled
 //    path too, with the engine on or off: a one-shot Execute or
-//    StreamExecute of such a read (no role, transaction settings, named
-//    parameter types or request id: ProvableOnPool) that the catalog proved
-//    stateless skips the reset on its pooled connection.
+//    StreamExecute of such a read or write, or such a batch (no role,
+//    transaction settings, named parameter types or request id:
+//    ProvableOnPool) that the catalog proved stateless skips the reset on
+//    its pooled connection.
 //  * Sessions (SessionManager) run their transactions as steps: kBegin takes
 //    a connection and hands it back inside its transaction, kInTransaction
 //    and kCommit/kRollback run on that connection. Each step gets the same
