@@ -431,6 +431,29 @@ TEST_F(PipelineTableWritesE2eTest, TriggerOnAnInheritanceChildIsRefusedAndLeaksN
   ExpectRefusedWithoutLeak(absl::StrCat("UPDATE ", Name("parent"), " SET id = $1"), {Int(1)});
 }
 
+TEST_F(PipelineTableWritesE2eTest, WithTheEngineARefusedWriteLeaksNothingOntoItsConnection) {
+  Admin(absl::StrCat("CREATE TABLE ", Name("t"), " (id int)"));
+  Admin(absl::StrCat("CREATE TRIGGER t BEFORE INSERT ON ", Name("t"),
+                     " FOR EACH ROW EXECUTE FUNCTION ", Name("leak_trigger"), "()"));
+  Admin(absl::StrCat("CREATE TABLE ", Name("s"), " (id serial)"));
+  StartWithEngine();
+  const std::string trigger = absl::StrCat("INSERT INTO ", Name("t"), " VALUES ($1)");
+  const std::string serial = absl::StrCat("INSERT INTO ", Name("s"), " DEFAULT VALUES");
+  ASSERT_TRUE(RunUntil(trigger, {Int(1)}, kRefused));
+  ASSERT_TRUE(RunUntil(serial, {}, kRefused));
+  // The same batch, too.
+  const BatchResult batch = Batch({{trigger, {Int(2)}}, {serial, {}}});
+  ASSERT_TRUE(batch.status.ok()) << batch.status.error_message();
+  // Provable from its text: it runs on the engine's one connection.
+  const double pipelined = Metric("sessionbroker_pipeline_statements_total");
+  const CallResult look = Execute("SELECT pg_catalog.current_setting('e2e.leak', true)");
+  ASSERT_TRUE(look.status.ok()) << look.status.error_message();
+  EXPECT_GT(Metric("sessionbroker_pipeline_statements_total"), pipelined);
+  ASSERT_EQ(look.response.rows_size(), 1);
+  const v1::Value& leaked = look.response.rows(0).values(0);
+  EXPECT_TRUE(leaked.has_null_value() || leaked.string_value().empty()) << leaked.DebugString();
+}
+
 TEST_F(PipelineTableWritesE2eTest, OtherWritesThatMayRunUserCodeAreRefused) {
   Admin(absl::StrCat("CREATE TABLE ", Name("parent"), " (id int PRIMARY KEY)"));
   Admin(absl::StrCat("CREATE TABLE ", Name("cascading"), " (p int REFERENCES ", Name("parent"),
