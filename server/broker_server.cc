@@ -166,6 +166,7 @@ BrokerServer::BrokerServer(Config config) : config_(std::move(config)) {
   runner_options.limits = config_.request_limits;
   runner_options.pipeline = pipeline_.get();
   runner_options.pipeline_table_reads = config_.pipeline_table_reads;
+  runner_options.pipeline_table_writes = config_.pipeline_table_writes;
   runner_options.catalog_refresh = config_.pipeline_catalog_refresh;
   // Cancel requests get threads of their own: each is a round trip to
   // PostgreSQL, and none may wait behind statements or delay timers.

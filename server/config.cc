@@ -230,10 +230,18 @@ const std::vector<Setting>& Settings() {
        "SELECTs that read tables skip the session reset when the catalog shows they run no user "
        "code (no view, row-level security, rule, user operator, function or type): pipelined "
        "with BROKER_PIPELINE_CONNECTIONS > 0, on their pooled connection otherwise"},
+      {"BROKER_PIPELINE_TABLE_WRITES", BoolRule{},
+       [](Config& c) -> Field { return &c.pipeline_table_writes; }, kPlain,
+       "simple INSERT, UPDATE and DELETE statements (alone or in batches) skip the session reset "
+       "when the catalog shows writing their table runs no user code (no trigger but foreign "
+       "keys', no sequence, identity or user-code default, constraint or index, besides what "
+       "BROKER_PIPELINE_TABLE_READS checks): pipelined with BROKER_PIPELINE_CONNECTIONS > 0, on "
+       "their pooled connection otherwise"},
       {"BROKER_PIPELINE_CATALOG_REFRESH", SecondsRule{0.01, 3600},
        [](Config& c) -> Field { return &c.pipeline_catalog_refresh; }, kPlain,
-       "seconds a catalog answer for BROKER_PIPELINE_TABLE_READS is trusted: DDL that makes a "
-       "read run user code is seen within it"},
+       "seconds a catalog answer for BROKER_PIPELINE_TABLE_READS and "
+       "BROKER_PIPELINE_TABLE_WRITES is trusted: DDL that makes a read or write run user code is "
+       "seen within it"},
       {"BROKER_PIPELINE_LOOPS", IntRule{0, 64},
        [](Config& c) -> Field { return &c.pipeline_loops; }, kPlain,
        "event-loop threads the pipelined connections are divided among; 0 = one per core, "

@@ -84,6 +84,10 @@ struct Config {
   // (core::CatalogGuard); BROKER_PIPELINE_CATALOG_REFRESH: how long such an
   // answer is trusted, so DDL is seen within it (docs/security.md).
   bool pipeline_table_reads = true;
+  // BROKER_PIPELINE_TABLE_WRITES: likewise simple INSERT, UPDATE and DELETE
+  // statements on tables whose writes run no user code (no trigger but
+  // foreign keys', no sequence or user-code default, constraint or index).
+  bool pipeline_table_writes = true;
   absl::Duration pipeline_catalog_refresh = absl::Seconds(1);
   // BROKER_PIPELINE_LOOPS: event-loop threads the hot set is divided among;
   // 0 = one per core, at most one per two hot connections (at least 1).

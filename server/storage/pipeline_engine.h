@@ -75,11 +75,13 @@ using PipelineDone = absl::AnyInvocable<void(absl::StatusOr<QueryResult>) &&>;
 // with statement_index k (storage::ForStatement). The results are read after
 // the Sync, so a result over `max_result_bytes` (the batch's results
 // together, as the pooled path counts them) fails the batch though its
-// statements committed: callers send only batches that write nothing (the
-// core's Pipelinable rule already keeps every write out).
+// statements committed: the core sends writes only without RETURNING
+// (Pipelinable), and `writes` makes that error say the batch committed.
 struct PipelineBatch {
   std::vector<Statement> statements;  // at least one; param types as PipelineCall's
   size_t max_result_bytes = 0;
+  // Some statement writes (a catalog-proved INSERT, UPDATE or DELETE).
+  bool writes = false;
   absl::Time deadline = absl::InfiniteFuture();
   std::string client_id;  // as PipelineCall's: one entry of the fair queue
   int weight = 1;

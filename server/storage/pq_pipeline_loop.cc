@@ -172,6 +172,7 @@ class PqPipelineLoop::Impl {
   uint64_t SubmitBatch(PipelineBatch batch, PipelineBatchDone done) {
     auto entry = std::make_unique<Call>();
     entry->call.max_result_bytes = batch.max_result_bytes;
+    entry->batch_writes = batch.writes;
     entry->call.deadline = batch.deadline;
     entry->call.client_id = std::move(batch.client_id);
     entry->call.weight = batch.weight;
@@ -245,6 +246,7 @@ class PqPipelineLoop::Impl {
     // A batch (SubmitBatch): its statements, sent under one Sync, answered
     // through batch_done; `call` then holds only the cap and the deadline.
     bool is_batch = false;
+    bool batch_writes = false;  // PipelineBatch::writes
     std::vector<BatchPart> batch;
     PipelineBatchDone batch_done;
     bool answered = false;
@@ -911,7 +913,16 @@ class PqPipelineLoop::Impl {
           ConvertResult(results[k].get(), std::move(shapes[k]),
                         /*in_transaction=*/true, call.call.max_result_bytes, &used);
       if (!one.ok()) {
-        Answer(call, ForStatement(one.status(), k, n));
+        absl::Status error = one.status();
+        if (call.batch_writes && error.code() == absl::StatusCode::kResourceExhausted) {
+          // Read after the Sync: the writes are in.
+          error = absl::ResourceExhaustedError(absl::StrCat(
+              "result exceeds ", call.call.max_result_bytes,
+              " bytes (BROKER_MAX_RESULT_BYTES); add a LIMIT or page with WHERE/ORDER BY; the "
+              "batch's statements were committed (a batch of proved writes runs pipelined, "
+              "whose results are read after the commit)"));
+        }
+        Answer(call, ForStatement(error, k, n));
         return;
       }
       out.push_back(*std::move(one));

@@ -566,6 +566,44 @@ TEST_F(PqPipelineLoopTest, BatchResultsOverTheCapFailTheBatchAsThePooledPathDoes
   EXPECT_THAT(engine.message(), HasSubstr("statement 2 of 2: "));
 }
 
+TEST_F(PqPipelineLoopTest, WritingBatchOverTheCapSaysItsStatementsCommitted) {
+  // Its results are read after the Sync: the write is in, and the error
+  // says so rather than the pooled path's "rolled back".
+  admin_->Value("DROP TABLE IF EXISTS pipe_batch_cap; CREATE TABLE pipe_batch_cap (id int)");
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  PipelineBatch batch =
+      Batch({"INSERT INTO pipe_batch_cap VALUES (1)", "SELECT repeat('y', 5000)"});
+  batch.max_result_bytes = 4096;
+  batch.writes = true;
+  BatchOutcome out;
+  loop->SubmitBatch(std::move(batch), out.Callback());
+  const absl::Status engine = out.Wait().status();
+  EXPECT_EQ(engine.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(engine.message(), HasSubstr("statement 2 of 2: "));
+  EXPECT_THAT(engine.message(), HasSubstr("statements were committed"));
+  EXPECT_EQ(admin_->Value("SELECT count(*) FROM pipe_batch_cap"), "1");
+  admin_->Value("DROP TABLE pipe_batch_cap");
+}
+
+TEST_F(PqPipelineLoopTest, WritesInABatchReportTheirRowCounts) {
+  admin_->Value("DROP TABLE IF EXISTS pipe_batch_rows; CREATE TABLE pipe_batch_rows (id int)");
+  std::unique_ptr<PqPipelineLoop> loop = Loop(1);
+  PipelineBatch batch = Batch({"INSERT INTO pipe_batch_rows VALUES (1), (2), (3)",
+                               "UPDATE pipe_batch_rows SET id = id + 1 WHERE id > 1",
+                               "DELETE FROM pipe_batch_rows WHERE id = 99"});
+  batch.writes = true;
+  BatchOutcome out;
+  loop->SubmitBatch(std::move(batch), out.Callback());
+  const absl::StatusOr<std::vector<QueryResult>>& r = out.Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 3u);
+  EXPECT_EQ((*r)[0].rows_affected, 3);
+  EXPECT_EQ((*r)[0].command_tag, "INSERT 0 3");
+  EXPECT_EQ((*r)[1].rows_affected, 2);
+  EXPECT_EQ((*r)[2].rows_affected, 0);
+  admin_->Value("DROP TABLE pipe_batch_rows");
+}
+
 TEST_F(PqPipelineLoopTest, BatchColumnsOfUserDefinedTypesAreNamed) {
   admin_->Value("DROP TYPE IF EXISTS pipe_batch_mood; CREATE TYPE pipe_batch_mood AS ENUM ('ok')");
   std::unique_ptr<PqPipelineLoop> loop = Loop(1);

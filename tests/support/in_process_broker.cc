@@ -22,6 +22,11 @@ InProcessBroker::InProcessBroker(Options options) : options_(std::move(options))
                                                  clock_);
   core::RunnerOptions runner_options;
   runner_options.max_result_bytes = options_.max_result_bytes;
+  // The fake database answers no catalog lookup (CatalogGuard): table reads
+  // and writes take the reset path, with no lookup taking a connection.
+  // The runner's own tests cover the proofs.
+  runner_options.pipeline_table_reads = false;
+  runner_options.pipeline_table_writes = false;
   runner_ = std::make_unique<core::StatementRunner>(*pool_, timers_, cancel_executor_, clock_,
                                                     runner_options);
   sessions_ = std::make_unique<core::SessionManager>(*runner_, timers_, clock_, options_.sessions);

@@ -14,22 +14,77 @@ namespace {
 
 // One row, one boolean: true when every dependency resolves to something
 // that runs no user code (see catalog_guard.h). $1 relations, $2 operator
-// names, $3 function names, $4 cast-to types (text[] each). Every name and
-// operator is pg_catalog-qualified: the query runs on the engine's
-// connections like a caller's statement and must not depend on their
-// search_path or on user objects itself.
+// names, $3 function names, $4 cast-to types, $5 written relations, $6 the
+// built-in function names a written table's stored expressions may call
+// (StatelessBuiltinFunctionNames) (text[] each). Every name and operator is
+// pg_catalog-qualified: the query runs on the engine's connections like a
+// caller's statement and must not depend on their search_path or on user
+// objects itself.
+//
+// For written relations (and their inheritance children and partitions:
+// `wtree`), the objects that run when a row is written (`attached`: the
+// table itself, for its partition key; its column defaults and generated
+// columns; its constraints, and those of other tables referencing it; its
+// indexes) may depend on nothing outside the built-ins but tables, indexes,
+// types (checked as column types are), schemas, collations and constraints:
+// no user function, operator, operator class, access method, extension, and
+// no sequence (nextval leaves currval/lastval behind). PostgreSQL records no
+// dependency on a built-in, so the built-in functions those objects call are
+// read from their stored expressions (`exprs`: `:funcid n`) and must be in
+// $6. No trigger but internal ones with built-in functions (foreign keys),
+// no identity column, no foreign key referencing them with an action other
+// than NO ACTION or RESTRICT (a cascade writes another table), no domain
+// default, relkind r or p, outside pg_catalog, heap (or no) access method.
 constexpr char kVerdictSql[] = R"SQL(WITH RECURSIVE rels AS (
   SELECT pg_catalog.to_regclass(n) AS oid FROM pg_catalog.unnest($1::pg_catalog.text[]) AS n
 ), tree AS (
   SELECT oid FROM rels WHERE oid IS NOT NULL
   UNION
   SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.oid
+), wrels AS (
+  SELECT pg_catalog.to_regclass(n) AS oid FROM pg_catalog.unnest($5::pg_catalog.text[]) AS n
+), wtree AS (
+  SELECT oid FROM wrels WHERE oid IS NOT NULL
+  UNION
+  SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN wtree ON i.inhparent OPERATOR(pg_catalog.=) wtree.oid
+), attached AS (
+  SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid AS classid, w.oid AS objid FROM wtree w
+  UNION ALL
+  SELECT 'pg_catalog.pg_attrdef'::pg_catalog.regclass::pg_catalog.oid, d.oid
+    FROM pg_catalog.pg_attrdef d JOIN wtree w ON d.adrelid OPERATOR(pg_catalog.=) w.oid
+  UNION ALL
+  SELECT 'pg_catalog.pg_constraint'::pg_catalog.regclass::pg_catalog.oid, k.oid
+    FROM pg_catalog.pg_constraint k JOIN wtree w ON k.conrelid OPERATOR(pg_catalog.=) w.oid
+                                                 OR k.confrelid OPERATOR(pg_catalog.=) w.oid
+  UNION ALL
+  SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, x.indexrelid
+    FROM pg_catalog.pg_index x JOIN wtree w ON x.indrelid OPERATOR(pg_catalog.=) w.oid
+), deps AS (
+  SELECT p.refclassid, p.refobjid FROM pg_catalog.pg_depend p
+    JOIN attached a ON p.classid OPERATOR(pg_catalog.=) a.classid AND p.objid OPERATOR(pg_catalog.=) a.objid
+), exprs AS (
+  SELECT d.adbin::pg_catalog.text AS e
+    FROM pg_catalog.pg_attrdef d JOIN wtree w ON d.adrelid OPERATOR(pg_catalog.=) w.oid
+  UNION ALL
+  SELECT k.conbin::pg_catalog.text
+    FROM pg_catalog.pg_constraint k JOIN wtree w ON k.conrelid OPERATOR(pg_catalog.=) w.oid
+   WHERE k.conbin IS NOT NULL
+  UNION ALL
+  SELECT pg_catalog.concat(x.indexprs::pg_catalog.text, ' ', x.indpred::pg_catalog.text)
+    FROM pg_catalog.pg_index x JOIN wtree w ON x.indrelid OPERATOR(pg_catalog.=) w.oid
+  UNION ALL
+  SELECT t.partexprs::pg_catalog.text
+    FROM pg_catalog.pg_partitioned_table t JOIN wtree w ON t.partrelid OPERATOR(pg_catalog.=) w.oid
+   WHERE t.partexprs IS NOT NULL
 ), types AS (
   SELECT a.atttypid AS oid FROM pg_catalog.pg_attribute a JOIN tree ON a.attrelid OPERATOR(pg_catalog.=) tree.oid
    WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
   UNION
   SELECT y.oid FROM pg_catalog.unnest($4::pg_catalog.text[]) AS n
     LEFT JOIN pg_catalog.pg_type y ON y.oid OPERATOR(pg_catalog.=) pg_catalog.to_regtype(n)
+  UNION
+  SELECT refobjid FROM deps
+   WHERE refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid
   UNION
   SELECT CASE WHEN y.typtype OPERATOR(pg_catalog.=) 'd' THEN y.typbasetype ELSE e.oid END
     FROM types t JOIN pg_catalog.pg_type y ON y.oid OPERATOR(pg_catalog.=) t.oid
@@ -53,7 +108,9 @@ SELECT NOT EXISTS (SELECT FROM rels WHERE oid IS NULL)
         OR y.typmodin::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
         OR y.typmodout::pg_catalog.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
         OR EXISTS (SELECT FROM pg_catalog.pg_constraint k
-                    WHERE k.contypid OPERATOR(pg_catalog.=) y.oid))
+                    WHERE k.contypid OPERATOR(pg_catalog.=) y.oid)
+        OR (pg_catalog.cardinality($5::pg_catalog.text[]) OPERATOR(pg_catalog.>) 0
+            AND y.typdefaultbin IS NOT NULL))
   AND NOT EXISTS (
     SELECT FROM pg_catalog.pg_operator o
      WHERE o.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
@@ -64,11 +121,52 @@ SELECT NOT EXISTS (SELECT FROM rels WHERE oid IS NULL)
        AND p.proname OPERATOR(pg_catalog.=) ANY ($3::pg_catalog.name[]))
   AND (pg_catalog.cardinality($2::pg_catalog.text[]) OPERATOR(pg_catalog.+)
          pg_catalog.cardinality($3::pg_catalog.text[]) OPERATOR(pg_catalog.+)
-         pg_catalog.cardinality($4::pg_catalog.text[]) OPERATOR(pg_catalog.=) 0
+         pg_catalog.cardinality($4::pg_catalog.text[]) OPERATOR(pg_catalog.+)
+         pg_catalog.cardinality($5::pg_catalog.text[]) OPERATOR(pg_catalog.=) 0
        OR NOT EXISTS (
          SELECT FROM pg_catalog.pg_cast k
           WHERE k.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
             AND k.castfunc OPERATOR(pg_catalog.<>) 0::pg_catalog.oid))
+  AND NOT EXISTS (SELECT FROM wrels WHERE oid IS NULL)
+  AND NOT EXISTS (
+    SELECT FROM wtree JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) wtree.oid
+     WHERE c.relkind OPERATOR(pg_catalog.<>) ALL ('{r,p}'::pg_catalog."char"[])
+        OR c.relrowsecurity OR c.relhasrules
+        OR c.oid OPERATOR(pg_catalog.<) 16384::pg_catalog.oid
+        OR c.relnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace::pg_catalog.oid
+        OR c.relam OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid)
+  AND NOT EXISTS (
+    SELECT FROM pg_catalog.pg_trigger t JOIN wtree ON t.tgrelid OPERATOR(pg_catalog.=) wtree.oid
+     WHERE NOT t.tgisinternal OR t.tgfoid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid)
+  AND NOT EXISTS (
+    SELECT FROM pg_catalog.pg_attribute a JOIN wtree ON a.attrelid OPERATOR(pg_catalog.=) wtree.oid
+     WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+       AND a.attidentity OPERATOR(pg_catalog.<>) '')
+  AND NOT EXISTS (
+    SELECT FROM pg_catalog.pg_constraint k JOIN wtree ON k.confrelid OPERATOR(pg_catalog.=) wtree.oid
+     WHERE k.contype OPERATOR(pg_catalog.=) 'f'
+       AND (k.confupdtype OPERATOR(pg_catalog.<>) ALL ('{a,r}'::pg_catalog."char"[])
+            OR k.confdeltype OPERATOR(pg_catalog.<>) ALL ('{a,r}'::pg_catalog."char"[])))
+  AND NOT EXISTS (
+    SELECT FROM deps d LEFT JOIN pg_catalog.pg_class c
+        ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid
+       AND c.oid OPERATOR(pg_catalog.=) d.refobjid
+     WHERE d.refobjid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+       AND (d.refclassid OPERATOR(pg_catalog.<>) ALL (ARRAY[
+              'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid,
+              'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid,
+              'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid,
+              'pg_catalog.pg_collation'::pg_catalog.regclass::pg_catalog.oid,
+              'pg_catalog.pg_constraint'::pg_catalog.regclass::pg_catalog.oid])
+            OR (d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid
+                AND (c.oid IS NULL
+                     OR c.relkind OPERATOR(pg_catalog.<>) ALL ('{r,p,i,I}'::pg_catalog."char"[])))))
+  AND NOT EXISTS (
+    SELECT FROM exprs x,
+           LATERAL pg_catalog.regexp_matches(x.e, ':funcid ([0-9]+)', 'g') AS m(f)
+           LEFT JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) m.f[1]::pg_catalog.oid
+     WHERE p.oid IS NULL OR p.oid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid
+        OR NOT p.proname OPERATOR(pg_catalog.=) ANY ($6::pg_catalog.name[]))
 )SQL";
 
 // The cache key of a dependency set: its lists, each name ended by a NUL
@@ -77,7 +175,7 @@ SELECT NOT EXISTS (SELECT FROM rels WHERE oid IS NULL)
 std::string KeyOf(const CatalogDependencies& needs) {
   std::string key;
   for (const std::vector<std::string>* list :
-       {&needs.relations, &needs.operators, &needs.functions, &needs.types}) {
+       {&needs.relations, &needs.written, &needs.operators, &needs.functions, &needs.types}) {
     absl::StrAppend(&key, list->size(), "\n");
     for (const std::string& name : *list) {
       key += name;
@@ -100,7 +198,10 @@ storage::Statement VerdictStatement(const CatalogDependencies& needs) {
   storage::Statement statement;
   statement.sql = kVerdictSql;
   statement.params = {TextArray(needs.relations), TextArray(needs.operators),
-                      TextArray(needs.functions), TextArray(needs.types)};
+                      TextArray(needs.functions), TextArray(needs.types), TextArray(needs.written),
+                      // Only what a write needs: reads send an empty list.
+                      TextArray(needs.written.empty() ? std::vector<std::string>{}
+                                                      : StatelessBuiltinFunctionNames())};
   statement.cacheable = true;
   return statement;
 }

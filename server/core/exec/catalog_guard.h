@@ -24,6 +24,14 @@
 //    outside the built-ins (pg_operator / pg_proc oid >= 16384), and, when
 //    the statement has operators, function calls with arguments or casts,
 //    no user-defined cast with a function exists (pg_cast oid >= 16384).
+//  - for written relations (CatalogDependencies::written) also what a write
+//    runs: relkind r or p only, no trigger but internal ones with built-in
+//    functions (foreign keys), no identity column, no sequence or user code
+//    (function, operator, operator class, access method) that a default,
+//    generated column, constraint, index or partition key depends on, only
+//    allow-listed built-ins called in their stored expressions, no foreign
+//    key cascading into them, no domain default, no user cast at all
+//    (assignment casts); see docs/security.md.
 // Anything else, a name that does not resolve, or a failed lookup, is
 // "stateful": the statement takes the pooled path and its reset.
 //

@@ -85,10 +85,32 @@ struct Checked {
   // kExecute: run the statement in a transaction of its own
   // (MayWriteAndReturnRows).
   bool own_transaction = false;
-  // One statement that needs the reset only unless the catalog proves it
-  // stateless (SqlInfo::stateless_if).
+  // The statements that need the reset only unless the catalog proves them
+  // stateless (SqlInfo::stateless_if), their dependencies together; unset
+  // when some statement needs the reset whatever the catalog says.
   std::optional<CatalogDependencies> stateless_if;
+  // Of those: some reads tables only (BROKER_PIPELINE_TABLE_READS), some
+  // writes one (BROKER_PIPELINE_TABLE_WRITES).
+  bool table_reads = false;
+  bool table_writes = false;
+  // Some statement may write and return rows (RETURNING): its result must
+  // be read before its changes commit.
+  bool writes_and_returns_rows = false;
 };
+
+void AppendSortedUnique(std::vector<std::string>* to, const std::vector<std::string>& from) {
+  to->insert(to->end(), from.begin(), from.end());
+  std::sort(to->begin(), to->end());
+  to->erase(std::unique(to->begin(), to->end()), to->end());
+}
+
+void Merge(CatalogDependencies* to, const CatalogDependencies& from) {
+  AppendSortedUnique(&to->relations, from.relations);
+  AppendSortedUnique(&to->written, from.written);
+  AppendSortedUnique(&to->operators, from.operators);
+  AppendSortedUnique(&to->functions, from.functions);
+  AppendSortedUnique(&to->types, from.types);
+}
 
 absl::StatusOr<Checked> Check(const RunRequest& request, const RequestLimits& limits,
                               std::vector<storage::Statement>* statements = nullptr,
@@ -127,6 +149,10 @@ absl::StatusOr<Checked> Check(const RunRequest& request, const RequestLimits& li
         " per call (BROKER_MAX_BATCH_STATEMENTS): split it, or pass rows as array parameters"));
   }
   Checked checked;
+  // Every statement not provable from its text alone is provable on the
+  // catalog's word (so far).
+  bool all_conditional = true;
+  CatalogDependencies needs;
   for (size_t i = 0; i < request.statements.size(); ++i) {
     const storage::Statement& s = request.statements[i];
     const std::string where = several_allowed ? absl::StrCat("statements[", i, "]: ") : "";
@@ -204,10 +230,20 @@ absl::StatusOr<Checked> Check(const RunRequest& request, const RequestLimits& li
     }
     // Only what is provably stateless skips the reset (SqlInfo::leaves_no_state).
     checked.needs_reset = checked.needs_reset || !info.leaves_no_state;
-    if (request.statements.size() == 1) checked.stateless_if = info.stateless_if;
-    checked.own_transaction = request.op == Op::kExecute && MayWriteAndReturnRows(info, s.sql);
+    if (!info.leaves_no_state) {
+      if (info.stateless_if.has_value()) {
+        Merge(&needs, *info.stateless_if);
+        (info.stateless_if->written.empty() ? checked.table_reads : checked.table_writes) = true;
+      } else {
+        all_conditional = false;
+      }
+    }
+    const bool writes_and_returns = MayWriteAndReturnRows(info, s.sql);
+    checked.writes_and_returns_rows = checked.writes_and_returns_rows || writes_and_returns;
+    checked.own_transaction = request.op == Op::kExecute && writes_and_returns;
     if (statements != nullptr) (*statements)[i].cacheable = Cacheable(info);
   }
+  if (checked.needs_reset && all_conditional) checked.stateless_if = std::move(needs);
   return checked;
 }
 
@@ -794,7 +830,8 @@ class StatementRunner::PipelinedCall final : public RunningCall {
  public:
   explicit PipelinedCall(StatementRunner& runner) : runner_(runner) {}
 
-  void Start(RunRequest request, StepCallback done) {
+  // `writes`: a statement of the batch writes a table (proved by the catalog).
+  void Start(RunRequest request, StepCallback done, bool writes) {
     absl::Duration longest = runner_.options_.max_statement_duration;
     int weight = 1;
     if (const ClientShares* shares = runner_.pool_.options().shares.get(); shares != nullptr) {
@@ -837,6 +874,7 @@ class StatementRunner::PipelinedCall final : public RunningCall {
       storage::PipelineBatch batch;
       batch.statements = std::move(request.statements);
       batch.max_result_bytes = runner_.options_.max_result_bytes;
+      batch.writes = writes;
       batch.deadline = deadline;
       // The engine's fair queue serves clients round robin by this id, as
       // the pool's does for connections.
@@ -889,9 +927,11 @@ bool StatementRunner::Pipelinable(const RunRequest& request, bool needs_reset,
                                   bool own_transaction) {
   // kBatch: its statements under one Sync are one implicit transaction, all
   // or nothing as the pooled BEGIN..COMMIT. Every statement must pass the
-  // rules below (needs_reset covers them all), which keep every write out:
+  // rules below (needs_reset covers them all). Writes get here only proved
+  // by the catalog (BROKER_PIPELINE_TABLE_WRITES), and never with RETURNING
+  // (own_transaction; for a batch the caller passes it for any statement):
   // the engine reads a batch's results after its Sync committed it, so a
-  // result over the cap could not roll a write back.
+  // result over the cap could not roll the write back.
   const bool batch = request.op == Op::kBatch && !request.statements.empty();
   if (!batch && (request.op != Op::kExecute || request.statements.size() != 1)) return false;
   if (needs_reset || own_transaction || !request.transaction.IsPlain()) return false;
@@ -908,9 +948,11 @@ bool StatementRunner::Pipelinable(const RunRequest& request, bool needs_reset,
 }
 
 bool StatementRunner::ProvableOnPool(const RunRequest& request) {
-  // One statement on a connection fresh from the pool, whose only session
-  // state is the baseline: the lookup ran with that baseline too.
-  if (request.op != Op::kExecute || request.statements.size() != 1) return false;
+  // One statement (or a batch, in one plain transaction) on a connection
+  // fresh from the pool, whose only session state is the baseline: the
+  // lookup ran with that baseline too.
+  const bool batch = request.op == Op::kBatch && !request.statements.empty();
+  if (!batch && (request.op != Op::kExecute || request.statements.size() != 1)) return false;
   // Not a session's connection, nor one an earlier step dirtied.
   if (request.connection || request.reset_on_release) return false;
   // SET ROLE changes what `$user` in search_path resolves to (the lookup
@@ -918,8 +960,10 @@ bool StatementRunner::ProvableOnPool(const RunRequest& request) {
   // search_path itself: the proof would be about other names.
   if (!request.database_role.empty() || !request.transaction.IsPlain()) return false;
   // A named parameter type may be a user type whose input function runs.
-  for (const std::string& type : request.statements[0].param_types) {
-    if (!type.empty()) return false;
+  for (const storage::Statement& statement : request.statements) {
+    for (const std::string& type : statement.param_types) {
+      if (!type.empty()) return false;
+    }
   }
   // A durable call also runs the outcomes table's statements, whose
   // classification this proof does not cover; reads rarely carry an id.
@@ -939,7 +983,7 @@ StatementRunner::StatementRunner(ConnectionPool& pool, TimerQueue& timers,
       cancel_executor_(cancel_executor),
       clock_(clock),
       options_(std::move(options)) {
-  if (options_.pipeline_table_reads) {
+  if (options_.pipeline_table_reads || options_.pipeline_table_writes) {
     CatalogGuard::Options guard;
     guard.refresh = options_.catalog_refresh;
     // The lookup runs where the proofs are used: on the engine when there
@@ -977,19 +1021,26 @@ std::shared_ptr<RunningCall> StatementRunner::RunStep(RunRequest request, StepCa
   auto engine_up = [this] {
     return options_.pipeline != nullptr && options_.pipeline->Stats().connections_up > 0;
   };
-  // A table read the catalog may prove stateless: asked only when the proof
-  // would be used (on the engine, or on a pooled connection that then skips
-  // its reset), so sessions, batches and reads under a role cause no
-  // lookups.
-  if (needs_reset && checked->stateless_if.has_value() && catalog_guard_ != nullptr &&
-      ((Pipelinable(request, /*needs_reset=*/false, checked->own_transaction) && engine_up()) ||
+  // A batch that writes and returns rows stays off the engine (Pipelinable).
+  const bool own_transaction =
+      checked->own_transaction ||
+      (request.op == Op::kBatch && checked->table_writes && checked->writes_and_returns_rows);
+  // Table reads and writes the catalog may prove stateless, each under its
+  // switch: asked only when the proof would be used (on the engine, or on a
+  // pooled connection that then skips its reset), so sessions and
+  // statements under a role cause no lookups.
+  const bool switched_on = (!checked->table_reads || options_.pipeline_table_reads) &&
+                           (!checked->table_writes || options_.pipeline_table_writes);
+  if (needs_reset && checked->stateless_if.has_value() && switched_on &&
+      catalog_guard_ != nullptr &&
+      ((Pipelinable(request, /*needs_reset=*/false, own_transaction) && engine_up()) ||
        ProvableOnPool(request)) &&
       catalog_guard_->Check(*checked->stateless_if) == CatalogGuard::Verdict::kStateless) {
     needs_reset = false;
   }
-  if (Pipelinable(request, needs_reset, checked->own_transaction) && engine_up()) {
+  if (Pipelinable(request, needs_reset, own_transaction) && engine_up()) {
     auto pipelined = std::make_shared<PipelinedCall>(*this);
-    pipelined->Start(std::move(request), std::move(done));
+    pipelined->Start(std::move(request), std::move(done), checked->table_writes);
     return pipelined;
   }
   auto call = std::make_shared<Call>(*this, std::move(request), std::move(done), needs_reset,

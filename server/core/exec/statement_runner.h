@@ -33,13 +33,18 @@
 //    failed, its SqlErrorDetail). A SELECT that is stateless only if the
 //    names it reads resolve to no user code (SqlInfo::stateless_if: a table
 //    read) goes there too when the CatalogGuard's recent answer says so
-//    (RunnerOptions::pipeline_table_reads); without an answer yet it takes
-//    the pooled path with its reset, and the guard looks the answer up.
+//    (RunnerOptions::pipeline_table_reads); so does a simple INSERT, UPDATE
+//    or DELETE on a table whose writes the guard proved run no user code
+//    (RunnerOptions::pipeline_table_writes; never with RETURNING on the
+//    engine), and a batch of such statements, proved together with one
+//    lookup; without an answer yet it takes the pooled path with its reset,
+//    and the guard looks the answer up.
 //    Everything else takes a pooled connection. The guard serves the pooled
 //    path too, with the engine on or off: a one-shot Execute or
-//    StreamExecute of such a read (no role, transaction settings, named
-//    parameter types or request id: ProvableOnPool) that the catalog proved
-//    stateless skips the reset on its pooled connection.
+//    StreamExecute of such a read or write, or such a batch (no role,
+//    transaction settings, named parameter types or request id:
+//    ProvableOnPool) that the catalog proved stateless skips the reset on
+//    its pooled connection.
 //  * Sessions (SessionManager) run their transactions as steps: kBegin takes
 //    a connection and hands it back inside its transaction, kInTransaction
 //    and kCommit/kRollback run on that connection. Each step gets the same
@@ -112,6 +117,12 @@ struct RunnerOptions {
   // (BROKER_PIPELINE_CATALOG_REFRESH; CatalogGuard). The catalog is asked
   // through the engine when there is one, on a pooled connection otherwise.
   bool pipeline_table_reads = true;
+  // Likewise simple INSERT, UPDATE and DELETE statements on tables the
+  // catalog proves run no user code when written (BROKER_PIPELINE_TABLE_WRITES:
+  // no triggers but foreign keys', no sequence or user-code defaults, no
+  // user code in constraints or indexes; CatalogGuard), alone or in
+  // batches with proved reads.
+  bool pipeline_table_writes = true;
   absl::Duration catalog_refresh = absl::Seconds(1);
 };
 
@@ -254,13 +265,14 @@ class StatementRunner final {
   // role or named parameter types, that leaves no session state and need not
   // run in a transaction of its own; or kBatch whose statements all are so,
   // with plain transaction options (no isolation, read-only or settings).
+  // `own_transaction` for a batch: one of its writes returns rows.
   static bool Pipelinable(const RunRequest& request, bool needs_reset, bool own_transaction);
-  // Whether a request's one table read, when the catalog proves it
-  // stateless (SqlInfo::stateless_if), may skip the reset on the pooled
-  // connection it runs on: kExecute of one statement (also streamed, also in
-  // a transaction of its own) on a connection fresh from the pool, with no
-  // database_role, transaction settings, named parameter types or request
-  // id; never a session's connection or reset_on_release. What Pipelinable
+  // Whether a request's table reads and writes, when the catalog proves
+  // them stateless (SqlInfo::stateless_if), may skip the reset on the pooled
+  // connection they run on: kExecute of one statement (also streamed, also
+  // in a transaction of its own) or kBatch, on a connection fresh from the
+  // pool, with no database_role, transaction settings, named parameter types
+  // or request id; never a session's connection or reset_on_release. What Pipelinable
   // adds to this is about the engine, not about session state.
   static bool ProvableOnPool(const RunRequest& request);
   // How long statements (or whole batches) ran on their connection.
@@ -283,7 +295,7 @@ class StatementRunner final {
   std::atomic<int64_t> session_resets_{0};
   std::atomic<int64_t> pipelined_{0};
   DurationHistogram statement_duration_{clock_};
-  // With pipeline_table_reads; null otherwise.
+  // With pipeline_table_reads or pipeline_table_writes; null otherwise.
   std::unique_ptr<CatalogGuard> catalog_guard_;
 };
 

@@ -307,23 +307,27 @@ std::string RenderPrometheus(const PoolSnapshot& s) {
               "Pipelined connections closed for their age (DB_POOL_RECYCLE) and reopened.");
   }
 
-  // The CatalogGuard's table-read proofs, for the engine and for the
-  // pooled path (absent with BROKER_PIPELINE_TABLE_READS=off they stay 0).
+  // The CatalogGuard's table-read and table-write proofs, for the engine
+  // and for the pooled path (with BROKER_PIPELINE_TABLE_READS and
+  // BROKER_PIPELINE_TABLE_WRITES off they stay 0).
   const RunnerStats& st = s.statements;
   w.Counter("sessionbroker_pipeline_catalog_proved_total", st.catalog_proved,
-            "Table reads the catalog showed run no user code (BROKER_PIPELINE_TABLE_READS): "
+            "Table reads and writes (a call's statements together) the catalog showed run no "
+            "user code (BROKER_PIPELINE_TABLE_READS, BROKER_PIPELINE_TABLE_WRITES): "
             "pipelined, or run on a pooled connection without the session reset.");
   w.Counter("sessionbroker_pipeline_catalog_refused_total", st.catalog_refused,
-            "Table reads kept on the reset path because the catalog showed they may run user "
-            "code (a view, row-level security, a rule, a user operator, function or type).");
+            "Table reads and writes kept on the reset path because the catalog showed they may "
+            "run user code (a view, row-level security, a rule, a trigger, a sequence, a user "
+            "operator, function or type).");
   w.Counter("sessionbroker_pipeline_catalog_unknown_total", st.catalog_unknown,
-            "Table reads kept on the reset path because no recent catalog answer was at hand "
+            "Table reads and writes kept on the reset path because no recent catalog answer was "
+            "at hand "
             "(each starts or waits for a lookup; BROKER_PIPELINE_CATALOG_REFRESH).");
   w.Counter("sessionbroker_pipeline_catalog_lookups_total", st.catalog_lookups,
             "Catalog lookups sent (through the pipelined engine, or on a pooled connection "
             "without one).");
   w.Counter("sessionbroker_pipeline_catalog_lookup_failures_total", st.catalog_lookup_failures,
-            "Catalog lookups that failed (the reads keep their reset).");
+            "Catalog lookups that failed (the reads and writes keep their reset).");
 
   // The database.
   w.Gauge("sessionbroker_database_reachable", s.database_reachable ? 1 : 0,

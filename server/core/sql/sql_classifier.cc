@@ -348,7 +348,7 @@ const NameSet& StatelessNodes() {
       "JoinExpr",        "RangeVar",       "NamedArgExpr",
       "GroupingFunc",    "ExplainStmt",    "VariableShowStmt",
       "DefElem",         "XmlExpr",        "XmlSerialize",
-      "CollateClause",
+      "CollateClause",   "SetToDefault",  // DEFAULT in INSERT VALUES / UPDATE SET
   });
   return *kNames;
 }
@@ -566,13 +566,7 @@ class Walker {
       }
     } else if (type == "InsertStmt" || type == "UpdateStmt" || type == "DeleteStmt" ||
                type == "MergeStmt") {
-      // pg_settings' UPDATE rule runs set_config; any DML on it counts.
-      const Json relation = body.value("relation", Json());
-      if (relation.is_object() && StrField(relation, "relname") == "pg_settings" &&
-          IsCatalogSchema(StrField(relation, "schemaname"))) {
-        changes_state = true;
-        changes_role = true;
-      }
+      DmlTarget(body);
     } else if (type == "VariableSetStmt") {
       VariableSet(body);
     } else if (type == "DiscardStmt") {
@@ -589,6 +583,61 @@ class Walker {
     }
   }
 
+  // pg_settings' UPDATE rule runs set_config; any DML on it counts.
+  void DmlTarget(const Json& body) {
+    const Json relation = body.value("relation", Json());
+    if (relation.is_object() && StrField(relation, "relname") == "pg_settings" &&
+        IsCatalogSchema(StrField(relation, "schemaname"))) {
+      changes_state = true;
+      changes_role = true;
+    }
+  }
+
+ public:
+  // A top-level INSERT, UPDATE or DELETE (`type`): provable on the catalog's
+  // word only in its simple forms, every part under the SELECT rules, its
+  // target listed in needs.written. A clause outside the forms below (WITH,
+  // ON CONFLICT, OVERRIDING, and any the parser may add) makes it
+  // unprovable. DML nested anywhere else (a data-modifying WITH) reaches
+  // Node() and is unprovable there.
+  void WalkWrite(const std::string& type, const Json& body) {
+    static const NameSet* const kInsert =
+        new NameSet({"relation", "cols", "selectStmt", "returningList", "override"});
+    static const NameSet* const kUpdate =
+        new NameSet({"relation", "targetList", "whereClause", "fromClause", "returningList"});
+    static const NameSet* const kDelete =
+        new NameSet({"relation", "usingClause", "whereClause", "returningList"});
+    const NameSet& allowed = type == "InsertStmt"   ? *kInsert
+                             : type == "UpdateStmt" ? *kUpdate
+                                                    : *kDelete;
+    DmlTarget(body);
+    for (const auto& [key, child] : body.items()) {
+      if (!allowed.contains(key)) Unprovable();
+    }
+    if (StrField(body, "override") != "" && StrField(body, "override") != "OVERRIDING_NOT_SET") {
+      Unprovable();
+    }
+    const Json relation = body.value("relation", Json());
+    const std::string schema = StrField(relation, "schemaname");
+    const std::string name = StrField(relation, "relname");
+    // The catalogs (and anything PostgreSQL resolves in pg_catalog first)
+    // are never a proved write's target; the guard also refuses built-in
+    // relations by oid.
+    if (!relation.is_object() || name.empty() || !StrField(relation, "catalogname").empty() ||
+        schema == "pg_catalog" || schema == "information_schema" || schema == "pg_toast" ||
+        (schema.empty() && absl::StartsWith(name, "pg_"))) {
+      Unprovable();
+    } else {
+      needs.written.push_back(QuotedQualified(schema, name));
+    }
+    // The target (a RangeVar without its wrapper) lands in needs.relations
+    // through the walk, like every relation read.
+    for (const auto& [key, child] : body.items()) {
+      if (key != "override") Walk(child);
+    }
+  }
+
+ private:
   void VariableSet(const Json& body) {
     const std::string kind = StrField(body, "kind");
     const std::string name = StrField(body, "name");
@@ -836,12 +885,15 @@ SqlInfo Classify(absl::string_view sql, int depth) {
     const bool savepoint_statement = tx_kind == "TRANS_STMT_SAVEPOINT" ||
                                      tx_kind == "TRANS_STMT_RELEASE" ||
                                      tx_kind == "TRANS_STMT_ROLLBACK_TO";
-    if (type != "SelectStmt" && type != "VariableShowStmt" && type != "ExplainStmt" &&
-        !savepoint_statement) {
+    const bool write = type == "InsertStmt" || type == "UpdateStmt" || type == "DeleteStmt";
+    if (write) {
+      walker.provable = false;  // a table is written: the catalog decides
+    } else if (type != "SelectStmt" && type != "VariableShowStmt" && type != "ExplainStmt" &&
+               !savepoint_statement) {
       walker.Unprovable();
     }
-    // The catalog's help is for plain reads only.
-    if (type != "SelectStmt") walker.conditional = false;
+    // The catalog's help is for plain reads and simple writes only.
+    if (type != "SelectStmt" && !write) walker.conditional = false;
     if (type == "TransactionStmt") {
       info.transaction_control = true;
       SqlInfo::Savepoint savepoint = SqlInfo::Savepoint::kNone;
@@ -855,7 +907,11 @@ SqlInfo Classify(absl::string_view sql, int depth) {
     } else if (type == "CopyStmt") {
       if (!body.contains("filename") && !BoolField(body, "is_program")) info.copy_stdio = true;
     }
-    walker.Walk(stmt);
+    if (write) {
+      walker.WalkWrite(type, body);
+    } else {
+      walker.Walk(stmt);
+    }
   }
   info.max_placeholder = walker.max_placeholder;
   info.changes_session_state = walker.changes_state;
@@ -864,6 +920,7 @@ SqlInfo Classify(absl::string_view sql, int depth) {
   if (!info.leaves_no_state && walker.conditional && !walker.changes_state && stmts.size() == 1) {
     CatalogDependencies needs = std::move(walker.needs);
     SortUnique(&needs.relations);
+    SortUnique(&needs.written);
     SortUnique(&needs.operators);
     SortUnique(&needs.functions);
     SortUnique(&needs.types);
@@ -901,6 +958,24 @@ ClassifyCache& Cache() {
 }
 
 }  // namespace
+
+const std::vector<std::string>& StatelessBuiltinFunctionNames() {
+  static const std::vector<std::string>* const kNames = [] {
+    auto* names =
+        new std::vector<std::string>(StatelessFunctions().begin(), StatelessFunctions().end());
+    // Casts and length coercions the parser puts into stored expressions
+    // (a default 'x' on a varchar(10) column calls varchar(varchar, int4,
+    // bool)): pure conversions.
+    for (const char* cast :
+         {"int2", "int4", "int8", "float4", "float8", "text", "varchar", "bpchar", "bool", "date",
+          "timestamp", "timestamptz", "time", "timetz", "interval", "bit", "varbit"}) {
+      names->push_back(cast);
+    }
+    SortUnique(names);
+    return names;
+  }();
+  return *kNames;
+}
 
 SqlInfo ClassifySql(absl::string_view sql) {
   if (sql.size() > kCacheMaxSqlBytes) return Classify(sql, 0);

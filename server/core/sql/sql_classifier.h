@@ -32,15 +32,21 @@
 
 namespace sessionbroker::core {
 
-// What a SELECT's proof of statelessness depends on beyond its text: the
-// catalog objects that its names resolve to. Each list is sorted and has no
-// duplicates. CatalogGuard (catalog_guard.h) decides from the catalog whether
-// they run no user code.
+// What a SELECT's (or a simple INSERT, UPDATE or DELETE's) proof of
+// statelessness depends on beyond its text: the catalog objects that its
+// names resolve to. Each list is sorted and has no duplicates. CatalogGuard
+// (catalog_guard.h) decides from the catalog whether they run no user code.
 struct CatalogDependencies {
   // The relations read, as PostgreSQL identifiers always double-quoted
   // ("public"."t", or "t" when written without a schema), ready for
-  // to_regclass, which resolves them with the connection's search_path.
+  // to_regclass, which resolves them with the connection's search_path. A
+  // written relation is listed here too (it is read as well).
   std::vector<std::string> relations;
+  // The relation written (INSERT, UPDATE or DELETE target), spelled as in
+  // `relations`; empty for reads. Writing runs more of the table's code than
+  // reading it does (triggers, defaults, constraints, index expressions):
+  // the guard checks those for these relations.
+  std::vector<std::string> written;
   // Operator names used without OPERATOR(pg_catalog.op), including the ones
   // IN, LIKE, BETWEEN, CASE x WHEN, NULLIF, IS DISTINCT FROM, JOIN ... USING
   // and NATURAL JOIN imply ("=", "<>", "~~", ...). The schema, if written,
@@ -54,8 +60,8 @@ struct CatalogDependencies {
   std::vector<std::string> types;
 
   bool operator==(const CatalogDependencies& other) const {
-    return relations == other.relations && operators == other.operators &&
-           functions == other.functions && types == other.types;
+    return relations == other.relations && written == other.written &&
+           operators == other.operators && functions == other.functions && types == other.types;
   }
 };
 
@@ -103,13 +109,18 @@ struct SqlInfo {
   // pg_catalog catalog or view, that have no SELECT INTO and no locking
   // clause. Any other relation could run user code (a view calling
   // set_config, a rule, a row-level security policy), so INSERT, UPDATE,
-  // DELETE and reads of user tables are never provably stateless. SAVEPOINT,
+  // DELETE and reads of user tables are never provably stateless from the
+  // text alone (see `stateless_if`). SAVEPOINT,
   // RELEASE and ROLLBACK TO are (they end with their transaction).
   // True for empty text (nothing runs).
   bool leaves_no_state = true;
   // Set only when `leaves_no_state` is false for no other reason than names
   // the catalog resolves: one SELECT (no locking clause, no INTO, no
-  // data-modifying WITH, nothing visibly stateful) whose relations,
+  // data-modifying WITH, nothing visibly stateful), or one INSERT ... VALUES /
+  // INSERT ... SELECT, UPDATE ... SET ... [FROM ...] [WHERE ...] or DELETE
+  // [USING ...] [WHERE ...] with optional RETURNING, no WITH, no ON CONFLICT,
+  // no OVERRIDING, no WHERE CURRENT OF and a target outside pg_catalog (its
+  // expressions under the SELECT rules; the target in `written`), whose relations,
   // unqualified operators, unqualified function calls with arguments
   // (of allow-listed built-in names) and casts to types outside the known
   // pg_catalog ones are listed here. The statement leaves no state if every
@@ -155,6 +166,14 @@ struct SqlInfo {
 };
 
 SqlInfo ClassifySql(absl::string_view sql);
+
+// The names of the pg_catalog built-in functions the classifier lets a
+// provable statement call (they read or compute and keep nothing on the
+// session), plus the built-in cast functions of the common types. The guard
+// holds the expressions a write runs from the catalog (column defaults,
+// check constraints, index expressions) to the same list: PostgreSQL records
+// no dependency on built-ins, so their calls are read from the expression.
+const std::vector<std::string>& StatelessBuiltinFunctionNames();
 
 }  // namespace sessionbroker::core
 

@@ -115,7 +115,8 @@ TEST_F(SessionBrokerServiceTest, ExecuteBatchRunsEveryStatementInOneTransaction)
   EXPECT_EQ(response.results(1).rows(0).values(0).string_value(), "UPDATE t SET a = 2");
   EXPECT_THAT(broker_.connector().connection(1)->log(),
               ElementsAre("BEGIN", "INSERT INTO t VALUES (1)", "UPDATE t SET a = 2", "COMMIT",
-                          // DML on a user table is never provably stateless.
+                          // DML on a user table is not provable from its text
+                          // (and this broker asks no catalog).
                           "RESET"));
 }
 

@@ -145,6 +145,22 @@ TEST_F(CatalogGuardTest, NamesAreNotConfusedAcrossLists) {
   EXPECT_EQ(guard.Check(b), Verdict::kUnknown);
 }
 
+TEST_F(CatalogGuardTest, AReadsAnswerIsNotAWritesAnswer) {
+  // Writing a table runs more of its code (triggers, defaults) than reading
+  // it: the proof of a read does not carry over to a write of the same names.
+  CatalogGuard guard(Options(), clock_, catalog_.AsLookup());
+  guard.Check(Reads("\"t\""));
+  catalog_.AnswerAll(true);
+  CatalogDependencies write = Reads("\"t\"");
+  write.written = {"\"t\""};
+  EXPECT_EQ(guard.Check(write), Verdict::kUnknown);
+  ASSERT_EQ(catalog_.pending.size(), 1u);
+  EXPECT_EQ(catalog_.pending[0].needs.written, std::vector<std::string>{"\"t\""});
+  catalog_.AnswerAll(false);
+  EXPECT_EQ(guard.Check(write), Verdict::kStateful);
+  EXPECT_EQ(guard.Check(Reads("\"t\"")), Verdict::kStateless);
+}
+
 TEST_F(CatalogGuardTest, FullCacheStartsOverAndStaysConservative) {
   CatalogGuard::Options o = Options();
   o.max_entries = 2;

@@ -207,7 +207,10 @@ TEST_F(PipelinedExecuteTest, CallsThatNeedAPooledConnectionKeepThePool) {
     executor_.RunAll();
     ASSERT_TRUE(out.has_value());
   }
-  EXPECT_EQ(engine_.submitted(), 0u);
+  // The write with RETURNING asked the catalog (for its pooled reset):
+  // nothing else went to the engine.
+  ASSERT_EQ(engine_.submitted(), 1u);
+  EXPECT_THAT(engine_.call(0).statement.sql, HasSubstr("pg_catalog.to_regclass"));
   EXPECT_EQ(engine_.batches(), 0u);
   EXPECT_EQ(runner_->Stats().pipelined, 0);
   EXPECT_GE(connector_.connects(), 1);
@@ -234,7 +237,10 @@ TEST_F(PipelinedExecuteTest, TableReadTakesThePoolWithAResetUntilTheCatalogProve
   ASSERT_EQ(engine_.submitted(), 1u);
   const storage::PipelineCall lookup = engine_.call(0);
   EXPECT_THAT(lookup.statement.sql, HasSubstr("pg_catalog.to_regclass"));
-  ASSERT_EQ(lookup.statement.params.size(), 4u);
+  ASSERT_EQ(lookup.statement.params.size(), 6u);
+  // Nothing written: no written relations, and no function list for them.
+  EXPECT_EQ(lookup.statement.params[4], storage::Value::Array({}));
+  EXPECT_EQ(lookup.statement.params[5], storage::Value::Array({}));
   EXPECT_EQ(lookup.statement.params[0],
             storage::Value::Array({storage::Value::String("\"pgbench_accounts\"")}));
   EXPECT_EQ(lookup.statement.params[1], storage::Value::Array({storage::Value::String("=")}));
@@ -495,8 +501,135 @@ TEST_F(PipelinedExecuteTest, BatchThatNeedsAPooledConnectionKeepsThePool) {
     ASSERT_TRUE(out.has_value());
   }
   EXPECT_EQ(engine_.batches(), 0u);
-  EXPECT_EQ(engine_.submitted(), 0u);
+  // The table read and the write asked the catalog (unanswered): nothing
+  // else went to the engine.
+  for (size_t i = 0; i < engine_.submitted(); ++i) {
+    EXPECT_THAT(engine_.call(i).statement.sql, HasSubstr("pg_catalog.to_regclass"));
+  }
   EXPECT_EQ(runner_->Stats().pipelined, 0);
+}
+
+TEST_F(PipelinedExecuteTest, ProvedWriteBatchGoesToTheEngineAsOneWritingBatch) {
+  const std::vector<std::string> tx3 = {
+      "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 1",
+      "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+      "INSERT INTO pgbench_history (aid, delta) VALUES (1, 1)"};
+  std::optional<absl::StatusOr<Results>> first;
+  Start(Batch(tx3), &first);
+  executor_.RunAll();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(engine_.batches(), 0u);
+  EXPECT_EQ(runner_->Stats().session_resets, 1);
+  // One lookup for the batch's names together, written relations apart.
+  ASSERT_EQ(engine_.submitted(), 1u);
+  const storage::PipelineCall lookup = engine_.call(0);
+  ASSERT_EQ(lookup.statement.params.size(), 6u);
+  EXPECT_EQ(lookup.statement.params[0],
+            storage::Value::Array({storage::Value::String("\"pgbench_accounts\""),
+                                   storage::Value::String("\"pgbench_history\"")}));
+  EXPECT_EQ(lookup.statement.params[1],
+            storage::Value::Array({storage::Value::String("+"), storage::Value::String("=")}));
+  EXPECT_EQ(lookup.statement.params[4],
+            storage::Value::Array({storage::Value::String("\"pgbench_accounts\""),
+                                   storage::Value::String("\"pgbench_history\"")}));
+  EXPECT_NE(lookup.statement.params[5], storage::Value::Array({}));
+  engine_.Answer(0, Verdict(true));
+
+  std::optional<absl::StatusOr<Results>> second;
+  Start(Batch(tx3), &second);
+  executor_.RunAll();
+  ASSERT_EQ(engine_.batches(), 1u);
+  EXPECT_TRUE(engine_.batch(0).writes);
+  EXPECT_EQ(engine_.batch(0).statements.size(), 3u);
+  engine_.AnswerBatch(0, std::vector<storage::QueryResult>(3));
+  ASSERT_TRUE(second.has_value());
+  EXPECT_TRUE(second->ok()) << second->status();
+  EXPECT_EQ(runner_->Stats().catalog_proved, 1);
+  EXPECT_EQ(runner_->Stats().session_resets, 1);
+}
+
+TEST_F(PipelinedExecuteTest, ProvedWriteReturningRowsTakesThePoolWithoutTheReset) {
+  // Its rows must be read before it commits: never the engine, whose batch
+  // results are read after the Sync. The proof still spares the reset.
+  for (const bool batch : {false, true}) {
+    SCOPED_TRACE(batch);
+    const std::string write = "UPDATE t SET x = 1 RETURNING x";
+    auto request = [&] { return batch ? Batch({write, "SELECT * FROM u"}) : One(write); };
+    const size_t lookups = engine_.submitted();
+    std::optional<absl::StatusOr<Results>> out;
+    Start(request(), &out);
+    executor_.RunAll();
+    ASSERT_EQ(engine_.submitted(), lookups + 1);
+    engine_.Answer(lookups, Verdict(true));
+    const int64_t resets = runner_->Stats().session_resets;
+    out.reset();
+    Start(request(), &out);
+    executor_.RunAll();
+    ASSERT_TRUE(out.has_value());
+    EXPECT_EQ(engine_.batches(), 0u);
+    EXPECT_EQ(engine_.submitted(), lookups + 1);
+    EXPECT_EQ(runner_->Stats().pipelined, 0);
+    EXPECT_EQ(runner_->Stats().session_resets, resets);
+  }
+  EXPECT_EQ(runner_->Stats().catalog_proved, 2);
+}
+
+TEST_F(PipelinedExecuteTest, ProvedWriteUnderARoleOrTransactionSettingsKeepsItsReset) {
+  // As for reads: the proof is about the login role's names and baseline
+  // search_path, and named parameter types may run a user input function.
+  const std::string write = "UPDATE t SET x = $1 WHERE id = 1";
+  std::optional<absl::StatusOr<Results>> out;
+  Start(One(write, {storage::Value::Int64(1)}), &out);
+  executor_.RunAll();
+  ASSERT_EQ(engine_.submitted(), 1u);
+  engine_.Answer(0, Verdict(true));
+  std::vector<RunRequest> requests;
+  RunRequest role = One(write, {storage::Value::Int64(1)});
+  role.database_role = "writer";
+  requests.push_back(std::move(role));
+  RunRequest settings = One(write, {storage::Value::Int64(1)});
+  settings.transaction.settings.emplace_back("search_path", "other");
+  requests.push_back(std::move(settings));
+  RunRequest typed = One(write, {storage::Value::String("1")});
+  typed.statements[0].param_types = {"int4"};
+  requests.push_back(std::move(typed));
+  RunRequest batch = Batch({write});
+  batch.statements[0].params.push_back(storage::Value::Int64(1));
+  batch.database_role = "writer";
+  requests.push_back(std::move(batch));
+  const int64_t resets = runner_->Stats().session_resets;
+  for (RunRequest& request : requests) {
+    out.reset();
+    Start(std::move(request), &out);
+    executor_.RunAll();
+    ASSERT_TRUE(out.has_value());
+  }
+  EXPECT_EQ(engine_.submitted(), 1u);
+  EXPECT_EQ(engine_.batches(), 0u);
+  EXPECT_EQ(runner_->Stats().catalog_proved, 0);
+  EXPECT_EQ(runner_->Stats().session_resets, resets + 4);
+}
+
+TEST_F(PipelinedExecuteTest, TableWritesSwitchedOffNeverAskTheCatalogForAWrite) {
+  RunnerOptions options;
+  options.pipeline = &engine_;
+  options.pipeline_table_writes = false;
+  StatementRunner runner(*pool_, timers_, executor_, clock_, options);
+  for (const bool batch : {false, true}) {
+    RunRequest request = batch ? Batch({"SELECT * FROM t", "DELETE FROM t WHERE id = 1"})
+                               : One("UPDATE t SET x = 1 WHERE id = 1");
+    std::optional<absl::StatusOr<Results>> out;
+    runner.Run(std::move(request), [&out](absl::StatusOr<Results> r) { out = std::move(r); });
+    executor_.RunAll();
+    ASSERT_TRUE(out.has_value());
+  }
+  EXPECT_EQ(engine_.submitted(), 0u);
+  EXPECT_EQ(runner.Stats().session_resets, 2);
+  // Reads alone still are.
+  std::optional<absl::StatusOr<Results>> out;
+  runner.Run(One("SELECT * FROM t"), [&out](absl::StatusOr<Results> r) { out = std::move(r); });
+  executor_.RunAll();
+  EXPECT_EQ(engine_.submitted(), 1u);
 }
 
 TEST_F(PipelinedExecuteTest, CancelledBatchIsCancelledAsAUnit) {

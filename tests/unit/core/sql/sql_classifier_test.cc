@@ -1,5 +1,6 @@
 #include "server/core/sql/sql_classifier.h"
 
+#include <algorithm>
 #include <climits>
 #include <string>
 #include <thread>
@@ -1062,6 +1063,15 @@ CatalogDependencies Needs(Names relations, Names operators = {}, Names functions
   return d;
 }
 
+// A write's: `written` besides the rest.
+CatalogDependencies Writes(Names written, Names relations, Names operators = {},
+                           Names functions = {}, Names types = {}) {
+  CatalogDependencies d =
+      Needs(std::move(relations), std::move(operators), std::move(functions), std::move(types));
+  d.written = std::move(written);
+  return d;
+}
+
 }  // namespace deps
 
 TEST(SqlClassifierStatelessIfTest, PlainTableReadDependsOnTheTableAndItsOperator) {
@@ -1153,9 +1163,6 @@ TEST(SqlClassifierStatelessIfTest, StatefulOrNonSelectStatementsHaveNoCondition)
            "SELECT * FROM db.app.t",
            "SELECT * FROM t TABLESAMPLE SYSTEM (10)",
            "SELECT * FROM t; SELECT * FROM u",
-           "INSERT INTO t VALUES (1)",
-           "UPDATE t SET x = 1",
-           "DELETE FROM t WHERE x = 1",
            "EXPLAIN SELECT * FROM t",
            "DO $$ BEGIN PERFORM 1; END $$",
            "SET search_path = app",
@@ -1194,6 +1201,129 @@ TEST(SqlClassifierStatelessIfTest, CatalogReadsOutsideTheAllowListDependOnTheCat
   const SqlInfo info = ClassifySql("SELECT oprname FROM pg_catalog.pg_operator");
   ASSERT_TRUE(info.stateless_if.has_value());
   EXPECT_EQ(info.stateless_if->relations, deps::Names{"\"pg_catalog\".\"pg_operator\""});
+}
+
+// ---------------------------------------------------------------------------
+// stateless_if for writes: simple INSERT, UPDATE and DELETE
+// ---------------------------------------------------------------------------
+
+TEST(SqlClassifierStatelessIfTest, PgbenchWritesDependOnTheirTableWrittenAndTheirOperators) {
+  struct Case {
+    const char* sql;
+    CatalogDependencies needs;
+  };
+  const Case cases[] = {
+      {"UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2",
+       deps::Writes({"\"pgbench_accounts\""}, {"\"pgbench_accounts\""}, {"+", "="})},
+      {"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+       "VALUES ($3, $4, $2, $1, CURRENT_TIMESTAMP)",
+       deps::Writes({"\"pgbench_history\""}, {"\"pgbench_history\""})},
+      {"DELETE FROM app.t WHERE id = $1",
+       deps::Writes({"\"app\".\"t\""}, {"\"app\".\"t\""}, {"="})},
+  };
+  for (const Case& c : cases) {
+    const SqlInfo info = ClassifySql(c.sql);
+    EXPECT_FALSE(info.leaves_no_state) << c.sql;
+    EXPECT_FALSE(info.changes_session_state) << c.sql;
+    ASSERT_TRUE(info.stateless_if.has_value()) << c.sql;
+    EXPECT_EQ(*info.stateless_if, c.needs) << c.sql;
+  }
+}
+
+TEST(SqlClassifierStatelessIfTest, WritesListTheRelationsTheyReadApartFromTheOneWritten) {
+  struct Case {
+    const char* sql;
+    CatalogDependencies needs;
+  };
+  const Case cases[] = {
+      {"UPDATE t SET x = u.x FROM u WHERE t.id = u.id",
+       deps::Writes({"\"t\""}, {"\"t\"", "\"u\""}, {"="})},
+      {"DELETE FROM t USING u WHERE t.id = u.id RETURNING t.*",
+       deps::Writes({"\"t\""}, {"\"t\"", "\"u\""}, {"="})},
+      {"INSERT INTO t (a, b) SELECT a, lower(b) FROM u WHERE a OPERATOR(pg_catalog.>) 0",
+       deps::Writes({"\"t\""}, {"\"t\"", "\"u\""}, {}, {"lower"})},
+      {"UPDATE t SET x = DEFAULT WHERE id = (SELECT max(id) FROM v)",
+       deps::Writes({"\"t\""}, {"\"t\"", "\"v\""}, {"="}, {"max"})},
+      {"INSERT INTO t VALUES ($1, DEFAULT) RETURNING id", deps::Writes({"\"t\""}, {"\"t\""})},
+      {"INSERT INTO t DEFAULT VALUES", deps::Writes({"\"t\""}, {"\"t\""})},
+      {"UPDATE ONLY t AS x SET v = $1::mood",
+       deps::Writes({"\"t\""}, {"\"t\""}, {}, {}, {"\"mood\""})},
+  };
+  for (const Case& c : cases) {
+    const SqlInfo info = ClassifySql(c.sql);
+    ASSERT_TRUE(info.stateless_if.has_value()) << c.sql;
+    EXPECT_EQ(*info.stateless_if, c.needs) << c.sql;
+  }
+}
+
+TEST(SqlClassifierStatelessIfTest, WritesOutsideTheSimpleFormsHaveNoCondition) {
+  for (const char* sql : {
+           // WITH, ON CONFLICT, OVERRIDING, a cursor, MERGE
+           "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x",
+           "WITH d AS (DELETE FROM u RETURNING *) INSERT INTO t SELECT * FROM d",
+           "INSERT INTO t SELECT * FROM (WITH d AS (DELETE FROM u RETURNING *) SELECT * FROM d) s",
+           "INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING",
+           "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET a = 2",
+           "INSERT INTO t OVERRIDING SYSTEM VALUE VALUES (1)",
+           "UPDATE t SET x = 1 WHERE CURRENT OF c",
+           "DELETE FROM t WHERE CURRENT OF c",
+           "MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE",
+           // calls outside the allow-list, stateful built-ins, sequences
+           "INSERT INTO t VALUES (nextval('s'))",
+           "INSERT INTO t VALUES (my_function(1))",
+           "UPDATE t SET x = set_config('a.b', 'c', false)",
+           "DELETE FROM t WHERE pg_advisory_lock(1) IS NOT NULL",
+           "UPDATE t SET x = (SELECT 1 FROM u FOR UPDATE)",
+           "INSERT INTO t SELECT * FROM u FOR UPDATE",
+           "INSERT INTO t SELECT * INTO z FROM u",
+           // catalogs, temporary and remote tables
+           "UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'",
+           "UPDATE pg_catalog.pg_class SET relname = 'x' WHERE oid = 1",
+           "DELETE FROM pg_description WHERE objoid = 1",
+           "INSERT INTO information_schema.sql_features VALUES ('x')",
+           "INSERT INTO pg_temp.t VALUES (1)",
+           "INSERT INTO db.app.t VALUES (1)",
+           // two statements
+           "INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)",
+       }) {
+    const SqlInfo info = ClassifySql(sql);
+    EXPECT_FALSE(info.leaves_no_state) << sql;
+    EXPECT_FALSE(info.stateless_if.has_value()) << sql;
+  }
+}
+
+TEST(SqlClassifierStatelessIfTest, WritesOnPgSettingsStillChangeSessionState) {
+  for (const char* sql :
+       {"UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'",
+        "DELETE FROM pg_catalog.pg_settings", "INSERT INTO pg_settings VALUES (1)"}) {
+    const SqlInfo info = ClassifySql(sql);
+    EXPECT_TRUE(info.changes_session_state) << sql;
+    EXPECT_TRUE(info.changes_role) << sql;
+    EXPECT_FALSE(info.stateless_if.has_value()) << sql;
+  }
+}
+
+TEST(SqlClassifierStatelessIfTest, ReadsNeverListAWrittenRelation) {
+  const SqlInfo info = ClassifySql("SELECT * FROM t WHERE id = $1");
+  ASSERT_TRUE(info.stateless_if.has_value());
+  EXPECT_TRUE(info.stateless_if->written.empty());
+}
+
+TEST(SqlClassifierStatelessIfTest, WrittenRelationTellsDependencySetsApart) {
+  // The same names, read or written, are different proofs.
+  EXPECT_FALSE(deps::Needs({"\"t\""}) == deps::Writes({"\"t\""}, {"\"t\""}));
+}
+
+TEST(SqlClassifierTest, StatelessBuiltinFunctionNamesHoldTheReadAllowListAndCasts) {
+  const std::vector<std::string>& names = StatelessBuiltinFunctionNames();
+  EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
+  for (const char* name : {"now", "lower", "gen_random_uuid", "varchar", "int8"}) {
+    EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
+  }
+  for (const char* name : {"nextval", "set_config", "setseed", "pg_advisory_lock", "currval",
+                           "query_to_xml", "lastval"}) {
+    EXPECT_EQ(std::find(names.begin(), names.end(), name), names.end()) << name;
+  }
 }
 
 }  // namespace
