@@ -475,7 +475,7 @@ def cmd_report(args):
             off_cpu = median_of(runs, "select-%s-c%d" % (variant, c), "pooler_us_per_call")
             rows.append("| %s | %d | %s | %s | %s | %s | %s | %s |" % (
                 setting, c, fmt_tps(off_t), fmt_tps(on_t), fmt_ratio(ratio(on_t, off_t)),
-                "–" if off_l is None else "%.0f → %.0f" % (off_l, on_l),
+                "–" if off_l is None or on_l is None else "%.0f → %.0f" % (off_l, on_l),
                 "–" if off_cpu is None or on_cpu is None else "%.0f → %.0f" % (off_cpu, on_cpu),
                 "–" if off_cpu is None or on_cpu is None else fmt_ratio(ratio(on_cpu, off_cpu))))
     int8_section(runs)
