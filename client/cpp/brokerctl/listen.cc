@@ -90,8 +90,10 @@ int RunListen(const GlobalOptions& global, const Args& args) {
   if (!sub.ok()) return PrintError(sub.status());
   std::vector<std::string> quoted;
   for (const std::string& c : (*sub)->channels()) quoted.push_back(absl::StrCat("\"", c, "\""));
-  std::cerr << "Listening on " << absl::StrJoin(quoted, ", ") << " (listener PID "
-            << (*sub)->listener_pid() << ")." << std::endl;
+  // One write: a reader of stderr never sees half of the line.
+  std::cerr << absl::StrCat("Listening on ", absl::StrJoin(quoted, ", "), " (listener PID ",
+                            (*sub)->listener_pid(), ").\n")
+            << std::flush;
   int64_t received = 0;
   while (std::optional<sessionbroker::ListenEvent> event = (*sub)->Next()) {
     if (const auto* n = std::get_if<sessionbroker::Notification>(&*event)) {

@@ -6,9 +6,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -362,17 +365,32 @@ class ListenProcess {
   ListenProcess(const std::string& command, const std::string& err_path) : err_path_(err_path) {
     // A previous run's "Listening on" must not be taken for this one's.
     std::remove(err_path.c_str());
-    pipe_ = popen((command + " 2>" + Quote(err_path)).c_str(), "r");
+    // The shell prints its pid and becomes brokerctl (exec keeps the pid),
+    // so that a test that fails half-way can stop it.
+    pipe_ = popen(("echo $$; exec " + command + " 2>" + Quote(err_path)).c_str(), "r");
+    if (pipe_ != nullptr) {
+      const std::string pid = Line();
+      if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(pid), &pid_)) pid_ = 0;
+    }
   }
   ~ListenProcess() {
-    if (pipe_ != nullptr) pclose(pipe_);
+    if (pipe_ == nullptr) return;
+    // Still running: the test ended before it did (a failed assertion). A
+    // listener runs until stopped, so pclose alone would wait forever.
+    if (pid_ > 0) kill(pid_, SIGTERM);
+    pclose(pipe_);
   }
-  // Waits until it printed "Listening on ..." to stderr; returns that line.
+  // Waits until it printed the whole "Listening on ...\n" line to stderr;
+  // returns that line ("" if it never did).
   std::string AwaitListening() {
     for (int i = 0; i < 1000; ++i) {
       std::ifstream f(err_path_);
-      std::string line;
-      if (std::getline(f, line) && line.rfind("Listening on", 0) == 0) return line;
+      const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      // Only a complete line: the file can be read between two writes.
+      if (const size_t end = text.find('\n');
+          end != std::string::npos && text.rfind("Listening on", 0) == 0) {
+        return text.substr(0, end);
+      }
       absl::SleepFor(absl::Milliseconds(10));
     }
     return "";
@@ -392,6 +410,7 @@ class ListenProcess {
  private:
   std::string err_path_;
   FILE* pipe_ = nullptr;
+  int pid_ = 0;
 };
 
 TEST_F(BrokerctlTest, ListenPrintsEachNotificationAndGapAsItArrives) {
